@@ -1,0 +1,1 @@
+//! DHCPv6 wire codec (placeholder; being written).

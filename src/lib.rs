@@ -7,3 +7,6 @@
 #![deny(unsafe_code)]
 
 pub mod wire;
+pub mod config;
+pub mod lease;
+pub mod pool;

@@ -1,0 +1,242 @@
+//! Leases: what the server remembers about one address or delegated prefix, and the byte
+//! layout it is stored in (see `docs/storage.md`).
+
+use crate::config::ResourceKind;
+use std::fmt;
+use std::net::Ipv6Addr;
+
+/// Longest DUID RFC 8415 §11.1 allows (128 octets plus the 2-octet type).
+pub const DUID_LEN_MAX: usize = 130;
+/// Store key length: kind (1) + address (16).
+pub const KEY_LEN: usize = 17;
+/// Version byte at the start of every stored lease value.
+pub const VALUE_VERSION: u8 = 1;
+/// Fixed part of a stored lease value, before the DUID bytes.
+pub const VALUE_FIXED_LEN: usize = 1 + 8 + 1 + 1 + 4 + 4 + 4 + 4 + 8 + 8 + 2;
+
+/// Lifecycle of a lease (RFC 8415 §18.3, RFC 8156 §5.2 binding states for the part we store).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LeaseState {
+    /// Offered in an Advertise; held in memory only, never stored.
+    Offered,
+    /// Granted in a Reply; the client may use it until `expires_at`.
+    Active,
+    /// The valid lifetime ran out; free, but remembered for its last client.
+    Expired,
+    /// The client released it; free, but remembered for its last client.
+    Released,
+    /// The client declined it (duplicate on the link); unusable until `expires_at`.
+    Declined,
+}
+
+impl LeaseState {
+    /// Stable byte code used in the store.
+    pub fn code(self) -> u8 {
+        match self {
+            LeaseState::Offered => 0,
+            LeaseState::Active => 1,
+            LeaseState::Expired => 2,
+            LeaseState::Released => 3,
+            LeaseState::Declined => 4,
+        }
+    }
+    /// Inverse of [`LeaseState::code`].
+    pub fn from_code(c: u8) -> Option<Self> {
+        Some(match c {
+            0 => LeaseState::Offered,
+            1 => LeaseState::Active,
+            2 => LeaseState::Expired,
+            3 => LeaseState::Released,
+            4 => LeaseState::Declined,
+            _ => return None,
+        })
+    }
+    /// Whether the resource may be given to a new client.
+    pub fn is_free(self) -> bool {
+        matches!(self, LeaseState::Expired | LeaseState::Released)
+    }
+}
+
+impl fmt::Display for LeaseState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LeaseState::Offered => "offered",
+            LeaseState::Active => "active",
+            LeaseState::Expired => "expired",
+            LeaseState::Released => "released",
+            LeaseState::Declined => "declined",
+        })
+    }
+}
+
+/// One address or delegated prefix and who holds (or last held) it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// Address (IA_NA) or prefix (IA_PD).
+    pub kind: ResourceKind,
+    /// The address, or the prefix's first address.
+    pub addr: Ipv6Addr,
+    /// 128 for addresses, the delegated length for prefixes.
+    pub prefix_len: u8,
+    /// Subnet the lease belongs to.
+    pub subnet_id: u32,
+    /// Where it is in its lifecycle.
+    pub state: LeaseState,
+    /// Client DUID (of the current or last holder).
+    pub duid: Box<[u8]>,
+    /// IAID of the IA_NA / IA_PD holding it.
+    pub iaid: u32,
+    /// Preferred lifetime granted at `cltt`.
+    pub preferred_secs: u32,
+    /// Valid lifetime granted at `cltt`.
+    pub valid_secs: u32,
+    /// Client last transaction time (unix seconds).
+    pub cltt: u64,
+    /// When the current state ends (unix seconds): valid lifetime end, offer hold, decline hold.
+    pub expires_at: u64,
+    /// Change sequence; the store keeps the highest it has seen for each key, so two workers
+    /// committing changes to one lease cannot leave the older change on disk.
+    pub seq: u64,
+}
+
+/// Why bytes read from the store are not a lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodeError(pub &'static str);
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "corrupt lease record: {}", self.0)
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+impl Lease {
+    /// The store key: kind then address, so one kind's leases sort by address.
+    pub fn key(&self) -> [u8; KEY_LEN] {
+        key(self.kind, self.addr)
+    }
+
+    /// Appends the stored value to `out`.
+    pub fn encode_value(&self, out: &mut Vec<u8>) {
+        let duid_len = self.duid.len().min(DUID_LEN_MAX);
+        out.reserve(VALUE_FIXED_LEN + duid_len);
+        out.push(VALUE_VERSION);
+        out.extend_from_slice(&self.seq.to_le_bytes());
+        out.push(self.state.code());
+        out.push(self.prefix_len);
+        out.extend_from_slice(&self.subnet_id.to_le_bytes());
+        out.extend_from_slice(&self.iaid.to_le_bytes());
+        out.extend_from_slice(&self.preferred_secs.to_le_bytes());
+        out.extend_from_slice(&self.valid_secs.to_le_bytes());
+        out.extend_from_slice(&self.cltt.to_le_bytes());
+        out.extend_from_slice(&self.expires_at.to_le_bytes());
+        out.extend_from_slice(&(duid_len as u16).to_le_bytes());
+        out.extend_from_slice(&self.duid[..duid_len]);
+    }
+
+    /// Decodes a stored key and value.
+    pub fn decode(key: &[u8], value: &[u8]) -> Result<Lease, DecodeError> {
+        if key.len() != KEY_LEN {
+            return Err(DecodeError("key length"));
+        }
+        let kind = ResourceKind::from_code(key[0]).ok_or(DecodeError("kind"))?;
+        let mut a = [0u8; 16];
+        a.copy_from_slice(&key[1..]);
+        if value.len() < VALUE_FIXED_LEN {
+            return Err(DecodeError("value too short"));
+        }
+        if value[0] != VALUE_VERSION {
+            return Err(DecodeError("unknown value version"));
+        }
+        let u32_at = |o: usize| u32::from_le_bytes([value[o], value[o + 1], value[o + 2], value[o + 3]]);
+        let u64_at = |o: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&value[o..o + 8]);
+            u64::from_le_bytes(b)
+        };
+        let seq = u64_at(1);
+        let state = LeaseState::from_code(value[9]).ok_or(DecodeError("state"))?;
+        let prefix_len = value[10];
+        if prefix_len > 128 {
+            return Err(DecodeError("prefix length"));
+        }
+        let duid_len = u16::from_le_bytes([value[VALUE_FIXED_LEN - 2], value[VALUE_FIXED_LEN - 1]]) as usize;
+        if value.len() != VALUE_FIXED_LEN + duid_len {
+            return Err(DecodeError("duid length"));
+        }
+        Ok(Lease {
+            kind,
+            addr: Ipv6Addr::from(a),
+            prefix_len,
+            subnet_id: u32_at(11),
+            state,
+            duid: value[VALUE_FIXED_LEN..].into(),
+            iaid: u32_at(15),
+            preferred_secs: u32_at(19),
+            valid_secs: u32_at(23),
+            cltt: u64_at(27),
+            expires_at: u64_at(35),
+            seq,
+        })
+    }
+}
+
+/// Store key of a resource.
+pub fn key(kind: ResourceKind, addr: Ipv6Addr) -> [u8; KEY_LEN] {
+    let mut k = [0u8; KEY_LEN];
+    k[0] = kind.code();
+    k[1..].copy_from_slice(&addr.octets());
+    k
+}
+
+/// Reads the change sequence out of a stored value without decoding the rest.
+pub fn value_seq(value: &[u8]) -> Option<u64> {
+    let b: [u8; 8] = value.get(1..9)?.try_into().ok()?;
+    Some(u64::from_le_bytes(b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Lease {
+        Lease {
+            kind: ResourceKind::Prefix,
+            addr: "2001:db8:8000:100::".parse().unwrap(),
+            prefix_len: 56,
+            subnet_id: 7,
+            state: LeaseState::Active,
+            duid: vec![0, 4, 1, 2, 3].into(),
+            iaid: 0xdead_beef,
+            preferred_secs: 100,
+            valid_secs: 200,
+            cltt: 1_700_000_000,
+            expires_at: 1_700_000_200,
+            seq: 42,
+        }
+    }
+
+    #[test]
+    fn round_trips() {
+        let l = sample();
+        let mut v = Vec::new();
+        l.encode_value(&mut v);
+        assert_eq!(value_seq(&v), Some(42));
+        assert_eq!(Lease::decode(&l.key(), &v).unwrap(), l);
+    }
+
+    #[test]
+    fn rejects_damage() {
+        let l = sample();
+        let mut v = Vec::new();
+        l.encode_value(&mut v);
+        for cut in 0..v.len() {
+            assert!(Lease::decode(&l.key(), &v[..cut]).is_err(), "cut {cut}");
+        }
+        let mut bad = v.clone();
+        bad[9] = 99;
+        assert!(Lease::decode(&l.key(), &bad).is_err());
+        assert!(Lease::decode(&l.key()[..5], &v).is_err());
+    }
+}

@@ -1,0 +1,726 @@
+//! Allocation: pools split into hashed sub-pools, the in-memory lease table, and reclamation.
+//!
+//! Every pool (a range of addresses, or a prefix split into delegated prefixes) is cut into up
+//! to [`SUBPOOLS_PER_POOL_MAX`](crate::config::SUBPOOLS_PER_POOL_MAX) contiguous sub-pools, each
+//! behind its own lock. A client's (subnet, IA type, DUID, IAID) hashes to a *home* sub-pool, so
+//! allocation for a new client touches one sub-pool (plus the client index shard), and the same
+//! client comes back to the same place.
+//!
+//! Finding a free resource never scans the pool: a sub-pool hands out never-used resources from a
+//! cursor, then resources that became free (expired, released) from a FIFO free list, oldest
+//! first, so a returning client has the best chance of finding its old lease still free. Freed
+//! leases stay in the table with their last holder, which is what gives lease stability.
+//!
+//! Lock order, always: client-index shard, then one sub-pool. Nothing ever takes them the other
+//! way round, and no code holds two sub-pools at once.
+
+use crate::config::{Lifetimes, PoolConfig, ResourceKind, SubnetConfig};
+use crate::lease::{Lease, LeaseState};
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::net::Ipv6Addr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+/// Number of shards of the client index (client key → resource).
+pub const CLIENT_SHARDS: usize = 64;
+/// Most expired leases one sub-pool reclaims per [`Allocator::reclaim`] call, so a reclaim
+/// pass never holds a lock for long.
+pub const RECLAIM_PER_SUBPOOL_MAX: usize = 4096;
+
+/// Locks a mutex; a panic elsewhere while holding it does not make the data unusable here
+/// (every critical section leaves the sub-pool consistent before anything that can panic).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Stable 128-bit hash of a client's IA: FNV-1a over subnet id, kind, IAID and DUID.
+///
+/// It is fixed (not randomly keyed) because both failover partners must agree on a client's
+/// home sub-pool, and it must not change across restarts or versions.
+pub fn client_key(subnet_id: u32, kind: ResourceKind, duid: &[u8], iaid: u32) -> u128 {
+    const OFFSET: u128 = 0x6c62272e07bb014262b821756295c58d;
+    const PRIME: u128 = 0x0000000001000000000000000000013B;
+    let mut h = OFFSET;
+    let mut eat = |b: u8| {
+        h ^= b as u128;
+        h = h.wrapping_mul(PRIME);
+    };
+    subnet_id.to_be_bytes().into_iter().for_each(&mut eat);
+    eat(kind.code());
+    iaid.to_be_bytes().into_iter().for_each(&mut eat);
+    duid.iter().copied().for_each(&mut eat);
+    h
+}
+
+/// What a caller wants from [`Allocator::acquire`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AcquireMode {
+    /// Advertise: reserve in memory for `hold_secs`; nothing is stored.
+    Offer {
+        /// How long the reservation lasts.
+        hold_secs: u32,
+    },
+    /// Reply (Request or Rapid Commit): grant and store.
+    Grant,
+}
+
+/// An address or prefix handed to a client, with the lifetimes to put on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Granted {
+    /// Address, or the prefix's first address.
+    pub addr: Ipv6Addr,
+    /// 128 for addresses, the delegated length for prefixes.
+    pub prefix_len: u8,
+    /// Preferred lifetime to send.
+    pub preferred_secs: u32,
+    /// Valid lifetime to send.
+    pub valid_secs: u32,
+}
+
+/// Outcome of [`Allocator::extend`] (Renew and Rebind).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Extended {
+    /// The lease is the client's (or was free and is now) and runs for new lifetimes.
+    Extended(Granted),
+    /// The resource is in this subnet's pools but held by another client or declined.
+    NotOwned,
+    /// The resource is not one of this subnet's resources (wrong link or outside every pool).
+    NotInPool,
+}
+
+/// Lease counts for one pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PoolUsage {
+    /// Resources in the pool.
+    pub total: u128,
+    /// Active leases.
+    pub active: u64,
+    /// Declined resources still held back.
+    pub declined: u64,
+    /// Offers outstanding.
+    pub offered: u64,
+}
+
+#[derive(Clone, Copy)]
+struct ResRef {
+    pool: u16,
+    index: u128,
+}
+
+struct Slot {
+    lease: Lease,
+    in_free_list: bool,
+}
+
+struct SubPool {
+    /// First index of this sub-pool (inclusive).
+    start: u128,
+    /// One past the last index.
+    end: u128,
+    /// Indices below the cursor have been handed out at least once.
+    cursor: u128,
+    /// Indices that became free, oldest first. Entries may be stale (the slot was taken back by
+    /// its old client); they are skipped when popped. Each index is in here at most once.
+    free: VecDeque<u128>,
+    /// Every resource that is or was in use, by index.
+    slots: HashMap<u128, Slot>,
+    /// (expires_at, index) for every slot whose state ends by time: active, offered, declined.
+    expiry: BTreeSet<(u64, u128)>,
+    usage: PoolUsage,
+}
+
+impl SubPool {
+    fn new(start: u128, end: u128) -> Self {
+        SubPool {
+            start,
+            end,
+            cursor: start,
+            free: VecDeque::new(),
+            slots: HashMap::new(),
+            expiry: BTreeSet::new(),
+            usage: PoolUsage::default(),
+        }
+    }
+
+    fn count(&mut self, state: LeaseState, delta: i64) {
+        let c = match state {
+            LeaseState::Active => &mut self.usage.active,
+            LeaseState::Declined => &mut self.usage.declined,
+            LeaseState::Offered => &mut self.usage.offered,
+            _ => return,
+        };
+        *c = c.saturating_add_signed(delta);
+    }
+
+    /// Picks a free index: never-used first, then the oldest freed. O(1) amortised.
+    fn take_free(&mut self) -> Option<u128> {
+        while self.cursor < self.end {
+            let i = self.cursor;
+            self.cursor += 1;
+            if !self.slots.contains_key(&i) {
+                return Some(i);
+            }
+        }
+        while let Some(i) = self.free.pop_front() {
+            if let Some(s) = self.slots.get_mut(&i) {
+                s.in_free_list = false;
+                if s.lease.state.is_free() {
+                    return Some(i);
+                }
+            }
+        }
+        None
+    }
+
+    fn is_free(&self, index: u128) -> bool {
+        self.slots.get(&index).is_none_or(|s| s.lease.state.is_free())
+    }
+
+    /// Moves the slot at `index` to a new lease value, keeping the expiry index, counters and
+    /// free list in step. The slot must exist or `lease` is inserted.
+    fn set(&mut self, index: u128, lease: Lease) {
+        let (old_state, old_exp, in_free) = match self.slots.get(&index) {
+            Some(s) => (Some(s.lease.state), s.lease.expires_at, s.in_free_list),
+            None => (None, 0, false),
+        };
+        if let Some(st) = old_state {
+            self.count(st, -1);
+            if timed(st) {
+                self.expiry.remove(&(old_exp, index));
+            }
+        }
+        self.count(lease.state, 1);
+        if timed(lease.state) {
+            self.expiry.insert((lease.expires_at, index));
+        }
+        let push = lease.state.is_free() && !in_free;
+        if push {
+            self.free.push_back(index);
+        }
+        self.slots.insert(index, Slot { lease, in_free_list: in_free || push });
+    }
+}
+
+fn timed(s: LeaseState) -> bool {
+    matches!(s, LeaseState::Active | LeaseState::Offered | LeaseState::Declined)
+}
+
+struct PoolState {
+    cfg: PoolConfig,
+    subpool_size: u128,
+    subpools: Box<[Mutex<SubPool>]>,
+}
+
+impl PoolState {
+    fn new(cfg: PoolConfig) -> Self {
+        let n = cfg.subpools.max(1) as u128;
+        let size = cfg.count.div_ceil(n);
+        let subpools = (0..n)
+            .map(|k| {
+                let start = (k * size).min(cfg.count);
+                let end = ((k + 1) * size).min(cfg.count);
+                Mutex::new(SubPool::new(start, end))
+            })
+            .collect();
+        PoolState { cfg, subpool_size: size, subpools }
+    }
+    fn subpool_of(&self, index: u128) -> &Mutex<SubPool> {
+        let k = (index / self.subpool_size) as usize;
+        &self.subpools[k.min(self.subpools.len() - 1)]
+    }
+}
+
+struct SubnetPools {
+    id: u32,
+    lifetimes: Lifetimes,
+    pools: Vec<PoolState>,
+}
+
+/// The in-memory lease table of every subnet, shared by all workers.
+pub struct Allocator {
+    subnets: Vec<SubnetPools>,
+    clients: Box<[Mutex<HashMap<u128, ResRef>>]>,
+    seq: AtomicU64,
+}
+
+/// Identifies one client IA in one subnet.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientIa<'a> {
+    /// Index of the subnet in the configuration (not its id).
+    pub subnet: usize,
+    /// IA_NA or IA_PD.
+    pub kind: ResourceKind,
+    /// Client DUID.
+    pub duid: &'a [u8],
+    /// IAID.
+    pub iaid: u32,
+}
+
+impl Allocator {
+    /// Builds empty pools for the configured subnets.
+    pub fn new(subnets: &[SubnetConfig]) -> Self {
+        Allocator {
+            subnets: subnets
+                .iter()
+                .map(|s| SubnetPools {
+                    id: s.id,
+                    lifetimes: s.lifetimes,
+                    pools: s.pools.iter().cloned().map(PoolState::new).collect(),
+                })
+                .collect(),
+            clients: (0..CLIENT_SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            seq: AtomicU64::new(1),
+        }
+    }
+
+    fn next_seq(&self) -> u64 {
+        self.seq.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn key(&self, c: &ClientIa) -> u128 {
+        client_key(self.subnets[c.subnet].id, c.kind, c.duid, c.iaid)
+    }
+
+    fn shard(&self, key: u128) -> &Mutex<HashMap<u128, ResRef>> {
+        &self.clients[(key as usize) % CLIENT_SHARDS]
+    }
+
+    /// Finds which pool of subnet `sn` holds `addr` as one of its `kind` resources.
+    fn locate(&self, sn: usize, kind: ResourceKind, addr: Ipv6Addr) -> Option<ResRef> {
+        self.subnets[sn].pools.iter().enumerate().find_map(|(pi, p)| {
+            (p.cfg.kind == kind)
+                .then(|| p.cfg.index_of(addr))
+                .flatten()
+                .map(|index| ResRef { pool: pi as u16, index })
+        })
+    }
+
+    fn owns(lease: &Lease, c: &ClientIa, subnet_id: u32) -> bool {
+        lease.iaid == c.iaid && lease.subnet_id == subnet_id && lease.kind == c.kind && *lease.duid == *c.duid
+    }
+
+    /// Builds the lease value for `c` holding resource `r` from `now`.
+    fn lease_for(&self, c: &ClientIa, r: ResRef, state: LeaseState, now: u64, until: u64) -> Lease {
+        let sub = &self.subnets[c.subnet];
+        let p = &sub.pools[r.pool as usize].cfg;
+        Lease {
+            kind: c.kind,
+            addr: p.resource(r.index),
+            prefix_len: p.resource_len,
+            subnet_id: sub.id,
+            state,
+            duid: c.duid.into(),
+            iaid: c.iaid,
+            preferred_secs: sub.lifetimes.preferred_secs,
+            valid_secs: sub.lifetimes.valid_secs,
+            cltt: now,
+            expires_at: until,
+            seq: self.next_seq(),
+        }
+    }
+
+    fn granted(&self, c: &ClientIa, l: &Lease) -> Granted {
+        let lt = &self.subnets[c.subnet].lifetimes;
+        Granted { addr: l.addr, prefix_len: l.prefix_len, preferred_secs: lt.preferred_secs, valid_secs: lt.valid_secs }
+    }
+
+    /// Applies `mode` to resource `r` for client `c` inside its locked sub-pool.
+    fn apply(&self, sp: &mut SubPool, c: &ClientIa, r: ResRef, mode: AcquireMode, now: u64, writes: &mut Vec<Lease>) -> Granted {
+        let valid = self.subnets[c.subnet].lifetimes.valid_secs as u64;
+        let current = sp.slots.get(&r.index).map(|s| s.lease.state);
+        let lease = match mode {
+            // An offer never downgrades a lease the client already holds.
+            AcquireMode::Offer { .. } if current == Some(LeaseState::Active) => {
+                let l = &sp.slots[&r.index].lease;
+                return self.granted(c, l);
+            }
+            AcquireMode::Offer { hold_secs } => {
+                self.lease_for(c, r, LeaseState::Offered, now, now + hold_secs as u64)
+            }
+            AcquireMode::Grant => self.lease_for(c, r, LeaseState::Active, now, now + valid),
+        };
+        let g = self.granted(c, &lease);
+        if lease.state == LeaseState::Active {
+            writes.push(lease.clone());
+        }
+        sp.set(r.index, lease);
+        g
+    }
+
+    /// Finds the client's existing lease for this IA, or allocates one: a free `hint` first,
+    /// then the client's home sub-pool, then the next sub-pools in turn. `None` when every
+    /// pool of that kind in the subnet is exhausted. Store writes are appended to `writes`.
+    pub fn acquire(&self, now: u64, c: &ClientIa, hints: &[Ipv6Addr], mode: AcquireMode, writes: &mut Vec<Lease>) -> Option<Granted> {
+        let key = self.key(c);
+        let subnet_id = self.subnets[c.subnet].id;
+        let mut index = lock(self.shard(key));
+        if let Some(r) = index.get(&key).copied() {
+            let pool = &self.subnets[c.subnet].pools[r.pool as usize];
+            let mut sp = lock(pool.subpool_of(r.index));
+            let usable = sp.slots.get(&r.index).is_some_and(|s| {
+                Self::owns(&s.lease, c, subnet_id) && s.lease.state != LeaseState::Declined
+            });
+            if usable {
+                return Some(self.apply(&mut sp, c, r, mode, now, writes));
+            }
+            drop(sp);
+            index.remove(&key);
+        }
+        for h in hints {
+            if let Some(r) = self.locate(c.subnet, c.kind, *h) {
+                let pool = &self.subnets[c.subnet].pools[r.pool as usize];
+                let mut sp = lock(pool.subpool_of(r.index));
+                if sp.is_free(r.index) {
+                    let g = self.apply(&mut sp, c, r, mode, now, writes);
+                    index.insert(key, r);
+                    return Some(g);
+                }
+            }
+        }
+        let home = (key >> 64) as u64;
+        for (pi, pool) in self.subnets[c.subnet].pools.iter().enumerate() {
+            if pool.cfg.kind != c.kind {
+                continue;
+            }
+            let n = pool.subpools.len();
+            for k in 0..n {
+                let mut sp = lock(&pool.subpools[((home as usize) + k) % n]);
+                if let Some(i) = sp.take_free() {
+                    let r = ResRef { pool: pi as u16, index: i };
+                    let g = self.apply(&mut sp, c, r, mode, now, writes);
+                    index.insert(key, r);
+                    return Some(g);
+                }
+            }
+        }
+        None
+    }
+
+    /// Renew/Rebind one address or prefix the client names. A lease the client holds is
+    /// extended; one that is free (expired, released, never used) is given back to it when
+    /// `create_if_free` (so clients keep their leases across a server that lost them).
+    pub fn extend(&self, now: u64, c: &ClientIa, addr: Ipv6Addr, prefix_len: u8, create_if_free: bool, writes: &mut Vec<Lease>) -> Extended {
+        let Some(r) = self.locate(c.subnet, c.kind, addr) else {
+            return Extended::NotInPool;
+        };
+        let pool = &self.subnets[c.subnet].pools[r.pool as usize];
+        if c.kind == ResourceKind::Prefix && prefix_len != pool.cfg.resource_len {
+            return Extended::NotInPool;
+        }
+        let key = self.key(c);
+        let subnet_id = self.subnets[c.subnet].id;
+        let mut index = lock(self.shard(key));
+        let mut sp = lock(pool.subpool_of(r.index));
+        let ok = match sp.slots.get(&r.index) {
+            Some(s) if s.lease.state == LeaseState::Declined => false,
+            Some(s) if Self::owns(&s.lease, c, subnet_id) => true,
+            Some(s) => create_if_free && s.lease.state.is_free(),
+            None => create_if_free,
+        };
+        if !ok {
+            return Extended::NotOwned;
+        }
+        let g = self.apply(&mut sp, c, r, AcquireMode::Grant, now, writes);
+        index.insert(key, r);
+        Extended::Extended(g)
+    }
+
+    /// The client's current lease for this IA, if it holds one (active or offered).
+    pub fn current(&self, c: &ClientIa) -> Option<Granted> {
+        let key = self.key(c);
+        let subnet_id = self.subnets[c.subnet].id;
+        let index = lock(self.shard(key));
+        let r = index.get(&key).copied()?;
+        let pool = &self.subnets[c.subnet].pools[r.pool as usize];
+        let sp = lock(pool.subpool_of(r.index));
+        let s = sp.slots.get(&r.index)?;
+        (Self::owns(&s.lease, c, subnet_id) && matches!(s.lease.state, LeaseState::Active | LeaseState::Offered))
+            .then(|| self.granted(c, &s.lease))
+    }
+
+    /// Ends the client's lease on `addr` as Released (or Declined for `decline_hold_secs`
+    /// when given). Returns false if the client holds no such lease.
+    pub fn end(&self, now: u64, c: &ClientIa, addr: Ipv6Addr, decline_hold_secs: Option<u32>, writes: &mut Vec<Lease>) -> bool {
+        let Some(r) = self.locate(c.subnet, c.kind, addr) else {
+            return false;
+        };
+        let pool = &self.subnets[c.subnet].pools[r.pool as usize];
+        let subnet_id = self.subnets[c.subnet].id;
+        let mut sp = lock(pool.subpool_of(r.index));
+        let Some(s) = sp.slots.get(&r.index) else {
+            return false;
+        };
+        if !Self::owns(&s.lease, c, subnet_id) || !matches!(s.lease.state, LeaseState::Active | LeaseState::Offered) {
+            return false;
+        }
+        let mut l = s.lease.clone();
+        (l.state, l.expires_at) = match decline_hold_secs {
+            Some(h) => (LeaseState::Declined, now + h as u64),
+            None => (LeaseState::Released, now),
+        };
+        l.cltt = now;
+        l.seq = self.next_seq();
+        writes.push(l.clone());
+        sp.set(r.index, l);
+        true
+    }
+
+    /// Moves every lease whose time is up to its next state: active → expired, declined →
+    /// expired (both stored), offered → free (memory only). At most
+    /// [`RECLAIM_PER_SUBPOOL_MAX`] per sub-pool per call; returns how many changed.
+    pub fn reclaim(&self, now: u64, writes: &mut Vec<Lease>) -> usize {
+        let mut n = 0;
+        for sub in &self.subnets {
+            for pool in &sub.pools {
+                for m in pool.subpools.iter() {
+                    let mut sp = lock(m);
+                    for _ in 0..RECLAIM_PER_SUBPOOL_MAX {
+                        let Some(&(t, i)) = sp.expiry.first() else { break };
+                        if t > now {
+                            break;
+                        }
+                        let Some(s) = sp.slots.get(&i) else {
+                            sp.expiry.pop_first();
+                            continue;
+                        };
+                        let mut l = s.lease.clone();
+                        let stored = l.state != LeaseState::Offered;
+                        l.state = LeaseState::Expired;
+                        l.seq = self.next_seq();
+                        if stored {
+                            writes.push(l.clone());
+                        }
+                        sp.set(i, l);
+                        n += 1;
+                    }
+                }
+            }
+        }
+        n
+    }
+
+    /// Puts a lease read from the store back into the table. Leases that no longer fit the
+    /// configuration (subnet or pool removed) are returned as an error for the caller to log;
+    /// they are left in the store untouched.
+    pub fn restore(&self, lease: Lease) -> Result<(), Lease> {
+        let Some(sn) = self.subnets.iter().position(|s| s.id == lease.subnet_id) else {
+            return Err(lease);
+        };
+        let Some(r) = self.locate(sn, lease.kind, lease.addr) else {
+            return Err(lease);
+        };
+        let pool = &self.subnets[sn].pools[r.pool as usize];
+        if pool.cfg.resource_len != lease.prefix_len || lease.state == LeaseState::Offered {
+            return Err(lease);
+        }
+        self.seq.fetch_max(lease.seq + 1, Ordering::Relaxed);
+        let key = client_key(lease.subnet_id, lease.kind, &lease.duid, lease.iaid);
+        let mut index = lock(self.shard(key));
+        let mut sp = lock(pool.subpool_of(r.index));
+        if r.index >= sp.cursor {
+            sp.cursor = r.index + 1;
+        }
+        sp.set(r.index, lease);
+        index.insert(key, r);
+        Ok(())
+    }
+
+    /// Sorts each sub-pool's free list by the time leases became free, oldest first. Call
+    /// once after restoring every lease.
+    pub fn finish_restore(&self) {
+        for sub in &self.subnets {
+            for pool in &sub.pools {
+                for m in pool.subpools.iter() {
+                    let mut sp = lock(m);
+                    let mut v: Vec<u128> = sp.free.drain(..).collect();
+                    v.sort_by_key(|i| sp.slots.get(i).map_or(0, |s| s.lease.expires_at));
+                    sp.free = v.into();
+                }
+            }
+        }
+    }
+
+    /// The lease on a resource, if the table has one (tests and operator tools).
+    pub fn lookup(&self, kind: ResourceKind, addr: Ipv6Addr) -> Option<Lease> {
+        for (sn, sub) in self.subnets.iter().enumerate() {
+            if let Some(r) = self.locate(sn, kind, addr) {
+                let sp = lock(sub.pools[r.pool as usize].subpool_of(r.index));
+                return sp.slots.get(&r.index).map(|s| s.lease.clone());
+            }
+        }
+        None
+    }
+
+    /// Usage of every pool: (subnet id, pool config, counts).
+    pub fn usage(&self) -> Vec<(u32, PoolConfig, PoolUsage)> {
+        let mut out = Vec::new();
+        for sub in &self.subnets {
+            for pool in &sub.pools {
+                let mut u = PoolUsage { total: pool.cfg.count, ..Default::default() };
+                for m in pool.subpools.iter() {
+                    let sp = lock(m);
+                    u.active += sp.usage.active;
+                    u.declined += sp.usage.declined;
+                    u.offered += sp.usage.offered;
+                }
+                out.push((sub.id, pool.cfg.clone(), u));
+            }
+        }
+        out
+    }
+
+    /// Range of indices of each sub-pool of pool `pool` in subnet index `sn` (tests).
+    pub fn subpool_ranges(&self, sn: usize, pool: usize) -> Vec<(u128, u128)> {
+        self.subnets[sn].pools[pool].subpools.iter().map(|m| {
+            let sp = lock(m);
+            (sp.start, sp.end)
+        }).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config;
+
+    fn alloc(text_pools: &str) -> Allocator {
+        let t = format!("[server]\nlisten=[\"[::1]:5547\"]\n[[subnet]]\nid=1\nprefix=\"2001:db8::/64\"\n{text_pools}\n");
+        let c = config::parse("t", &t).unwrap();
+        Allocator::new(&c.subnets)
+    }
+
+    fn ia(duid: &[u8], iaid: u32) -> ClientIa<'_> {
+        ClientIa { subnet: 0, kind: ResourceKind::Address, duid, iaid }
+    }
+
+    #[test]
+    fn same_client_same_lease_and_no_duplicates_until_exhausted() {
+        let a = alloc("pools=[{range=\"2001:db8::100-2001:db8::1ff\"}]");
+        let mut w = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for i in 0..256u32 {
+            let d = i.to_be_bytes();
+            let g = a.acquire(10, &ia(&d, 1), &[], AcquireMode::Grant, &mut w).unwrap();
+            assert!(seen.insert(g.addr), "{} handed out twice", g.addr);
+            let again = a.acquire(11, &ia(&d, 1), &[], AcquireMode::Grant, &mut w).unwrap();
+            assert_eq!(again.addr, g.addr);
+        }
+        assert_eq!(a.acquire(12, &ia(b"late", 1), &[], AcquireMode::Grant, &mut w), None);
+        assert_eq!(w.len(), 512);
+        assert_eq!(a.usage()[0].2.active, 256);
+    }
+
+    #[test]
+    fn hint_is_honoured_when_free_and_not_when_taken() {
+        let a = alloc("pools=[{range=\"2001:db8::100-2001:db8::1ff\"}]");
+        let mut w = Vec::new();
+        let h: Ipv6Addr = "2001:db8::1a0".parse().unwrap();
+        let g = a.acquire(1, &ia(b"a", 1), &[h], AcquireMode::Grant, &mut w).unwrap();
+        assert_eq!(g.addr, h);
+        let g2 = a.acquire(1, &ia(b"b", 1), &[h], AcquireMode::Grant, &mut w).unwrap();
+        assert_ne!(g2.addr, h);
+        // Outside the pool: ignored.
+        let g3 = a.acquire(1, &ia(b"c", 1), &["2001:db8::5".parse().unwrap()], AcquireMode::Grant, &mut w).unwrap();
+        assert_ne!(g3.addr, "2001:db8::5".parse::<Ipv6Addr>().unwrap());
+    }
+
+    #[test]
+    fn expiry_frees_and_the_old_client_gets_it_back() {
+        let a = alloc("pools=[{range=\"2001:db8::100-2001:db8::101\"}]\nlease={preferred_lifetime_secs=50, valid_lifetime_secs=100}");
+        let mut w = Vec::new();
+        let g1 = a.acquire(0, &ia(b"a", 1), &[], AcquireMode::Grant, &mut w).unwrap();
+        let g2 = a.acquire(0, &ia(b"b", 1), &[], AcquireMode::Grant, &mut w).unwrap();
+        assert_eq!(a.acquire(0, &ia(b"c", 1), &[], AcquireMode::Grant, &mut w), None);
+        w.clear();
+        assert_eq!(a.reclaim(99, &mut w), 0);
+        assert_eq!(a.reclaim(100, &mut w), 2);
+        assert!(w.iter().all(|l| l.state == LeaseState::Expired));
+        // a comes back first and gets its own address, not the oldest free one.
+        assert_eq!(a.acquire(200, &ia(b"a", 1), &[], AcquireMode::Grant, &mut w).unwrap().addr, g1.addr);
+        // c takes the remaining one (b's), since nothing else is free.
+        assert_eq!(a.acquire(200, &ia(b"c", 1), &[], AcquireMode::Grant, &mut w).unwrap().addr, g2.addr);
+        // b's stale index entry must not give it c's lease.
+        assert_eq!(a.acquire(200, &ia(b"b", 1), &[], AcquireMode::Grant, &mut w), None);
+    }
+
+    #[test]
+    fn offers_are_memory_only_and_lapse() {
+        let a = alloc("pools=[{range=\"2001:db8::100-2001:db8::100\"}]");
+        let mut w = Vec::new();
+        let g = a.acquire(0, &ia(b"a", 1), &[], AcquireMode::Offer { hold_secs: 5 }, &mut w).unwrap();
+        assert!(w.is_empty());
+        assert_eq!(a.acquire(1, &ia(b"b", 1), &[], AcquireMode::Offer { hold_secs: 5 }, &mut w), None);
+        assert_eq!(a.reclaim(5, &mut w), 1);
+        assert!(w.is_empty(), "a lapsed offer is not stored");
+        assert_eq!(a.acquire(6, &ia(b"b", 1), &[], AcquireMode::Grant, &mut w).unwrap().addr, g.addr);
+    }
+
+    #[test]
+    fn release_decline_and_extend() {
+        let a = alloc("pools=[{range=\"2001:db8::100-2001:db8::1ff\"}]");
+        let mut w = Vec::new();
+        let g = a.acquire(0, &ia(b"a", 1), &[], AcquireMode::Grant, &mut w).unwrap();
+        assert!(!a.end(1, &ia(b"b", 1), g.addr, None, &mut w), "not b's to release");
+        assert_eq!(a.extend(1, &ia(b"b", 1), g.addr, 128, true, &mut w), Extended::NotOwned);
+        assert!(matches!(a.extend(1, &ia(b"a", 1), g.addr, 128, false, &mut w), Extended::Extended(_)));
+        assert_eq!(a.extend(1, &ia(b"a", 1), "2001:db9::1".parse().unwrap(), 128, true, &mut w), Extended::NotInPool);
+        assert!(a.end(2, &ia(b"a", 1), g.addr, Some(30), &mut w));
+        assert_eq!(a.lookup(ResourceKind::Address, g.addr).unwrap().state, LeaseState::Declined);
+        assert_eq!(a.extend(3, &ia(b"a", 1), g.addr, 128, true, &mut w), Extended::NotOwned);
+        // The declined address is not handed out again while held.
+        let g2 = a.acquire(3, &ia(b"a", 1), &[g.addr], AcquireMode::Grant, &mut w).unwrap();
+        assert_ne!(g2.addr, g.addr);
+        assert!(a.end(4, &ia(b"a", 1), g2.addr, None, &mut w));
+        // Renewing a free address not held by anyone recreates the binding (server lost it).
+        assert!(matches!(a.extend(5, &ia(b"z", 9), "2001:db8::1f0".parse().unwrap(), 128, true, &mut w), Extended::Extended(_)));
+    }
+
+    #[test]
+    fn prefix_pool_of_millions_allocates_without_scanning() {
+        let t = "[server]\nlisten=[\"[::1]:5547\"]\n[[subnet]]\nid=1\nprefix=\"2001:db8::/64\"\npd_pools=[{prefix=\"2001:db8:8000::/33\", delegated_len=56}]\n";
+        let c = config::parse("t", t).unwrap();
+        let a = Allocator::new(&c.subnets);
+        assert_eq!(a.subpool_ranges(0, 0).len(), 64);
+        let mut w = Vec::new();
+        let c1 = ClientIa { subnet: 0, kind: ResourceKind::Prefix, duid: b"x", iaid: 1 };
+        let g = a.acquire(0, &c1, &[], AcquireMode::Grant, &mut w).unwrap();
+        assert_eq!(g.prefix_len, 56);
+        let p = &c.subnets[0].pools[0];
+        let idx = p.index_of(g.addr).unwrap();
+        let home = (client_key(1, ResourceKind::Prefix, b"x", 1) >> 64) as u64 % 64;
+        assert_eq!(idx / (p.count / 64), home as u128, "allocated in the client's home sub-pool");
+    }
+
+    #[test]
+    fn restore_rebuilds_cursor_index_and_free_list() {
+        let a = alloc("pools=[{range=\"2001:db8::100-2001:db8::1ff\"}]");
+        let mut w = Vec::new();
+        for i in 0..10u32 {
+            a.acquire(0, &ia(&i.to_be_bytes(), 1), &[], AcquireMode::Grant, &mut w).unwrap();
+        }
+        let g0 = a.current(&ia(&0u32.to_be_bytes(), 1)).unwrap();
+        a.end(1, &ia(&0u32.to_be_bytes(), 1), g0.addr, None, &mut w);
+        let b = alloc("pools=[{range=\"2001:db8::100-2001:db8::1ff\"}]");
+        let mut last = std::collections::HashMap::new();
+        for l in w.drain(..) {
+            last.insert(l.key(), l);
+        }
+        for l in last.into_values() {
+            b.restore(l).unwrap();
+        }
+        b.finish_restore();
+        for i in 1..10u32 {
+            let d = i.to_be_bytes();
+            assert_eq!(b.current(&ia(&d, 1)), a.current(&ia(&d, 1)));
+        }
+        // New clients never get an active restored lease.
+        let mut held: std::collections::HashSet<_> = (1..10u32).map(|i| a.current(&ia(&i.to_be_bytes(), 1)).unwrap().addr).collect();
+        for i in 100..1000u32 {
+            match b.acquire(2, &ia(&i.to_be_bytes(), 1), &[], AcquireMode::Grant, &mut w) {
+                Some(g) => assert!(held.insert(g.addr), "{} given twice after restore", g.addr),
+                None => break,
+            }
+        }
+        assert_eq!(held.len(), 256);
+    }
+}

@@ -10,3 +10,4 @@ pub mod wire;
 pub mod config;
 pub mod lease;
 pub mod pool;
+pub mod store;

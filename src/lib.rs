@@ -11,3 +11,5 @@ pub mod config;
 pub mod lease;
 pub mod pool;
 pub mod store;
+pub mod engine;
+pub mod edge;

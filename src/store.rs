@@ -194,6 +194,15 @@ pub trait AfterCommit<R>: Send {
     fn failed(&mut self, dropped: &mut Vec<R>, error: &StoreError);
 }
 
+impl<R, S: AfterCommit<R>> AfterCommit<R> for &mut S {
+    fn durable(&mut self, r: &mut Vec<R>) {
+        (**self).durable(r)
+    }
+    fn failed(&mut self, r: &mut Vec<R>, e: &StoreError) {
+        (**self).failed(r, e)
+    }
+}
+
 /// Group commit counters (a value, merged at the edge).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct CommitStats {
@@ -339,14 +348,5 @@ mod tests {
         let mut n = 0;
         s.load_leases(|_| n += 1, |_, _| {}).unwrap();
         assert_eq!(n, 10);
-    }
-
-    impl<R, S: AfterCommit<R>> AfterCommit<R> for &mut S {
-        fn durable(&mut self, r: &mut Vec<R>) {
-            (**self).durable(r)
-        }
-        fn failed(&mut self, r: &mut Vec<R>, e: &StoreError) {
-            (**self).failed(r, e)
-        }
     }
 }

@@ -1,0 +1,152 @@
+//! The portable datapath: one SO_REUSEPORT UDP socket per worker and listener.
+//!
+//! The kernel's default SO_REUSEPORT spreading hashes the source address and port, and at an
+//! ISP edge nearly every packet comes from a handful of relays, which would pin all work to one
+//! worker. A classic BPF program attached with SO_ATTACH_REUSEPORT_CBPF picks the worker from
+//! the DHCPv6 payload instead: the low byte of the transaction id for client messages, and of
+//! the client's peer address for Relay-forw.
+
+use super::{Datapath, RxMeta};
+use nix::sys::socket::{self, ControlMessageOwned, MsgFlags, SockaddrIn6, sockopt};
+use socket2::{Domain, Protocol, Socket, Type};
+use std::io::{self, IoSliceMut};
+use std::net::{Ipv6Addr, SocketAddrV6, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::time::Duration;
+
+/// All DHCP servers and relay agents (RFC 8415 §7.1).
+pub const ALL_DHCP_RELAY_AGENTS_AND_SERVERS: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 1, 2);
+/// Receive buffer asked of the kernel per socket, to ride out bursts.
+pub const SOCKET_RCVBUF_BYTES: usize = 4 << 20;
+/// How long a receive blocks before the worker checks whether it should stop.
+pub const RECV_TIMEOUT: Duration = Duration::from_millis(200);
+
+/// Where a listener receives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenSpec {
+    /// A unicast address and port (e.g. `[::1]:5547`).
+    Unicast(SocketAddrV6),
+    /// `[::]:port`, joined to ff02::1:2 on each named interface.
+    Multicast {
+        /// UDP port, normally 547.
+        port: u16,
+        /// Interface names.
+        interfaces: Vec<String>,
+    },
+}
+
+impl std::fmt::Display for ListenSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ListenSpec::Unicast(a) => write!(f, "{a}"),
+            ListenSpec::Multicast { port, interfaces } => {
+                write!(f, "[ff02::1:2]:{port} on {}", interfaces.join(","))
+            }
+        }
+    }
+}
+
+/// One worker's UDP socket for one listener.
+pub struct UdpPath {
+    sock: UdpSocket,
+    cmsg: Vec<u8>,
+}
+
+fn ifindex(name: &str) -> io::Result<u32> {
+    nix::net::if_::if_nametoindex(name).map_err(|e| io::Error::other(format!("interface {name}: {e}")))
+}
+
+/// Classic BPF for SO_ATTACH_REUSEPORT_CBPF: returns (selected payload byte) % `n`.
+fn spread_program(n: u32) -> Vec<libc::sock_filter> {
+    let ins = |code: u32, jt: u8, jf: u8, k: u32| libc::sock_filter { code: code as u16, jt, jf, k };
+    vec![
+        ins(libc::BPF_LD | libc::BPF_B | libc::BPF_ABS, 0, 0, 0), // A = msg-type
+        ins(libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K, 2, 0, 12), // Relay-forw?
+        ins(libc::BPF_LD | libc::BPF_B | libc::BPF_ABS, 0, 0, 3), // A = low byte of transaction-id
+        ins(libc::BPF_JMP | libc::BPF_JA, 0, 0, 1),
+        ins(libc::BPF_LD | libc::BPF_B | libc::BPF_ABS, 0, 0, 33), // A = low byte of peer-address
+        ins(libc::BPF_ALU | libc::BPF_MOD | libc::BPF_K, 0, 0, n.max(1)),
+        ins(libc::BPF_RET | libc::BPF_A, 0, 0, 0),
+    ]
+}
+
+impl UdpPath {
+    /// Opens the socket of worker `worker` of `workers` for `spec`. Every worker's socket of a
+    /// listener joins one SO_REUSEPORT group; the first one attaches the spreading program.
+    pub fn open(spec: &ListenSpec, worker: usize, workers: usize) -> io::Result<UdpPath> {
+        let s = Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP))?;
+        s.set_only_v6(true)?;
+        s.set_reuse_port(true)?;
+        s.set_reuse_address(true)?;
+        let _ = s.set_recv_buffer_size(SOCKET_RCVBUF_BYTES);
+        s.set_read_timeout(Some(RECV_TIMEOUT))?;
+        let sock: UdpSocket = s.into();
+        socket::setsockopt(&sock, sockopt::Ipv6RecvPacketInfo, &true).map_err(io::Error::from)?;
+        let bind = match spec {
+            ListenSpec::Unicast(a) => *a,
+            ListenSpec::Multicast { port, .. } => SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, *port, 0, 0),
+        };
+        // Bind through socket2 to keep the reuse options set above.
+        let s2 = Socket::from(sock);
+        s2.bind(&bind.into())
+            .map_err(|e| io::Error::new(e.kind(), format!("bind {bind}: {e}")))?;
+        let sock: UdpSocket = s2.into();
+        if let ListenSpec::Multicast { interfaces, .. } = spec {
+            for name in interfaces {
+                sock.join_multicast_v6(&ALL_DHCP_RELAY_AGENTS_AND_SERVERS, ifindex(name)?)
+                    .map_err(|e| io::Error::new(e.kind(), format!("join ff02::1:2 on {name}: {e}")))?;
+            }
+        }
+        if worker == 0 && workers > 1 {
+            let prog = spread_program(workers as u32);
+            let fprog = libc::sock_fprog { len: prog.len() as u16, filter: prog.as_ptr() as *mut _ };
+            // The kernel copies the program during the call; `prog` outlives it.
+            socket::setsockopt(&sock, sockopt::AttachReusePortCbpf, &fprog).map_err(io::Error::from)?;
+        }
+        Ok(UdpPath { sock, cmsg: nix::cmsg_space!(libc::in6_pktinfo) })
+    }
+
+    /// A handle that can send from this socket (for the group committer).
+    pub fn sender(&self) -> io::Result<UdpSocket> {
+        self.sock.try_clone()
+    }
+}
+
+impl Datapath for UdpPath {
+    fn recv(&mut self, buf: &mut [u8]) -> io::Result<Option<RxMeta>> {
+        let mut iov = [IoSliceMut::new(buf)];
+        let r = socket::recvmsg::<SockaddrIn6>(self.sock.as_raw_fd(), &mut iov, Some(&mut self.cmsg), MsgFlags::MSG_TRUNC);
+        let msg = match r {
+            Ok(m) => m,
+            Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let Some(src) = msg.address else { return Ok(None) };
+        let truncated = msg.flags.contains(MsgFlags::MSG_TRUNC);
+        let mut meta = RxMeta {
+            src: SocketAddrV6::new(src.ip(), src.port(), src.flowinfo(), src.scope_id()),
+            len: msg.bytes,
+            truncated,
+            multicast: false,
+            ifindex: 0,
+        };
+        if let Ok(cmsgs) = msg.cmsgs() {
+            for c in cmsgs {
+                if let ControlMessageOwned::Ipv6PacketInfo(pi) = c {
+                    meta.multicast = pi.ipi6_addr.s6_addr[0] == 0xff;
+                    meta.ifindex = pi.ipi6_ifindex;
+                }
+            }
+        }
+        Ok(Some(meta))
+    }
+
+    fn send(&self, to: SocketAddrV6, bytes: &[u8]) -> io::Result<()> {
+        send_to(&self.sock, to, bytes)
+    }
+}
+
+/// Sends a datagram; used by workers and the group committer alike.
+pub fn send_to(sock: &UdpSocket, to: SocketAddrV6, bytes: &[u8]) -> io::Result<()> {
+    sock.send_to(bytes, to).map(|_| ())
+}

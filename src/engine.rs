@@ -1,0 +1,414 @@
+//! The sans-IO DHCPv6 engine (RFC 8415 §18.3): takes the time, where a packet came from and its
+//! bytes, and writes the reply bytes and the lease changes that must be durable before the
+//! reply may leave. No sockets, threads, clocks or disk in here.
+
+use crate::config::{Config, ResourceKind};
+use crate::lease::Lease;
+use crate::pool::{AcquireMode, Allocator, ClientIa, Extended, Granted};
+use crate::wire::{
+    self, HOP_COUNT_LIMIT, Message, MessageType, MessageWriter, OptionWriter, RelayHop, StatusCode, WireError, opt,
+};
+use std::fmt;
+use std::net::{Ipv6Addr, SocketAddrV6};
+use std::sync::Arc;
+
+/// Most IA_NA plus IA_PD options served from one message; further ones are ignored, so one
+/// packet cannot take a pool's worth of leases.
+pub const IAS_PER_MESSAGE_MAX: usize = 16;
+/// Most addresses or prefixes looked at inside one IA (hints, renewals, releases).
+pub const RESOURCES_PER_IA_MAX: usize = 8;
+
+/// A received datagram with what the edge knows about it.
+#[derive(Debug, Clone, Copy)]
+pub struct Received<'a> {
+    /// Current time, unix seconds.
+    pub now_secs: u64,
+    /// Source address and port.
+    pub src: SocketAddrV6,
+    /// Whether it was sent to a multicast address (ff02::1:2).
+    pub multicast: bool,
+    /// Name of the interface it arrived on, when known.
+    pub interface: Option<&'a str>,
+    /// The UDP payload.
+    pub bytes: &'a [u8],
+}
+
+/// Why a packet got no reply. Each has a stable label for counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dropped {
+    /// The bytes are not a valid DHCPv6 message.
+    Malformed(WireError),
+    /// A message type a server never answers (Advertise, Reply, Reconfigure, Relay-repl, ...).
+    NotForServer(MessageType),
+    /// Required Client Identifier missing.
+    NoClientId,
+    /// Server Identifier present where it must not be, or missing where it must be.
+    ServerIdRule,
+    /// Addressed to another server (Server Identifier is not ours).
+    OtherServer,
+    /// No configured subnet matches the link the client is on.
+    NoSubnet,
+    /// Confirm without addresses, or Information-request with IAs: RFC says stay silent.
+    NothingToAnswer,
+}
+
+impl Dropped {
+    /// Short stable label for counters and logs.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Dropped::Malformed(e) => e.kind(),
+            Dropped::NotForServer(_) => "not_for_server",
+            Dropped::NoClientId => "no_client_id",
+            Dropped::ServerIdRule => "server_id_rule",
+            Dropped::OtherServer => "other_server",
+            Dropped::NoSubnet => "no_subnet",
+            Dropped::NothingToAnswer => "nothing_to_answer",
+        }
+    }
+}
+
+impl fmt::Display for Dropped {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Dropped::Malformed(e) => write!(f, "malformed: {e}"),
+            Dropped::NotForServer(t) => write!(f, "{t:?} is not a message a server answers"),
+            Dropped::NoClientId => f.write_str("no Client Identifier option"),
+            Dropped::ServerIdRule => f.write_str("Server Identifier present or missing against RFC 8415 §16"),
+            Dropped::OtherServer => f.write_str("addressed to another server"),
+            Dropped::NoSubnet => f.write_str("no subnet configured for the client's link"),
+            Dropped::NothingToAnswer => f.write_str("nothing to answer"),
+        }
+    }
+}
+
+/// What the engine did with a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// `reply` holds a message to send back to the source. If `writes` is not empty they must
+    /// be durable before it is sent.
+    Reply {
+        /// The client's message type (innermost, for relayed messages).
+        answered: MessageType,
+    },
+    /// Nothing to send.
+    Dropped(Dropped),
+}
+
+/// The DHCPv6 server logic, shared by every worker.
+pub struct Engine {
+    config: Arc<Config>,
+    duid: Box<[u8]>,
+    alloc: Arc<Allocator>,
+}
+
+/// Buffers a worker reuses from packet to packet so the hot path does not allocate.
+#[derive(Default)]
+pub struct Scratch {
+    inner: Vec<u8>,
+}
+
+impl Engine {
+    /// An engine with the server's DUID and the shared lease table.
+    pub fn new(config: Arc<Config>, duid: Box<[u8]>, alloc: Arc<Allocator>) -> Self {
+        Engine { config, duid, alloc }
+    }
+
+    /// The server DUID.
+    pub fn duid(&self) -> &[u8] {
+        &self.duid
+    }
+
+    /// The lease table.
+    pub fn allocator(&self) -> &Allocator {
+        &self.alloc
+    }
+
+    /// Handles one datagram. On [`Outcome::Reply`], `reply` holds the bytes to send to
+    /// `rx.src`; `writes` gets every lease change, which must be committed before sending.
+    pub fn handle(&self, rx: &Received, reply: &mut Vec<u8>, scratch: &mut Scratch, writes: &mut Vec<Lease>) -> Outcome {
+        reply.clear();
+        let relayed = match wire::unwrap_relays(rx.bytes) {
+            Ok(r) => r,
+            Err(e) => return Outcome::Dropped(Dropped::Malformed(e)),
+        };
+        let msg = match Message::parse(relayed.inner()) {
+            Ok(m) => m,
+            Err(e) => return Outcome::Dropped(Dropped::Malformed(e)),
+        };
+        let hops = relayed.hops();
+        let is_relayed = !hops.is_empty();
+        if hops.len() > HOP_COUNT_LIMIT as usize {
+            return Outcome::Dropped(Dropped::Malformed(WireError::RelayTooDeep));
+        }
+        let ty = msg.msg_type();
+        let out = if is_relayed { &mut scratch.inner } else { &mut *reply };
+        let r = self.answer(rx, &msg, hops, out, writes);
+        if let Err(d) = r {
+            writes.clear();
+            reply.clear();
+            return Outcome::Dropped(d);
+        }
+        if is_relayed {
+            wire::wrap_relay_reply(hops, &scratch.inner, reply);
+        }
+        Outcome::Reply { answered: ty }
+    }
+
+    fn answer(&self, rx: &Received, msg: &Message, hops: &[RelayHop], out: &mut Vec<u8>, writes: &mut Vec<Lease>) -> Result<(), Dropped> {
+        use MessageType as T;
+        let ty = msg.msg_type();
+        if !matches!(
+            ty,
+            T::Solicit | T::Request | T::Confirm | T::Renew | T::Rebind | T::Release | T::Decline | T::InformationRequest
+        ) {
+            return Err(Dropped::NotForServer(ty));
+        }
+        // RFC 8415 §16: which messages must, and must not, carry our Server Identifier.
+        match (ty, msg.server_id()) {
+            (T::Solicit | T::Confirm | T::Rebind, Some(_)) => return Err(Dropped::ServerIdRule),
+            (T::Request | T::Renew | T::Release | T::Decline, None) => return Err(Dropped::ServerIdRule),
+            (_, Some(s)) if s != &*self.duid => return Err(Dropped::OtherServer),
+            _ => {}
+        }
+        let client_id = msg.client_id();
+        if client_id.is_none() && ty != T::InformationRequest {
+            return Err(Dropped::NoClientId);
+        }
+        let duid = client_id.unwrap_or(&[]);
+        if ty == T::InformationRequest {
+            if msg.ia_nas().next().is_some() || msg.ia_pds().next().is_some() {
+                return Err(Dropped::NothingToAnswer);
+            }
+            self.start(out, T::Reply, msg, hops);
+            return Ok(());
+        }
+        let subnet = self.select_subnet(hops, rx.interface).ok_or(Dropped::NoSubnet)?;
+        // RFC 8415 §18.4: unicast to a server that never offered unicast → UseMulticast.
+        if hops.is_empty()
+            && !rx.multicast
+            && self.config.server.unicast_address.is_none()
+            && matches!(ty, T::Request | T::Renew | T::Release | T::Decline)
+        {
+            let mut w = self.start(out, T::Reply, msg, hops);
+            w.status(StatusCode::UseMulticast, "send to ff02::1:2");
+            return Ok(());
+        }
+        let now = rx.now_secs;
+        let lt = self.config.subnets[subnet].lifetimes;
+        match ty {
+            T::Solicit | T::Request => {
+                let rapid = ty == T::Solicit && msg.rapid_commit() && self.config.server.rapid_commit;
+                let (reply_ty, mode) = match (ty, rapid) {
+                    (T::Solicit, false) => (
+                        T::Advertise,
+                        AcquireMode::Offer { hold_secs: self.config.server.offer_hold_secs },
+                    ),
+                    _ => (T::Reply, AcquireMode::Grant),
+                };
+                let mut w = self.start(out, reply_ty, msg, hops);
+                if rapid {
+                    w.empty_option(opt::RAPID_COMMIT);
+                }
+                if reply_ty == T::Advertise
+                    && let Some(p) = self.config.server.preference
+                {
+                    w.option(opt::PREFERENCE, &[p]);
+                }
+                let mut served = 0usize;
+                let mut any = false;
+                for ia in msg.ia_nas().take(IAS_PER_MESSAGE_MAX) {
+                    served += 1;
+                    let mut hints = [Ipv6Addr::UNSPECIFIED; RESOURCES_PER_IA_MAX];
+                    let mut n = 0;
+                    for a in ia.addresses().take(RESOURCES_PER_IA_MAX) {
+                        hints[n] = a.addr;
+                        n += 1;
+                    }
+                    let c = ClientIa { subnet, kind: ResourceKind::Address, duid, iaid: ia.iaid };
+                    match self.alloc.acquire(now, &c, &hints[..n], mode, writes) {
+                        Some(g) => {
+                            any = true;
+                            w.ia_na(ia.iaid, lt.t1_secs, lt.t2_secs, |o| put_addr(o, &g));
+                        }
+                        None => w.ia_na(ia.iaid, 0, 0, |o| o.status(StatusCode::NoAddrsAvail, "no addresses available")),
+                    }
+                }
+                for ia in msg.ia_pds().take(IAS_PER_MESSAGE_MAX.saturating_sub(served)) {
+                    let mut hints = [Ipv6Addr::UNSPECIFIED; RESOURCES_PER_IA_MAX];
+                    let mut n = 0;
+                    for p in ia.prefixes().take(RESOURCES_PER_IA_MAX) {
+                        hints[n] = p.prefix;
+                        n += 1;
+                    }
+                    let c = ClientIa { subnet, kind: ResourceKind::Prefix, duid, iaid: ia.iaid };
+                    match self.alloc.acquire(now, &c, &hints[..n], mode, writes) {
+                        Some(g) => {
+                            any = true;
+                            w.ia_pd(ia.iaid, lt.t1_secs, lt.t2_secs, |o| put_prefix(o, &g));
+                        }
+                        None => w.ia_pd(ia.iaid, 0, 0, |o| o.status(StatusCode::NoPrefixAvail, "no prefixes available")),
+                    }
+                }
+                // RFC 8415 §18.3.9: an Advertise that will assign nothing says so at top level.
+                if !any && reply_ty == T::Advertise {
+                    w.status(StatusCode::NoAddrsAvail, "nothing available for any IA");
+                }
+            }
+            T::Renew | T::Rebind => {
+                let mut w = self.start(out, T::Reply, msg, hops);
+                let mut served = 0usize;
+                for ia in msg.ia_nas().take(IAS_PER_MESSAGE_MAX) {
+                    served += 1;
+                    let c = ClientIa { subnet, kind: ResourceKind::Address, duid, iaid: ia.iaid };
+                    let mut results = [(Ipv6Addr::UNSPECIFIED, 128u8, Extended::NotInPool); RESOURCES_PER_IA_MAX];
+                    let mut n = 0;
+                    for a in ia.addresses().take(RESOURCES_PER_IA_MAX) {
+                        results[n] = (a.addr, 128, self.alloc.extend(now, &c, a.addr, 128, true, writes));
+                        n += 1;
+                    }
+                    let fallback = self.renew_fallback(now, &c, &results[..n], writes);
+                    w.ia_na(ia.iaid, lt.t1_secs, lt.t2_secs, |o| {
+                        renewed(o, &results[..n], fallback, ResourceKind::Address)
+                    });
+                }
+                for ia in msg.ia_pds().take(IAS_PER_MESSAGE_MAX.saturating_sub(served)) {
+                    let c = ClientIa { subnet, kind: ResourceKind::Prefix, duid, iaid: ia.iaid };
+                    let mut results = [(Ipv6Addr::UNSPECIFIED, 0u8, Extended::NotInPool); RESOURCES_PER_IA_MAX];
+                    let mut n = 0;
+                    for p in ia.prefixes().take(RESOURCES_PER_IA_MAX) {
+                        results[n] = (p.prefix, p.prefix_len, self.alloc.extend(now, &c, p.prefix, p.prefix_len, true, writes));
+                        n += 1;
+                    }
+                    let fallback = self.renew_fallback(now, &c, &results[..n], writes);
+                    w.ia_pd(ia.iaid, lt.t1_secs, lt.t2_secs, |o| renewed(o, &results[..n], fallback, ResourceKind::Prefix));
+                }
+            }
+            T::Release | T::Decline => {
+                let hold = (ty == T::Decline).then_some(self.config.server.decline_hold_secs);
+                let mut w = self.start(out, T::Reply, msg, hops);
+                w.status(StatusCode::Success, if hold.is_some() { "declined" } else { "released" });
+                let mut served = 0usize;
+                for ia in msg.ia_nas().take(IAS_PER_MESSAGE_MAX) {
+                    served += 1;
+                    let c = ClientIa { subnet, kind: ResourceKind::Address, duid, iaid: ia.iaid };
+                    let mut all = true;
+                    for a in ia.addresses().take(RESOURCES_PER_IA_MAX) {
+                        all &= self.alloc.end(now, &c, a.addr, hold, writes);
+                    }
+                    if !all {
+                        w.ia_na(ia.iaid, 0, 0, |o| o.status(StatusCode::NoBinding, "no binding for this IA"));
+                    }
+                }
+                for ia in msg.ia_pds().take(IAS_PER_MESSAGE_MAX.saturating_sub(served)) {
+                    let c = ClientIa { subnet, kind: ResourceKind::Prefix, duid, iaid: ia.iaid };
+                    let mut all = true;
+                    for p in ia.prefixes().take(RESOURCES_PER_IA_MAX) {
+                        all &= self.alloc.end(now, &c, p.prefix, hold, writes);
+                    }
+                    if !all {
+                        w.ia_pd(ia.iaid, 0, 0, |o| o.status(StatusCode::NoBinding, "no binding for this IA"));
+                    }
+                }
+            }
+            T::Confirm => {
+                let prefix = self.config.subnets[subnet].prefix;
+                let mut seen = false;
+                let mut on_link = true;
+                for ia in msg.ia_nas().take(IAS_PER_MESSAGE_MAX) {
+                    for a in ia.addresses().take(RESOURCES_PER_IA_MAX) {
+                        seen = true;
+                        on_link &= prefix.contains(a.addr);
+                    }
+                }
+                if !seen {
+                    return Err(Dropped::NothingToAnswer);
+                }
+                let mut w = self.start(out, T::Reply, msg, hops);
+                if on_link {
+                    w.status(StatusCode::Success, "all addresses on link");
+                } else {
+                    w.status(StatusCode::NotOnLink, "some addresses are not on this link");
+                }
+            }
+            _ => unreachable!("filtered above"),
+        }
+        Ok(())
+    }
+
+    /// When a Renew/Rebind named nothing the server could extend, the lease the client holds
+    /// for the IA (if any) is extended and returned too (RFC 8415 §18.3.4: new addresses may
+    /// be added to the IA).
+    fn renew_fallback(&self, now: u64, c: &ClientIa, results: &[(Ipv6Addr, u8, Extended)], writes: &mut Vec<Lease>) -> Option<Granted> {
+        if results.iter().any(|r| matches!(r.2, Extended::Extended(_))) {
+            return None;
+        }
+        let cur = self.alloc.current(c)?;
+        match self.alloc.extend(now, c, cur.addr, cur.prefix_len, false, writes) {
+            Extended::Extended(g) => Some(g),
+            _ => None,
+        }
+    }
+
+    fn start<'b>(&self, out: &'b mut Vec<u8>, ty: MessageType, msg: &Message, hops: &[RelayHop]) -> MessageWriter<'b> {
+        let mut w = MessageWriter::new(out, ty, msg.transaction_id());
+        w.server_id(&self.duid);
+        if let Some(c) = msg.client_id() {
+            w.client_id(c);
+        }
+        if hops.is_empty()
+            && let Some(u) = self.config.server.unicast_address
+        {
+            w.option(opt::UNICAST, &u.octets());
+        }
+        w
+    }
+
+    /// Link selection (RFC 8415 §13.1): relayed messages by the link-address of the relay
+    /// closest to the client (the innermost non-zero one); direct messages by the receiving
+    /// interface, falling back to the first subnet not tied to an interface.
+    fn select_subnet(&self, hops: &[RelayHop], interface: Option<&str>) -> Option<usize> {
+        let subnets = &self.config.subnets;
+        if let Some(h) = hops.iter().rev().find(|h| !h.link_address.is_unspecified()) {
+            return subnets.iter().position(|s| s.prefix.contains(h.link_address));
+        }
+        if let Some(i) = interface
+            && let Some(p) = subnets.iter().position(|s| s.interface.as_deref() == Some(i))
+        {
+            return Some(p);
+        }
+        subnets.iter().position(|s| s.interface.is_none())
+    }
+}
+
+fn put_addr(o: &mut OptionWriter, g: &Granted) {
+    o.ia_addr(g.addr, g.preferred_secs, g.valid_secs, |_| {});
+}
+
+fn put_prefix(o: &mut OptionWriter, g: &Granted) {
+    o.ia_prefix(g.addr, g.prefix_len, g.preferred_secs, g.valid_secs, |_| {});
+}
+
+/// Writes a Renew/Rebind IA body: each named resource with new lifetimes, or lifetimes of 0
+/// when the client may no longer use it; NoBinding when the IA ends up empty.
+fn renewed(o: &mut OptionWriter, results: &[(Ipv6Addr, u8, Extended)], fallback: Option<Granted>, kind: ResourceKind) {
+    let mut any = false;
+    for (addr, len, r) in results {
+        match (r, kind) {
+            (Extended::Extended(g), ResourceKind::Address) => put_addr(o, g),
+            (Extended::Extended(g), ResourceKind::Prefix) => put_prefix(o, g),
+            (_, ResourceKind::Address) => o.ia_addr(*addr, 0, 0, |_| {}),
+            (_, ResourceKind::Prefix) => o.ia_prefix(*addr, *len, 0, 0, |_| {}),
+        }
+        any |= matches!(r, Extended::Extended(_));
+    }
+    if let Some(g) = fallback {
+        any = true;
+        match kind {
+            ResourceKind::Address => put_addr(o, &g),
+            ResourceKind::Prefix => put_prefix(o, &g),
+        }
+    }
+    if !any {
+        o.status(StatusCode::NoBinding, "no binding for this IA");
+    }
+}

@@ -39,6 +39,10 @@ enum Command {
     CheckConfig(ConfigArg),
     /// Print the embedded default configuration, a starting point for your own file.
     PrintDefaultConfig,
+    /// Print every lease in a store, one per line, tab-separated: kind, address/length, state,
+    /// DUID (hex), IAID, subnet, expires_at (unix secs), cltt, seq. Safe beside a running
+    /// server (read-only).
+    Leases(LeasesArgs),
 }
 
 #[derive(Args)]
@@ -46,6 +50,16 @@ struct ConfigArg {
     /// TOML configuration file. Without it, the embedded default is used.
     #[arg(short, long, env = "TANDEM_CONFIG")]
     config: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct LeasesArgs {
+    /// Directory of the LMDB store.
+    #[arg(long, default_value = "./tandem-data")]
+    data_dir: PathBuf,
+    /// Only leases in this state (active, expired, released, declined).
+    #[arg(long)]
+    state: Option<String>,
 }
 
 #[derive(Args)]
@@ -128,6 +142,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Serve(args) => serve(args),
+        Command::Leases(args) => leases(args),
     }
 }
 
@@ -190,4 +205,45 @@ fn serve(args: ServeArgs) -> ExitCode {
     server.shutdown();
     info!("stopped");
     ExitCode::SUCCESS
+}
+
+fn leases(args: LeasesArgs) -> ExitCode {
+    let store = match tandem::store::Store::open_reader(&args.data_dir) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_STORE);
+        }
+    };
+    use std::io::Write;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut failed = false;
+    let r = store.load_leases(
+        |l| {
+            if args.state.as_deref().is_some_and(|s| s != l.state.to_string()) {
+                return;
+            }
+            let duid: String = l.duid.iter().map(|b| format!("{b:02x}")).collect();
+            let kind = match l.kind {
+                config::ResourceKind::Address => "na",
+                config::ResourceKind::Prefix => "pd",
+            };
+            failed |= writeln!(
+                out,
+                "{kind}\t{}/{}\t{}\t{duid}\t{}\t{}\t{}\t{}\t{}",
+                l.addr, l.prefix_len, l.state, l.iaid, l.subnet_id, l.expires_at, l.cltt, l.seq
+            )
+            .is_err();
+        },
+        |k, e| eprintln!("corrupt record {k:02x?}: {e}"),
+    );
+    let _ = out.flush();
+    match r {
+        Ok(_) if !failed => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::from(EXIT_OTHER),
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(EXIT_STORE)
+        }
+    }
 }

@@ -52,6 +52,18 @@ pub fn client_key(subnet_id: u32, kind: ResourceKind, duid: &[u8], iaid: u32) ->
     h
 }
 
+/// Spreads a client key over sub-pools and shards: folds the 128-bit key and runs murmur3's
+/// 64-bit finalizer, so keys that differ in one DUID byte land far apart (FNV's high bits alone
+/// barely move when only the last byte changes). Fixed, like [`client_key`].
+pub fn spread(key: u128) -> u64 {
+    let mut h = (key >> 64) as u64 ^ key as u64;
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51afd7ed558ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ceb9fe1a85ec53);
+    h ^ (h >> 33)
+}
+
 /// What a caller wants from [`Allocator::acquire`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AcquireMode {
@@ -282,7 +294,7 @@ impl Allocator {
     }
 
     fn shard(&self, key: u128) -> &Mutex<HashMap<u128, ResRef>> {
-        &self.clients[(key as usize) % CLIENT_SHARDS]
+        &self.clients[(spread(key) as usize) % CLIENT_SHARDS]
     }
 
     /// Finds which pool of subnet `sn` holds `addr` as one of its `kind` resources.
@@ -377,7 +389,7 @@ impl Allocator {
                 }
             }
         }
-        let home = (key >> 64) as u64;
+        let home = spread(key);
         for (pi, pool) in self.subnets[c.subnet].pools.iter().enumerate() {
             if pool.cfg.kind != c.kind {
                 continue;
@@ -687,8 +699,20 @@ mod tests {
         assert_eq!(g.prefix_len, 56);
         let p = &c.subnets[0].pools[0];
         let idx = p.index_of(g.addr).unwrap();
-        let home = (client_key(1, ResourceKind::Prefix, b"x", 1) >> 64) as u64 % 64;
+        let home = spread(client_key(1, ResourceKind::Prefix, b"x", 1)) % 64;
         assert_eq!(idx / (p.count / 64), home as u128, "allocated in the client's home sub-pool");
+    }
+
+    #[test]
+    fn sequential_duids_spread_over_subpools() {
+        // perfdhcp-style DUIDs that differ only in their last bytes.
+        let mut used = std::collections::HashSet::new();
+        for i in 0..1000u32 {
+            let mut d = vec![0, 1, 0, 1, 0x32, 0x99, 0xd9, 0x01, 0, 0x0c, 1, 2];
+            d.extend_from_slice(&(i as u16).to_be_bytes());
+            used.insert(spread(client_key(1, ResourceKind::Address, &d, 1)) % 64);
+        }
+        assert!(used.len() >= 60, "only {} of 64 sub-pools used", used.len());
     }
 
     #[test]

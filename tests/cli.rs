@@ -1,0 +1,142 @@
+//! The `tandem` command line as an operator meets it: bad configuration, an unusable data dir
+//! and an unbindable address are refused with a clear message and exit code before any socket
+//! opens; a good one serves and stops cleanly on SIGTERM.
+
+use std::net::UdpSocket;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn tandem(args: &[&str], dir: &std::path::Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run tandem")
+}
+
+fn free_port() -> u16 {
+    // Bind port 0 on loopback and release it: good enough for tests that run one server each.
+    UdpSocket::bind("[::1]:0").unwrap().local_addr().unwrap().port()
+}
+
+const GOOD: &str = r#"
+[server]
+listen = ["[::1]:PORT"]
+data_dir = "DATA"
+[[subnet]]
+id = 1
+prefix = "2001:db8:1::/64"
+pools = [{ range = "2001:db8:1::100-2001:db8:1::1ff" }]
+"#;
+
+fn good(port: u16, data: &std::path::Path) -> String {
+    GOOD.replace("PORT", &port.to_string()).replace("DATA", data.to_str().unwrap())
+}
+
+#[test]
+fn check_config_reports_file_line_and_field() {
+    let d = tempfile::tempdir().unwrap();
+    let f = d.path().join("bad.toml");
+    std::fs::write(
+        &f,
+        "[server]\nlisten = [\"[::1]:5547\"]\n[[subnet]]\nid = 1\nprefix = \"2001:db8::/64\"\npd_pools = [{ prefix = \"2001:db8:1::/60\", delegated_len = 48 }]\n",
+    )
+    .unwrap();
+    let o = tandem(&["check-config", "--config", f.to_str().unwrap()], d.path());
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("bad.toml:6:"), "{err}");
+    assert!(err.contains("subnet[0].pd_pools[0].delegated_len"), "{err}");
+}
+
+#[test]
+fn default_config_round_trips_through_check_config() {
+    let d = tempfile::tempdir().unwrap();
+    let o = tandem(&["print-default-config"], d.path());
+    assert!(o.status.success());
+    let f = d.path().join("default.toml");
+    std::fs::write(&f, &o.stdout).unwrap();
+    let o = tandem(&["check-config", "--config", f.to_str().unwrap()], d.path());
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("listen: [::1]:5547"), "{out}");
+    assert!(out.contains("2001:db8:8000::/33") || out.contains("x /56"), "{out}");
+}
+
+#[test]
+fn bad_config_exits_2_without_opening_a_socket() {
+    let d = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let f = d.path().join("overlap.toml");
+    let text = good(port, &d.path().join("data")).replace(
+        "pools = [{ range = \"2001:db8:1::100-2001:db8:1::1ff\" }]",
+        "pools = [{ range = \"2001:db8:1::100-2001:db8:1::1ff\" }, { range = \"2001:db8:1::180-2001:db8:1::2ff\" }]",
+    );
+    std::fs::write(&f, text).unwrap();
+    let o = tandem(&["serve", "--config", f.to_str().unwrap()], d.path());
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("overlaps"));
+    assert!(!d.path().join("data").exists(), "store must not be created for a bad config");
+    UdpSocket::bind(("::1", port)).expect("port must still be free");
+}
+
+#[test]
+fn unusable_data_dir_exits_3() {
+    let d = tempfile::tempdir().unwrap();
+    let file = d.path().join("not-a-dir");
+    std::fs::write(&file, b"x").unwrap();
+    let f = d.path().join("c.toml");
+    std::fs::write(&f, good(free_port(), &file)).unwrap();
+    let o = tandem(&["serve", "--config", f.to_str().unwrap()], d.path());
+    assert_eq!(o.status.code(), Some(3), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("data dir"));
+}
+
+#[test]
+fn unbindable_address_exits_4() {
+    let d = tempfile::tempdir().unwrap();
+    let f = d.path().join("c.toml");
+    // A documentation address that is not configured on this machine.
+    std::fs::write(&f, good(5547, &d.path().join("data")).replace("[::1]:5547", "[2001:db8:ffff::99]:5547")).unwrap();
+    let o = tandem(&["serve", "--config", f.to_str().unwrap()], d.path());
+    assert_eq!(o.status.code(), Some(4), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("bind"));
+}
+
+#[test]
+fn second_server_on_the_same_store_is_refused_and_sigterm_stops_cleanly() {
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("data");
+    let f = d.path().join("c.toml");
+    std::fs::write(&f, good(free_port(), &data)).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .args(["serve", "--config", f.to_str().unwrap()])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !data.join("data.mdb").exists() {
+        assert!(Instant::now() < deadline, "server did not create its store");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let f2 = d.path().join("c2.toml");
+    std::fs::write(&f2, good(free_port(), &data)).unwrap();
+    let o = tandem(&["serve", "--config", f2.to_str().unwrap()], d.path());
+    assert_eq!(o.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("in use by another tandem"));
+
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "server did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status:?}");
+    let mut log = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut log).unwrap();
+    assert!(log.contains("stopped"), "{log}");
+}

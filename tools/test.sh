@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Runs Tandem's whole test suite. Installs what the tests need first, idempotently:
+# perfdhcp (Debian kea-admin), dhclient (isc-dhcp-client) and iproute2. The interop tests
+# create network namespaces, so the suite runs as root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v perfdhcp >/dev/null 2>&1 || [ -x /usr/sbin/perfdhcp ] || need+=(kea-admin)
+command -v dhclient >/dev/null 2>&1 || [ -x /usr/sbin/dhclient ] || need+=(isc-dhcp-client)
+command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || [ -x /usr/bin/ip ] || need+=(iproute2)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "tools/test.sh: needs root to install ${need[*]} and to create network namespaces" >&2
+    exit 1
+  fi
+  echo "tools/test.sh: installing ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+export PATH="$PATH:/usr/sbin:/sbin"
+
+# Leftovers from an earlier run that was killed hard (tests clean up after themselves too).
+for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep '^tdm' || true); do
+  ip netns delete "$ns" 2>/dev/null || true
+done
+
+cargo test --locked --all-targets "$@"

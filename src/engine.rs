@@ -6,7 +6,7 @@ use crate::config::{Config, ResourceKind};
 use crate::lease::Lease;
 use crate::pool::{AcquireMode, Allocator, ClientIa, Extended, Granted};
 use crate::wire::{
-    self, HOP_COUNT_LIMIT, Message, MessageType, MessageWriter, OptionWriter, RelayHop, StatusCode, WireError, opt,
+    self, Message, MessageType, MessageWriter, OptionWriter, RelayHop, StatusCode, WireError, opt,
 };
 use std::fmt;
 use std::net::{Ipv6Addr, SocketAddrV6};
@@ -137,9 +137,6 @@ impl Engine {
         };
         let hops = relayed.hops();
         let is_relayed = !hops.is_empty();
-        if hops.len() > HOP_COUNT_LIMIT as usize {
-            return Outcome::Dropped(Dropped::Malformed(WireError::RelayTooDeep));
-        }
         let ty = msg.msg_type();
         let out = if is_relayed { &mut scratch.inner } else { &mut *reply };
         let r = self.answer(rx, &msg, hops, out, writes);

@@ -73,7 +73,9 @@ impl fmt::Display for Dropped {
             Dropped::Malformed(e) => write!(f, "malformed: {e}"),
             Dropped::NotForServer(t) => write!(f, "{t:?} is not a message a server answers"),
             Dropped::NoClientId => f.write_str("no Client Identifier option"),
-            Dropped::ServerIdRule => f.write_str("Server Identifier present or missing against RFC 8415 §16"),
+            Dropped::ServerIdRule => {
+                f.write_str("Server Identifier present or missing against RFC 8415 §16")
+            }
             Dropped::OtherServer => f.write_str("addressed to another server"),
             Dropped::NoSubnet => f.write_str("no subnet configured for the client's link"),
             Dropped::NothingToAnswer => f.write_str("nothing to answer"),
@@ -110,7 +112,11 @@ pub struct Scratch {
 impl Engine {
     /// An engine with the server's DUID and the shared lease table.
     pub fn new(config: Arc<Config>, duid: Box<[u8]>, alloc: Arc<Allocator>) -> Self {
-        Engine { config, duid, alloc }
+        Engine {
+            config,
+            duid,
+            alloc,
+        }
     }
 
     /// The server DUID.
@@ -125,10 +131,19 @@ impl Engine {
 
     /// Handles one datagram. On [`Outcome::Reply`], `reply` holds the bytes to send to
     /// `rx.src`; `writes` gets every lease change, which must be committed before sending.
-    pub fn handle(&self, rx: &Received, reply: &mut Vec<u8>, scratch: &mut Scratch, writes: &mut Vec<Lease>) -> Outcome {
+    pub fn handle(
+        &self,
+        rx: &Received,
+        reply: &mut Vec<u8>,
+        scratch: &mut Scratch,
+        writes: &mut Vec<Lease>,
+    ) -> Outcome {
         reply.clear();
         let relayed = match wire::unwrap_relays(rx.bytes) {
             Ok(r) => r,
+            Err(WireError::UnexpectedRelay(t)) => {
+                return Outcome::Dropped(Dropped::NotForServer(t));
+            }
             Err(e) => return Outcome::Dropped(Dropped::Malformed(e)),
         };
         let msg = match Message::parse(relayed.inner()) {
@@ -138,32 +153,54 @@ impl Engine {
         let hops = relayed.hops();
         let is_relayed = !hops.is_empty();
         let ty = msg.msg_type();
-        let out = if is_relayed { &mut scratch.inner } else { &mut *reply };
+        let out = if is_relayed {
+            &mut scratch.inner
+        } else {
+            &mut *reply
+        };
         let r = self.answer(rx, &msg, hops, out, writes);
         if let Err(d) = r {
             writes.clear();
             reply.clear();
             return Outcome::Dropped(d);
         }
-        if is_relayed {
-            wire::wrap_relay_reply(hops, &scratch.inner, reply);
+        if is_relayed && let Err(e) = wire::try_wrap_relay_reply(hops, &scratch.inner, reply) {
+            writes.clear();
+            reply.clear();
+            return Outcome::Dropped(Dropped::Malformed(e));
         }
         Outcome::Reply { answered: ty }
     }
 
-    fn answer(&self, rx: &Received, msg: &Message, hops: &[RelayHop], out: &mut Vec<u8>, writes: &mut Vec<Lease>) -> Result<(), Dropped> {
+    fn answer(
+        &self,
+        rx: &Received,
+        msg: &Message,
+        hops: &[RelayHop],
+        out: &mut Vec<u8>,
+        writes: &mut Vec<Lease>,
+    ) -> Result<(), Dropped> {
         use MessageType as T;
         let ty = msg.msg_type();
         if !matches!(
             ty,
-            T::Solicit | T::Request | T::Confirm | T::Renew | T::Rebind | T::Release | T::Decline | T::InformationRequest
+            T::Solicit
+                | T::Request
+                | T::Confirm
+                | T::Renew
+                | T::Rebind
+                | T::Release
+                | T::Decline
+                | T::InformationRequest
         ) {
             return Err(Dropped::NotForServer(ty));
         }
         // RFC 8415 §16: which messages must, and must not, carry our Server Identifier.
         match (ty, msg.server_id()) {
             (T::Solicit | T::Confirm | T::Rebind, Some(_)) => return Err(Dropped::ServerIdRule),
-            (T::Request | T::Renew | T::Release | T::Decline, None) => return Err(Dropped::ServerIdRule),
+            (T::Request | T::Renew | T::Release | T::Decline, None) => {
+                return Err(Dropped::ServerIdRule);
+            }
             (_, Some(s)) if s != &*self.duid => return Err(Dropped::OtherServer),
             _ => {}
         }
@@ -179,7 +216,9 @@ impl Engine {
             self.start(out, T::Reply, msg, hops);
             return Ok(());
         }
-        let subnet = self.select_subnet(hops, rx.interface).ok_or(Dropped::NoSubnet)?;
+        let subnet = self
+            .select_subnet(hops, rx.src.ip(), rx.interface)
+            .ok_or(Dropped::NoSubnet)?;
         // RFC 8415 §18.4: unicast to a server that never offered unicast → UseMulticast.
         if hops.is_empty()
             && !rx.multicast
@@ -194,11 +233,14 @@ impl Engine {
         let lt = self.config.subnets[subnet].lifetimes;
         match ty {
             T::Solicit | T::Request => {
-                let rapid = ty == T::Solicit && msg.rapid_commit() && self.config.server.rapid_commit;
+                let rapid =
+                    ty == T::Solicit && msg.rapid_commit() && self.config.server.rapid_commit;
                 let (reply_ty, mode) = match (ty, rapid) {
                     (T::Solicit, false) => (
                         T::Advertise,
-                        AcquireMode::Offer { hold_secs: self.config.server.offer_hold_secs },
+                        AcquireMode::Offer {
+                            hold_secs: self.config.server.offer_hold_secs,
+                        },
                     ),
                     _ => (T::Reply, AcquireMode::Grant),
                 };
@@ -221,33 +263,56 @@ impl Engine {
                         hints[n] = a.addr;
                         n += 1;
                     }
-                    let c = ClientIa { subnet, kind: ResourceKind::Address, duid, iaid: ia.iaid };
+                    let c = ClientIa {
+                        subnet,
+                        kind: ResourceKind::Address,
+                        duid,
+                        iaid: ia.iaid,
+                    };
                     match self.alloc.acquire(now, &c, &hints[..n], mode, writes) {
                         Some(g) => {
                             any = true;
                             w.ia_na(ia.iaid, lt.t1_secs, lt.t2_secs, |o| put_addr(o, &g));
                         }
-                        None => w.ia_na(ia.iaid, 0, 0, |o| o.status(StatusCode::NoAddrsAvail, "no addresses available")),
+                        None => w.ia_na(ia.iaid, 0, 0, |o| {
+                            o.status(StatusCode::NoAddrsAvail, "no addresses available")
+                        }),
                     }
                 }
-                for ia in msg.ia_pds().take(IAS_PER_MESSAGE_MAX.saturating_sub(served)) {
+                for ia in msg
+                    .ia_pds()
+                    .take(IAS_PER_MESSAGE_MAX.saturating_sub(served))
+                {
                     let mut hints = [Ipv6Addr::UNSPECIFIED; RESOURCES_PER_IA_MAX];
                     let mut n = 0;
                     for p in ia.prefixes().take(RESOURCES_PER_IA_MAX) {
                         hints[n] = p.prefix;
                         n += 1;
                     }
-                    let c = ClientIa { subnet, kind: ResourceKind::Prefix, duid, iaid: ia.iaid };
+                    let c = ClientIa {
+                        subnet,
+                        kind: ResourceKind::Prefix,
+                        duid,
+                        iaid: ia.iaid,
+                    };
                     match self.alloc.acquire(now, &c, &hints[..n], mode, writes) {
                         Some(g) => {
                             any = true;
                             w.ia_pd(ia.iaid, lt.t1_secs, lt.t2_secs, |o| put_prefix(o, &g));
                         }
-                        None => w.ia_pd(ia.iaid, 0, 0, |o| o.status(StatusCode::NoPrefixAvail, "no prefixes available")),
+                        None => w.ia_pd(ia.iaid, 0, 0, |o| {
+                            o.status(StatusCode::NoPrefixAvail, "no prefixes available")
+                        }),
                     }
                 }
-                // RFC 8415 §18.3.9: an Advertise that will assign nothing says so at top level.
+                drop(w);
+                // RFC 8415 §18.3.9 (RFC 3315 §17.2.2): an Advertise that will assign nothing
+                // carries only the status and the two identifiers (some clients choke on empty
+                // IAs in an Advertise).
                 if !any && reply_ty == T::Advertise {
+                    let mut w = MessageWriter::new(out, reply_ty, msg.transaction_id());
+                    w.server_id(&self.duid);
+                    w.client_id(duid);
                     w.status(StatusCode::NoAddrsAvail, "nothing available for any IA");
                 }
             }
@@ -256,11 +321,21 @@ impl Engine {
                 let mut served = 0usize;
                 for ia in msg.ia_nas().take(IAS_PER_MESSAGE_MAX) {
                     served += 1;
-                    let c = ClientIa { subnet, kind: ResourceKind::Address, duid, iaid: ia.iaid };
-                    let mut results = [(Ipv6Addr::UNSPECIFIED, 128u8, Extended::NotInPool); RESOURCES_PER_IA_MAX];
+                    let c = ClientIa {
+                        subnet,
+                        kind: ResourceKind::Address,
+                        duid,
+                        iaid: ia.iaid,
+                    };
+                    let mut results =
+                        [(Ipv6Addr::UNSPECIFIED, 128u8, Extended::NotInPool); RESOURCES_PER_IA_MAX];
                     let mut n = 0;
                     for a in ia.addresses().take(RESOURCES_PER_IA_MAX) {
-                        results[n] = (a.addr, 128, self.alloc.extend(now, &c, a.addr, 128, true, writes));
+                        results[n] = (
+                            a.addr,
+                            128,
+                            self.alloc.extend(now, &c, a.addr, 128, true, writes),
+                        );
                         n += 1;
                     }
                     let fallback = self.renew_fallback(now, &c, &results[..n], writes);
@@ -268,42 +343,82 @@ impl Engine {
                         renewed(o, &results[..n], fallback, ResourceKind::Address)
                     });
                 }
-                for ia in msg.ia_pds().take(IAS_PER_MESSAGE_MAX.saturating_sub(served)) {
-                    let c = ClientIa { subnet, kind: ResourceKind::Prefix, duid, iaid: ia.iaid };
-                    let mut results = [(Ipv6Addr::UNSPECIFIED, 0u8, Extended::NotInPool); RESOURCES_PER_IA_MAX];
+                for ia in msg
+                    .ia_pds()
+                    .take(IAS_PER_MESSAGE_MAX.saturating_sub(served))
+                {
+                    let c = ClientIa {
+                        subnet,
+                        kind: ResourceKind::Prefix,
+                        duid,
+                        iaid: ia.iaid,
+                    };
+                    let mut results =
+                        [(Ipv6Addr::UNSPECIFIED, 0u8, Extended::NotInPool); RESOURCES_PER_IA_MAX];
                     let mut n = 0;
                     for p in ia.prefixes().take(RESOURCES_PER_IA_MAX) {
-                        results[n] = (p.prefix, p.prefix_len, self.alloc.extend(now, &c, p.prefix, p.prefix_len, true, writes));
+                        results[n] = (
+                            p.prefix,
+                            p.prefix_len,
+                            self.alloc
+                                .extend(now, &c, p.prefix, p.prefix_len, true, writes),
+                        );
                         n += 1;
                     }
                     let fallback = self.renew_fallback(now, &c, &results[..n], writes);
-                    w.ia_pd(ia.iaid, lt.t1_secs, lt.t2_secs, |o| renewed(o, &results[..n], fallback, ResourceKind::Prefix));
+                    w.ia_pd(ia.iaid, lt.t1_secs, lt.t2_secs, |o| {
+                        renewed(o, &results[..n], fallback, ResourceKind::Prefix)
+                    });
                 }
             }
             T::Release | T::Decline => {
                 let hold = (ty == T::Decline).then_some(self.config.server.decline_hold_secs);
                 let mut w = self.start(out, T::Reply, msg, hops);
-                w.status(StatusCode::Success, if hold.is_some() { "declined" } else { "released" });
+                w.status(
+                    StatusCode::Success,
+                    if hold.is_some() {
+                        "declined"
+                    } else {
+                        "released"
+                    },
+                );
                 let mut served = 0usize;
                 for ia in msg.ia_nas().take(IAS_PER_MESSAGE_MAX) {
                     served += 1;
-                    let c = ClientIa { subnet, kind: ResourceKind::Address, duid, iaid: ia.iaid };
+                    let c = ClientIa {
+                        subnet,
+                        kind: ResourceKind::Address,
+                        duid,
+                        iaid: ia.iaid,
+                    };
                     let mut all = true;
                     for a in ia.addresses().take(RESOURCES_PER_IA_MAX) {
                         all &= self.alloc.end(now, &c, a.addr, hold, writes);
                     }
                     if !all {
-                        w.ia_na(ia.iaid, 0, 0, |o| o.status(StatusCode::NoBinding, "no binding for this IA"));
+                        w.ia_na(ia.iaid, 0, 0, |o| {
+                            o.status(StatusCode::NoBinding, "no binding for this IA")
+                        });
                     }
                 }
-                for ia in msg.ia_pds().take(IAS_PER_MESSAGE_MAX.saturating_sub(served)) {
-                    let c = ClientIa { subnet, kind: ResourceKind::Prefix, duid, iaid: ia.iaid };
+                for ia in msg
+                    .ia_pds()
+                    .take(IAS_PER_MESSAGE_MAX.saturating_sub(served))
+                {
+                    let c = ClientIa {
+                        subnet,
+                        kind: ResourceKind::Prefix,
+                        duid,
+                        iaid: ia.iaid,
+                    };
                     let mut all = true;
                     for p in ia.prefixes().take(RESOURCES_PER_IA_MAX) {
                         all &= self.alloc.end(now, &c, p.prefix, hold, writes);
                     }
                     if !all {
-                        w.ia_pd(ia.iaid, 0, 0, |o| o.status(StatusCode::NoBinding, "no binding for this IA"));
+                        w.ia_pd(ia.iaid, 0, 0, |o| {
+                            o.status(StatusCode::NoBinding, "no binding for this IA")
+                        });
                     }
                 }
             }
@@ -335,18 +450,33 @@ impl Engine {
     /// When a Renew/Rebind named nothing the server could extend, the lease the client holds
     /// for the IA (if any) is extended and returned too (RFC 8415 §18.3.4: new addresses may
     /// be added to the IA).
-    fn renew_fallback(&self, now: u64, c: &ClientIa, results: &[(Ipv6Addr, u8, Extended)], writes: &mut Vec<Lease>) -> Option<Granted> {
+    fn renew_fallback(
+        &self,
+        now: u64,
+        c: &ClientIa,
+        results: &[(Ipv6Addr, u8, Extended)],
+        writes: &mut Vec<Lease>,
+    ) -> Option<Granted> {
         if results.iter().any(|r| matches!(r.2, Extended::Extended(_))) {
             return None;
         }
         let cur = self.alloc.current(c)?;
-        match self.alloc.extend(now, c, cur.addr, cur.prefix_len, false, writes) {
+        match self
+            .alloc
+            .extend(now, c, cur.addr, cur.prefix_len, false, writes)
+        {
             Extended::Extended(g) => Some(g),
             _ => None,
         }
     }
 
-    fn start<'b>(&self, out: &'b mut Vec<u8>, ty: MessageType, msg: &Message, hops: &[RelayHop]) -> MessageWriter<'b> {
+    fn start<'b>(
+        &self,
+        out: &'b mut Vec<u8>,
+        ty: MessageType,
+        msg: &Message,
+        hops: &[RelayHop],
+    ) -> MessageWriter<'b> {
         let mut w = MessageWriter::new(out, ty, msg.transaction_id());
         w.server_id(&self.duid);
         if let Some(c) = msg.client_id() {
@@ -361,15 +491,32 @@ impl Engine {
     }
 
     /// Link selection (RFC 8415 §13.1): relayed messages by the link-address of the relay
-    /// closest to the client (the innermost non-zero one); direct messages by the receiving
-    /// interface, falling back to the first subnet not tied to an interface.
-    fn select_subnet(&self, hops: &[RelayHop], interface: Option<&str>) -> Option<usize> {
+    /// closest to the client (the innermost non-zero one); direct messages from a global
+    /// source address by the subnet holding that address (the client was allowed unicast);
+    /// other direct messages by the receiving interface, falling back to the first subnet not
+    /// tied to an interface.
+    fn select_subnet(
+        &self,
+        hops: &[RelayHop],
+        src: &Ipv6Addr,
+        interface: Option<&str>,
+    ) -> Option<usize> {
         let subnets = &self.config.subnets;
         if let Some(h) = hops.iter().rev().find(|h| !h.link_address.is_unspecified()) {
-            return subnets.iter().position(|s| s.prefix.contains(h.link_address));
+            return subnets
+                .iter()
+                .position(|s| s.prefix.contains(h.link_address));
+        }
+        if hops.is_empty()
+            && !src.is_unicast_link_local()
+            && let Some(p) = subnets.iter().position(|s| s.prefix.contains(*src))
+        {
+            return Some(p);
         }
         if let Some(i) = interface
-            && let Some(p) = subnets.iter().position(|s| s.interface.as_deref() == Some(i))
+            && let Some(p) = subnets
+                .iter()
+                .position(|s| s.interface.as_deref() == Some(i))
         {
             return Some(p);
         }
@@ -387,7 +534,12 @@ fn put_prefix(o: &mut OptionWriter, g: &Granted) {
 
 /// Writes a Renew/Rebind IA body: each named resource with new lifetimes, or lifetimes of 0
 /// when the client may no longer use it; NoBinding when the IA ends up empty.
-fn renewed(o: &mut OptionWriter, results: &[(Ipv6Addr, u8, Extended)], fallback: Option<Granted>, kind: ResourceKind) {
+fn renewed(
+    o: &mut OptionWriter,
+    results: &[(Ipv6Addr, u8, Extended)],
+    fallback: Option<Granted>,
+    kind: ResourceKind,
+) {
     let mut any = false;
     for (addr, len, r) in results {
         match (r, kind) {

@@ -164,8 +164,8 @@ impl SubPool {
         *c = c.saturating_add_signed(delta);
     }
 
-    /// Picks a free index: never-used first, then the oldest freed. O(1) amortised.
-    fn take_free(&mut self) -> Option<u128> {
+    /// Picks a never-used index from the cursor. O(1) amortised.
+    fn take_never_used(&mut self) -> Option<u128> {
         while self.cursor < self.end {
             let i = self.cursor;
             self.cursor += 1;
@@ -173,6 +173,11 @@ impl SubPool {
                 return Some(i);
             }
         }
+        None
+    }
+
+    /// Picks the oldest freed index. O(1) amortised (stale entries are skipped once).
+    fn take_freed(&mut self) -> Option<u128> {
         while let Some(i) = self.free.pop_front() {
             if let Some(s) = self.slots.get_mut(&i) {
                 s.in_free_list = false;
@@ -185,7 +190,9 @@ impl SubPool {
     }
 
     fn is_free(&self, index: u128) -> bool {
-        self.slots.get(&index).is_none_or(|s| s.lease.state.is_free())
+        self.slots
+            .get(&index)
+            .is_none_or(|s| s.lease.state.is_free())
     }
 
     /// Moves the slot at `index` to a new lease value, keeping the expiry index, counters and
@@ -209,12 +216,21 @@ impl SubPool {
         if push {
             self.free.push_back(index);
         }
-        self.slots.insert(index, Slot { lease, in_free_list: in_free || push });
+        self.slots.insert(
+            index,
+            Slot {
+                lease,
+                in_free_list: in_free || push,
+            },
+        );
     }
 }
 
 fn timed(s: LeaseState) -> bool {
-    matches!(s, LeaseState::Active | LeaseState::Offered | LeaseState::Declined)
+    matches!(
+        s,
+        LeaseState::Active | LeaseState::Offered | LeaseState::Declined
+    )
 }
 
 struct PoolState {
@@ -234,7 +250,11 @@ impl PoolState {
                 Mutex::new(SubPool::new(start, end))
             })
             .collect();
-        PoolState { cfg, subpool_size: size, subpools }
+        PoolState {
+            cfg,
+            subpool_size: size,
+            subpools,
+        }
     }
     fn subpool_of(&self, index: u128) -> &Mutex<SubPool> {
         let k = (index / self.subpool_size) as usize;
@@ -280,7 +300,9 @@ impl Allocator {
                     pools: s.pools.iter().cloned().map(PoolState::new).collect(),
                 })
                 .collect(),
-            clients: (0..CLIENT_SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            clients: (0..CLIENT_SHARDS)
+                .map(|_| Mutex::new(HashMap::new()))
+                .collect(),
             seq: AtomicU64::new(1),
         }
     }
@@ -299,16 +321,26 @@ impl Allocator {
 
     /// Finds which pool of subnet `sn` holds `addr` as one of its `kind` resources.
     fn locate(&self, sn: usize, kind: ResourceKind, addr: Ipv6Addr) -> Option<ResRef> {
-        self.subnets[sn].pools.iter().enumerate().find_map(|(pi, p)| {
-            (p.cfg.kind == kind)
-                .then(|| p.cfg.index_of(addr))
-                .flatten()
-                .map(|index| ResRef { pool: pi as u16, index })
-        })
+        self.subnets[sn]
+            .pools
+            .iter()
+            .enumerate()
+            .find_map(|(pi, p)| {
+                (p.cfg.kind == kind)
+                    .then(|| p.cfg.index_of(addr))
+                    .flatten()
+                    .map(|index| ResRef {
+                        pool: pi as u16,
+                        index,
+                    })
+            })
     }
 
     fn owns(lease: &Lease, c: &ClientIa, subnet_id: u32) -> bool {
-        lease.iaid == c.iaid && lease.subnet_id == subnet_id && lease.kind == c.kind && *lease.duid == *c.duid
+        lease.iaid == c.iaid
+            && lease.subnet_id == subnet_id
+            && lease.kind == c.kind
+            && *lease.duid == *c.duid
     }
 
     /// Builds the lease value for `c` holding resource `r` from `now`.
@@ -333,11 +365,24 @@ impl Allocator {
 
     fn granted(&self, c: &ClientIa, l: &Lease) -> Granted {
         let lt = &self.subnets[c.subnet].lifetimes;
-        Granted { addr: l.addr, prefix_len: l.prefix_len, preferred_secs: lt.preferred_secs, valid_secs: lt.valid_secs }
+        Granted {
+            addr: l.addr,
+            prefix_len: l.prefix_len,
+            preferred_secs: lt.preferred_secs,
+            valid_secs: lt.valid_secs,
+        }
     }
 
     /// Applies `mode` to resource `r` for client `c` inside its locked sub-pool.
-    fn apply(&self, sp: &mut SubPool, c: &ClientIa, r: ResRef, mode: AcquireMode, now: u64, writes: &mut Vec<Lease>) -> Granted {
+    fn apply(
+        &self,
+        sp: &mut SubPool,
+        c: &ClientIa,
+        r: ResRef,
+        mode: AcquireMode,
+        now: u64,
+        writes: &mut Vec<Lease>,
+    ) -> Granted {
         let valid = self.subnets[c.subnet].lifetimes.valid_secs as u64;
         let current = sp.slots.get(&r.index).map(|s| s.lease.state);
         let lease = match mode {
@@ -362,7 +407,14 @@ impl Allocator {
     /// Finds the client's existing lease for this IA, or allocates one: a free `hint` first,
     /// then the client's home sub-pool, then the next sub-pools in turn. `None` when every
     /// pool of that kind in the subnet is exhausted. Store writes are appended to `writes`.
-    pub fn acquire(&self, now: u64, c: &ClientIa, hints: &[Ipv6Addr], mode: AcquireMode, writes: &mut Vec<Lease>) -> Option<Granted> {
+    pub fn acquire(
+        &self,
+        now: u64,
+        c: &ClientIa,
+        hints: &[Ipv6Addr],
+        mode: AcquireMode,
+        writes: &mut Vec<Lease>,
+    ) -> Option<Granted> {
         let key = self.key(c);
         let subnet_id = self.subnets[c.subnet].id;
         let mut index = lock(self.shard(key));
@@ -389,19 +441,32 @@ impl Allocator {
                 }
             }
         }
-        let home = spread(key);
-        for (pi, pool) in self.subnets[c.subnet].pools.iter().enumerate() {
-            if pool.cfg.kind != c.kind {
-                continue;
-            }
-            let n = pool.subpools.len();
-            for k in 0..n {
-                let mut sp = lock(&pool.subpools[((home as usize) + k) % n]);
-                if let Some(i) = sp.take_free() {
-                    let r = ResRef { pool: pi as u16, index: i };
-                    let g = self.apply(&mut sp, c, r, mode, now, writes);
-                    index.insert(key, r);
-                    return Some(g);
+        // Never-used resources anywhere before freed ones, so a freed lease stays free for its
+        // last holder as long as possible. Normally the home sub-pool answers at once; the
+        // walk over the others (at most 2 x 64 sub-pools) happens only as pools fill up.
+        let home = spread(key) as usize;
+        for fresh in [true, false] {
+            for (pi, pool) in self.subnets[c.subnet].pools.iter().enumerate() {
+                if pool.cfg.kind != c.kind {
+                    continue;
+                }
+                let n = pool.subpools.len();
+                for k in 0..n {
+                    let mut sp = lock(&pool.subpools[(home + k) % n]);
+                    let got = if fresh {
+                        sp.take_never_used()
+                    } else {
+                        sp.take_freed()
+                    };
+                    if let Some(i) = got {
+                        let r = ResRef {
+                            pool: pi as u16,
+                            index: i,
+                        };
+                        let g = self.apply(&mut sp, c, r, mode, now, writes);
+                        index.insert(key, r);
+                        return Some(g);
+                    }
                 }
             }
         }
@@ -411,7 +476,15 @@ impl Allocator {
     /// Renew/Rebind one address or prefix the client names. A lease the client holds is
     /// extended; one that is free (expired, released, never used) is given back to it when
     /// `create_if_free` (so clients keep their leases across a server that lost them).
-    pub fn extend(&self, now: u64, c: &ClientIa, addr: Ipv6Addr, prefix_len: u8, create_if_free: bool, writes: &mut Vec<Lease>) -> Extended {
+    pub fn extend(
+        &self,
+        now: u64,
+        c: &ClientIa,
+        addr: Ipv6Addr,
+        prefix_len: u8,
+        create_if_free: bool,
+        writes: &mut Vec<Lease>,
+    ) -> Extended {
         let Some(r) = self.locate(c.subnet, c.kind, addr) else {
             return Extended::NotInPool;
         };
@@ -446,13 +519,21 @@ impl Allocator {
         let pool = &self.subnets[c.subnet].pools[r.pool as usize];
         let sp = lock(pool.subpool_of(r.index));
         let s = sp.slots.get(&r.index)?;
-        (Self::owns(&s.lease, c, subnet_id) && matches!(s.lease.state, LeaseState::Active | LeaseState::Offered))
-            .then(|| self.granted(c, &s.lease))
+        (Self::owns(&s.lease, c, subnet_id)
+            && matches!(s.lease.state, LeaseState::Active | LeaseState::Offered))
+        .then(|| self.granted(c, &s.lease))
     }
 
     /// Ends the client's lease on `addr` as Released (or Declined for `decline_hold_secs`
     /// when given). Returns false if the client holds no such lease.
-    pub fn end(&self, now: u64, c: &ClientIa, addr: Ipv6Addr, decline_hold_secs: Option<u32>, writes: &mut Vec<Lease>) -> bool {
+    pub fn end(
+        &self,
+        now: u64,
+        c: &ClientIa,
+        addr: Ipv6Addr,
+        decline_hold_secs: Option<u32>,
+        writes: &mut Vec<Lease>,
+    ) -> bool {
         let Some(r) = self.locate(c.subnet, c.kind, addr) else {
             return false;
         };
@@ -462,7 +543,9 @@ impl Allocator {
         let Some(s) = sp.slots.get(&r.index) else {
             return false;
         };
-        if !Self::owns(&s.lease, c, subnet_id) || !matches!(s.lease.state, LeaseState::Active | LeaseState::Offered) {
+        if !Self::owns(&s.lease, c, subnet_id)
+            || !matches!(s.lease.state, LeaseState::Active | LeaseState::Offered)
+        {
             return false;
         }
         let mut l = s.lease.clone();
@@ -487,7 +570,9 @@ impl Allocator {
                 for m in pool.subpools.iter() {
                     let mut sp = lock(m);
                     for _ in 0..RECLAIM_PER_SUBPOOL_MAX {
-                        let Some(&(t, i)) = sp.expiry.first() else { break };
+                        let Some(&(t, i)) = sp.expiry.first() else {
+                            break;
+                        };
                         if t > now {
                             break;
                         }
@@ -568,7 +653,10 @@ impl Allocator {
         let mut out = Vec::new();
         for sub in &self.subnets {
             for pool in &sub.pools {
-                let mut u = PoolUsage { total: pool.cfg.count, ..Default::default() };
+                let mut u = PoolUsage {
+                    total: pool.cfg.count,
+                    ..Default::default()
+                };
                 for m in pool.subpools.iter() {
                     let sp = lock(m);
                     u.active += sp.usage.active;
@@ -583,10 +671,14 @@ impl Allocator {
 
     /// Range of indices of each sub-pool of pool `pool` in subnet index `sn` (tests).
     pub fn subpool_ranges(&self, sn: usize, pool: usize) -> Vec<(u128, u128)> {
-        self.subnets[sn].pools[pool].subpools.iter().map(|m| {
-            let sp = lock(m);
-            (sp.start, sp.end)
-        }).collect()
+        self.subnets[sn].pools[pool]
+            .subpools
+            .iter()
+            .map(|m| {
+                let sp = lock(m);
+                (sp.start, sp.end)
+            })
+            .collect()
     }
 }
 
@@ -596,13 +688,20 @@ mod tests {
     use crate::config;
 
     fn alloc(text_pools: &str) -> Allocator {
-        let t = format!("[server]\nlisten=[\"[::1]:5547\"]\n[[subnet]]\nid=1\nprefix=\"2001:db8::/64\"\n{text_pools}\n");
+        let t = format!(
+            "[server]\nlisten=[\"[::1]:5547\"]\n[[subnet]]\nid=1\nprefix=\"2001:db8::/64\"\n{text_pools}\n"
+        );
         let c = config::parse("t", &t).unwrap();
         Allocator::new(&c.subnets)
     }
 
     fn ia(duid: &[u8], iaid: u32) -> ClientIa<'_> {
-        ClientIa { subnet: 0, kind: ResourceKind::Address, duid, iaid }
+        ClientIa {
+            subnet: 0,
+            kind: ResourceKind::Address,
+            duid,
+            iaid,
+        }
     }
 
     #[test]
@@ -612,12 +711,19 @@ mod tests {
         let mut seen = std::collections::HashSet::new();
         for i in 0..256u32 {
             let d = i.to_be_bytes();
-            let g = a.acquire(10, &ia(&d, 1), &[], AcquireMode::Grant, &mut w).unwrap();
+            let g = a
+                .acquire(10, &ia(&d, 1), &[], AcquireMode::Grant, &mut w)
+                .unwrap();
             assert!(seen.insert(g.addr), "{} handed out twice", g.addr);
-            let again = a.acquire(11, &ia(&d, 1), &[], AcquireMode::Grant, &mut w).unwrap();
+            let again = a
+                .acquire(11, &ia(&d, 1), &[], AcquireMode::Grant, &mut w)
+                .unwrap();
             assert_eq!(again.addr, g.addr);
         }
-        assert_eq!(a.acquire(12, &ia(b"late", 1), &[], AcquireMode::Grant, &mut w), None);
+        assert_eq!(
+            a.acquire(12, &ia(b"late", 1), &[], AcquireMode::Grant, &mut w),
+            None
+        );
         assert_eq!(w.len(), 512);
         assert_eq!(a.usage()[0].2.active, 256);
     }
@@ -627,64 +733,159 @@ mod tests {
         let a = alloc("pools=[{range=\"2001:db8::100-2001:db8::1ff\"}]");
         let mut w = Vec::new();
         let h: Ipv6Addr = "2001:db8::1a0".parse().unwrap();
-        let g = a.acquire(1, &ia(b"a", 1), &[h], AcquireMode::Grant, &mut w).unwrap();
+        let g = a
+            .acquire(1, &ia(b"a", 1), &[h], AcquireMode::Grant, &mut w)
+            .unwrap();
         assert_eq!(g.addr, h);
-        let g2 = a.acquire(1, &ia(b"b", 1), &[h], AcquireMode::Grant, &mut w).unwrap();
+        let g2 = a
+            .acquire(1, &ia(b"b", 1), &[h], AcquireMode::Grant, &mut w)
+            .unwrap();
         assert_ne!(g2.addr, h);
         // Outside the pool: ignored.
-        let g3 = a.acquire(1, &ia(b"c", 1), &["2001:db8::5".parse().unwrap()], AcquireMode::Grant, &mut w).unwrap();
+        let g3 = a
+            .acquire(
+                1,
+                &ia(b"c", 1),
+                &["2001:db8::5".parse().unwrap()],
+                AcquireMode::Grant,
+                &mut w,
+            )
+            .unwrap();
         assert_ne!(g3.addr, "2001:db8::5".parse::<Ipv6Addr>().unwrap());
     }
 
     #[test]
     fn expiry_frees_and_the_old_client_gets_it_back() {
-        let a = alloc("pools=[{range=\"2001:db8::100-2001:db8::101\"}]\nlease={preferred_lifetime_secs=50, valid_lifetime_secs=100}");
+        let a = alloc(
+            "pools=[{range=\"2001:db8::100-2001:db8::101\"}]\nlease={preferred_lifetime_secs=50, valid_lifetime_secs=100}",
+        );
         let mut w = Vec::new();
-        let g1 = a.acquire(0, &ia(b"a", 1), &[], AcquireMode::Grant, &mut w).unwrap();
-        let g2 = a.acquire(0, &ia(b"b", 1), &[], AcquireMode::Grant, &mut w).unwrap();
-        assert_eq!(a.acquire(0, &ia(b"c", 1), &[], AcquireMode::Grant, &mut w), None);
+        let g1 = a
+            .acquire(0, &ia(b"a", 1), &[], AcquireMode::Grant, &mut w)
+            .unwrap();
+        let g2 = a
+            .acquire(0, &ia(b"b", 1), &[], AcquireMode::Grant, &mut w)
+            .unwrap();
+        assert_eq!(
+            a.acquire(0, &ia(b"c", 1), &[], AcquireMode::Grant, &mut w),
+            None
+        );
         w.clear();
         assert_eq!(a.reclaim(99, &mut w), 0);
         assert_eq!(a.reclaim(100, &mut w), 2);
         assert!(w.iter().all(|l| l.state == LeaseState::Expired));
         // a comes back first and gets its own address, not the oldest free one.
-        assert_eq!(a.acquire(200, &ia(b"a", 1), &[], AcquireMode::Grant, &mut w).unwrap().addr, g1.addr);
+        assert_eq!(
+            a.acquire(200, &ia(b"a", 1), &[], AcquireMode::Grant, &mut w)
+                .unwrap()
+                .addr,
+            g1.addr
+        );
         // c takes the remaining one (b's), since nothing else is free.
-        assert_eq!(a.acquire(200, &ia(b"c", 1), &[], AcquireMode::Grant, &mut w).unwrap().addr, g2.addr);
+        assert_eq!(
+            a.acquire(200, &ia(b"c", 1), &[], AcquireMode::Grant, &mut w)
+                .unwrap()
+                .addr,
+            g2.addr
+        );
         // b's stale index entry must not give it c's lease.
-        assert_eq!(a.acquire(200, &ia(b"b", 1), &[], AcquireMode::Grant, &mut w), None);
+        assert_eq!(
+            a.acquire(200, &ia(b"b", 1), &[], AcquireMode::Grant, &mut w),
+            None
+        );
     }
 
     #[test]
     fn offers_are_memory_only_and_lapse() {
         let a = alloc("pools=[{range=\"2001:db8::100-2001:db8::100\"}]");
         let mut w = Vec::new();
-        let g = a.acquire(0, &ia(b"a", 1), &[], AcquireMode::Offer { hold_secs: 5 }, &mut w).unwrap();
+        let g = a
+            .acquire(
+                0,
+                &ia(b"a", 1),
+                &[],
+                AcquireMode::Offer { hold_secs: 5 },
+                &mut w,
+            )
+            .unwrap();
         assert!(w.is_empty());
-        assert_eq!(a.acquire(1, &ia(b"b", 1), &[], AcquireMode::Offer { hold_secs: 5 }, &mut w), None);
+        assert_eq!(
+            a.acquire(
+                1,
+                &ia(b"b", 1),
+                &[],
+                AcquireMode::Offer { hold_secs: 5 },
+                &mut w
+            ),
+            None
+        );
         assert_eq!(a.reclaim(5, &mut w), 1);
         assert!(w.is_empty(), "a lapsed offer is not stored");
-        assert_eq!(a.acquire(6, &ia(b"b", 1), &[], AcquireMode::Grant, &mut w).unwrap().addr, g.addr);
+        assert_eq!(
+            a.acquire(6, &ia(b"b", 1), &[], AcquireMode::Grant, &mut w)
+                .unwrap()
+                .addr,
+            g.addr
+        );
     }
 
     #[test]
     fn release_decline_and_extend() {
         let a = alloc("pools=[{range=\"2001:db8::100-2001:db8::1ff\"}]");
         let mut w = Vec::new();
-        let g = a.acquire(0, &ia(b"a", 1), &[], AcquireMode::Grant, &mut w).unwrap();
-        assert!(!a.end(1, &ia(b"b", 1), g.addr, None, &mut w), "not b's to release");
-        assert_eq!(a.extend(1, &ia(b"b", 1), g.addr, 128, true, &mut w), Extended::NotOwned);
-        assert!(matches!(a.extend(1, &ia(b"a", 1), g.addr, 128, false, &mut w), Extended::Extended(_)));
-        assert_eq!(a.extend(1, &ia(b"a", 1), "2001:db9::1".parse().unwrap(), 128, true, &mut w), Extended::NotInPool);
+        let g = a
+            .acquire(0, &ia(b"a", 1), &[], AcquireMode::Grant, &mut w)
+            .unwrap();
+        assert!(
+            !a.end(1, &ia(b"b", 1), g.addr, None, &mut w),
+            "not b's to release"
+        );
+        assert_eq!(
+            a.extend(1, &ia(b"b", 1), g.addr, 128, true, &mut w),
+            Extended::NotOwned
+        );
+        assert!(matches!(
+            a.extend(1, &ia(b"a", 1), g.addr, 128, false, &mut w),
+            Extended::Extended(_)
+        ));
+        assert_eq!(
+            a.extend(
+                1,
+                &ia(b"a", 1),
+                "2001:db9::1".parse().unwrap(),
+                128,
+                true,
+                &mut w
+            ),
+            Extended::NotInPool
+        );
         assert!(a.end(2, &ia(b"a", 1), g.addr, Some(30), &mut w));
-        assert_eq!(a.lookup(ResourceKind::Address, g.addr).unwrap().state, LeaseState::Declined);
-        assert_eq!(a.extend(3, &ia(b"a", 1), g.addr, 128, true, &mut w), Extended::NotOwned);
+        assert_eq!(
+            a.lookup(ResourceKind::Address, g.addr).unwrap().state,
+            LeaseState::Declined
+        );
+        assert_eq!(
+            a.extend(3, &ia(b"a", 1), g.addr, 128, true, &mut w),
+            Extended::NotOwned
+        );
         // The declined address is not handed out again while held.
-        let g2 = a.acquire(3, &ia(b"a", 1), &[g.addr], AcquireMode::Grant, &mut w).unwrap();
+        let g2 = a
+            .acquire(3, &ia(b"a", 1), &[g.addr], AcquireMode::Grant, &mut w)
+            .unwrap();
         assert_ne!(g2.addr, g.addr);
         assert!(a.end(4, &ia(b"a", 1), g2.addr, None, &mut w));
         // Renewing a free address not held by anyone recreates the binding (server lost it).
-        assert!(matches!(a.extend(5, &ia(b"z", 9), "2001:db8::1f0".parse().unwrap(), 128, true, &mut w), Extended::Extended(_)));
+        assert!(matches!(
+            a.extend(
+                5,
+                &ia(b"z", 9),
+                "2001:db8::1f0".parse().unwrap(),
+                128,
+                true,
+                &mut w
+            ),
+            Extended::Extended(_)
+        ));
     }
 
     #[test]
@@ -694,13 +895,22 @@ mod tests {
         let a = Allocator::new(&c.subnets);
         assert_eq!(a.subpool_ranges(0, 0).len(), 64);
         let mut w = Vec::new();
-        let c1 = ClientIa { subnet: 0, kind: ResourceKind::Prefix, duid: b"x", iaid: 1 };
+        let c1 = ClientIa {
+            subnet: 0,
+            kind: ResourceKind::Prefix,
+            duid: b"x",
+            iaid: 1,
+        };
         let g = a.acquire(0, &c1, &[], AcquireMode::Grant, &mut w).unwrap();
         assert_eq!(g.prefix_len, 56);
         let p = &c.subnets[0].pools[0];
         let idx = p.index_of(g.addr).unwrap();
         let home = spread(client_key(1, ResourceKind::Prefix, b"x", 1)) % 64;
-        assert_eq!(idx / (p.count / 64), home as u128, "allocated in the client's home sub-pool");
+        assert_eq!(
+            idx / (p.count / 64),
+            home as u128,
+            "allocated in the client's home sub-pool"
+        );
     }
 
     #[test]
@@ -720,7 +930,8 @@ mod tests {
         let a = alloc("pools=[{range=\"2001:db8::100-2001:db8::1ff\"}]");
         let mut w = Vec::new();
         for i in 0..10u32 {
-            a.acquire(0, &ia(&i.to_be_bytes(), 1), &[], AcquireMode::Grant, &mut w).unwrap();
+            a.acquire(0, &ia(&i.to_be_bytes(), 1), &[], AcquireMode::Grant, &mut w)
+                .unwrap();
         }
         let g0 = a.current(&ia(&0u32.to_be_bytes(), 1)).unwrap();
         a.end(1, &ia(&0u32.to_be_bytes(), 1), g0.addr, None, &mut w);
@@ -738,7 +949,9 @@ mod tests {
             assert_eq!(b.current(&ia(&d, 1)), a.current(&ia(&d, 1)));
         }
         // New clients never get an active restored lease.
-        let mut held: std::collections::HashSet<_> = (1..10u32).map(|i| a.current(&ia(&i.to_be_bytes(), 1)).unwrap().addr).collect();
+        let mut held: std::collections::HashSet<_> = (1..10u32)
+            .map(|i| a.current(&ia(&i.to_be_bytes(), 1)).unwrap().addr)
+            .collect();
         for i in 100..1000u32 {
             match b.acquire(2, &ia(&i.to_be_bytes(), 1), &[], AcquireMode::Grant, &mut w) {
                 Some(g) => assert!(held.insert(g.addr), "{} given twice after restore", g.addr),

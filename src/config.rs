@@ -86,9 +86,10 @@ impl FromStr for Prefix {
             .filter(|l| *l <= 128)
             .ok_or_else(|| format!("`{l}` is not a prefix length (0..=128)"))?;
         if u128::from(addr) & host_mask(len) != 0 {
-            return Err(format!("`{s}` has host bits set (did you mean {}/{len}?)", {
-                Ipv6Addr::from(u128::from(addr) & !host_mask(len))
-            }));
+            return Err(format!(
+                "`{s}` has host bits set (did you mean {}/{len}?)",
+                { Ipv6Addr::from(u128::from(addr) & !host_mask(len)) }
+            ));
         }
         Ok(Prefix { addr, len })
     }
@@ -375,7 +376,12 @@ impl Ctx<'_> {
             .count()
             + 1
     }
-    fn err(&self, span: Option<std::ops::Range<usize>>, field: &str, msg: impl Into<String>) -> ConfigError {
+    fn err(
+        &self,
+        span: Option<std::ops::Range<usize>>,
+        field: &str,
+        msg: impl Into<String>,
+    ) -> ConfigError {
         ConfigError {
             file: self.file.to_string(),
             line: span.map(|s| self.line(s.start)),
@@ -385,12 +391,26 @@ impl Ctx<'_> {
     }
 }
 
-fn lifetimes(ctx: &Ctx, base: FileLease, over: Option<FileLease>, field: &str) -> Result<Lifetimes, ConfigError> {
+fn lifetimes(
+    ctx: &Ctx,
+    base: FileLease,
+    over: Option<FileLease>,
+    field: &str,
+) -> Result<Lifetimes, ConfigError> {
     let o = over.unwrap_or_default();
-    let preferred = o.preferred_lifetime_secs.or(base.preferred_lifetime_secs).unwrap_or(3600);
-    let valid = o.valid_lifetime_secs.or(base.valid_lifetime_secs).unwrap_or(7200);
+    let preferred = o
+        .preferred_lifetime_secs
+        .or(base.preferred_lifetime_secs)
+        .unwrap_or(3600);
+    let valid = o
+        .valid_lifetime_secs
+        .or(base.valid_lifetime_secs)
+        .unwrap_or(7200);
     let t1 = o.t1_secs.or(base.t1_secs).unwrap_or(preferred / 2);
-    let t2 = o.t2_secs.or(base.t2_secs).unwrap_or((preferred as u64 * 4 / 5) as u32);
+    let t2 = o
+        .t2_secs
+        .or(base.t2_secs)
+        .unwrap_or((preferred as u64 * 4 / 5) as u32);
     if valid == 0 {
         return Err(ctx.err(None, field, "valid_lifetime_secs must be greater than 0"));
     }
@@ -398,11 +418,17 @@ fn lifetimes(ctx: &Ctx, base: FileLease, over: Option<FileLease>, field: &str) -
         return Err(ctx.err(
             None,
             field,
-            format!("preferred_lifetime_secs ({preferred}) is longer than valid_lifetime_secs ({valid})"),
+            format!(
+                "preferred_lifetime_secs ({preferred}) is longer than valid_lifetime_secs ({valid})"
+            ),
         ));
     }
     if t1 > t2 {
-        return Err(ctx.err(None, field, format!("t1_secs ({t1}) is later than t2_secs ({t2})")));
+        return Err(ctx.err(
+            None,
+            field,
+            format!("t1_secs ({t1}) is later than t2_secs ({t2})"),
+        ));
     }
     if t2 > preferred {
         return Err(ctx.err(
@@ -411,7 +437,12 @@ fn lifetimes(ctx: &Ctx, base: FileLease, over: Option<FileLease>, field: &str) -
             format!("t2_secs ({t2}) is later than preferred_lifetime_secs ({preferred})"),
         ));
     }
-    Ok(Lifetimes { preferred_secs: preferred, valid_secs: valid, t1_secs: t1, t2_secs: t2 })
+    Ok(Lifetimes {
+        preferred_secs: preferred,
+        valid_secs: valid,
+        t1_secs: t1,
+        t2_secs: t2,
+    })
 }
 
 fn subpools_for(count: u128) -> u32 {
@@ -426,7 +457,10 @@ fn validate(ctx: &Ctx, raw: FileConfig) -> Result<Config, ConfigError> {
             ctx.err(
                 Some(l.span()),
                 &format!("server.listen[{i}]"),
-                format!("`{}` is not an IPv6 socket address like [::1]:5547", l.get_ref()),
+                format!(
+                    "`{}` is not an IPv6 socket address like [::1]:5547",
+                    l.get_ref()
+                ),
             )
         })?;
         listen.push(a);
@@ -441,12 +475,20 @@ fn validate(ctx: &Ctx, raw: FileConfig) -> Result<Config, ConfigError> {
     let unicast_address = match &s.unicast_address {
         None => None,
         Some(u) => Some(u.get_ref().parse::<Ipv6Addr>().map_err(|_| {
-            ctx.err(Some(u.span()), "server.unicast_address", format!("`{}` is not an IPv6 address", u.get_ref()))
+            ctx.err(
+                Some(u.span()),
+                "server.unicast_address",
+                format!("`{}` is not an IPv6 address", u.get_ref()),
+            )
         })?),
     };
     let log_level = s.log_level.unwrap_or_else(|| "info".into());
     if tracing_subscriber::EnvFilter::try_new(&log_level).is_err() {
-        return Err(ctx.err(None, "server.log_level", format!("`{log_level}` is not a log filter (try info, debug, warn)")));
+        return Err(ctx.err(
+            None,
+            "server.log_level",
+            format!("`{log_level}` is not a log filter (try info, debug, warn)"),
+        ));
     }
     let server = ServerConfig {
         data_dir: s.data_dir.unwrap_or_else(|| PathBuf::from("./tandem-data")),
@@ -469,7 +511,11 @@ fn validate(ctx: &Ctx, raw: FileConfig) -> Result<Config, ConfigError> {
     }
 
     if raw.subnet.is_empty() {
-        return Err(ctx.err(None, "subnet", "no [[subnet]] configured: there is nothing to hand out"));
+        return Err(ctx.err(
+            None,
+            "subnet",
+            "no [[subnet]] configured: there is nothing to hand out",
+        ));
     }
     let mut subnets: Vec<SubnetConfig> = Vec::new();
     // (first, last, field, line) of every pool, to find overlaps.
@@ -506,16 +552,28 @@ fn validate(ctx: &Ctx, raw: FileConfig) -> Result<Config, ConfigError> {
             let (first, last, span) = match (&p.get_ref().range, &p.get_ref().prefix) {
                 (Some(r), None) => {
                     let (a, b) = r.get_ref().split_once('-').ok_or_else(|| {
-                        ctx.err(Some(r.span()), &format!("{pf}.range"), "expected `first-last`, e.g. 2001:db8::100-2001:db8::1ff")
+                        ctx.err(
+                            Some(r.span()),
+                            &format!("{pf}.range"),
+                            "expected `first-last`, e.g. 2001:db8::100-2001:db8::1ff",
+                        )
                     })?;
                     let pa = |t: &str| -> Result<u128, ConfigError> {
                         t.trim().parse::<Ipv6Addr>().map(u128::from).map_err(|_| {
-                            ctx.err(Some(r.span()), &format!("{pf}.range"), format!("`{}` is not an IPv6 address", t.trim()))
+                            ctx.err(
+                                Some(r.span()),
+                                &format!("{pf}.range"),
+                                format!("`{}` is not an IPv6 address", t.trim()),
+                            )
                         })
                     };
                     let (a, b) = (pa(a)?, pa(b)?);
                     if a > b {
-                        return Err(ctx.err(Some(r.span()), &format!("{pf}.range"), "first address is after the last"));
+                        return Err(ctx.err(
+                            Some(r.span()),
+                            &format!("{pf}.range"),
+                            "first address is after the last",
+                        ));
                     }
                     (a, b, r.span())
                 }
@@ -527,14 +585,22 @@ fn validate(ctx: &Ctx, raw: FileConfig) -> Result<Config, ConfigError> {
                     (pr.first(), pr.last(), px.span())
                 }
                 _ => {
-                    return Err(ctx.err(Some(p.span()), &pf, "give exactly one of `range` or `prefix`"));
+                    return Err(ctx.err(
+                        Some(p.span()),
+                        &pf,
+                        "give exactly one of `range` or `prefix`",
+                    ));
                 }
             };
             if !prefix.contains(Ipv6Addr::from(first)) || !prefix.contains(Ipv6Addr::from(last)) {
                 return Err(ctx.err(
                     Some(span),
                     &pf,
-                    format!("addresses {}-{} are not all inside the subnet prefix {prefix}", Ipv6Addr::from(first), Ipv6Addr::from(last)),
+                    format!(
+                        "addresses {}-{} are not all inside the subnet prefix {prefix}",
+                        Ipv6Addr::from(first),
+                        Ipv6Addr::from(last)
+                    ),
                 ));
             }
             // count = last - first + 1, which overflows for ::/0 only; cap it.
@@ -562,14 +628,21 @@ fn validate(ctx: &Ctx, raw: FileConfig) -> Result<Config, ConfigError> {
                 return Err(ctx.err(
                     Some(p.delegated_len.span()),
                     &format!("{pf}.delegated_len"),
-                    format!("delegated_len {dl} must be between the pool's prefix length {} and 128", pr.len),
+                    format!(
+                        "delegated_len {dl} must be between the pool's prefix length {} and 128",
+                        pr.len
+                    ),
                 ));
             }
             if dl - pr.len > 64 {
                 return Err(ctx.err(
                     Some(p.delegated_len.span()),
                     &format!("{pf}.delegated_len"),
-                    format!("/{} split into /{dl} gives 2^{} prefixes; at most 2^64 are supported", pr.len, dl - pr.len),
+                    format!(
+                        "/{} split into /{dl} gives 2^{} prefixes; at most 2^64 are supported",
+                        pr.len,
+                        dl - pr.len
+                    ),
                 ));
             }
             let count = 1u128 << (dl - pr.len);
@@ -584,9 +657,19 @@ fn validate(ctx: &Ctx, raw: FileConfig) -> Result<Config, ConfigError> {
             spans.push((pr.first(), pr.last(), pf, ctx.line(p.prefix.span().start)));
         }
         if pools.is_empty() {
-            return Err(ctx.err(Some(sub.prefix.span()), &sf, "subnet has no pools and no pd_pools"));
+            return Err(ctx.err(
+                Some(sub.prefix.span()),
+                &sf,
+                "subnet has no pools and no pd_pools",
+            ));
         }
-        subnets.push(SubnetConfig { id, prefix, interface: sub.interface.clone(), pools, lifetimes: lt });
+        subnets.push(SubnetConfig {
+            id,
+            prefix,
+            interface: sub.interface.clone(),
+            pools,
+            lifetimes: lt,
+        });
     }
     // Any two pools (of either kind, in any subnet) must not overlap.
     let mut sorted: Vec<_> = spans.iter().collect();
@@ -616,7 +699,10 @@ mod tests {
         let pd = &c.subnets[0].pools[1];
         assert_eq!(pd.kind, ResourceKind::Prefix);
         assert_eq!(pd.count, 1 << 23);
-        assert_eq!(pd.resource(1), "2001:db8:8000:100::".parse::<Ipv6Addr>().unwrap());
+        assert_eq!(
+            pd.resource(1),
+            "2001:db8:8000:100::".parse::<Ipv6Addr>().unwrap()
+        );
         assert_eq!(pd.index_of("2001:db8:8000:100::".parse().unwrap()), Some(1));
         assert_eq!(pd.index_of("2001:db8:8000:101::".parse().unwrap()), None);
     }
@@ -650,16 +736,22 @@ mod tests {
         let e = err(&format!("{HEAD}bogus = 1\n"));
         assert_eq!(e.line, Some(3), "{e}");
         assert!(e.message.contains("bogus"), "{e}");
-        let e = err("[server]\nlisten=[\"nope\"]\n[[subnet]]\nid=1\nprefix=\"2001:db8::/64\"\npools=[{prefix=\"2001:db8::/64\"}]\n");
+        let e = err(
+            "[server]\nlisten=[\"nope\"]\n[[subnet]]\nid=1\nprefix=\"2001:db8::/64\"\npools=[{prefix=\"2001:db8::/64\"}]\n",
+        );
         assert_eq!(e.field, "server.listen[0]");
         assert_eq!(e.line, Some(2));
     }
 
     #[test]
     fn pool_outside_subnet_and_host_bits() {
-        let e = err(&format!("{HEAD}[[subnet]]\nid=1\nprefix=\"2001:db8::/64\"\npools=[{{prefix=\"2001:db9::/64\"}}]\n"));
+        let e = err(&format!(
+            "{HEAD}[[subnet]]\nid=1\nprefix=\"2001:db8::/64\"\npools=[{{prefix=\"2001:db9::/64\"}}]\n"
+        ));
         assert!(e.message.contains("not all inside"), "{e}");
-        let e = err(&format!("{HEAD}[[subnet]]\nid=1\nprefix=\"2001:db8::1/64\"\npools=[{{prefix=\"2001:db8::/64\"}}]\n"));
+        let e = err(&format!(
+            "{HEAD}[[subnet]]\nid=1\nprefix=\"2001:db8::1/64\"\npools=[{{prefix=\"2001:db8::/64\"}}]\n"
+        ));
         assert!(e.message.contains("host bits"), "{e}");
     }
 

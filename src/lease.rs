@@ -149,7 +149,8 @@ impl Lease {
         if value[0] != VALUE_VERSION {
             return Err(DecodeError("unknown value version"));
         }
-        let u32_at = |o: usize| u32::from_le_bytes([value[o], value[o + 1], value[o + 2], value[o + 3]]);
+        let u32_at =
+            |o: usize| u32::from_le_bytes([value[o], value[o + 1], value[o + 2], value[o + 3]]);
         let u64_at = |o: usize| {
             let mut b = [0u8; 8];
             b.copy_from_slice(&value[o..o + 8]);
@@ -161,7 +162,8 @@ impl Lease {
         if prefix_len > 128 {
             return Err(DecodeError("prefix length"));
         }
-        let duid_len = u16::from_le_bytes([value[VALUE_FIXED_LEN - 2], value[VALUE_FIXED_LEN - 1]]) as usize;
+        let duid_len =
+            u16::from_le_bytes([value[VALUE_FIXED_LEN - 2], value[VALUE_FIXED_LEN - 1]]) as usize;
         if value.len() != VALUE_FIXED_LEN + duid_len {
             return Err(DecodeError("duid length"));
         }

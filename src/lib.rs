@@ -6,10 +6,10 @@
 #![warn(missing_docs)]
 #![deny(unsafe_code)]
 
-pub mod wire;
 pub mod config;
+pub mod edge;
+pub mod engine;
 pub mod lease;
 pub mod pool;
 pub mod store;
-pub mod engine;
-pub mod edge;
+pub mod wire;

@@ -98,9 +98,15 @@ fn load(arg: &ConfigArg) -> Result<Config, config::ConfigError> {
 }
 
 fn init_logs(filter: &str) {
-    let f = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let f = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let _ = tracing_subscriber::fmt().with_env_filter(f).with_target(false).with_ansi(ansi).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(f)
+        .with_target(false)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 fn main() -> ExitCode {
@@ -121,7 +127,10 @@ fn main() -> ExitCode {
                     println!("interface: {i} (port {})", c.server.port);
                 }
                 for s in &c.subnets {
-                    println!("subnet {} {} (preferred {}s, valid {}s)", s.id, s.prefix, s.lifetimes.preferred_secs, s.lifetimes.valid_secs);
+                    println!(
+                        "subnet {} {} (preferred {}s, valid {}s)",
+                        s.id, s.prefix, s.lifetimes.preferred_secs, s.lifetimes.valid_secs
+                    );
                     for p in &s.pools {
                         println!(
                             "  {:?} pool {}..{} ({} x /{}, {} sub-pools)",
@@ -220,7 +229,11 @@ fn leases(args: LeasesArgs) -> ExitCode {
     let mut failed = false;
     let r = store.load_leases(
         |l| {
-            if args.state.as_deref().is_some_and(|s| s != l.state.to_string()) {
+            if args
+                .state
+                .as_deref()
+                .is_some_and(|s| s != l.state.to_string())
+            {
                 return;
             }
             let duid: String = l.duid.iter().map(|b| format!("{b:02x}")).collect();

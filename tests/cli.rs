@@ -16,7 +16,11 @@ fn tandem(args: &[&str], dir: &std::path::Path) -> Output {
 
 fn free_port() -> u16 {
     // Bind port 0 on loopback and release it: good enough for tests that run one server each.
-    UdpSocket::bind("[::1]:0").unwrap().local_addr().unwrap().port()
+    UdpSocket::bind("[::1]:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 const GOOD: &str = r#"
@@ -30,7 +34,8 @@ pools = [{ range = "2001:db8:1::100-2001:db8:1::1ff" }]
 "#;
 
 fn good(port: u16, data: &std::path::Path) -> String {
-    GOOD.replace("PORT", &port.to_string()).replace("DATA", data.to_str().unwrap())
+    GOOD.replace("PORT", &port.to_string())
+        .replace("DATA", data.to_str().unwrap())
 }
 
 #[test]
@@ -60,7 +65,10 @@ fn default_config_round_trips_through_check_config() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(out.contains("listen: [::1]:5547"), "{out}");
-    assert!(out.contains("2001:db8:8000::/33") || out.contains("x /56"), "{out}");
+    assert!(
+        out.contains("2001:db8:8000::/33") || out.contains("x /56"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -76,7 +84,10 @@ fn bad_config_exits_2_without_opening_a_socket() {
     let o = tandem(&["serve", "--config", f.to_str().unwrap()], d.path());
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("overlaps"));
-    assert!(!d.path().join("data").exists(), "store must not be created for a bad config");
+    assert!(
+        !d.path().join("data").exists(),
+        "store must not be created for a bad config"
+    );
     UdpSocket::bind(("::1", port)).expect("port must still be free");
 }
 
@@ -88,7 +99,12 @@ fn unusable_data_dir_exits_3() {
     let f = d.path().join("c.toml");
     std::fs::write(&f, good(free_port(), &file)).unwrap();
     let o = tandem(&["serve", "--config", f.to_str().unwrap()], d.path());
-    assert_eq!(o.status.code(), Some(3), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     assert!(String::from_utf8_lossy(&o.stderr).contains("data dir"));
 }
 
@@ -97,9 +113,18 @@ fn unbindable_address_exits_4() {
     let d = tempfile::tempdir().unwrap();
     let f = d.path().join("c.toml");
     // A documentation address that is not configured on this machine.
-    std::fs::write(&f, good(5547, &d.path().join("data")).replace("[::1]:5547", "[2001:db8:ffff::99]:5547")).unwrap();
+    std::fs::write(
+        &f,
+        good(5547, &d.path().join("data")).replace("[::1]:5547", "[2001:db8:ffff::99]:5547"),
+    )
+    .unwrap();
     let o = tandem(&["serve", "--config", f.to_str().unwrap()], d.path());
-    assert_eq!(o.status.code(), Some(4), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        o.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     assert!(String::from_utf8_lossy(&o.stderr).contains("bind"));
 }
 
@@ -126,7 +151,11 @@ fn second_server_on_the_same_store_is_refused_and_sigterm_stops_cleanly() {
     assert_eq!(o.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&o.stderr).contains("in use by another tandem"));
 
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     let status = loop {
         if let Some(s) = child.try_wait().unwrap() {

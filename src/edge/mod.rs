@@ -111,7 +111,9 @@ impl AfterCommit<PendingReply> for ReplySink {
 }
 
 fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 fn hex(b: &[u8]) -> String {
@@ -182,7 +184,11 @@ impl<D: Datapath> Worker<D> {
             } else {
                 names
                     .entry(meta.ifindex)
-                    .or_insert_with(|| nix::net::if_::if_indextoname(meta.ifindex).ok().and_then(|c| c.into_string().ok()))
+                    .or_insert_with(|| {
+                        nix::net::if_::if_indextoname(meta.ifindex)
+                            .ok()
+                            .and_then(|c| c.into_string().ok())
+                    })
                     .as_deref()
             };
             let rx = Received {
@@ -193,7 +199,10 @@ impl<D: Datapath> Worker<D> {
                 bytes: &buf[..meta.len],
             };
             writes.clear();
-            match self.engine.handle(&rx, &mut reply, &mut scratch, &mut writes) {
+            match self
+                .engine
+                .handle(&rx, &mut reply, &mut scratch, &mut writes)
+            {
                 Outcome::Reply { answered } => {
                     if writes.is_empty() {
                         if let Err(e) = self.path.send(meta.src, &reply) {
@@ -211,7 +220,11 @@ impl<D: Datapath> Worker<D> {
                     stats.replied_after_commit += 1;
                     let job = CommitJob {
                         writes: std::mem::take(&mut writes),
-                        then: Some(PendingReply { socket: self.socket_index, to: meta.src, bytes: reply.clone() }),
+                        then: Some(PendingReply {
+                            socket: self.socket_index,
+                            to: meta.src,
+                            bytes: reply.clone(),
+                        }),
                     };
                     if self.commits.send(job).is_err() {
                         break;
@@ -256,8 +269,14 @@ fn make_duid() -> Vec<u8> {
     // DUID-UUID (RFC 6355): type 4 followed by 16 random octets.
     let mut d = vec![0u8, 4];
     let mut r = [0u8; 16];
-    if std::fs::File::open("/dev/urandom").and_then(|mut f| io::Read::read_exact(&mut f, &mut r)).is_err() {
-        let t = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos();
+    if std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| io::Read::read_exact(&mut f, &mut r))
+        .is_err()
+    {
+        let t = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
         r = (t ^ ((std::process::id() as u128) << 64)).to_be_bytes();
     }
     r[6] = (r[6] & 0x0f) | 0x40; // UUID version 4
@@ -267,9 +286,18 @@ fn make_duid() -> Vec<u8> {
 }
 
 fn listeners(cfg: &Config) -> Vec<ListenSpec> {
-    let mut v: Vec<ListenSpec> = cfg.server.listen.iter().copied().map(ListenSpec::Unicast).collect();
+    let mut v: Vec<ListenSpec> = cfg
+        .server
+        .listen
+        .iter()
+        .copied()
+        .map(ListenSpec::Unicast)
+        .collect();
     if !cfg.server.interfaces.is_empty() {
-        v.push(ListenSpec::Multicast { port: cfg.server.port, interfaces: cfg.server.interfaces.clone() });
+        v.push(ListenSpec::Multicast {
+            port: cfg.server.port,
+            interfaces: cfg.server.interfaces.clone(),
+        });
     }
     v
 }
@@ -279,7 +307,11 @@ impl Server {
     /// failure happens before a single packet is answered.
     pub fn start(cfg: Config) -> Result<Server, StartError> {
         let cfg = Arc::new(cfg);
-        let store = Store::open(&cfg.server.data_dir, cfg.server.map_size_mib, cfg.server.sync)?;
+        let store = Store::open(
+            &cfg.server.data_dir,
+            cfg.server.map_size_mib,
+            cfg.server.sync,
+        )?;
         let duid = store.server_duid_or_create(make_duid)?;
         info!(data_dir = %cfg.server.data_dir.display(), duid = %hex(&duid), sync = cfg.server.sync, "store open");
         let alloc = Arc::new(Allocator::new(&cfg.subnets));
@@ -295,7 +327,13 @@ impl Server {
             |k, e| error!(key = %hex(k), error = %e, "corrupt lease record skipped"),
         )?;
         alloc.finish_restore();
-        info!(loaded = st.loaded, corrupt = st.corrupt, orphans, elapsed_ms = t0.elapsed().as_millis() as u64, "leases restored");
+        info!(
+            loaded = st.loaded,
+            corrupt = st.corrupt,
+            orphans,
+            elapsed_ms = t0.elapsed().as_millis() as u64,
+            "leases restored"
+        );
         for (subnet, pool, u) in alloc.usage() {
             info!(subnet, pool = %format_args!("{}/{}", std::net::Ipv6Addr::from(pool.first), pool.resource_len), total = %u.total, active = u.active, declined = u.declined, "pool");
         }
@@ -312,14 +350,21 @@ impl Server {
             }
             info!(listen = %spec, workers, "listening");
         }
-        let sockets = paths.iter().map(|p| p.sender()).collect::<io::Result<Vec<_>>>().map_err(StartError::Socket)?;
+        let sockets = paths
+            .iter()
+            .map(|p| p.sender())
+            .collect::<io::Result<Vec<_>>>()
+            .map_err(StartError::Socket)?;
 
         let engine = Arc::new(Engine::new(cfg.clone(), duid.into(), alloc.clone()));
         let stop = Arc::new(AtomicBool::new(false));
         let (commit_tx, commit_rx) = crossbeam_channel::bounded(COMMIT_QUEUE_MAX);
         let (stats_tx, stats_rx) = crossbeam_channel::bounded(1024);
 
-        let sink = ReplySink { sockets, send_errors: 0 };
+        let sink = ReplySink {
+            sockets,
+            send_errors: 0,
+        };
         let committer = std::thread::Builder::new()
             .name("commit".into())
             .spawn(move || run_committer(store, commit_rx, sink))
@@ -395,7 +440,13 @@ impl Server {
         if let Some(h) = self.committer.take()
             && let Ok(st) = h.join()
         {
-            info!(commits = st.commits, leases = st.leases, replies = st.jobs, failures = st.failures, "committer stopped");
+            info!(
+                commits = st.commits,
+                leases = st.leases,
+                replies = st.jobs,
+                failures = st.failures,
+                "committer stopped"
+            );
         }
         if let Some(h) = self.reporter.take() {
             let _ = h.join();
@@ -403,14 +454,25 @@ impl Server {
     }
 }
 
-fn run_committer(store: Store, rx: Receiver<CommitJob<PendingReply>>, mut sink: ReplySink) -> CommitStats {
+fn run_committer(
+    store: Store,
+    rx: Receiver<CommitJob<PendingReply>>,
+    mut sink: ReplySink,
+) -> CommitStats {
     let mut last = CommitStats::default();
     let mut last_at = Instant::now();
     store::run_group_commit(&store, rx, &mut sink, Duration::from_millis(500), |st| {
         if last_at.elapsed() >= STATS_INTERVAL {
             if st.commits != last.commits {
-                let per_commit = (st.leases - last.leases) as f64 / (st.commits - last.commits).max(1) as f64;
-                info!(commits = st.commits - last.commits, leases = st.leases - last.leases, leases_per_commit = format_args!("{per_commit:.1}"), failures = st.failures, "group commit");
+                let per_commit =
+                    (st.leases - last.leases) as f64 / (st.commits - last.commits).max(1) as f64;
+                info!(
+                    commits = st.commits - last.commits,
+                    leases = st.leases - last.leases,
+                    leases_per_commit = format_args!("{per_commit:.1}"),
+                    failures = st.failures,
+                    "group commit"
+                );
             }
             last = *st;
             last_at = Instant::now();
@@ -418,7 +480,12 @@ fn run_committer(store: Store, rx: Receiver<CommitJob<PendingReply>>, mut sink: 
     })
 }
 
-fn run_reclaimer(alloc: &Allocator, tx: &Sender<CommitJob<PendingReply>>, stop: &AtomicBool, every: Duration) {
+fn run_reclaimer(
+    alloc: &Allocator,
+    tx: &Sender<CommitJob<PendingReply>>,
+    stop: &AtomicBool,
+    every: Duration,
+) {
     let tick = every.min(Duration::from_millis(200));
     let mut last = Instant::now();
     while !stop.load(Ordering::Relaxed) {
@@ -433,7 +500,11 @@ fn run_reclaimer(alloc: &Allocator, tx: &Sender<CommitJob<PendingReply>>, stop: 
             for l in &writes {
                 debug!(lease = %format_args!("{}/{}", l.addr, l.prefix_len), duid = %hex(&l.duid), state = %l.state, "reclaimed");
             }
-            info!(changed = n, stored = writes.len(), "reclaimed leases whose time was up");
+            info!(
+                changed = n,
+                stored = writes.len(),
+                "reclaimed leases whose time was up"
+            );
         }
         if !writes.is_empty() && tx.send(CommitJob { writes, then: None }).is_err() {
             break;

@@ -53,12 +53,18 @@ pub struct UdpPath {
 }
 
 fn ifindex(name: &str) -> io::Result<u32> {
-    nix::net::if_::if_nametoindex(name).map_err(|e| io::Error::other(format!("interface {name}: {e}")))
+    nix::net::if_::if_nametoindex(name)
+        .map_err(|e| io::Error::other(format!("interface {name}: {e}")))
 }
 
 /// Classic BPF for SO_ATTACH_REUSEPORT_CBPF: returns (selected payload byte) % `n`.
 fn spread_program(n: u32) -> Vec<libc::sock_filter> {
-    let ins = |code: u32, jt: u8, jf: u8, k: u32| libc::sock_filter { code: code as u16, jt, jf, k };
+    let ins = |code: u32, jt: u8, jf: u8, k: u32| libc::sock_filter {
+        code: code as u16,
+        jt,
+        jf,
+        k,
+    };
     vec![
         ins(libc::BPF_LD | libc::BPF_B | libc::BPF_ABS, 0, 0, 0), // A = msg-type
         ins(libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K, 2, 0, 12), // Relay-forw?
@@ -84,7 +90,9 @@ impl UdpPath {
         socket::setsockopt(&sock, sockopt::Ipv6RecvPacketInfo, &true).map_err(io::Error::from)?;
         let bind = match spec {
             ListenSpec::Unicast(a) => *a,
-            ListenSpec::Multicast { port, .. } => SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, *port, 0, 0),
+            ListenSpec::Multicast { port, .. } => {
+                SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, *port, 0, 0)
+            }
         };
         // Bind through socket2 to keep the reuse options set above.
         let s2 = Socket::from(sock);
@@ -94,16 +102,25 @@ impl UdpPath {
         if let ListenSpec::Multicast { interfaces, .. } = spec {
             for name in interfaces {
                 sock.join_multicast_v6(&ALL_DHCP_RELAY_AGENTS_AND_SERVERS, ifindex(name)?)
-                    .map_err(|e| io::Error::new(e.kind(), format!("join ff02::1:2 on {name}: {e}")))?;
+                    .map_err(|e| {
+                        io::Error::new(e.kind(), format!("join ff02::1:2 on {name}: {e}"))
+                    })?;
             }
         }
         if worker == 0 && workers > 1 {
             let prog = spread_program(workers as u32);
-            let fprog = libc::sock_fprog { len: prog.len() as u16, filter: prog.as_ptr() as *mut _ };
+            let fprog = libc::sock_fprog {
+                len: prog.len() as u16,
+                filter: prog.as_ptr() as *mut _,
+            };
             // The kernel copies the program during the call; `prog` outlives it.
-            socket::setsockopt(&sock, sockopt::AttachReusePortCbpf, &fprog).map_err(io::Error::from)?;
+            socket::setsockopt(&sock, sockopt::AttachReusePortCbpf, &fprog)
+                .map_err(io::Error::from)?;
         }
-        Ok(UdpPath { sock, cmsg: nix::cmsg_space!(libc::in6_pktinfo) })
+        Ok(UdpPath {
+            sock,
+            cmsg: nix::cmsg_space!(libc::in6_pktinfo),
+        })
     }
 
     /// A handle that can send from this socket (for the group committer).
@@ -115,13 +132,20 @@ impl UdpPath {
 impl Datapath for UdpPath {
     fn recv(&mut self, buf: &mut [u8]) -> io::Result<Option<RxMeta>> {
         let mut iov = [IoSliceMut::new(buf)];
-        let r = socket::recvmsg::<SockaddrIn6>(self.sock.as_raw_fd(), &mut iov, Some(&mut self.cmsg), MsgFlags::MSG_TRUNC);
+        let r = socket::recvmsg::<SockaddrIn6>(
+            self.sock.as_raw_fd(),
+            &mut iov,
+            Some(&mut self.cmsg),
+            MsgFlags::MSG_TRUNC,
+        );
         let msg = match r {
             Ok(m) => m,
             Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => return Ok(None),
             Err(e) => return Err(e.into()),
         };
-        let Some(src) = msg.address else { return Ok(None) };
+        let Some(src) = msg.address else {
+            return Ok(None);
+        };
         let truncated = msg.flags.contains(MsgFlags::MSG_TRUNC);
         let mut meta = RxMeta {
             src: SocketAddrV6::new(src.ip(), src.port(), src.flowinfo(), src.scope_id()),

@@ -21,7 +21,9 @@ pub struct Registry {
 impl Default for Registry {
     fn default() -> Self {
         Registry {
-            shards: (0..REGISTRY_SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..REGISTRY_SHARDS)
+                .map(|_| Mutex::new(HashMap::new()))
+                .collect(),
             violations: Mutex::new(Vec::new()),
             violation_count: AtomicU64::new(0),
         }
@@ -46,12 +48,17 @@ impl Registry {
 
     /// `client` now holds `addr`; a violation if another client holds it.
     pub fn claim(&self, kind: u8, addr: Ipv6Addr, client: u32) {
-        let mut m = self.shard(kind, addr).lock().unwrap_or_else(|e| e.into_inner());
+        let mut m = self
+            .shard(kind, addr)
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         match m.insert((kind, u128::from(addr)), client) {
             Some(other) if other != client => {
                 drop(m);
                 let what = if kind == 0 { "address" } else { "prefix" };
-                self.violation(format!("{what} {addr} handed to client {client} while client {other} holds it"));
+                self.violation(format!(
+                    "{what} {addr} handed to client {client} while client {other} holds it"
+                ));
             }
             _ => {}
         }
@@ -59,7 +66,10 @@ impl Registry {
 
     /// `client` gave `addr` up.
     pub fn release(&self, kind: u8, addr: Ipv6Addr, client: u32) {
-        let mut m = self.shard(kind, addr).lock().unwrap_or_else(|e| e.into_inner());
+        let mut m = self
+            .shard(kind, addr)
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         if m.get(&(kind, u128::from(addr))) == Some(&client) {
             m.remove(&(kind, u128::from(addr)));
         }
@@ -72,7 +82,10 @@ impl Registry {
 
     /// The first violations' texts.
     pub fn violations(&self) -> Vec<String> {
-        self.violations.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.violations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 
@@ -92,8 +105,13 @@ impl Pools {
         for s in &c.subnets {
             for pool in &s.pools {
                 match pool.kind {
-                    tandem::config::ResourceKind::Address => p.addresses.push((pool.first, pool.last_addr())),
-                    tandem::config::ResourceKind::Prefix => p.prefixes.push((pool.first, pool.last_addr(), pool.resource_len)),
+                    tandem::config::ResourceKind::Address => {
+                        p.addresses.push((pool.first, pool.last_addr()))
+                    }
+                    tandem::config::ResourceKind::Prefix => {
+                        p.prefixes
+                            .push((pool.first, pool.last_addr(), pool.resource_len))
+                    }
                 }
             }
         }
@@ -140,7 +158,10 @@ mod tests {
 
     #[test]
     fn pool_checks() {
-        let p = Pools { addresses: vec![(10, 20)], prefixes: vec![(0x100, 0x1ff, 120)] };
+        let p = Pools {
+            addresses: vec![(10, 20)],
+            prefixes: vec![(0x100, 0x1ff, 120)],
+        };
         assert!(p.address_ok(Ipv6Addr::from(15u128)));
         assert!(!p.address_ok(Ipv6Addr::from(21u128)));
         assert!(p.prefix_ok(Ipv6Addr::from(0x100u128), 120));

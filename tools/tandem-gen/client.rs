@@ -191,7 +191,15 @@ pub struct Driver<'r> {
 
 impl<'r> Driver<'r> {
     /// A driver for `clients` that sends from `sock`.
-    pub fn new(sock: UdpSocket, clients: Vec<Client>, settings: Settings, registry: &'r Registry, pools: &'r Pools, progress: &'r AtomicU64, thread: u32) -> Self {
+    pub fn new(
+        sock: UdpSocket,
+        clients: Vec<Client>,
+        settings: Settings,
+        registry: &'r Registry,
+        pools: &'r Pools,
+        progress: &'r AtomicU64,
+        thread: u32,
+    ) -> Self {
         let _ = sock.set_read_timeout(Some(Duration::from_millis(1)));
         Driver {
             sock,
@@ -222,13 +230,17 @@ impl<'r> Driver<'r> {
         let mut st = PhaseStats::default();
         let eligible: Vec<usize> = (0..self.clients.len())
             .filter(|&i| match phase {
-                Phase::Acquire => matches!(self.clients[i].state, State::Idle | State::Released | State::Failed),
+                Phase::Acquire => matches!(
+                    self.clients[i].state,
+                    State::Idle | State::Released | State::Failed
+                ),
                 _ => self.clients[i].bound(),
             })
             .collect();
         let start = Instant::now();
         let deadline = start + self.settings.phase_time_max;
-        let interval = (self.settings.rate_per_thread > 0.0).then(|| Duration::from_secs_f64(1.0 / self.settings.rate_per_thread));
+        let interval = (self.settings.rate_per_thread > 0.0)
+            .then(|| Duration::from_secs_f64(1.0 / self.settings.rate_per_thread));
         let mut next = 0usize;
         let mut outstanding = 0usize;
         self.by_xid.clear();
@@ -267,7 +279,12 @@ impl<'r> Driver<'r> {
                 }
                 self.timers.pop();
                 let c = &self.clients[i];
-                if c.attempt != attempt || !matches!(c.state, State::Soliciting | State::Requesting | State::Waiting(_)) {
+                if c.attempt != attempt
+                    || !matches!(
+                        c.state,
+                        State::Soliciting | State::Requesting | State::Waiting(_)
+                    )
+                {
                     continue; // answered meanwhile
                 }
                 if attempt >= self.settings.max_retries {
@@ -294,7 +311,16 @@ impl<'r> Driver<'r> {
                             outstanding -= 1;
                         }
                     }
-                    Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted) => break,
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            io::ErrorKind::WouldBlock
+                                | io::ErrorKind::TimedOut
+                                | io::ErrorKind::Interrupted
+                        ) =>
+                    {
+                        break;
+                    }
                     Err(_) => break,
                 }
             }
@@ -338,7 +364,10 @@ impl<'r> Driver<'r> {
         {
             let mut w = MessageWriter::new(&mut inner, ty, xid);
             w.client_id(&c.duid);
-            if matches!(ty, MessageType::Request | MessageType::Renew | MessageType::Release) {
+            if matches!(
+                ty,
+                MessageType::Request | MessageType::Renew | MessageType::Release
+            ) {
                 w.server_id(&c.server_id);
             }
             w.elapsed_time(elapsed_cs);
@@ -367,9 +396,21 @@ impl<'r> Driver<'r> {
             Route::Direct(_) => self.sock.send_to(&inner, dest),
             Route::Relay { link, .. } => {
                 let mut out = Vec::with_capacity(inner.len() + 64);
-                let peer = Ipv6Addr::from(0xfe80_0000_0000_0000_0000_0000_0000_0000u128 | c.id as u128 | 0x0200_0000_0000u128);
+                let peer = Ipv6Addr::from(
+                    0xfe80_0000_0000_0000_0000_0000_0000_0000u128
+                        | c.id as u128
+                        | 0x0200_0000_0000u128,
+                );
                 let port = self.sock.local_addr().map(|a| a.port()).unwrap_or(0);
-                wire::wrap_relay_forw(0, *link, peer, Some(b"tandem-gen"), (port != 547).then_some(port), &inner, &mut out);
+                wire::wrap_relay_forw(
+                    0,
+                    *link,
+                    peer,
+                    Some(b"tandem-gen"),
+                    (port != 547).then_some(port),
+                    &inner,
+                    &mut out,
+                );
                 self.sock.send_to(&out, dest)
             }
         };
@@ -442,7 +483,9 @@ impl<'r> Driver<'r> {
                 let id = self.clients[i].id;
                 if let Some(a) = na {
                     if !self.pools.address_ok(a) {
-                        self.registry.violation(format!("address {a} for client {id} is outside every configured pool"));
+                        self.registry.violation(format!(
+                            "address {a} for client {id} is outside every configured pool"
+                        ));
                     }
                     self.registry.claim(0, a, id);
                 }
@@ -468,7 +511,8 @@ impl<'r> Driver<'r> {
                     return Some(true);
                 }
                 let c = &self.clients[i];
-                let changed = (self.settings.want.na() && na != c.na) || (self.settings.want.pd() && pd != c.pd);
+                let changed = (self.settings.want.na() && na != c.na)
+                    || (self.settings.want.pd() && pd != c.pd);
                 if changed {
                     self.registry.violation(format!(
                         "{} of client {} changed its lease: had {:?} {:?}, got {:?} {:?}",
@@ -547,6 +591,10 @@ impl<'r> Driver<'r> {
         let c = &mut self.clients[i];
         self.by_xid.remove(&c.xid);
         *st.naks.entry(code).or_default() += 1;
-        c.state = if c.na.is_some() || c.pd.is_some() { State::Bound } else { State::Failed };
+        c.state = if c.na.is_some() || c.pd.is_some() {
+            State::Bound
+        } else {
+            State::Failed
+        };
     }
 }

@@ -124,7 +124,9 @@ fn parse_phases(v: &[String]) -> Result<Vec<Phase>, String> {
             "renew" => Ok(Phase::Renew),
             "rebind" => Ok(Phase::Rebind),
             "release" => Ok(Phase::Release),
-            o => Err(format!("unknown phase `{o}` (acquire, renew, rebind, release)")),
+            o => Err(format!(
+                "unknown phase `{o}` (acquire, renew, rebind, release)"
+            )),
         })
         .collect()
 }
@@ -139,7 +141,10 @@ fn main() -> ExitCode {
             std::thread::sleep(Duration::from_secs(secs));
             s2.store(true, Ordering::Relaxed);
         });
-        eprintln!("reflector on {} with {} threads for {secs}s", cli.listen, cli.threads);
+        eprintln!(
+            "reflector on {} with {} threads for {secs}s",
+            cli.listen, cli.threads
+        );
         return match reflector::run(cli.listen, cli.threads, stop) {
             Ok(n) => {
                 eprintln!("reflector sent {n} replies");
@@ -163,7 +168,9 @@ fn main() -> ExitCode {
         }
     };
     if cli.clients == 0 || cli.clients > CLIENTS_MAX || cli.threads == 0 || cli.window == 0 {
-        eprintln!("error: need 1..={CLIENTS_MAX} clients, at least one thread and a window of at least 1");
+        eprintln!(
+            "error: need 1..={CLIENTS_MAX} clients, at least one thread and a window of at least 1"
+        );
         return ExitCode::from(2);
     }
     let pools = match &cli.config {
@@ -178,13 +185,21 @@ fn main() -> ExitCode {
     };
     let route = match (&cli.interface, cli.relay_link) {
         (Some(i), _) => match nix::net::if_::if_nametoindex(i.as_str()) {
-            Ok(idx) => Route::Direct(SocketAddrV6::new(Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 1, 2), cli.port, 0, idx)),
+            Ok(idx) => Route::Direct(SocketAddrV6::new(
+                Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 1, 2),
+                cli.port,
+                0,
+                idx,
+            )),
             Err(e) => {
                 eprintln!("error: interface {i}: {e}");
                 return ExitCode::from(2);
             }
         },
-        (None, Some(link)) => Route::Relay { server: cli.server, link },
+        (None, Some(link)) => Route::Relay {
+            server: cli.server,
+            link,
+        },
         (None, None) => Route::Direct(cli.server),
     };
     let settings = Settings {
@@ -233,14 +248,24 @@ fn main() -> ExitCode {
     let mut merged: Vec<PhaseStats> = Vec::new();
     std::thread::scope(|scope| {
         for (t, sock) in sockets.into_iter().enumerate() {
-            let (settings, registry, pools, barrier, results, held, phases, progress, finished) =
-                (settings.clone(), &registry, &pools, &barrier, &results, &held, &phases, &progress, &finished);
+            let (settings, registry, pools, barrier, results, held, phases, progress, finished) = (
+                settings.clone(),
+                &registry,
+                &pools,
+                &barrier,
+                &results,
+                &held,
+                &phases,
+                &progress,
+                &finished,
+            );
             let clients: Vec<Client> = (0..cli.clients)
                 .filter(|c| *c as usize % threads == t)
                 .map(|c| Client::new(c, settings.seed))
                 .collect();
             scope.spawn(move || {
-                let mut d = Driver::new(sock, clients, settings, registry, pools, progress, t as u32);
+                let mut d =
+                    Driver::new(sock, clients, settings, registry, pools, progress, t as u32);
                 let mut mine = Vec::new();
                 for p in phases {
                     barrier.wait();
@@ -276,7 +301,12 @@ fn main() -> ExitCode {
                 }
                 let ok = progress.load(Ordering::Relaxed);
                 let rate = (ok - last_ok) as f64 / last_at.elapsed().as_secs_f64();
-                let line = format!("{:<8} {:>5.1}s  ok {ok:>9}  {rate:>9.0}/s  violations {}", p.name(), t0.elapsed().as_secs_f64(), registry.violation_count());
+                let line = format!(
+                    "{:<8} {:>5.1}s  ok {ok:>9}  {rate:>9.0}/s  violations {}",
+                    p.name(),
+                    t0.elapsed().as_secs_f64(),
+                    registry.violation_count()
+                );
                 if tty {
                     eprint!("\r{line}");
                 } else {

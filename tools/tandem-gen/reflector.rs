@@ -31,9 +31,15 @@ fn mix(duid: &[u8], iaid: u32) -> u64 {
 
 /// Builds the reply to `bytes` into `out` (cleared); false if there is nothing to answer.
 pub fn answer(bytes: &[u8], inner: &mut Vec<u8>, out: &mut Vec<u8>) -> bool {
-    let Ok(relayed) = wire::unwrap_relays(bytes) else { return false };
-    let Ok(m) = Message::parse(relayed.inner()) else { return false };
-    let Some(cid) = m.client_id() else { return false };
+    let Ok(relayed) = wire::unwrap_relays(bytes) else {
+        return false;
+    };
+    let Ok(m) = Message::parse(relayed.inner()) else {
+        return false;
+    };
+    let Some(cid) = m.client_id() else {
+        return false;
+    };
     let ty = match m.msg_type() {
         MessageType::Solicit if !m.rapid_commit() => MessageType::Advertise,
         MessageType::Solicit
@@ -63,7 +69,9 @@ pub fn answer(bytes: &[u8], inner: &mut Vec<u8>, out: &mut Vec<u8>) -> bool {
             for ia in m.ia_pds() {
                 // 23 bits of hash pick one of the /56s in the /33.
                 let p = Ipv6Addr::from(PD_BASE | (((mix(cid, ia.iaid) & 0x7f_ffff) as u128) << 72));
-                w.ia_pd(ia.iaid, 1800, 2880, |o| o.ia_prefix(p, 56, 3600, 7200, |_| {}));
+                w.ia_pd(ia.iaid, 1800, 2880, |o| {
+                    o.ia_prefix(p, 56, 3600, 7200, |_| {})
+                });
             }
         }
     }
@@ -81,7 +89,11 @@ pub fn run(listen: SocketAddrV6, threads: usize, stop: Arc<AtomicBool>) -> io::R
     let sent = Arc::new(AtomicU64::new(0));
     let mut socks = Vec::new();
     for _ in 0..threads.max(1) {
-        let s = socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
+        let s = socket2::Socket::new(
+            socket2::Domain::IPV6,
+            socket2::Type::DGRAM,
+            Some(socket2::Protocol::UDP),
+        )?;
         s.set_only_v6(true)?;
         s.set_reuse_port(true)?;
         let _ = s.set_recv_buffer_size(4 << 20);
@@ -94,10 +106,16 @@ pub fn run(listen: SocketAddrV6, threads: usize, stop: Arc<AtomicBool>) -> io::R
         .map(|sock| {
             let (stop, sent) = (stop.clone(), sent.clone());
             std::thread::spawn(move || {
-                let (mut buf, mut inner, mut out) = (vec![0u8; 4096], Vec::with_capacity(512), Vec::with_capacity(512));
+                let (mut buf, mut inner, mut out) = (
+                    vec![0u8; 4096],
+                    Vec::with_capacity(512),
+                    Vec::with_capacity(512),
+                );
                 let mut n_sent = 0u64;
                 while !stop.load(Ordering::Relaxed) {
-                    let Ok((n, from)) = sock.recv_from(&mut buf) else { continue };
+                    let Ok((n, from)) = sock.recv_from(&mut buf) else {
+                        continue;
+                    };
                     if answer(&buf[..n], &mut inner, &mut out) && sock.send_to(&out, from).is_ok() {
                         n_sent += 1;
                     }
@@ -131,12 +149,32 @@ mod tests {
         assert_eq!(m.msg_type(), MessageType::Advertise);
         assert_eq!(m.transaction_id(), 7);
         let a1 = m.ia_nas().next().unwrap().addresses().next().unwrap().addr;
-        assert_eq!(m.ia_pds().next().unwrap().prefixes().next().unwrap().prefix_len, 56);
+        assert_eq!(
+            m.ia_pds()
+                .next()
+                .unwrap()
+                .prefixes()
+                .next()
+                .unwrap()
+                .prefix_len,
+            56
+        );
         let mut relayed = Vec::new();
-        wire::wrap_relay_forw(0, "2001:db8:1::1".parse().unwrap(), "fe80::1".parse().unwrap(), Some(b"x"), None, &pkt, &mut relayed);
+        wire::wrap_relay_forw(
+            0,
+            "2001:db8:1::1".parse().unwrap(),
+            "fe80::1".parse().unwrap(),
+            Some(b"x"),
+            None,
+            &pkt,
+            &mut relayed,
+        );
         assert!(answer(&relayed, &mut inner, &mut out));
         let r = wire::unwrap_relay_replies(&out).unwrap();
         let m = Message::parse(r.inner()).unwrap();
-        assert_eq!(m.ia_nas().next().unwrap().addresses().next().unwrap().addr, a1);
+        assert_eq!(
+            m.ia_nas().next().unwrap().addresses().next().unwrap().addr,
+            a1
+        );
     }
 }

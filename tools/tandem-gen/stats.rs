@@ -37,7 +37,8 @@ impl Default for PhaseStats {
             retransmits: 0,
             naks: BTreeMap::new(),
             bad_replies: 0,
-            latency_us: Histogram::new_with_bounds(1, LATENCY_US_MAX, 3).expect("valid histogram bounds"),
+            latency_us: Histogram::new_with_bounds(1, LATENCY_US_MAX, 3)
+                .expect("valid histogram bounds"),
             elapsed: Duration::ZERO,
         }
     }

@@ -305,7 +305,7 @@ impl Engine {
                         }),
                     }
                 }
-                drop(w);
+
                 // RFC 8415 §18.3.9 (RFC 3315 §17.2.2): an Advertise that will assign nothing
                 // carries only the status and the two identifiers (some clients choke on empty
                 // IAs in an Advertise).

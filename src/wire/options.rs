@@ -283,7 +283,7 @@ pub(crate) fn check_top_level(o: RawOption<'_>) -> Result<(), WireError> {
         opt::IAADDR => check_iaaddr(o),
         opt::IAPREFIX => check_iaprefix(o),
         opt::ORO => {
-            if o.data.len() % 2 == 0 {
+            if o.data.len().is_multiple_of(2) {
                 Ok(())
             } else {
                 Err(bad_len(o))

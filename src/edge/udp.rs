@@ -174,3 +174,28 @@ impl Datapath for UdpPath {
 pub fn send_to(sock: &UdpSocket, to: SocketAddrV6, bytes: &[u8]) -> io::Result<()> {
     sock.send_to(bytes, to).map(|_| ())
 }
+
+/// Most datagrams handed to one sendmmsg call.
+pub const SEND_BATCH_MAX: usize = 256;
+
+/// Sends replies with sendmmsg, [`SEND_BATCH_MAX`] at a time. Returns how many leading
+/// replies were sent; the caller sends the rest one by one (and sees their errors).
+pub fn send_batch(sock: &UdpSocket, replies: &[super::PendingReply]) -> usize {
+    let mut done = 0;
+    for chunk in replies.chunks(SEND_BATCH_MAX) {
+        let iovs: Vec<[std::io::IoSlice; 1]> = chunk.iter().map(|r| [std::io::IoSlice::new(&r.bytes)]).collect();
+        let addrs: Vec<Option<SockaddrIn6>> = chunk.iter().map(|r| Some(SockaddrIn6::from(r.to))).collect();
+        let mut hdrs = socket::MultiHeaders::<SockaddrIn6>::preallocate(chunk.len(), None);
+        match socket::sendmmsg(sock.as_raw_fd(), &mut hdrs, &iovs, &addrs, [], MsgFlags::empty()) {
+            Ok(res) => {
+                let n = res.count();
+                done += n;
+                if n < chunk.len() {
+                    return done;
+                }
+            }
+            Err(_) => return done,
+        }
+    }
+    done
+}

@@ -42,13 +42,20 @@ pub struct RxMeta {
     pub multicast: bool,
     /// Receiving interface index (0 when unknown).
     pub ifindex: u32,
+    /// Where the datapath keeps the bytes (see [`Datapath::datagram`]).
+    pub slot: usize,
 }
 
-/// A way to receive DHCPv6 datagrams and send replies.
+/// A way to receive DHCPv6 datagrams and send replies, in batches where the OS allows.
 pub trait Datapath: Send {
-    /// Receives one datagram into `buf`; `Ok(None)` after a timeout with nothing received.
-    fn recv(&mut self, buf: &mut [u8]) -> io::Result<Option<RxMeta>>;
-    /// Sends a reply.
+    /// Receives a batch: blocks briefly for the first datagram, then takes what is queued.
+    /// Fills `metas` (cleared first) and returns how many; 0 after a timeout.
+    fn recv_batch(&mut self, metas: &mut Vec<RxMeta>) -> io::Result<usize>;
+    /// The bytes of a datagram of the last batch.
+    fn datagram(&self, meta: &RxMeta) -> &[u8];
+    /// Sends replies in as few calls as possible; returns how many leading ones went out.
+    fn send_batch(&self, replies: &[PendingReply]) -> usize;
+    /// Sends one reply.
     fn send(&self, to: SocketAddrV6, bytes: &[u8]) -> io::Result<()>;
 }
 
@@ -103,7 +110,11 @@ impl AfterCommit<PendingReply> for ReplySink {
         let mut start = 0;
         while start < released.len() {
             let sock = released[start].socket;
-            let end = start + released[start..].iter().take_while(|r| r.socket == sock).count();
+            let end = start
+                + released[start..]
+                    .iter()
+                    .take_while(|r| r.socket == sock)
+                    .count();
             let sent = udp::send_batch(&self.sockets[sock], &released[start..end]);
             for r in &released[start + sent..end] {
                 if let Err(e) = udp::send_to(&self.sockets[sock], r.to, &r.bytes) {
@@ -163,7 +174,8 @@ struct Worker<D: Datapath> {
 
 impl<D: Datapath> Worker<D> {
     fn run(mut self) {
-        let mut buf = vec![0u8; DATAGRAM_LEN_MAX];
+        let mut metas: Vec<RxMeta> = Vec::with_capacity(udp::RECV_BATCH_MAX);
+        let mut now_out: Vec<PendingReply> = Vec::with_capacity(udp::RECV_BATCH_MAX);
         let mut reply = Vec::with_capacity(1500);
         let mut scratch = Scratch::default();
         let mut writes: Vec<Lease> = Vec::new();
@@ -175,77 +187,89 @@ impl<D: Datapath> Worker<D> {
                 last_report = Instant::now();
                 let _ = self.stats_tx.try_send((self.id, stats.clone()));
             }
-            let meta = match self.path.recv(&mut buf) {
-                Ok(Some(m)) => m,
-                Ok(None) => continue,
+            match self.path.recv_batch(&mut metas) {
+                Ok(0) => continue,
+                Ok(_) => {}
                 Err(e) => {
                     warn!(worker = self.id, error = %e, "receive failed");
                     std::thread::sleep(Duration::from_millis(10));
                     continue;
                 }
-            };
-            stats.received += 1;
-            if meta.truncated || meta.len > buf.len() {
-                *stats.dropped.entry("oversized").or_default() += 1;
-                debug!(src = %meta.src, len = meta.len, "dropped: datagram larger than {DATAGRAM_LEN_MAX} bytes");
-                continue;
             }
-            let interface = if meta.ifindex == 0 {
-                None
-            } else {
-                names
-                    .entry(meta.ifindex)
-                    .or_insert_with(|| {
-                        nix::net::if_::if_indextoname(meta.ifindex)
-                            .ok()
-                            .and_then(|c| c.into_string().ok())
-                    })
-                    .as_deref()
-            };
-            let rx = Received {
-                now_secs: now_secs(),
-                src: meta.src,
-                multicast: meta.multicast,
-                interface,
-                bytes: &buf[..meta.len],
-            };
-            writes.clear();
-            match self
-                .engine
-                .handle(&rx, &mut reply, &mut scratch, &mut writes)
-            {
-                Outcome::Reply { answered } => {
-                    if writes.is_empty() {
-                        if let Err(e) = self.path.send(meta.src, &reply) {
-                            stats.send_errors += 1;
-                            debug!(to = %meta.src, error = %e, "reply send failed");
-                        } else {
-                            stats.replied_now += 1;
-                        }
-                        continue;
-                    }
-                    if tracing::enabled!(tracing::Level::INFO) {
-                        let via = format!("{answered:?}");
-                        writes.iter().for_each(|l| log_lease(l, &via));
-                    }
-                    stats.replied_after_commit += 1;
-                    let job = CommitJob {
-                        writes: std::mem::take(&mut writes),
-                        then: Some(PendingReply {
+            let now = now_secs();
+            for meta in &metas {
+                stats.received += 1;
+                if meta.truncated {
+                    *stats.dropped.entry("oversized").or_default() += 1;
+                    debug!(src = %meta.src, len = meta.len, "dropped: datagram larger than {DATAGRAM_LEN_MAX} bytes");
+                    continue;
+                }
+                let interface = if meta.ifindex == 0 {
+                    None
+                } else {
+                    names
+                        .entry(meta.ifindex)
+                        .or_insert_with(|| {
+                            nix::net::if_::if_indextoname(meta.ifindex)
+                                .ok()
+                                .and_then(|c| c.into_string().ok())
+                        })
+                        .as_deref()
+                };
+                let rx = Received {
+                    now_secs: now,
+                    src: meta.src,
+                    multicast: meta.multicast,
+                    interface,
+                    bytes: self.path.datagram(meta),
+                };
+                writes.clear();
+                match self
+                    .engine
+                    .handle(&rx, &mut reply, &mut scratch, &mut writes)
+                {
+                    Outcome::Reply { answered } => {
+                        let pending = PendingReply {
                             socket: self.socket_index,
                             to: meta.src,
                             bytes: reply.clone(),
-                        }),
-                    };
-                    if self.commits.send(job).is_err() {
-                        break;
+                        };
+                        if writes.is_empty() {
+                            now_out.push(pending);
+                            continue;
+                        }
+                        if tracing::enabled!(tracing::Level::INFO) {
+                            let via = format!("{answered:?}");
+                            writes.iter().for_each(|l| log_lease(l, &via));
+                        }
+                        stats.replied_after_commit += 1;
+                        let job = CommitJob {
+                            writes: std::mem::take(&mut writes),
+                            then: Some(pending),
+                        };
+                        if self.commits.send(job).is_err() {
+                            return;
+                        }
+                    }
+                    Outcome::Dropped(d) => {
+                        *stats.dropped.entry(d.label()).or_default() += 1;
+                        debug!(src = %meta.src, reason = %d, "dropped");
                     }
                 }
-                Outcome::Dropped(d) => {
-                    *stats.dropped.entry(d.label()).or_default() += 1;
-                    debug!(src = %meta.src, reason = %d, "dropped");
+            }
+            // Replies that needed no commit leave together, after the batch.
+            let sent = self.path.send_batch(&now_out);
+            stats.replied_now += sent as u64;
+            for r in &now_out[sent..] {
+                match self.path.send(r.to, &r.bytes) {
+                    Ok(()) => stats.replied_now += 1,
+                    Err(e) => {
+                        stats.send_errors += 1;
+                        debug!(to = %r.to, error = %e, "reply send failed");
+                    }
                 }
             }
+            now_out.clear();
         }
         let _ = self.stats_tx.try_send((self.id, stats));
     }

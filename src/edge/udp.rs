@@ -6,7 +6,7 @@
 //! the DHCPv6 payload instead: the low byte of the transaction id for client messages, and of
 //! the client's peer address for Relay-forw.
 
-use super::{Datapath, RxMeta};
+use super::{DATAGRAM_LEN_MAX, Datapath, PendingReply, RxMeta};
 use nix::sys::socket::{self, ControlMessageOwned, MsgFlags, SockaddrIn6, sockopt};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::io::{self, IoSliceMut};
@@ -46,10 +46,16 @@ impl std::fmt::Display for ListenSpec {
     }
 }
 
-/// One worker's UDP socket for one listener.
+/// Most datagrams taken from the socket by one recvmmsg call.
+pub const RECV_BATCH_MAX: usize = 32;
+
+/// One worker's UDP socket for one listener, with its receive buffers.
 pub struct UdpPath {
     sock: UdpSocket,
-    cmsg: Vec<u8>,
+    /// RECV_BATCH_MAX slots of DATAGRAM_LEN_MAX bytes.
+    bufs: Vec<u8>,
+    /// Length of each datagram of the last batch.
+    lens: [usize; RECV_BATCH_MAX],
 }
 
 fn ifindex(name: &str) -> io::Result<u32> {
@@ -119,7 +125,8 @@ impl UdpPath {
         }
         Ok(UdpPath {
             sock,
-            cmsg: nix::cmsg_space!(libc::in6_pktinfo),
+            bufs: vec![0u8; RECV_BATCH_MAX * DATAGRAM_LEN_MAX],
+            lens: [0; RECV_BATCH_MAX],
         })
     }
 
@@ -130,39 +137,62 @@ impl UdpPath {
 }
 
 impl Datapath for UdpPath {
-    fn recv(&mut self, buf: &mut [u8]) -> io::Result<Option<RxMeta>> {
-        let mut iov = [IoSliceMut::new(buf)];
-        let r = socket::recvmsg::<SockaddrIn6>(
-            self.sock.as_raw_fd(),
-            &mut iov,
-            Some(&mut self.cmsg),
-            MsgFlags::MSG_TRUNC,
+    fn recv_batch(&mut self, metas: &mut Vec<RxMeta>) -> io::Result<usize> {
+        metas.clear();
+        let mut hdrs = socket::MultiHeaders::<SockaddrIn6>::preallocate(
+            RECV_BATCH_MAX,
+            Some(nix::cmsg_space!(libc::in6_pktinfo)),
         );
-        let msg = match r {
-            Ok(m) => m,
-            Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => return Ok(None),
+        let mut iovs: Vec<[IoSliceMut; 1]> = self
+            .bufs
+            .chunks_mut(DATAGRAM_LEN_MAX)
+            .map(|c| [IoSliceMut::new(c)])
+            .collect();
+        // MSG_WAITFORONE: block (up to RECV_TIMEOUT) for the first datagram, then take
+        // whatever else is already queued.
+        let res = socket::recvmmsg(
+            self.sock.as_raw_fd(),
+            &mut hdrs,
+            iovs.iter_mut(),
+            MsgFlags::MSG_WAITFORONE,
+            None,
+        );
+        let res = match res {
+            Ok(r) => r,
+            Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => return Ok(0),
             Err(e) => return Err(e.into()),
         };
-        let Some(src) = msg.address else {
-            return Ok(None);
-        };
-        let truncated = msg.flags.contains(MsgFlags::MSG_TRUNC);
-        let mut meta = RxMeta {
-            src: SocketAddrV6::new(src.ip(), src.port(), src.flowinfo(), src.scope_id()),
-            len: msg.bytes,
-            truncated,
-            multicast: false,
-            ifindex: 0,
-        };
-        if let Ok(cmsgs) = msg.cmsgs() {
-            for c in cmsgs {
-                if let ControlMessageOwned::Ipv6PacketInfo(pi) = c {
-                    meta.multicast = pi.ipi6_addr.s6_addr[0] == 0xff;
-                    meta.ifindex = pi.ipi6_ifindex;
+        for (i, msg) in res.enumerate() {
+            let Some(src) = msg.address else { continue };
+            let mut meta = RxMeta {
+                src: SocketAddrV6::new(src.ip(), src.port(), src.flowinfo(), src.scope_id()),
+                len: msg.bytes,
+                truncated: msg.flags.contains(MsgFlags::MSG_TRUNC) || msg.bytes > DATAGRAM_LEN_MAX,
+                multicast: false,
+                ifindex: 0,
+                slot: i,
+            };
+            if let Ok(cmsgs) = msg.cmsgs() {
+                for c in cmsgs {
+                    if let ControlMessageOwned::Ipv6PacketInfo(pi) = c {
+                        meta.multicast = pi.ipi6_addr.s6_addr[0] == 0xff;
+                        meta.ifindex = pi.ipi6_ifindex;
+                    }
                 }
             }
+            self.lens[i] = msg.bytes.min(DATAGRAM_LEN_MAX);
+            metas.push(meta);
         }
-        Ok(Some(meta))
+        Ok(metas.len())
+    }
+
+    fn datagram(&self, meta: &RxMeta) -> &[u8] {
+        let start = meta.slot * DATAGRAM_LEN_MAX;
+        &self.bufs[start..start + self.lens[meta.slot]]
+    }
+
+    fn send_batch(&self, replies: &[PendingReply]) -> usize {
+        send_batch(&self.sock, replies)
     }
 
     fn send(&self, to: SocketAddrV6, bytes: &[u8]) -> io::Result<()> {
@@ -180,13 +210,26 @@ pub const SEND_BATCH_MAX: usize = 256;
 
 /// Sends replies with sendmmsg, [`SEND_BATCH_MAX`] at a time. Returns how many leading
 /// replies were sent; the caller sends the rest one by one (and sees their errors).
-pub fn send_batch(sock: &UdpSocket, replies: &[super::PendingReply]) -> usize {
+pub fn send_batch(sock: &UdpSocket, replies: &[PendingReply]) -> usize {
     let mut done = 0;
     for chunk in replies.chunks(SEND_BATCH_MAX) {
-        let iovs: Vec<[std::io::IoSlice; 1]> = chunk.iter().map(|r| [std::io::IoSlice::new(&r.bytes)]).collect();
-        let addrs: Vec<Option<SockaddrIn6>> = chunk.iter().map(|r| Some(SockaddrIn6::from(r.to))).collect();
+        let iovs: Vec<[std::io::IoSlice; 1]> = chunk
+            .iter()
+            .map(|r| [std::io::IoSlice::new(&r.bytes)])
+            .collect();
+        let addrs: Vec<Option<SockaddrIn6>> = chunk
+            .iter()
+            .map(|r| Some(SockaddrIn6::from(r.to)))
+            .collect();
         let mut hdrs = socket::MultiHeaders::<SockaddrIn6>::preallocate(chunk.len(), None);
-        match socket::sendmmsg(sock.as_raw_fd(), &mut hdrs, &iovs, &addrs, [], MsgFlags::empty()) {
+        match socket::sendmmsg(
+            sock.as_raw_fd(),
+            &mut hdrs,
+            &iovs,
+            &addrs,
+            [],
+            MsgFlags::empty(),
+        ) {
             Ok(res) => {
                 let n = res.count();
                 done += n;

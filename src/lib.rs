@@ -9,6 +9,7 @@
 pub mod config;
 pub mod edge;
 pub mod engine;
+pub mod failover;
 pub mod lease;
 pub mod pool;
 pub mod store;

@@ -1,0 +1,817 @@
+//! The failover endpoint state machine (RFC 8156 §8), sans-IO: events and the time go in,
+//! actions come out. See `docs/failover.md` for the diagram and `docs/reference/` for the
+//! transition table it follows.
+//!
+//! One [`Endpoint`] per relationship. It decides what this server may do for clients in its
+//! current state ([`Endpoint::serving`]) and what it must tell or ask its partner
+//! ([`Action`]). Everything that must survive a restart is in [`Persisted`], handed out with
+//! [`Action::Persist`] before any STATE message announcing it.
+
+use std::fmt;
+
+/// Our role in the relationship. The primary connects; in NORMAL it serves (hot standby).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// Connects to the secondary; serves clients in NORMAL.
+    Primary,
+    /// Listens; in NORMAL answers only Renews addressed to it.
+    Secondary,
+}
+
+/// Endpoint states with their RFC 8156 wire values (OPTION_F_SERVER_STATE).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ServerState {
+    /// Just started; never sent on the wire (the STARTUP server flag is).
+    Startup,
+    /// Partners in contact, updates flowing.
+    Normal,
+    /// No contact; the partner may still be serving (partition).
+    CommunicationsInterrupted,
+    /// The partner is known (or declared) down; this server serves everything.
+    PartnerDown,
+    /// Both may have allocated without each other; reconcile before serving.
+    PotentialConflict,
+    /// Catching up with the partner after a restart or a lost store.
+    Recover,
+    /// Caught up; waiting out MCLT so nothing this server may have granted is still live.
+    RecoverWait,
+    /// Recovery finished; waiting for the partner to go to NORMAL.
+    RecoverDone,
+    /// Contact lost during POTENTIAL-CONFLICT.
+    ResolutionInterrupted,
+    /// The primary has the secondary's updates; waiting for the secondary to finish.
+    ConflictDone,
+}
+
+impl ServerState {
+    /// Wire value.
+    pub fn code(self) -> u8 {
+        match self {
+            ServerState::Startup => 1,
+            ServerState::Normal => 2,
+            ServerState::CommunicationsInterrupted => 3,
+            ServerState::PartnerDown => 4,
+            ServerState::PotentialConflict => 5,
+            ServerState::Recover => 6,
+            ServerState::RecoverWait => 7,
+            ServerState::RecoverDone => 8,
+            ServerState::ResolutionInterrupted => 9,
+            ServerState::ConflictDone => 10,
+        }
+    }
+    /// From a wire value.
+    pub fn from_code(c: u8) -> Option<ServerState> {
+        Some(match c {
+            1 => ServerState::Startup,
+            2 => ServerState::Normal,
+            3 => ServerState::CommunicationsInterrupted,
+            4 => ServerState::PartnerDown,
+            5 => ServerState::PotentialConflict,
+            6 => ServerState::Recover,
+            7 => ServerState::RecoverWait,
+            8 => ServerState::RecoverDone,
+            9 => ServerState::ResolutionInterrupted,
+            10 => ServerState::ConflictDone,
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for ServerState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ServerState::Startup => "STARTUP",
+            ServerState::Normal => "NORMAL",
+            ServerState::CommunicationsInterrupted => "COMMUNICATIONS-INTERRUPTED",
+            ServerState::PartnerDown => "PARTNER-DOWN",
+            ServerState::PotentialConflict => "POTENTIAL-CONFLICT",
+            ServerState::Recover => "RECOVER",
+            ServerState::RecoverWait => "RECOVER-WAIT",
+            ServerState::RecoverDone => "RECOVER-DONE",
+            ServerState::ResolutionInterrupted => "RESOLUTION-INTERRUPTED",
+            ServerState::ConflictDone => "CONFLICT-DONE",
+        })
+    }
+}
+
+/// Which client messages this server answers in its current state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answering {
+    /// None (STARTUP, RECOVER, RECOVER-WAIT, POTENTIAL-CONFLICT).
+    Nobody,
+    /// Only Renews carrying this server's Server Identifier; no allocation.
+    RenewsToUs,
+    /// Every client.
+    Everyone,
+}
+
+/// What this server may do for clients now: the engine's side of the state machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Serving {
+    /// Which messages to answer.
+    pub answering: Answering,
+    /// May it hand out new leases from its own share of the pools?
+    pub allocate_own: bool,
+    /// From when (unix secs) it may hand out the partner's free resources, if ever.
+    pub partner_resources_from: Option<u64>,
+    /// Client lifetimes are capped at (acknowledged partner lifetime or now) + MCLT.
+    pub mclt_bounded: bool,
+}
+
+/// Tunables of one relationship.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EndpointConfig {
+    /// Maximum client lead time, seconds.
+    pub mclt_secs: u64,
+    /// Go from COMMUNICATIONS-INTERRUPTED to PARTNER-DOWN on our own after this long.
+    pub auto_partner_down_secs: Option<u64>,
+    /// How long STARTUP waits for the partner before resuming the previous state.
+    pub startup_secs: u64,
+}
+
+/// What survives a restart (written before any STATE message that announces it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Persisted {
+    /// Current state (never STARTUP).
+    pub state: ServerState,
+    /// When it began, unix secs.
+    pub state_since: u64,
+    /// Last time this server is known to have been running, unix secs.
+    pub last_alive: u64,
+    /// When PARTNER-DOWN was entered (0 when not in it).
+    pub partner_down_since: u64,
+    /// Whether this server has ever been in contact with its partner.
+    pub communicated: bool,
+    /// Whether this store was created empty (lost or new): recovery must ask for everything.
+    pub store_was_empty: bool,
+}
+
+/// Inputs of the state machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// The partner link is up (CONNECT/CONNECTREPLY accepted).
+    LinkUp,
+    /// The partner link is down (closed, keepalive timed out, DISCONNECT).
+    LinkDown,
+    /// A STATE message from the partner.
+    PartnerState {
+        /// Its state.
+        state: ServerState,
+        /// When that state began, unix secs.
+        since: u64,
+        /// Its STARTUP flag.
+        starting: bool,
+        /// Its COMMUNICATED flag (has ever talked to us).
+        communicated: bool,
+    },
+    /// UPDDONE received: the partner sent everything we asked for.
+    UpdatesDone,
+    /// The operator says the partner is down.
+    OperatorPartnerDown,
+}
+
+/// Outputs of the state machine, in the order to carry them out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Write this to stable storage before anything that follows.
+    Persist(Persisted),
+    /// Send a STATE message with the current state (when the link is up).
+    SendState,
+    /// Ask for the updates the partner has not had acknowledged.
+    SendUpdReq,
+    /// Ask for the partner's whole database.
+    SendUpdReqAll,
+    /// Entering NORMAL: send every binding update not yet acknowledged.
+    FlushUpdates,
+    /// Secondary entering NORMAL: ask the primary to rebalance prefixes.
+    SendPoolReq,
+    /// The state changed (for logs and metrics).
+    Changed {
+        /// Old state.
+        from: ServerState,
+        /// New state.
+        to: ServerState,
+    },
+}
+
+/// One failover relationship's endpoint.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    role: Role,
+    cfg: EndpointConfig,
+    state: ServerState,
+    /// The state to resume after STARTUP.
+    resume: Persisted,
+    p: Persisted,
+    link_up: bool,
+    partner: Option<(ServerState, u64, bool)>,
+    startup_until: u64,
+    recover_wait_until: u64,
+    started_at: u64,
+}
+
+/// Most transitions one event may cause (each table row moves once; a few chain).
+const TRANSITIONS_PER_EVENT_MAX: usize = 8;
+
+impl Endpoint {
+    /// An endpoint starting up. `stored` is what the store kept (None: empty store, so the
+    /// server recovers everything from its partner).
+    pub fn start(role: Role, cfg: EndpointConfig, stored: Option<Persisted>, now: u64) -> Endpoint {
+        let resume = stored.unwrap_or(Persisted {
+            state: ServerState::Recover,
+            state_since: now,
+            last_alive: 0,
+            partner_down_since: 0,
+            communicated: false,
+            store_was_empty: true,
+        });
+        Endpoint {
+            role,
+            cfg,
+            state: ServerState::Startup,
+            resume,
+            p: Persisted {
+                last_alive: resume.last_alive,
+                ..resume
+            },
+            link_up: false,
+            partner: None,
+            startup_until: now + cfg.startup_secs,
+            recover_wait_until: 0,
+            started_at: now,
+        }
+    }
+
+    /// Current state.
+    pub fn state(&self) -> ServerState {
+        self.state
+    }
+
+    /// When the current state began.
+    pub fn state_since(&self) -> u64 {
+        self.p.state_since
+    }
+
+    /// Our role.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The partner's last announced state.
+    pub fn partner_state(&self) -> Option<ServerState> {
+        self.partner.map(|p| p.0)
+    }
+
+    /// Whether the link to the partner is up.
+    pub fn link_up(&self) -> bool {
+        self.link_up
+    }
+
+    /// What is persisted now.
+    pub fn persisted(&self) -> Persisted {
+        self.p
+    }
+
+    /// The STARTUP and COMMUNICATED server flags to send in STATE.
+    pub fn flags(&self) -> (bool, bool) {
+        (self.state == ServerState::Startup, self.p.communicated)
+    }
+
+    /// The state to announce in STATE (STARTUP announces the state it will resume).
+    pub fn announced_state(&self) -> ServerState {
+        if self.state == ServerState::Startup {
+            self.resume.state
+        } else {
+            self.state
+        }
+    }
+
+    /// What this server may do for clients now.
+    pub fn serving(&self) -> Serving {
+        use ServerState as S;
+        let mclt = self.cfg.mclt_secs;
+        let (answering, allocate_own, partner_from, bounded) = match (self.state, self.role) {
+            (S::Normal | S::ConflictDone, Role::Primary) => (Answering::Everyone, true, None, true),
+            (S::Normal, Role::Secondary) => (Answering::RenewsToUs, false, None, true),
+            (S::CommunicationsInterrupted | S::ResolutionInterrupted, _) => {
+                (Answering::Everyone, true, None, true)
+            }
+            (S::PartnerDown, _) => (
+                Answering::Everyone,
+                true,
+                Some(self.p.partner_down_since + mclt),
+                false,
+            ),
+            (S::RecoverDone, _) => (Answering::RenewsToUs, false, None, true),
+            _ => (Answering::Nobody, false, None, true),
+        };
+        Serving {
+            answering,
+            allocate_own,
+            partner_resources_from: partner_from,
+            mclt_bounded: bounded,
+        }
+    }
+
+    /// The next time [`Endpoint::tick`] has something to do.
+    pub fn next_timer(&self) -> Option<u64> {
+        match self.state {
+            ServerState::Startup => Some(self.startup_until),
+            ServerState::CommunicationsInterrupted => self
+                .cfg
+                .auto_partner_down_secs
+                .map(|a| self.p.state_since + a),
+            ServerState::RecoverWait => Some(self.recover_wait_until),
+            _ => None,
+        }
+    }
+
+    /// Feeds one event; actions to carry out are appended to `out`.
+    pub fn handle(&mut self, now: u64, ev: Event, out: &mut Vec<Action>) {
+        use ServerState as S;
+        match ev {
+            Event::LinkUp => {
+                self.link_up = true;
+                self.partner = None;
+                out.push(Action::SendState);
+            }
+            Event::LinkDown => {
+                self.link_up = false;
+                self.partner = None;
+                match self.state {
+                    S::Normal => self.go(now, S::CommunicationsInterrupted, out),
+                    S::PotentialConflict => self.go(now, S::ResolutionInterrupted, out),
+                    _ => {}
+                }
+            }
+            Event::PartnerState {
+                state,
+                since,
+                starting,
+                communicated,
+            } => {
+                if !self.p.communicated {
+                    self.p.communicated = true;
+                    out.push(Action::Persist(self.p));
+                }
+                self.partner = Some((state, since, communicated));
+                if starting && self.state == S::PartnerDown {
+                    return; // a starting partner announces where it will resume; wait for it
+                }
+                if self.state == S::Startup {
+                    self.leave_startup(now, Some((state, since)), out);
+                }
+                self.follow_partner(now, out);
+            }
+            Event::UpdatesDone => match (self.state, self.role) {
+                (S::Recover, _) => self.go(now, S::RecoverWait, out),
+                (S::PotentialConflict, Role::Primary) => self.go(now, S::ConflictDone, out),
+                (S::PotentialConflict, Role::Secondary) => self.go(now, S::Normal, out),
+                _ => {}
+            },
+            Event::OperatorPartnerDown => {
+                if matches!(
+                    self.state,
+                    S::Normal | S::CommunicationsInterrupted | S::ResolutionInterrupted
+                ) {
+                    self.go(now, S::PartnerDown, out);
+                }
+            }
+        }
+    }
+
+    /// Advances timers to `now`.
+    pub fn tick(&mut self, now: u64, out: &mut Vec<Action>) {
+        self.p.last_alive = self.p.last_alive.max(now);
+        match self.state {
+            ServerState::Startup if now >= self.startup_until => self.leave_startup(now, None, out),
+            ServerState::CommunicationsInterrupted
+                if self
+                    .cfg
+                    .auto_partner_down_secs
+                    .is_some_and(|a| now >= self.p.state_since + a) =>
+            {
+                self.go(now, ServerState::PartnerDown, out)
+            }
+            ServerState::RecoverWait if now >= self.recover_wait_until => {
+                self.go(now, ServerState::RecoverDone, out);
+                self.follow_partner(now, out);
+            }
+            _ => {}
+        }
+    }
+
+    /// STARTUP ends: with the partner's state known (link up), or on the startup timer.
+    fn leave_startup(
+        &mut self,
+        now: u64,
+        partner: Option<(ServerState, u64)>,
+        out: &mut Vec<Action>,
+    ) {
+        use ServerState as S;
+        // A state that needs the partner maps through its "communications failed" arc.
+        let mut next = match self.resume.state {
+            S::Normal => S::CommunicationsInterrupted,
+            S::PotentialConflict => S::ResolutionInterrupted,
+            S::Startup => S::Recover,
+            s => s,
+        };
+        if let Some((ps, psince)) = partner
+            && ps == S::PartnerDown
+            && !matches!(next, S::Recover | S::PartnerDown)
+        {
+            // The partner took over. If it did so after we last ran, we only missed things:
+            // recover. If before, we may both have served: reconcile.
+            next = if psince >= self.resume.last_alive {
+                S::Recover
+            } else {
+                S::PotentialConflict
+            };
+        }
+        self.p.state = self.resume.state;
+        self.go(now, next, out);
+    }
+
+    /// Applies the transition rows keyed by the partner's state, until nothing changes.
+    fn follow_partner(&mut self, now: u64, out: &mut Vec<Action>) {
+        use ServerState as S;
+        for _ in 0..TRANSITIONS_PER_EVENT_MAX {
+            let Some((ps, _, _)) = self.partner else {
+                return;
+            };
+            if !self.link_up {
+                return;
+            }
+            let next = match (self.state, ps) {
+                (
+                    S::CommunicationsInterrupted,
+                    S::Normal | S::CommunicationsInterrupted | S::RecoverDone,
+                ) => S::Normal,
+                (
+                    S::CommunicationsInterrupted,
+                    S::PartnerDown
+                    | S::PotentialConflict
+                    | S::ConflictDone
+                    | S::ResolutionInterrupted,
+                ) => S::PotentialConflict,
+                (
+                    S::PartnerDown,
+                    S::Normal
+                    | S::CommunicationsInterrupted
+                    | S::PartnerDown
+                    | S::PotentialConflict
+                    | S::ResolutionInterrupted
+                    | S::ConflictDone,
+                ) => S::PotentialConflict,
+                (S::PartnerDown, S::RecoverDone) => S::Normal,
+                (S::Recover, S::PotentialConflict | S::ResolutionInterrupted | S::ConflictDone) => {
+                    S::PotentialConflict
+                }
+                (S::RecoverDone, S::Normal | S::RecoverDone) => S::Normal,
+                (S::RecoverDone, S::PotentialConflict) => S::PotentialConflict,
+                (S::ResolutionInterrupted, _) => S::PotentialConflict,
+                (S::ConflictDone, S::Normal) => S::Normal,
+                (S::Normal, S::PartnerDown | S::PotentialConflict | S::ResolutionInterrupted) => {
+                    S::PotentialConflict
+                }
+                (S::Normal, S::Recover | S::RecoverWait) => S::CommunicationsInterrupted,
+                _ => return,
+            };
+            if next == self.state {
+                return;
+            }
+            self.go(now, next, out);
+        }
+    }
+
+    fn go(&mut self, now: u64, to: ServerState, out: &mut Vec<Action>) {
+        use ServerState as S;
+        let from = self.state;
+        if from == to {
+            return;
+        }
+        self.state = to;
+        self.p.state = to;
+        self.p.state_since = now;
+        self.p.last_alive = self.p.last_alive.max(now);
+        match to {
+            S::PartnerDown => self.p.partner_down_since = now,
+            S::RecoverWait => {
+                // Wait out MCLT from the last time this server may have granted anything: when
+                // it went down, or (store lost, so unknown) when it started again. Only a
+                // server the partner has never heard from can have granted nothing.
+                let partner_knew_us = self.partner.is_some_and(|p| p.2);
+                self.recover_wait_until = if self.p.store_was_empty && !partner_knew_us {
+                    now
+                } else if self.resume.last_alive > 0 && !self.p.store_was_empty {
+                    self.resume.last_alive + self.cfg.mclt_secs
+                } else {
+                    self.started_at + self.cfg.mclt_secs
+                };
+            }
+            S::Normal => self.p.store_was_empty = false,
+            _ => {}
+        }
+        out.push(Action::Changed { from, to });
+        out.push(Action::Persist(self.p));
+        if self.link_up {
+            out.push(Action::SendState);
+        }
+        match to {
+            S::Recover if self.link_up => out.push(if self.p.store_was_empty {
+                Action::SendUpdReqAll
+            } else {
+                Action::SendUpdReq
+            }),
+            S::PotentialConflict if self.role == Role::Primary && self.link_up => {
+                out.push(Action::SendUpdReq)
+            }
+            S::Normal => {
+                out.push(Action::FlushUpdates);
+                if self.role == Role::Secondary {
+                    out.push(Action::SendPoolReq);
+                }
+            }
+            _ => {}
+        }
+        if to == S::RecoverWait && now >= self.recover_wait_until {
+            self.tick(now, out);
+        }
+    }
+
+    /// Called when the link comes up while in RECOVER or POTENTIAL-CONFLICT, after the STATE
+    /// exchange: re-issues the pending update request (RFC 8156: re-send when comms return).
+    pub fn pending_request(&self) -> Option<Action> {
+        match (self.state, self.role) {
+            (ServerState::Recover, _) => Some(if self.p.store_was_empty {
+                Action::SendUpdReqAll
+            } else {
+                Action::SendUpdReq
+            }),
+            (ServerState::PotentialConflict, Role::Primary) => Some(Action::SendUpdReq),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ServerState as S;
+
+    const CFG: EndpointConfig = EndpointConfig {
+        mclt_secs: 3600,
+        auto_partner_down_secs: Some(60),
+        startup_secs: 5,
+    };
+
+    fn states(out: &[Action]) -> Vec<ServerState> {
+        out.iter()
+            .filter_map(|a| match a {
+                Action::Changed { to, .. } => Some(*to),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn stored(state: ServerState, since: u64, alive: u64) -> Persisted {
+        Persisted {
+            state,
+            state_since: since,
+            last_alive: alive,
+            partner_down_since: 0,
+            communicated: true,
+            store_was_empty: false,
+        }
+    }
+
+    fn partner(state: ServerState, since: u64) -> Event {
+        Event::PartnerState {
+            state,
+            since,
+            starting: false,
+            communicated: true,
+        }
+    }
+
+    #[test]
+    fn normal_loses_contact_then_auto_partner_down_after_timeout() {
+        let mut e = Endpoint::start(Role::Primary, CFG, Some(stored(S::Normal, 0, 100)), 100);
+        let mut out = Vec::new();
+        e.handle(100, Event::LinkUp, &mut out);
+        e.handle(100, partner(S::Normal, 0), &mut out);
+        // STARTUP resumes NORMAL through COMMUNICATIONS-INTERRUPTED.
+        assert_eq!(states(&out), vec![S::CommunicationsInterrupted, S::Normal]);
+        assert_eq!(e.serving().answering, Answering::Everyone);
+        out.clear();
+        e.handle(200, Event::LinkDown, &mut out);
+        assert_eq!(e.state(), S::CommunicationsInterrupted);
+        assert!(e.serving().mclt_bounded);
+        e.tick(259, &mut out);
+        assert_eq!(e.state(), S::CommunicationsInterrupted);
+        e.tick(260, &mut out);
+        assert_eq!(e.state(), S::PartnerDown);
+        let s = e.serving();
+        assert!(!s.mclt_bounded);
+        assert_eq!(s.partner_resources_from, Some(260 + 3600));
+        // Persist comes before the STATE it announces (link is down here: no STATE).
+        assert!(out.iter().any(|a| matches!(a, Action::Persist(p) if p.state == S::PartnerDown && p.partner_down_since == 260)));
+    }
+
+    #[test]
+    fn secondary_in_normal_answers_only_its_renews() {
+        let mut e = Endpoint::start(Role::Secondary, CFG, Some(stored(S::Normal, 0, 10)), 10);
+        let mut out = Vec::new();
+        e.handle(10, Event::LinkUp, &mut out);
+        e.handle(10, partner(S::Normal, 0), &mut out);
+        assert_eq!(e.state(), S::Normal);
+        assert_eq!(e.serving().answering, Answering::RenewsToUs);
+        assert!(!e.serving().allocate_own);
+        assert!(out.contains(&Action::SendPoolReq));
+    }
+
+    #[test]
+    fn wiped_store_recovers_everything_waits_mclt_then_normal() {
+        let mut e = Endpoint::start(Role::Secondary, CFG, None, 1000);
+        let mut out = Vec::new();
+        e.handle(1000, Event::LinkUp, &mut out);
+        e.handle(1000, partner(S::PartnerDown, 500), &mut out);
+        assert_eq!(e.state(), S::Recover);
+        assert!(out.contains(&Action::SendUpdReqAll));
+        assert_eq!(e.serving().answering, Answering::Nobody);
+        out.clear();
+        e.handle(1005, Event::UpdatesDone, &mut out);
+        // The partner knew us: we may have granted leases just before the store was lost.
+        assert_eq!(e.state(), S::RecoverWait);
+        assert_eq!(e.next_timer(), Some(1000 + 3600));
+        e.tick(4600, &mut out);
+        assert_eq!(e.state(), S::RecoverDone);
+        e.handle(4601, partner(S::Normal, 4601), &mut out);
+        assert_eq!(e.state(), S::Normal);
+    }
+
+    #[test]
+    fn brand_new_pair_skips_the_wait() {
+        let mut a = Endpoint::start(Role::Secondary, CFG, None, 0);
+        let mut out = Vec::new();
+        a.handle(0, Event::LinkUp, &mut out);
+        a.handle(
+            0,
+            Event::PartnerState {
+                state: S::Recover,
+                since: 0,
+                starting: true,
+                communicated: false,
+            },
+            &mut out,
+        );
+        assert_eq!(a.state(), S::Recover);
+        out.clear();
+        a.handle(1, Event::UpdatesDone, &mut out);
+        assert_eq!(states(&out), vec![S::RecoverWait, S::RecoverDone]);
+        a.handle(
+            2,
+            Event::PartnerState {
+                state: S::RecoverDone,
+                since: 2,
+                starting: false,
+                communicated: true,
+            },
+            &mut out,
+        );
+        assert_eq!(a.state(), S::Normal);
+    }
+
+    #[test]
+    fn restarted_with_store_after_partner_took_over_recovers_and_waits_mclt() {
+        // We ran until t=100; the partner went PARTNER-DOWN at 400 (after we died).
+        let mut e = Endpoint::start(Role::Primary, CFG, Some(stored(S::Normal, 0, 100)), 1000);
+        let mut out = Vec::new();
+        e.handle(1000, Event::LinkUp, &mut out);
+        e.handle(1000, partner(S::PartnerDown, 400), &mut out);
+        assert_eq!(e.state(), S::Recover);
+        assert!(
+            out.contains(&Action::SendUpdReq),
+            "a server with its store asks only for what it missed"
+        );
+        out.clear();
+        e.handle(1001, Event::UpdatesDone, &mut out);
+        assert_eq!(e.state(), S::RecoverWait);
+        assert_eq!(e.next_timer(), Some(100 + 3600));
+        e.tick(3699, &mut out);
+        assert_eq!(e.state(), S::RecoverWait);
+        e.tick(3700, &mut out);
+        assert_eq!(e.state(), S::RecoverDone);
+        e.handle(3700, partner(S::Normal, 3700), &mut out);
+        assert_eq!(e.state(), S::Normal);
+    }
+
+    #[test]
+    fn partner_down_before_we_stopped_means_potential_conflict() {
+        // We ran until 900 but the partner declared us down at 400: both may have served.
+        let mut e = Endpoint::start(
+            Role::Primary,
+            CFG,
+            Some(stored(S::CommunicationsInterrupted, 300, 900)),
+            1000,
+        );
+        let mut out = Vec::new();
+        e.handle(1000, Event::LinkUp, &mut out);
+        e.handle(1000, partner(S::PartnerDown, 400), &mut out);
+        assert_eq!(e.state(), S::PotentialConflict);
+        assert!(
+            out.contains(&Action::SendUpdReq),
+            "the primary drives resolution"
+        );
+        assert_eq!(e.serving().answering, Answering::Nobody);
+        out.clear();
+        e.handle(1010, Event::UpdatesDone, &mut out);
+        assert_eq!(e.state(), S::ConflictDone);
+        e.handle(1011, partner(S::Normal, 1011), &mut out);
+        assert_eq!(e.state(), S::Normal);
+    }
+
+    #[test]
+    fn secondary_finishes_conflict_on_updates_done() {
+        let mut e = Endpoint::start(
+            Role::Secondary,
+            CFG,
+            Some(stored(S::PartnerDown, 300, 900)),
+            1000,
+        );
+        let mut out = Vec::new();
+        e.handle(1000, Event::LinkUp, &mut out);
+        e.handle(1000, partner(S::CommunicationsInterrupted, 200), &mut out);
+        assert_eq!(e.state(), S::PotentialConflict);
+        assert!(
+            !out.contains(&Action::SendUpdReq),
+            "the secondary waits for the primary's UPDREQ"
+        );
+        e.handle(1005, Event::LinkDown, &mut out);
+        assert_eq!(e.state(), S::ResolutionInterrupted);
+        assert_eq!(e.serving().answering, Answering::Everyone);
+        e.handle(1006, Event::LinkUp, &mut out);
+        e.handle(1006, partner(S::PotentialConflict, 1000), &mut out);
+        assert_eq!(e.state(), S::PotentialConflict);
+        e.handle(1010, Event::UpdatesDone, &mut out);
+        assert_eq!(e.state(), S::Normal);
+    }
+
+    #[test]
+    fn partner_down_ignores_starting_partner_and_heals_through_recover_done() {
+        let mut e = Endpoint::start(
+            Role::Primary,
+            CFG,
+            Some(stored(S::PartnerDown, 300, 900)),
+            1000,
+        );
+        let mut out = Vec::new();
+        e.tick(1005, &mut out); // startup timer: resume PARTNER-DOWN alone
+        assert_eq!(e.state(), S::PartnerDown);
+        e.handle(1006, Event::LinkUp, &mut out);
+        e.handle(
+            1006,
+            Event::PartnerState {
+                state: S::Recover,
+                since: 0,
+                starting: true,
+                communicated: true,
+            },
+            &mut out,
+        );
+        assert_eq!(e.state(), S::PartnerDown);
+        e.handle(1007, partner(S::Recover, 1007), &mut out);
+        assert_eq!(
+            e.state(),
+            S::PartnerDown,
+            "keeps serving while the partner recovers"
+        );
+        e.handle(5000, partner(S::RecoverDone, 5000), &mut out);
+        assert_eq!(e.state(), S::Normal);
+    }
+
+    #[test]
+    fn operator_partner_down_only_from_allowed_states() {
+        let mut e = Endpoint::start(Role::Primary, CFG, None, 0);
+        let mut out = Vec::new();
+        e.handle(0, Event::OperatorPartnerDown, &mut out);
+        assert_eq!(e.state(), S::Startup);
+        e.tick(5, &mut out); // no partner: resume RECOVER alone (empty store)
+        assert_eq!(e.state(), S::Recover);
+        e.handle(6, Event::OperatorPartnerDown, &mut out);
+        assert_eq!(
+            e.state(),
+            S::Recover,
+            "a server that lost its store must not take over"
+        );
+    }
+
+    #[test]
+    fn wire_codes_round_trip() {
+        for c in 1..=10 {
+            assert_eq!(ServerState::from_code(c).unwrap().code(), c);
+        }
+        assert_eq!(ServerState::from_code(0), None);
+        assert_eq!(ServerState::from_code(11), None);
+    }
+}

@@ -1,0 +1,1 @@
+//! RFC 8156 failover wire codec (being written).

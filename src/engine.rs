@@ -3,8 +3,9 @@
 //! reply may leave. No sockets, threads, clocks or disk in here.
 
 use crate::config::{Config, ResourceKind};
+use crate::failover::state::{Answering, Role, Serving};
 use crate::lease::Lease;
-use crate::pool::{AcquireMode, Allocator, ClientIa, Extended, Granted};
+use crate::pool::{AcquireMode, Allocator, ClientIa, Extended, Granted, PRIMARY_BIT, Rules};
 use crate::wire::{
     self, Message, MessageType, MessageWriter, OptionWriter, RelayHop, StatusCode, WireError, opt,
 };
@@ -50,6 +51,43 @@ pub enum Dropped {
     NoSubnet,
     /// Confirm without addresses, or Information-request with IAs: RFC says stay silent.
     NothingToAnswer,
+    /// The failover state does not let this server answer this message now.
+    NotServing,
+}
+
+/// What the failover state lets the engine do; a server without a partner does everything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    /// Which client messages to answer.
+    pub answering: Answering,
+    /// What may be allocated and how long leases may run.
+    pub rules: Rules,
+}
+
+impl Policy {
+    /// A server on its own.
+    pub const STANDALONE: Policy = Policy {
+        answering: Answering::Everyone,
+        rules: Rules::STANDALONE,
+    };
+
+    /// The policy of a failover endpoint in its current state.
+    pub fn failover(serving: &Serving, role: Role, mclt_secs: u64) -> Policy {
+        let own = match role {
+            Role::Primary => PRIMARY_BIT,
+            Role::Secondary => 1 - PRIMARY_BIT,
+        };
+        let mut owned = [false, false];
+        owned[own] = serving.allocate_own;
+        Policy {
+            answering: serving.answering,
+            rules: Rules {
+                owned,
+                partner_from: serving.partner_resources_from,
+                mclt_secs: serving.mclt_bounded.then_some(mclt_secs),
+            },
+        }
+    }
 }
 
 impl Dropped {
@@ -63,6 +101,7 @@ impl Dropped {
             Dropped::OtherServer => "other_server",
             Dropped::NoSubnet => "no_subnet",
             Dropped::NothingToAnswer => "nothing_to_answer",
+            Dropped::NotServing => "not_serving",
         }
     }
 }
@@ -79,6 +118,7 @@ impl fmt::Display for Dropped {
             Dropped::OtherServer => f.write_str("addressed to another server"),
             Dropped::NoSubnet => f.write_str("no subnet configured for the client's link"),
             Dropped::NothingToAnswer => f.write_str("nothing to answer"),
+            Dropped::NotServing => f.write_str("failover state does not answer this now"),
         }
     }
 }
@@ -138,6 +178,18 @@ impl Engine {
         scratch: &mut Scratch,
         writes: &mut Vec<Lease>,
     ) -> Outcome {
+        self.handle_with(&Policy::STANDALONE, rx, reply, scratch, writes)
+    }
+
+    /// [`Engine::handle`] under a failover [`Policy`].
+    pub fn handle_with(
+        &self,
+        policy: &Policy,
+        rx: &Received,
+        reply: &mut Vec<u8>,
+        scratch: &mut Scratch,
+        writes: &mut Vec<Lease>,
+    ) -> Outcome {
         reply.clear();
         let relayed = match wire::unwrap_relays(rx.bytes) {
             Ok(r) => r,
@@ -158,7 +210,7 @@ impl Engine {
         } else {
             &mut *reply
         };
-        let r = self.answer(rx, &msg, hops, out, writes);
+        let r = self.answer(policy, rx, &msg, hops, out, writes);
         if let Err(d) = r {
             writes.clear();
             reply.clear();
@@ -174,6 +226,7 @@ impl Engine {
 
     fn answer(
         &self,
+        policy: &Policy,
         rx: &Received,
         msg: &Message,
         hops: &[RelayHop],
@@ -203,6 +256,13 @@ impl Engine {
             }
             (_, Some(s)) if s != &*self.duid => return Err(Dropped::OtherServer),
             _ => {}
+        }
+        // Failover: a server in NORMAL as secondary (hot standby) or in RECOVER-DONE answers
+        // only what is addressed to it; in STARTUP, RECOVER or POTENTIAL-CONFLICT nothing.
+        match policy.answering {
+            Answering::Everyone => {}
+            Answering::RenewsToUs if msg.server_id().is_some() => {}
+            _ => return Err(Dropped::NotServing),
         }
         let client_id = msg.client_id();
         if client_id.is_none() && ty != T::InformationRequest {
@@ -269,10 +329,14 @@ impl Engine {
                         duid,
                         iaid: ia.iaid,
                     };
-                    match self.alloc.acquire(now, &c, &hints[..n], mode, writes) {
+                    match self
+                        .alloc
+                        .acquire(now, &c, &hints[..n], mode, &policy.rules, writes)
+                    {
                         Some(g) => {
                             any = true;
-                            w.ia_na(ia.iaid, lt.t1_secs, lt.t2_secs, |o| put_addr(o, &g));
+                            let (t1, t2) = timers(&lt, g.preferred_secs);
+                            w.ia_na(ia.iaid, t1, t2, |o| put_addr(o, &g));
                         }
                         None => w.ia_na(ia.iaid, 0, 0, |o| {
                             o.status(StatusCode::NoAddrsAvail, "no addresses available")
@@ -295,10 +359,14 @@ impl Engine {
                         duid,
                         iaid: ia.iaid,
                     };
-                    match self.alloc.acquire(now, &c, &hints[..n], mode, writes) {
+                    match self
+                        .alloc
+                        .acquire(now, &c, &hints[..n], mode, &policy.rules, writes)
+                    {
                         Some(g) => {
                             any = true;
-                            w.ia_pd(ia.iaid, lt.t1_secs, lt.t2_secs, |o| put_prefix(o, &g));
+                            let (t1, t2) = timers(&lt, g.preferred_secs);
+                            w.ia_pd(ia.iaid, t1, t2, |o| put_prefix(o, &g));
                         }
                         None => w.ia_pd(ia.iaid, 0, 0, |o| {
                             o.status(StatusCode::NoPrefixAvail, "no prefixes available")
@@ -334,12 +402,15 @@ impl Engine {
                         results[n] = (
                             a.addr,
                             128,
-                            self.alloc.extend(now, &c, a.addr, 128, true, writes),
+                            self.alloc
+                                .extend(now, &c, a.addr, 128, true, &policy.rules, writes),
                         );
                         n += 1;
                     }
-                    let fallback = self.renew_fallback(now, &c, &results[..n], writes);
-                    w.ia_na(ia.iaid, lt.t1_secs, lt.t2_secs, |o| {
+                    let fallback =
+                        self.renew_fallback(now, &c, &results[..n], &policy.rules, writes);
+                    let (t1, t2) = timers(&lt, shortest_preferred(&results[..n], fallback));
+                    w.ia_na(ia.iaid, t1, t2, |o| {
                         renewed(o, &results[..n], fallback, ResourceKind::Address)
                     });
                 }
@@ -360,13 +431,22 @@ impl Engine {
                         results[n] = (
                             p.prefix,
                             p.prefix_len,
-                            self.alloc
-                                .extend(now, &c, p.prefix, p.prefix_len, true, writes),
+                            self.alloc.extend(
+                                now,
+                                &c,
+                                p.prefix,
+                                p.prefix_len,
+                                true,
+                                &policy.rules,
+                                writes,
+                            ),
                         );
                         n += 1;
                     }
-                    let fallback = self.renew_fallback(now, &c, &results[..n], writes);
-                    w.ia_pd(ia.iaid, lt.t1_secs, lt.t2_secs, |o| {
+                    let fallback =
+                        self.renew_fallback(now, &c, &results[..n], &policy.rules, writes);
+                    let (t1, t2) = timers(&lt, shortest_preferred(&results[..n], fallback));
+                    w.ia_pd(ia.iaid, t1, t2, |o| {
                         renewed(o, &results[..n], fallback, ResourceKind::Prefix)
                     });
                 }
@@ -455,6 +535,7 @@ impl Engine {
         now: u64,
         c: &ClientIa,
         results: &[(Ipv6Addr, u8, Extended)],
+        rules: &Rules,
         writes: &mut Vec<Lease>,
     ) -> Option<Granted> {
         if results.iter().any(|r| matches!(r.2, Extended::Extended(_))) {
@@ -463,7 +544,7 @@ impl Engine {
         let cur = self.alloc.current(c)?;
         match self
             .alloc
-            .extend(now, c, cur.addr, cur.prefix_len, false, writes)
+            .extend(now, c, cur.addr, cur.prefix_len, false, rules, writes)
         {
             Extended::Extended(g) => Some(g),
             _ => None,
@@ -522,6 +603,29 @@ impl Engine {
         }
         subnets.iter().position(|s| s.interface.is_none())
     }
+}
+
+/// T1 and T2 for an IA whose shortest preferred lifetime is `preferred`: the configured ones,
+/// or, when failover capped the lifetime below the configured one, 1/2 and 4/5 of it.
+fn timers(lt: &crate::config::Lifetimes, preferred: u32) -> (u32, u32) {
+    if preferred >= lt.preferred_secs {
+        (lt.t1_secs, lt.t2_secs)
+    } else {
+        (preferred / 2, (preferred as u64 * 4 / 5) as u32)
+    }
+}
+
+/// The shortest preferred lifetime among the leases a Renew/Rebind extends (u32::MAX if none).
+fn shortest_preferred(results: &[(Ipv6Addr, u8, Extended)], fallback: Option<Granted>) -> u32 {
+    results
+        .iter()
+        .filter_map(|r| match r.2 {
+            Extended::Extended(g) => Some(g.preferred_secs),
+            _ => None,
+        })
+        .chain(fallback.map(|g| g.preferred_secs))
+        .min()
+        .unwrap_or(u32::MAX)
 }
 
 fn put_addr(o: &mut OptionWriter, g: &Granted) {

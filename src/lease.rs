@@ -12,7 +12,7 @@ pub const KEY_LEN: usize = 17;
 /// Version byte at the start of every stored lease value.
 pub const VALUE_VERSION: u8 = 1;
 /// Fixed part of a stored lease value, before the DUID bytes.
-pub const VALUE_FIXED_LEN: usize = 1 + 8 + 1 + 1 + 4 + 4 + 4 + 4 + 8 + 8 + 2;
+pub const VALUE_FIXED_LEN: usize = 1 + 8 + 1 + 1 + 4 + 4 + 4 + 4 + 8 + 8 + 8 + 2;
 
 /// Lifecycle of a lease (RFC 8415 §18.3, RFC 8156 §5.2 binding states for the part we store).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -97,6 +97,9 @@ pub struct Lease {
     /// Change sequence; the store keeps the highest it has seen for each key, so two workers
     /// committing changes to one lease cannot leave the older change on disk.
     pub seq: u64,
+    /// Failover: the partner lifetime the partner acknowledged for this client's lease (unix
+    /// secs, 0 = none). Client lifetimes stay within this + MCLT (RFC 8156 §4.4).
+    pub partner_ack_until: u64,
 }
 
 /// Why bytes read from the store are not a lease.
@@ -131,6 +134,7 @@ impl Lease {
         out.extend_from_slice(&self.valid_secs.to_le_bytes());
         out.extend_from_slice(&self.cltt.to_le_bytes());
         out.extend_from_slice(&self.expires_at.to_le_bytes());
+        out.extend_from_slice(&self.partner_ack_until.to_le_bytes());
         out.extend_from_slice(&(duid_len as u16).to_le_bytes());
         out.extend_from_slice(&self.duid[..duid_len]);
     }
@@ -180,6 +184,7 @@ impl Lease {
             cltt: u64_at(27),
             expires_at: u64_at(35),
             seq,
+            partner_ack_until: u64_at(43),
         })
     }
 }
@@ -216,6 +221,7 @@ mod tests {
             cltt: 1_700_000_000,
             expires_at: 1_700_000_200,
             seq: 42,
+            partner_ack_until: 1_700_000_900,
         }
     }
 

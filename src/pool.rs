@@ -64,6 +64,37 @@ pub fn spread(key: u128) -> u64 {
     h ^ (h >> 33)
 }
 
+/// Failover owner bit of a resource (RFC 8156 §4.2.1, independent allocation): addresses with
+/// bit 127 set belong to the primary (1), the others to the secondary (0). Prefixes are split
+/// the same way by their index in the pool (a static stand-in for proportional allocation
+/// until POOLREQ rebalancing exists).
+pub const PRIMARY_BIT: usize = 1;
+
+/// What the failover state allows when allocating and how long leases may run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rules {
+    /// May hand out new resources whose owner bit is 0 / 1.
+    pub owned: [bool; 2],
+    /// From this time (unix secs) the other half may be used too, once ours is used up.
+    pub partner_from: Option<u64>,
+    /// Cap client lifetimes at max(acknowledged partner lifetime, now) + this.
+    pub mclt_secs: Option<u64>,
+}
+
+impl Rules {
+    /// A server on its own: every resource, no cap.
+    pub const STANDALONE: Rules = Rules {
+        owned: [true, true],
+        partner_from: None,
+        mclt_secs: None,
+    };
+
+    /// Whether a new lease may be made on a resource with owner bit `bit` at `now`.
+    pub fn may_take(&self, bit: usize, now: u64) -> bool {
+        self.owned[bit] || self.partner_from.is_some_and(|t| now >= t)
+    }
+}
+
 /// What a caller wants from [`Allocator::acquire`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AcquireMode {
@@ -129,11 +160,15 @@ struct SubPool {
     start: u128,
     /// One past the last index.
     end: u128,
-    /// Indices below the cursor have been handed out at least once.
-    cursor: u128,
-    /// Indices that became free, oldest first. Entries may be stale (the slot was taken back by
-    /// its old client); they are skipped when popped. Each index is in here at most once.
-    free: VecDeque<u128>,
+    /// Per owner bit: the next never-used candidate (steps by 2, so each cursor walks one
+    /// owner's half; indices below it have been looked at).
+    cursor: [u128; 2],
+    /// Per owner bit: indices that became free, oldest first. Entries may be stale (the slot was
+    /// taken back by its old client); they are skipped when popped. Each index is in at most once.
+    free: [VecDeque<u128>; 2],
+    /// Added to an index before taking its low bit as the owner bit (the pool's first
+    /// address's parity for address pools, 0 for prefix pools).
+    flip: u128,
     /// Every resource that is or was in use, by index.
     slots: HashMap<u128, Slot>,
     /// (expires_at, index) for every slot whose state ends by time: active, offered, declined.
@@ -142,12 +177,20 @@ struct SubPool {
 }
 
 impl SubPool {
-    fn new(start: u128, end: u128) -> Self {
+    fn new(start: u128, end: u128, flip: u128) -> Self {
+        let first = |b: u128| {
+            if (start + flip) & 1 == b {
+                start
+            } else {
+                start + 1
+            }
+        };
         SubPool {
             start,
             end,
-            cursor: start,
-            free: VecDeque::new(),
+            cursor: [first(0), first(1)],
+            free: [VecDeque::new(), VecDeque::new()],
+            flip,
             slots: HashMap::new(),
             expiry: BTreeSet::new(),
             usage: PoolUsage::default(),
@@ -164,11 +207,15 @@ impl SubPool {
         *c = c.saturating_add_signed(delta);
     }
 
-    /// Picks a never-used index from the cursor. O(1) amortised.
-    fn take_never_used(&mut self) -> Option<u128> {
-        while self.cursor < self.end {
-            let i = self.cursor;
-            self.cursor += 1;
+    fn owner(&self, index: u128) -> usize {
+        ((index + self.flip) & 1) as usize
+    }
+
+    /// Picks a never-used index of owner `bit` from its cursor. O(1) amortised.
+    fn take_never_used(&mut self, bit: usize) -> Option<u128> {
+        while self.cursor[bit] < self.end {
+            let i = self.cursor[bit];
+            self.cursor[bit] += 2;
             if !self.slots.contains_key(&i) {
                 return Some(i);
             }
@@ -176,9 +223,10 @@ impl SubPool {
         None
     }
 
-    /// Picks the oldest freed index. O(1) amortised (stale entries are skipped once).
-    fn take_freed(&mut self) -> Option<u128> {
-        while let Some(i) = self.free.pop_front() {
+    /// Picks the oldest freed index of owner `bit`. O(1) amortised (stale entries are
+    /// skipped once).
+    fn take_freed(&mut self, bit: usize) -> Option<u128> {
+        while let Some(i) = self.free[bit].pop_front() {
             if let Some(s) = self.slots.get_mut(&i) {
                 s.in_free_list = false;
                 if s.lease.state.is_free() {
@@ -214,7 +262,8 @@ impl SubPool {
         }
         let push = lease.state.is_free() && !in_free;
         if push {
-            self.free.push_back(index);
+            let b = self.owner(index);
+            self.free[b].push_back(index);
         }
         self.slots.insert(
             index,
@@ -247,7 +296,11 @@ impl PoolState {
             .map(|k| {
                 let start = (k * size).min(cfg.count);
                 let end = ((k + 1) * size).min(cfg.count);
-                Mutex::new(SubPool::new(start, end))
+                let flip = match cfg.kind {
+                    ResourceKind::Address => cfg.first & 1,
+                    ResourceKind::Prefix => 0,
+                };
+                Mutex::new(SubPool::new(start, end, flip))
             })
             .collect();
         PoolState {
@@ -343,11 +396,54 @@ impl Allocator {
             && *lease.duid == *c.duid
     }
 
-    /// Builds the lease value for `c` holding resource `r` from `now`.
-    fn lease_for(&self, c: &ClientIa, r: ResRef, state: LeaseState, now: u64, until: u64) -> Lease {
+    /// Lifetimes for a lease on a resource whose acknowledged partner lifetime is `ack`:
+    /// the configured ones, capped under failover at max(ack, now) + MCLT (RFC 8156 §4.4).
+    fn lifetimes_at(&self, c: &ClientIa, ack: u64, now: u64, rules: &Rules) -> (u32, u32) {
+        let lt = &self.subnets[c.subnet].lifetimes;
+        let mut valid = lt.valid_secs as u64;
+        if let Some(m) = rules.mclt_secs {
+            valid = valid.min(ack.max(now) + m - now);
+        }
+        let valid = valid.min(u32::MAX as u64) as u32;
+        (lt.preferred_secs.min(valid), valid)
+    }
+
+    /// Applies `mode` to resource `r` for client `c` inside its locked sub-pool.
+    #[allow(clippy::too_many_arguments)]
+    fn apply(
+        &self,
+        sp: &mut SubPool,
+        c: &ClientIa,
+        r: ResRef,
+        mode: AcquireMode,
+        rules: &Rules,
+        now: u64,
+        writes: &mut Vec<Lease>,
+    ) -> Granted {
+        let subnet_id = self.subnets[c.subnet].id;
+        let current = sp.slots.get(&r.index).map(|s| &s.lease);
+        // The partner's acknowledgement speaks for this client's binding only.
+        let ack = current
+            .filter(|l| Self::owns(l, c, subnet_id))
+            .map_or(0, |l| l.partner_ack_until);
+        let (preferred, valid) = self.lifetimes_at(c, ack, now, rules);
+        let (state, until) = match mode {
+            // An offer never downgrades a lease the client already holds.
+            AcquireMode::Offer { .. } if current.is_some_and(|l| l.state == LeaseState::Active) => {
+                let l = &sp.slots[&r.index].lease;
+                return Granted {
+                    addr: l.addr,
+                    prefix_len: l.prefix_len,
+                    preferred_secs: preferred,
+                    valid_secs: valid,
+                };
+            }
+            AcquireMode::Offer { hold_secs } => (LeaseState::Offered, now + hold_secs as u64),
+            AcquireMode::Grant => (LeaseState::Active, now + valid as u64),
+        };
         let sub = &self.subnets[c.subnet];
         let p = &sub.pools[r.pool as usize].cfg;
-        Lease {
+        let lease = Lease {
             kind: c.kind,
             addr: p.resource(r.index),
             prefix_len: p.resource_len,
@@ -355,48 +451,19 @@ impl Allocator {
             state,
             duid: c.duid.into(),
             iaid: c.iaid,
-            preferred_secs: sub.lifetimes.preferred_secs,
-            valid_secs: sub.lifetimes.valid_secs,
+            preferred_secs: preferred,
+            valid_secs: valid,
             cltt: now,
             expires_at: until,
             seq: self.next_seq(),
-        }
-    }
-
-    fn granted(&self, c: &ClientIa, l: &Lease) -> Granted {
-        let lt = &self.subnets[c.subnet].lifetimes;
-        Granted {
-            addr: l.addr,
-            prefix_len: l.prefix_len,
-            preferred_secs: lt.preferred_secs,
-            valid_secs: lt.valid_secs,
-        }
-    }
-
-    /// Applies `mode` to resource `r` for client `c` inside its locked sub-pool.
-    fn apply(
-        &self,
-        sp: &mut SubPool,
-        c: &ClientIa,
-        r: ResRef,
-        mode: AcquireMode,
-        now: u64,
-        writes: &mut Vec<Lease>,
-    ) -> Granted {
-        let valid = self.subnets[c.subnet].lifetimes.valid_secs as u64;
-        let current = sp.slots.get(&r.index).map(|s| s.lease.state);
-        let lease = match mode {
-            // An offer never downgrades a lease the client already holds.
-            AcquireMode::Offer { .. } if current == Some(LeaseState::Active) => {
-                let l = &sp.slots[&r.index].lease;
-                return self.granted(c, l);
-            }
-            AcquireMode::Offer { hold_secs } => {
-                self.lease_for(c, r, LeaseState::Offered, now, now + hold_secs as u64)
-            }
-            AcquireMode::Grant => self.lease_for(c, r, LeaseState::Active, now, now + valid),
+            partner_ack_until: ack,
         };
-        let g = self.granted(c, &lease);
+        let g = Granted {
+            addr: lease.addr,
+            prefix_len: lease.prefix_len,
+            preferred_secs: preferred,
+            valid_secs: valid,
+        };
         if lease.state == LeaseState::Active {
             writes.push(lease.clone());
         }
@@ -405,14 +472,15 @@ impl Allocator {
     }
 
     /// Finds the client's existing lease for this IA, or allocates one: a free `hint` first,
-    /// then the client's home sub-pool, then the next sub-pools in turn. `None` when every
-    /// pool of that kind in the subnet is exhausted. Store writes are appended to `writes`.
+    /// then the client's home sub-pool, then the next sub-pools in turn, from the halves
+    /// `rules` allow. `None` when nothing allowed is free. Store writes go to `writes`.
     pub fn acquire(
         &self,
         now: u64,
         c: &ClientIa,
         hints: &[Ipv6Addr],
         mode: AcquireMode,
+        rules: &Rules,
         writes: &mut Vec<Lease>,
     ) -> Option<Granted> {
         let key = self.key(c);
@@ -425,7 +493,7 @@ impl Allocator {
                 Self::owns(&s.lease, c, subnet_id) && s.lease.state != LeaseState::Declined
             });
             if usable {
-                return Some(self.apply(&mut sp, c, r, mode, now, writes));
+                return Some(self.apply(&mut sp, c, r, mode, rules, now, writes));
             }
             drop(sp);
             index.remove(&key);
@@ -434,38 +502,45 @@ impl Allocator {
             if let Some(r) = self.locate(c.subnet, c.kind, *h) {
                 let pool = &self.subnets[c.subnet].pools[r.pool as usize];
                 let mut sp = lock(pool.subpool_of(r.index));
-                if sp.is_free(r.index) {
-                    let g = self.apply(&mut sp, c, r, mode, now, writes);
+                if sp.is_free(r.index) && rules.may_take(sp.owner(r.index), now) {
+                    let g = self.apply(&mut sp, c, r, mode, rules, now, writes);
                     index.insert(key, r);
                     return Some(g);
                 }
             }
         }
-        // Never-used resources anywhere before freed ones, so a freed lease stays free for its
+        // Our own half(s) first, the partner's only when the rules open it. Within each,
+        // never-used resources anywhere before freed ones, so a freed lease stays free for its
         // last holder as long as possible. Normally the home sub-pool answers at once; the
-        // walk over the others (at most 2 x 64 sub-pools) happens only as pools fill up.
+        // walk over the others (at most 2 x 64 sub-pools per half) happens as pools fill up.
         let home = spread(key) as usize;
-        for fresh in [true, false] {
-            for (pi, pool) in self.subnets[c.subnet].pools.iter().enumerate() {
-                if pool.cfg.kind != c.kind {
-                    continue;
-                }
-                let n = pool.subpools.len();
-                for k in 0..n {
-                    let mut sp = lock(&pool.subpools[(home + k) % n]);
-                    let got = if fresh {
-                        sp.take_never_used()
-                    } else {
-                        sp.take_freed()
-                    };
-                    if let Some(i) = got {
-                        let r = ResRef {
-                            pool: pi as u16,
-                            index: i,
+        let partner_open = rules.partner_from.is_some_and(|t| now >= t);
+        for (bit, own) in [(0usize, true), (1, true), (0, false), (1, false)] {
+            if own != rules.owned[bit] || (!own && !partner_open) {
+                continue;
+            }
+            for fresh in [true, false] {
+                for (pi, pool) in self.subnets[c.subnet].pools.iter().enumerate() {
+                    if pool.cfg.kind != c.kind {
+                        continue;
+                    }
+                    let n = pool.subpools.len();
+                    for k in 0..n {
+                        let mut sp = lock(&pool.subpools[(home + k) % n]);
+                        let got = if fresh {
+                            sp.take_never_used(bit)
+                        } else {
+                            sp.take_freed(bit)
                         };
-                        let g = self.apply(&mut sp, c, r, mode, now, writes);
-                        index.insert(key, r);
-                        return Some(g);
+                        if let Some(i) = got {
+                            let r = ResRef {
+                                pool: pi as u16,
+                                index: i,
+                            };
+                            let g = self.apply(&mut sp, c, r, mode, rules, now, writes);
+                            index.insert(key, r);
+                            return Some(g);
+                        }
                     }
                 }
             }
@@ -475,7 +550,9 @@ impl Allocator {
 
     /// Renew/Rebind one address or prefix the client names. A lease the client holds is
     /// extended; one that is free (expired, released, never used) is given back to it when
-    /// `create_if_free` (so clients keep their leases across a server that lost them).
+    /// `create_if_free` and `rules` allow taking it (so clients keep their leases across a
+    /// server that lost them).
+    #[allow(clippy::too_many_arguments)]
     pub fn extend(
         &self,
         now: u64,
@@ -483,6 +560,7 @@ impl Allocator {
         addr: Ipv6Addr,
         prefix_len: u8,
         create_if_free: bool,
+        rules: &Rules,
         writes: &mut Vec<Lease>,
     ) -> Extended {
         let Some(r) = self.locate(c.subnet, c.kind, addr) else {
@@ -496,16 +574,17 @@ impl Allocator {
         let subnet_id = self.subnets[c.subnet].id;
         let mut index = lock(self.shard(key));
         let mut sp = lock(pool.subpool_of(r.index));
+        let may_create = create_if_free && rules.may_take(sp.owner(r.index), now);
         let ok = match sp.slots.get(&r.index) {
             Some(s) if s.lease.state == LeaseState::Declined => false,
             Some(s) if Self::owns(&s.lease, c, subnet_id) => true,
-            Some(s) => create_if_free && s.lease.state.is_free(),
-            None => create_if_free,
+            Some(s) => may_create && s.lease.state.is_free(),
+            None => may_create,
         };
         if !ok {
             return Extended::NotOwned;
         }
-        let g = self.apply(&mut sp, c, r, AcquireMode::Grant, now, writes);
+        let g = self.apply(&mut sp, c, r, AcquireMode::Grant, rules, now, writes);
         index.insert(key, r);
         Extended::Extended(g)
     }
@@ -521,7 +600,12 @@ impl Allocator {
         let s = sp.slots.get(&r.index)?;
         (Self::owns(&s.lease, c, subnet_id)
             && matches!(s.lease.state, LeaseState::Active | LeaseState::Offered))
-        .then(|| self.granted(c, &s.lease))
+        .then(|| Granted {
+            addr: s.lease.addr,
+            prefix_len: s.lease.prefix_len,
+            preferred_secs: s.lease.preferred_secs,
+            valid_secs: s.lease.valid_secs,
+        })
     }
 
     /// Ends the client's lease on `addr` as Released (or Declined for `decline_hold_secs`
@@ -614,8 +698,9 @@ impl Allocator {
         let key = client_key(lease.subnet_id, lease.kind, &lease.duid, lease.iaid);
         let mut index = lock(self.shard(key));
         let mut sp = lock(pool.subpool_of(r.index));
-        if r.index >= sp.cursor {
-            sp.cursor = r.index + 1;
+        let b = sp.owner(r.index);
+        if r.index >= sp.cursor[b] {
+            sp.cursor[b] = r.index + 2;
         }
         sp.set(r.index, lease);
         index.insert(key, r);
@@ -629,9 +714,88 @@ impl Allocator {
             for pool in &sub.pools {
                 for m in pool.subpools.iter() {
                     let mut sp = lock(m);
-                    let mut v: Vec<u128> = sp.free.drain(..).collect();
-                    v.sort_by_key(|i| sp.slots.get(i).map_or(0, |s| s.lease.expires_at));
-                    sp.free = v.into();
+                    for b in 0..2 {
+                        let mut v: Vec<u128> = sp.free[b].drain(..).collect();
+                        v.sort_by_key(|i| sp.slots.get(i).map_or(0, |s| s.lease.expires_at));
+                        sp.free[b] = v.into();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Failover: the partner acknowledged a binding update for `lease` with partner lifetime
+    /// `ack_until`. If the resource is still held by the same client, its acknowledged partner
+    /// lifetime grows to that, and the changed lease is returned to be stored.
+    pub fn record_ack(&self, lease: &Lease, ack_until: u64) -> Option<Lease> {
+        let sn = self.subnets.iter().position(|s| s.id == lease.subnet_id)?;
+        let r = self.locate(sn, lease.kind, lease.addr)?;
+        let mut sp = lock(self.subnets[sn].pools[r.pool as usize].subpool_of(r.index));
+        let slot = sp.slots.get_mut(&r.index)?;
+        let l = &mut slot.lease;
+        if l.duid != lease.duid || l.iaid != lease.iaid || ack_until <= l.partner_ack_until {
+            return None;
+        }
+        l.partner_ack_until = ack_until;
+        l.seq = self.next_seq();
+        Some(l.clone())
+    }
+
+    /// Failover: takes in a binding the partner sent (BNDUPD). The partner's view wins when
+    /// the resource is free here, held by the same client, or the partner's transaction with
+    /// the client is newer; otherwise it is refused (`Err` with our conflicting lease). The
+    /// accepted lease, to be stored before acknowledging, is returned.
+    pub fn apply_partner_update(&self, incoming: &Lease) -> Result<Lease, Lease> {
+        let Some(sn) = self.subnets.iter().position(|s| s.id == incoming.subnet_id) else {
+            return Err(incoming.clone());
+        };
+        let Some(r) = self.locate(sn, incoming.kind, incoming.addr) else {
+            return Err(incoming.clone());
+        };
+        let key = client_key(
+            incoming.subnet_id,
+            incoming.kind,
+            &incoming.duid,
+            incoming.iaid,
+        );
+        let mut index = lock(self.shard(key));
+        let mut sp = lock(self.subnets[sn].pools[r.pool as usize].subpool_of(r.index));
+        if let Some(s) = sp.slots.get(&r.index) {
+            let l = &s.lease;
+            let same_client = l.duid == incoming.duid && l.iaid == incoming.iaid;
+            let ours_live = matches!(
+                l.state,
+                LeaseState::Active | LeaseState::Offered | LeaseState::Declined
+            );
+            if !same_client && ours_live && l.cltt >= incoming.cltt {
+                return Err(l.clone());
+            }
+            if same_client && l.cltt > incoming.cltt && l.state == LeaseState::Active {
+                return Err(l.clone()); // we saw the client more recently
+            }
+        }
+        let mut l = incoming.clone();
+        l.seq = self.next_seq();
+        let b = sp.owner(r.index);
+        if r.index >= sp.cursor[b] && l.state != LeaseState::Offered {
+            // The partner used it: it is no longer never-used here either.
+            sp.cursor[b] = sp.cursor[b].max(r.index + 2);
+        }
+        sp.set(r.index, l.clone());
+        index.insert(key, r);
+        Ok(l)
+    }
+
+    /// Every lease in the table (failover UPDREQALL, tests). Visits one sub-pool at a time.
+    pub fn for_each_lease(&self, mut f: impl FnMut(&Lease)) {
+        for sub in &self.subnets {
+            for pool in &sub.pools {
+                for m in pool.subpools.iter() {
+                    let sp = lock(m);
+                    sp.slots
+                        .values()
+                        .filter(|s| s.lease.state != LeaseState::Offered)
+                        .for_each(|s| f(&s.lease));
                 }
             }
         }
@@ -712,16 +876,37 @@ mod tests {
         for i in 0..256u32 {
             let d = i.to_be_bytes();
             let g = a
-                .acquire(10, &ia(&d, 1), &[], AcquireMode::Grant, &mut w)
+                .acquire(
+                    10,
+                    &ia(&d, 1),
+                    &[],
+                    AcquireMode::Grant,
+                    &Rules::STANDALONE,
+                    &mut w,
+                )
                 .unwrap();
             assert!(seen.insert(g.addr), "{} handed out twice", g.addr);
             let again = a
-                .acquire(11, &ia(&d, 1), &[], AcquireMode::Grant, &mut w)
+                .acquire(
+                    11,
+                    &ia(&d, 1),
+                    &[],
+                    AcquireMode::Grant,
+                    &Rules::STANDALONE,
+                    &mut w,
+                )
                 .unwrap();
             assert_eq!(again.addr, g.addr);
         }
         assert_eq!(
-            a.acquire(12, &ia(b"late", 1), &[], AcquireMode::Grant, &mut w),
+            a.acquire(
+                12,
+                &ia(b"late", 1),
+                &[],
+                AcquireMode::Grant,
+                &Rules::STANDALONE,
+                &mut w
+            ),
             None
         );
         assert_eq!(w.len(), 512);
@@ -734,11 +919,25 @@ mod tests {
         let mut w = Vec::new();
         let h: Ipv6Addr = "2001:db8::1a0".parse().unwrap();
         let g = a
-            .acquire(1, &ia(b"a", 1), &[h], AcquireMode::Grant, &mut w)
+            .acquire(
+                1,
+                &ia(b"a", 1),
+                &[h],
+                AcquireMode::Grant,
+                &Rules::STANDALONE,
+                &mut w,
+            )
             .unwrap();
         assert_eq!(g.addr, h);
         let g2 = a
-            .acquire(1, &ia(b"b", 1), &[h], AcquireMode::Grant, &mut w)
+            .acquire(
+                1,
+                &ia(b"b", 1),
+                &[h],
+                AcquireMode::Grant,
+                &Rules::STANDALONE,
+                &mut w,
+            )
             .unwrap();
         assert_ne!(g2.addr, h);
         // Outside the pool: ignored.
@@ -748,6 +947,7 @@ mod tests {
                 &ia(b"c", 1),
                 &["2001:db8::5".parse().unwrap()],
                 AcquireMode::Grant,
+                &Rules::STANDALONE,
                 &mut w,
             )
             .unwrap();
@@ -761,13 +961,34 @@ mod tests {
         );
         let mut w = Vec::new();
         let g1 = a
-            .acquire(0, &ia(b"a", 1), &[], AcquireMode::Grant, &mut w)
+            .acquire(
+                0,
+                &ia(b"a", 1),
+                &[],
+                AcquireMode::Grant,
+                &Rules::STANDALONE,
+                &mut w,
+            )
             .unwrap();
         let g2 = a
-            .acquire(0, &ia(b"b", 1), &[], AcquireMode::Grant, &mut w)
+            .acquire(
+                0,
+                &ia(b"b", 1),
+                &[],
+                AcquireMode::Grant,
+                &Rules::STANDALONE,
+                &mut w,
+            )
             .unwrap();
         assert_eq!(
-            a.acquire(0, &ia(b"c", 1), &[], AcquireMode::Grant, &mut w),
+            a.acquire(
+                0,
+                &ia(b"c", 1),
+                &[],
+                AcquireMode::Grant,
+                &Rules::STANDALONE,
+                &mut w
+            ),
             None
         );
         w.clear();
@@ -776,21 +997,42 @@ mod tests {
         assert!(w.iter().all(|l| l.state == LeaseState::Expired));
         // a comes back first and gets its own address, not the oldest free one.
         assert_eq!(
-            a.acquire(200, &ia(b"a", 1), &[], AcquireMode::Grant, &mut w)
-                .unwrap()
-                .addr,
+            a.acquire(
+                200,
+                &ia(b"a", 1),
+                &[],
+                AcquireMode::Grant,
+                &Rules::STANDALONE,
+                &mut w
+            )
+            .unwrap()
+            .addr,
             g1.addr
         );
         // c takes the remaining one (b's), since nothing else is free.
         assert_eq!(
-            a.acquire(200, &ia(b"c", 1), &[], AcquireMode::Grant, &mut w)
-                .unwrap()
-                .addr,
+            a.acquire(
+                200,
+                &ia(b"c", 1),
+                &[],
+                AcquireMode::Grant,
+                &Rules::STANDALONE,
+                &mut w
+            )
+            .unwrap()
+            .addr,
             g2.addr
         );
         // b's stale index entry must not give it c's lease.
         assert_eq!(
-            a.acquire(200, &ia(b"b", 1), &[], AcquireMode::Grant, &mut w),
+            a.acquire(
+                200,
+                &ia(b"b", 1),
+                &[],
+                AcquireMode::Grant,
+                &Rules::STANDALONE,
+                &mut w
+            ),
             None
         );
     }
@@ -805,6 +1047,7 @@ mod tests {
                 &ia(b"a", 1),
                 &[],
                 AcquireMode::Offer { hold_secs: 5 },
+                &Rules::STANDALONE,
                 &mut w,
             )
             .unwrap();
@@ -815,6 +1058,7 @@ mod tests {
                 &ia(b"b", 1),
                 &[],
                 AcquireMode::Offer { hold_secs: 5 },
+                &Rules::STANDALONE,
                 &mut w
             ),
             None
@@ -822,9 +1066,16 @@ mod tests {
         assert_eq!(a.reclaim(5, &mut w), 1);
         assert!(w.is_empty(), "a lapsed offer is not stored");
         assert_eq!(
-            a.acquire(6, &ia(b"b", 1), &[], AcquireMode::Grant, &mut w)
-                .unwrap()
-                .addr,
+            a.acquire(
+                6,
+                &ia(b"b", 1),
+                &[],
+                AcquireMode::Grant,
+                &Rules::STANDALONE,
+                &mut w
+            )
+            .unwrap()
+            .addr,
             g.addr
         );
     }
@@ -834,18 +1085,41 @@ mod tests {
         let a = alloc("pools=[{range=\"2001:db8::100-2001:db8::1ff\"}]");
         let mut w = Vec::new();
         let g = a
-            .acquire(0, &ia(b"a", 1), &[], AcquireMode::Grant, &mut w)
+            .acquire(
+                0,
+                &ia(b"a", 1),
+                &[],
+                AcquireMode::Grant,
+                &Rules::STANDALONE,
+                &mut w,
+            )
             .unwrap();
         assert!(
             !a.end(1, &ia(b"b", 1), g.addr, None, &mut w),
             "not b's to release"
         );
         assert_eq!(
-            a.extend(1, &ia(b"b", 1), g.addr, 128, true, &mut w),
+            a.extend(
+                1,
+                &ia(b"b", 1),
+                g.addr,
+                128,
+                true,
+                &Rules::STANDALONE,
+                &mut w
+            ),
             Extended::NotOwned
         );
         assert!(matches!(
-            a.extend(1, &ia(b"a", 1), g.addr, 128, false, &mut w),
+            a.extend(
+                1,
+                &ia(b"a", 1),
+                g.addr,
+                128,
+                false,
+                &Rules::STANDALONE,
+                &mut w
+            ),
             Extended::Extended(_)
         ));
         assert_eq!(
@@ -855,6 +1129,7 @@ mod tests {
                 "2001:db9::1".parse().unwrap(),
                 128,
                 true,
+                &Rules::STANDALONE,
                 &mut w
             ),
             Extended::NotInPool
@@ -865,12 +1140,27 @@ mod tests {
             LeaseState::Declined
         );
         assert_eq!(
-            a.extend(3, &ia(b"a", 1), g.addr, 128, true, &mut w),
+            a.extend(
+                3,
+                &ia(b"a", 1),
+                g.addr,
+                128,
+                true,
+                &Rules::STANDALONE,
+                &mut w
+            ),
             Extended::NotOwned
         );
         // The declined address is not handed out again while held.
         let g2 = a
-            .acquire(3, &ia(b"a", 1), &[g.addr], AcquireMode::Grant, &mut w)
+            .acquire(
+                3,
+                &ia(b"a", 1),
+                &[g.addr],
+                AcquireMode::Grant,
+                &Rules::STANDALONE,
+                &mut w,
+            )
             .unwrap();
         assert_ne!(g2.addr, g.addr);
         assert!(a.end(4, &ia(b"a", 1), g2.addr, None, &mut w));
@@ -882,6 +1172,7 @@ mod tests {
                 "2001:db8::1f0".parse().unwrap(),
                 128,
                 true,
+                &Rules::STANDALONE,
                 &mut w
             ),
             Extended::Extended(_)
@@ -901,7 +1192,9 @@ mod tests {
             duid: b"x",
             iaid: 1,
         };
-        let g = a.acquire(0, &c1, &[], AcquireMode::Grant, &mut w).unwrap();
+        let g = a
+            .acquire(0, &c1, &[], AcquireMode::Grant, &Rules::STANDALONE, &mut w)
+            .unwrap();
         assert_eq!(g.prefix_len, 56);
         let p = &c.subnets[0].pools[0];
         let idx = p.index_of(g.addr).unwrap();
@@ -930,8 +1223,15 @@ mod tests {
         let a = alloc("pools=[{range=\"2001:db8::100-2001:db8::1ff\"}]");
         let mut w = Vec::new();
         for i in 0..10u32 {
-            a.acquire(0, &ia(&i.to_be_bytes(), 1), &[], AcquireMode::Grant, &mut w)
-                .unwrap();
+            a.acquire(
+                0,
+                &ia(&i.to_be_bytes(), 1),
+                &[],
+                AcquireMode::Grant,
+                &Rules::STANDALONE,
+                &mut w,
+            )
+            .unwrap();
         }
         let g0 = a.current(&ia(&0u32.to_be_bytes(), 1)).unwrap();
         a.end(1, &ia(&0u32.to_be_bytes(), 1), g0.addr, None, &mut w);
@@ -953,11 +1253,223 @@ mod tests {
             .map(|i| a.current(&ia(&i.to_be_bytes(), 1)).unwrap().addr)
             .collect();
         for i in 100..1000u32 {
-            match b.acquire(2, &ia(&i.to_be_bytes(), 1), &[], AcquireMode::Grant, &mut w) {
+            match b.acquire(
+                2,
+                &ia(&i.to_be_bytes(), 1),
+                &[],
+                AcquireMode::Grant,
+                &Rules::STANDALONE,
+                &mut w,
+            ) {
                 Some(g) => assert!(held.insert(g.addr), "{} given twice after restore", g.addr),
                 None => break,
             }
         }
         assert_eq!(held.len(), 256);
+    }
+
+    fn rules(own: usize, partner_from: Option<u64>, mclt: Option<u64>) -> Rules {
+        let mut owned = [false, false];
+        owned[own] = true;
+        Rules {
+            owned,
+            partner_from,
+            mclt_secs: mclt,
+        }
+    }
+
+    #[test]
+    fn independent_allocation_splits_addresses_by_bit_127() {
+        let a = alloc("pools=[{range=\"2001:db8::100-2001:db8::1ff\"}]");
+        let mut w = Vec::new();
+        let primary = rules(PRIMARY_BIT, None, None);
+        let secondary = rules(1 - PRIMARY_BIT, None, None);
+        for i in 0..128u32 {
+            let g = a
+                .acquire(
+                    0,
+                    &ia(&i.to_be_bytes(), 1),
+                    &[],
+                    AcquireMode::Grant,
+                    &primary,
+                    &mut w,
+                )
+                .unwrap();
+            assert_eq!(u128::from(g.addr) & 1, 1, "primary handed out {}", g.addr);
+        }
+        assert_eq!(
+            a.acquire(
+                0,
+                &ia(b"p-late", 1),
+                &[],
+                AcquireMode::Grant,
+                &primary,
+                &mut w
+            ),
+            None,
+            "primary's half is used up"
+        );
+        // A hint in the primary's half is not honoured for the secondary.
+        let g = a
+            .acquire(
+                0,
+                &ia(b"s", 1),
+                &["2001:db8::101".parse().unwrap()],
+                AcquireMode::Grant,
+                &secondary,
+                &mut w,
+            )
+            .unwrap();
+        assert_eq!(u128::from(g.addr) & 1, 0);
+    }
+
+    #[test]
+    fn partner_half_opens_only_at_its_time_and_after_our_own() {
+        let a = alloc("pools=[{range=\"2001:db8::100-2001:db8::103\"}]");
+        let mut w = Vec::new();
+        let r = rules(PRIMARY_BIT, Some(1000), None);
+        let mut got = Vec::new();
+        for i in 0..2u32 {
+            got.push(
+                a.acquire(
+                    10,
+                    &ia(&i.to_be_bytes(), 1),
+                    &[],
+                    AcquireMode::Grant,
+                    &r,
+                    &mut w,
+                )
+                .unwrap()
+                .addr,
+            );
+        }
+        assert!(
+            got.iter().all(|g| u128::from(*g) & 1 == 1),
+            "own half first: {got:?}"
+        );
+        assert_eq!(
+            a.acquire(999, &ia(b"x", 1), &[], AcquireMode::Grant, &r, &mut w),
+            None
+        );
+        let g = a
+            .acquire(1000, &ia(b"x", 1), &[], AcquireMode::Grant, &r, &mut w)
+            .unwrap();
+        assert_eq!(
+            u128::from(g.addr) & 1,
+            0,
+            "partner's half after PARTNER-DOWN + MCLT"
+        );
+        // Creating a binding on the partner's half through Renew follows the same rule.
+        let free_partner: Ipv6Addr = "2001:db8::102".parse().unwrap();
+        let strict = rules(PRIMARY_BIT, None, None);
+        if a.lookup(ResourceKind::Address, free_partner).is_none() {
+            assert_eq!(
+                a.extend(5, &ia(b"y", 1), free_partner, 128, true, &strict, &mut w),
+                Extended::NotOwned
+            );
+        }
+    }
+
+    #[test]
+    fn mclt_caps_lifetimes_until_the_partner_acknowledges() {
+        // valid 7200 by default; MCLT 600.
+        let a = alloc("pools=[{range=\"2001:db8::100-2001:db8::1ff\"}]");
+        let mut w = Vec::new();
+        let r = rules(PRIMARY_BIT, None, Some(600));
+        let c = ia(b"m", 1);
+        let g = a
+            .acquire(1000, &c, &[], AcquireMode::Grant, &r, &mut w)
+            .unwrap();
+        assert_eq!(g.valid_secs, 600, "nothing acknowledged: at most MCLT");
+        assert!(g.preferred_secs <= g.valid_secs);
+        let lease = w.last().unwrap().clone();
+        assert_eq!(lease.expires_at, 1600);
+        // The partner acknowledges a partner lifetime of 1000 + 600 + 7200.
+        let acked = a.record_ack(&lease, 8800).unwrap();
+        assert_eq!(acked.partner_ack_until, 8800);
+        assert!(
+            a.record_ack(&lease, 100).is_none(),
+            "an older acknowledgement changes nothing"
+        );
+        let g2 = a
+            .acquire(1300, &c, &[], AcquireMode::Grant, &r, &mut w)
+            .unwrap();
+        assert_eq!(
+            g2.valid_secs, 7200,
+            "acknowledged: full lifetime fits under ack + MCLT"
+        );
+        // Without failover (standalone) no cap at all.
+        let g3 = a
+            .acquire(
+                1300,
+                &ia(b"n", 1),
+                &[],
+                AcquireMode::Grant,
+                &Rules::STANDALONE,
+                &mut w,
+            )
+            .unwrap();
+        assert_eq!(g3.valid_secs, 7200);
+    }
+
+    #[test]
+    fn partner_updates_are_taken_unless_we_saw_another_client_later() {
+        let a = alloc("pools=[{range=\"2001:db8::100-2001:db8::1ff\"}]");
+        let mut w = Vec::new();
+        let g = a
+            .acquire(
+                100,
+                &ia(b"ours", 1),
+                &[],
+                AcquireMode::Grant,
+                &Rules::STANDALONE,
+                &mut w,
+            )
+            .unwrap();
+        let mut theirs = w.last().unwrap().clone();
+        theirs.duid = b"theirs".to_vec().into();
+        theirs.cltt = 50;
+        assert!(
+            a.apply_partner_update(&theirs).is_err(),
+            "our client is newer: refused"
+        );
+        theirs.cltt = 200;
+        let taken = a.apply_partner_update(&theirs).unwrap();
+        assert_eq!(&*taken.duid, b"theirs");
+        assert_eq!(
+            a.lookup(ResourceKind::Address, g.addr).unwrap().duid,
+            taken.duid
+        );
+        // The partner's client now owns it here too: our old client does not get it back.
+        let again = a
+            .acquire(
+                300,
+                &ia(b"ours", 1),
+                &[],
+                AcquireMode::Grant,
+                &Rules::STANDALONE,
+                &mut w,
+            )
+            .unwrap();
+        assert_ne!(again.addr, g.addr);
+        // A resource the partner used is no longer handed out as never-used.
+        let mut fresh = taken.clone();
+        fresh.addr = "2001:db8::1fe".parse().unwrap();
+        fresh.duid = b"z".to_vec().into();
+        a.apply_partner_update(&fresh).unwrap();
+        let mut seen = std::collections::HashSet::new();
+        for i in 0..300u32 {
+            if let Some(g) = a.acquire(
+                400,
+                &ia(&i.to_be_bytes(), 9),
+                &[],
+                AcquireMode::Grant,
+                &Rules::STANDALONE,
+                &mut w,
+            ) {
+                assert_ne!(g.addr, fresh.addr);
+                assert!(seen.insert(g.addr));
+            }
+        }
     }
 }

@@ -369,6 +369,7 @@ mod tests {
             cltt: 3,
             expires_at: 4,
             seq,
+            partner_ack_until: 0,
         }
     }
 

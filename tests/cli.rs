@@ -169,3 +169,34 @@ fn second_server_on_the_same_store_is_refused_and_sigterm_stops_cleanly() {
     std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut log).unwrap();
     assert!(log.contains("stopped"), "{log}");
 }
+
+#[test]
+fn second_server_on_the_same_port_is_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let f1 = d.path().join("a.toml");
+    std::fs::write(&f1, good(port, &d.path().join("data-a"))).unwrap();
+    let mut first = Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .args(["serve", "--config", f1.to_str().unwrap()])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !d.path().join("data-a").join("data.mdb").exists() {
+        assert!(Instant::now() < deadline, "first server did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let f2 = d.path().join("b.toml");
+    std::fs::write(&f2, good(port, &d.path().join("data-b"))).unwrap();
+    let o = tandem(&["serve", "--config", f2.to_str().unwrap()], d.path());
+    let _ = first.kill();
+    let _ = first.wait();
+    assert_eq!(
+        o.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("in use by another process"));
+}

@@ -378,6 +378,9 @@ impl Server {
             n => n,
         };
         let specs = listeners(&cfg);
+        for spec in &specs {
+            UdpPath::check_free(spec).map_err(StartError::Socket)?;
+        }
         let mut paths = Vec::new();
         for spec in &specs {
             for w in 0..workers {

@@ -106,6 +106,17 @@ impl UdpPath {
             .map_err(|e| io::Error::new(e.kind(), format!("bind {bind}: {e}")))?;
         let sock: UdpSocket = s2.into();
         if let ListenSpec::Multicast { interfaces, .. } = spec {
+            // Linux hands a multicast datagram to every socket bound to the port, SO_REUSEPORT
+            // or not, so with IPV6_MULTICAST_ALL off only the one socket that joined the group
+            // receives it (once). Unicast and relayed traffic still spreads over all workers.
+            socket2::SockRef::from(&sock).set_multicast_all_v6(false)?;
+            if worker != 0 {
+                return Ok(UdpPath {
+                    sock,
+                    bufs: vec![0u8; RECV_BATCH_MAX * DATAGRAM_LEN_MAX],
+                    lens: [0; RECV_BATCH_MAX],
+                });
+            }
             for name in interfaces {
                 sock.join_multicast_v6(&ALL_DHCP_RELAY_AGENTS_AND_SERVERS, ifindex(name)?)
                     .map_err(|e| {
@@ -127,6 +138,27 @@ impl UdpPath {
             sock,
             bufs: vec![0u8; RECV_BATCH_MAX * DATAGRAM_LEN_MAX],
             lens: [0; RECV_BATCH_MAX],
+        })
+    }
+
+    /// Fails if another process already listens where `spec` would: every worker socket uses
+    /// SO_REUSEPORT, which would otherwise let a second server silently share the traffic.
+    pub fn check_free(spec: &ListenSpec) -> io::Result<()> {
+        let bind = match spec {
+            ListenSpec::Unicast(a) => *a,
+            ListenSpec::Multicast { port, .. } => {
+                SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, *port, 0, 0)
+            }
+        };
+        let s = Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP))?;
+        s.set_only_v6(true)?;
+        s.bind(&bind.into()).map_err(|e| {
+            let why = if e.kind() == io::ErrorKind::AddrInUse {
+                "in use by another process".to_string()
+            } else {
+                e.to_string()
+            };
+            io::Error::new(e.kind(), format!("bind {bind}: {why}"))
         })
     }
 

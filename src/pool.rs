@@ -600,7 +600,7 @@ impl Allocator {
         let s = sp.slots.get(&r.index)?;
         (Self::owns(&s.lease, c, subnet_id)
             && matches!(s.lease.state, LeaseState::Active | LeaseState::Offered))
-        .then(|| Granted {
+        .then_some(Granted {
             addr: s.lease.addr,
             prefix_len: s.lease.prefix_len,
             preferred_secs: s.lease.preferred_secs,

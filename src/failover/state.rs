@@ -539,8 +539,9 @@ impl Endpoint {
         }
     }
 
-    /// Called when the link comes up while in RECOVER or POTENTIAL-CONFLICT, after the STATE
-    /// exchange: re-issues the pending update request (RFC 8156: re-send when comms return).
+    /// The update request this state needs from the partner, if any: RECOVER asks for what it
+    /// missed (or everything), POTENTIAL-CONFLICT has the primary ask first and the secondary
+    /// once the primary is CONFLICT-DONE. Re-issued when the link comes back.
     pub fn pending_request(&self) -> Option<Action> {
         match (self.state, self.role) {
             (ServerState::Recover, _) => Some(if self.p.store_was_empty {
@@ -549,6 +550,14 @@ impl Endpoint {
                 Action::SendUpdReq
             }),
             (ServerState::PotentialConflict, Role::Primary) => Some(Action::SendUpdReq),
+            // The primary has our updates (CONFLICT-DONE): now we take its own.
+            (ServerState::PotentialConflict, Role::Secondary)
+                if self
+                    .partner
+                    .is_some_and(|p| p.0 == ServerState::ConflictDone) =>
+            {
+                Some(Action::SendUpdReq)
+            }
             _ => None,
         }
     }

@@ -1,0 +1,297 @@
+//! One failover server, sans-IO: the DHCPv6 engine, the endpoint state machine and the partner
+//! session joined together. The deterministic simulator drives it with simulated clocks and
+//! networks; the real server drives the same calls from its threads.
+//!
+//! Ordering rules it keeps: a lease change is in [`NodeOut::store`] (to be made durable) before
+//! the reply that announces it and before the BNDUPD that tells the partner; a partner's binding
+//! is stored before the BNDREPLY that acknowledges it; endpoint state is persisted before the
+//! STATE message that announces it.
+
+use super::peer::{MAX_UNACKED_DEFAULT, Peer, PeerMsg};
+use super::state::{Action, Endpoint, EndpointConfig, Event, Persisted, Role, ServerState};
+use crate::config::Config;
+use crate::engine::{Engine, Outcome, Policy, Received, Scratch};
+use crate::lease::Lease;
+use crate::pool::Allocator;
+use std::sync::Arc;
+
+/// What a node asks its surroundings to do after a call, in this order: make `store` and
+/// `persist` durable, then send `to_peer`, then (for client calls) the reply.
+#[derive(Debug, Default)]
+pub struct NodeOut {
+    /// Lease records to store.
+    pub store: Vec<Lease>,
+    /// Endpoint state to store (the last one wins).
+    pub persist: Option<Persisted>,
+    /// Messages for the partner (dropped by the caller when the link is down).
+    pub to_peer: Vec<PeerMsg>,
+    /// State changes (for logs, metrics and tests).
+    pub changes: Vec<(ServerState, ServerState)>,
+}
+
+impl NodeOut {
+    /// Empties every list.
+    pub fn clear(&mut self) {
+        self.store.clear();
+        self.persist = None;
+        self.to_peer.clear();
+        self.changes.clear();
+    }
+}
+
+/// A failover server.
+pub struct Node {
+    engine: Engine,
+    alloc: Arc<Allocator>,
+    endpoint: Endpoint,
+    peer: Peer,
+    mclt_secs: u64,
+    request_outstanding: bool,
+    scratch: Scratch,
+    actions: Vec<Action>,
+    writes: Vec<Lease>,
+}
+
+impl Node {
+    /// Starts a node from what its store holds (`leases`, `persisted`), at `now`.
+    pub fn start(
+        config: Arc<Config>,
+        duid: Box<[u8]>,
+        role: Role,
+        fo: EndpointConfig,
+        leases: impl IntoIterator<Item = Lease>,
+        persisted: Option<Persisted>,
+        now: u64,
+    ) -> Node {
+        let alloc = Arc::new(Allocator::new(&config.subnets));
+        for l in leases {
+            let _ = alloc.restore(l);
+        }
+        alloc.finish_restore();
+        let desired_valid = config
+            .subnets
+            .iter()
+            .map(|s| s.lifetimes.valid_secs as u64)
+            .max()
+            .unwrap_or(0);
+        Node {
+            engine: Engine::new(config, duid, alloc.clone()),
+            alloc,
+            endpoint: Endpoint::start(role, fo, persisted, now),
+            peer: Peer::new(MAX_UNACKED_DEFAULT, desired_valid),
+            mclt_secs: fo.mclt_secs,
+            request_outstanding: false,
+            scratch: Scratch::default(),
+            actions: Vec::new(),
+            writes: Vec::new(),
+        }
+    }
+
+    /// The endpoint (state, role, serving rules).
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    /// The lease table.
+    pub fn allocator(&self) -> &Allocator {
+        &self.alloc
+    }
+
+    /// The server DUID.
+    pub fn duid(&self) -> &[u8] {
+        self.engine.duid()
+    }
+
+    /// Binding updates not yet acknowledged by the partner.
+    pub fn backlog(&self) -> usize {
+        self.peer.backlog()
+    }
+
+    /// The engine policy for the current state.
+    pub fn policy(&self) -> Policy {
+        Policy::failover(
+            &self.endpoint.serving(),
+            self.endpoint.role(),
+            self.mclt_secs,
+        )
+    }
+
+    /// A client datagram. Lease changes go to `out.store` and to the partner's backlog.
+    pub fn on_client(&mut self, rx: &Received, reply: &mut Vec<u8>, out: &mut NodeOut) -> Outcome {
+        let policy = self.policy();
+        self.writes.clear();
+        let o = self
+            .engine
+            .handle_with(&policy, rx, reply, &mut self.scratch, &mut self.writes);
+        for l in self.writes.drain(..) {
+            self.peer.enqueue(&l);
+            out.store.push(l);
+        }
+        self.flush(rx.now_secs, out);
+        o
+    }
+
+    /// The link to the partner came up (after CONNECT/CONNECTREPLY).
+    pub fn link_up(&mut self, now: u64, out: &mut NodeOut) {
+        self.request_outstanding = false;
+        self.endpoint.handle(now, Event::LinkUp, &mut self.actions);
+        self.run_actions(now, out);
+    }
+
+    /// The link to the partner went down.
+    pub fn link_down(&mut self, now: u64, out: &mut NodeOut) {
+        self.request_outstanding = false;
+        self.peer.link_down();
+        self.endpoint
+            .handle(now, Event::LinkDown, &mut self.actions);
+        self.run_actions(now, out);
+    }
+
+    /// The operator declares the partner down.
+    pub fn operator_partner_down(&mut self, now: u64, out: &mut NodeOut) {
+        self.endpoint
+            .handle(now, Event::OperatorPartnerDown, &mut self.actions);
+        self.run_actions(now, out);
+    }
+
+    /// Timers: the endpoint's, and lease reclamation.
+    pub fn tick(&mut self, now: u64, out: &mut NodeOut) {
+        self.endpoint.tick(now, &mut self.actions);
+        self.run_actions(now, out);
+        self.writes.clear();
+        self.alloc.reclaim(now, &mut self.writes);
+        for l in self.writes.drain(..) {
+            self.peer.enqueue(&l);
+            out.store.push(l);
+        }
+        self.flush(now, out);
+    }
+
+    /// A message from the partner.
+    pub fn on_peer(&mut self, now: u64, msg: PeerMsg, out: &mut NodeOut) {
+        match msg {
+            PeerMsg::State {
+                state,
+                since,
+                starting,
+                communicated,
+            } => {
+                self.endpoint.handle(
+                    now,
+                    Event::PartnerState {
+                        state,
+                        since,
+                        starting,
+                        communicated,
+                    },
+                    &mut self.actions,
+                );
+                self.run_actions(now, out);
+                self.maybe_request(out);
+            }
+            PeerMsg::BndUpd {
+                xid,
+                lease,
+                partner_lifetime,
+            } => {
+                let mut incoming = lease;
+                // What the partner may consider in use until is what bounds our own renewals
+                // of this binding (RFC 8156 §4.4: the latest of acknowledged, now, received).
+                incoming.partner_ack_until = incoming.partner_ack_until.max(partner_lifetime);
+                let accepted = match self.alloc.apply_partner_update(&incoming) {
+                    Ok(stored) => {
+                        out.store.push(stored);
+                        true
+                    }
+                    Err(_ours) => false,
+                };
+                out.to_peer.push(PeerMsg::BndReply {
+                    xid,
+                    accepted,
+                    partner_lifetime_sent: partner_lifetime,
+                });
+            }
+            PeerMsg::BndReply {
+                xid,
+                accepted,
+                partner_lifetime_sent,
+            } => {
+                if let Some((lease, until)) =
+                    self.peer.on_reply(xid, accepted, partner_lifetime_sent)
+                    && let Some(l) = self.alloc.record_ack(&lease, until)
+                {
+                    out.store.push(l);
+                }
+            }
+            PeerMsg::UpdReq => self.peer.on_updreq(),
+            PeerMsg::UpdReqAll => {
+                let mut all = Vec::new();
+                self.alloc.for_each_lease(|l| all.push(l.clone()));
+                self.peer.on_updreqall(all.iter());
+            }
+            PeerMsg::UpdDone => {
+                self.request_outstanding = false;
+                self.endpoint
+                    .handle(now, Event::UpdatesDone, &mut self.actions);
+                self.run_actions(now, out);
+                self.maybe_request(out);
+            }
+            PeerMsg::PoolReq | PeerMsg::Contact => {}
+        }
+        self.flush(now, out);
+    }
+
+    fn run_actions(&mut self, _now: u64, out: &mut NodeOut) {
+        for a in self.actions.drain(..) {
+            match a {
+                Action::Persist(p) => out.persist = Some(p),
+                Action::SendState if self.endpoint.link_up() => {
+                    let (starting, communicated) = self.endpoint.flags();
+                    out.to_peer.push(PeerMsg::State {
+                        state: self.endpoint.announced_state(),
+                        since: self.endpoint.state_since(),
+                        starting,
+                        communicated,
+                    });
+                }
+                Action::SendUpdReq | Action::SendUpdReqAll if self.endpoint.link_up() => {
+                    self.request_outstanding = true;
+                    out.to_peer.push(if a == Action::SendUpdReq {
+                        PeerMsg::UpdReq
+                    } else {
+                        PeerMsg::UpdReqAll
+                    });
+                }
+                Action::SendPoolReq if self.endpoint.link_up() => {
+                    out.to_peer.push(PeerMsg::PoolReq)
+                }
+                Action::Changed { from, to } => out.changes.push((from, to)),
+                _ => {}
+            }
+        }
+    }
+
+    /// Re-issues an update request the state needs and has not sent on this link.
+    fn maybe_request(&mut self, out: &mut NodeOut) {
+        if self.request_outstanding
+            || !self.endpoint.link_up()
+            || self.endpoint.partner_state().is_none()
+        {
+            return;
+        }
+        if let Some(a) = self.endpoint.pending_request() {
+            self.request_outstanding = true;
+            out.to_peer.push(if a == Action::SendUpdReq {
+                PeerMsg::UpdReq
+            } else {
+                PeerMsg::UpdReqAll
+            });
+        }
+    }
+
+    fn flush(&mut self, now: u64, out: &mut NodeOut) {
+        if self.endpoint.link_up() {
+            self.peer.poll_send(now, &mut out.to_peer);
+        }
+    }
+}

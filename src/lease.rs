@@ -12,7 +12,7 @@ pub const KEY_LEN: usize = 17;
 /// Version byte at the start of every stored lease value.
 pub const VALUE_VERSION: u8 = 1;
 /// Fixed part of a stored lease value, before the DUID bytes.
-pub const VALUE_FIXED_LEN: usize = 1 + 8 + 1 + 1 + 4 + 4 + 4 + 4 + 8 + 8 + 8 + 2;
+pub const VALUE_FIXED_LEN: usize = 1 + 8 + 1 + 1 + 4 + 4 + 4 + 4 + 8 + 8 + 8 + 8 + 2;
 
 /// Lifecycle of a lease (RFC 8415 §18.3, RFC 8156 §5.2 binding states for the part we store).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -97,9 +97,15 @@ pub struct Lease {
     /// Change sequence; the store keeps the highest it has seen for each key, so two workers
     /// committing changes to one lease cannot leave the older change on disk.
     pub seq: u64,
-    /// Failover: the partner lifetime the partner acknowledged for this client's lease (unix
-    /// secs, 0 = none). Client lifetimes stay within this + MCLT (RFC 8156 §4.4).
+    /// Failover, active lease: the partner lifetime the partner acknowledged for *our* update
+    /// of this client's binding (unix secs, 0 = none); our renewals stay within this + MCLT
+    /// (RFC 8156 §4.4). Free lease: when the partner acknowledged that it became free (0 =
+    /// not yet: PENDING-FREE, no other client may have it).
     pub partner_ack_until: u64,
+    /// Failover: the partner lifetime the partner sent with *its* update of this binding: we
+    /// keep the lease in use at least until then (unix secs, 0 = none). Never a basis for our
+    /// own renewals: the partner records it durably only when our acknowledgement reaches it.
+    pub partner_lifetime_received: u64,
 }
 
 /// Why bytes read from the store are not a lease.
@@ -135,6 +141,7 @@ impl Lease {
         out.extend_from_slice(&self.cltt.to_le_bytes());
         out.extend_from_slice(&self.expires_at.to_le_bytes());
         out.extend_from_slice(&self.partner_ack_until.to_le_bytes());
+        out.extend_from_slice(&self.partner_lifetime_received.to_le_bytes());
         out.extend_from_slice(&(duid_len as u16).to_le_bytes());
         out.extend_from_slice(&self.duid[..duid_len]);
     }
@@ -185,6 +192,7 @@ impl Lease {
             expires_at: u64_at(35),
             seq,
             partner_ack_until: u64_at(43),
+            partner_lifetime_received: u64_at(51),
         })
     }
 }
@@ -222,6 +230,7 @@ mod tests {
             expires_at: 1_700_000_200,
             seq: 42,
             partner_ack_until: 1_700_000_900,
+            partner_lifetime_received: 1_700_000_950,
         }
     }
 

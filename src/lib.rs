@@ -12,5 +12,6 @@ pub mod engine;
 pub mod failover;
 pub mod lease;
 pub mod pool;
+pub mod sim;
 pub mod store;
 pub mod wire;

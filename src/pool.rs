@@ -153,6 +153,7 @@ struct ResRef {
 struct Slot {
     lease: Lease,
     in_free_list: bool,
+    in_pending: bool,
 }
 
 struct SubPool {
@@ -169,6 +170,11 @@ struct SubPool {
     /// Added to an index before taking its low bit as the owner bit (the pool's first
     /// address's parity for address pools, 0 for prefix pools).
     flip: u128,
+    /// Failover: freed leases wait here (PENDING-FREE, RFC 8156 §4.2) until the partner
+    /// acknowledges the change, oldest first; only then may another client have them.
+    pending: VecDeque<u128>,
+    /// Whether this table serves a failover endpoint (PENDING-FREE applies).
+    failover: bool,
     /// Every resource that is or was in use, by index.
     slots: HashMap<u128, Slot>,
     /// (expires_at, index) for every slot whose state ends by time: active, offered, declined.
@@ -177,7 +183,7 @@ struct SubPool {
 }
 
 impl SubPool {
-    fn new(start: u128, end: u128, flip: u128) -> Self {
+    fn new(start: u128, end: u128, flip: u128, failover: bool) -> Self {
         let first = |b: u128| {
             if (start + flip) & 1 == b {
                 start
@@ -191,6 +197,8 @@ impl SubPool {
             cursor: [first(0), first(1)],
             free: [VecDeque::new(), VecDeque::new()],
             flip,
+            pending: VecDeque::new(),
+            failover,
             slots: HashMap::new(),
             expiry: BTreeSet::new(),
             usage: PoolUsage::default(),
@@ -227,9 +235,10 @@ impl SubPool {
     /// skipped once).
     fn take_freed(&mut self, bit: usize) -> Option<u128> {
         while let Some(i) = self.free[bit].pop_front() {
+            let failover = self.failover;
             if let Some(s) = self.slots.get_mut(&i) {
                 s.in_free_list = false;
-                if s.lease.state.is_free() {
+                if reusable(failover, &s.lease) {
                     return Some(i);
                 }
             }
@@ -237,18 +246,31 @@ impl SubPool {
         None
     }
 
+    /// Whether a free lease may go to another client: at once without failover; under
+    /// failover once the partner acknowledged it became free (`partner_ack_until` is then the
+    /// time of that acknowledgement; 0 means PENDING-FREE).
+    fn failover_reusable(&self, l: &Lease) -> bool {
+        reusable(self.failover, l)
+    }
+
+    /// Whether the resource at `index` may go to a new client.
     fn is_free(&self, index: u128) -> bool {
         self.slots
             .get(&index)
-            .is_none_or(|s| s.lease.state.is_free())
+            .is_none_or(|s| self.failover_reusable(&s.lease))
     }
 
     /// Moves the slot at `index` to a new lease value, keeping the expiry index, counters and
     /// free list in step. The slot must exist or `lease` is inserted.
     fn set(&mut self, index: u128, lease: Lease) {
-        let (old_state, old_exp, in_free) = match self.slots.get(&index) {
-            Some(s) => (Some(s.lease.state), s.lease.expires_at, s.in_free_list),
-            None => (None, 0, false),
+        let (old_state, old_exp, in_free, in_pending) = match self.slots.get(&index) {
+            Some(s) => (
+                Some(s.lease.state),
+                end_of_state(&s.lease),
+                s.in_free_list,
+                s.in_pending,
+            ),
+            None => (None, 0, false, false),
         };
         if let Some(st) = old_state {
             self.count(st, -1);
@@ -258,21 +280,41 @@ impl SubPool {
         }
         self.count(lease.state, 1);
         if timed(lease.state) {
-            self.expiry.insert((lease.expires_at, index));
+            self.expiry.insert((end_of_state(&lease), index));
         }
-        let push = lease.state.is_free() && !in_free;
+        let reusable = self.failover_reusable(&lease);
+        let push = reusable && !in_free;
         if push {
             let b = self.owner(index);
             self.free[b].push_back(index);
+        }
+        let pend = lease.state.is_free() && !reusable && !in_pending;
+        if pend {
+            self.pending.push_back(index);
         }
         self.slots.insert(
             index,
             Slot {
                 lease,
                 in_free_list: in_free || push,
+                in_pending: in_pending || pend,
             },
         );
     }
+}
+
+/// When a lease's current state ends. An active lease the partner told us about stays in use
+/// until the partner lifetime it sent: RFC 8156 lets the partner count on it until then.
+fn end_of_state(l: &Lease) -> u64 {
+    match l.state {
+        LeaseState::Active => l.expires_at.max(l.partner_lifetime_received),
+        _ => l.expires_at,
+    }
+}
+
+/// See [`SubPool::failover_reusable`].
+fn reusable(failover: bool, l: &Lease) -> bool {
+    l.state.is_free() && (!failover || l.partner_ack_until > 0)
 }
 
 fn timed(s: LeaseState) -> bool {
@@ -289,7 +331,7 @@ struct PoolState {
 }
 
 impl PoolState {
-    fn new(cfg: PoolConfig) -> Self {
+    fn new(cfg: PoolConfig, failover: bool) -> Self {
         let n = cfg.subpools.max(1) as u128;
         let size = cfg.count.div_ceil(n);
         let subpools = (0..n)
@@ -300,7 +342,7 @@ impl PoolState {
                     ResourceKind::Address => cfg.first & 1,
                     ResourceKind::Prefix => 0,
                 };
-                Mutex::new(SubPool::new(start, end, flip))
+                Mutex::new(SubPool::new(start, end, flip, failover))
             })
             .collect();
         PoolState {
@@ -344,13 +386,28 @@ pub struct ClientIa<'a> {
 impl Allocator {
     /// Builds empty pools for the configured subnets.
     pub fn new(subnets: &[SubnetConfig]) -> Self {
+        Self::build(subnets, false)
+    }
+
+    /// Builds empty pools for a failover endpoint: freed leases stay PENDING-FREE until the
+    /// partner acknowledges them (see [`Allocator::record_ack`], [`Allocator::release_pending`]).
+    pub fn with_failover(subnets: &[SubnetConfig]) -> Self {
+        Self::build(subnets, true)
+    }
+
+    fn build(subnets: &[SubnetConfig], failover: bool) -> Self {
         Allocator {
             subnets: subnets
                 .iter()
                 .map(|s| SubnetPools {
                     id: s.id,
                     lifetimes: s.lifetimes,
-                    pools: s.pools.iter().cloned().map(PoolState::new).collect(),
+                    pools: s
+                        .pools
+                        .iter()
+                        .cloned()
+                        .map(|p| PoolState::new(p, failover))
+                        .collect(),
                 })
                 .collect(),
             clients: (0..CLIENT_SHARDS)
@@ -422,10 +479,14 @@ impl Allocator {
     ) -> Granted {
         let subnet_id = self.subnets[c.subnet].id;
         let current = sp.slots.get(&r.index).map(|s| &s.lease);
-        // The partner's acknowledgement speaks for this client's binding only.
+        // The partner's acknowledgement speaks for this client's binding only, and only while
+        // it is active: once released or expired, the partner's latest knowledge is that.
         let ack = current
-            .filter(|l| Self::owns(l, c, subnet_id))
+            .filter(|l| Self::owns(l, c, subnet_id) && l.state == LeaseState::Active)
             .map_or(0, |l| l.partner_ack_until);
+        let received = current
+            .filter(|l| Self::owns(l, c, subnet_id))
+            .map_or(0, |l| l.partner_lifetime_received);
         let (preferred, valid) = self.lifetimes_at(c, ack, now, rules);
         let (state, until) = match mode {
             // An offer never downgrades a lease the client already holds.
@@ -457,6 +518,7 @@ impl Allocator {
             expires_at: until,
             seq: self.next_seq(),
             partner_ack_until: ack,
+            partner_lifetime_received: received,
         };
         let g = Granted {
             addr: lease.addr,
@@ -489,8 +551,13 @@ impl Allocator {
         if let Some(r) = index.get(&key).copied() {
             let pool = &self.subnets[c.subnet].pools[r.pool as usize];
             let mut sp = lock(pool.subpool_of(r.index));
+            // A binding still in use is the client's whatever the rules (lease stability); a
+            // freed one is a new allocation and must be ours to hand out now.
+            let bit = sp.owner(r.index);
             let usable = sp.slots.get(&r.index).is_some_and(|s| {
-                Self::owns(&s.lease, c, subnet_id) && s.lease.state != LeaseState::Declined
+                Self::owns(&s.lease, c, subnet_id)
+                    && s.lease.state != LeaseState::Declined
+                    && (!s.lease.state.is_free() || rules.may_take(bit, now))
             });
             if usable {
                 return Some(self.apply(&mut sp, c, r, mode, rules, now, writes));
@@ -577,8 +644,10 @@ impl Allocator {
         let may_create = create_if_free && rules.may_take(sp.owner(r.index), now);
         let ok = match sp.slots.get(&r.index) {
             Some(s) if s.lease.state == LeaseState::Declined => false,
-            Some(s) if Self::owns(&s.lease, c, subnet_id) => true,
-            Some(s) => may_create && s.lease.state.is_free(),
+            Some(s) if Self::owns(&s.lease, c, subnet_id) => {
+                !s.lease.state.is_free() || rules.may_take(sp.owner(r.index), now)
+            }
+            Some(s) => may_create && sp.failover_reusable(&s.lease),
             None => may_create,
         };
         if !ok {
@@ -639,6 +708,7 @@ impl Allocator {
         };
         l.cltt = now;
         l.seq = self.next_seq();
+        l.partner_ack_until = 0; // the partner's ack was for the active binding
         writes.push(l.clone());
         sp.set(r.index, l);
         true
@@ -664,9 +734,14 @@ impl Allocator {
                             sp.expiry.pop_first();
                             continue;
                         };
+                        if !timed(s.lease.state) || end_of_state(&s.lease) != t {
+                            sp.expiry.pop_first(); // stale entry; set() keeps the live one
+                            continue;
+                        }
                         let mut l = s.lease.clone();
                         let stored = l.state != LeaseState::Offered;
                         l.state = LeaseState::Expired;
+                        l.partner_ack_until = 0;
                         l.seq = self.next_seq();
                         if stored {
                             writes.push(l.clone());
@@ -731,14 +806,78 @@ impl Allocator {
         let sn = self.subnets.iter().position(|s| s.id == lease.subnet_id)?;
         let r = self.locate(sn, lease.kind, lease.addr)?;
         let mut sp = lock(self.subnets[sn].pools[r.pool as usize].subpool_of(r.index));
-        let slot = sp.slots.get_mut(&r.index)?;
-        let l = &mut slot.lease;
-        if l.duid != lease.duid || l.iaid != lease.iaid || ack_until <= l.partner_ack_until {
+        let cur = &sp.slots.get(&r.index)?.lease;
+        // The partner acknowledged that the lease became free: another client may have it now.
+        if lease.state.is_free()
+            && cur.state == lease.state
+            && cur.duid == lease.duid
+            && cur.partner_ack_until == 0
+        {
+            let mut l = cur.clone();
+            l.partner_ack_until = ack_until.max(1);
+            l.seq = self.next_seq();
+            sp.set(r.index, l.clone());
+            return Some(l);
+        }
+        // Only an acknowledged *active* binding bounds renewals; an acknowledgement that comes
+        // back after the lease was released or expired speaks of a state that is gone.
+        if cur.duid != lease.duid
+            || cur.iaid != lease.iaid
+            || lease.state != LeaseState::Active
+            || cur.state != LeaseState::Active
+            || ack_until <= cur.partner_ack_until
+        {
             return None;
         }
+        let mut l = cur.clone();
         l.partner_ack_until = ack_until;
         l.seq = self.next_seq();
-        Some(l.clone())
+        sp.set(r.index, l.clone()); // keeps the expiry index in step
+        Some(l)
+    }
+
+    /// Failover, PARTNER-DOWN: leases that became free before `cutoff` (unix secs; PARTNER-DOWN
+    /// allows reuse MCLT after they became free) stop waiting for the partner's acknowledgement.
+    /// Returns the changed leases to store. Bounded per sub-pool per call.
+    pub fn release_pending(&self, cutoff: u64, now: u64) -> Vec<Lease> {
+        let mut out = Vec::new();
+        for sub in &self.subnets {
+            for pool in &sub.pools {
+                for m in pool.subpools.iter() {
+                    let mut sp = lock(m);
+                    for _ in 0..RECLAIM_PER_SUBPOOL_MAX {
+                        let Some(&i) = sp.pending.front() else { break };
+                        let Some(s) = sp.slots.get(&i) else {
+                            sp.pending.pop_front();
+                            continue;
+                        };
+                        let still_pending =
+                            s.lease.state.is_free() && s.lease.partner_ack_until == 0;
+                        let became_free = s.lease.expires_at;
+                        let mut l = s.lease.clone();
+                        if !still_pending {
+                            sp.pending.pop_front();
+                            if let Some(s) = sp.slots.get_mut(&i) {
+                                s.in_pending = false;
+                            }
+                            continue; // no longer pending
+                        }
+                        if became_free > cutoff {
+                            break; // FIFO by the time they became free
+                        }
+                        sp.pending.pop_front();
+                        l.partner_ack_until = now.max(1);
+                        l.seq = self.next_seq();
+                        if let Some(s) = sp.slots.get_mut(&i) {
+                            s.in_pending = false;
+                        }
+                        sp.set(i, l.clone());
+                        out.push(l);
+                    }
+                }
+            }
+        }
+        out
     }
 
     /// Failover: takes in a binding the partner sent (BNDUPD). The partner's view wins when

@@ -370,6 +370,7 @@ mod tests {
             expires_at: 4,
             seq,
             partner_ack_until: 0,
+            partner_lifetime_received: 0,
         }
     }
 

@@ -46,7 +46,9 @@ pub struct Node {
     endpoint: Endpoint,
     peer: Peer,
     mclt_secs: u64,
-    request_outstanding: bool,
+    /// The state in which our outstanding UPDREQ/UPDREQALL was sent: an UPDDONE answers the
+    /// request of that state only (a RECOVER request's answer must not end a conflict).
+    request_sent_in: Option<ServerState>,
     scratch: Scratch,
     actions: Vec<Action>,
     writes: Vec<Lease>,
@@ -63,7 +65,7 @@ impl Node {
         persisted: Option<Persisted>,
         now: u64,
     ) -> Node {
-        let alloc = Arc::new(Allocator::new(&config.subnets));
+        let alloc = Arc::new(Allocator::with_failover(&config.subnets));
         for l in leases {
             let _ = alloc.restore(l);
         }
@@ -80,7 +82,7 @@ impl Node {
             endpoint: Endpoint::start(role, fo, persisted, now),
             peer: Peer::new(MAX_UNACKED_DEFAULT, desired_valid),
             mclt_secs: fo.mclt_secs,
-            request_outstanding: false,
+            request_sent_in: None,
             scratch: Scratch::default(),
             actions: Vec::new(),
             writes: Vec::new(),
@@ -133,14 +135,14 @@ impl Node {
 
     /// The link to the partner came up (after CONNECT/CONNECTREPLY).
     pub fn link_up(&mut self, now: u64, out: &mut NodeOut) {
-        self.request_outstanding = false;
+        self.request_sent_in = None;
         self.endpoint.handle(now, Event::LinkUp, &mut self.actions);
         self.run_actions(now, out);
     }
 
     /// The link to the partner went down.
     pub fn link_down(&mut self, now: u64, out: &mut NodeOut) {
-        self.request_outstanding = false;
+        self.request_sent_in = None;
         self.peer.link_down();
         self.endpoint
             .handle(now, Event::LinkDown, &mut self.actions);
@@ -160,6 +162,17 @@ impl Node {
         self.run_actions(now, out);
         self.writes.clear();
         self.alloc.reclaim(now, &mut self.writes);
+        let pd_since = self.endpoint.persisted().partner_down_since;
+        if self.endpoint.state() == ServerState::PartnerDown && now >= pd_since + self.mclt_secs {
+            // RFC 8156: in PARTNER-DOWN a freed lease may go to another client once MCLT has
+            // passed since it became free (no acknowledgement will come from a dead partner),
+            // and never before PARTNER-DOWN + MCLT: until then the partner, if it was serving
+            // when it went away, may have renewed it for its client.
+            self.writes.extend(
+                self.alloc
+                    .release_pending(now.saturating_sub(self.mclt_secs), now),
+            );
+        }
         for l in self.writes.drain(..) {
             self.peer.enqueue(&l);
             out.store.push(l);
@@ -195,9 +208,16 @@ impl Node {
                 partner_lifetime,
             } => {
                 let mut incoming = lease;
-                // What the partner may consider in use until is what bounds our own renewals
-                // of this binding (RFC 8156 §4.4: the latest of acknowledged, now, received).
-                incoming.partner_ack_until = incoming.partner_ack_until.max(partner_lifetime);
+                // The partner's claim keeps the lease in use here until then; it is not an
+                // acknowledgement of anything we sent, so it does not extend our renewals.
+                incoming.partner_lifetime_received = partner_lifetime;
+                // A binding the partner says is free is known free on both sides once we store
+                // it: not PENDING-FREE here. An active one has no acknowledgement of ours yet.
+                incoming.partner_ack_until = if incoming.state.is_free() {
+                    now.max(1)
+                } else {
+                    0
+                };
                 let accepted = match self.alloc.apply_partner_update(&incoming) {
                     Ok(stored) => {
                         out.store.push(stored);
@@ -230,10 +250,13 @@ impl Node {
                 self.peer.on_updreqall(all.iter());
             }
             PeerMsg::UpdDone => {
-                self.request_outstanding = false;
-                self.endpoint
-                    .handle(now, Event::UpdatesDone, &mut self.actions);
-                self.run_actions(now, out);
+                let answers_this_state = self.request_sent_in == Some(self.endpoint.state());
+                self.request_sent_in = None;
+                if answers_this_state {
+                    self.endpoint
+                        .handle(now, Event::UpdatesDone, &mut self.actions);
+                    self.run_actions(now, out);
+                }
                 self.maybe_request(out);
             }
             PeerMsg::PoolReq | PeerMsg::Contact => {}
@@ -255,7 +278,7 @@ impl Node {
                     });
                 }
                 Action::SendUpdReq | Action::SendUpdReqAll if self.endpoint.link_up() => {
-                    self.request_outstanding = true;
+                    self.request_sent_in = Some(self.endpoint.state());
                     out.to_peer.push(if a == Action::SendUpdReq {
                         PeerMsg::UpdReq
                     } else {
@@ -273,14 +296,14 @@ impl Node {
 
     /// Re-issues an update request the state needs and has not sent on this link.
     fn maybe_request(&mut self, out: &mut NodeOut) {
-        if self.request_outstanding
+        if self.request_sent_in == Some(self.endpoint.state())
             || !self.endpoint.link_up()
             || self.endpoint.partner_state().is_none()
         {
             return;
         }
         if let Some(a) = self.endpoint.pending_request() {
-            self.request_outstanding = true;
+            self.request_sent_in = Some(self.endpoint.state());
             out.to_peer.push(if a == Action::SendUpdReq {
                 PeerMsg::UpdReq
             } else {

@@ -201,6 +201,7 @@ mod tests {
             expires_at: 100,
             seq,
             partner_ack_until: 0,
+            partner_lifetime_received: 0,
         }
     }
 

@@ -208,6 +208,10 @@ pub struct Endpoint {
     startup_until: u64,
     recover_wait_until: u64,
     started_at: u64,
+    /// Heard from the partner since this start. Automatic PARTNER-DOWN needs it: a server
+    /// that restarted without contact cannot know whether its partner served alone (in
+    /// PARTNER-DOWN) while it was away, so only an operator may declare the partner down.
+    contact_since_start: bool,
 }
 
 /// Most transitions one event may cause (each table row moves once; a few chain).
@@ -239,6 +243,7 @@ impl Endpoint {
             startup_until: now + cfg.startup_secs,
             recover_wait_until: 0,
             started_at: now,
+            contact_since_start: false,
         }
     }
 
@@ -272,9 +277,11 @@ impl Endpoint {
         self.p
     }
 
-    /// The STARTUP and COMMUNICATED server flags to send in STATE.
+    /// The STARTUP and COMMUNICATED server flags to send in STATE. COMMUNICATED says whether
+    /// this server had talked to its partner before it started this time: a brand-new pair
+    /// (neither had) may skip RECOVER-WAIT, having granted nothing.
     pub fn flags(&self) -> (bool, bool) {
-        (self.state == ServerState::Startup, self.p.communicated)
+        (self.state == ServerState::Startup, self.resume.communicated)
     }
 
     /// The state to announce in STATE (STARTUP announces the state it will resume).
@@ -313,11 +320,16 @@ impl Endpoint {
         }
     }
 
+    /// Whether automatic PARTNER-DOWN is armed (contact with the partner since this start).
+    pub fn auto_partner_down_armed(&self) -> bool {
+        self.contact_since_start && self.cfg.auto_partner_down_secs.is_some()
+    }
+
     /// The next time [`Endpoint::tick`] has something to do.
     pub fn next_timer(&self) -> Option<u64> {
         match self.state {
             ServerState::Startup => Some(self.startup_until),
-            ServerState::CommunicationsInterrupted => self
+            ServerState::CommunicationsInterrupted if self.contact_since_start => self
                 .cfg
                 .auto_partner_down_secs
                 .map(|a| self.p.state_since + a),
@@ -355,6 +367,7 @@ impl Endpoint {
                     out.push(Action::Persist(self.p));
                 }
                 self.partner = Some((state, since, communicated));
+                self.contact_since_start = true;
                 if starting && self.state == S::PartnerDown {
                     return; // a starting partner announces where it will resume; wait for it
                 }
@@ -363,12 +376,16 @@ impl Endpoint {
                 }
                 self.follow_partner(now, out);
             }
-            Event::UpdatesDone => match (self.state, self.role) {
-                (S::Recover, _) => self.go(now, S::RecoverWait, out),
-                (S::PotentialConflict, Role::Primary) => self.go(now, S::ConflictDone, out),
-                (S::PotentialConflict, Role::Secondary) => self.go(now, S::Normal, out),
-                _ => {}
-            },
+            Event::UpdatesDone => {
+                match (self.state, self.role) {
+                    (S::Recover, _) => self.go(now, S::RecoverWait, out),
+                    (S::PotentialConflict, Role::Primary) => self.go(now, S::ConflictDone, out),
+                    (S::PotentialConflict, Role::Secondary) => self.go(now, S::Normal, out),
+                    _ => {}
+                }
+                // The partner may already be where the new state waits for it.
+                self.follow_partner(now, out);
+            }
             Event::OperatorPartnerDown => {
                 if matches!(
                     self.state,
@@ -386,10 +403,11 @@ impl Endpoint {
         match self.state {
             ServerState::Startup if now >= self.startup_until => self.leave_startup(now, None, out),
             ServerState::CommunicationsInterrupted
-                if self
-                    .cfg
-                    .auto_partner_down_secs
-                    .is_some_and(|a| now >= self.p.state_since + a) =>
+                if self.contact_since_start
+                    && self
+                        .cfg
+                        .auto_partner_down_secs
+                        .is_some_and(|a| now >= self.p.state_since + a) =>
             {
                 self.go(now, ServerState::PartnerDown, out)
             }
@@ -628,6 +646,23 @@ mod tests {
     }
 
     #[test]
+    fn no_automatic_partner_down_without_contact_since_start() {
+        // Restarted, resumes COMMUNICATIONS-INTERRUPTED, never reaches the partner.
+        let mut e = Endpoint::start(Role::Primary, CFG, Some(stored(S::Normal, 0, 100)), 1000);
+        let mut out = Vec::new();
+        e.tick(1005, &mut out);
+        assert_eq!(e.state(), S::CommunicationsInterrupted);
+        e.tick(100_000, &mut out);
+        assert_eq!(
+            e.state(),
+            S::CommunicationsInterrupted,
+            "it cannot know what the partner did meanwhile"
+        );
+        e.handle(100_001, Event::OperatorPartnerDown, &mut out);
+        assert_eq!(e.state(), S::PartnerDown, "the operator can");
+    }
+
+    #[test]
     fn secondary_in_normal_answers_only_its_renews() {
         let mut e = Endpoint::start(Role::Secondary, CFG, Some(stored(S::Normal, 0, 10)), 10);
         let mut out = Vec::new();
@@ -762,6 +797,13 @@ mod tests {
         e.handle(1006, Event::LinkUp, &mut out);
         e.handle(1006, partner(S::PotentialConflict, 1000), &mut out);
         assert_eq!(e.state(), S::PotentialConflict);
+        assert_eq!(
+            e.pending_request(),
+            None,
+            "not before the primary has our updates"
+        );
+        e.handle(1008, partner(S::ConflictDone, 1008), &mut out);
+        assert_eq!(e.pending_request(), Some(Action::SendUpdReq));
         e.handle(1010, Event::UpdatesDone, &mut out);
         assert_eq!(e.state(), S::Normal);
     }

@@ -21,6 +21,9 @@ use std::net::Ipv6Addr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
+/// Two servers' times closer than this count as equal when updates are compared (RFC 8156
+/// §7.5; partners must keep their clocks within about this).
+pub const SKEW_EQUAL_SECS: u64 = 5;
 /// Number of shards of the client index (client key → resource).
 pub const CLIENT_SHARDS: usize = 64;
 /// Most expired leases one sub-pool reclaims per [`Allocator::reclaim`] call, so a reclaim
@@ -569,7 +572,10 @@ impl Allocator {
             if let Some(r) = self.locate(c.subnet, c.kind, *h) {
                 let pool = &self.subnets[c.subnet].pools[r.pool as usize];
                 let mut sp = lock(pool.subpool_of(r.index));
-                if sp.is_free(r.index) && rules.may_take(sp.owner(r.index), now) {
+                let bit = sp.owner(r.index);
+                let allowed = rules.owned[bit]
+                    || (c.kind == ResourceKind::Prefix && rules.may_take(bit, now));
+                if sp.is_free(r.index) && allowed {
                     let g = self.apply(&mut sp, c, r, mode, rules, now, writes);
                     index.insert(key, r);
                     return Some(g);
@@ -581,7 +587,11 @@ impl Allocator {
         // last holder as long as possible. Normally the home sub-pool answers at once; the
         // walk over the others (at most 2 x 64 sub-pools per half) happens as pools fill up.
         let home = spread(key) as usize;
-        let partner_open = rules.partner_from.is_some_and(|t| now >= t);
+        // RFC 8156 §4.2.1: even in PARTNER-DOWN the partner's *addresses* SHOULD NOT be handed
+        // to new clients (addresses are plentiful, and it keeps a mistaken PARTNER-DOWN from
+        // duplicating them); its prefixes may be, MCLT after PARTNER-DOWN, once ours are used.
+        let partner_open =
+            c.kind == ResourceKind::Prefix && rules.partner_from.is_some_and(|t| now >= t);
         for (bit, own) in [(0usize, true), (1, true), (0, false), (1, false)] {
             if own != rules.owned[bit] || (!own && !partner_open) {
                 continue;
@@ -880,11 +890,24 @@ impl Allocator {
         out
     }
 
-    /// Failover: takes in a binding the partner sent (BNDUPD). The partner's view wins when
-    /// the resource is free here, held by the same client, or the partner's transaction with
-    /// the client is newer; otherwise it is refused (`Err` with our conflicting lease). The
-    /// accepted lease, to be stored before acknowledging, is returned.
-    pub fn apply_partner_update(&self, incoming: &Lease) -> Result<Lease, Lease> {
+    /// Failover: takes in a binding the partner sent (BNDUPD), by RFC 8156 §7.5's rules with
+    /// times within [`SKEW_EQUAL_SECS`] counted as equal and doubt resolved towards keeping an
+    /// address held:
+    /// - nothing here, or free here: the partner's view is taken;
+    /// - active here for the same client: an active update is merged (the longest expiry
+    ///   stays, since either side may have granted longer); an expiry wins once our own copy's
+    ///   time is up too, a release only if clearly later than our last transaction with it;
+    /// - active here for another client: a free update is refused (it speaks of an older
+    ///   binding); an active one wins if clearly later, else the primary's view stands
+    ///   (`receiver_is_secondary` accepts it).
+    ///
+    /// Returns the lease to store before acknowledging, or `Err` with ours (send it back).
+    pub fn apply_partner_update(
+        &self,
+        incoming: &Lease,
+        receiver_is_secondary: bool,
+        now: u64,
+    ) -> Result<Lease, Lease> {
         let Some(sn) = self.subnets.iter().position(|s| s.id == incoming.subnet_id) else {
             return Err(incoming.clone());
         };
@@ -899,21 +922,40 @@ impl Allocator {
         );
         let mut index = lock(self.shard(key));
         let mut sp = lock(self.subnets[sn].pools[r.pool as usize].subpool_of(r.index));
+        let later = |a: u64, b: u64| a > b + SKEW_EQUAL_SECS;
+        let mut l = incoming.clone();
         if let Some(s) = sp.slots.get(&r.index) {
-            let l = &s.lease;
-            let same_client = l.duid == incoming.duid && l.iaid == incoming.iaid;
-            let ours_live = matches!(
-                l.state,
-                LeaseState::Active | LeaseState::Offered | LeaseState::Declined
-            );
-            if !same_client && ours_live && l.cltt >= incoming.cltt {
-                return Err(l.clone());
-            }
-            if same_client && l.cltt > incoming.cltt && l.state == LeaseState::Active {
-                return Err(l.clone()); // we saw the client more recently
+            let local = &s.lease;
+            let same_client = local.duid == incoming.duid && local.iaid == incoming.iaid;
+            if local.state == LeaseState::Active {
+                match (same_client, incoming.state) {
+                    (true, LeaseState::Active) => {
+                        l.expires_at = l.expires_at.max(local.expires_at);
+                        l.cltt = l.cltt.max(local.cltt);
+                        l.partner_ack_until = local.partner_ack_until;
+                        l.partner_lifetime_received = l
+                            .partner_lifetime_received
+                            .max(local.partner_lifetime_received);
+                        l.valid_secs = l.valid_secs.max(local.valid_secs);
+                    }
+                    // Expired: once our own copy's time is up too (RFC 8156 time(1)).
+                    (true, LeaseState::Expired) if now <= end_of_state(local) + SKEW_EQUAL_SECS => {
+                        return Err(local.clone());
+                    }
+                    (true, LeaseState::Expired) => {}
+                    // Released (or other): only if clearly after our last transaction with it.
+                    (true, _) if !later(incoming.cltt, local.cltt) => return Err(local.clone()),
+                    (true, _) => {}
+                    (false, LeaseState::Active)
+                        if !later(incoming.cltt, local.cltt) && !receiver_is_secondary =>
+                    {
+                        return Err(local.clone());
+                    }
+                    (false, LeaseState::Active) => {}
+                    (false, _) => return Err(local.clone()),
+                }
             }
         }
-        let mut l = incoming.clone();
         l.seq = self.next_seq();
         let b = sp.owner(r.index);
         if r.index >= sp.cursor[b] && l.state != LeaseState::Offered {
@@ -1463,14 +1505,43 @@ mod tests {
     }
 
     #[test]
-    fn partner_half_opens_only_at_its_time_and_after_our_own() {
-        let a = alloc("pools=[{range=\"2001:db8::100-2001:db8::103\"}]");
+    fn partner_half_opens_only_at_its_time_for_prefixes_never_for_addresses() {
+        let t = "[server]\nlisten=[\"[::1]:5547\"]\n[[subnet]]\nid=1\nprefix=\"2001:db8::/64\"\n\
+                 pools=[{range=\"2001:db8::100-2001:db8::103\"}]\n\
+                 pd_pools=[{prefix=\"2001:db8:8000::/54\", delegated_len=56}]\n";
+        let c = config::parse("t", t).unwrap();
+        let a = Allocator::new(&c.subnets);
         let mut w = Vec::new();
         let r = rules(PRIMARY_BIT, Some(1000), None);
-        let mut got = Vec::new();
+        let pd = |d: &'static [u8]| ClientIa {
+            subnet: 0,
+            kind: ResourceKind::Prefix,
+            duid: d,
+            iaid: 1,
+        };
+        // Prefixes: our half (2 of 4) first, then nothing until the partner's half opens.
+        let p1 = a
+            .acquire(10, &pd(b"p1"), &[], AcquireMode::Grant, &r, &mut w)
+            .unwrap();
+        let p2 = a
+            .acquire(10, &pd(b"p2"), &[], AcquireMode::Grant, &r, &mut w)
+            .unwrap();
+        let own = |g: &Granted| {
+            c.subnets[0].pools[1].index_of(g.addr).unwrap() & 1 == PRIMARY_BIT as u128
+        };
+        assert!(own(&p1) && own(&p2));
+        assert_eq!(
+            a.acquire(999, &pd(b"p3"), &[], AcquireMode::Grant, &r, &mut w),
+            None
+        );
+        let p3 = a
+            .acquire(1000, &pd(b"p3"), &[], AcquireMode::Grant, &r, &mut w)
+            .unwrap();
+        assert!(!own(&p3), "partner's prefixes after PARTNER-DOWN + MCLT");
+        // Addresses: never the partner's half for a new client (RFC 8156 SHOULD NOT).
         for i in 0..2u32 {
-            got.push(
-                a.acquire(
+            let g = a
+                .acquire(
                     10,
                     &ia(&i.to_be_bytes(), 1),
                     &[],
@@ -1478,35 +1549,39 @@ mod tests {
                     &r,
                     &mut w,
                 )
-                .unwrap()
-                .addr,
-            );
+                .unwrap();
+            assert_eq!(u128::from(g.addr) & 1, 1);
         }
-        assert!(
-            got.iter().all(|g| u128::from(*g) & 1 == 1),
-            "own half first: {got:?}"
-        );
         assert_eq!(
-            a.acquire(999, &ia(b"x", 1), &[], AcquireMode::Grant, &r, &mut w),
+            a.acquire(5000, &ia(b"x", 1), &[], AcquireMode::Grant, &r, &mut w),
             None
         );
-        let g = a
-            .acquire(1000, &ia(b"x", 1), &[], AcquireMode::Grant, &r, &mut w)
-            .unwrap();
         assert_eq!(
-            u128::from(g.addr) & 1,
-            0,
-            "partner's half after PARTNER-DOWN + MCLT"
+            a.acquire(
+                5000,
+                &ia(b"x", 1),
+                &["2001:db8::102".parse().unwrap()],
+                AcquireMode::Grant,
+                &r,
+                &mut w
+            ),
+            None,
+            "not through a hint either"
         );
-        // Creating a binding on the partner's half through Renew follows the same rule.
-        let free_partner: Ipv6Addr = "2001:db8::102".parse().unwrap();
+        // Creating a binding on the partner's half through Renew follows the rules too.
         let strict = rules(PRIMARY_BIT, None, None);
-        if a.lookup(ResourceKind::Address, free_partner).is_none() {
-            assert_eq!(
-                a.extend(5, &ia(b"y", 1), free_partner, 128, true, &strict, &mut w),
-                Extended::NotOwned
-            );
-        }
+        assert_eq!(
+            a.extend(
+                5,
+                &ia(b"y", 1),
+                "2001:db8::102".parse().unwrap(),
+                128,
+                true,
+                &strict,
+                &mut w
+            ),
+            Extended::NotOwned
+        );
     }
 
     #[test]
@@ -1569,11 +1644,11 @@ mod tests {
         theirs.duid = b"theirs".to_vec().into();
         theirs.cltt = 50;
         assert!(
-            a.apply_partner_update(&theirs).is_err(),
+            a.apply_partner_update(&theirs, false, 100).is_err(),
             "our client is newer: refused"
         );
         theirs.cltt = 200;
-        let taken = a.apply_partner_update(&theirs).unwrap();
+        let taken = a.apply_partner_update(&theirs, false, 100).unwrap();
         assert_eq!(&*taken.duid, b"theirs");
         assert_eq!(
             a.lookup(ResourceKind::Address, g.addr).unwrap().duid,
@@ -1595,7 +1670,7 @@ mod tests {
         let mut fresh = taken.clone();
         fresh.addr = "2001:db8::1fe".parse().unwrap();
         fresh.duid = b"z".to_vec().into();
-        a.apply_partner_update(&fresh).unwrap();
+        a.apply_partner_update(&fresh, false, 100).unwrap();
         let mut seen = std::collections::HashSet::new();
         for i in 0..300u32 {
             if let Some(g) = a.acquire(

@@ -218,12 +218,21 @@ impl Node {
                 } else {
                     0
                 };
-                let accepted = match self.alloc.apply_partner_update(&incoming) {
+                let secondary = self.endpoint.role() == Role::Secondary;
+                let accepted = match self.alloc.apply_partner_update(&incoming, secondary, now) {
                     Ok(stored) => {
                         out.store.push(stored);
                         true
                     }
-                    Err(_ours) => false,
+                    Err(ours) => {
+                        // Refused: the partner needs our view (RFC 8156 §7.5, OUTDATED).
+                        if ours.state != crate::lease::LeaseState::Offered
+                            && ours.addr == incoming.addr
+                        {
+                            self.peer.enqueue(&ours);
+                        }
+                        false
+                    }
                 };
                 out.to_peer.push(PeerMsg::BndReply {
                     xid,

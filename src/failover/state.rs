@@ -212,6 +212,10 @@ pub struct Endpoint {
     /// that restarted without contact cannot know whether its partner served alone (in
     /// PARTNER-DOWN) while it was away, so only an operator may declare the partner down.
     contact_since_start: bool,
+    /// The COMMUNICATED flag of the partner's first STATE on the current link, sent before it
+    /// heard from us on it: whether the partner had ever been in contact with us. Only a server
+    /// its partner never knew may skip RECOVER-WAIT.
+    partner_knew_us: bool,
 }
 
 /// Most transitions one event may cause (each table row moves once; a few chain).
@@ -244,6 +248,7 @@ impl Endpoint {
             recover_wait_until: 0,
             started_at: now,
             contact_since_start: false,
+            partner_knew_us: true,
         }
     }
 
@@ -277,11 +282,10 @@ impl Endpoint {
         self.p
     }
 
-    /// The STARTUP and COMMUNICATED server flags to send in STATE. COMMUNICATED says whether
-    /// this server had talked to its partner before it started this time: a brand-new pair
-    /// (neither had) may skip RECOVER-WAIT, having granted nothing.
+    /// The STARTUP and COMMUNICATED server flags to send in STATE (COMMUNICATED: this server
+    /// has ever been in contact with its partner).
     pub fn flags(&self) -> (bool, bool) {
-        (self.state == ServerState::Startup, self.resume.communicated)
+        (self.state == ServerState::Startup, self.p.communicated)
     }
 
     /// The state to announce in STATE (STARTUP announces the state it will resume).
@@ -365,6 +369,9 @@ impl Endpoint {
                 if !self.p.communicated {
                     self.p.communicated = true;
                     out.push(Action::Persist(self.p));
+                }
+                if self.partner.is_none() {
+                    self.partner_knew_us = communicated;
                 }
                 self.partner = Some((state, since, communicated));
                 self.contact_since_start = true;
@@ -518,8 +525,7 @@ impl Endpoint {
                 // Wait out MCLT from the last time this server may have granted anything: when
                 // it went down, or (store lost, so unknown) when it started again. Only a
                 // server the partner has never heard from can have granted nothing.
-                let partner_knew_us = self.partner.is_some_and(|p| p.2);
-                self.recover_wait_until = if self.p.store_was_empty && !partner_knew_us {
+                self.recover_wait_until = if self.p.store_was_empty && !self.partner_knew_us {
                     now
                 } else if self.resume.last_alive > 0 && !self.p.store_was_empty {
                     self.resume.last_alive + self.cfg.mclt_secs

@@ -767,7 +767,9 @@ impl World {
             }
             Ev::Restart(n) => {
                 if self.slots[n].node.is_none() {
-                    if self.declared_down[n] && self.partition.is_some() {
+                    if self.declared_down[n]
+                        && (self.partition.is_some() || self.slots[1 - n].node.is_none())
+                    {
                         // Repaired, but not back on a network that reaches its partner yet.
                         self.push(self.now_ms + 5_000, Ev::Restart(n));
                         return Ok(());
@@ -803,6 +805,26 @@ impl World {
                 }
                 self.conn = Some(c);
                 self.note(format!("link up (connection {c})"));
+                // A link that just came back often flaps again at once: sometimes within
+                // milliseconds, right inside the STATE exchange, recovery or conflict resolution.
+                // Short enough (with detection) to stay below any automatic PARTNER-DOWN delay,
+                // so it is safe in runs without partitions too.
+                if !self.healing && self.rng.permille(300) {
+                    // STATE crosses at +2 ms, update requests and their answers follow.
+                    let at = self.now_ms + 3 + self.rng.below(6);
+                    let len = 200 + self.rng.below(4_000);
+                    let one_way = self
+                        .rng
+                        .permille(self.cfg.one_way_permille)
+                        .then(|| self.rng.below(2) as usize);
+                    self.push(
+                        at,
+                        Ev::PartitionStart {
+                            one_way_from: one_way,
+                        },
+                    );
+                    self.push(at + len, Ev::PartitionEnd);
+                }
                 for n in 0..2 {
                     let now = self.node_now(n);
                     let mut out = NodeOut::default();

@@ -66,6 +66,7 @@ fn main() -> ExitCode {
             }
             Err(f) => {
                 println!("{f}");
+                println!("simulation: {passed} passed, 1 failed");
                 return ExitCode::from(1);
             }
         }
@@ -74,5 +75,6 @@ fn main() -> ExitCode {
         "{passed} seeds passed in {:.1}s: {grants} leases granted, {crashes} crashes ({wipes} wiped), {partitions} partitions, slowest convergence {worst}s simulated",
         t0.elapsed().as_secs_f64()
     );
+    println!("simulation: {passed} passed, 0 failed");
     ExitCode::SUCCESS
 }

@@ -22,6 +22,8 @@ TANDEM_BIN="$REPO/target/release/tandem"
 KEA_TEMPLATE="$BENCH/kea/kea-dhcp6.json.in"
 TANDEM_TEMPLATE="$BENCH/tandem.toml.in"
 RESULTS_DIR="$BENCH/results"
+# shellcheck source=bench/lib.sh
+. "$BENCH/lib.sh"   # log, die, stop_pid, setup/delete_topology, udp_drops, pid_ticks, configs
 
 NS_S=tdmbs            # server namespace and its veth end
 NS_C=tdmbc            # client namespace and its veth end
@@ -86,49 +88,11 @@ while [ $# -gt 0 ]; do
     esac
 done
 
-log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
-die() { log "error: $*"; exit 1; }
-
 # ---------------------------------------------------------------- cleanup
 
 WORK=""
 SERVER_PID=""
 STRACE_PID=""
-
-stop_pid() { # stop_pid PID: TERM, wait up to 5 s, then KILL. Only PIDs this script started.
-    local pid="$1" i
-    [ -n "$pid" ] || return 0
-    kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null; return 0; }
-    kill -TERM "$pid" 2>/dev/null
-    for i in $(seq 50); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-        log "pid $pid did not stop on SIGTERM; sending SIGKILL"
-        kill -KILL "$pid" 2>/dev/null
-    fi
-    wait "$pid" 2>/dev/null
-    return 0
-}
-
-delete_topology() {
-    local ns pids
-    for ns in "$NS_S" "$NS_C"; do
-        if ip netns list 2>/dev/null | grep -qw "^$ns"; then
-            pids="$(ip netns pids "$ns" 2>/dev/null | tr '\n' ' ')"
-            if [ -n "$pids" ]; then
-                log "warning: processes still in netns $ns (not started by this run, left alone): $pids"
-            fi
-            ip netns del "$ns" 2>/dev/null || log "warning: cannot delete netns $ns"
-        fi
-    done
-    # A veth end left in the root namespace by an interrupted run.
-    for l in "$NS_S" "$NS_C"; do
-        ip link show "$l" >/dev/null 2>&1 && ip link del "$l" 2>/dev/null
-    done
-    return 0
-}
 
 CLEANED=0
 cleanup() {
@@ -185,34 +149,6 @@ fi
 WORK="$(mktemp -d /tmp/tdm-bench.XXXXXX)" || die "mktemp failed"
 CLK_TCK=$(getconf CLK_TCK)
 
-# ---------------------------------------------------------------- topology
-
-setup_topology() {
-    delete_topology
-    local ns
-    for ns in "$NS_S" "$NS_C"; do
-        ip netns add "$ns" || die "ip netns add $ns"
-        ip netns exec "$ns" sysctl -qw net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0 \
-            || die "sysctl in $ns"
-        ip -n "$ns" link set lo up
-    done
-    ip link add "$NS_S" netns "$NS_S" type veth peer name "$NS_C" netns "$NS_C" || die "ip link add veth"
-    ip -n "$NS_S" addr add "$ADDR_S" dev "$NS_S" nodad || die "addr $ADDR_S"
-    ip -n "$NS_C" addr add "$ADDR_C" dev "$NS_C" nodad || die "addr $ADDR_C"
-    ip -n "$NS_S" link set "$NS_S" up
-    ip -n "$NS_C" link set "$NS_C" up
-    # Wait for the link-local addresses (perfdhcp -l needs one; Kea needs one to bind).
-    local i
-    for i in $(seq 50); do
-        if ip -n "$NS_S" -6 addr show dev "$NS_S" scope link | grep -q fe80 &&
-           ip -n "$NS_C" -6 addr show dev "$NS_C" scope link | grep -q fe80; then
-            return 0
-        fi
-        sleep 0.1
-    done
-    die "link-local addresses did not appear"
-}
-
 # ---------------------------------------------------------------- servers
 
 # start_server NAME DIR: starts the server in netns tdmbs with a fresh data dir / lease file,
@@ -222,7 +158,7 @@ start_server() {
     rm -rf "$dir"; mkdir -p "$dir"
     case "$name" in
         tandem|tandem-nosync)
-            sed -e "s|@DATA_DIR@|$dir/tandem-data|" -e "s|@IFACE@|$NS_S|" "$TANDEM_TEMPLATE" > "$dir/tandem.toml"
+            render_tandem_config "$dir" "$NS_S"
             local extra=()
             [ "$name" = tandem-nosync ] && extra=(--no-sync)
             ip netns exec "$NS_S" "${SRV_PIN[@]}" "$TANDEM_BIN" serve --config "$dir/tandem.toml" --log-level warn "${extra[@]}" \
@@ -230,10 +166,7 @@ start_server() {
             SERVER_PID=$!
             ;;
         kea-st|kea-mt)
-            local mt='{ "enable-multi-threading": false }'
-            [ "$name" = kea-mt ] && mt='{ "enable-multi-threading": true, "thread-pool-size": 2, "packet-queue-size": 64 }'
-            sed -e "s|@IFACE@|$NS_S|g" -e "s|@DATA_DIR@|$dir|" -e "s|@LEASE_FILE@|$dir/kea-leases6.csv|" \
-                -e "s|@LOG_FILE@|$dir/kea.log|" -e "s|@MULTI_THREADING@|$mt|" "$KEA_TEMPLATE" > "$dir/kea-dhcp6.json"
+            render_kea_config "${name#kea-}" "$dir" "$NS_S"
             ip netns exec "$NS_S" kea-dhcp6 -t "$dir/kea-dhcp6.json" >"$dir/kea-check.log" 2>&1 || {
                 cat "$dir/kea-check.log" >&2; die "kea-dhcp6 -t rejected $dir/kea-dhcp6.json"; }
             KEA_PIDFILE_DIR="$dir" KEA_LOCKFILE_DIR="$dir" \
@@ -241,17 +174,7 @@ start_server() {
             SERVER_PID=$!
             ;;
     esac
-    local i
-    for i in $(seq 100); do
-        kill -0 "$SERVER_PID" 2>/dev/null || { cat "$dir/server.log" >&2; die "$name exited at start"; }
-        if ip netns exec "$NS_S" ss -Hlun 'sport = :547' 2>/dev/null | grep -q .; then
-            sleep 0.3
-            return 0
-        fi
-        sleep 0.1
-    done
-    cat "$dir/server.log" >&2
-    die "$name did not bind UDP port 547"
+    wait_udp_bound "$NS_S" 547 "$SERVER_PID" "$dir/server.log"
 }
 
 stop_server() {
@@ -260,16 +183,10 @@ stop_server() {
 }
 
 server_ticks() { # utime+stime of the server process (all threads), in clock ticks
-    awk '{print $14 + $15}' "/proc/$SERVER_PID/stat" 2>/dev/null || echo 0
+    pid_ticks "$SERVER_PID"
 }
 
 # ---------------------------------------------------------------- perfdhcp
-
-# udp_drops NS: "RcvbufErrors InErrors" of UDPv6 in namespace NS (datagrams the kernel dropped
-# because the receiving socket's buffer was full).
-udp_drops() {
-    ip netns exec "$1" awk '$1 == "Udp6RcvbufErrors" {r = $2} $1 == "Udp6InErrors" {e = $2} END {print r + 0, e + 0}' /proc/net/snmp6 2>/dev/null || echo "0 0"
-}
 
 lease_type() { [ "$1" = na ] && echo address-only || echo address-and-prefix; }
 

@@ -18,64 +18,9 @@ pub enum Role {
     Secondary,
 }
 
-/// Endpoint states with their RFC 8156 wire values (OPTION_F_SERVER_STATE).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ServerState {
-    /// Just started; never sent on the wire (the STARTUP server flag is).
-    Startup,
-    /// Partners in contact, updates flowing.
-    Normal,
-    /// No contact; the partner may still be serving (partition).
-    CommunicationsInterrupted,
-    /// The partner is known (or declared) down; this server serves everything.
-    PartnerDown,
-    /// Both may have allocated without each other; reconcile before serving.
-    PotentialConflict,
-    /// Catching up with the partner after a restart or a lost store.
-    Recover,
-    /// Caught up; waiting out MCLT so nothing this server may have granted is still live.
-    RecoverWait,
-    /// Recovery finished; waiting for the partner to go to NORMAL.
-    RecoverDone,
-    /// Contact lost during POTENTIAL-CONFLICT.
-    ResolutionInterrupted,
-    /// The primary has the secondary's updates; waiting for the secondary to finish.
-    ConflictDone,
-}
-
-impl ServerState {
-    /// Wire value.
-    pub fn code(self) -> u8 {
-        match self {
-            ServerState::Startup => 1,
-            ServerState::Normal => 2,
-            ServerState::CommunicationsInterrupted => 3,
-            ServerState::PartnerDown => 4,
-            ServerState::PotentialConflict => 5,
-            ServerState::Recover => 6,
-            ServerState::RecoverWait => 7,
-            ServerState::RecoverDone => 8,
-            ServerState::ResolutionInterrupted => 9,
-            ServerState::ConflictDone => 10,
-        }
-    }
-    /// From a wire value.
-    pub fn from_code(c: u8) -> Option<ServerState> {
-        Some(match c {
-            1 => ServerState::Startup,
-            2 => ServerState::Normal,
-            3 => ServerState::CommunicationsInterrupted,
-            4 => ServerState::PartnerDown,
-            5 => ServerState::PotentialConflict,
-            6 => ServerState::Recover,
-            7 => ServerState::RecoverWait,
-            8 => ServerState::RecoverDone,
-            9 => ServerState::ResolutionInterrupted,
-            10 => ServerState::ConflictDone,
-            _ => return None,
-        })
-    }
-}
+/// Endpoint states with their RFC 8156 wire values (OPTION_F_SERVER_STATE): one definition,
+/// the codec's.
+pub use super::wire::ServerState;
 
 impl fmt::Display for ServerState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -866,9 +811,9 @@ mod tests {
     #[test]
     fn wire_codes_round_trip() {
         for c in 1..=10 {
-            assert_eq!(ServerState::from_code(c).unwrap().code(), c);
+            assert_eq!(ServerState::from_u8(c).unwrap().to_u8(), c);
         }
-        assert_eq!(ServerState::from_code(0), None);
-        assert_eq!(ServerState::from_code(11), None);
+        assert_eq!(ServerState::from_u8(0), None);
+        assert_eq!(ServerState::from_u8(11), None);
     }
 }

@@ -313,63 +313,40 @@ impl Engine {
                 {
                     w.option(opt::PREFERENCE, &[p]);
                 }
-                let mut served = 0usize;
                 let mut any = false;
-                for ia in msg.ia_nas().take(IAS_PER_MESSAGE_MAX) {
-                    served += 1;
-                    let mut hints = [Ipv6Addr::UNSPECIFIED; RESOURCES_PER_IA_MAX];
-                    let mut n = 0;
-                    for a in ia.addresses().take(RESOURCES_PER_IA_MAX) {
-                        hints[n] = a.addr;
-                        n += 1;
-                    }
+                for ia in ia_requests(msg) {
                     let c = ClientIa {
                         subnet,
-                        kind: ResourceKind::Address,
+                        kind: ia.kind,
                         duid,
                         iaid: ia.iaid,
                     };
+                    let mut hints = [Ipv6Addr::UNSPECIFIED; RESOURCES_PER_IA_MAX];
+                    for (h, (a, _)) in hints.iter_mut().zip(ia.named()) {
+                        *h = *a;
+                    }
+                    let hints = &hints[..ia.named().len()];
                     match self
                         .alloc
-                        .acquire(now, &c, &hints[..n], mode, &policy.rules, writes)
+                        .acquire(now, &c, hints, mode, &policy.rules, writes)
                     {
                         Some(g) => {
                             any = true;
                             let (t1, t2) = timers(&lt, g.preferred_secs);
-                            w.ia_na(ia.iaid, t1, t2, |o| put_addr(o, &g));
+                            write_ia(&mut w, ia.kind, ia.iaid, t1, t2, |o| {
+                                put_resource(o, ia.kind, &g)
+                            });
                         }
-                        None => w.ia_na(ia.iaid, 0, 0, |o| {
-                            o.status(StatusCode::NoAddrsAvail, "no addresses available")
-                        }),
-                    }
-                }
-                for ia in msg
-                    .ia_pds()
-                    .take(IAS_PER_MESSAGE_MAX.saturating_sub(served))
-                {
-                    let mut hints = [Ipv6Addr::UNSPECIFIED; RESOURCES_PER_IA_MAX];
-                    let mut n = 0;
-                    for p in ia.prefixes().take(RESOURCES_PER_IA_MAX) {
-                        hints[n] = p.prefix;
-                        n += 1;
-                    }
-                    let c = ClientIa {
-                        subnet,
-                        kind: ResourceKind::Prefix,
-                        duid,
-                        iaid: ia.iaid,
-                    };
-                    match self
-                        .alloc
-                        .acquire(now, &c, &hints[..n], mode, &policy.rules, writes)
-                    {
-                        Some(g) => {
-                            any = true;
-                            let (t1, t2) = timers(&lt, g.preferred_secs);
-                            w.ia_pd(ia.iaid, t1, t2, |o| put_prefix(o, &g));
-                        }
-                        None => w.ia_pd(ia.iaid, 0, 0, |o| {
-                            o.status(StatusCode::NoPrefixAvail, "no prefixes available")
+                        None => write_ia(&mut w, ia.kind, ia.iaid, 0, 0, |o| {
+                            let (code, text) = match ia.kind {
+                                ResourceKind::Address => {
+                                    (StatusCode::NoAddrsAvail, "no addresses available")
+                                }
+                                ResourceKind::Prefix => {
+                                    (StatusCode::NoPrefixAvail, "no prefixes available")
+                                }
+                            };
+                            o.status(code, text)
                         }),
                     }
                 }
@@ -386,68 +363,28 @@ impl Engine {
             }
             T::Renew | T::Rebind => {
                 let mut w = self.start(out, T::Reply, msg, hops);
-                let mut served = 0usize;
-                for ia in msg.ia_nas().take(IAS_PER_MESSAGE_MAX) {
-                    served += 1;
+                for ia in ia_requests(msg) {
                     let c = ClientIa {
                         subnet,
-                        kind: ResourceKind::Address,
-                        duid,
-                        iaid: ia.iaid,
-                    };
-                    let mut results =
-                        [(Ipv6Addr::UNSPECIFIED, 128u8, Extended::NotInPool); RESOURCES_PER_IA_MAX];
-                    let mut n = 0;
-                    for a in ia.addresses().take(RESOURCES_PER_IA_MAX) {
-                        results[n] = (
-                            a.addr,
-                            128,
-                            self.alloc
-                                .extend(now, &c, a.addr, 128, true, &policy.rules, writes),
-                        );
-                        n += 1;
-                    }
-                    let fallback =
-                        self.renew_fallback(now, &c, &results[..n], &policy.rules, writes);
-                    let (t1, t2) = timers(&lt, shortest_preferred(&results[..n], fallback));
-                    w.ia_na(ia.iaid, t1, t2, |o| {
-                        renewed(o, &results[..n], fallback, ResourceKind::Address)
-                    });
-                }
-                for ia in msg
-                    .ia_pds()
-                    .take(IAS_PER_MESSAGE_MAX.saturating_sub(served))
-                {
-                    let c = ClientIa {
-                        subnet,
-                        kind: ResourceKind::Prefix,
+                        kind: ia.kind,
                         duid,
                         iaid: ia.iaid,
                     };
                     let mut results =
                         [(Ipv6Addr::UNSPECIFIED, 0u8, Extended::NotInPool); RESOURCES_PER_IA_MAX];
-                    let mut n = 0;
-                    for p in ia.prefixes().take(RESOURCES_PER_IA_MAX) {
-                        results[n] = (
-                            p.prefix,
-                            p.prefix_len,
-                            self.alloc.extend(
-                                now,
-                                &c,
-                                p.prefix,
-                                p.prefix_len,
-                                true,
-                                &policy.rules,
-                                writes,
-                            ),
+                    for (r, (addr, len)) in results.iter_mut().zip(ia.named()) {
+                        *r = (
+                            *addr,
+                            *len,
+                            self.alloc
+                                .extend(now, &c, *addr, *len, true, &policy.rules, writes),
                         );
-                        n += 1;
                     }
-                    let fallback =
-                        self.renew_fallback(now, &c, &results[..n], &policy.rules, writes);
-                    let (t1, t2) = timers(&lt, shortest_preferred(&results[..n], fallback));
-                    w.ia_pd(ia.iaid, t1, t2, |o| {
-                        renewed(o, &results[..n], fallback, ResourceKind::Prefix)
+                    let results = &results[..ia.named().len()];
+                    let fallback = self.renew_fallback(now, &c, results, &policy.rules, writes);
+                    let (t1, t2) = timers(&lt, shortest_preferred(results, fallback));
+                    write_ia(&mut w, ia.kind, ia.iaid, t1, t2, |o| {
+                        renewed(o, results, fallback, ia.kind)
                     });
                 }
             }
@@ -462,41 +399,19 @@ impl Engine {
                         "released"
                     },
                 );
-                let mut served = 0usize;
-                for ia in msg.ia_nas().take(IAS_PER_MESSAGE_MAX) {
-                    served += 1;
+                for ia in ia_requests(msg) {
                     let c = ClientIa {
                         subnet,
-                        kind: ResourceKind::Address,
+                        kind: ia.kind,
                         duid,
                         iaid: ia.iaid,
                     };
                     let mut all = true;
-                    for a in ia.addresses().take(RESOURCES_PER_IA_MAX) {
-                        all &= self.alloc.end(now, &c, a.addr, hold, writes);
+                    for (addr, _) in ia.named() {
+                        all &= self.alloc.end(now, &c, *addr, hold, writes);
                     }
                     if !all {
-                        w.ia_na(ia.iaid, 0, 0, |o| {
-                            o.status(StatusCode::NoBinding, "no binding for this IA")
-                        });
-                    }
-                }
-                for ia in msg
-                    .ia_pds()
-                    .take(IAS_PER_MESSAGE_MAX.saturating_sub(served))
-                {
-                    let c = ClientIa {
-                        subnet,
-                        kind: ResourceKind::Prefix,
-                        duid,
-                        iaid: ia.iaid,
-                    };
-                    let mut all = true;
-                    for p in ia.prefixes().take(RESOURCES_PER_IA_MAX) {
-                        all &= self.alloc.end(now, &c, p.prefix, hold, writes);
-                    }
-                    if !all {
-                        w.ia_pd(ia.iaid, 0, 0, |o| {
+                        write_ia(&mut w, ia.kind, ia.iaid, 0, 0, |o| {
                             o.status(StatusCode::NoBinding, "no binding for this IA")
                         });
                     }
@@ -602,6 +517,77 @@ impl Engine {
             return Some(p);
         }
         subnets.iter().position(|s| s.interface.is_none())
+    }
+}
+
+/// One IA_NA or IA_PD of a client message with the addresses or prefixes it names (at most
+/// [`RESOURCES_PER_IA_MAX`]), so each message type handles both kinds in one loop.
+#[derive(Clone, Copy)]
+struct IaRequest {
+    kind: ResourceKind,
+    iaid: u32,
+    named: [(Ipv6Addr, u8); RESOURCES_PER_IA_MAX],
+    n: usize,
+}
+
+impl IaRequest {
+    fn new(kind: ResourceKind, iaid: u32, named: impl Iterator<Item = (Ipv6Addr, u8)>) -> Self {
+        let mut r = IaRequest {
+            kind,
+            iaid,
+            named: [(Ipv6Addr::UNSPECIFIED, 0); RESOURCES_PER_IA_MAX],
+            n: 0,
+        };
+        for (slot, x) in r.named.iter_mut().zip(named) {
+            *slot = x;
+            r.n += 1;
+        }
+        r
+    }
+    fn named(&self) -> &[(Ipv6Addr, u8)] {
+        &self.named[..self.n]
+    }
+}
+
+/// The message's IAs: IA_NAs first, then IA_PDs, at most [`IAS_PER_MESSAGE_MAX`] in all.
+fn ia_requests<'m>(msg: &'m Message<'m>) -> impl Iterator<Item = IaRequest> + 'm {
+    let nas = msg.ia_nas().map(|ia| {
+        IaRequest::new(
+            ResourceKind::Address,
+            ia.iaid,
+            ia.addresses().map(|a| (a.addr, 128)),
+        )
+    });
+    let pds = msg.ia_pds().map(|ia| {
+        IaRequest::new(
+            ResourceKind::Prefix,
+            ia.iaid,
+            ia.prefixes().map(|p| (p.prefix, p.prefix_len)),
+        )
+    });
+    nas.chain(pds).take(IAS_PER_MESSAGE_MAX)
+}
+
+/// Writes an IA_NA or IA_PD, by kind.
+fn write_ia(
+    w: &mut MessageWriter,
+    kind: ResourceKind,
+    iaid: u32,
+    t1: u32,
+    t2: u32,
+    body: impl FnOnce(&mut OptionWriter),
+) {
+    match kind {
+        ResourceKind::Address => w.ia_na(iaid, t1, t2, body),
+        ResourceKind::Prefix => w.ia_pd(iaid, t1, t2, body),
+    }
+}
+
+/// Writes an IA Address or IA Prefix for a granted lease, by kind.
+fn put_resource(o: &mut OptionWriter, kind: ResourceKind, g: &Granted) {
+    match kind {
+        ResourceKind::Address => put_addr(o, g),
+        ResourceKind::Prefix => put_prefix(o, g),
     }
 }
 

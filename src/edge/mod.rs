@@ -144,6 +144,7 @@ fn hex(b: &[u8]) -> String {
 
 fn log_lease(l: &Lease, via: &str) {
     let what = match l.state {
+        LeaseState::Active if via == "Renew" || via == "Rebind" => "lease renewed",
         LeaseState::Active => "lease granted",
         LeaseState::Released => "lease released",
         LeaseState::Declined => "lease declined",

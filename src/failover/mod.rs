@@ -1,6 +1,7 @@
 //! RFC 8156 failover, sans-IO: the partner protocol's codec ([`wire`]), the endpoint state
 //! machine ([`state`]), the lazy-update session ([`peer`]) and a whole server node ([`node`]).
 
+pub mod codec;
 pub mod node;
 pub mod peer;
 pub mod state;

@@ -14,9 +14,12 @@ use tandem::wire::{self, Message, MessageType, MessageWriter, StatusCode};
 
 /// The reflector's server DUID (DUID-EN with the documentation enterprise number 32473).
 pub const REFLECTOR_DUID: [u8; 10] = [0, 2, 0, 0, 0x7e, 0xd9, b't', b'g', b'e', b'n'];
-/// Addresses come from 2001:db8:1::/64, prefixes (/56) from 2001:db8:8000::/33.
+/// Addresses come from 2001:db8:1::/64 (64 bits of hash), prefixes (/64) from 2001:db8::/32
+/// (32 bits of hash, so a few hundred thousand clients almost never collide).
 const NA_BASE: u128 = 0x2001_0db8_0001_0000_0000_0000_0000_0000;
-const PD_BASE: u128 = 0x2001_0db8_8000_0000_0000_0000_0000_0000;
+const PD_BASE: u128 = 0x2001_0db8_0000_0000_0000_0000_0000_0000;
+/// Length of the prefixes the reflector delegates.
+pub const REFLECTOR_PD_LEN: u8 = 64;
 
 fn mix(duid: &[u8], iaid: u32) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -67,10 +70,11 @@ pub fn answer(bytes: &[u8], inner: &mut Vec<u8>, out: &mut Vec<u8>) -> bool {
                 w.ia_na(ia.iaid, 1800, 2880, |o| o.ia_addr(a, 3600, 7200, |_| {}));
             }
             for ia in m.ia_pds() {
-                // 23 bits of hash pick one of the /56s in the /33.
-                let p = Ipv6Addr::from(PD_BASE | (((mix(cid, ia.iaid) & 0x7f_ffff) as u128) << 72));
+                // 32 bits of hash pick one of the /64s in the /32.
+                let p =
+                    Ipv6Addr::from(PD_BASE | (((mix(cid, ia.iaid) & 0xffff_ffff) as u128) << 64));
                 w.ia_pd(ia.iaid, 1800, 2880, |o| {
-                    o.ia_prefix(p, 56, 3600, 7200, |_| {})
+                    o.ia_prefix(p, REFLECTOR_PD_LEN, 3600, 7200, |_| {})
                 });
             }
         }
@@ -157,7 +161,7 @@ mod tests {
                 .next()
                 .unwrap()
                 .prefix_len,
-            56
+            REFLECTOR_PD_LEN
         );
         let mut relayed = Vec::new();
         wire::wrap_relay_forw(

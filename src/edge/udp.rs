@@ -243,17 +243,27 @@ pub const SEND_BATCH_MAX: usize = 256;
 /// Sends replies with sendmmsg, [`SEND_BATCH_MAX`] at a time. Returns how many leading
 /// replies were sent; the caller sends the rest one by one (and sees their errors).
 pub fn send_batch(sock: &UdpSocket, replies: &[PendingReply]) -> usize {
+    send_many(sock, replies.iter().map(|r| (&r.bytes[..], r.to)))
+}
+
+/// Sends datagrams with sendmmsg, [`SEND_BATCH_MAX`] per call. Returns how many leading ones
+/// went out (the caller sends or drops the rest). Used by the server and the tools alike.
+pub fn send_many<'a>(
+    sock: &UdpSocket,
+    msgs: impl Iterator<Item = (&'a [u8], SocketAddrV6)>,
+) -> usize {
     let mut done = 0;
-    for chunk in replies.chunks(SEND_BATCH_MAX) {
-        let iovs: Vec<[std::io::IoSlice; 1]> = chunk
-            .iter()
-            .map(|r| [std::io::IoSlice::new(&r.bytes)])
-            .collect();
-        let addrs: Vec<Option<SockaddrIn6>> = chunk
-            .iter()
-            .map(|r| Some(SockaddrIn6::from(r.to)))
-            .collect();
-        let mut hdrs = socket::MultiHeaders::<SockaddrIn6>::preallocate(chunk.len(), None);
+    let mut iovs: Vec<[std::io::IoSlice<'a>; 1]> = Vec::with_capacity(SEND_BATCH_MAX);
+    let mut addrs: Vec<Option<SockaddrIn6>> = Vec::with_capacity(SEND_BATCH_MAX);
+    let mut msgs = msgs.peekable();
+    while msgs.peek().is_some() {
+        iovs.clear();
+        addrs.clear();
+        for (b, to) in msgs.by_ref().take(SEND_BATCH_MAX) {
+            iovs.push([std::io::IoSlice::new(b)]);
+            addrs.push(Some(SockaddrIn6::from(to)));
+        }
+        let mut hdrs = socket::MultiHeaders::<SockaddrIn6>::preallocate(iovs.len(), None);
         match socket::sendmmsg(
             sock.as_raw_fd(),
             &mut hdrs,
@@ -265,7 +275,7 @@ pub fn send_batch(sock: &UdpSocket, replies: &[PendingReply]) -> usize {
             Ok(res) => {
                 let n = res.count();
                 done += n;
-                if n < chunk.len() {
+                if n < iovs.len() {
                     return done;
                 }
             }
@@ -273,4 +283,47 @@ pub fn send_batch(sock: &UdpSocket, replies: &[PendingReply]) -> usize {
         }
     }
     done
+}
+
+/// Receives up to `bufs.len() / slot_len` datagrams with recvmmsg: blocks (up to the socket's
+/// read timeout) for the first, then takes what is queued. `out` gets (length, source) per
+/// datagram, datagram i in `bufs[i * slot_len..]`. Returns how many; 0 on timeout.
+pub fn recv_many(
+    sock: &UdpSocket,
+    bufs: &mut [u8],
+    slot_len: usize,
+    out: &mut Vec<(usize, SocketAddrV6)>,
+) -> io::Result<usize> {
+    out.clear();
+    let slots = bufs.len() / slot_len.max(1);
+    if slots == 0 {
+        return Ok(0);
+    }
+    let mut hdrs = socket::MultiHeaders::<SockaddrIn6>::preallocate(slots, None);
+    let mut iovs: Vec<[IoSliceMut; 1]> = bufs
+        .chunks_mut(slot_len)
+        .take(slots)
+        .map(|c| [IoSliceMut::new(c)])
+        .collect();
+    let res = match socket::recvmmsg(
+        sock.as_raw_fd(),
+        &mut hdrs,
+        iovs.iter_mut(),
+        MsgFlags::MSG_WAITFORONE,
+        None,
+    ) {
+        Ok(r) => r,
+        Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => return Ok(0),
+        Err(e) => return Err(e.into()),
+    };
+    for msg in res {
+        let len = msg.bytes.min(slot_len);
+        let from = msg
+            .address
+            .map_or(SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, 0, 0, 0), |a| {
+                SocketAddrV6::new(a.ip(), a.port(), a.flowinfo(), a.scope_id())
+            });
+        out.push((len, from));
+    }
+    Ok(out.len())
 }

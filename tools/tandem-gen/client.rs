@@ -10,14 +10,15 @@ use crate::check::{Pools, Registry};
 use crate::stats::PhaseStats;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
-use std::io;
 use std::net::{Ipv6Addr, SocketAddrV6, UdpSocket};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tandem::wire::{self, Message, MessageType, MessageWriter, StatusCode};
 
-/// Most datagrams read in one go before the driver looks at its timers again.
-pub const RECV_BURST_MAX: usize = 256;
+/// Most datagrams read in one recvmmsg before the driver looks at its timers again.
+pub const RECV_BURST_MAX: usize = 64;
+/// Receive slot size (largest datagram read).
+const DATAGRAM_SLOT: usize = 4096;
 /// IAID used for the IA_NA of every simulated client.
 pub const IAID_NA: u32 = 1;
 /// IAID used for the IA_PD of every simulated client.
@@ -186,6 +187,13 @@ pub struct Driver<'r> {
     next_xid: u32,
     buf: Vec<u8>,
     msg: Vec<u8>,
+    /// Datagrams of the last recvmmsg, RECV_BURST_MAX slots of DATAGRAM_SLOT bytes.
+    batch: Vec<u8>,
+    got: Vec<(usize, std::net::SocketAddrV6)>,
+    /// Messages waiting for the next sendmmsg: their bytes back to back, and where each is.
+    out_arena: Vec<u8>,
+    out_ranges: Vec<std::ops::Range<usize>>,
+    relay_scratch: Vec<u8>,
     rng: u64,
 }
 
@@ -211,8 +219,13 @@ impl<'r> Driver<'r> {
             by_xid: HashMap::new(),
             timers: BinaryHeap::new(),
             next_xid: thread << 20,
-            buf: vec![0u8; 4096],
+            buf: vec![0u8; DATAGRAM_SLOT],
             msg: Vec::with_capacity(512),
+            batch: vec![0u8; RECV_BURST_MAX * DATAGRAM_SLOT],
+            got: Vec::with_capacity(RECV_BURST_MAX),
+            out_arena: Vec::with_capacity(RECV_BURST_MAX * 256),
+            out_ranges: Vec::with_capacity(RECV_BURST_MAX),
+            relay_scratch: Vec::with_capacity(512),
             rng: 0x9e37_79b9_7f4a_7c15 ^ ((thread as u64) << 32 | 1),
         }
     }
@@ -301,32 +314,47 @@ impl<'r> Driver<'r> {
                 c.rt = c.rt.mul_f64(2.0 * jitter);
                 self.send(i, now);
             }
-            // Read what arrived.
-            for _ in 0..RECV_BURST_MAX {
-                match self.sock.recv_from(&mut self.buf) {
-                    Ok((n, _)) => {
-                        if let Some(done) = self.on_reply(n, &mut st)
-                            && done
-                        {
-                            outstanding -= 1;
-                        }
-                    }
-                    Err(e)
-                        if matches!(
-                            e.kind(),
-                            io::ErrorKind::WouldBlock
-                                | io::ErrorKind::TimedOut
-                                | io::ErrorKind::Interrupted
-                        ) =>
-                    {
-                        break;
-                    }
-                    Err(_) => break,
+            // Send what is queued (one sendmmsg), then read what arrived (one recvmmsg).
+            self.flush();
+            let n = tandem::edge::udp::recv_many(
+                &self.sock,
+                &mut self.batch,
+                DATAGRAM_SLOT,
+                &mut self.got,
+            )
+            .unwrap_or(0);
+            for k in 0..n {
+                let len = self.got[k].0;
+                self.buf[..len]
+                    .copy_from_slice(&self.batch[k * DATAGRAM_SLOT..k * DATAGRAM_SLOT + len]);
+                if let Some(done) = self.on_reply(len, &mut st)
+                    && done
+                {
+                    outstanding -= 1;
                 }
             }
         }
         st.elapsed = start.elapsed();
         st
+    }
+
+    /// Sends every queued message: one sendmmsg; what it does not take is tried one by one (a
+    /// failed send is a lost packet, which the retransmission timer covers).
+    fn flush(&mut self) {
+        if self.out_ranges.is_empty() {
+            return;
+        }
+        let dest = self.settings.route.dest();
+        let arena = &self.out_arena;
+        let sent = tandem::edge::udp::send_many(
+            &self.sock,
+            self.out_ranges.iter().map(|r| (&arena[r.clone()], dest)),
+        );
+        for r in &self.out_ranges[sent..] {
+            let _ = self.sock.send_to(&arena[r.clone()], dest);
+        }
+        self.out_arena.clear();
+        self.out_ranges.clear();
     }
 
     fn begin(&mut self, i: usize, phase: Phase, now: Instant) {
@@ -391,11 +419,10 @@ impl<'r> Driver<'r> {
                 });
             }
         }
-        let dest = self.settings.route.dest();
-        let r = match &self.settings.route {
-            Route::Direct(_) => self.sock.send_to(&inner, dest),
+        let start = self.out_arena.len();
+        match &self.settings.route {
+            Route::Direct(_) => self.out_arena.extend_from_slice(&inner),
             Route::Relay { link, .. } => {
-                let mut out = Vec::with_capacity(inner.len() + 64);
                 let peer = Ipv6Addr::from(
                     0xfe80_0000_0000_0000_0000_0000_0000_0000u128
                         | c.id as u128
@@ -409,13 +436,13 @@ impl<'r> Driver<'r> {
                     Some(b"tandem-gen"),
                     (port != 547).then_some(port),
                     &inner,
-                    &mut out,
+                    &mut self.relay_scratch,
                 );
-                self.sock.send_to(&out, dest)
+                self.out_arena.extend_from_slice(&self.relay_scratch);
             }
-        };
+        }
+        self.out_ranges.push(start..self.out_arena.len());
         self.msg = inner;
-        let _ = r; // a failed send is a lost packet: the retransmission timer covers it
         self.by_xid.insert(xid, i);
         let c = &self.clients[i];
         self.timers.push(Reverse((now + c.rt, i, c.attempt)));

@@ -12,6 +12,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 use tandem::wire::{self, Message, MessageType, MessageWriter, StatusCode};
 
+/// Most datagrams the reflector takes in one recvmmsg.
+pub const REFLECT_BATCH_MAX: usize = 64;
+
 /// The reflector's server DUID (DUID-EN with the documentation enterprise number 32473).
 pub const REFLECTOR_DUID: [u8; 10] = [0, 2, 0, 0, 0x7e, 0xd9, b't', b'g', b'e', b'n'];
 /// Addresses come from 2001:db8:1::/64 (64 bits of hash), prefixes (/64) from 2001:db8::/32
@@ -110,19 +113,33 @@ pub fn run(listen: SocketAddrV6, threads: usize, stop: Arc<AtomicBool>) -> io::R
         .map(|sock| {
             let (stop, sent) = (stop.clone(), sent.clone());
             std::thread::spawn(move || {
-                let (mut buf, mut inner, mut out) = (
-                    vec![0u8; 4096],
-                    Vec::with_capacity(512),
-                    Vec::with_capacity(512),
-                );
+                // Batches both ways (recvmmsg / sendmmsg), like the server, so the ceiling is
+                // not set by this responder's own syscalls.
+                let mut bufs = vec![0u8; REFLECT_BATCH_MAX * 4096];
+                let mut got = Vec::with_capacity(REFLECT_BATCH_MAX);
+                let (mut inner, mut out) = (Vec::with_capacity(512), Vec::with_capacity(512));
+                let mut arena: Vec<u8> = Vec::with_capacity(REFLECT_BATCH_MAX * 256);
+                let mut replies: Vec<(std::ops::Range<usize>, SocketAddrV6)> =
+                    Vec::with_capacity(REFLECT_BATCH_MAX);
                 let mut n_sent = 0u64;
                 while !stop.load(Ordering::Relaxed) {
-                    let Ok((n, from)) = sock.recv_from(&mut buf) else {
+                    let Ok(n) = tandem::edge::udp::recv_many(&sock, &mut bufs, 4096, &mut got)
+                    else {
                         continue;
                     };
-                    if answer(&buf[..n], &mut inner, &mut out) && sock.send_to(&out, from).is_ok() {
-                        n_sent += 1;
+                    arena.clear();
+                    replies.clear();
+                    for (i, (len, from)) in got.iter().enumerate().take(n) {
+                        if answer(&bufs[i * 4096..i * 4096 + len], &mut inner, &mut out) {
+                            let start = arena.len();
+                            arena.extend_from_slice(&out);
+                            replies.push((start..arena.len(), *from));
+                        }
                     }
+                    n_sent += tandem::edge::udp::send_many(
+                        &sock,
+                        replies.iter().map(|(r, to)| (&arena[r.clone()], *to)),
+                    ) as u64;
                 }
                 sent.fetch_add(n_sent, Ordering::Relaxed);
             })

@@ -193,6 +193,21 @@ impl Store {
         Ok(d)
     }
 
+    /// Stores `value` under `key` in the meta database, replacing any previous value, in one
+    /// write transaction that is committed (fsync unless opened without sync) before returning.
+    pub fn put_meta(&self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        let mut wtxn = self.env.write_txn()?;
+        self.meta.put(&mut wtxn, key, value)?;
+        wtxn.commit()?;
+        Ok(())
+    }
+
+    /// The value stored under `key` in the meta database, if any.
+    pub fn get_meta(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let rtxn = self.env.read_txn()?;
+        Ok(self.meta.get(&rtxn, key)?.map(|v| v.to_vec()))
+    }
+
     /// Calls `f` for every stored lease; corrupt records are counted and reported to `bad`.
     pub fn load_leases(
         &self,
@@ -406,6 +421,30 @@ mod tests {
             .unwrap();
         assert_eq!(st.loaded, 1);
         assert_eq!(all[0], lease(7, LeaseState::Active));
+    }
+
+    #[test]
+    fn meta_put_get_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = Store::open(dir.path(), 16, true).unwrap();
+            assert_eq!(s.get_meta(b"k").unwrap(), None);
+            s.put_meta(b"k", b"one").unwrap();
+            s.put_meta(b"k", b"two").unwrap();
+            s.put_meta(b"empty", b"").unwrap();
+            assert_eq!(s.get_meta(b"k").unwrap().as_deref(), Some(&b"two"[..]));
+        }
+        let s = Store::open(dir.path(), 16, true).unwrap();
+        assert_eq!(s.get_meta(b"k").unwrap().as_deref(), Some(&b"two"[..]));
+        assert_eq!(s.get_meta(b"empty").unwrap().as_deref(), Some(&b""[..]));
+        // The layout version lives in the same database and is untouched.
+        assert_eq!(
+            s.get_meta(META_LAYOUT_VERSION).unwrap(),
+            Some(LAYOUT_VERSION.to_le_bytes().to_vec())
+        );
+        drop(s);
+        let r = Store::open_reader(dir.path()).unwrap();
+        assert_eq!(r.get_meta(b"k").unwrap().as_deref(), Some(&b"two"[..]));
     }
 
     #[test]

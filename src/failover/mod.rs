@@ -2,7 +2,9 @@
 //! machine ([`state`]), the lazy-update session ([`peer`]) and a whole server node ([`node`]).
 
 pub mod codec;
+pub mod connect;
 pub mod node;
 pub mod peer;
+pub mod persist;
 pub mod state;
 pub mod wire;

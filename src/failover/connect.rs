@@ -1,0 +1,1045 @@
+//! The CONNECT / CONNECTREPLY handshake (RFC 8156 §6.1–6.2, digest §8), sans-IO: builds both
+//! messages and checks what the partner sent. No sockets, no clock: the caller passes the time.
+//!
+//! The primary opens the connection and sends CONNECT ([`build_connect`]); the secondary checks
+//! it ([`check_connect`]) and answers CONNECTREPLY, accepting or refusing
+//! ([`build_connectreply`]); the primary checks the reply ([`check_connectreply`]). Each check
+//! returns either what the link layer needs from the partner ([`ConnectAccepted`]) or why the
+//! partner was refused ([`ConnectRefused`], whose `Display` is the log line).
+//!
+//! What is checked, on both sides:
+//!
+//! | check | refused with |
+//! |---|---|
+//! | the message parses and has the expected type (and, for CONNECTREPLY, echoes our transaction id) | UnspecFail (1) |
+//! | protocol version major 1 (any minor) | NotSupported (14) |
+//! | the options the RFC requires (version, MCLT, keepalive, max unacked BNDUPD, connect flags) | UnspecFail (1) |
+//! | the roles are complementary (a CONNECT reaches a secondary, a CONNECTREPLY a primary) | ConfigurationConflict (17) |
+//! | relationship name equal (absent = empty; in CONNECTREPLY only checked when present) | ConfigurationConflict (17) |
+//! | MCLT equal | ConfigurationConflict (17) |
+//! | \|sent-time − now\| ≤ `skew_max_secs` (5 s by default) | ExcessiveTimeSkew (22) |
+//! | pools digest equal (Tandem extension, below) | ConfigurationConflict (17) |
+//!
+//! A CONNECTREPLY carrying a non-success status code is the secondary's refusal and is reported
+//! as such, with its status and text.
+//!
+//! # Deviations from RFC 8156 (as the digest has it)
+//!
+//! - **MCLT.** The draft lets the secondary adopt the primary's MCLT. Tandem instead requires
+//!   both servers to be configured with the same MCLT and refuses a different one with
+//!   ConfigurationConflict: every lifetime cap and the PARTNER-DOWN waits depend on it, and a
+//!   silent adoption would hide a configuration mistake. The CONNECTREPLY still carries the
+//!   CONNECT's MCLT, as the RFC requires.
+//! - **Relationship name.** The status for an unknown relationship name is not specified
+//!   (digest §10 item 6); ConfigurationConflict is used.
+//! - **Pools digest (an extension, not an RFC 8156 option).** Both partners MUST configure the
+//!   same prefixes and pools (digest §7), but RFC 8156 has no way to check it. Tandem carries a
+//!   digest of that configuration, and a human-readable summary so the refusing side can log
+//!   *which* pools differ, in an `OPTION_VENDOR_OPTS` (17, RFC 8415 §21.17) with the enterprise
+//!   number [`TANDEM_ENTERPRISE_NUMBER`] (32473, the documentation number of RFC 5612) and two
+//!   vendor sub-options: [`TANDEM_SUBOPT_POOLS_DIGEST`] (32 bytes) and
+//!   [`TANDEM_SUBOPT_POOLS_SUMMARY`] (UTF-8 lines joined by `'\n'`, at most
+//!   [`POOLS_SUMMARY_MAX_BYTES`]). No unassigned DHCPv6 option code is used. Receivers that do
+//!   not know it skip it (RFC 8415 §21.17 and our own parser). A Tandem server refuses a partner
+//!   whose CONNECT / CONNECTREPLY lacks it, so a Tandem server does not pair with another
+//!   RFC 8156 implementation.
+//!
+//! No function here panics on any input; nothing is `unsafe`.
+
+use std::collections::HashSet;
+use std::fmt;
+
+use crate::config::{Config, PoolConfig, ResourceKind, SubnetConfig};
+use crate::wire::{OPTION_HEADER_LEN, OptionIter, opt};
+
+use super::state::Role;
+use super::wire::{
+    ConnectFlags, ConnectOptions, FAILOVER_HEADER_LEN, FRAME_PREFIX_LEN, FailoverMessage,
+    FailoverStatusCode, FailoverType, FailoverWireError, FailoverWriter, MAX_TRANSACTION_ID,
+    ProtocolVersion, to_failover_time,
+};
+
+/// Largest clock difference between the partners accepted in a CONNECT / CONNECTREPLY, in
+/// seconds (RFC 8156 §6.1.2, digest §6.5: "about 5 s").
+pub const DEFAULT_SKEW_MAX_SECS: u64 = 5;
+
+/// Default keepalive time advertised in CONNECT / CONNECTREPLY, in seconds (digest §6.6,
+/// FO_KEEPALIVE_TIME).
+pub const DEFAULT_KEEPALIVE_SECS: u64 = 60;
+
+/// The enterprise number Tandem's vendor option is filed under: 32473, reserved for
+/// documentation by RFC 5612. Tandem has no Private Enterprise Number of its own; the
+/// documentation number marks the option as Tandem-to-Tandem only. Changing it breaks
+/// mixed-version pairs.
+pub const TANDEM_ENTERPRISE_NUMBER: u32 = 32473;
+
+/// Vendor sub-option (under [`TANDEM_ENTERPRISE_NUMBER`]) carrying the 32-byte pools digest
+/// ([`pools_digest`]).
+pub const TANDEM_SUBOPT_POOLS_DIGEST: u16 = 1;
+
+/// Vendor sub-option (under [`TANDEM_ENTERPRISE_NUMBER`]) carrying the pools summary: UTF-8
+/// lines ([`pools_summary`]) joined by `'\n'`, at most [`POOLS_SUMMARY_MAX_BYTES`].
+pub const TANDEM_SUBOPT_POOLS_SUMMARY: u16 = 2;
+
+/// Most bytes of pools summary sent. When the lines do not fit, as many whole lines as fit are
+/// sent, followed by one line saying how many were left out.
+pub const POOLS_SUMMARY_MAX_BYTES: usize = 4096;
+
+/// Longest relationship name [`build_connect`] sends (bytes of UTF-8), so that a CONNECT
+/// always fits in one frame.
+pub const MAX_RELATIONSHIP_NAME_LEN: usize = 1024;
+
+/// Most differing summary lines named per side in a refusal reason.
+pub const MISMATCH_LINES_MAX: usize = 10;
+
+/// Longest refusal reason (bytes); longer ones are cut at a character boundary.
+pub const REASON_MAX_BYTES: usize = 4096;
+
+/// Bytes kept free at the end of the summary for the "more lines not listed" line.
+const SUMMARY_MARKER_RESERVE: usize = 96;
+
+/// Domain tag at the start of the canonical pools encoding (version 1 of the encoding).
+const POOLS_ENCODING_TAG: &[u8] = b"tandem-pools-v1\0";
+
+/// FNV-1a 64-bit offset basis.
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+/// FNV-1a 64-bit prime.
+const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+
+/// What one end of a relationship needs for the handshake.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkParams {
+    /// Our role: the primary connects and sends CONNECT, the secondary answers.
+    pub role: Role,
+    /// Relationship name (`OPTION_F_RELATIONSHIP_NAME`); empty means "the only relationship
+    /// between this pair" and is not sent.
+    pub relationship: String,
+    /// Maximum client lead time, seconds. Both partners must be configured with the same.
+    pub mclt_secs: u64,
+    /// Our keepalive time, seconds: we declare the link dead after this long without hearing
+    /// from the partner; it sends CONTACTs often enough.
+    pub keepalive_secs: u64,
+    /// How many unacknowledged BNDUPDs we can take without our TCP connection blocking.
+    pub max_unacked: u32,
+    /// Largest accepted clock difference, seconds ([`DEFAULT_SKEW_MAX_SECS`]).
+    pub skew_max_secs: u64,
+    /// Digest of the pool configuration ([`pools_digest`]).
+    pub pools_digest: [u8; 32],
+}
+
+impl LinkParams {
+    /// Parameters with the default skew bound and the pools digest of `config`.
+    pub fn new(
+        role: Role,
+        relationship: impl Into<String>,
+        mclt_secs: u64,
+        keepalive_secs: u64,
+        max_unacked: u32,
+        config: &Config,
+    ) -> LinkParams {
+        LinkParams {
+            role,
+            relationship: relationship.into(),
+            mclt_secs,
+            keepalive_secs,
+            max_unacked,
+            skew_max_secs: DEFAULT_SKEW_MAX_SECS,
+            pools_digest: pools_digest(config),
+        }
+    }
+}
+
+/// The partner passed the checks: what the link layer needs from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectAccepted {
+    /// Transaction id of the checked message (a CONNECTREPLY echoes the CONNECT's).
+    pub xid: u32,
+    /// The protocol version the partner sent (major 1).
+    pub partner_version: ProtocolVersion,
+    /// The MCLT both sides agreed on, seconds.
+    pub mclt_secs: u64,
+    /// The partner's keepalive time, seconds: send it a message (CONTACT at the latest) at
+    /// least every quarter of this (digest §6.6, FO_SEND_TIME).
+    pub partner_keepalive_secs: u64,
+    /// Most BNDUPDs we may have outstanding to the partner.
+    pub partner_max_unacked: u32,
+    /// The partner's connect flags.
+    pub partner_flags: ConnectFlags,
+    /// The partner's clock minus ours as measured on this message (positive: it is ahead).
+    pub skew_secs: i64,
+}
+
+/// Why the partner was refused: the status to send (or that the partner sent) and the log text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectRefused {
+    /// Status code: sent in the CONNECTREPLY (secondary) or DISCONNECT (primary).
+    pub status: FailoverStatusCode,
+    /// What differs, in words, naming both values.
+    pub reason: String,
+}
+
+impl fmt::Display for ConnectRefused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{:?} ({}): {}",
+            self.status,
+            self.status.to_u16(),
+            self.reason
+        )
+    }
+}
+
+impl std::error::Error for ConnectRefused {}
+
+fn refuse(status: FailoverStatusCode, reason: impl Into<String>) -> ConnectRefused {
+    let mut reason = reason.into();
+    cut_at_char_boundary(&mut reason, REASON_MAX_BYTES);
+    ConnectRefused { status, reason }
+}
+
+fn cut_at_char_boundary(s: &mut String, max: usize) {
+    if s.len() > max {
+        let mut at = max;
+        while at > 0 && !s.is_char_boundary(at) {
+            at -= 1;
+        }
+        s.truncate(at);
+    }
+}
+
+fn role_name(r: Role) -> &'static str {
+    match r {
+        Role::Primary => "primary",
+        Role::Secondary => "secondary",
+    }
+}
+
+fn other(r: Role) -> Role {
+    match r {
+        Role::Primary => Role::Secondary,
+        Role::Secondary => Role::Primary,
+    }
+}
+
+fn sat_u32(v: u64) -> u32 {
+    u32::try_from(v).unwrap_or(u32::MAX)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pools digest and summary.
+
+/// Subnets sorted by id, each with its pools sorted by (kind, first, count, resource length):
+/// the canonical order of the digest and the summary, so that listing the same subnets or
+/// pools in another order does not count as a difference.
+fn canonical(config: &Config) -> Vec<(&SubnetConfig, Vec<&PoolConfig>)> {
+    let mut subnets: Vec<&SubnetConfig> = config.subnets.iter().collect();
+    subnets.sort_by_key(|s| s.id);
+    subnets
+        .into_iter()
+        .map(|s| {
+            let mut pools: Vec<&PoolConfig> = s.pools.iter().collect();
+            pools.sort_by_key(|p| (p.kind.code(), p.first, p.count, p.resource_len));
+            (s, pools)
+        })
+        .collect()
+}
+
+fn put_count(b: &mut Vec<u8>, n: usize) {
+    b.extend_from_slice(&u32::try_from(n).unwrap_or(u32::MAX).to_be_bytes());
+}
+
+/// The canonical byte encoding the pools digest is taken over (version 1). Big-endian
+/// throughout:
+///
+/// ```text
+/// "tandem-pools-v1\0"
+/// subnet count (u32)
+/// per subnet, by id:  id (u32) | prefix address (16) | prefix length (u8)
+///                     | preferred, valid, T1, T2 (u32 each) | pool count (u32)
+///   per pool, sorted: kind (u8: 0 address, 1 prefix) | first (u128) | count (u128)
+///                     | resource length (u8)
+/// ```
+///
+/// Server-local settings (listen addresses, interfaces, data dir, workers, log level, sub-pool
+/// count, ...) are not part of it.
+pub fn pools_canonical_bytes(config: &Config) -> Vec<u8> {
+    let canon = canonical(config);
+    let mut b = Vec::with_capacity(64 + canon.len() * 80);
+    b.extend_from_slice(POOLS_ENCODING_TAG);
+    put_count(&mut b, canon.len());
+    for (s, pools) in &canon {
+        b.extend_from_slice(&s.id.to_be_bytes());
+        b.extend_from_slice(&s.prefix.addr.octets());
+        b.push(s.prefix.len);
+        let lt = s.lifetimes;
+        for v in [lt.preferred_secs, lt.valid_secs, lt.t1_secs, lt.t2_secs] {
+            b.extend_from_slice(&v.to_be_bytes());
+        }
+        put_count(&mut b, pools.len());
+        for p in pools {
+            b.push(p.kind.code());
+            b.extend_from_slice(&p.first.to_be_bytes());
+            b.extend_from_slice(&p.count.to_be_bytes());
+            b.push(p.resource_len);
+        }
+    }
+    b
+}
+
+fn fnv1a64(mut h: u64, bytes: &[u8]) -> u64 {
+    for &b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(FNV_PRIME);
+    }
+    h
+}
+
+/// A stable 256-bit digest of `bytes`: four FNV-1a-64 lanes, lane `i` (0..=3) absorbing first
+/// the single byte `i`, then `bytes`, then `bytes.len()` as a big-endian u64; the result is the
+/// four lane values, big-endian, lane 0 first.
+///
+/// It is defined here bit for bit, so it does not depend on a crate version, the platform or the
+/// Rust release. It detects configuration mismatches between honest partners (each lane is a
+/// bijection of its state per input byte, so two inputs of the same length differing in one
+/// byte always differ); it is **not** a cryptographic hash and gives no protection against a
+/// forger. The partner is authenticated by TLS, not by this.
+pub fn digest256(bytes: &[u8]) -> [u8; 32] {
+    let len = u64::try_from(bytes.len()).unwrap_or(u64::MAX).to_be_bytes();
+    let mut out = [0u8; 32];
+    for (lane, chunk) in (0u8..).zip(out.chunks_exact_mut(8)) {
+        let h = fnv1a64(FNV_OFFSET, &[lane]);
+        let h = fnv1a64(h, bytes);
+        let h = fnv1a64(h, &len);
+        chunk.copy_from_slice(&h.to_be_bytes());
+    }
+    out
+}
+
+/// Digest of what both partners MUST configure identically (digest §7): every subnet's id,
+/// prefix and lifetimes (preferred, valid, T1, T2) and every pool's kind, first resource, count
+/// and resource length ([`pools_canonical_bytes`], hashed with [`digest256`]).
+///
+/// Not covered: listen addresses, interfaces, data dir, workers, log level and anything else
+/// only one server cares about. Changing the encoding or the hash breaks mixed-version pairs.
+pub fn pools_digest(config: &Config) -> [u8; 32] {
+    digest256(&pools_canonical_bytes(config))
+}
+
+/// Hex of the first 8 bytes of a digest, for logs.
+pub fn digest_short_hex(d: &[u8; 32]) -> String {
+    d.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+fn pool_line(s: &SubnetConfig, p: &PoolConfig) -> String {
+    let first = std::net::Ipv6Addr::from(p.first);
+    // Last resource: first + (count - 1) << (128 - resource_len), if representable.
+    let last = 128u32
+        .checked_sub(u32::from(p.resource_len))
+        .and_then(|shift| 1u128.checked_shl(shift))
+        .and_then(|step| p.count.checked_sub(1)?.checked_mul(step))
+        .and_then(|off| p.first.checked_add(off))
+        .map(|l| std::net::Ipv6Addr::from(l).to_string())
+        .unwrap_or_else(|| "?".to_string());
+    let what = match p.kind {
+        ResourceKind::Address if p.resource_len == 128 => {
+            format!("addresses {first}-{last} ({})", p.count)
+        }
+        ResourceKind::Address => {
+            format!("addresses /{} {first}-{last} ({})", p.resource_len, p.count)
+        }
+        ResourceKind::Prefix => {
+            format!("prefixes /{} {first}-{last} ({})", p.resource_len, p.count)
+        }
+    };
+    let lt = s.lifetimes;
+    format!(
+        "subnet {} {}: {what}; preferred {} s, valid {} s, T1 {} s, T2 {} s",
+        s.id, s.prefix, lt.preferred_secs, lt.valid_secs, lt.t1_secs, lt.t2_secs
+    )
+}
+
+/// One human-readable line per pool, in the digest's canonical order, naming everything the
+/// digest covers, e.g.
+/// `subnet 1 2001:db8:1::/64: addresses 2001:db8:1::1:0-2001:db8:1::ffff:ffff (4294901760);
+/// preferred 3600 s, valid 7200 s, T1 1800 s, T2 2880 s`.
+///
+/// Two configurations with the same digest have the same lines; a difference shows up as lines
+/// only one side has.
+pub fn pools_summary(config: &Config) -> Vec<String> {
+    canonical(config)
+        .into_iter()
+        .flat_map(|(s, pools)| pools.into_iter().map(move |p| pool_line(s, p)))
+        .collect()
+}
+
+/// The summary lines as sent: newlines inside a line replaced by spaces, and cut to
+/// [`POOLS_SUMMARY_MAX_BYTES`] when joined, the last line then saying how many were left out.
+fn cut_summary(lines: &[String]) -> Vec<String> {
+    let clean: Vec<String> = lines.iter().map(|l| l.replace(['\n', '\r'], " ")).collect();
+    let joined_len = clean
+        .iter()
+        .map(|l| l.len().saturating_add(1))
+        .sum::<usize>()
+        .saturating_sub(1);
+    if joined_len <= POOLS_SUMMARY_MAX_BYTES {
+        return clean;
+    }
+    let budget = POOLS_SUMMARY_MAX_BYTES - SUMMARY_MARKER_RESERVE;
+    let mut kept = Vec::new();
+    let mut used = 0usize;
+    for l in &clean {
+        let add = l.len().saturating_add(usize::from(!kept.is_empty()));
+        if used.saturating_add(add) > budget {
+            break;
+        }
+        used = used.saturating_add(add);
+        kept.push(l.clone());
+    }
+    let left = clean.len().saturating_sub(kept.len());
+    kept.push(format!(
+        "... {left} more pool line(s) not listed (summary limited to {POOLS_SUMMARY_MAX_BYTES} bytes)"
+    ));
+    kept
+}
+
+/// Appends Tandem's vendor option to a CONNECT / CONNECTREPLY: `OPTION_VENDOR_OPTS` with
+/// enterprise number [`TANDEM_ENTERPRISE_NUMBER`], holding sub-option
+/// [`TANDEM_SUBOPT_POOLS_DIGEST`] (`digest`) and sub-option [`TANDEM_SUBOPT_POOLS_SUMMARY`]
+/// (`summary` joined by `'\n'`, cut to [`POOLS_SUMMARY_MAX_BYTES`]).
+pub fn write_tandem_pools(w: &mut FailoverWriter<'_>, digest: &[u8; 32], summary: &[String]) {
+    let text = cut_summary(summary).join("\n");
+    w.with_options(|o| {
+        o.nested(
+            opt::VENDOR_OPTS,
+            &TANDEM_ENTERPRISE_NUMBER.to_be_bytes(),
+            |o| {
+                o.option(TANDEM_SUBOPT_POOLS_DIGEST, digest);
+                o.option(TANDEM_SUBOPT_POOLS_SUMMARY, text.as_bytes());
+            },
+        );
+    });
+}
+
+/// Tandem's pools digest and summary lines from a parsed message: the first
+/// `OPTION_VENDOR_OPTS` with enterprise number [`TANDEM_ENTERPRISE_NUMBER`].
+///
+/// `None` if there is none, or if it is malformed (sub-options overrunning it, a digest that is
+/// not 32 bytes, a summary that is not UTF-8, no digest). A missing summary gives no lines.
+/// Vendor options of other enterprises are ignored.
+pub fn read_tandem_pools(msg: &FailoverMessage<'_>) -> Option<([u8; 32], Vec<String>)> {
+    let data = msg.options().find_map(|o| {
+        if o.code != opt::VENDOR_OPTS {
+            return None;
+        }
+        let (ent, rest) = o.data.split_first_chunk::<4>()?;
+        (u32::from_be_bytes(*ent) == TANDEM_ENTERPRISE_NUMBER).then_some(rest)
+    })?;
+    let mut digest: Option<[u8; 32]> = None;
+    let mut summary: Option<&str> = None;
+    let mut used = 0usize;
+    for so in OptionIter::new(data) {
+        used = used
+            .saturating_add(OPTION_HEADER_LEN)
+            .saturating_add(so.data.len());
+        match so.code {
+            TANDEM_SUBOPT_POOLS_DIGEST if digest.is_none() => {
+                digest = Some(so.data.try_into().ok()?);
+            }
+            TANDEM_SUBOPT_POOLS_SUMMARY if summary.is_none() => {
+                summary = Some(std::str::from_utf8(so.data).ok()?);
+            }
+            _ => {}
+        }
+    }
+    if used != data.len() {
+        return None;
+    }
+    let lines = match summary {
+        None | Some("") => Vec::new(),
+        Some(s) => s.split('\n').map(str::to_string).collect(),
+    };
+    Some((digest?, lines))
+}
+
+/// Lines only in `a` and only in `b` (each in its own order, without repeats).
+fn diff_lines<'x>(a: &'x [String], b: &'x [String]) -> (Vec<&'x str>, Vec<&'x str>) {
+    let sa: HashSet<&str> = a.iter().map(String::as_str).collect();
+    let sb: HashSet<&str> = b.iter().map(String::as_str).collect();
+    let mut seen = HashSet::new();
+    let only_a = a
+        .iter()
+        .map(String::as_str)
+        .filter(|l| !sb.contains(l) && seen.insert(*l))
+        .collect();
+    let mut seen = HashSet::new();
+    let only_b = b
+        .iter()
+        .map(String::as_str)
+        .filter(|l| !sa.contains(l) && seen.insert(*l))
+        .collect();
+    (only_a, only_b)
+}
+
+fn list_lines(lines: &[&str]) -> String {
+    if lines.is_empty() {
+        return "none".to_string();
+    }
+    let mut s = lines
+        .iter()
+        .take(MISMATCH_LINES_MAX)
+        .map(|l| format!("[{l}]"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    if lines.len() > MISMATCH_LINES_MAX {
+        s.push_str(&format!(
+            " and {} more",
+            lines.len().saturating_sub(MISMATCH_LINES_MAX)
+        ));
+    }
+    s
+}
+
+// ---------------------------------------------------------------------------------------------
+// Building.
+
+/// The options an accepting CONNECT / CONNECTREPLY carries. FIXED_PD_LENGTH is set: every
+/// Tandem PD pool delegates at one configured length.
+fn link_options(p: &LinkParams, mclt: u64, with_name: bool) -> ConnectOptions<'_> {
+    ConnectOptions {
+        protocol_version: Some(ProtocolVersion::V1_0),
+        mclt: Some(sat_u32(mclt)),
+        keepalive_time: Some(sat_u32(p.keepalive_secs)),
+        max_unacked_bndupd: Some(p.max_unacked),
+        connect_flags: Some(ConnectFlags::FIXED_PD_LENGTH),
+        relationship_name: (with_name && !p.relationship.is_empty())
+            .then_some(p.relationship.as_str()),
+    }
+}
+
+/// Appends a framed CONNECT (primary → secondary) to `out`: protocol version 1.0, MCLT,
+/// keepalive time, max unacked BNDUPD, connect flags, the relationship name (unless empty) and
+/// Tandem's pools option ([`write_tandem_pools`] with `p.pools_digest` and `summary`, normally
+/// [`pools_summary`] of the same configuration). Only the low 24 bits of `xid` are used; the
+/// sent-time is `now_unix`.
+///
+/// Errors with [`FailoverWireError::TooLong`], leaving `out` unchanged, if the relationship name
+/// is longer than [`MAX_RELATIONSHIP_NAME_LEN`] (or the message would not fit in a frame).
+pub fn build_connect(
+    p: &LinkParams,
+    summary: &[String],
+    xid: u32,
+    now_unix: u64,
+    out: &mut Vec<u8>,
+) -> Result<(), FailoverWireError> {
+    if p.relationship.len() > MAX_RELATIONSHIP_NAME_LEN {
+        return Err(FailoverWireError::TooLong);
+    }
+    let mut buf = Vec::with_capacity(256);
+    let mut w = FailoverWriter::new(
+        &mut buf,
+        FailoverType::Connect,
+        xid & MAX_TRANSACTION_ID,
+        to_failover_time(now_unix),
+    );
+    w.connect_options(&link_options(p, p.mclt_secs, true));
+    write_tandem_pools(&mut w, &p.pools_digest, summary);
+    w.frame_into(out)
+}
+
+/// Appends a framed CONNECTREPLY (secondary → primary) to `out`, echoing `xid` (the CONNECT's;
+/// low 24 bits), sent-time `now_unix`.
+///
+/// - `Ok(accepted)`: protocol version 1.0, MCLT (the CONNECT's, `accepted.mclt_secs`),
+///   keepalive time, max unacked BNDUPD, connect flags, and Tandem's pools option (`summary`,
+///   normally [`pools_summary`]) so the primary can check the pools too. After sending it the
+///   secondary MUST send STATE.
+/// - `Err(refused)`: only `OPTION_STATUS_CODE` with the refusal's status and reason (a
+///   "success" status is sent as UnspecFail, so a refusal never reads as acceptance).
+///
+/// Errors with [`FailoverWireError::TooLong`], leaving `out` unchanged, if the message would not
+/// fit in a frame.
+pub fn build_connectreply(
+    p: &LinkParams,
+    summary: &[String],
+    accepted: Result<&ConnectAccepted, &ConnectRefused>,
+    xid: u32,
+    now_unix: u64,
+    out: &mut Vec<u8>,
+) -> Result<(), FailoverWireError> {
+    let mut buf = Vec::with_capacity(256);
+    let mut w = FailoverWriter::new(
+        &mut buf,
+        FailoverType::ConnectReply,
+        xid & MAX_TRANSACTION_ID,
+        to_failover_time(now_unix),
+    );
+    match accepted {
+        Ok(a) => {
+            w.connect_options(&link_options(p, a.mclt_secs, false));
+            write_tandem_pools(&mut w, &p.pools_digest, summary);
+        }
+        Err(r) => {
+            let status = if r.status.is_success() {
+                FailoverStatusCode::UnspecFail
+            } else {
+                r.status
+            };
+            let mut reason = r.reason.clone();
+            cut_at_char_boundary(&mut reason, REASON_MAX_BYTES);
+            w.status_code(status, &reason);
+        }
+    }
+    w.frame_into(out)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Checking.
+
+/// The message inside one frame: the 2-byte length must match the rest exactly.
+fn unframe(frame: &[u8]) -> Result<&[u8], ConnectRefused> {
+    let Some((len, msg)) = frame.split_first_chunk::<FRAME_PREFIX_LEN>() else {
+        return Err(refuse(
+            FailoverStatusCode::UnspecFail,
+            format!(
+                "malformed frame: {} byte(s), shorter than the length prefix",
+                frame.len()
+            ),
+        ));
+    };
+    let len = usize::from(u16::from_be_bytes(*len));
+    if len < FAILOVER_HEADER_LEN || len != msg.len() {
+        return Err(refuse(
+            FailoverStatusCode::UnspecFail,
+            format!(
+                "malformed frame: length prefix says {len} byte(s), {} follow",
+                msg.len()
+            ),
+        ));
+    }
+    Ok(msg)
+}
+
+fn parse_as<'m>(msg: &'m [u8], want: FailoverType) -> Result<FailoverMessage<'m>, ConnectRefused> {
+    let m = FailoverMessage::parse(msg).map_err(|e| {
+        refuse(
+            FailoverStatusCode::UnspecFail,
+            format!("malformed {want}: {e}"),
+        )
+    })?;
+    if m.msg_type() != want {
+        return Err(refuse(
+            FailoverStatusCode::UnspecFail,
+            format!("expected {want}, got {}", m.msg_type()),
+        ));
+    }
+    Ok(m)
+}
+
+/// The checks common to CONNECT and CONNECTREPLY, after the message type (and, for the reply,
+/// the status and transaction id). `name_required`: an absent relationship name counts as the
+/// empty name (CONNECT); otherwise it is only compared when present (CONNECTREPLY).
+fn check_link(
+    p: &LinkParams,
+    ours_summary: &[String],
+    m: &FailoverMessage<'_>,
+    now_unix: u64,
+    name_required: bool,
+) -> Result<ConnectAccepted, ConnectRefused> {
+    let t = m.msg_type();
+    let from = role_name(other(p.role));
+    let us = role_name(p.role);
+    let c = m.connect();
+    let missing = |what: &str| {
+        refuse(
+            FailoverStatusCode::UnspecFail,
+            format!("{t} lacks {what}, which RFC 8156 requires"),
+        )
+    };
+
+    let version = c
+        .protocol_version
+        .ok_or_else(|| missing("OPTION_F_PROTOCOL_VERSION"))?;
+    if version.major != ProtocolVersion::V1_0.major {
+        return Err(refuse(
+            FailoverStatusCode::NotSupported,
+            format!(
+                "the {from} speaks failover protocol {}.{}; this {us} supports {}.x",
+                version.major,
+                version.minor,
+                ProtocolVersion::V1_0.major
+            ),
+        ));
+    }
+    let mclt = c.mclt.ok_or_else(|| missing("OPTION_F_MCLT"))?;
+    let keepalive = c
+        .keepalive_time
+        .ok_or_else(|| missing("OPTION_F_KEEPALIVE_TIME"))?;
+    let max_unacked = c
+        .max_unacked_bndupd
+        .ok_or_else(|| missing("OPTION_F_MAX_UNACKED_BNDUPD"))?;
+    let flags = c
+        .connect_flags
+        .ok_or_else(|| missing("OPTION_F_CONNECT_FLAGS"))?;
+
+    if name_required || c.relationship_name.is_some() {
+        let theirs = c.relationship_name.unwrap_or("");
+        if theirs != p.relationship {
+            return Err(refuse(
+                FailoverStatusCode::ConfigurationConflict,
+                format!(
+                    "relationship name differs: the {from} says {theirs:?}, this {us} is configured with {:?}",
+                    p.relationship
+                ),
+            ));
+        }
+    }
+
+    if u64::from(mclt) != p.mclt_secs {
+        return Err(refuse(
+            FailoverStatusCode::ConfigurationConflict,
+            format!(
+                "MCLT differs: the {from}'s {t} says {mclt} s, this {us} is configured with {} s; both servers must be configured with the same MCLT",
+                p.mclt_secs
+            ),
+        ));
+    }
+
+    // Partner's clock minus ours: the wrapped difference of two failover times, read as i32,
+    // is the signed distance (|skew| < 2^31 s).
+    let skew = i64::from(m.sent_time().wrapping_sub(to_failover_time(now_unix)) as i32);
+    if skew.unsigned_abs() > p.skew_max_secs {
+        let dir = if skew > 0 { "ahead of" } else { "behind" };
+        return Err(refuse(
+            FailoverStatusCode::ExcessiveTimeSkew,
+            format!(
+                "clock skew: the {from}'s clock is {} s {dir} this {us}'s (limit {} s); synchronise both clocks (NTP)",
+                skew.unsigned_abs(),
+                p.skew_max_secs
+            ),
+        ));
+    }
+
+    let Some((their_digest, their_lines)) = read_tandem_pools(m) else {
+        return Err(refuse(
+            FailoverStatusCode::ConfigurationConflict,
+            format!(
+                "the {from}'s {t} carries no valid Tandem pools digest (vendor option, enterprise {TANDEM_ENTERPRISE_NUMBER}): it is not Tandem or too old, and identical pools cannot be verified"
+            ),
+        ));
+    };
+    if their_digest != p.pools_digest {
+        let ours_cut = cut_summary(ours_summary);
+        let (only_ours, only_theirs) = diff_lines(&ours_cut, &their_lines);
+        let detail = if only_ours.is_empty() && only_theirs.is_empty() {
+            "the listed summary lines agree (the lists are cut at 4096 bytes, or the summaries were not built from the same configuration as the digests)".to_string()
+        } else {
+            format!(
+                "only on this {us}: {}; only on the {from}: {}",
+                list_lines(&only_ours),
+                list_lines(&only_theirs)
+            )
+        };
+        return Err(refuse(
+            FailoverStatusCode::ConfigurationConflict,
+            format!(
+                "pools differ from the {from}'s (digest here {}, there {}): {detail}",
+                digest_short_hex(&p.pools_digest),
+                digest_short_hex(&their_digest)
+            ),
+        ));
+    }
+
+    Ok(ConnectAccepted {
+        xid: m.transaction_id(),
+        partner_version: version,
+        mclt_secs: u64::from(mclt),
+        partner_keepalive_secs: u64::from(keepalive),
+        partner_max_unacked: max_unacked,
+        partner_flags: flags,
+        skew_secs: skew,
+    })
+}
+
+/// The secondary's checks on a framed CONNECT (2-byte length prefix + message, exactly one
+/// frame); see [`check_connect_message`].
+pub fn check_connect(
+    p: &LinkParams,
+    ours_summary: &[String],
+    frame: &[u8],
+    now_unix: u64,
+) -> Result<ConnectAccepted, ConnectRefused> {
+    check_connect_message(p, ours_summary, unframe(frame)?, now_unix)
+}
+
+/// The secondary's checks on a CONNECT message (without its length prefix, as
+/// [`Framer`](super::wire::Framer) returns it), received at `now_unix`: it parses and is a
+/// CONNECT, we are the secondary, protocol version major 1 (else NotSupported), the required
+/// options are present, relationship name and MCLT equal ours (else ConfigurationConflict),
+/// sent-time within `skew_max_secs` of `now_unix` (else ExcessiveTimeSkew, naming the measured
+/// skew), and the pools digest equals ours (else ConfigurationConflict naming the summary lines
+/// only we have and only the primary has, at most [`MISMATCH_LINES_MAX`] of each).
+///
+/// `ours_summary` is [`pools_summary`] of the configuration `p.pools_digest` was taken from.
+/// On `Err`, answer with [`build_connectreply`] carrying the refusal and log it.
+pub fn check_connect_message(
+    p: &LinkParams,
+    ours_summary: &[String],
+    msg: &[u8],
+    now_unix: u64,
+) -> Result<ConnectAccepted, ConnectRefused> {
+    let m = parse_as(msg, FailoverType::Connect)?;
+    if p.role != Role::Secondary {
+        return Err(refuse(
+            FailoverStatusCode::ConfigurationConflict,
+            "a CONNECT arrived, but this server is the primary of the relationship: both servers are configured as primary",
+        ));
+    }
+    check_link(p, ours_summary, &m, now_unix, true)
+}
+
+/// The primary's checks on a framed CONNECTREPLY (2-byte length prefix + message, exactly one
+/// frame); see [`check_connectreply_message`].
+pub fn check_connectreply(
+    p: &LinkParams,
+    ours_summary: &[String],
+    frame: &[u8],
+    xid: u32,
+    now_unix: u64,
+) -> Result<ConnectAccepted, ConnectRefused> {
+    check_connectreply_message(p, ours_summary, unframe(frame)?, xid, now_unix)
+}
+
+/// The primary's checks on a CONNECTREPLY message (without its length prefix), received at
+/// `now_unix` in answer to our CONNECT with transaction id `xid`: it parses and is a
+/// CONNECTREPLY; a non-success status code is the secondary's refusal and is returned with the
+/// secondary's status and text; it echoes `xid`; we are the primary; then the same checks as
+/// [`check_connect_message`] (the relationship name only if the reply carries one).
+///
+/// On `Err`, send DISCONNECT with the refusal's status (unless the secondary refused) and retry
+/// later, less often (RFC 8156 §6.1).
+pub fn check_connectreply_message(
+    p: &LinkParams,
+    ours_summary: &[String],
+    msg: &[u8],
+    xid: u32,
+    now_unix: u64,
+) -> Result<ConnectAccepted, ConnectRefused> {
+    let m = parse_as(msg, FailoverType::ConnectReply)?;
+    if let Some(st) = m.status()
+        && st.code != FailoverStatusCode::Success.to_u16()
+    {
+        let status = FailoverStatusCode::of(&st).unwrap_or(FailoverStatusCode::UnspecFail);
+        return Err(refuse(
+            status,
+            format!(
+                "the {} refused our CONNECT with status {}: {}",
+                role_name(other(p.role)),
+                st.code,
+                st.message_lossy()
+            ),
+        ));
+    }
+    let want = xid & MAX_TRANSACTION_ID;
+    if m.transaction_id() != want {
+        return Err(refuse(
+            FailoverStatusCode::UnspecFail,
+            format!(
+                "CONNECTREPLY transaction id {:#08x} does not echo our CONNECT's {want:#08x}",
+                m.transaction_id()
+            ),
+        ));
+    }
+    if p.role != Role::Primary {
+        return Err(refuse(
+            FailoverStatusCode::ConfigurationConflict,
+            "a CONNECTREPLY arrived, but this server is the secondary of the relationship: both servers are configured as secondary",
+        ));
+    }
+    check_link(p, ours_summary, &m, now_unix, false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config;
+
+    const NOW: u64 = 1_760_000_000;
+
+    fn cfg() -> Config {
+        config::parse("<d>", config::EMBEDDED_DEFAULT).unwrap()
+    }
+
+    fn params(role: Role, c: &Config) -> LinkParams {
+        LinkParams::new(role, "pair-a", 3600, 60, 32, c)
+    }
+
+    #[test]
+    fn digest256_is_fnv1a_lanes() {
+        // Lane 0 over the empty input: FNV-1a of [0] then of eight zero length bytes.
+        let d = digest256(&[]);
+        let lane0 = fnv1a64(fnv1a64(FNV_OFFSET, &[0]), &[0; 8]);
+        assert_eq!(d[..8], lane0.to_be_bytes());
+        // Lanes differ from each other, and one changed byte changes every lane.
+        let a = digest256(b"abcdef");
+        let b = digest256(b"abcdeg");
+        for (x, y) in a.chunks(8).zip(b.chunks(8)) {
+            assert_ne!(x, y);
+        }
+        assert_ne!(a[..8], a[8..16]);
+        // FNV-1a-64 test vector ("a" → af63dc4c8601ec8c).
+        assert_eq!(fnv1a64(FNV_OFFSET, b"a"), 0xaf63_dc4c_8601_ec8c);
+    }
+
+    #[test]
+    fn pool_order_does_not_matter() {
+        let text = "[server]\nlisten=[\"[::1]:5547\"]\n[[subnet]]\nid=2\nprefix=\"2001:db8:2::/64\"\npools=[{range=\"2001:db8:2::10-2001:db8:2::20\"},{range=\"2001:db8:2::30-2001:db8:2::40\"}]\n[[subnet]]\nid=1\nprefix=\"2001:db8:1::/64\"\npools=[{prefix=\"2001:db8:1::/64\"}]\n";
+        let swapped = "[server]\nlisten=[\"[::1]:5547\"]\n[[subnet]]\nid=1\nprefix=\"2001:db8:1::/64\"\npools=[{prefix=\"2001:db8:1::/64\"}]\n[[subnet]]\nid=2\nprefix=\"2001:db8:2::/64\"\npools=[{range=\"2001:db8:2::30-2001:db8:2::40\"},{range=\"2001:db8:2::10-2001:db8:2::20\"}]\n";
+        let a = config::parse("a", text).unwrap();
+        let b = config::parse("b", swapped).unwrap();
+        assert_eq!(pools_digest(&a), pools_digest(&b));
+        assert_eq!(pools_summary(&a), pools_summary(&b));
+        assert_eq!(pools_summary(&a).len(), 3);
+        assert!(pools_summary(&a)[0].starts_with("subnet 1 2001:db8:1::/64: addresses"));
+    }
+
+    #[test]
+    fn summary_lines_name_everything() {
+        let s = pools_summary(&cfg());
+        assert_eq!(
+            s,
+            [
+                "subnet 1 2001:db8:1::/64: addresses 2001:db8:1::1:0-2001:db8:1::ffff:ffff (4294901760); preferred 3600 s, valid 7200 s, T1 1800 s, T2 2880 s",
+                "subnet 1 2001:db8:1::/64: prefixes /56 2001:db8:8000::-2001:db8:ffff:ff00:: (8388608); preferred 3600 s, valid 7200 s, T1 1800 s, T2 2880 s",
+            ]
+        );
+    }
+
+    #[test]
+    fn long_summary_is_cut_with_a_marker() {
+        let lines: Vec<String> = (0..200)
+            .map(|i| format!("line {i:03} {}", "x".repeat(40)))
+            .collect();
+        let cut = cut_summary(&lines);
+        let joined = cut.join("\n");
+        assert!(joined.len() <= POOLS_SUMMARY_MAX_BYTES, "{}", joined.len());
+        let last = cut.last().unwrap();
+        assert!(last.contains("more pool line(s) not listed"), "{last}");
+        assert!(last.contains(&format!("{} more", 200 - (cut.len() - 1))));
+        // Short lists pass unchanged; embedded newlines are flattened.
+        assert_eq!(cut_summary(&["a\nb".to_string()]), ["a b"]);
+        // Round trip through the vendor option.
+        let mut buf = Vec::new();
+        let mut w = FailoverWriter::new(&mut buf, FailoverType::Connect, 1, 2);
+        write_tandem_pools(&mut w, &[7; 32], &lines);
+        let m = FailoverMessage::parse(&buf).unwrap();
+        let (d, got) = read_tandem_pools(&m).unwrap();
+        assert_eq!(d, [7; 32]);
+        assert_eq!(got, cut);
+    }
+
+    #[test]
+    fn vendor_option_of_another_enterprise_is_ignored() {
+        let mut buf = Vec::new();
+        let mut w = FailoverWriter::new(&mut buf, FailoverType::Connect, 1, 2);
+        w.with_options(|o| {
+            o.nested(opt::VENDOR_OPTS, &9u32.to_be_bytes(), |o| {
+                o.option(TANDEM_SUBOPT_POOLS_DIGEST, &[1; 32])
+            })
+        });
+        write_tandem_pools(&mut w, &[2; 32], &[]);
+        let m = FailoverMessage::parse(&buf).unwrap();
+        assert_eq!(read_tandem_pools(&m), Some(([2; 32], vec![])));
+
+        // Malformed: wrong digest size, bad UTF-8, trailing bytes, no digest.
+        for body in [
+            vec![0, 1, 0, 31, 0],
+            [vec![0, 1, 0, 32], vec![0; 32], vec![0, 2, 0, 1, 0xff]].concat(),
+            [vec![0, 1, 0, 32], vec![0; 32], vec![0, 9, 0]].concat(),
+            vec![0, 2, 0, 1, b'a'],
+        ] {
+            let mut buf = vec![31, 0, 0, 1, 0, 0, 0, 2];
+            let data = [TANDEM_ENTERPRISE_NUMBER.to_be_bytes().to_vec(), body].concat();
+            buf.extend_from_slice(&opt::VENDOR_OPTS.to_be_bytes());
+            buf.extend_from_slice(&u16::try_from(data.len()).unwrap().to_be_bytes());
+            buf.extend_from_slice(&data);
+            let m = FailoverMessage::parse(&buf).unwrap();
+            assert_eq!(read_tandem_pools(&m), None, "{data:?}");
+        }
+    }
+
+    #[test]
+    fn handshake_and_role_checks() {
+        let c = cfg();
+        let sum = pools_summary(&c);
+        let pri = params(Role::Primary, &c);
+        let sec = params(Role::Secondary, &c);
+        let mut f = Vec::new();
+        build_connect(&pri, &sum, 0x0102_0304, NOW, &mut f).unwrap();
+        let a = check_connect(&sec, &sum, &f, NOW + 2).unwrap();
+        assert_eq!(a.xid, 0x02_0304);
+        assert_eq!(a.skew_secs, -2);
+        assert_eq!((a.partner_keepalive_secs, a.partner_max_unacked), (60, 32));
+        assert!(a.partner_flags.fixed_pd_length());
+        // A primary receiving a CONNECT: both are primaries.
+        let e = check_connect(&pri, &sum, &f, NOW).unwrap_err();
+        assert_eq!(e.status, FailoverStatusCode::ConfigurationConflict);
+        assert!(
+            e.reason.contains("both servers are configured as primary"),
+            "{e}"
+        );
+
+        let mut r = Vec::new();
+        build_connectreply(&sec, &sum, Ok(&a), a.xid, NOW, &mut r).unwrap();
+        let b = check_connectreply(&pri, &sum, &r, 0x0102_0304, NOW).unwrap();
+        assert_eq!(b.mclt_secs, 3600);
+        let e = check_connectreply(&sec, &sum, &r, 0x0102_0304, NOW).unwrap_err();
+        assert!(
+            e.reason
+                .contains("both servers are configured as secondary"),
+            "{e}"
+        );
+        // Wrong message type both ways.
+        let e = check_connect(&sec, &sum, &r, NOW).unwrap_err();
+        assert_eq!(e.status, FailoverStatusCode::UnspecFail);
+        assert!(
+            e.reason.contains("expected CONNECT, got CONNECTREPLY"),
+            "{e}"
+        );
+        // Display is the log line.
+        assert!(
+            e.to_string()
+                .starts_with("UnspecFail (1): expected CONNECT"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn missing_required_option_is_refused() {
+        let c = cfg();
+        let sum = pools_summary(&c);
+        let sec = params(Role::Secondary, &c);
+        let mut buf = Vec::new();
+        let mut w = FailoverWriter::new(&mut buf, FailoverType::Connect, 1, to_failover_time(NOW));
+        w.protocol_version(ProtocolVersion::V1_0);
+        w.mclt(3600);
+        w.relationship_name("pair-a");
+        write_tandem_pools(&mut w, &sec.pools_digest, &sum);
+        let e = check_connect_message(&sec, &sum, &buf, NOW).unwrap_err();
+        assert_eq!(e.status, FailoverStatusCode::UnspecFail);
+        assert!(e.reason.contains("OPTION_F_KEEPALIVE_TIME"), "{e}");
+    }
+
+    #[test]
+    fn overlong_relationship_name_is_an_error_not_a_panic() {
+        let c = cfg();
+        let mut p = params(Role::Primary, &c);
+        p.relationship = "x".repeat(MAX_RELATIONSHIP_NAME_LEN + 1);
+        let mut out = vec![9];
+        assert_eq!(
+            build_connect(&p, &[], 1, NOW, &mut out),
+            Err(FailoverWireError::TooLong)
+        );
+        assert_eq!(out, [9]);
+    }
+}

@@ -1,0 +1,163 @@
+//! The endpoint's durable state ([`Persisted`]) as bytes, for the store's meta database under
+//! [`META_FAILOVER_STATE`] (see [`Store::put_meta`](crate::store::Store::put_meta)).
+//!
+//! Layout, version 1 (28 bytes, little-endian):
+//!
+//! ```text
+//! version (u8 = 1) | state (u8, RFC 8156 server-state value) | state_since (u64)
+//! | last_alive (u64) | partner_down_since (u64) | communicated (u8: 0/1)
+//! | store_was_empty (u8: 0/1)
+//! ```
+//!
+//! [`decode`] accepts exactly that and nothing else; no function here panics.
+
+use super::state::{Persisted, ServerState};
+
+/// Meta key under which the endpoint state is stored.
+pub const META_FAILOVER_STATE: &[u8] = b"failover_state";
+
+/// Version byte of the encoding [`encode`] writes and [`decode`] reads.
+pub const PERSIST_VERSION: u8 = 1;
+
+/// Length of an encoded [`Persisted`].
+pub const PERSISTED_LEN: usize = 28;
+
+/// Encodes `p` (layout in the module docs).
+pub fn encode(p: &Persisted) -> Vec<u8> {
+    let mut b = Vec::with_capacity(PERSISTED_LEN);
+    b.push(PERSIST_VERSION);
+    b.push(p.state.to_u8());
+    b.extend_from_slice(&p.state_since.to_le_bytes());
+    b.extend_from_slice(&p.last_alive.to_le_bytes());
+    b.extend_from_slice(&p.partner_down_since.to_le_bytes());
+    b.push(u8::from(p.communicated));
+    b.push(u8::from(p.store_was_empty));
+    b
+}
+
+fn flag(v: u8) -> Option<bool> {
+    match v {
+        0 => Some(false),
+        1 => Some(true),
+        _ => None,
+    }
+}
+
+/// Decodes what [`encode`] wrote; `None` on a wrong length, an unknown version, a server-state
+/// value outside 1..=10 or a flag byte other than 0 or 1.
+pub fn decode(b: &[u8]) -> Option<Persisted> {
+    let b: &[u8; PERSISTED_LEN] = b.try_into().ok()?;
+    let (&[version, state], rest) = b.split_first_chunk::<2>()?;
+    if version != PERSIST_VERSION {
+        return None;
+    }
+    let (since, rest) = rest.split_first_chunk::<8>()?;
+    let (alive, rest) = rest.split_first_chunk::<8>()?;
+    let (pd, rest) = rest.split_first_chunk::<8>()?;
+    let &[communicated, store_was_empty] = rest else {
+        return None;
+    };
+    Some(Persisted {
+        state: ServerState::from_u8(state)?,
+        state_since: u64::from_le_bytes(*since),
+        last_alive: u64::from_le_bytes(*alive),
+        partner_down_since: u64::from_le_bytes(*pd),
+        communicated: flag(communicated)?,
+        store_was_empty: flag(store_was_empty)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+
+    fn sample(state: ServerState) -> Persisted {
+        Persisted {
+            state,
+            state_since: 1_760_000_000,
+            last_alive: 1_760_000_123,
+            partner_down_since: 0x0102_0304_0506_0708,
+            communicated: true,
+            store_was_empty: false,
+        }
+    }
+
+    #[test]
+    fn round_trip_every_state() {
+        for v in 1..=10u8 {
+            let s = ServerState::from_u8(v).unwrap();
+            for (communicated, store_was_empty) in
+                [(false, false), (true, false), (false, true), (true, true)]
+            {
+                let p = Persisted {
+                    communicated,
+                    store_was_empty,
+                    ..sample(s)
+                };
+                let b = encode(&p);
+                assert_eq!(b.len(), PERSISTED_LEN);
+                assert_eq!(decode(&b), Some(p));
+            }
+        }
+        // Extremes survive too.
+        let p = Persisted {
+            state_since: u64::MAX,
+            last_alive: 0,
+            partner_down_since: u64::MAX,
+            ..sample(ServerState::PartnerDown)
+        };
+        assert_eq!(decode(&encode(&p)), Some(p));
+    }
+
+    #[test]
+    fn layout_is_fixed() {
+        let b = encode(&sample(ServerState::Normal));
+        assert_eq!(b[..2], [1, 2]);
+        assert_eq!(b[2..10], 1_760_000_000u64.to_le_bytes());
+        assert_eq!(b[18..26], [8, 7, 6, 5, 4, 3, 2, 1]);
+        assert_eq!(b[26..], [1, 0]);
+    }
+
+    #[test]
+    fn damage_gives_none() {
+        let good = encode(&sample(ServerState::RecoverWait));
+        for n in 0..good.len() {
+            assert_eq!(decode(&good[..n]), None, "truncated to {n}");
+        }
+        let mut long = good.clone();
+        long.push(0);
+        assert_eq!(decode(&long), None);
+        for v in [0u8, 2, 255] {
+            let mut b = good.clone();
+            b[0] = v;
+            assert_eq!(decode(&b), None, "version {v}");
+        }
+        for v in [0u8, 11, 128, 255] {
+            let mut b = good.clone();
+            b[1] = v;
+            assert_eq!(decode(&b), None, "state {v}");
+        }
+        for at in [26, 27] {
+            let mut b = good.clone();
+            b[at] = 2;
+            assert_eq!(decode(&b), None, "flag at {at}");
+        }
+    }
+
+    #[test]
+    fn survives_store_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = sample(ServerState::PartnerDown);
+        {
+            let s = Store::open(dir.path(), 16, true).unwrap();
+            assert_eq!(s.get_meta(META_FAILOVER_STATE).unwrap(), None);
+            s.put_meta(META_FAILOVER_STATE, &encode(&sample(ServerState::Normal)))
+                .unwrap();
+            s.put_meta(META_FAILOVER_STATE, &encode(&p)).unwrap();
+        }
+        let s = Store::open(dir.path(), 16, true).unwrap();
+        let b = s.get_meta(META_FAILOVER_STATE).unwrap().unwrap();
+        assert_eq!(decode(&b), Some(p));
+    }
+}

@@ -1,0 +1,736 @@
+#!/usr/bin/env bash
+# gen-vs-kea.sh: Tandem against ISC Kea (single- and multi-threaded) and against the machine's
+# ceiling (tandem-gen's stateless reflector), all driven by tandem-gen with the same settings
+# over the same veth pair in one run; plus tandem-gen against perfdhcp as generators. See
+# bench/README.md.
+#
+# Topology: netns tdmgs (server, veth tdmgs, 2001:db8:1::1/64) <-> netns tdmgc (tandem-gen,
+# perfdhcp, veth tdmgc, 2001:db8:1::2/64). Traffic stays inside the two namespaces.
+#
+# For each target and case the script finds the sustained rate: the highest tandem-gen --rate at
+# which fewer than 1 % of the clients end the trial without their lease and no lease check fails,
+# searching by doubling/halving and then bisecting. Everything it creates (namespaces, veth, temp
+# dir, processes) is removed on exit, also on failure or Ctrl-C.
+
+set -uo pipefail
+
+# ---------------------------------------------------------------- settings
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+BENCH="$REPO/bench"
+TANDEM_BIN="$REPO/target/release/tandem"
+GEN_BIN="$REPO/target/release/tandem-gen"
+KEA_TEMPLATE="$BENCH/kea/kea-dhcp6.json.in"
+TANDEM_TEMPLATE="$BENCH/tandem.toml.in"
+RESULTS_DIR="$BENCH/results"
+# shellcheck source=bench/lib.sh
+. "$BENCH/lib.sh"
+
+NS_S=tdmgs            # server namespace and its veth end
+NS_C=tdmgc            # client namespace and its veth end
+SERVER_IP=2001:db8:1::1
+ADDR_S=$SERVER_IP/64
+ADDR_C=2001:db8:1::2/64
+
+PERIOD=4              # seconds of sending per trial (--clients = rate x PERIOD)
+SLACK=0               # --phase-secs = PERIOD + SLACK. 0: whatever is not done when the sending
+                      # period ends counts as failed, so a server slower than the rate fails
+START_RATE=4000       # search grid: START_RATE x 2^k
+MAX_RATE=128000       # doubling stops here
+MIN_RATE=500          # halving stops here
+BISECT=3              # bisection steps once a pass and a failure bracket the rate
+BUDGET=400            # seconds after the build: past this, searches stop early (noted)
+LOSS_LIMIT=1          # percent: a trial fails when this share of the clients lack their lease at
+                      # the end, or needed a retransmission (a lost or > 1 s late message)
+THREADS=2             # tandem-gen --threads
+WINDOW=512            # tandem-gen --window (exchanges outstanding per thread) in the search
+OPEN_WINDOW=512       # --window of the open-loop run (--rate 0)
+TIMEOUT_MS=1000       # tandem-gen --timeout-ms (RFC 8415 SOL_TIMEOUT / REQ_TIMEOUT)
+MAX_RETRIES=2         # tandem-gen --max-retries
+REFLECTOR_THREADS=2   # reflector --threads
+TARGETS="ceiling tandem kea-st kea-mt"
+CASES="na pd both"
+ROUTE=auto            # auto | multicast | relay
+GEN_RATES="20000 30000 40000 60000 80000"   # generator comparison: offered rates tried with each tool
+GEN_PERIOD=3          # seconds per generator-comparison run
+DO_GENCMP=1
+DO_BUILD=1
+KEEP_LOGS=""
+WRITE_RESULTS=1
+PIN=""                # --pin S,C: server on CPU list S, generator on CPU list C (taskset)
+KEA_MT_QUEUE=64       # Kea MT packet-queue-size (64: as in perfdhcp-vs-kea.sh, Kea's default)
+REPEAT_MARGINAL=1     # repeat a marginal failure (all shares < 2x the limit) once per search
+
+usage() {
+    cat <<EOF
+usage: $0 [options]
+  --period SECS        seconds of sending per trial (default $PERIOD)
+  --slack SECS         --phase-secs = period + SECS (default $SLACK)
+  --start RATE         lowest rate of the search grid (default $START_RATE)
+  --max-rate RATE      highest rate tried (default $MAX_RATE)
+  --bisect N           bisection steps (default $BISECT)
+  --budget SECS        stop searching (and say so) once the run has taken SECS (default $BUDGET)
+  --targets LIST       space/comma list of: ceiling tandem tandem-nosync kea-st kea-mt
+                       (default "$TARGETS"; ceiling = tandem-gen --reflector)
+  --cases LIST         na, pd, both (default "$CASES")
+  --route MODE         auto (default: multicast if Kea answers tandem-gen's multicast, else
+                       relay), multicast, relay
+  --window N           tandem-gen --window in the search (default $WINDOW)
+  --open-window N      tandem-gen --window of the open-loop run (default $OPEN_WINDOW)
+  --gen-rates LIST     offered rates of the generator comparison (default "$GEN_RATES")
+  --no-gen-compare     skip the perfdhcp vs tandem-gen comparison
+  --no-build           do not run cargo build --release
+  --keep-logs DIR      copy configs, server logs and every generator output to DIR before cleanup
+  --no-results         do not write bench/results/gen-latest.{json,md}
+  --pin S,C            pin the server to CPU S and the generator to CPU C with taskset (e.g. 0,1)
+  --kea-mt-queue N     Kea MT packet-queue-size (default $KEA_MT_QUEUE, as in perfdhcp-vs-kea.sh)
+  --no-repeat          do not repeat a marginal failure (by default: once per search)
+  -h, --help
+EOF
+}
+
+CMDLINE="$0${*:+ $*}"
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --period) PERIOD="$2"; shift 2 ;;
+        --slack) SLACK="$2"; shift 2 ;;
+        --start) START_RATE="$2"; shift 2 ;;
+        --max-rate) MAX_RATE="$2"; shift 2 ;;
+        --bisect) BISECT="$2"; shift 2 ;;
+        --budget) BUDGET="$2"; shift 2 ;;
+        --targets) TARGETS="${2//,/ }"; shift 2 ;;
+        --cases) CASES="${2//,/ }"; shift 2 ;;
+        --route) ROUTE="$2"; shift 2 ;;
+        --window) WINDOW="$2"; shift 2 ;;
+        --open-window) OPEN_WINDOW="$2"; shift 2 ;;
+        --gen-rates) GEN_RATES="${2//,/ }"; shift 2 ;;
+        --no-gen-compare) DO_GENCMP=0; shift ;;
+        --no-build) DO_BUILD=0; shift ;;
+        --keep-logs) KEEP_LOGS="$2"; shift 2 ;;
+        --no-results) WRITE_RESULTS=0; shift ;;
+        --pin) PIN="$2"; shift 2 ;;
+        --kea-mt-queue) KEA_MT_QUEUE="$2"; shift 2 ;;
+        --no-repeat) REPEAT_MARGINAL=0; shift ;;
+        -h|--help) usage; exit 0 ;;
+        *) echo "unknown option: $1" >&2; usage >&2; exit 2 ;;
+    esac
+done
+
+# ---------------------------------------------------------------- cleanup
+
+WORK=""
+SERVER_PID=""
+
+CLEANED=0
+cleanup() {
+    local rc=$?
+    [ "$CLEANED" = 1 ] && return
+    CLEANED=1
+    trap '' INT TERM
+    [ -n "$SERVER_PID" ] && stop_pid "$SERVER_PID"
+    delete_topology
+    if [ -n "$WORK" ] && [ -d "$WORK" ]; then
+        if [ -n "$KEEP_LOGS" ]; then
+            mkdir -p "$KEEP_LOGS" && cp -r "$WORK"/. "$KEEP_LOGS"/ && log "logs kept in $KEEP_LOGS"
+        fi
+        rm -rf "$WORK"
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'log "interrupted"; exit 130' INT
+trap 'log "terminated"; exit 143' TERM
+
+# ---------------------------------------------------------------- preflight
+
+[ "$(id -u)" = 0 ] || die "needs root (network namespaces)"
+for t in ip ss jq timeout awk; do
+    command -v "$t" >/dev/null || die "missing tool: $t"
+done
+for s in $TARGETS; do
+    case "$s" in
+        ceiling|tandem|tandem-nosync) ;;
+        kea-st|kea-mt) command -v kea-dhcp6 >/dev/null || die "missing tool: kea-dhcp6 (for $s)" ;;
+        *) die "unknown target $s" ;;
+    esac
+done
+for c in $CASES; do
+    case "$c" in na|pd|both) ;; *) die "unknown case $c" ;; esac
+done
+case "$ROUTE" in auto|multicast|relay) ;; *) die "unknown --route $ROUTE" ;; esac
+HAVE_PERFDHCP=0; command -v perfdhcp >/dev/null && HAVE_PERFDHCP=1
+if [ "$DO_GENCMP" = 1 ] && [ "$HAVE_PERFDHCP" = 0 ]; then
+    log "perfdhcp not installed: generator comparison runs tandem-gen only"
+fi
+SRV_PIN=(); CLI_PIN=()
+if [ -n "$PIN" ]; then
+    command -v taskset >/dev/null || die "--pin needs taskset"
+    SRV_PIN=(taskset -c "${PIN%%,*}"); CLI_PIN=(taskset -c "${PIN#*,}")
+fi
+[ -f "$KEA_TEMPLATE" ] || die "missing $KEA_TEMPLATE"
+[ -f "$TANDEM_TEMPLATE" ] || die "missing $TANDEM_TEMPLATE"
+
+T_START=$(date +%s)
+RUN_DATE="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+LOADAVG_START="$(cut -d' ' -f1-3 /proc/loadavg)"
+
+if [ "$DO_BUILD" = 1 ]; then
+    log "cargo build --release"
+    (cd "$REPO" && cargo build --release) >&2 || die "cargo build --release failed"
+fi
+[ -x "$TANDEM_BIN" ] || die "missing $TANDEM_BIN (build it or drop --no-build)"
+[ -x "$GEN_BIN" ] || die "missing $GEN_BIN (build it or drop --no-build)"
+T_START=$(date +%s)   # the budget counts from here: a rebuild does not eat into it
+
+WORK="$(mktemp -d /tmp/tdm-genbench.XXXXXX)" || die "mktemp failed"
+CLK_TCK=$(getconf CLK_TCK)
+WORK_FS="$(df -T "$WORK" 2>/dev/null | awk 'NR==2{print $2}')"
+
+# The pools every lease must lie in (tandem-gen --config): the Tandem config, whose subnet and
+# pools are the same as Kea's.
+POOLS_DIR="$WORK/pools"; mkdir -p "$POOLS_DIR"
+render_tandem_config "$POOLS_DIR" "$NS_S"
+POOLS_CONFIG="$POOLS_DIR/tandem.toml"
+
+# ---------------------------------------------------------------- targets
+
+ROUTE_MODE=""         # multicast | relay, decided before the first trial
+
+# start_target NAME DIR: starts NAME in netns tdmgs with a fresh data dir / lease file, sets
+# SERVER_PID, waits until UDP port 547 is bound.
+start_target() {
+    local name="$1" dir="$2"
+    rm -rf "$dir"; mkdir -p "$dir"
+    case "$name" in
+        ceiling)
+            # Bounded by --reflect-secs as well as by stop_target.
+            ip netns exec "$NS_S" "${SRV_PIN[@]}" "$GEN_BIN" --reflector --listen '[::]:547' \
+                --threads "$REFLECTOR_THREADS" --reflect-secs 900 >"$dir/server.log" 2>&1 &
+            SERVER_PID=$!
+            ;;
+        tandem|tandem-nosync)
+            render_tandem_config "$dir" "$NS_S"
+            local extra=()
+            [ "$name" = tandem-nosync ] && extra+=(--no-sync)
+            [ "$ROUTE_MODE" = relay ] && extra+=(--listen "[$SERVER_IP]:547")
+            ip netns exec "$NS_S" "${SRV_PIN[@]}" "$TANDEM_BIN" serve --config "$dir/tandem.toml" \
+                --log-level warn "${extra[@]}" >"$dir/server.log" 2>&1 &
+            SERVER_PID=$!
+            ;;
+        kea-st|kea-mt)
+            local ucast=""
+            [ "$ROUTE_MODE" = relay ] && ucast="$SERVER_IP"
+            render_kea_config "${name#kea-}" "$dir" "$NS_S" "$ucast"
+            ip netns exec "$NS_S" kea-dhcp6 -t "$dir/kea-dhcp6.json" >"$dir/kea-check.log" 2>&1 || {
+                cat "$dir/kea-check.log" >&2; die "kea-dhcp6 -t rejected $dir/kea-dhcp6.json"; }
+            KEA_PIDFILE_DIR="$dir" KEA_LOCKFILE_DIR="$dir" \
+                ip netns exec "$NS_S" "${SRV_PIN[@]}" kea-dhcp6 -c "$dir/kea-dhcp6.json" >"$dir/server.log" 2>&1 &
+            SERVER_PID=$!
+            ;;
+    esac
+    wait_udp_bound "$NS_S" 547 "$SERVER_PID" "$dir/server.log"
+}
+
+stop_target() {
+    stop_pid "$SERVER_PID"
+    SERVER_PID=""
+}
+
+# udp_noports NS: Udp6NoPorts of namespace NS (datagrams that arrived for a port nobody bound).
+udp_noports() {
+    ip netns exec "$1" awk '$1 == "Udp6NoPorts" {print $2 + 0}' /proc/net/snmp6 2>/dev/null || echo 0
+}
+
+# route_args TARGET: sets RARGS, how tandem-gen reaches the target in ROUTE_MODE.
+RARGS=()
+route_args() {
+    if [ "$ROUTE_MODE" = relay ]; then
+        RARGS=(--relay-link "$SERVER_IP" --server "[$SERVER_IP]:547")
+    elif [ "$1" = ceiling ]; then
+        # The reflector binds [::]:547 but joins no multicast group: unicast to it.
+        RARGS=(--server "[$SERVER_IP]:547")
+    else
+        RARGS=(--interface "$NS_C" --port 547)
+    fi
+}
+
+SEED_SEQ=0
+next_seed() { # tandem-gen uses the low 8 bits of --seed in the DUID: cycle through 1..255
+    SEED_SEQ=$((SEED_SEQ + 1))
+    SEED=$(( (SEED_SEQ - 1) % 255 + 1 ))
+}
+
+# ---------------------------------------------------------------- one tandem-gen run
+
+TRIAL_SEQ=0
+# run_gen TARGET CASE KIND RATE DIR: one tandem-gen run against the running target; prints a
+# JSON object. KIND: search (paced at RATE, clients = RATE x PERIOD), open (--rate 0, phase of
+# PERIOD s), gencmp (paced at RATE or open when 0, GEN_PERIOD s, direct unicast, no lease check).
+# Uses SEED and TRIAL_SEQ, which the caller sets.
+run_gen() {
+    local target="$1" case="$2" kind="$3" rate="$4" dir="$5"
+    local clients phase window cfg=()
+    case "$kind" in
+        search) clients=$((rate * PERIOD)); phase=$((PERIOD + SLACK)); window=$WINDOW ;;
+        open)   clients=$((MAX_RATE * PERIOD)); phase=$PERIOD; window=$OPEN_WINDOW ;;
+        gencmp)
+            if [ "$rate" -gt 0 ]; then clients=$((rate * GEN_PERIOD)); phase=$((GEN_PERIOD + SLACK)); window=$WINDOW
+            else clients=$((MAX_RATE * GEN_PERIOD)); phase=$GEN_PERIOD; window=$OPEN_WINDOW; fi ;;
+    esac
+    [ "$clients" -gt 10000000 ] && clients=10000000
+    if [ "$kind" = gencmp ]; then
+        RARGS=(--server "[$SERVER_IP]:547")
+    else
+        route_args "$target"
+    fi
+    # Leases must lie in the configured pools, except the reflector's (hashed from the DUID
+    # anywhere in 2001:db8:1::/64 and 2001:db8:8000::/33; its /56s collide by hash accident).
+    [ "$target" != ceiling ] && cfg=(--config "$POOLS_CONFIG")
+    local out="$dir/gen-$TRIAL_SEQ-$kind-r$rate.json" err="$dir/gen-$TRIAL_SEQ.err" tfile="$dir/gen-$TRIAL_SEQ.time"
+    local cmd=("$GEN_BIN" "${RARGS[@]}" --mode "$case" --threads "$THREADS" --window "$window" --rate "$rate"
+               --clients "$clients" --phase-secs "$phase" --timeout-ms "$TIMEOUT_MS"
+               --max-retries "$MAX_RETRIES" --seed "$SEED" "${cfg[@]}" --json)
+    local rc us0 uc0 us1 uc1 t0 t1 w0 w1 b0 b1 TIMEFORMAT='%R %U %S'
+    us0=$(udp_drops "$NS_S"); uc0=$(udp_drops "$NS_C")
+    t0=$(pid_ticks "$SERVER_PID"); w0=$(date +%s.%N); b0=$(cpu_sample)
+    { time ip netns exec "$NS_C" "${CLI_PIN[@]}" timeout -k 2 $((phase + 20)) "${cmd[@]}" >"$out" 2>"$err" ; } 2>"$tfile"
+    rc=$?
+    t1=$(pid_ticks "$SERVER_PID"); w1=$(date +%s.%N); b1=$(cpu_sample)
+    us1=$(udp_drops "$NS_S"); uc1=$(udp_drops "$NS_C")
+    local srv_cpu gen_cpu
+    srv_cpu=$(awk -v a="$t0" -v b="$t1" -v hz="$CLK_TCK" -v w0="$w0" -v w1="$w1" 'BEGIN{printf "%.0f", (b-a)/hz/(w1-w0)*100}')
+    gen_cpu=$(awk 'NF==3 && $1 > 0 {v = ($2+$3)/$1*100} END {if (v != "") printf "%.0f", v; else print "null"}' "$tfile")
+    local json; json=$(jq -c . "$out" 2>/dev/null | tail -1)
+    [ -n "$json" ] || json='{}'
+    jq -c -n --argjson g "$json" --arg target "$target" --arg case "$case" --arg kind "$kind" \
+        --argjson rate "$rate" --argjson clients "$clients" --argjson seed "$SEED" --argjson phase "$phase" \
+        --argjson window "$window" --argjson rc "$rc" --argjson srv_cpu "$srv_cpu" --argjson gen_cpu "$gen_cpu" \
+        --argjson box_cpu "$(box_cpu_pct "$b0" "$b1")" \
+        --argjson sd "$(( ${us1%% *} - ${us0%% *} ))" --argjson gd "$(( ${uc1%% *} - ${uc0%% *} ))" \
+        --argjson limit "$LOSS_LIMIT" --arg cmd "${cmd[*]}" --argjson seq "$TRIAL_SEQ" '
+        ($g.phases[0] // null) as $p
+        | ($p != null) as $parsed
+        | (if $parsed then (($clients - $p.ok) * 100 / $clients) else 100 end) as $unfinished
+        | (if $parsed then ($p.retransmits * 100 / $clients) else 100 end) as $retrans
+        | ($g.violations // 0) as $viol
+        | {seq: $seq, target: $target, case: $case, kind: $kind, rate: $rate, clients: $clients,
+           seed: $seed, phase_secs: $phase, window: $window, gen_rc: $rc, parsed: $parsed,
+           started: ($p.started // 0), ok: ($p.ok // 0), timeouts: ($p.timeouts // 0),
+           retransmits: ($p.retransmits // 0), naks: (($p.naks_by_status // {}) | add // 0),
+           bad_replies: ($p.bad_replies // 0), elapsed_s: (($p.elapsed_secs // 0) * 1000 | round / 1000),
+           achieved_per_s: (($p.exchanges_per_sec // 0) | round),
+           failed_pct: (($p.failed_pct // 100) * 1000 | round / 1000),
+           unfinished_pct: ($unfinished * 1000 | round / 1000),
+           retransmit_pct: ($retrans * 1000 | round / 1000),
+           latency_ms: ($p.latency_ms // null),
+           violations: $viol, violation_examples: (($g.violation_examples // [])[:3]),
+           server_cpu_pct: $srv_cpu, gen_cpu_pct: $gen_cpu, box_cpu_pct: $box_cpu,
+           other_cpu_pct: ($box_cpu - $srv_cpu - ($gen_cpu // 0)),
+           server_socket_drops: $sd, gen_socket_drops: $gd,
+           pass: ($kind != "open" and $parsed and ($rc == 0 or $rc == 1) and $unfinished < $limit
+                  and $retrans < $limit and ($p.failed_pct < $limit) and ($viol == 0 or $target == "ceiling")),
+           command: $cmd}'
+}
+
+# ---------------------------------------------------------------- route probe
+
+ROUTE_REASON=""
+PROBE_JSON=null
+# probe_route: can tandem-gen reach Kea by multicast on the client veth? Sets ROUTE_MODE.
+probe_route() {
+    if [ "$ROUTE" != auto ]; then
+        ROUTE_MODE=$ROUTE
+        ROUTE_REASON="forced with --route $ROUTE"
+        return
+    fi
+    if ! command -v kea-dhcp6 >/dev/null; then
+        ROUTE_MODE=multicast
+        ROUTE_REASON="kea-dhcp6 not installed, nothing to probe: multicast"
+        return
+    fi
+    local dir="$WORK/probe" n0 n1 res ok started
+    ROUTE_MODE=multicast
+    start_target kea-st "$dir"
+    n0=$(udp_noports "$NS_C")
+    next_seed; TRIAL_SEQ=$((TRIAL_SEQ + 1))
+    local save_period=$PERIOD save_retries=$MAX_RETRIES save_timeout=$TIMEOUT_MS
+    PERIOD=1 MAX_RETRIES=1 TIMEOUT_MS=300
+    res=$(run_gen kea-st na search 50 "$dir")
+    PERIOD=$save_period MAX_RETRIES=$save_retries TIMEOUT_MS=$save_timeout
+    n1=$(udp_noports "$NS_C")
+    stop_target
+    ok=$(jq -r .ok <<<"$res"); started=$(jq -r .started <<<"$res")
+    PROBE_JSON=$(jq -c --argjson np "$((n1 - n0))" '{multicast_to_kea_st: {ok, started, gen_rc, client_udp6_noports: $np}}' <<<"$res")
+    if [ "$ok" -gt 0 ] && [ "$ok" -ge $((started * 9 / 10)) ]; then
+        ROUTE_MODE=multicast
+        ROUTE_REASON="Kea answered $ok of $started multicast Solicits at tandem-gen's source port: every server is reached by multicast to ff02::1:2 on $NS_C"
+    else
+        ROUTE_MODE=relay
+        ROUTE_REASON="Kea answered $ok of $started multicast exchanges at tandem-gen's source port ($((n1 - n0)) datagrams reached a closed port in $NS_C: Kea 2.2 sends direct replies to UDP 546, and tandem-gen sends from an ephemeral port). So tandem-gen acts as a relay agent for every target: Relay-forw (link-address $SERVER_IP, Interface-Id, RFC 8357 Relay Source Port) by unicast to [$SERVER_IP]:547; servers answer with Relay-reply to the relay source port"
+    fi
+    log "route: $ROUTE_MODE ($ROUTE_REASON)"
+}
+
+# ---------------------------------------------------------------- search
+
+TRIALS_FILE=""
+SUMMARY_FILE=""
+over_budget() { [ $(( $(date +%s) - T_START )) -ge "$BUDGET" ]; }
+
+trial_line() { # one progress line for a trial
+    jq -r '"  \(.target) \(.case) \(.kind) r=\(.rate): ok \(.ok)/\(.clients) (started \(.started)), \(.achieved_per_s)/s, unfinished \(.unfinished_pct)%, retrans \(.retransmit_pct)%, p50 \(.latency_ms.p50 // "-") p99 \(.latency_ms.p99 // "-") ms, naks \(.naks), viol \(.violations), cpu srv \(.server_cpu_pct)% gen \(.gen_cpu_pct)% box \(.box_cpu_pct)%, drops srv \(.server_socket_drops) gen \(.gen_socket_drops)\(if .kind == "open" then "" elif .pass then " -> pass" else " -> FAIL" end)"' <<<"$1"
+}
+
+# ceiling_rate CASE: the ceiling's sustained rate for CASE measured so far (0 if none).
+ceiling_rate() {
+    jq -rs --arg c "$1" '[.[] | select(.target == "ceiling" and .case == $c) | .sustained_rate][0] // 0' "$SUMMARY_FILE"
+}
+
+# search TARGET CASE: open-loop run, then the bounded search; appends trials to TRIALS_FILE and
+# prints a summary JSON object.
+search() {
+    local target="$1" case="$2" dir="$WORK/$1-$2"
+    log "$target / $case"
+    start_target "$target" "$dir"
+    local res pass best="" hi_res="" lo=0 hi=0 n=0 cut=0 open_res r hint
+    # Open-loop: as fast as the window allows, for PERIOD seconds.
+    next_seed; TRIAL_SEQ=$((TRIAL_SEQ + 1))
+    open_res=$(run_gen "$target" "$case" open 0 "$dir")
+    echo "$open_res" >>"$TRIALS_FILE"
+    log "$(trial_line "$open_res")"
+    sleep 1
+    # The search starts on the grid START_RATE x 2^k at the highest point <= what the open-loop
+    # run achieved (lower grid points would pass anyway; if this one fails, the search halves).
+    hint=$(jq -r '.achieved_per_s' <<<"$open_res")
+    r=$START_RATE
+    while [ $((r * 2)) -le "$MAX_RATE" ] && [ $((r * 2)) -le "$hint" ]; do r=$((r * 2)); done
+    local repeated=0
+    trial() { # trial RATE -> sets res/pass; records best passing / lowest failing
+        next_seed; TRIAL_SEQ=$((TRIAL_SEQ + 1))
+        res=$(run_gen "$target" "$case" search "$1" "$dir")
+        echo "$res" >>"$TRIALS_FILE"
+        pass=$(jq -r .pass <<<"$res")
+        log "$(trial_line "$res")"
+        # A marginal failure (every share below twice the limit) is repeated once per search
+        # with new clients; the repeat decides. One short stall should not end a search.
+        if [ "$pass" != true ] && [ "$repeated" = 0 ] && [ "$REPEAT_MARGINAL" = 1 ] &&
+           jq -e --argjson l "$LOSS_LIMIT" '.parsed and .violations == 0 and .unfinished_pct < 2 * $l and .retransmit_pct < 2 * $l and .failed_pct < 2 * $l' <<<"$res" >/dev/null; then
+            repeated=1
+            log "  marginal failure at $1/s: repeating once"
+            sleep 1
+            next_seed; TRIAL_SEQ=$((TRIAL_SEQ + 1))
+            res=$(run_gen "$target" "$case" search "$1" "$dir" | jq -c '. + {repeat: true}')
+            echo "$res" >>"$TRIALS_FILE"
+            pass=$(jq -r .pass <<<"$res")
+            log "$(trial_line "$res")"
+        fi
+        if [ "$pass" = true ]; then best="$res"; sleep 0.3; else hi_res="$res"; sleep 1; fi
+    }
+    # Phase 1: double until a trial fails (or the cap); halve first while the start rate fails.
+    while :; do
+        if [ "$n" -gt 0 ] && over_budget; then cut=1; break; fi
+        trial "$r"; n=$((n + 1))
+        if [ "$pass" = true ]; then
+            lo=$r
+            [ "$hi" -gt 0 ] && break
+            [ $((r * 2)) -le "$MAX_RATE" ] || break
+            r=$((r * 2))
+        else
+            hi=$r
+            [ "$lo" -gt 0 ] && break
+            [ $((r / 2)) -ge "$MIN_RATE" ] || break
+            r=$((r / 2))
+        fi
+    done
+    # Phase 2: bisect between the highest pass and the lowest failure (rounded to 100/s).
+    local i mid
+    if [ "$lo" -gt 0 ] && [ "$hi" -gt 0 ]; then
+        for i in $(seq "$BISECT"); do
+            if over_budget; then cut=1; break; fi
+            mid=$(( (lo + hi) / 2 ))
+            mid=$(( (mid + 50) / 100 * 100 ))
+            { [ "$mid" -le "$lo" ] || [ "$mid" -ge "$hi" ]; } && break
+            trial "$mid"
+            if [ "$pass" = true ]; then lo=$mid; else hi=$mid; fi
+        done
+    fi
+    stop_target
+    # What limited the search, judged from the lowest failing trial.
+    local ceil; ceil=$(ceiling_rate "$case")
+    local note limit_by=none
+    if [ "$lo" = 0 ]; then
+        note="no rate >= $MIN_RATE/s passed"
+    elif [ "$hi" = 0 ] && [ "$cut" = 1 ]; then
+        note="time budget hit before a rate failed (lower bound)"
+    elif [ "$hi" = 0 ]; then
+        note="passed up to the cap $MAX_RATE/s (not saturated)"
+    else
+        local sd gd re nk vi sc gc un st cl bc oc
+        read -r sd gd re nk vi sc gc un st cl bc oc < <(jq -r '[.server_socket_drops, .gen_socket_drops, .retransmits, .naks, .violations, .server_cpu_pct, .gen_cpu_pct, .unfinished_pct, .started, .clients, .box_cpu_pct, .other_cpu_pct] | @tsv' <<<"$hi_res")
+        if [ "$target" != ceiling ] && [ "$vi" -gt 0 ]; then
+            limit_by=violations
+        elif [ "$target" != ceiling ] && [ "$ceil" -gt 0 ] && [ $((lo * 10)) -ge $((ceil * 9)) ]; then
+            limit_by=ceiling
+        elif [ "$nk" -gt 0 ] && [ $((nk * 2)) -ge "$re" ]; then
+            limit_by=server-naks
+        elif [ "$sd" -gt 0 ] && [ $((sd * 2)) -ge "$re" ]; then
+            limit_by=server-socket
+        elif [ "$gd" -gt 0 ] && [ $((gd * 2)) -ge "$re" ]; then
+            limit_by=generator-socket
+        elif [ "$re" -gt 0 ]; then
+            limit_by=server-late
+        else
+            limit_by=server-pace
+        fi
+        [ "$target" = ceiling ] && limit_by="machine/$limit_by"
+        note="$limit_by: at $hi/s $un% unfinished, $st of $cl started, $re retransmits, $nk naks, $vi violations, socket drops server $sd / generator $gd, CPU server $sc% / generator $gc% / box $bc% of $(($(nproc) * 100))% (other processes and softirq $oc%)"
+        [ "$bc" -ge $(($(nproc) * 90)) ] && note="$note; box CPU saturated"
+        [ "$cut" = 1 ] && note="$note; bisection cut short by the time budget"
+    fi
+    jq -nc --arg t "$target" --arg c "$case" --argjson lo "$lo" --argjson hi "$hi" --arg note "$note" \
+        --arg lb "$limit_by" --argjson best "${best:-null}" --argjson first_fail "${hi_res:-null}" \
+        --argjson open "$open_res" --argjson cut "$cut" \
+        '{target:$t, case:$c, sustained_rate:$lo, first_failing_rate:(if $hi>0 then $hi else null end),
+          achieved_per_s:($best.achieved_per_s // null),
+          p50_ms:($best.latency_ms.p50 // null), p99_ms:($best.latency_ms.p99 // null),
+          max_ms:($best.latency_ms.max // null),
+          server_cpu_pct:($best.server_cpu_pct // null), gen_cpu_pct:($best.gen_cpu_pct // null),
+          box_cpu_pct:($best.box_cpu_pct // null),
+          server_socket_drops:($best.server_socket_drops // null), gen_socket_drops:($best.gen_socket_drops // null),
+          open_loop:{achieved_per_s:$open.achieved_per_s, failed_pct:$open.failed_pct,
+                     p50_ms:($open.latency_ms.p50 // null), p99_ms:($open.latency_ms.p99 // null),
+                     server_cpu_pct:$open.server_cpu_pct, gen_cpu_pct:$open.gen_cpu_pct,
+                     server_socket_drops:$open.server_socket_drops, gen_socket_drops:$open.gen_socket_drops},
+          limited_by:$lb, budget_cut:($cut == 1), at_first_failure:$first_fail, note:$note}'
+}
+
+# ---------------------------------------------------------------- generator comparison
+
+# perfdhcp_run RATE DIR: one perfdhcp run (4-way, IA_NA, direct unicast) against the reflector;
+# RATE 0 = no -r (as fast as perfdhcp goes). Prints a JSON object.
+perfdhcp_run() {
+    local rate="$1" dir="$2" tag; tag=$(printf '%02x' $((TRIAL_SEQ % 256)))
+    local out="$dir/perfdhcp-$TRIAL_SEQ-r$rate.txt" tfile="$dir/perfdhcp-$TRIAL_SEQ.time"
+    local cmd=(perfdhcp -6 -l "$NS_C" -e address-only -R 100000000 -p "$GEN_PERIOD" -b "mac=02:$tag:00:00:00:00")
+    [ "$rate" -gt 0 ] && cmd+=(-r "$rate")
+    cmd+=("$SERVER_IP")
+    local rc t0 t1 b0 b1 TIMEFORMAT='%R %U %S'
+    t0=$(pid_ticks "$SERVER_PID"); b0=$(cpu_sample)
+    { time ip netns exec "$NS_C" "${CLI_PIN[@]}" timeout -k 2 $((GEN_PERIOD + 15)) "${cmd[@]}" >"$out" 2>&1 ; } 2>"$tfile"
+    rc=$?
+    t1=$(pid_ticks "$SERVER_PID"); b1=$(cpu_sample)
+    local gen_cpu; gen_cpu=$(awk 'NF==3 && $1 > 0 {v = ($2+$3)/$1*100} END {if (v != "") printf "%.0f", v; else print "null"}' "$tfile")
+    local wall; wall=$(awk 'NF==3 {print $1}' "$tfile")
+    awk -v rate="$rate" -v period="$GEN_PERIOD" -v rc="$rc" -v cpu="$gen_cpu" -v cmd="${cmd[*]}" -v box="$(box_cpu_pct "$b0" "$b1")" \
+        -v sticks="$((t1 - t0))" -v hz="$CLK_TCK" -v wall="${wall:-0}" '
+        /Statistics for: SOLICIT-ADVERTISE/ { s = "sa" }
+        /Statistics for: REQUEST-REPLY/ { s = "rr" }
+        s != "" && /^sent packets:/ { sent[s] = $3 }
+        s != "" && /^received packets:/ { recv[s] = $3 }
+        s != "" && /^avg delay:/ { avg[s] = $3 }
+        END {
+            sa = sent["sa"] + 0; rr = recv["rr"] + 0
+            fail = (sa > 0) ? (sa - rr) * 100.0 / sa : 100
+            printf "{\"tool\":\"perfdhcp\",\"rate\":%d,\"rc\":%d,\"started\":%d,\"ok\":%d,", rate, rc, sa, rr
+            printf "\"ok_per_s\":%.0f,\"failed_pct\":%.3f,\"avg_latency_ms\":%.3f,", rr / period, fail, avg["sa"] + avg["rr"]
+            printf "\"gen_cpu_pct\":%s,\"reflector_cpu_pct\":%.0f,\"box_cpu_pct\":%d,\"command\":\"%s\"}\n", cpu, (wall > 0 ? sticks / hz / wall * 100 : 0), box, cmd
+        }' "$out"
+}
+
+GENCMP_JSON=null
+gen_compare() {
+    local dir="$WORK/gencmp" r res rows=()
+    log "generator comparison: perfdhcp and tandem-gen against the reflector (IA_NA, 4-way, direct unicast to [$SERVER_IP]:547, ${GEN_PERIOD}s runs)"
+    start_target ceiling "$dir"
+    if [ "$HAVE_PERFDHCP" = 1 ]; then
+        for r in $GEN_RATES 0; do
+            TRIAL_SEQ=$((TRIAL_SEQ + 1))
+            res=$(perfdhcp_run "$r" "$dir")
+            [ -n "$res" ] || res=$(jq -nc --argjson r "$r" '{tool:"perfdhcp",rate:$r,ok:0,ok_per_s:0,failed_pct:100}')
+            rows+=("$res")
+            log "  $(jq -r '"perfdhcp r=\(.rate): \(.ok) of \(.started) exchanges, \(.ok_per_s)/s, failed \(.failed_pct)%, avg \(.avg_latency_ms) ms, cpu perfdhcp \(.gen_cpu_pct)% reflector \(.reflector_cpu_pct)% box \(.box_cpu_pct)%"' <<<"$res")"
+            sleep 0.5
+        done
+    fi
+    for r in $GEN_RATES 0; do
+        next_seed; TRIAL_SEQ=$((TRIAL_SEQ + 1))
+        res=$(run_gen ceiling na gencmp "$r" "$dir")
+        res=$(jq -c '{tool:"tandem-gen", rate, rc:.gen_rc, started, ok, ok_per_s:.achieved_per_s,
+                      failed_pct, unfinished_pct, retransmit_pct, p50_ms:.latency_ms.p50, p99_ms:.latency_ms.p99,
+                      gen_cpu_pct, reflector_cpu_pct:.server_cpu_pct, box_cpu_pct, command}' <<<"$res")
+        rows+=("$res")
+        log "  $(jq -r '"tandem-gen r=\(.rate): \(.ok) of \(.started) exchanges, \(.ok_per_s)/s, failed \(.failed_pct)%, p50 \(.p50_ms) p99 \(.p99_ms) ms, cpu tandem-gen \(.gen_cpu_pct)% reflector \(.reflector_cpu_pct)% box \(.box_cpu_pct)%"' <<<"$res")"
+        sleep 0.5
+    done
+    stop_target
+    GENCMP_JSON=$(printf '%s\n' "${rows[@]}" | jq -sc --argjson limit "$LOSS_LIMIT" '
+        map(. + {per_cpu_s: (if (.gen_cpu_pct // 0) > 0 then (.ok_per_s * 100 / .gen_cpu_pct | round) else null end)})
+        | def best(t): ([.[] | select(.tool == t) | .ok_per_s] | max // 0);
+          def eff(t): ([.[] | select(.tool == t) | .per_cpu_s // 0] | max // 0);
+        def clean(t): ([.[] | select(.tool == t and .rate > 0 and (.failed_pct < $limit) and ((.unfinished_pct // .failed_pct) < $limit) and ((.retransmit_pct // 0) < $limit)) | .rate] | max // 0);
+        {runs: ., perfdhcp_max_per_s: best("perfdhcp"), tandem_gen_max_per_s: best("tandem-gen"),
+         perfdhcp_clean_rate: clean("perfdhcp"), tandem_gen_clean_rate: clean("tandem-gen"),
+         ratio_max: (if best("perfdhcp") > 0 then (best("tandem-gen") / best("perfdhcp") * 100 | round / 100) else null end),
+         perfdhcp_per_cpu_s: eff("perfdhcp"), tandem_gen_per_cpu_s: eff("tandem-gen"),
+         ratio_per_cpu_s: (if eff("perfdhcp") > 0 then (eff("tandem-gen") / eff("perfdhcp") * 100 | round / 100) else null end),
+         goal_ratio: 5}')
+}
+
+# ---------------------------------------------------------------- run
+
+setup_topology
+TRIALS_FILE="$WORK/trials.jsonl"; : >"$TRIALS_FILE"
+SUMMARY_FILE="$WORK/summary.jsonl"; : >"$SUMMARY_FILE"
+log "work dir $WORK ($WORK_FS); trials of ${PERIOD}s (+${SLACK}s), grid $START_RATE x 2^k up to $MAX_RATE/s, $BISECT bisection steps; tandem-gen --threads $THREADS --window $WINDOW --timeout-ms $TIMEOUT_MS --max-retries $MAX_RETRIES"
+
+probe_route
+
+# The ceiling goes first in every case: the other targets' notes compare against it.
+ORDERED_TARGETS=""
+for s in $TARGETS; do [ "$s" = ceiling ] && ORDERED_TARGETS="ceiling"; done
+for s in $TARGETS; do [ "$s" != ceiling ] && ORDERED_TARGETS="$ORDERED_TARGETS $s"; done
+for c in $CASES; do
+    for s in $ORDERED_TARGETS; do
+        search "$s" "$c" >>"$SUMMARY_FILE" || die "search $s $c failed"
+    done
+done
+
+if [ "$DO_GENCMP" = 1 ]; then
+    gen_compare
+fi
+
+T_END=$(date +%s)
+ELAPSED=$((T_END - T_START))
+
+# ---------------------------------------------------------------- report
+
+KEA_VERSION="$(kea-dhcp6 -v 2>/dev/null | head -1)"
+PERFDHCP_VERSION="$(perfdhcp -v 2>&1 | awk '/VERSION/{print $2; exit}')"
+GIT_REV="$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+GIT_DIRTY="$(git -C "$REPO" status --porcelain --untracked-files=no 2>/dev/null | grep -q . && echo true || echo false)"
+CPU_MODEL="$(awk -F': ' '/model name/{print $2; exit}' /proc/cpuinfo)"
+
+RESULT_JSON=$(jq -s -c \
+    --arg date "$RUN_DATE" --arg cmd "$CMDLINE" --argjson elapsed "$ELAPSED" \
+    --arg kea "$KEA_VERSION" --arg perfdhcp "$PERFDHCP_VERSION" --arg rev "$GIT_REV" --argjson dirty "$GIT_DIRTY" \
+    --arg cpu "$CPU_MODEL" --argjson ncpu "$(nproc)" --arg kernel "$(uname -r)" --arg fs "$WORK_FS" \
+    --arg load "$LOADAVG_START" --arg pin "$PIN" \
+    --arg route "$ROUTE_MODE" --arg reason "$ROUTE_REASON" --argjson probe "$PROBE_JSON" \
+    --argjson period "$PERIOD" --argjson slack "$SLACK" --argjson start "$START_RATE" --argjson max "$MAX_RATE" \
+    --argjson bisect "$BISECT" --argjson threads "$THREADS" --argjson window "$WINDOW" --argjson owin "$OPEN_WINDOW" \
+    --argjson tmo "$TIMEOUT_MS" --argjson retries "$MAX_RETRIES" --argjson rthreads "$REFLECTOR_THREADS" \
+    --argjson gencmp "$GENCMP_JSON" --argjson repeat "$REPEAT_MARGINAL" --arg kq "$KEA_MT_QUEUE" --slurpfile trials "$TRIALS_FILE" '
+    . as $rows
+    | def rate(s; c): ([$rows[] | select(.target == s and .case == c) | .sustained_rate][0]);
+      def ratio(a; b): (if (a // 0) > 0 and (b // 0) > 0 then ((a / b * 100 | round) / 100) else null end);
+    {
+      date: $date, command: $cmd, elapsed_s: $elapsed,
+      environment: {cpu: $cpu, cpus: $ncpu, kernel: $kernel, work_dir_fs: $fs, loadavg_at_start: $load,
+                    kea: $kea, perfdhcp: $perfdhcp, tandem_git: $rev, tandem_tree_dirty: $dirty,
+                    tandem_workers: "default (one per core)", tandem_sync: "on (fdatasync per group commit) unless tandem-nosync",
+                    kea_mt: "thread-pool-size 2, packet-queue-size \($kq)", kea_lease_db: "memfile (no fsync)",
+                    reflector_threads: $rthreads,
+                    pinning: (if $pin == "" then "none" else "server CPU \($pin | split(",")[0]), generator CPU \($pin | split(",")[1])" end)},
+      route: {mode: $route, reason: $reason, probe: $probe},
+      method: {trial_send_s: $period, phase_limit_s: ($period + $slack), grid_start: $start, max_rate: $max,
+               bisect_steps: $bisect, repeat_marginal_failure_once: ($repeat == 1), threads: $threads, window: $window, open_loop_window: $owin,
+               timeout_ms: $tmo, max_retries: $retries, clients: "rate x trial_send_s, fresh --seed per trial",
+               pass: "fewer than 1% of the clients lack their lease when the phase ends (never started, in flight, timed out or NAKed), retransmitted messages < 1% of the clients, tandem-gen failed_pct < 1, and no lease-check violation (the reflector is exempt: its leases are hashes and its /56s collide by accident)",
+               exchange: "4-way SOLICIT/ADVERTISE/REQUEST/REPLY (no rapid commit), latency = first Solicit to Reply"},
+      results: $rows,
+      ratios: ([$rows[].case] | unique | map(. as $c | {
+          case: $c,
+          tandem_over_kea_mt: ratio(rate("tandem"; $c); rate("kea-mt"; $c)),
+          tandem_over_kea_st: ratio(rate("tandem"; $c); rate("kea-st"; $c)),
+          tandem_over_ceiling: ratio(rate("tandem"; $c); rate("ceiling"; $c)),
+          kea_mt_over_ceiling: ratio(rate("kea-mt"; $c); rate("ceiling"; $c)),
+          kea_st_over_ceiling: ratio(rate("kea-st"; $c); rate("ceiling"; $c)),
+          tandem_nosync_over_kea_mt: ratio(rate("tandem-nosync"; $c); rate("kea-mt"; $c))
+        } | with_entries(select(.value != null)))),
+      generator_comparison: $gencmp,
+      trials: $trials
+    }' "$SUMMARY_FILE") || die "cannot assemble results"
+
+CASE_TITLE_JQ='{"na": "IA_NA (--mode na)", "pd": "IA_PD (--mode pd)", "both": "IA_NA + IA_PD (--mode both)"}'
+
+print_text() {
+    local c
+    for c in $CASES; do
+        echo "Case $c: $(jq -r --arg c "$c" "$CASE_TITLE_JQ"'[$c]' <<<'{}'), 4-way, route $ROUTE_MODE"
+        printf '%-13s %9s %6s %9s %7s %7s %6s %6s %6s %13s %22s  %s\n' target sustained ceil% achieved p50_ms p99_ms srvCPU genCPU boxCPU drops_srv/gen "open-loop/s (p50/p99)" "limited by"
+        jq -r --arg c "$c" '
+            ([.results[] | select(.target == "ceiling" and .case == $c) | .sustained_rate][0] // 0) as $ceil
+            | .results[] | select(.case == $c)
+            | [.target, .sustained_rate,
+               (if $ceil > 0 then (.sustained_rate * 100 / $ceil | round | tostring) else "-" end),
+               (.achieved_per_s // "-"), (.p50_ms // "-"), (.p99_ms // "-"),
+               ((.server_cpu_pct // "-") | tostring) + "%", ((.gen_cpu_pct // "-") | tostring) + "%",
+               ((.box_cpu_pct // "-") | tostring) + "%",
+               "\(.server_socket_drops // "-")/\(.gen_socket_drops // "-")",
+               "\(.open_loop.achieved_per_s) (\(.open_loop.p50_ms // "-")/\(.open_loop.p99_ms // "-"))",
+               .note] | @tsv' <<<"$RESULT_JSON" |
+            awk -F'\t' '{printf "%-13s %9s %6s %9s %7s %7s %6s %6s %6s %13s %22s  %s\n", $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12}'
+        jq -r --arg c "$c" '.ratios[] | select(.case == $c) | "ratios: " + ([to_entries[] | select(.key != "case") | "\(.key | gsub("_over_"; "/") | gsub("_"; "-")) = \(.value)"] | join(", "))' <<<"$RESULT_JSON"
+        echo
+    done
+    if [ "$GENCMP_JSON" != null ]; then
+        echo "Generators against the reflector (IA_NA, 4-way, direct unicast, ${GEN_PERIOD}s runs; rate 0 = as fast as it goes):"
+        printf '%-11s %8s %9s %9s %9s %9s %7s %8s %12s\n' tool offered started ok ok/s failed% genCPU reflCPU ok/gen-CPU-s
+        jq -r '.generator_comparison.runs[] | [.tool, (if .rate == 0 then "max" else .rate end), .started, .ok, .ok_per_s, .failed_pct, ((.gen_cpu_pct // "-") | tostring) + "%", ((.reflector_cpu_pct // "-") | tostring) + "%", (.per_cpu_s // "-")] | @tsv' <<<"$RESULT_JSON" |
+            awk -F'\t' '{printf "%-11s %8s %9s %9s %9s %9s %7s %8s %12s\n", $1, $2, $3, $4, $5, $6, $7, $8, $9}'
+        jq -r '.generator_comparison | "most completed exchanges/s: tandem-gen \(.tandem_gen_max_per_s), perfdhcp \(.perfdhcp_max_per_s): ratio \(.ratio_max // "n/a") (goal >= \(.goal_ratio)); per generator CPU-second: ratio \(.ratio_per_cpu_s // "n/a"); highest offered rate with < 1 % failed: tandem-gen \(.tandem_gen_clean_rate), perfdhcp \(.perfdhcp_clean_rate)"' <<<"$RESULT_JSON"
+    fi
+}
+
+fmt_md() {
+    local c
+    echo "# Tandem vs Kea vs the machine's ceiling (tandem-gen)"
+    echo
+    echo "- date: $RUN_DATE (run took ${ELAPSED}s)"
+    echo "- command: \`$CMDLINE\`"
+    echo "- box: $(nproc) x $CPU_MODEL, kernel $(uname -r), load average at start $LOADAVG_START, data on $WORK_FS; Tandem $GIT_REV$([ "$GIT_DIRTY" = true ] && echo ' (dirty tree)'), default workers, fsync on; kea-dhcp6 $KEA_VERSION (memfile; MT: thread-pool-size 2, packet-queue-size $KEA_MT_QUEUE); perfdhcp $PERFDHCP_VERSION; $([ -n "$PIN" ] && echo "pinned server/generator CPUs $PIN" || echo "unpinned (server and generator share all CPUs)")"
+    echo "- route: **$ROUTE_MODE**. $ROUTE_REASON."
+    echo "- method: tandem-gen --threads $THREADS --window $WINDOW --timeout-ms $TIMEOUT_MS --max-retries $MAX_RETRIES, 4-way exchanges, --clients = rate x ${PERIOD}s with a fresh --seed per trial, --phase-secs $((PERIOD + SLACK)); a rate passes when fewer than $LOSS_LIMIT % of the clients lack their lease when the phase ends (never started because the server fell behind, still in flight, timed out or refused), retransmitted messages are fewer than $LOSS_LIMIT % of the clients (a lost or > 1 s late message counts, as a drop does in perfdhcp), tandem-gen's failed_pct < $LOSS_LIMIT and no lease check fails (--config: leases in the pools). Search: from $START_RATE x 2^k (the highest point <= the open-loop rate) doubling to at most $MAX_RATE/s or halving, then $BISECT bisection steps$([ "$REPEAT_MARGINAL" = 1 ] && echo '; a marginal failure (every share < 2 %) is repeated once per search and the repeat decides'). ceiling = tandem-gen --reflector (stateless, $REFLECTOR_THREADS threads) in the server namespace."
+    echo "- columns: sustained = highest passing --rate; ceil% = sustained / the ceiling's; achieved = completed exchanges/s at the sustained rate; p50/p99 = exchange latency (first Solicit to Reply) there; CPU = CPU time / wall time at the sustained rate (100 % = one core; box = every process on the box, so box - server - gen is what else ran, softirq included); drops = datagrams dropped at full receive sockets (server / generator namespace); open-loop = --rate 0 --window $OPEN_WINDOW for ${PERIOD}s, completed exchanges/s (p50/p99 ms)."
+    echo
+    for c in $CASES; do
+        echo "## $(jq -r --arg c "$c" "$CASE_TITLE_JQ"'[$c]' <<<'{}')"
+        echo
+        echo "| target | sustained exch/s | % of ceiling | achieved exch/s | p50 ms | p99 ms | server CPU % | gen CPU % | box CPU % | socket drops srv/gen | open-loop exch/s (p50/p99 ms) | limited by (lowest failing rate) |"
+        echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+        jq -r --arg c "$c" '
+            ([.results[] | select(.target == "ceiling" and .case == $c) | .sustained_rate][0] // 0) as $ceil
+            | .results[] | select(.case == $c)
+            | "| \(.target) | \(.sustained_rate) | \(if $ceil > 0 then (.sustained_rate * 100 / $ceil | round | tostring) else "-" end) | \(.achieved_per_s // "-") | \(.p50_ms // "-") | \(.p99_ms // "-") | \(.server_cpu_pct // "-") | \(.gen_cpu_pct // "-") | \(.box_cpu_pct // "-") | \(.server_socket_drops // "-")/\(.gen_socket_drops // "-") | \(.open_loop.achieved_per_s) (\(.open_loop.p50_ms // "-")/\(.open_loop.p99_ms // "-")) | \(.note) |"' <<<"$RESULT_JSON"
+        echo
+        jq -r --arg c "$c" '.ratios[] | select(.case == $c) | "Ratios of sustained rates: " + ([to_entries[] | select(.key != "case") | "\(.key | gsub("_over_"; "/") | gsub("_"; "-")) = \(.value)"] | join(", "))' <<<"$RESULT_JSON"
+        echo
+    done
+    if [ "$GENCMP_JSON" != null ]; then
+        echo "## Generators against the reflector"
+        echo
+        echo "IA_NA, 4-way, both tools by direct unicast to the reflector at [$SERVER_IP]:547 (perfdhcp sends from port 546, tandem-gen from ephemeral ports; --threads $THREADS), ${GEN_PERIOD}s runs at the same offered rates, plus each tool's as-fast-as-possible mode (perfdhcp without -r, tandem-gen --rate 0 --window $OPEN_WINDOW). ok/s = completed exchanges per second."
+        echo
+        echo "| tool | offered /s | started | completed | completed /s | failed % | generator CPU % | reflector CPU % | completed per generator CPU-second |"
+        echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+        jq -r '.generator_comparison.runs[] | "| \(.tool) | \(if .rate == 0 then "max" else .rate end) | \(.started) | \(.ok) | \(.ok_per_s) | \(.failed_pct) | \(.gen_cpu_pct // "-") | \(.reflector_cpu_pct // "-") | \(.per_cpu_s // "-") |"' <<<"$RESULT_JSON"
+        echo
+        jq -r '.generator_comparison | "Most completed exchanges/s: tandem-gen \(.tandem_gen_max_per_s), perfdhcp \(.perfdhcp_max_per_s): **ratio \(.ratio_max // "n/a")** (goal: >= \(.goal_ratio)). Per generator CPU-second (best run of each): tandem-gen \(.tandem_gen_per_cpu_s), perfdhcp \(.perfdhcp_per_cpu_s): ratio \(.ratio_per_cpu_s // "n/a"). Highest offered rate with < 1 % failed: tandem-gen \(.tandem_gen_clean_rate), perfdhcp \(.perfdhcp_clean_rate)."' <<<"$RESULT_JSON"
+        echo
+    fi
+    echo "Limit labels: ceiling = within 10 % of the reflector's rate (the generator and the shared CPUs limit, not the server); server-socket / generator-socket = most lost messages were dropped at that side's full receive socket; server-late = messages answered after the 1 s retransmission timeout or dropped inside the server (no socket overflow); server-pace = nothing lost, the server answered too slowly and the window held the generator back; server-naks = refused; machine/... = the reflector's own search (everything shares the CPUs)."
+    echo
+    echo "Durability: Kea's memfile writes each lease change with write(2) and never fsyncs (see bench/results/latest.md); Tandem replies only after the group commit holding the lease is fdatasync'ed."
+}
+
+echo
+echo "Tandem vs Kea vs ceiling, tandem-gen 4-way exchanges, ${PERIOD}s trials, $(nproc) CPUs, route $ROUTE_MODE, run took ${ELAPSED}s"
+echo
+print_text
+
+if [ "$WRITE_RESULTS" = 1 ]; then
+    mkdir -p "$RESULTS_DIR"
+    jq . <<<"$RESULT_JSON" >"$RESULTS_DIR/gen-latest.json"
+    fmt_md >"$RESULTS_DIR/gen-latest.md"
+    log "wrote $RESULTS_DIR/gen-latest.json and $RESULTS_DIR/gen-latest.md"
+fi

@@ -7,4 +7,5 @@ pub mod node;
 pub mod peer;
 pub mod persist;
 pub mod state;
+pub mod tls;
 pub mod wire;

@@ -4,10 +4,12 @@
 
 use tandem::sim::{self, SimConfig};
 
-/// Seeds that found real bugs (see the commit that introduced the simulator): they must keep
-/// passing, and they exercise the paths those bugs were on.
+/// Seeds that found real bugs when they were first run (see the simulator's commits). The
+/// simulator has grown since (IA_PD clients, flapping links), so most now drive other runs than
+/// the ones that failed; they stay as a fixed set. 22984 is the one known to reach a
+/// PARTNER-DOWN server handing out the partner's prefixes (a mutation there fails on it).
 const REGRESSION_SEEDS: &[u64] = &[
-    1, 3, 4, 19, 23, 30, 46, 133, 210, 228, 368, 732, 1022, 1766, 4690, 8478,
+    1, 3, 4, 19, 23, 30, 46, 133, 210, 228, 368, 732, 1022, 1766, 4690, 8478, 22984,
 ];
 
 fn run(seed: u64) {

@@ -38,6 +38,8 @@ pub struct Client {
     pub id: u32,
     /// DUID.
     pub duid: Vec<u8>,
+    /// Asks for a delegated prefix of this length (IA_PD) instead of an address (IA_NA).
+    pub pd_len: Option<u8>,
     /// Phase.
     pub phase: Phase,
     /// Server DUID it talks to (from the Advertise or the Reply).
@@ -84,13 +86,15 @@ pub enum Took {
 }
 
 impl Client {
-    /// A client that starts at `start_ms`.
-    pub fn new(id: u32, start_ms: u64) -> Client {
+    /// A client that starts at `start_ms`, asking for an address, or for a prefix of
+    /// `pd_len` bits when given.
+    pub fn new(id: u32, start_ms: u64, pd_len: Option<u8>) -> Client {
         let mut duid = vec![0, 3, 0, 1, 0x02, 0x51];
         duid.extend_from_slice(&id.to_be_bytes());
         Client {
             id,
             duid,
+            pd_len,
             phase: Phase::Idle,
             server: Vec::new(),
             lease: None,
@@ -112,11 +116,18 @@ impl Client {
                 w.server_id(&self.server);
             }
             let lease = self.lease;
-            w.ia_na(SIM_IAID, 0, 0, |o| {
-                if let Some((a, _)) = lease {
-                    o.ia_addr(a, 0, 0, |_| {});
-                }
-            });
+            match self.pd_len {
+                None => w.ia_na(SIM_IAID, 0, 0, |o| {
+                    if let Some((a, _)) = lease {
+                        o.ia_addr(a, 0, 0, |_| {});
+                    }
+                }),
+                Some(len) => w.ia_pd(SIM_IAID, 0, 0, |o| {
+                    if let Some((p, _)) = lease {
+                        o.ia_prefix(p, len, 0, 0, |_| {});
+                    }
+                }),
+            }
         }
         buf
     }
@@ -207,11 +218,18 @@ impl Client {
             return (None, Took::Nothing);
         }
         let server = m.server_id().unwrap_or(&[]).to_vec();
-        let addr = m.ia_nas().find(|ia| ia.iaid == SIM_IAID).and_then(|ia| {
-            ia.addresses()
-                .find(|a| a.valid_secs > 0)
-                .map(|a| (a.addr, a.valid_secs, ia.t1, ia.t2))
-        });
+        let addr = match self.pd_len {
+            None => m.ia_nas().find(|ia| ia.iaid == SIM_IAID).and_then(|ia| {
+                ia.addresses()
+                    .find(|a| a.valid_secs > 0)
+                    .map(|a| (a.addr, a.valid_secs, ia.t1, ia.t2))
+            }),
+            Some(len) => m.ia_pds().find(|ia| ia.iaid == SIM_IAID).and_then(|ia| {
+                ia.prefixes()
+                    .find(|p| p.valid_secs > 0 && p.prefix_len == len)
+                    .map(|p| (p.prefix, p.valid_secs, ia.t1, ia.t2))
+            }),
+        };
         match (&self.phase, m.msg_type()) {
             (Phase::Soliciting, MessageType::Advertise) => {
                 if addr.is_none() {

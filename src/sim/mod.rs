@@ -287,13 +287,26 @@ struct World {
 const TRACE_KEPT: usize = 40;
 const SUBNET: &str = "2001:db8:1::/64";
 
+/// Length of the prefixes simulated IA_PD clients get.
+pub const SIM_PD_LEN: u8 = 56;
+
+/// The prefix pool's length: the smallest power of two of /56s holding at least `pool_size`.
+fn sim_pd_pool_len(pool_size: u32) -> u8 {
+    let bits = 32 - (pool_size.max(2) - 1).leading_zeros();
+    SIM_PD_LEN - bits as u8
+}
+
 fn sim_config_text(pool_size: u32) -> String {
     let last = Ipv6Addr::from(
         0x2001_0db8_0001_0000_0000_0000_0000_1000u128 + pool_size.max(2) as u128 - 1,
     );
+    // Half as many prefixes as addresses: in tight runs a server's own prefixes run out, which
+    // is when PARTNER-DOWN may reach into the partner's (after MCLT).
+    let pd_len = sim_pd_pool_len(pool_size / 2);
     format!(
         "[server]\nlisten=[\"[::1]:5547\"]\n[lease]\npreferred_lifetime_secs=60\nvalid_lifetime_secs=120\n\
-         [[subnet]]\nid=1\nprefix=\"{SUBNET}\"\npools=[{{range=\"2001:db8:1::1000-{last}\"}}]\n"
+         [[subnet]]\nid=1\nprefix=\"{SUBNET}\"\npools=[{{range=\"2001:db8:1::1000-{last}\"}}]\n\
+         pd_pools=[{{prefix=\"2001:db8:8000::/{pd_len}\", delegated_len={SIM_PD_LEN}}}]\n"
     )
 }
 
@@ -454,7 +467,11 @@ impl World {
             .is_some_and(|p| p.endpoint().serving().answering != Answering::Nobody);
         if granting != Some(ServerState::PartnerDown) && partner_serving {
             let duid = &self.clients[client as usize].duid;
-            let key = crate::lease::key(crate::config::ResourceKind::Address, addr);
+            let kind = match self.clients[client as usize].pd_len {
+                Some(_) => crate::config::ResourceKind::Prefix,
+                None => crate::config::ResourceKind::Address,
+            };
+            let key = crate::lease::key(kind, addr);
             let record = self.slots[1 - n].disk.leases.get(&key);
             // PENDING-FREE on the partner (freed, change not yet acknowledged by us): the
             // partner cannot give it to anyone else, which is what the bound protects.
@@ -1016,7 +1033,9 @@ pub fn run(seed: u64, cfg: &SimConfig) -> Result<SimReport, SimFailure> {
     w.start_node(1);
     for i in 0..cfg.clients {
         let at = w.now_ms + w.rng.below(20_000);
-        w.clients.push(Client::new(i, at));
+        // About half the clients want a delegated prefix instead of an address.
+        let pd = (w.rng.below(2) == 0).then_some(SIM_PD_LEN);
+        w.clients.push(Client::new(i, at, pd));
         w.push(at, Ev::ClientTimer(i));
     }
     let start_ms = w.now_ms;

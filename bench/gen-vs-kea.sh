@@ -200,6 +200,7 @@ ROUTE_MODE=""         # multicast | relay, decided before the first trial
 # SERVER_PID, waits until UDP port 547 is bound.
 start_target() {
     local name="$1" dir="$2"
+    check_topology
     rm -rf "$dir"; mkdir -p "$dir"
     case "$name" in
         ceiling)
@@ -284,7 +285,7 @@ run_gen() {
         route_args "$target"
     fi
     # Leases must lie in the configured pools, except the reflector's (hashed from the DUID
-    # anywhere in 2001:db8:1::/64 and 2001:db8:8000::/33; its /56s collide by hash accident).
+    # from a hash of the DUID and IAID, so two clients can get the same one by accident).
     [ "$target" != ceiling ] && cfg=(--config "$POOLS_CONFIG")
     local out="$dir/gen-$TRIAL_SEQ-$kind-r$rate.json" err="$dir/gen-$TRIAL_SEQ.err" tfile="$dir/gen-$TRIAL_SEQ.time"
     local cmd=("$GEN_BIN" "${RARGS[@]}" --mode "$case" --threads "$THREADS" --window "$window" --rate "$rate"
@@ -386,17 +387,34 @@ ceiling_rate() {
     jq -rs --arg c "$1" '[.[] | select(.target == "ceiling" and .case == $c) | .sustained_rate][0] // 0' "$SUMMARY_FILE"
 }
 
-# search TARGET CASE: open-loop run, then the bounded search; appends trials to TRIALS_FILE and
-# prints a summary JSON object.
-search() {
+# The namespaces can vanish under a running bench when something else deletes tdm* namespaces
+# (tools/test.sh did so at its start before e7bf008). Then the interrupted (target, case) is
+# redone on a new topology, at most MAX_RECOVERIES times per run; its trials so far are kept
+# apart as discarded.
+MAX_RECOVERIES=3
+RECOVERIES=0
+RECOVERED_JSON="[]"
+VANISHED=0
+topo_lost() { # true (and VANISHED=1) when a namespace is gone
+    topology_ok && return 1
+    VANISHED=1
+    return 0
+}
+
+# search_once TARGET CASE: open-loop run, then the bounded search; appends trials to
+# ATTEMPT_TRIALS and prints a summary JSON object. Returns 2 if the namespaces vanished.
+search_once() {
     local target="$1" case="$2" dir="$WORK/$1-$2"
     log "$target / $case"
+    VANISHED=0
+    topo_lost && return 2
     start_target "$target" "$dir"
     local res pass best="" hi_res="" lo=0 hi=0 n=0 cut=0 open_res r hint
     # Open-loop: as fast as the window allows, for PERIOD seconds.
     next_seed; TRIAL_SEQ=$((TRIAL_SEQ + 1))
     open_res=$(run_gen "$target" "$case" open 0 "$dir")
-    echo "$open_res" >>"$TRIALS_FILE"
+    if topo_lost; then stop_target; return 2; fi
+    echo "$open_res" >>"$ATTEMPT_TRIALS"
     log "$(trial_line "$open_res")"
     sleep 1
     # The search starts on the grid START_RATE x 2^k at the highest point <= what the open-loop
@@ -408,7 +426,8 @@ search() {
     trial() { # trial RATE -> sets res/pass; records best passing / lowest failing
         next_seed; TRIAL_SEQ=$((TRIAL_SEQ + 1))
         res=$(run_gen "$target" "$case" search "$1" "$dir")
-        echo "$res" >>"$TRIALS_FILE"
+        if topo_lost; then pass=false; return; fi
+        echo "$res" >>"$ATTEMPT_TRIALS"
         pass=$(jq -r .pass <<<"$res")
         log "$(trial_line "$res")"
         # A marginal failure (every share below twice the limit) is repeated once per search
@@ -420,7 +439,8 @@ search() {
             sleep 1
             next_seed; TRIAL_SEQ=$((TRIAL_SEQ + 1))
             res=$(run_gen "$target" "$case" search "$1" "$dir" | jq -c '. + {repeat: true}')
-            echo "$res" >>"$TRIALS_FILE"
+            if topo_lost; then pass=false; return; fi
+            echo "$res" >>"$ATTEMPT_TRIALS"
             pass=$(jq -r .pass <<<"$res")
             log "$(trial_line "$res")"
         fi
@@ -430,6 +450,7 @@ search() {
     while :; do
         if [ "$n" -gt 0 ] && over_budget; then cut=1; break; fi
         trial "$r"; n=$((n + 1))
+        [ "$VANISHED" = 1 ] && break
         if [ "$pass" = true ]; then
             lo=$r
             [ "$hi" -gt 0 ] && break
@@ -451,9 +472,11 @@ search() {
             mid=$(( (mid + 50) / 100 * 100 ))
             { [ "$mid" -le "$lo" ] || [ "$mid" -ge "$hi" ]; } && break
             trial "$mid"
+            [ "$VANISHED" = 1 ] && break
             if [ "$pass" = true ]; then lo=$mid; else hi=$mid; fi
         done
     fi
+    if [ "$VANISHED" = 1 ] || topo_lost; then stop_target; return 2; fi
     stop_target
     # What limited the search, judged from the lowest failing trial.
     local ceil; ceil=$(ceiling_rate "$case")
@@ -538,14 +561,17 @@ perfdhcp_run() {
 }
 
 GENCMP_JSON=null
-gen_compare() {
+gen_compare() { # returns 2 if the namespaces vanished
     local dir="$WORK/gencmp" r res rows=()
+    VANISHED=0
+    topo_lost && return 2
     log "generator comparison: perfdhcp and tandem-gen against the reflector (IA_NA, 4-way, direct unicast to [$SERVER_IP]:547, ${GEN_PERIOD}s runs)"
     start_target ceiling "$dir"
     if [ "$HAVE_PERFDHCP" = 1 ]; then
         for r in $GEN_RATES 0; do
             TRIAL_SEQ=$((TRIAL_SEQ + 1))
             res=$(perfdhcp_run "$r" "$dir")
+            if topo_lost; then stop_target; return 2; fi
             [ -n "$res" ] || res=$(jq -nc --argjson r "$r" '{tool:"perfdhcp",rate:$r,ok:0,ok_per_s:0,failed_pct:100}')
             rows+=("$res")
             log "  $(jq -r '"perfdhcp r=\(.rate): \(.ok) of \(.started) exchanges, \(.ok_per_s)/s, failed \(.failed_pct)%, avg \(.avg_latency_ms) ms, cpu perfdhcp \(.gen_cpu_pct)% reflector \(.reflector_cpu_pct)% box \(.box_cpu_pct)%"' <<<"$res")"
@@ -555,6 +581,7 @@ gen_compare() {
     for r in $GEN_RATES 0; do
         next_seed; TRIAL_SEQ=$((TRIAL_SEQ + 1))
         res=$(run_gen ceiling na gencmp "$r" "$dir")
+        if topo_lost; then stop_target; return 2; fi
         res=$(jq -c '{tool:"tandem-gen", rate, rc:.gen_rc, started, ok, ok_per_s:.achieved_per_s,
                       failed_pct, unfinished_pct, retransmit_pct, p50_ms:.latency_ms.p50, p99_ms:.latency_ms.p99,
                       gen_cpu_pct, reflector_cpu_pct:.server_cpu_pct, box_cpu_pct, command}' <<<"$res")
@@ -589,14 +616,45 @@ probe_route
 ORDERED_TARGETS=""
 for s in $TARGETS; do [ "$s" = ceiling ] && ORDERED_TARGETS="ceiling"; done
 for s in $TARGETS; do [ "$s" != ceiling ] && ORDERED_TARGETS="$ORDERED_TARGETS $s"; done
+ATTEMPT_TRIALS="$WORK/attempt-trials.jsonl"
+DISCARDED_FILE="$WORK/discarded-trials.jsonl"; : >"$DISCARDED_FILE"
+ATTEMPT_SUMMARY="$WORK/attempt-summary.json"
+
+# recover WHAT: the namespaces vanished during WHAT; rebuild them (at most MAX_RECOVERIES times).
+recover() {
+    RECOVERIES=$((RECOVERIES + 1))
+    [ "$RECOVERIES" -le "$MAX_RECOVERIES" ] ||
+        die "netns $NS_S/$NS_C vanished $RECOVERIES times (something deletes tdm* namespaces); giving up, results not written"
+    log "netns $NS_S/$NS_C vanished during $1 (deleted by something else); rebuilding the topology and redoing it ($RECOVERIES of at most $MAX_RECOVERIES)"
+    RECOVERED_JSON=$(jq -c --arg w "$1" --arg t "$(date -u +%H:%M:%SZ)" '. + [{redone: $w, at: $t}]' <<<"$RECOVERED_JSON")
+    sleep 2
+    setup_topology
+}
+
 for c in $CASES; do
     for s in $ORDERED_TARGETS; do
-        search "$s" "$c" >>"$SUMMARY_FILE" || die "search $s $c failed"
+        while :; do
+            : >"$ATTEMPT_TRIALS"
+            search_once "$s" "$c" >"$ATTEMPT_SUMMARY"; rc=$?
+            if [ "$rc" = 2 ]; then
+                cat "$ATTEMPT_TRIALS" >>"$DISCARDED_FILE"
+                recover "$s/$c"
+                continue
+            fi
+            [ "$rc" = 0 ] || die "search $s $c failed"
+            cat "$ATTEMPT_TRIALS" >>"$TRIALS_FILE"
+            cat "$ATTEMPT_SUMMARY" >>"$SUMMARY_FILE"
+            break
+        done
     done
 done
 
 if [ "$DO_GENCMP" = 1 ]; then
-    gen_compare
+    while :; do
+        gen_compare; rc=$?
+        [ "$rc" = 2 ] || break
+        recover "the generator comparison"
+    done
 fi
 
 T_END=$(date +%s)
@@ -619,6 +677,7 @@ RESULT_JSON=$(jq -s -c \
     --argjson period "$PERIOD" --argjson slack "$SLACK" --argjson start "$START_RATE" --argjson max "$MAX_RATE" \
     --argjson bisect "$BISECT" --argjson threads "$THREADS" --argjson window "$WINDOW" --argjson owin "$OPEN_WINDOW" \
     --argjson tmo "$TIMEOUT_MS" --argjson retries "$MAX_RETRIES" --argjson rthreads "$REFLECTOR_THREADS" \
+    --argjson recovered "$RECOVERED_JSON" --argjson ndiscarded "$(wc -l <"$DISCARDED_FILE")" \
     --argjson gencmp "$GENCMP_JSON" --argjson repeat "$REPEAT_MARGINAL" --arg kq "$KEA_MT_QUEUE" --slurpfile trials "$TRIALS_FILE" '
     . as $rows
     | def rate(s; c): ([$rows[] | select(.target == s and .case == c) | .sustained_rate][0]);
@@ -632,10 +691,12 @@ RESULT_JSON=$(jq -s -c \
                     reflector_threads: $rthreads,
                     pinning: (if $pin == "" then "none" else "server CPU \($pin | split(",")[0]), generator CPU \($pin | split(",")[1])" end)},
       route: {mode: $route, reason: $reason, probe: $probe},
+      topology_recoveries: {redone: $recovered, discarded_trials: $ndiscarded,
+                            why: "the namespaces were deleted by something else during the run; the interrupted (target, case) was redone on a new topology"},
       method: {trial_send_s: $period, phase_limit_s: ($period + $slack), grid_start: $start, max_rate: $max,
                bisect_steps: $bisect, repeat_marginal_failure_once: ($repeat == 1), threads: $threads, window: $window, open_loop_window: $owin,
                timeout_ms: $tmo, max_retries: $retries, clients: "rate x trial_send_s, fresh --seed per trial",
-               pass: "fewer than 1% of the clients lack their lease when the phase ends (never started, in flight, timed out or NAKed), retransmitted messages < 1% of the clients, tandem-gen failed_pct < 1, and no lease-check violation (the reflector is exempt: its leases are hashes and its /56s collide by accident)",
+               pass: "fewer than 1% of the clients lack their lease when the phase ends (never started, in flight, timed out or NAKed), retransmitted messages < 1% of the clients, tandem-gen failed_pct < 1, and no lease-check violation (the reflector is exempt: its leases are hashes of the DUID and may collide)",
                exchange: "4-way SOLICIT/ADVERTISE/REQUEST/REPLY (no rapid commit), latency = first Solicit to Reply"},
       results: $rows,
       ratios: ([$rows[].case] | unique | map(. as $c | {
@@ -690,6 +751,7 @@ fmt_md() {
     echo "- command: \`$CMDLINE\`"
     echo "- box: $(nproc) x $CPU_MODEL, kernel $(uname -r), load average at start $LOADAVG_START, data on $WORK_FS; Tandem $GIT_REV$([ "$GIT_DIRTY" = true ] && echo ' (dirty tree)'), default workers, fsync on; kea-dhcp6 $KEA_VERSION (memfile; MT: thread-pool-size 2, packet-queue-size $KEA_MT_QUEUE); perfdhcp $PERFDHCP_VERSION; $([ -n "$PIN" ] && echo "pinned server/generator CPUs $PIN" || echo "unpinned (server and generator share all CPUs)")"
     echo "- route: **$ROUTE_MODE**. $ROUTE_REASON."
+    [ "$RECOVERIES" -gt 0 ] && echo "- topology: the namespaces were deleted by something else during the run $RECOVERIES time(s); the interrupted $(jq -r 'map(.redone) | join(", ")' <<<"$RECOVERED_JSON") was redone on a new topology ($(wc -l <"$DISCARDED_FILE") trials discarded)."
     echo "- method: tandem-gen --threads $THREADS --window $WINDOW --timeout-ms $TIMEOUT_MS --max-retries $MAX_RETRIES, 4-way exchanges, --clients = rate x ${PERIOD}s with a fresh --seed per trial, --phase-secs $((PERIOD + SLACK)); a rate passes when fewer than $LOSS_LIMIT % of the clients lack their lease when the phase ends (never started because the server fell behind, still in flight, timed out or refused), retransmitted messages are fewer than $LOSS_LIMIT % of the clients (a lost or > 1 s late message counts, as a drop does in perfdhcp), tandem-gen's failed_pct < $LOSS_LIMIT and no lease check fails (--config: leases in the pools). Search: from $START_RATE x 2^k (the highest point <= the open-loop rate) doubling to at most $MAX_RATE/s or halving, then $BISECT bisection steps$([ "$REPEAT_MARGINAL" = 1 ] && echo '; a marginal failure (every share < 2 %) is repeated once per search and the repeat decides'). ceiling = tandem-gen --reflector (stateless, $REFLECTOR_THREADS threads) in the server namespace."
     echo "- columns: sustained = highest passing --rate; ceil% = sustained / the ceiling's; achieved = completed exchanges/s at the sustained rate; p50/p99 = exchange latency (first Solicit to Reply) there; CPU = CPU time / wall time at the sustained rate (100 % = one core; box = every process on the box, so box - server - gen is what else ran, softirq included); drops = datagrams dropped at full receive sockets (server / generator namespace); open-loop = --rate 0 --window $OPEN_WINDOW for ${PERIOD}s, completed exchanges/s (p50/p99 ms)."
     echo
@@ -725,6 +787,7 @@ fmt_md() {
 
 echo
 echo "Tandem vs Kea vs ceiling, tandem-gen 4-way exchanges, ${PERIOD}s trials, $(nproc) CPUs, route $ROUTE_MODE, run took ${ELAPSED}s"
+[ "$RECOVERIES" -gt 0 ] && echo "(namespaces deleted by something else $RECOVERIES time(s); redone: $(jq -r 'map(.redone) | join(", ")' <<<"$RECOVERED_JSON"))"
 echo
 print_text
 

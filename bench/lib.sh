@@ -76,6 +76,21 @@ setup_topology() {
     die "link-local addresses did not appear"
 }
 
+# check_topology: dies when NS_S or NS_C is gone: something else deleted it during the run
+# (tools/test.sh deleted every tdm* netns as leftovers of killed test runs before e7bf008).
+check_topology() {
+    topology_ok || die "netns $NS_S or $NS_C vanished during the run: something else deleted it; results not written"
+}
+
+# topology_ok: whether both namespaces still exist.
+topology_ok() {
+    local ns
+    for ns in "$NS_S" "$NS_C"; do
+        [ -e "/run/netns/$ns" ] || [ -e "/var/run/netns/$ns" ] || return 1
+    done
+    return 0
+}
+
 # udp_drops NS: "RcvbufErrors InErrors" of UDPv6 in namespace NS (datagrams the kernel dropped
 # because the receiving socket's buffer was full).
 udp_drops() {

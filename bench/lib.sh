@@ -171,3 +171,29 @@ render_tandem_config() {
     sed -e "s|@DATA_DIR@|$dir/tandem-data|" -e "s|@IFACE@|$iface|" "$TANDEM_TEMPLATE" >"$dir/tandem.toml" \
         || die "cannot write $dir/tandem.toml"
 }
+
+# install_cleanup: on exit (also on INT/TERM) stop the processes named in STRACE_PID and
+# SERVER_PID (each script sets what it uses), delete the namespaces, keep the work dir's logs
+# in KEEP_LOGS if set, remove WORK. Exits with the script's status.
+CLEANED=0
+cleanup() {
+    local rc=$?
+    [ "$CLEANED" = 1 ] && return
+    CLEANED=1
+    trap '' INT TERM
+    [ -n "${STRACE_PID:-}" ] && stop_pid "$STRACE_PID"
+    [ -n "${SERVER_PID:-}" ] && stop_pid "$SERVER_PID"
+    delete_topology
+    if [ -n "${WORK:-}" ] && [ -d "$WORK" ]; then
+        if [ -n "${KEEP_LOGS:-}" ]; then
+            mkdir -p "$KEEP_LOGS" && cp -r "$WORK"/. "$KEEP_LOGS"/ && log "logs kept in $KEEP_LOGS"
+        fi
+        rm -rf "$WORK"
+    fi
+    exit "$rc"
+}
+install_cleanup() {
+    trap cleanup EXIT
+    trap 'log "interrupted"; exit 130' INT
+    trap 'log "terminated"; exit 143' TERM
+}

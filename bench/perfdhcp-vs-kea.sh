@@ -93,27 +93,7 @@ done
 WORK=""
 SERVER_PID=""
 STRACE_PID=""
-
-CLEANED=0
-cleanup() {
-    local rc=$?
-    [ "$CLEANED" = 1 ] && return
-    CLEANED=1
-    trap '' INT TERM
-    [ -n "$STRACE_PID" ] && stop_pid "$STRACE_PID"
-    [ -n "$SERVER_PID" ] && stop_pid "$SERVER_PID"
-    delete_topology
-    if [ -n "$WORK" ] && [ -d "$WORK" ]; then
-        if [ -n "$KEEP_LOGS" ]; then
-            mkdir -p "$KEEP_LOGS" && cp -r "$WORK"/. "$KEEP_LOGS"/ && log "logs kept in $KEEP_LOGS"
-        fi
-        rm -rf "$WORK"
-    fi
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'log "interrupted"; exit 130' INT
-trap 'log "terminated"; exit 143' TERM
+install_cleanup
 
 # ---------------------------------------------------------------- preflight
 

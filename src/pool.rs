@@ -896,7 +896,7 @@ impl Allocator {
     /// - nothing here, or free here: the partner's view is taken;
     /// - active here for the same client: an active update is merged (the longest expiry
     ///   stays, since either side may have granted longer); an expiry wins once our own copy's
-    ///   time is up too, a release only if clearly later than our last transaction with it;
+    ///   time is up too, a release only if not older than our last transaction with it;
     /// - active here for another client: a free update is refused (it speaks of an older
     ///   binding); an active one wins if clearly later, else the primary's view stands
     ///   (`receiver_is_secondary` accepts it).
@@ -943,8 +943,11 @@ impl Allocator {
                         return Err(local.clone());
                     }
                     (true, LeaseState::Expired) => {}
-                    // Released (or other): only if clearly after our last transaction with it.
-                    (true, _) if !later(incoming.cltt, local.cltt) => return Err(local.clone()),
+                    // Released (or other): only if not before our last transaction with it. The
+                    // same client's release right after a renewal is the normal case (both
+                    // times from the partner's clock, in order); one older than our own
+                    // renewal speaks of a binding the client has since renewed here.
+                    (true, _) if incoming.cltt < local.cltt => return Err(local.clone()),
                     (true, _) => {}
                     (false, LeaseState::Active)
                         if !later(incoming.cltt, local.cltt) && !receiver_is_secondary =>
@@ -1624,6 +1627,36 @@ mod tests {
             )
             .unwrap();
         assert_eq!(g3.valid_secs, 7200);
+    }
+
+    #[test]
+    fn same_client_release_right_after_renewal_is_taken_an_older_one_refused() {
+        let a = alloc("pools=[{range=\"2001:db8::100-2001:db8::1ff\"}]");
+        let mut w = Vec::new();
+        a.acquire(
+            100,
+            &ia(b"ours", 1),
+            &[],
+            AcquireMode::Grant,
+            &Rules::STANDALONE,
+            &mut w,
+        )
+        .unwrap();
+        let active = w.last().unwrap().clone();
+        let mut released = active.clone();
+        released.state = LeaseState::Released;
+        released.cltt = active.cltt - 1;
+        assert!(
+            a.apply_partner_update(&released, true, 101).is_err(),
+            "a release older than our last transaction is refused"
+        );
+        released.cltt = active.cltt + 1;
+        let taken = a.apply_partner_update(&released, true, 101).unwrap();
+        assert_eq!(
+            taken.state,
+            LeaseState::Released,
+            "a release 1 s after the renewal (well within clock skew) is taken"
+        );
     }
 
     #[test]

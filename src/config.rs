@@ -5,9 +5,10 @@
 //! an error names the file, the line and the field, e.g.
 //! `tandem.toml:14: subnet[0].pool[1].range: overlaps subnet[0].pool[0] (line 11)`.
 
+use crate::failover::state::Role;
 use serde::Deserialize;
 use std::fmt;
-use std::net::{Ipv6Addr, SocketAddrV6};
+use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use toml::Spanned;
@@ -228,6 +229,56 @@ pub struct ServerConfig {
     pub reclaim_interval_ms: u64,
     /// LMDB map size in MiB (the most the database may grow to).
     pub map_size_mib: usize,
+    /// Unix socket for `tandem ctl`; `None` means `<data_dir>/control.sock`.
+    pub control_socket: Option<PathBuf>,
+}
+
+impl ServerConfig {
+    /// Where the control socket is: `control_socket`, else `<data_dir>/control.sock`.
+    pub fn control_socket_path(&self) -> PathBuf {
+        self.control_socket
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("control.sock"))
+    }
+}
+
+/// Default TCP port of the partner link (RFC 8156 §10: 647).
+pub const FAILOVER_PORT: u16 = 647;
+
+/// One failover relationship: the `[failover]` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailoverConfig {
+    /// Primary (connects, serves in NORMAL) or secondary (listens, stands by).
+    pub role: Role,
+    /// Relationship name, the same on both partners ("" when not set).
+    pub relationship: String,
+    /// The partner's link address: where the primary connects. Required for the primary.
+    pub partner: Option<SocketAddr>,
+    /// Where the secondary accepts its primary (default `[::]:647`).
+    pub listen: SocketAddr,
+    /// The DNS name the partner's certificate must carry.
+    pub partner_name: String,
+    /// PEM file with the CA certificate(s) both partners' certificates chain to.
+    pub ca: PathBuf,
+    /// PEM file with our certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM file with our private key.
+    pub key: PathBuf,
+    /// Maximum client lead time in seconds; both partners must agree.
+    pub mclt_secs: u64,
+    /// The link is declared dead after this long without a message from the partner.
+    pub keepalive_secs: u64,
+    /// Enter PARTNER-DOWN by ourselves after this long in COMMUNICATIONS-INTERRUPTED (off when
+    /// `None`; then only `tandem ctl partner-down` does it).
+    pub auto_partner_down_secs: Option<u64>,
+    /// How long STARTUP waits for the partner before resuming the stored state.
+    pub startup_secs: u64,
+    /// Most binding updates we take unacknowledged (announced in CONNECT).
+    pub max_unacked: u32,
+    /// Largest accepted clock difference with the partner, seconds.
+    pub skew_max_secs: u64,
+    /// Longest wait between reconnection attempts, milliseconds (it doubles from 100 ms).
+    pub reconnect_max_ms: u64,
 }
 
 /// The whole validated configuration.
@@ -237,6 +288,8 @@ pub struct Config {
     pub server: ServerConfig,
     /// Subnets with their pools.
     pub subnets: Vec<SubnetConfig>,
+    /// The failover relationship, if this server has a partner.
+    pub failover: Option<FailoverConfig>,
 }
 
 /// A configuration error that names where it is.
@@ -278,6 +331,27 @@ struct FileConfig {
     lease: FileLease,
     #[serde(default)]
     subnet: Vec<Spanned<FileSubnet>>,
+    failover: Option<Spanned<FileFailover>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileFailover {
+    role: Spanned<String>,
+    relationship: Option<String>,
+    partner: Option<Spanned<String>>,
+    listen: Option<Spanned<String>>,
+    partner_name: Spanned<String>,
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+    mclt_secs: Option<u64>,
+    keepalive_secs: Option<u64>,
+    auto_partner_down_secs: Option<u64>,
+    startup_secs: Option<u64>,
+    max_unacked: Option<u32>,
+    skew_max_secs: Option<u64>,
+    reconnect_max_ms: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -299,6 +373,7 @@ struct FileServer {
     decline_hold_secs: Option<u32>,
     reclaim_interval_ms: Option<u64>,
     map_size_mib: Option<usize>,
+    control_socket: Option<PathBuf>,
 }
 
 #[derive(Deserialize, Default, Clone, Copy)]
@@ -505,6 +580,7 @@ fn validate(ctx: &Ctx, raw: FileConfig) -> Result<Config, ConfigError> {
         decline_hold_secs: s.decline_hold_secs.unwrap_or(86_400),
         reclaim_interval_ms: s.reclaim_interval_ms.unwrap_or(1000).max(10),
         map_size_mib: s.map_size_mib.unwrap_or(4096),
+        control_socket: s.control_socket,
     };
     if server.map_size_mib < 16 {
         return Err(ctx.err(None, "server.map_size_mib", "must be at least 16"));
@@ -684,7 +760,115 @@ fn validate(ctx: &Ctx, raw: FileConfig) -> Result<Config, ConfigError> {
             });
         }
     }
-    Ok(Config { server, subnets })
+    let failover = match raw.failover {
+        None => None,
+        Some(f) => Some(failover(ctx, f)?),
+    };
+    Ok(Config {
+        server,
+        subnets,
+        failover,
+    })
+}
+
+fn socket_addr(ctx: &Ctx, v: &Spanned<String>, field: &str) -> Result<SocketAddr, ConfigError> {
+    let text = v.get_ref();
+    if let Ok(a) = text.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    // A bare address takes the failover port.
+    if let Ok(ip) = text.parse::<std::net::IpAddr>() {
+        return Ok(SocketAddr::new(ip, FAILOVER_PORT));
+    }
+    Err(ctx.err(
+        Some(v.span()),
+        field,
+        format!(
+            "`{text}` is not a socket address like [2001:db8::2]:647 (or an address, port 647)"
+        ),
+    ))
+}
+
+fn failover(ctx: &Ctx, f: Spanned<FileFailover>) -> Result<FailoverConfig, ConfigError> {
+    let span = f.span();
+    let f = f.into_inner();
+    let role = match f.role.get_ref().as_str() {
+        "primary" => Role::Primary,
+        "secondary" => Role::Secondary,
+        other => {
+            return Err(ctx.err(
+                Some(f.role.span()),
+                "failover.role",
+                format!("`{other}` is not a role: use \"primary\" or \"secondary\""),
+            ));
+        }
+    };
+    let partner = match &f.partner {
+        Some(p) => Some(socket_addr(ctx, p, "failover.partner")?),
+        None => None,
+    };
+    if role == Role::Primary && partner.is_none() {
+        return Err(ctx.err(
+            Some(span),
+            "failover.partner",
+            "the primary connects to its secondary: set partner to the secondary's address, e.g. \"[2001:db8::2]:647\"",
+        ));
+    }
+    let listen = match &f.listen {
+        Some(l) => socket_addr(ctx, l, "failover.listen")?,
+        None => SocketAddr::new(std::net::Ipv6Addr::UNSPECIFIED.into(), FAILOVER_PORT),
+    };
+    let name = f.partner_name.get_ref();
+    if rustls::pki_types::ServerName::try_from(name.as_str()).is_err()
+        || name.parse::<std::net::IpAddr>().is_ok()
+    {
+        return Err(ctx.err(
+            Some(f.partner_name.span()),
+            "failover.partner_name",
+            format!("`{name}` is not a DNS name (the name in the partner's certificate)"),
+        ));
+    }
+    let mclt_secs = f.mclt_secs.unwrap_or(3600);
+    if mclt_secs == 0 {
+        return Err(ctx.err(Some(span), "failover.mclt_secs", "must be greater than 0"));
+    }
+    let keepalive_secs = f.keepalive_secs.unwrap_or(5);
+    if !(1..=3600).contains(&keepalive_secs) {
+        return Err(ctx.err(
+            Some(span),
+            "failover.keepalive_secs",
+            "must be between 1 and 3600",
+        ));
+    }
+    let max_unacked = f.max_unacked.unwrap_or(4096);
+    if max_unacked == 0 {
+        return Err(ctx.err(Some(span), "failover.max_unacked", "must be at least 1"));
+    }
+    let relationship = f.relationship.unwrap_or_default();
+    if relationship.len() > 1024 {
+        return Err(ctx.err(
+            Some(span),
+            "failover.relationship",
+            "longer than 1024 bytes",
+        ));
+    }
+    Ok(FailoverConfig {
+        role,
+        relationship,
+        partner,
+        listen,
+        partner_name: name.clone(),
+        ca: f.ca,
+        cert: f.cert,
+        key: f.key,
+        mclt_secs,
+        keepalive_secs,
+        auto_partner_down_secs: f.auto_partner_down_secs.filter(|s| *s > 0),
+        startup_secs: f.startup_secs.unwrap_or(5),
+        max_unacked,
+        skew_max_secs: f.skew_max_secs.unwrap_or(5),
+        reconnect_max_ms: f.reconnect_max_ms.unwrap_or(2000).max(100),
+    })
 }
 
 #[cfg(test)]

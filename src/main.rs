@@ -6,6 +6,7 @@ use std::net::SocketAddrV6;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use tandem::config::{self, Config};
+use tandem::edge::partner::PartnerStartError;
 use tandem::edge::{Server, StartError};
 use tracing::{error, info};
 
@@ -43,6 +44,28 @@ enum Command {
     /// DUID (hex), IAID, subnet, expires_at (unix secs), cltt, seq. Safe beside a running
     /// server (read-only).
     Leases(LeasesArgs),
+    /// Ask a running server over its control socket: `status` (failover state, partner state,
+    /// time in state, link, last contact, unacknowledged updates, pool use) or `partner-down`
+    /// (declare the partner down: only when it really is, e.g. its host is gone; the partner's
+    /// free resources become usable MCLT later).
+    Ctl(CtlArgs),
+}
+
+#[derive(Args)]
+struct CtlArgs {
+    /// The control socket. Default: server.control_socket of --config, else
+    /// <data_dir>/control.sock.
+    #[arg(long)]
+    socket: Option<PathBuf>,
+    /// Configuration file to take the socket path from.
+    #[arg(short, long, env = "TANDEM_CONFIG")]
+    config: Option<PathBuf>,
+    /// Data directory whose control.sock to use (when there is no --config).
+    #[arg(long, default_value = "./tandem-data")]
+    data_dir: PathBuf,
+    /// The command.
+    #[arg(value_parser = ["status", "partner-down"])]
+    command: String,
 }
 
 #[derive(Args)]
@@ -152,6 +175,7 @@ fn main() -> ExitCode {
         },
         Command::Serve(args) => serve(args),
         Command::Leases(args) => leases(args),
+        Command::Ctl(args) => ctl(args),
     }
 }
 
@@ -205,6 +229,9 @@ fn serve(args: ServeArgs) -> ExitCode {
                 StartError::Store(_) => EXIT_STORE,
                 StartError::Socket(_) => EXIT_SOCKET,
                 StartError::Thread(_) => EXIT_OTHER,
+                StartError::Failover(PartnerStartError::Tls(_)) => EXIT_CONFIG,
+                StartError::Failover(PartnerStartError::Socket { .. }) => EXIT_SOCKET,
+                StartError::Failover(PartnerStartError::Store(_)) => EXIT_STORE,
             });
         }
     };
@@ -214,6 +241,47 @@ fn serve(args: ServeArgs) -> ExitCode {
     server.shutdown();
     info!("stopped");
     ExitCode::SUCCESS
+}
+
+fn ctl(args: CtlArgs) -> ExitCode {
+    use std::io::{Read, Write};
+    let path = match (&args.socket, &args.config) {
+        (Some(p), _) => p.clone(),
+        (None, Some(c)) => match config::load_file(c) {
+            Ok(c) => c.server.control_socket_path(),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        },
+        (None, None) => args.data_dir.join("control.sock"),
+    };
+    let mut s = match std::os::unix::net::UnixStream::connect(&path) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!(
+                "error: cannot reach the server's control socket {}: {e} (is `tandem serve` running with a [failover] section?)",
+                path.display()
+            );
+            return ExitCode::from(EXIT_OTHER);
+        }
+    };
+    let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(5)));
+    let mut answer = String::new();
+    if let Err(e) = s
+        .write_all(format!("{}\n", args.command).as_bytes())
+        .and_then(|()| s.shutdown(std::net::Shutdown::Write))
+        .and_then(|()| s.read_to_string(&mut answer))
+    {
+        eprintln!("error: control socket {}: {e}", path.display());
+        return ExitCode::from(EXIT_OTHER);
+    }
+    print!("{answer}");
+    if answer.starts_with("error") {
+        ExitCode::from(EXIT_OTHER)
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 fn leases(args: LeasesArgs) -> ExitCode {

@@ -288,6 +288,9 @@ pub trait AfterCommit<R>: Send {
     fn durable(&mut self, released: &mut Vec<R>);
     /// Called when a commit failed: nothing in `dropped` may be sent.
     fn failed(&mut self, dropped: &mut Vec<R>, error: &StoreError);
+    /// Called after a successful commit, before [`AfterCommit::durable`], with every lease it
+    /// wrote (the failover partner thread hears of them here).
+    fn written(&mut self, _leases: &mut dyn Iterator<Item = &Lease>) {}
 }
 
 impl<R, S: AfterCommit<R>> AfterCommit<R> for &mut S {
@@ -296,6 +299,9 @@ impl<R, S: AfterCommit<R>> AfterCommit<R> for &mut S {
     }
     fn failed(&mut self, r: &mut Vec<R>, e: &StoreError) {
         (**self).failed(r, e)
+    }
+    fn written(&mut self, leases: &mut dyn Iterator<Item = &Lease>) {
+        (**self).written(leases)
     }
 }
 
@@ -341,6 +347,9 @@ pub fn run_group_commit<R, S: AfterCommit<R>>(
         }
         if !jobs.is_empty() {
             let result = store.commit(jobs.iter().flat_map(|j| j.writes.iter()));
+            if result.is_ok() {
+                sink.written(&mut jobs.iter().flat_map(|j| j.writes.iter()));
+            }
             released.extend(jobs.drain(..).filter_map(|j| j.then));
             match result {
                 Ok(n) => {

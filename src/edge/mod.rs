@@ -4,14 +4,16 @@
 //! A datapath is anything that implements [`Datapath`]: the UDP socket path ([`udp`]) today,
 //! AF_XDP beside it later, without touching the engine.
 
+pub mod partner;
 pub mod udp;
 
 use crate::config::Config;
-use crate::engine::{Engine, Outcome, Received, Scratch};
+use crate::engine::{Engine, Outcome, Policy, Received, Scratch};
 use crate::lease::{Lease, LeaseState};
 use crate::pool::Allocator;
 use crate::store::{self, AfterCommit, CommitJob, CommitStats, Store, StoreError};
 use crossbeam_channel::{Receiver, Sender};
+use partner::PolicyCell;
 use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::net::{SocketAddrV6, UdpSocket};
@@ -100,9 +102,21 @@ pub struct PendingReply {
 pub struct ReplySink {
     sockets: Vec<UdpSocket>,
     send_errors: u64,
+    /// The failover partner thread, told of every durable change.
+    partner: Option<partner::PartnerNotifier>,
 }
 
 impl AfterCommit<PendingReply> for ReplySink {
+    fn written(&mut self, leases: &mut dyn Iterator<Item = &Lease>) {
+        if let Some(p) = &self.partner {
+            p.committed(
+                leases
+                    .filter(|l| l.state != LeaseState::Offered)
+                    .cloned()
+                    .collect(),
+            );
+        }
+    }
     fn durable(&mut self, released: &mut Vec<PendingReply>) {
         // One sendmmsg per socket for the whole batch instead of a sendto per reply; under
         // load a group commit releases about a hundred replies at once.
@@ -167,6 +181,7 @@ struct Worker<D: Datapath> {
     path: D,
     socket_index: usize,
     engine: Arc<Engine>,
+    policy: Arc<PolicyCell>,
     commits: Sender<CommitJob<PendingReply>>,
     stats_tx: Sender<(usize, WorkerStats)>,
     stop: Arc<AtomicBool>,
@@ -198,6 +213,7 @@ impl<D: Datapath> Worker<D> {
                 }
             }
             let now = now_secs();
+            let policy = self.policy.get();
             for meta in &metas {
                 stats.received += 1;
                 if meta.truncated {
@@ -227,7 +243,7 @@ impl<D: Datapath> Worker<D> {
                 writes.clear();
                 match self
                     .engine
-                    .handle(&rx, &mut reply, &mut scratch, &mut writes)
+                    .handle_with(&policy, &rx, &mut reply, &mut scratch, &mut writes)
                 {
                     Outcome::Reply { answered } => {
                         let pending = PendingReply {
@@ -288,6 +304,9 @@ pub enum StartError {
     /// A thread could not be started.
     #[error("thread: {0}")]
     Thread(io::Error),
+    /// The failover partner link could not be set up.
+    #[error("{0}")]
+    Failover(#[from] partner::PartnerStartError),
 }
 
 /// A running server; [`Server::shutdown`] stops it cleanly.
@@ -299,6 +318,7 @@ pub struct Server {
     reporter: Option<JoinHandle<()>>,
     commits: Option<Sender<CommitJob<PendingReply>>>,
     engine: Arc<Engine>,
+    partner: Option<partner::PartnerHandle>,
 }
 
 fn make_duid() -> Vec<u8> {
@@ -343,14 +363,17 @@ impl Server {
     /// failure happens before a single packet is answered.
     pub fn start(cfg: Config) -> Result<Server, StartError> {
         let cfg = Arc::new(cfg);
-        let store = Store::open(
+        let store = Arc::new(Store::open(
             &cfg.server.data_dir,
             cfg.server.map_size_mib,
             cfg.server.sync,
-        )?;
+        )?);
         let duid = store.server_duid_or_create(make_duid)?;
         info!(data_dir = %cfg.server.data_dir.display(), duid = %hex(&duid), sync = cfg.server.sync, "store open");
-        let alloc = Arc::new(Allocator::new(&cfg.subnets));
+        let alloc = Arc::new(match cfg.failover {
+            Some(_) => Allocator::with_failover(&cfg.subnets),
+            None => Allocator::new(&cfg.subnets),
+        });
         let mut orphans = 0u64;
         let t0 = Instant::now();
         let st = store.load_leases(
@@ -395,7 +418,18 @@ impl Server {
             .collect::<io::Result<Vec<_>>>()
             .map_err(StartError::Socket)?;
 
-        let engine = Arc::new(Engine::new(cfg.clone(), duid.into(), alloc.clone()));
+        let engine = Arc::new(Engine::new(cfg.clone(), duid.clone().into(), alloc.clone()));
+        let policy = Arc::new(PolicyCell::new(Policy::STANDALONE));
+        let partner = match cfg.failover {
+            Some(_) => Some(partner::start(partner::PartnerSetup {
+                config: cfg.clone(),
+                duid: duid.into(),
+                store: store.clone(),
+                alloc: alloc.clone(),
+                policy: policy.clone(),
+            })?),
+            None => None,
+        };
         let stop = Arc::new(AtomicBool::new(false));
         let (commit_tx, commit_rx) = crossbeam_channel::bounded(COMMIT_QUEUE_MAX);
         let (stats_tx, stats_rx) = crossbeam_channel::bounded(1024);
@@ -403,19 +437,26 @@ impl Server {
         let sink = ReplySink {
             sockets,
             send_errors: 0,
+            partner: partner.as_ref().map(|p| p.notifier()),
         };
         let committer = std::thread::Builder::new()
             .name("commit".into())
             .spawn(move || run_committer(store, commit_rx, sink))
             .map_err(StartError::Thread)?;
 
-        let reclaimer = {
-            let (alloc, tx, stop) = (alloc.clone(), commit_tx.clone(), stop.clone());
-            let every = Duration::from_millis(cfg.server.reclaim_interval_ms);
-            std::thread::Builder::new()
-                .name("reclaim".into())
-                .spawn(move || run_reclaimer(&alloc, &tx, &stop, every))
-                .map_err(StartError::Thread)?
+        // With a partner, the partner thread reclaims (the partner must hear of it).
+        let reclaimer = match partner {
+            Some(_) => None,
+            None => {
+                let (alloc, tx, stop) = (alloc.clone(), commit_tx.clone(), stop.clone());
+                let every = Duration::from_millis(cfg.server.reclaim_interval_ms);
+                Some(
+                    std::thread::Builder::new()
+                        .name("reclaim".into())
+                        .spawn(move || run_reclaimer(&alloc, &tx, &stop, every))
+                        .map_err(StartError::Thread)?,
+                )
+            }
         };
         let reporter = {
             let stop = stop.clone();
@@ -433,6 +474,7 @@ impl Server {
                 path,
                 socket_index: i,
                 engine: engine.clone(),
+                policy: policy.clone(),
                 commits: commit_tx.clone(),
                 stats_tx: stats_tx.clone(),
                 stop: stop.clone(),
@@ -454,10 +496,11 @@ impl Server {
             stop,
             workers: handles,
             committer: Some(committer),
-            reclaimer: Some(reclaimer),
+            reclaimer,
             reporter: Some(reporter),
             commits: Some(commit_tx),
             engine,
+            partner,
         })
     }
 
@@ -490,11 +533,14 @@ impl Server {
         if let Some(h) = self.reporter.take() {
             let _ = h.join();
         }
+        if let Some(p) = self.partner.take() {
+            p.shutdown();
+        }
     }
 }
 
 fn run_committer(
-    store: Store,
+    store: Arc<Store>,
     rx: Receiver<CommitJob<PendingReply>>,
     mut sink: ReplySink,
 ) -> CommitStats {

@@ -70,6 +70,20 @@ impl Node {
             let _ = alloc.restore(l);
         }
         alloc.finish_restore();
+        Node::with_allocator(config, duid, role, fo, alloc, persisted, now)
+    }
+
+    /// Starts a node on a lease table already restored and shared with other threads (the
+    /// real server's workers allocate from it; see [`Node::committed`]).
+    pub fn with_allocator(
+        config: Arc<Config>,
+        duid: Box<[u8]>,
+        role: Role,
+        fo: EndpointConfig,
+        alloc: Arc<Allocator>,
+        persisted: Option<Persisted>,
+        now: u64,
+    ) -> Node {
         let desired_valid = config
             .subnets
             .iter()
@@ -133,6 +147,30 @@ impl Node {
         o
     }
 
+    /// Lease changes other threads made durable (the real server's workers): they go to the
+    /// partner's backlog. They are already stored, so they are not put in `out.store`.
+    pub fn committed<'a>(
+        &mut self,
+        now: u64,
+        leases: impl IntoIterator<Item = &'a Lease>,
+        out: &mut NodeOut,
+    ) {
+        for l in leases {
+            self.peer.enqueue(l);
+        }
+        self.flush(now, out);
+    }
+
+    /// Sets how many BNDUPDs may be outstanding (the partner's max-unacked from CONNECT).
+    pub fn set_partner_window(&mut self, max_unacked: usize) {
+        self.peer.set_max_unacked(max_unacked);
+    }
+
+    /// BNDUPDs sent and not yet acknowledged.
+    pub fn unacked(&self) -> usize {
+        self.peer.unacked()
+    }
+
     /// The link to the partner came up (after CONNECT/CONNECTREPLY).
     pub fn link_up(&mut self, now: u64, out: &mut NodeOut) {
         self.request_sent_in = None;
@@ -158,10 +196,22 @@ impl Node {
 
     /// Timers: the endpoint's, and lease reclamation.
     pub fn tick(&mut self, now: u64, out: &mut NodeOut) {
+        self.timers(now, true, out);
+    }
+
+    /// The endpoint's timers and the release of PENDING-FREE leases in PARTNER-DOWN, without
+    /// lease reclamation (for a caller that reclaims on its own schedule).
+    pub fn tick_timers(&mut self, now: u64, out: &mut NodeOut) {
+        self.timers(now, false, out);
+    }
+
+    fn timers(&mut self, now: u64, reclaim: bool, out: &mut NodeOut) {
         self.endpoint.tick(now, &mut self.actions);
         self.run_actions(now, out);
         self.writes.clear();
-        self.alloc.reclaim(now, &mut self.writes);
+        if reclaim {
+            self.alloc.reclaim(now, &mut self.writes);
+        }
         let pd_since = self.endpoint.persisted().partner_down_since;
         if self.endpoint.state() == ServerState::PartnerDown && now >= pd_since + self.mclt_secs {
             // RFC 8156: in PARTNER-DOWN a freed lease may go to another client once MCLT has

@@ -96,9 +96,23 @@ impl Peer {
             return;
         }
         let k = lease.key();
-        if self.pending.insert(k, lease.clone()).is_none() {
-            self.pending_order.push_back(k);
+        match self.pending.entry(k) {
+            std::collections::hash_map::Entry::Occupied(mut e) => {
+                // Changes reach us from several threads; the newest (by sequence) wins.
+                if e.get().seq <= lease.seq {
+                    e.insert(lease.clone());
+                }
+            }
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(lease.clone());
+                self.pending_order.push_back(k);
+            }
         }
+    }
+
+    /// Sets the window: how many BNDUPDs may be outstanding (the partner's max-unacked).
+    pub fn set_max_unacked(&mut self, max_unacked: usize) {
+        self.max_unacked = max_unacked.max(1);
     }
 
     /// Changes waiting to be sent or acknowledged.

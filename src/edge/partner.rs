@@ -356,7 +356,10 @@ struct Conn {
 }
 
 impl Conn {
-    fn new(sock: TcpStream, tls: rustls::Connection, peer: SocketAddr, phase: Phase) -> Conn {
+    fn new(sock: TcpStream, mut tls: rustls::Connection, peer: SocketAddr, phase: Phase) -> Conn {
+        // rustls buffers 64 KiB of plaintext by default; a window of BNDUPDs is more. The
+        // window bounds what is queued, this only catches a runaway.
+        tls.set_buffer_limit(Some(SEND_BUFFER_MAX_BYTES));
         let now = Instant::now();
         Conn {
             sock,

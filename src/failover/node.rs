@@ -90,11 +90,29 @@ impl Node {
             .map(|s| s.lifetimes.valid_secs as u64)
             .max()
             .unwrap_or(0);
+        let mut peer = Peer::new(MAX_UNACKED_DEFAULT, desired_valid);
+        // The backlog of unacknowledged changes lived in memory and is gone: rebuild it from
+        // what the leases say was acknowledged (RFC 8156 §7.1: every change not acknowledged
+        // must reach the partner). A free lease without an acknowledgement is PENDING-FREE;
+        // an active one is acknowledged once the partner took the partner lifetime we send
+        // for its current expiry.
+        if persisted.is_some() {
+            alloc.for_each_lease(|l| {
+                let acked = if l.state.is_free() {
+                    l.partner_ack_until > 0
+                } else {
+                    l.partner_ack_until >= l.expires_at + desired_valid
+                };
+                if !acked {
+                    peer.enqueue(l);
+                }
+            });
+        }
         Node {
             engine: Engine::new(config, duid, alloc.clone()),
             alloc,
             endpoint: Endpoint::start(role, fo, persisted, now),
-            peer: Peer::new(MAX_UNACKED_DEFAULT, desired_valid),
+            peer,
             mclt_secs: fo.mclt_secs,
             request_sent_in: None,
             scratch: Scratch::default(),

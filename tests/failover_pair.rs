@@ -1,0 +1,735 @@
+//! Two real `tandem serve` processes as a failover pair, linked by mutual TLS, in a network
+//! namespace of their own (`tdmfp*`, deleted afterwards, also when a test fails), loaded by
+//! tandem-gen acting as a relay agent that forwards every message to both servers.
+//!
+//! - kill -9 of the serving primary under load: the secondary takes over (the longest time
+//!   with no reply is measured and must stay under a second), every client keeps its lease,
+//!   the restarted primary catches up with its store, then again with a wiped store.
+//! - a frozen secondary (SIGSTOP) does not slow clients, and its backlog drains after SIGCONT.
+//! - bad partners (another CA, the wrong name, other pools, no certificate) are refused with a
+//!   log line that says why.
+//!
+//! Needs root (namespaces); skipped with TANDEM_SKIP_NETNS=1.
+
+use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const TANDEM: &str = env!("CARGO_BIN_EXE_tandem");
+const GEN: &str = env!("CARGO_BIN_EXE_tandem-gen");
+/// The DHCPv6 ports of server A and B, the partner link's port (inside the namespace).
+const PORT_A: u16 = 5601;
+const PORT_B: u16 = 5602;
+const LINK_PORT: u16 = 6470;
+
+fn skip(test: &str) -> bool {
+    if std::env::var("TANDEM_SKIP_NETNS").as_deref() == Ok("1") {
+        let _ = writeln!(std::io::stderr(), "skipped: {test}: TANDEM_SKIP_NETNS=1");
+        return true;
+    }
+    let root = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(2) == Some("0"))
+        })
+        .unwrap_or(false);
+    assert!(
+        root,
+        "{test}: needs root for network namespaces (or TANDEM_SKIP_NETNS=1)"
+    );
+    false
+}
+
+// ---------------------------------------------------------------------------------------------
+// Namespace and processes
+
+/// A namespace with only loopback, deleted (with anything left in it) on drop.
+struct Netns {
+    name: String,
+}
+
+impl Netns {
+    fn new(tag: &str) -> Netns {
+        let n = Netns {
+            name: format!("tdmfp{tag}"),
+        };
+        n.remove();
+        let ok = Command::new("ip")
+            .args(["netns", "add", &n.name])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "ip netns add {}", n.name);
+        let ok = Command::new("ip")
+            .args(["-n", &n.name, "link", "set", "lo", "up"])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "lo up in {}", n.name);
+        n
+    }
+
+    fn remove(&self) {
+        if let Ok(o) = Command::new("ip")
+            .args(["netns", "pids", &self.name])
+            .stderr(Stdio::null())
+            .output()
+        {
+            // Only processes this test started live in its namespace.
+            for pid in String::from_utf8_lossy(&o.stdout).split_whitespace() {
+                if let Ok(p) = pid.parse::<i32>() {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(p),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+            }
+        }
+        let _ = Command::new("ip")
+            .args(["netns", "delete", &self.name])
+            .stderr(Stdio::null())
+            .status();
+    }
+
+    fn cmd(&self, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name, program]);
+        c
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        self.remove();
+    }
+}
+
+/// A server process (`ip netns exec` execs it, so the PID is the server's).
+struct Server {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Server {
+    fn signal(&self, s: nix::sys::signal::Signal) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), s);
+    }
+    fn kill9(&mut self) {
+        self.signal(nix::sys::signal::Signal::SIGCONT);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Certificates and configuration
+
+struct Ca {
+    pem: String,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+fn ca(name: &str) -> Ca {
+    let key = KeyPair::generate().unwrap();
+    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.distinguished_name.push(rcgen::DnType::CommonName, name);
+    let cert = p.self_signed(&key).unwrap();
+    Ca {
+        pem: cert.pem(),
+        issuer: Issuer::new(p, key),
+    }
+}
+
+/// Writes `<dir>/<file>.pem` and `.key` for `dns_name` signed by `ca`.
+fn leaf(ca: &Ca, dns_name: &str, dir: &Path, file: &str) {
+    let key = KeyPair::generate().unwrap();
+    let p = CertificateParams::new(vec![dns_name.to_string()]).unwrap();
+    let cert = p.signed_by(&key, &ca.issuer).unwrap();
+    std::fs::write(dir.join(format!("{file}.pem")), cert.pem()).unwrap();
+    std::fs::write(dir.join(format!("{file}.key")), key.serialize_pem()).unwrap();
+}
+
+/// One server's settings.
+#[derive(Clone)]
+struct Side {
+    primary: bool,
+    cert: &'static str,
+    ca: &'static str,
+    partner_name: &'static str,
+    pool: &'static str,
+    mclt_secs: u64,
+}
+
+impl Side {
+    fn a() -> Side {
+        Side {
+            primary: true,
+            cert: "a",
+            ca: "ca",
+            partner_name: "tandem-b",
+            pool: "2001:db8:1::/64",
+            mclt_secs: 3,
+        }
+    }
+    fn b() -> Side {
+        Side {
+            primary: false,
+            cert: "b",
+            partner_name: "tandem-a",
+            ..Side::a()
+        }
+    }
+}
+
+struct Pair {
+    ns: Netns,
+    dir: tempfile::TempDir,
+    a: Option<Server>,
+    b: Option<Server>,
+}
+
+impl Pair {
+    fn new(tag: &str) -> Pair {
+        let ns = Netns::new(tag);
+        let dir = tempfile::tempdir().unwrap();
+        let good = ca("pair CA");
+        let other = ca("another CA");
+        std::fs::write(dir.path().join("ca.pem"), &good.pem).unwrap();
+        std::fs::write(dir.path().join("other-ca.pem"), &other.pem).unwrap();
+        leaf(&good, "tandem-a", dir.path(), "a");
+        leaf(&good, "tandem-b", dir.path(), "b");
+        leaf(&other, "tandem-a", dir.path(), "a-other-ca");
+        leaf(&good, "tandem-x", dir.path(), "a-wrong-name");
+        Pair {
+            ns,
+            dir,
+            a: None,
+            b: None,
+        }
+    }
+
+    fn data(&self, name: &str) -> PathBuf {
+        self.dir.path().join(format!("data-{name}"))
+    }
+
+    fn socket(&self, name: &str) -> PathBuf {
+        self.data(name).join("control.sock")
+    }
+
+    fn start(&mut self, side: &Side) {
+        let name = if side.primary { "a" } else { "b" };
+        let d = self.dir.path().display();
+        let cfg = format!(
+            r#"[server]
+listen = ["[::1]:{port}"]
+data_dir = "{data}"
+workers = 2
+rapid_commit = true
+[lease]
+preferred_lifetime_secs = 600
+valid_lifetime_secs = 1200
+[[subnet]]
+id = 1
+prefix = "2001:db8:1::/64"
+pools = [{{ prefix = "{pool}" }}]
+[failover]
+role = "{role}"
+relationship = "test-pair"
+partner = "[::1]:{LINK_PORT}"
+listen = "[::1]:{LINK_PORT}"
+partner_name = "{pn}"
+ca = "{d}/{ca}.pem"
+cert = "{d}/{cert}.pem"
+key = "{d}/{cert}.key"
+mclt_secs = {mclt}
+"#,
+            port = if side.primary { PORT_A } else { PORT_B },
+            data = self.data(name).display(),
+            pool = side.pool,
+            role = if side.primary { "primary" } else { "secondary" },
+            pn = side.partner_name,
+            ca = side.ca,
+            cert = side.cert,
+            mclt = side.mclt_secs,
+        );
+        let path = self.dir.path().join(format!("{name}.toml"));
+        std::fs::write(&path, cfg).unwrap();
+        let n = std::fs::read_dir(self.dir.path()).map_or(0, |r| r.count());
+        let log = self.dir.path().join(format!("{name}-{n}.log"));
+        let f = std::fs::File::create(&log).unwrap();
+        let child = self
+            .ns
+            .cmd(TANDEM)
+            .args(["serve", "--config"])
+            .arg(&path)
+            .stdin(Stdio::null())
+            .stdout(f.try_clone().unwrap())
+            .stderr(f)
+            .spawn()
+            .expect("start tandem");
+        let s = Server { child, log };
+        if side.primary {
+            self.a = Some(s);
+        } else {
+            self.b = Some(s);
+        }
+    }
+
+    fn server(&self, name: &str) -> &Server {
+        if name == "a" {
+            self.a.as_ref().unwrap()
+        } else {
+            self.b.as_ref().unwrap()
+        }
+    }
+
+    /// `tandem ctl status` as key/value pairs (empty if the server does not answer).
+    fn status(&self, name: &str) -> BTreeMap<String, String> {
+        let out = Command::new(TANDEM)
+            .args(["ctl", "--socket"])
+            .arg(self.socket(name))
+            .arg("status")
+            .output()
+            .expect("tandem ctl");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_once(": "))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    /// Waits until `f(status)` holds for server `name`; panics with its log after `secs`.
+    fn wait_for(
+        &self,
+        name: &str,
+        secs: u64,
+        what: &str,
+        f: impl Fn(&BTreeMap<String, String>) -> bool,
+    ) {
+        let end = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let st = self.status(name);
+            if f(&st) {
+                return;
+            }
+            if Instant::now() >= end {
+                panic!(
+                    "server {name}: not {what} within {secs} s; status {st:?}\nlog:\n{}",
+                    tail(&self.server(name).log(), 40)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn wait_state(&self, name: &str, state: &str, secs: u64) {
+        self.wait_for(name, secs, state, |s| {
+            s.get("state").is_some_and(|v| v == state)
+        });
+    }
+
+    fn wait_drained(&self, name: &str, secs: u64) {
+        self.wait_for(name, secs, "drained (no update backlog)", |s| {
+            s.get("update_backlog").is_some_and(|v| v == "0")
+                && s.get("state").is_some_and(|v| v == "NORMAL")
+        });
+    }
+
+    /// Runs tandem-gen as a relay to both servers; returns its JSON and the leases it holds.
+    fn load(&self, extra: &[&str], secs: u64) -> (serde_json::Value, Vec<(String, String)>) {
+        let held = self.dir.path().join("held.tsv");
+        let out = self
+            .ns
+            .cmd("timeout")
+            .args(["-k", "2", &secs.to_string(), GEN])
+            .args([
+                "--server",
+                &format!("[::1]:{PORT_A}"),
+                "--server",
+                &format!("[::1]:{PORT_B}"),
+                "--relay-link",
+                "2001:db8:1::",
+                "--json",
+                "--leases-out",
+            ])
+            .arg(&held)
+            .args(extra)
+            .output()
+            .expect("run tandem-gen");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let json: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+            panic!(
+                "tandem-gen output is not JSON ({e}), exit {}:\n{stdout}\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        let leases = std::fs::read_to_string(&held)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split('\t').collect();
+                (f.len() == 4).then(|| (f[1].to_string(), f[2].to_string()))
+            })
+            .collect();
+        (json, leases)
+    }
+
+    /// Active leases in a server's store: "addr/len" -> DUID hex.
+    fn active(&self, name: &str) -> BTreeMap<String, String> {
+        let out = Command::new(TANDEM)
+            .args(["leases", "--state", "active", "--data-dir"])
+            .arg(self.data(name))
+            .output()
+            .expect("tandem leases");
+        assert!(out.status.success(), "tandem leases failed");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split('\t').collect();
+                (f.len() == 9).then(|| (f[1].to_string(), f[3].to_string()))
+            })
+            .collect()
+    }
+
+    /// Every lease the clients hold is active in `name`'s store for the same client.
+    fn assert_store_has(&self, name: &str, held: &[(String, String)], when: &str) {
+        let store = self.active(name);
+        let missing: Vec<_> = held
+            .iter()
+            .filter(|(addr, duid)| store.get(addr) != Some(duid))
+            .take(5)
+            .collect();
+        let n = held
+            .iter()
+            .filter(|(addr, duid)| store.get(addr) != Some(duid))
+            .count();
+        assert!(
+            n == 0,
+            "{when}: {n} of {} client leases are not active for their client in {name}'s store, e.g. {missing:?}\nlog:\n{}",
+            held.len(),
+            tail(&self.server(name).log(), 30)
+        );
+    }
+}
+
+fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+fn phase(json: &serde_json::Value) -> &serde_json::Value {
+    &json["phases"][0]
+}
+
+fn assert_clean(json: &serde_json::Value, what: &str) {
+    assert_eq!(
+        json["violations"], 0,
+        "{what}: lease-check violations: {json}"
+    );
+    for p in json["phases"].as_array().unwrap() {
+        assert_eq!(
+            p["ok"], p["started"],
+            "{what}: not every client completed {}: {p}",
+            p["phase"]
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tests
+
+#[test]
+fn kill9_of_the_serving_primary_then_restart_with_store_and_wiped() {
+    if skip("kill9_of_the_serving_primary_then_restart_with_store_and_wiped") {
+        return;
+    }
+    let mut p = Pair::new("k");
+    // MCLT bounds first grants (nothing acknowledged yet): long enough that the earliest
+    // leases are still running when the Rebind phase reaches them, short for RECOVER-WAIT.
+    let (a, b) = (
+        Side {
+            mclt_secs: 15,
+            ..Side::a()
+        },
+        Side {
+            mclt_secs: 15,
+            ..Side::b()
+        },
+    );
+    p.start(&b);
+    p.start(&a);
+    p.wait_state("a", "NORMAL", 20);
+    p.wait_state("b", "NORMAL", 20);
+
+    // Load at 1,000 exchanges/s for 6 s; kill -9 the primary 2.5 s in. Rapid Commit: a
+    // client caught between Advertise and Request by the kill would send its Request with the
+    // dead server's identifier, which the survivor must ignore; a real client restarts with
+    // Solicit after REQ_MAX_RC, tandem-gen counts it as a timeout instead.
+    let killer = {
+        let pid = p.server("a").child.id() as i32;
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(2500));
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        })
+    };
+    let (json, held) = p.load(
+        &[
+            "--clients",
+            "6000",
+            "--rate",
+            "1000",
+            "--timeout-ms",
+            "200",
+            "--max-retries",
+            "6",
+            "--phase-secs",
+            "20",
+            "--seed",
+            "11",
+            "--rapid-commit",
+            "--phases",
+            "acquire,rebind",
+        ],
+        40,
+    );
+    killer.join().unwrap();
+    assert_clean(&json, "load across the kill");
+    let gap = phase(&json)["max_reply_gap_ms"].as_u64().unwrap();
+    eprintln!(
+        "client-visible outage after kill -9 of the primary: {gap} ms (longest time without a reply)"
+    );
+    assert!(
+        gap < 1000,
+        "clients went {gap} ms without an answer: {json}"
+    );
+    assert!(
+        p.server("b").log().contains("COMMUNICATIONS-INTERRUPTED"),
+        "the secondary did not notice the primary's death"
+    );
+    assert_eq!(held.len(), 6000);
+    // Lazy updates: what the primary granted in its last moments never reached the
+    // secondary, but those clients got MCLT-bounded lifetimes; their Rebind (the second phase,
+    // which fails on any changed address) reached the survivor, which now holds every lease.
+    p.assert_store_has(
+        "b",
+        &held,
+        "after the kill and the clients' Rebind, the survivor",
+    );
+
+    // The primary comes back with its store: it catches up with what the secondary granted.
+    p.a.take();
+    p.start(&a);
+    p.wait_state("a", "NORMAL", 30);
+    p.wait_state("b", "NORMAL", 30);
+    p.wait_drained("b", 30);
+    p.wait_drained("a", 30);
+    p.assert_store_has("a", &held, "primary restarted with its store");
+
+    // And again with its store wiped: RECOVER, pull everything, wait out MCLT, NORMAL.
+    p.a.take();
+    std::fs::remove_dir_all(p.data("a")).unwrap();
+    p.start(&a);
+    p.wait_state("a", "NORMAL", 60);
+    let log = p.server("a").log();
+    assert!(
+        log.contains("to=RECOVER ") || log.contains("to=RECOVER\n") || log.contains("RECOVER-WAIT"),
+        "a wiped primary must go through RECOVER:\n{}",
+        tail(&log, 30)
+    );
+    p.wait_drained("b", 30);
+    p.assert_store_has("a", &held, "primary restarted with a wiped store");
+    // No address bound to two clients across the pair.
+    let (sa, sb) = (p.active("a"), p.active("b"));
+    for (addr, duid) in &sa {
+        if let Some(other) = sb.get(addr) {
+            assert_eq!(
+                duid, other,
+                "{addr} is bound to different clients on A and B"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_frozen_secondary_does_not_slow_clients() {
+    if skip("a_frozen_secondary_does_not_slow_clients") {
+        return;
+    }
+    let mut p = Pair::new("s");
+    p.start(&Side::b());
+    p.start(&Side::a());
+    p.wait_state("a", "NORMAL", 20);
+    p.wait_state("b", "NORMAL", 20);
+    let (baseline, _) = p.load(&["--clients", "2000", "--rate", "1000", "--seed", "21"], 30);
+    assert_clean(&baseline, "baseline");
+
+    let pid = p.server("b").child.id() as i32;
+    let socket_a = p.socket("a");
+    let freezer = std::thread::spawn(move || {
+        let pid = nix::unistd::Pid::from_raw(pid);
+        std::thread::sleep(Duration::from_millis(1000));
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP);
+        std::thread::sleep(Duration::from_millis(2500));
+        // Mid-freeze: the primary's updates pile up unacknowledged (proof it is frozen).
+        let out = Command::new(TANDEM)
+            .args(["ctl", "--socket"])
+            .arg(&socket_a)
+            .arg("status")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        std::thread::sleep(Duration::from_millis(500));
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT);
+        out.lines()
+            .find_map(|l| l.strip_prefix("update_backlog: "))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    });
+    let (json, held) = p.load(
+        &[
+            "--clients",
+            "5000",
+            "--rate",
+            "1000",
+            "--seed",
+            "22",
+            "--phase-secs",
+            "20",
+        ],
+        40,
+    );
+    let backlog_mid_freeze = freezer.join().unwrap();
+    assert_clean(&json, "load while the secondary is frozen");
+    assert!(
+        backlog_mid_freeze > 500,
+        "the primary's update backlog was {backlog_mid_freeze} mid-freeze: was the secondary frozen?"
+    );
+    let gap = phase(&json)["max_reply_gap_ms"].as_u64().unwrap();
+    let p99 = phase(&json)["latency_ms"]["p99"].as_f64().unwrap();
+    let base_p99 = phase(&baseline)["latency_ms"]["p99"].as_f64().unwrap();
+    eprintln!(
+        "frozen secondary: longest reply gap {gap} ms, p99 {p99} ms (unfrozen p99 {base_p99} ms), primary backlog mid-freeze {backlog_mid_freeze}"
+    );
+    assert!(
+        gap < 250,
+        "replies stalled {gap} ms while the secondary was frozen"
+    );
+    assert!(
+        p99 < base_p99 * 3.0 + 20.0,
+        "p99 latency {p99} ms with a frozen secondary against {base_p99} ms without"
+    );
+    // The backlog drains once it runs again, and the secondary has every lease.
+    p.wait_drained("a", 30);
+    p.assert_store_has("b", &held, "after SIGCONT");
+}
+
+#[test]
+fn bad_partners_are_refused_with_the_reason() {
+    if skip("bad_partners_are_refused_with_the_reason") {
+        return;
+    }
+    let mut p = Pair::new("b");
+    p.start(&Side::b());
+    let cases: [(&str, Side, &str, &str); 3] = [
+        (
+            "certificate from another CA",
+            Side {
+                cert: "a-other-ca",
+                ..Side::a()
+            },
+            "b",
+            "UnknownIssuer",
+        ),
+        (
+            "certificate with the wrong name",
+            Side {
+                cert: "a-wrong-name",
+                ..Side::a()
+            },
+            "b",
+            "is not for `tandem-a`",
+        ),
+        (
+            "different pools",
+            Side {
+                pool: "2001:db8:1::/80",
+                ..Side::a()
+            },
+            "b",
+            "refused the partner's CONNECT",
+        ),
+    ];
+    for (what, side, refuser, reason) in cases {
+        p.start(&side);
+        std::thread::sleep(Duration::from_millis(1500));
+        let st = p.status("a");
+        assert_ne!(
+            st.get("state").map(String::as_str),
+            Some("NORMAL"),
+            "{what}: the pair reached NORMAL"
+        );
+        assert!(
+            st.get("link").is_some_and(|l| !l.starts_with("up")),
+            "{what}: link up: {st:?}"
+        );
+        let log = p.server(refuser).log();
+        assert!(
+            log.contains(reason),
+            "{what}: {refuser}'s log does not say `{reason}`:\n{}",
+            tail(&log, 20)
+        );
+        if what == "different pools" {
+            assert!(
+                log.contains("only on the primary")
+                    && log.contains("2001:db8:1::-2001:db8:1::ffff:ffff:ffff"),
+                "the pool mismatch is not named:\n{}",
+                tail(&log, 10)
+            );
+        }
+        p.a.take();
+        let _ = std::fs::remove_dir_all(p.data("a"));
+    }
+    // No certificate at all: a TLS client that presents none.
+    let out =
+        p.ns.cmd("timeout")
+            .args([
+                "5",
+                "openssl",
+                "s_client",
+                "-connect",
+                &format!("[::1]:{LINK_PORT}"),
+            ])
+            .stdin(Stdio::null())
+            .output()
+            .expect("openssl s_client");
+    let _ = out;
+    std::thread::sleep(Duration::from_millis(300));
+    let log = p.server("b").log();
+    assert!(
+        log.contains("no certificates") || log.contains("NoCertificatesPresented"),
+        "a client without certificate is not refused with the reason:\n{}",
+        tail(&log, 10)
+    );
+    // Throughout, the secondary never left its wait for a real partner.
+    assert_ne!(
+        p.status("b").get("state").map(String::as_str),
+        Some("NORMAL")
+    );
+}

@@ -897,6 +897,62 @@ mod tests {
 
     const HEAD: &str = "[server]\nlisten=[\"[::1]:5547\"]\n";
 
+    const SUBNET: &str =
+        "[[subnet]]\nid=1\nprefix=\"2001:db8::/64\"\npools=[{prefix=\"2001:db8::/64\"}]\n";
+
+    fn failover_cfg(body: &str) -> Result<Config, ConfigError> {
+        parse(
+            "t.toml",
+            &format!(
+                "{HEAD}{SUBNET}[failover]\nca=\"ca.pem\"\ncert=\"a.pem\"\nkey=\"a.key\"\n{body}"
+            ),
+        )
+    }
+
+    #[test]
+    fn failover_section_defaults_and_errors() {
+        let c =
+            failover_cfg("role=\"primary\"\npartner=\"2001:db8::b\"\npartner_name=\"tandem-b\"\n")
+                .unwrap();
+        let f = c.failover.unwrap();
+        assert_eq!(f.role, Role::Primary);
+        assert_eq!(
+            f.partner,
+            Some("[2001:db8::b]:647".parse().unwrap()),
+            "a bare address takes port 647"
+        );
+        assert_eq!(
+            (f.mclt_secs, f.keepalive_secs, f.max_unacked),
+            (3600, 5, 4096)
+        );
+        assert_eq!(f.auto_partner_down_secs, None);
+        assert_eq!(
+            c.server.control_socket_path(),
+            c.server.data_dir.join("control.sock")
+        );
+
+        let e = failover_cfg("role=\"primary\"\npartner_name=\"tandem-b\"\n").unwrap_err();
+        assert_eq!(e.field, "failover.partner");
+        let e = failover_cfg("role=\"leader\"\npartner_name=\"tandem-b\"\n").unwrap_err();
+        assert_eq!(e.field, "failover.role");
+        assert!(e.message.contains("leader"), "{e}");
+        assert!(e.line.is_some());
+        let e = failover_cfg("role=\"secondary\"\npartner_name=\"2001:db8::a\"\n").unwrap_err();
+        assert_eq!(e.field, "failover.partner_name");
+        let e = failover_cfg("role=\"secondary\"\npartner_name=\"a\"\nmclt_secs=0\n").unwrap_err();
+        assert_eq!(e.field, "failover.mclt_secs");
+        let e = failover_cfg("role=\"secondary\"\npartner_name=\"a\"\nlisten=\"nowhere\"\n")
+            .unwrap_err();
+        assert_eq!(e.field, "failover.listen");
+        let e = failover_cfg("role=\"secondary\"\npartner_name=\"a\"\nmclt=5\n").unwrap_err();
+        assert!(e.message.contains("unknown field"), "{e}");
+        let s = failover_cfg("role=\"secondary\"\npartner_name=\"a\"\n").unwrap();
+        assert_eq!(
+            s.failover.unwrap().listen,
+            "[::]:647".parse::<SocketAddr>().unwrap()
+        );
+    }
+
     #[test]
     fn overlap_names_both_pools_and_line() {
         let e = err(&format!(

@@ -149,6 +149,24 @@ fn main() -> ExitCode {
                 for i in &c.server.interfaces {
                     println!("interface: {i} (port {})", c.server.port);
                 }
+                if let Some(f) = &c.failover {
+                    println!(
+                        "failover: {:?} of relationship `{}`, partner {} (certificate name {}), listen {}, mclt {} s, keepalive {} s, auto partner-down {}",
+                        f.role,
+                        f.relationship,
+                        f.partner.map_or("-".to_string(), |a| a.to_string()),
+                        f.partner_name,
+                        f.listen,
+                        f.mclt_secs,
+                        f.keepalive_secs,
+                        f.auto_partner_down_secs
+                            .map_or("off".to_string(), |s| format!("after {s} s"))
+                    );
+                    println!(
+                        "control socket: {}",
+                        c.server.control_socket_path().display()
+                    );
+                }
                 for s in &c.subnets {
                     println!(
                         "subnet {} {} (preferred {}s, valid {}s)",

@@ -733,3 +733,63 @@ fn bad_partners_are_refused_with_the_reason() {
         Some("NORMAL")
     );
 }
+
+#[test]
+fn operator_partner_down_then_the_partner_returns() {
+    if skip("operator_partner_down_then_the_partner_returns") {
+        return;
+    }
+    let mut p = Pair::new("o");
+    p.start(&Side::b());
+    p.start(&Side::a());
+    p.wait_state("a", "NORMAL", 20);
+    p.wait_state("b", "NORMAL", 20);
+    let sock_b = p.socket("b");
+    let ctl = |cmd: &str| {
+        Command::new(TANDEM)
+            .args(["ctl", "--socket"])
+            .arg(&sock_b)
+            .arg(cmd)
+            .output()
+            .expect("tandem ctl")
+    };
+    // Refused while the partner is plainly alive.
+    let o = ctl("partner-down");
+    assert!(
+        !o.status.success(),
+        "partner-down accepted with the link up"
+    );
+    assert!(String::from_utf8_lossy(&o.stdout).contains("link to the partner is up"));
+    assert_eq!(p.status("b")["state"], "NORMAL");
+
+    let (json, held) = p.load(&["--clients", "500", "--rate", "500", "--seed", "31"], 30);
+    assert_clean(&json, "load before the primary dies");
+    p.wait_drained("a", 20);
+    p.a.as_mut().unwrap().kill9();
+    p.wait_state("b", "COMMUNICATIONS-INTERRUPTED", 10);
+    let o = ctl("partner-down");
+    assert!(
+        o.status.success(),
+        "partner-down refused: {}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    p.wait_state("b", "PARTNER-DOWN", 5);
+    assert!(
+        p.server("b")
+            .log()
+            .contains("operator declared the partner down")
+    );
+    // Serving alone: new clients get leases, the old ones keep theirs.
+    let (json, _) = p.load(&["--clients", "300", "--rate", "300", "--seed", "32"], 30);
+    assert_clean(&json, "load in PARTNER-DOWN");
+    p.assert_store_has("b", &held, "in PARTNER-DOWN");
+    // The primary returns with its store: it learns the partner served alone and recovers.
+    p.a.take();
+    p.start(&Side::a());
+    p.wait_state("a", "NORMAL", 30);
+    p.wait_state("b", "NORMAL", 30);
+    let log = p.server("a").log();
+    assert!(log.contains("to=RECOVER"), "{}", tail(&log, 20));
+    p.wait_drained("b", 20);
+    p.assert_store_has("a", &held, "after the primary's return");
+}

@@ -420,6 +420,7 @@ impl Server {
 
         let engine = Arc::new(Engine::new(cfg.clone(), duid.clone().into(), alloc.clone()));
         let policy = Arc::new(PolicyCell::new(Policy::STANDALONE));
+        let (commit_tx, commit_rx) = crossbeam_channel::bounded(COMMIT_QUEUE_MAX);
         let partner = match cfg.failover {
             Some(_) => Some(partner::start(partner::PartnerSetup {
                 config: cfg.clone(),
@@ -427,11 +428,11 @@ impl Server {
                 store: store.clone(),
                 alloc: alloc.clone(),
                 policy: policy.clone(),
+                commits: commit_tx.clone(),
             })?),
             None => None,
         };
         let stop = Arc::new(AtomicBool::new(false));
-        let (commit_tx, commit_rx) = crossbeam_channel::bounded(COMMIT_QUEUE_MAX);
         let (stats_tx, stats_rx) = crossbeam_channel::bounded(1024);
 
         let sink = ReplySink {
@@ -518,6 +519,10 @@ impl Server {
         if let Some(h) = self.reclaimer.take() {
             let _ = h.join();
         }
+        // The partner thread queues commits too: stop it before the committer drains.
+        if let Some(p) = self.partner.take() {
+            p.shutdown();
+        }
         self.commits.take();
         if let Some(h) = self.committer.take()
             && let Ok(st) = h.join()
@@ -532,9 +537,6 @@ impl Server {
         }
         if let Some(h) = self.reporter.take() {
             let _ = h.join();
-        }
-        if let Some(p) = self.partner.take() {
-            p.shutdown();
         }
     }
 }

@@ -18,7 +18,7 @@
 //! quiet for a quarter of the partner's keepalive time, and declares the link dead after its
 //! own keepalive time without a message.
 
-use super::now_secs;
+use super::{PendingReply, now_secs};
 use crate::config::{Config, FailoverConfig, ResourceKind};
 use crate::engine::Policy;
 use crate::failover::codec::{self, CodecError};
@@ -31,6 +31,7 @@ use crate::failover::tls::TlsMaterial;
 use crate::failover::wire::{FailoverType, Framer};
 use crate::lease::Lease;
 use crate::pool::Allocator;
+use crate::store::CommitJob;
 use crate::store::Store;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use mio::net::{TcpListener, TcpStream};
@@ -171,6 +172,8 @@ pub struct PartnerSetup {
     pub alloc: Arc<Allocator>,
     /// Where the workers read the policy.
     pub policy: Arc<PolicyCell>,
+    /// The group committer's queue, for writes nothing waits for (acknowledgements).
+    pub commits: Sender<CommitJob<PendingReply>>,
 }
 
 /// Opens the partner listener (secondary) and the control socket, loads the stored endpoint
@@ -271,6 +274,7 @@ pub fn start(setup: PartnerSetup) -> Result<PartnerHandle, PartnerStartError> {
         store: setup.store,
         alloc: setup.alloc,
         policy: setup.policy,
+        commits: setup.commits,
         committed: rx,
         stop: stop.clone(),
         conn: None,
@@ -463,6 +467,7 @@ struct PartnerThread {
     store: Arc<Store>,
     alloc: Arc<Allocator>,
     policy: Arc<PolicyCell>,
+    commits: Sender<CommitJob<PendingReply>>,
     committed: Receiver<Vec<Lease>>,
     stop: Arc<AtomicBool>,
     /// The link (or the primary's attempt at one).
@@ -546,6 +551,18 @@ impl PartnerThread {
 
     /// Makes `out` durable, then sends its messages, then publishes the policy.
     fn apply(&mut self) {
+        if !self.out.store_lazy.is_empty() {
+            // Acknowledgements ride along with the next group commit: no fsync of their own,
+            // no wait. If the committer is backed up, store them here instead.
+            let job = CommitJob {
+                writes: std::mem::take(&mut self.out.store_lazy),
+                then: None,
+            };
+            if let Err(e) = self.commits.try_send(job) {
+                let writes = e.into_inner().writes;
+                self.out.store.extend(writes);
+            }
+        }
         if self.out.store.is_empty()
             && self.out.persist.is_none()
             && self.out.to_peer.is_empty()

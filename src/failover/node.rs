@@ -21,6 +21,10 @@ use std::sync::Arc;
 pub struct NodeOut {
     /// Lease records to store.
     pub store: Vec<Lease>,
+    /// Lease records nothing waits for (the partner's acknowledgements of our updates): store
+    /// them with any later batch. Losing them in a crash is safe: the change is sent again and
+    /// the MCLT cap uses the older acknowledgement meanwhile.
+    pub store_lazy: Vec<Lease>,
     /// Endpoint state to store (the last one wins).
     pub persist: Option<Persisted>,
     /// Messages for the partner (dropped by the caller when the link is down).
@@ -33,9 +37,21 @@ impl NodeOut {
     /// Empties every list.
     pub fn clear(&mut self) {
         self.store.clear();
+        self.store_lazy.clear();
         self.persist = None;
         self.to_peer.clear();
         self.changes.clear();
+    }
+}
+
+/// Whether the partner acknowledged this version of the lease: a free lease once it has an
+/// acknowledgement at all (else it is PENDING-FREE), an active one once the acknowledged partner
+/// lifetime reaches the one we send for its current expiry (`Peer::poll_send`).
+pub fn acknowledged(l: &Lease, desired_valid_secs: u64) -> bool {
+    if l.state.is_free() {
+        l.partner_ack_until > 0
+    } else {
+        l.partner_ack_until >= l.expires_at + desired_valid_secs
     }
 }
 
@@ -45,6 +61,7 @@ pub struct Node {
     alloc: Arc<Allocator>,
     endpoint: Endpoint,
     peer: Peer,
+    desired_valid_secs: u64,
     mclt_secs: u64,
     /// The state in which our outstanding UPDREQ/UPDREQALL was sent: an UPDDONE answers the
     /// request of that state only (a RECOVER request's answer must not end a conflict).
@@ -98,12 +115,7 @@ impl Node {
         // for its current expiry.
         if persisted.is_some() {
             alloc.for_each_lease(|l| {
-                let acked = if l.state.is_free() {
-                    l.partner_ack_until > 0
-                } else {
-                    l.partner_ack_until >= l.expires_at + desired_valid
-                };
-                if !acked {
+                if !acknowledged(l, desired_valid) {
                     peer.enqueue(l);
                 }
             });
@@ -113,6 +125,7 @@ impl Node {
             alloc,
             endpoint: Endpoint::start(role, fo, persisted, now),
             peer,
+            desired_valid_secs: desired_valid,
             mclt_secs: fo.mclt_secs,
             request_sent_in: None,
             scratch: Scratch::default(),
@@ -174,7 +187,10 @@ impl Node {
         out: &mut NodeOut,
     ) {
         for l in leases {
-            self.peer.enqueue(l);
+            // Our own record of an acknowledgement coming back through the store is not news.
+            if !acknowledged(l, self.desired_valid_secs) {
+                self.peer.enqueue(l);
+            }
         }
         self.flush(now, out);
     }
@@ -317,7 +333,7 @@ impl Node {
                     self.peer.on_reply(xid, accepted, partner_lifetime_sent)
                     && let Some(l) = self.alloc.record_ack(&lease, until)
                 {
-                    out.store.push(l);
+                    out.store_lazy.push(l);
                 }
             }
             PeerMsg::UpdReq => self.peer.on_updreq(),

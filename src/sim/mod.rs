@@ -241,6 +241,8 @@ enum Ev {
 struct Disk {
     leases: BTreeMap<[u8; KEY_LEN], Lease>,
     persisted: Option<Persisted>,
+    /// Lazy writes not yet on disk (lost in a crash).
+    lazy: Vec<Lease>,
 }
 
 struct Slot {
@@ -385,6 +387,18 @@ impl World {
 
     /// Applies a node's output: durable writes first, then messages to the partner.
     fn apply(&mut self, n: usize, out: &mut NodeOut) -> Result<(), SimFailure> {
+        // Lazy writes of the previous call reach the disk now, with the store's rule that an
+        // older change never replaces a newer one; a crash before then loses them.
+        let disk = &mut self.slots[n].disk;
+        for l in std::mem::take(&mut disk.lazy) {
+            match disk.leases.get(&l.key()) {
+                Some(cur) if cur.seq > l.seq => {}
+                _ => {
+                    disk.leases.insert(l.key(), l);
+                }
+            }
+        }
+        disk.lazy.append(&mut out.store_lazy);
         for l in out.store.drain(..) {
             self.slots[n].disk.leases.insert(l.key(), l);
         }
@@ -748,6 +762,7 @@ impl World {
                     .is_some_and(|p| p.endpoint().state() == ServerState::Normal);
                 let wipe = wipe && partner_complete;
                 self.slots[node].node = None;
+                self.slots[node].disk.lazy.clear();
                 if wipe {
                     self.slots[node].disk = Disk::default();
                     self.report.wipes += 1;

@@ -61,6 +61,8 @@ pub const READ_PER_TURN_MAX_BYTES: usize = 4 << 20;
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// First reconnection delay; it doubles up to `failover.reconnect_max_ms`.
 pub const RECONNECT_MIN: Duration = Duration::from_millis(100);
+/// How often a missing partner link is logged at warn level.
+pub const LINK_DOWN_LOG_EVERY: Duration = Duration::from_secs(30);
 /// Longest control request accepted, bytes.
 pub const CONTROL_REQUEST_MAX_BYTES: usize = 256;
 /// How long a control client may take to send its request.
@@ -289,6 +291,9 @@ pub fn start(setup: PartnerSetup) -> Result<PartnerHandle, PartnerStartError> {
         link_since: None,
         last_contact: None,
         store_failed: false,
+        last_down_log: None,
+        last_down_reason: String::new(),
+        started: Instant::now(),
         sent_updates: 0,
         received_updates: 0,
     };
@@ -485,6 +490,9 @@ struct PartnerThread {
     link_since: Option<Instant>,
     last_contact: Option<Instant>,
     store_failed: bool,
+    last_down_log: Option<Instant>,
+    last_down_reason: String,
+    started: Instant,
     sent_updates: u64,
     received_updates: u64,
 }
@@ -700,9 +708,24 @@ impl PartnerThread {
                 self.conn = Some(Conn::new(sock, tls.into(), addr, Phase::Connecting));
             }
             Err(e) => {
-                debug!(partner = %addr, error = %e, "failover: connect failed");
+                self.note_link_down(&format!("connect to {addr}: {e}"));
                 self.schedule_reconnect();
             }
+        }
+    }
+
+    /// Logs, at most every [`LINK_DOWN_LOG_EVERY`], that there is still no link and why.
+    fn note_link_down(&mut self, why: &str) {
+        let due = self.last_down_reason != why
+            || self
+                .last_down_log
+                .is_none_or(|t| t.elapsed() >= LINK_DOWN_LOG_EVERY);
+        if due {
+            self.last_down_log = Some(Instant::now());
+            self.last_down_reason = why.to_string();
+            warn!(state = %self.node.endpoint().state(), reason = why, "failover: no link to the partner");
+        } else {
+            debug!(reason = why, "failover: no link to the partner");
         }
     }
 
@@ -734,7 +757,7 @@ impl PartnerThread {
                     warn!(%peer, reason = %why, "failover: link to the partner down");
                     self.link_down();
                 } else {
-                    warn!(%peer, reason = %why, "failover: partner connection refused or failed");
+                    self.note_link_down(&format!("connection with {peer}: {why}"));
                 }
                 if self.fo.role == Role::Primary {
                     self.schedule_reconnect();
@@ -997,6 +1020,17 @@ impl PartnerThread {
         }
         self.apply();
         self.flush_outbox();
+        if self.fo.role == Role::Secondary
+            && self.conn.is_none()
+            && self.pending.is_none()
+            && self
+                .last_down_log
+                .is_none_or(|t| t.elapsed() >= LINK_DOWN_LOG_EVERY)
+            && self.started.elapsed() >= Duration::from_secs(self.fo.startup_secs)
+        {
+            let listen = self.fo.listen;
+            self.note_link_down(&format!("waiting for the primary to connect to {listen}"));
+        }
         if self.fo.role == Role::Primary
             && self.conn.is_none()
             && Instant::now() >= self.reconnect_at

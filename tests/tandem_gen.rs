@@ -4,9 +4,9 @@
 use std::net::{Ipv6Addr, SocketAddrV6, UdpSocket};
 use std::process::{Command, Output};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
-use tandem::wire::{Message, MessageType, MessageWriter};
+use tandem::wire::{self, Message, MessageType, MessageWriter};
 
 #[derive(Clone, Copy)]
 enum Broken {
@@ -210,4 +210,265 @@ fn reflector_passes_every_phase_relayed_and_direct() {
             assert!(p["latency_ms"]["p50"].as_f64().unwrap() > 0.0);
         }
     }
+}
+
+/// Messages a well-behaved stub server received, by type.
+#[derive(Default)]
+struct Seen {
+    solicit: AtomicU64,
+    request: AtomicU64,
+    renew: AtomicU64,
+    release: AtomicU64,
+}
+
+impl Seen {
+    fn counts(&self) -> [u64; 4] {
+        [
+            self.solicit.load(Ordering::SeqCst),
+            self.request.load(Ordering::SeqCst),
+            self.renew.load(Ordering::SeqCst),
+            self.release.load(Ordering::SeqCst),
+        ]
+    }
+}
+
+/// A correct little server of a pair: its own server id (`[0, 2, 0, 0, 0, 9, 7, id]`), its own
+/// addresses (2001:db8:1::`id`:0 + client number), relayed or not, and like a real server it
+/// ignores a Request, Renew or Release that names another server. With `pause`, after reading
+/// the message number `.0` it stops for `.1` before answering it and anything else.
+fn good_stub(
+    id: u8,
+    pause: Option<(u64, Duration)>,
+) -> (
+    SocketAddrV6,
+    Arc<Seen>,
+    Arc<AtomicBool>,
+    std::thread::JoinHandle<()>,
+) {
+    let sock = UdpSocket::bind("[::1]:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(20)))
+        .unwrap();
+    let addr = match sock.local_addr().unwrap() {
+        std::net::SocketAddr::V6(a) => a,
+        _ => unreachable!(),
+    };
+    let seen = Arc::new(Seen::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let (seen2, stop2) = (seen.clone(), stop.clone());
+    let h = std::thread::spawn(move || {
+        let my_id = [0u8, 2, 0, 0, 0, 9, 7, id];
+        let (mut buf, mut inner, mut out) = (vec![0u8; 2048], Vec::new(), Vec::new());
+        let mut n = 0u64;
+        while !stop2.load(Ordering::Relaxed) {
+            let Ok((len, from)) = sock.recv_from(&mut buf) else {
+                continue;
+            };
+            n += 1;
+            if let Some((after, d)) = pause
+                && n == after
+            {
+                std::thread::sleep(d);
+            }
+            let Ok(relayed) = wire::unwrap_relays(&buf[..len]) else {
+                continue;
+            };
+            let Ok(m) = Message::parse(relayed.inner()) else {
+                continue;
+            };
+            let counter = match m.msg_type() {
+                MessageType::Solicit => &seen2.solicit,
+                MessageType::Request => &seen2.request,
+                MessageType::Renew => &seen2.renew,
+                MessageType::Release => &seen2.release,
+                _ => continue,
+            };
+            counter.fetch_add(1, Ordering::SeqCst);
+            if m.msg_type() != MessageType::Solicit && m.server_id() != Some(&my_id[..]) {
+                continue; // addressed to the partner
+            }
+            let Some(cid) = m.client_id() else { continue };
+            let client = u32::from_be_bytes([cid[6], cid[7], cid[8], cid[9]]);
+            let a = Ipv6Addr::from(
+                0x2001_0db8_0001_0000_0000_0000_0000_0000u128
+                    | (u128::from(id) << 16)
+                    | u128::from(client & 0xffff),
+            );
+            let ty = match m.msg_type() {
+                MessageType::Solicit => MessageType::Advertise,
+                _ => MessageType::Reply,
+            };
+            {
+                let mut w = MessageWriter::new(&mut inner, ty, m.transaction_id());
+                w.server_id(&my_id);
+                w.client_id(cid);
+                if m.msg_type() != MessageType::Release {
+                    w.ia_na(1, 100, 160, |o| o.ia_addr(a, 200, 300, |_| {}));
+                }
+            }
+            let reply = if relayed.is_relayed() {
+                wire::wrap_relay_reply(relayed.hops(), &inner, &mut out);
+                &out
+            } else {
+                &inner
+            };
+            let _ = sock.send_to(reply, from);
+        }
+    });
+    (addr, seen, stop, h)
+}
+
+/// Runs tandem-gen with `--json` and the given arguments (plus the pools of run_gen), returns
+/// the exit code and the parsed summary.
+fn run_gen_json(servers: &[SocketAddrV6], extra: &[&str]) -> (Option<i32>, serde_json::Value) {
+    let mut args: Vec<String> = Vec::new();
+    for s in servers {
+        args.push("--server".into());
+        args.push(s.to_string());
+    }
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args.push("--json".into());
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("pools.toml");
+    std::fs::write(
+        &cfg,
+        "[server]\nlisten=[\"[::1]:5547\"]\n[[subnet]]\nid=1\nprefix=\"2001:db8:1::/64\"\npools=[{range=\"2001:db8:1::1:0-2001:db8:1::3:ffff\"}]\n",
+    )
+    .unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_tandem-gen"))
+        .args(&args)
+        .args(["--config", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let v = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+        panic!(
+            "no JSON ({e}) from tandem-gen {args:?}: stdout {} stderr {}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    });
+    (o.status.code(), v)
+}
+
+#[test]
+fn two_servers_get_every_message_and_the_run_passes() {
+    const CLIENTS: u64 = 60;
+    for relay in [false, true] {
+        let (a, seen_a, stop_a, ha) = good_stub(1, None);
+        let (b, seen_b, stop_b, hb) = good_stub(2, None);
+        let mut extra = vec![
+            "--clients",
+            "60",
+            "--threads",
+            "2",
+            "--timeout-ms",
+            "2000",
+            "--max-retries",
+            "2",
+            "--phase-secs",
+            "10",
+            "--phases",
+            "acquire,renew,release",
+            "--rate",
+            "300",
+        ];
+        if relay {
+            extra.extend(["--relay-link", "2001:db8:1::1"]);
+        }
+        let (code, v) = run_gen_json(&[a, b], &extra);
+        // The slower server's copies may still be on their way: wait for them before counting.
+        std::thread::sleep(Duration::from_millis(100));
+        stop_a.store(true, Ordering::Relaxed);
+        stop_b.store(true, Ordering::Relaxed);
+        ha.join().unwrap();
+        hb.join().unwrap();
+        assert_eq!(code, Some(0), "relay {relay}: {v}");
+        assert_eq!(v["violations"], 0, "{v}");
+        assert_eq!(v["servers"].as_array().unwrap().len(), 2, "{v}");
+        for p in v["phases"].as_array().unwrap() {
+            assert_eq!(p["ok"], CLIENTS, "relay {relay}: {p}");
+            assert_eq!(p["retransmits"], 0, "relay {relay}: {p}");
+        }
+        // Every message reached both servers: the same count of each type at each, one per
+        // client (no retransmissions happened).
+        let (ca, cb) = (seen_a.counts(), seen_b.counts());
+        assert_eq!(ca, cb, "relay {relay}: server A saw {ca:?}, B {cb:?}");
+        assert_eq!(ca, [CLIENTS; 4], "relay {relay}");
+        // Both answered every Solicit, so one Advertise per client was a second copy; each
+        // Request, Renew and Release was answered only by the server it named. A copy that
+        // arrives after its phase ended is counted in the next one, as a duplicate or (once the
+        // client has moved on twice) as late.
+        let ignored: u64 = v["phases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["duplicate_replies"].as_u64().unwrap() + p["late_replies"].as_u64().unwrap())
+            .sum();
+        assert!(
+            ignored <= CLIENTS && ignored + 2 >= CLIENTS,
+            "relay {relay}: {ignored} ignored replies: {v}"
+        );
+        // Paced, the copies of all but the last Advertises arrive while their client is still
+        // in the acquire phase, which has just been answered: duplicates, not late answers.
+        let acq = &v["phases"][0];
+        assert!(
+            acq["duplicate_replies"].as_u64().unwrap() + 2 >= CLIENTS,
+            "relay {relay}: {acq}"
+        );
+        assert_eq!(acq["late_replies"], 0, "relay {relay}: {acq}");
+    }
+}
+
+#[test]
+fn a_server_pause_shows_as_the_reply_gap() {
+    // The stub stops for PAUSE_MS + 30 ms (slack for the generator's own scheduling) once it has
+    // read 150 messages, about 0.4 s into the run at 200 exchanges (400 messages) per second.
+    const PAUSE_MS: u64 = 700;
+    let run = |pause: Option<(u64, Duration)>| {
+        let (a, _seen, stop, h) = good_stub(1, pause);
+        let (code, v) = run_gen_json(
+            &[a],
+            &[
+                "--clients",
+                "300",
+                "--rate",
+                "200",
+                "--threads",
+                "2",
+                "--timeout-ms",
+                "3000",
+                "--max-retries",
+                "1",
+                "--phase-secs",
+                "10",
+            ],
+        );
+        stop.store(true, Ordering::Relaxed);
+        h.join().unwrap();
+        assert_eq!(code, Some(0), "{v}");
+        assert_eq!(v["phases"][0]["ok"], 300, "{v}");
+        v["phases"][0].clone()
+    };
+    let calm = run(None);
+    let paused = run(Some((150, Duration::from_millis(PAUSE_MS + 30))));
+    let gap = |p: &serde_json::Value| p["max_reply_gap_ms"].as_u64().unwrap();
+    assert!(gap(&calm) < PAUSE_MS / 4, "without a pause: {calm}");
+    assert!(
+        gap(&paused) >= PAUSE_MS,
+        "with a {PAUSE_MS} ms pause: {paused}"
+    );
+    assert!(gap(&paused) < PAUSE_MS + 400, "{paused}");
+    // It began around the 150th message: 75 exchanges at 200/s = 0.375 s in (Advertise and Reply
+    // per exchange), give or take the pacing.
+    let start = paused["max_reply_gap_start_ms"].as_u64().unwrap();
+    assert!((250..=600).contains(&start), "{paused}");
+    assert_eq!(paused["max_reply_gap_open"], false, "{paused}");
+    // The listed gaps start with the longest.
+    assert_eq!(
+        paused["reply_gaps"][0]["ms"], paused["max_reply_gap_ms"],
+        "{paused}"
+    );
+    assert_eq!(
+        paused["reply_gaps"][0]["start_ms"], paused["max_reply_gap_start_ms"],
+        "{paused}"
+    );
 }

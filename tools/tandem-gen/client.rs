@@ -5,9 +5,13 @@
 //! exchanges outstanding per thread. Lost messages are retransmitted as RFC 8415 §15 describes
 //! (timeouts doubling with ±10 % jitter), bounded by `max_retries`, so loss shows up as latency
 //! and finally as a timeout, never as silence.
+//!
+//! With several servers every message goes to each of them (as a relay agent configured with
+//! two server addresses forwards it to both); the first usable answer moves the exchange on and
+//! later copies are counted as duplicates and ignored.
 
 use crate::check::{Pools, Registry};
-use crate::stats::PhaseStats;
+use crate::stats::{PhaseStats, Timeline};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::net::{Ipv6Addr, SocketAddrV6, UdpSocket};
@@ -23,6 +27,10 @@ const DATAGRAM_SLOT: usize = 4096;
 pub const IAID_NA: u32 = 1;
 /// IAID used for the IA_PD of every simulated client.
 pub const IAID_PD: u32 = 2;
+/// Most servers one run sends to (each message is sent to all of them).
+pub const SERVERS_MAX: usize = 8;
+/// Transaction ids are 24 bits, so this never names a real one.
+const NO_XID: u32 = u32::MAX;
 
 /// The phases a run goes through, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,26 +77,26 @@ impl Want {
     }
 }
 
-/// How messages reach the server.
+/// How messages reach the servers. Every message goes to each address listed.
 #[derive(Debug, Clone)]
 pub enum Route {
-    /// Straight to this address (unicast, or ff02::1:2 with a scope id).
-    Direct(SocketAddrV6),
+    /// Straight to these addresses (unicast, or ff02::1:2 with a scope id).
+    Direct(Vec<SocketAddrV6>),
     /// As a relay agent: Relay-forw with this link-address, Interface-Id and Relay Source Port,
-    /// to this server address.
+    /// to each of these server addresses.
     Relay {
-        /// Server (or upstream relay) address.
-        server: SocketAddrV6,
+        /// Server (or upstream relay) addresses.
+        servers: Vec<SocketAddrV6>,
         /// link-address put in the Relay-forw.
         link: Ipv6Addr,
     },
 }
 
 impl Route {
-    fn dest(&self) -> SocketAddrV6 {
+    fn dests(&self) -> &[SocketAddrV6] {
         match self {
-            Route::Direct(a) => *a,
-            Route::Relay { server, .. } => *server,
+            Route::Direct(a) => a,
+            Route::Relay { servers, .. } => servers,
         }
     }
 }
@@ -139,6 +147,9 @@ pub struct Client {
     rt: Duration,
     started: Instant,
     server_id: Vec<u8>,
+    /// The last two transaction ids that got an answer, newest first: a later answer to one of
+    /// them is a duplicate (another server's copy), not a late answer.
+    answered: [u32; 2],
     /// Address held, if any.
     pub na: Option<Ipv6Addr>,
     /// Prefix held, if any.
@@ -162,6 +173,7 @@ impl Client {
             rt: Duration::ZERO,
             started: Instant::now(),
             server_id: Vec::new(),
+            answered: [NO_XID; 2],
             na: None,
             pd: None,
         }
@@ -195,6 +207,8 @@ pub struct Driver<'r> {
     out_ranges: Vec<std::ops::Range<usize>>,
     relay_scratch: Vec<u8>,
     rng: u64,
+    /// When the current phase started (the timeline's zero).
+    phase_start: Instant,
 }
 
 impl<'r> Driver<'r> {
@@ -227,6 +241,7 @@ impl<'r> Driver<'r> {
             out_ranges: Vec::with_capacity(RECV_BURST_MAX),
             relay_scratch: Vec::with_capacity(512),
             rng: 0x9e37_79b9_7f4a_7c15 ^ ((thread as u64) << 32 | 1),
+            phase_start: Instant::now(),
         }
     }
 
@@ -251,7 +266,13 @@ impl<'r> Driver<'r> {
             })
             .collect();
         let start = Instant::now();
+        self.phase_start = start;
         let deadline = start + self.settings.phase_time_max;
+        st.timeline =
+            Timeline::with_capacity_ms(self.settings.phase_time_max.as_millis() as u64 + 1000);
+        // Reply-gap timeline: the millisecond of the previous pass and whether exchanges were
+        // outstanding when it ended (they stayed so until this pass looked again).
+        let (mut last_ms, mut last_busy) = (0u64, false);
         let interval = (self.settings.rate_per_thread > 0.0)
             .then(|| Duration::from_secs_f64(1.0 / self.settings.rate_per_thread));
         let mut next = 0usize;
@@ -260,6 +281,10 @@ impl<'r> Driver<'r> {
         self.timers.clear();
         loop {
             let now = Instant::now();
+            let now_ms = now.duration_since(start).as_millis() as u64;
+            if last_busy {
+                st.timeline.busy(last_ms, now_ms);
+            }
             if now >= deadline {
                 // What is still outstanding ran out of time.
                 st.timeouts += outstanding as u64;
@@ -333,6 +358,8 @@ impl<'r> Driver<'r> {
                     outstanding -= 1;
                 }
             }
+            last_ms = now_ms;
+            last_busy = outstanding > 0;
         }
         st.elapsed = start.elapsed();
         st
@@ -344,14 +371,16 @@ impl<'r> Driver<'r> {
         if self.out_ranges.is_empty() {
             return;
         }
-        let dest = self.settings.route.dest();
+        let dests = self.settings.route.dests();
         let arena = &self.out_arena;
-        let sent = tandem::edge::udp::send_many(
-            &self.sock,
-            self.out_ranges.iter().map(|r| (&arena[r.clone()], dest)),
-        );
-        for r in &self.out_ranges[sent..] {
-            let _ = self.sock.send_to(&arena[r.clone()], dest);
+        let all = || {
+            self.out_ranges
+                .iter()
+                .flat_map(move |r| dests.iter().map(move |d| (&arena[r.clone()], *d)))
+        };
+        let sent = tandem::edge::udp::send_many(&self.sock, all());
+        for (b, d) in all().skip(sent) {
+            let _ = self.sock.send_to(b, d);
         }
         self.out_arena.clear();
         self.out_ranges.clear();
@@ -451,7 +480,15 @@ impl<'r> Driver<'r> {
     /// Handles a datagram of `n` bytes in `buf`. Returns Some(true) when an exchange finished,
     /// Some(false) when it moved on (Advertise → Request), None when it matched nothing.
     fn on_reply(&mut self, n: usize, st: &mut PhaseStats) -> Option<bool> {
-        let bytes = &self.buf[..n];
+        // The datagram leaves self.buf for the call so that the parsed message (which borrows
+        // it) and &mut self can live side by side.
+        let buf = std::mem::take(&mut self.buf);
+        let r = self.on_datagram(&buf[..n], st);
+        self.buf = buf;
+        r
+    }
+
+    fn on_datagram(&mut self, bytes: &[u8], st: &mut PhaseStats) -> Option<bool> {
         let relayed = match wire::unwrap_relay_replies(bytes) {
             Ok(r) => r,
             Err(_) => {
@@ -463,13 +500,41 @@ impl<'r> Driver<'r> {
             st.bad_replies += 1;
             return None;
         };
-        let Some(&i) = self.by_xid.get(&m.transaction_id()) else {
-            return None; // late answer to a retransmitted message
+        let xid = m.transaction_id();
+        let Some(&i) = self.by_xid.get(&xid) else {
+            // Not the message a client waits on: an answer to one already answered (another
+            // server's copy), or to one retransmitted since or given up.
+            match self.client_of(m.client_id()) {
+                Some(i) if self.clients[i].answered.contains(&xid) => st.duplicate_replies += 1,
+                _ => st.late_replies += 1,
+            }
+            return None;
         };
         if m.client_id() != Some(&self.clients[i].duid[..]) {
             st.bad_replies += 1;
             return None;
         }
+        let r = self.on_answer(i, &m, st);
+        if r.is_some() {
+            let c = &mut self.clients[i];
+            c.answered = [xid, c.answered[0]];
+        }
+        r
+    }
+
+    /// The index of the client with this DUID, if it is one of this thread's.
+    fn client_of(&self, duid: Option<&[u8]>) -> Option<usize> {
+        let d = duid?;
+        let first = self.clients.first()?;
+        if d.len() != first.duid.len() || d[..6] != first.duid[..6] {
+            return None;
+        }
+        let id = u32::from_be_bytes([d[6], d[7], d[8], d[9]]);
+        self.clients.binary_search_by_key(&id, |c| c.id).ok()
+    }
+
+    /// Handles the answer `m` to client `i`'s current message; as on_reply.
+    fn on_answer(&mut self, i: usize, m: &Message, st: &mut PhaseStats) -> Option<bool> {
         let now = Instant::now();
         let state = self.clients[i].state;
         let ty = m.msg_type();
@@ -482,7 +547,7 @@ impl<'r> Driver<'r> {
         }
         match (state, ty) {
             (State::Soliciting, MessageType::Advertise) => {
-                let (na, pd, nak) = self.leases_in(&m);
+                let (na, pd, nak) = self.leases_in(m);
                 if let Some(code) = nak {
                     self.finish_failed(i, code, st);
                     return Some(true);
@@ -502,7 +567,7 @@ impl<'r> Driver<'r> {
                     st.bad_replies += 1;
                     return None;
                 }
-                let (na, pd, nak) = self.leases_in(&m);
+                let (na, pd, nak) = self.leases_in(m);
                 if let Some(code) = nak {
                     self.finish_failed(i, code, st);
                     return Some(true);
@@ -532,7 +597,7 @@ impl<'r> Driver<'r> {
                 Some(true)
             }
             (State::Waiting(p @ (Phase::Renew | Phase::Rebind)), MessageType::Reply) => {
-                let (na, pd, nak) = self.leases_in(&m);
+                let (na, pd, nak) = self.leases_in(m);
                 if let Some(code) = nak {
                     self.finish_failed(i, code, st);
                     return Some(true);
@@ -611,6 +676,8 @@ impl<'r> Driver<'r> {
         st.ok += 1;
         self.progress.fetch_add(1, Ordering::Relaxed);
         st.record(now.duration_since(c.started));
+        st.timeline
+            .done(now.duration_since(self.phase_start).as_millis() as u64);
         c.state = State::Bound;
     }
 

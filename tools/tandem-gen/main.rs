@@ -6,6 +6,11 @@
 //! It measures each phase with HDR histograms and checks, across all threads, that no address
 //! or prefix is held by two clients, that renewals keep the lease, and that every lease lies in
 //! the configured pools. A violation makes the exit code 1.
+//!
+//! Given several `--server`s it sends every message to each (as a relay agent configured with
+//! two server addresses does), takes the first usable answer and counts the others, and reports
+//! per phase the longest time no exchange completed while some were outstanding: the outage a
+//! client population sees when a server of a pair dies under load.
 
 mod check;
 mod client;
@@ -14,7 +19,7 @@ mod stats;
 
 use check::{Pools, Registry};
 use clap::{Parser, ValueEnum};
-use client::{Client, Driver, Phase, Route, Settings, Want};
+use client::{Client, Driver, Phase, Route, SERVERS_MAX, Settings, Want};
 use stats::PhaseStats;
 use std::io::{IsTerminal, Write};
 use std::net::{Ipv6Addr, SocketAddrV6, UdpSocket};
@@ -47,9 +52,10 @@ enum Mode {
     after_help = "Exit codes: 0 all good, 1 a lease check was violated, 2 bad arguments or socket error, 3 a phase failed more than --max-failed-pct."
 )]
 struct Cli {
-    /// Server address to send to by unicast (or to relay to with --relay-link).
+    /// Server address to send to by unicast (or to relay to with --relay-link). Repeat for a
+    /// server pair: every message then goes to each server and the first usable answer counts.
     #[arg(long, default_value = "[::1]:5547")]
-    server: SocketAddrV6,
+    server: Vec<SocketAddrV6>,
     /// Send to ff02::1:2 on this interface (port --port) instead of --server.
     #[arg(long)]
     interface: Option<String>,
@@ -57,7 +63,7 @@ struct Cli {
     #[arg(long, default_value_t = 547)]
     port: u16,
     /// Act as a relay agent: wrap every message in Relay-forw with this link-address (plus
-    /// Interface-Id and RFC 8357 Relay Source Port) and send it to --server.
+    /// Interface-Id and RFC 8357 Relay Source Port) and send it to every --server.
     #[arg(long)]
     relay_link: Option<Ipv6Addr>,
     /// Number of distinct simulated clients (each its own DUID).
@@ -173,6 +179,10 @@ fn main() -> ExitCode {
         );
         return ExitCode::from(2);
     }
+    if cli.server.is_empty() || cli.server.len() > SERVERS_MAX {
+        eprintln!("error: need 1..={SERVERS_MAX} --server addresses");
+        return ExitCode::from(2);
+    }
     let pools = match &cli.config {
         Some(p) => match tandem::config::load_file(p) {
             Ok(c) => Pools::from_config(&c),
@@ -185,22 +195,22 @@ fn main() -> ExitCode {
     };
     let route = match (&cli.interface, cli.relay_link) {
         (Some(i), _) => match nix::net::if_::if_nametoindex(i.as_str()) {
-            Ok(idx) => Route::Direct(SocketAddrV6::new(
+            Ok(idx) => Route::Direct(vec![SocketAddrV6::new(
                 Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 1, 2),
                 cli.port,
                 0,
                 idx,
-            )),
+            )]),
             Err(e) => {
                 eprintln!("error: interface {i}: {e}");
                 return ExitCode::from(2);
             }
         },
         (None, Some(link)) => Route::Relay {
-            server: cli.server,
+            servers: cli.server.clone(),
             link,
         },
-        (None, None) => Route::Direct(cli.server),
+        (None, None) => Route::Direct(cli.server.clone()),
     };
     let settings = Settings {
         route,
@@ -343,6 +353,10 @@ fn main() -> ExitCode {
             "clients": cli.clients,
             "threads": threads,
             "target_rate": cli.rate,
+            "servers": match &cli.interface {
+                Some(i) => vec![format!("[ff02::1:2%{i}]:{}", cli.port)],
+                None => cli.server.iter().map(|s| s.to_string()).collect(),
+            },
             "mode": match cli.mode { Mode::Na => "na", Mode::Pd => "pd", Mode::Both => "both" },
             "phases": phases.iter().zip(&merged).map(|(p, s)| s.json(p.name())).collect::<Vec<_>>(),
             "violations": n_viol,
@@ -353,6 +367,7 @@ fn main() -> ExitCode {
         let mut out = std::io::stdout().lock();
         for (p, s) in phases.iter().zip(&merged) {
             let _ = writeln!(out, "{}", s.line(p.name()));
+            let _ = writeln!(out, "{}", s.gap_line());
             if !s.naks.is_empty() {
                 let _ = writeln!(out, "         naks by status code: {:?}", s.naks);
             }

@@ -245,6 +245,7 @@ valid_lifetime_secs = 1200
 id = 1
 prefix = "2001:db8:1::/64"
 pools = [{{ prefix = "{pool}" }}]
+pd_pools = [{{ prefix = "2001:db8:8000::/40", delegated_len = 56 }}]
 [failover]
 role = "{role}"
 relationship = "test-pair"
@@ -506,6 +507,8 @@ fn kill9_of_the_serving_primary_then_restart_with_store_and_wiped() {
             "--rapid-commit",
             "--phases",
             "acquire,rebind",
+            "--mode",
+            "both",
         ],
         40,
     );
@@ -523,7 +526,7 @@ fn kill9_of_the_serving_primary_then_restart_with_store_and_wiped() {
         p.server("b").log().contains("COMMUNICATIONS-INTERRUPTED"),
         "the secondary did not notice the primary's death"
     );
-    assert_eq!(held.len(), 6000);
+    assert_eq!(held.len(), 12000, "6,000 addresses and 6,000 prefixes");
     // Lazy updates: what the primary granted in its last moments never reached the
     // secondary, but those clients got MCLT-bounded lifetimes; their Rebind (the second phase,
     // which fails on any changed address) reached the survivor, which now holds every lease.

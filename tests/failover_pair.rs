@@ -6,8 +6,8 @@
 //!   with no reply is measured and must stay under a second), every client keeps its lease,
 //!   the restarted primary catches up with its store, then again with a wiped store.
 //! - a frozen secondary (SIGSTOP) does not slow clients, and its backlog drains after SIGCONT.
-//! - bad partners (another CA, the wrong name, other pools, no certificate) are refused with a
-//!   log line that says why.
+//! - bad partners (another CA, the wrong name, other pools, a clock 60 s off, no certificate)
+//!   are refused with a log line that says why.
 //!
 //! Needs root (namespaces); skipped with TANDEM_SKIP_NETNS=1.
 
@@ -24,6 +24,8 @@ const GEN: &str = env!("CARGO_BIN_EXE_tandem-gen");
 const PORT_A: u16 = 5601;
 const PORT_B: u16 = 5602;
 const LINK_PORT: u16 = 6470;
+/// Shifts a process's clock (Debian package faketime).
+const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
 
 fn skip(test: &str) -> bool {
     if std::env::var("TANDEM_SKIP_NETNS").as_deref() == Ok("1") {
@@ -171,6 +173,8 @@ struct Side {
     partner_name: &'static str,
     pool: &'static str,
     mclt_secs: u64,
+    /// Run with the clock this far off (libfaketime, e.g. "+60s").
+    clock_offset: Option<&'static str>,
 }
 
 impl Side {
@@ -182,6 +186,7 @@ impl Side {
             partner_name: "tandem-b",
             pool: "2001:db8:1::/64",
             mclt_secs: 3,
+            clock_offset: None,
         }
     }
     fn b() -> Side {
@@ -271,9 +276,15 @@ mclt_secs = {mclt}
         let n = std::fs::read_dir(self.dir.path()).map_or(0, |r| r.count());
         let log = self.dir.path().join(format!("{name}-{n}.log"));
         let f = std::fs::File::create(&log).unwrap();
-        let child = self
-            .ns
-            .cmd(TANDEM)
+        let mut cmd = self.ns.cmd(TANDEM);
+        if let Some(off) = side.clock_offset {
+            assert!(
+                Path::new(LIBFAKETIME).exists(),
+                "{LIBFAKETIME} missing: install Debian package faketime (tools/test.sh does)"
+            );
+            cmd.env("LD_PRELOAD", LIBFAKETIME).env("FAKETIME", off);
+        }
+        let child = cmd
             .args(["serve", "--config"])
             .arg(&path)
             .stdin(Stdio::null())
@@ -650,7 +661,7 @@ fn bad_partners_are_refused_with_the_reason() {
     }
     let mut p = Pair::new("b");
     p.start(&Side::b());
-    let cases: [(&str, Side, &str, &str); 3] = [
+    let cases: [(&str, Side, &str, &str); 4] = [
         (
             "certificate from another CA",
             Side {
@@ -677,6 +688,15 @@ fn bad_partners_are_refused_with_the_reason() {
             },
             "b",
             "refused the partner's CONNECT",
+        ),
+        (
+            "clock 60 s ahead",
+            Side {
+                clock_offset: Some("+60s"),
+                ..Side::a()
+            },
+            "b",
+            "ExcessiveTimeSkew (22): clock skew: the primary's clock is 60 s ahead",
         ),
     ];
     for (what, side, refuser, reason) in cases {

@@ -10,6 +10,7 @@ command -v perfdhcp >/dev/null 2>&1 || [ -x /usr/sbin/perfdhcp ] || need+=(kea-a
 command -v dhclient >/dev/null 2>&1 || [ -x /usr/sbin/dhclient ] || need+=(isc-dhcp-client)
 command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || [ -x /usr/bin/ip ] || need+=(iproute2)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+[ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1 ] || need+=(faketime)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "tools/test.sh: needs root to install ${need[*]} and to create network namespaces" >&2

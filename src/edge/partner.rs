@@ -1078,7 +1078,18 @@ impl PartnerThread {
                     self.node.operator_partner_down(now_secs(), &mut self.out);
                     self.apply();
                     self.flush_outbox();
-                    format!("ok: state {}\n", self.node.endpoint().state())
+                    match self.node.endpoint().state() {
+                        ServerState::PartnerDown => "ok: state PARTNER-DOWN\n".to_string(),
+                        now @ (ServerState::Recover
+                        | ServerState::RecoverWait
+                        | ServerState::RecoverDone) => format!(
+                            "error: not entered (state {now}): this server is still recovering its bindings from the partner; serving alone without them could hand out leases the partner's clients hold\n"
+                        ),
+                        ServerState::Startup => "error: not entered: still in STARTUP (failover.startup_secs); try again in a few seconds\n".to_string(),
+                        now => format!(
+                            "error: not entered (state {now}): the state machine does not go to PARTNER-DOWN from here\n"
+                        ),
+                    }
                 }
             }
             other => format!("error: unknown command `{other}` (status, partner-down)\n"),

@@ -6,6 +6,8 @@
 //!   with no reply is measured and must stay under a second), every client keeps its lease,
 //!   the restarted primary catches up with its store, then again with a wiped store.
 //! - a frozen secondary (SIGSTOP) does not slow clients, and its backlog drains after SIGCONT.
+//! - a partition of the partner link (nftables): both serve alone from their own halves, no
+//!   lease is held twice, and after healing both hold every lease.
 //! - bad partners (another CA, the wrong name, other pools, a clock 60 s off, no certificate)
 //!   are refused with a log line that says why.
 //!
@@ -815,4 +817,113 @@ fn operator_partner_down_then_the_partner_returns() {
     assert!(log.contains("to=RECOVER"), "{}", tail(&log, 20));
     p.wait_drained("b", 20);
     p.assert_store_has("a", &held, "after the primary's return");
+}
+
+/// Runs `nft` in the test's namespace.
+fn nft(p: &Pair, args: &[&str]) {
+    let out = p.ns.cmd("nft").args(args).output().expect("run nft");
+    assert!(
+        out.status.success(),
+        "nft {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_partition_splits_the_pair_and_it_heals_without_double_leases() {
+    if skip("a_partition_splits_the_pair_and_it_heals_without_double_leases") {
+        return;
+    }
+    let mut p = Pair::new("p");
+    p.start(&Side::b());
+    p.start(&Side::a());
+    p.wait_state("a", "NORMAL", 20);
+    p.wait_state("b", "NORMAL", 20);
+    let (json, before) = p.load(
+        &[
+            "--clients",
+            "1000",
+            "--rate",
+            "1000",
+            "--seed",
+            "41",
+            "--mode",
+            "both",
+        ],
+        30,
+    );
+    assert_clean(&json, "before the partition");
+    p.wait_drained("a", 20);
+
+    // Cut the partner link (both directions), not the clients: each server goes on alone.
+    nft(&p, &["add", "table", "inet", "tdmcut"]);
+    nft(
+        &p,
+        &[
+            "add", "chain", "inet", "tdmcut", "out", "{", "type", "filter", "hook", "output",
+            "priority", "0", ";", "}",
+        ],
+    );
+    let port = LINK_PORT.to_string();
+    nft(
+        &p,
+        &[
+            "add", "rule", "inet", "tdmcut", "out", "tcp", "dport", &port, "drop",
+        ],
+    );
+    nft(
+        &p,
+        &[
+            "add", "rule", "inet", "tdmcut", "out", "tcp", "sport", &port, "drop",
+        ],
+    );
+    // Silent link: each side gives up after keepalive_secs (5 s).
+    p.wait_state("a", "COMMUNICATIONS-INTERRUPTED", 15);
+    p.wait_state("b", "COMMUNICATIONS-INTERRUPTED", 15);
+    // Both serve; tandem-gen fails on any address or prefix held by two clients.
+    let (json, during) = p.load(
+        &[
+            "--clients",
+            "2000",
+            "--rate",
+            "1000",
+            "--seed",
+            "42",
+            "--mode",
+            "both",
+            "--phases",
+            "acquire,renew",
+        ],
+        40,
+    );
+    assert_clean(&json, "during the partition");
+    let dup = json["phases"][0]["duplicate_replies"].as_u64().unwrap_or(0);
+    assert!(
+        dup > 0,
+        "only one server answered during the partition: {json}"
+    );
+
+    // Heal: the pair exchanges what it missed and returns to NORMAL with the same bindings.
+    nft(&p, &["delete", "table", "inet", "tdmcut"]);
+    p.wait_state("a", "NORMAL", 30);
+    p.wait_state("b", "NORMAL", 30);
+    p.wait_drained("a", 30);
+    p.wait_drained("b", 30);
+    for name in ["a", "b"] {
+        p.assert_store_has(name, &before, "after healing, leases from before");
+        p.assert_store_has(
+            name,
+            &during,
+            "after healing, leases granted by either side alone",
+        );
+    }
+    let (sa, sb) = (p.active("a"), p.active("b"));
+    for (addr, duid) in &sa {
+        if let Some(other) = sb.get(addr) {
+            assert_eq!(
+                duid, other,
+                "{addr} is bound to different clients on A and B"
+            );
+        }
+    }
 }

@@ -11,6 +11,7 @@ command -v dhclient >/dev/null 2>&1 || [ -x /usr/sbin/dhclient ] || need+=(isc-d
 command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || [ -x /usr/bin/ip ] || need+=(iproute2)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 [ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1 ] || need+=(faketime)
+command -v nft >/dev/null 2>&1 || [ -x /usr/sbin/nft ] || need+=(nftables)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "tools/test.sh: needs root to install ${need[*]} and to create network namespaces" >&2

@@ -61,6 +61,8 @@ pub const READ_PER_TURN_MAX_BYTES: usize = 4 << 20;
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// First reconnection delay; it doubles up to `failover.reconnect_max_ms`.
 pub const RECONNECT_MIN: Duration = Duration::from_millis(100);
+/// Connections (partner or control) accepted per loop turn; the rest wait for the next turn.
+pub const ACCEPTS_PER_TURN_MAX: usize = 16;
 /// How often a missing partner link is logged at warn level.
 pub const LINK_DOWN_LOG_EVERY: Duration = Duration::from_secs(30);
 /// Longest control request accepted, bytes.
@@ -294,6 +296,8 @@ pub fn start(setup: PartnerSetup) -> Result<PartnerHandle, PartnerStartError> {
         last_down_log: None,
         last_down_reason: String::new(),
         started: Instant::now(),
+        accept_more: false,
+        control_more: false,
         sent_updates: 0,
         received_updates: 0,
     };
@@ -493,6 +497,9 @@ struct PartnerThread {
     last_down_log: Option<Instant>,
     last_down_reason: String,
     started: Instant,
+    /// A listener may still have connections waiting (see `run`).
+    accept_more: bool,
+    control_more: bool,
     sent_updates: u64,
     received_updates: u64,
 }
@@ -520,10 +527,12 @@ impl PartnerThread {
                     _ => {}
                 }
             }
-            if accept_ready {
+            // Edge-triggered: a listener left with connections waiting (the per-turn bound)
+            // gets no new event, so it is tried again every turn until it would block.
+            if accept_ready || self.accept_more {
                 self.accept();
             }
-            if control_ready {
+            if control_ready || self.control_more {
                 self.serve_control();
             }
             let now = now_secs();
@@ -643,7 +652,8 @@ impl PartnerThread {
         let Some(l) = self.listener.take() else {
             return;
         };
-        loop {
+        self.accept_more = true;
+        for _ in 0..ACCEPTS_PER_TURN_MAX {
             match l.accept() {
                 Ok((mut sock, peer)) => {
                     let _ = sock.set_nodelay(true);
@@ -671,8 +681,12 @@ impl PartnerThread {
                         self.drop_conn(old);
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.accept_more = false;
+                    break;
+                }
                 Err(e) => {
+                    // EMFILE and the like: try again next turn rather than spin now.
                     warn!(error = %e, "failover: accept failed");
                     break;
                 }
@@ -1040,10 +1054,14 @@ impl PartnerThread {
     }
 
     fn serve_control(&mut self) {
-        loop {
+        self.control_more = true;
+        for _ in 0..ACCEPTS_PER_TURN_MAX {
             match self.control.accept() {
                 Ok((sock, _)) => self.control_request(sock),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.control_more = false;
+                    break;
+                }
                 Err(e) => {
                     warn!(error = %e, "control socket accept failed");
                     break;

@@ -245,6 +245,31 @@ fn good_stub(
     Arc<AtomicBool>,
     std::thread::JoinHandle<()>,
 ) {
+    pair_stub(id, pause, Solicits::All)
+}
+
+/// Which Solicits a pair stub answers, per client.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Solicits {
+    /// Every one (a working server).
+    All,
+    /// Only the client's first, and no other message at all: a server that dies right after
+    /// its Advertise.
+    FirstOnly,
+    /// All but the client's first: the slower server, whose Advertise loses the first time.
+    AllButFirst,
+}
+
+fn pair_stub(
+    id: u8,
+    pause: Option<(u64, Duration)>,
+    solicits: Solicits,
+) -> (
+    SocketAddrV6,
+    Arc<Seen>,
+    Arc<AtomicBool>,
+    std::thread::JoinHandle<()>,
+) {
     let sock = UdpSocket::bind("[::1]:0").unwrap();
     sock.set_read_timeout(Some(Duration::from_millis(20)))
         .unwrap();
@@ -259,6 +284,7 @@ fn good_stub(
         let my_id = [0u8, 2, 0, 0, 0, 9, 7, id];
         let (mut buf, mut inner, mut out) = (vec![0u8; 2048], Vec::new(), Vec::new());
         let mut n = 0u64;
+        let mut solicited: std::collections::HashMap<u32, u32> = std::collections::HashMap::new();
         while !stop2.load(Ordering::Relaxed) {
             let Ok((len, from)) = sock.recv_from(&mut buf) else {
                 continue;
@@ -288,6 +314,22 @@ fn good_stub(
             }
             let Some(cid) = m.client_id() else { continue };
             let client = u32::from_be_bytes([cid[6], cid[7], cid[8], cid[9]]);
+            if solicits != Solicits::All {
+                let k = if m.msg_type() == MessageType::Solicit {
+                    let e = solicited.entry(client).or_insert(0u32);
+                    *e += 1;
+                    *e
+                } else {
+                    0
+                };
+                let answer = match solicits {
+                    Solicits::FirstOnly => k == 1,
+                    _ => k != 1,
+                };
+                if !answer {
+                    continue;
+                }
+            }
             let a = Ipv6Addr::from(
                 0x2001_0db8_0001_0000_0000_0000_0000_0000u128
                     | (u128::from(id) << 16)
@@ -471,4 +513,41 @@ fn a_server_pause_shows_as_the_reply_gap() {
         paused["reply_gaps"][0]["start_ms"], paused["max_reply_gap_start_ms"],
         "{paused}"
     );
+}
+
+#[test]
+fn an_unanswered_request_goes_back_to_solicit() {
+    // A advertises first and then dies; B's Advertise loses the first time. The client's
+    // Requests name A, so B rightly ignores them; after the last retransmission the client
+    // solicits again (RFC 8415 §18.2.2) and gets its lease from B.
+    let (a, seen_a, stop_a, ha) = pair_stub(1, None, Solicits::FirstOnly);
+    let (b, _seen_b, stop_b, hb) = pair_stub(2, None, Solicits::AllButFirst);
+    let (code, v) = run_gen_json(
+        &[a, b],
+        &[
+            "--clients",
+            "20",
+            "--timeout-ms",
+            "50",
+            "--max-retries",
+            "2",
+            "--phase-secs",
+            "10",
+        ],
+    );
+    stop_a.store(true, Ordering::Relaxed);
+    stop_b.store(true, Ordering::Relaxed);
+    ha.join().unwrap();
+    hb.join().unwrap();
+    assert_eq!(code, Some(0), "{v}");
+    let p = &v["phases"][0];
+    assert_eq!(p["ok"], 20, "{p}");
+    assert_eq!(
+        p["restarts"], 20,
+        "every client went back to Solicit once: {p}"
+    );
+    assert_eq!(p["timeouts"], 0, "{p}");
+    // Every message reaches both: per client three Requests naming A (first send and two
+    // retransmissions), then one naming B.
+    assert_eq!(seen_a.counts()[1], 20 * 4, "{:?}", seen_a.counts());
 }

@@ -146,6 +146,8 @@ pub struct Client {
     attempt: u32,
     rt: Duration,
     started: Instant,
+    /// This exchange already went back from Request to Solicit once.
+    restarted: bool,
     server_id: Vec<u8>,
     /// The last two transaction ids that got an answer, newest first: a later answer to one of
     /// them is a duplicate (another server's copy), not a late answer.
@@ -172,6 +174,7 @@ impl Client {
             attempt: 0,
             rt: Duration::ZERO,
             started: Instant::now(),
+            restarted: false,
             server_id: Vec::new(),
             answered: [NO_XID; 2],
             na: None,
@@ -325,6 +328,22 @@ impl<'r> Driver<'r> {
                 {
                     continue; // answered meanwhile
                 }
+                if attempt >= self.settings.max_retries
+                    && c.state == State::Requesting
+                    && !c.restarted
+                {
+                    // RFC 8415 §18.2.2: a Request nobody answers sends the client back to
+                    // Solicit (its server may be gone; the other one will not take a Request
+                    // naming it). Once per exchange, within the same time budget.
+                    st.restarts += 1;
+                    let c = &mut self.clients[i];
+                    c.restarted = true;
+                    c.state = State::Soliciting;
+                    c.attempt = 0;
+                    c.rt = self.settings.initial_rt;
+                    self.send(i, now);
+                    continue;
+                }
                 if attempt >= self.settings.max_retries {
                     self.by_xid.remove(&c.xid);
                     self.clients[i].state = State::Failed;
@@ -389,6 +408,7 @@ impl<'r> Driver<'r> {
     fn begin(&mut self, i: usize, phase: Phase, now: Instant) {
         let c = &mut self.clients[i];
         c.started = now;
+        c.restarted = false;
         c.attempt = 0;
         c.rt = self.settings.initial_rt;
         c.state = match phase {

@@ -128,6 +128,9 @@ pub struct PhaseStats {
     pub timeouts: u64,
     /// Messages retransmitted.
     pub retransmits: u64,
+    /// Requests that got no answer after every retransmission, so the client went back to
+    /// Solicit (RFC 8415 §18.2.2), once per exchange.
+    pub restarts: u64,
     /// Exchanges answered with a failure status, by status code.
     pub naks: BTreeMap<u16, u64>,
     /// Replies that could not be parsed or did not fit the exchange they matched.
@@ -152,6 +155,7 @@ impl Default for PhaseStats {
             ok: 0,
             timeouts: 0,
             retransmits: 0,
+            restarts: 0,
             naks: BTreeMap::new(),
             bad_replies: 0,
             duplicate_replies: 0,
@@ -171,6 +175,7 @@ impl PhaseStats {
         self.ok += o.ok;
         self.timeouts += o.timeouts;
         self.retransmits += o.retransmits;
+        self.restarts += o.restarts;
         self.bad_replies += o.bad_replies;
         self.duplicate_replies += o.duplicate_replies;
         self.late_replies += o.late_replies;
@@ -216,6 +221,7 @@ impl PhaseStats {
             "ok": self.ok,
             "timeouts": self.timeouts,
             "retransmits": self.retransmits,
+            "restarts": self.restarts,
             "naks_by_status": self.naks.iter().map(|(k, v)| (k.to_string(), *v)).collect::<BTreeMap<_, _>>(),
             "bad_replies": self.bad_replies,
             "duplicate_replies": self.duplicate_replies,

@@ -756,10 +756,17 @@ impl World {
                 // flight). Losing a store that holds updates the partner never got (served
                 // through a partition, or the only copy) loses leases whatever the protocol: a
                 // double failure the simulator does not inject. Such a crash keeps the store.
+                // Complete means NORMAL and nothing of ours unacknowledged: an update still in
+                // our backlog (one the partner never got, e.g. sent into a one-way partition
+                // just after the link came back) would be lost with our store (seed 137128).
                 let partner_complete = self.slots[1 - node]
                     .node
                     .as_ref()
-                    .is_some_and(|p| p.endpoint().state() == ServerState::Normal);
+                    .is_some_and(|p| p.endpoint().state() == ServerState::Normal)
+                    && self.slots[node]
+                        .node
+                        .as_ref()
+                        .is_some_and(|n| n.backlog() == 0);
                 let wipe = wipe && partner_complete;
                 self.slots[node].node = None;
                 self.slots[node].disk.lazy.clear();
@@ -810,7 +817,13 @@ impl World {
                 }
             }
             Ev::PartitionStart { one_way_from } => {
-                if self.healing || self.partition.is_some() {
+                // A server declared down must reach its partner before anything else happens
+                // to it (RFC 8156: it must not operate while its partner is in PARTNER-DOWN).
+                // The restart already waits for a reachable partner; a partition in the
+                // moments after it would undo that (seed 119697).
+                let declared_down_running =
+                    (0..2).any(|n| self.declared_down[n] && self.slots[n].node.is_some());
+                if self.healing || self.partition.is_some() || declared_down_running {
                     return Ok(());
                 }
                 self.partition = Some(one_way_from);

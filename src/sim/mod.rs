@@ -410,6 +410,11 @@ impl World {
                 self.states_seen[n].push(to);
             }
             self.note(format!("node {n}: {from} -> {to}"));
+            // Automatic PARTNER-DOWN declares a crashed partner down just as the operator does:
+            // it must not serve again before it has talked to us (seed 157888).
+            if to == ServerState::PartnerDown && self.slots[1 - n].node.is_none() {
+                self.declared_down[1 - n] = true;
+            }
         }
         let conn = self.conn;
         for m in out.to_peer.drain(..) {
@@ -748,7 +753,11 @@ impl World {
                 self.push(self.now_ms + 1000, Ev::NodeTick(n));
             }
             Ev::Crash { node, wipe } => {
-                if self.healing || self.slots[node].node.is_none() {
+                // Nor may the server that declared it down vanish before they talked: the
+                // returning one would serve blind to what was granted in PARTNER-DOWN.
+                let partner_returning =
+                    self.declared_down[1 - node] && self.slots[1 - node].node.is_some();
+                if self.healing || self.slots[node].node.is_none() || partner_returning {
                     return Ok(());
                 }
                 // Losing a store is survivable only while the partner holds a complete copy, that

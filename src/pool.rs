@@ -927,6 +927,18 @@ impl Allocator {
         if let Some(s) = sp.slots.get(&r.index) {
             let local = &s.lease;
             let same_client = local.duid == incoming.duid && local.iaid == incoming.iaid;
+            // The same client's binding, free here after a transaction later than the incoming
+            // active one (it released it, or we saw it expire after a later renewal): the
+            // incoming update is stale (e.g. resent after the partner's restart while our
+            // release was on its way to it). Another client's claim is taken whatever its
+            // time: refusing an active claim could hand its resource out twice.
+            if same_client
+                && local.state.is_free()
+                && incoming.state == LeaseState::Active
+                && incoming.cltt < local.cltt
+            {
+                return Err(local.clone());
+            }
             if local.state == LeaseState::Active {
                 match (same_client, incoming.state) {
                     (true, LeaseState::Active) => {
@@ -1656,6 +1668,36 @@ mod tests {
             taken.state,
             LeaseState::Released,
             "a release 1 s after the renewal (well within clock skew) is taken"
+        );
+    }
+
+    #[test]
+    fn a_stale_active_update_for_a_client_that_released_is_refused() {
+        let a = alloc("pools=[{range=\"2001:db8::100-2001:db8::1ff\"}]");
+        let mut w = Vec::new();
+        a.acquire(
+            100,
+            &ia(b"ours", 1),
+            &[],
+            AcquireMode::Grant,
+            &Rules::STANDALONE,
+            &mut w,
+        )
+        .unwrap();
+        let old_active = w.last().unwrap().clone();
+        let mut released = old_active.clone();
+        released.state = LeaseState::Released;
+        released.cltt = old_active.cltt + 50;
+        a.apply_partner_update(&released, true, 160).unwrap();
+        assert!(
+            a.apply_partner_update(&old_active, true, 161).is_err(),
+            "the client released it after that grant: the active update is stale"
+        );
+        let mut other = old_active.clone();
+        other.duid = b"theirs".to_vec().into();
+        assert!(
+            a.apply_partner_update(&other, true, 161).is_ok(),
+            "another client's claim is taken: refusing it could hand the address out twice"
         );
     }
 

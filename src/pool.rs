@@ -898,8 +898,9 @@ impl Allocator {
     ///   stays, since either side may have granted longer); an expiry wins once our own copy's
     ///   time is up too, a release only if not older than our last transaction with it;
     /// - active here for another client: a free update is refused (it speaks of an older
-    ///   binding); an active one wins if clearly later, else the primary's view stands
-    ///   (`receiver_is_secondary` accepts it).
+    ///   binding); an active one wins if clearly later, the primary's view stands when the
+    ///   times are within the skew (`receiver_is_secondary` accepts it), and a clearly older
+    ///   one is refused.
     ///
     /// Returns the lease to store before acknowledging, or `Err` with ours (send it back).
     pub fn apply_partner_update(
@@ -961,12 +962,14 @@ impl Allocator {
                     // renewal speaks of a binding the client has since renewed here.
                     (true, _) if incoming.cltt < local.cltt => return Err(local.clone()),
                     (true, _) => {}
+                    // Another client: the clearly later binding wins; within the skew the
+                    // primary's view stands. A clearly older claim is stale whoever sends it
+                    // (seed 165632: a restarted primary resent a binding its partner had since
+                    // reassigned in PARTNER-DOWN).
+                    (false, LeaseState::Active) if later(incoming.cltt, local.cltt) => {}
                     (false, LeaseState::Active)
-                        if !later(incoming.cltt, local.cltt) && !receiver_is_secondary =>
-                    {
-                        return Err(local.clone());
-                    }
-                    (false, LeaseState::Active) => {}
+                        if receiver_is_secondary && !later(local.cltt, incoming.cltt) => {}
+                    (false, LeaseState::Active) => return Err(local.clone()),
                     (false, _) => return Err(local.clone()),
                 }
             }

@@ -928,13 +928,15 @@ impl Allocator {
         if let Some(s) = sp.slots.get(&r.index) {
             let local = &s.lease;
             let same_client = local.duid == incoming.duid && local.iaid == incoming.iaid;
-            // The same client's binding, free here after a transaction later than the incoming
-            // active one (it released it, or we saw it expire after a later renewal): the
-            // incoming update is stale (e.g. resent after the partner's restart while our
-            // release was on its way to it). Another client's claim is taken whatever its
-            // time: refusing an active claim could hand its resource out twice.
+            // The same client released it here after the transaction the incoming active
+            // update speaks of: the update is stale (e.g. resent after the partner's restart
+            // while our release was on its way to it). Not for an expiry: an active binding
+            // may outlive the client's lifetime by its partner lifetime, and refusing it
+            // both ways made the partners bounce the binding forever (seed 14294). Another
+            // client's claim is taken whatever its time: refusing an active claim could hand
+            // its resource out twice.
             if same_client
-                && local.state.is_free()
+                && local.state == LeaseState::Released
                 && incoming.state == LeaseState::Active
                 && incoming.cltt < local.cltt
             {

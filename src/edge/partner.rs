@@ -365,6 +365,8 @@ struct Conn {
     last_tx: Instant,
     /// Send something at least this often (a quarter of the partner's keepalive).
     send_every: Duration,
+    /// The partner closed its side.
+    eof: bool,
     closed: Option<String>,
 }
 
@@ -384,6 +386,7 @@ impl Conn {
             last_rx: now,
             last_tx: now,
             send_every: Duration::from_secs(1),
+            eof: false,
             closed: None,
         }
     }
@@ -421,10 +424,12 @@ impl Conn {
     /// Reads what the socket has, through TLS, into the framer (bounded per turn).
     fn read(&mut self, plain: &mut Vec<u8>) {
         let mut budget = READ_PER_TURN_MAX_BYTES;
-        while self.closed.is_none() && budget > 0 {
+        while self.closed.is_none() && !self.eof && budget > 0 {
             match self.tls.read_tls(&mut self.sock) {
                 Ok(0) => {
-                    self.close("the partner closed the connection");
+                    // Closed after whatever it sent last (a refusal, a DISCONNECT): that is
+                    // read first, then the connection is closed (`drive`).
+                    self.eof = true;
                     break;
                 }
                 Ok(n) => {
@@ -852,6 +857,9 @@ impl PartnerThread {
         }
         self.apply();
         self.send_outbox(c);
+        if c.eof {
+            c.close("the partner closed the connection");
+        }
         if c.phase != Phase::Up && c.opened.elapsed() > HANDSHAKE_TIMEOUT && c.closed.is_none() {
             c.close(format!(
                 "no complete handshake within {} s",

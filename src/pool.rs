@@ -1646,8 +1646,8 @@ mod tests {
         assert_eq!(g3.valid_secs, 7200);
     }
 
-    #[test]
-    fn same_client_release_right_after_renewal_is_taken_an_older_one_refused() {
+    /// A small pool with one lease granted at time 100 to client `ours`, IAID 1.
+    fn one_grant() -> (Allocator, Lease) {
         let a = alloc("pools=[{range=\"2001:db8::100-2001:db8::1ff\"}]");
         let mut w = Vec::new();
         a.acquire(
@@ -1659,7 +1659,13 @@ mod tests {
             &mut w,
         )
         .unwrap();
-        let active = w.last().unwrap().clone();
+        let l = w.last().unwrap().clone();
+        (a, l)
+    }
+
+    #[test]
+    fn same_client_release_right_after_renewal_is_taken_an_older_one_refused() {
+        let (a, active) = one_grant();
         let mut released = active.clone();
         released.state = LeaseState::Released;
         released.cltt = active.cltt - 1;
@@ -1678,18 +1684,7 @@ mod tests {
 
     #[test]
     fn a_stale_active_update_for_a_client_that_released_is_refused() {
-        let a = alloc("pools=[{range=\"2001:db8::100-2001:db8::1ff\"}]");
-        let mut w = Vec::new();
-        a.acquire(
-            100,
-            &ia(b"ours", 1),
-            &[],
-            AcquireMode::Grant,
-            &Rules::STANDALONE,
-            &mut w,
-        )
-        .unwrap();
-        let old_active = w.last().unwrap().clone();
+        let (a, old_active) = one_grant();
         let mut released = old_active.clone();
         released.state = LeaseState::Released;
         released.cltt = old_active.cltt + 50;

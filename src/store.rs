@@ -280,6 +280,9 @@ pub struct CommitJob<R> {
     pub writes: Vec<Lease>,
     /// Released to the sink after the commit that stores `writes` succeeded.
     pub then: Option<R>,
+    /// Hand `writes` to [`AfterCommit::written`] (lease changes the failover partner must
+    /// hear of); false for records that only note what the partner already acknowledged.
+    pub announce: bool,
 }
 
 /// Receives what was waiting for a commit, once it is durable.
@@ -348,7 +351,12 @@ pub fn run_group_commit<R, S: AfterCommit<R>>(
         if !jobs.is_empty() {
             let result = store.commit(jobs.iter().flat_map(|j| j.writes.iter()));
             if result.is_ok() {
-                sink.written(&mut jobs.iter().flat_map(|j| j.writes.iter()));
+                sink.written(
+                    &mut jobs
+                        .iter()
+                        .filter(|j| j.announce)
+                        .flat_map(|j| j.writes.iter()),
+                );
             }
             released.extend(jobs.drain(..).filter_map(|j| j.then));
             match result {
@@ -485,6 +493,7 @@ mod tests {
             tx.send(CommitJob {
                 writes: vec![l],
                 then: Some(i),
+                announce: true,
             })
             .unwrap();
         }

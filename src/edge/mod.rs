@@ -263,6 +263,7 @@ impl<D: Datapath> Worker<D> {
                         let job = CommitJob {
                             writes: std::mem::take(&mut writes),
                             then: Some(pending),
+                            announce: true,
                         };
                         if self.commits.send(job).is_err() {
                             return;
@@ -593,7 +594,15 @@ fn run_reclaimer(
                 "reclaimed leases whose time was up"
             );
         }
-        if !writes.is_empty() && tx.send(CommitJob { writes, then: None }).is_err() {
+        if !writes.is_empty()
+            && tx
+                .send(CommitJob {
+                    writes,
+                    then: None,
+                    announce: true,
+                })
+                .is_err()
+        {
             break;
         }
     }

@@ -579,6 +579,8 @@ impl PartnerThread {
             let job = CommitJob {
                 writes: std::mem::take(&mut self.out.store_lazy),
                 then: None,
+                // The partner sent these acknowledgements: nothing to tell it.
+                announce: false,
             };
             if let Err(e) = self.commits.try_send(job) {
                 let writes = e.into_inner().writes;

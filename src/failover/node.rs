@@ -61,7 +61,6 @@ pub struct Node {
     alloc: Arc<Allocator>,
     endpoint: Endpoint,
     peer: Peer,
-    desired_valid_secs: u64,
     mclt_secs: u64,
     /// The state in which our outstanding UPDREQ/UPDREQALL was sent: an UPDDONE answers the
     /// request of that state only (a RECOVER request's answer must not end a conflict).
@@ -125,7 +124,6 @@ impl Node {
             alloc,
             endpoint: Endpoint::start(role, fo, persisted, now),
             peer,
-            desired_valid_secs: desired_valid,
             mclt_secs: fo.mclt_secs,
             request_sent_in: None,
             scratch: Scratch::default(),
@@ -187,10 +185,7 @@ impl Node {
         out: &mut NodeOut,
     ) {
         for l in leases {
-            // Our own record of an acknowledgement coming back through the store is not news.
-            if !acknowledged(l, self.desired_valid_secs) {
-                self.peer.enqueue(l);
-            }
+            self.peer.enqueue(l);
         }
         self.flush(now, out);
     }

@@ -514,7 +514,6 @@ impl PartnerThread {
         let mut events = Events::with_capacity(64);
         let mut last_tick = Instant::now();
         let mut plain = Vec::with_capacity(64 * 1024);
-        let mut was: Option<ServerState> = None;
         while !self.stop.load(Ordering::Relaxed) {
             let timeout = TICK.saturating_sub(last_tick.elapsed());
             if let Err(e) = self.poll.poll(&mut events, Some(timeout))
@@ -556,11 +555,6 @@ impl PartnerThread {
             if last_tick.elapsed() >= TICK {
                 last_tick = Instant::now();
                 self.timers();
-            }
-            let state = self.node.endpoint().state();
-            if was != Some(state) {
-                was = Some(state);
-                self.policy.set(self.node.policy());
             }
         }
         if let Some(c) = self.conn.as_mut() {
@@ -996,8 +990,7 @@ impl PartnerThread {
 
     fn on_message(&mut self, c: &mut Conn, msg: &[u8], now: u64) {
         self.last_contact = Some(Instant::now());
-        let cfg = self.cfg.clone();
-        match codec::decode(msg, |a, k| subnet_id_for(&cfg, a, k), now) {
+        match codec::decode(msg, |a, k| subnet_id_for(&self.cfg, a, k), now) {
             Ok((m, _)) => {
                 if matches!(m, PeerMsg::BndUpd { .. }) {
                     self.received_updates += 1;
@@ -1180,7 +1173,7 @@ impl PartnerThread {
         let _ = writeln!(t, "update_backlog: {}", self.node.backlog());
         let _ = writeln!(t, "updates_sent: {}", self.sent_updates);
         let _ = writeln!(t, "updates_received: {}", self.received_updates);
-        let _ = writeln!(t, "store_failures: {}", self.store_failed);
+        let _ = writeln!(t, "store_failed: {}", self.store_failed);
         for (subnet, pool, u) in self.alloc.usage() {
             let _ = writeln!(
                 t,

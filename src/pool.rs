@@ -1703,19 +1703,9 @@ mod tests {
 
     #[test]
     fn partner_updates_are_taken_unless_we_saw_another_client_later() {
-        let a = alloc("pools=[{range=\"2001:db8::100-2001:db8::1ff\"}]");
+        let (a, g) = one_grant();
         let mut w = Vec::new();
-        let g = a
-            .acquire(
-                100,
-                &ia(b"ours", 1),
-                &[],
-                AcquireMode::Grant,
-                &Rules::STANDALONE,
-                &mut w,
-            )
-            .unwrap();
-        let mut theirs = w.last().unwrap().clone();
+        let mut theirs = g.clone();
         theirs.duid = b"theirs".to_vec().into();
         theirs.cltt = 50;
         assert!(

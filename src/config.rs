@@ -5,7 +5,6 @@
 //! an error names the file, the line and the field, e.g.
 //! `tandem.toml:14: subnet[0].pool[1].range: overlaps subnet[0].pool[0] (line 11)`.
 
-use crate::failover::state::Role;
 use serde::Deserialize;
 use std::fmt;
 use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
@@ -244,6 +243,15 @@ impl ServerConfig {
 
 /// Default TCP port of the partner link (RFC 8156 §10: 647).
 pub const FAILOVER_PORT: u16 = 647;
+
+/// Our role in the relationship. The primary connects; in NORMAL it serves (hot standby).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// Connects to the secondary; serves clients in NORMAL.
+    Primary,
+    /// Listens; in NORMAL answers only Renews addressed to it.
+    Secondary,
+}
 
 /// One failover relationship: the `[failover]` section.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -3,9 +3,8 @@
 //! reply may leave. No sockets, threads, clocks or disk in here.
 
 use crate::config::{Config, ResourceKind};
-use crate::failover::state::{Answering, Role, Serving};
 use crate::lease::Lease;
-use crate::pool::{AcquireMode, Allocator, ClientIa, Extended, Granted, PRIMARY_BIT, Rules};
+use crate::pool::{AcquireMode, Allocator, ClientIa, Extended, Granted, Rules};
 use crate::wire::{
     self, Message, MessageType, MessageWriter, OptionWriter, RelayHop, StatusCode, WireError, opt,
 };
@@ -55,6 +54,18 @@ pub enum Dropped {
     NotServing,
 }
 
+/// Which client messages this server answers in its current state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answering {
+    /// None (STARTUP, RECOVER, RECOVER-WAIT, POTENTIAL-CONFLICT).
+    Nobody,
+    /// Only messages carrying a Server Identifier (Request, Renew, Release, Decline; §16
+    /// drops those naming another server). New leases still need `Rules` to allow them.
+    AddressedToUs,
+    /// Every client.
+    Everyone,
+}
+
 /// What the failover state lets the engine do; a server without a partner does everything.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Policy {
@@ -70,24 +81,6 @@ impl Policy {
         answering: Answering::Everyone,
         rules: Rules::STANDALONE,
     };
-
-    /// The policy of a failover endpoint in its current state.
-    pub fn failover(serving: &Serving, role: Role, mclt_secs: u64) -> Policy {
-        let own = match role {
-            Role::Primary => PRIMARY_BIT,
-            Role::Secondary => 1 - PRIMARY_BIT,
-        };
-        let mut owned = [false, false];
-        owned[own] = serving.allocate_own;
-        Policy {
-            answering: serving.answering,
-            rules: Rules {
-                owned,
-                partner_from: serving.partner_resources_from,
-                mclt_secs: serving.mclt_bounded.then_some(mclt_secs),
-            },
-        }
-    }
 }
 
 impl Dropped {
@@ -261,7 +254,7 @@ impl Engine {
         // only what is addressed to it; in STARTUP, RECOVER or POTENTIAL-CONFLICT nothing.
         match policy.answering {
             Answering::Everyone => {}
-            Answering::RenewsToUs if msg.server_id().is_some() => {}
+            Answering::AddressedToUs if msg.server_id().is_some() => {}
             _ => return Err(Dropped::NotServing),
         }
         let client_id = msg.client_id();

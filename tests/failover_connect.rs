@@ -10,7 +10,7 @@ use tandem::failover::connect::{
     build_connectreply, check_connect, check_connect_message, check_connectreply,
     check_connectreply_message, pools_digest, pools_summary, read_tandem_pools, write_tandem_pools,
 };
-use tandem::failover::state::Role;
+use tandem::config::Role;
 use tandem::failover::wire::{
     ConnectFlags, ConnectOptions, FailoverMessage, FailoverStatusCode, FailoverType,
     FailoverWriter, ProtocolVersion, to_failover_time,

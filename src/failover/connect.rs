@@ -52,7 +52,7 @@ use std::fmt;
 use crate::config::{Config, PoolConfig, ResourceKind, SubnetConfig};
 use crate::wire::{OPTION_HEADER_LEN, OptionIter, opt};
 
-use super::state::Role;
+use crate::config::Role;
 use super::wire::{
     ConnectFlags, ConnectOptions, FAILOVER_HEADER_LEN, FRAME_PREFIX_LEN, FailoverMessage,
     FailoverStatusCode, FailoverType, FailoverWireError, FailoverWriter, MAX_TRANSACTION_ID,

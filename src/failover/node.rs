@@ -8,7 +8,8 @@
 //! STATE message that announces it.
 
 use super::peer::{MAX_UNACKED_DEFAULT, Peer, PeerMsg};
-use super::state::{Action, Endpoint, EndpointConfig, Event, Persisted, Role, ServerState};
+use super::state::{Action, Endpoint, EndpointConfig, Event, Persisted, ServerState};
+use crate::config::Role;
 use crate::config::Config;
 use crate::engine::{Engine, Outcome, Policy, Received, Scratch};
 use crate::lease::Lease;
@@ -154,11 +155,9 @@ impl Node {
 
     /// The engine policy for the current state.
     pub fn policy(&self) -> Policy {
-        Policy::failover(
-            &self.endpoint.serving(),
-            self.endpoint.role(),
-            self.mclt_secs,
-        )
+        self.endpoint
+            .serving()
+            .policy(self.endpoint.role(), self.mclt_secs)
     }
 
     /// A client datagram. Lease changes go to `out.store` and to the partner's backlog.

@@ -7,16 +7,10 @@
 //! ([`Action`]). Everything that must survive a restart is in [`Persisted`], handed out with
 //! [`Action::Persist`] before any STATE message announcing it.
 
+use crate::config::Role;
+use crate::engine::{Answering, Policy};
+use crate::pool::{PRIMARY_BIT, Rules};
 use std::fmt;
-
-/// Our role in the relationship. The primary connects; in NORMAL it serves (hot standby).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Role {
-    /// Connects to the secondary; serves clients in NORMAL.
-    Primary,
-    /// Listens; in NORMAL answers only Renews addressed to it.
-    Secondary,
-}
 
 /// Endpoint states with their RFC 8156 wire values (OPTION_F_SERVER_STATE): one definition,
 /// the codec's.
@@ -39,17 +33,6 @@ impl fmt::Display for ServerState {
     }
 }
 
-/// Which client messages this server answers in its current state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Answering {
-    /// None (STARTUP, RECOVER, RECOVER-WAIT, POTENTIAL-CONFLICT).
-    Nobody,
-    /// Only Renews carrying this server's Server Identifier; no allocation.
-    RenewsToUs,
-    /// Every client.
-    Everyone,
-}
-
 /// What this server may do for clients now: the engine's side of the state machine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Serving {
@@ -61,6 +44,26 @@ pub struct Serving {
     pub partner_resources_from: Option<u64>,
     /// Client lifetimes are capped at (acknowledged partner lifetime or now) + MCLT.
     pub mclt_bounded: bool,
+}
+
+impl Serving {
+    /// The engine's policy for this state, for a server in `role` with this MCLT.
+    pub fn policy(&self, role: Role, mclt_secs: u64) -> Policy {
+        let own = match role {
+            Role::Primary => PRIMARY_BIT,
+            Role::Secondary => 1 - PRIMARY_BIT,
+        };
+        let mut owned = [false, false];
+        owned[own] = self.allocate_own;
+        Policy {
+            answering: self.answering,
+            rules: Rules {
+                owned,
+                partner_from: self.partner_resources_from,
+                mclt_secs: self.mclt_bounded.then_some(mclt_secs),
+            },
+        }
+    }
 }
 
 /// Tunables of one relationship.
@@ -248,7 +251,7 @@ impl Endpoint {
         let mclt = self.cfg.mclt_secs;
         let (answering, allocate_own, partner_from, bounded) = match (self.state, self.role) {
             (S::Normal | S::ConflictDone, Role::Primary) => (Answering::Everyone, true, None, true),
-            (S::Normal, Role::Secondary) => (Answering::RenewsToUs, false, None, true),
+            (S::Normal, Role::Secondary) => (Answering::AddressedToUs, false, None, true),
             (S::CommunicationsInterrupted | S::ResolutionInterrupted, _) => {
                 (Answering::Everyone, true, None, true)
             }
@@ -258,7 +261,7 @@ impl Endpoint {
                 Some(self.p.partner_down_since + mclt),
                 false,
             ),
-            (S::RecoverDone, _) => (Answering::RenewsToUs, false, None, true),
+            (S::RecoverDone, _) => (Answering::AddressedToUs, false, None, true),
             _ => (Answering::Nobody, false, None, true),
         };
         Serving {
@@ -620,7 +623,7 @@ mod tests {
         e.handle(10, Event::LinkUp, &mut out);
         e.handle(10, partner(S::Normal, 0), &mut out);
         assert_eq!(e.state(), S::Normal);
-        assert_eq!(e.serving().answering, Answering::RenewsToUs);
+        assert_eq!(e.serving().answering, Answering::AddressedToUs);
         assert!(!e.serving().allocate_own);
         assert!(out.contains(&Action::SendPoolReq));
     }

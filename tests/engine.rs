@@ -10,11 +10,11 @@ use std::sync::Arc;
 use dhcproto::Decodable;
 use dhcproto::v6::{DhcpOption, OptionCode};
 use proptest::prelude::*;
-use tandem::config::{self, Config, ResourceKind};
-use tandem::engine::{Dropped, Engine, Outcome, Received, Scratch};
-use tandem::lease::{Lease, LeaseState};
-use tandem::pool::{Allocator, PoolUsage, client_key, spread};
-use tandem::wire::{
+use tandem_core::config::{self, Config, ResourceKind};
+use tandem_core::engine::{Dropped, Engine, Outcome, Received, Scratch};
+use tandem_core::lease::{Lease, LeaseState};
+use tandem_core::pool::{Allocator, PoolUsage, client_key, spread};
+use tandem_core::wire::{
     Message, MessageType, MessageWriter, StatusCode, WireError, opt, unwrap_relay_replies,
 };
 
@@ -804,7 +804,7 @@ fn several_ia_na_and_ia_pd_get_distinct_resources() {
     addrs.sort();
     addrs.dedup();
     assert_eq!(addrs.len(), 3, "IA_NAs share an address: {v:?}");
-    let pd_pool: tandem::config::Prefix = "2001:db8:8000::/40".parse().unwrap();
+    let pd_pool: tandem_core::config::Prefix = "2001:db8:8000::/40".parse().unwrap();
     let mut prefixes = Vec::new();
     for pd in &v.pds {
         assert_eq!(pd.status, None);

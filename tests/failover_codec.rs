@@ -6,19 +6,19 @@
 use std::net::Ipv6Addr;
 
 use proptest::prelude::*;
-use tandem::config::ResourceKind;
-use tandem::failover::codec::{
+use tandem_core::config::ResourceKind;
+use tandem_core::failover::codec::{
     BndReplyEcho, CodecError, Header, REJECT_STATUS, decode, decode_bndreply, encode,
     encode_bndreply, peek_header,
 };
-use tandem::failover::peer::PeerMsg;
-use tandem::failover::state::ServerState;
-use tandem::failover::wire::{
+use tandem_core::failover::peer::PeerMsg;
+use tandem_core::failover::state::ServerState;
+use tandem_core::failover::wire::{
     BindingStatus, ConnectOptions, FAILOVER_EPOCH_UNIX, FailoverMessage, FailoverStatusCode,
     FailoverType, FailoverWireError, FailoverWriter, Framer, LeaseOptionsExt, MAX_TRANSACTION_ID,
     ProtocolVersion, ServerFlags, fopt, to_failover_time,
 };
-use tandem::lease::{Lease, LeaseState};
+use tandem_core::lease::{Lease, LeaseState};
 
 const NOW: u64 = 1_760_000_000;
 /// A little over ten years, in seconds.

@@ -1,17 +1,17 @@
-//! The CONNECT / CONNECTREPLY handshake (`tandem::failover::connect`): a matching pair connects
+//! The CONNECT / CONNECTREPLY handshake (`tandem_core::failover::connect`): a matching pair connects
 //! both ways; every configuration difference the partners must not have is refused with the
 //! right status and a reason naming it; server-local settings do not count; the pools digest is
 //! pinned; garbage never panics and is refused.
 
 use proptest::prelude::*;
-use tandem::config::{self, Config, EMBEDDED_DEFAULT};
-use tandem::failover::connect::{
+use tandem_core::config::Role;
+use tandem_core::config::{self, Config, EMBEDDED_DEFAULT};
+use tandem_core::failover::connect::{
     ConnectAccepted, ConnectRefused, DEFAULT_SKEW_MAX_SECS, LinkParams, build_connect,
     build_connectreply, check_connect, check_connect_message, check_connectreply,
     check_connectreply_message, pools_digest, pools_summary, read_tandem_pools, write_tandem_pools,
 };
-use tandem::config::Role;
-use tandem::failover::wire::{
+use tandem_core::failover::wire::{
     ConnectFlags, ConnectOptions, FailoverMessage, FailoverStatusCode, FailoverType,
     FailoverWriter, ProtocolVersion, to_failover_time,
 };

@@ -7,7 +7,7 @@ use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use rustls::pki_types::pem::PemObject;
 use rustls::{ClientConnection, ServerConnection};
 use std::io::{Read, Write};
-use tandem::failover::tls::{TlsError, TlsMaterial};
+use tandem_server::tls::{TlsError, TlsMaterial};
 
 struct Ca {
     cert_pem: String,
@@ -94,8 +94,8 @@ fn correct_pair_connects_and_carries_a_frame() {
     b.check_client(&s).unwrap();
     // A CONTACT message, framed, from the primary to the secondary.
     let mut frame = Vec::new();
-    tandem::failover::codec::encode(
-        &tandem::failover::peer::PeerMsg::Contact,
+    tandem_core::failover::codec::encode(
+        &tandem_core::failover::peer::PeerMsg::Contact,
         7,
         1_800_000_000,
         &mut frame,

@@ -5,14 +5,14 @@
 use std::net::Ipv6Addr;
 
 use proptest::prelude::*;
-use tandem::failover::wire::{
+use tandem_core::failover::wire::{
     Binding, BindingContent, BindingStatus, ConnectFlags, ConnectOptions, DnsFlags, DnsRemovalInfo,
     FAILOVER_EPOCH_UNIX, FAILOVER_HEADER_LEN, FAILOVER_PORT, FRAMER_BUFFER_LEN, FailoverMessage,
     FailoverStatusCode, FailoverType, FailoverWireError, FailoverWriter, Framer, LeaseOptions,
     LeaseOptionsExt, MAX_FRAME_LEN, ProtocolVersion, ServerFlags, ServerState, StateOptions,
     absolute_clt_time, fopt, from_failover_time, to_failover_time, write_frame,
 };
-use tandem::wire::Status;
+use tandem_core::wire::Status;
 
 // ---------------------------------------------------------------------------------------------
 // Hand-built byte helpers (independent of the writer under test).

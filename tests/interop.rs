@@ -30,7 +30,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use tandem::wire::{Message, MessageType, MessageWriter};
+use tandem_core::wire::{Message, MessageType, MessageWriter};
 
 const TANDEM: &str = env!("CARGO_BIN_EXE_tandem");
 /// The dhclient `-sf` hook; written into each test's temp dir with mode 0755.

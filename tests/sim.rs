@@ -2,7 +2,7 @@
 //! a sweep. `tools/test.sh` also sweeps 10,000 seeds in a release build (`tandem-sim`); a
 //! longer soak is `tandem-sim --seeds N --max-secs S`.
 
-use tandem::sim::{self, SimConfig};
+use tandem_sim::{self as sim, SimConfig};
 
 /// Seeds that found real bugs when they were first run (see the simulator's commits). The
 /// simulator has grown since (IA_PD clients, flapping links), so most now drive other runs than

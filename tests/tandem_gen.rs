@@ -6,7 +6,7 @@ use std::process::{Command, Output};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
-use tandem::wire::{self, Message, MessageType, MessageWriter};
+use tandem_core::wire::{self, Message, MessageType, MessageWriter};
 
 #[derive(Clone, Copy)]
 enum Broken {

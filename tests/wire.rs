@@ -4,7 +4,7 @@
 use std::net::Ipv6Addr;
 
 use proptest::prelude::*;
-use tandem::wire::{
+use tandem_core::wire::{
     HOP_COUNT_LIMIT, MAX_RELAY_DEPTH, Message, MessageType, MessageWriter, OptionWriter, RelayHop,
     RelayMessage, StatusCode, WireError, opt, try_wrap_relay_forw, try_wrap_relay_reply,
     unwrap_relay_replies, unwrap_relays, wrap_relay_forw, wrap_relay_reply,
@@ -1147,7 +1147,7 @@ fn emit(m: &Model, buf: &mut Vec<u8>) {
     assert!(!w.overflowed());
 }
 
-fn status_of(s: Option<tandem::wire::Status<'_>>) -> Option<StatusM> {
+fn status_of(s: Option<tandem_core::wire::Status<'_>>) -> Option<StatusM> {
     s.map(|s| StatusM {
         code: s.code,
         msg: String::from_utf8(s.message.to_vec()).unwrap(),

@@ -28,7 +28,7 @@ export PATH="$PATH:/usr/sbin:/sbin"
 # them and always deletes what it made; nothing here touches namespaces other processes own
 # (a benchmark may be running beside the tests).
 
-cargo test --locked --all-targets "$@"
+cargo test --locked --workspace --all-targets "$@"
 
 # The deterministic failover simulator over many seeds (release build: ~30 s for 10,000).
 # A failing seed prints itself and replays with: cargo run --release --bin tandem-sim -- --seed N --trace

@@ -100,15 +100,15 @@ pub struct Pools {
 
 impl Pools {
     /// From a Tandem configuration file.
-    pub fn from_config(c: &tandem::config::Config) -> Pools {
+    pub fn from_config(c: &tandem_core::config::Config) -> Pools {
         let mut p = Pools::default();
         for s in &c.subnets {
             for pool in &s.pools {
                 match pool.kind {
-                    tandem::config::ResourceKind::Address => {
+                    tandem_core::config::ResourceKind::Address => {
                         p.addresses.push((pool.first, pool.last_addr()))
                     }
-                    tandem::config::ResourceKind::Prefix => {
+                    tandem_core::config::ResourceKind::Prefix => {
                         p.prefixes
                             .push((pool.first, pool.last_addr(), pool.resource_len))
                     }

@@ -17,7 +17,7 @@ use std::collections::{BinaryHeap, HashMap};
 use std::net::{Ipv6Addr, SocketAddrV6, UdpSocket};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-use tandem::wire::{self, Message, MessageType, MessageWriter, StatusCode};
+use tandem_core::wire::{self, Message, MessageType, MessageWriter, StatusCode};
 
 /// Most datagrams read in one recvmmsg before the driver looks at its timers again.
 pub const RECV_BURST_MAX: usize = 64;
@@ -360,7 +360,7 @@ impl<'r> Driver<'r> {
             }
             // Send what is queued (one sendmmsg), then read what arrived (one recvmmsg).
             self.flush();
-            let n = tandem::edge::udp::recv_many(
+            let n = tandem_server::edge::udp::recv_many(
                 &self.sock,
                 &mut self.batch,
                 DATAGRAM_SLOT,
@@ -397,7 +397,7 @@ impl<'r> Driver<'r> {
                 .iter()
                 .flat_map(move |r| dests.iter().map(move |d| (&arena[r.clone()], *d)))
         };
-        let sent = tandem::edge::udp::send_many(&self.sock, all());
+        let sent = tandem_server::edge::udp::send_many(&self.sock, all());
         for (b, d) in all().skip(sent) {
             let _ = self.sock.send_to(b, d);
         }

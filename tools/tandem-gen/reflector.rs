@@ -10,7 +10,7 @@ use std::net::{Ipv6Addr, SocketAddrV6, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
-use tandem::wire::{self, Message, MessageType, MessageWriter, StatusCode};
+use tandem_core::wire::{self, Message, MessageType, MessageWriter, StatusCode};
 
 /// Most datagrams the reflector takes in one recvmmsg.
 pub const REFLECT_BATCH_MAX: usize = 64;
@@ -123,7 +123,8 @@ pub fn run(listen: SocketAddrV6, threads: usize, stop: Arc<AtomicBool>) -> io::R
                     Vec::with_capacity(REFLECT_BATCH_MAX);
                 let mut n_sent = 0u64;
                 while !stop.load(Ordering::Relaxed) {
-                    let Ok(n) = tandem::edge::udp::recv_many(&sock, &mut bufs, 4096, &mut got)
+                    let Ok(n) =
+                        tandem_server::edge::udp::recv_many(&sock, &mut bufs, 4096, &mut got)
                     else {
                         continue;
                     };
@@ -136,7 +137,7 @@ pub fn run(listen: SocketAddrV6, threads: usize, stop: Arc<AtomicBool>) -> io::R
                             replies.push((start..arena.len(), *from));
                         }
                     }
-                    n_sent += tandem::edge::udp::send_many(
+                    n_sent += tandem_server::edge::udp::send_many(
                         &sock,
                         replies.iter().map(|(r, to)| (&arena[r.clone()], *to)),
                     ) as u64;

@@ -7,5 +7,4 @@ pub mod node;
 pub mod peer;
 pub mod persist;
 pub mod state;
-pub mod tls;
 pub mod wire;

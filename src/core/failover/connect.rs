@@ -52,12 +52,12 @@ use std::fmt;
 use crate::config::{Config, PoolConfig, ResourceKind, SubnetConfig};
 use crate::wire::{OPTION_HEADER_LEN, OptionIter, opt};
 
-use crate::config::Role;
 use super::wire::{
     ConnectFlags, ConnectOptions, FAILOVER_HEADER_LEN, FRAME_PREFIX_LEN, FailoverMessage,
     FailoverStatusCode, FailoverType, FailoverWireError, FailoverWriter, MAX_TRANSACTION_ID,
     ProtocolVersion, to_failover_time,
 };
+use crate::config::Role;
 
 /// Largest clock difference between the partners accepted in a CONNECT / CONNECTREPLY, in
 /// seconds (RFC 8156 §6.1.2, digest §6.5: "about 5 s").

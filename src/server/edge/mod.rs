@@ -7,10 +7,6 @@
 pub mod partner;
 pub mod udp;
 
-use crate::config::Config;
-use crate::engine::{Engine, Outcome, Policy, Received, Scratch};
-use crate::lease::{Lease, LeaseState};
-use crate::pool::Allocator;
 use crate::store::{self, AfterCommit, CommitJob, CommitStats, Store, StoreError};
 use crossbeam_channel::{Receiver, Sender};
 use partner::PolicyCell;
@@ -21,6 +17,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tandem_core::config::Config;
+use tandem_core::engine::{Engine, Outcome, Policy, Received, Scratch};
+use tandem_core::lease::{Lease, LeaseState};
+use tandem_core::pool::Allocator;
 use tracing::{debug, error, info, warn};
 use udp::{ListenSpec, UdpPath};
 

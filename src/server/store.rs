@@ -1,13 +1,13 @@
 //! Durable store: LMDB through `heed`, and the group committer that makes a Reply leave only
 //! after the leases it grants are on disk. Key layout: `docs/storage.md`.
 
-use crate::lease::{self, Lease};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use heed::types::Bytes;
 use heed::{CommitOrAbort, Database, Env, EnvFlags, EnvOpenOptions};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use tandem_core::lease::{self, Lease};
 
 /// Most commit jobs folded into one LMDB transaction (one fsync).
 pub const COMMIT_BATCH_MAX: usize = 4096;
@@ -261,7 +261,7 @@ impl Store {
     /// Reads one lease (tests, operator tools).
     pub fn get(
         &self,
-        kind: crate::config::ResourceKind,
+        kind: tandem_core::config::ResourceKind,
         addr: std::net::Ipv6Addr,
     ) -> Result<Option<Lease>, StoreError> {
         let rtxn = self.env.read_txn()?;
@@ -384,8 +384,10 @@ pub fn run_group_commit<R, S: AfterCommit<R>>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::ResourceKind;
-    use crate::lease::LeaseState;
+    use tandem_core::config::ResourceKind;
+    use tandem_core::failover::persist;
+    use tandem_core::failover::state::{Persisted, ServerState};
+    use tandem_core::lease::LeaseState;
 
     fn lease(seq: u64, state: LeaseState) -> Lease {
         Lease {
@@ -506,5 +508,36 @@ mod tests {
         let mut n = 0;
         s.load_leases(|_| n += 1, |_, _| {}).unwrap();
         assert_eq!(n, 10);
+    }
+
+    fn persisted(state: ServerState) -> Persisted {
+        Persisted {
+            state,
+            state_since: 1000,
+            last_alive: 2000,
+            partner_down_since: 0,
+            communicated: true,
+            store_was_empty: false,
+        }
+    }
+
+    #[test]
+    fn failover_state_survives_store_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = persisted(ServerState::PartnerDown);
+        {
+            let s = Store::open(dir.path(), 16, true).unwrap();
+            assert_eq!(s.get_meta(persist::META_FAILOVER_STATE).unwrap(), None);
+            s.put_meta(
+                persist::META_FAILOVER_STATE,
+                &persist::encode(&persisted(ServerState::Normal)),
+            )
+            .unwrap();
+            s.put_meta(persist::META_FAILOVER_STATE, &persist::encode(&p))
+                .unwrap();
+        }
+        let s = Store::open(dir.path(), 16, true).unwrap();
+        let b = s.get_meta(persist::META_FAILOVER_STATE).unwrap().unwrap();
+        assert_eq!(persist::decode(&b), Some(p));
     }
 }

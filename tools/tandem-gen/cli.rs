@@ -1,26 +1,9 @@
-//! `tandem-gen`: a DHCPv6 load generator that checks what it is given.
-//!
-//! It simulates many clients, each running the real client exchanges (Solicit, Request, Renew,
-//! Rebind, Release, with bounded RFC 8415 retransmission), over several threads, at a target
-//! rate or as fast as a window of outstanding exchanges allows, bounded by count and by time.
-//! It measures each phase with HDR histograms and checks, across all threads, that no address
-//! or prefix is held by two clients, that renewals keep the lease, and that every lease lies in
-//! the configured pools. A violation makes the exit code 1.
-//!
-//! Given several `--server`s it sends every message to each (as a relay agent configured with
-//! two server addresses does), takes the first usable answer and counts the others, and reports
-//! per phase the longest time no exchange completed while some were outstanding: the outage a
-//! client population sees when a server of a pair dies under load.
+//! The `tandem-gen` command line: flags, threads, phases, the report.
 
-mod check;
-mod client;
-mod reflector;
-mod stats;
-
-use check::{Pools, Registry};
+use crate::check::{Pools, Registry};
+use crate::client::{Client, Driver, Phase, Route, SERVERS_MAX, Settings, Want};
+use crate::stats::PhaseStats;
 use clap::{Parser, ValueEnum};
-use client::{Client, Driver, Phase, Route, SERVERS_MAX, Settings, Want};
-use stats::PhaseStats;
 use std::io::{IsTerminal, Write};
 use std::net::{Ipv6Addr, SocketAddrV6, UdpSocket};
 use std::path::PathBuf;
@@ -137,7 +120,8 @@ fn parse_phases(v: &[String]) -> Result<Vec<Phase>, String> {
         .collect()
 }
 
-fn main() -> ExitCode {
+/// Runs `tandem-gen` with the process's arguments.
+pub fn main() -> ExitCode {
     let cli = Cli::parse();
     if cli.reflector {
         let stop = Arc::new(AtomicBool::new(false));
@@ -151,7 +135,7 @@ fn main() -> ExitCode {
             "reflector on {} with {} threads for {secs}s",
             cli.listen, cli.threads
         );
-        return match reflector::run(cli.listen, cli.threads, stop) {
+        return match crate::reflector::run(cli.listen, cli.threads, stop) {
             Ok(n) => {
                 eprintln!("reflector sent {n} replies");
                 ExitCode::SUCCESS
@@ -184,7 +168,7 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     let pools = match &cli.config {
-        Some(p) => match tandem::config::load_file(p) {
+        Some(p) => match tandem_server::config_file::load(p) {
             Ok(c) => Pools::from_config(&c),
             Err(e) => {
                 eprintln!("error: {e}");
@@ -287,10 +271,10 @@ fn main() -> ExitCode {
                 for c in d.clients.iter().filter(|c| c.bound()) {
                     let duid: String = c.duid.iter().map(|b| format!("{b:02x}")).collect();
                     if let Some(a) = c.na {
-                        lines.push(format!("na\t{a}/128\t{duid}\t{}", client::IAID_NA));
+                        lines.push(format!("na\t{a}/128\t{duid}\t{}", crate::client::IAID_NA));
                     }
                     if let Some((p, l)) = c.pd {
-                        lines.push(format!("pd\t{p}/{l}\t{duid}\t{}", client::IAID_PD));
+                        lines.push(format!("pd\t{p}/{l}\t{duid}\t{}", crate::client::IAID_PD));
                     }
                 }
                 held.lock().unwrap_or_else(|e| e.into_inner()).extend(lines);

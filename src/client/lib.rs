@@ -1,9 +1,11 @@
 //! Simulated DHCPv6 clients: Solicit, Request, Renew at T1, Rebind at T2, Release sometimes,
 //! with bounded retransmission. They keep the lease they were given until it expires, which is
 //! what the safety checks compare.
+#![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
-use crate::wire::{Message, MessageType, MessageWriter};
 use std::net::Ipv6Addr;
+use tandem_core::wire::{Message, MessageType, MessageWriter};
 
 /// Retransmissions of one message before a client gives up on the exchange.
 pub const CLIENT_RETRIES_MAX: u32 = 4;

@@ -1,5 +1,5 @@
 //! The endpoint's durable state ([`Persisted`]) as bytes, for the store's meta database under
-//! [`META_FAILOVER_STATE`] (see [`Store::put_meta`](crate::store::Store::put_meta)).
+//! [`META_FAILOVER_STATE`] (the server's `Store::put_meta`).
 //!
 //! Layout, version 1 (28 bytes, little-endian):
 //!
@@ -70,7 +70,6 @@ pub fn decode(b: &[u8]) -> Option<Persisted> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::Store;
 
     fn sample(state: ServerState) -> Persisted {
         Persisted {
@@ -143,21 +142,5 @@ mod tests {
             b[at] = 2;
             assert_eq!(decode(&b), None, "flag at {at}");
         }
-    }
-
-    #[test]
-    fn survives_store_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = sample(ServerState::PartnerDown);
-        {
-            let s = Store::open(dir.path(), 16, true).unwrap();
-            assert_eq!(s.get_meta(META_FAILOVER_STATE).unwrap(), None);
-            s.put_meta(META_FAILOVER_STATE, &encode(&sample(ServerState::Normal)))
-                .unwrap();
-            s.put_meta(META_FAILOVER_STATE, &encode(&p)).unwrap();
-        }
-        let s = Store::open(dir.path(), 16, true).unwrap();
-        let b = s.get_meta(META_FAILOVER_STATE).unwrap().unwrap();
-        assert_eq!(decode(&b), Some(p));
     }
 }

@@ -20,22 +20,25 @@
 //! really down; automatic PARTNER-DOWN only in runs without partitions (in a partition it is
 //! split brain by definition, which RFC 8156 forbids).
 
-pub mod client;
+#![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
-use crate::config::{self, Config};
-use crate::engine::{Outcome, Received};
-use crate::failover::node::{Node, NodeOut};
-use crate::failover::peer::PeerMsg;
-use crate::config::Role;
-use crate::engine::Answering;
-use crate::failover::state::{EndpointConfig, Persisted, ServerState};
-use crate::lease::{KEY_LEN, Lease, LeaseState};
-use client::{Client, Send, Took};
+pub mod cli;
+
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::fmt;
 use std::net::{Ipv6Addr, SocketAddrV6};
 use std::sync::Arc;
+use tandem_client::{Client, Send, Took};
+use tandem_core::config::Role;
+use tandem_core::config::{self, Config};
+use tandem_core::engine::Answering;
+use tandem_core::engine::{Outcome, Received};
+use tandem_core::failover::node::{Node, NodeOut};
+use tandem_core::failover::peer::PeerMsg;
+use tandem_core::failover::state::{EndpointConfig, Persisted, ServerState};
+use tandem_core::lease::{KEY_LEN, Lease, LeaseState};
 
 /// Most events one run may process (a liveness bound on the simulator itself).
 pub const EVENTS_PER_RUN_MAX: u64 = 5_000_000;
@@ -492,7 +495,7 @@ impl World {
                 Some(_) => crate::config::ResourceKind::Prefix,
                 None => crate::config::ResourceKind::Address,
             };
-            let key = crate::lease::key(kind, addr);
+            let key = tandem_core::lease::key(kind, addr);
             let record = self.slots[1 - n].disk.leases.get(&key);
             // PENDING-FREE on the partner (freed, change not yet acknowledged by us): the
             // partner cannot give it to anyone else, which is what the bound protects.
@@ -559,7 +562,7 @@ impl World {
         let o = node.on_client(&rx, &mut reply, &mut out);
         if self.cfg.trace_all {
             let what = |b: &[u8]| {
-                crate::wire::Message::parse(b).map_or("?".to_string(), |m| {
+                tandem_core::wire::Message::parse(b).map_or("?".to_string(), |m| {
                     let a: Vec<String> = m
                         .ia_nas()
                         .flat_map(|ia| {
@@ -681,7 +684,7 @@ impl World {
                 let next = cl.timer_ms;
                 // RFC 8415 §18.2.7: a client stops using what it releases as soon as it starts
                 // the Release exchange.
-                if expired || cl.phase == client::Phase::Releasing {
+                if expired || cl.phase == tandem_client::Phase::Releasing {
                     self.holders.retain(|_, (h, _)| *h != c);
                 }
                 if let Some(s) = send {
@@ -700,7 +703,7 @@ impl World {
                         expires_ms,
                         valid_secs,
                     } => {
-                        let from = crate::wire::Message::parse(&bytes)
+                        let from = tandem_core::wire::Message::parse(&bytes)
                             .ok()
                             .and_then(|m| m.server_id().map(|s| s.to_vec()));
                         let n = self
@@ -974,7 +977,7 @@ impl World {
         let missing = |db: &BTreeMap<Ipv6Addr, Box<[u8]>>| {
             self.clients.iter().find_map(|c| {
                 let (addr, exp) = c.lease?;
-                (c.phase != client::Phase::Releasing
+                (c.phase != tandem_client::Phase::Releasing
                     && exp > self.now_ms + 10_000
                     && db.get(&addr).is_none_or(|d| **d != *c.duid))
                 .then(|| format!("client {} lease {addr}", c.id))

@@ -9,8 +9,8 @@
 
 use super::peer::{MAX_UNACKED_DEFAULT, Peer, PeerMsg};
 use super::state::{Action, Endpoint, EndpointConfig, Event, Persisted, ServerState};
-use crate::config::Role;
 use crate::config::Config;
+use crate::config::Role;
 use crate::engine::{Engine, Outcome, Policy, Received, Scratch};
 use crate::lease::Lease;
 use crate::pool::Allocator;

@@ -19,21 +19,9 @@
 //! own keepalive time without a message.
 
 use super::{PendingReply, now_secs};
-use crate::config::{Config, FailoverConfig, ResourceKind};
-use crate::engine::Policy;
-use crate::failover::codec::{self, CodecError};
-use crate::failover::connect::{self, ConnectAccepted, LinkParams};
-use crate::failover::node::{Node, NodeOut};
-use crate::failover::peer::PeerMsg;
-use crate::failover::persist;
-use crate::config::Role;
-use crate::failover::state::{EndpointConfig, ServerState};
-use crate::failover::tls::TlsMaterial;
-use crate::failover::wire::{FailoverType, Framer};
-use crate::lease::Lease;
-use crate::pool::Allocator;
 use crate::store::CommitJob;
 use crate::store::Store;
+use crate::tls::TlsMaterial;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use mio::net::{TcpListener, TcpStream};
 use mio::unix::SourceFd;
@@ -46,6 +34,18 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+use tandem_core::config::Role;
+use tandem_core::config::{Config, FailoverConfig, ResourceKind};
+use tandem_core::engine::Policy;
+use tandem_core::failover::codec::{self, CodecError};
+use tandem_core::failover::connect::{self, ConnectAccepted, LinkParams};
+use tandem_core::failover::node::{Node, NodeOut};
+use tandem_core::failover::peer::PeerMsg;
+use tandem_core::failover::persist;
+use tandem_core::failover::state::{EndpointConfig, ServerState};
+use tandem_core::failover::wire::{FailoverType, Framer};
+use tandem_core::lease::Lease;
+use tandem_core::pool::Allocator;
 use tracing::{debug, error, info, warn};
 
 /// How often the failover timers run when nothing else wakes the thread.
@@ -128,7 +128,7 @@ impl PartnerNotifier {
 pub enum PartnerStartError {
     /// TLS material unusable.
     #[error("failover TLS: {0}")]
-    Tls(#[from] crate::failover::tls::TlsError),
+    Tls(#[from] crate::tls::TlsError),
     /// A socket (partner listener, control socket) could not be opened.
     #[error("{what}: {source}")]
     Socket {

@@ -1,9 +1,9 @@
 //! `tandem-sim`: runs the deterministic failover simulator over many seeds, or replays one.
 
+use crate::{self as sim, SimConfig};
 use clap::Parser;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
-use tandem::sim::{self, SimConfig};
 
 #[derive(Parser)]
 #[command(
@@ -30,7 +30,8 @@ struct Cli {
     trace: bool,
 }
 
-fn main() -> ExitCode {
+/// Runs `tandem-sim` with the process's arguments.
+pub fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(seed) = cli.seed {
         let mut cfg = SimConfig::from_seed(seed);

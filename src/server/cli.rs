@@ -1,0 +1,350 @@
+//! `tandem`: the DHCPv6 server's command line.
+
+use crate::config_file;
+use crate::edge::partner::PartnerStartError;
+use crate::edge::{Server, StartError};
+use clap::{Args, Parser, Subcommand};
+use nix::sys::signal::{SigSet, Signal};
+use std::net::SocketAddrV6;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use tandem_core::config::{self, Config};
+use tracing::{error, info};
+
+/// Exit code: the configuration is invalid.
+const EXIT_CONFIG: u8 = 2;
+/// Exit code: the data directory or store cannot be used.
+const EXIT_STORE: u8 = 3;
+/// Exit code: a socket could not be opened, bound or joined.
+const EXIT_SOCKET: u8 = 4;
+/// Exit code: any other failure to start.
+const EXIT_OTHER: u8 = 1;
+
+#[derive(Parser)]
+#[command(
+    name = "tandem",
+    version,
+    about = "Tandem: a DHCPv6 server (RFC 8415) for addresses and delegated prefixes, built for failover pairs.",
+    after_help = "Exit codes: 0 clean stop, 1 other failure, 2 bad configuration, 3 data dir or store unusable, 4 socket error."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server until SIGINT or SIGTERM. With no --config it runs the embedded default:
+    /// documentation prefixes (2001:db8::/32), LMDB in ./tandem-data, [::1]:5547, no root needed.
+    Serve(ServeArgs),
+    /// Validate a configuration file and print what it configures; exits 2 if it is invalid.
+    CheckConfig(ConfigArg),
+    /// Print the embedded default configuration, a starting point for your own file.
+    PrintDefaultConfig,
+    /// Print every lease in a store, one per line, tab-separated: kind, address/length, state,
+    /// DUID (hex), IAID, subnet, expires_at (unix secs), cltt, seq. Safe beside a running
+    /// server (read-only).
+    Leases(LeasesArgs),
+    /// Ask a running server over its control socket: `status` (failover state, partner state,
+    /// time in state, link, last contact, unacknowledged updates, pool use) or `partner-down`
+    /// (declare the partner down: only when it really is, e.g. its host is gone; the partner's
+    /// free resources become usable MCLT later).
+    Ctl(CtlArgs),
+}
+
+#[derive(Args)]
+struct CtlArgs {
+    /// The control socket. Default: server.control_socket of --config, else
+    /// <data_dir>/control.sock.
+    #[arg(long)]
+    socket: Option<PathBuf>,
+    /// Configuration file to take the socket path from.
+    #[arg(short, long, env = "TANDEM_CONFIG")]
+    config: Option<PathBuf>,
+    /// Data directory whose control.sock to use (when there is no --config).
+    #[arg(long, default_value = "./tandem-data")]
+    data_dir: PathBuf,
+    /// The command.
+    #[arg(value_parser = ["status", "partner-down"])]
+    command: String,
+}
+
+#[derive(Args)]
+struct ConfigArg {
+    /// TOML configuration file. Without it, the embedded default is used.
+    #[arg(short, long, env = "TANDEM_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct LeasesArgs {
+    /// Directory of the LMDB store.
+    #[arg(long, default_value = "./tandem-data")]
+    data_dir: PathBuf,
+    /// Only leases in this state (active, expired, released, declined).
+    #[arg(long)]
+    state: Option<String>,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Worker threads per listener (0 = one per core). Overrides server.workers.
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Unicast address and port to listen on, e.g. [::1]:5547; repeat for several. Replaces
+    /// server.listen.
+    #[arg(long)]
+    listen: Vec<SocketAddrV6>,
+    /// Interface to join ff02::1:2 on (listening on server.port, 547 by default); repeat for
+    /// several. Replaces server.interfaces.
+    #[arg(long = "interface")]
+    interfaces: Vec<String>,
+    /// Directory for the LMDB store. Overrides server.data_dir.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Log filter: error, warn, info, debug, trace, or per module (tandem=debug). Overrides
+    /// server.log_level. Lease grants are logged at info.
+    #[arg(long)]
+    log_level: Option<String>,
+    /// Do not fsync commits. Faster, but a crash can lose leases clients were told they have:
+    /// for benchmarks only.
+    #[arg(long)]
+    no_sync: bool,
+}
+
+fn load(arg: &ConfigArg) -> Result<Config, config::ConfigError> {
+    match &arg.config {
+        Some(p) => config_file::load(p),
+        None => config_file::parse("<embedded default>", config::EMBEDDED_DEFAULT),
+    }
+}
+
+fn init_logs(filter: &str) {
+    let f = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(f)
+        .with_target(false)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Runs `tandem` with the process's arguments.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::PrintDefaultConfig => {
+            print!("{}", config::EMBEDDED_DEFAULT);
+            ExitCode::SUCCESS
+        }
+        Command::CheckConfig(arg) => match load(&arg) {
+            Ok(c) => {
+                println!("configuration is valid");
+                println!("data_dir: {}", c.server.data_dir.display());
+                for l in &c.server.listen {
+                    println!("listen: {l}");
+                }
+                for i in &c.server.interfaces {
+                    println!("interface: {i} (port {})", c.server.port);
+                }
+                if let Some(f) = &c.failover {
+                    println!(
+                        "failover: {:?} of relationship `{}`, partner {} (certificate name {}), listen {}, mclt {} s, keepalive {} s, auto partner-down {}",
+                        f.role,
+                        f.relationship,
+                        f.partner.map_or("-".to_string(), |a| a.to_string()),
+                        f.partner_name,
+                        f.listen,
+                        f.mclt_secs,
+                        f.keepalive_secs,
+                        f.auto_partner_down_secs
+                            .map_or("off".to_string(), |s| format!("after {s} s"))
+                    );
+                    println!(
+                        "control socket: {}",
+                        c.server.control_socket_path().display()
+                    );
+                }
+                for s in &c.subnets {
+                    println!(
+                        "subnet {} {} (preferred {}s, valid {}s)",
+                        s.id, s.prefix, s.lifetimes.preferred_secs, s.lifetimes.valid_secs
+                    );
+                    for p in &s.pools {
+                        println!(
+                            "  {:?} pool {}..{} ({} x /{}, {} sub-pools)",
+                            p.kind,
+                            std::net::Ipv6Addr::from(p.first),
+                            std::net::Ipv6Addr::from(p.last_addr()),
+                            p.count,
+                            p.resource_len,
+                            p.subpools
+                        );
+                    }
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(EXIT_CONFIG)
+            }
+        },
+        Command::Serve(args) => serve(args),
+        Command::Leases(args) => leases(args),
+        Command::Ctl(args) => ctl(args),
+    }
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    let mut cfg = match load(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    if let Some(w) = args.workers {
+        cfg.server.workers = w;
+    }
+    if !args.listen.is_empty() {
+        cfg.server.listen = args.listen;
+    }
+    if !args.interfaces.is_empty() {
+        cfg.server.interfaces = args.interfaces;
+    }
+    if let Some(d) = args.data_dir {
+        cfg.server.data_dir = d;
+    }
+    if let Some(l) = args.log_level {
+        if let Err(e) = config_file::check_log_level(&l) {
+            eprintln!("error: --log-level: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+        cfg.server.log_level = l;
+    }
+    if args.no_sync {
+        cfg.server.sync = false;
+    }
+    init_logs(&cfg.server.log_level);
+
+    // Block SIGINT/SIGTERM before any thread starts, so every thread inherits the mask and the
+    // main thread alone takes them with sigwait.
+    let mut signals = SigSet::empty();
+    signals.add(Signal::SIGINT);
+    signals.add(Signal::SIGTERM);
+    if let Err(e) = signals.thread_block() {
+        error!(error = %e, "cannot block signals");
+        return ExitCode::from(EXIT_OTHER);
+    }
+    let server = match Server::start(cfg) {
+        Ok(s) => s,
+        Err(e) => {
+            error!("cannot start: {e}");
+            eprintln!("error: {e}");
+            return ExitCode::from(match e {
+                StartError::Store(_) => EXIT_STORE,
+                StartError::Socket(_) => EXIT_SOCKET,
+                StartError::Thread(_) => EXIT_OTHER,
+                StartError::Failover(PartnerStartError::Tls(_)) => EXIT_CONFIG,
+                StartError::Failover(PartnerStartError::Socket { .. }) => EXIT_SOCKET,
+                StartError::Failover(PartnerStartError::Store(_)) => EXIT_STORE,
+            });
+        }
+    };
+    info!("serving; stop with SIGINT or SIGTERM");
+    let sig = signals.wait();
+    info!(signal = ?sig.ok(), "stopping: finishing queued commits");
+    server.shutdown();
+    info!("stopped");
+    ExitCode::SUCCESS
+}
+
+fn ctl(args: CtlArgs) -> ExitCode {
+    use std::io::{Read, Write};
+    let path = match (&args.socket, &args.config) {
+        (Some(p), _) => p.clone(),
+        (None, Some(c)) => match config_file::load(c) {
+            Ok(c) => c.server.control_socket_path(),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        },
+        (None, None) => args.data_dir.join("control.sock"),
+    };
+    let mut s = match std::os::unix::net::UnixStream::connect(&path) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!(
+                "error: cannot reach the server's control socket {}: {e} (is `tandem serve` running with a [failover] section?)",
+                path.display()
+            );
+            return ExitCode::from(EXIT_OTHER);
+        }
+    };
+    let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(5)));
+    let mut answer = String::new();
+    if let Err(e) = s
+        .write_all(format!("{}\n", args.command).as_bytes())
+        .and_then(|()| s.shutdown(std::net::Shutdown::Write))
+        .and_then(|()| s.read_to_string(&mut answer))
+    {
+        eprintln!("error: control socket {}: {e}", path.display());
+        return ExitCode::from(EXIT_OTHER);
+    }
+    print!("{answer}");
+    if answer.starts_with("error") {
+        ExitCode::from(EXIT_OTHER)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn leases(args: LeasesArgs) -> ExitCode {
+    let store = match crate::store::Store::open_reader(&args.data_dir) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_STORE);
+        }
+    };
+    use std::io::Write;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut failed = false;
+    let r = store.load_leases(
+        |l| {
+            if args
+                .state
+                .as_deref()
+                .is_some_and(|s| s != l.state.to_string())
+            {
+                return;
+            }
+            let duid: String = l.duid.iter().map(|b| format!("{b:02x}")).collect();
+            let kind = match l.kind {
+                config::ResourceKind::Address => "na",
+                config::ResourceKind::Prefix => "pd",
+            };
+            failed |= writeln!(
+                out,
+                "{kind}\t{}/{}\t{}\t{duid}\t{}\t{}\t{}\t{}\t{}",
+                l.addr, l.prefix_len, l.state, l.iaid, l.subnet_id, l.expires_at, l.cltt, l.seq
+            )
+            .is_err();
+        },
+        |k, e| eprintln!("corrupt record {k:02x?}: {e}"),
+    );
+    let _ = out.flush();
+    match r {
+        Ok(_) if !failed => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::from(EXIT_OTHER),
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(EXIT_STORE)
+        }
+    }
+}

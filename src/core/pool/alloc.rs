@@ -1,0 +1,360 @@
+//! Allocation: acquire (offers and grants), extend (Renew, Rebind), end (Release, Decline),
+//! reclaim what expired, and restore the table from the store.
+
+use super::subpool::{SubPool, end_of_state, timed};
+use super::*;
+
+impl Allocator {
+    /// Lifetimes for a lease on a resource whose acknowledged partner lifetime is `ack`:
+    /// the configured ones, capped under failover at max(ack, now) + MCLT (RFC 8156 §4.4).
+    fn lifetimes_at(&self, c: &ClientIa, ack: u64, now: u64, rules: &Rules) -> (u32, u32) {
+        let lt = &self.subnets[c.subnet].lifetimes;
+        let mut valid = lt.valid_secs as u64;
+        if let Some(m) = rules.mclt_secs {
+            valid = valid.min(ack.max(now) + m - now);
+        }
+        let valid = valid.min(u32::MAX as u64) as u32;
+        (lt.preferred_secs.min(valid), valid)
+    }
+
+    /// Applies `mode` to resource `r` for client `c` inside its locked sub-pool.
+    #[allow(clippy::too_many_arguments)]
+    fn apply(
+        &self,
+        sp: &mut SubPool,
+        c: &ClientIa,
+        r: ResRef,
+        mode: AcquireMode,
+        rules: &Rules,
+        now: u64,
+        writes: &mut Vec<Lease>,
+    ) -> Granted {
+        let subnet_id = self.subnets[c.subnet].id;
+        let current = sp.slots.get(&r.index).map(|s| &s.lease);
+        // The partner's acknowledgement speaks for this client's binding only, and only while
+        // it is active: once released or expired, the partner's latest knowledge is that.
+        let ack = current
+            .filter(|l| Self::owns(l, c, subnet_id) && l.state == LeaseState::Active)
+            .map_or(0, |l| l.partner_ack_until);
+        let received = current
+            .filter(|l| Self::owns(l, c, subnet_id))
+            .map_or(0, |l| l.partner_lifetime_received);
+        let (preferred, valid) = self.lifetimes_at(c, ack, now, rules);
+        let (state, until) = match mode {
+            // An offer never downgrades a lease the client already holds.
+            AcquireMode::Offer { .. } if current.is_some_and(|l| l.state == LeaseState::Active) => {
+                let l = &sp.slots[&r.index].lease;
+                return Granted {
+                    addr: l.addr,
+                    prefix_len: l.prefix_len,
+                    preferred_secs: preferred,
+                    valid_secs: valid,
+                };
+            }
+            AcquireMode::Offer { hold_secs } => (LeaseState::Offered, now + hold_secs as u64),
+            AcquireMode::Grant => (LeaseState::Active, now + valid as u64),
+        };
+        let sub = &self.subnets[c.subnet];
+        let p = &sub.pools[r.pool as usize].cfg;
+        let lease = Lease {
+            kind: c.kind,
+            addr: p.resource(r.index),
+            prefix_len: p.resource_len,
+            subnet_id: sub.id,
+            state,
+            duid: c.duid.into(),
+            iaid: c.iaid,
+            preferred_secs: preferred,
+            valid_secs: valid,
+            cltt: now,
+            expires_at: until,
+            seq: self.next_seq(),
+            partner_ack_until: ack,
+            partner_lifetime_received: received,
+        };
+        let g = Granted {
+            addr: lease.addr,
+            prefix_len: lease.prefix_len,
+            preferred_secs: preferred,
+            valid_secs: valid,
+        };
+        if lease.state == LeaseState::Active {
+            writes.push(lease.clone());
+        }
+        sp.set(r.index, lease);
+        g
+    }
+
+    /// Finds the client's existing lease for this IA, or allocates one: a free `hint` first,
+    /// then the client's home sub-pool, then the next sub-pools in turn, from the halves
+    /// `rules` allow. `None` when nothing allowed is free. Store writes go to `writes`.
+    pub fn acquire(
+        &self,
+        now: u64,
+        c: &ClientIa,
+        hints: &[Ipv6Addr],
+        mode: AcquireMode,
+        rules: &Rules,
+        writes: &mut Vec<Lease>,
+    ) -> Option<Granted> {
+        let key = self.key(c);
+        let subnet_id = self.subnets[c.subnet].id;
+        let mut index = lock(self.shard(key));
+        if let Some(r) = index.get(&key).copied() {
+            let pool = &self.subnets[c.subnet].pools[r.pool as usize];
+            let mut sp = lock(pool.subpool_of(r.index));
+            // A binding still in use is the client's whatever the rules (lease stability); a
+            // freed one is a new allocation and must be ours to hand out now.
+            let bit = sp.owner(r.index);
+            let usable = sp.slots.get(&r.index).is_some_and(|s| {
+                Self::owns(&s.lease, c, subnet_id)
+                    && s.lease.state != LeaseState::Declined
+                    && (!s.lease.state.is_free() || rules.may_take(bit, now))
+            });
+            if usable {
+                return Some(self.apply(&mut sp, c, r, mode, rules, now, writes));
+            }
+            drop(sp);
+            index.remove(&key);
+        }
+        for h in hints {
+            if let Some(r) = self.locate(c.subnet, c.kind, *h) {
+                let pool = &self.subnets[c.subnet].pools[r.pool as usize];
+                let mut sp = lock(pool.subpool_of(r.index));
+                let bit = sp.owner(r.index);
+                let allowed = rules.owned[bit]
+                    || (c.kind == ResourceKind::Prefix && rules.may_take(bit, now));
+                if sp.is_free(r.index) && allowed {
+                    let g = self.apply(&mut sp, c, r, mode, rules, now, writes);
+                    index.insert(key, r);
+                    return Some(g);
+                }
+            }
+        }
+        // Our own half(s) first, the partner's only when the rules open it. Within each,
+        // never-used resources anywhere before freed ones, so a freed lease stays free for its
+        // last holder as long as possible. Normally the home sub-pool answers at once; the
+        // walk over the others (at most 2 x 64 sub-pools per half) happens as pools fill up.
+        let home = spread(key) as usize;
+        // RFC 8156 §4.2.1: even in PARTNER-DOWN the partner's *addresses* SHOULD NOT be handed
+        // to new clients (addresses are plentiful, and it keeps a mistaken PARTNER-DOWN from
+        // duplicating them); its prefixes may be, MCLT after PARTNER-DOWN, once ours are used.
+        let partner_open =
+            c.kind == ResourceKind::Prefix && rules.partner_from.is_some_and(|t| now >= t);
+        for (bit, own) in [(0usize, true), (1, true), (0, false), (1, false)] {
+            if own != rules.owned[bit] || (!own && !partner_open) {
+                continue;
+            }
+            for fresh in [true, false] {
+                for (pi, pool) in self.subnets[c.subnet].pools.iter().enumerate() {
+                    if pool.cfg.kind != c.kind {
+                        continue;
+                    }
+                    let n = pool.subpools.len();
+                    for k in 0..n {
+                        let mut sp = lock(&pool.subpools[(home + k) % n]);
+                        let got = if fresh {
+                            sp.take_never_used(bit)
+                        } else {
+                            sp.take_freed(bit)
+                        };
+                        if let Some(i) = got {
+                            let r = ResRef {
+                                pool: pi as u16,
+                                index: i,
+                            };
+                            let g = self.apply(&mut sp, c, r, mode, rules, now, writes);
+                            index.insert(key, r);
+                            return Some(g);
+                        }
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// Renew/Rebind one address or prefix the client names. A lease the client holds is
+    /// extended; one that is free (expired, released, never used) is given back to it when
+    /// `create_if_free` and `rules` allow taking it (so clients keep their leases across a
+    /// server that lost them).
+    #[allow(clippy::too_many_arguments)]
+    pub fn extend(
+        &self,
+        now: u64,
+        c: &ClientIa,
+        addr: Ipv6Addr,
+        prefix_len: u8,
+        create_if_free: bool,
+        rules: &Rules,
+        writes: &mut Vec<Lease>,
+    ) -> Extended {
+        let Some(r) = self.locate(c.subnet, c.kind, addr) else {
+            return Extended::NotInPool;
+        };
+        let pool = &self.subnets[c.subnet].pools[r.pool as usize];
+        if c.kind == ResourceKind::Prefix && prefix_len != pool.cfg.resource_len {
+            return Extended::NotInPool;
+        }
+        let key = self.key(c);
+        let subnet_id = self.subnets[c.subnet].id;
+        let mut index = lock(self.shard(key));
+        let mut sp = lock(pool.subpool_of(r.index));
+        let may_create = create_if_free && rules.may_take(sp.owner(r.index), now);
+        let ok = match sp.slots.get(&r.index) {
+            Some(s) if s.lease.state == LeaseState::Declined => false,
+            Some(s) if Self::owns(&s.lease, c, subnet_id) => {
+                !s.lease.state.is_free() || rules.may_take(sp.owner(r.index), now)
+            }
+            Some(s) => may_create && sp.failover_reusable(&s.lease),
+            None => may_create,
+        };
+        if !ok {
+            return Extended::NotOwned;
+        }
+        let g = self.apply(&mut sp, c, r, AcquireMode::Grant, rules, now, writes);
+        index.insert(key, r);
+        Extended::Extended(g)
+    }
+
+    /// The client's current lease for this IA, if it holds one (active or offered).
+    pub fn current(&self, c: &ClientIa) -> Option<Granted> {
+        let key = self.key(c);
+        let subnet_id = self.subnets[c.subnet].id;
+        let index = lock(self.shard(key));
+        let r = index.get(&key).copied()?;
+        let pool = &self.subnets[c.subnet].pools[r.pool as usize];
+        let sp = lock(pool.subpool_of(r.index));
+        let s = sp.slots.get(&r.index)?;
+        (Self::owns(&s.lease, c, subnet_id)
+            && matches!(s.lease.state, LeaseState::Active | LeaseState::Offered))
+        .then_some(Granted {
+            addr: s.lease.addr,
+            prefix_len: s.lease.prefix_len,
+            preferred_secs: s.lease.preferred_secs,
+            valid_secs: s.lease.valid_secs,
+        })
+    }
+
+    /// Ends the client's lease on `addr` as Released (or Declined for `decline_hold_secs`
+    /// when given). Returns false if the client holds no such lease.
+    pub fn end(
+        &self,
+        now: u64,
+        c: &ClientIa,
+        addr: Ipv6Addr,
+        decline_hold_secs: Option<u32>,
+        writes: &mut Vec<Lease>,
+    ) -> bool {
+        let Some(r) = self.locate(c.subnet, c.kind, addr) else {
+            return false;
+        };
+        let pool = &self.subnets[c.subnet].pools[r.pool as usize];
+        let subnet_id = self.subnets[c.subnet].id;
+        let mut sp = lock(pool.subpool_of(r.index));
+        let Some(s) = sp.slots.get(&r.index) else {
+            return false;
+        };
+        if !Self::owns(&s.lease, c, subnet_id)
+            || !matches!(s.lease.state, LeaseState::Active | LeaseState::Offered)
+        {
+            return false;
+        }
+        let mut l = s.lease.clone();
+        (l.state, l.expires_at) = match decline_hold_secs {
+            Some(h) => (LeaseState::Declined, now + h as u64),
+            None => (LeaseState::Released, now),
+        };
+        l.cltt = now;
+        l.seq = self.next_seq();
+        l.partner_ack_until = 0; // the partner's ack was for the active binding
+        writes.push(l.clone());
+        sp.set(r.index, l);
+        true
+    }
+
+    /// Moves every lease whose time is up to its next state: active → expired, declined →
+    /// expired (both stored), offered → free (memory only). At most
+    /// [`RECLAIM_PER_SUBPOOL_MAX`] per sub-pool per call; returns how many changed.
+    pub fn reclaim(&self, now: u64, writes: &mut Vec<Lease>) -> usize {
+        let mut n = 0;
+        for sub in &self.subnets {
+            for pool in &sub.pools {
+                for m in pool.subpools.iter() {
+                    let mut sp = lock(m);
+                    for _ in 0..RECLAIM_PER_SUBPOOL_MAX {
+                        let Some(&(t, i)) = sp.expiry.first() else {
+                            break;
+                        };
+                        if t > now {
+                            break;
+                        }
+                        let Some(s) = sp.slots.get(&i) else {
+                            sp.expiry.pop_first();
+                            continue;
+                        };
+                        if !timed(s.lease.state) || end_of_state(&s.lease) != t {
+                            sp.expiry.pop_first(); // stale entry; set() keeps the live one
+                            continue;
+                        }
+                        let mut l = s.lease.clone();
+                        let stored = l.state != LeaseState::Offered;
+                        l.state = LeaseState::Expired;
+                        l.partner_ack_until = 0;
+                        l.seq = self.next_seq();
+                        if stored {
+                            writes.push(l.clone());
+                        }
+                        sp.set(i, l);
+                        n += 1;
+                    }
+                }
+            }
+        }
+        n
+    }
+
+    /// Puts a lease read from the store back into the table. Leases that no longer fit the
+    /// configuration (subnet or pool removed) are returned as an error for the caller to log;
+    /// they are left in the store untouched.
+    pub fn restore(&self, lease: Lease) -> Result<(), Lease> {
+        let Some(sn) = self.subnets.iter().position(|s| s.id == lease.subnet_id) else {
+            return Err(lease);
+        };
+        let Some(r) = self.locate(sn, lease.kind, lease.addr) else {
+            return Err(lease);
+        };
+        let pool = &self.subnets[sn].pools[r.pool as usize];
+        if pool.cfg.resource_len != lease.prefix_len || lease.state == LeaseState::Offered {
+            return Err(lease);
+        }
+        self.seq.fetch_max(lease.seq + 1, Ordering::Relaxed);
+        let key = client_key(lease.subnet_id, lease.kind, &lease.duid, lease.iaid);
+        let mut index = lock(self.shard(key));
+        let mut sp = lock(pool.subpool_of(r.index));
+        let b = sp.owner(r.index);
+        if r.index >= sp.cursor[b] {
+            sp.cursor[b] = r.index + 2;
+        }
+        sp.set(r.index, lease);
+        index.insert(key, r);
+        Ok(())
+    }
+
+    /// Sorts each sub-pool's free list by the time leases became free, oldest first. Call
+    /// once after restoring every lease.
+    pub fn finish_restore(&self) {
+        for sub in &self.subnets {
+            for pool in &sub.pools {
+                for m in pool.subpools.iter() {
+                    let mut sp = lock(m);
+                    for b in 0..2 {
+                        let mut v: Vec<u128> = sp.free[b].drain(..).collect();
+                        v.sort_by_key(|i| sp.slots.get(i).map_or(0, |s| s.lease.expires_at));
+                        sp.free[b] = v.into();
+                    }
+                }
+            }
+        }
+    }
+}

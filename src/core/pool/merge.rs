@@ -1,0 +1,185 @@
+//! RFC 8156 on the lease table: partner acknowledgements, PENDING-FREE release, and the
+//! acceptance rules for a partner's binding updates (§7.5).
+
+use super::subpool::end_of_state;
+use super::*;
+
+impl Allocator {
+    /// Failover: the partner acknowledged a binding update for `lease` with partner lifetime
+    /// `ack_until`. If the resource is still held by the same client, its acknowledged partner
+    /// lifetime grows to that, and the changed lease is returned to be stored.
+    pub fn record_ack(&self, lease: &Lease, ack_until: u64) -> Option<Lease> {
+        let sn = self.subnets.iter().position(|s| s.id == lease.subnet_id)?;
+        let r = self.locate(sn, lease.kind, lease.addr)?;
+        let mut sp = lock(self.subnets[sn].pools[r.pool as usize].subpool_of(r.index));
+        let cur = &sp.slots.get(&r.index)?.lease;
+        // The partner acknowledged that the lease became free: another client may have it now.
+        if lease.state.is_free()
+            && cur.state == lease.state
+            && cur.duid == lease.duid
+            && cur.partner_ack_until == 0
+        {
+            let mut l = cur.clone();
+            l.partner_ack_until = ack_until.max(1);
+            l.seq = self.next_seq();
+            sp.set(r.index, l.clone());
+            return Some(l);
+        }
+        // Only an acknowledged *active* binding bounds renewals; an acknowledgement that comes
+        // back after the lease was released or expired speaks of a state that is gone.
+        if cur.duid != lease.duid
+            || cur.iaid != lease.iaid
+            || lease.state != LeaseState::Active
+            || cur.state != LeaseState::Active
+            || ack_until <= cur.partner_ack_until
+        {
+            return None;
+        }
+        let mut l = cur.clone();
+        l.partner_ack_until = ack_until;
+        l.seq = self.next_seq();
+        sp.set(r.index, l.clone()); // keeps the expiry index in step
+        Some(l)
+    }
+
+    /// Failover, PARTNER-DOWN: leases that became free before `cutoff` (unix secs; PARTNER-DOWN
+    /// allows reuse MCLT after they became free) stop waiting for the partner's acknowledgement.
+    /// Returns the changed leases to store. Bounded per sub-pool per call.
+    pub fn release_pending(&self, cutoff: u64, now: u64) -> Vec<Lease> {
+        let mut out = Vec::new();
+        for sub in &self.subnets {
+            for pool in &sub.pools {
+                for m in pool.subpools.iter() {
+                    let mut sp = lock(m);
+                    for _ in 0..RECLAIM_PER_SUBPOOL_MAX {
+                        let Some(&i) = sp.pending.front() else { break };
+                        let Some(s) = sp.slots.get(&i) else {
+                            sp.pending.pop_front();
+                            continue;
+                        };
+                        let still_pending =
+                            s.lease.state.is_free() && s.lease.partner_ack_until == 0;
+                        let became_free = s.lease.expires_at;
+                        let mut l = s.lease.clone();
+                        if !still_pending {
+                            sp.pending.pop_front();
+                            if let Some(s) = sp.slots.get_mut(&i) {
+                                s.in_pending = false;
+                            }
+                            continue; // no longer pending
+                        }
+                        if became_free > cutoff {
+                            break; // FIFO by the time they became free
+                        }
+                        sp.pending.pop_front();
+                        l.partner_ack_until = now.max(1);
+                        l.seq = self.next_seq();
+                        if let Some(s) = sp.slots.get_mut(&i) {
+                            s.in_pending = false;
+                        }
+                        sp.set(i, l.clone());
+                        out.push(l);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Failover: takes in a binding the partner sent (BNDUPD), by RFC 8156 §7.5's rules with
+    /// times within [`SKEW_EQUAL_SECS`] counted as equal and doubt resolved towards keeping an
+    /// address held:
+    /// - nothing here, or free here: the partner's view is taken;
+    /// - active here for the same client: an active update is merged (the longest expiry
+    ///   stays, since either side may have granted longer); an expiry wins once our own copy's
+    ///   time is up too, a release only if not older than our last transaction with it;
+    /// - active here for another client: a free update is refused (it speaks of an older
+    ///   binding); an active one wins if clearly later, the primary's view stands when the
+    ///   times are within the skew (`receiver_is_secondary` accepts it), and a clearly older
+    ///   one is refused.
+    ///
+    /// Returns the lease to store before acknowledging, or `Err` with ours (send it back).
+    pub fn apply_partner_update(
+        &self,
+        incoming: &Lease,
+        receiver_is_secondary: bool,
+        now: u64,
+    ) -> Result<Lease, Lease> {
+        let Some(sn) = self.subnets.iter().position(|s| s.id == incoming.subnet_id) else {
+            return Err(incoming.clone());
+        };
+        let Some(r) = self.locate(sn, incoming.kind, incoming.addr) else {
+            return Err(incoming.clone());
+        };
+        let key = client_key(
+            incoming.subnet_id,
+            incoming.kind,
+            &incoming.duid,
+            incoming.iaid,
+        );
+        let mut index = lock(self.shard(key));
+        let mut sp = lock(self.subnets[sn].pools[r.pool as usize].subpool_of(r.index));
+        let later = |a: u64, b: u64| a > b + SKEW_EQUAL_SECS;
+        let mut l = incoming.clone();
+        if let Some(s) = sp.slots.get(&r.index) {
+            let local = &s.lease;
+            let same_client = local.duid == incoming.duid && local.iaid == incoming.iaid;
+            // The same client released it here after the transaction the incoming active
+            // update speaks of: the update is stale (e.g. resent after the partner's restart
+            // while our release was on its way to it). Not for an expiry: an active binding
+            // may outlive the client's lifetime by its partner lifetime, and refusing it
+            // both ways made the partners bounce the binding forever (seed 14294). Another
+            // client's claim is taken whatever its time: refusing an active claim could hand
+            // its resource out twice.
+            if same_client
+                && local.state == LeaseState::Released
+                && incoming.state == LeaseState::Active
+                && incoming.cltt < local.cltt
+            {
+                return Err(local.clone());
+            }
+            if local.state == LeaseState::Active {
+                match (same_client, incoming.state) {
+                    (true, LeaseState::Active) => {
+                        l.expires_at = l.expires_at.max(local.expires_at);
+                        l.cltt = l.cltt.max(local.cltt);
+                        l.partner_ack_until = local.partner_ack_until;
+                        l.partner_lifetime_received = l
+                            .partner_lifetime_received
+                            .max(local.partner_lifetime_received);
+                        l.valid_secs = l.valid_secs.max(local.valid_secs);
+                    }
+                    // Expired: once our own copy's time is up too (RFC 8156 time(1)).
+                    (true, LeaseState::Expired) if now <= end_of_state(local) + SKEW_EQUAL_SECS => {
+                        return Err(local.clone());
+                    }
+                    (true, LeaseState::Expired) => {}
+                    // Released (or other): only if not before our last transaction with it. The
+                    // same client's release right after a renewal is the normal case (both
+                    // times from the partner's clock, in order); one older than our own
+                    // renewal speaks of a binding the client has since renewed here.
+                    (true, _) if incoming.cltt < local.cltt => return Err(local.clone()),
+                    (true, _) => {}
+                    // Another client: the clearly later binding wins; within the skew the
+                    // primary's view stands. A clearly older claim is stale whoever sends it
+                    // (seed 165632: a restarted primary resent a binding its partner had since
+                    // reassigned in PARTNER-DOWN).
+                    (false, LeaseState::Active) if later(incoming.cltt, local.cltt) => {}
+                    (false, LeaseState::Active)
+                        if receiver_is_secondary && !later(local.cltt, incoming.cltt) => {}
+                    (false, LeaseState::Active) => return Err(local.clone()),
+                    (false, _) => return Err(local.clone()),
+                }
+            }
+        }
+        l.seq = self.next_seq();
+        let b = sp.owner(r.index);
+        if r.index >= sp.cursor[b] && l.state != LeaseState::Offered {
+            // The partner used it: it is no longer never-used here either.
+            sp.cursor[b] = sp.cursor[b].max(r.index + 2);
+        }
+        sp.set(r.index, l.clone());
+        index.insert(key, r);
+        Ok(l)
+    }
+}

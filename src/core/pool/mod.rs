@@ -1,0 +1,252 @@
+//! Allocation: pools split into hashed sub-pools, the in-memory lease table, and reclamation.
+//!
+//! Every pool (a range of addresses, or a prefix split into delegated prefixes) is cut into up
+//! to [`SUBPOOLS_PER_POOL_MAX`](crate::config::SUBPOOLS_PER_POOL_MAX) contiguous sub-pools, each
+//! behind its own lock. A client's (subnet, IA type, DUID, IAID) hashes to a *home* sub-pool, so
+//! allocation for a new client touches one sub-pool (plus the client index shard), and the same
+//! client comes back to the same place.
+//!
+//! Finding a free resource never scans the pool: a sub-pool hands out never-used resources from a
+//! cursor, then resources that became free (expired, released) from a FIFO free list, oldest
+//! first, so a returning client has the best chance of finding its old lease still free. Freed
+//! leases stay in the table with their last holder, which is what gives lease stability.
+//!
+//! Lock order, always: client-index shard, then one sub-pool. Nothing ever takes them the other
+//! way round, and no code holds two sub-pools at once.
+//!
+//! Files: `key` (the fixed client hash), `rules` (what the failover state allows),
+//! `subpool` (one sub-pool's table, cursor, free list and expiry index), `alloc` (acquire,
+//! extend, end, reclaim, restore), `merge` (RFC 8156: partner acknowledgements, PENDING-FREE,
+//! partner updates); this file holds the table and its read-only queries.
+
+use crate::config::{PoolConfig, ResourceKind, SubnetConfig};
+use crate::lease::{Lease, LeaseState};
+use std::collections::HashMap;
+use std::net::Ipv6Addr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use subpool::{PoolState, ResRef, SubnetPools};
+
+mod alloc;
+mod key;
+mod merge;
+mod rules;
+mod subpool;
+#[cfg(test)]
+mod tests;
+
+pub use key::{client_key, spread};
+pub use rules::{PRIMARY_BIT, Rules};
+
+/// Two servers' times closer than this count as equal when updates are compared (RFC 8156
+/// §7.5; partners must keep their clocks within about this).
+pub const SKEW_EQUAL_SECS: u64 = 5;
+/// Number of shards of the client index (client key → resource).
+pub const CLIENT_SHARDS: usize = 64;
+/// Most expired leases one sub-pool reclaims per [`Allocator::reclaim`] call, so a reclaim
+/// pass never holds a lock for long.
+pub const RECLAIM_PER_SUBPOOL_MAX: usize = 4096;
+
+/// Locks a mutex; a panic elsewhere while holding it does not make the data unusable here
+/// (every critical section leaves the sub-pool consistent before anything that can panic).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// What a caller wants from [`Allocator::acquire`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AcquireMode {
+    /// Advertise: reserve in memory for `hold_secs`; nothing is stored.
+    Offer {
+        /// How long the reservation lasts.
+        hold_secs: u32,
+    },
+    /// Reply (Request or Rapid Commit): grant and store.
+    Grant,
+}
+
+/// An address or prefix handed to a client, with the lifetimes to put on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Granted {
+    /// Address, or the prefix's first address.
+    pub addr: Ipv6Addr,
+    /// 128 for addresses, the delegated length for prefixes.
+    pub prefix_len: u8,
+    /// Preferred lifetime to send.
+    pub preferred_secs: u32,
+    /// Valid lifetime to send.
+    pub valid_secs: u32,
+}
+
+/// Outcome of [`Allocator::extend`] (Renew and Rebind).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Extended {
+    /// The lease is the client's (or was free and is now) and runs for new lifetimes.
+    Extended(Granted),
+    /// The resource is in this subnet's pools but held by another client or declined.
+    NotOwned,
+    /// The resource is not one of this subnet's resources (wrong link or outside every pool).
+    NotInPool,
+}
+
+/// Lease counts for one pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PoolUsage {
+    /// Resources in the pool.
+    pub total: u128,
+    /// Active leases.
+    pub active: u64,
+    /// Declined resources still held back.
+    pub declined: u64,
+    /// Offers outstanding.
+    pub offered: u64,
+}
+
+/// The in-memory lease table of every subnet, shared by all workers.
+pub struct Allocator {
+    subnets: Vec<SubnetPools>,
+    clients: Box<[Mutex<HashMap<u128, ResRef>>]>,
+    seq: AtomicU64,
+}
+
+/// Identifies one client IA in one subnet.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientIa<'a> {
+    /// Index of the subnet in the configuration (not its id).
+    pub subnet: usize,
+    /// IA_NA or IA_PD.
+    pub kind: ResourceKind,
+    /// Client DUID.
+    pub duid: &'a [u8],
+    /// IAID.
+    pub iaid: u32,
+}
+
+impl Allocator {
+    /// Builds empty pools for the configured subnets.
+    pub fn new(subnets: &[SubnetConfig]) -> Self {
+        Self::build(subnets, false)
+    }
+
+    /// Builds empty pools for a failover endpoint: freed leases stay PENDING-FREE until the
+    /// partner acknowledges them (see [`Allocator::record_ack`], [`Allocator::release_pending`]).
+    pub fn with_failover(subnets: &[SubnetConfig]) -> Self {
+        Self::build(subnets, true)
+    }
+
+    fn build(subnets: &[SubnetConfig], failover: bool) -> Self {
+        Allocator {
+            subnets: subnets
+                .iter()
+                .map(|s| SubnetPools {
+                    id: s.id,
+                    lifetimes: s.lifetimes,
+                    pools: s
+                        .pools
+                        .iter()
+                        .cloned()
+                        .map(|p| PoolState::new(p, failover))
+                        .collect(),
+                })
+                .collect(),
+            clients: (0..CLIENT_SHARDS)
+                .map(|_| Mutex::new(HashMap::new()))
+                .collect(),
+            seq: AtomicU64::new(1),
+        }
+    }
+
+    fn next_seq(&self) -> u64 {
+        self.seq.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn key(&self, c: &ClientIa) -> u128 {
+        client_key(self.subnets[c.subnet].id, c.kind, c.duid, c.iaid)
+    }
+
+    fn shard(&self, key: u128) -> &Mutex<HashMap<u128, ResRef>> {
+        &self.clients[(spread(key) as usize) % CLIENT_SHARDS]
+    }
+
+    /// Finds which pool of subnet `sn` holds `addr` as one of its `kind` resources.
+    fn locate(&self, sn: usize, kind: ResourceKind, addr: Ipv6Addr) -> Option<ResRef> {
+        self.subnets[sn]
+            .pools
+            .iter()
+            .enumerate()
+            .find_map(|(pi, p)| {
+                (p.cfg.kind == kind)
+                    .then(|| p.cfg.index_of(addr))
+                    .flatten()
+                    .map(|index| ResRef {
+                        pool: pi as u16,
+                        index,
+                    })
+            })
+    }
+
+    fn owns(lease: &Lease, c: &ClientIa, subnet_id: u32) -> bool {
+        lease.iaid == c.iaid
+            && lease.subnet_id == subnet_id
+            && lease.kind == c.kind
+            && *lease.duid == *c.duid
+    }
+    /// Every lease in the table (failover UPDREQALL, tests). Visits one sub-pool at a time.
+    pub fn for_each_lease(&self, mut f: impl FnMut(&Lease)) {
+        for sub in &self.subnets {
+            for pool in &sub.pools {
+                for m in pool.subpools.iter() {
+                    let sp = lock(m);
+                    sp.slots
+                        .values()
+                        .filter(|s| s.lease.state != LeaseState::Offered)
+                        .for_each(|s| f(&s.lease));
+                }
+            }
+        }
+    }
+
+    /// The lease on a resource, if the table has one (tests and operator tools).
+    pub fn lookup(&self, kind: ResourceKind, addr: Ipv6Addr) -> Option<Lease> {
+        for (sn, sub) in self.subnets.iter().enumerate() {
+            if let Some(r) = self.locate(sn, kind, addr) {
+                let sp = lock(sub.pools[r.pool as usize].subpool_of(r.index));
+                return sp.slots.get(&r.index).map(|s| s.lease.clone());
+            }
+        }
+        None
+    }
+
+    /// Usage of every pool: (subnet id, pool config, counts).
+    pub fn usage(&self) -> Vec<(u32, PoolConfig, PoolUsage)> {
+        let mut out = Vec::new();
+        for sub in &self.subnets {
+            for pool in &sub.pools {
+                let mut u = PoolUsage {
+                    total: pool.cfg.count,
+                    ..Default::default()
+                };
+                for m in pool.subpools.iter() {
+                    let sp = lock(m);
+                    u.active += sp.usage.active;
+                    u.declined += sp.usage.declined;
+                    u.offered += sp.usage.offered;
+                }
+                out.push((sub.id, pool.cfg.clone(), u));
+            }
+        }
+        out
+    }
+
+    /// Range of indices of each sub-pool of pool `pool` in subnet index `sn` (tests).
+    pub fn subpool_ranges(&self, sn: usize, pool: usize) -> Vec<(u128, u128)> {
+        self.subnets[sn].pools[pool]
+            .subpools
+            .iter()
+            .map(|m| {
+                let sp = lock(m);
+                (sp.start, sp.end)
+            })
+            .collect()
+    }
+}

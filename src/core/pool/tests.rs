@@ -1,0 +1,703 @@
+//! Tests of the lease table.
+
+use super::*;
+use crate::config;
+
+fn alloc(text_pools: &str) -> Allocator {
+    let t = format!(
+        "[server]\nlisten=[\"[::1]:5547\"]\n[[subnet]]\nid=1\nprefix=\"2001:db8::/64\"\n{text_pools}\n"
+    );
+    let c = config::parse("t", &t).unwrap();
+    Allocator::new(&c.subnets)
+}
+
+fn ia(duid: &[u8], iaid: u32) -> ClientIa<'_> {
+    ClientIa {
+        subnet: 0,
+        kind: ResourceKind::Address,
+        duid,
+        iaid,
+    }
+}
+
+#[test]
+fn same_client_same_lease_and_no_duplicates_until_exhausted() {
+    let a = alloc("pools=[{range=\"2001:db8::100-2001:db8::1ff\"}]");
+    let mut w = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for i in 0..256u32 {
+        let d = i.to_be_bytes();
+        let g = a
+            .acquire(
+                10,
+                &ia(&d, 1),
+                &[],
+                AcquireMode::Grant,
+                &Rules::STANDALONE,
+                &mut w,
+            )
+            .unwrap();
+        assert!(seen.insert(g.addr), "{} handed out twice", g.addr);
+        let again = a
+            .acquire(
+                11,
+                &ia(&d, 1),
+                &[],
+                AcquireMode::Grant,
+                &Rules::STANDALONE,
+                &mut w,
+            )
+            .unwrap();
+        assert_eq!(again.addr, g.addr);
+    }
+    assert_eq!(
+        a.acquire(
+            12,
+            &ia(b"late", 1),
+            &[],
+            AcquireMode::Grant,
+            &Rules::STANDALONE,
+            &mut w
+        ),
+        None
+    );
+    assert_eq!(w.len(), 512);
+    assert_eq!(a.usage()[0].2.active, 256);
+}
+
+#[test]
+fn hint_is_honoured_when_free_and_not_when_taken() {
+    let a = alloc("pools=[{range=\"2001:db8::100-2001:db8::1ff\"}]");
+    let mut w = Vec::new();
+    let h: Ipv6Addr = "2001:db8::1a0".parse().unwrap();
+    let g = a
+        .acquire(
+            1,
+            &ia(b"a", 1),
+            &[h],
+            AcquireMode::Grant,
+            &Rules::STANDALONE,
+            &mut w,
+        )
+        .unwrap();
+    assert_eq!(g.addr, h);
+    let g2 = a
+        .acquire(
+            1,
+            &ia(b"b", 1),
+            &[h],
+            AcquireMode::Grant,
+            &Rules::STANDALONE,
+            &mut w,
+        )
+        .unwrap();
+    assert_ne!(g2.addr, h);
+    // Outside the pool: ignored.
+    let g3 = a
+        .acquire(
+            1,
+            &ia(b"c", 1),
+            &["2001:db8::5".parse().unwrap()],
+            AcquireMode::Grant,
+            &Rules::STANDALONE,
+            &mut w,
+        )
+        .unwrap();
+    assert_ne!(g3.addr, "2001:db8::5".parse::<Ipv6Addr>().unwrap());
+}
+
+#[test]
+fn expiry_frees_and_the_old_client_gets_it_back() {
+    let a = alloc(
+        "pools=[{range=\"2001:db8::100-2001:db8::101\"}]\nlease={preferred_lifetime_secs=50, valid_lifetime_secs=100}",
+    );
+    let mut w = Vec::new();
+    let g1 = a
+        .acquire(
+            0,
+            &ia(b"a", 1),
+            &[],
+            AcquireMode::Grant,
+            &Rules::STANDALONE,
+            &mut w,
+        )
+        .unwrap();
+    let g2 = a
+        .acquire(
+            0,
+            &ia(b"b", 1),
+            &[],
+            AcquireMode::Grant,
+            &Rules::STANDALONE,
+            &mut w,
+        )
+        .unwrap();
+    assert_eq!(
+        a.acquire(
+            0,
+            &ia(b"c", 1),
+            &[],
+            AcquireMode::Grant,
+            &Rules::STANDALONE,
+            &mut w
+        ),
+        None
+    );
+    w.clear();
+    assert_eq!(a.reclaim(99, &mut w), 0);
+    assert_eq!(a.reclaim(100, &mut w), 2);
+    assert!(w.iter().all(|l| l.state == LeaseState::Expired));
+    // a comes back first and gets its own address, not the oldest free one.
+    assert_eq!(
+        a.acquire(
+            200,
+            &ia(b"a", 1),
+            &[],
+            AcquireMode::Grant,
+            &Rules::STANDALONE,
+            &mut w
+        )
+        .unwrap()
+        .addr,
+        g1.addr
+    );
+    // c takes the remaining one (b's), since nothing else is free.
+    assert_eq!(
+        a.acquire(
+            200,
+            &ia(b"c", 1),
+            &[],
+            AcquireMode::Grant,
+            &Rules::STANDALONE,
+            &mut w
+        )
+        .unwrap()
+        .addr,
+        g2.addr
+    );
+    // b's stale index entry must not give it c's lease.
+    assert_eq!(
+        a.acquire(
+            200,
+            &ia(b"b", 1),
+            &[],
+            AcquireMode::Grant,
+            &Rules::STANDALONE,
+            &mut w
+        ),
+        None
+    );
+}
+
+#[test]
+fn offers_are_memory_only_and_lapse() {
+    let a = alloc("pools=[{range=\"2001:db8::100-2001:db8::100\"}]");
+    let mut w = Vec::new();
+    let g = a
+        .acquire(
+            0,
+            &ia(b"a", 1),
+            &[],
+            AcquireMode::Offer { hold_secs: 5 },
+            &Rules::STANDALONE,
+            &mut w,
+        )
+        .unwrap();
+    assert!(w.is_empty());
+    assert_eq!(
+        a.acquire(
+            1,
+            &ia(b"b", 1),
+            &[],
+            AcquireMode::Offer { hold_secs: 5 },
+            &Rules::STANDALONE,
+            &mut w
+        ),
+        None
+    );
+    assert_eq!(a.reclaim(5, &mut w), 1);
+    assert!(w.is_empty(), "a lapsed offer is not stored");
+    assert_eq!(
+        a.acquire(
+            6,
+            &ia(b"b", 1),
+            &[],
+            AcquireMode::Grant,
+            &Rules::STANDALONE,
+            &mut w
+        )
+        .unwrap()
+        .addr,
+        g.addr
+    );
+}
+
+#[test]
+fn release_decline_and_extend() {
+    let a = alloc("pools=[{range=\"2001:db8::100-2001:db8::1ff\"}]");
+    let mut w = Vec::new();
+    let g = a
+        .acquire(
+            0,
+            &ia(b"a", 1),
+            &[],
+            AcquireMode::Grant,
+            &Rules::STANDALONE,
+            &mut w,
+        )
+        .unwrap();
+    assert!(
+        !a.end(1, &ia(b"b", 1), g.addr, None, &mut w),
+        "not b's to release"
+    );
+    assert_eq!(
+        a.extend(
+            1,
+            &ia(b"b", 1),
+            g.addr,
+            128,
+            true,
+            &Rules::STANDALONE,
+            &mut w
+        ),
+        Extended::NotOwned
+    );
+    assert!(matches!(
+        a.extend(
+            1,
+            &ia(b"a", 1),
+            g.addr,
+            128,
+            false,
+            &Rules::STANDALONE,
+            &mut w
+        ),
+        Extended::Extended(_)
+    ));
+    assert_eq!(
+        a.extend(
+            1,
+            &ia(b"a", 1),
+            "2001:db9::1".parse().unwrap(),
+            128,
+            true,
+            &Rules::STANDALONE,
+            &mut w
+        ),
+        Extended::NotInPool
+    );
+    assert!(a.end(2, &ia(b"a", 1), g.addr, Some(30), &mut w));
+    assert_eq!(
+        a.lookup(ResourceKind::Address, g.addr).unwrap().state,
+        LeaseState::Declined
+    );
+    assert_eq!(
+        a.extend(
+            3,
+            &ia(b"a", 1),
+            g.addr,
+            128,
+            true,
+            &Rules::STANDALONE,
+            &mut w
+        ),
+        Extended::NotOwned
+    );
+    // The declined address is not handed out again while held.
+    let g2 = a
+        .acquire(
+            3,
+            &ia(b"a", 1),
+            &[g.addr],
+            AcquireMode::Grant,
+            &Rules::STANDALONE,
+            &mut w,
+        )
+        .unwrap();
+    assert_ne!(g2.addr, g.addr);
+    assert!(a.end(4, &ia(b"a", 1), g2.addr, None, &mut w));
+    // Renewing a free address not held by anyone recreates the binding (server lost it).
+    assert!(matches!(
+        a.extend(
+            5,
+            &ia(b"z", 9),
+            "2001:db8::1f0".parse().unwrap(),
+            128,
+            true,
+            &Rules::STANDALONE,
+            &mut w
+        ),
+        Extended::Extended(_)
+    ));
+}
+
+#[test]
+fn prefix_pool_of_millions_allocates_without_scanning() {
+    let t = "[server]\nlisten=[\"[::1]:5547\"]\n[[subnet]]\nid=1\nprefix=\"2001:db8::/64\"\npd_pools=[{prefix=\"2001:db8:8000::/33\", delegated_len=56}]\n";
+    let c = config::parse("t", t).unwrap();
+    let a = Allocator::new(&c.subnets);
+    assert_eq!(a.subpool_ranges(0, 0).len(), 64);
+    let mut w = Vec::new();
+    let c1 = ClientIa {
+        subnet: 0,
+        kind: ResourceKind::Prefix,
+        duid: b"x",
+        iaid: 1,
+    };
+    let g = a
+        .acquire(0, &c1, &[], AcquireMode::Grant, &Rules::STANDALONE, &mut w)
+        .unwrap();
+    assert_eq!(g.prefix_len, 56);
+    let p = &c.subnets[0].pools[0];
+    let idx = p.index_of(g.addr).unwrap();
+    let home = spread(client_key(1, ResourceKind::Prefix, b"x", 1)) % 64;
+    assert_eq!(
+        idx / (p.count / 64),
+        home as u128,
+        "allocated in the client's home sub-pool"
+    );
+}
+
+#[test]
+fn sequential_duids_spread_over_subpools() {
+    // perfdhcp-style DUIDs that differ only in their last bytes.
+    let mut used = std::collections::HashSet::new();
+    for i in 0..1000u32 {
+        let mut d = vec![0, 1, 0, 1, 0x32, 0x99, 0xd9, 0x01, 0, 0x0c, 1, 2];
+        d.extend_from_slice(&(i as u16).to_be_bytes());
+        used.insert(spread(client_key(1, ResourceKind::Address, &d, 1)) % 64);
+    }
+    assert!(used.len() >= 60, "only {} of 64 sub-pools used", used.len());
+}
+
+#[test]
+fn restore_rebuilds_cursor_index_and_free_list() {
+    let a = alloc("pools=[{range=\"2001:db8::100-2001:db8::1ff\"}]");
+    let mut w = Vec::new();
+    for i in 0..10u32 {
+        a.acquire(
+            0,
+            &ia(&i.to_be_bytes(), 1),
+            &[],
+            AcquireMode::Grant,
+            &Rules::STANDALONE,
+            &mut w,
+        )
+        .unwrap();
+    }
+    let g0 = a.current(&ia(&0u32.to_be_bytes(), 1)).unwrap();
+    a.end(1, &ia(&0u32.to_be_bytes(), 1), g0.addr, None, &mut w);
+    let b = alloc("pools=[{range=\"2001:db8::100-2001:db8::1ff\"}]");
+    let mut last = std::collections::HashMap::new();
+    for l in w.drain(..) {
+        last.insert(l.key(), l);
+    }
+    for l in last.into_values() {
+        b.restore(l).unwrap();
+    }
+    b.finish_restore();
+    for i in 1..10u32 {
+        let d = i.to_be_bytes();
+        assert_eq!(b.current(&ia(&d, 1)), a.current(&ia(&d, 1)));
+    }
+    // New clients never get an active restored lease.
+    let mut held: std::collections::HashSet<_> = (1..10u32)
+        .map(|i| a.current(&ia(&i.to_be_bytes(), 1)).unwrap().addr)
+        .collect();
+    for i in 100..1000u32 {
+        match b.acquire(
+            2,
+            &ia(&i.to_be_bytes(), 1),
+            &[],
+            AcquireMode::Grant,
+            &Rules::STANDALONE,
+            &mut w,
+        ) {
+            Some(g) => assert!(held.insert(g.addr), "{} given twice after restore", g.addr),
+            None => break,
+        }
+    }
+    assert_eq!(held.len(), 256);
+}
+
+fn rules(own: usize, partner_from: Option<u64>, mclt: Option<u64>) -> Rules {
+    let mut owned = [false, false];
+    owned[own] = true;
+    Rules {
+        owned,
+        partner_from,
+        mclt_secs: mclt,
+    }
+}
+
+#[test]
+fn independent_allocation_splits_addresses_by_bit_127() {
+    let a = alloc("pools=[{range=\"2001:db8::100-2001:db8::1ff\"}]");
+    let mut w = Vec::new();
+    let primary = rules(PRIMARY_BIT, None, None);
+    let secondary = rules(1 - PRIMARY_BIT, None, None);
+    for i in 0..128u32 {
+        let g = a
+            .acquire(
+                0,
+                &ia(&i.to_be_bytes(), 1),
+                &[],
+                AcquireMode::Grant,
+                &primary,
+                &mut w,
+            )
+            .unwrap();
+        assert_eq!(u128::from(g.addr) & 1, 1, "primary handed out {}", g.addr);
+    }
+    assert_eq!(
+        a.acquire(
+            0,
+            &ia(b"p-late", 1),
+            &[],
+            AcquireMode::Grant,
+            &primary,
+            &mut w
+        ),
+        None,
+        "primary's half is used up"
+    );
+    // A hint in the primary's half is not honoured for the secondary.
+    let g = a
+        .acquire(
+            0,
+            &ia(b"s", 1),
+            &["2001:db8::101".parse().unwrap()],
+            AcquireMode::Grant,
+            &secondary,
+            &mut w,
+        )
+        .unwrap();
+    assert_eq!(u128::from(g.addr) & 1, 0);
+}
+
+#[test]
+fn partner_half_opens_only_at_its_time_for_prefixes_never_for_addresses() {
+    let t = "[server]\nlisten=[\"[::1]:5547\"]\n[[subnet]]\nid=1\nprefix=\"2001:db8::/64\"\n\
+             pools=[{range=\"2001:db8::100-2001:db8::103\"}]\n\
+             pd_pools=[{prefix=\"2001:db8:8000::/54\", delegated_len=56}]\n";
+    let c = config::parse("t", t).unwrap();
+    let a = Allocator::new(&c.subnets);
+    let mut w = Vec::new();
+    let r = rules(PRIMARY_BIT, Some(1000), None);
+    let pd = |d: &'static [u8]| ClientIa {
+        subnet: 0,
+        kind: ResourceKind::Prefix,
+        duid: d,
+        iaid: 1,
+    };
+    // Prefixes: our half (2 of 4) first, then nothing until the partner's half opens.
+    let p1 = a
+        .acquire(10, &pd(b"p1"), &[], AcquireMode::Grant, &r, &mut w)
+        .unwrap();
+    let p2 = a
+        .acquire(10, &pd(b"p2"), &[], AcquireMode::Grant, &r, &mut w)
+        .unwrap();
+    let own =
+        |g: &Granted| c.subnets[0].pools[1].index_of(g.addr).unwrap() & 1 == PRIMARY_BIT as u128;
+    assert!(own(&p1) && own(&p2));
+    assert_eq!(
+        a.acquire(999, &pd(b"p3"), &[], AcquireMode::Grant, &r, &mut w),
+        None
+    );
+    let p3 = a
+        .acquire(1000, &pd(b"p3"), &[], AcquireMode::Grant, &r, &mut w)
+        .unwrap();
+    assert!(!own(&p3), "partner's prefixes after PARTNER-DOWN + MCLT");
+    // Addresses: never the partner's half for a new client (RFC 8156 SHOULD NOT).
+    for i in 0..2u32 {
+        let g = a
+            .acquire(
+                10,
+                &ia(&i.to_be_bytes(), 1),
+                &[],
+                AcquireMode::Grant,
+                &r,
+                &mut w,
+            )
+            .unwrap();
+        assert_eq!(u128::from(g.addr) & 1, 1);
+    }
+    assert_eq!(
+        a.acquire(5000, &ia(b"x", 1), &[], AcquireMode::Grant, &r, &mut w),
+        None
+    );
+    assert_eq!(
+        a.acquire(
+            5000,
+            &ia(b"x", 1),
+            &["2001:db8::102".parse().unwrap()],
+            AcquireMode::Grant,
+            &r,
+            &mut w
+        ),
+        None,
+        "not through a hint either"
+    );
+    // Creating a binding on the partner's half through Renew follows the rules too.
+    let strict = rules(PRIMARY_BIT, None, None);
+    assert_eq!(
+        a.extend(
+            5,
+            &ia(b"y", 1),
+            "2001:db8::102".parse().unwrap(),
+            128,
+            true,
+            &strict,
+            &mut w
+        ),
+        Extended::NotOwned
+    );
+}
+
+#[test]
+fn mclt_caps_lifetimes_until_the_partner_acknowledges() {
+    // valid 7200 by default; MCLT 600.
+    let a = alloc("pools=[{range=\"2001:db8::100-2001:db8::1ff\"}]");
+    let mut w = Vec::new();
+    let r = rules(PRIMARY_BIT, None, Some(600));
+    let c = ia(b"m", 1);
+    let g = a
+        .acquire(1000, &c, &[], AcquireMode::Grant, &r, &mut w)
+        .unwrap();
+    assert_eq!(g.valid_secs, 600, "nothing acknowledged: at most MCLT");
+    assert!(g.preferred_secs <= g.valid_secs);
+    let lease = w.last().unwrap().clone();
+    assert_eq!(lease.expires_at, 1600);
+    // The partner acknowledges a partner lifetime of 1000 + 600 + 7200.
+    let acked = a.record_ack(&lease, 8800).unwrap();
+    assert_eq!(acked.partner_ack_until, 8800);
+    assert!(
+        a.record_ack(&lease, 100).is_none(),
+        "an older acknowledgement changes nothing"
+    );
+    let g2 = a
+        .acquire(1300, &c, &[], AcquireMode::Grant, &r, &mut w)
+        .unwrap();
+    assert_eq!(
+        g2.valid_secs, 7200,
+        "acknowledged: full lifetime fits under ack + MCLT"
+    );
+    // Without failover (standalone) no cap at all.
+    let g3 = a
+        .acquire(
+            1300,
+            &ia(b"n", 1),
+            &[],
+            AcquireMode::Grant,
+            &Rules::STANDALONE,
+            &mut w,
+        )
+        .unwrap();
+    assert_eq!(g3.valid_secs, 7200);
+}
+
+/// A small pool with one lease granted at time 100 to client `ours`, IAID 1.
+fn one_grant() -> (Allocator, Lease) {
+    let a = alloc("pools=[{range=\"2001:db8::100-2001:db8::1ff\"}]");
+    let mut w = Vec::new();
+    a.acquire(
+        100,
+        &ia(b"ours", 1),
+        &[],
+        AcquireMode::Grant,
+        &Rules::STANDALONE,
+        &mut w,
+    )
+    .unwrap();
+    let l = w.last().unwrap().clone();
+    (a, l)
+}
+
+#[test]
+fn same_client_release_right_after_renewal_is_taken_an_older_one_refused() {
+    let (a, active) = one_grant();
+    let mut released = active.clone();
+    released.state = LeaseState::Released;
+    released.cltt = active.cltt - 1;
+    assert!(
+        a.apply_partner_update(&released, true, 101).is_err(),
+        "a release older than our last transaction is refused"
+    );
+    released.cltt = active.cltt + 1;
+    let taken = a.apply_partner_update(&released, true, 101).unwrap();
+    assert_eq!(
+        taken.state,
+        LeaseState::Released,
+        "a release 1 s after the renewal (well within clock skew) is taken"
+    );
+}
+
+#[test]
+fn a_stale_active_update_for_a_client_that_released_is_refused() {
+    let (a, old_active) = one_grant();
+    let mut released = old_active.clone();
+    released.state = LeaseState::Released;
+    released.cltt = old_active.cltt + 50;
+    a.apply_partner_update(&released, true, 160).unwrap();
+    assert!(
+        a.apply_partner_update(&old_active, true, 161).is_err(),
+        "the client released it after that grant: the active update is stale"
+    );
+    let mut other = old_active.clone();
+    other.duid = b"theirs".to_vec().into();
+    assert!(
+        a.apply_partner_update(&other, true, 161).is_ok(),
+        "another client's claim is taken: refusing it could hand the address out twice"
+    );
+}
+
+#[test]
+fn partner_updates_are_taken_unless_we_saw_another_client_later() {
+    let (a, g) = one_grant();
+    let mut w = Vec::new();
+    let mut theirs = g.clone();
+    theirs.duid = b"theirs".to_vec().into();
+    theirs.cltt = 50;
+    assert!(
+        a.apply_partner_update(&theirs, false, 100).is_err(),
+        "our client is newer: refused"
+    );
+    theirs.cltt = 200;
+    let taken = a.apply_partner_update(&theirs, false, 100).unwrap();
+    assert_eq!(&*taken.duid, b"theirs");
+    assert_eq!(
+        a.lookup(ResourceKind::Address, g.addr).unwrap().duid,
+        taken.duid
+    );
+    // The partner's client now owns it here too: our old client does not get it back.
+    let again = a
+        .acquire(
+            300,
+            &ia(b"ours", 1),
+            &[],
+            AcquireMode::Grant,
+            &Rules::STANDALONE,
+            &mut w,
+        )
+        .unwrap();
+    assert_ne!(again.addr, g.addr);
+    // A resource the partner used is no longer handed out as never-used.
+    let mut fresh = taken.clone();
+    fresh.addr = "2001:db8::1fe".parse().unwrap();
+    fresh.duid = b"z".to_vec().into();
+    a.apply_partner_update(&fresh, false, 100).unwrap();
+    let mut seen = std::collections::HashSet::new();
+    for i in 0..300u32 {
+        if let Some(g) = a.acquire(
+            400,
+            &ia(&i.to_be_bytes(), 9),
+            &[],
+            AcquireMode::Grant,
+            &Rules::STANDALONE,
+            &mut w,
+        ) {
+            assert_ne!(g.addr, fresh.addr);
+            assert!(seen.insert(g.addr));
+        }
+    }
+}

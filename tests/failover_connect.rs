@@ -7,9 +7,9 @@ use proptest::prelude::*;
 use tandem_core::config::Role;
 use tandem_core::config::{self, Config, EMBEDDED_DEFAULT};
 use tandem_core::failover::connect::{
-    ConnectAccepted, ConnectRefused, DEFAULT_SKEW_MAX_SECS, LinkParams, build_connect,
-    build_connectreply, check_connect, check_connect_message, check_connectreply,
-    check_connectreply_message, pools_digest, pools_summary, read_tandem_pools, write_tandem_pools,
+    ConnectAccepted, ConnectRefused, LinkParams, build_connect, build_connectreply, check_connect,
+    check_connect_message, check_connectreply, check_connectreply_message, pools_digest,
+    pools_summary, read_tandem_pools, write_tandem_pools,
 };
 use tandem_core::failover::wire::{
     ConnectFlags, ConnectOptions, FailoverMessage, FailoverStatusCode, FailoverType,
@@ -260,7 +260,7 @@ fn protocol_version_major_2_is_not_supported() {
 
 #[test]
 fn clock_skew_past_the_bound_is_refused_within_it_accepted() {
-    assert_eq!(DEFAULT_SKEW_MAX_SECS, 5);
+    assert_eq!(tandem_core::config::defaults::SKEW_MAX_SECS, 5);
     let c = default_cfg();
     let (pri, sec) = pair(&c);
     // The secondary's clock 6 s after / before the primary's sent-time: refused.

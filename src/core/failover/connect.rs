@@ -49,7 +49,7 @@
 use std::collections::HashSet;
 use std::fmt;
 
-use crate::config::{Config, PoolConfig, ResourceKind, SubnetConfig};
+use crate::config::{Config, PoolConfig, ResourceKind, SubnetConfig, defaults};
 use crate::wire::{OPTION_HEADER_LEN, OptionIter, opt};
 
 use super::wire::{
@@ -58,14 +58,6 @@ use super::wire::{
     ProtocolVersion, to_failover_time,
 };
 use crate::config::Role;
-
-/// Largest clock difference between the partners accepted in a CONNECT / CONNECTREPLY, in
-/// seconds (RFC 8156 §6.1.2, digest §6.5: "about 5 s").
-pub const DEFAULT_SKEW_MAX_SECS: u64 = 5;
-
-/// Default keepalive time advertised in CONNECT / CONNECTREPLY, in seconds (digest §6.6,
-/// FO_KEEPALIVE_TIME).
-pub const DEFAULT_KEEPALIVE_SECS: u64 = 60;
 
 /// The enterprise number Tandem's vendor option is filed under: 32473, reserved for
 /// documentation by RFC 5612. Tandem has no Private Enterprise Number of its own; the
@@ -84,10 +76,6 @@ pub const TANDEM_SUBOPT_POOLS_SUMMARY: u16 = 2;
 /// Most bytes of pools summary sent. When the lines do not fit, as many whole lines as fit are
 /// sent, followed by one line saying how many were left out.
 pub const POOLS_SUMMARY_MAX_BYTES: usize = 4096;
-
-/// Longest relationship name [`build_connect`] sends (bytes of UTF-8), so that a CONNECT
-/// always fits in one frame.
-pub const MAX_RELATIONSHIP_NAME_LEN: usize = 1024;
 
 /// Most differing summary lines named per side in a refusal reason.
 pub const MISMATCH_LINES_MAX: usize = 10;
@@ -121,7 +109,7 @@ pub struct LinkParams {
     pub keepalive_secs: u64,
     /// How many unacknowledged BNDUPDs we can take without our TCP connection blocking.
     pub max_unacked: u32,
-    /// Largest accepted clock difference, seconds ([`DEFAULT_SKEW_MAX_SECS`]).
+    /// Largest accepted clock difference, seconds ([`defaults::SKEW_MAX_SECS`]).
     pub skew_max_secs: u64,
     /// Digest of the pool configuration ([`pools_digest`]).
     pub pools_digest: [u8; 32],
@@ -143,7 +131,7 @@ impl LinkParams {
             mclt_secs,
             keepalive_secs,
             max_unacked,
-            skew_max_secs: DEFAULT_SKEW_MAX_SECS,
+            skew_max_secs: defaults::SKEW_MAX_SECS,
             pools_digest: pools_digest(config),
         }
     }
@@ -524,7 +512,7 @@ fn link_options(p: &LinkParams, mclt: u64, with_name: bool) -> ConnectOptions<'_
 /// sent-time is `now_unix`.
 ///
 /// Errors with [`FailoverWireError::TooLong`], leaving `out` unchanged, if the relationship name
-/// is longer than [`MAX_RELATIONSHIP_NAME_LEN`] (or the message would not fit in a frame).
+/// is longer than [`defaults::RELATIONSHIP_NAME_LEN_MAX`] (or the message would not fit in a frame).
 pub fn build_connect(
     p: &LinkParams,
     summary: &[String],
@@ -532,7 +520,7 @@ pub fn build_connect(
     now_unix: u64,
     out: &mut Vec<u8>,
 ) -> Result<(), FailoverWireError> {
-    if p.relationship.len() > MAX_RELATIONSHIP_NAME_LEN {
+    if p.relationship.len() > defaults::RELATIONSHIP_NAME_LEN_MAX {
         return Err(FailoverWireError::TooLong);
     }
     let mut buf = Vec::with_capacity(256);
@@ -1034,7 +1022,7 @@ mod tests {
     fn overlong_relationship_name_is_an_error_not_a_panic() {
         let c = cfg();
         let mut p = params(Role::Primary, &c);
-        p.relationship = "x".repeat(MAX_RELATIONSHIP_NAME_LEN + 1);
+        p.relationship = "x".repeat(defaults::RELATIONSHIP_NAME_LEN_MAX + 1);
         let mut out = vec![9];
         assert_eq!(
             build_connect(&p, &[], 1, NOW, &mut out),

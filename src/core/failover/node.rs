@@ -7,7 +7,7 @@
 //! is stored before the BNDREPLY that acknowledges it; endpoint state is persisted before the
 //! STATE message that announces it.
 
-use super::peer::{MAX_UNACKED_DEFAULT, Peer, PeerMsg};
+use super::peer::{Peer, PeerMsg, SEND_WINDOW_BEFORE_CONNECT};
 use super::state::{Action, Endpoint, EndpointConfig, Event, Persisted, ServerState};
 use crate::config::Config;
 use crate::config::Role;
@@ -107,7 +107,7 @@ impl Node {
             .map(|s| s.lifetimes.valid_secs as u64)
             .max()
             .unwrap_or(0);
-        let mut peer = Peer::new(MAX_UNACKED_DEFAULT, desired_valid);
+        let mut peer = Peer::new(SEND_WINDOW_BEFORE_CONNECT, desired_valid);
         // The backlog of unacknowledged changes lived in memory and is gone: rebuild it from
         // what the leases say was acknowledged (RFC 8156 §7.1: every change not acknowledged
         // must reach the partner). A free lease without an acknowledgement is PENDING-FREE;

@@ -12,8 +12,9 @@ use super::state::ServerState;
 use crate::lease::{KEY_LEN, Lease, LeaseState};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
-/// Default window of unacknowledged BNDUPDs.
-pub const MAX_UNACKED_DEFAULT: usize = 128;
+/// Window of unacknowledged BNDUPDs until the partner's CONNECT / CONNECTREPLY announces its
+/// own max-unacked ([`Peer::set_max_unacked`]); nothing is sent before that anyway.
+pub const SEND_WINDOW_BEFORE_CONNECT: usize = 128;
 
 /// A failover message in typed form (the wire codec maps these to RFC 8156 bytes).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -35,7 +35,7 @@ use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use tandem_core::config::Role;
-use tandem_core::config::{Config, FailoverConfig, ResourceKind};
+use tandem_core::config::{Config, FailoverConfig, ResourceKind, defaults};
 use tandem_core::engine::Policy;
 use tandem_core::failover::codec::{self, CodecError};
 use tandem_core::failover::connect::{self, ConnectAccepted, LinkParams};
@@ -61,7 +61,7 @@ pub const READ_PER_TURN_MAX_BYTES: usize = 4 << 20;
 /// How long TCP connect, TLS and CONNECT may take before the attempt is dropped.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// First reconnection delay; it doubles up to `failover.reconnect_max_ms`.
-pub const RECONNECT_MIN: Duration = Duration::from_millis(100);
+pub const RECONNECT_MIN: Duration = Duration::from_millis(defaults::RECONNECT_MIN_MS);
 /// Connections (partner or control) accepted per loop turn; the rest wait for the next turn.
 pub const ACCEPTS_PER_TURN_MAX: usize = 16;
 /// How often a missing partner link is logged at warn level.

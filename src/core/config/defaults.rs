@@ -1,0 +1,48 @@
+//! One home for the configuration's defaults and limits: what a field is when the file does
+//! not set it, and the bounds validation holds it to. `docs/operations.md` lists the same.
+
+/// The standard DHCPv6 server port (RFC 8415 §7.2), for `server.port`.
+pub const DHCP6_SERVER_PORT: u16 = 547;
+/// The unprivileged port the embedded default listens on.
+pub const LOOPBACK_PORT: u16 = 5547;
+/// `server.data_dir`.
+pub const DATA_DIR: &str = "./tandem-data";
+/// `server.log_level`.
+pub const LOG_LEVEL: &str = "info";
+/// `server.offer_hold_secs`: how long a Solicit's offer is held.
+pub const OFFER_HOLD_SECS: u32 = 60;
+/// `server.decline_hold_secs`: how long a declined address is kept out of use.
+pub const DECLINE_HOLD_SECS: u32 = 86_400;
+/// `server.reclaim_interval_ms`.
+pub const RECLAIM_INTERVAL_MS: u64 = 1000;
+/// Shortest `server.reclaim_interval_ms` taken; smaller values are raised to it.
+pub const RECLAIM_INTERVAL_MS_MIN: u64 = 10;
+/// `server.map_size_mib`: the most the LMDB database may grow to.
+pub const MAP_SIZE_MIB: usize = 4096;
+/// Smallest `server.map_size_mib` accepted.
+pub const MAP_SIZE_MIB_MIN: usize = 16;
+
+/// `lease.preferred_lifetime_secs`.
+pub const PREFERRED_LIFETIME_SECS: u32 = 3600;
+/// `lease.valid_lifetime_secs`.
+pub const VALID_LIFETIME_SECS: u32 = 7200;
+
+/// `failover.mclt_secs`: maximum client lead time.
+pub const MCLT_SECS: u64 = 3600;
+/// `failover.keepalive_secs`: the link is dropped after this long without a message.
+pub const KEEPALIVE_SECS: u64 = 5;
+/// Largest `failover.keepalive_secs` accepted.
+pub const KEEPALIVE_SECS_MAX: u64 = 3600;
+/// `failover.max_unacked`: binding updates we take unacknowledged (announced in CONNECT).
+pub const MAX_UNACKED: u32 = 4096;
+/// `failover.startup_secs`: how long STARTUP waits for the partner.
+pub const STARTUP_SECS: u64 = 5;
+/// `failover.skew_max_secs`: largest clock difference accepted in CONNECT (RFC 8156 §6.1.2).
+pub const SKEW_MAX_SECS: u64 = 5;
+/// `failover.reconnect_max_ms`: longest wait between reconnection attempts.
+pub const RECONNECT_MAX_MS: u64 = 2000;
+/// First reconnection delay (it doubles up to `failover.reconnect_max_ms`), and the smallest
+/// `reconnect_max_ms` taken.
+pub const RECONNECT_MIN_MS: u64 = 100;
+/// Longest `failover.relationship` name, bytes of UTF-8, so a CONNECT always fits one frame.
+pub const RELATIONSHIP_NAME_LEN_MAX: usize = 1024;

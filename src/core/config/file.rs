@@ -1,0 +1,96 @@
+//! The configuration file's format: serde structs mirroring the TOML, with spans for errors.
+
+use serde::Deserialize;
+use std::path::PathBuf;
+use toml::Spanned;
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileConfig {
+    #[serde(default)]
+    pub(super) server: FileServer,
+    #[serde(default)]
+    pub(super) lease: FileLease,
+    #[serde(default)]
+    pub(super) subnet: Vec<Spanned<FileSubnet>>,
+    pub(super) failover: Option<Spanned<FileFailover>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileFailover {
+    pub(super) role: Spanned<String>,
+    pub(super) relationship: Option<String>,
+    pub(super) partner: Option<Spanned<String>>,
+    pub(super) listen: Option<Spanned<String>>,
+    pub(super) partner_name: Spanned<String>,
+    pub(super) ca: PathBuf,
+    pub(super) cert: PathBuf,
+    pub(super) key: PathBuf,
+    pub(super) mclt_secs: Option<u64>,
+    pub(super) keepalive_secs: Option<u64>,
+    pub(super) auto_partner_down_secs: Option<u64>,
+    pub(super) startup_secs: Option<u64>,
+    pub(super) max_unacked: Option<u32>,
+    pub(super) skew_max_secs: Option<u64>,
+    pub(super) reconnect_max_ms: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileServer {
+    pub(super) data_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub(super) listen: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub(super) interfaces: Vec<String>,
+    pub(super) port: Option<u16>,
+    pub(super) workers: Option<usize>,
+    pub(super) log_level: Option<String>,
+    pub(super) rapid_commit: Option<bool>,
+    pub(super) preference: Option<u8>,
+    pub(super) unicast_address: Option<Spanned<String>>,
+    pub(super) sync: Option<bool>,
+    pub(super) offer_hold_secs: Option<u32>,
+    pub(super) decline_hold_secs: Option<u32>,
+    pub(super) reclaim_interval_ms: Option<u64>,
+    pub(super) map_size_mib: Option<usize>,
+    pub(super) control_socket: Option<PathBuf>,
+}
+
+#[derive(Deserialize, Default, Clone, Copy)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileLease {
+    pub(super) preferred_lifetime_secs: Option<u32>,
+    pub(super) valid_lifetime_secs: Option<u32>,
+    pub(super) t1_secs: Option<u32>,
+    pub(super) t2_secs: Option<u32>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileSubnet {
+    pub(super) id: Spanned<u32>,
+    pub(super) prefix: Spanned<String>,
+    pub(super) interface: Option<String>,
+    #[serde(default)]
+    pub(super) lease: Option<FileLease>,
+    #[serde(default)]
+    pub(super) pools: Vec<Spanned<FileAddrPool>>,
+    #[serde(default)]
+    pub(super) pd_pools: Vec<Spanned<FilePdPool>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileAddrPool {
+    pub(super) range: Option<Spanned<String>>,
+    pub(super) prefix: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FilePdPool {
+    pub(super) prefix: Spanned<String>,
+    pub(super) delegated_len: Spanned<u8>,
+}

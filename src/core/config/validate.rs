@@ -1,0 +1,488 @@
+//! Validation: the file's serde structs ([`super::file`]) into the runtime model, one function
+//! per section. Every error names the file, the line where known, and the field.
+
+use super::defaults;
+use super::file::*;
+use super::*;
+use toml::Spanned;
+
+/// (first, last, field, line) of a pool, for the overlap check.
+type PoolSpan = (u128, u128, String, usize);
+
+/// Parses and validates config text; `file` names it in errors. The syntax of
+/// `server.log_level` belongs to the logging backend, so the server checks that one.
+pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
+    let ctx = Ctx { file, text };
+    let raw: FileConfig = toml::from_str(text).map_err(|e| ConfigError {
+        file: file.to_string(),
+        line: e.span().map(|s| ctx.line(s.start)),
+        field: String::new(),
+        message: e.message().trim().to_string(),
+    })?;
+    validate(&ctx, raw)
+}
+
+struct Ctx<'a> {
+    file: &'a str,
+    text: &'a str,
+}
+
+impl Ctx<'_> {
+    fn line(&self, offset: usize) -> usize {
+        let end = offset.min(self.text.len());
+        self.text.as_bytes()[..end]
+            .iter()
+            .filter(|b| **b == b'\n')
+            .count()
+            + 1
+    }
+    fn err(
+        &self,
+        span: Option<std::ops::Range<usize>>,
+        field: &str,
+        msg: impl Into<String>,
+    ) -> ConfigError {
+        ConfigError {
+            file: self.file.to_string(),
+            line: span.map(|s| self.line(s.start)),
+            field: field.to_string(),
+            message: msg.into(),
+        }
+    }
+}
+
+fn lifetimes(
+    ctx: &Ctx,
+    base: FileLease,
+    over: Option<FileLease>,
+    field: &str,
+) -> Result<Lifetimes, ConfigError> {
+    let o = over.unwrap_or_default();
+    let preferred = o
+        .preferred_lifetime_secs
+        .or(base.preferred_lifetime_secs)
+        .unwrap_or(defaults::PREFERRED_LIFETIME_SECS);
+    let valid = o
+        .valid_lifetime_secs
+        .or(base.valid_lifetime_secs)
+        .unwrap_or(defaults::VALID_LIFETIME_SECS);
+    let t1 = o.t1_secs.or(base.t1_secs).unwrap_or(preferred / 2);
+    let t2 = o
+        .t2_secs
+        .or(base.t2_secs)
+        .unwrap_or((preferred as u64 * 4 / 5) as u32);
+    if valid == 0 {
+        return Err(ctx.err(None, field, "valid_lifetime_secs must be greater than 0"));
+    }
+    if preferred > valid {
+        return Err(ctx.err(
+            None,
+            field,
+            format!(
+                "preferred_lifetime_secs ({preferred}) is longer than valid_lifetime_secs ({valid})"
+            ),
+        ));
+    }
+    if t1 > t2 {
+        return Err(ctx.err(
+            None,
+            field,
+            format!("t1_secs ({t1}) is later than t2_secs ({t2})"),
+        ));
+    }
+    if t2 > preferred {
+        return Err(ctx.err(
+            None,
+            field,
+            format!("t2_secs ({t2}) is later than preferred_lifetime_secs ({preferred})"),
+        ));
+    }
+    Ok(Lifetimes {
+        preferred_secs: preferred,
+        valid_secs: valid,
+        t1_secs: t1,
+        t2_secs: t2,
+    })
+}
+
+fn subpools_for(count: u128) -> u32 {
+    count.min(SUBPOOLS_PER_POOL_MAX as u128) as u32
+}
+
+fn validate(ctx: &Ctx, raw: FileConfig) -> Result<Config, ConfigError> {
+    let server = server(ctx, raw.server)?;
+    if raw.subnet.is_empty() {
+        return Err(ctx.err(
+            None,
+            "subnet",
+            "no [[subnet]] configured: there is nothing to hand out",
+        ));
+    }
+    let mut subnets: Vec<SubnetConfig> = Vec::new();
+    // (first, last, field, line) of every pool, to find overlaps.
+    let mut spans: Vec<PoolSpan> = Vec::new();
+    for (si, sub) in raw.subnet.iter().enumerate() {
+        let s = subnet(ctx, si, sub, raw.lease, &subnets, &mut spans)?;
+        subnets.push(s);
+    }
+    check_pool_overlaps(ctx, &spans)?;
+    let failover = match raw.failover {
+        None => None,
+        Some(f) => Some(failover(ctx, f)?),
+    };
+    Ok(Config {
+        server,
+        subnets,
+        failover,
+    })
+}
+
+/// `[server]`.
+fn server(ctx: &Ctx, s: FileServer) -> Result<ServerConfig, ConfigError> {
+    let mut listen = Vec::new();
+    for (i, l) in s.listen.iter().enumerate() {
+        let a: SocketAddrV6 = l.get_ref().parse().map_err(|_| {
+            ctx.err(
+                Some(l.span()),
+                &format!("server.listen[{i}]"),
+                format!(
+                    "`{}` is not an IPv6 socket address like [::1]:5547",
+                    l.get_ref()
+                ),
+            )
+        })?;
+        listen.push(a);
+    }
+    if listen.is_empty() && s.interfaces.is_empty() {
+        return Err(ctx.err(
+            None,
+            "server",
+            "nothing to listen on: set server.listen (unicast addresses) or server.interfaces",
+        ));
+    }
+    let unicast_address = match &s.unicast_address {
+        None => None,
+        Some(u) => Some(u.get_ref().parse::<Ipv6Addr>().map_err(|_| {
+            ctx.err(
+                Some(u.span()),
+                "server.unicast_address",
+                format!("`{}` is not an IPv6 address", u.get_ref()),
+            )
+        })?),
+    };
+    let log_level = s.log_level.unwrap_or_else(|| defaults::LOG_LEVEL.into());
+    let server = ServerConfig {
+        data_dir: s
+            .data_dir
+            .unwrap_or_else(|| PathBuf::from(defaults::DATA_DIR)),
+        listen,
+        interfaces: s.interfaces,
+        port: s.port.unwrap_or(defaults::DHCP6_SERVER_PORT),
+        workers: s.workers.unwrap_or(0),
+        log_level,
+        rapid_commit: s.rapid_commit.unwrap_or(false),
+        preference: s.preference,
+        unicast_address,
+        sync: s.sync.unwrap_or(true),
+        offer_hold_secs: s.offer_hold_secs.unwrap_or(defaults::OFFER_HOLD_SECS),
+        decline_hold_secs: s.decline_hold_secs.unwrap_or(defaults::DECLINE_HOLD_SECS),
+        reclaim_interval_ms: s
+            .reclaim_interval_ms
+            .unwrap_or(defaults::RECLAIM_INTERVAL_MS)
+            .max(defaults::RECLAIM_INTERVAL_MS_MIN),
+        map_size_mib: s.map_size_mib.unwrap_or(defaults::MAP_SIZE_MIB),
+        control_socket: s.control_socket,
+    };
+    if server.map_size_mib < defaults::MAP_SIZE_MIB_MIN {
+        return Err(ctx.err(
+            None,
+            "server.map_size_mib",
+            format!("must be at least {}", defaults::MAP_SIZE_MIB_MIN),
+        ));
+    }
+    Ok(server)
+}
+
+/// One `[[subnet]]` (index `si`): its prefix, lifetimes and pools. `before` are the subnets
+/// validated so far; every pool's span is added to `spans` for the overlap check.
+fn subnet(
+    ctx: &Ctx,
+    si: usize,
+    sub: &Spanned<FileSubnet>,
+    base: FileLease,
+    before: &[SubnetConfig],
+    spans: &mut Vec<PoolSpan>,
+) -> Result<SubnetConfig, ConfigError> {
+    let sub = sub.get_ref();
+    let sf = format!("subnet[{si}]");
+    let id = *sub.id.get_ref();
+    if let Some(prev) = before.iter().position(|p| p.id == id) {
+        return Err(ctx.err(
+            Some(sub.id.span()),
+            &format!("{sf}.id"),
+            format!("id {id} is already used by subnet[{prev}]"),
+        ));
+    }
+    let prefix: Prefix = sub
+        .prefix
+        .get_ref()
+        .parse()
+        .map_err(|e| ctx.err(Some(sub.prefix.span()), &format!("{sf}.prefix"), e))?;
+    for other in before {
+        if other.prefix.first() <= prefix.last() && prefix.first() <= other.prefix.last() {
+            return Err(ctx.err(
+                Some(sub.prefix.span()),
+                &format!("{sf}.prefix"),
+                format!("{prefix} overlaps subnet {} ({})", other.id, other.prefix),
+            ));
+        }
+    }
+    let lt = lifetimes(ctx, base, sub.lease, &format!("{sf}.lease"))?;
+    let mut pools = Vec::new();
+    for (pi, p) in sub.pools.iter().enumerate() {
+        let pf = format!("{sf}.pools[{pi}]");
+        let (first, last, span) = match (&p.get_ref().range, &p.get_ref().prefix) {
+            (Some(r), None) => {
+                let (a, b) = r.get_ref().split_once('-').ok_or_else(|| {
+                    ctx.err(
+                        Some(r.span()),
+                        &format!("{pf}.range"),
+                        "expected `first-last`, e.g. 2001:db8::100-2001:db8::1ff",
+                    )
+                })?;
+                let pa = |t: &str| -> Result<u128, ConfigError> {
+                    t.trim().parse::<Ipv6Addr>().map(u128::from).map_err(|_| {
+                        ctx.err(
+                            Some(r.span()),
+                            &format!("{pf}.range"),
+                            format!("`{}` is not an IPv6 address", t.trim()),
+                        )
+                    })
+                };
+                let (a, b) = (pa(a)?, pa(b)?);
+                if a > b {
+                    return Err(ctx.err(
+                        Some(r.span()),
+                        &format!("{pf}.range"),
+                        "first address is after the last",
+                    ));
+                }
+                (a, b, r.span())
+            }
+            (None, Some(px)) => {
+                let pr: Prefix = px
+                    .get_ref()
+                    .parse()
+                    .map_err(|e| ctx.err(Some(px.span()), &format!("{pf}.prefix"), e))?;
+                (pr.first(), pr.last(), px.span())
+            }
+            _ => {
+                return Err(ctx.err(
+                    Some(p.span()),
+                    &pf,
+                    "give exactly one of `range` or `prefix`",
+                ));
+            }
+        };
+        if !prefix.contains(Ipv6Addr::from(first)) || !prefix.contains(Ipv6Addr::from(last)) {
+            return Err(ctx.err(
+                Some(span),
+                &pf,
+                format!(
+                    "addresses {}-{} are not all inside the subnet prefix {prefix}",
+                    Ipv6Addr::from(first),
+                    Ipv6Addr::from(last)
+                ),
+            ));
+        }
+        // count = last - first + 1, which overflows for ::/0 only; cap it.
+        let count = (last - first).saturating_add(1);
+        pools.push(PoolConfig {
+            kind: ResourceKind::Address,
+            first,
+            count,
+            shift: 0,
+            resource_len: 128,
+            subpools: subpools_for(count),
+        });
+        spans.push((first, last, pf, ctx.line(span.start)));
+    }
+    for (pi, p) in sub.pd_pools.iter().enumerate() {
+        let pf = format!("{sf}.pd_pools[{pi}]");
+        let p = p.get_ref();
+        let pr: Prefix = p
+            .prefix
+            .get_ref()
+            .parse()
+            .map_err(|e| ctx.err(Some(p.prefix.span()), &format!("{pf}.prefix"), e))?;
+        let dl = *p.delegated_len.get_ref();
+        if dl > 128 || dl < pr.len {
+            return Err(ctx.err(
+                Some(p.delegated_len.span()),
+                &format!("{pf}.delegated_len"),
+                format!(
+                    "delegated_len {dl} must be between the pool's prefix length {} and 128",
+                    pr.len
+                ),
+            ));
+        }
+        if dl - pr.len > 64 {
+            return Err(ctx.err(
+                Some(p.delegated_len.span()),
+                &format!("{pf}.delegated_len"),
+                format!(
+                    "/{} split into /{dl} gives 2^{} prefixes; at most 2^64 are supported",
+                    pr.len,
+                    dl - pr.len
+                ),
+            ));
+        }
+        let count = 1u128 << (dl - pr.len);
+        pools.push(PoolConfig {
+            kind: ResourceKind::Prefix,
+            first: pr.first(),
+            count,
+            shift: 128 - dl,
+            resource_len: dl,
+            subpools: subpools_for(count),
+        });
+        spans.push((pr.first(), pr.last(), pf, ctx.line(p.prefix.span().start)));
+    }
+    if pools.is_empty() {
+        return Err(ctx.err(
+            Some(sub.prefix.span()),
+            &sf,
+            "subnet has no pools and no pd_pools",
+        ));
+    }
+    Ok(SubnetConfig {
+        id,
+        prefix,
+        interface: sub.interface.clone(),
+        pools,
+        lifetimes: lt,
+    })
+}
+
+/// Any two pools (of either kind, in any subnet) must not overlap.
+fn check_pool_overlaps(ctx: &Ctx, spans: &[PoolSpan]) -> Result<(), ConfigError> {
+    let mut sorted: Vec<_> = spans.iter().collect();
+    sorted.sort_by_key(|s| s.0);
+    for w in sorted.windows(2) {
+        if w[1].0 <= w[0].1 {
+            return Err(ConfigError {
+                file: ctx.file.to_string(),
+                line: Some(w[1].3),
+                field: w[1].2.clone(),
+                message: format!("overlaps {} (line {})", w[0].2, w[0].3),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn socket_addr(ctx: &Ctx, v: &Spanned<String>, field: &str) -> Result<SocketAddr, ConfigError> {
+    let text = v.get_ref();
+    if let Ok(a) = text.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    // A bare address takes the failover port.
+    if let Ok(ip) = text.parse::<std::net::IpAddr>() {
+        return Ok(SocketAddr::new(ip, crate::failover::wire::FAILOVER_PORT));
+    }
+    Err(ctx.err(
+        Some(v.span()),
+        field,
+        format!(
+            "`{text}` is not a socket address like [2001:db8::2]:647 (or an address, port 647)"
+        ),
+    ))
+}
+
+fn failover(ctx: &Ctx, f: Spanned<FileFailover>) -> Result<FailoverConfig, ConfigError> {
+    let span = f.span();
+    let f = f.into_inner();
+    let role = match f.role.get_ref().as_str() {
+        "primary" => Role::Primary,
+        "secondary" => Role::Secondary,
+        other => {
+            return Err(ctx.err(
+                Some(f.role.span()),
+                "failover.role",
+                format!("`{other}` is not a role: use \"primary\" or \"secondary\""),
+            ));
+        }
+    };
+    let partner = match &f.partner {
+        Some(p) => Some(socket_addr(ctx, p, "failover.partner")?),
+        None => None,
+    };
+    if role == Role::Primary && partner.is_none() {
+        return Err(ctx.err(
+            Some(span),
+            "failover.partner",
+            "the primary connects to its secondary: set partner to the secondary's address, e.g. \"[2001:db8::2]:647\"",
+        ));
+    }
+    let listen = match &f.listen {
+        Some(l) => socket_addr(ctx, l, "failover.listen")?,
+        None => SocketAddr::new(
+            std::net::Ipv6Addr::UNSPECIFIED.into(),
+            crate::failover::wire::FAILOVER_PORT,
+        ),
+    };
+    let name = f.partner_name.get_ref();
+    if rustls_pki_types::ServerName::try_from(name.as_str()).is_err()
+        || name.parse::<std::net::IpAddr>().is_ok()
+    {
+        return Err(ctx.err(
+            Some(f.partner_name.span()),
+            "failover.partner_name",
+            format!("`{name}` is not a DNS name (the name in the partner's certificate)"),
+        ));
+    }
+    let mclt_secs = f.mclt_secs.unwrap_or(defaults::MCLT_SECS);
+    if mclt_secs == 0 {
+        return Err(ctx.err(Some(span), "failover.mclt_secs", "must be greater than 0"));
+    }
+    let keepalive_secs = f.keepalive_secs.unwrap_or(defaults::KEEPALIVE_SECS);
+    if !(1..=defaults::KEEPALIVE_SECS_MAX).contains(&keepalive_secs) {
+        return Err(ctx.err(
+            Some(span),
+            "failover.keepalive_secs",
+            format!("must be between 1 and {}", defaults::KEEPALIVE_SECS_MAX),
+        ));
+    }
+    let max_unacked = f.max_unacked.unwrap_or(defaults::MAX_UNACKED);
+    if max_unacked == 0 {
+        return Err(ctx.err(Some(span), "failover.max_unacked", "must be at least 1"));
+    }
+    let relationship = f.relationship.unwrap_or_default();
+    if relationship.len() > defaults::RELATIONSHIP_NAME_LEN_MAX {
+        return Err(ctx.err(
+            Some(span),
+            "failover.relationship",
+            format!("longer than {} bytes", defaults::RELATIONSHIP_NAME_LEN_MAX),
+        ));
+    }
+    Ok(FailoverConfig {
+        role,
+        relationship,
+        partner,
+        listen,
+        partner_name: name.clone(),
+        ca: f.ca,
+        cert: f.cert,
+        key: f.key,
+        mclt_secs,
+        keepalive_secs,
+        auto_partner_down_secs: f.auto_partner_down_secs.filter(|s| *s > 0),
+        startup_secs: f.startup_secs.unwrap_or(defaults::STARTUP_SECS),
+        max_unacked,
+        skew_max_secs: f.skew_max_secs.unwrap_or(defaults::SKEW_MAX_SECS),
+        reconnect_max_ms: f
+            .reconnect_max_ms
+            .unwrap_or(defaults::RECONNECT_MAX_MS)
+            .max(defaults::RECONNECT_MIN_MS),
+    })
+}

@@ -8,8 +8,10 @@ use tandem_core::config::Role;
 use tandem_core::config::{self, Config, EMBEDDED_DEFAULT};
 use tandem_core::failover::connect::{
     ConnectAccepted, ConnectRefused, LinkParams, build_connect, build_connectreply, check_connect,
-    check_connect_message, check_connectreply, check_connectreply_message, pools_digest,
-    pools_summary, read_tandem_pools, write_tandem_pools,
+    check_connect_message, check_connectreply, check_connectreply_message,
+};
+use tandem_core::failover::pools_digest::{
+    pools_digest, pools_summary, read_tandem_pools, write_tandem_pools,
 };
 use tandem_core::failover::wire::{
     ConnectFlags, ConnectOptions, FailoverMessage, FailoverStatusCode, FailoverType,

@@ -46,11 +46,10 @@
 //!
 //! No function here panics on any input; nothing is `unsafe`.
 
-use std::collections::HashSet;
 use std::fmt;
 
-use crate::config::{Config, PoolConfig, ResourceKind, SubnetConfig, defaults};
-use crate::wire::{OPTION_HEADER_LEN, OptionIter, opt};
+use super::pools_digest::*;
+use crate::config::{Config, defaults};
 
 use super::wire::{
     ConnectFlags, ConnectOptions, FAILOVER_HEADER_LEN, FRAME_PREFIX_LEN, FailoverMessage,
@@ -59,40 +58,8 @@ use super::wire::{
 };
 use crate::config::Role;
 
-/// The enterprise number Tandem's vendor option is filed under: 32473, reserved for
-/// documentation by RFC 5612. Tandem has no Private Enterprise Number of its own; the
-/// documentation number marks the option as Tandem-to-Tandem only. Changing it breaks
-/// mixed-version pairs.
-pub const TANDEM_ENTERPRISE_NUMBER: u32 = 32473;
-
-/// Vendor sub-option (under [`TANDEM_ENTERPRISE_NUMBER`]) carrying the 32-byte pools digest
-/// ([`pools_digest`]).
-pub const TANDEM_SUBOPT_POOLS_DIGEST: u16 = 1;
-
-/// Vendor sub-option (under [`TANDEM_ENTERPRISE_NUMBER`]) carrying the pools summary: UTF-8
-/// lines ([`pools_summary`]) joined by `'\n'`, at most [`POOLS_SUMMARY_MAX_BYTES`].
-pub const TANDEM_SUBOPT_POOLS_SUMMARY: u16 = 2;
-
-/// Most bytes of pools summary sent. When the lines do not fit, as many whole lines as fit are
-/// sent, followed by one line saying how many were left out.
-pub const POOLS_SUMMARY_MAX_BYTES: usize = 4096;
-
-/// Most differing summary lines named per side in a refusal reason.
-pub const MISMATCH_LINES_MAX: usize = 10;
-
 /// Longest refusal reason (bytes); longer ones are cut at a character boundary.
 pub const REASON_MAX_BYTES: usize = 4096;
-
-/// Bytes kept free at the end of the summary for the "more lines not listed" line.
-const SUMMARY_MARKER_RESERVE: usize = 96;
-
-/// Domain tag at the start of the canonical pools encoding (version 1 of the encoding).
-const POOLS_ENCODING_TAG: &[u8] = b"tandem-pools-v1\0";
-
-/// FNV-1a 64-bit offset basis.
-const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-/// FNV-1a 64-bit prime.
-const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
 
 /// What one end of a relationship needs for the handshake.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -212,280 +179,6 @@ fn other(r: Role) -> Role {
 
 fn sat_u32(v: u64) -> u32 {
     u32::try_from(v).unwrap_or(u32::MAX)
-}
-
-// ---------------------------------------------------------------------------------------------
-// Pools digest and summary.
-
-/// Subnets sorted by id, each with its pools sorted by (kind, first, count, resource length):
-/// the canonical order of the digest and the summary, so that listing the same subnets or
-/// pools in another order does not count as a difference.
-fn canonical(config: &Config) -> Vec<(&SubnetConfig, Vec<&PoolConfig>)> {
-    let mut subnets: Vec<&SubnetConfig> = config.subnets.iter().collect();
-    subnets.sort_by_key(|s| s.id);
-    subnets
-        .into_iter()
-        .map(|s| {
-            let mut pools: Vec<&PoolConfig> = s.pools.iter().collect();
-            pools.sort_by_key(|p| (p.kind.code(), p.first, p.count, p.resource_len));
-            (s, pools)
-        })
-        .collect()
-}
-
-fn put_count(b: &mut Vec<u8>, n: usize) {
-    b.extend_from_slice(&u32::try_from(n).unwrap_or(u32::MAX).to_be_bytes());
-}
-
-/// The canonical byte encoding the pools digest is taken over (version 1). Big-endian
-/// throughout:
-///
-/// ```text
-/// "tandem-pools-v1\0"
-/// subnet count (u32)
-/// per subnet, by id:  id (u32) | prefix address (16) | prefix length (u8)
-///                     | preferred, valid, T1, T2 (u32 each) | pool count (u32)
-///   per pool, sorted: kind (u8: 0 address, 1 prefix) | first (u128) | count (u128)
-///                     | resource length (u8)
-/// ```
-///
-/// Server-local settings (listen addresses, interfaces, data dir, workers, log level, sub-pool
-/// count, ...) are not part of it.
-pub fn pools_canonical_bytes(config: &Config) -> Vec<u8> {
-    let canon = canonical(config);
-    let mut b = Vec::with_capacity(64 + canon.len() * 80);
-    b.extend_from_slice(POOLS_ENCODING_TAG);
-    put_count(&mut b, canon.len());
-    for (s, pools) in &canon {
-        b.extend_from_slice(&s.id.to_be_bytes());
-        b.extend_from_slice(&s.prefix.addr.octets());
-        b.push(s.prefix.len);
-        let lt = s.lifetimes;
-        for v in [lt.preferred_secs, lt.valid_secs, lt.t1_secs, lt.t2_secs] {
-            b.extend_from_slice(&v.to_be_bytes());
-        }
-        put_count(&mut b, pools.len());
-        for p in pools {
-            b.push(p.kind.code());
-            b.extend_from_slice(&p.first.to_be_bytes());
-            b.extend_from_slice(&p.count.to_be_bytes());
-            b.push(p.resource_len);
-        }
-    }
-    b
-}
-
-fn fnv1a64(mut h: u64, bytes: &[u8]) -> u64 {
-    for &b in bytes {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(FNV_PRIME);
-    }
-    h
-}
-
-/// A stable 256-bit digest of `bytes`: four FNV-1a-64 lanes, lane `i` (0..=3) absorbing first
-/// the single byte `i`, then `bytes`, then `bytes.len()` as a big-endian u64; the result is the
-/// four lane values, big-endian, lane 0 first.
-///
-/// It is defined here bit for bit, so it does not depend on a crate version, the platform or the
-/// Rust release. It detects configuration mismatches between honest partners (each lane is a
-/// bijection of its state per input byte, so two inputs of the same length differing in one
-/// byte always differ); it is **not** a cryptographic hash and gives no protection against a
-/// forger. The partner is authenticated by TLS, not by this.
-pub fn digest256(bytes: &[u8]) -> [u8; 32] {
-    let len = u64::try_from(bytes.len()).unwrap_or(u64::MAX).to_be_bytes();
-    let mut out = [0u8; 32];
-    for (lane, chunk) in (0u8..).zip(out.chunks_exact_mut(8)) {
-        let h = fnv1a64(FNV_OFFSET, &[lane]);
-        let h = fnv1a64(h, bytes);
-        let h = fnv1a64(h, &len);
-        chunk.copy_from_slice(&h.to_be_bytes());
-    }
-    out
-}
-
-/// Digest of what both partners MUST configure identically (digest §7): every subnet's id,
-/// prefix and lifetimes (preferred, valid, T1, T2) and every pool's kind, first resource, count
-/// and resource length ([`pools_canonical_bytes`], hashed with [`digest256`]).
-///
-/// Not covered: listen addresses, interfaces, data dir, workers, log level and anything else
-/// only one server cares about. Changing the encoding or the hash breaks mixed-version pairs.
-pub fn pools_digest(config: &Config) -> [u8; 32] {
-    digest256(&pools_canonical_bytes(config))
-}
-
-/// Hex of the first 8 bytes of a digest, for logs.
-pub fn digest_short_hex(d: &[u8; 32]) -> String {
-    d.iter().take(8).map(|b| format!("{b:02x}")).collect()
-}
-
-fn pool_line(s: &SubnetConfig, p: &PoolConfig) -> String {
-    let first = std::net::Ipv6Addr::from(p.first);
-    // Last resource: first + (count - 1) << (128 - resource_len), if representable.
-    let last = 128u32
-        .checked_sub(u32::from(p.resource_len))
-        .and_then(|shift| 1u128.checked_shl(shift))
-        .and_then(|step| p.count.checked_sub(1)?.checked_mul(step))
-        .and_then(|off| p.first.checked_add(off))
-        .map(|l| std::net::Ipv6Addr::from(l).to_string())
-        .unwrap_or_else(|| "?".to_string());
-    let what = match p.kind {
-        ResourceKind::Address if p.resource_len == 128 => {
-            format!("addresses {first}-{last} ({})", p.count)
-        }
-        ResourceKind::Address => {
-            format!("addresses /{} {first}-{last} ({})", p.resource_len, p.count)
-        }
-        ResourceKind::Prefix => {
-            format!("prefixes /{} {first}-{last} ({})", p.resource_len, p.count)
-        }
-    };
-    let lt = s.lifetimes;
-    format!(
-        "subnet {} {}: {what}; preferred {} s, valid {} s, T1 {} s, T2 {} s",
-        s.id, s.prefix, lt.preferred_secs, lt.valid_secs, lt.t1_secs, lt.t2_secs
-    )
-}
-
-/// One human-readable line per pool, in the digest's canonical order, naming everything the
-/// digest covers, e.g.
-/// `subnet 1 2001:db8:1::/64: addresses 2001:db8:1::1:0-2001:db8:1::ffff:ffff (4294901760);
-/// preferred 3600 s, valid 7200 s, T1 1800 s, T2 2880 s`.
-///
-/// Two configurations with the same digest have the same lines; a difference shows up as lines
-/// only one side has.
-pub fn pools_summary(config: &Config) -> Vec<String> {
-    canonical(config)
-        .into_iter()
-        .flat_map(|(s, pools)| pools.into_iter().map(move |p| pool_line(s, p)))
-        .collect()
-}
-
-/// The summary lines as sent: newlines inside a line replaced by spaces, and cut to
-/// [`POOLS_SUMMARY_MAX_BYTES`] when joined, the last line then saying how many were left out.
-fn cut_summary(lines: &[String]) -> Vec<String> {
-    let clean: Vec<String> = lines.iter().map(|l| l.replace(['\n', '\r'], " ")).collect();
-    let joined_len = clean
-        .iter()
-        .map(|l| l.len().saturating_add(1))
-        .sum::<usize>()
-        .saturating_sub(1);
-    if joined_len <= POOLS_SUMMARY_MAX_BYTES {
-        return clean;
-    }
-    let budget = POOLS_SUMMARY_MAX_BYTES - SUMMARY_MARKER_RESERVE;
-    let mut kept = Vec::new();
-    let mut used = 0usize;
-    for l in &clean {
-        let add = l.len().saturating_add(usize::from(!kept.is_empty()));
-        if used.saturating_add(add) > budget {
-            break;
-        }
-        used = used.saturating_add(add);
-        kept.push(l.clone());
-    }
-    let left = clean.len().saturating_sub(kept.len());
-    kept.push(format!(
-        "... {left} more pool line(s) not listed (summary limited to {POOLS_SUMMARY_MAX_BYTES} bytes)"
-    ));
-    kept
-}
-
-/// Appends Tandem's vendor option to a CONNECT / CONNECTREPLY: `OPTION_VENDOR_OPTS` with
-/// enterprise number [`TANDEM_ENTERPRISE_NUMBER`], holding sub-option
-/// [`TANDEM_SUBOPT_POOLS_DIGEST`] (`digest`) and sub-option [`TANDEM_SUBOPT_POOLS_SUMMARY`]
-/// (`summary` joined by `'\n'`, cut to [`POOLS_SUMMARY_MAX_BYTES`]).
-pub fn write_tandem_pools(w: &mut FailoverWriter<'_>, digest: &[u8; 32], summary: &[String]) {
-    let text = cut_summary(summary).join("\n");
-    w.with_options(|o| {
-        o.nested(
-            opt::VENDOR_OPTS,
-            &TANDEM_ENTERPRISE_NUMBER.to_be_bytes(),
-            |o| {
-                o.option(TANDEM_SUBOPT_POOLS_DIGEST, digest);
-                o.option(TANDEM_SUBOPT_POOLS_SUMMARY, text.as_bytes());
-            },
-        );
-    });
-}
-
-/// Tandem's pools digest and summary lines from a parsed message: the first
-/// `OPTION_VENDOR_OPTS` with enterprise number [`TANDEM_ENTERPRISE_NUMBER`].
-///
-/// `None` if there is none, or if it is malformed (sub-options overrunning it, a digest that is
-/// not 32 bytes, a summary that is not UTF-8, no digest). A missing summary gives no lines.
-/// Vendor options of other enterprises are ignored.
-pub fn read_tandem_pools(msg: &FailoverMessage<'_>) -> Option<([u8; 32], Vec<String>)> {
-    let data = msg.options().find_map(|o| {
-        if o.code != opt::VENDOR_OPTS {
-            return None;
-        }
-        let (ent, rest) = o.data.split_first_chunk::<4>()?;
-        (u32::from_be_bytes(*ent) == TANDEM_ENTERPRISE_NUMBER).then_some(rest)
-    })?;
-    let mut digest: Option<[u8; 32]> = None;
-    let mut summary: Option<&str> = None;
-    let mut used = 0usize;
-    for so in OptionIter::new(data) {
-        used = used
-            .saturating_add(OPTION_HEADER_LEN)
-            .saturating_add(so.data.len());
-        match so.code {
-            TANDEM_SUBOPT_POOLS_DIGEST if digest.is_none() => {
-                digest = Some(so.data.try_into().ok()?);
-            }
-            TANDEM_SUBOPT_POOLS_SUMMARY if summary.is_none() => {
-                summary = Some(std::str::from_utf8(so.data).ok()?);
-            }
-            _ => {}
-        }
-    }
-    if used != data.len() {
-        return None;
-    }
-    let lines = match summary {
-        None | Some("") => Vec::new(),
-        Some(s) => s.split('\n').map(str::to_string).collect(),
-    };
-    Some((digest?, lines))
-}
-
-/// Lines only in `a` and only in `b` (each in its own order, without repeats).
-fn diff_lines<'x>(a: &'x [String], b: &'x [String]) -> (Vec<&'x str>, Vec<&'x str>) {
-    let sa: HashSet<&str> = a.iter().map(String::as_str).collect();
-    let sb: HashSet<&str> = b.iter().map(String::as_str).collect();
-    let mut seen = HashSet::new();
-    let only_a = a
-        .iter()
-        .map(String::as_str)
-        .filter(|l| !sb.contains(l) && seen.insert(*l))
-        .collect();
-    let mut seen = HashSet::new();
-    let only_b = b
-        .iter()
-        .map(String::as_str)
-        .filter(|l| !sa.contains(l) && seen.insert(*l))
-        .collect();
-    (only_a, only_b)
-}
-
-fn list_lines(lines: &[&str]) -> String {
-    if lines.is_empty() {
-        return "none".to_string();
-    }
-    let mut s = lines
-        .iter()
-        .take(MISMATCH_LINES_MAX)
-        .map(|l| format!("[{l}]"))
-        .collect::<Vec<_>>()
-        .join(" ");
-    if lines.len() > MISMATCH_LINES_MAX {
-        s.push_str(&format!(
-            " and {} more",
-            lines.len().saturating_sub(MISMATCH_LINES_MAX)
-        ));
-    }
-    s
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -851,6 +544,7 @@ pub fn check_connectreply_message(
 mod tests {
     use super::*;
     use crate::config;
+    use crate::wire::opt;
 
     const NOW: u64 = 1_760_000_000;
 

@@ -6,5 +6,6 @@ pub mod connect;
 pub mod node;
 pub mod peer;
 pub mod persist;
+pub mod pools_digest;
 pub mod state;
 pub mod wire;

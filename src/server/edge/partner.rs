@@ -260,7 +260,7 @@ pub fn start(setup: PartnerSetup) -> Result<PartnerHandle, PartnerStartError> {
         &setup.config,
     );
     params.skew_max_secs = fo.skew_max_secs;
-    let summary = connect::pools_summary(&setup.config);
+    let summary = tandem_core::failover::pools_digest::pools_summary(&setup.config);
     let (tx, rx) = crossbeam_channel::bounded(COMMITTED_QUEUE_MAX);
     let stop = Arc::new(AtomicBool::new(false));
     let mut t = PartnerThread {

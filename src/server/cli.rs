@@ -2,7 +2,7 @@
 
 use crate::config_file;
 use crate::edge::partner::PartnerStartError;
-use crate::edge::{Server, StartError};
+use crate::edge::server::{Server, StartError};
 use clap::{Args, Parser, Subcommand};
 use nix::sys::signal::{SigSet, Signal};
 use std::net::SocketAddrV6;

@@ -1,0 +1,51 @@
+//! The reclaim timer of a server without a partner: leases whose time is up are freed through
+//! the committer. (With a partner, the partner thread reclaims: the partner must hear.)
+
+use super::{PendingReply, hex, now_secs};
+use crate::store::CommitJob;
+use crossbeam_channel::Sender;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use tandem_core::pool::Allocator;
+use tracing::{debug, info};
+
+/// The reclaim thread's loop, until `stop`.
+pub fn run_reclaimer(
+    alloc: &Allocator,
+    tx: &Sender<CommitJob<PendingReply>>,
+    stop: &AtomicBool,
+    every: Duration,
+) {
+    let tick = every.min(Duration::from_millis(200));
+    let mut last = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(tick);
+        if last.elapsed() < every {
+            continue;
+        }
+        last = Instant::now();
+        let mut writes = Vec::new();
+        let n = alloc.reclaim(now_secs(), &mut writes);
+        if n > 0 {
+            for l in &writes {
+                debug!(lease = %format_args!("{}/{}", l.addr, l.prefix_len), duid = %hex(&l.duid), state = %l.state, "reclaimed");
+            }
+            info!(
+                changed = n,
+                stored = writes.len(),
+                "reclaimed leases whose time was up"
+            );
+        }
+        if !writes.is_empty()
+            && tx
+                .send(CommitJob {
+                    writes,
+                    then: None,
+                    announce: true,
+                })
+                .is_err()
+        {
+            break;
+        }
+    }
+}

@@ -1,0 +1,271 @@
+//! The server: opens the store, restores the lease table, opens the sockets and starts the
+//! committer, the reclaimer or the partner thread, the reporter and the workers; and stops
+//! them in order.
+
+use super::commit::{ReplySink, run_committer};
+use super::partner::{self, PolicyCell};
+use super::reclaim::run_reclaimer;
+use super::stats::run_reporter;
+use super::udp::{ListenSpec, UdpPath};
+use super::worker::Worker;
+use super::{COMMIT_QUEUE_MAX, PendingReply, hex};
+use crate::store::{CommitJob, CommitStats, Store, StoreError};
+use crossbeam_channel::Sender;
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tandem_core::config::Config;
+use tandem_core::engine::{Engine, Policy};
+use tandem_core::pool::Allocator;
+use tracing::{error, info, warn};
+
+/// Why the server could not start. Each maps to an exit code (see `tandem serve --help`).
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The store could not be opened or read.
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    /// A socket could not be opened, bound or joined.
+    #[error("socket: {0}")]
+    Socket(io::Error),
+    /// A thread could not be started.
+    #[error("thread: {0}")]
+    Thread(io::Error),
+    /// The failover partner link could not be set up.
+    #[error("{0}")]
+    Failover(#[from] partner::PartnerStartError),
+}
+
+/// A running server; [`Server::shutdown`] stops it cleanly.
+pub struct Server {
+    stop: Arc<AtomicBool>,
+    workers: Vec<JoinHandle<()>>,
+    committer: Option<JoinHandle<CommitStats>>,
+    reclaimer: Option<JoinHandle<()>>,
+    reporter: Option<JoinHandle<()>>,
+    commits: Option<Sender<CommitJob<PendingReply>>>,
+    engine: Arc<Engine>,
+    partner: Option<partner::PartnerHandle>,
+}
+
+fn make_duid() -> Vec<u8> {
+    // DUID-UUID (RFC 6355): type 4 followed by 16 random octets.
+    let mut d = vec![0u8, 4];
+    let mut r = [0u8; 16];
+    if std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| io::Read::read_exact(&mut f, &mut r))
+        .is_err()
+    {
+        let t = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        r = (t ^ ((std::process::id() as u128) << 64)).to_be_bytes();
+    }
+    r[6] = (r[6] & 0x0f) | 0x40; // UUID version 4
+    r[8] = (r[8] & 0x3f) | 0x80; // RFC 4122 variant
+    d.extend_from_slice(&r);
+    d
+}
+
+fn listeners(cfg: &Config) -> Vec<ListenSpec> {
+    let mut v: Vec<ListenSpec> = cfg
+        .server
+        .listen
+        .iter()
+        .copied()
+        .map(ListenSpec::Unicast)
+        .collect();
+    if !cfg.server.interfaces.is_empty() {
+        v.push(ListenSpec::Multicast {
+            port: cfg.server.port,
+            interfaces: cfg.server.interfaces.clone(),
+        });
+    }
+    v
+}
+
+impl Server {
+    /// Opens the store, restores every lease, opens every socket and starts the threads. Any
+    /// failure happens before a single packet is answered.
+    pub fn start(cfg: Config) -> Result<Server, StartError> {
+        let cfg = Arc::new(cfg);
+        let store = Arc::new(Store::open(
+            &cfg.server.data_dir,
+            cfg.server.map_size_mib,
+            cfg.server.sync,
+        )?);
+        let duid = store.server_duid_or_create(make_duid)?;
+        info!(data_dir = %cfg.server.data_dir.display(), duid = %hex(&duid), sync = cfg.server.sync, "store open");
+        let alloc = Arc::new(match cfg.failover {
+            Some(_) => Allocator::with_failover(&cfg.subnets),
+            None => Allocator::new(&cfg.subnets),
+        });
+        let mut orphans = 0u64;
+        let t0 = Instant::now();
+        let st = store.load_leases(
+            |l| {
+                if let Err(l) = alloc.restore(l) {
+                    orphans += 1;
+                    warn!(lease = %format_args!("{}/{}", l.addr, l.prefix_len), subnet = l.subnet_id, "stored lease fits no configured pool; kept on disk, not served");
+                }
+            },
+            |k, e| error!(key = %hex(k), error = %e, "corrupt lease record skipped"),
+        )?;
+        alloc.finish_restore();
+        info!(
+            loaded = st.loaded,
+            corrupt = st.corrupt,
+            orphans,
+            elapsed_ms = t0.elapsed().as_millis() as u64,
+            "leases restored"
+        );
+        for (subnet, pool, u) in alloc.usage() {
+            info!(subnet, pool = %format_args!("{}/{}", std::net::Ipv6Addr::from(pool.first), pool.resource_len), total = %u.total, active = u.active, declined = u.declined, "pool");
+        }
+
+        let workers = match cfg.server.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        let specs = listeners(&cfg);
+        for spec in &specs {
+            UdpPath::check_free(spec).map_err(StartError::Socket)?;
+        }
+        let mut paths = Vec::new();
+        for spec in &specs {
+            for w in 0..workers {
+                paths.push(UdpPath::open(spec, w, workers).map_err(StartError::Socket)?);
+            }
+            info!(listen = %spec, workers, "listening");
+        }
+        let sockets = paths
+            .iter()
+            .map(|p| p.sender())
+            .collect::<io::Result<Vec<_>>>()
+            .map_err(StartError::Socket)?;
+
+        let engine = Arc::new(Engine::new(cfg.clone(), duid.clone().into(), alloc.clone()));
+        let policy = Arc::new(PolicyCell::new(Policy::STANDALONE));
+        let (commit_tx, commit_rx) = crossbeam_channel::bounded(COMMIT_QUEUE_MAX);
+        let partner = match cfg.failover {
+            Some(_) => Some(partner::start(partner::PartnerSetup {
+                config: cfg.clone(),
+                duid: duid.into(),
+                store: store.clone(),
+                alloc: alloc.clone(),
+                policy: policy.clone(),
+                commits: commit_tx.clone(),
+            })?),
+            None => None,
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let (stats_tx, stats_rx) = crossbeam_channel::bounded(1024);
+
+        let sink = ReplySink {
+            sockets,
+            send_errors: 0,
+            partner: partner.as_ref().map(|p| p.notifier()),
+        };
+        let committer = std::thread::Builder::new()
+            .name("commit".into())
+            .spawn(move || run_committer(store, commit_rx, sink))
+            .map_err(StartError::Thread)?;
+
+        // With a partner, the partner thread reclaims (the partner must hear of it).
+        let reclaimer = match partner {
+            Some(_) => None,
+            None => {
+                let (alloc, tx, stop) = (alloc.clone(), commit_tx.clone(), stop.clone());
+                let every = Duration::from_millis(cfg.server.reclaim_interval_ms);
+                Some(
+                    std::thread::Builder::new()
+                        .name("reclaim".into())
+                        .spawn(move || run_reclaimer(&alloc, &tx, &stop, every))
+                        .map_err(StartError::Thread)?,
+                )
+            }
+        };
+        let reporter = {
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name("stats".into())
+                .spawn(move || run_reporter(stats_rx, &stop))
+                .map_err(StartError::Thread)?
+        };
+
+        let cores = core_affinity::get_core_ids().unwrap_or_default();
+        let mut handles = Vec::new();
+        for (i, path) in paths.into_iter().enumerate() {
+            let core = (!cores.is_empty()).then(|| cores[(i % workers) % cores.len()]);
+            let w = Worker {
+                path,
+                socket_index: i,
+                engine: engine.clone(),
+                policy: policy.clone(),
+                commits: commit_tx.clone(),
+                stats_tx: stats_tx.clone(),
+                stop: stop.clone(),
+                id: i,
+            };
+            handles.push(
+                std::thread::Builder::new()
+                    .name(format!("worker-{i}"))
+                    .spawn(move || {
+                        if let Some(c) = core {
+                            core_affinity::set_for_current(c);
+                        }
+                        w.run()
+                    })
+                    .map_err(StartError::Thread)?,
+            );
+        }
+        Ok(Server {
+            stop,
+            workers: handles,
+            committer: Some(committer),
+            reclaimer,
+            reporter: Some(reporter),
+            commits: Some(commit_tx),
+            engine,
+            partner,
+        })
+    }
+
+    /// The engine (tests read the lease table through it).
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Stops receiving, lets the committer write and answer everything queued, and returns.
+    pub fn shutdown(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for h in self.workers.drain(..) {
+            let _ = h.join();
+        }
+        if let Some(h) = self.reclaimer.take() {
+            let _ = h.join();
+        }
+        // The partner thread queues commits too: stop it before the committer drains.
+        if let Some(p) = self.partner.take() {
+            p.shutdown();
+        }
+        self.commits.take();
+        if let Some(h) = self.committer.take()
+            && let Ok(st) = h.join()
+        {
+            info!(
+                commits = st.commits,
+                leases = st.leases,
+                replies = st.jobs,
+                failures = st.failures,
+                "committer stopped"
+            );
+        }
+        if let Some(h) = self.reporter.take() {
+            let _ = h.join();
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! A worker thread: receive a batch, run the engine on each datagram under the batch's policy
+//! snapshot, send what needs nothing stored, hand the rest to the committer.
+
+use super::commit::log_lease;
+use super::partner::PolicyCell;
+use super::stats::{STATS_INTERVAL, WorkerStats};
+use super::{DATAGRAM_LEN_MAX, Datapath, PendingReply, RxMeta, now_secs, udp};
+use crate::store::CommitJob;
+use crossbeam_channel::Sender;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use tandem_core::engine::{Engine, Outcome, Received, Scratch};
+use tandem_core::lease::Lease;
+use tracing::{debug, warn};
+
+/// Everything one worker thread needs.
+pub struct Worker<D: Datapath> {
+    pub(super) path: D,
+    pub(super) socket_index: usize,
+    pub(super) engine: Arc<Engine>,
+    pub(super) policy: Arc<PolicyCell>,
+    pub(super) commits: Sender<CommitJob<PendingReply>>,
+    pub(super) stats_tx: Sender<(usize, WorkerStats)>,
+    pub(super) stop: Arc<AtomicBool>,
+    pub(super) id: usize,
+}
+
+impl<D: Datapath> Worker<D> {
+    /// Runs until `stop`.
+    pub fn run(mut self) {
+        let mut metas: Vec<RxMeta> = Vec::with_capacity(udp::RECV_BATCH_MAX);
+        let mut now_out: Vec<PendingReply> = Vec::with_capacity(udp::RECV_BATCH_MAX);
+        let mut reply = Vec::with_capacity(1500);
+        let mut scratch = Scratch::default();
+        let mut writes: Vec<Lease> = Vec::new();
+        let mut stats = WorkerStats::default();
+        let mut names: HashMap<u32, Option<String>> = HashMap::new();
+        let mut last_report = Instant::now();
+        while !self.stop.load(Ordering::Relaxed) {
+            if last_report.elapsed() >= STATS_INTERVAL / 2 {
+                last_report = Instant::now();
+                let _ = self.stats_tx.try_send((self.id, stats.clone()));
+            }
+            match self.path.recv_batch(&mut metas) {
+                Ok(0) => continue,
+                Ok(_) => {}
+                Err(e) => {
+                    warn!(worker = self.id, error = %e, "receive failed");
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                }
+            }
+            let now = now_secs();
+            let policy = self.policy.get();
+            for meta in &metas {
+                stats.received += 1;
+                if meta.truncated {
+                    *stats.dropped.entry("oversized").or_default() += 1;
+                    debug!(src = %meta.src, len = meta.len, "dropped: datagram larger than {DATAGRAM_LEN_MAX} bytes");
+                    continue;
+                }
+                let interface = if meta.ifindex == 0 {
+                    None
+                } else {
+                    names
+                        .entry(meta.ifindex)
+                        .or_insert_with(|| {
+                            nix::net::if_::if_indextoname(meta.ifindex)
+                                .ok()
+                                .and_then(|c| c.into_string().ok())
+                        })
+                        .as_deref()
+                };
+                let rx = Received {
+                    now_secs: now,
+                    src: meta.src,
+                    multicast: meta.multicast,
+                    interface,
+                    bytes: self.path.datagram(meta),
+                };
+                writes.clear();
+                match self
+                    .engine
+                    .handle_with(&policy, &rx, &mut reply, &mut scratch, &mut writes)
+                {
+                    Outcome::Reply { answered } => {
+                        let pending = PendingReply {
+                            socket: self.socket_index,
+                            to: meta.src,
+                            bytes: reply.clone(),
+                        };
+                        if writes.is_empty() {
+                            now_out.push(pending);
+                            continue;
+                        }
+                        if tracing::enabled!(tracing::Level::INFO) {
+                            let via = format!("{answered:?}");
+                            writes.iter().for_each(|l| log_lease(l, &via));
+                        }
+                        stats.replied_after_commit += 1;
+                        let job = CommitJob {
+                            writes: std::mem::take(&mut writes),
+                            then: Some(pending),
+                            announce: true,
+                        };
+                        if self.commits.send(job).is_err() {
+                            return;
+                        }
+                    }
+                    Outcome::Dropped(d) => {
+                        *stats.dropped.entry(d.label()).or_default() += 1;
+                        debug!(src = %meta.src, reason = %d, "dropped");
+                    }
+                }
+            }
+            // Replies that needed no commit leave together, after the batch.
+            let sent = self.path.send_batch(&now_out);
+            stats.replied_now += sent as u64;
+            for r in &now_out[sent..] {
+                match self.path.send(r.to, &r.bytes) {
+                    Ok(()) => stats.replied_now += 1,
+                    Err(e) => {
+                        stats.send_errors += 1;
+                        debug!(to = %r.to, error = %e, "reply send failed");
+                    }
+                }
+            }
+            now_out.clear();
+        }
+        let _ = self.stats_tx.try_send((self.id, stats));
+    }
+}

@@ -463,6 +463,12 @@ impl Endpoint {
         if from == to {
             return;
         }
+        // Preconditions, kept in release builds (one compare each): nothing enters STARTUP
+        // (only a new endpoint starts there), and what is persisted is never STARTUP.
+        assert!(
+            to != S::Startup,
+            "failover: transition {from} -> STARTUP is not a state change the machine makes"
+        );
         self.state = to;
         self.p.state = to;
         self.p.state_since = now;

@@ -75,6 +75,12 @@ impl SubPool {
             LeaseState::Offered => &mut self.usage.offered,
             _ => return,
         };
+        // A counter never goes below zero: a decrement without its increment means the
+        // table and its counters disagree.
+        assert!(
+            delta >= 0 || *c >= delta.unsigned_abs(),
+            "pool usage counter for {state} went below zero"
+        );
         *c = c.saturating_add_signed(delta);
     }
 
@@ -125,7 +131,18 @@ impl SubPool {
 
     /// Moves the slot at `index` to a new lease value, keeping the expiry index, counters and
     /// free list in step. The slot must exist or `lease` is inserted.
+    ///
+    /// Invariants checked here, in release builds too (each is a compare or the return value
+    /// of an operation already made): the index belongs to this sub-pool; a timed slot's
+    /// `(end_of_state, index)` is in the expiry index exactly while the slot is timed; a slot
+    /// is queued at most once in the free list and once in PENDING-FREE.
     pub(super) fn set(&mut self, index: u128, lease: Lease) {
+        assert!(
+            (self.start..self.end).contains(&index),
+            "index {index} set in the sub-pool [{}, {})",
+            self.start,
+            self.end
+        );
         let (old_state, old_exp, in_free, in_pending) = match self.slots.get(&index) {
             Some(s) => (
                 Some(s.lease.state),
@@ -138,12 +155,17 @@ impl SubPool {
         if let Some(st) = old_state {
             self.count(st, -1);
             if timed(st) {
-                self.expiry.remove(&(old_exp, index));
+                let was_indexed = self.expiry.remove(&(old_exp, index));
+                assert!(
+                    was_indexed,
+                    "expiry index lost ({old_exp}, {index}) of a {st} lease"
+                );
             }
         }
         self.count(lease.state, 1);
         if timed(lease.state) {
-            self.expiry.insert((end_of_state(&lease), index));
+            let fresh = self.expiry.insert((end_of_state(&lease), index));
+            assert!(fresh, "expiry index already held ({index}) for a new {} lease", lease.state);
         }
         let reusable = self.failover_reusable(&lease);
         let push = reusable && !in_free;

@@ -701,3 +701,17 @@ fn partner_updates_are_taken_unless_we_saw_another_client_later() {
         }
     }
 }
+
+/// The production assertions bite: a sub-pool whose expiry index lost an active lease's entry
+/// stops at the next change of that lease, naming what is wrong, rather than going on with a
+/// lease the reclaimer would never see.
+#[test]
+#[should_panic(expected = "expiry index lost")]
+fn a_broken_expiry_index_is_caught_where_it_breaks() {
+    let (a, l) = one_grant();
+    let pool = &a.subnets[0].pools[0];
+    let index = pool.cfg.index_of(l.addr).unwrap();
+    lock(pool.subpool_of(index)).expiry.clear();
+    let mut w = Vec::new();
+    a.end(200, &ia(b"ours", 1), l.addr, None, &mut w);
+}

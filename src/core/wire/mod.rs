@@ -20,6 +20,11 @@ pub use options::{
     IaAddr, IaAddrIter, IaNa, IaNaIter, IaPd, IaPdIter, IaPrefix, IaPrefixIter, OptionIter,
     OroIter, RawOption, Status, StatusCode, opt,
 };
+// Option validation shared with the failover codec, which uses the same option format.
+pub(crate) use options::{
+    IA_FIXED_LEN, IA_TA_FIXED_LEN, IAADDR_FIXED_LEN, Seen, check_duid, exact_len, iaprefix_options,
+    min_len, nested_options, walk_with,
+};
 pub use relay::{RelayHop, RelayMessage, Relayed, unwrap_relay_replies, unwrap_relays};
 pub use writer::{
     MessageWriter, OptionWriter, try_wrap_relay_forw, try_wrap_relay_reply, wrap_relay_forw,

@@ -230,7 +230,7 @@ mod tests {
         );
         assert_eq!(
             FailoverMessage::parse(&b),
-            Err(FailoverWireError::DuplicateOption { code: 132 })
+            Err(crate::wire::WireError::DuplicateOption { code: 132 }.into())
         );
         let mut pfx = vec![0; 25];
         pfx[8] = 64;

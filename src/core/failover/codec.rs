@@ -377,7 +377,7 @@ pub fn encode_bndreply(
 /// Writes the IA_NA { IAADDR } or IA_PD { IAPREFIX } of `lease` (validated by
 /// [`binding_status_of`]); `body` writes the options inside the IAADDR / IAPREFIX.
 fn write_resource(
-    b: &mut BindingWriter<'_>,
+    b: &mut BindingWriter<'_, '_>,
     lease: &Lease,
     preferred_secs: u32,
     valid_secs: u32,

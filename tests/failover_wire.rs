@@ -2,8 +2,12 @@
 //! byte for byte against the digest's layout, round trips of every message type, malformed
 //! input, stream framing and property tests.
 
+#[path = "fixtures/frames.rs"]
+mod fixtures;
+
 use std::net::Ipv6Addr;
 
+use fixtures::first_address;
 use proptest::prelude::*;
 use tandem_core::failover::wire::{
     Binding, BindingContent, BindingStatus, ConnectFlags, ConnectOptions, DnsFlags, DnsRemovalInfo,
@@ -277,8 +281,7 @@ fn bndreply_is_byte_exact() {
         FailoverMessage::parse(BNDUPD).unwrap().transaction_id()
     );
     let b = m.client_binding().unwrap();
-    let a = b.ia_nas().next().unwrap().addresses().next().unwrap();
-    let l = a.lease_options();
+    let l = first_address(&b).lease_options();
     let st = l.status.unwrap();
     assert_eq!(
         FailoverStatusCode::of(&st),
@@ -810,15 +813,7 @@ fn duplicates_bindings_and_text() {
     // Unknown options are skipped, at every level.
     let b = bndupd_with_lease(&[raw(999, &[1, 2, 3]), raw(fopt::F_BINDING_STATUS, &[3])]);
     let m = FailoverMessage::parse(&b).unwrap();
-    let a = m
-        .client_binding()
-        .unwrap()
-        .ia_nas()
-        .next()
-        .unwrap()
-        .addresses()
-        .next()
-        .unwrap();
+    let a = first_address(&m.client_binding().unwrap());
     assert_eq!(
         a.lease_options().binding_status,
         Some(BindingStatus::Released)

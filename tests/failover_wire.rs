@@ -4,10 +4,13 @@
 
 #[path = "fixtures/frames.rs"]
 mod fixtures;
+#[path = "fixtures/options.rs"]
+mod options;
 
 use std::net::Ipv6Addr;
 
 use fixtures::first_address;
+use options::raw;
 use proptest::prelude::*;
 use tandem_core::failover::wire::{
     Binding, BindingContent, BindingStatus, ConnectFlags, ConnectOptions, DnsFlags, DnsRemovalInfo,
@@ -20,13 +23,6 @@ use tandem_core::wire::{Status, WireError};
 
 // ---------------------------------------------------------------------------------------------
 // Hand-built byte helpers (independent of the writer under test).
-
-fn raw(code: u16, data: &[u8]) -> Vec<u8> {
-    let mut v = code.to_be_bytes().to_vec();
-    v.extend_from_slice(&u16::try_from(data.len()).unwrap().to_be_bytes());
-    v.extend_from_slice(data);
-    v
-}
 
 fn msg(t: u8, xid: u32, sent: u32, opts: &[Vec<u8>]) -> Vec<u8> {
     let x = xid.to_be_bytes();

@@ -31,6 +31,18 @@ pub use writer::{
     wrap_relay_reply,
 };
 
+/// Helpers for the unit tests of this codec and of the failover codec built on it.
+#[cfg(test)]
+pub(crate) mod testing {
+    /// One option as bytes (header, then `data`), assembled by hand rather than by a writer.
+    pub(crate) fn raw(code: u16, data: &[u8]) -> Vec<u8> {
+        let mut v = code.to_be_bytes().to_vec();
+        v.extend_from_slice(&u16::try_from(data.len()).unwrap().to_be_bytes());
+        v.extend_from_slice(data);
+        v
+    }
+}
+
 /// Maximum number of relay agents a message may pass through (RFC 8415 §7.6).
 ///
 /// A Relay-forw chain may therefore be nested at most `HOP_COUNT_LIMIT + 1` levels deep

@@ -659,13 +659,7 @@ impl ExactSizeIterator for OroIter<'_> {}
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn raw(code: u16, data: &[u8]) -> Vec<u8> {
-        let mut v = code.to_be_bytes().to_vec();
-        v.extend_from_slice(&(data.len() as u16).to_be_bytes());
-        v.extend_from_slice(data);
-        v
-    }
+    use crate::wire::testing::raw;
 
     #[test]
     fn option_iter_yields_in_order_and_stops_on_garbage() {

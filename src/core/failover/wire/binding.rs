@@ -269,13 +269,7 @@ impl<'a> LeaseOptionsExt<'a> for IaPrefix<'a> {
 mod tests {
     use super::*;
     use crate::failover::wire::BindingStatus;
-
-    fn raw(code: u16, data: &[u8]) -> Vec<u8> {
-        let mut v = code.to_be_bytes().to_vec();
-        v.extend_from_slice(&u16::try_from(data.len()).unwrap().to_be_bytes());
-        v.extend_from_slice(data);
-        v
-    }
+    use crate::wire::testing::raw;
 
     fn iaaddr(opts: &[u8]) -> Vec<u8> {
         let mut d = vec![0x20, 1, 0xd, 0xb8];

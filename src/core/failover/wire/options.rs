@@ -687,13 +687,7 @@ pub(super) fn lq_relay_data(data: &[u8]) -> Option<LqRelayData<'_>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn raw(code: u16, data: &[u8]) -> Vec<u8> {
-        let mut v = code.to_be_bytes().to_vec();
-        v.extend_from_slice(&u16::try_from(data.len()).unwrap().to_be_bytes());
-        v.extend_from_slice(data);
-        v
-    }
+    use crate::wire::testing::raw;
 
     #[test]
     fn value_tables_match_the_digest() {

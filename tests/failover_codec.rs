@@ -3,8 +3,12 @@
 //! nesting of the binding checked with the wire codec's own views, time conversion across the
 //! 2000 epoch and the 2136 wrap, malformed and link-layer input, and property tests.
 
+#[path = "fixtures/frames.rs"]
+mod fixtures;
+
 use std::net::Ipv6Addr;
 
+use fixtures::first_address;
 use proptest::prelude::*;
 use tandem_core::config::ResourceKind;
 use tandem_core::failover::codec::{
@@ -461,8 +465,7 @@ fn declined_is_abandoned_and_offered_is_never_encoded() {
         NOW,
     );
     let m = FailoverMessage::parse(&bytes).unwrap();
-    let a = m.client_binding().unwrap().ia_nas().next().unwrap();
-    let a = a.addresses().next().unwrap();
+    let a = first_address(&m.client_binding().unwrap());
     assert_eq!(
         a.lease_options().binding_status,
         Some(BindingStatus::Abandoned)
@@ -544,7 +547,7 @@ fn bndreply_with_echoed_binding_follows_the_digest() {
             assert_eq!(b.client_id(), Some(&l.duid[..]));
             let o = match l.kind {
                 ResourceKind::Address => {
-                    let a = b.ia_nas().next().unwrap().addresses().next().unwrap();
+                    let a = first_address(&b);
                     assert_eq!((a.addr, a.preferred_secs, a.valid_secs), (l.addr, 0, 0));
                     a.lease_options()
                 }
@@ -653,16 +656,7 @@ fn times_survive_the_2000_epoch_conversion() {
     let bytes = encode_one(&msg, 0, NOW);
     let m = FailoverMessage::parse(&bytes).unwrap();
     assert_eq!(u64::from(m.sent_time()), NOW - FAILOVER_EPOCH_UNIX);
-    let o = m
-        .client_binding()
-        .unwrap()
-        .ia_nas()
-        .next()
-        .unwrap()
-        .addresses()
-        .next()
-        .unwrap()
-        .lease_options();
+    let o = first_address(&m.client_binding().unwrap()).lease_options();
     assert_eq!(
         u64::from(o.expiration_time.unwrap()),
         l.expires_at - FAILOVER_EPOCH_UNIX
@@ -706,19 +700,51 @@ fn times_survive_the_2136_wrap() {
     assert_eq!(roundtrip(&state, 1, WRAP + 10).0, state);
 }
 
-#[test]
-fn zero_binding_times_are_absent() {
-    let mut l = released_prefix();
+/// A BNDUPD of `l` with no client-transaction, expiry or partner-lifetime time (all 0).
+fn update_without_times(mut l: Lease) -> PeerMsg {
     l.cltt = 0;
     l.expires_at = 0;
-    let msg = PeerMsg::BndUpd {
+    PeerMsg::BndUpd {
         xid: 1,
         lease: l,
         partner_lifetime: 0,
-    };
+    }
+}
+
+#[test]
+fn zero_binding_times_are_absent() {
     // Even far from 1970 (after 2038), a 0 comes back as 0, not as a date near the wrap.
+    let msg = update_without_times(released_prefix());
     let (d, _) = roundtrip(&msg, 0, WRAP - 1_000_000);
     assert_eq!(d, expected(&msg));
+
+    // On the wire the zero times are left out of the IAADDR, not sent as the epoch.
+    let msg = update_without_times(active_address());
+    let bytes = encode_one(&msg, 0, NOW);
+    let m = FailoverMessage::parse(&bytes).unwrap();
+    let o = first_address(&m.client_binding().unwrap()).lease_options();
+    assert_eq!(o.binding_status, Some(BindingStatus::Active));
+    assert!(o.start_time_of_state.is_none() && o.clt_time.is_none());
+    assert!(o.partner_lifetime.is_none() && o.expiration_time.is_none());
+    assert_eq!(roundtrip(&msg, 0, NOW).0, expected(&msg));
+}
+
+#[test]
+fn expired_start_time_is_its_expiry() {
+    let mut l = active_address();
+    l.state = LeaseState::Expired;
+    let msg = PeerMsg::BndUpd {
+        xid: 2,
+        lease: l.clone(),
+        partner_lifetime: NOW,
+    };
+    let bytes = encode_one(&msg, 0, NOW);
+    let m = FailoverMessage::parse(&bytes).unwrap();
+    let b = m.client_binding().unwrap();
+    let o = first_address(&b).lease_options();
+    assert_eq!(o.start_time_of_state, Some(to_failover_time(l.expires_at)));
+    assert_eq!(o.clt_time, Some(40));
+    assert_eq!(b.lq_base_time(), Some(to_failover_time(NOW)));
 }
 
 // ---------------------------------------------------------------------------------------------

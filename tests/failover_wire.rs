@@ -2,8 +2,15 @@
 //! byte for byte against the digest's layout, round trips of every message type, malformed
 //! input, stream framing and property tests.
 
+#[path = "fixtures/frames.rs"]
+mod fixtures;
+#[path = "fixtures/options.rs"]
+mod options;
+
 use std::net::Ipv6Addr;
 
+use fixtures::first_address;
+use options::raw;
 use proptest::prelude::*;
 use tandem_core::failover::wire::{
     Binding, BindingContent, BindingStatus, ConnectFlags, ConnectOptions, DnsFlags, DnsRemovalInfo,
@@ -12,17 +19,10 @@ use tandem_core::failover::wire::{
     LeaseOptionsExt, MAX_FRAME_LEN, ProtocolVersion, ServerFlags, ServerState, StateOptions,
     absolute_clt_time, fopt, from_failover_time, to_failover_time, write_frame,
 };
-use tandem_core::wire::Status;
+use tandem_core::wire::{Status, WireError};
 
 // ---------------------------------------------------------------------------------------------
 // Hand-built byte helpers (independent of the writer under test).
-
-fn raw(code: u16, data: &[u8]) -> Vec<u8> {
-    let mut v = code.to_be_bytes().to_vec();
-    v.extend_from_slice(&u16::try_from(data.len()).unwrap().to_be_bytes());
-    v.extend_from_slice(data);
-    v
-}
 
 fn msg(t: u8, xid: u32, sent: u32, opts: &[Vec<u8>]) -> Vec<u8> {
     let x = xid.to_be_bytes();
@@ -277,8 +277,7 @@ fn bndreply_is_byte_exact() {
         FailoverMessage::parse(BNDUPD).unwrap().transaction_id()
     );
     let b = m.client_binding().unwrap();
-    let a = b.ia_nas().next().unwrap().addresses().next().unwrap();
-    let l = a.lease_options();
+    let l = first_address(&b).lease_options();
     let st = l.status.unwrap();
     assert_eq!(
         FailoverStatusCode::of(&st),
@@ -587,7 +586,9 @@ fn option_overruns_and_truncated_options() {
         let b = &CONNECT[..CONNECT.len() - cut];
         assert_eq!(
             FailoverMessage::parse(b),
-            Err(FailoverWireError::OptionOverrun { code: 130 })
+            Err(FailoverWireError::Option(WireError::OptionOverrun {
+                code: 130
+            }))
         );
     }
     // Fewer than 4 bytes of option header.
@@ -595,7 +596,7 @@ fn option_overruns_and_truncated_options() {
     b.extend([0, 1, 0]);
     assert_eq!(
         FailoverMessage::parse(&b),
-        Err(FailoverWireError::TruncatedOption)
+        Err(FailoverWireError::Option(WireError::TruncatedOption))
     );
     // Every truncation of the BNDUPD fails (the outer CLIENT_DATA length is then wrong).
     for n in FAILOVER_HEADER_LEN + 1..BNDUPD.len() {
@@ -607,7 +608,9 @@ fn option_overruns_and_truncated_options() {
     b[at] += 1;
     assert_eq!(
         FailoverMessage::parse(&b),
-        Err(FailoverWireError::OptionOverrun { code: 5 })
+        Err(FailoverWireError::Option(WireError::OptionOverrun {
+            code: 5
+        }))
     );
     // Deepest level: a failover option inside the IAADDR overruns it.
     let mut b = BNDUPD.to_vec();
@@ -615,7 +618,9 @@ fn option_overruns_and_truncated_options() {
     b[at] = 5;
     assert_eq!(
         FailoverMessage::parse(&b),
-        Err(FailoverWireError::OptionOverrun { code: 120 })
+        Err(FailoverWireError::Option(WireError::OptionOverrun {
+            code: 120
+        }))
     );
 }
 
@@ -673,7 +678,10 @@ fn wrong_fixed_option_lengths() {
                 continue;
             }
             let data = vec![1u8; bad];
-            let want = Err(FailoverWireError::BadOptionLength { code, len: bad });
+            let want = Err(FailoverWireError::Option(WireError::BadOptionLength {
+                code,
+                len: bad,
+            }));
             // At the top level.
             let b = msg(31, 1, 1, &[raw(code, &data)]);
             assert_eq!(FailoverMessage::parse(&b), want, "top-level {code}/{bad}");
@@ -697,7 +705,10 @@ fn wrong_fixed_option_lengths() {
         let b = bndupd_with_lease(&[raw(code, &vec![0; bad])]);
         assert_eq!(
             FailoverMessage::parse(&b),
-            Err(FailoverWireError::BadOptionLength { code, len: bad })
+            Err(FailoverWireError::Option(WireError::BadOptionLength {
+                code,
+                len: bad
+            }))
         );
     }
     // DUIDs: 3..=130 bytes.
@@ -706,27 +717,39 @@ fn wrong_fixed_option_lengths() {
         let b = msg(24, 1, 1, &[raw(fopt::CLIENT_DATA, &cd)]);
         assert_eq!(
             FailoverMessage::parse(&b),
-            Err(FailoverWireError::BadOptionLength { code: 1, len: bad })
+            Err(FailoverWireError::Option(WireError::BadOptionLength {
+                code: 1,
+                len: bad
+            }))
         );
     }
     // IA and IAADDR / IAPREFIX fixed parts.
     let cd = raw(fopt::IA_NA, &[0; 11]);
     assert_eq!(
         FailoverMessage::parse(&msg(24, 1, 1, &[raw(fopt::CLIENT_DATA, &cd)])),
-        Err(FailoverWireError::BadOptionLength { code: 3, len: 11 })
+        Err(FailoverWireError::Option(WireError::BadOptionLength {
+            code: 3,
+            len: 11
+        }))
     );
     let cd = ia_na(1, &[raw(fopt::IAADDR, &[0; 23])]);
     assert_eq!(
         FailoverMessage::parse(&msg(24, 1, 1, &[raw(fopt::CLIENT_DATA, &cd)])),
-        Err(FailoverWireError::BadOptionLength { code: 5, len: 23 })
+        Err(FailoverWireError::Option(WireError::BadOptionLength {
+            code: 5,
+            len: 23
+        }))
     );
     assert_eq!(
         FailoverMessage::parse(&msg(24, 1, 1, &[raw(fopt::IAPREFIX, &[0; 24])])),
-        Err(FailoverWireError::BadOptionLength { code: 26, len: 24 })
+        Err(FailoverWireError::Option(WireError::BadOptionLength {
+            code: 26,
+            len: 24
+        }))
     );
     assert_eq!(
         FailoverMessage::parse(&msg(24, 1, 1, &[iaprefix(Ipv6Addr::UNSPECIFIED, 129, &[])])),
-        Err(FailoverWireError::BadPrefixLength(129))
+        Err(FailoverWireError::Option(WireError::BadPrefixLength(129)))
     );
 }
 
@@ -740,7 +763,9 @@ fn duplicates_bindings_and_text() {
     );
     assert_eq!(
         FailoverMessage::parse(&b),
-        Err(FailoverWireError::DuplicateOption { code: 122 })
+        Err(FailoverWireError::Option(WireError::DuplicateOption {
+            code: 122
+        }))
     );
     let b = bndupd_with_lease(&[
         raw(fopt::F_BINDING_STATUS, &[1]),
@@ -748,7 +773,9 @@ fn duplicates_bindings_and_text() {
     ]);
     assert_eq!(
         FailoverMessage::parse(&b),
-        Err(FailoverWireError::DuplicateOption { code: 114 })
+        Err(FailoverWireError::Option(WireError::DuplicateOption {
+            code: 114
+        }))
     );
     let cd = raw(fopt::CLIENTID, DUID);
     let b = msg(
@@ -759,7 +786,9 @@ fn duplicates_bindings_and_text() {
     );
     assert_eq!(
         FailoverMessage::parse(&b),
-        Err(FailoverWireError::DuplicateOption { code: 45 })
+        Err(FailoverWireError::Option(WireError::DuplicateOption {
+            code: 45
+        }))
     );
     let p = iaprefix(Ipv6Addr::UNSPECIFIED, 64, &[]);
     let b = msg(24, 1, 1, &[p.clone(), p.clone()]);
@@ -780,15 +809,7 @@ fn duplicates_bindings_and_text() {
     // Unknown options are skipped, at every level.
     let b = bndupd_with_lease(&[raw(999, &[1, 2, 3]), raw(fopt::F_BINDING_STATUS, &[3])]);
     let m = FailoverMessage::parse(&b).unwrap();
-    let a = m
-        .client_binding()
-        .unwrap()
-        .ia_nas()
-        .next()
-        .unwrap()
-        .addresses()
-        .next()
-        .unwrap();
+    let a = first_address(&m.client_binding().unwrap());
     assert_eq!(
         a.lease_options().binding_status,
         Some(BindingStatus::Released)

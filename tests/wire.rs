@@ -1,8 +1,12 @@
 //! Integration tests for the DHCPv6 wire codec: fixed vectors, malformed input, property tests
 //! and a differential test against dhcproto as an independent oracle.
 
+#[path = "fixtures/options.rs"]
+mod options;
+
 use std::net::Ipv6Addr;
 
+use options::raw;
 use proptest::prelude::*;
 use tandem_core::wire::{
     HOP_COUNT_LIMIT, MAX_RELAY_DEPTH, Message, MessageType, MessageWriter, OptionWriter, RelayHop,
@@ -12,13 +16,6 @@ use tandem_core::wire::{
 
 // ---------------------------------------------------------------------------------------------
 // Hand-built byte helpers (independent of the writer under test).
-
-fn raw(code: u16, data: &[u8]) -> Vec<u8> {
-    let mut v = code.to_be_bytes().to_vec();
-    v.extend_from_slice(&u16::try_from(data.len()).unwrap().to_be_bytes());
-    v.extend_from_slice(data);
-    v
-}
 
 fn msg(t: u8, xid: u32, opts: &[Vec<u8>]) -> Vec<u8> {
     let x = xid.to_be_bytes();

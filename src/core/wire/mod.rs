@@ -20,11 +20,28 @@ pub use options::{
     IaAddr, IaAddrIter, IaNa, IaNaIter, IaPd, IaPdIter, IaPrefix, IaPrefixIter, OptionIter,
     OroIter, RawOption, Status, StatusCode, opt,
 };
+// Option validation shared with the failover codec, which uses the same option format.
+pub(crate) use options::{
+    IA_FIXED_LEN, IA_TA_FIXED_LEN, IAADDR_FIXED_LEN, Seen, check_duid, exact_len, iaprefix_options,
+    min_len, nested_options, walk_with,
+};
 pub use relay::{RelayHop, RelayMessage, Relayed, unwrap_relay_replies, unwrap_relays};
 pub use writer::{
     MessageWriter, OptionWriter, try_wrap_relay_forw, try_wrap_relay_reply, wrap_relay_forw,
     wrap_relay_reply,
 };
+
+/// Helpers for the unit tests of this codec and of the failover codec built on it.
+#[cfg(test)]
+pub(crate) mod testing {
+    /// One option as bytes (header, then `data`), assembled by hand rather than by a writer.
+    pub(crate) fn raw(code: u16, data: &[u8]) -> Vec<u8> {
+        let mut v = code.to_be_bytes().to_vec();
+        v.extend_from_slice(&u16::try_from(data.len()).unwrap().to_be_bytes());
+        v.extend_from_slice(data);
+        v
+    }
+}
 
 /// Maximum number of relay agents a message may pass through (RFC 8415 §7.6).
 ///

@@ -176,9 +176,18 @@ fn split_option(bytes: &[u8]) -> Result<Option<(RawOption<'_>, &[u8])>, WireErro
 /// Walks every option in `bytes`, failing on the first malformed option header/length or on
 /// the first error returned by `f`.
 pub(crate) fn walk<'a>(
-    mut bytes: &'a [u8],
-    mut f: impl FnMut(RawOption<'a>) -> Result<(), WireError>,
+    bytes: &'a [u8],
+    f: impl FnMut(RawOption<'a>) -> Result<(), WireError>,
 ) -> Result<(), WireError> {
+    walk_with(bytes, f)
+}
+
+/// [`walk`] for a codec built on this one (failover) whose callback reports errors of its own:
+/// malformed option headers and lengths still surface as [`WireError`]s, converted to `E`.
+pub(crate) fn walk_with<'a, E: From<WireError>>(
+    mut bytes: &'a [u8],
+    mut f: impl FnMut(RawOption<'a>) -> Result<(), E>,
+) -> Result<(), E> {
     while let Some((opt, rest)) = split_option(bytes)? {
         f(opt)?;
         bytes = rest;
@@ -220,7 +229,13 @@ impl Seen {
             opt::RELAY_SOURCE_PORT => 16,
             _ => return Ok(()),
         };
-        let mask = 1u32 << bit;
+        self.note_as(code, bit)
+    }
+
+    /// Records `code` under `bit` (0..32, the caller's numbering of its single-instance
+    /// options); errors if that bit was already recorded in this scope.
+    pub(crate) fn note_as(&mut self, code: u16, bit: u32) -> Result<(), WireError> {
+        let mask = 1u32.checked_shl(bit).unwrap_or(0);
         if self.0 & mask != 0 {
             return Err(WireError::DuplicateOption { code });
         }
@@ -264,13 +279,30 @@ pub(crate) fn check_duid(o: RawOption<'_>) -> Result<(), WireError> {
 }
 
 /// Fixed part of an IA_NA / IA_PD option: IAID, T1, T2.
-const IA_FIXED_LEN: usize = 12;
+pub(crate) const IA_FIXED_LEN: usize = 12;
 /// Fixed part of an IA_TA option: IAID.
-const IA_TA_FIXED_LEN: usize = 4;
+pub(crate) const IA_TA_FIXED_LEN: usize = 4;
 /// Fixed part of an IA Address option: address, preferred and valid lifetimes.
-const IAADDR_FIXED_LEN: usize = 24;
+pub(crate) const IAADDR_FIXED_LEN: usize = 24;
 /// Fixed part of an IA Prefix option: lifetimes, prefix-length, prefix.
-const IAPREFIX_FIXED_LEN: usize = 25;
+pub(crate) const IAPREFIX_FIXED_LEN: usize = 25;
+
+/// Checks that an option holds at least its `fixed` part; returns the options area after it.
+pub(crate) fn nested_options(o: RawOption<'_>, fixed: usize) -> Result<&[u8], WireError> {
+    min_len(o, fixed)?;
+    Ok(o.data.get(fixed..).unwrap_or_default())
+}
+
+/// Checks the fixed part of an IA Prefix option (prefix length at most 128); returns the
+/// options area after it.
+pub(crate) fn iaprefix_options(o: RawOption<'_>) -> Result<&[u8], WireError> {
+    let nested = nested_options(o, IAPREFIX_FIXED_LEN)?;
+    let plen = o.data.get(8).copied().unwrap_or(0);
+    if plen > 128 {
+        return Err(WireError::BadPrefixLength(plen));
+    }
+    Ok(nested)
+}
 
 /// Validates options that may appear anywhere and have a fixed format, for a top-level scope
 /// (client/server message). Structured options are validated recursively with a bounded depth.
@@ -302,8 +334,7 @@ pub(crate) fn check_top_level(o: RawOption<'_>) -> Result<(), WireError> {
 
 /// Validates an IA option: fixed part, then its options (Status Code once, `child` options).
 fn check_ia(o: RawOption<'_>, fixed: usize, child: u16) -> Result<(), WireError> {
-    min_len(o, fixed)?;
-    let nested = o.data.get(fixed..).unwrap_or_default();
+    let nested = nested_options(o, fixed)?;
     let mut seen = Seen::default();
     walk(nested, |n| {
         if n.code == opt::STATUS_CODE {
@@ -321,18 +352,12 @@ fn check_ia(o: RawOption<'_>, fixed: usize, child: u16) -> Result<(), WireError>
 
 /// Validates an IA Address option and its Status Code.
 fn check_iaaddr(o: RawOption<'_>) -> Result<(), WireError> {
-    min_len(o, IAADDR_FIXED_LEN)?;
-    check_leaf_options(o.data.get(IAADDR_FIXED_LEN..).unwrap_or_default())
+    check_leaf_options(nested_options(o, IAADDR_FIXED_LEN)?)
 }
 
 /// Validates an IA Prefix option (prefix length at most 128) and its Status Code.
 fn check_iaprefix(o: RawOption<'_>) -> Result<(), WireError> {
-    min_len(o, IAPREFIX_FIXED_LEN)?;
-    let plen = o.data.get(8).copied().unwrap_or(0);
-    if plen > 128 {
-        return Err(WireError::BadPrefixLength(plen));
-    }
-    check_leaf_options(o.data.get(IAPREFIX_FIXED_LEN..).unwrap_or_default())
+    check_leaf_options(iaprefix_options(o)?)
 }
 
 /// Options inside IA Address / IA Prefix: only Status Code is interpreted.
@@ -634,13 +659,7 @@ impl ExactSizeIterator for OroIter<'_> {}
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn raw(code: u16, data: &[u8]) -> Vec<u8> {
-        let mut v = code.to_be_bytes().to_vec();
-        v.extend_from_slice(&(data.len() as u16).to_be_bytes());
-        v.extend_from_slice(data);
-        v
-    }
+    use crate::wire::testing::raw;
 
     #[test]
     fn option_iter_yields_in_order_and_stops_on_garbage() {

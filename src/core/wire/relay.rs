@@ -226,13 +226,7 @@ fn unwrap_chain(bytes: &[u8], want: MessageType) -> Result<Relayed<'_>, WireErro
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn raw(code: u16, data: &[u8]) -> Vec<u8> {
-        let mut v = code.to_be_bytes().to_vec();
-        v.extend_from_slice(&(data.len() as u16).to_be_bytes());
-        v.extend_from_slice(data);
-        v
-    }
+    use crate::wire::testing::raw;
 
     fn relay(t: u8, hops: u8, opts: &[Vec<u8>]) -> Vec<u8> {
         let mut v = vec![t, hops];

@@ -25,7 +25,7 @@ fn wire_len(len: usize) -> (u16, bool) {
     match u16::try_from(len) {
         Ok(l) => (l, false),
         Err(_) => {
-            debug_assert!(false, "DHCPv6 option length {len} exceeds 65535");
+            debug_assert!(false, "option length {len} exceeds 65535");
             (u16::MAX, true)
         }
     }
@@ -66,6 +66,11 @@ impl<'b> OptionWriter<'b> {
         self.buf.is_empty()
     }
 
+    /// The whole underlying buffer (for a top-level writer, the message written so far).
+    pub fn as_bytes(&self) -> &[u8] {
+        self.buf
+    }
+
     /// True if some option written through this writer (or a nested one) was longer than
     /// 65535 bytes; the output is then malformed and must not be sent.
     pub fn overflowed(&self) -> bool {
@@ -76,6 +81,16 @@ impl<'b> OptionWriter<'b> {
     pub fn option(&mut self, code: u16, data: &[u8]) {
         self.overflow |= put_header(self.buf, code, data.len());
         self.buf.extend_from_slice(data);
+    }
+
+    /// Writes an option whose data is `parts` one after the other (a fixed part followed by
+    /// caller bytes, for instance), without assembling them first.
+    pub fn option_parts(&mut self, code: u16, parts: &[&[u8]]) {
+        let len = parts.iter().fold(0usize, |n, p| n.saturating_add(p.len()));
+        self.overflow |= put_header(self.buf, code, len);
+        for p in parts {
+            self.buf.extend_from_slice(p);
+        }
     }
 
     /// Writes an option with no data (e.g. Rapid Commit).
@@ -150,9 +165,7 @@ impl<'b> OptionWriter<'b> {
 
     /// Writes a Status Code option with any numeric code and message bytes.
     pub fn status_raw(&mut self, code: u16, message: &[u8]) {
-        self.nested(opt::STATUS_CODE, &code.to_be_bytes(), |w| {
-            w.buf.extend_from_slice(message);
-        });
+        self.option_parts(opt::STATUS_CODE, &[&code.to_be_bytes(), message]);
     }
 
     /// Writes an IA_NA option; `body` writes its IA Address / Status Code options.

@@ -1,23 +1,17 @@
 //! The binding carried by BNDUPD / BNDREPLY: `OPTION_CLIENT_DATA` or a top-level IAPREFIX.
 
-use crate::wire::{IaAddr, IaNaIter, IaPdIter, IaPrefix, OptionIter, RawOption, Status, opt};
+use crate::wire::{
+    IA_FIXED_LEN, IA_TA_FIXED_LEN, IAADDR_FIXED_LEN, IaAddr, IaNaIter, IaPdIter, IaPrefix,
+    OptionIter, RawOption, Status, WireError, iaprefix_options, nested_options, opt,
+};
 #[cfg(doc)]
 use crate::wire::{IaNa, IaPd};
 
 use super::FailoverWireError;
 use super::options::{
-    LeaseOptions, LqRelayData, ReconfigureData, Seen, check_option, fopt, lq_relay_data, min_len,
+    LeaseOptions, LqRelayData, ReconfigureData, Seen, check_option, fopt, lq_relay_data,
     reconfigure_data, u32_of, walk,
 };
-
-/// Fixed part of an IA_NA / IA_PD option: IAID, T1, T2.
-const IA_FIXED_LEN: usize = 12;
-/// Fixed part of an IA_TA option: IAID.
-const IA_TA_FIXED_LEN: usize = 4;
-/// Fixed part of an IA Address option: address, preferred and valid lifetimes.
-const IAADDR_FIXED_LEN: usize = 24;
-/// Fixed part of an IA Prefix option: lifetimes, prefix-length, prefix.
-const IAPREFIX_FIXED_LEN: usize = 25;
 
 /// What a BNDUPD / BNDREPLY is about (digest §4): one client's binding, or one delegable
 /// prefix with no client.
@@ -160,17 +154,17 @@ impl<'a> Binding<'a> {
 /// Validates a top-level `OPTION_IAPREFIX` (a delegable prefix with no client).
 pub(super) fn parse_pool_prefix(o: RawOption<'_>) -> Result<IaPrefix<'_>, FailoverWireError> {
     check_iaprefix(o)?;
-    IaPrefix::from_data(o.data).ok_or(FailoverWireError::BadOptionLength {
+    let bad_len = WireError::BadOptionLength {
         code: o.code,
         len: o.data.len(),
-    })
+    };
+    IaPrefix::from_data(o.data).ok_or(bad_len.into())
 }
 
 /// Validates an IA option: fixed part, then its options (Status Code once, `child` options).
 fn check_ia(o: RawOption<'_>, fixed: usize, child: u16) -> Result<(), FailoverWireError> {
-    min_len(o, fixed)?;
     let mut seen = Seen::default();
-    walk(o.data.get(fixed..).unwrap_or_default(), |n| {
+    walk(nested_options(o, fixed)?, |n| {
         seen.note(n.code)?;
         check_option(n)?;
         if n.code == child && child == opt::IAADDR {
@@ -185,18 +179,12 @@ fn check_ia(o: RawOption<'_>, fixed: usize, child: u16) -> Result<(), FailoverWi
 
 /// Validates an IA Address option and the failover options inside it.
 fn check_iaaddr(o: RawOption<'_>) -> Result<(), FailoverWireError> {
-    min_len(o, IAADDR_FIXED_LEN)?;
-    check_lease_options(o.data.get(IAADDR_FIXED_LEN..).unwrap_or_default())
+    check_lease_options(nested_options(o, IAADDR_FIXED_LEN)?)
 }
 
 /// Validates an IA Prefix option (prefix length at most 128) and the options inside it.
 fn check_iaprefix(o: RawOption<'_>) -> Result<(), FailoverWireError> {
-    min_len(o, IAPREFIX_FIXED_LEN)?;
-    let plen = o.data.get(8).copied().unwrap_or(0);
-    if plen > 128 {
-        return Err(FailoverWireError::BadPrefixLength(plen));
-    }
-    check_lease_options(o.data.get(IAPREFIX_FIXED_LEN..).unwrap_or_default())
+    check_lease_options(iaprefix_options(o)?)
 }
 
 /// Options inside IAADDR / IAPREFIX: every interpreted option once, with its format checked.
@@ -281,13 +269,7 @@ impl<'a> LeaseOptionsExt<'a> for IaPrefix<'a> {
 mod tests {
     use super::*;
     use crate::failover::wire::BindingStatus;
-
-    fn raw(code: u16, data: &[u8]) -> Vec<u8> {
-        let mut v = code.to_be_bytes().to_vec();
-        v.extend_from_slice(&u16::try_from(data.len()).unwrap().to_be_bytes());
-        v.extend_from_slice(data);
-        v
-    }
+    use crate::wire::testing::raw;
 
     fn iaaddr(opts: &[u8]) -> Vec<u8> {
         let mut d = vec![0x20, 1, 0xd, 0xb8];
@@ -350,11 +332,11 @@ mod tests {
         pd.extend(raw(opt::IAPREFIX, &p));
         assert_eq!(
             Binding::parse(&raw(fopt::IA_PD, &pd)),
-            Err(FailoverWireError::BadPrefixLength(200))
+            Err(WireError::BadPrefixLength(200).into())
         );
         assert_eq!(
             Binding::parse(&raw(fopt::IA_TA, &[0, 0, 0])),
-            Err(FailoverWireError::BadOptionLength { code: 4, len: 3 })
+            Err(WireError::BadOptionLength { code: 4, len: 3 }.into())
         );
         let two = [
             raw(fopt::LQ_BASE_TIME, &[0; 4]),
@@ -363,7 +345,7 @@ mod tests {
         .concat();
         assert_eq!(
             Binding::parse(&two),
-            Err(FailoverWireError::DuplicateOption { code: 100 })
+            Err(WireError::DuplicateOption { code: 100 }.into())
         );
         let p = vec![0; 24];
         assert_eq!(
@@ -371,7 +353,7 @@ mod tests {
                 code: opt::IAPREFIX,
                 data: &p
             }),
-            Err(FailoverWireError::BadOptionLength { code: 26, len: 24 })
+            Err(WireError::BadOptionLength { code: 26, len: 24 }.into())
         );
     }
 }

@@ -149,13 +149,7 @@ impl<'a> FailoverMessage<'a> {
 mod tests {
     use super::*;
     use crate::failover::wire::{ProtocolVersion, ServerFlags, ServerState};
-
-    fn raw(code: u16, data: &[u8]) -> Vec<u8> {
-        let mut v = code.to_be_bytes().to_vec();
-        v.extend_from_slice(&u16::try_from(data.len()).unwrap().to_be_bytes());
-        v.extend_from_slice(data);
-        v
-    }
+    use crate::wire::testing::raw;
 
     fn msg(t: u8, opts: &[Vec<u8>]) -> Vec<u8> {
         let mut v = vec![t, 0xab, 0xcd, 0xef, 0x11, 0x22, 0x33, 0x44];
@@ -230,7 +224,7 @@ mod tests {
         );
         assert_eq!(
             FailoverMessage::parse(&b),
-            Err(FailoverWireError::DuplicateOption { code: 132 })
+            Err(crate::wire::WireError::DuplicateOption { code: 132 }.into())
         );
         let mut pfx = vec![0; 25];
         pfx[8] = 64;

@@ -37,7 +37,7 @@ use std::fmt;
 
 #[cfg(doc)]
 use crate::wire::{IaAddr, IaPrefix};
-pub use crate::wire::{OptionIter, RawOption};
+pub use crate::wire::{OptionIter, RawOption, WireError};
 
 pub use binding::{Binding, BindingContent, IaTa, IaTaIter, LeaseOptionsExt};
 pub use frame::{FRAME_PREFIX_LEN, FRAMER_BUFFER_LEN, Framer, MAX_FRAME_LEN, write_frame};
@@ -90,33 +90,21 @@ pub fn absolute_clt_time(lq_base_time: u32, clt_time: u32) -> u32 {
 
 /// Why a received failover message or stream was rejected.
 ///
+/// Options have the DHCPv6 format, so a malformed option is reported as the DHCPv6 codec
+/// reports it: [`FailoverWireError::Option`] wraps the [`WireError`].
 /// [`Display`](fmt::Display) gives a plain-words description for logs;
 /// [`FailoverWireError::kind`] a short stable label for counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailoverWireError {
     /// The message is shorter than the 8-octet failover header.
     Truncated,
-    /// Fewer than 4 bytes remain where an option header should start.
-    TruncatedOption,
-    /// The option's length field runs past the end of the message or enclosing option.
-    OptionOverrun {
-        /// Option code of the offending option.
-        code: u16,
-    },
-    /// The option's length is invalid for its type (wrong fixed size or below the minimum).
-    BadOptionLength {
-        /// Option code of the offending option.
-        code: u16,
-        /// The length found in the option header.
-        len: usize,
-    },
-    /// An option that may appear only once in its scope appears more than once.
-    DuplicateOption {
-        /// Option code of the repeated option.
-        code: u16,
-    },
-    /// An IA Prefix option has a prefix length above 128.
-    BadPrefixLength(u8),
+    /// A malformed option, at any nesting level: only the option-level [`WireError`]s
+    /// ([`TruncatedOption`](WireError::TruncatedOption),
+    /// [`OptionOverrun`](WireError::OptionOverrun),
+    /// [`BadOptionLength`](WireError::BadOptionLength),
+    /// [`DuplicateOption`](WireError::DuplicateOption),
+    /// [`BadPrefixLength`](WireError::BadPrefixLength)) occur here.
+    Option(WireError),
     /// The message type is not one of the failover types 24..=35.
     UnknownMessageType(u8),
     /// `OPTION_F_BINDING_STATUS` holds a value outside 1..=8.
@@ -150,11 +138,7 @@ impl FailoverWireError {
     pub fn kind(&self) -> &'static str {
         match self {
             FailoverWireError::Truncated => "truncated",
-            FailoverWireError::TruncatedOption => "truncated_option",
-            FailoverWireError::OptionOverrun { .. } => "option_overrun",
-            FailoverWireError::BadOptionLength { .. } => "bad_option_length",
-            FailoverWireError::DuplicateOption { .. } => "duplicate_option",
-            FailoverWireError::BadPrefixLength(_) => "bad_prefix_length",
+            FailoverWireError::Option(e) => e.kind(),
             FailoverWireError::UnknownMessageType(_) => "unknown_msg_type",
             FailoverWireError::BadBindingStatus(_) => "bad_binding_status",
             FailoverWireError::BadServerState(_) => "bad_server_state",
@@ -173,21 +157,7 @@ impl fmt::Display for FailoverWireError {
             FailoverWireError::Truncated => {
                 f.write_str("message is shorter than the 8-byte failover header")
             }
-            FailoverWireError::TruncatedOption => {
-                f.write_str("fewer than 4 bytes left where an option header should start")
-            }
-            FailoverWireError::OptionOverrun { code } => {
-                write!(f, "option {code} runs past the end of its container")
-            }
-            FailoverWireError::BadOptionLength { code, len } => {
-                write!(f, "option {code} has invalid length {len}")
-            }
-            FailoverWireError::DuplicateOption { code } => {
-                write!(f, "option {code} appears more than once")
-            }
-            FailoverWireError::BadPrefixLength(len) => {
-                write!(f, "IA prefix length {len} is greater than 128")
-            }
+            FailoverWireError::Option(e) => fmt::Display::fmt(&e, f),
             FailoverWireError::UnknownMessageType(t) => {
                 write!(f, "unknown failover message type {t}")
             }
@@ -214,33 +184,42 @@ impl fmt::Display for FailoverWireError {
 
 impl std::error::Error for FailoverWireError {}
 
-/// Failover message type (RFC 8156 §5.3; codes from the DHCPv6 Message Types registry).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum FailoverType {
-    /// BNDUPD (24): a binding update.
-    BndUpd,
-    /// BNDREPLY (25): the answer to a BNDUPD (same transaction id).
-    BndReply,
-    /// POOLREQ (26): secondary asks the primary to rebalance delegable prefixes.
-    PoolReq,
-    /// POOLRESP (27): the primary accepted a POOLREQ.
-    PoolResp,
-    /// UPDREQ (28): send every binding change not yet acknowledged.
-    UpdReq,
-    /// UPDREQALL (29): send the whole binding database.
-    UpdReqAll,
-    /// UPDDONE (30): every BNDUPD answering an UPDREQ/UPDREQALL has been acknowledged.
-    UpdDone,
-    /// CONNECT (31): primary → secondary, opens the relationship.
-    Connect,
-    /// CONNECTREPLY (32): secondary → primary, accepts or rejects a CONNECT.
-    ConnectReply,
-    /// DISCONNECT (33): closing the connection, with a reason.
-    Disconnect,
-    /// STATE (34): the sender's endpoint state.
-    State,
-    /// CONTACT (35): keepalive.
-    Contact,
+impl From<WireError> for FailoverWireError {
+    fn from(e: WireError) -> Self {
+        FailoverWireError::Option(e)
+    }
+}
+
+options::wire_enum! {
+    /// Failover message type (RFC 8156 §5.3; codes from the DHCPv6 Message Types registry,
+    /// 24..=35).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    pub enum FailoverType: u8, from_u8, to_u8 {
+        /// BNDUPD (24): a binding update.
+        BndUpd = 24,
+        /// BNDREPLY (25): the answer to a BNDUPD (same transaction id).
+        BndReply = 25,
+        /// POOLREQ (26): secondary asks the primary to rebalance delegable prefixes.
+        PoolReq = 26,
+        /// POOLRESP (27): the primary accepted a POOLREQ.
+        PoolResp = 27,
+        /// UPDREQ (28): send every binding change not yet acknowledged.
+        UpdReq = 28,
+        /// UPDREQALL (29): send the whole binding database.
+        UpdReqAll = 29,
+        /// UPDDONE (30): every BNDUPD answering an UPDREQ/UPDREQALL has been acknowledged.
+        UpdDone = 30,
+        /// CONNECT (31): primary → secondary, opens the relationship.
+        Connect = 31,
+        /// CONNECTREPLY (32): secondary → primary, accepts or rejects a CONNECT.
+        ConnectReply = 32,
+        /// DISCONNECT (33): closing the connection, with a reason.
+        Disconnect = 33,
+        /// STATE (34): the sender's endpoint state.
+        State = 34,
+        /// CONTACT (35): keepalive.
+        Contact = 35,
+    }
 }
 
 impl FailoverType {
@@ -259,43 +238,6 @@ impl FailoverType {
         FailoverType::State,
         FailoverType::Contact,
     ];
-
-    /// Decodes a msg-type octet; `None` outside 24..=35.
-    pub fn from_u8(v: u8) -> Option<Self> {
-        Some(match v {
-            24 => FailoverType::BndUpd,
-            25 => FailoverType::BndReply,
-            26 => FailoverType::PoolReq,
-            27 => FailoverType::PoolResp,
-            28 => FailoverType::UpdReq,
-            29 => FailoverType::UpdReqAll,
-            30 => FailoverType::UpdDone,
-            31 => FailoverType::Connect,
-            32 => FailoverType::ConnectReply,
-            33 => FailoverType::Disconnect,
-            34 => FailoverType::State,
-            35 => FailoverType::Contact,
-            _ => return None,
-        })
-    }
-
-    /// Encodes as a msg-type octet.
-    pub fn to_u8(self) -> u8 {
-        match self {
-            FailoverType::BndUpd => 24,
-            FailoverType::BndReply => 25,
-            FailoverType::PoolReq => 26,
-            FailoverType::PoolResp => 27,
-            FailoverType::UpdReq => 28,
-            FailoverType::UpdReqAll => 29,
-            FailoverType::UpdDone => 30,
-            FailoverType::Connect => 31,
-            FailoverType::ConnectReply => 32,
-            FailoverType::Disconnect => 33,
-            FailoverType::State => 34,
-            FailoverType::Contact => 35,
-        }
-    }
 
     /// The name the RFC uses (e.g. `"BNDUPD"`).
     pub fn name(self) -> &'static str {
@@ -390,11 +332,11 @@ mod tests {
     fn error_kinds_are_distinct() {
         let all = [
             FailoverWireError::Truncated,
-            FailoverWireError::TruncatedOption,
-            FailoverWireError::OptionOverrun { code: 1 },
-            FailoverWireError::BadOptionLength { code: 1, len: 0 },
-            FailoverWireError::DuplicateOption { code: 1 },
-            FailoverWireError::BadPrefixLength(129),
+            WireError::TruncatedOption.into(),
+            WireError::OptionOverrun { code: 1 }.into(),
+            WireError::BadOptionLength { code: 1, len: 0 }.into(),
+            WireError::DuplicateOption { code: 1 }.into(),
+            WireError::BadPrefixLength(129).into(),
             FailoverWireError::UnknownMessageType(1),
             FailoverWireError::BadBindingStatus(0),
             FailoverWireError::BadServerState(0),
@@ -411,5 +353,9 @@ mod tests {
         for e in all {
             assert!(!e.to_string().is_empty());
         }
+        // The option-level labels are the DHCPv6 codec's, which counters already use.
+        let e = FailoverWireError::from(WireError::OptionOverrun { code: 7 });
+        assert_eq!(e.kind(), "option_overrun");
+        assert_eq!(e.to_string(), "option 7 runs past the end of its container");
     }
 }

@@ -2,7 +2,9 @@
 
 use std::net::Ipv6Addr;
 
-use crate::wire::{OPTION_HEADER_LEN, OptionIter, RawOption, Status, StatusCode};
+use crate::wire::{
+    OptionIter, RawOption, Status, StatusCode, WireError, check_duid, exact_len, min_len, walk_with,
+};
 
 use super::FailoverWireError;
 
@@ -87,171 +89,136 @@ pub mod fopt {
 // ---------------------------------------------------------------------------------------------
 // Enumerated values and flags.
 
-/// Binding status of a lease (`OPTION_F_BINDING_STATUS`, RFC 8156 §5.5.1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum BindingStatus {
-    /// ACTIVE (1): leased to a client.
-    Active = 1,
-    /// EXPIRED (2): the client's lease ran out.
-    Expired = 2,
-    /// RELEASED (3): the client released it.
-    Released = 3,
-    /// PENDING-FREE (4): passing state on the way to FREE / FREE-BACKUP.
-    PendingFree = 4,
-    /// FREE (5): available to the primary.
-    Free = 5,
-    /// FREE-BACKUP (6): available to the secondary.
-    FreeBackup = 6,
-    /// ABANDONED (7): unusable (e.g. after DECLINE).
-    Abandoned = 7,
-    /// RESET (8): freed by an operator.
-    Reset = 8,
+/// Declares a fieldless enum with explicit wire values together with its decoder `$from`
+/// (`None` for a value without a variant) and encoder `$to`, from one list of variants, so
+/// that the decoding table cannot drift from the declaration.
+macro_rules! wire_enum {
+    (
+        $(#[$attr:meta])*
+        pub enum $name:ident: $repr:ident, $from:ident, $to:ident {
+            $($(#[$vattr:meta])* $variant:ident = $value:literal,)+
+        }
+    ) => {
+        $(#[$attr])*
+        #[repr($repr)]
+        pub enum $name {
+            $($(#[$vattr])* $variant = $value,)+
+        }
+
+        impl $name {
+            /// Decodes a wire value; `None` for a value without a variant.
+            pub fn $from(v: $repr) -> Option<Self> {
+                match v {
+                    $($value => Some($name::$variant),)+
+                    _ => None,
+                }
+            }
+
+            /// The wire value.
+            pub fn $to(self) -> $repr {
+                self as $repr
+            }
+        }
+    };
 }
+pub(super) use wire_enum;
 
-impl BindingStatus {
-    /// Decodes a binding-status octet; `None` for 0 (reserved) and 9..=255.
-    pub fn from_u8(v: u8) -> Option<Self> {
-        Some(match v {
-            1 => BindingStatus::Active,
-            2 => BindingStatus::Expired,
-            3 => BindingStatus::Released,
-            4 => BindingStatus::PendingFree,
-            5 => BindingStatus::Free,
-            6 => BindingStatus::FreeBackup,
-            7 => BindingStatus::Abandoned,
-            8 => BindingStatus::Reset,
-            _ => return None,
-        })
-    }
-
-    /// The wire value.
-    pub fn to_u8(self) -> u8 {
-        self as u8
-    }
-}
-
-/// Endpoint state (`OPTION_F_SERVER_STATE`).
-///
-/// UNCONFIRMED (digest §0.1/§10): values follow Wireshark and the IANA-citing header, where
-/// 7 is RECOVER-WAIT; draft -06 had SHUTDOWN there. STARTUP (1) is never *sent* as a state (the
-/// STARTUP server flag is), but it decodes so that a partner that sends it is not dropped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum ServerState {
-    /// STARTUP (1).
-    Startup = 1,
-    /// NORMAL (2).
-    Normal = 2,
-    /// COMMUNICATIONS-INTERRUPTED (3).
-    CommunicationsInterrupted = 3,
-    /// PARTNER-DOWN (4).
-    PartnerDown = 4,
-    /// POTENTIAL-CONFLICT (5).
-    PotentialConflict = 5,
-    /// RECOVER (6).
-    Recover = 6,
-    /// RECOVER-WAIT (7).
-    RecoverWait = 7,
-    /// RECOVER-DONE (8).
-    RecoverDone = 8,
-    /// RESOLUTION-INTERRUPTED (9).
-    ResolutionInterrupted = 9,
-    /// CONFLICT-DONE (10).
-    ConflictDone = 10,
-}
-
-impl ServerState {
-    /// Decodes a server-state octet; `None` for 0 (reserved) and 11..=255.
-    pub fn from_u8(v: u8) -> Option<Self> {
-        Some(match v {
-            1 => ServerState::Startup,
-            2 => ServerState::Normal,
-            3 => ServerState::CommunicationsInterrupted,
-            4 => ServerState::PartnerDown,
-            5 => ServerState::PotentialConflict,
-            6 => ServerState::Recover,
-            7 => ServerState::RecoverWait,
-            8 => ServerState::RecoverDone,
-            9 => ServerState::ResolutionInterrupted,
-            10 => ServerState::ConflictDone,
-            _ => return None,
-        })
-    }
-
-    /// The wire value.
-    pub fn to_u8(self) -> u8 {
-        self as u8
+wire_enum! {
+    /// Binding status of a lease (`OPTION_F_BINDING_STATUS`, RFC 8156 §5.5.1); 0 is reserved.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    pub enum BindingStatus: u8, from_u8, to_u8 {
+        /// ACTIVE (1): leased to a client.
+        Active = 1,
+        /// EXPIRED (2): the client's lease ran out.
+        Expired = 2,
+        /// RELEASED (3): the client released it.
+        Released = 3,
+        /// PENDING-FREE (4): passing state on the way to FREE / FREE-BACKUP.
+        PendingFree = 4,
+        /// FREE (5): available to the primary.
+        Free = 5,
+        /// FREE-BACKUP (6): available to the secondary.
+        FreeBackup = 6,
+        /// ABANDONED (7): unusable (e.g. after DECLINE).
+        Abandoned = 7,
+        /// RESET (8): freed by an operator.
+        Reset = 8,
     }
 }
 
-/// Status codes a failover peer uses in `OPTION_STATUS_CODE`: the RFC 8415 ones, NotSupported
-/// from RFC 7653 and the RFC 8156 codes 16..=22.
-///
-/// The raw value stays available in [`Status::code`]; other values decode to `None`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[repr(u16)]
-pub enum FailoverStatusCode {
-    /// Success (0).
-    Success = 0,
-    /// UnspecFail (1).
-    UnspecFail = 1,
-    /// NoAddrsAvail (2).
-    NoAddrsAvail = 2,
-    /// NoBinding (3).
-    NoBinding = 3,
-    /// NotOnLink (4).
-    NotOnLink = 4,
-    /// UseMulticast (5).
-    UseMulticast = 5,
-    /// NoPrefixAvail (6).
-    NoPrefixAvail = 6,
-    /// NotSupported (14, RFC 7653): e.g. unsupported protocol version in CONNECTREPLY.
-    NotSupported = 14,
-    /// AddressInUse (16): the lease is bound to a different client on each server.
-    AddressInUse = 16,
-    /// ConfigurationConflict (17): the update conflicts with local configuration.
-    ConfigurationConflict = 17,
-    /// MissingBindingInformation (18): the BNDUPD lacks what is needed to process it.
-    MissingBindingInformation = 18,
-    /// OutdatedBindingInformation (19): the receiver's data is more recent.
-    OutdatedBindingInformation = 19,
-    /// ServerShuttingDown (20): planned shutdown, typically in DISCONNECT.
-    ServerShuttingDown = 20,
-    /// DNSUpdateNotSupported (21): the receiver refuses BNDUPDs carrying DNS-update data.
-    DnsUpdateNotSupported = 21,
-    /// ExcessiveTimeSkew (22): the sender's clock is more than 5 s off.
-    ExcessiveTimeSkew = 22,
+wire_enum! {
+    /// Endpoint state (`OPTION_F_SERVER_STATE`); 0 is reserved.
+    ///
+    /// UNCONFIRMED (digest §0.1/§10): values follow Wireshark and the IANA-citing header, where
+    /// 7 is RECOVER-WAIT; draft -06 had SHUTDOWN there. STARTUP (1) is never *sent* as a state
+    /// (the STARTUP server flag is), but it decodes so that a partner that sends it is not
+    /// dropped.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    pub enum ServerState: u8, from_u8, to_u8 {
+        /// STARTUP (1).
+        Startup = 1,
+        /// NORMAL (2).
+        Normal = 2,
+        /// COMMUNICATIONS-INTERRUPTED (3).
+        CommunicationsInterrupted = 3,
+        /// PARTNER-DOWN (4).
+        PartnerDown = 4,
+        /// POTENTIAL-CONFLICT (5).
+        PotentialConflict = 5,
+        /// RECOVER (6).
+        Recover = 6,
+        /// RECOVER-WAIT (7).
+        RecoverWait = 7,
+        /// RECOVER-DONE (8).
+        RecoverDone = 8,
+        /// RESOLUTION-INTERRUPTED (9).
+        ResolutionInterrupted = 9,
+        /// CONFLICT-DONE (10).
+        ConflictDone = 10,
+    }
+}
+
+wire_enum! {
+    /// Status codes a failover peer uses in `OPTION_STATUS_CODE`: the RFC 8415 ones,
+    /// NotSupported from RFC 7653 and the RFC 8156 codes 16..=22.
+    ///
+    /// The raw value stays available in [`Status::code`]; other values decode to `None`.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    pub enum FailoverStatusCode: u16, from_u16, to_u16 {
+        /// Success (0).
+        Success = 0,
+        /// UnspecFail (1).
+        UnspecFail = 1,
+        /// NoAddrsAvail (2).
+        NoAddrsAvail = 2,
+        /// NoBinding (3).
+        NoBinding = 3,
+        /// NotOnLink (4).
+        NotOnLink = 4,
+        /// UseMulticast (5).
+        UseMulticast = 5,
+        /// NoPrefixAvail (6).
+        NoPrefixAvail = 6,
+        /// NotSupported (14, RFC 7653): e.g. unsupported protocol version in CONNECTREPLY.
+        NotSupported = 14,
+        /// AddressInUse (16): the lease is bound to a different client on each server.
+        AddressInUse = 16,
+        /// ConfigurationConflict (17): the update conflicts with local configuration.
+        ConfigurationConflict = 17,
+        /// MissingBindingInformation (18): the BNDUPD lacks what is needed to process it.
+        MissingBindingInformation = 18,
+        /// OutdatedBindingInformation (19): the receiver's data is more recent.
+        OutdatedBindingInformation = 19,
+        /// ServerShuttingDown (20): planned shutdown, typically in DISCONNECT.
+        ServerShuttingDown = 20,
+        /// DNSUpdateNotSupported (21): the receiver refuses BNDUPDs carrying DNS-update data.
+        DnsUpdateNotSupported = 21,
+        /// ExcessiveTimeSkew (22): the sender's clock is more than 5 s off.
+        ExcessiveTimeSkew = 22,
+    }
 }
 
 impl FailoverStatusCode {
-    /// Decodes a status code; `None` for values without a variant.
-    pub fn from_u16(v: u16) -> Option<Self> {
-        Some(match v {
-            0 => FailoverStatusCode::Success,
-            1 => FailoverStatusCode::UnspecFail,
-            2 => FailoverStatusCode::NoAddrsAvail,
-            3 => FailoverStatusCode::NoBinding,
-            4 => FailoverStatusCode::NotOnLink,
-            5 => FailoverStatusCode::UseMulticast,
-            6 => FailoverStatusCode::NoPrefixAvail,
-            14 => FailoverStatusCode::NotSupported,
-            16 => FailoverStatusCode::AddressInUse,
-            17 => FailoverStatusCode::ConfigurationConflict,
-            18 => FailoverStatusCode::MissingBindingInformation,
-            19 => FailoverStatusCode::OutdatedBindingInformation,
-            20 => FailoverStatusCode::ServerShuttingDown,
-            21 => FailoverStatusCode::DnsUpdateNotSupported,
-            22 => FailoverStatusCode::ExcessiveTimeSkew,
-            _ => return None,
-        })
-    }
-
-    /// The numeric value carried on the wire.
-    pub fn to_u16(self) -> u16 {
-        self as u16
-    }
-
     /// The code of a received [`Status`], if it has a variant.
     pub fn of(status: &Status<'_>) -> Option<Self> {
         Self::from_u16(status.code)
@@ -605,38 +572,24 @@ pub(super) fn u32_of(o: RawOption<'_>) -> Option<u32> {
 // ---------------------------------------------------------------------------------------------
 // Validation.
 
-/// Walks every option in `bytes` (built on [`OptionIter`]), failing on the first error from
-/// `f`, then on a malformed option header or length.
+/// Walks every option in `bytes` ([`crate::wire`]'s walk), failing on the first error from
+/// `f` or malformed option header or length, in option order.
 pub(super) fn walk<'a>(
     bytes: &'a [u8],
-    mut f: impl FnMut(RawOption<'a>) -> Result<(), FailoverWireError>,
+    f: impl FnMut(RawOption<'a>) -> Result<(), FailoverWireError>,
 ) -> Result<(), FailoverWireError> {
-    let mut used = 0usize;
-    for o in OptionIter::new(bytes) {
-        used = used
-            .saturating_add(OPTION_HEADER_LEN)
-            .saturating_add(o.data.len());
-        f(o)?;
-    }
-    // OptionIter stops silently at the first malformed option: find out why.
-    match bytes.get(used..) {
-        None | Some([]) => Ok(()),
-        Some([a, b, _, _, ..]) => Err(FailoverWireError::OptionOverrun {
-            code: u16::from_be_bytes([*a, *b]),
-        }),
-        Some(_) => Err(FailoverWireError::TruncatedOption),
-    }
+    walk_with(bytes, f)
 }
 
 /// Tracks which single-instance options were already seen in one scope.
 #[derive(Default)]
-pub(super) struct Seen(u32);
+pub(super) struct Seen(crate::wire::Seen);
 
 impl Seen {
     /// Records `code`; errors if it is a single-instance option already seen in this scope.
     /// Every option this codec interprets is single-instance, except the IAs, IAADDR and
     /// IAPREFIX inside a binding.
-    pub(super) fn note(&mut self, code: u16) -> Result<(), FailoverWireError> {
+    pub(super) fn note(&mut self, code: u16) -> Result<(), WireError> {
         let bit = match code {
             fopt::F_BINDING_STATUS..=fopt::F_STATE_EXPIRATION_TIME => code - fopt::F_BINDING_STATUS,
             fopt::CLIENTID => 21,
@@ -649,35 +602,7 @@ impl Seen {
             fopt::LQ_BASE_TIME => 28,
             _ => return Ok(()),
         };
-        let mask = 1u32 << bit;
-        if self.0 & mask != 0 {
-            return Err(FailoverWireError::DuplicateOption { code });
-        }
-        self.0 |= mask;
-        Ok(())
-    }
-}
-
-fn bad_len(o: RawOption<'_>) -> FailoverWireError {
-    FailoverWireError::BadOptionLength {
-        code: o.code,
-        len: o.data.len(),
-    }
-}
-
-fn exact_len(o: RawOption<'_>, want: usize) -> Result<(), FailoverWireError> {
-    if o.data.len() == want {
-        Ok(())
-    } else {
-        Err(bad_len(o))
-    }
-}
-
-pub(super) fn min_len(o: RawOption<'_>, min: usize) -> Result<(), FailoverWireError> {
-    if o.data.len() >= min {
-        Ok(())
-    } else {
-        Err(bad_len(o))
+        self.0.note_as(code, u32::from(bit))
     }
 }
 
@@ -686,22 +611,38 @@ pub(super) fn min_len(o: RawOption<'_>, min: usize) -> Result<(), FailoverWireEr
 /// `OPTION_F_DNS_REMOVAL_INFO`. Other options (including IA containers, which the scopes check
 /// themselves) pass.
 pub(super) fn check_option(o: RawOption<'_>) -> Result<(), FailoverWireError> {
+    check_len(o)?;
     match o.code {
         fopt::F_BINDING_STATUS => {
-            exact_len(o, 1)?;
             let v = u8_of(o).unwrap_or(0);
             BindingStatus::from_u8(v)
                 .map(|_| ())
                 .ok_or(FailoverWireError::BadBindingStatus(v))
         }
         fopt::F_SERVER_STATE => {
-            exact_len(o, 1)?;
             let v = u8_of(o).unwrap_or(0);
             ServerState::from_u8(v)
                 .map(|_| ())
                 .ok_or(FailoverWireError::BadServerState(v))
         }
-        fopt::F_SERVER_FLAGS => exact_len(o, 1),
+        fopt::F_RELATIONSHIP_NAME => std::str::from_utf8(o.data)
+            .map(|_| ())
+            .map_err(|_| FailoverWireError::BadText { code: o.code }),
+        fopt::F_DNS_REMOVAL_INFO => {
+            let mut seen = Seen::default();
+            walk(o.data, |n| {
+                seen.note(n.code)?;
+                check_option(n)
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The length rules of [`check_option`]: fixed and minimum sizes, DUID length.
+fn check_len(o: RawOption<'_>) -> Result<(), WireError> {
+    match o.code {
+        fopt::F_BINDING_STATUS | fopt::F_SERVER_STATE | fopt::F_SERVER_FLAGS => exact_len(o, 1),
         fopt::F_CONNECT_FLAGS | fopt::F_DNS_FLAGS => exact_len(o, 2),
         fopt::F_EXPIRATION_TIME
         | fopt::F_MAX_UNACKED_BNDUPD
@@ -717,25 +658,8 @@ pub(super) fn check_option(o: RawOption<'_>) -> Result<(), FailoverWireError> {
         | fopt::CLT_TIME
         | fopt::LQ_BASE_TIME => exact_len(o, 4),
         fopt::F_RECONFIGURE_DATA => min_len(o, 4),
-        fopt::F_RELATIONSHIP_NAME => std::str::from_utf8(o.data)
-            .map(|_| ())
-            .map_err(|_| FailoverWireError::BadText { code: o.code }),
-        fopt::F_DNS_REMOVAL_INFO => {
-            let mut seen = Seen::default();
-            walk(o.data, |n| {
-                seen.note(n.code)?;
-                check_option(n)
-            })
-        }
         fopt::STATUS_CODE => min_len(o, 2),
-        fopt::CLIENTID => {
-            let len = o.data.len();
-            if (crate::wire::DUID_MIN_LEN..=crate::wire::DUID_MAX_LEN).contains(&len) {
-                Ok(())
-            } else {
-                Err(bad_len(o))
-            }
-        }
+        fopt::CLIENTID => check_duid(o),
         fopt::CLIENT_FQDN | fopt::VSS => min_len(o, 1),
         fopt::LQ_RELAY_DATA => min_len(o, 16),
         _ => Ok(()),
@@ -763,13 +687,7 @@ pub(super) fn lq_relay_data(data: &[u8]) -> Option<LqRelayData<'_>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn raw(code: u16, data: &[u8]) -> Vec<u8> {
-        let mut v = code.to_be_bytes().to_vec();
-        v.extend_from_slice(&u16::try_from(data.len()).unwrap().to_be_bytes());
-        v.extend_from_slice(data);
-        v
-    }
+    use crate::wire::testing::raw;
 
     #[test]
     fn value_tables_match_the_digest() {
@@ -828,20 +746,18 @@ mod tests {
         b.extend([0, 7, 0, 9, 1]);
         assert_eq!(
             walk(&b, |_| Ok(())),
-            Err(FailoverWireError::OptionOverrun { code: 7 })
+            Err(WireError::OptionOverrun { code: 7 }.into())
         );
         assert_eq!(
             walk(&[0, 1, 0], |_| Ok(())),
-            Err(FailoverWireError::TruncatedOption)
+            Err(WireError::TruncatedOption.into())
         );
         assert_eq!(walk(&[], |_| Ok(())), Ok(()));
         // Callback errors come first, in option order.
         let b = [raw(1, &[]), vec![0, 9]].concat();
         assert_eq!(
-            walk(&b, |o| Err(FailoverWireError::DuplicateOption {
-                code: o.code
-            })),
-            Err(FailoverWireError::DuplicateOption { code: 1 })
+            walk(&b, |o| Err(FailoverWireError::BadText { code: o.code })),
+            Err(FailoverWireError::BadText { code: 1 })
         );
     }
 
@@ -855,7 +771,7 @@ mod tests {
         );
         assert_eq!(
             check_option(o(fopt::F_BINDING_STATUS, &[1, 0])),
-            Err(FailoverWireError::BadOptionLength { code: 114, len: 2 })
+            Err(WireError::BadOptionLength { code: 114, len: 2 }.into())
         );
         assert_eq!(
             check_option(o(fopt::F_SERVER_STATE, &[0])),
@@ -881,7 +797,7 @@ mod tests {
                 code: fopt::F_DNS_REMOVAL_INFO,
                 data: &dns
             }),
-            Err(FailoverWireError::DuplicateOption { code: 119 })
+            Err(WireError::DuplicateOption { code: 119 }.into())
         );
     }
 

@@ -1,18 +1,18 @@
 //! Emission of failover messages into caller-owned, reused buffers.
 //!
-//! Built on [`OptionWriter`]: every leaf option and the IA_NA / IA_TA / IA_PD / IAADDR /
-//! IAPREFIX nesting go through it, so lengths are back-patched and overflow is handled the same
-//! way (a `debug_assert!` in debug builds, a saturated length plus
-//! [`FailoverWriter::overflowed`] in release builds). `OPTION_CLIENT_DATA` is back-patched here
-//! because two of its options (`OPTION_F_RECONFIGURE_DATA`, `OPTION_LQ_RELAY_DATA`) are a fixed
-//! part followed by caller bytes, which an [`OptionWriter`] body cannot append.
+//! Built on [`OptionWriter`]: [`FailoverWriter`] is one (through `Deref`, as
+//! [`MessageWriter`](crate::wire::MessageWriter) is) and the nested writers wrap one, so every
+//! option, including `OPTION_CLIENT_DATA` and the IA_NA / IA_TA / IA_PD / IAADDR / IAPREFIX
+//! nesting, gets its length back-patched and overflow handled the same way (a `debug_assert!`
+//! in debug builds, a saturated length plus [`OptionWriter::overflowed`] in release builds).
 //!
 //! The writers emit options in the order their methods are called; the digest's order
 //! (§4.1–4.3) is the natural one.
 
 use std::net::Ipv6Addr;
+use std::ops::{Deref, DerefMut};
 
-use crate::wire::{OPTION_HEADER_LEN, OptionWriter, Status};
+use crate::wire::{OptionWriter, Status};
 
 use super::options::{
     BindingStatus, ConnectFlags, ConnectOptions, DnsRemovalInfo, FailoverStatusCode, LeaseOptions,
@@ -20,42 +20,29 @@ use super::options::{
 };
 use super::{FailoverType, FailoverWireError, write_frame};
 
-/// Converts an option length to the 16-bit wire field, saturating (see module docs).
-fn wire_len(len: usize) -> (u16, bool) {
-    match u16::try_from(len) {
-        Ok(l) => (l, false),
-        Err(_) => {
-            debug_assert!(false, "failover option length {len} exceeds 65535");
-            (u16::MAX, true)
-        }
-    }
-}
-
-/// Appends an option whose data is `a` followed by `b`; returns true on length overflow.
-fn put_option2(buf: &mut Vec<u8>, code: u16, a: &[u8], b: &[u8]) -> bool {
-    let (len, overflow) = wire_len(a.len().saturating_add(b.len()));
-    buf.extend_from_slice(&code.to_be_bytes());
-    buf.extend_from_slice(&len.to_be_bytes());
-    buf.extend_from_slice(a);
-    buf.extend_from_slice(b);
-    overflow
-}
-
-/// Runs `f` on an [`OptionWriter`] appending to `buf`; returns true if it overflowed.
-fn with_writer(buf: &mut Vec<u8>, f: impl FnOnce(&mut OptionWriter<'_>)) -> bool {
-    let mut w = OptionWriter::new(buf);
-    f(&mut w);
-    w.overflowed()
+/// Defines setters that write one option through the writer's [`OptionWriter`] `self.w`:
+/// `fn name(arg: Type) => option_method(code, value);` becomes a `pub fn name(&mut self, arg:
+/// Type)` calling `self.w.option_method(code, value)`.
+macro_rules! option_setters {
+    ($($(#[$doc:meta])* fn $name:ident($arg:ident: $ty:ty) => $method:ident($code:expr, $value:expr);)+) => {
+        $(
+            $(#[$doc])*
+            pub fn $name(&mut self, $arg: $ty) {
+                self.w.$method($code, $value);
+            }
+        )+
+    };
 }
 
 /// Writes a failover message into a caller-owned, reused buffer.
 ///
 /// [`FailoverWriter::new`] clears the buffer and writes the 8-octet header; each method appends
-/// one option. The message is complete at any point: [`FailoverWriter::as_bytes`] holds it.
+/// one option. Every method of [`OptionWriter`] (`len`, `as_bytes`, `overflowed`, `option`,
+/// `option_u32`, `status_raw`, …) is available through `Deref`. The message is complete at any
+/// point: `as_bytes` holds it.
 #[derive(Debug)]
 pub struct FailoverWriter<'b> {
-    buf: &'b mut Vec<u8>,
-    overflow: bool,
+    w: OptionWriter<'b>,
 }
 
 impl<'b> FailoverWriter<'b> {
@@ -72,79 +59,49 @@ impl<'b> FailoverWriter<'b> {
         buf.extend_from_slice(&[msg_type.to_u8(), a, b, c]);
         buf.extend_from_slice(&sent_time.to_be_bytes());
         FailoverWriter {
-            buf,
-            overflow: false,
+            w: OptionWriter::new(buf),
         }
-    }
-
-    /// Length of the message written so far.
-    pub fn len(&self) -> usize {
-        self.buf.len()
-    }
-
-    /// Always false: the header is written by [`FailoverWriter::new`].
-    pub fn is_empty(&self) -> bool {
-        self.buf.is_empty()
-    }
-
-    /// The message written so far.
-    pub fn as_bytes(&self) -> &[u8] {
-        self.buf
-    }
-
-    /// True if an option overflowed its 16-bit length: the message is malformed, do not send.
-    pub fn overflowed(&self) -> bool {
-        self.overflow
     }
 
     /// Appends this message as one frame to `out` (see [`write_frame`]); errors with
     /// [`FailoverWireError::TooLong`] if the message is over 65535 bytes or overflowed.
     pub fn frame_into(&self, out: &mut Vec<u8>) -> Result<(), FailoverWireError> {
-        if self.overflow {
+        if self.w.overflowed() {
             return Err(FailoverWireError::TooLong);
         }
-        write_frame(self.buf, out)
+        write_frame(self.w.as_bytes(), out)
     }
 
-    /// Runs `body` on a DHCPv6 [`OptionWriter`] appending top-level options (escape hatch for
-    /// options without a helper).
+    /// Runs `body` on the DHCPv6 [`OptionWriter`] appending top-level options (escape hatch
+    /// for options without a helper).
     pub fn with_options(&mut self, body: impl FnOnce(&mut OptionWriter<'_>)) {
-        self.overflow |= with_writer(self.buf, body);
-    }
-
-    /// Writes an arbitrary top-level option.
-    pub fn option(&mut self, code: u16, data: &[u8]) {
-        self.with_options(|w| w.option(code, data));
+        body(&mut self.w);
     }
 
     /// Writes `OPTION_F_PROTOCOL_VERSION`.
     pub fn protocol_version(&mut self, v: ProtocolVersion) {
-        self.option(fopt::F_PROTOCOL_VERSION, &v.to_bytes());
+        self.w.option(fopt::F_PROTOCOL_VERSION, &v.to_bytes());
     }
 
-    /// Writes `OPTION_F_MCLT` (seconds).
-    pub fn mclt(&mut self, secs: u32) {
-        self.with_options(|w| w.option_u32(fopt::F_MCLT, secs));
-    }
-
-    /// Writes `OPTION_F_KEEPALIVE_TIME` (seconds).
-    pub fn keepalive_time(&mut self, secs: u32) {
-        self.with_options(|w| w.option_u32(fopt::F_KEEPALIVE_TIME, secs));
-    }
-
-    /// Writes `OPTION_F_MAX_UNACKED_BNDUPD`.
-    pub fn max_unacked_bndupd(&mut self, count: u32) {
-        self.with_options(|w| w.option_u32(fopt::F_MAX_UNACKED_BNDUPD, count));
-    }
-
-    /// Writes `OPTION_F_CONNECT_FLAGS`.
-    pub fn connect_flags(&mut self, flags: ConnectFlags) {
-        self.with_options(|w| w.option_u16(fopt::F_CONNECT_FLAGS, flags.0));
-    }
-
-    /// Writes `OPTION_F_RELATIONSHIP_NAME` (no NUL terminator is added).
-    pub fn relationship_name(&mut self, name: &str) {
-        self.option(fopt::F_RELATIONSHIP_NAME, name.as_bytes());
+    option_setters! {
+        /// Writes `OPTION_F_MCLT` (seconds).
+        fn mclt(secs: u32) => option_u32(fopt::F_MCLT, secs);
+        /// Writes `OPTION_F_KEEPALIVE_TIME` (seconds).
+        fn keepalive_time(secs: u32) => option_u32(fopt::F_KEEPALIVE_TIME, secs);
+        /// Writes `OPTION_F_MAX_UNACKED_BNDUPD`.
+        fn max_unacked_bndupd(count: u32) => option_u32(fopt::F_MAX_UNACKED_BNDUPD, count);
+        /// Writes `OPTION_F_CONNECT_FLAGS`.
+        fn connect_flags(flags: ConnectFlags) => option_u16(fopt::F_CONNECT_FLAGS, flags.0);
+        /// Writes `OPTION_F_RELATIONSHIP_NAME` (no NUL terminator is added).
+        fn relationship_name(name: &str) => option(fopt::F_RELATIONSHIP_NAME, name.as_bytes());
+        /// Writes `OPTION_F_SERVER_STATE`.
+        fn server_state(s: ServerState) => option_u8(fopt::F_SERVER_STATE, s.to_u8());
+        /// Writes `OPTION_F_SERVER_FLAGS`.
+        fn server_flags(f: ServerFlags) => option_u8(fopt::F_SERVER_FLAGS, f.0);
+        /// Writes `OPTION_F_START_TIME_OF_STATE` (absolute failover time).
+        fn start_time_of_state(t: u32) => option_u32(fopt::F_START_TIME_OF_STATE, t);
+        /// Writes `OPTION_F_PARTNER_DOWN_TIME` (absolute failover time).
+        fn partner_down_time(t: u32) => option_u32(fopt::F_PARTNER_DOWN_TIME, t);
     }
 
     /// Writes every present CONNECT / CONNECTREPLY option, in the order protocol version,
@@ -170,26 +127,6 @@ impl<'b> FailoverWriter<'b> {
         }
     }
 
-    /// Writes `OPTION_F_SERVER_STATE`.
-    pub fn server_state(&mut self, s: ServerState) {
-        self.with_options(|w| w.option_u8(fopt::F_SERVER_STATE, s.to_u8()));
-    }
-
-    /// Writes `OPTION_F_SERVER_FLAGS`.
-    pub fn server_flags(&mut self, f: ServerFlags) {
-        self.with_options(|w| w.option_u8(fopt::F_SERVER_FLAGS, f.0));
-    }
-
-    /// Writes `OPTION_F_START_TIME_OF_STATE` (absolute failover time).
-    pub fn start_time_of_state(&mut self, t: u32) {
-        self.with_options(|w| w.option_u32(fopt::F_START_TIME_OF_STATE, t));
-    }
-
-    /// Writes `OPTION_F_PARTNER_DOWN_TIME` (absolute failover time).
-    pub fn partner_down_time(&mut self, t: u32) {
-        self.with_options(|w| w.option_u32(fopt::F_PARTNER_DOWN_TIME, t));
-    }
-
     /// Writes every present STATE option, in the order server state, server flags, start time
     /// of state, partner down time.
     pub fn state_options(&mut self, s: &StateOptions) {
@@ -209,35 +146,13 @@ impl<'b> FailoverWriter<'b> {
 
     /// Writes a top-level `OPTION_STATUS_CODE`.
     pub fn status_code(&mut self, code: FailoverStatusCode, message: &str) {
-        self.status_raw(code.to_u16(), message.as_bytes());
-    }
-
-    /// Writes a top-level `OPTION_STATUS_CODE` with any numeric code and message bytes.
-    pub fn status_raw(&mut self, code: u16, message: &[u8]) {
-        self.with_options(|w| w.status_raw(code, message));
+        self.w.status_raw(code.to_u16(), message.as_bytes());
     }
 
     /// Writes `OPTION_CLIENT_DATA`; `body` writes its contents (client id, base time, IAs, …).
-    pub fn client_data(&mut self, body: impl FnOnce(&mut BindingWriter<'_>)) {
-        let start = self.buf.len();
-        self.buf.extend_from_slice(&fopt::CLIENT_DATA.to_be_bytes());
-        self.buf.extend_from_slice(&[0, 0]);
-        let mut inner = BindingWriter {
-            buf: &mut *self.buf,
-            overflow: false,
-        };
-        body(&mut inner);
-        let child_overflow = inner.overflow;
-        let len = self
-            .buf
-            .len()
-            .saturating_sub(start.saturating_add(OPTION_HEADER_LEN));
-        let (l, overflow) = wire_len(len);
-        self.overflow |= overflow | child_overflow;
-        let at = start.saturating_add(2);
-        if let Some(slot) = self.buf.get_mut(at..at.saturating_add(2)) {
-            slot.copy_from_slice(&l.to_be_bytes());
-        }
+    pub fn client_data(&mut self, body: impl FnOnce(&mut BindingWriter<'_, '_>)) {
+        self.w
+            .nested(fopt::CLIENT_DATA, &[], |w| body(&mut BindingWriter { w }));
     }
 
     /// Writes a top-level `OPTION_IAPREFIX` (a delegable prefix with no client); `body` writes
@@ -253,11 +168,23 @@ impl<'b> FailoverWriter<'b> {
         valid_secs: u32,
         body: impl FnOnce(&mut LeaseWriter<'_, '_>),
     ) {
-        self.with_options(|w| {
-            w.ia_prefix(prefix, prefix_len, preferred_secs, valid_secs, |w| {
+        self.w
+            .ia_prefix(prefix, prefix_len, preferred_secs, valid_secs, |w| {
                 body(&mut LeaseWriter { w })
-            })
-        });
+            });
+    }
+}
+
+impl<'b> Deref for FailoverWriter<'b> {
+    type Target = OptionWriter<'b>;
+    fn deref(&self) -> &OptionWriter<'b> {
+        &self.w
+    }
+}
+
+impl DerefMut for FailoverWriter<'_> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.w
     }
 }
 
@@ -266,45 +193,37 @@ impl<'b> FailoverWriter<'b> {
 /// Digest §4.1 order: client id, LQ base time, VSS, reconfigure data, LQ relay data, then the
 /// IAs; in a BNDREPLY a status code may reject the whole update.
 #[derive(Debug)]
-pub struct BindingWriter<'w> {
-    buf: &'w mut Vec<u8>,
-    overflow: bool,
+pub struct BindingWriter<'w, 'b> {
+    w: &'w mut OptionWriter<'b>,
 }
 
-impl BindingWriter<'_> {
-    /// Runs `body` on a DHCPv6 [`OptionWriter`] appending options inside
+impl BindingWriter<'_, '_> {
+    /// Runs `body` on the DHCPv6 [`OptionWriter`] appending options inside
     /// `OPTION_CLIENT_DATA` (escape hatch).
     pub fn with_options(&mut self, body: impl FnOnce(&mut OptionWriter<'_>)) {
-        self.overflow |= with_writer(self.buf, body);
+        body(self.w);
     }
 
-    /// Writes `OPTION_CLIENTID` (the client's DUID).
-    pub fn client_id(&mut self, duid: &[u8]) {
-        self.with_options(|w| w.client_id(duid));
-    }
-
-    /// Writes `OPTION_LQ_BASE_TIME` (absolute failover time this data was built).
-    pub fn lq_base_time(&mut self, t: u32) {
-        self.with_options(|w| w.option_u32(fopt::LQ_BASE_TIME, t));
-    }
-
-    /// Writes `OPTION_VSS` (only for a non-default VPN).
-    pub fn vss(&mut self, data: &[u8]) {
-        self.with_options(|w| w.option(fopt::VSS, data));
+    option_setters! {
+        /// Writes `OPTION_CLIENTID` (the client's DUID).
+        fn client_id(duid: &[u8]) => option(fopt::CLIENTID, duid);
+        /// Writes `OPTION_LQ_BASE_TIME` (absolute failover time this data was built).
+        fn lq_base_time(t: u32) => option_u32(fopt::LQ_BASE_TIME, t);
+        /// Writes `OPTION_VSS` (only for a non-default VPN).
+        fn vss(data: &[u8]) => option(fopt::VSS, data);
     }
 
     /// Writes `OPTION_F_RECONFIGURE_DATA`: reconfigure-time (absolute) then the key.
     pub fn reconfigure_data(&mut self, time: u32, key: &[u8]) {
-        self.overflow |= put_option2(self.buf, fopt::F_RECONFIGURE_DATA, &time.to_be_bytes(), key);
+        self.w
+            .option_parts(fopt::F_RECONFIGURE_DATA, &[&time.to_be_bytes(), key]);
     }
 
     /// Writes `OPTION_LQ_RELAY_DATA`: peer address then the relay message.
     pub fn lq_relay_data(&mut self, peer_address: Ipv6Addr, relay_message: &[u8]) {
-        self.overflow |= put_option2(
-            self.buf,
+        self.w.option_parts(
             fopt::LQ_RELAY_DATA,
-            &peer_address.octets(),
-            relay_message,
+            &[&peer_address.octets(), relay_message],
         );
     }
 
@@ -316,22 +235,22 @@ impl BindingWriter<'_> {
 
     /// Writes `OPTION_STATUS_CODE` with any numeric code and message bytes.
     pub fn status_raw(&mut self, code: u16, message: &[u8]) {
-        self.with_options(|w| w.status_raw(code, message));
+        self.w.status_raw(code, message);
     }
 
     /// Writes an IA_NA; `body` writes its IAADDRs.
     pub fn ia_na(&mut self, iaid: u32, t1: u32, t2: u32, body: impl FnOnce(&mut IaWriter<'_, '_>)) {
-        self.with_options(|w| w.ia_na(iaid, t1, t2, |w| body(&mut IaWriter { w })));
+        self.w.ia_na(iaid, t1, t2, |w| body(&mut IaWriter { w }));
     }
 
     /// Writes an IA_TA; `body` writes its IAADDRs.
     pub fn ia_ta(&mut self, iaid: u32, body: impl FnOnce(&mut IaWriter<'_, '_>)) {
-        self.with_options(|w| w.ia_ta(iaid, |w| body(&mut IaWriter { w })));
+        self.w.ia_ta(iaid, |w| body(&mut IaWriter { w }));
     }
 
     /// Writes an IA_PD; `body` writes its IAPREFIXes.
     pub fn ia_pd(&mut self, iaid: u32, t1: u32, t2: u32, body: impl FnOnce(&mut IaWriter<'_, '_>)) {
-        self.with_options(|w| w.ia_pd(iaid, t1, t2, |w| body(&mut IaWriter { w })));
+        self.w.ia_pd(iaid, t1, t2, |w| body(&mut IaWriter { w }));
     }
 }
 
@@ -400,45 +319,31 @@ impl<'b> LeaseWriter<'_, 'b> {
         self.w
     }
 
-    /// Writes `OPTION_F_BINDING_STATUS`.
-    pub fn binding_status(&mut self, s: BindingStatus) {
-        self.w.option_u8(fopt::F_BINDING_STATUS, s.to_u8());
-    }
-
-    /// Writes `OPTION_F_START_TIME_OF_STATE` (absolute).
-    pub fn start_time_of_state(&mut self, t: u32) {
-        self.w.option_u32(fopt::F_START_TIME_OF_STATE, t);
-    }
-
-    /// Writes `OPTION_F_STATE_EXPIRATION_TIME` (absolute; only if the status has a timeout).
-    pub fn state_expiration_time(&mut self, t: u32) {
-        self.w.option_u32(fopt::F_STATE_EXPIRATION_TIME, t);
-    }
-
-    /// Writes `OPTION_CLT_TIME` (seconds since the last client contact, relative to the
-    /// `OPTION_LQ_BASE_TIME`).
-    pub fn clt_time(&mut self, secs_ago: u32) {
-        self.w.option_u32(fopt::CLT_TIME, secs_ago);
-    }
-
-    /// Writes `OPTION_F_PARTNER_LIFETIME` (absolute).
-    pub fn partner_lifetime(&mut self, t: u32) {
-        self.w.option_u32(fopt::F_PARTNER_LIFETIME, t);
-    }
-
-    /// Writes `OPTION_F_PARTNER_LIFETIME_SENT` (absolute; the exact value received).
-    pub fn partner_lifetime_sent(&mut self, t: u32) {
-        self.w.option_u32(fopt::F_PARTNER_LIFETIME_SENT, t);
-    }
-
-    /// Writes `OPTION_F_PARTNER_RAW_CLT_TIME` (absolute, unadjusted).
-    pub fn partner_raw_clt_time(&mut self, t: u32) {
-        self.w.option_u32(fopt::F_PARTNER_RAW_CLT_TIME, t);
-    }
-
-    /// Writes `OPTION_F_EXPIRATION_TIME` (absolute).
-    pub fn expiration_time(&mut self, t: u32) {
-        self.w.option_u32(fopt::F_EXPIRATION_TIME, t);
+    option_setters! {
+        /// Writes `OPTION_F_BINDING_STATUS`.
+        fn binding_status(s: BindingStatus) => option_u8(fopt::F_BINDING_STATUS, s.to_u8());
+        /// Writes `OPTION_F_START_TIME_OF_STATE` (absolute).
+        fn start_time_of_state(t: u32) => option_u32(fopt::F_START_TIME_OF_STATE, t);
+        /// Writes `OPTION_F_STATE_EXPIRATION_TIME` (absolute; only if the status has a
+        /// timeout).
+        fn state_expiration_time(t: u32) => option_u32(fopt::F_STATE_EXPIRATION_TIME, t);
+        /// Writes `OPTION_CLT_TIME` (seconds since the last client contact, relative to the
+        /// `OPTION_LQ_BASE_TIME`).
+        fn clt_time(secs_ago: u32) => option_u32(fopt::CLT_TIME, secs_ago);
+        /// Writes `OPTION_F_PARTNER_LIFETIME` (absolute).
+        fn partner_lifetime(t: u32) => option_u32(fopt::F_PARTNER_LIFETIME, t);
+        /// Writes `OPTION_F_PARTNER_LIFETIME_SENT` (absolute; the exact value received).
+        fn partner_lifetime_sent(t: u32) => option_u32(fopt::F_PARTNER_LIFETIME_SENT, t);
+        /// Writes `OPTION_F_PARTNER_RAW_CLT_TIME` (absolute, unadjusted).
+        fn partner_raw_clt_time(t: u32) => option_u32(fopt::F_PARTNER_RAW_CLT_TIME, t);
+        /// Writes `OPTION_F_EXPIRATION_TIME` (absolute).
+        fn expiration_time(t: u32) => option_u32(fopt::F_EXPIRATION_TIME, t);
+        /// Writes `OPTION_CLIENT_FQDN` data (flags octet + name) as given.
+        fn client_fqdn(data: &[u8]) => option(fopt::CLIENT_FQDN, data);
+        /// Writes `OPTION_LQ_BASE_TIME` (top-level IAPREFIX only).
+        fn lq_base_time(t: u32) => option_u32(fopt::LQ_BASE_TIME, t);
+        /// Writes `OPTION_VSS` (top-level IAPREFIX only, non-default VPN).
+        fn vss(data: &[u8]) => option(fopt::VSS, data);
     }
 
     /// Writes `OPTION_STATUS_CODE` (BNDREPLY: rejects just this address / prefix).
@@ -449,11 +354,6 @@ impl<'b> LeaseWriter<'_, 'b> {
     /// Writes `OPTION_STATUS_CODE` with any numeric code and message bytes.
     pub fn status_raw(&mut self, code: u16, message: &[u8]) {
         self.w.status_raw(code, message);
-    }
-
-    /// Writes `OPTION_CLIENT_FQDN` data (flags octet + name) as given.
-    pub fn client_fqdn(&mut self, data: &[u8]) {
-        self.w.option(fopt::CLIENT_FQDN, data);
     }
 
     /// Writes `OPTION_F_DNS_REMOVAL_INFO` with its present parts (host name, zone name,
@@ -470,16 +370,6 @@ impl<'b> LeaseWriter<'_, 'b> {
                 w.option_u16(fopt::F_DNS_FLAGS, f.0);
             }
         });
-    }
-
-    /// Writes `OPTION_LQ_BASE_TIME` (top-level IAPREFIX only).
-    pub fn lq_base_time(&mut self, t: u32) {
-        self.w.option_u32(fopt::LQ_BASE_TIME, t);
-    }
-
-    /// Writes `OPTION_VSS` (top-level IAPREFIX only, non-default VPN).
-    pub fn vss(&mut self, data: &[u8]) {
-        self.w.option(fopt::VSS, data);
     }
 
     /// Writes every present field of `l`, in the order VSS, LQ base time, status code,

@@ -177,6 +177,29 @@ impl Server {
     }
 }
 
+/// Waits up to `within` for a line containing `needle` in `log`, which `proc` writes. Fails
+/// with the log's tail if the process exits first or the time runs out.
+pub fn wait_log_line(proc: &mut Proc, log: &Path, needle: &str, within: Duration, what: &str) {
+    let end = Instant::now() + within;
+    loop {
+        if read_lossy(log).contains(needle) {
+            return;
+        }
+        if let Some(st) = proc.exited() {
+            panic!(
+                "{what} exited ({st}) before logging `{needle}`; log:\n{}",
+                tail(log, 40)
+            );
+        }
+        assert!(
+            Instant::now() < end,
+            "{what}: no `{needle}` in its log after {within:?}; log:\n{}",
+            tail(log, 40)
+        );
+        std::thread::sleep(Duration::from_millis(30));
+    }
+}
+
 /// Starts `prefix... tandem serve --config config extra...` and waits until it serves.
 pub fn start_server(prefix: &[String], config: &Path, extra: &[&str], log: &Path) -> Server {
     let mut args: Vec<String> = prefix.to_vec();
@@ -184,26 +207,16 @@ pub fn start_server(prefix: &[String], config: &Path, extra: &[&str], log: &Path
     args.push(config.display().to_string());
     args.extend(extra.iter().map(|s| s.to_string()));
     let mut proc = Proc::spawn("tandem serve", &args, log);
-    let end = Instant::now() + Duration::from_secs(15);
-    loop {
-        if read_lossy(log).contains("serving; stop with") {
-            return Server {
-                proc,
-                log: log.to_path_buf(),
-            };
-        }
-        if let Some(st) = proc.exited() {
-            panic!(
-                "tandem serve exited ({st}) before serving; {args:?}; log:\n{}",
-                tail(log, 40)
-            );
-        }
-        assert!(
-            Instant::now() < end,
-            "tandem serve not serving after 15 s; log:\n{}",
-            tail(log, 40)
-        );
-        std::thread::sleep(Duration::from_millis(30));
+    wait_log_line(
+        &mut proc,
+        log,
+        "serving; stop with",
+        Duration::from_secs(15),
+        &format!("tandem serve {args:?}"),
+    );
+    Server {
+        proc,
+        log: log.to_path_buf(),
     }
 }
 

@@ -2,9 +2,12 @@
 //! and an unbindable address are refused with a clear message and exit code before any socket
 //! opens; a good one serves and stops cleanly on SIGTERM.
 
-use std::net::UdpSocket;
+mod common;
+
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+use common::proc::{HeldUdpPort, free_udp_port};
 
 fn tandem(args: &[&str], dir: &std::path::Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_tandem"))
@@ -12,15 +15,6 @@ fn tandem(args: &[&str], dir: &std::path::Path) -> Output {
         .current_dir(dir)
         .output()
         .expect("run tandem")
-}
-
-fn free_port() -> u16 {
-    // Bind port 0 on loopback and release it: good enough for tests that run one server each.
-    UdpSocket::bind("[::1]:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 const GOOD: &str = r#"
@@ -74,21 +68,30 @@ fn default_config_round_trips_through_check_config() {
 #[test]
 fn bad_config_exits_2_without_opening_a_socket() {
     let d = tempfile::tempdir().unwrap();
-    let port = free_port();
+    // The configured port stays bound here (without SO_REUSEPORT) until the server has exited:
+    // a server that touched the network before rejecting the config (its in-use probe or a
+    // worker socket) would fail to bind it and exit 4 saying so, not 2. Freeing the port and
+    // binding it again afterwards raced with whatever else took the freed port meanwhile.
+    let held = HeldUdpPort::new();
     let f = d.path().join("overlap.toml");
-    let text = good(port, &d.path().join("data")).replace(
+    let text = good(held.port, &d.path().join("data")).replace(
         "pools = [{ range = \"2001:db8:1::100-2001:db8:1::1ff\" }]",
         "pools = [{ range = \"2001:db8:1::100-2001:db8:1::1ff\" }, { range = \"2001:db8:1::180-2001:db8:1::2ff\" }]",
     );
     std::fs::write(&f, text).unwrap();
     let o = tandem(&["serve", "--config", f.to_str().unwrap()], d.path());
-    assert_eq!(o.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("overlaps"));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("overlaps"), "{err}");
+    assert!(
+        !err.contains("bind") && !err.contains("in use"),
+        "the server went for a socket before rejecting the config: {err}"
+    );
     assert!(
         !d.path().join("data").exists(),
         "store must not be created for a bad config"
     );
-    UdpSocket::bind(("::1", port)).expect("port must still be free");
+    drop(held);
 }
 
 #[test]
@@ -97,7 +100,7 @@ fn unusable_data_dir_exits_3() {
     let file = d.path().join("not-a-dir");
     std::fs::write(&file, b"x").unwrap();
     let f = d.path().join("c.toml");
-    std::fs::write(&f, good(free_port(), &file)).unwrap();
+    std::fs::write(&f, good(free_udp_port(), &file)).unwrap();
     let o = tandem(&["serve", "--config", f.to_str().unwrap()], d.path());
     assert_eq!(
         o.status.code(),
@@ -133,7 +136,7 @@ fn second_server_on_the_same_store_is_refused_and_sigterm_stops_cleanly() {
     let d = tempfile::tempdir().unwrap();
     let data = d.path().join("data");
     let f = d.path().join("c.toml");
-    std::fs::write(&f, good(free_port(), &data)).unwrap();
+    std::fs::write(&f, good(free_udp_port(), &data)).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_tandem"))
         .args(["serve", "--config", f.to_str().unwrap()])
         .stderr(Stdio::piped())
@@ -146,7 +149,7 @@ fn second_server_on_the_same_store_is_refused_and_sigterm_stops_cleanly() {
     }
     std::thread::sleep(Duration::from_millis(200));
     let f2 = d.path().join("c2.toml");
-    std::fs::write(&f2, good(free_port(), &data)).unwrap();
+    std::fs::write(&f2, good(free_udp_port(), &data)).unwrap();
     let o = tandem(&["serve", "--config", f2.to_str().unwrap()], d.path());
     assert_eq!(o.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&o.stderr).contains("in use by another tandem"));
@@ -173,7 +176,7 @@ fn second_server_on_the_same_store_is_refused_and_sigterm_stops_cleanly() {
 #[test]
 fn second_server_on_the_same_port_is_refused() {
     let d = tempfile::tempdir().unwrap();
-    let port = free_port();
+    let port = free_udp_port();
     let f1 = d.path().join("a.toml");
     std::fs::write(&f1, good(port, &d.path().join("data-a"))).unwrap();
     let mut first = Command::new(env!("CARGO_BIN_EXE_tandem"))

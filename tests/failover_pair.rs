@@ -13,15 +13,19 @@
 //!
 //! Needs root (namespaces); skipped with TANDEM_SKIP_NETNS=1.
 
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+mod common;
+
 use std::collections::BTreeMap;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const TANDEM: &str = env!("CARGO_BIN_EXE_tandem");
-const GEN: &str = env!("CARGO_BIN_EXE_tandem-gen");
+use common::netns::Netns;
+use common::pki::Ca;
+use common::proc::{Server, tail_str};
+use common::tools::{skip_netns, tool_or_name};
+use common::{GEN, TANDEM};
+
 /// The DHCPv6 ports of server A and B, the partner link's port (inside the namespace).
 const PORT_A: u16 = 5601;
 const PORT_B: u16 = 5602;
@@ -29,142 +33,8 @@ const LINK_PORT: u16 = 6470;
 /// Shifts a process's clock (Debian package faketime).
 const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
 
-fn skip(test: &str) -> bool {
-    if std::env::var("TANDEM_SKIP_NETNS").as_deref() == Ok("1") {
-        let _ = writeln!(std::io::stderr(), "skipped: {test}: TANDEM_SKIP_NETNS=1");
-        return true;
-    }
-    let root = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(2) == Some("0"))
-        })
-        .unwrap_or(false);
-    assert!(
-        root,
-        "{test}: needs root for network namespaces (or TANDEM_SKIP_NETNS=1)"
-    );
-    false
-}
-
 // ---------------------------------------------------------------------------------------------
-// Namespace and processes
-
-/// A namespace with only loopback, deleted (with anything left in it) on drop.
-struct Netns {
-    name: String,
-}
-
-impl Netns {
-    fn new(tag: &str) -> Netns {
-        let n = Netns {
-            name: format!("tdmfp{tag}"),
-        };
-        n.remove();
-        let ok = Command::new("ip")
-            .args(["netns", "add", &n.name])
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(ok, "ip netns add {}", n.name);
-        let ok = Command::new("ip")
-            .args(["-n", &n.name, "link", "set", "lo", "up"])
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(ok, "lo up in {}", n.name);
-        n
-    }
-
-    fn remove(&self) {
-        if let Ok(o) = Command::new("ip")
-            .args(["netns", "pids", &self.name])
-            .stderr(Stdio::null())
-            .output()
-        {
-            // Only processes this test started live in its namespace.
-            for pid in String::from_utf8_lossy(&o.stdout).split_whitespace() {
-                if let Ok(p) = pid.parse::<i32>() {
-                    let _ = nix::sys::signal::kill(
-                        nix::unistd::Pid::from_raw(p),
-                        nix::sys::signal::Signal::SIGKILL,
-                    );
-                }
-            }
-        }
-        let _ = Command::new("ip")
-            .args(["netns", "delete", &self.name])
-            .stderr(Stdio::null())
-            .status();
-    }
-
-    fn cmd(&self, program: &str) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.name, program]);
-        c
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        self.remove();
-    }
-}
-
-/// A server process (`ip netns exec` execs it, so the PID is the server's).
-struct Server {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Server {
-    fn signal(&self, s: nix::sys::signal::Signal) {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), s);
-    }
-    fn kill9(&mut self) {
-        self.signal(nix::sys::signal::Signal::SIGCONT);
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Certificates and configuration
-
-struct Ca {
-    pem: String,
-    issuer: Issuer<'static, KeyPair>,
-}
-
-fn ca(name: &str) -> Ca {
-    let key = KeyPair::generate().unwrap();
-    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    p.distinguished_name.push(rcgen::DnType::CommonName, name);
-    let cert = p.self_signed(&key).unwrap();
-    Ca {
-        pem: cert.pem(),
-        issuer: Issuer::new(p, key),
-    }
-}
-
-/// Writes `<dir>/<file>.pem` and `.key` for `dns_name` signed by `ca`.
-fn leaf(ca: &Ca, dns_name: &str, dir: &Path, file: &str) {
-    let key = KeyPair::generate().unwrap();
-    let p = CertificateParams::new(vec![dns_name.to_string()]).unwrap();
-    let cert = p.signed_by(&key, &ca.issuer).unwrap();
-    std::fs::write(dir.join(format!("{file}.pem")), cert.pem()).unwrap();
-    std::fs::write(dir.join(format!("{file}.key")), key.serialize_pem()).unwrap();
-}
+// Configuration
 
 /// One server's settings.
 #[derive(Clone)]
@@ -210,16 +80,16 @@ struct Pair {
 
 impl Pair {
     fn new(tag: &str) -> Pair {
-        let ns = Netns::new(tag);
+        let ns = Netns::new(&format!("tdmfp{tag}"));
         let dir = tempfile::tempdir().unwrap();
-        let good = ca("pair CA");
-        let other = ca("another CA");
-        std::fs::write(dir.path().join("ca.pem"), &good.pem).unwrap();
-        std::fs::write(dir.path().join("other-ca.pem"), &other.pem).unwrap();
-        leaf(&good, "tandem-a", dir.path(), "a");
-        leaf(&good, "tandem-b", dir.path(), "b");
-        leaf(&other, "tandem-a", dir.path(), "a-other-ca");
-        leaf(&good, "tandem-x", dir.path(), "a-wrong-name");
+        let good = Ca::new("pair CA");
+        let other = Ca::new("another CA");
+        std::fs::write(dir.path().join("ca.pem"), &good.cert_pem).unwrap();
+        std::fs::write(dir.path().join("other-ca.pem"), &other.cert_pem).unwrap();
+        good.write_leaf("tandem-a", dir.path(), "a");
+        good.write_leaf("tandem-b", dir.path(), "b");
+        other.write_leaf("tandem-a", dir.path(), "a-other-ca");
+        good.write_leaf("tandem-x", dir.path(), "a-wrong-name");
         Pair {
             ns,
             dir,
@@ -277,7 +147,6 @@ mclt_secs = {mclt}
         std::fs::write(&path, cfg).unwrap();
         let n = std::fs::read_dir(self.dir.path()).map_or(0, |r| r.count());
         let log = self.dir.path().join(format!("{name}-{n}.log"));
-        let f = std::fs::File::create(&log).unwrap();
         let mut cmd = self.ns.cmd(TANDEM);
         if let Some(off) = side.clock_offset {
             assert!(
@@ -286,15 +155,8 @@ mclt_secs = {mclt}
             );
             cmd.env("LD_PRELOAD", LIBFAKETIME).env("FAKETIME", off);
         }
-        let child = cmd
-            .args(["serve", "--config"])
-            .arg(&path)
-            .stdin(Stdio::null())
-            .stdout(f.try_clone().unwrap())
-            .stderr(f)
-            .spawn()
-            .expect("start tandem");
-        let s = Server { child, log };
+        cmd.args(["serve", "--config"]).arg(&path);
+        let s = Server::spawn(cmd, &log);
         if side.primary {
             self.a = Some(s);
         } else {
@@ -342,7 +204,7 @@ mclt_secs = {mclt}
             if Instant::now() >= end {
                 panic!(
                     "server {name}: not {what} within {secs} s; status {st:?}\nlog:\n{}",
-                    tail(&self.server(name).log(), 40)
+                    tail_str(&self.server(name).log_text(), 40)
                 );
             }
             std::thread::sleep(Duration::from_millis(100));
@@ -435,14 +297,9 @@ mclt_secs = {mclt}
             n == 0,
             "{when}: {n} of {} client leases are not active for their client in {name}'s store, e.g. {missing:?}\nlog:\n{}",
             held.len(),
-            tail(&self.server(name).log(), 30)
+            tail_str(&self.server(name).log_text(), 30)
         );
     }
-}
-
-fn tail(s: &str, n: usize) -> String {
-    let lines: Vec<&str> = s.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 fn phase(json: &serde_json::Value) -> &serde_json::Value {
@@ -468,7 +325,7 @@ fn assert_clean(json: &serde_json::Value, what: &str) {
 
 #[test]
 fn kill9_of_the_serving_primary_then_restart_with_store_and_wiped() {
-    if skip("kill9_of_the_serving_primary_then_restart_with_store_and_wiped") {
+    if skip_netns("kill9_of_the_serving_primary_then_restart_with_store_and_wiped") {
         return;
     }
     let mut p = Pair::new("k");
@@ -494,7 +351,7 @@ fn kill9_of_the_serving_primary_then_restart_with_store_and_wiped() {
     // dead server's identifier, which the survivor must ignore; a real client restarts with
     // Solicit after REQ_MAX_RC, tandem-gen counts it as a timeout instead.
     let killer = {
-        let pid = p.server("a").child.id() as i32;
+        let pid = p.server("a").pid();
         std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(2500));
             let _ = nix::sys::signal::kill(
@@ -536,7 +393,9 @@ fn kill9_of_the_serving_primary_then_restart_with_store_and_wiped() {
         "clients went {gap} ms without an answer: {json}"
     );
     assert!(
-        p.server("b").log().contains("COMMUNICATIONS-INTERRUPTED"),
+        p.server("b")
+            .log_text()
+            .contains("COMMUNICATIONS-INTERRUPTED"),
         "the secondary did not notice the primary's death"
     );
     assert_eq!(held.len(), 12000, "6,000 addresses and 6,000 prefixes");
@@ -563,11 +422,11 @@ fn kill9_of_the_serving_primary_then_restart_with_store_and_wiped() {
     std::fs::remove_dir_all(p.data("a")).unwrap();
     p.start(&a);
     p.wait_state("a", "NORMAL", 60);
-    let log = p.server("a").log();
+    let log = p.server("a").log_text();
     assert!(
         log.contains("to=RECOVER ") || log.contains("to=RECOVER\n") || log.contains("RECOVER-WAIT"),
         "a wiped primary must go through RECOVER:\n{}",
-        tail(&log, 30)
+        tail_str(&log, 30)
     );
     p.wait_drained("b", 30);
     p.assert_store_has("a", &held, "primary restarted with a wiped store");
@@ -585,7 +444,7 @@ fn kill9_of_the_serving_primary_then_restart_with_store_and_wiped() {
 
 #[test]
 fn a_frozen_secondary_does_not_slow_clients() {
-    if skip("a_frozen_secondary_does_not_slow_clients") {
+    if skip_netns("a_frozen_secondary_does_not_slow_clients") {
         return;
     }
     let mut p = Pair::new("s");
@@ -596,7 +455,7 @@ fn a_frozen_secondary_does_not_slow_clients() {
     let (baseline, _) = p.load(&["--clients", "2000", "--rate", "1000", "--seed", "21"], 30);
     assert_clean(&baseline, "baseline");
 
-    let pid = p.server("b").child.id() as i32;
+    let pid = p.server("b").pid();
     let socket_a = p.socket("a");
     let freezer = std::thread::spawn(move || {
         let pid = nix::unistd::Pid::from_raw(pid);
@@ -658,7 +517,7 @@ fn a_frozen_secondary_does_not_slow_clients() {
 
 #[test]
 fn bad_partners_are_refused_with_the_reason() {
-    if skip("bad_partners_are_refused_with_the_reason") {
+    if skip_netns("bad_partners_are_refused_with_the_reason") {
         return;
     }
     let mut p = Pair::new("b");
@@ -714,18 +573,18 @@ fn bad_partners_are_refused_with_the_reason() {
             st.get("link").is_some_and(|l| !l.starts_with("up")),
             "{what}: link up: {st:?}"
         );
-        let log = p.server(refuser).log();
+        let log = p.server(refuser).log_text();
         assert!(
             log.contains(reason),
             "{what}: {refuser}'s log does not say `{reason}`:\n{}",
-            tail(&log, 20)
+            tail_str(&log, 20)
         );
         if what == "different pools" {
             assert!(
                 log.contains("only on the primary")
                     && log.contains("2001:db8:1::-2001:db8:1::ffff:ffff:ffff"),
                 "the pool mismatch is not named:\n{}",
-                tail(&log, 10)
+                tail_str(&log, 10)
             );
         }
         p.a.take();
@@ -746,11 +605,11 @@ fn bad_partners_are_refused_with_the_reason() {
             .expect("openssl s_client");
     let _ = out;
     std::thread::sleep(Duration::from_millis(300));
-    let log = p.server("b").log();
+    let log = p.server("b").log_text();
     assert!(
         log.contains("no certificates") || log.contains("NoCertificatesPresented"),
         "a client without certificate is not refused with the reason:\n{}",
-        tail(&log, 10)
+        tail_str(&log, 10)
     );
     // Throughout, the secondary never left its wait for a real partner.
     assert_ne!(
@@ -761,7 +620,7 @@ fn bad_partners_are_refused_with_the_reason() {
 
 #[test]
 fn operator_partner_down_then_the_partner_returns() {
-    if skip("operator_partner_down_then_the_partner_returns") {
+    if skip_netns("operator_partner_down_then_the_partner_returns") {
         return;
     }
     let mut p = Pair::new("o");
@@ -801,7 +660,7 @@ fn operator_partner_down_then_the_partner_returns() {
     p.wait_state("b", "PARTNER-DOWN", 5);
     assert!(
         p.server("b")
-            .log()
+            .log_text()
             .contains("operator declared the partner down")
     );
     // Serving alone: new clients get leases, the old ones keep theirs.
@@ -813,15 +672,19 @@ fn operator_partner_down_then_the_partner_returns() {
     p.start(&Side::a());
     p.wait_state("a", "NORMAL", 30);
     p.wait_state("b", "NORMAL", 30);
-    let log = p.server("a").log();
-    assert!(log.contains("to=RECOVER"), "{}", tail(&log, 20));
+    let log = p.server("a").log_text();
+    assert!(log.contains("to=RECOVER"), "{}", tail_str(&log, 20));
     p.wait_drained("b", 20);
     p.assert_store_has("a", &held, "after the primary's return");
 }
 
 /// Runs `nft` in the test's namespace.
 fn nft(p: &Pair, args: &[&str]) {
-    let out = p.ns.cmd("nft").args(args).output().expect("run nft");
+    let out =
+        p.ns.cmd(&tool_or_name("nft"))
+            .args(args)
+            .output()
+            .expect("run nft");
     assert!(
         out.status.success(),
         "nft {args:?}: {}",
@@ -831,7 +694,7 @@ fn nft(p: &Pair, args: &[&str]) {
 
 #[test]
 fn a_partition_splits_the_pair_and_it_heals_without_double_leases() {
-    if skip("a_partition_splits_the_pair_and_it_heals_without_double_leases") {
+    if skip_netns("a_partition_splits_the_pair_and_it_heals_without_double_leases") {
         return;
     }
     let mut p = Pair::new("p");

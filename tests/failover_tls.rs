@@ -3,39 +3,17 @@
 //! refused with an error that says why. Handshakes run in memory between the two rustls
 //! connections (no sockets).
 
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+mod common;
+
 use rustls::pki_types::pem::PemObject;
 use rustls::{ClientConnection, ServerConnection};
 use std::io::{Read, Write};
 use tandem_server::tls::{TlsError, TlsMaterial};
 
-struct Ca {
-    cert_pem: String,
-    issuer: Issuer<'static, KeyPair>,
-}
-
-fn ca(name: &str) -> Ca {
-    let key = KeyPair::generate().unwrap();
-    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    p.distinguished_name.push(rcgen::DnType::CommonName, name);
-    let cert = p.self_signed(&key).unwrap();
-    Ca {
-        cert_pem: cert.pem(),
-        issuer: Issuer::new(p, key),
-    }
-}
-
-/// A leaf certificate for `dns_name` signed by `ca`: (chain PEM, key PEM).
-fn leaf(ca: &Ca, dns_name: &str) -> (String, String) {
-    let key = KeyPair::generate().unwrap();
-    let p = CertificateParams::new(vec![dns_name.to_string()]).unwrap();
-    let cert = p.signed_by(&key, &ca.issuer).unwrap();
-    (cert.pem(), key.serialize_pem())
-}
+use common::pki::Ca;
 
 fn material(ca: &Ca, own_name: &str, partner: &str) -> TlsMaterial {
-    let (chain, key) = leaf(ca, own_name);
+    let (chain, key) = ca.leaf(own_name);
     TlsMaterial::from_pem(
         ca.cert_pem.as_bytes(),
         chain.as_bytes(),
@@ -86,7 +64,7 @@ fn pair(
 
 #[test]
 fn correct_pair_connects_and_carries_a_frame() {
-    let ca = ca("tandem test CA");
+    let ca = Ca::new("tandem test CA");
     let a = material(&ca, "tandem-a", "tandem-b");
     let b = material(&ca, "tandem-b", "tandem-a");
     let (mut c, mut s, r) = pair(&a, &b);
@@ -117,11 +95,11 @@ fn correct_pair_connects_and_carries_a_frame() {
 
 #[test]
 fn certificate_from_another_ca_is_refused_both_ways() {
-    let ca1 = ca("tandem test CA");
-    let ca2 = ca("someone else's CA");
+    let ca1 = Ca::new("tandem test CA");
+    let ca2 = Ca::new("someone else's CA");
     let a = material(&ca1, "tandem-a", "tandem-b");
     // The secondary's certificate comes from another CA, but it trusts ca1 for clients.
-    let (chain, key) = leaf(&ca2, "tandem-b");
+    let (chain, key) = ca2.leaf("tandem-b");
     let b = TlsMaterial::from_pem(
         ca1.cert_pem.as_bytes(),
         chain.as_bytes(),
@@ -133,7 +111,7 @@ fn certificate_from_another_ca_is_refused_both_ways() {
     let e = r.unwrap_err();
     assert!(matches!(e, rustls::Error::InvalidCertificate(_)), "{e:?}");
     // And the other way: the primary's certificate is from another CA.
-    let (chain, key) = leaf(&ca2, "tandem-a");
+    let (chain, key) = ca2.leaf("tandem-a");
     let a2 = TlsMaterial::from_pem(
         ca1.cert_pem.as_bytes(),
         chain.as_bytes(),
@@ -151,7 +129,7 @@ fn certificate_from_another_ca_is_refused_both_ways() {
 
 #[test]
 fn secondary_with_the_wrong_name_is_refused_by_the_primary() {
-    let ca = ca("tandem test CA");
+    let ca = Ca::new("tandem test CA");
     let a = material(&ca, "tandem-a", "tandem-b");
     let b = material(&ca, "tandem-mallory", "tandem-a");
     let (_, _, r) = pair(&a, &b);
@@ -161,7 +139,7 @@ fn secondary_with_the_wrong_name_is_refused_by_the_primary() {
 
 #[test]
 fn primary_with_the_wrong_name_is_refused_by_the_secondary() {
-    let ca = ca("tandem test CA");
+    let ca = Ca::new("tandem test CA");
     let a = material(&ca, "tandem-mallory", "tandem-b");
     let b = material(&ca, "tandem-b", "tandem-a");
     let (_, s, r) = pair(&a, &b);
@@ -173,7 +151,7 @@ fn primary_with_the_wrong_name_is_refused_by_the_secondary() {
 
 #[test]
 fn client_without_a_certificate_is_refused() {
-    let ca = ca("tandem test CA");
+    let ca = Ca::new("tandem test CA");
     let b = material(&ca, "tandem-b", "tandem-a");
     // A client that trusts the CA but presents no certificate of its own.
     let mut roots = rustls::RootCertStore::empty();
@@ -200,8 +178,8 @@ fn client_without_a_certificate_is_refused() {
 
 #[test]
 fn bad_material_is_a_clear_error() {
-    let ca = ca("tandem test CA");
-    let (chain, key) = leaf(&ca, "tandem-a");
+    let ca = Ca::new("tandem test CA");
+    let (chain, key) = ca.leaf("tandem-a");
     let e = TlsMaterial::from_pem(b"not pem", chain.as_bytes(), key.as_bytes(), "tandem-b")
         .err()
         .unwrap();

@@ -1,5 +1,5 @@
 #!/bin/sh
-# dhclient -sf hook for tests/interop.rs. ISC dhclient runs it for every event instead of
+# dhclient -sf hook for tests/interop_dhclient.rs. ISC dhclient runs it for every event instead of
 # dhclient-script; it changes nothing on the system and appends one record per event to the
 # file named by $TDM_EVENTS (passed with `dhclient -e TDM_EVENTS=...`): one `key=value` line per
 # variable, then an empty line. Values may contain spaces: dhclient prints an IAID or DUID whose

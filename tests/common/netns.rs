@@ -1,0 +1,170 @@
+//! Network namespaces and veth pairs for the tests that need real interfaces. Every name
+//! starts with `tdm` (so nothing here can touch what others own); leftovers of the same names
+//! from an earlier run that was killed are deleted first, and the guards delete what they made
+//! when dropped, also when the test fails.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::proc::{must, run};
+use super::tools::{Tools, tool_or_name};
+
+/// Linux interface names (the veth ends carry their namespace's name) have at most 15 chars.
+const IFNAMSIZ_MAX: usize = 15;
+
+/// A network namespace with loopback up; deleted, with anything still running in it, on drop.
+pub struct Netns {
+    pub name: String,
+    ip: String,
+    timeout: String,
+}
+
+impl Netns {
+    /// Creates namespace `name` (which must start with `tdm`), after deleting a leftover of
+    /// that name.
+    pub fn new(name: &str) -> Netns {
+        assert!(
+            name.starts_with("tdm"),
+            "test namespaces are named tdm*: {name}"
+        );
+        assert!(
+            name.len() <= IFNAMSIZ_MAX,
+            "namespace {name}: its veth end would need a name of at most 15 chars"
+        );
+        let ns = Netns {
+            name: name.to_string(),
+            ip: tool_or_name("ip"),
+            timeout: tool_or_name("timeout"),
+        };
+        ns.remove(); // leftovers of an earlier run that was killed
+        let (ip, to) = (ns.ip.as_str(), ns.timeout.as_str());
+        must(to, 10, &[ip, "netns", "add", &ns.name]);
+        must(to, 10, &[ip, "-n", &ns.name, "link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// `ip netns exec <ns>` as an argument prefix (it execs the program, so a process spawned
+    /// through it has the PID that was spawned).
+    pub fn exec(&self) -> Vec<String> {
+        vec![
+            self.ip.clone(),
+            "netns".into(),
+            "exec".into(),
+            self.name.clone(),
+        ]
+    }
+
+    /// A command that runs `program` in the namespace.
+    pub fn cmd(&self, program: &str) -> Command {
+        let mut c = Command::new(&self.ip);
+        c.args(["netns", "exec", &self.name, program]);
+        c
+    }
+
+    /// Runs `ip -n <ns> args...`, which must succeed.
+    pub fn ip(&self, args: &[&str]) -> String {
+        let mut full = vec![self.ip.as_str(), "-n", self.name.as_str()];
+        full.extend_from_slice(args);
+        must(&self.timeout, 10, &full)
+    }
+
+    /// Deletes the namespace and a veth end of the same name left in the root namespace.
+    pub fn remove(&self) {
+        let (ip, to) = (self.ip.as_str(), self.timeout.as_str());
+        // Anything still running in the namespace was started by this test (or by an earlier
+        // run of it): kill it by PID, or the namespace and its veth outlive the deletion.
+        let pids = run(to, 10, &[ip, "netns", "pids", &self.name]);
+        if pids.ok {
+            for pid in pids.out.split_whitespace().filter_map(|p| p.parse().ok()) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+        let _ = run(to, 10, &[ip, "netns", "delete", &self.name]);
+        // A veth end left in the root namespace by some manual run.
+        let _ = Command::new(ip)
+            .args(["link", "delete", &self.name])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        self.remove();
+    }
+}
+
+/// Two namespaces joined by a veth pair: `tdm<tag>s` runs the server on its end of the pair
+/// (also named `tdm<tag>s`), `tdm<tag>c` runs the clients on `tdm<tag>c`. DAD is off in both,
+/// so addresses are usable at once. Both are deleted on drop.
+pub struct Topo {
+    /// Server namespace and its veth end.
+    pub s: Netns,
+    /// Client namespace and its veth end.
+    pub c: Netns,
+}
+
+impl Topo {
+    /// Creates `tdm<tag>s` and `tdm<tag>c`, link-local on both ends plus the given global
+    /// addresses (`addr/len`), DAD off, links up.
+    pub fn new(t: &Tools, tag: &str, server_addrs: &[&str], client_addrs: &[&str]) -> Topo {
+        let topo = Topo {
+            s: Netns::new(&format!("tdm{tag}s")),
+            c: Netns::new(&format!("tdm{tag}c")),
+        };
+        for ns in [&topo.s, &topo.c] {
+            // Before any interface but loopback exists in it, so the veth end inherits the
+            // default too.
+            must(
+                &ns.timeout,
+                10,
+                &[
+                    &ns.ip,
+                    "netns",
+                    "exec",
+                    &ns.name,
+                    &t.sysctl,
+                    "-qw",
+                    "net.ipv6.conf.all.accept_dad=0",
+                    "net.ipv6.conf.default.accept_dad=0",
+                ],
+            );
+        }
+        let (s, c) = (topo.s.name.as_str(), topo.c.name.as_str());
+        must(
+            &topo.s.timeout,
+            10,
+            &[
+                &topo.s.ip, "link", "add", s, "netns", s, "type", "veth", "peer", "name", c,
+                "netns", c,
+            ],
+        );
+        for (ns, addrs) in [(&topo.s, server_addrs), (&topo.c, client_addrs)] {
+            for a in addrs {
+                ns.ip(&["addr", "add", a, "dev", &ns.name, "nodad"]);
+            }
+            ns.ip(&["link", "set", &ns.name, "up"]);
+        }
+        // Wait for usable (non-tentative) link-local addresses on both ends.
+        let end = Instant::now() + Duration::from_secs(10);
+        for ns in [&topo.s, &topo.c] {
+            loop {
+                let out = ns.ip(&["-6", "addr", "show", "dev", &ns.name, "scope", "link"]);
+                if out.contains("fe80") && !out.contains("tentative") {
+                    break;
+                }
+                assert!(
+                    Instant::now() < end,
+                    "no usable link-local address on {}:\n{out}",
+                    ns.name
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        topo
+    }
+}

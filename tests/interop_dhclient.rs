@@ -1,0 +1,363 @@
+//! Interop with ISC dhclient (`-6`, `-6 -P`) over a veth pair between two network namespaces,
+//! with the hook script `tests/interop/dhclient-hook.sh`: it binds, renews at T1 keeping the
+//! same address or prefix, and releases (`-r`); the lease store is read back with
+//! `tandem leases` after each step.
+//!
+//! Topology (`common::netns::Topo`) of a test with tag `<tag>`: namespace `tdm<tag>s` runs the
+//! server, `tdm<tag>c` runs dhclient, which talks link-local to ff02::1:2. Every tag is
+//! distinct (also from the perfdhcp tests), so the tests run in parallel.
+//!
+//! The namespace tests need root, iproute2 and dhclient. When something is missing they fail
+//! and say what, unless `TANDEM_SKIP_NETNS=1`, in which case they print `skipped: ...` and
+//! pass. The parser test at the end needs neither root nor tools.
+
+mod common;
+
+use std::collections::HashMap;
+use std::net::Ipv6Addr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::checks::{Checks, check_store_invariants};
+use common::leases::{LINK1, Row, netns_config, store_rows};
+use common::netns::Topo;
+use common::proc::{Proc, read_lossy, run, start_server, tail};
+use common::tools::prerequisites;
+use common::{colon_hex, hex, unhex};
+
+/// The dhclient `-sf` hook; written into each test's temp dir with mode 0755.
+const HOOK: &str = include_str!("interop/dhclient-hook.sh");
+
+// ---------------------------------------------------------------------------------------------
+// ISC dhclient: bind, renew at T1, release
+
+/// One line the hook script wrote.
+type Event = HashMap<String, String>;
+
+fn read_events(path: &Path) -> Vec<Event> {
+    read_lossy(path)
+        .split("\n\n")
+        .filter(|rec| !rec.trim().is_empty())
+        .map(|rec| {
+            rec.lines()
+                .filter_map(|l| l.split_once('='))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        })
+        .collect()
+}
+
+/// Waits for the `nth` (0-based) event with `reason`; fails early if `client` exits.
+fn wait_event(
+    path: &Path,
+    reason: &str,
+    nth: usize,
+    within: Duration,
+    client: &mut Proc,
+    log: &Path,
+) -> Event {
+    let end = Instant::now() + within;
+    loop {
+        let evs: Vec<Event> = read_events(path)
+            .into_iter()
+            .filter(|e| e.get("reason").map(String::as_str) == Some(reason))
+            .collect();
+        if let Some(e) = evs.into_iter().nth(nth) {
+            return e;
+        }
+        if let Some(st) = client.exited() {
+            panic!(
+                "dhclient exited ({st}) before {reason} #{nth}; events:\n{}\ndhclient log:\n{}",
+                read_lossy(path),
+                tail(log, 60)
+            );
+        }
+        assert!(
+            Instant::now() < end,
+            "no {reason} #{nth} from dhclient within {within:?}; events:\n{}\ndhclient log:\n{}",
+            read_lossy(path),
+            tail(log, 60)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn ev<'a>(e: &'a Event, k: &str) -> &'a str {
+    e.get(k).map_or("", String::as_str)
+}
+
+/// Bytes as dhclient prints them: colon-separated hex (`0:1:0:1:32:99`, `88:bb:f6:06`), or a
+/// quoted string when every byte is printable (`"g@? "`, with `\"`, `\\` and `\ooo` escapes).
+fn dhclient_bytes(s: &str) -> Option<Vec<u8>> {
+    let Some(q) = s.strip_prefix('"').and_then(|q| q.strip_suffix('"')) else {
+        return unhex(&colon_hex(s)?);
+    };
+    let b = q.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] != b'\\' {
+            out.push(b[i]);
+            i += 1;
+        } else if b.len() >= i + 4 && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+            out.push(u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 4]).ok()?, 8).ok()?);
+            i += 4;
+        } else {
+            out.push(*b.get(i + 1)?);
+            i += 2;
+        }
+    }
+    Some(out)
+}
+
+/// dhclient's IAID as the number the store prints.
+fn iaid_of(s: &str) -> Option<u32> {
+    Some(u32::from_be_bytes(dhclient_bytes(s)?.try_into().ok()?))
+}
+
+/// Runs one dhclient through bind, one renewal at T1 and release. `pd`: `-P` (prefix
+/// delegation only) instead of an address.
+fn dhclient_cycle(test: &str, tag: &str, pd: bool) {
+    let Some(t) = prerequisites(test) else { return };
+    let topo = Topo::new(&t, tag, &[], &[]); // dhclient talks link-local to ff02::1:2
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let cfg = dir.path().join("tandem.toml");
+    std::fs::write(&cfg, netns_config(&data, &topo.s.name, &[(LINK1, None)]))
+        .expect("write config");
+    let mut server = start_server(
+        &topo.s.exec(),
+        &cfg,
+        &["--workers", "2"],
+        &dir.path().join("server.log"),
+    );
+
+    let hook = dir.path().join("hook.sh");
+    std::fs::write(&hook, HOOK).expect("write hook");
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).expect("chmod hook");
+    let events = dir.path().join("events");
+    let conf = dir.path().join("dhclient.conf");
+    std::fs::write(&conf, "# empty: no site configuration\n").expect("write dhclient.conf");
+    let p = |name: &str| dir.path().join(name).display().to_string();
+    let common: Vec<String> = {
+        let mut v = vec!["-6".to_string()];
+        if pd {
+            v.push("-P".into());
+        }
+        v.extend([
+            "-v".to_string(),
+            "-sf".into(),
+            hook.display().to_string(),
+            "-lf".into(),
+            p("dhclient.leases"),
+            "-pf".into(),
+            p("dhclient.pid"),
+            "-cf".into(),
+            conf.display().to_string(),
+            "-e".into(),
+            format!("TDM_EVENTS={}", events.display()),
+        ]);
+        v
+    };
+    // -d: stay in the foreground, so the PID is the one spawned (ip netns exec execs dhclient);
+    // -1: try once and exit if no server answers.
+    let mut args = topo.c.exec();
+    args.push(t.dhclient.clone());
+    args.extend(common.iter().cloned());
+    args.extend(["-d".to_string(), "-1".into(), topo.c.name.clone()]);
+    let dlog = dir.path().join("dhclient.log");
+    let mut client = Proc::spawn("dhclient", &args, &dlog);
+
+    let kind = if pd { "pd" } else { "na" };
+    let what = |e: &Event| -> String {
+        if pd {
+            ev(e, "new_ip6_prefix").to_string()
+        } else {
+            ev(e, "new_ip6_address").to_string()
+        }
+    };
+    let mut ck = Checks::default();
+    let bound = wait_event(
+        &events,
+        "BOUND6",
+        0,
+        Duration::from_secs(20),
+        &mut client,
+        &dlog,
+    );
+    let lease = what(&bound);
+    let (addr, len): (Ipv6Addr, u8) = if pd {
+        let (a, l) = lease
+            .split_once('/')
+            .unwrap_or_else(|| panic!("BOUND6 without a prefix: {bound:?}"));
+        (
+            a.parse().expect("prefix address"),
+            l.parse().expect("prefix length"),
+        )
+    } else {
+        (
+            lease
+                .parse()
+                .unwrap_or_else(|_| panic!("BOUND6 without an address: {bound:?}")),
+            128,
+        )
+    };
+    if pd {
+        ck.check(LINK1.has_prefix(addr, len), || {
+            format!("delegated {addr}/{len} is not a /56 of {:?}", LINK1.pd)
+        });
+        ck.eq(
+            "BOUND6 new_ip6_address with -P (prefix only)",
+            ev(&bound, "new_ip6_address"),
+            "",
+        );
+    } else {
+        ck.check(LINK1.has_addr(addr), || {
+            format!("address {addr} outside the pool")
+        });
+        ck.eq(
+            "BOUND6 new_ip6_prefix without -P",
+            ev(&bound, "new_ip6_prefix"),
+            "",
+        );
+    }
+    for (k, v) in [
+        ("new_renew", "5"),
+        ("new_rebind", "8"),
+        ("new_preferred_life", "20"),
+        ("new_max_life", "40"),
+    ] {
+        ck.eq(&format!("BOUND6 {k}"), ev(&bound, k), v);
+    }
+    let duid = dhclient_bytes(ev(&bound, "client_id"))
+        .map(|d| hex(&d))
+        .unwrap_or_else(|| panic!("BOUND6 without client id: {bound:?}"));
+    let iaid =
+        iaid_of(ev(&bound, "new_iaid")).unwrap_or_else(|| panic!("BOUND6 without IAID: {bound:?}"));
+    let row_of = |rows: &[Row]| {
+        rows.iter()
+            .find(|r| r.kind == kind && r.addr == addr)
+            .cloned()
+    };
+    let rows = store_rows(&data);
+    check_store_invariants(&mut ck, &rows, &[LINK1]);
+    ck.eq("leases in the store after BOUND6", rows.len(), 1);
+    let at_bind = row_of(&rows);
+    ck.check(
+        at_bind.as_ref().is_some_and(|r| {
+            r.state == "active" && r.duid == duid && r.iaid == iaid && r.len == len
+        }),
+        || format!("after BOUND6 of {lease} (DUID {duid}, IAID {iaid}) the store has {at_bind:?}"),
+    );
+
+    // T1 = 5 s: dhclient renews and must keep the same lease.
+    let renew = wait_event(
+        &events,
+        "RENEW6",
+        0,
+        Duration::from_secs(15),
+        &mut client,
+        &dlog,
+    );
+    ck.eq("RENEW6 lease (same as BOUND6)", what(&renew), lease.clone());
+    ck.eq("RENEW6 new_max_life", ev(&renew, "new_max_life"), "40");
+    let rows = store_rows(&data);
+    let at_renew = row_of(&rows);
+    ck.check(
+        at_renew
+            .as_ref()
+            .is_some_and(|r| r.state == "active" && r.duid == duid),
+        || format!("after RENEW6 the store has {at_renew:?}"),
+    );
+    if let (Some(b), Some(r)) = (&at_bind, &at_renew) {
+        ck.check(r.expires >= b.expires + 3 && r.cltt >= b.cltt + 3 && r.seq > b.seq, || {
+            format!("the Renew ~5 s after binding did not move the stored lease on: at bind {b:?}, after renew {r:?}")
+        });
+    }
+
+    // Release: dhclient -r stops the running client (SIGTERM to the PID in its pid file, which
+    // is the one started above) and sends a Release for the lease in the lease file.
+    let mut rargs = topo.c.exec();
+    rargs.push(t.dhclient.clone());
+    rargs.extend(common.iter().cloned());
+    rargs.extend(["-r".to_string(), topo.c.name.clone()]);
+    let rrefs: Vec<&str> = rargs.iter().map(String::as_str).collect();
+    let r = run(&t.timeout, 20, &rrefs);
+    ck.check(r.ok, || {
+        format!("dhclient -r failed ({:?}):\n{}", r.code, r.out)
+    });
+    let released = read_events(&events)
+        .into_iter()
+        .find(|e| ev(e, "reason") == "RELEASE6");
+    let old_key = if pd {
+        "old_ip6_prefix"
+    } else {
+        "old_ip6_address"
+    };
+    ck.check(
+        released.as_ref().is_some_and(|e| ev(e, old_key) == lease),
+        || {
+            format!(
+                "no RELEASE6 of {lease} after dhclient -r; events:\n{}\ndhclient -r output:\n{}",
+                read_lossy(&events),
+                r.out
+            )
+        },
+    );
+    let end = Instant::now() + Duration::from_secs(5);
+    let after = loop {
+        let row = row_of(&store_rows(&data));
+        if row.as_ref().is_some_and(|r| r.state == "released") || Instant::now() >= end {
+            break row;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    ck.check(
+        after
+            .as_ref()
+            .is_some_and(|r| r.state == "released" && r.duid == duid),
+        || format!("after RELEASE6 the store has {after:?}, want state released"),
+    );
+    if client.wait_exit(Duration::from_secs(3)).is_none() {
+        client.kill9();
+    }
+    server.check_alive(&mut ck);
+    ck.finish(
+        test,
+        &[
+            ("events", read_lossy(&events)),
+            ("dhclient log (tail)", tail(&dlog, 40)),
+            ("server log (tail)", tail(&server.log, 15)),
+        ],
+    );
+}
+
+#[test]
+fn dhclient_address_bind_renew_release() {
+    dhclient_cycle("dhclient_address_bind_renew_release", "idn", false);
+}
+
+#[test]
+fn dhclient_prefix_bind_renew_release() {
+    dhclient_cycle("dhclient_prefix_bind_renew_release", "idp", true);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The parsers above, on recorded values (no root or tools needed)
+
+#[test]
+fn dhclient_values_parse_from_recorded_text() {
+    assert_eq!(iaid_of("88:bb:f6:06"), Some(0x88bb_f606));
+    assert_eq!(iaid_of("\"g@? \""), Some(0x6740_3f20));
+    assert_eq!(
+        dhclient_bytes("\"a\\\"\\\\\\001\""),
+        Some(b"a\"\\\x01".to_vec())
+    );
+    assert_eq!(
+        dhclient_bytes("0:1:0:1:32:99:da:ca:9a:c3:88:bb:f6:6")
+            .map(|b| hex(&b))
+            .as_deref(),
+        Some("000100013299daca9ac388bbf606")
+    );
+}

@@ -1,0 +1,624 @@
+//! Interop with ISC Kea's perfdhcp over a veth pair between two network namespaces, by
+//! multicast to ff02::1:2: 4-way exchanges for addresses, prefixes and both; relayed (`-A 1`);
+//! with Renew and Release phases (`-f`, `-F`). perfdhcp's counters are parsed, and the lease
+//! store is read back with `tandem leases` and cross-checked against the leases perfdhcp
+//! reports (`-x l`).
+//!
+//! Topology (`common::netns::Topo`) of a test with tag `<tag>`: namespace `tdm<tag>s` runs the
+//! server on its end of the veth pair, `tdm<tag>c` runs perfdhcp. Every tag is distinct (also
+//! from the dhclient tests), so the tests run in parallel.
+//!
+//! The namespace tests need root, iproute2 and perfdhcp. When something is missing they fail
+//! and say what, unless `TANDEM_SKIP_NETNS=1`, in which case they print `skipped: ...` and
+//! pass. The parser test at the end needs neither root nor tools.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv6Addr;
+
+use common::checks::{Checks, check_store_invariants};
+use common::colon_hex;
+use common::leases::{LINK1, LINK2, Row, netns_config, parse_row, store_rows};
+use common::netns::Topo;
+use common::proc::{run, start_server, tail};
+use common::tools::{Tools, prerequisites};
+
+/// The active leases of one kind must be exactly `want` (DUID hex -> address or prefix).
+fn check_active(ck: &mut Checks, rows: &[Row], kind: &str, want: &BTreeMap<String, Ipv6Addr>) {
+    let got: BTreeMap<String, Vec<Ipv6Addr>> = rows
+        .iter()
+        .filter(|r| r.kind == kind && r.state == "active")
+        .fold(BTreeMap::new(), |mut m, r| {
+            m.entry(r.duid.clone())
+                .or_insert_with(Vec::new)
+                .push(r.addr);
+            m
+        });
+    let n_active: usize = got.values().map(Vec::len).sum();
+    ck.eq(
+        &format!("active {kind} leases in the store (one per client served)"),
+        n_active,
+        want.len(),
+    );
+    let mut wrong = Vec::new();
+    for (duid, addr) in want {
+        match got.get(duid) {
+            Some(v) if v == &vec![*addr] => {}
+            other => wrong.push(format!(
+                "client {duid}: perfdhcp got {addr}, store has active {other:?}"
+            )),
+        }
+    }
+    for (duid, v) in &got {
+        if !want.contains_key(duid) {
+            wrong.push(format!(
+                "store has active {kind} {v:?} for {duid}, which no client was given"
+            ));
+        }
+    }
+    let topic =
+        format!("{kind} leases of the clients and active {kind} leases in the store differ");
+    for w in wrong {
+        ck.check_in(&topic, false, || w);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// perfdhcp
+
+/// One "Statistics for" block.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct XStats {
+    sent: u64,
+    received: u64,
+    drops: u64,
+    orphans: u64,
+    rejected: u64,
+    non_unique: u64,
+}
+
+/// A lease as `perfdhcp -x l` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct PLease {
+    /// DUID, lowercase hex.
+    client: String,
+    addr: Option<Ipv6Addr>,
+    prefix: Option<Ipv6Addr>,
+}
+
+struct Perf {
+    code: Option<i32>,
+    /// The output without the lease lists and the "Reached max requests limit." flood.
+    summary: String,
+    stats: BTreeMap<String, XStats>,
+    leases: BTreeMap<String, Vec<PLease>>,
+}
+
+impl Perf {
+    fn x(&self, exchange: &str) -> XStats {
+        self.stats.get(exchange).copied().unwrap_or_default()
+    }
+
+    fn leases(&self, exchange: &str) -> &[PLease] {
+        self.leases.get(exchange).map_or(&[], Vec::as_slice)
+    }
+}
+
+fn parse_perfdhcp(code: Option<i32>, out: &str) -> Perf {
+    let mut p = Perf {
+        code,
+        summary: String::new(),
+        stats: BTreeMap::new(),
+        leases: BTreeMap::new(),
+    };
+    let mut stats_of: Option<String> = None;
+    let mut leases_of: Option<String> = None;
+    for line in out.lines() {
+        let l = line.trim();
+        if l == "Reached max requests limit." {
+            continue;
+        }
+        if let Some(name) = l
+            .strip_prefix("***Statistics for: ")
+            .and_then(|r| r.strip_suffix("***"))
+        {
+            stats_of = Some(name.to_string());
+            leases_of = None;
+            p.stats.entry(name.to_string()).or_default();
+        } else if let Some(name) = l
+            .strip_prefix("***Leases for ")
+            .and_then(|r| r.strip_suffix("***"))
+        {
+            leases_of = Some(name.to_string());
+            stats_of = None;
+            p.leases.entry(name.to_string()).or_default();
+            continue;
+        } else if l.starts_with("***") {
+            stats_of = None;
+            leases_of = None;
+        }
+        if let Some(x) = &leases_of {
+            let f: Vec<&str> = l.split(',').collect();
+            if f.len() == 3
+                && f[0] != "client_id"
+                && let Some(client) = colon_hex(f[0])
+            {
+                p.leases.get_mut(x).expect("section").push(PLease {
+                    client,
+                    addr: f[1].parse().ok(),
+                    prefix: f[2].parse().ok(),
+                });
+            }
+            continue;
+        }
+        p.summary.push_str(line);
+        p.summary.push('\n');
+        if let (Some(x), Some((k, v))) = (&stats_of, l.split_once(": ")) {
+            let v: u64 = match v.trim().parse() {
+                Ok(v) => v,
+                Err(_) => continue,
+            };
+            let s = p.stats.get_mut(x).expect("section");
+            match k {
+                "sent packets" => s.sent = v,
+                "received packets" => s.received = v,
+                "drops" => s.drops = v,
+                "orphans" => s.orphans = v,
+                "rejected leases" => s.rejected = v,
+                "non unique addresses" => s.non_unique = v,
+                _ => {}
+            }
+        }
+    }
+    p
+}
+
+/// Runs perfdhcp in the client namespace (bounded by `timeout` at 50 s and by `-p`).
+fn perfdhcp(t: &Tools, topo: &Topo, args: &[&str]) -> Perf {
+    let mut full: Vec<String> = topo.c.exec();
+    full.extend([t.perfdhcp.as_str(), "-6", "-l", topo.c.name.as_str()].map(String::from));
+    full.extend(args.iter().map(|s| s.to_string()));
+    let refs: Vec<&str> = full.iter().map(String::as_str).collect();
+    let r = run(&t.timeout, 50, &refs);
+    let p = parse_perfdhcp(r.code, &r.out);
+    assert!(
+        p.stats.contains_key("SOLICIT-ADVERTISE"),
+        "perfdhcp printed no statistics (exit {:?}); {full:?}:\n{}",
+        r.code,
+        p.summary
+    );
+    p
+}
+
+/// Exchanges each perfdhcp run starts (one per distinct client: `-R` = `-n`).
+const PERF_CLIENTS: u64 = 300;
+
+/// perfdhcp arguments for a bounded run of `PERF_CLIENTS` distinct clients at 100 exchanges/s.
+/// `-d 3`: a reply later than 3 s counts as a drop; `-W 3000000`: after the last exchange is
+/// started, wait 3 s for its replies (without it, perfdhcp stops at once and counts the last
+/// exchange as dropped, which is perfdhcp's doing, not the server's). `-u`: count any address
+/// or prefix handed to two clients. `-x l`: list the leases received.
+fn perf_args(mode: &str, mac_base: &str) -> Vec<String> {
+    let n = PERF_CLIENTS.to_string();
+    [
+        "-e",
+        mode,
+        "-r",
+        "100",
+        "-R",
+        &n,
+        "-n",
+        &n,
+        "-p",
+        "20",
+        "-d",
+        "3",
+        "-W",
+        "3000000",
+        "-u",
+        "-x",
+        "l",
+        "-b",
+        &format!("mac={mac_base}"),
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// perfdhcp's view of a 4-way run: every Solicit answered, every Request answered, nothing
+/// rejected or handed out twice, no stray replies. `rr_orphans` is the number of Replies
+/// perfdhcp cannot match to a Request by design: it tries every Reply against the Requests
+/// first, so each Reply to a Renew or Release also counts as a REQUEST-REPLY orphan.
+fn check_four_way(ck: &mut Checks, run: &str, p: &Perf, rr_orphans: u64) {
+    let sa = p.x("SOLICIT-ADVERTISE");
+    let rr = p.x("REQUEST-REPLY");
+    ck.eq(&format!("{run}: perfdhcp exit code"), p.code, Some(0));
+    ck.eq(
+        &format!("{run}: SOLICIT-ADVERTISE sent"),
+        sa.sent,
+        PERF_CLIENTS,
+    );
+    ck.eq(
+        &format!("{run}: SOLICIT-ADVERTISE received (== sent)"),
+        sa.received,
+        sa.sent,
+    );
+    ck.eq(
+        &format!("{run}: REQUEST-REPLY sent (== advertises received)"),
+        rr.sent,
+        sa.received,
+    );
+    ck.eq(
+        &format!("{run}: REQUEST-REPLY received (== sent)"),
+        rr.received,
+        rr.sent,
+    );
+    for (name, x) in [("SOLICIT-ADVERTISE", sa), ("REQUEST-REPLY", rr)] {
+        ck.eq(&format!("{run}: {name} drops"), x.drops, 0);
+        ck.eq(&format!("{run}: {name} rejected leases"), x.rejected, 0);
+        ck.eq(
+            &format!("{run}: {name} non unique addresses"),
+            x.non_unique,
+            0,
+        );
+    }
+    ck.check(sa.orphans == 0, || {
+        format!(
+            "{run}: SOLICIT-ADVERTISE orphans: {} (want 0): the client got Advertises that match no \
+             Solicit it has outstanding, e.g. a second Advertise for the same Solicit",
+            sa.orphans
+        )
+    });
+    ck.check(rr.orphans == rr_orphans, || {
+        format!(
+            "{run}: REQUEST-REPLY orphans: {} (want {rr_orphans}): the client got Replies that match no \
+             exchange, e.g. a second Reply for the same Request",
+            rr.orphans
+        )
+    });
+}
+
+/// The leases of the REQUEST-REPLY list by client, checked for the lease type asked for.
+fn granted_by_client(ck: &mut Checks, run: &str, p: &Perf, mode: &str) -> BTreeMap<String, PLease> {
+    let list = p.leases("REQUEST-REPLY");
+    let mut by: BTreeMap<String, PLease> = BTreeMap::new();
+    for l in list {
+        let want = match mode {
+            "address-only" => l.addr.is_some() && l.prefix.is_none(),
+            "prefix-only" => l.addr.is_none() && l.prefix.is_some(),
+            _ => l.addr.is_some() && l.prefix.is_some(),
+        };
+        ck.check_in("lease does not match the -e lease type", want, || {
+            format!("{run}: perfdhcp lease {l:?} does not match -e {mode}")
+        });
+        if let Some(prev) = by.insert(l.client.clone(), l.clone()) {
+            ck.check_in(
+                "client listed with two different leases",
+                prev == *l,
+                || format!("{run}: client {} got {prev:?} and {l:?}", l.client),
+            );
+        }
+    }
+    ck.eq(
+        &format!("{run}: distinct clients with a lease (perfdhcp -x l)"),
+        by.len() as u64,
+        PERF_CLIENTS,
+    );
+    by
+}
+
+// ---------------------------------------------------------------------------------------------
+// perfdhcp, direct, multicast over the veth
+
+#[test]
+fn perfdhcp_direct_address_prefix_and_both() {
+    let test = "perfdhcp_direct_address_prefix_and_both";
+    let Some(t) = prerequisites(test) else { return };
+    let topo = Topo::new(&t, "ipa", &["2001:db8:1::1/64"], &["2001:db8:1::2/64"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let cfg = dir.path().join("tandem.toml");
+    std::fs::write(&cfg, netns_config(&data, &topo.s.name, &[(LINK1, None)]))
+        .expect("write config");
+    let mut server = start_server(
+        &topo.s.exec(),
+        &cfg,
+        &["--workers", "2"],
+        &dir.path().join("server.log"),
+    );
+
+    let mut ck = Checks::default();
+    let mut want_na = BTreeMap::new();
+    let mut want_pd = BTreeMap::new();
+    let mut summaries = Vec::new();
+    // Distinct base MACs make the three runs' DUIDs (DUID-LLT from the MAC) disjoint.
+    for (mode, mac) in [
+        ("address-only", "00:0c:01:01:00:00"),
+        ("prefix-only", "00:0c:01:02:00:00"),
+        ("address-and-prefix", "00:0c:01:03:00:00"),
+    ] {
+        let args = perf_args(mode, mac);
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let p = perfdhcp(&t, &topo, &refs);
+        check_four_way(&mut ck, mode, &p, 0);
+        for (client, l) in granted_by_client(&mut ck, mode, &p, mode) {
+            if let Some(a) = l.addr {
+                ck.check_in(
+                    "client in two perfdhcp runs",
+                    want_na.insert(client.clone(), a).is_none(),
+                    || format!("{mode}: client {client} seen in two runs"),
+                );
+            }
+            if let Some(a) = l.prefix {
+                ck.check_in(
+                    "client in two perfdhcp runs",
+                    want_pd.insert(client.clone(), a).is_none(),
+                    || format!("{mode}: client {client} seen in two runs"),
+                );
+            }
+        }
+        summaries.push((mode, p.summary));
+    }
+    let rows = store_rows(&data);
+    check_store_invariants(&mut ck, &rows, &[LINK1]);
+    check_active(&mut ck, &rows, "na", &want_na);
+    check_active(&mut ck, &rows, "pd", &want_pd);
+    ck.eq("active na leases", want_na.len() as u64, 2 * PERF_CLIENTS);
+    ck.eq("active pd leases", want_pd.len() as u64, 2 * PERF_CLIENTS);
+
+    let mut ctx: Vec<(&str, String)> = summaries.into_iter().collect();
+    ctx.push(("server log (tail)", tail(&server.log, 15)));
+    server.check_alive(&mut ck);
+    ck.finish(test, &ctx);
+    drop(server);
+    drop(topo);
+}
+
+// ---------------------------------------------------------------------------------------------
+// perfdhcp through a simulated relay
+
+/// perfdhcp -A 1 sends Relay-forw from port 547 to ff02::1:2 with link-address and
+/// peer-address both set to its own global address on the interface (here 2001:db8:2::2), and
+/// takes the Relay-repl on port 547. The server has two subnets: 2001:db8:1::/64 tied to the
+/// server's interface and 2001:db8:2::/64, so every lease must come from subnet 2, chosen by the
+/// relay's link-address and not by the interface the packet arrived on.
+#[test]
+fn perfdhcp_relayed_selects_subnet_by_link_address() {
+    let test = "perfdhcp_relayed_selects_subnet_by_link_address";
+    let Some(t) = prerequisites(test) else { return };
+    let topo = Topo::new(&t, "ipr", &["2001:db8:2::1/64"], &["2001:db8:2::2/64"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let cfg = dir.path().join("tandem.toml");
+    let subnets = [(LINK1, Some(topo.s.name.as_str())), (LINK2, None)];
+    std::fs::write(&cfg, netns_config(&data, &topo.s.name, &subnets)).expect("write config");
+    let mut server = start_server(
+        &topo.s.exec(),
+        &cfg,
+        &["--workers", "2"],
+        &dir.path().join("server.log"),
+    );
+
+    let mut ck = Checks::default();
+    let mode = "address-and-prefix";
+    let mut args = perf_args(mode, "00:0c:02:01:00:00");
+    args.extend(["-A", "1"].map(String::from));
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let p = perfdhcp(&t, &topo, &refs);
+    check_four_way(&mut ck, "relayed", &p, 0);
+    let mut want_na = BTreeMap::new();
+    let mut want_pd = BTreeMap::new();
+    for (client, l) in granted_by_client(&mut ck, "relayed", &p, mode) {
+        if let Some(a) = l.addr {
+            ck.check_in(
+                "relayed client got an address outside subnet 2",
+                LINK2.has_addr(a),
+                || format!("relayed client {client} got {a}, outside subnet 2's pool"),
+            );
+            want_na.insert(client.clone(), a);
+        }
+        if let Some(a) = l.prefix {
+            want_pd.insert(client, a);
+        }
+    }
+    let rows = store_rows(&data);
+    check_store_invariants(&mut ck, &rows, &[LINK2]);
+    check_active(&mut ck, &rows, "na", &want_na);
+    check_active(&mut ck, &rows, "pd", &want_pd);
+    server.check_alive(&mut ck);
+    ck.finish(
+        test,
+        &[
+            ("perfdhcp -A 1", p.summary),
+            ("server log (tail)", tail(&server.log, 15)),
+        ],
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// perfdhcp with Renew and Release phases
+
+#[test]
+fn perfdhcp_renew_and_release() {
+    let test = "perfdhcp_renew_and_release";
+    let Some(t) = prerequisites(test) else { return };
+    let topo = Topo::new(&t, "ipf", &["2001:db8:1::1/64"], &["2001:db8:1::2/64"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let cfg = dir.path().join("tandem.toml");
+    std::fs::write(&cfg, netns_config(&data, &topo.s.name, &[(LINK1, None)]))
+        .expect("write config");
+    let mut server = start_server(
+        &topo.s.exec(),
+        &cfg,
+        &["--workers", "2"],
+        &dir.path().join("server.log"),
+    );
+
+    let mut ck = Checks::default();
+    let mode = "address-and-prefix";
+    let mut args = perf_args(mode, "00:0c:03:01:00:00");
+    // Of the 100 exchanges per second, 30 are Renews and 20 Releases of leases already granted.
+    args.extend(["-f", "30", "-F", "20"].map(String::from));
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let p = perfdhcp(&t, &topo, &refs);
+    let rn = p.x("RENEW-REPLY");
+    let rl = p.x("RELEASE-REPLY");
+    // perfdhcp matches a Reply against Requests, then Renews, then Releases, counting an orphan
+    // at each level it fails: Replies to Renews are REQUEST-REPLY orphans, Replies to Releases
+    // are REQUEST-REPLY and RENEW-REPLY orphans.
+    check_four_way(&mut ck, "renew+release", &p, rn.received + rl.received);
+    ck.check(rn.sent > 0, || "no Renew was sent".into());
+    ck.check(rl.sent > 0, || "no Release was sent".into());
+    ck.eq("RENEW-REPLY received (== sent)", rn.received, rn.sent);
+    ck.eq("RELEASE-REPLY received (== sent)", rl.received, rl.sent);
+    ck.eq("RENEW-REPLY drops", rn.drops, 0);
+    ck.eq("RELEASE-REPLY drops", rl.drops, 0);
+    ck.eq(
+        "RENEW-REPLY orphans (Replies to Releases, see above)",
+        rn.orphans,
+        rl.received,
+    );
+    ck.eq("RELEASE-REPLY orphans", rl.orphans, 0);
+
+    let granted = granted_by_client(&mut ck, "renew+release", &p, mode);
+    // A Renew must keep the lease: same address and prefix as granted.
+    let renewed = p.leases("RENEW-REPLY");
+    ck.eq(
+        "renewed leases listed (perfdhcp -x l)",
+        renewed.len() as u64,
+        rn.received,
+    );
+    for l in renewed {
+        match granted.get(&l.client) {
+            Some(g) => ck.check_in(
+                "Renew changed the lease",
+                g.addr == l.addr && g.prefix == l.prefix,
+                || {
+                    format!(
+                        "Renew changed client {}'s lease: granted {g:?}, renewed {l:?}",
+                        l.client
+                    )
+                },
+            ),
+            None => ck.check_in("renewed lease of a client never granted one", false, || {
+                format!("renewed lease of a client never granted one: {l:?}")
+            }),
+        }
+    }
+    let released: BTreeSet<String> = p
+        .leases("RELEASE-REPLY")
+        .iter()
+        .map(|l| l.client.clone())
+        .collect();
+    ck.eq(
+        "released clients listed (perfdhcp -x l)",
+        released.len() as u64,
+        rl.received,
+    );
+
+    let rows = store_rows(&data);
+    check_store_invariants(&mut ck, &rows, &[LINK1]);
+    let mut want_na = BTreeMap::new();
+    let mut want_pd = BTreeMap::new();
+    for (client, g) in &granted {
+        if released.contains(client) {
+            // Released: the store keeps the lease, in state `released`, for its last client.
+            for (kind, a) in [("na", g.addr), ("pd", g.prefix)] {
+                let Some(a) = a else { continue }; // already reported by granted_by_client
+                let row = rows.iter().find(|r| r.kind == kind && r.addr == a);
+                ck.check_in(
+                    "released lease not in state released in the store",
+                    row.is_some_and(|r| r.state == "released" && r.duid == *client),
+                    || format!("client {client} released {kind} {a}, but the store has {row:?}"),
+                );
+            }
+        } else if let (Some(a), Some(p)) = (g.addr, g.prefix) {
+            want_na.insert(client.clone(), a);
+            want_pd.insert(client.clone(), p);
+        }
+    }
+    check_active(&mut ck, &rows, "na", &want_na);
+    check_active(&mut ck, &rows, "pd", &want_pd);
+    let n_released = rows.iter().filter(|r| r.state == "released").count() as u64;
+    ck.eq(
+        "leases in state released (na + pd)",
+        n_released,
+        2 * rl.received,
+    );
+    server.check_alive(&mut ck);
+    ck.finish(
+        test,
+        &[
+            ("perfdhcp -f 30 -F 20", p.summary),
+            ("server log (tail)", tail(&server.log, 15)),
+        ],
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The parsers above, on recorded output (no root or tools needed)
+
+#[test]
+fn perfdhcp_output_and_lease_rows_parse_from_recorded_text() {
+    let out = "Running: perfdhcp -6 ...\nReached max requests limit.\n\
+        ***Statistics for: SOLICIT-ADVERTISE***\nsent packets: 300\nreceived packets: 299\n\
+        drops: 1\ndrops ratio: 0.33 %\norphans: 2\nrejected leases: 3\nnon unique addresses: 4\n\n\
+        min delay: 0.1 ms\n***Statistics for: RELEASE-REPLY***\nsent packets: 0\ndrops ratio: -nan %\n\
+        Interrupted\n***Leases for REQUEST-REPLY***\nclient_id,adrress,prefix\n\
+        00:01:00:01:32:99:da:80:00:0c:01:02:03:07,2001:db8:1::1:5000,2001:db8:80f8::\n\
+        00:01:00:01:32:99:da:80:00:0c:01:02:03:08,,2001:db8:80f9::\n\n\
+        ***Leases for RELEASE-REPLY***\nclient_id,adrress,prefix\n00:01:00:01:32:99:da:80:00:0c:01:02:03:07,,\n";
+    let p = parse_perfdhcp(Some(0), out);
+    assert_eq!(
+        p.x("SOLICIT-ADVERTISE"),
+        XStats {
+            sent: 300,
+            received: 299,
+            drops: 1,
+            orphans: 2,
+            rejected: 3,
+            non_unique: 4
+        }
+    );
+    assert_eq!(p.x("RELEASE-REPLY"), XStats::default());
+    assert!(!p.summary.contains("Reached max") && !p.summary.contains("2001:db8:80f8"));
+    assert_eq!(
+        p.leases("REQUEST-REPLY"),
+        [
+            PLease {
+                client: "000100013299da80000c01020307".into(),
+                addr: Some("2001:db8:1::1:5000".parse().unwrap()),
+                prefix: Some("2001:db8:80f8::".parse().unwrap()),
+            },
+            PLease {
+                client: "000100013299da80000c01020308".into(),
+                addr: None,
+                prefix: Some("2001:db8:80f9::".parse().unwrap()),
+            },
+        ]
+    );
+    assert_eq!(p.leases("RELEASE-REPLY").len(), 1);
+
+    let row = parse_row(
+        "pd\t2001:db8:8010::/56\treleased\t000100013299\t2294019590\t1\t1795628643\t1795628603\t7",
+    )
+    .unwrap();
+    assert_eq!(
+        (
+            row.kind.as_str(),
+            row.len,
+            row.state.as_str(),
+            row.iaid,
+            row.seq
+        ),
+        ("pd", 56, "released", 2294019590, 7)
+    );
+    assert!(LINK1.has_prefix(row.addr, row.len));
+    assert!(!LINK1.has_prefix("2001:db8:8010:1::".parse().unwrap(), 56)); // host bits
+    assert!(!LINK1.has_prefix("2001:db8:8100::".parse().unwrap(), 56)); // outside the /40
+    assert!(!LINK1.has_prefix("2001:db8:8010::".parse().unwrap(), 64)); // wrong length
+    assert!(LINK1.has_addr("2001:db8:1::1:ffff".parse().unwrap()));
+    assert!(!LINK1.has_addr("2001:db8:1::2:0".parse().unwrap()));
+}

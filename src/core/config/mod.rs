@@ -302,6 +302,21 @@ pub struct Config {
     pub failover: Option<FailoverConfig>,
 }
 
+impl Config {
+    /// The id of the subnet with a pool of `kind` holding `addr` (where a partner's binding
+    /// belongs).
+    pub fn subnet_of(&self, addr: Ipv6Addr, kind: ResourceKind) -> Option<u32> {
+        self.subnets
+            .iter()
+            .find(|s| {
+                s.pools
+                    .iter()
+                    .any(|p| p.kind == kind && p.index_of(addr).is_some())
+            })
+            .map(|s| s.id)
+    }
+}
+
 /// A configuration error that names where it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {

@@ -3,6 +3,7 @@
 
 pub mod codec;
 pub mod connect;
+pub mod link;
 pub mod node;
 pub mod peer;
 pub mod persist;

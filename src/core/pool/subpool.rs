@@ -165,7 +165,11 @@ impl SubPool {
         self.count(lease.state, 1);
         if timed(lease.state) {
             let fresh = self.expiry.insert((end_of_state(&lease), index));
-            assert!(fresh, "expiry index already held ({index}) for a new {} lease", lease.state);
+            assert!(
+                fresh,
+                "expiry index already held ({index}) for a new {} lease",
+                lease.state
+            );
         }
         let reusable = self.failover_reusable(&lease);
         let push = reusable && !in_free;

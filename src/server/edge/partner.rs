@@ -35,15 +35,14 @@ use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use tandem_core::config::Role;
-use tandem_core::config::{Config, FailoverConfig, ResourceKind, defaults};
+use tandem_core::config::{Config, FailoverConfig, defaults};
 use tandem_core::engine::Policy;
-use tandem_core::failover::codec::{self, CodecError};
-use tandem_core::failover::connect::{self, ConnectAccepted, LinkParams};
+use tandem_core::failover::connect::{ConnectAccepted, LinkParams};
+use tandem_core::failover::link::{Backoff, HANDSHAKE_TIMEOUT_MS, Link, LinkEvent, Now};
 use tandem_core::failover::node::{Node, NodeOut};
 use tandem_core::failover::peer::PeerMsg;
 use tandem_core::failover::persist;
 use tandem_core::failover::state::{EndpointConfig, ServerState};
-use tandem_core::failover::wire::{FailoverType, Framer};
 use tandem_core::lease::Lease;
 use tandem_core::pool::Allocator;
 use tracing::{debug, error, info, warn};
@@ -58,10 +57,9 @@ pub const COMMITTED_QUEUE_MAX: usize = 1024;
 pub const FRAMES_PER_TURN_MAX: usize = 8192;
 /// Plaintext read from TLS per turn at most.
 pub const READ_PER_TURN_MAX_BYTES: usize = 4 << 20;
-/// How long TCP connect, TLS and CONNECT may take before the attempt is dropped.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// First reconnection delay; it doubles up to `failover.reconnect_max_ms`.
-pub const RECONNECT_MIN: Duration = Duration::from_millis(defaults::RECONNECT_MIN_MS);
+/// How long TCP connect, TLS and CONNECT may take before the attempt is dropped (the link
+/// keeps the same deadline for CONNECT).
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_millis(HANDSHAKE_TIMEOUT_MS);
 /// Connections (partner or control) accepted per loop turn; the rest wait for the next turn.
 pub const ACCEPTS_PER_TURN_MAX: usize = 16;
 /// How often a missing partner link is logged at warn level.
@@ -260,7 +258,9 @@ pub fn start(setup: PartnerSetup) -> Result<PartnerHandle, PartnerStartError> {
         &setup.config,
     );
     params.skew_max_secs = fo.skew_max_secs;
-    let summary = tandem_core::failover::pools_digest::pools_summary(&setup.config);
+    let summary: Arc<[String]> =
+        tandem_core::failover::pools_digest::pools_summary(&setup.config).into();
+    let fo_reconnect_max_ms = fo.reconnect_max_ms;
     let (tx, rx) = crossbeam_channel::bounded(COMMITTED_QUEUE_MAX);
     let stop = Arc::new(AtomicBool::new(false));
     let mut t = PartnerThread {
@@ -285,11 +285,10 @@ pub fn start(setup: PartnerSetup) -> Result<PartnerHandle, PartnerStartError> {
         conn: None,
         pending: None,
         next_token: CONN_FIRST,
-        reconnect_at: Instant::now(),
-        backoff: RECONNECT_MIN,
+        backoff: Backoff::new(defaults::RECONNECT_MIN_MS, fo_reconnect_max_ms),
+        origin: Instant::now(),
         out: NodeOut::default(),
         outbox: Vec::new(),
-        next_xid: 1,
         last_reclaim: Instant::now(),
         link_since: None,
         last_contact: None,
@@ -340,19 +339,15 @@ fn bind_control(path: &std::path::Path) -> Result<UnixListener, PartnerStartErro
     Ok(l)
 }
 
-/// Where a connection is in its life.
+/// Where a connection's transport is in its life; the protocol on top is its [`Link`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     /// TCP connect in progress (primary).
     Connecting,
     /// TLS handshake.
     Tls,
-    /// Secondary: TLS done, waiting for CONNECT.
-    AwaitConnect,
-    /// Primary: CONNECT sent with this xid, waiting for CONNECTREPLY.
-    AwaitConnectReply(u32),
-    /// CONNECT accepted: the link is up.
-    Up,
+    /// TLS done and the partner's name checked: the link runs.
+    Linked,
 }
 
 struct Conn {
@@ -360,33 +355,38 @@ struct Conn {
     tls: rustls::Connection,
     peer: SocketAddr,
     phase: Phase,
-    framer: Framer,
+    /// The protocol, once the transport is secure.
+    link: Option<Link>,
+    /// Whether the link came up (CONNECT accepted), for what its end means.
+    up: bool,
     opened: Instant,
-    last_rx: Instant,
-    last_tx: Instant,
-    /// Send something at least this often (a quarter of the partner's keepalive).
-    send_every: Duration,
+    /// `opened` on the thread's monotonic clock (see [`PartnerThread::now`]).
+    opened_ms: u64,
     /// The partner closed its side.
     eof: bool,
     closed: Option<String>,
 }
 
 impl Conn {
-    fn new(sock: TcpStream, mut tls: rustls::Connection, peer: SocketAddr, phase: Phase) -> Conn {
+    fn new(
+        sock: TcpStream,
+        mut tls: rustls::Connection,
+        peer: SocketAddr,
+        phase: Phase,
+        opened_ms: u64,
+    ) -> Conn {
         // rustls buffers 64 KiB of plaintext by default; a window of BNDUPDs is more. The
         // window bounds what is queued, this only catches a runaway.
         tls.set_buffer_limit(Some(SEND_BUFFER_MAX_BYTES));
-        let now = Instant::now();
         Conn {
             sock,
             tls,
             peer,
             phase,
-            framer: Framer::new(),
-            opened: now,
-            last_rx: now,
-            last_tx: now,
-            send_every: Duration::from_secs(1),
+            link: None,
+            up: false,
+            opened: Instant::now(),
+            opened_ms,
             eof: false,
             closed: None,
         }
@@ -406,7 +406,19 @@ impl Conn {
         if let Err(e) = self.tls.writer().write_all(bytes) {
             self.close(format!("TLS write: {e}"));
         }
-        self.last_tx = Instant::now();
+    }
+
+    /// Moves what the link has to send into TLS.
+    fn transmit(&mut self) {
+        if let Some(l) = self.link.as_mut() {
+            let bytes = std::mem::take(l.take_transmit());
+            self.send(&bytes);
+        }
+    }
+
+    /// Whether the link is up.
+    fn is_up(&self) -> bool {
+        self.link.as_ref().is_some_and(Link::is_up)
     }
 
     /// Moves TLS records to the socket until it would block.
@@ -433,10 +445,7 @@ impl Conn {
                     self.eof = true;
                     break;
                 }
-                Ok(n) => {
-                    budget = budget.saturating_sub(n);
-                    self.last_rx = Instant::now();
-                }
+                Ok(n) => budget = budget.saturating_sub(n),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
@@ -473,7 +482,7 @@ struct PartnerThread {
     tls_client: Arc<rustls::ClientConfig>,
     tls_server: Arc<rustls::ServerConfig>,
     params: LinkParams,
-    summary: Vec<String>,
+    summary: Arc<[String]>,
     poll: Poll,
     listener: Option<TcpListener>,
     control: UnixListener,
@@ -490,12 +499,13 @@ struct PartnerThread {
     /// Secondary: a newer connection in handshake while `conn` may still be up.
     pending: Option<Conn>,
     next_token: usize,
-    reconnect_at: Instant,
-    backoff: Duration,
+    /// The primary's reconnection schedule.
+    backoff: Backoff,
+    /// Origin of the monotonic milliseconds the links read.
+    origin: Instant,
     out: NodeOut,
-    /// Encoded messages for the partner, sent on the link once `out` is durable.
-    outbox: Vec<u8>,
-    next_xid: u32,
+    /// Messages for the partner, sent on the link once `out` is durable.
+    outbox: Vec<PeerMsg>,
     last_reclaim: Instant,
     link_since: Option<Instant>,
     last_contact: Option<Instant>,
@@ -618,36 +628,47 @@ impl PartnerThread {
             self.outbox.clear();
             return;
         }
-        let now = now_secs();
         for m in self.out.to_peer.drain(..) {
-            let xid = match &m {
-                PeerMsg::BndUpd { .. } => {
-                    self.sent_updates += 1;
-                    0
-                }
-                PeerMsg::BndReply { .. } => 0,
-                _ => {
-                    self.next_xid = (self.next_xid % 0x00ff_ffff) + 1;
-                    self.next_xid
-                }
-            };
-            if let PeerMsg::State { state, .. } = &m {
-                debug!(state = %state, "failover: sending STATE");
+            match &m {
+                PeerMsg::BndUpd { .. } => self.sent_updates += 1,
+                PeerMsg::State { state, .. } => debug!(state = %state, "failover: sending STATE"),
+                _ => {}
             }
-            if let Err(e) = codec::encode(&m, xid, now, &mut self.outbox) {
-                warn!(error = %e, message = msg_kind(&m), "failover: cannot encode a message for the partner; skipped");
-            }
+            self.outbox.push(m);
         }
         self.out.clear();
     }
 
     /// Sends the outbox on the link in its slot (when it is up), else drops it.
     fn flush_outbox(&mut self) {
-        if let Some(c) = self.conn.as_mut().filter(|c| c.phase == Phase::Up) {
-            c.send(&self.outbox);
-            c.flush();
+        let now = self.now();
+        match self.conn.as_mut() {
+            Some(c) => Self::send_msgs(&mut self.outbox, c, now),
+            None => self.outbox.clear(),
         }
-        self.outbox.clear();
+    }
+
+    /// Sends `msgs` on `c` if its link is up, else drops them (the lazy-update session
+    /// resends what the partner never acknowledged).
+    fn send_msgs(msgs: &mut Vec<PeerMsg>, c: &mut Conn, now: Now) {
+        if let Some(l) = c.link.as_mut().filter(|l| l.is_up()) {
+            for m in msgs.iter() {
+                if let Err(e) = l.send(now, m) {
+                    warn!(error = %e, message = msg_kind(m), "failover: cannot encode a message for the partner; skipped");
+                }
+            }
+        }
+        msgs.clear();
+        c.transmit();
+        c.flush();
+    }
+
+    /// The links' clocks: monotonic milliseconds since the thread began, and unix seconds.
+    fn now(&self) -> Now {
+        Now {
+            mono_ms: self.origin.elapsed().as_millis() as u64,
+            unix_secs: now_secs(),
+        }
     }
 
     fn accept(&mut self) {
@@ -677,7 +698,8 @@ impl PartnerThread {
                         continue;
                     }
                     info!(%peer, "failover: connection from the partner side; checking it");
-                    let c = Conn::new(sock, tls.into(), peer, Phase::Tls);
+                    let opened_ms = self.now().mono_ms;
+                    let c = Conn::new(sock, tls.into(), peer, Phase::Tls, opened_ms);
                     if let Some(mut old) = self.pending.replace(c) {
                         old.close("replaced by a newer connection");
                         self.drop_conn(old);
@@ -721,7 +743,14 @@ impl PartnerThread {
                     return;
                 }
                 debug!(partner = %addr, "failover: connecting");
-                self.conn = Some(Conn::new(sock, tls.into(), addr, Phase::Connecting));
+                let opened_ms = self.now().mono_ms;
+                self.conn = Some(Conn::new(
+                    sock,
+                    tls.into(),
+                    addr,
+                    Phase::Connecting,
+                    opened_ms,
+                ));
             }
             Err(e) => {
                 self.note_link_down(&format!("connect to {addr}: {e}"));
@@ -746,8 +775,8 @@ impl PartnerThread {
     }
 
     fn schedule_reconnect(&mut self) {
-        self.reconnect_at = Instant::now() + self.backoff;
-        self.backoff = (self.backoff * 2).min(Duration::from_millis(self.fo.reconnect_max_ms));
+        let now_ms = self.now().mono_ms;
+        self.backoff.failed(now_ms);
     }
 
     fn drop_conn(&mut self, mut c: Conn) {
@@ -766,7 +795,7 @@ impl PartnerThread {
             let Some(mut c) = slot else { continue };
             self.drive(&mut c, plain);
             if let Some(why) = c.closed.clone() {
-                let was_up = c.phase == Phase::Up;
+                let was_up = c.up;
                 let peer = c.peer;
                 self.drop_conn(c);
                 if was_up {
@@ -778,7 +807,7 @@ impl PartnerThread {
                 if self.fo.role == Role::Primary {
                     self.schedule_reconnect();
                 }
-            } else if pending && c.phase != Phase::Up {
+            } else if pending && !c.up {
                 self.pending = Some(c);
             } else {
                 // The link, or a newer connection that just replaced it (see `up`).
@@ -823,72 +852,58 @@ impl PartnerThread {
         if c.phase == Phase::Tls && !c.tls.is_handshaking() && c.closed.is_none() {
             self.tls_done(c);
         }
+        if c.link.is_none() && !plain.is_empty() && c.closed.is_none() {
+            c.close("data before the TLS handshake ended");
+        }
+        let now = self.now();
+        if c.eof
+            && let Some(l) = c.link.as_mut()
+        {
+            l.on_eof();
+        }
         let mut taken = 0;
-        while taken < plain.len() && c.closed.is_none() {
-            let n = c.framer.push(&plain[taken..]);
+        let mut events = 0;
+        while c.closed.is_none() {
+            let Some(l) = c.link.as_mut() else { break };
+            let n = l.on_bytes(now, plain.get(taken..).unwrap_or_default());
             taken += n;
-            let mut frames = 0;
-            while let Some(f) = c.framer.next_frame() {
-                match f {
-                    Ok(msg) => {
-                        let msg = msg.to_vec();
-                        self.on_frame(c, &msg);
-                        frames += 1;
-                        if frames % FRAMES_PER_TURN_MAX == 0 {
-                            self.apply();
-                            self.send_outbox(c);
-                        }
-                    }
-                    Err(e) => {
-                        c.close(format!("bad framing from the partner: {e}"));
-                        break;
-                    }
-                }
-                if c.closed.is_some() {
-                    break;
+            while let Some(ev) = c.link.as_mut().and_then(|l| l.poll_event(now)) {
+                self.on_link_event(c, ev, now);
+                events += 1;
+                if events % FRAMES_PER_TURN_MAX == 0 {
+                    self.apply();
+                    self.send_outbox(c);
                 }
             }
-            if n == 0 {
+            if n == 0 || taken >= plain.len() {
                 break;
             }
         }
         self.apply();
         self.send_outbox(c);
+        if let Some(l) = c.link.as_mut() {
+            l.on_timeout(now);
+        }
+        while let Some(ev) = c.link.as_mut().and_then(|l| l.poll_event(now)) {
+            self.on_link_event(c, ev, now);
+        }
         if c.eof {
             c.close("the partner closed the connection");
         }
-        if c.phase != Phase::Up && c.opened.elapsed() > HANDSHAKE_TIMEOUT && c.closed.is_none() {
+        if c.link.is_none() && c.opened.elapsed() > HANDSHAKE_TIMEOUT && c.closed.is_none() {
             c.close(format!(
                 "no complete handshake within {} s",
                 HANDSHAKE_TIMEOUT.as_secs()
             ));
         }
-        if c.phase == Phase::Up && c.closed.is_none() {
-            let silent = c.last_rx.elapsed();
-            if silent > Duration::from_secs(self.fo.keepalive_secs) {
-                c.close(format!(
-                    "nothing from the partner for {:.1} s (keepalive_secs = {})",
-                    silent.as_secs_f64(),
-                    self.fo.keepalive_secs
-                ));
-            } else if c.last_tx.elapsed() >= c.send_every {
-                let mut buf = Vec::new();
-                self.next_xid = (self.next_xid % 0x00ff_ffff) + 1;
-                if codec::encode(&PeerMsg::Contact, self.next_xid, now_secs(), &mut buf).is_ok() {
-                    c.send(&buf);
-                }
-            }
-        }
+        c.transmit();
         c.flush();
     }
 
     /// Sends the outbox on `c`, the connection being driven, if it is the link.
     fn send_outbox(&mut self, c: &mut Conn) {
-        if c.phase == Phase::Up {
-            c.send(&self.outbox);
-            c.flush();
-        }
-        self.outbox.clear();
+        let now = self.now();
+        Self::send_msgs(&mut self.outbox, c, now);
     }
 
     fn tls_done(&mut self, c: &mut Conn) {
@@ -898,78 +913,66 @@ impl PartnerThread {
             c.close(format!("{e}"));
             return;
         }
-        match self.fo.role {
-            Role::Secondary => c.phase = Phase::AwaitConnect,
-            Role::Primary => {
-                self.next_xid = (self.next_xid % 0x00ff_ffff) + 1;
-                let xid = self.next_xid;
-                let mut buf = Vec::new();
-                match connect::build_connect(&self.params, &self.summary, xid, now_secs(), &mut buf)
-                {
-                    Ok(()) => {
-                        c.send(&buf);
-                        c.phase = Phase::AwaitConnectReply(xid);
-                    }
-                    Err(e) => c.close(format!("cannot build CONNECT: {e}")),
-                }
-            }
-        }
+        // The primary's CONNECT is queued by the link and leaves with this turn's transmit.
+        c.link = Some(Link::new(
+            self.params.clone(),
+            self.summary.clone(),
+            self.cfg.clone(),
+            self.fo.keepalive_secs,
+            c.opened_ms,
+            self.now(),
+        ));
+        c.phase = Phase::Linked;
     }
 
-    fn on_frame(&mut self, c: &mut Conn, msg: &[u8]) {
-        let now = now_secs();
-        match c.phase {
-            Phase::Connecting | Phase::Tls => c.close("data before the TLS handshake ended"),
-            Phase::AwaitConnect => {
-                let checked = connect::check_connect_message(&self.params, &self.summary, msg, now);
-                let xid = codec::peek_header(msg, now).map_or(0, |h| h.xid);
-                let mut buf = Vec::new();
-                let _ = connect::build_connectreply(
-                    &self.params,
-                    &self.summary,
-                    checked.as_ref(),
-                    xid,
-                    now,
-                    &mut buf,
-                );
-                c.send(&buf);
-                match checked {
-                    Ok(a) => self.up(c, &a),
-                    Err(r) => {
-                        error!(peer = %c.peer, refused = %r, "failover: refused the partner's CONNECT");
-                        c.flush();
-                        c.close(format!("CONNECT refused: {r}"));
+    fn on_link_event(&mut self, c: &mut Conn, ev: LinkEvent, now: Now) {
+        match ev {
+            LinkEvent::Up(a) => self.up(c, &a),
+            LinkEvent::Msg(m) => {
+                self.last_contact = Some(Instant::now());
+                if matches!(m, PeerMsg::BndUpd { .. }) {
+                    self.received_updates += 1;
+                }
+                if m != PeerMsg::Contact {
+                    debug!(message = msg_kind(&m), "failover: from partner");
+                }
+                self.node.on_peer(now.unix_secs, m, &mut self.out);
+            }
+            LinkEvent::Skipped(why) => {
+                self.last_contact = Some(Instant::now());
+                warn!(error = %why, "failover: message from the partner not understood");
+            }
+            LinkEvent::Closed {
+                reason,
+                was_up: _,
+                refused,
+            } => {
+                if refused {
+                    match self.fo.role {
+                        Role::Secondary => {
+                            error!(peer = %c.peer, refused = %reason, "failover: refused the partner's CONNECT")
+                        }
+                        Role::Primary => {
+                            error!(peer = %c.peer, refused = %reason, "failover: the partner link was refused");
+                            // Try again later, less often (RFC 8156 §6.1).
+                            self.backoff.refused();
+                        }
                     }
                 }
+                // What the link queued last (a refusing CONNECTREPLY) leaves before the close.
+                c.transmit();
+                c.flush();
+                c.close(reason);
             }
-            Phase::AwaitConnectReply(xid) => {
-                match connect::check_connectreply_message(
-                    &self.params,
-                    &self.summary,
-                    msg,
-                    xid,
-                    now,
-                ) {
-                    Ok(a) => self.up(c, &a),
-                    Err(r) => {
-                        error!(peer = %c.peer, refused = %r, "failover: the partner link was refused");
-                        c.close(format!("CONNECTREPLY refused: {r}"));
-                        // Try again later, less often (RFC 8156 §6.1).
-                        self.backoff = Duration::from_millis(self.fo.reconnect_max_ms);
-                    }
-                }
-            }
-            Phase::Up => self.on_message(c, msg, now),
         }
     }
 
     fn up(&mut self, c: &mut Conn, a: &ConnectAccepted) {
-        c.phase = Phase::Up;
-        c.send_every = Duration::from_millis((a.partner_keepalive_secs * 1000 / 4).max(100));
+        c.up = true;
         // A secondary's newer connection replaces the old link (the primary restarted, or
         // the old connection is half-dead); `conn` is empty while the primary's is driven.
         if let Some(mut old) = self.conn.take() {
-            let was_up = old.phase == Phase::Up;
+            let was_up = old.up;
             old.close("replaced by a newer connection");
             let peer = old.peer;
             self.drop_conn(old);
@@ -982,43 +985,11 @@ impl PartnerThread {
             .set_partner_window(a.partner_max_unacked.max(1) as usize);
         self.last_contact = Some(Instant::now());
         self.link_since = Some(Instant::now());
-        self.backoff = RECONNECT_MIN;
+        self.backoff.up();
         info!(peer = %c.peer, skew_secs = a.skew_secs, mclt_secs = a.mclt_secs, partner_max_unacked = a.partner_max_unacked, "failover: partner link up");
         self.node.link_up(now_secs(), &mut self.out);
         self.apply();
         self.send_outbox(c);
-    }
-
-    fn on_message(&mut self, c: &mut Conn, msg: &[u8], now: u64) {
-        self.last_contact = Some(Instant::now());
-        match codec::decode(msg, |a, k| subnet_id_for(&self.cfg, a, k), now) {
-            Ok((m, _)) => {
-                if matches!(m, PeerMsg::BndUpd { .. }) {
-                    self.received_updates += 1;
-                }
-                if m != PeerMsg::Contact {
-                    debug!(message = msg_kind(&m), "failover: from partner");
-                }
-                self.node.on_peer(now, m, &mut self.out);
-            }
-            Err(CodecError::LinkLayer(FailoverType::Disconnect)) => {
-                c.close("the partner sent DISCONNECT");
-            }
-            Err(e) => {
-                let h = codec::peek_header(msg, now);
-                warn!(error = %e, header = ?h.as_ref().ok(), "failover: message from the partner not understood");
-                if let Ok(h) = h
-                    && h.msg_type == FailoverType::BndUpd
-                {
-                    // Refuse it so the partner does not wait for an answer forever.
-                    self.out.to_peer.push(PeerMsg::BndReply {
-                        xid: h.xid,
-                        accepted: false,
-                        partner_lifetime_sent: 0,
-                    });
-                }
-            }
-        }
     }
 
     fn timers(&mut self) {
@@ -1051,7 +1022,7 @@ impl PartnerThread {
         }
         if self.fo.role == Role::Primary
             && self.conn.is_none()
-            && Instant::now() >= self.reconnect_at
+            && self.backoff.due(self.now().mono_ms)
         {
             self.connect();
         }
@@ -1147,7 +1118,7 @@ impl PartnerThread {
                 .map_or("unknown".to_string(), |s| s.to_string())
         );
         match (&self.conn, self.link_since) {
-            (Some(c), Some(since)) if c.phase == Phase::Up => {
+            (Some(c), Some(since)) if c.is_up() => {
                 let _ = writeln!(
                     t,
                     "link: up with {} for {:.1} s",
@@ -1204,16 +1175,4 @@ fn msg_kind(m: &PeerMsg) -> &'static str {
         PeerMsg::PoolReq => "POOLREQ",
         PeerMsg::Contact => "CONTACT",
     }
-}
-
-/// The subnet a partner's binding belongs to: the one with a pool of `kind` holding `addr`.
-pub fn subnet_id_for(cfg: &Config, addr: std::net::Ipv6Addr, kind: ResourceKind) -> Option<u32> {
-    cfg.subnets
-        .iter()
-        .find(|s| {
-            s.pools
-                .iter()
-                .any(|p| p.kind == kind && p.index_of(addr).is_some())
-        })
-        .map(|s| s.id)
 }

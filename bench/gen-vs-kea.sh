@@ -120,7 +120,7 @@ done
 
 WORK=""
 SERVER_PID=""
-install_cleanup
+install_cleanup delete_topology SERVER_PID
 
 # ---------------------------------------------------------------- preflight
 

@@ -1,12 +1,13 @@
 # bench/lib.sh: shell functions shared by the benchmark scripts (sourced, not run).
 #
-# Used by perfdhcp-vs-kea.sh and gen-vs-kea.sh. The functions read these globals, which the
-# sourcing script sets:
+# Used by perfdhcp-vs-kea.sh, gen-vs-kea.sh and pair-vs-kea.sh. The functions read these
+# globals, which the sourcing script sets:
 #   NS_S, NS_C      server / client network namespace; each holds a veth end of the same name
-#                   (names start with "tdm", at most 15 characters)
+#                   (names start with "tdm", at most 15 characters); the two-namespace
+#                   topology functions only (pair-vs-kea.sh has a topology of its own)
 #   ADDR_S, ADDR_C  the global address (with /64) of each veth end
 #   KEA_TEMPLATE, TANDEM_TEMPLATE   config templates (render_kea_config, render_tandem_config)
-# Nothing here changes anything outside the two namespaces and the files it is given.
+# Nothing here changes anything outside the namespaces and the files it is given.
 
 log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -172,18 +173,22 @@ render_tandem_config() {
         || die "cannot write $dir/tandem.toml"
 }
 
-# install_cleanup: on exit (also on INT/TERM) stop the processes named in STRACE_PID and
-# SERVER_PID (each script sets what it uses), delete the namespaces, keep the work dir's logs
-# in KEEP_LOGS if set, remove WORK. Exits with the script's status.
+# install_cleanup TEARDOWN PID_VAR...: on exit (also on INT/TERM) stop the processes whose PIDs
+# the named variables hold when the script exits (in that order; an empty one is skipped), run
+# TEARDOWN (a function that deletes the script's namespaces and links, e.g. delete_topology),
+# keep the work dir's logs in KEEP_LOGS if set, remove WORK. Exits with the script's status.
 CLEANED=0
+CLEANUP_TEARDOWN=""
+CLEANUP_PID_VARS=""
 cleanup() {
-    local rc=$?
+    local rc=$? v
     [ "$CLEANED" = 1 ] && return
     CLEANED=1
     trap '' INT TERM
-    [ -n "${STRACE_PID:-}" ] && stop_pid "$STRACE_PID"
-    [ -n "${SERVER_PID:-}" ] && stop_pid "$SERVER_PID"
-    delete_topology
+    for v in $CLEANUP_PID_VARS; do
+        [ -n "${!v:-}" ] && stop_pid "${!v}"
+    done
+    [ -n "$CLEANUP_TEARDOWN" ] && "$CLEANUP_TEARDOWN"
     if [ -n "${WORK:-}" ] && [ -d "$WORK" ]; then
         if [ -n "${KEEP_LOGS:-}" ]; then
             mkdir -p "$KEEP_LOGS" && cp -r "$WORK"/. "$KEEP_LOGS"/ && log "logs kept in $KEEP_LOGS"
@@ -193,6 +198,8 @@ cleanup() {
     exit "$rc"
 }
 install_cleanup() {
+    CLEANUP_TEARDOWN="$1"; shift
+    CLEANUP_PID_VARS="$*"
     trap cleanup EXIT
     trap 'log "interrupted"; exit 130' INT
     trap 'log "terminated"; exit 143' TERM

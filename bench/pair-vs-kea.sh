@@ -150,27 +150,7 @@ pair_topology_down() {
     return 0
 }
 
-CLEANED=0
-pair_cleanup() {
-    local rc=$?
-    [ "$CLEANED" = 1 ] && return
-    CLEANED=1
-    trap '' INT TERM
-    [ -n "$GEN_PID" ] && stop_pid "$GEN_PID"
-    [ -n "$SRV_A_PID" ] && stop_pid "$SRV_A_PID"
-    [ -n "$SRV_B_PID" ] && stop_pid "$SRV_B_PID"
-    pair_topology_down
-    if [ -n "${WORK:-}" ] && [ -d "$WORK" ]; then
-        if [ -n "$KEEP_LOGS" ]; then
-            mkdir -p "$KEEP_LOGS" && cp -r "$WORK"/. "$KEEP_LOGS"/ && log "logs kept in $KEEP_LOGS"
-        fi
-        rm -rf "$WORK"
-    fi
-    exit "$rc"
-}
-trap pair_cleanup EXIT
-trap 'log "interrupted"; exit 130' INT
-trap 'log "terminated"; exit 143' TERM
+install_cleanup pair_topology_down GEN_PID SRV_A_PID SRV_B_PID
 
 # ---------------------------------------------------------------- preflight
 

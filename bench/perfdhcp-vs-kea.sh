@@ -93,7 +93,7 @@ done
 WORK=""
 SERVER_PID=""
 STRACE_PID=""
-install_cleanup
+install_cleanup delete_topology STRACE_PID SERVER_PID
 
 # ---------------------------------------------------------------- preflight
 

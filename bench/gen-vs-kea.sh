@@ -120,7 +120,7 @@ done
 
 WORK=""
 SERVER_PID=""
-install_cleanup
+install_cleanup delete_topology SERVER_PID
 
 # ---------------------------------------------------------------- preflight
 
@@ -357,7 +357,7 @@ probe_route() {
 
 TRIALS_FILE=""
 SUMMARY_FILE=""
-over_budget() { [ $(( $(date +%s) - T_START )) -ge "$BUDGET" ]; }
+SEARCH_REPEAT_MARGINAL=$REPEAT_MARGINAL   # rate_search (lib.sh): repeat a marginal failure once
 
 trial_line() { # one progress line for a trial
     jq -r '"  \(.target) \(.case) \(.kind) r=\(.rate): ok \(.ok)/\(.clients) (started \(.started)), \(.achieved_per_s)/s, unfinished \(.unfinished_pct)%, retrans \(.retransmit_pct)%, p50 \(.latency_ms.p50 // "-") p99 \(.latency_ms.p99 // "-") ms, naks \(.naks), viol \(.violations), cpu srv \(.server_cpu_pct)% gen \(.gen_cpu_pct)% box \(.box_cpu_pct)%, drops srv \(.server_socket_drops) gen \(.gen_socket_drops)\(if .kind == "open" then "" elif .pass then " -> pass" else " -> FAIL" end)"' <<<"$1"
@@ -375,22 +375,59 @@ ceiling_rate() {
 MAX_RECOVERIES=3
 RECOVERIES=0
 RECOVERED_JSON="[]"
-VANISHED=0
-topo_lost() { # true (and VANISHED=1) when a namespace is gone
-    topology_ok && return 1
-    VANISHED=1
+topo_lost() { # true when a namespace is gone
+    ! topology_ok
+}
+
+# search_trial RATE [repeat]: the rate_search callback of search_once (uses its target, case
+# and dir): one search trial, appended to ATTEMPT_TRIALS and logged; prints its JSON. Returns 2
+# when the namespaces vanished.
+search_trial() {
+    local res
+    next_seed; TRIAL_SEQ=$((TRIAL_SEQ + 1))
+    res=$(run_gen "$target" "$case" search "$1" "$dir")
+    topo_lost && return 2
+    [ "${2:-}" = repeat ] && res=$(jq -c '. + {repeat: true}' <<<"$res")
+    echo "$res" >>"$ATTEMPT_TRIALS"
+    log "$(trial_line "$res")"
+    echo "$res"
+}
+
+# limit_note: the search_note diagnosis of search_once (uses its target, lo, hi, ceil): what
+# limited the search, judged from the lowest failing trial; sets limit_by and SEARCH_NOTE.
+limit_note() {
+    local sd gd re nk vi sc gc un st cl bc oc
+    read -r sd gd re nk vi sc gc un st cl bc oc < <(jq -r '[.server_socket_drops, .gen_socket_drops, .retransmits, .naks, .violations, .server_cpu_pct, .gen_cpu_pct, .unfinished_pct, .started, .clients, .box_cpu_pct, .other_cpu_pct] | @tsv' <<<"$SEARCH_FAIL")
+    if [ "$target" != ceiling ] && [ "$vi" -gt 0 ]; then
+        limit_by=violations
+    elif [ "$target" != ceiling ] && [ "$ceil" -gt 0 ] && [ $((lo * 10)) -ge $((ceil * 9)) ]; then
+        limit_by=ceiling
+    elif [ "$nk" -gt 0 ] && [ $((nk * 2)) -ge "$re" ]; then
+        limit_by=server-naks
+    elif [ "$sd" -gt 0 ] && [ $((sd * 2)) -ge "$re" ]; then
+        limit_by=server-socket
+    elif [ "$gd" -gt 0 ] && [ $((gd * 2)) -ge "$re" ]; then
+        limit_by=generator-socket
+    elif [ "$re" -gt 0 ]; then
+        limit_by=server-late
+    else
+        limit_by=server-pace
+    fi
+    [ "$target" = ceiling ] && limit_by="machine/$limit_by"
+    SEARCH_NOTE="$limit_by: at $hi/s $un% unfinished, $st of $cl started, $re retransmits, $nk naks, $vi violations, socket drops server $sd / generator $gd, CPU server $sc% / generator $gc% / box $bc% of $(($(nproc) * 100))% (other processes and softirq $oc%)"
+    [ "$bc" -ge $(($(nproc) * 90)) ] && SEARCH_NOTE="$SEARCH_NOTE; box CPU saturated"
     return 0
 }
 
-# search_once TARGET CASE: open-loop run, then the bounded search; appends trials to
-# ATTEMPT_TRIALS and prints a summary JSON object. Returns 2 if the namespaces vanished.
+# search_once TARGET CASE: open-loop run, then the bounded search (rate_search in lib.sh, grid
+# START_RATE x 2^k, budget BUDGET s from T_START); appends trials to ATTEMPT_TRIALS and prints
+# a summary JSON object. Returns 2 if the namespaces vanished.
 search_once() {
     local target="$1" case="$2" dir="$WORK/$1-$2"
     log "$target / $case"
-    VANISHED=0
     topo_lost && return 2
     start_target "$target" "$dir"
-    local res pass best="" hi_res="" lo=0 hi=0 n=0 cut=0 open_res r hint
+    local open_res r hint
     # Open-loop: as fast as the window allows, for PERIOD seconds.
     next_seed; TRIAL_SEQ=$((TRIAL_SEQ + 1))
     open_res=$(run_gen "$target" "$case" open 0 "$dir")
@@ -403,94 +440,14 @@ search_once() {
     hint=$(jq -r '.achieved_per_s' <<<"$open_res")
     r=$START_RATE
     while [ $((r * 2)) -le "$MAX_RATE" ] && [ $((r * 2)) -le "$hint" ]; do r=$((r * 2)); done
-    local repeated=0
-    trial() { # trial RATE -> sets res/pass; records best passing / lowest failing
-        next_seed; TRIAL_SEQ=$((TRIAL_SEQ + 1))
-        res=$(run_gen "$target" "$case" search "$1" "$dir")
-        if topo_lost; then pass=false; return; fi
-        echo "$res" >>"$ATTEMPT_TRIALS"
-        pass=$(jq -r .pass <<<"$res")
-        log "$(trial_line "$res")"
-        # A marginal failure (every share below twice the limit) is repeated once per search
-        # with new clients; the repeat decides. One short stall should not end a search.
-        if [ "$pass" != true ] && [ "$repeated" = 0 ] && [ "$REPEAT_MARGINAL" = 1 ] &&
-           jq -e --argjson l "$LOSS_LIMIT" '.parsed and .violations == 0 and .unfinished_pct < 2 * $l and .retransmit_pct < 2 * $l and .failed_pct < 2 * $l' <<<"$res" >/dev/null; then
-            repeated=1
-            log "  marginal failure at $1/s: repeating once"
-            sleep 1
-            next_seed; TRIAL_SEQ=$((TRIAL_SEQ + 1))
-            res=$(run_gen "$target" "$case" search "$1" "$dir" | jq -c '. + {repeat: true}')
-            if topo_lost; then pass=false; return; fi
-            echo "$res" >>"$ATTEMPT_TRIALS"
-            pass=$(jq -r .pass <<<"$res")
-            log "$(trial_line "$res")"
-        fi
-        if [ "$pass" = true ]; then best="$res"; sleep 0.3; else hi_res="$res"; sleep 1; fi
-    }
-    # Phase 1: double until a trial fails (or the cap); halve first while the start rate fails.
-    while :; do
-        if [ "$n" -gt 0 ] && over_budget; then cut=1; break; fi
-        trial "$r"; n=$((n + 1))
-        [ "$VANISHED" = 1 ] && break
-        if [ "$pass" = true ]; then
-            lo=$r
-            [ "$hi" -gt 0 ] && break
-            [ $((r * 2)) -le "$MAX_RATE" ] || break
-            r=$((r * 2))
-        else
-            hi=$r
-            [ "$lo" -gt 0 ] && break
-            [ $((r / 2)) -ge "$MIN_RATE" ] || break
-            r=$((r / 2))
-        fi
-    done
-    # Phase 2: bisect between the highest pass and the lowest failure (rounded to 100/s).
-    local i mid
-    if [ "$lo" -gt 0 ] && [ "$hi" -gt 0 ]; then
-        for i in $(seq "$BISECT"); do
-            if over_budget; then cut=1; break; fi
-            mid=$(( (lo + hi) / 2 ))
-            mid=$(( (mid + 50) / 100 * 100 ))
-            { [ "$mid" -le "$lo" ] || [ "$mid" -ge "$hi" ]; } && break
-            trial "$mid"
-            [ "$VANISHED" = 1 ] && break
-            if [ "$pass" = true ]; then lo=$mid; else hi=$mid; fi
-        done
-    fi
-    if [ "$VANISHED" = 1 ] || topo_lost; then stop_target; return 2; fi
+    if ! rate_search search_trial "$r" $((T_START + BUDGET)) || topo_lost; then stop_target; return 2; fi
     stop_target
+    local lo=$SEARCH_LO hi=$SEARCH_HI cut=$SEARCH_CUT best=$SEARCH_BEST hi_res=$SEARCH_FAIL
     # What limited the search, judged from the lowest failing trial.
     local ceil; ceil=$(ceiling_rate "$case")
     local note limit_by=none
-    if [ "$lo" = 0 ]; then
-        note="no rate >= $MIN_RATE/s passed"
-    elif [ "$hi" = 0 ] && [ "$cut" = 1 ]; then
-        note="time budget hit before a rate failed (lower bound)"
-    elif [ "$hi" = 0 ]; then
-        note="passed up to the cap $MAX_RATE/s (not saturated)"
-    else
-        local sd gd re nk vi sc gc un st cl bc oc
-        read -r sd gd re nk vi sc gc un st cl bc oc < <(jq -r '[.server_socket_drops, .gen_socket_drops, .retransmits, .naks, .violations, .server_cpu_pct, .gen_cpu_pct, .unfinished_pct, .started, .clients, .box_cpu_pct, .other_cpu_pct] | @tsv' <<<"$hi_res")
-        if [ "$target" != ceiling ] && [ "$vi" -gt 0 ]; then
-            limit_by=violations
-        elif [ "$target" != ceiling ] && [ "$ceil" -gt 0 ] && [ $((lo * 10)) -ge $((ceil * 9)) ]; then
-            limit_by=ceiling
-        elif [ "$nk" -gt 0 ] && [ $((nk * 2)) -ge "$re" ]; then
-            limit_by=server-naks
-        elif [ "$sd" -gt 0 ] && [ $((sd * 2)) -ge "$re" ]; then
-            limit_by=server-socket
-        elif [ "$gd" -gt 0 ] && [ $((gd * 2)) -ge "$re" ]; then
-            limit_by=generator-socket
-        elif [ "$re" -gt 0 ]; then
-            limit_by=server-late
-        else
-            limit_by=server-pace
-        fi
-        [ "$target" = ceiling ] && limit_by="machine/$limit_by"
-        note="$limit_by: at $hi/s $un% unfinished, $st of $cl started, $re retransmits, $nk naks, $vi violations, socket drops server $sd / generator $gd, CPU server $sc% / generator $gc% / box $bc% of $(($(nproc) * 100))% (other processes and softirq $oc%)"
-        [ "$bc" -ge $(($(nproc) * 90)) ] && note="$note; box CPU saturated"
-        [ "$cut" = 1 ] && note="$note; bisection cut short by the time budget"
-    fi
+    search_note limit_note " (not saturated)"
+    note=$SEARCH_NOTE
     jq -nc --arg t "$target" --arg c "$case" --argjson lo "$lo" --argjson hi "$hi" --arg note "$note" \
         --arg lb "$limit_by" --argjson best "${best:-null}" --argjson first_fail "${hi_res:-null}" \
         --argjson open "$open_res" --argjson cut "$cut" \
@@ -544,7 +501,6 @@ perfdhcp_run() {
 GENCMP_JSON=null
 gen_compare() { # returns 2 if the namespaces vanished
     local dir="$WORK/gencmp" r res rows=()
-    VANISHED=0
     topo_lost && return 2
     log "generator comparison: perfdhcp and tandem-gen against the reflector (IA_NA, 4-way, direct unicast to [$SERVER_IP]:547, ${GEN_PERIOD}s runs)"
     start_target ceiling "$dir"

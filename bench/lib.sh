@@ -1,12 +1,14 @@
 # bench/lib.sh: shell functions shared by the benchmark scripts (sourced, not run).
 #
-# Used by perfdhcp-vs-kea.sh and gen-vs-kea.sh. The functions read these globals, which the
-# sourcing script sets:
+# Used by perfdhcp-vs-kea.sh, gen-vs-kea.sh and pair-vs-kea.sh. The functions read these
+# globals, which the sourcing script sets:
 #   NS_S, NS_C      server / client network namespace; each holds a veth end of the same name
-#                   (names start with "tdm", at most 15 characters)
+#                   (names start with "tdm", at most 15 characters); the two-namespace
+#                   topology functions only (pair-vs-kea.sh has a topology of its own)
 #   ADDR_S, ADDR_C  the global address (with /64) of each veth end
 #   KEA_TEMPLATE, TANDEM_TEMPLATE   config templates (render_kea_config, render_tandem_config)
-# Nothing here changes anything outside the two namespaces and the files it is given.
+#   MIN_RATE, MAX_RATE, BISECT, LOSS_LIMIT, WORK   the rate search (rate_search, search_note)
+# Nothing here changes anything outside the namespaces and the files it is given.
 
 log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -172,18 +174,22 @@ render_tandem_config() {
         || die "cannot write $dir/tandem.toml"
 }
 
-# install_cleanup: on exit (also on INT/TERM) stop the processes named in STRACE_PID and
-# SERVER_PID (each script sets what it uses), delete the namespaces, keep the work dir's logs
-# in KEEP_LOGS if set, remove WORK. Exits with the script's status.
+# install_cleanup TEARDOWN PID_VAR...: on exit (also on INT/TERM) stop the processes whose PIDs
+# the named variables hold when the script exits (in that order; an empty one is skipped), run
+# TEARDOWN (a function that deletes the script's namespaces and links, e.g. delete_topology),
+# keep the work dir's logs in KEEP_LOGS if set, remove WORK. Exits with the script's status.
 CLEANED=0
+CLEANUP_TEARDOWN=""
+CLEANUP_PID_VARS=""
 cleanup() {
-    local rc=$?
+    local rc=$? v
     [ "$CLEANED" = 1 ] && return
     CLEANED=1
     trap '' INT TERM
-    [ -n "${STRACE_PID:-}" ] && stop_pid "$STRACE_PID"
-    [ -n "${SERVER_PID:-}" ] && stop_pid "$SERVER_PID"
-    delete_topology
+    for v in $CLEANUP_PID_VARS; do
+        [ -n "${!v:-}" ] && stop_pid "${!v}"
+    done
+    [ -n "$CLEANUP_TEARDOWN" ] && "$CLEANUP_TEARDOWN"
     if [ -n "${WORK:-}" ] && [ -d "$WORK" ]; then
         if [ -n "${KEEP_LOGS:-}" ]; then
             mkdir -p "$KEEP_LOGS" && cp -r "$WORK"/. "$KEEP_LOGS"/ && log "logs kept in $KEEP_LOGS"
@@ -193,7 +199,126 @@ cleanup() {
     exit "$rc"
 }
 install_cleanup() {
+    CLEANUP_TEARDOWN="$1"; shift
+    CLEANUP_PID_VARS="$*"
     trap cleanup EXIT
     trap 'log "interrupted"; exit 130' INT
     trap 'log "terminated"; exit 143' TERM
+}
+
+# ---------------------------------------------------------------- rate search
+
+# rate_search TRIAL_FN START DEADLINE: the bounded search for the highest passing rate.
+#
+#   Phase 1, grid: a trial at START; while trials pass, double (at most MAX_RATE) until one
+#   fails; while they fail, halve (at least MIN_RATE) until one passes.
+#   Phase 2, bisection: at most BISECT trials between the highest pass and the lowest failure,
+#   at their midpoint rounded to 100/s (stops when that is no new rate).
+#   Time budget: once the clock (date +%s) reaches DEADLINE, no further trial starts (the first
+#   trial always runs); SEARCH_CUT says so.
+#   Marginal failure: with SEARCH_REPEAT_MARGINAL=1, the first failing trial of the search whose
+#   every loss share is below twice LOSS_LIMIT (.parsed, .violations == 0, .unfinished_pct,
+#   .retransmit_pct and .failed_pct < 2 x LOSS_LIMIT) is run once more at the same rate with
+#   new clients, after SEARCH_FAIL_PAUSE; the repeat decides.
+#   After each decided trial it sleeps SEARCH_PASS_PAUSE (pass) or SEARCH_FAIL_PAUSE (failure)
+#   so that a backlog drains before the next one.
+#
+# TRIAL_FN RATE [repeat]: the callback. Runs one trial at RATE, records it as its script does
+#   (trials file, progress line on stderr) and prints the trial's JSON object on stdout; its
+#   .pass is true when the rate passed. With "repeat" (the marginal-failure repeat) the object
+#   carries repeat: true before it is recorded. It runs in this shell, not a subshell (stdout
+#   goes to the scratch file WORK/rate-search-trial.json), so it may advance the script's
+#   counters and seeds and read the caller's locals. A non-zero status ends the search at once
+#   (e.g. the namespaces vanished) and rate_search returns that status; the SEARCH_* results
+#   are then meaningless.
+#
+# Globals read: MIN_RATE, MAX_RATE, BISECT, LOSS_LIMIT, WORK, and these three, set here when
+#   lib.sh is sourced (a script changes them after sourcing): SEARCH_REPEAT_MARGINAL (0),
+#   SEARCH_PASS_PAUSE (0.3 s), SEARCH_FAIL_PAUSE (1 s).
+# Globals set: SEARCH_LO (highest passing rate, 0 if none), SEARCH_HI (lowest failing rate, 0 if
+#   none), SEARCH_CUT (1 when the budget stopped the search), SEARCH_BEST (JSON of the trial at
+#   SEARCH_LO, "" if none), SEARCH_FAIL (JSON of the trial at SEARCH_HI, "" if none).
+SEARCH_REPEAT_MARGINAL=0
+SEARCH_PASS_PAUSE=0.3
+SEARCH_FAIL_PAUSE=1
+# shellcheck disable=SC2034  # SEARCH_BEST, SEARCH_FAIL: results for the caller
+rate_search() {
+    local _rs_fn="$1" _rs_r="$2" _rs_deadline="$3"
+    local _rs_n=0 _rs_i _rs_mid _rs_rc _rs_pass _rs_res _rs_repeated=0
+    local _rs_out="$WORK/rate-search-trial.json"
+    SEARCH_LO=0; SEARCH_HI=0; SEARCH_CUT=0; SEARCH_BEST=""; SEARCH_FAIL=""
+    # _rs_trial RATE: one decided trial; sets _rs_pass, SEARCH_BEST / SEARCH_FAIL.
+    _rs_trial() {
+        "$_rs_fn" "$1" >"$_rs_out" || return
+        _rs_res=$(cat "$_rs_out")
+        _rs_pass=$(jq -r .pass <<<"$_rs_res")
+        if [ "$_rs_pass" != true ] && [ "$_rs_repeated" = 0 ] && [ "$SEARCH_REPEAT_MARGINAL" = 1 ] &&
+           jq -e --argjson l "$LOSS_LIMIT" '.parsed and .violations == 0 and .unfinished_pct < 2 * $l and .retransmit_pct < 2 * $l and .failed_pct < 2 * $l' <<<"$_rs_res" >/dev/null; then
+            _rs_repeated=1
+            log "  marginal failure at $1/s: repeating once"
+            sleep "$SEARCH_FAIL_PAUSE"
+            "$_rs_fn" "$1" repeat >"$_rs_out" || return
+            _rs_res=$(cat "$_rs_out")
+            _rs_pass=$(jq -r .pass <<<"$_rs_res")
+        fi
+        if [ "$_rs_pass" = true ]; then
+            SEARCH_BEST="$_rs_res"; sleep "$SEARCH_PASS_PAUSE"
+        else
+            SEARCH_FAIL="$_rs_res"; sleep "$SEARCH_FAIL_PAUSE"
+        fi
+    }
+    # Phase 1: double until a trial fails (or the cap); halve first while the start rate fails.
+    while :; do
+        if [ "$_rs_n" -gt 0 ] && [ "$(date +%s)" -ge "$_rs_deadline" ]; then SEARCH_CUT=1; break; fi
+        _rs_trial "$_rs_r" || { _rs_rc=$?; rm -f "$_rs_out"; return "$_rs_rc"; }
+        _rs_n=$((_rs_n + 1))
+        if [ "$_rs_pass" = true ]; then
+            SEARCH_LO=$_rs_r
+            [ "$SEARCH_HI" -gt 0 ] && break
+            [ $((_rs_r * 2)) -le "$MAX_RATE" ] || break
+            _rs_r=$((_rs_r * 2))
+        else
+            SEARCH_HI=$_rs_r
+            [ "$SEARCH_LO" -gt 0 ] && break
+            [ $((_rs_r / 2)) -ge "$MIN_RATE" ] || break
+            _rs_r=$((_rs_r / 2))
+        fi
+    done
+    # Phase 2: bisect between the highest pass and the lowest failure (rounded to 100/s).
+    if [ "$SEARCH_LO" -gt 0 ] && [ "$SEARCH_HI" -gt 0 ]; then
+        for _rs_i in $(seq "$BISECT"); do
+            if [ "$(date +%s)" -ge "$_rs_deadline" ]; then SEARCH_CUT=1; break; fi
+            _rs_mid=$(( (SEARCH_LO + SEARCH_HI) / 2 ))
+            _rs_mid=$(( (_rs_mid + 50) / 100 * 100 ))
+            { [ "$_rs_mid" -le "$SEARCH_LO" ] || [ "$_rs_mid" -ge "$SEARCH_HI" ]; } && break
+            _rs_trial "$_rs_mid" || { _rs_rc=$?; rm -f "$_rs_out"; return "$_rs_rc"; }
+            if [ "$_rs_pass" = true ]; then SEARCH_LO=$_rs_mid; else SEARCH_HI=$_rs_mid; fi
+        done
+    fi
+    rm -f "$_rs_out"
+    return 0
+}
+
+# search_note DIAG_FN [CAP_DETAIL]: sets SEARCH_NOTE, what limited the last rate_search:
+#   nothing passed:              "no rate >= MIN_RATE/s passed"
+#   budget before any failure:   "time budget hit before a rate failed (lower bound)"
+#   nothing failed:              "passed up to the cap MAX_RATE/s" + CAP_DETAIL (e.g.
+#                                " (not saturated)")
+#   else DIAG_FN, called in this shell with no arguments, sets SEARCH_NOTE from SEARCH_FAIL (the
+#   trial at the lowest failing rate) and may set the caller's variables (e.g. a limit label);
+#   "; bisection cut short by the time budget" is appended when SEARCH_CUT is 1.
+search_note() {
+    local diag="$1" cap="${2:-}"
+    if [ "$SEARCH_LO" = 0 ]; then
+        SEARCH_NOTE="no rate >= $MIN_RATE/s passed"
+    elif [ "$SEARCH_HI" = 0 ] && [ "$SEARCH_CUT" = 1 ]; then
+        SEARCH_NOTE="time budget hit before a rate failed (lower bound)"
+    elif [ "$SEARCH_HI" = 0 ]; then
+        SEARCH_NOTE="passed up to the cap $MAX_RATE/s$cap"
+    else
+        SEARCH_NOTE=""
+        "$diag"
+        [ "$SEARCH_CUT" = 1 ] && SEARCH_NOTE="$SEARCH_NOTE; bisection cut short by the time budget"
+    fi
+    return 0
 }

@@ -150,27 +150,7 @@ pair_topology_down() {
     return 0
 }
 
-CLEANED=0
-pair_cleanup() {
-    local rc=$?
-    [ "$CLEANED" = 1 ] && return
-    CLEANED=1
-    trap '' INT TERM
-    [ -n "$GEN_PID" ] && stop_pid "$GEN_PID"
-    [ -n "$SRV_A_PID" ] && stop_pid "$SRV_A_PID"
-    [ -n "$SRV_B_PID" ] && stop_pid "$SRV_B_PID"
-    pair_topology_down
-    if [ -n "${WORK:-}" ] && [ -d "$WORK" ]; then
-        if [ -n "$KEEP_LOGS" ]; then
-            mkdir -p "$KEEP_LOGS" && cp -r "$WORK"/. "$KEEP_LOGS"/ && log "logs kept in $KEEP_LOGS"
-        fi
-        rm -rf "$WORK"
-    fi
-    exit "$rc"
-}
-trap pair_cleanup EXIT
-trap 'log "interrupted"; exit 130' INT
-trap 'log "terminated"; exit 143' TERM
+install_cleanup pair_topology_down GEN_PID SRV_A_PID SRV_B_PID
 
 # ---------------------------------------------------------------- preflight
 
@@ -522,16 +502,19 @@ trial_line() {
     jq -r '"  \(.pair) r=\(.rate): ok \(.ok)/\(.clients) (started \(.started)), \(.achieved_per_s)/s, unfinished \(.unfinished_pct)%, retrans \(.retransmit_pct)%, dup \(.duplicate_replies), p50 \(.latency_ms.p50 // "-") p99 \(.latency_ms.p99 // "-") ms, naks \(.naks), viol \(.violations), cpu A \(.server_a_cpu_pct)% B \(.server_b_cpu_pct)% gen \(.gen_cpu_pct)% box \(.box_cpu_pct)% (other \(.other_cpu_pct)%)\(if .pass then " -> pass" else " -> FAIL" end)"' <<<"$1"
 }
 
-# search PAIR DIR: the bounded search against the running pair; writes DIR/search.json.
-search() {
-    local pair="$1" dir="$2"
-    local r=$START_RATE lo=0 hi=0 n=0 cut=0 best="" hi_res="" res pass repeated=0 t0
-    wait_quiet "$pair search"
-    t0=$(date +%s)
-    log "$pair: sustained-rate search (${PERIOD}s trials from $START_RATE/s)"
-    local redone=0
-    trial() {
-        next_seed
+SEARCH_REPEAT_MARGINAL=1   # rate_search (lib.sh): repeat a marginal failure once per search
+
+# search_trial RATE [repeat]: the rate_search callback of search (uses its pair, dir and redone):
+# one search trial, appended to TRIALS_FILE and logged; prints its JSON. Dies when a tdmp*
+# namespace is gone.
+# shellcheck disable=SC2317  # called by rate_search
+search_trial() {
+    local res
+    topology_alive || die "a tdmp* namespace vanished during the run (deleted by something else)"
+    next_seed
+    if [ "${2:-}" = repeat ]; then
+        res=$(run_trial "$pair" "$1" "$dir" | jq -c '. + {repeat: true}')
+    else
         res=$(run_trial "$pair" "$1" "$dir")
         # A trial during which other processes (not this run's) used more than OTHER_MAX % CPU
         # was measured on a busy box: kept as "disturbed", redone once the box is quiet (at
@@ -544,57 +527,31 @@ search() {
             next_seed
             res=$(run_trial "$pair" "$1" "$dir")
         done
-        echo "$res" >>"$TRIALS_FILE"
-        pass=$(jq -r .pass <<<"$res")
-        log "$(trial_line "$res")"
-        # A marginal failure (every share below twice the limit) is repeated once per search.
-        if [ "$pass" != true ] && [ "$repeated" = 0 ] &&
-           jq -e --argjson l "$LOSS_LIMIT" '.parsed and .violations == 0 and .unfinished_pct < 2 * $l and .retransmit_pct < 2 * $l and .failed_pct < 2 * $l' <<<"$res" >/dev/null; then
-            repeated=1
-            log "  marginal failure at $1/s: repeating once"
-            sleep 1
-            next_seed
-            res=$(run_trial "$pair" "$1" "$dir" | jq -c '. + {repeat: true}')
-            echo "$res" >>"$TRIALS_FILE"
-            pass=$(jq -r .pass <<<"$res")
-            log "$(trial_line "$res")"
-        fi
-        if [ "$pass" = true ]; then best="$res"; sleep 0.3; else hi_res="$res"; sleep 1; fi
-    }
-    while :; do
-        if [ "$n" -gt 0 ] && [ $(( $(date +%s) - t0 )) -ge "$SEARCH_BUDGET" ]; then cut=1; break; fi
-        topology_alive || die "a tdmp* namespace vanished during the run (deleted by something else)"
-        trial "$r"; n=$((n + 1))
-        if [ "$pass" = true ]; then
-            lo=$r
-            [ "$hi" -gt 0 ] && break
-            [ $((r * 2)) -le "$MAX_RATE" ] || break
-            r=$((r * 2))
-        else
-            hi=$r
-            [ "$lo" -gt 0 ] && break
-            [ $((r / 2)) -ge "$MIN_RATE" ] || break
-            r=$((r / 2))
-        fi
-    done
-    local i mid
-    if [ "$lo" -gt 0 ] && [ "$hi" -gt 0 ]; then
-        for i in $(seq "$BISECT"); do
-            if [ $(( $(date +%s) - t0 )) -ge "$SEARCH_BUDGET" ]; then cut=1; break; fi
-            mid=$(( (lo + hi) / 2 ))
-            mid=$(( (mid + 50) / 100 * 100 ))
-            { [ "$mid" -le "$lo" ] || [ "$mid" -ge "$hi" ]; } && break
-            trial "$mid"
-            if [ "$pass" = true ]; then lo=$mid; else hi=$mid; fi
-        done
     fi
+    echo "$res" >>"$TRIALS_FILE"
+    log "$(trial_line "$res")"
+    echo "$res"
+}
+
+# failure_note: the search_note diagnosis of search: the lowest failing trial's numbers.
+# shellcheck disable=SC2317  # called by search_note
+failure_note() {
+    SEARCH_NOTE=$(jq -r '"at \(.rate)/s: \(.unfinished_pct)% unfinished, \(.started) of \(.clients) started, \(.retransmits) retransmits, \(.naks) naks, \(.violations) violations, server A socket drops \(.server_a_socket_drops), CPU A \(.server_a_cpu_pct)% / B \(.server_b_cpu_pct)% / gen \(.gen_cpu_pct)% / box \(.box_cpu_pct)%"' <<<"$SEARCH_FAIL")
+}
+
+# search PAIR DIR: the bounded search (rate_search in lib.sh, grid START_RATE x 2^k, budget
+# SEARCH_BUDGET s from its start) against the running pair; writes DIR/search.json.
+search() {
+    local pair="$1" dir="$2"
+    local t0 redone=0
+    wait_quiet "$pair search"
+    t0=$(date +%s)
+    log "$pair: sustained-rate search (${PERIOD}s trials from $START_RATE/s)"
+    rate_search search_trial "$START_RATE" $((t0 + SEARCH_BUDGET))
+    local lo=$SEARCH_LO hi=$SEARCH_HI cut=$SEARCH_CUT best=$SEARCH_BEST
     local note
-    if [ "$lo" = 0 ]; then note="no rate >= $MIN_RATE/s passed"
-    elif [ "$hi" = 0 ] && [ "$cut" = 1 ]; then note="time budget hit before a rate failed (lower bound)"
-    elif [ "$hi" = 0 ]; then note="passed up to the cap $MAX_RATE/s"
-    else note=$(jq -r '"at \(.rate)/s: \(.unfinished_pct)% unfinished, \(.started) of \(.clients) started, \(.retransmits) retransmits, \(.naks) naks, \(.violations) violations, server A socket drops \(.server_a_socket_drops), CPU A \(.server_a_cpu_pct)% / B \(.server_b_cpu_pct)% / gen \(.gen_cpu_pct)% / box \(.box_cpu_pct)%"' <<<"$hi_res")
-        [ "$cut" = 1 ] && note="$note; bisection cut short by the time budget"
-    fi
+    search_note failure_note
+    note=$SEARCH_NOTE
     jq -nc --arg pair "$pair" --argjson lo "$lo" --argjson hi "$hi" --arg note "$note" \
         --argjson best "${best:-null}" --argjson cut "$cut" '
         {pair: $pair, sustained_rate: $lo, first_failing_rate: (if $hi > 0 then $hi else null end),

@@ -93,7 +93,7 @@ done
 WORK=""
 SERVER_PID=""
 STRACE_PID=""
-install_cleanup
+install_cleanup delete_topology STRACE_PID SERVER_PID
 
 # ---------------------------------------------------------------- preflight
 
@@ -256,86 +256,60 @@ fsync_check() {
 # ---------------------------------------------------------------- search
 
 TRIALS_FILE=""
-# search SERVER CASE: bounded search; appends trials to TRIALS_FILE, prints a summary JSON object.
+SEARCH_FAIL_PAUSE=1.5   # rate_search (lib.sh): seconds to let a backlog drain after a failure
+
+# search_trial RATE: the rate_search callback of search (uses its server, case and dir): one
+# perfdhcp trial, appended to TRIALS_FILE and logged; prints its JSON.
+search_trial() {
+    local res pass limited
+    TRIAL_SEQ=$((TRIAL_SEQ + 1))
+    res=$(run_trial "$server" "$case" "$1" "$dir")
+    [ -n "$res" ] || res=$(jq -nc --arg s "$server" --arg c "$case" --argjson r "$1" \
+        '{server:$s,case:$c,rate:$r,parsed:false,pass:false,perfdhcp_limited:false,failed_pct:100}')
+    echo "$res" >>"$TRIALS_FILE"
+    pass=$(jq -r .pass <<<"$res"); limited=$(jq -r .perfdhcp_limited <<<"$res")
+    log "  $server $case r=$1: $(jq -r '"sent \(.solicit_sent) (\(.sent_share_pct)% of r*p), replies \(.reply_recv), failed \(.failed_pct)%, avg \(.avg_latency_ms) ms, server cpu \(.server_cpu_pct)%, perfdhcp cpu \(.perfdhcp_cpu_pct)%, socket drops server \(.server_socket_drops) / perfdhcp \(.perfdhcp_socket_drops)"' <<<"$res")$([ "$limited" = true ] && echo ' [perfdhcp-limited]') -> $([ "$pass" = true ] && echo pass || echo FAIL)"
+    echo "$res"
+}
+
+# limit_note: the search_note diagnosis of search (uses its hi): which tool limited the search,
+# judged from the lowest failing trial; sets limit_by and SEARCH_NOTE.
+#   perfdhcp-send     perfdhcp could not send the requested rate, and the server lost < 1 %
+#   perfdhcp-receive  most lost exchanges were datagrams dropped at perfdhcp's full socket
+#   server-socket     most were dropped at the server's full socket (it did not read in time)
+#   server            no socket overflow: the server answered late (after perfdhcp's 1 s
+#                     drop time) or dropped the request itself (e.g. Kea MT's packet queue)
+limit_note() {
+    local hl hf hs lost sd cd
+    hl=$(jq -r .perfdhcp_limited <<<"$SEARCH_FAIL"); hf=$(jq -r .failed_pct <<<"$SEARCH_FAIL"); hs=$(jq -r .sent_share_pct <<<"$SEARCH_FAIL")
+    lost=$(jq -r '(.solicit_sent // 0) - (.reply_recv // 0)' <<<"$SEARCH_FAIL")
+    sd=$(jq -r '.server_socket_drops // 0' <<<"$SEARCH_FAIL"); cd=$(jq -r '.perfdhcp_socket_drops // 0' <<<"$SEARCH_FAIL")
+    if [ "$hl" = true ] && awk -v f="$hf" -v l="$LOSS_LIMIT" 'BEGIN{exit !(f < l)}'; then
+        limit_by=perfdhcp-send
+        SEARCH_NOTE="perfdhcp-limited: at $hi/s perfdhcp sent only $hs% of the rate, server lost $hf%"
+    else
+        if [ $((cd * 2)) -ge "$lost" ]; then limit_by=perfdhcp-receive
+        elif [ $((sd * 2)) -ge "$lost" ]; then limit_by=server-socket
+        else limit_by=server; fi
+        SEARCH_NOTE="$limit_by: $hf% failed at $hi/s (socket drops: server $sd, perfdhcp $cd)"
+        [ "$hl" = true ] && SEARCH_NOTE="$SEARCH_NOTE; perfdhcp also sent only $hs% of the rate"
+    fi
+    return 0
+}
+
+# search SERVER CASE TAG: bounded search (rate_search in lib.sh, from START_RATE, budget BUDGET s
+# from T_START); appends trials to TRIALS_FILE, prints a summary JSON object.
 search() {
     local server="$1" case="$2" dir="$WORK/$1-$3"
     start_server "$server" "$dir"
-    local lo=0 hi=0 r="$START_RATE" res pass limited failed best="" hi_res="" n=0 cut=0
-    over_budget() { [ $(( $(date +%s) - T_START )) -ge "$BUDGET" ]; }
-    trial() { # trial RATE -> sets res/pass/limited; records best passing / lowest failing
-        TRIAL_SEQ=$((TRIAL_SEQ + 1))
-        res=$(run_trial "$server" "$case" "$1" "$dir")
-        [ -n "$res" ] || res=$(jq -nc --arg s "$server" --arg c "$case" --argjson r "$1" \
-            '{server:$s,case:$c,rate:$r,parsed:false,pass:false,perfdhcp_limited:false,failed_pct:100}')
-        echo "$res" >>"$TRIALS_FILE"
-        pass=$(jq -r .pass <<<"$res"); limited=$(jq -r .perfdhcp_limited <<<"$res")
-        failed=$(jq -r .failed_pct <<<"$res")
-        log "  $server $case r=$1: $(jq -r '"sent \(.solicit_sent) (\(.sent_share_pct)% of r*p), replies \(.reply_recv), failed \(.failed_pct)%, avg \(.avg_latency_ms) ms, server cpu \(.server_cpu_pct)%, perfdhcp cpu \(.perfdhcp_cpu_pct)%, socket drops server \(.server_socket_drops) / perfdhcp \(.perfdhcp_socket_drops)"' <<<"$res")$([ "$limited" = true ] && echo ' [perfdhcp-limited]') -> $([ "$pass" = true ] && echo pass || echo FAIL)"
-        if [ "$pass" = true ]; then best="$res"; else hi_res="$res"; fi
-        # Let a backlog drain before the next trial.
-        if [ "$pass" = true ]; then sleep 0.3; else sleep 1.5; fi
-    }
     log "$server / $case"
-    # Phase 1: double until a trial fails (or the cap), halving first if the start rate fails.
-    while :; do
-        if [ "$n" -gt 0 ] && over_budget; then cut=1; break; fi
-        trial "$r"; n=$((n + 1))
-        if [ "$pass" = true ]; then
-            lo=$r
-            [ "$hi" -gt 0 ] && break
-            [ $((r * 2)) -le "$MAX_RATE" ] || break
-            r=$((r * 2))
-        else
-            hi=$r
-            [ "$lo" -gt 0 ] && break
-            [ $((r / 2)) -ge "$MIN_RATE" ] || break
-            r=$((r / 2))
-        fi
-    done
-    # Phase 2: bisect between the highest pass and the lowest failure.
-    local i mid
-    if [ "$lo" -gt 0 ] && [ "$hi" -gt 0 ]; then
-        for i in $(seq "$BISECT"); do
-            if over_budget; then cut=1; break; fi
-            mid=$(( (lo + hi) / 2 ))
-            mid=$(( (mid + 50) / 100 * 100 ))
-            { [ "$mid" -le "$lo" ] || [ "$mid" -ge "$hi" ]; } && break
-            trial "$mid"
-            if [ "$pass" = true ]; then lo=$mid; else hi=$mid; hi_res="$res"; fi
-        done
-    fi
+    rate_search search_trial "$START_RATE" $((T_START + BUDGET))
     stop_server
-    # Which tool limited the search.
-    # Which tool limited the search, judged from the lowest failing trial:
-    #   perfdhcp-send     perfdhcp could not send the requested rate, and the server lost < 1 %
-    #   perfdhcp-receive  most lost exchanges were datagrams dropped at perfdhcp's full socket
-    #   server-socket     most were dropped at the server's full socket (it did not read in time)
-    #   server            no socket overflow: the server answered late (after perfdhcp's 1 s
-    #                     drop time) or dropped the request itself (e.g. Kea MT's packet queue)
+    local lo=$SEARCH_LO hi=$SEARCH_HI best=$SEARCH_BEST hi_res=$SEARCH_FAIL
+    # Which tool limited the search (limit_note).
     local note limit_by=none
-    if [ "$lo" = 0 ]; then
-        note="no rate >= $MIN_RATE/s passed"
-    elif [ "$hi" = 0 ] && [ "$cut" = 1 ]; then
-        note="time budget hit before a rate failed (lower bound)"
-    elif [ "$hi" = 0 ]; then
-        note="passed up to the cap $MAX_RATE/s (server not saturated)"
-    else
-        local hl hf hs lost sd cd
-        hl=$(jq -r .perfdhcp_limited <<<"$hi_res"); hf=$(jq -r .failed_pct <<<"$hi_res"); hs=$(jq -r .sent_share_pct <<<"$hi_res")
-        lost=$(jq -r '(.solicit_sent // 0) - (.reply_recv // 0)' <<<"$hi_res")
-        sd=$(jq -r '.server_socket_drops // 0' <<<"$hi_res"); cd=$(jq -r '.perfdhcp_socket_drops // 0' <<<"$hi_res")
-        if [ "$hl" = true ] && awk -v f="$hf" -v l="$LOSS_LIMIT" 'BEGIN{exit !(f < l)}'; then
-            limit_by=perfdhcp-send
-            note="perfdhcp-limited: at $hi/s perfdhcp sent only $hs% of the rate, server lost $hf%"
-        else
-            if [ $((cd * 2)) -ge "$lost" ]; then limit_by=perfdhcp-receive
-            elif [ $((sd * 2)) -ge "$lost" ]; then limit_by=server-socket
-            else limit_by=server; fi
-            note="$limit_by: $hf% failed at $hi/s (socket drops: server $sd, perfdhcp $cd)"
-            [ "$hl" = true ] && note="$note; perfdhcp also sent only $hs% of the rate"
-        fi
-        [ "$cut" = 1 ] && note="$note; bisection cut short by the time budget"
-    fi
+    search_note limit_note " (server not saturated)"
+    note=$SEARCH_NOTE
     jq -nc --arg s "$server" --arg c "$case" --argjson lo "$lo" --argjson hi "$hi" --arg note "$note" --arg lb "$limit_by" \
         --argjson best "${best:-null}" --argjson first_fail "${hi_res:-null}" \
         '{server:$s, case:$c, sustained_rate:$lo, first_failing_rate:(if $hi>0 then $hi else null end),

@@ -21,8 +21,8 @@ NS=tdmrs
 LEASES=1000000
 MAX_SECS=600          # whole-run bound
 
-log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
-die() { log "error: $*"; exit 1; }
+# shellcheck source=bench/lib.sh
+. "$REPO/bench/lib.sh"
 
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -33,7 +33,7 @@ while [ $# -gt 0 ]; do
 done
 
 [ "$(id -u)" = 0 ] || die "needs root (network namespace)"
-command -v openssl >/dev/null || die "needs openssl"
+ensure_tools openssl:openssl ip:iproute2
 
 TMP="$(mktemp -d /tmp/tandem-resync.XXXXXX)"
 PID_A="" PID_B=""

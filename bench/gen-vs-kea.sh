@@ -125,6 +125,8 @@ install_cleanup delete_topology SERVER_PID
 # ---------------------------------------------------------------- preflight
 
 [ "$(id -u)" = 0 ] || die "needs root (network namespaces)"
+ensure_tools ip:iproute2 ss:iproute2 jq:jq timeout:coreutils awk:gawk \
+    kea-dhcp6:kea-dhcp6-server perfdhcp:kea-admin
 for t in ip ss jq timeout awk; do
     command -v "$t" >/dev/null || die "missing tool: $t"
 done

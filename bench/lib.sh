@@ -13,6 +13,28 @@
 log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
+# ensure_tools CMD:PACKAGE...: installs, with apt-get, the Debian package of every command that
+# is missing (idempotent: nothing happens when all are there), so a bench runs on a fresh
+# machine. CMD may be an absolute path (a file that must exist, e.g. a Kea hook library).
+ensure_tools() {
+    local pair cmd pkg need=()
+    export PATH="$PATH:/usr/sbin:/sbin"
+    for pair in "$@"; do
+        cmd="${pair%%:*}"; pkg="${pair#*:}"
+        case "$cmd" in
+            /*) [ -e "$cmd" ] && continue ;;
+            *) command -v "$cmd" >/dev/null 2>&1 && continue ;;
+        esac
+        case " ${need[*]} " in *" $pkg "*) ;; *) need+=("$pkg") ;; esac
+    done
+    [ ${#need[@]} -eq 0 ] && return 0
+    [ "$(id -u)" = 0 ] || die "missing ${need[*]}; run as root so this script can install them"
+    log "installing ${need[*]}"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null \
+        && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null \
+        || die "apt-get install ${need[*]} failed"
+}
+
 # stop_pid PID: TERM, wait up to 5 s, then KILL. Only for PIDs the calling script started.
 stop_pid() {
     local pid="$1" i

@@ -155,6 +155,9 @@ install_cleanup pair_topology_down GEN_PID SRV_A_PID SRV_B_PID
 # ---------------------------------------------------------------- preflight
 
 [ "$(id -u)" = 0 ] || die "needs root (network namespaces)"
+ensure_tools ip:iproute2 ss:iproute2 jq:jq timeout:coreutils awk:gawk curl:curl openssl:openssl \
+    kea-dhcp6:kea-dhcp6-server "$KEA_HOOKS/libdhcp_ha.so:kea-common" \
+    "$KEA_HOOKS/libdhcp_lease_cmds.so:kea-common"
 for t in ip ss jq timeout awk curl; do
     command -v "$t" >/dev/null || die "missing tool: $t"
 done

@@ -98,6 +98,8 @@ install_cleanup delete_topology STRACE_PID SERVER_PID
 # ---------------------------------------------------------------- preflight
 
 [ "$(id -u)" = 0 ] || die "needs root (network namespaces)"
+ensure_tools ip:iproute2 perfdhcp:kea-admin kea-dhcp6:kea-dhcp6-server jq:jq timeout:coreutils \
+    awk:gawk /usr/bin/time:time strace:strace
 for t in ip perfdhcp kea-dhcp6 jq timeout awk; do
     command -v "$t" >/dev/null || die "missing tool: $t"
 done

@@ -580,13 +580,17 @@ impl Client {
         self.begin(ex, now_ms, xid, out)
     }
 
-    /// Driven mode: gives the exchange in flight up without a word (the caller's time for it
-    /// ran out). The client is [`Phase::Failed`] and keeps what it held.
+    /// Gives the exchange in flight up without a word (the caller's time for it ran out). The
+    /// client is [`Phase::Failed`] and keeps what it held. Driven: it waits for the caller.
+    /// Autonomous: its timer is due at once and solicits again.
     pub fn abandon(&mut self) {
         if self.phase.exchange().is_some() {
             self.phase = Phase::Failed;
         }
-        self.timer_ms = NEVER;
+        self.timer_ms = match self.cfg.mode {
+            Mode::Driven => NEVER,
+            Mode::Autonomous => 0,
+        };
     }
 
     /// Runs the timer at `now_ms` (nothing happens before [`Client::timer_ms`]). `xid` is used
@@ -1185,6 +1189,10 @@ mod tests {
         }
         assert_eq!((c.phase(), c.lease()), (Phase::Soliciting, None));
         assert_eq!(c.timer_ms() - 100_520, CLIENT_RT_MS);
+        // Abandoned, it solicits again at its next timer call.
+        c.abandon();
+        let s = c.on_timer(100_600, xid, false, &mut out);
+        assert_eq!(s.event, Event::Started(Exchange::Solicit));
     }
 
     #[test]

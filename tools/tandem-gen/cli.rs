@@ -255,7 +255,7 @@ pub fn main() -> ExitCode {
             );
             let clients: Vec<Client> = (0..cli.clients)
                 .filter(|c| *c as usize % threads == t)
-                .map(|c| Client::new(c, settings.seed))
+                .map(|c| crate::client::new_client(c, &settings))
                 .collect();
             scope.spawn(move || {
                 let mut d =
@@ -269,12 +269,17 @@ pub fn main() -> ExitCode {
                 }
                 let mut lines = Vec::new();
                 for c in d.clients.iter().filter(|c| c.bound()) {
-                    let duid: String = c.duid.iter().map(|b| format!("{b:02x}")).collect();
-                    if let Some(a) = c.na {
+                    let duid: String = c.duid().iter().map(|b| format!("{b:02x}")).collect();
+                    if let Some(a) = c.address().map(|l| l.addr) {
                         lines.push(format!("na\t{a}/128\t{duid}\t{}", crate::client::IAID_NA));
                     }
-                    if let Some((p, l)) = c.pd {
-                        lines.push(format!("pd\t{p}/{l}\t{duid}\t{}", crate::client::IAID_PD));
+                    if let Some(l) = c.prefix() {
+                        lines.push(format!(
+                            "pd\t{}/{}\t{duid}\t{}",
+                            l.addr,
+                            l.len,
+                            crate::client::IAID_PD
+                        ));
                     }
                 }
                 held.lock().unwrap_or_else(|e| e.into_inner()).extend(lines);

@@ -6,6 +6,10 @@
 //! (timeouts doubling with ±10 % jitter), bounded by `max_retries`, so loss shows up as latency
 //! and finally as a timeout, never as silence.
 //!
+//! The clients are `tandem_client`'s, in driven mode: they build and validate the messages and
+//! run each exchange's retransmission; this module owns the socket, the pacing, the clock, the
+//! counters and the checks of what they are granted.
+//!
 //! With several servers every message goes to each of them (as a relay agent configured with
 //! two server addresses forwards it to both); the first usable answer moves the exchange on and
 //! later copies are counted as duplicates and ignored.
@@ -17,7 +21,9 @@ use std::collections::{BinaryHeap, HashMap};
 use std::net::{Ipv6Addr, SocketAddrV6, UdpSocket};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-use tandem_core::wire::{self, Message, MessageType, MessageWriter, StatusCode};
+use tandem_client::{Ask, Config, Event, Exchange, Mode, Outbox, Retransmit, Via};
+pub use tandem_client::{Client, Phase as ClientPhase};
+use tandem_core::wire::{self, Message};
 
 /// Most datagrams read in one recvmmsg before the driver looks at its timers again.
 pub const RECV_BURST_MAX: usize = 64;
@@ -29,8 +35,6 @@ pub const IAID_NA: u32 = 1;
 pub const IAID_PD: u32 = 2;
 /// Most servers one run sends to (each message is sent to all of them).
 pub const SERVERS_MAX: usize = 8;
-/// Transaction ids are 24 bits, so this never names a real one.
-const NO_XID: u32 = u32::MAX;
 
 /// The phases a run goes through, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,92 +128,58 @@ pub struct Settings {
     pub seed: u32,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum State {
-    Idle,
-    Soliciting,
-    Requesting,
-    Bound,
-    Waiting(Phase),
-    Released,
-    Failed,
-}
-
-/// One simulated client.
-pub struct Client {
-    /// Client number (unique across threads).
-    pub id: u32,
-    /// Its DUID (DUID-LL, type 3, from the seed and number).
-    pub duid: [u8; 10],
-    state: State,
-    xid: u32,
-    attempt: u32,
-    rt: Duration,
-    started: Instant,
-    /// This exchange already went back from Request to Solicit once.
-    restarted: bool,
-    server_id: Vec<u8>,
-    /// The last two transaction ids that got an answer, newest first: a later answer to one of
-    /// them is a duplicate (another server's copy), not a late answer.
-    answered: [u32; 2],
-    /// Address held, if any.
-    pub na: Option<Ipv6Addr>,
-    /// Prefix held, if any.
-    pub pd: Option<(Ipv6Addr, u8)>,
-}
-
-impl Client {
-    /// A fresh client.
-    pub fn new(id: u32, seed: u32) -> Client {
-        let mut duid = [0u8; 10];
-        duid[..4].copy_from_slice(&[0, 3, 0, 1]); // DUID-LL, hardware type Ethernet
-        duid[4] = 0x02; // locally administered MAC
-        duid[5] = (seed & 0xff) as u8;
-        duid[6..].copy_from_slice(&id.to_be_bytes());
-        Client {
-            id,
-            duid,
-            state: State::Idle,
-            xid: 0,
-            attempt: 0,
-            rt: Duration::ZERO,
-            started: Instant::now(),
-            restarted: false,
-            server_id: Vec::new(),
-            answered: [NO_XID; 2],
-            na: None,
-            pd: None,
-        }
-    }
-
-    /// Whether it holds a lease.
-    pub fn bound(&self) -> bool {
-        self.state == State::Bound
-    }
+/// How a run's clients behave: driven by the phases, asking for what `settings` says, with the
+/// run's retransmission settings (±10 % jitter, RFC 8415 §15) and DUIDs tagged by its seed.
+pub fn new_client(id: u32, settings: &Settings) -> Client {
+    let ask = Ask {
+        na: settings.want.na().then_some(IAID_NA),
+        pd: settings.want.pd().then_some(IAID_PD),
+        pd_len: None,
+        rapid_commit: settings.rapid_commit,
+    };
+    let retransmit = Retransmit {
+        initial_ms: settings.initial_rt.as_millis().max(1) as u64,
+        max_rt_ms: u64::MAX,
+        max_retries: settings.max_retries,
+        jitter_permille: 100,
+    };
+    let cfg = Config {
+        ask,
+        retransmit,
+        mode: Mode::Driven,
+    };
+    Client::new(id, (settings.seed & 0xff) as u8, cfg, 0)
 }
 
 /// A thread's clients, socket and counters.
 pub struct Driver<'r> {
     sock: UdpSocket,
-    /// The clients this thread simulates.
+    /// The clients this thread simulates, sorted by id.
     pub clients: Vec<Client>,
+    /// When each client's current exchange began (latency is measured on this clock, finer
+    /// than the clients' milliseconds).
+    begun: Vec<Instant>,
     settings: Settings,
     registry: &'r Registry,
     pools: &'r Pools,
     progress: &'r AtomicU64,
+    /// Clients by the transaction id of their message in flight; at most one entry per client.
     by_xid: HashMap<u32, usize>,
-    timers: BinaryHeap<Reverse<(Instant, usize, u32)>>,
+    /// Retransmission timers (client milliseconds, client): one entry per message sent, popped
+    /// when due (stale ones, of messages answered or resent, are then skipped), so it holds at
+    /// most the messages sent within the longest timeout, each by one of `window` exchanges.
+    timers: BinaryHeap<Reverse<(u64, usize)>>,
     next_xid: u32,
-    buf: Vec<u8>,
-    msg: Vec<u8>,
+    /// Where the clients write their messages (framed for the route).
+    outbox: Outbox,
     /// Datagrams of the last recvmmsg, RECV_BURST_MAX slots of DATAGRAM_SLOT bytes.
     batch: Vec<u8>,
     got: Vec<(usize, std::net::SocketAddrV6)>,
     /// Messages waiting for the next sendmmsg: their bytes back to back, and where each is.
     out_arena: Vec<u8>,
     out_ranges: Vec<std::ops::Range<usize>>,
-    relay_scratch: Vec<u8>,
-    rng: u64,
+    /// The clients' clock: their milliseconds count from here.
+    epoch: Instant,
     /// When the current phase started (the timeline's zero).
     phase_start: Instant,
 }
@@ -226,8 +196,21 @@ impl<'r> Driver<'r> {
         thread: u32,
     ) -> Self {
         let _ = sock.set_read_timeout(Some(Duration::from_millis(1)));
+        let via = match &settings.route {
+            Route::Direct(_) => Via::Direct,
+            Route::Relay { link, .. } => {
+                let port = sock.local_addr().map(|a| a.port()).unwrap_or(0);
+                Via::Relay {
+                    link: *link,
+                    interface_id: b"tandem-gen",
+                    source_port: (port != 547).then_some(port),
+                }
+            }
+        };
+        let now = Instant::now();
         Driver {
             sock,
+            begun: vec![now; clients.len()],
             clients,
             settings,
             registry,
@@ -236,24 +219,24 @@ impl<'r> Driver<'r> {
             by_xid: HashMap::new(),
             timers: BinaryHeap::new(),
             next_xid: thread << 20,
-            buf: vec![0u8; DATAGRAM_SLOT],
-            msg: Vec::with_capacity(512),
+            outbox: Outbox::new(via),
             batch: vec![0u8; RECV_BURST_MAX * DATAGRAM_SLOT],
             got: Vec::with_capacity(RECV_BURST_MAX),
             out_arena: Vec::with_capacity(RECV_BURST_MAX * 256),
             out_ranges: Vec::with_capacity(RECV_BURST_MAX),
-            relay_scratch: Vec::with_capacity(512),
-            rng: 0x9e37_79b9_7f4a_7c15 ^ ((thread as u64) << 32 | 1),
-            phase_start: Instant::now(),
+            epoch: now,
+            phase_start: now,
         }
     }
 
-    fn rand_unit(&mut self) -> f64 {
-        // xorshift64*: jitter only, needs no quality beyond "not synchronised".
-        self.rng ^= self.rng >> 12;
-        self.rng ^= self.rng << 25;
-        self.rng ^= self.rng >> 27;
-        (self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64
+    /// `t` on the clients' clock.
+    fn ms(&self, t: Instant) -> u64 {
+        t.saturating_duration_since(self.epoch).as_millis() as u64
+    }
+
+    /// The transaction id the next message would use (taken by [`Driver::sent`]).
+    fn peek_xid(&self) -> u32 {
+        self.next_xid.wrapping_add(1) & 0x00ff_ffff
     }
 
     /// Runs `phase` for every client that can take part; returns what it measured.
@@ -262,8 +245,8 @@ impl<'r> Driver<'r> {
         let eligible: Vec<usize> = (0..self.clients.len())
             .filter(|&i| match phase {
                 Phase::Acquire => matches!(
-                    self.clients[i].state,
-                    State::Idle | State::Released | State::Failed
+                    self.clients[i].phase(),
+                    ClientPhase::Idle | ClientPhase::Failed
                 ),
                 _ => self.clients[i].bound(),
             })
@@ -292,7 +275,7 @@ impl<'r> Driver<'r> {
                 // What is still outstanding ran out of time.
                 st.timeouts += outstanding as u64;
                 for &i in self.by_xid.values() {
-                    self.clients[i].state = State::Failed;
+                    self.clients[i].abandon();
                 }
                 self.by_xid.clear();
                 break;
@@ -314,49 +297,34 @@ impl<'r> Driver<'r> {
                 break;
             }
             // Retransmit or give up what timed out.
-            while let Some(Reverse((t, i, attempt))) = self.timers.peek().copied() {
-                if t > now {
+            let clock = self.ms(now);
+            while let Some(Reverse((t, i))) = self.timers.peek().copied() {
+                if t > clock {
                     break;
                 }
                 self.timers.pop();
-                let c = &self.clients[i];
-                if c.attempt != attempt
-                    || !matches!(
-                        c.state,
-                        State::Soliciting | State::Requesting | State::Waiting(_)
-                    )
-                {
-                    continue; // answered meanwhile
+                if self.clients[i].timer_ms() > clock {
+                    continue; // answered or resent meanwhile
                 }
-                if attempt >= self.settings.max_retries
-                    && c.state == State::Requesting
-                    && !c.restarted
-                {
+                let old = self.clients[i].xid();
+                let xid = self.peek_xid();
+                let step = self.clients[i].on_timer(clock, xid, false, &mut self.outbox);
+                match step.event {
+                    Event::Retransmitted => st.retransmits += 1,
                     // RFC 8415 §18.2.2: a Request nobody answers sends the client back to
                     // Solicit (its server may be gone; the other one will not take a Request
                     // naming it). Once per exchange, within the same time budget.
-                    st.restarts += 1;
-                    let c = &mut self.clients[i];
-                    c.restarted = true;
-                    c.state = State::Soliciting;
-                    c.attempt = 0;
-                    c.rt = self.settings.initial_rt;
-                    self.send(i, now);
-                    continue;
+                    Event::Restarted => st.restarts += 1,
+                    Event::TimedOut(_) => {
+                        self.by_xid.remove(&old);
+                        st.timeouts += 1;
+                        outstanding -= 1;
+                    }
+                    _ => {}
                 }
-                if attempt >= self.settings.max_retries {
-                    self.by_xid.remove(&c.xid);
-                    self.clients[i].state = State::Failed;
-                    st.timeouts += 1;
-                    outstanding -= 1;
-                    continue;
+                if step.send.is_some() {
+                    self.sent(i, old);
                 }
-                st.retransmits += 1;
-                let jitter = 1.0 + (self.rand_unit() * 0.2 - 0.1);
-                let c = &mut self.clients[i];
-                c.attempt += 1;
-                c.rt = c.rt.mul_f64(2.0 * jitter);
-                self.send(i, now);
             }
             // Send what is queued (one sendmmsg), then read what arrived (one recvmmsg).
             self.flush();
@@ -368,10 +336,7 @@ impl<'r> Driver<'r> {
             )
             .unwrap_or(0);
             for k in 0..n {
-                let len = self.got[k].0;
-                self.buf[..len]
-                    .copy_from_slice(&self.batch[k * DATAGRAM_SLOT..k * DATAGRAM_SLOT + len]);
-                if let Some(done) = self.on_reply(len, &mut st)
+                if let Some(done) = self.on_reply(k, &mut st)
                     && done
                 {
                     outstanding -= 1;
@@ -406,105 +371,42 @@ impl<'r> Driver<'r> {
     }
 
     fn begin(&mut self, i: usize, phase: Phase, now: Instant) {
-        let c = &mut self.clients[i];
-        c.started = now;
-        c.restarted = false;
-        c.attempt = 0;
-        c.rt = self.settings.initial_rt;
-        c.state = match phase {
-            Phase::Acquire => State::Soliciting,
-            p => State::Waiting(p),
+        self.begun[i] = now;
+        let ex = match phase {
+            Phase::Acquire => Exchange::Solicit,
+            Phase::Renew => Exchange::Renew,
+            Phase::Rebind => Exchange::Rebind,
+            Phase::Release => Exchange::Release,
         };
-        self.send(i, now);
+        let old = self.clients[i].xid();
+        let (clock, xid) = (self.ms(now), self.peek_xid());
+        let _ = self.clients[i].start(ex, clock, xid, &mut self.outbox);
+        self.sent(i, old);
     }
 
-    /// Sends (or resends, with a new transaction id) the client's current message.
-    fn send(&mut self, i: usize, now: Instant) {
-        let old = self.clients[i].xid;
+    /// Queues the message client `i` just wrote (every message goes to every destination, so
+    /// where it is for does not matter here), takes its transaction id in place of `old`, and
+    /// sets its timer.
+    fn sent(&mut self, i: usize, old: u32) {
+        self.next_xid = self.peek_xid();
         self.by_xid.remove(&old);
-        self.next_xid = self.next_xid.wrapping_add(1) & 0x00ff_ffff;
-        let xid = self.next_xid;
-        let want = self.settings.want;
-        let rapid = self.settings.rapid_commit;
-        let c = &mut self.clients[i];
-        c.xid = xid;
-        let elapsed_cs = (now.duration_since(c.started).as_millis() / 10).min(0xffff) as u16;
-        let ty = match c.state {
-            State::Soliciting => MessageType::Solicit,
-            State::Requesting => MessageType::Request,
-            State::Waiting(Phase::Renew) => MessageType::Renew,
-            State::Waiting(Phase::Rebind) => MessageType::Rebind,
-            State::Waiting(Phase::Release) => MessageType::Release,
-            _ => return,
-        };
-        let mut inner = std::mem::take(&mut self.msg);
-        {
-            let mut w = MessageWriter::new(&mut inner, ty, xid);
-            w.client_id(&c.duid);
-            if matches!(
-                ty,
-                MessageType::Request | MessageType::Renew | MessageType::Release
-            ) {
-                w.server_id(&c.server_id);
-            }
-            w.elapsed_time(elapsed_cs);
-            if ty == MessageType::Solicit && rapid {
-                w.rapid_commit();
-            }
-            if want.na() {
-                let na = c.na;
-                w.ia_na(IAID_NA, 0, 0, |o| {
-                    if let Some(a) = na {
-                        o.ia_addr(a, 0, 0, |_| {});
-                    }
-                });
-            }
-            if want.pd() {
-                let pd = c.pd;
-                w.ia_pd(IAID_PD, 0, 0, |o| {
-                    if let Some((p, l)) = pd {
-                        o.ia_prefix(p, l, 0, 0, |_| {});
-                    }
-                });
-            }
-        }
         let start = self.out_arena.len();
-        match &self.settings.route {
-            Route::Direct(_) => self.out_arena.extend_from_slice(&inner),
-            Route::Relay { link, .. } => {
-                let peer = Ipv6Addr::from(
-                    0xfe80_0000_0000_0000_0000_0000_0000_0000u128
-                        | c.id as u128
-                        | 0x0200_0000_0000u128,
-                );
-                let port = self.sock.local_addr().map(|a| a.port()).unwrap_or(0);
-                wire::wrap_relay_forw(
-                    0,
-                    *link,
-                    peer,
-                    Some(b"tandem-gen"),
-                    (port != 547).then_some(port),
-                    &inner,
-                    &mut self.relay_scratch,
-                );
-                self.out_arena.extend_from_slice(&self.relay_scratch);
-            }
-        }
+        self.out_arena.extend_from_slice(self.outbox.datagram());
         self.out_ranges.push(start..self.out_arena.len());
-        self.msg = inner;
-        self.by_xid.insert(xid, i);
         let c = &self.clients[i];
-        self.timers.push(Reverse((now + c.rt, i, c.attempt)));
+        self.by_xid.insert(c.xid(), i);
+        self.timers.push(Reverse((c.timer_ms(), i)));
     }
 
-    /// Handles a datagram of `n` bytes in `buf`. Returns Some(true) when an exchange finished,
+    /// Handles datagram `k` of the last batch. Returns Some(true) when an exchange finished,
     /// Some(false) when it moved on (Advertise → Request), None when it matched nothing.
-    fn on_reply(&mut self, n: usize, st: &mut PhaseStats) -> Option<bool> {
-        // The datagram leaves self.buf for the call so that the parsed message (which borrows
-        // it) and &mut self can live side by side.
-        let buf = std::mem::take(&mut self.buf);
-        let r = self.on_datagram(&buf[..n], st);
-        self.buf = buf;
+    fn on_reply(&mut self, k: usize, st: &mut PhaseStats) -> Option<bool> {
+        // The batch leaves self for the call so that the parsed message (which borrows it) and
+        // &mut self can live side by side.
+        let batch = std::mem::take(&mut self.batch);
+        let len = self.got[k].0;
+        let r = self.on_datagram(&batch[k * DATAGRAM_SLOT..k * DATAGRAM_SLOT + len], st);
+        self.batch = batch;
         r
     }
 
@@ -525,131 +427,92 @@ impl<'r> Driver<'r> {
             // Not the message a client waits on: an answer to one already answered (another
             // server's copy), or to one retransmitted since or given up.
             match self.client_of(m.client_id()) {
-                Some(i) if self.clients[i].answered.contains(&xid) => st.duplicate_replies += 1,
+                Some(i) if self.clients[i].answered(xid) => st.duplicate_replies += 1,
                 _ => st.late_replies += 1,
             }
             return None;
         };
-        if m.client_id() != Some(&self.clients[i].duid[..]) {
-            st.bad_replies += 1;
-            return None;
-        }
-        let r = self.on_answer(i, &m, st);
-        if r.is_some() {
-            let c = &mut self.clients[i];
-            c.answered = [xid, c.answered[0]];
-        }
-        r
+        self.on_answer(i, &m, st)
     }
 
     /// The index of the client with this DUID, if it is one of this thread's.
     fn client_of(&self, duid: Option<&[u8]>) -> Option<usize> {
         let d = duid?;
-        let first = self.clients.first()?;
-        if d.len() != first.duid.len() || d[..6] != first.duid[..6] {
+        let first = self.clients.first()?.duid();
+        if d.len() != first.len() || d[..6] != first[..6] {
             return None;
         }
         let id = u32::from_be_bytes([d[6], d[7], d[8], d[9]]);
-        self.clients.binary_search_by_key(&id, |c| c.id).ok()
+        self.clients.binary_search_by_key(&id, |c| c.id()).ok()
     }
 
-    /// Handles the answer `m` to client `i`'s current message; as on_reply.
+    /// Handles the answer `m` to client `i`'s current message; as on_reply. The client
+    /// validates it; this checks what it grants against the pools and the other clients.
     fn on_answer(&mut self, i: usize, m: &Message, st: &mut PhaseStats) -> Option<bool> {
         let now = Instant::now();
-        let state = self.clients[i].state;
-        let ty = m.msg_type();
-        // Top-level failure status (UseMulticast, NoAddrsAvail in Advertise, ...).
-        if let Some(s) = m.status()
-            && s.code != StatusCode::Success as u16
-        {
-            self.finish_failed(i, s.code, st);
-            return Some(true);
-        }
-        match (state, ty) {
-            (State::Soliciting, MessageType::Advertise) => {
-                let (na, pd, nak) = self.leases_in(m);
-                if let Some(code) = nak {
-                    self.finish_failed(i, code, st);
-                    return Some(true);
-                }
-                let c = &mut self.clients[i];
-                c.server_id = m.server_id().map(|s| s.to_vec()).unwrap_or_default();
-                c.na = na.or(c.na);
-                c.pd = pd.or(c.pd);
-                c.state = State::Requesting;
-                c.attempt = 0;
-                c.rt = self.settings.initial_rt;
-                self.send(i, now);
+        let (clock, xid) = (self.ms(now), self.peek_xid());
+        let c = &mut self.clients[i];
+        let ex = c.phase().exchange();
+        let old = c.xid();
+        let (had_na, had_pd) = (
+            c.address().map(|l| l.addr),
+            c.prefix().map(|l| (l.addr, l.len)),
+        );
+        let step = c.on_reply(clock, m, xid, &mut self.outbox);
+        let (na, pd) = (
+            c.address().map(|l| l.addr),
+            c.prefix().map(|l| (l.addr, l.len)),
+        );
+        let id = c.id();
+        match step.event {
+            Event::Advertised => {
+                self.sent(i, old);
                 Some(false)
             }
-            (State::Soliciting, MessageType::Reply) | (State::Requesting, MessageType::Reply) => {
-                if state == State::Soliciting && !m.rapid_commit() {
-                    st.bad_replies += 1;
-                    return None;
-                }
-                let (na, pd, nak) = self.leases_in(m);
-                if let Some(code) = nak {
-                    self.finish_failed(i, code, st);
-                    return Some(true);
-                }
-                let id = self.clients[i].id;
-                if let Some(a) = na {
-                    if !self.pools.address_ok(a) {
-                        self.registry.violation(format!(
-                            "address {a} for client {id} is outside every configured pool"
-                        ));
-                    }
-                    self.registry.claim(0, a, id);
-                }
-                if let Some((p, l)) = pd {
-                    if !self.pools.prefix_ok(p, l) {
-                        self.registry.violation(format!("prefix {p}/{l} for client {id} is not one of the configured pools' prefixes"));
-                    }
-                    self.registry.claim(1, p, id);
-                }
-                let c = &mut self.clients[i];
-                if c.server_id.is_empty() {
-                    c.server_id = m.server_id().map(|s| s.to_vec()).unwrap_or_default();
-                }
-                c.na = na;
-                c.pd = pd;
-                self.finish_ok(i, now, st);
+            Event::Refused(code) => {
+                self.by_xid.remove(&old);
+                *st.naks.entry(code).or_default() += 1;
                 Some(true)
             }
-            (State::Waiting(p @ (Phase::Renew | Phase::Rebind)), MessageType::Reply) => {
-                let (na, pd, nak) = self.leases_in(m);
-                if let Some(code) = nak {
-                    self.finish_failed(i, code, st);
-                    return Some(true);
+            Event::Bound => {
+                match ex {
+                    Some(Exchange::Renew | Exchange::Rebind) => {
+                        let want = self.settings.want;
+                        if (want.na() && na != had_na) || (want.pd() && pd != had_pd) {
+                            let name = ex.map_or("", Exchange::name);
+                            self.registry.violation(format!(
+                                "{name} of client {id} changed its lease: had {had_na:?} {had_pd:?}, got {na:?} {pd:?}"
+                            ));
+                        }
+                    }
+                    _ => {
+                        if let Some(a) = na {
+                            if !self.pools.address_ok(a) {
+                                self.registry.violation(format!(
+                                    "address {a} for client {id} is outside every configured pool"
+                                ));
+                            }
+                            self.registry.claim(0, a, id);
+                        }
+                        if let Some((p, l)) = pd {
+                            if !self.pools.prefix_ok(p, l) {
+                                self.registry.violation(format!("prefix {p}/{l} for client {id} is not one of the configured pools' prefixes"));
+                            }
+                            self.registry.claim(1, p, id);
+                        }
+                    }
                 }
-                let c = &self.clients[i];
-                let changed = (self.settings.want.na() && na != c.na)
-                    || (self.settings.want.pd() && pd != c.pd);
-                if changed {
-                    self.registry.violation(format!(
-                        "{} of client {} changed its lease: had {:?} {:?}, got {:?} {:?}",
-                        p.name(),
-                        c.id,
-                        c.na,
-                        c.pd,
-                        na,
-                        pd
-                    ));
-                }
-                self.finish_ok(i, now, st);
+                self.finish_ok(i, old, now, st);
                 Some(true)
             }
-            (State::Waiting(Phase::Release), MessageType::Reply) => {
-                let c = &mut self.clients[i];
-                let id = c.id;
-                if let Some(a) = c.na.take() {
+            Event::Released => {
+                if let Some(a) = had_na {
                     self.registry.release(0, a, id);
                 }
-                if let Some((p, _)) = c.pd.take() {
+                if let Some((p, _)) = had_pd {
                     self.registry.release(1, p, id);
                 }
-                self.finish_ok(i, now, st);
-                self.clients[i].state = State::Released;
+                self.finish_ok(i, old, now, st);
                 Some(true)
             }
             _ => {
@@ -659,56 +522,12 @@ impl<'r> Driver<'r> {
         }
     }
 
-    /// The address and prefix granted in a reply (non-zero valid lifetime), or the first failure
-    /// status found in an IA.
-    fn leases_in(&self, m: &Message) -> (Option<Ipv6Addr>, Option<(Ipv6Addr, u8)>, Option<u16>) {
-        let mut na = None;
-        let mut pd = None;
-        let mut nak = None;
-        for ia in m.ia_nas() {
-            if let Some(s) = ia.status().filter(|s| s.code != 0) {
-                nak = Some(s.code);
-            }
-            if let Some(a) = ia.addresses().find(|a| a.valid_secs > 0) {
-                na = Some(a.addr);
-            }
-        }
-        for ia in m.ia_pds() {
-            if let Some(s) = ia.status().filter(|s| s.code != 0) {
-                nak = Some(s.code);
-            }
-            if let Some(p) = ia.prefixes().find(|p| p.valid_secs > 0) {
-                pd = Some((p.prefix, p.prefix_len));
-            }
-        }
-        if self.settings.want.na() && na.is_none() && nak.is_none() {
-            nak = Some(StatusCode::NoAddrsAvail as u16);
-        }
-        if self.settings.want.pd() && pd.is_none() && nak.is_none() {
-            nak = Some(StatusCode::NoPrefixAvail as u16);
-        }
-        (na, pd, nak)
-    }
-
-    fn finish_ok(&mut self, i: usize, now: Instant, st: &mut PhaseStats) {
-        let c = &mut self.clients[i];
-        self.by_xid.remove(&c.xid);
+    fn finish_ok(&mut self, i: usize, xid: u32, now: Instant, st: &mut PhaseStats) {
+        self.by_xid.remove(&xid);
         st.ok += 1;
         self.progress.fetch_add(1, Ordering::Relaxed);
-        st.record(now.duration_since(c.started));
+        st.record(now.duration_since(self.begun[i]));
         st.timeline
             .done(now.duration_since(self.phase_start).as_millis() as u64);
-        c.state = State::Bound;
-    }
-
-    fn finish_failed(&mut self, i: usize, code: u16, st: &mut PhaseStats) {
-        let c = &mut self.clients[i];
-        self.by_xid.remove(&c.xid);
-        *st.naks.entry(code).or_default() += 1;
-        c.state = if c.na.is_some() || c.pd.is_some() {
-            State::Bound
-        } else {
-            State::Failed
-        };
     }
 }

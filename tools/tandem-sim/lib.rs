@@ -30,7 +30,7 @@ use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::fmt;
 use std::net::{Ipv6Addr, SocketAddrV6};
 use std::sync::Arc;
-use tandem_client::{Client, Send, Took};
+use tandem_client::{Ask, Client, Event, Outbox, Send};
 use tandem_core::config::Role;
 use tandem_core::config::{self, Config};
 use tandem_core::engine::Answering;
@@ -490,8 +490,8 @@ impl World {
             .as_ref()
             .is_some_and(|p| p.endpoint().serving().answering != Answering::Nobody);
         if granting != Some(ServerState::PartnerDown) && partner_serving {
-            let duid = &self.clients[client as usize].duid;
-            let kind = match self.clients[client as usize].pd_len {
+            let duid = self.clients[client as usize].duid();
+            let kind = match self.clients[client as usize].config().ask.pd {
                 Some(_) => crate::config::ResourceKind::Prefix,
                 None => crate::config::ResourceKind::Address,
             };
@@ -502,7 +502,7 @@ impl World {
             let pending_there =
                 record.is_some_and(|l| l.state.is_free() && l.partner_ack_until == 0);
             let known = record
-                .filter(|l| &*l.duid == duid.as_slice() && l.state == LeaseState::Active)
+                .filter(|l| &*l.duid == duid && l.state == LeaseState::Active)
                 .map_or(0, |l| {
                     l.expires_at
                         .max(l.partner_ack_until)
@@ -676,15 +676,18 @@ impl World {
             Ev::ClientTimer(c) => {
                 let release = self.rng.permille(self.cfg.release_permille);
                 let cl = &mut self.clients[c as usize];
-                if cl.timer_ms > self.now_ms {
+                if cl.timer_ms() > self.now_ms {
                     return Ok(()); // superseded
                 }
                 self.next_xid = self.next_xid.wrapping_add(1);
-                let (send, expired) = cl.on_timer(self.now_ms, self.next_xid, release);
-                let next = cl.timer_ms;
+                let mut out = Outbox::direct();
+                let step = cl.on_timer(self.now_ms, self.next_xid, release, &mut out);
+                let send = step.send.map(|to| Send::new(cl, to, &out));
+                let expired = step.event == Event::Expired;
+                let next = cl.timer_ms();
                 // RFC 8415 §18.2.7: a client stops using what it releases as soon as it starts
                 // the Release exchange.
-                if expired || cl.phase == tandem_client::Phase::Releasing {
+                if expired || cl.phase() == tandem_client::Phase::Releasing {
                     self.holders.retain(|_, (h, _)| *h != c);
                 }
                 if let Some(s) = send {
@@ -694,15 +697,15 @@ impl World {
             }
             Ev::ToClient { client, bytes } => {
                 self.next_xid = self.next_xid.wrapping_add(1);
-                let before = self.clients[client as usize].timer_ms;
-                let (send, took) =
-                    self.clients[client as usize].on_reply(self.now_ms, &bytes, self.next_xid);
-                match took {
-                    Took::Lease {
-                        addr,
-                        expires_ms,
-                        valid_secs,
-                    } => {
+                let cl = &mut self.clients[client as usize];
+                let before = cl.timer_ms();
+                let held = cl.lease().map(|l| l.addr);
+                let mut out = Outbox::direct();
+                let step = cl.on_datagram(self.now_ms, &bytes, self.next_xid, &mut out);
+                let send = step.send.map(|to| Send::new(cl, to, &out));
+                match (step.event, cl.lease().copied()) {
+                    (Event::Bound, Some(l)) => {
+                        let (addr, expires_ms, valid_secs) = (l.addr, l.expires_ms, l.valid_secs);
                         let from = tandem_core::wire::Message::parse(&bytes)
                             .ok()
                             .and_then(|m| m.server_id().map(|s| s.to_vec()));
@@ -716,17 +719,19 @@ impl World {
                         ));
                         self.check_grant(n, client, addr, expires_ms, valid_secs)?;
                     }
-                    Took::Released(a) => {
-                        if self.holders.get(&a).is_some_and(|h| h.0 == client) {
+                    (_, None) => {
+                        if let Some(a) = held
+                            && self.holders.get(&a).is_some_and(|h| h.0 == client)
+                        {
                             self.holders.remove(&a);
                         }
                     }
-                    Took::Nothing => {}
+                    _ => {}
                 }
                 if let Some(s) = send {
                     self.send_from_client(client, s);
                 }
-                let after = self.clients[client as usize].timer_ms;
+                let after = self.clients[client as usize].timer_ms();
                 if after != before {
                     self.push(after, Ev::ClientTimer(client));
                 }
@@ -976,11 +981,11 @@ impl World {
         }
         let missing = |db: &BTreeMap<Ipv6Addr, Box<[u8]>>| {
             self.clients.iter().find_map(|c| {
-                let (addr, exp) = c.lease?;
-                (c.phase != tandem_client::Phase::Releasing
+                let (addr, exp) = c.lease().map(|l| (l.addr, l.expires_ms))?;
+                (c.phase() != tandem_client::Phase::Releasing
                     && exp > self.now_ms + 10_000
-                    && db.get(&addr).is_none_or(|d| **d != *c.duid))
-                .then(|| format!("client {} lease {addr}", c.id))
+                    && db.get(&addr).is_none_or(|d| **d != *c.duid()))
+                .then(|| format!("client {} lease {addr}", c.id()))
             })
         };
         if let Some(m) = missing(&da) {
@@ -1077,7 +1082,13 @@ pub fn run(seed: u64, cfg: &SimConfig) -> Result<SimReport, SimFailure> {
         let at = w.now_ms + w.rng.below(20_000);
         // About half the clients want a delegated prefix instead of an address.
         let pd = (w.rng.below(2) == 0).then_some(SIM_PD_LEN);
-        w.clients.push(Client::new(i, at, pd));
+        // IAID 7 and DUID tag 0x51 keep the seeds' allocations as they were.
+        let ask = match pd {
+            None => Ask::address(7),
+            Some(len) => Ask::prefix(7, Some(len)),
+        };
+        let ccfg = tandem_client::Config::autonomous(ask);
+        w.clients.push(Client::new(i, 0x51, ccfg, at));
         w.push(at, Ev::ClientTimer(i));
     }
     let start_ms = w.now_ms;

@@ -1,23 +1,25 @@
-//! One failover server, sans-IO: the DHCPv6 engine, the endpoint state machine and the partner
-//! session joined together. The deterministic simulator drives it with simulated clocks and
-//! networks; the real server drives the same calls from its threads.
+//! One failover server's partner side, sans-IO: the endpoint state machine and the lazy-update
+//! session joined together, over the lease table the server's engine allocates from. The
+//! real server drives it from its partner thread; the deterministic simulator drives the same
+//! calls in the same composition (engine under a policy snapshot → group commit → durable
+//! notification → [`Node::committed`]).
 //!
-//! Ordering rules it keeps: a lease change is in [`NodeOut::store`] (to be made durable) before
-//! the reply that announces it and before the BNDUPD that tells the partner; a partner's binding
-//! is stored before the BNDREPLY that acknowledges it; endpoint state is persisted before the
-//! STATE message that announces it.
+//! Ordering rules it keeps: a client's lease change reaches the node only once it is durable
+//! ([`Node::committed`]), so a BNDUPD never announces what a crash could lose; a partner's
+//! binding is in [`NodeOut::store`] (to be made durable) before the BNDREPLY that acknowledges
+//! it; endpoint state is persisted before the STATE message that announces it.
 
 use super::peer::{Peer, PeerMsg, SEND_WINDOW_BEFORE_CONNECT};
 use super::state::{Action, Endpoint, EndpointConfig, Event, Persisted, ServerState};
 use crate::config::Config;
 use crate::config::Role;
-use crate::engine::{Engine, Outcome, Policy, Received, Scratch};
+use crate::engine::Policy;
 use crate::lease::Lease;
 use crate::pool::Allocator;
 use std::sync::Arc;
 
 /// What a node asks its surroundings to do after a call, in this order: make `store` and
-/// `persist` durable, then send `to_peer`, then (for client calls) the reply.
+/// `persist` durable, then publish [`Node::policy`] to the workers, then send `to_peer`.
 #[derive(Debug, Default)]
 pub struct NodeOut {
     /// Lease records to store.
@@ -58,7 +60,6 @@ pub fn acknowledged(l: &Lease, desired_valid_secs: u64) -> bool {
 
 /// A failover server.
 pub struct Node {
-    engine: Engine,
     alloc: Arc<Allocator>,
     endpoint: Endpoint,
     peer: Peer,
@@ -66,35 +67,15 @@ pub struct Node {
     /// The state in which our outstanding UPDREQ/UPDREQALL was sent: an UPDDONE answers the
     /// request of that state only (a RECOVER request's answer must not end a conflict).
     request_sent_in: Option<ServerState>,
-    scratch: Scratch,
     actions: Vec<Action>,
     writes: Vec<Lease>,
 }
 
 impl Node {
-    /// Starts a node from what its store holds (`leases`, `persisted`), at `now`.
-    pub fn start(
-        config: Arc<Config>,
-        duid: Box<[u8]>,
-        role: Role,
-        fo: EndpointConfig,
-        leases: impl IntoIterator<Item = Lease>,
-        persisted: Option<Persisted>,
-        now: u64,
-    ) -> Node {
-        let alloc = Arc::new(Allocator::with_failover(&config.subnets));
-        for l in leases {
-            let _ = alloc.restore(l);
-        }
-        alloc.finish_restore();
-        Node::with_allocator(config, duid, role, fo, alloc, persisted, now)
-    }
-
-    /// Starts a node on a lease table already restored and shared with other threads (the
-    /// real server's workers allocate from it; see [`Node::committed`]).
+    /// Starts a node on a lease table already restored from the store and shared with the
+    /// server's engine (the workers allocate from it; see [`Node::committed`]).
     pub fn with_allocator(
         config: Arc<Config>,
-        duid: Box<[u8]>,
         role: Role,
         fo: EndpointConfig,
         alloc: Arc<Allocator>,
@@ -121,13 +102,11 @@ impl Node {
             });
         }
         Node {
-            engine: Engine::new(config, duid, alloc.clone()),
             alloc,
             endpoint: Endpoint::start(role, fo, persisted, now),
             peer,
             mclt_secs: fo.mclt_secs,
             request_sent_in: None,
-            scratch: Scratch::default(),
             actions: Vec::new(),
             writes: Vec::new(),
         }
@@ -143,11 +122,6 @@ impl Node {
         &self.alloc
     }
 
-    /// The server DUID.
-    pub fn duid(&self) -> &[u8] {
-        self.engine.duid()
-    }
-
     /// Binding updates not yet acknowledged by the partner.
     pub fn backlog(&self) -> usize {
         self.peer.backlog()
@@ -160,23 +134,8 @@ impl Node {
             .policy(self.endpoint.role(), self.mclt_secs)
     }
 
-    /// A client datagram. Lease changes go to `out.store` and to the partner's backlog.
-    pub fn on_client(&mut self, rx: &Received, reply: &mut Vec<u8>, out: &mut NodeOut) -> Outcome {
-        let policy = self.policy();
-        self.writes.clear();
-        let o = self
-            .engine
-            .handle_with(&policy, rx, reply, &mut self.scratch, &mut self.writes);
-        for l in self.writes.drain(..) {
-            self.peer.enqueue(&l);
-            out.store.push(l);
-        }
-        self.flush(rx.now_secs, out);
-        o
-    }
-
-    /// Lease changes other threads made durable (the real server's workers): they go to the
-    /// partner's backlog. They are already stored, so they are not put in `out.store`.
+    /// Lease changes the server's engine made and its group commit made durable: they go to
+    /// the partner's backlog. They are already stored, so they are not put in `out.store`.
     pub fn committed<'a>(
         &mut self,
         now: u64,

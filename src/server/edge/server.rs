@@ -147,13 +147,12 @@ impl Server {
             .collect::<io::Result<Vec<_>>>()
             .map_err(StartError::Socket)?;
 
-        let engine = Arc::new(Engine::new(cfg.clone(), duid.clone().into(), alloc.clone()));
+        let engine = Arc::new(Engine::new(cfg.clone(), duid.into(), alloc.clone()));
         let policy = Arc::new(PolicyCell::new(Policy::STANDALONE));
         let (commit_tx, commit_rx) = crossbeam_channel::bounded(COMMIT_QUEUE_MAX);
         let partner = match cfg.failover {
             Some(_) => Some(partner::start(partner::PartnerSetup {
                 config: cfg.clone(),
-                duid: duid.into(),
                 store: store.clone(),
                 alloc: alloc.clone(),
                 policy: policy.clone(),

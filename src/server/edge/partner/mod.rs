@@ -178,8 +178,6 @@ impl PartnerHandle {
 pub struct PartnerSetup {
     /// The whole configuration.
     pub config: Arc<Config>,
-    /// Our server DUID.
-    pub duid: Box<[u8]>,
     /// The store (shared with the group committer).
     pub store: Arc<Store>,
     /// The lease table (shared with the workers).
@@ -244,7 +242,6 @@ pub fn start(setup: PartnerSetup) -> Result<PartnerHandle, PartnerStartError> {
     };
     let node = Node::with_allocator(
         setup.config.clone(),
-        setup.duid,
         fo.role,
         epc,
         setup.alloc.clone(),

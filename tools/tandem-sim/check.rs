@@ -1,0 +1,143 @@
+//! The checks: safety after every event ([`World::check_grant`]), convergence after healing
+//! ([`World::converged`]).
+
+use crate::SimFailure;
+use crate::world::World;
+use std::collections::BTreeMap;
+use std::net::Ipv6Addr;
+use tandem_core::config::ResourceKind;
+use tandem_core::engine::Answering;
+use tandem_core::failover::node::Node;
+use tandem_core::failover::state::ServerState;
+use tandem_core::lease::LeaseState;
+
+impl World {
+    /// A client was just told it holds `addr` until `expires_ms`, by server `n` answering
+    /// under the policy of `state`.
+    pub(crate) fn check_grant(
+        &mut self,
+        n: usize,
+        state: ServerState,
+        client: u32,
+        addr: Ipv6Addr,
+        expires_ms: u64,
+        valid_secs: u32,
+    ) -> Result<(), SimFailure> {
+        let slack_ms = (2 * self.cfg.clock_offset_secs_max as u64 + 2) * 1000;
+        // 1. Nobody else holds it.
+        if let Some((other, exp)) = self.holders.get(&addr).copied()
+            && other != client
+            && exp > self.now_ms + slack_ms
+        {
+            return Err(self.fail(format!(
+                "address {addr} granted to client {client} by node {n} while client {other} holds it until {:.3}s",
+                exp as f64 / 1000.0
+            )));
+        }
+        self.holders.retain(|_, (c, _)| *c != client);
+        self.holders.insert(addr, (client, expires_ms));
+        self.report.grants += 1;
+        // 2. MCLT: outside PARTNER-DOWN, no further than MCLT past what the partner durably
+        // knows, whenever the partner could serve. A grant is judged by the policy it was
+        // made under (the reply may arrive after a state change or a crash).
+        let granting = Some(state);
+        let partner_serving = self.slots[1 - n]
+            .node
+            .as_ref()
+            .is_some_and(|p| p.endpoint().serving().answering != Answering::Nobody);
+        if granting != Some(ServerState::PartnerDown) && partner_serving {
+            let duid = self.clients[client as usize].duid();
+            let kind = match self.clients[client as usize].config().ask.pd {
+                Some(_) => ResourceKind::Prefix,
+                None => ResourceKind::Address,
+            };
+            let key = tandem_core::lease::key(kind, addr);
+            let record = self.slots[1 - n].disk.leases.get(&key);
+            // PENDING-FREE on the partner (freed, change not yet acknowledged by us): the
+            // partner cannot give it to anyone else, which is what the bound protects.
+            let pending_there =
+                record.is_some_and(|l| l.state.is_free() && l.partner_ack_until == 0);
+            let known = record
+                .filter(|l| &*l.duid == duid && l.state == LeaseState::Active)
+                .map_or(0, |l| {
+                    l.expires_at
+                        .max(l.partner_ack_until)
+                        .max(l.partner_lifetime_received)
+                });
+            let partner_now = self.node_now(1 - n);
+            let bound = known.max(partner_now)
+                + self.cfg.mclt_secs
+                + 2 * self.cfg.clock_offset_secs_max as u64
+                + 2;
+            let ends = self.now_ms / 1000 + valid_secs as u64;
+            if ends > bound && !pending_there {
+                let record = self.slots[1 - n].disk.leases.get(&key).map(|l| {
+                    format!(
+                        "{} client {:02x?} expires {} ack {} received {}",
+                        l.state,
+                        &l.duid[l.duid.len().saturating_sub(2)..],
+                        l.expires_at,
+                        l.partner_ack_until,
+                        l.partner_lifetime_received
+                    )
+                });
+                return Err(self.fail(format!(
+                    "node {n} ({:?}) granted {addr} to client {client} until {ends}s, beyond MCLT past the partner's knowledge ({known}s): bound {bound}s; partner's record: {record:?}",
+                    granting
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Why the healed pair has not converged yet, or None when it has.
+    pub(crate) fn converged(&self) -> Option<String> {
+        let (Some(a), Some(b)) = (self.slots[0].node.as_ref(), self.slots[1].node.as_ref()) else {
+            return Some("a node is down".into());
+        };
+        if a.endpoint().state() != ServerState::Normal
+            || b.endpoint().state() != ServerState::Normal
+        {
+            return Some(format!(
+                "states {} / {}",
+                a.endpoint().state(),
+                b.endpoint().state()
+            ));
+        }
+        if a.backlog() > 0 || b.backlog() > 0 {
+            return Some(format!("backlogs {} / {}", a.backlog(), b.backlog()));
+        }
+        let now = self.now_ms / 1000;
+        let active = |n: &Node| {
+            let mut m = BTreeMap::new();
+            n.allocator().for_each_lease(|l| {
+                if l.state == LeaseState::Active && l.expires_at > now + 5 {
+                    m.insert(l.addr, l.duid.clone());
+                }
+            });
+            m
+        };
+        let (da, db) = (active(a), active(b));
+        for (addr, duid) in &da {
+            if db.get(addr).is_some_and(|d| d != duid) {
+                return Some(format!("{addr} bound to different clients"));
+            }
+        }
+        let missing = |db: &BTreeMap<Ipv6Addr, Box<[u8]>>| {
+            self.clients.iter().find_map(|c| {
+                let (addr, exp) = c.lease().map(|l| (l.addr, l.expires_ms))?;
+                (c.phase() != tandem_client::Phase::Releasing
+                    && exp > self.now_ms + 10_000
+                    && db.get(&addr).is_none_or(|d| **d != *c.duid()))
+                .then(|| format!("client {} lease {addr}", c.id()))
+            })
+        };
+        if let Some(m) = missing(&da) {
+            return Some(format!("node 0 lacks {m}"));
+        }
+        if let Some(m) = missing(&db) {
+            return Some(format!("node 1 lacks {m}"));
+        }
+        None
+    }
+}

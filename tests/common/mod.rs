@@ -1,7 +1,8 @@
 //! The harness the integration tests share: network namespaces (`netns`), processes the tests
 //! start and stop by PID (`proc`), the test CA and certificates (`pki`), finding external tools
 //! and deciding whether a namespace test runs (`tools`), the lease store and its pools
-//! (`leases`) and collected assertions (`checks`).
+//! (`leases`) and collected assertions (`checks`), and a lock for tests that must not overlap
+//! (`one_at_a_time`).
 //!
 //! Each test file includes it with `mod common;`, so each uses only part of it.
 #![allow(dead_code)]
@@ -17,6 +18,15 @@ pub mod tools;
 pub const TANDEM: &str = env!("CARGO_BIN_EXE_tandem");
 /// The `tandem-gen` binary of this build.
 pub const GEN: &str = env!("CARGO_BIN_EXE_tandem-gen");
+
+/// Held by a test that must not run beside another test of its file that holds it (timing
+/// measurements, heavy load on a small machine): libtest runs a file's tests on parallel
+/// threads of one process, and this lock makes those tests take turns. A test that failed
+/// while holding it poisons it; the next one takes it all the same.
+pub fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// Plain lowercase hex, as `tandem leases` prints DUIDs.
 pub fn hex(b: &[u8]) -> String {

@@ -20,25 +20,29 @@ impl World {
         let parts = (self.cfg.partitions_per_hour as f64 * hours).round() as u64;
         for _ in 0..parts {
             let at = 10_000 + self.rng.below(self.cfg.fault_secs * 1000);
-            let one_way = self
-                .rng
-                .permille(self.cfg.one_way_permille)
-                .then(|| self.rng.below(2) as usize);
-            self.push(
-                at,
-                Ev::PartitionStart {
-                    one_way_from: one_way,
-                },
-            );
+            let one_way = self.draw_one_way();
             // Mostly short (flapping), sometimes long.
             let len = if self.rng.below(3) == 0 {
                 60_000 + self.rng.below(240_000)
             } else {
                 500 + self.rng.below(8_000)
             };
-            self.push(at + len, Ev::PartitionEnd);
+            self.schedule_partition(at, len, one_way);
         }
         self.push(self.cfg.fault_secs * 1000, Ev::Heal);
+    }
+
+    /// Whether a partition is one-way, and from which server.
+    pub(crate) fn draw_one_way(&mut self) -> Option<usize> {
+        self.rng
+            .permille(self.cfg.one_way_permille)
+            .then(|| self.rng.below(2) as usize)
+    }
+
+    /// A partition from `at` for `len_ms`.
+    pub(crate) fn schedule_partition(&mut self, at: u64, len_ms: u64, one_way_from: Option<usize>) {
+        self.push(at, Ev::PartitionStart { one_way_from });
+        self.push(at + len_ms, Ev::PartitionEnd);
     }
 
     /// [`World::schedule_faults`], shifted to start at `start_ms`.

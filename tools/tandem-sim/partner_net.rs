@@ -71,17 +71,8 @@ impl World {
         if !self.healing && self.rng.permille(300) {
             let at = self.now_ms + 1 + self.rng.below(12);
             let len = 200 + self.rng.below(6_000);
-            let one_way = self
-                .rng
-                .permille(self.cfg.one_way_permille)
-                .then(|| self.rng.below(2) as usize);
-            self.push(
-                at,
-                Ev::PartitionStart {
-                    one_way_from: one_way,
-                },
-            );
-            self.push(at + len, Ev::PartitionEnd);
+            let one_way = self.draw_one_way();
+            self.schedule_partition(at, len, one_way);
         }
         let summary: Arc<[String]> = pools_summary(&self.config).into();
         // The secondary first, so it is ready for the primary's CONNECT.
@@ -142,14 +133,7 @@ impl World {
             if self.cut_from(n) {
                 self.held[n].push(bytes);
             } else {
-                self.push(
-                    self.now_ms + LINK_LATENCY_MS,
-                    Ev::LinkBytes {
-                        to: 1 - n,
-                        conn: c,
-                        bytes,
-                    },
-                );
+                self.deliver_bytes(n, c, bytes);
             }
         }
         if let Some(at) = due
@@ -158,6 +142,18 @@ impl World {
             self.slots[n].link_timer_at = Some(at);
             self.push(at.max(self.now_ms), Ev::LinkTimer { node: n, conn: c });
         }
+    }
+
+    /// Bytes from `from` on connection `c` reach the other server after the latency.
+    fn deliver_bytes(&mut self, from: usize, c: u64, bytes: Vec<u8>) {
+        self.push(
+            self.now_ms + LINK_LATENCY_MS,
+            Ev::LinkBytes {
+                to: 1 - from,
+                conn: c,
+                bytes,
+            },
+        );
     }
 
     pub(crate) fn link_bytes(
@@ -320,14 +316,7 @@ impl World {
         if let Some(c) = self.conn {
             for n in 0..2 {
                 for bytes in std::mem::take(&mut self.held[n]) {
-                    self.push(
-                        self.now_ms + LINK_LATENCY_MS,
-                        Ev::LinkBytes {
-                            to: 1 - n,
-                            conn: c,
-                            bytes,
-                        },
-                    );
+                    self.deliver_bytes(n, c, bytes);
                 }
             }
         }

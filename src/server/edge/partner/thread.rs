@@ -226,14 +226,7 @@ impl PartnerThread {
                             continue;
                         }
                     };
-                    let token = Token(self.next_token);
-                    self.next_token += 1;
-                    if let Err(e) = self.poll.registry().register(
-                        &mut sock,
-                        token,
-                        Interest::READABLE | Interest::WRITABLE,
-                    ) {
-                        warn!(error = %e, "failover: cannot register a connection");
+                    if !self.register_conn(&mut sock) {
                         continue;
                     }
                     info!(%peer, "failover: connection from the partner side; checking it");
@@ -258,6 +251,24 @@ impl PartnerThread {
         self.listener = Some(l);
     }
 
+    /// Registers a partner connection with the poll under a new token; false (logged) if it
+    /// cannot be.
+    fn register_conn(&mut self, sock: &mut TcpStream) -> bool {
+        let token = Token(self.next_token);
+        self.next_token += 1;
+        match self
+            .poll
+            .registry()
+            .register(sock, token, Interest::READABLE | Interest::WRITABLE)
+        {
+            Ok(()) => true,
+            Err(e) => {
+                warn!(error = %e, "failover: cannot register a connection");
+                false
+            }
+        }
+    }
+
     pub(super) fn connect(&mut self) {
         let Some(addr) = self.fo.partner else {
             return;
@@ -271,14 +282,7 @@ impl PartnerThread {
         };
         match TcpStream::connect(addr) {
             Ok(mut sock) => {
-                let token = Token(self.next_token);
-                self.next_token += 1;
-                if let Err(e) = self.poll.registry().register(
-                    &mut sock,
-                    token,
-                    Interest::READABLE | Interest::WRITABLE,
-                ) {
-                    warn!(error = %e, "failover: cannot register a connection");
+                if !self.register_conn(&mut sock) {
                     return;
                 }
                 debug!(partner = %addr, "failover: connecting");

@@ -544,7 +544,6 @@ pub fn check_connectreply_message(
 mod tests {
     use super::*;
     use crate::config;
-    use crate::wire::opt;
 
     const NOW: u64 = 1_760_000_000;
 
@@ -554,100 +553,6 @@ mod tests {
 
     fn params(role: Role, c: &Config) -> LinkParams {
         LinkParams::new(role, "pair-a", 3600, 60, 32, c)
-    }
-
-    #[test]
-    fn digest256_is_fnv1a_lanes() {
-        // Lane 0 over the empty input: FNV-1a of [0] then of eight zero length bytes.
-        let d = digest256(&[]);
-        let lane0 = fnv1a64(fnv1a64(FNV_OFFSET, &[0]), &[0; 8]);
-        assert_eq!(d[..8], lane0.to_be_bytes());
-        // Lanes differ from each other, and one changed byte changes every lane.
-        let a = digest256(b"abcdef");
-        let b = digest256(b"abcdeg");
-        for (x, y) in a.chunks(8).zip(b.chunks(8)) {
-            assert_ne!(x, y);
-        }
-        assert_ne!(a[..8], a[8..16]);
-        // FNV-1a-64 test vector ("a" → af63dc4c8601ec8c).
-        assert_eq!(fnv1a64(FNV_OFFSET, b"a"), 0xaf63_dc4c_8601_ec8c);
-    }
-
-    #[test]
-    fn pool_order_does_not_matter() {
-        let text = "[server]\nlisten=[\"[::1]:5547\"]\n[[subnet]]\nid=2\nprefix=\"2001:db8:2::/64\"\npools=[{range=\"2001:db8:2::10-2001:db8:2::20\"},{range=\"2001:db8:2::30-2001:db8:2::40\"}]\n[[subnet]]\nid=1\nprefix=\"2001:db8:1::/64\"\npools=[{prefix=\"2001:db8:1::/64\"}]\n";
-        let swapped = "[server]\nlisten=[\"[::1]:5547\"]\n[[subnet]]\nid=1\nprefix=\"2001:db8:1::/64\"\npools=[{prefix=\"2001:db8:1::/64\"}]\n[[subnet]]\nid=2\nprefix=\"2001:db8:2::/64\"\npools=[{range=\"2001:db8:2::30-2001:db8:2::40\"},{range=\"2001:db8:2::10-2001:db8:2::20\"}]\n";
-        let a = config::parse("a", text).unwrap();
-        let b = config::parse("b", swapped).unwrap();
-        assert_eq!(pools_digest(&a), pools_digest(&b));
-        assert_eq!(pools_summary(&a), pools_summary(&b));
-        assert_eq!(pools_summary(&a).len(), 3);
-        assert!(pools_summary(&a)[0].starts_with("subnet 1 2001:db8:1::/64: addresses"));
-    }
-
-    #[test]
-    fn summary_lines_name_everything() {
-        let s = pools_summary(&cfg());
-        assert_eq!(
-            s,
-            [
-                "subnet 1 2001:db8:1::/64: addresses 2001:db8:1::1:0-2001:db8:1::ffff:ffff (4294901760); preferred 3600 s, valid 7200 s, T1 1800 s, T2 2880 s",
-                "subnet 1 2001:db8:1::/64: prefixes /56 2001:db8:8000::-2001:db8:ffff:ff00:: (8388608); preferred 3600 s, valid 7200 s, T1 1800 s, T2 2880 s",
-            ]
-        );
-    }
-
-    #[test]
-    fn long_summary_is_cut_with_a_marker() {
-        let lines: Vec<String> = (0..200)
-            .map(|i| format!("line {i:03} {}", "x".repeat(40)))
-            .collect();
-        let cut = cut_summary(&lines);
-        let joined = cut.join("\n");
-        assert!(joined.len() <= POOLS_SUMMARY_MAX_BYTES, "{}", joined.len());
-        let last = cut.last().unwrap();
-        assert!(last.contains("more pool line(s) not listed"), "{last}");
-        assert!(last.contains(&format!("{} more", 200 - (cut.len() - 1))));
-        // Short lists pass unchanged; embedded newlines are flattened.
-        assert_eq!(cut_summary(&["a\nb".to_string()]), ["a b"]);
-        // Round trip through the vendor option.
-        let mut buf = Vec::new();
-        let mut w = FailoverWriter::new(&mut buf, FailoverType::Connect, 1, 2);
-        write_tandem_pools(&mut w, &[7; 32], &lines);
-        let m = FailoverMessage::parse(&buf).unwrap();
-        let (d, got) = read_tandem_pools(&m).unwrap();
-        assert_eq!(d, [7; 32]);
-        assert_eq!(got, cut);
-    }
-
-    #[test]
-    fn vendor_option_of_another_enterprise_is_ignored() {
-        let mut buf = Vec::new();
-        let mut w = FailoverWriter::new(&mut buf, FailoverType::Connect, 1, 2);
-        w.with_options(|o| {
-            o.nested(opt::VENDOR_OPTS, &9u32.to_be_bytes(), |o| {
-                o.option(TANDEM_SUBOPT_POOLS_DIGEST, &[1; 32])
-            })
-        });
-        write_tandem_pools(&mut w, &[2; 32], &[]);
-        let m = FailoverMessage::parse(&buf).unwrap();
-        assert_eq!(read_tandem_pools(&m), Some(([2; 32], vec![])));
-
-        // Malformed: wrong digest size, bad UTF-8, trailing bytes, no digest.
-        for body in [
-            vec![0, 1, 0, 31, 0],
-            [vec![0, 1, 0, 32], vec![0; 32], vec![0, 2, 0, 1, 0xff]].concat(),
-            [vec![0, 1, 0, 32], vec![0; 32], vec![0, 9, 0]].concat(),
-            vec![0, 2, 0, 1, b'a'],
-        ] {
-            let mut buf = vec![31, 0, 0, 1, 0, 0, 0, 2];
-            let data = [TANDEM_ENTERPRISE_NUMBER.to_be_bytes().to_vec(), body].concat();
-            buf.extend_from_slice(&opt::VENDOR_OPTS.to_be_bytes());
-            buf.extend_from_slice(&u16::try_from(data.len()).unwrap().to_be_bytes());
-            buf.extend_from_slice(&data);
-            let m = FailoverMessage::parse(&buf).unwrap();
-            assert_eq!(read_tandem_pools(&m), None, "{data:?}");
-        }
     }
 
     #[test]

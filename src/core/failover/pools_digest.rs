@@ -31,20 +31,20 @@ pub const POOLS_SUMMARY_MAX_BYTES: usize = 4096;
 pub const MISMATCH_LINES_MAX: usize = 10;
 
 /// Bytes kept free at the end of the summary for the "more lines not listed" line.
-pub(crate) const SUMMARY_MARKER_RESERVE: usize = 96;
+const SUMMARY_MARKER_RESERVE: usize = 96;
 
 /// Domain tag at the start of the canonical pools encoding (version 1 of the encoding).
-pub(crate) const POOLS_ENCODING_TAG: &[u8] = b"tandem-pools-v1\0";
+const POOLS_ENCODING_TAG: &[u8] = b"tandem-pools-v1\0";
 
 /// FNV-1a 64-bit offset basis.
-pub(crate) const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 /// FNV-1a 64-bit prime.
-pub(crate) const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
 
 /// Subnets sorted by id, each with its pools sorted by (kind, first, count, resource length):
 /// the canonical order of the digest and the summary, so that listing the same subnets or
 /// pools in another order does not count as a difference.
-pub(crate) fn canonical(config: &Config) -> Vec<(&SubnetConfig, Vec<&PoolConfig>)> {
+fn canonical(config: &Config) -> Vec<(&SubnetConfig, Vec<&PoolConfig>)> {
     let mut subnets: Vec<&SubnetConfig> = config.subnets.iter().collect();
     subnets.sort_by_key(|s| s.id);
     subnets
@@ -57,7 +57,7 @@ pub(crate) fn canonical(config: &Config) -> Vec<(&SubnetConfig, Vec<&PoolConfig>
         .collect()
 }
 
-pub(crate) fn put_count(b: &mut Vec<u8>, n: usize) {
+fn put_count(b: &mut Vec<u8>, n: usize) {
     b.extend_from_slice(&u32::try_from(n).unwrap_or(u32::MAX).to_be_bytes());
 }
 
@@ -99,7 +99,7 @@ pub fn pools_canonical_bytes(config: &Config) -> Vec<u8> {
     b
 }
 
-pub(crate) fn fnv1a64(mut h: u64, bytes: &[u8]) -> u64 {
+fn fnv1a64(mut h: u64, bytes: &[u8]) -> u64 {
     for &b in bytes {
         h ^= u64::from(b);
         h = h.wrapping_mul(FNV_PRIME);
@@ -143,7 +143,7 @@ pub fn digest_short_hex(d: &[u8; 32]) -> String {
     d.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
-pub(crate) fn pool_line(s: &SubnetConfig, p: &PoolConfig) -> String {
+fn pool_line(s: &SubnetConfig, p: &PoolConfig) -> String {
     let first = std::net::Ipv6Addr::from(p.first);
     // Last resource: first + (count - 1) << (128 - resource_len), if representable.
     let last = 128u32
@@ -310,4 +310,109 @@ pub(crate) fn list_lines(lines: &[&str]) -> String {
         ));
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config;
+    use crate::failover::wire::FailoverType;
+
+    fn cfg() -> Config {
+        config::parse("<d>", config::EMBEDDED_DEFAULT).unwrap()
+    }
+
+    #[test]
+    fn digest256_is_fnv1a_lanes() {
+        // Lane 0 over the empty input: FNV-1a of [0] then of eight zero length bytes.
+        let d = digest256(&[]);
+        let lane0 = fnv1a64(fnv1a64(FNV_OFFSET, &[0]), &[0; 8]);
+        assert_eq!(d[..8], lane0.to_be_bytes());
+        // Lanes differ from each other, and one changed byte changes every lane.
+        let a = digest256(b"abcdef");
+        let b = digest256(b"abcdeg");
+        for (x, y) in a.chunks(8).zip(b.chunks(8)) {
+            assert_ne!(x, y);
+        }
+        assert_ne!(a[..8], a[8..16]);
+        // FNV-1a-64 test vector ("a" → af63dc4c8601ec8c).
+        assert_eq!(fnv1a64(FNV_OFFSET, b"a"), 0xaf63_dc4c_8601_ec8c);
+    }
+
+    #[test]
+    fn pool_order_does_not_matter() {
+        let text = "[server]\nlisten=[\"[::1]:5547\"]\n[[subnet]]\nid=2\nprefix=\"2001:db8:2::/64\"\npools=[{range=\"2001:db8:2::10-2001:db8:2::20\"},{range=\"2001:db8:2::30-2001:db8:2::40\"}]\n[[subnet]]\nid=1\nprefix=\"2001:db8:1::/64\"\npools=[{prefix=\"2001:db8:1::/64\"}]\n";
+        let swapped = "[server]\nlisten=[\"[::1]:5547\"]\n[[subnet]]\nid=1\nprefix=\"2001:db8:1::/64\"\npools=[{prefix=\"2001:db8:1::/64\"}]\n[[subnet]]\nid=2\nprefix=\"2001:db8:2::/64\"\npools=[{range=\"2001:db8:2::30-2001:db8:2::40\"},{range=\"2001:db8:2::10-2001:db8:2::20\"}]\n";
+        let a = config::parse("a", text).unwrap();
+        let b = config::parse("b", swapped).unwrap();
+        assert_eq!(pools_digest(&a), pools_digest(&b));
+        assert_eq!(pools_summary(&a), pools_summary(&b));
+        assert_eq!(pools_summary(&a).len(), 3);
+        assert!(pools_summary(&a)[0].starts_with("subnet 1 2001:db8:1::/64: addresses"));
+    }
+
+    #[test]
+    fn summary_lines_name_everything() {
+        let s = pools_summary(&cfg());
+        assert_eq!(
+            s,
+            [
+                "subnet 1 2001:db8:1::/64: addresses 2001:db8:1::1:0-2001:db8:1::ffff:ffff (4294901760); preferred 3600 s, valid 7200 s, T1 1800 s, T2 2880 s",
+                "subnet 1 2001:db8:1::/64: prefixes /56 2001:db8:8000::-2001:db8:ffff:ff00:: (8388608); preferred 3600 s, valid 7200 s, T1 1800 s, T2 2880 s",
+            ]
+        );
+    }
+
+    #[test]
+    fn long_summary_is_cut_with_a_marker() {
+        let lines: Vec<String> = (0..200)
+            .map(|i| format!("line {i:03} {}", "x".repeat(40)))
+            .collect();
+        let cut = cut_summary(&lines);
+        let joined = cut.join("\n");
+        assert!(joined.len() <= POOLS_SUMMARY_MAX_BYTES, "{}", joined.len());
+        let last = cut.last().unwrap();
+        assert!(last.contains("more pool line(s) not listed"), "{last}");
+        assert!(last.contains(&format!("{} more", 200 - (cut.len() - 1))));
+        // Short lists pass unchanged; embedded newlines are flattened.
+        assert_eq!(cut_summary(&["a\nb".to_string()]), ["a b"]);
+        // Round trip through the vendor option.
+        let mut buf = Vec::new();
+        let mut w = FailoverWriter::new(&mut buf, FailoverType::Connect, 1, 2);
+        write_tandem_pools(&mut w, &[7; 32], &lines);
+        let m = FailoverMessage::parse(&buf).unwrap();
+        let (d, got) = read_tandem_pools(&m).unwrap();
+        assert_eq!(d, [7; 32]);
+        assert_eq!(got, cut);
+    }
+
+    #[test]
+    fn vendor_option_of_another_enterprise_is_ignored() {
+        let mut buf = Vec::new();
+        let mut w = FailoverWriter::new(&mut buf, FailoverType::Connect, 1, 2);
+        w.with_options(|o| {
+            o.nested(opt::VENDOR_OPTS, &9u32.to_be_bytes(), |o| {
+                o.option(TANDEM_SUBOPT_POOLS_DIGEST, &[1; 32])
+            })
+        });
+        write_tandem_pools(&mut w, &[2; 32], &[]);
+        let m = FailoverMessage::parse(&buf).unwrap();
+        assert_eq!(read_tandem_pools(&m), Some(([2; 32], vec![])));
+
+        // Malformed: wrong digest size, bad UTF-8, trailing bytes, no digest.
+        for body in [
+            vec![0, 1, 0, 31, 0],
+            [vec![0, 1, 0, 32], vec![0; 32], vec![0, 2, 0, 1, 0xff]].concat(),
+            [vec![0, 1, 0, 32], vec![0; 32], vec![0, 9, 0]].concat(),
+            vec![0, 2, 0, 1, b'a'],
+        ] {
+            let mut buf = vec![31, 0, 0, 1, 0, 0, 0, 2];
+            let data = [TANDEM_ENTERPRISE_NUMBER.to_be_bytes().to_vec(), body].concat();
+            buf.extend_from_slice(&opt::VENDOR_OPTS.to_be_bytes());
+            buf.extend_from_slice(&u16::try_from(data.len()).unwrap().to_be_bytes());
+            buf.extend_from_slice(&data);
+            let m = FailoverMessage::parse(&buf).unwrap();
+            assert_eq!(read_tandem_pools(&m), None, "{data:?}");
+        }
+    }
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use tandem_core::wire::{Message, MessageType, MessageWriter};
+use tandem_client::{Ask, Client, Event, Exchange, Mode, Outbox, Retransmit};
 
 use common::checks::{Checks, check_store_invariants};
 use common::hex;
@@ -28,61 +28,64 @@ struct Acked {
     addr: Ipv6Addr,
 }
 
-fn solicit(buf: &mut Vec<u8>, xid: u32, duid: &[u8], iaid: u32) {
-    let mut w = MessageWriter::new(buf, MessageType::Solicit, xid);
-    w.client_id(duid);
-    w.elapsed_time(0);
-    w.rapid_commit();
-    w.ia_na(iaid, 0, 0, |_| {});
+/// A driven client of the shared `tandem-client` for thread `t`, request `n`: DUID-LL
+/// 02:7a:4e:`t`:`n` (locally administered), one IA_NA `iaid`, Rapid Commit. The caller
+/// retransmits.
+fn crash_client(t: u8, n: u16, iaid: u32) -> Client {
+    let cfg = tandem_client::Config {
+        ask: Ask {
+            rapid_commit: true,
+            ..Ask::address(iaid)
+        },
+        retransmit: Retransmit {
+            initial_ms: 1000,
+            max_rt_ms: 1000,
+            max_retries: 0,
+            jitter_permille: 0,
+        },
+        mode: Mode::Driven,
+    };
+    Client::new(
+        0x4e00_0000 | (u32::from(t) << 16) | u32::from(n),
+        0x7a,
+        cfg,
+        0,
+    )
 }
 
-/// The address a rapid-commit Reply grants to `duid`/`iaid`, or what is wrong with it.
-fn reply_addr(
-    bytes: &[u8],
-    xid: u32,
-    duid: &[u8],
-    iaid: u32,
-    server: &[u8],
-) -> Result<Ipv6Addr, String> {
-    let m = Message::parse(bytes).map_err(|e| format!("unparsable reply: {e}"))?;
-    if m.msg_type() != MessageType::Reply {
+/// The rapid-commit Solicit of `c` (transaction `xid`) in `out`.
+fn solicit(c: &mut Client, xid: u32, out: &mut Outbox) {
+    c.start(Exchange::Solicit, 0, xid, out);
+}
+
+/// The address a rapid-commit Reply grants `c`, or what is wrong with it: the shared client
+/// checks the transaction, the identifiers, Rapid Commit, statuses and lifetimes; here the
+/// Server Identifier must be the server's.
+fn reply_addr(c: &mut Client, bytes: &[u8], server: &[u8]) -> Result<Ipv6Addr, String> {
+    let mut out = Outbox::direct();
+    let step = c.on_datagram(0, bytes, 0, &mut out);
+    if step.event != Event::Bound {
         return Err(format!(
-            "{:?} to a rapid-commit Solicit, want Reply",
-            m.msg_type()
+            "{:?} to a rapid-commit Solicit, want a binding",
+            step.event
         ));
     }
-    if m.transaction_id() != xid || m.client_id() != Some(duid) {
-        return Err("reply for another transaction or client".into());
-    }
-    if !m.rapid_commit() {
-        return Err("Reply without Rapid Commit".into());
-    }
-    if m.server_id() != Some(server) {
+    if c.server_id() != server {
         return Err(format!(
-            "Server Identifier {:?} is not the server's {}",
-            m.server_id().map(hex),
+            "Server Identifier {} is not the server's {}",
+            hex(c.server_id()),
             hex(server)
         ));
     }
-    let ia = m
-        .ia_nas()
-        .find(|ia| ia.iaid == iaid)
-        .ok_or("no IA_NA with our IAID")?;
-    if let Some(s) = ia.status().filter(|s| s.code != 0) {
-        return Err(format!("IA_NA status {} {}", s.code, s.message_lossy()));
-    }
-    let a = ia.addresses().next().ok_or("IA_NA without an address")?;
-    if a.valid_secs == 0 {
-        return Err(format!("address {} with valid lifetime 0", a.addr));
-    }
-    Ok(a.addr)
+    c.address()
+        .map(|l| l.addr)
+        .ok_or_else(|| "bound without an address".into())
 }
 
 /// Client DUID (DUID-LL, locally administered 6-byte link-layer address) for thread `t`,
-/// request `n`.
+/// request `n`: the one [`crash_client`] has.
 fn crash_duid(t: u8, n: u16) -> Vec<u8> {
-    let [hi, lo] = n.to_be_bytes();
-    vec![0, 3, 0, 1, 0x02, 0x7a, 0x4e, t, hi, lo]
+    crash_client(t, n, 0).duid().to_vec()
 }
 
 const CRASH_THREADS: u8 = 8;
@@ -113,21 +116,21 @@ fn crash_load(
     sock.set_read_timeout(Some(Duration::from_millis(20)))
         .expect("timeout");
     let hard_end = Instant::now() + Duration::from_secs(20);
-    let mut outstanding: HashMap<u32, (Vec<u8>, u32)> = HashMap::new();
+    let mut outstanding: HashMap<u32, (Client, u32)> = HashMap::new();
     let mut acked = Vec::new();
     let mut errors = Vec::new();
-    let mut buf = Vec::with_capacity(256);
+    let mut out = Outbox::direct();
     let mut rx = [0u8; 2048];
     let mut n: u16 = 0;
     loop {
         let stopping = stop.load(Ordering::Relaxed) || Instant::now() >= hard_end;
         while !stopping && outstanding.len() < CRASH_WINDOW && n < CRASH_MAX_PER_THREAD {
             let xid = (u32::from(t) << 16) | u32::from(n);
-            let duid = crash_duid(t, n);
             let iaid = 0x1000_0000 | xid;
-            solicit(&mut buf, xid, &duid, iaid);
-            if sock.send_to(&buf, server).is_ok() {
-                outstanding.insert(xid, (duid, iaid));
+            let mut c = crash_client(t, n, iaid);
+            solicit(&mut c, xid, &mut out);
+            if sock.send_to(out.datagram(), server).is_ok() {
+                outstanding.insert(xid, (c, iaid));
                 sent_count.fetch_add(1, Ordering::Relaxed);
             }
             n += 1;
@@ -144,13 +147,14 @@ fn crash_load(
                     bytes.get(2).copied().unwrap_or(0),
                     bytes.get(3).copied().unwrap_or(0),
                 ]);
-                let Some((duid, iaid)) = outstanding.remove(&xid) else {
+                let Some((mut c, iaid)) = outstanding.remove(&xid) else {
                     errors.push(format!(
                         "reply for unknown or answered transaction {xid:#x}"
                     ));
                     continue;
                 };
-                match reply_addr(bytes, xid, &duid, iaid, &server_duid) {
+                let duid = c.duid().to_vec();
+                match reply_addr(&mut c, bytes, &server_duid) {
                     Ok(addr) => {
                         acked.push(Acked { duid, iaid, addr });
                         acked_count.fetch_add(1, Ordering::Relaxed);
@@ -180,6 +184,16 @@ fn crash_load(
     (acked, errors)
 }
 
+/// The crash client with this DUID (one [`crash_duid`] made).
+fn client_for(duid: &[u8], iaid: u32) -> Result<Client, String> {
+    match duid {
+        [0, 3, 0, 1, 0x02, 0x7a, 0x4e, t, hi, lo] => {
+            Ok(crash_client(*t, u16::from_be_bytes([*hi, *lo]), iaid))
+        }
+        _ => Err(format!("{} is not a crash-test DUID", hex(duid))),
+    }
+}
+
 /// Sends one rapid-commit Solicit and waits for its Reply (3 tries, 1 s each).
 fn solicit_once(
     sock: &UdpSocket,
@@ -189,11 +203,12 @@ fn solicit_once(
     iaid: u32,
     server_duid: &[u8],
 ) -> Result<Ipv6Addr, String> {
-    let mut buf = Vec::new();
+    let mut out = Outbox::direct();
     let mut rx = [0u8; 2048];
-    solicit(&mut buf, xid, duid, iaid);
+    let mut c = client_for(duid, iaid)?;
+    solicit(&mut c, xid, &mut out);
     for _ in 0..3 {
-        sock.send_to(&buf, server)
+        sock.send_to(out.datagram(), server)
             .map_err(|e| format!("send: {e}"))?;
         let end = Instant::now() + Duration::from_secs(1);
         while Instant::now() < end {
@@ -201,7 +216,7 @@ fn solicit_once(
                 Ok((len, from))
                     if from == server && len >= 4 && rx[1..4] == xid.to_be_bytes()[1..4] =>
                 {
-                    return reply_addr(&rx[..len], xid, duid, iaid, server_duid);
+                    return reply_addr(&mut c, &rx[..len], server_duid);
                 }
                 Ok(_) => {}
                 Err(_) => {}

@@ -211,6 +211,26 @@ pub fn value_seq(value: &[u8]) -> Option<u64> {
     Some(u64::from_le_bytes(b))
 }
 
+/// Whether a write of `incoming` may replace the stored version of its lease, whose change
+/// sequence is `stored_seq` (`None`: nothing stored). The store's one ordering rule: an older
+/// change never replaces a newer one, whatever order workers handed them in.
+pub fn supersedes(stored_seq: Option<u64>, incoming: &Lease) -> bool {
+    stored_seq.is_none_or(|s| s <= incoming.seq)
+}
+
+/// Where lease records become durable: the server's LMDB store, the simulator's disk. Every
+/// implementation keeps [`supersedes`] and stores a batch all or nothing.
+pub trait LeaseStore {
+    /// Why a commit failed.
+    type Error;
+    /// Makes `writes` durable together, skipping those an already stored newer change
+    /// supersedes; returns how many were written.
+    fn commit_leases(
+        &mut self,
+        writes: &mut dyn Iterator<Item = &Lease>,
+    ) -> Result<usize, Self::Error>;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,7 +7,7 @@ use heed::{CommitOrAbort, Database, Env, EnvFlags, EnvOpenOptions};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use tandem_core::lease::{self, Lease};
+use tandem_core::lease::{self, Lease, LeaseStore};
 
 /// Most commit jobs folded into one LMDB transaction (one fsync).
 pub const COMMIT_BATCH_MAX: usize = 4096;
@@ -244,9 +244,8 @@ impl Store {
         let mut n = 0;
         for l in writes {
             let k = l.key();
-            if let Some(old) = self.leases.get(&wtxn, &k)?
-                && lease::value_seq(old).is_some_and(|s| s > l.seq)
-            {
+            let stored_seq = self.leases.get(&wtxn, &k)?.and_then(lease::value_seq);
+            if !lease::supersedes(stored_seq, l) {
                 continue;
             }
             buf.clear();
@@ -270,6 +269,17 @@ impl Store {
             .leases
             .get(&rtxn, &k)?
             .and_then(|v| Lease::decode(&k, v).ok()))
+    }
+}
+
+/// The server's store is a [`LeaseStore`]: one LMDB transaction per batch.
+impl LeaseStore for &Store {
+    type Error = StoreError;
+    fn commit_leases(
+        &mut self,
+        writes: &mut dyn Iterator<Item = &Lease>,
+    ) -> Result<usize, StoreError> {
+        self.commit(writes)
     }
 }
 

@@ -7,7 +7,8 @@
 //! | durable notification | `PartnerNotifier` → partner thread → `Node::committed` | [`Ev::Committed`] after `buggify.notify_ms_max` |
 //! | the node's output | partner thread: store bindings and state, publish the policy, send; acknowledgements to the committer | [`World::apply`] |
 //!
-//! The disk keeps the store's sequence rule: an older change of a lease never replaces a newer.
+//! The disk is a [`LeaseStore`], as the server's LMDB store is, with the same sequence rule
+//! ([`lease::supersedes`]): an older change of a lease never replaces a newer.
 
 use crate::SimFailure;
 use crate::world::{Ev, World};
@@ -19,7 +20,7 @@ use tandem_core::engine::{Engine, Outcome, Policy, Received, Scratch};
 use tandem_core::failover::link::Link;
 use tandem_core::failover::node::{Node, NodeOut};
 use tandem_core::failover::state::{EndpointConfig, Persisted, ServerState};
-use tandem_core::lease::{KEY_LEN, Lease};
+use tandem_core::lease::{self, KEY_LEN, Lease, LeaseStore};
 use tandem_core::pool::Allocator;
 
 /// The durable part of a server: what survives a crash unless wiped.
@@ -30,17 +31,27 @@ pub(crate) struct Disk {
 }
 
 impl Disk {
-    /// Stores `writes` in order with the store's rule: a write older (lower `seq`) than the
-    /// stored version of its lease is skipped.
+    /// Stores `writes` in order (failures are injected by the caller, before).
     pub(crate) fn commit<'a>(&mut self, writes: impl IntoIterator<Item = &'a Lease>) {
+        let Ok(_) = self.commit_leases(&mut writes.into_iter());
+    }
+}
+
+/// The simulated disk keeps the store's rule ([`lease::supersedes`]).
+impl LeaseStore for Disk {
+    type Error = std::convert::Infallible;
+    fn commit_leases(
+        &mut self,
+        writes: &mut dyn Iterator<Item = &Lease>,
+    ) -> Result<usize, Self::Error> {
+        let mut n = 0;
         for l in writes {
-            match self.leases.get(&l.key()) {
-                Some(cur) if cur.seq > l.seq => {}
-                _ => {
-                    self.leases.insert(l.key(), l.clone());
-                }
+            if lease::supersedes(self.leases.get(&l.key()).map(|c| c.seq), l) {
+                self.leases.insert(l.key(), l.clone());
+                n += 1;
             }
         }
+        Ok(n)
     }
 }
 

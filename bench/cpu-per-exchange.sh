@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# cpu-per-exchange.sh: server CPU time per 4-way exchange at a fixed offered rate, for one or
+# more tandem binaries, alternating them: the way to tell a change's cost from this shared
+# box's noise, where a rate search swings by a grid step.
+#
+# Each round starts `BIN serve` on loopback (a fresh store, fsync on, log level warn), offers
+# --clients new clients at --rate with tandem-gen (4-way exchanges, acquire only), and reads the
+# server's utime + stime from /proc before and after. Prints one line per run and the mean per
+# binary.
+#
+# Usage: bench/cpu-per-exchange.sh [--rounds N] [--rate R] [--clients N] [--mode na|pd|both]
+#                                  BIN [BIN...]
+#   e.g. bench/cpu-per-exchange.sh /tmp/tandem-old target/release/tandem
+# Needs no root. Everything it creates is removed on exit.
+
+set -uo pipefail
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=bench/lib.sh
+. "$REPO/bench/lib.sh"
+GEN_BIN="$REPO/target/release/tandem-gen"
+ROUNDS=3
+RATE=15000
+CLIENTS=120000
+MODE=both
+BINS=()
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --rounds) ROUNDS="$2"; shift 2 ;;
+        --rate) RATE="$2"; shift 2 ;;
+        --clients) CLIENTS="$2"; shift 2 ;;
+        --mode) MODE="$2"; shift 2 ;;
+        -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+        -*) die "unknown option $1" ;;
+        *) BINS+=("$1"); shift ;;
+    esac
+done
+[ ${#BINS[@]} -gt 0 ] || die "give at least one tandem binary"
+[ "$ROUNDS" -ge 1 ] && [ "$ROUNDS" -le 20 ] || die "--rounds must be 1..20"
+ensure_tools jq:jq awk:gawk
+[ -x "$GEN_BIN" ] || (cd "$REPO" && cargo build --release --quiet --bin tandem-gen) || die "cannot build tandem-gen"
+
+WORK="$(mktemp -d /tmp/tdm-cpu.XXXXXX)"
+SERVER_PID=""
+cleanup() { stop_pid "$SERVER_PID"; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+TCK="$(getconf CLK_TCK)"
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+# one_run BIN: prints microseconds of server CPU per completed exchange.
+one_run() {
+    local bin="$1" port data t0 t1 out ok
+    port=$((20000 + RANDOM % 20000))
+    data="$WORK/data.$RANDOM"
+    cat >"$WORK/t.toml" <<T
+[server]
+data_dir = "$data"
+listen = ["[::1]:$port"]
+unicast_address = "::1"
+log_level = "warn"
+[[subnet]]
+id = 1
+prefix = "2001:db8:1::/64"
+pools = [{ prefix = "2001:db8:1::/64" }]
+pd_pools = [{ prefix = "2001:db8:8000::/33", delegated_len = 56 }]
+T
+    "$bin" serve --config "$WORK/t.toml" 2>"$WORK/server.log" &
+    SERVER_PID=$!
+    sleep 1
+    kill -0 "$SERVER_PID" 2>/dev/null || die "$bin did not start: $(tail -3 "$WORK/server.log")"
+    t0="$(cpu_ticks "$SERVER_PID")"
+    out="$(timeout $((CLIENTS / RATE + 60)) "$GEN_BIN" --server "[::1]:$port" --clients "$CLIENTS" \
+        --rate "$RATE" --mode "$MODE" --phases acquire --json 2>/dev/null)"
+    t1="$(cpu_ticks "$SERVER_PID")"
+    stop_pid "$SERVER_PID"; SERVER_PID=""
+    rm -rf "$data"
+    ok="$(jq '.phases[0].ok' <<<"$out" 2>/dev/null)"
+    [ -n "$ok" ] && [ "$ok" -gt 0 ] || die "no exchange completed against $bin"
+    awk -v t="$((t1 - t0))" -v hz="$TCK" -v ok="$ok" 'BEGIN { printf "%.1f %d\n", t * 1e6 / hz / ok, ok }'
+}
+
+declare -A SUM
+for r in $(seq "$ROUNDS"); do
+    for b in "${BINS[@]}"; do
+        read -r us ok < <(one_run "$b")
+        printf 'round %d  %-40s %s: %s us/exchange (%s exchanges at %s/s)\n' "$r" "$b" "$MODE" "$us" "$ok" "$RATE"
+        SUM[$b]="$(awk -v a="${SUM[$b]:-0}" -v b="$us" 'BEGIN { print a + b }')"
+    done
+done
+for b in "${BINS[@]}"; do
+    awk -v s="${SUM[$b]}" -v n="$ROUNDS" -v b="$b" 'BEGIN { printf "mean %-40s %.1f us/exchange\n", b, s / n }'
+done

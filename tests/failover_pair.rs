@@ -701,18 +701,27 @@ fn a_frozen_secondary_does_not_slow_clients() {
         "the primary's update backlog was {backlog_mid_freeze} mid-freeze: was the secondary frozen?"
     );
     let gap = phase(&json)["max_reply_gap_ms"].as_u64().unwrap();
-    let p99 = phase(&json)["latency_ms"]["p99"].as_f64().unwrap();
-    let base_p99 = phase(&baseline)["latency_ms"]["p99"].as_f64().unwrap();
+    let lat = |j: &serde_json::Value, q: &str| phase(j)["latency_ms"][q].as_f64().unwrap();
+    let (p50, p99) = (lat(&json, "p50"), lat(&json, "p99"));
+    let (base_p50, base_p99) = (lat(&baseline, "p50"), lat(&baseline, "p99"));
     eprintln!(
-        "frozen secondary: longest reply gap {gap} ms, p99 {p99} ms (unfrozen p99 {base_p99} ms), primary backlog mid-freeze {backlog_mid_freeze}"
+        "frozen secondary: longest reply gap {gap} ms, p50 {p50} ms p99 {p99} ms (unfrozen {base_p50} / {base_p99} ms), primary backlog mid-freeze {backlog_mid_freeze}"
     );
+    // A server that waited for its partner would stall for the whole 3 s freeze: the gap and
+    // the tail would be seconds. The bounds are an order of magnitude below that, and the
+    // median (not the p99, which one scheduling hiccup of a loaded 2-core box moves, as a CI
+    // run showed with 74 ms against 5 ms) is compared with the unfrozen one.
     assert!(
         gap < 250,
         "replies stalled {gap} ms while the secondary was frozen"
     );
     assert!(
-        p99 < base_p99 * 3.0 + 20.0,
-        "p99 latency {p99} ms with a frozen secondary against {base_p99} ms without"
+        p99 < 250.0,
+        "p99 latency {p99} ms with a frozen secondary: clients waited for it"
+    );
+    assert!(
+        p50 < base_p50 * 3.0 + 20.0,
+        "median latency {p50} ms with a frozen secondary against {base_p50} ms without"
     );
     // The backlog drains once it runs again, and the secondary has every lease.
     p.wait_drained("a", 30);

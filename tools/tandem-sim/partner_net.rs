@@ -223,14 +223,19 @@ impl World {
             match ev {
                 LinkEvent::Up(a) => {
                     self.note(format!("node {n}: link up"));
-                    self.linked_since_start[n] = true;
-                    self.declared_down[n] = false;
                     if let Some(node) = self.slots[n].node.as_mut() {
                         node.set_partner_window(a.partner_max_unacked.max(1) as usize);
                         node.link_up(unix, &mut out);
                     }
                 }
                 LinkEvent::Msg(m) => {
+                    // Talking is hearing the partner's STATE, not the link coming up: a
+                    // server declared down that loses the link between CONNECT and STATE has
+                    // not learned it was declared down (seed 2019846).
+                    if matches!(m, PeerMsg::State { .. }) {
+                        self.linked_since_start[n] = true;
+                        self.declared_down[n] = false;
+                    }
                     if self.cfg.trace_all {
                         self.note(format!("node {n} <- {}: {}", 1 - n, brief(&m)));
                     }

@@ -308,12 +308,7 @@ impl Engine {
                 }
                 let mut any = false;
                 for ia in ia_requests(msg) {
-                    let c = ClientIa {
-                        subnet,
-                        kind: ia.kind,
-                        duid,
-                        iaid: ia.iaid,
-                    };
+                    let c = ia.client(subnet, duid);
                     let mut hints = [Ipv6Addr::UNSPECIFIED; RESOURCES_PER_IA_MAX];
                     for (h, (a, _)) in hints.iter_mut().zip(ia.named()) {
                         *h = *a;
@@ -357,12 +352,7 @@ impl Engine {
             T::Renew | T::Rebind => {
                 let mut w = self.start(out, T::Reply, msg, hops);
                 for ia in ia_requests(msg) {
-                    let c = ClientIa {
-                        subnet,
-                        kind: ia.kind,
-                        duid,
-                        iaid: ia.iaid,
-                    };
+                    let c = ia.client(subnet, duid);
                     let mut results =
                         [(Ipv6Addr::UNSPECIFIED, 0u8, Extended::NotInPool); RESOURCES_PER_IA_MAX];
                     for (r, (addr, len)) in results.iter_mut().zip(ia.named()) {
@@ -393,12 +383,7 @@ impl Engine {
                     },
                 );
                 for ia in ia_requests(msg) {
-                    let c = ClientIa {
-                        subnet,
-                        kind: ia.kind,
-                        duid,
-                        iaid: ia.iaid,
-                    };
+                    let c = ia.client(subnet, duid);
                     let mut all = true;
                     for (addr, _) in ia.named() {
                         all &= self.alloc.end(now, &c, *addr, hold, writes);
@@ -524,6 +509,16 @@ struct IaRequest {
 }
 
 impl IaRequest {
+    /// The client IA this request is for, in subnet index `subnet`.
+    fn client<'d>(&self, subnet: usize, duid: &'d [u8]) -> ClientIa<'d> {
+        ClientIa {
+            subnet,
+            kind: self.kind,
+            duid,
+            iaid: self.iaid,
+        }
+    }
+
     fn new(kind: ResourceKind, iaid: u32, named: impl Iterator<Item = (Ipv6Addr, u8)>) -> Self {
         let mut r = IaRequest {
             kind,

@@ -32,11 +32,15 @@ const HOOK: &str = include_str!("interop/dhclient-hook.sh");
 // ---------------------------------------------------------------------------------------------
 // ISC dhclient: bind, renew at T1, release
 
-/// One line the hook script wrote.
+/// One record the hook script wrote: its `key=value` lines.
 type Event = HashMap<String, String>;
 
+/// Only complete records count: the hook writes a record in several `write`s, so a record still
+/// being written (no blank line after it yet) is left for the next read.
 fn read_events(path: &Path) -> Vec<Event> {
-    read_lossy(path)
+    let text = read_lossy(path);
+    let complete = text.rfind("\n\n").map_or("", |end| &text[..end]);
+    complete
         .split("\n\n")
         .filter(|rec| !rec.trim().is_empty())
         .map(|rec| {

@@ -11,7 +11,9 @@
 # new_/old_ip6_prefix (delegated prefix, "addr/len"), new_iaid, new_renew (T1), new_rebind (T2),
 # new_preferred_life, new_max_life, new_/old_dhcp6_client_id, new_/old_dhcp6_server_id.
 out="${TDM_EVENTS:-/dev/null}"
-{
+# The record is built first and appended with one printf, so a reader never sees half of it (the
+# test also ignores a record not yet followed by its empty line).
+record=$(
     printf 'reason=%s\n' "$reason"
     printf 'interface=%s\n' "$interface"
     printf 'new_ip6_address=%s\n' "$new_ip6_address"
@@ -26,6 +28,6 @@ out="${TDM_EVENTS:-/dev/null}"
     printf 'new_max_life=%s\n' "$new_max_life"
     printf 'client_id=%s\n' "${new_dhcp6_client_id:-$old_dhcp6_client_id}"
     printf 'server_id=%s\n' "${new_dhcp6_server_id:-$old_dhcp6_server_id}"
-    printf '\n'
-} >> "$out"
+)
+printf '%s\n\n' "$record" >> "$out"
 exit 0

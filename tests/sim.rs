@@ -13,10 +13,14 @@ use tandem_sim::{self as sim, SimConfig};
 /// partner refusing valid updates at random); 305235, 477335 and 584557 are the seeds of the
 /// MCLT reports judged by the state at delivery rather than the policy of the grant; 2019846
 /// (the first soak of the new simulator) a fault-model gap: a server declared down that lost
-/// the link between CONNECT and STATE served without having talked to its partner.
+/// the link between CONNECT and STATE served without having talked to its partner. 3092888
+/// and 4114282: a server that crashed in RECOVER-WAIT came back to a partner in PARTNER-DOWN,
+/// took POTENTIAL-CONFLICT for RECOVER (its stored "last alive" was its entry into RECOVER-WAIT,
+/// not the last time it answered a client), the link dropped, and RESOLUTION-INTERRUPTED
+/// allocated a prefix the partner had delegated while it was away.
 const REGRESSION_SEEDS: &[u64] = &[
     1, 3, 4, 19, 23, 30, 46, 133, 210, 228, 368, 732, 1022, 1766, 4690, 4715, 8478, 22984, 119697,
-    137128, 157888, 305235, 477335, 584557, 2019846,
+    137128, 157888, 305235, 477335, 584557, 2019846, 3092888, 4114282,
 ];
 
 fn run(seed: u64) {

@@ -524,7 +524,7 @@ mod tests {
         Persisted {
             state,
             state_since: 1000,
-            last_alive: 2000,
+            last_operated: 2000,
             partner_down_since: 0,
             communicated: true,
             store_was_empty: false,

@@ -28,6 +28,10 @@ struct Cli {
     /// With --seed: print every simulated event to stderr.
     #[arg(long)]
     trace: bool,
+    /// Sweep on past a failing seed (a soak): print each failure as it comes, list the failed
+    /// seeds at the end, and exit 1 if there was any.
+    #[arg(long)]
+    keep_going: bool,
 }
 
 /// Runs `tandem-sim` with the process's arguments.
@@ -51,11 +55,14 @@ pub fn main() -> ExitCode {
     let t0 = Instant::now();
     let (mut passed, mut grants, mut crashes, mut wipes, mut partitions, mut worst) =
         (0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
+    let mut failed: Vec<u64> = Vec::new();
+    let mut last = None;
     for seed in cli.first..cli.first.saturating_add(cli.seeds) {
         if t0.elapsed() > Duration::from_secs(cli.max_secs) {
             println!("time limit reached after {passed} seeds");
             break;
         }
+        last = Some(seed);
         match sim::run(seed, &SimConfig::from_seed(seed)) {
             Ok(r) => {
                 passed += 1;
@@ -67,15 +74,25 @@ pub fn main() -> ExitCode {
             }
             Err(f) => {
                 println!("{f}");
-                println!("simulation: {passed} passed, 1 failed");
-                return ExitCode::from(1);
+                failed.push(seed);
+                if !cli.keep_going {
+                    break;
+                }
             }
         }
     }
+    let range = last.map_or("no seed run".to_string(), |l| {
+        format!("seeds {}..={l}", cli.first)
+    });
     println!(
-        "{passed} seeds passed in {:.1}s: {grants} leases granted, {crashes} crashes ({wipes} wiped), {partitions} partitions, slowest convergence {worst}s simulated",
+        "{passed} seeds passed in {:.1}s ({range}): {grants} leases granted, {crashes} crashes ({wipes} wiped), {partitions} partitions, slowest convergence {worst}s simulated",
         t0.elapsed().as_secs_f64()
     );
-    println!("simulation: {passed} passed, 0 failed");
-    ExitCode::SUCCESS
+    println!("simulation: {passed} passed, {} failed", failed.len());
+    if failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        println!("failed seeds: {failed:?}");
+        ExitCode::from(1)
+    }
 }

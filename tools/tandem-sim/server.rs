@@ -119,6 +119,7 @@ impl World {
             mclt_secs: self.cfg.mclt_secs,
             auto_partner_down_secs: self.cfg.auto_partner_down_secs,
             startup_secs: 5,
+            skew_max_secs: tandem_core::config::defaults::SKEW_MAX_SECS,
         };
         let alloc = Arc::new(Allocator::with_failover(&self.config.subnets));
         let s = &mut self.slots[n];

@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! version (u8 = 1) | state (u8, RFC 8156 server-state value) | state_since (u64)
-//! | last_alive (u64) | partner_down_since (u64) | communicated (u8: 0/1)
+//! | last_operated (u64) | partner_down_since (u64) | communicated (u8: 0/1)
 //! | store_was_empty (u8: 0/1)
 //! ```
 //!
@@ -28,7 +28,7 @@ pub fn encode(p: &Persisted) -> Vec<u8> {
     b.push(PERSIST_VERSION);
     b.push(p.state.to_u8());
     b.extend_from_slice(&p.state_since.to_le_bytes());
-    b.extend_from_slice(&p.last_alive.to_le_bytes());
+    b.extend_from_slice(&p.last_operated.to_le_bytes());
     b.extend_from_slice(&p.partner_down_since.to_le_bytes());
     b.push(u8::from(p.communicated));
     b.push(u8::from(p.store_was_empty));
@@ -60,7 +60,7 @@ pub fn decode(b: &[u8]) -> Option<Persisted> {
     Some(Persisted {
         state: ServerState::from_u8(state)?,
         state_since: u64::from_le_bytes(*since),
-        last_alive: u64::from_le_bytes(*alive),
+        last_operated: u64::from_le_bytes(*alive),
         partner_down_since: u64::from_le_bytes(*pd),
         communicated: flag(communicated)?,
         store_was_empty: flag(store_was_empty)?,
@@ -75,7 +75,7 @@ mod tests {
         Persisted {
             state,
             state_since: 1_760_000_000,
-            last_alive: 1_760_000_123,
+            last_operated: 1_760_000_123,
             partner_down_since: 0x0102_0304_0506_0708,
             communicated: true,
             store_was_empty: false,
@@ -102,7 +102,7 @@ mod tests {
         // Extremes survive too.
         let p = Persisted {
             state_since: u64::MAX,
-            last_alive: 0,
+            last_operated: 0,
             partner_down_since: u64::MAX,
             ..sample(ServerState::PartnerDown)
         };

@@ -75,7 +75,15 @@ pub struct EndpointConfig {
     pub auto_partner_down_secs: Option<u64>,
     /// How long STARTUP waits for the partner before resuming the previous state.
     pub startup_secs: u64,
+    /// Largest clock difference the link accepts (`failover.skew_max_secs`): times the partner
+    /// announces are compared with ours only with this margin.
+    pub skew_max_secs: u64,
 }
+
+/// While this server answers clients, its time of last operation is persisted at least this
+/// often, so after a crash the stored value is at most this much behind the truth (with
+/// [`Endpoint::tick`] called at least once a second, as both edges do).
+pub const OPERATION_PERSIST_SECS: u64 = 5;
 
 /// What survives a restart (written before any STATE message that announces it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,8 +92,10 @@ pub struct Persisted {
     pub state: ServerState,
     /// When it began, unix secs.
     pub state_since: u64,
-    /// Last time this server is known to have been running, unix secs.
-    pub last_alive: u64,
+    /// Time of last operation (RFC 8156 §8.3.2's TIME-OF-FAILURE), unix secs: the last time
+    /// this server was in a state that answers clients, persisted at least every
+    /// [`OPERATION_PERSIST_SECS`] while it is. 0: it never answered (or the store was lost).
+    pub last_operated: u64,
     /// When PARTNER-DOWN was entered (0 when not in it).
     pub partner_down_since: u64,
     /// Whether this server has ever been in contact with its partner.
@@ -155,6 +165,8 @@ pub struct Endpoint {
     partner: Option<(ServerState, u64, bool)>,
     startup_until: u64,
     recover_wait_until: u64,
+    /// The `last_operated` of the last [`Action::Persist`] handed out.
+    operated_persisted: u64,
     started_at: u64,
     /// Heard from the partner since this start. Automatic PARTNER-DOWN needs it: a server
     /// that restarted without contact cannot know whether its partner served alone (in
@@ -176,7 +188,7 @@ impl Endpoint {
         let resume = stored.unwrap_or(Persisted {
             state: ServerState::Recover,
             state_since: now,
-            last_alive: 0,
+            last_operated: 0,
             partner_down_since: 0,
             communicated: false,
             store_was_empty: true,
@@ -186,14 +198,12 @@ impl Endpoint {
             cfg,
             state: ServerState::Startup,
             resume,
-            p: Persisted {
-                last_alive: resume.last_alive,
-                ..resume
-            },
+            p: resume,
             link_up: false,
             partner: None,
             startup_until: now + cfg.startup_secs,
             recover_wait_until: 0,
+            operated_persisted: resume.last_operated,
             started_at: now,
             contact_since_start: false,
             partner_knew_us: true,
@@ -252,9 +262,12 @@ impl Endpoint {
         let (answering, allocate_own, partner_from, bounded) = match (self.state, self.role) {
             (S::Normal | S::ConflictDone, Role::Primary) => (Answering::Everyone, true, None, true),
             (S::Normal, Role::Secondary) => (Answering::AddressedToUs, false, None, true),
-            (S::CommunicationsInterrupted | S::ResolutionInterrupted, _) => {
-                (Answering::Everyone, true, None, true)
-            }
+            (S::CommunicationsInterrupted, _) => (Answering::Everyone, true, None, true),
+            // RFC 8156 §8.11.1 allocates from the own pool "if that can be determined". It
+            // cannot: the partner was in PARTNER-DOWN or conflict, may have used our free
+            // resources, and the resolution that would tell us which did not finish. So
+            // RESOLUTION-INTERRUPTED answers for the bindings it knows and allocates nothing.
+            (S::ResolutionInterrupted, _) => (Answering::Everyone, false, None, true),
             (S::PartnerDown, _) => (
                 Answering::Everyone,
                 true,
@@ -352,9 +365,17 @@ impl Endpoint {
         }
     }
 
-    /// Advances timers to `now`.
+    /// Advances timers to `now`, and keeps the stored time of last operation current: call at
+    /// least once a second.
     pub fn tick(&mut self, now: u64, out: &mut Vec<Action>) {
-        self.p.last_alive = self.p.last_alive.max(now);
+        if self.serving().answering != Answering::Nobody {
+            self.p.last_operated = self.p.last_operated.max(now);
+            // One second early: the clock is in whole seconds and ticks may be a second apart.
+            if self.p.last_operated + 1 >= self.operated_persisted + OPERATION_PERSIST_SECS {
+                self.operated_persisted = self.p.last_operated;
+                out.push(Action::Persist(self.p));
+            }
+        }
         match self.state {
             ServerState::Startup if now >= self.startup_until => self.leave_startup(now, None, out),
             ServerState::CommunicationsInterrupted
@@ -393,9 +414,13 @@ impl Endpoint {
             && ps == S::PartnerDown
             && !matches!(next, S::Recover | S::PartnerDown)
         {
-            // The partner took over. If it did so after we last ran, we only missed things:
-            // recover. If before, we may both have served: reconcile.
-            next = if psince >= self.resume.last_alive {
+            // RFC 8156 §8.3.2: the partner took over. If it did so after we last answered a
+            // client, we only missed things: recover. If not, we may both have served:
+            // reconcile. Our stored time may lag by OPERATION_PERSIST_SECS and the partner's
+            // clock may differ from ours by up to skew_max_secs; a doubt goes to reconciling.
+            let surely_after =
+                self.resume.last_operated + OPERATION_PERSIST_SECS + self.cfg.skew_max_secs;
+            next = if psince > surely_after {
                 S::Recover
             } else {
                 S::PotentialConflict
@@ -469,20 +494,29 @@ impl Endpoint {
             to != S::Startup,
             "failover: transition {from} -> STARTUP is not a state change the machine makes"
         );
+        if self.serving().answering != Answering::Nobody {
+            self.p.last_operated = self.p.last_operated.max(now);
+        }
+        // Resuming the stored state after STARTUP keeps its start time: the partner compares
+        // our PARTNER-DOWN start with its own time of last operation (§8.3.2), and the
+        // partner's resources become ours MCLT after that start, not after our restart.
+        let resumed = from == S::Startup && to == self.resume.state;
         self.state = to;
         self.p.state = to;
-        self.p.state_since = now;
-        self.p.last_alive = self.p.last_alive.max(now);
+        if !resumed {
+            self.p.state_since = now;
+        }
         match to {
-            S::PartnerDown => self.p.partner_down_since = now,
+            S::PartnerDown if !resumed => self.p.partner_down_since = now,
             S::RecoverWait => {
-                // Wait out MCLT from the last time this server may have granted anything: when
-                // it went down, or (store lost, so unknown) when it started again. Only a
-                // server the partner has never heard from can have granted nothing.
+                // RFC 8156 §8.6.2: wait out MCLT from TIME-OF-FAILURE, the last time this
+                // server may have answered a client (stored, so at most OPERATION_PERSIST_SECS
+                // behind), or from the restart when the store was lost. Only a server the
+                // partner has never heard from can have granted nothing.
                 self.recover_wait_until = if self.p.store_was_empty && !self.partner_knew_us {
                     now
-                } else if self.resume.last_alive > 0 && !self.p.store_was_empty {
-                    self.resume.last_alive + self.cfg.mclt_secs
+                } else if self.resume.last_operated > 0 && !self.p.store_was_empty {
+                    self.resume.last_operated + OPERATION_PERSIST_SECS + self.cfg.mclt_secs
                 } else {
                     self.started_at + self.cfg.mclt_secs
                 };
@@ -491,6 +525,7 @@ impl Endpoint {
             _ => {}
         }
         out.push(Action::Changed { from, to });
+        self.operated_persisted = self.p.last_operated;
         out.push(Action::Persist(self.p));
         if self.link_up {
             out.push(Action::SendState);
@@ -550,6 +585,7 @@ mod tests {
         mclt_secs: 3600,
         auto_partner_down_secs: Some(60),
         startup_secs: 5,
+        skew_max_secs: 5,
     };
 
     fn states(out: &[Action]) -> Vec<ServerState> {
@@ -565,7 +601,7 @@ mod tests {
         Persisted {
             state,
             state_since: since,
-            last_alive: alive,
+            last_operated: alive,
             partner_down_since: 0,
             communicated: true,
             store_was_empty: false,
@@ -701,13 +737,138 @@ mod tests {
         out.clear();
         e.handle(1001, Event::UpdatesDone, &mut out);
         assert_eq!(e.state(), S::RecoverWait);
-        assert_eq!(e.next_timer(), Some(100 + 3600));
-        e.tick(3699, &mut out);
+        // MCLT from the stored time of last operation, which may lag by the persist interval.
+        let until = 100 + OPERATION_PERSIST_SECS + 3600;
+        assert_eq!(e.next_timer(), Some(until));
+        e.tick(until - 1, &mut out);
         assert_eq!(e.state(), S::RecoverWait);
-        e.tick(3700, &mut out);
+        e.tick(until, &mut out);
         assert_eq!(e.state(), S::RecoverDone);
-        e.handle(3700, partner(S::Normal, 3700), &mut out);
+        e.handle(until, partner(S::Normal, until), &mut out);
         assert_eq!(e.state(), S::Normal);
+    }
+
+    /// The last persisted endpoint state in `out`.
+    fn last_persisted(out: &[Action]) -> Option<Persisted> {
+        out.iter().rev().find_map(|a| match a {
+            Action::Persist(p) => Some(*p),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn time_of_last_operation_is_persisted_while_answering_only() {
+        let mut e = Endpoint::start(Role::Primary, CFG, Some(stored(S::Normal, 0, 100)), 1000);
+        let mut out = Vec::new();
+        e.tick(1005, &mut out); // startup timer: COMMUNICATIONS-INTERRUPTED, answering
+        assert_eq!(e.state(), S::CommunicationsInterrupted);
+        let mut stored_at = last_persisted(&out)
+            .expect("the transition persists")
+            .last_operated;
+        assert_eq!(
+            stored_at, 100,
+            "it has answered nobody since the restart yet"
+        );
+        for now in 1006..1100 {
+            out.clear();
+            e.tick(now, &mut out);
+            if let Some(p) = last_persisted(&out) {
+                assert!(p.last_operated > stored_at, "{p:?} after {stored_at}");
+                stored_at = p.last_operated;
+            }
+            assert!(
+                now - stored_at < OPERATION_PERSIST_SECS,
+                "at {now} the stored time of last operation is still {stored_at}"
+            );
+        }
+        // A server that answers nobody does not move it: RECOVER after losing the store.
+        let mut r = Endpoint::start(Role::Primary, CFG, None, 0);
+        out.clear();
+        for now in 0..100 {
+            r.tick(now, &mut out);
+        }
+        assert_eq!(r.state(), S::Recover);
+        assert_eq!(r.persisted().last_operated, 0);
+    }
+
+    #[test]
+    fn served_alone_past_partner_down_then_restarted_is_potential_conflict() {
+        // Issue 10 item 1: partitioned in COMMUNICATIONS-INTERRUPTED, we keep serving; the
+        // partner declares PARTNER-DOWN at 400; we serve on until 900 and restart. What we
+        // stored says we operated after 400: both may have served the same resources.
+        let mut b = Endpoint::start(Role::Secondary, CFG, Some(stored(S::Normal, 0, 100)), 100);
+        let mut out = Vec::new();
+        for now in 100..=900 {
+            b.tick(now, &mut out);
+        }
+        assert_eq!(b.state(), S::CommunicationsInterrupted);
+        let kept = last_persisted(&out).expect("persisted while serving");
+        assert_eq!(kept.state_since, 105, "the state's start stays as it was");
+        let mut b = Endpoint::start(Role::Secondary, CFG, Some(kept), 1000);
+        out.clear();
+        b.handle(1000, Event::LinkUp, &mut out);
+        b.handle(1000, partner(S::PartnerDown, 400), &mut out);
+        assert_eq!(b.state(), S::PotentialConflict);
+        assert_eq!(b.serving().answering, Answering::Nobody);
+    }
+
+    #[test]
+    fn recovering_server_restarted_recovers_again() {
+        // Seeds 3092888 and 4114282: we last answered at 100, the partner went PARTNER-DOWN at
+        // 400, we came back into RECOVER-WAIT, crashed there at 600 and restart. RECOVER-WAIT
+        // answered nobody, so nothing can conflict: recover, do not reconcile.
+        for state in [S::Recover, S::RecoverWait] {
+            let mut e = Endpoint::start(Role::Secondary, CFG, Some(stored(state, 550, 100)), 700);
+            let mut out = Vec::new();
+            e.handle(700, Event::LinkUp, &mut out);
+            e.handle(700, partner(S::PartnerDown, 400), &mut out);
+            assert_eq!(e.state(), S::Recover, "resumed {state}");
+        }
+        // A partner that went down within the margin of our last operation: reconcile.
+        let mut e = Endpoint::start(
+            Role::Secondary,
+            CFG,
+            Some(stored(S::RecoverWait, 550, 395)),
+            700,
+        );
+        let mut out = Vec::new();
+        e.handle(700, Event::LinkUp, &mut out);
+        e.handle(700, partner(S::PartnerDown, 400), &mut out);
+        assert_eq!(e.state(), S::PotentialConflict);
+    }
+
+    #[test]
+    fn resumed_partner_down_keeps_its_start_times() {
+        let mut kept = stored(S::PartnerDown, 300, 900);
+        kept.partner_down_since = 300;
+        let mut e = Endpoint::start(Role::Primary, CFG, Some(kept), 1000);
+        let mut out = Vec::new();
+        e.tick(1005, &mut out); // startup timer: resume PARTNER-DOWN alone
+        assert_eq!(e.state(), S::PartnerDown);
+        assert_eq!(
+            e.state_since(),
+            300,
+            "announced to the partner as its start (§8.3.2)"
+        );
+        assert_eq!(e.persisted().partner_down_since, 300);
+        assert_eq!(e.serving().partner_resources_from, Some(300 + 3600));
+    }
+
+    #[test]
+    fn resolution_interrupted_renews_but_allocates_nothing() {
+        let mut e = Endpoint::start(
+            Role::Primary,
+            CFG,
+            Some(stored(S::PotentialConflict, 900, 900)),
+            1000,
+        );
+        let mut out = Vec::new();
+        e.tick(1005, &mut out);
+        assert_eq!(e.state(), S::ResolutionInterrupted);
+        let serving = e.serving();
+        assert_eq!(serving.answering, Answering::Everyone);
+        assert!(!serving.allocate_own && serving.partner_resources_from.is_none());
+        assert!(serving.mclt_bounded);
     }
 
     #[test]

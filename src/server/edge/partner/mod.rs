@@ -239,6 +239,7 @@ pub fn start(setup: PartnerSetup) -> Result<PartnerHandle, PartnerStartError> {
         mclt_secs: fo.mclt_secs,
         auto_partner_down_secs: fo.auto_partner_down_secs,
         startup_secs: fo.startup_secs,
+        skew_max_secs: fo.skew_max_secs,
     };
     let node = Node::with_allocator(
         setup.config.clone(),

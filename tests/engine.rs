@@ -240,6 +240,7 @@ struct P {
     rapid: bool,
     nas: Vec<(u32, Vec<Ipv6Addr>)>,
     pds: Vec<(u32, Vec<(Ipv6Addr, u8)>)>,
+    oro: Vec<u16>,
 }
 
 impl P {
@@ -252,7 +253,12 @@ impl P {
             rapid: false,
             nas: Vec::new(),
             pds: Vec::new(),
+            oro: Vec::new(),
         }
+    }
+    fn oro(mut self, codes: &[u16]) -> Self {
+        self.oro = codes.to_vec();
+        self
     }
     fn sid(mut self) -> Self {
         self.server = Some(SERVER_DUID.to_vec());
@@ -292,6 +298,9 @@ impl P {
             w.server_id(s);
         }
         w.elapsed_time(0);
+        if !self.oro.is_empty() {
+            w.oro(&self.oro);
+        }
         if self.rapid {
             w.rapid_commit();
         }
@@ -1789,4 +1798,293 @@ proptest! {
         let bytes = apply(seeds()[seed].clone(), &muts);
         check_contract(&bytes, multicast);
     }
+}
+
+// =============================================================================================
+// Options (RFC 8415 §18.3, §21.7; RFC 3646, 4075, 5908)
+
+/// Global, subnet and pd-pool options on subnet 1; subnet 2 sets its own DNS servers.
+fn options_conf(extra_global: &str) -> String {
+    format!(
+        r#"[server]
+listen = ["[::1]:5547"]
+rapid_commit = true
+[lease]
+preferred_lifetime_secs = 100
+valid_lifetime_secs = 200
+[options]
+dns_servers = ["2001:db8::53"]
+domain_search = ["example.net", "lab.example.net"]
+information_refresh_secs = 7200
+sol_max_rt_secs = 3600
+inf_max_rt_secs = 1800
+ntp_servers = ["2001:db8::123", "ff05::101", "ntp.example.net"]
+vendor = [{{ enterprise = 4491, suboptions = [{{ code = 1, hex = "0a0b" }}] }}]
+{extra_global}
+[[subnet]]
+id = 1
+prefix = "2001:db8:1::/64"
+pools = [{{ range = "2001:db8:1::100-2001:db8:1::1ff" }}]
+pd_pools = [{{ prefix = "2001:db8:8000::/40", delegated_len = 56, options = {{ dns_servers = ["2001:db8:8::53"] }} }}]
+[subnet.options]
+dns_servers = ["2001:db8:1::53", "2001:db8:1::54"]
+[[subnet]]
+id = 2
+prefix = "2001:db8:2::/64"
+pools = [{{ range = "2001:db8:2::100-2001:db8:2::1ff" }}]
+options = {{ dns_servers = ["2001:db8:2::53"] }}
+"#
+    )
+}
+
+/// Every top-level option of a message, decoded by dhcproto (the independent oracle).
+fn oracle_options(bytes: &[u8]) -> Vec<DhcpOption> {
+    let m = dhcproto::v6::Message::decode(&mut dhcproto::Decoder::new(bytes))
+        .expect("dhcproto decodes the reply");
+    m.opts().iter().cloned().collect()
+}
+
+fn dns_of(opts: &[DhcpOption]) -> Vec<Vec<Ipv6Addr>> {
+    opts.iter()
+        .filter_map(|o| match o {
+            DhcpOption::DomainNameServers(a) => Some(a.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The bytes of option `code` that dhcproto has no type for.
+fn unknown_data(opts: &[DhcpOption], code: u16) -> Option<Vec<u8>> {
+    opts.iter().find_map(|o| match o {
+        DhcpOption::Unknown(u) if u16::from(u.code()) == code => Some(u.data().to_vec()),
+        _ => None,
+    })
+}
+
+fn code_count(v: &View, code: u16) -> usize {
+    v.codes.iter().filter(|c| **c == code).count()
+}
+
+#[test]
+fn requested_options_come_from_the_most_specific_level() {
+    let mut s = Srv::new(&options_conf(""));
+    let oro = [23, 24, 82, 32, 83, 17, 56];
+    // An address only: the subnet's DNS servers, the global search list, SOL_MAX_RT; not the
+    // Information-request-only options.
+    let r = s.send(
+        &P::new(MessageType::Solicit, 1)
+            .rapid()
+            .na(1, &[])
+            .oro(&oro)
+            .bytes(),
+    );
+    let v = r.view();
+    assert!(pool1(v.na(1).addrs[0].0));
+    let opts = oracle_options(&r.reply);
+    assert_eq!(
+        dns_of(&opts),
+        vec![vec![ip("2001:db8:1::53"), ip("2001:db8:1::54")]]
+    );
+    let search: Vec<String> = opts
+        .iter()
+        .filter_map(|o| match o {
+            DhcpOption::DomainSearchList(names) => {
+                Some(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+            }
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    assert_eq!(search, ["example.net.", "lab.example.net."]);
+    assert_eq!(code_count(&v, opt::SOL_MAX_RT), 1);
+    assert_eq!(
+        code_count(&v, opt::INFORMATION_REFRESH_TIME),
+        0,
+        "§21.23: Information-request only"
+    );
+    assert_eq!(
+        code_count(&v, opt::INF_MAX_RT),
+        0,
+        "§21.25: Information-request only"
+    );
+    assert_eq!(code_count(&v, opt::VENDOR_OPTS), 1);
+    assert_eq!(code_count(&v, opt::NTP_SERVER), 3, "one per server");
+    // A prefix too: the pd-pool's own DNS servers win over the subnet's.
+    let r = s.send(
+        &P::new(MessageType::Solicit, 2)
+            .rapid()
+            .na(1, &[])
+            .pd(2, &[])
+            .oro(&[23])
+            .bytes(),
+    );
+    assert_eq!(
+        dns_of(&oracle_options(&r.reply)),
+        vec![vec![ip("2001:db8:8::53")]]
+    );
+    // Subnet 2 has its own list; relayed from its link.
+    let inner = P::new(MessageType::Solicit, 3)
+        .rapid()
+        .na(1, &[])
+        .oro(&[23, 24])
+        .bytes();
+    let r = s.send(&relay(0, "2001:db8:2::1", "fe80::99", None, &inner));
+    let back = unwrap_relay_replies(&r.reply).unwrap();
+    let opts = oracle_options(back.inner());
+    assert_eq!(dns_of(&opts), vec![vec![ip("2001:db8:2::53")]]);
+    assert!(
+        opts.iter()
+            .any(|o| matches!(o, DhcpOption::DomainSearchList(_)))
+    );
+}
+
+#[test]
+fn only_requested_options_are_sent_each_once() {
+    let mut s = Srv::new(&options_conf(""));
+    let r = s.send(&P::new(MessageType::Solicit, 1).rapid().na(1, &[]).bytes());
+    let v = r.view();
+    for code in [23, 24, 17, 31, 32, 56, 82, 83] {
+        assert_eq!(code_count(&v, code), 0, "option {code} was not requested");
+    }
+    let r = s.send(
+        &P::new(MessageType::Solicit, 2)
+            .na(1, &[])
+            .oro(&[23, 23, 24, 23, 999])
+            .bytes(),
+    );
+    let v = r.view();
+    assert_eq!(v.ty, MessageType::Advertise);
+    assert_eq!((code_count(&v, 23), code_count(&v, 24)), (1, 1));
+    assert_eq!(code_count(&v, 999), 0, "not configured");
+}
+
+#[test]
+fn renew_reply_carries_requested_options() {
+    let mut s = Srv::new(&options_conf(""));
+    let a = s.grant(1);
+    let r = s.send(
+        &P::new(MessageType::Renew, 1)
+            .sid()
+            .na(1, &[a])
+            .oro(&[23, 32])
+            .bytes(),
+    );
+    let v = r.view();
+    assert_eq!(v.na(1).addrs[0].0, a);
+    assert_eq!(
+        dns_of(&oracle_options(&r.reply)),
+        vec![vec![ip("2001:db8:1::53"), ip("2001:db8:1::54")]]
+    );
+    assert_eq!(code_count(&v, 32), 0);
+}
+
+#[test]
+fn information_request_gets_the_options_of_its_link() {
+    let mut s = Srv::new(&options_conf("custom = [{ code = 100, text = \"hello\" }]"));
+    let oro = [23, 24, 32, 82, 83, 100];
+    let r = s.send(&P::new(MessageType::InformationRequest, 1).oro(&oro).bytes());
+    let v = r.view();
+    assert_eq!(v.ty, MessageType::Reply);
+    let opts = oracle_options(&r.reply);
+    // Direct, no interface: the first subnet not tied to an interface (subnet 1).
+    assert_eq!(
+        dns_of(&opts),
+        vec![vec![ip("2001:db8:1::53"), ip("2001:db8:1::54")]]
+    );
+    assert_eq!(code_count(&v, 32), 1, "{:?}", v.codes);
+    // dhcproto 0.15 reads option 32 as an unknown option: compare its bytes.
+    assert_eq!(
+        unknown_data(&opts, 32),
+        Some(7200u32.to_be_bytes().to_vec())
+    );
+    assert_eq!(code_count(&v, opt::INF_MAX_RT), 1);
+    assert_eq!(
+        code_count(&v, opt::SOL_MAX_RT),
+        0,
+        "SOL_MAX_RT is for Solicit's clients"
+    );
+    assert_eq!(code_count(&v, 100), 1);
+    assert!(v.nas.is_empty() && v.pds.is_empty());
+    // Relayed from subnet 2's link: its DNS servers.
+    let inner = P::new(MessageType::InformationRequest, 2)
+        .oro(&[23])
+        .bytes();
+    let r = s.send(&relay(0, "2001:db8:2::1", "fe80::99", None, &inner));
+    let back = unwrap_relay_replies(&r.reply).unwrap();
+    assert_eq!(
+        dns_of(&oracle_options(back.inner())),
+        vec![vec![ip("2001:db8:2::53")]]
+    );
+    // From a link no subnet covers: the global options (stateless service needs no pool).
+    let inner = P::new(MessageType::InformationRequest, 3)
+        .oro(&[23])
+        .bytes();
+    let r = s.send(&relay(0, "2001:db8:77::1", "fe80::99", None, &inner));
+    let back = unwrap_relay_replies(&r.reply).unwrap();
+    assert_eq!(
+        dns_of(&oracle_options(back.inner())),
+        vec![vec![ip("2001:db8::53")]]
+    );
+}
+
+#[test]
+fn advertise_with_nothing_to_assign_still_carries_requested_sol_max_rt() {
+    let mut s = Srv::new(&small_conf("2001:db8:1::100", "").replace(
+        "[[subnet]]",
+        "[options]\nsol_max_rt_secs = 3600\n[[subnet]]",
+    ));
+    s.grant(1);
+    let r = s.send(
+        &P::new(MessageType::Solicit, 2)
+            .na(1, &[])
+            .oro(&[82])
+            .bytes(),
+    );
+    let v = r.view();
+    assert_eq!(v.ty, MessageType::Advertise);
+    assert_eq!(v.status, Some(NO_ADDRS));
+    assert!(v.nas.is_empty(), "no empty IAs in such an Advertise");
+    let opts = oracle_options(&r.reply);
+    assert_eq!(
+        unknown_data(&opts, 82),
+        Some(3600u32.to_be_bytes().to_vec())
+    );
+}
+
+#[test]
+fn ntp_and_vendor_options_decode_as_their_rfcs_say() {
+    let mut s = Srv::new(&options_conf(""));
+    let r = s.send(
+        &P::new(MessageType::InformationRequest, 1)
+            .oro(&[56, 17])
+            .bytes(),
+    );
+    let opts = oracle_options(&r.reply);
+    let ntp: Vec<Vec<dhcproto::v6::NtpSuboption>> = opts
+        .iter()
+        .filter_map(|o| match o {
+            DhcpOption::NtpServer(subs) => Some(subs.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ntp.len(), 3, "{ntp:?}");
+    assert!(
+        ntp.iter().all(|subs| subs.len() == 1),
+        "one time source per option"
+    );
+    assert!(
+        matches!(ntp[0][0], dhcproto::v6::NtpSuboption::ServerAddress(a) if a == ip("2001:db8::123"))
+    );
+    assert!(
+        matches!(ntp[1][0], dhcproto::v6::NtpSuboption::MulticastAddress(a) if a == ip("ff05::101"))
+    );
+    assert!(
+        matches!(&ntp[2][0], dhcproto::v6::NtpSuboption::FQDN(n) if n.to_string() == "ntp.example.net.")
+    );
+    let vendor = opts.iter().find_map(|o| match o {
+        DhcpOption::VendorOpts(v) => Some(v.clone()),
+        _ => None,
+    });
+    let vendor = vendor.expect("vendor option");
+    assert_eq!(vendor.num, 4491);
 }

@@ -128,8 +128,13 @@ fn dhclient_cycle(test: &str, tag: &str, pd: bool) {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
     let cfg = dir.path().join("tandem.toml");
-    std::fs::write(&cfg, netns_config(&data, &topo.s.name, &[(LINK1, None)]))
-        .expect("write config");
+    let options = "\n[options]\ndns_servers = [\"2001:db8::53\", \"2001:db8::54\"]\n\
+                   domain_search = [\"example.net\", \"lab.example.net\"]\n";
+    std::fs::write(
+        &cfg,
+        netns_config(&data, &topo.s.name, &[(LINK1, None)]) + options,
+    )
+    .expect("write config");
     let mut server = start_server(
         &topo.s.exec(),
         &cfg,
@@ -142,7 +147,12 @@ fn dhclient_cycle(test: &str, tag: &str, pd: bool) {
     std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).expect("chmod hook");
     let events = dir.path().join("events");
     let conf = dir.path().join("dhclient.conf");
-    std::fs::write(&conf, "# empty: no site configuration\n").expect("write dhclient.conf");
+    // What Debian's stock dhclient.conf asks for over DHCPv6.
+    std::fs::write(
+        &conf,
+        "request dhcp6.name-servers, dhcp6.domain-search, dhcp6.fqdn, dhcp6.sntp-servers;\n",
+    )
+    .expect("write dhclient.conf");
     let p = |name: &str| dir.path().join(name).display().to_string();
     let common: Vec<String> = {
         let mut v = vec!["-6".to_string()];
@@ -227,6 +237,8 @@ fn dhclient_cycle(test: &str, tag: &str, pd: bool) {
         );
     }
     for (k, v) in [
+        ("name_servers", "2001:db8::53 2001:db8::54"),
+        ("domain_search", "example.net. lab.example.net."),
         ("new_renew", "5"),
         ("new_rebind", "8"),
         ("new_preferred_life", "20"),

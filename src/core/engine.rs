@@ -2,7 +2,7 @@
 //! bytes, and writes the reply bytes and the lease changes that must be durable before the
 //! reply may leave. No sockets, threads, clocks or disk in here.
 
-use crate::config::{Config, ResourceKind};
+use crate::config::{Config, OptionSet, ResourceKind, SubnetConfig};
 use crate::lease::Lease;
 use crate::pool::{AcquireMode, Allocator, ClientIa, Extended, Granted, Rules};
 use crate::wire::{
@@ -17,6 +17,11 @@ use std::sync::Arc;
 pub const IAS_PER_MESSAGE_MAX: usize = 16;
 /// Most addresses or prefixes looked at inside one IA (hints, renewals, releases).
 pub const RESOURCES_PER_IA_MAX: usize = 8;
+/// Most option codes of an Option Request option looked at; further ones are ignored.
+pub const ORO_CODES_MAX: usize = 64;
+/// Most pools whose own options one reply takes into account (the pools of the resources it
+/// grants, in IA order).
+pub const POOLS_WITH_OPTIONS_PER_REPLY_MAX: usize = 8;
 
 /// A received datagram with what the edge knows about it.
 #[derive(Debug, Clone, Copy)]
@@ -266,12 +271,19 @@ impl Engine {
             if msg.ia_nas().next().is_some() || msg.ia_pds().next().is_some() {
                 return Err(Dropped::NothingToAnswer);
             }
-            self.start(out, T::Reply, msg, hops);
+            // Stateless DHCPv6 (RFC 8415 §18.3.6): the options of the client's link, or the
+            // global ones when no subnet covers it.
+            let options = self
+                .select_subnet(hops, rx.src.ip(), rx.interface)
+                .map_or(&self.config.options, |i| &self.config.subnets[i].options);
+            let mut w = self.start(out, T::Reply, msg, hops);
+            put_requested(&mut w, msg, ty, options, &UsedPools::default(), None);
             return Ok(());
         }
         let subnet = self
             .select_subnet(hops, rx.src.ip(), rx.interface)
             .ok_or(Dropped::NoSubnet)?;
+        let sub = &self.config.subnets[subnet];
         // RFC 8415 §18.4: unicast to a server that never offered unicast → UseMulticast.
         if hops.is_empty()
             && !rx.multicast
@@ -307,6 +319,7 @@ impl Engine {
                     w.option(opt::PREFERENCE, &[p]);
                 }
                 let mut any = false;
+                let mut used = UsedPools::default();
                 for ia in ia_requests(msg) {
                     let c = ia.client(subnet, duid);
                     let mut hints = [Ipv6Addr::UNSPECIFIED; RESOURCES_PER_IA_MAX];
@@ -320,6 +333,7 @@ impl Engine {
                     {
                         Some(g) => {
                             any = true;
+                            used.note(sub, ia.kind, g.addr);
                             let (t1, t2) = timers(&lt, g.preferred_secs);
                             write_ia(&mut w, ia.kind, ia.iaid, t1, t2, |o| {
                                 put_resource(o, ia.kind, &g)
@@ -347,10 +361,15 @@ impl Engine {
                     w.server_id(&self.duid);
                     w.client_id(duid);
                     w.status(StatusCode::NoAddrsAvail, "nothing available for any IA");
+                    // Requested options still go (SOL_MAX_RT exists to slow such clients).
+                    put_requested(&mut w, msg, ty, &sub.options, &used, None);
+                } else {
+                    put_requested(&mut w, msg, ty, &sub.options, &used, Some(sub));
                 }
             }
             T::Renew | T::Rebind => {
                 let mut w = self.start(out, T::Reply, msg, hops);
+                let mut used = UsedPools::default();
                 for ia in ia_requests(msg) {
                     let c = ia.client(subnet, duid);
                     let mut results =
@@ -365,11 +384,20 @@ impl Engine {
                     }
                     let results = &results[..ia.named().len()];
                     let fallback = self.renew_fallback(now, &c, results, &policy.rules, writes);
+                    for r in results {
+                        if let Extended::Extended(g) = r.2 {
+                            used.note(sub, ia.kind, g.addr);
+                        }
+                    }
+                    if let Some(g) = fallback {
+                        used.note(sub, ia.kind, g.addr);
+                    }
                     let (t1, t2) = timers(&lt, shortest_preferred(results, fallback));
                     write_ia(&mut w, ia.kind, ia.iaid, t1, t2, |o| {
                         renewed(o, results, fallback, ia.kind)
                     });
                 }
+                put_requested(&mut w, msg, ty, &sub.options, &used, Some(sub));
             }
             T::Release | T::Decline => {
                 let hold = (ty == T::Decline).then_some(self.config.server.decline_hold_secs);
@@ -534,6 +562,76 @@ impl IaRequest {
     }
     fn named(&self) -> &[(Ipv6Addr, u8)] {
         &self.named[..self.n]
+    }
+}
+
+/// The pools (indices in the subnet) of the resources a reply grants whose own options apply,
+/// at most [`POOLS_WITH_OPTIONS_PER_REPLY_MAX`], in the order first granted.
+#[derive(Default)]
+struct UsedPools {
+    idx: [usize; POOLS_WITH_OPTIONS_PER_REPLY_MAX],
+    n: usize,
+}
+
+impl UsedPools {
+    /// Notes the pool of `addr` if it has options of its own.
+    fn note(&mut self, sub: &SubnetConfig, kind: ResourceKind, addr: Ipv6Addr) {
+        if self.n == self.idx.len() {
+            return;
+        }
+        let Some(i) = sub
+            .pools
+            .iter()
+            .position(|p| p.kind == kind && !p.options.is_empty() && p.index_of(addr).is_some())
+        else {
+            return;
+        };
+        if !self.idx[..self.n].contains(&i) {
+            self.idx[self.n] = i;
+            self.n += 1;
+        }
+    }
+}
+
+/// Writes the options the client asked for in its Option Request option (RFC 8415 §18.3,
+/// §21.7), each once, in the order asked: a pool's own value first (of the resources granted,
+/// in order), else `options` (the subnet's, global ones underneath). Only requested options
+/// are sent. Information Refresh Time and INF_MAX_RT go only in a Reply to an
+/// Information-request (§21.23, §21.25); SOL_MAX_RT only in replies to the other messages.
+fn put_requested(
+    w: &mut MessageWriter,
+    msg: &Message,
+    answering: MessageType,
+    options: &OptionSet,
+    used: &UsedPools,
+    sub: Option<&SubnetConfig>,
+) {
+    let info = answering == MessageType::InformationRequest;
+    let mut done = [0u16; ORO_CODES_MAX];
+    let mut n = 0;
+    for code in msg.oro().take(ORO_CODES_MAX) {
+        if done[..n].contains(&code) {
+            continue;
+        }
+        done[n] = code;
+        n += 1;
+        let allowed = match code {
+            opt::INFORMATION_REFRESH_TIME | opt::INF_MAX_RT => info,
+            opt::SOL_MAX_RT => !info,
+            _ => true,
+        };
+        if !allowed {
+            continue;
+        }
+        let from_pool = sub.and_then(|s| {
+            used.idx[..used.n]
+                .iter()
+                .map(|&i| &s.pools[i].options)
+                .find(|o| o.contains(code))
+        });
+        for v in from_pool.unwrap_or(options).get(code) {
+            w.option(code, v);
+        }
     }
 }
 

@@ -169,11 +169,17 @@ pub fn main() -> ExitCode {
                         c.server.control_socket_path().display()
                     );
                 }
+                if !c.options.is_empty() {
+                    println!("options: {}", option_list(&c.options));
+                }
                 for s in &c.subnets {
                     println!(
                         "subnet {} {} (preferred {}s, valid {}s)",
                         s.id, s.prefix, s.lifetimes.preferred_secs, s.lifetimes.valid_secs
                     );
+                    if !s.options.is_empty() {
+                        println!("  options (global and subnet): {}", option_list(&s.options));
+                    }
                     for p in &s.pools {
                         println!(
                             "  {:?} pool {}..{} ({} x /{}, {} sub-pools)",
@@ -184,6 +190,9 @@ pub fn main() -> ExitCode {
                             p.resource_len,
                             p.subpools
                         );
+                        if !p.options.is_empty() {
+                            println!("    pool options: {}", option_list(&p.options));
+                        }
                     }
                 }
                 ExitCode::SUCCESS
@@ -347,4 +356,12 @@ fn leases(args: LeasesArgs) -> ExitCode {
             ExitCode::from(EXIT_STORE)
         }
     }
+}
+
+/// `23 (32 B), 24 (30 B)`: the option codes of a set with their encoded sizes.
+fn option_list(set: &config::OptionSet) -> String {
+    set.iter()
+        .map(|(code, v)| format!("{code} ({} B)", v.len()))
+        .collect::<Vec<_>>()
+        .join(", ")
 }

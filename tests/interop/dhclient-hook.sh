@@ -9,7 +9,8 @@
 # DHCPv6 reasons: PREINIT6, BOUND6, RENEW6, REBIND6, DEPREF6, EXPIRE6, RELEASE6, STOP6.
 # Variables (isc-dhcp-client 4.4): new_/old_ip6_address, new_/old_ip6_prefixlen (addresses),
 # new_/old_ip6_prefix (delegated prefix, "addr/len"), new_iaid, new_renew (T1), new_rebind (T2),
-# new_preferred_life, new_max_life, new_/old_dhcp6_client_id, new_/old_dhcp6_server_id.
+# new_preferred_life, new_max_life, new_/old_dhcp6_client_id, new_/old_dhcp6_server_id,
+# new_dhcp6_name_servers and new_dhcp6_domain_search (space-separated).
 out="${TDM_EVENTS:-/dev/null}"
 # The record is built first and appended with one printf, so a reader never sees half of it (the
 # test also ignores a record not yet followed by its empty line).
@@ -28,6 +29,8 @@ record=$(
     printf 'new_max_life=%s\n' "$new_max_life"
     printf 'client_id=%s\n' "${new_dhcp6_client_id:-$old_dhcp6_client_id}"
     printf 'server_id=%s\n' "${new_dhcp6_server_id:-$old_dhcp6_server_id}"
+    printf 'name_servers=%s\n' "$new_dhcp6_name_servers"
+    printf 'domain_search=%s\n' "$new_dhcp6_domain_search"
 )
 printf '%s\n\n' "$record" >> "$out"
 exit 0

@@ -46,3 +46,14 @@ pub const RECONNECT_MAX_MS: u64 = 2000;
 pub const RECONNECT_MIN_MS: u64 = 100;
 /// Longest `failover.relationship` name, bytes of UTF-8, so a CONNECT always fits one frame.
 pub const RELATIONSHIP_NAME_LEN_MAX: usize = 1024;
+
+/// Smallest `information_refresh_secs` (RFC 8415 §21.23: IRT_MINIMUM).
+pub const INFORMATION_REFRESH_SECS_MIN: u32 = 600;
+/// Range of `sol_max_rt_secs` and `inf_max_rt_secs` (RFC 8415 §21.24, §21.25).
+pub const MAX_RT_SECS_MIN: u32 = 60;
+/// See [`MAX_RT_SECS_MIN`].
+pub const MAX_RT_SECS_MAX: u32 = 86_400;
+/// Most bytes of configured options one reply may carry (all levels together). With the
+/// identifiers and a few IAs, a reply then still fits the IPv6 minimum MTU (1280 bytes) and is
+/// never fragmented; a configuration that could exceed it is refused at load.
+pub const REPLY_OPTIONS_BYTES_MAX: usize = 1024;

@@ -14,6 +14,48 @@ pub(super) struct FileConfig {
     #[serde(default)]
     pub(super) subnet: Vec<Spanned<FileSubnet>>,
     pub(super) failover: Option<Spanned<FileFailover>>,
+    #[serde(default)]
+    pub(super) options: FileOptions,
+}
+
+/// An `options` table (global `[options]`, `[subnet.options]`, or `options = {...}` in a pool).
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileOptions {
+    pub(super) dns_servers: Option<Spanned<Vec<String>>>,
+    pub(super) domain_search: Option<Spanned<Vec<String>>>,
+    pub(super) sntp_servers: Option<Spanned<Vec<String>>>,
+    pub(super) ntp_servers: Option<Spanned<Vec<String>>>,
+    pub(super) information_refresh_secs: Option<Spanned<u32>>,
+    pub(super) sol_max_rt_secs: Option<Spanned<u32>>,
+    pub(super) inf_max_rt_secs: Option<Spanned<u32>>,
+    #[serde(default)]
+    pub(super) vendor: Vec<Spanned<FileVendor>>,
+    #[serde(default)]
+    pub(super) custom: Vec<Spanned<FileCodedValue>>,
+}
+
+/// One Vendor-specific Information option: an enterprise number and its sub-options.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileVendor {
+    pub(super) enterprise: u32,
+    #[serde(default)]
+    pub(super) suboptions: Vec<Spanned<FileCodedValue>>,
+}
+
+/// A code with exactly one value representation (a custom option, or a vendor sub-option).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileCodedValue {
+    pub(super) code: u16,
+    pub(super) hex: Option<String>,
+    pub(super) text: Option<String>,
+    pub(super) addresses: Option<Vec<String>>,
+    pub(super) domains: Option<Vec<String>>,
+    pub(super) u8: Option<u8>,
+    pub(super) u16: Option<u16>,
+    pub(super) u32: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -79,6 +121,8 @@ pub(super) struct FileSubnet {
     pub(super) pools: Vec<Spanned<FileAddrPool>>,
     #[serde(default)]
     pub(super) pd_pools: Vec<Spanned<FilePdPool>>,
+    #[serde(default)]
+    pub(super) options: FileOptions,
 }
 
 #[derive(Deserialize)]
@@ -86,6 +130,8 @@ pub(super) struct FileSubnet {
 pub(super) struct FileAddrPool {
     pub(super) range: Option<Spanned<String>>,
     pub(super) prefix: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) options: FileOptions,
 }
 
 #[derive(Deserialize)]
@@ -93,4 +139,6 @@ pub(super) struct FileAddrPool {
 pub(super) struct FilePdPool {
     pub(super) prefix: Spanned<String>,
     pub(super) delegated_len: Spanned<u8>,
+    #[serde(default)]
+    pub(super) options: FileOptions,
 }

@@ -10,10 +10,12 @@
 
 pub mod defaults;
 mod file;
+mod options;
 #[cfg(test)]
 mod tests;
 mod validate;
 
+pub use options::OptionSet;
 pub use validate::parse;
 
 use std::fmt;
@@ -148,6 +150,9 @@ pub struct PoolConfig {
     pub resource_len: u8,
     /// How many hashed sub-pools the pool is split into.
     pub subpools: u32,
+    /// Options set on this pool itself (the subnet's apply underneath): for clients given a
+    /// resource from it.
+    pub options: OptionSet,
 }
 
 impl PoolConfig {
@@ -187,6 +192,8 @@ pub struct SubnetConfig {
     pub pools: Vec<PoolConfig>,
     /// Lifetimes handed out in this subnet.
     pub lifetimes: Lifetimes,
+    /// The options of this subnet's clients: the global ones with the subnet's laid on top.
+    pub options: OptionSet,
 }
 
 /// Lifetimes and renewal timers, in seconds.
@@ -300,6 +307,8 @@ pub struct Config {
     pub subnets: Vec<SubnetConfig>,
     /// The failover relationship, if this server has a partner.
     pub failover: Option<FailoverConfig>,
+    /// The global `[options]`: for an Information-request from a link no subnet covers.
+    pub options: OptionSet,
 }
 
 impl Config {

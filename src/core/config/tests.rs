@@ -136,3 +136,138 @@ fn no_subnet_is_an_error() {
     let e = err(HEAD);
     assert_eq!(e.field, "subnet");
 }
+
+fn with_options(global: &str, subnet: &str) -> Result<Config, ConfigError> {
+    parse(
+        "t.toml",
+        &format!(
+            "{HEAD}[options]\n{global}\n[[subnet]]\nid=1\nprefix=\"2001:db8::/64\"\n\
+             pools=[{{prefix=\"2001:db8::/64\"}}]\n[subnet.options]\n{subnet}\n"
+        ),
+    )
+}
+
+#[test]
+fn options_encode_and_the_subnet_level_wins() {
+    let c = with_options(
+        "dns_servers=[\"2001:db8::53\"]\ndomain_search=[\"example.net\"]\n\
+         sol_max_rt_secs=3600\ninformation_refresh_secs=86400\n\
+         ntp_servers=[\"2001:db8::123\",\"ntp.example.net\"]\n\
+         vendor=[{enterprise=4491,suboptions=[{code=1,hex=\"0a0b\"}]}]\n\
+         custom=[{code=100,text=\"hi\"}]",
+        "dns_servers=[\"2001:db8:1::53\",\"2001:db8:2::53\"]",
+    )
+    .unwrap();
+    let sub = &c.subnets[0].options;
+    let dns: Vec<&[u8]> = sub.get(23).collect();
+    let mut want = "2001:db8:1::53"
+        .parse::<Ipv6Addr>()
+        .unwrap()
+        .octets()
+        .to_vec();
+    want.extend("2001:db8:2::53".parse::<Ipv6Addr>().unwrap().octets());
+    assert_eq!(
+        dns,
+        vec![&want[..]],
+        "the subnet's list replaces the global one"
+    );
+    assert_eq!(
+        sub.get(24).next(),
+        Some(&b"\x07example\x03net\x00"[..]),
+        "global options apply underneath"
+    );
+    assert_eq!(sub.get(82).next(), Some(&3600u32.to_be_bytes()[..]));
+    assert_eq!(
+        sub.get(56).count(),
+        2,
+        "one NTP option per server (RFC 5908 §4)"
+    );
+    let ntp: Vec<&[u8]> = sub.get(56).collect();
+    assert_eq!(&ntp[0][..4], &[0, 1, 0, 16], "address sub-option");
+    assert_eq!(&ntp[1][..4], &[0, 3, 0, 17], "FQDN sub-option");
+    assert_eq!(
+        sub.get(17).next(),
+        Some(&[0, 0, 0x11, 0x8b, 0, 1, 0, 2, 0x0a, 0x0b][..])
+    );
+    assert_eq!(sub.get(100).next(), Some(&b"hi"[..]));
+    assert!(c.options.contains(23) && c.options.get(23).next().unwrap().len() == 16);
+}
+
+#[test]
+fn bad_options_are_refused_with_line_and_field() {
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "custom=[{code=2,hex=\"00\"}]",
+            "options.custom[0]",
+            "Server Identifier",
+        ),
+        (
+            "custom=[{code=23,hex=\"00\"}]",
+            "options.custom[0]",
+            "dns_servers",
+        ),
+        ("custom=[{code=100}]", "options.custom[0]", "exactly one"),
+        (
+            "custom=[{code=100,hex=\"0\"}]",
+            "options.custom[0]",
+            "odd number",
+        ),
+        (
+            "custom=[{code=100,u8=1},{code=100,u8=2}]",
+            "options.custom[1]",
+            "twice",
+        ),
+        (
+            "dns_servers=[\"ff02::1\"]",
+            "options.dns_servers",
+            "not a unicast",
+        ),
+        ("dns_servers=[]", "options.dns_servers", "empty"),
+        ("domain_search=[\"a..b\"]", "options.domain_search", "label"),
+        (
+            "sol_max_rt_secs=10",
+            "options.sol_max_rt_secs",
+            "60..=86400",
+        ),
+        (
+            "inf_max_rt_secs=90000",
+            "options.inf_max_rt_secs",
+            "60..=86400",
+        ),
+        (
+            "information_refresh_secs=60",
+            "options.information_refresh_secs",
+            "IRT_MINIMUM",
+        ),
+        (
+            "vendor=[{enterprise=1},{enterprise=1}]",
+            "options.vendor[1]",
+            "twice",
+        ),
+        ("colour=1", "", "unknown field"),
+    ];
+    for (global, field, words) in cases {
+        let e = with_options(global, "").unwrap_err();
+        assert_eq!(&e.field, field, "{global}: {e}");
+        assert!(e.message.contains(words), "{global}: {e}");
+        if !field.is_empty() {
+            assert_eq!(e.line, Some(4), "{global}: {e}");
+        }
+    }
+    let e = with_options("", "dns_servers=[\"fe80::1%eth0\"]").unwrap_err();
+    assert_eq!(e.field, "subnet[0].options.dns_servers", "{e}");
+}
+
+#[test]
+fn options_that_could_outgrow_a_reply_are_refused() {
+    let big = "ab".repeat(600);
+    let ok = with_options(&format!("custom=[{{code=100,hex=\"{big}\"}}]"), "");
+    assert!(ok.is_ok(), "604 bytes fit");
+    let e = with_options(
+        &format!("custom=[{{code=100,hex=\"{big}\"}}]"),
+        &format!("custom=[{{code=101,hex=\"{big}\"}}]"),
+    )
+    .unwrap_err();
+    assert_eq!(e.field, "subnet[0].options");
+    assert!(e.message.contains("1208 bytes"), "{e}");
+}

@@ -118,11 +118,12 @@ fn validate(ctx: &Ctx, raw: FileConfig) -> Result<Config, ConfigError> {
             "no [[subnet]] configured: there is nothing to hand out",
         ));
     }
+    let global = options_table(ctx, &raw.options, "options")?;
     let mut subnets: Vec<SubnetConfig> = Vec::new();
     // (first, last, field, line) of every pool, to find overlaps.
     let mut spans: Vec<PoolSpan> = Vec::new();
     for (si, sub) in raw.subnet.iter().enumerate() {
-        let s = subnet(ctx, si, sub, raw.lease, &subnets, &mut spans)?;
+        let s = subnet(ctx, si, sub, raw.lease, &global, &subnets, &mut spans)?;
         subnets.push(s);
     }
     check_pool_overlaps(ctx, &spans)?;
@@ -134,6 +135,19 @@ fn validate(ctx: &Ctx, raw: FileConfig) -> Result<Config, ConfigError> {
         server,
         subnets,
         failover,
+        options: global,
+    })
+}
+
+/// One `options` table at `field`, encoded.
+fn options_table(ctx: &Ctx, f: &FileOptions, field: &str) -> Result<OptionSet, ConfigError> {
+    options::encode(f).map_err(|e| {
+        let at = if e.field.is_empty() {
+            field.to_string()
+        } else {
+            format!("{field}.{}", e.field)
+        };
+        ctx.err(e.span, &at, e.message)
     })
 }
 
@@ -210,6 +224,7 @@ fn subnet(
     si: usize,
     sub: &Spanned<FileSubnet>,
     base: FileLease,
+    global: &OptionSet,
     before: &[SubnetConfig],
     spans: &mut Vec<PoolSpan>,
 ) -> Result<SubnetConfig, ConfigError> {
@@ -304,6 +319,7 @@ fn subnet(
             shift: 0,
             resource_len: 128,
             subpools: subpools_for(count),
+            options: options_table(ctx, &p.get_ref().options, &format!("{pf}.options"))?,
         });
         spans.push((first, last, pf, ctx.line(span.start)));
     }
@@ -345,6 +361,7 @@ fn subnet(
             shift: 128 - dl,
             resource_len: dl,
             subpools: subpools_for(count),
+            options: options_table(ctx, &p.options, &format!("{pf}.options"))?,
         });
         spans.push((pr.first(), pr.last(), pf, ctx.line(p.prefix.span().start)));
     }
@@ -355,12 +372,28 @@ fn subnet(
             "subnet has no pools and no pd_pools",
         ));
     }
+    let options = global.overlaid(&options_table(ctx, &sub.options, &format!("{sf}.options"))?);
+    // The most one reply can carry: the subnet's options and every pool's on top (a client
+    // may hold resources from several pools at once).
+    let worst =
+        options.encoded_len() + pools.iter().map(|p| p.options.encoded_len()).sum::<usize>();
+    if worst > defaults::REPLY_OPTIONS_BYTES_MAX {
+        return Err(ctx.err(
+            Some(sub.prefix.span()),
+            &format!("{sf}.options"),
+            format!(
+                "a reply in this subnet could carry {worst} bytes of options (global, subnet and pool levels together); at most {} keep it unfragmented",
+                defaults::REPLY_OPTIONS_BYTES_MAX
+            ),
+        ));
+    }
     Ok(SubnetConfig {
         id,
         prefix,
         interface: sub.interface.clone(),
         pools,
         lifetimes: lt,
+        options,
     })
 }
 

@@ -54,6 +54,10 @@ pub mod opt {
     pub const IAPREFIX: u16 = 26;
     /// Information Refresh Time (4 bytes).
     pub const INFORMATION_REFRESH_TIME: u16 = 32;
+    /// SNTP Servers (RFC 4075).
+    pub const SNTP_SERVERS: u16 = 31;
+    /// NTP Server (RFC 5908), with sub-options.
+    pub const NTP_SERVER: u16 = 56;
     /// Relay agent Remote-ID (RFC 4649).
     pub const REMOTE_ID: u16 = 37;
     /// Relay agent Subscriber-ID (RFC 4580).

@@ -2088,3 +2088,169 @@ fn ntp_and_vendor_options_decode_as_their_rfcs_say() {
     let vendor = vendor.expect("vendor option");
     assert_eq!(vendor.num, 4491);
 }
+
+// =============================================================================================
+// Reservations (by DUID, link-layer address, Remote-ID, Subscriber-ID, Interface-ID)
+
+/// A Relay-forw from link 2001:db8:1::1 carrying `opts` (code, data) before the Relay Message.
+fn relay_opts(opts: &[(u16, &[u8])], inner: &[u8]) -> Vec<u8> {
+    let mut out = vec![12, 0];
+    out.extend_from_slice(&ip("2001:db8:1::1").octets());
+    out.extend_from_slice(&ip("fe80::99").octets());
+    for (code, data) in opts.iter().chain([(opt::RELAY_MSG, inner)].iter()) {
+        out.extend_from_slice(&code.to_be_bytes());
+        out.extend_from_slice(&u16::try_from(data.len()).unwrap().to_be_bytes());
+        out.extend_from_slice(data);
+    }
+    out
+}
+
+fn reservations_conf() -> String {
+    small_conf(
+        "2001:db8:1::1ff",
+        r#"pd_pools = [{ prefix = "2001:db8:8000::/40", delegated_len = 56 }]
+[options]
+dns_servers = ["2001:db8::53"]
+[[subnet.reservations]]
+duid = "00:03:00:01:52:54:00:00:00:07"
+addresses = ["2001:db8:1::1f0"]
+options = { dns_servers = ["2001:db8:7::53"] }
+[[subnet.reservations]]
+remote_id = "4491:text:line-17"
+prefixes = ["2001:db8:8000:1700::/56"]
+[[subnet.reservations]]
+subscriber_id = "text:sub-0001"
+prefixes = ["2001:db8:8000:1800::/56"]
+[[subnet.reservations]]
+interface_id = "text:ge-0/0/1.100"
+prefixes = ["2001:db8:8000:1900::/56"]
+[[subnet.reservations]]
+hw_address = "52:54:00:aa:bb:cc"
+addresses = ["2001:db8:1::1f1"]
+"#,
+    )
+}
+
+/// A DUID-LL for MAC 52:54:00:aa:bb:cc (type 3, hardware type 1).
+const DUID_LL_RESERVED: &[u8] = &[0, 3, 0, 1, 0x52, 0x54, 0, 0xaa, 0xbb, 0xcc];
+
+#[test]
+fn a_client_reserved_by_duid_gets_its_address_and_its_options() {
+    let mut s = Srv::new(&reservations_conf());
+    let p = P::new(MessageType::Solicit, 7)
+        .rapid()
+        .na(1, &[])
+        .oro(&[23]);
+    assert_eq!(duid(7), vec![0, 3, 0, 1, 0x52, 0x54, 0, 0, 0, 7]);
+    let r = s.send(&p.bytes());
+    assert_eq!(r.view().na(1).addrs[0].0, ip("2001:db8:1::1f0"));
+    assert_eq!(
+        dns_of(&oracle_options(&r.reply)),
+        vec![vec![ip("2001:db8:7::53")]]
+    );
+    // Another client never gets it, not even by asking for it.
+    let q = P::new(MessageType::Solicit, 8)
+        .rapid()
+        .na(1, &[ip("2001:db8:1::1f0")])
+        .oro(&[23]);
+    let r = s.send(&q.bytes());
+    let v = r.view();
+    assert_ne!(v.na(1).addrs[0].0, ip("2001:db8:1::1f0"));
+    assert_eq!(
+        dns_of(&oracle_options(&r.reply)),
+        vec![vec![ip("2001:db8::53")]]
+    );
+}
+
+#[test]
+fn a_new_cpe_on_the_same_line_gets_the_line_s_prefix() {
+    let mut s = Srv::new(&reservations_conf());
+    let line: &[u8] = &[0, 0, 0x11, 0x8b, b'l', b'i', b'n', b'e', b'-', b'1', b'7'];
+    for (cpe, at) in [(21u16, 1000u64), (22, 1010)] {
+        let inner = P::new(MessageType::Solicit, cpe).rapid().pd(1, &[]).bytes();
+        let fwd = relay_opts(&[(opt::REMOTE_ID, line)], &inner);
+        let r = s.at(at, &fwd);
+        let back = unwrap_relay_replies(&r.reply).unwrap();
+        let v = view(back.inner());
+        assert_eq!(
+            (v.pds[0].prefixes[0].0, v.pds[0].prefixes[0].1),
+            (ip("2001:db8:8000:1700::"), 56),
+            "CPE {cpe} on line-17"
+        );
+    }
+    // The CPE that was swapped out learns it on its Renew.
+    let inner = P::new(MessageType::Renew, 21)
+        .sid()
+        .pd(1, &[(ip("2001:db8:8000:1700::"), 56)])
+        .bytes();
+    let r = s.at(1020, &relay_opts(&[(opt::REMOTE_ID, line)], &inner));
+    let back = unwrap_relay_replies(&r.reply).unwrap();
+    let v = view(back.inner());
+    assert_eq!(v.pds[0].prefixes[0].3, 0, "valid lifetime 0: no longer its");
+    // Subscriber-ID and Interface-ID lines, and no identifier at all.
+    for (code, id, want) in [
+        (
+            opt::SUBSCRIBER_ID,
+            &b"sub-0001"[..],
+            Some("2001:db8:8000:1800::"),
+        ),
+        (
+            opt::INTERFACE_ID,
+            &b"ge-0/0/1.100"[..],
+            Some("2001:db8:8000:1900::"),
+        ),
+        (opt::INTERFACE_ID, &b"ge-0/0/2.100"[..], None),
+    ] {
+        let inner = P::new(MessageType::Solicit, 30).rapid().pd(1, &[]).bytes();
+        let r = s.send(&relay_opts(&[(code, id)], &inner));
+        let back = unwrap_relay_replies(&r.reply).unwrap();
+        let got = view(back.inner()).pds[0].prefixes[0].0;
+        match want {
+            Some(w) => assert_eq!(got, ip(w)),
+            None => assert!(
+                ![
+                    ip("2001:db8:8000:1700::"),
+                    ip("2001:db8:8000:1800::"),
+                    ip("2001:db8:8000:1900::")
+                ]
+                .contains(&got),
+                "an unreserved line gets a dynamic prefix, not {got}"
+            ),
+        }
+        // Release so the same DUID starts afresh for the next line.
+        let rel = P::new(MessageType::Release, 30)
+            .sid()
+            .pd(1, &[(got, 56)])
+            .bytes();
+        s.send(&relay_opts(&[(code, id)], &rel));
+    }
+}
+
+#[test]
+fn link_layer_reservations_match_duid_ll_and_the_relay_s_option_79() {
+    let mut s = Srv::new(&reservations_conf());
+    let mut p = P::new(MessageType::Solicit, 40).rapid().na(1, &[]);
+    p.client = Some(DUID_LL_RESERVED.to_vec());
+    let r = s.send(&p.bytes());
+    assert_eq!(
+        r.view().na(1).addrs[0].0,
+        ip("2001:db8:1::1f1"),
+        "MAC inside a DUID-LL"
+    );
+    // Released, then asked for by a client whose DUID carries no MAC (DUID-EN) but whose
+    // relay says which MAC it has (RFC 6939: link-layer type 1, then the address).
+    let mut rel = P::new(MessageType::Release, 40)
+        .sid()
+        .na(1, &[ip("2001:db8:1::1f1")]);
+    rel.client = Some(DUID_LL_RESERVED.to_vec());
+    s.send(&rel.bytes());
+    let mut q = P::new(MessageType::Solicit, 41).rapid().na(1, &[]);
+    q.client = Some(vec![0, 2, 0, 0, 0x11, 0x8b, 1, 2, 3]);
+    let mac79: &[u8] = &[0, 1, 0x52, 0x54, 0, 0xaa, 0xbb, 0xcc];
+    let r = s.send(&relay_opts(
+        &[(opt::CLIENT_LINKLAYER_ADDR, mac79)],
+        &q.bytes(),
+    ));
+    let back = unwrap_relay_replies(&r.reply).unwrap();
+    assert_eq!(view(back.inner()).na(1).addrs[0].0, ip("2001:db8:1::1f1"));
+}

@@ -120,6 +120,10 @@ fn iaid_of(s: &str) -> Option<u32> {
     Some(u32::from_be_bytes(dhclient_bytes(s)?.try_into().ok()?))
 }
 
+/// Reserved (by the client's MAC) inside LINK1's address pool and PD pool.
+const RESERVED_ADDR: &str = "2001:db8:1::1:abcd";
+const RESERVED_PREFIX: &str = "2001:db8:80ab:cd00::";
+
 /// Runs one dhclient through bind, one renewal at T1 and release. `pd`: `-P` (prefix
 /// delegation only) instead of an address.
 fn dhclient_cycle(test: &str, tag: &str, pd: bool) {
@@ -128,7 +132,26 @@ fn dhclient_cycle(test: &str, tag: &str, pd: bool) {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
     let cfg = dir.path().join("tandem.toml");
-    let options = "\n[options]\ndns_servers = [\"2001:db8::53\", \"2001:db8::54\"]\n\
+    // The client's address and prefix are reserved for its MAC (dhclient's DUID-LLT carries
+    // it), in a reservations file next to the config, named relative to it.
+    let mac = String::from_utf8_lossy(
+        &topo
+            .c
+            .cmd("cat")
+            .arg(format!("/sys/class/net/{}/address", topo.c.name))
+            .output()
+            .expect("read the client's MAC")
+            .stdout,
+    )
+    .trim()
+    .to_string();
+    std::fs::write(
+        dir.path().join("reservations.txt"),
+        format!("# generated\nhw-address {mac} {RESERVED_ADDR} {RESERVED_PREFIX}/56\n"),
+    )
+    .expect("write reservations");
+    let options = "reservations_file = \"reservations.txt\"\n\
+                   \n[options]\ndns_servers = [\"2001:db8::53\", \"2001:db8::54\"]\n\
                    domain_search = [\"example.net\", \"lab.example.net\"]\n";
     std::fs::write(
         &cfg,
@@ -217,6 +240,16 @@ fn dhclient_cycle(test: &str, tag: &str, pd: bool) {
             128,
         )
     };
+    let reserved: Ipv6Addr = if pd {
+        RESERVED_PREFIX.parse().unwrap()
+    } else {
+        RESERVED_ADDR.parse().unwrap()
+    };
+    ck.eq(
+        "BOUND6 lease is the one reserved for the MAC",
+        addr,
+        reserved,
+    );
     if pd {
         ck.check(LINK1.has_prefix(addr, len), || {
             format!("delegated {addr}/{len} is not a /56 of {:?}", LINK1.pd)

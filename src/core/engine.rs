@@ -2,11 +2,12 @@
 //! bytes, and writes the reply bytes and the lease changes that must be durable before the
 //! reply may leave. No sockets, threads, clocks or disk in here.
 
-use crate::config::{Config, OptionSet, ResourceKind, SubnetConfig};
+use crate::config::{Config, KeyKind, OptionSet, Reservation, ResourceKind, SubnetConfig};
 use crate::lease::Lease;
 use crate::pool::{AcquireMode, Allocator, ClientIa, Extended, Granted, Rules};
 use crate::wire::{
-    self, Message, MessageType, MessageWriter, OptionWriter, RelayHop, StatusCode, WireError, opt,
+    self, Message, MessageType, MessageWriter, OptionIter, OptionWriter, RelayHop, StatusCode,
+    WireError, opt,
 };
 use std::fmt;
 use std::net::{Ipv6Addr, SocketAddrV6};
@@ -208,7 +209,9 @@ impl Engine {
         } else {
             &mut *reply
         };
-        let r = self.answer(policy, rx, &msg, hops, out, writes);
+        // The relay closest to the client: where a line's identifiers are.
+        let line = hops.len().checked_sub(1).map(|i| relayed.hop_options(i));
+        let r = self.answer(policy, rx, &msg, hops, line, out, writes);
         if let Err(d) = r {
             writes.clear();
             reply.clear();
@@ -222,12 +225,14 @@ impl Engine {
         Outcome::Reply { answered: ty }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn answer(
         &self,
         policy: &Policy,
         rx: &Received,
         msg: &Message,
         hops: &[RelayHop],
+        line: Option<OptionIter>,
         out: &mut Vec<u8>,
         writes: &mut Vec<Lease>,
     ) -> Result<(), Dropped> {
@@ -277,13 +282,15 @@ impl Engine {
                 .select_subnet(hops, rx.src.ip(), rx.interface)
                 .map_or(&self.config.options, |i| &self.config.subnets[i].options);
             let mut w = self.start(out, T::Reply, msg, hops);
-            put_requested(&mut w, msg, ty, options, &UsedPools::default(), None);
+            put_requested(&mut w, msg, ty, options, &UsedPools::default(), None, None);
             return Ok(());
         }
         let subnet = self
             .select_subnet(hops, rx.src.ip(), rx.interface)
             .ok_or(Dropped::NoSubnet)?;
         let sub = &self.config.subnets[subnet];
+        let reservation = find_reservation(sub, duid, line);
+        let reserved_options = reservation.map(|(_, r)| &r.options);
         // RFC 8415 §18.4: unicast to a server that never offered unicast → UseMulticast.
         if hops.is_empty()
             && !rx.multicast
@@ -321,7 +328,7 @@ impl Engine {
                 let mut any = false;
                 let mut used = UsedPools::default();
                 for ia in ia_requests(msg) {
-                    let c = ia.client(subnet, duid);
+                    let c = ia.client(subnet, duid, reservation);
                     let mut hints = [Ipv6Addr::UNSPECIFIED; RESOURCES_PER_IA_MAX];
                     for (h, (a, _)) in hints.iter_mut().zip(ia.named()) {
                         *h = *a;
@@ -362,16 +369,24 @@ impl Engine {
                     w.client_id(duid);
                     w.status(StatusCode::NoAddrsAvail, "nothing available for any IA");
                     // Requested options still go (SOL_MAX_RT exists to slow such clients).
-                    put_requested(&mut w, msg, ty, &sub.options, &used, None);
+                    put_requested(&mut w, msg, ty, &sub.options, &used, None, reserved_options);
                 } else {
-                    put_requested(&mut w, msg, ty, &sub.options, &used, Some(sub));
+                    put_requested(
+                        &mut w,
+                        msg,
+                        ty,
+                        &sub.options,
+                        &used,
+                        Some(sub),
+                        reserved_options,
+                    );
                 }
             }
             T::Renew | T::Rebind => {
                 let mut w = self.start(out, T::Reply, msg, hops);
                 let mut used = UsedPools::default();
                 for ia in ia_requests(msg) {
-                    let c = ia.client(subnet, duid);
+                    let c = ia.client(subnet, duid, reservation);
                     let mut results =
                         [(Ipv6Addr::UNSPECIFIED, 0u8, Extended::NotInPool); RESOURCES_PER_IA_MAX];
                     for (r, (addr, len)) in results.iter_mut().zip(ia.named()) {
@@ -397,7 +412,15 @@ impl Engine {
                         renewed(o, results, fallback, ia.kind)
                     });
                 }
-                put_requested(&mut w, msg, ty, &sub.options, &used, Some(sub));
+                put_requested(
+                    &mut w,
+                    msg,
+                    ty,
+                    &sub.options,
+                    &used,
+                    Some(sub),
+                    reserved_options,
+                );
             }
             T::Release | T::Decline => {
                 let hold = (ty == T::Decline).then_some(self.config.server.decline_hold_secs);
@@ -411,7 +434,7 @@ impl Engine {
                     },
                 );
                 for ia in ia_requests(msg) {
-                    let c = ia.client(subnet, duid);
+                    let c = ia.client(subnet, duid, reservation);
                     let mut all = true;
                     for (addr, _) in ia.named() {
                         all &= self.alloc.end(now, &c, *addr, hold, writes);
@@ -538,12 +561,18 @@ struct IaRequest {
 
 impl IaRequest {
     /// The client IA this request is for, in subnet index `subnet`.
-    fn client<'d>(&self, subnet: usize, duid: &'d [u8]) -> ClientIa<'d> {
+    fn client<'d>(
+        &self,
+        subnet: usize,
+        duid: &'d [u8],
+        reservation: Option<(u32, &'d Reservation)>,
+    ) -> ClientIa<'d> {
         ClientIa {
             subnet,
             kind: self.kind,
             duid,
             iaid: self.iaid,
+            reservation,
         }
     }
 
@@ -594,10 +623,12 @@ impl UsedPools {
 }
 
 /// Writes the options the client asked for in its Option Request option (RFC 8415 §18.3,
-/// §21.7), each once, in the order asked: a pool's own value first (of the resources granted,
-/// in order), else `options` (the subnet's, global ones underneath). Only requested options
+/// §21.7), each once, in the order asked: the client's reservation's value first, then a
+/// pool's own (of the resources granted, in order), else `options` (the subnet's, global ones
+/// underneath). Only requested options
 /// are sent. Information Refresh Time and INF_MAX_RT go only in a Reply to an
 /// Information-request (§21.23, §21.25); SOL_MAX_RT only in replies to the other messages.
+#[allow(clippy::too_many_arguments)]
 fn put_requested(
     w: &mut MessageWriter,
     msg: &Message,
@@ -605,6 +636,7 @@ fn put_requested(
     options: &OptionSet,
     used: &UsedPools,
     sub: Option<&SubnetConfig>,
+    reserved: Option<&OptionSet>,
 ) {
     let info = answering == MessageType::InformationRequest;
     let mut done = [0u16; ORO_CODES_MAX];
@@ -629,10 +661,59 @@ fn put_requested(
                 .map(|&i| &s.pools[i].options)
                 .find(|o| o.contains(code))
         });
-        for v in from_pool.unwrap_or(options).get(code) {
+        let from_reservation = reserved.filter(|o| o.contains(code));
+        for v in from_reservation.or(from_pool).unwrap_or(options).get(code) {
             w.option(code, v);
         }
     }
+}
+
+/// The client's reservation in `sub`, trying its identifiers in [`KeyKind::ALL`] order: its
+/// DUID; its link-layer address (the innermost relay's Client Link-Layer Address option, else
+/// the one in a DUID-LL or DUID-LLT); the innermost relay's Remote-ID, Subscriber-ID and
+/// Interface-ID. One hash probe per kind some reservation uses.
+fn find_reservation<'c>(
+    sub: &'c SubnetConfig,
+    duid: &[u8],
+    line: Option<OptionIter>,
+) -> Option<(u32, &'c Reservation)> {
+    let rs = &sub.reservations;
+    if rs.is_empty() {
+        return None;
+    }
+    let relay_opt =
+        |code: u16| -> Option<&[u8]> { line.clone()?.find(|o| o.code == code).map(|o| o.data) };
+    for kind in KeyKind::ALL {
+        if !rs.uses(kind) {
+            continue;
+        }
+        let value = match kind {
+            KeyKind::Duid => Some(duid),
+            KeyKind::HwAddress => relay_opt(opt::CLIENT_LINKLAYER_ADDR)
+                .and_then(|d| d.get(2..))
+                .or_else(|| duid_link_layer(duid)),
+            KeyKind::RemoteId => relay_opt(opt::REMOTE_ID),
+            KeyKind::SubscriberId => relay_opt(opt::SUBSCRIBER_ID),
+            KeyKind::InterfaceId => relay_opt(opt::INTERFACE_ID),
+        };
+        if let Some(id) = value
+            .filter(|v| !v.is_empty())
+            .and_then(|v| rs.find(kind, v))
+        {
+            return Some((id, rs.get(id)));
+        }
+    }
+    None
+}
+
+/// The link-layer address inside a DUID-LLT (type 1) or DUID-LL (type 3), RFC 8415 §11.2/§11.4.
+fn duid_link_layer(duid: &[u8]) -> Option<&[u8]> {
+    match duid.first_chunk::<2>().map(|t| u16::from_be_bytes(*t)) {
+        Some(1) => duid.get(8..),
+        Some(3) => duid.get(4..),
+        _ => None,
+    }
+    .filter(|a| !a.is_empty())
 }
 
 /// The message's IAs: IA_NAs first, then IA_PDs, at most [`IAS_PER_MESSAGE_MAX`] in all.

@@ -180,6 +180,18 @@ pub fn main() -> ExitCode {
                     if !s.options.is_empty() {
                         println!("  options (global and subnet): {}", option_list(&s.options));
                     }
+                    if !s.reservations.is_empty() {
+                        let kinds: Vec<&str> = config::KeyKind::ALL
+                            .into_iter()
+                            .filter(|k| s.reservations.uses(*k))
+                            .map(config::KeyKind::name)
+                            .collect();
+                        println!(
+                            "  reservations: {} (by {})",
+                            s.reservations.len(),
+                            kinds.join(", ")
+                        );
+                    }
                     for p in &s.pools {
                         println!(
                             "  {:?} pool {}..{} ({} x /{}, {} sub-pools)",

@@ -14,12 +14,25 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         field: String::new(),
         message: format!("cannot read: {e}"),
     })?;
-    parse(&name, &text)
+    // Files the configuration names (a subnet's reservations_file) are read relative to the
+    // configuration file's folder.
+    let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let mut read = |p: &Path| {
+        let full = dir.join(p);
+        std::fs::read_to_string(&full).map_err(|e| format!("cannot read {}: {e}", full.display()))
+    };
+    let cfg = config::parse_with(&name, &text, &mut read)?;
+    check(&name, cfg)
 }
 
-/// Parses and validates config text; `file` names it in errors.
+/// Parses and validates config text (which may name no other file); `file` names it in
+/// errors.
 pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
-    let cfg = config::parse(file, text)?;
+    check(file, config::parse(file, text)?)
+}
+
+/// What only the edge can judge.
+fn check(file: &str, cfg: Config) -> Result<Config, ConfigError> {
     check_log_level(&cfg.server.log_level).map_err(|message| ConfigError {
         file: file.to_string(),
         line: None,

@@ -123,6 +123,26 @@ pub(super) struct FileSubnet {
     pub(super) pd_pools: Vec<Spanned<FilePdPool>>,
     #[serde(default)]
     pub(super) options: FileOptions,
+    #[serde(default)]
+    pub(super) reservations: Vec<Spanned<FileReservation>>,
+    pub(super) reservations_file: Option<Spanned<PathBuf>>,
+}
+
+/// One reservation in the TOML: exactly one identifier, the resources, optional options.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileReservation {
+    pub(super) duid: Option<String>,
+    pub(super) hw_address: Option<String>,
+    pub(super) remote_id: Option<String>,
+    pub(super) subscriber_id: Option<String>,
+    pub(super) interface_id: Option<String>,
+    #[serde(default)]
+    pub(super) addresses: Vec<String>,
+    #[serde(default)]
+    pub(super) prefixes: Vec<String>,
+    #[serde(default)]
+    pub(super) options: FileOptions,
 }
 
 #[derive(Deserialize)]

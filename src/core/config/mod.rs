@@ -11,12 +11,14 @@
 pub mod defaults;
 mod file;
 mod options;
+mod reservations;
 #[cfg(test)]
 mod tests;
 mod validate;
 
 pub use options::OptionSet;
-pub use validate::parse;
+pub use reservations::{KeyKind, Reservation, ReservationKey, Reservations};
+pub use validate::{parse, parse_with};
 
 use std::fmt;
 use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
@@ -194,6 +196,8 @@ pub struct SubnetConfig {
     pub lifetimes: Lifetimes,
     /// The options of this subnet's clients: the global ones with the subnet's laid on top.
     pub options: OptionSet,
+    /// Addresses and prefixes kept for particular clients (inside this subnet's pools).
+    pub reservations: Reservations,
 }
 
 /// Lifetimes and renewal timers, in seconds.

@@ -271,3 +271,105 @@ fn options_that_could_outgrow_a_reply_are_refused() {
     assert_eq!(e.field, "subnet[0].options");
     assert!(e.message.contains("1208 bytes"), "{e}");
 }
+
+fn with_reservations(body: &str, file: Option<&str>) -> Result<Config, ConfigError> {
+    let text = format!(
+        "{HEAD}[[subnet]]\nid=1\nprefix=\"2001:db8::/64\"\npools=[{{range=\"2001:db8::100-2001:db8::1ff\"}}]\n\
+         pd_pools=[{{prefix=\"2001:db8:8000::/40\",delegated_len=56}}]\n{body}"
+    );
+    parse_with("t.toml", &text, &mut |p| {
+        assert_eq!(p, std::path::Path::new("res.txt"));
+        file.map(str::to_string)
+            .ok_or_else(|| "no such file".to_string())
+    })
+}
+
+#[test]
+fn reservations_from_toml_and_file_are_checked_and_indexed() {
+    let file = "# OSS export\n\
+                remote-id 4491:text:line-1 2001:db8:8000:100::/56\n\
+                \n\
+                duid 00:01:00:01:aa:bb:cc:dd 2001:db8::1f0   # a comment\n";
+    let c = with_reservations(
+        "reservations_file=\"res.txt\"\nreservations=[{hw_address=\"52:54:00:00:00:01\",addresses=[\"2001:db8::1f1\"]}]\n",
+        Some(file),
+    )
+    .unwrap();
+    let rs = &c.subnets[0].reservations;
+    assert_eq!(rs.len(), 3);
+    let id = rs
+        .find(KeyKind::RemoteId, b"\x00\x00\x11\x8bline-1")
+        .unwrap();
+    assert_eq!(rs.get(id).prefixes[0].to_string(), "2001:db8:8000:100::/56");
+    assert_eq!(rs.get(id).origin, "res.txt:2");
+    assert!(
+        rs.find(KeyKind::HwAddress, &[0x52, 0x54, 0, 0, 0, 1])
+            .is_some()
+    );
+    assert!(!rs.uses(KeyKind::InterfaceId));
+
+    // (subnet body, reservations file, file and line of the error, words in it)
+    type Case<'a> = (&'a str, Option<&'a str>, &'a str, Option<usize>, &'a str);
+    let cases: &[Case] = &[
+        (
+            "reservations=[{duid=\"00:01:00:01:aa\",addresses=[\"2001:db8::99\"]}]",
+            None,
+            "t.toml",
+            Some(8),
+            "not one of subnet 1's pool resources",
+        ),
+        (
+            "reservations=[{duid=\"00:01:00:01:aa\",prefixes=[\"2001:db8:8000:100::/60\"]}]",
+            None,
+            "t.toml",
+            Some(8),
+            "delegated length",
+        ),
+        (
+            "reservations=[{duid=\"00:01:00:01:aa\",interface_id=\"text:x\",addresses=[\"2001:db8::100\"]}]",
+            None,
+            "t.toml",
+            Some(8),
+            "exactly one",
+        ),
+        (
+            "reservations_file=\"res.txt\"",
+            Some("duid 00:01:00:01:aa 2001:db8::100\nduid 00:01:00:01:aa 2001:db8::101\n"),
+            "res.txt",
+            Some(2),
+            "reserved twice (also at res.txt:1)",
+        ),
+        (
+            "reservations_file=\"res.txt\"",
+            Some("duid 00:01:00:01:aa 2001:db8::100\nduid 00:01:00:01:bb 2001:db8::100\n"),
+            "res.txt",
+            Some(2),
+            "also reserved at res.txt:1",
+        ),
+        (
+            "reservations_file=\"res.txt\"",
+            Some("circuit 01 2001:db8::100\n"),
+            "res.txt",
+            Some(1),
+            "not a reservation kind",
+        ),
+        (
+            "reservations_file=\"res.txt\"",
+            None,
+            "t.toml",
+            Some(8),
+            "no such file",
+        ),
+    ];
+    for (body, file, in_file, line, words) in cases {
+        let e = with_reservations(body, *file).unwrap_err();
+        assert_eq!((e.file.as_str(), e.line), (*in_file, *line), "{body}: {e}");
+        assert!(e.message.contains(words), "{body}: {e}");
+    }
+    let e = parse(
+        "t.toml",
+        &format!("{HEAD}{SUBNET}reservations_file=\"res.txt\"\n"),
+    )
+    .unwrap_err();
+    assert!(e.message.contains("reads no files"), "{e}");
+}

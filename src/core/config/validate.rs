@@ -10,8 +10,24 @@ use toml::Spanned;
 type PoolSpan = (u128, u128, String, usize);
 
 /// Parses and validates config text; `file` names it in errors. The syntax of
-/// `server.log_level` belongs to the logging backend, so the server checks that one.
+/// `server.log_level` belongs to the logging backend, so the server checks that one. A
+/// `reservations_file` is refused: reading files is the caller's ([`parse_with`]).
 pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
+    parse_with(file, text, &mut |p| {
+        Err(format!(
+            "cannot read {}: this caller reads no files",
+            p.display()
+        ))
+    })
+}
+
+/// [`parse`], with `read` giving the text of a file the configuration names (a
+/// `reservations_file`), or why it cannot.
+pub fn parse_with(
+    file: &str,
+    text: &str,
+    read: &mut dyn FnMut(&std::path::Path) -> Result<String, String>,
+) -> Result<Config, ConfigError> {
     let ctx = Ctx { file, text };
     let raw: FileConfig = toml::from_str(text).map_err(|e| ConfigError {
         file: file.to_string(),
@@ -19,7 +35,7 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
         field: String::new(),
         message: e.message().trim().to_string(),
     })?;
-    validate(&ctx, raw)
+    validate(&ctx, raw, read)
 }
 
 struct Ctx<'a> {
@@ -109,7 +125,11 @@ fn subpools_for(count: u128) -> u32 {
     count.min(SUBPOOLS_PER_POOL_MAX as u128) as u32
 }
 
-fn validate(ctx: &Ctx, raw: FileConfig) -> Result<Config, ConfigError> {
+fn validate(
+    ctx: &Ctx,
+    raw: FileConfig,
+    read: &mut dyn FnMut(&std::path::Path) -> Result<String, String>,
+) -> Result<Config, ConfigError> {
     let server = server(ctx, raw.server)?;
     if raw.subnet.is_empty() {
         return Err(ctx.err(
@@ -123,7 +143,8 @@ fn validate(ctx: &Ctx, raw: FileConfig) -> Result<Config, ConfigError> {
     // (first, last, field, line) of every pool, to find overlaps.
     let mut spans: Vec<PoolSpan> = Vec::new();
     for (si, sub) in raw.subnet.iter().enumerate() {
-        let s = subnet(ctx, si, sub, raw.lease, &global, &subnets, &mut spans)?;
+        let mut s = subnet(ctx, si, sub, raw.lease, &global, &subnets, &mut spans)?;
+        s.reservations = reservations(ctx, si, sub.get_ref(), &s, read)?;
         subnets.push(s);
     }
     check_pool_overlaps(ctx, &spans)?;
@@ -394,6 +415,7 @@ fn subnet(
         pools,
         lifetimes: lt,
         options,
+        reservations: Reservations::default(),
     })
 }
 
@@ -518,4 +540,111 @@ fn failover(ctx: &Ctx, f: Spanned<FileFailover>) -> Result<FailoverConfig, Confi
             .unwrap_or(defaults::RECONNECT_MAX_MS)
             .max(defaults::RECONNECT_MIN_MS),
     })
+}
+
+/// A subnet's reservations: the TOML ones, then the file's; each resource inside one of the
+/// subnet's pools of its kind, reserved once.
+fn reservations(
+    ctx: &Ctx,
+    si: usize,
+    sub: &FileSubnet,
+    s: &SubnetConfig,
+    read: &mut dyn FnMut(&std::path::Path) -> Result<String, String>,
+) -> Result<Reservations, ConfigError> {
+    use reservations::{parse_line, resource, toml_key};
+    let sf = format!("subnet[{si}]");
+    let mut out = Reservations::default();
+    let mut taken: std::collections::HashMap<(ResourceKind, u128), String> =
+        std::collections::HashMap::new();
+    let pool_options_max: usize = s.pools.iter().map(|p| p.options.encoded_len()).sum();
+    // Checks one reservation's resources and adds it; the error text only.
+    let mut add = |r: Reservation, out: &mut Reservations| -> Result<(), String> {
+        for (kind, (addr, len)) in r
+            .resources(ResourceKind::Address)
+            .map(|x| (ResourceKind::Address, x))
+            .chain(
+                r.resources(ResourceKind::Prefix)
+                    .map(|x| (ResourceKind::Prefix, x)),
+            )
+        {
+            let in_pool = s
+                .pools
+                .iter()
+                .any(|p| p.kind == kind && p.resource_len == len && p.index_of(addr).is_some());
+            if !in_pool {
+                let what = match kind {
+                    ResourceKind::Address => format!("address {addr}"),
+                    ResourceKind::Prefix => format!("prefix {addr}/{len}"),
+                };
+                return Err(format!(
+                    "{what} is not one of subnet {}'s pool resources (a reservation must lie inside a pool of its kind, with the pool's delegated length; reservations outside pools are not supported yet)",
+                    s.id
+                ));
+            }
+            if let Some(prev) = taken.insert((kind, u128::from(addr)), r.origin.clone()) {
+                return Err(format!("{addr}/{len} is also reserved at {prev}"));
+            }
+        }
+        let worst = s.options.encoded_len() + pool_options_max + r.options.encoded_len();
+        if worst > defaults::REPLY_OPTIONS_BYTES_MAX {
+            return Err(format!(
+                "with this reservation's options a reply could carry {worst} bytes of options; at most {}",
+                defaults::REPLY_OPTIONS_BYTES_MAX
+            ));
+        }
+        out.push(r)
+    };
+    for (ri, fr) in sub.reservations.iter().enumerate() {
+        let field = format!("{sf}.reservations[{ri}]");
+        let span = Some(fr.span());
+        let e = |m: String| ctx.err(span.clone(), &field, m);
+        let f = fr.get_ref();
+        let key = toml_key(f).map_err(e)?;
+        let (mut addresses, mut prefixes) = (Vec::new(), Vec::new());
+        for t in f.addresses.iter().chain(&f.prefixes) {
+            match resource(t).map_err(e)? {
+                (Some(a), _) => addresses.push(a),
+                (_, Some(p)) => prefixes.push(p),
+                _ => {}
+            }
+        }
+        if addresses.is_empty() && prefixes.is_empty() {
+            return Err(e(format!("{key} reserves nothing")));
+        }
+        let options = options_table(ctx, &f.options, &format!("{field}.options"))?;
+        let r = Reservation {
+            key,
+            addresses,
+            prefixes,
+            options,
+            origin: format!("{}:{}", ctx.file, ctx.line(fr.span().start)),
+        };
+        add(r, &mut out).map_err(e)?;
+    }
+    if let Some(path) = &sub.reservations_file {
+        let field = format!("{sf}.reservations_file");
+        let text = read(path.get_ref()).map_err(|m| ctx.err(Some(path.span()), &field, m))?;
+        let name = path.get_ref().display().to_string();
+        for (i, raw) in text.lines().enumerate() {
+            let line = raw.split('#').next().unwrap_or_default();
+            let at = |m: String| ConfigError {
+                file: name.clone(),
+                line: Some(i + 1),
+                field: field.clone(),
+                message: m,
+            };
+            let Some((key, addresses, prefixes)) = parse_line(line).map_err(at)? else {
+                continue;
+            };
+            let r = Reservation {
+                key,
+                addresses,
+                prefixes,
+                options: OptionSet::default(),
+                origin: format!("{name}:{}", i + 1),
+            };
+            add(r, &mut out).map_err(at)?;
+        }
+    }
+    Ok(out)
 }

@@ -3,6 +3,7 @@
 
 use super::subpool::{SubPool, end_of_state, timed};
 use super::*;
+use crate::config::KeyKind;
 
 impl Allocator {
     /// Lifetimes for a lease on a resource whose acknowledged partner lifetime is `ack`:
@@ -99,7 +100,9 @@ impl Allocator {
     ) -> Option<Granted> {
         let key = self.key(c);
         let subnet_id = self.subnets[c.subnet].id;
+        let mine = c.reservation.map(|(id, _)| id);
         let mut index = lock(self.shard(key));
+        let mut old = None;
         if let Some(r) = index.get(&key).copied() {
             let pool = &self.subnets[c.subnet].pools[r.pool as usize];
             let mut sp = lock(pool.subpool_of(r.index));
@@ -109,13 +112,46 @@ impl Allocator {
             let usable = sp.slots.get(&r.index).is_some_and(|s| {
                 Self::owns(&s.lease, c, subnet_id)
                     && s.lease.state != LeaseState::Declined
-                    && (!s.lease.state.is_free() || rules.may_take(bit, now))
+                    && (!s.lease.state.is_free()
+                        || (rules.may_take(bit, now) && !sp.reserved_for_other(r.index, mine)))
             });
-            if usable {
+            // A client with a reservation moves to it (RFC 8415 §18.3: the server may hand
+            // out other addresses than those in use); one already on it stays.
+            let on_reserved = mine.is_some() && sp.reserved.get(&r.index).copied() == mine;
+            if usable && (c.reservation.is_none() || on_reserved) {
                 return Some(self.apply(&mut sp, c, r, mode, rules, now, writes));
             }
             drop(sp);
-            index.remove(&key);
+            if usable {
+                old = Some(r);
+            } else {
+                index.remove(&key);
+            }
+        }
+        if let Some((_, res)) = c.reservation
+            && let Some(g) = self.acquire_reserved(now, c, res, mode, rules, writes, &mut index)
+        {
+            match (old, mode) {
+                // Granted: the binding it replaces ends.
+                (Some(r), AcquireMode::Grant) => {
+                    let p = &self.subnets[c.subnet].pools[r.pool as usize].cfg;
+                    let addr = p.resource(r.index);
+                    drop(index);
+                    self.end(now, c, addr, None, writes);
+                }
+                // Offered: the binding in use stays the client's until its Request moves it.
+                (Some(r), AcquireMode::Offer { .. }) => {
+                    index.insert(key, r);
+                }
+                (None, _) => {}
+            }
+            return Some(g);
+        }
+        if let Some(r) = old {
+            // Nothing reserved could be had: keep what it holds.
+            let pool = &self.subnets[c.subnet].pools[r.pool as usize];
+            let mut sp = lock(pool.subpool_of(r.index));
+            return Some(self.apply(&mut sp, c, r, mode, rules, now, writes));
         }
         for h in hints {
             if let Some(r) = self.locate(c.subnet, c.kind, *h) {
@@ -124,7 +160,7 @@ impl Allocator {
                 let bit = sp.owner(r.index);
                 let allowed = rules.owned[bit]
                     || (c.kind == ResourceKind::Prefix && rules.may_take(bit, now));
-                if sp.is_free(r.index) && allowed {
+                if sp.is_free(r.index) && allowed && !sp.reserved_for_other(r.index, mine) {
                     let g = self.apply(&mut sp, c, r, mode, rules, now, writes);
                     index.insert(key, r);
                     return Some(g);
@@ -174,6 +210,51 @@ impl Allocator {
         None
     }
 
+    /// The first of `res`'s resources of the client's kind that is free for it: never used,
+    /// its own binding (this IA), free and reusable, or (line reservations) held by the
+    /// line's previous device. A reserved resource may be granted by
+    /// whichever partner answers (both know the reservation, so both give it to the same
+    /// client), but only by a server that may allocate now, and with the MCLT cap.
+    #[allow(clippy::too_many_arguments)]
+    fn acquire_reserved(
+        &self,
+        now: u64,
+        c: &ClientIa,
+        res: &Reservation,
+        mode: AcquireMode,
+        rules: &Rules,
+        writes: &mut Vec<Lease>,
+        index: &mut HashMap<u128, ResRef>,
+    ) -> Option<Granted> {
+        if !(rules.owned[0] || rules.owned[1]) {
+            return None;
+        }
+        let subnet_id = self.subnets[c.subnet].id;
+        for (addr, _) in res.resources(c.kind) {
+            let Some(r) = self.locate(c.subnet, c.kind, addr) else {
+                continue;
+            };
+            let pool = &self.subnets[c.subnet].pools[r.pool as usize];
+            let mut sp = lock(pool.subpool_of(r.index));
+            let ok = match sp.slots.get(&r.index) {
+                None => true,
+                Some(s) if s.lease.state == LeaseState::Declined => false,
+                Some(s) if Self::owns(&s.lease, c, subnet_id) => true,
+                // A line's reservation (link-layer address or a relay's identifier of the
+                // line) belongs to the line: a new device there takes it over from the one it
+                // replaced, which learns so on its next Renew. A DUID's waits for its holder.
+                Some(_) if res.key.kind != KeyKind::Duid => true,
+                Some(s) => sp.failover_reusable(&s.lease),
+            };
+            if ok {
+                let g = self.apply(&mut sp, c, r, mode, rules, now, writes);
+                index.insert(self.key(c), r);
+                return Some(g);
+            }
+        }
+        None
+    }
+
     /// Renew/Rebind one address or prefix the client names. A lease the client holds is
     /// extended; one that is free (expired, released, never used) is given back to it when
     /// `create_if_free` and `rules` allow taking it (so clients keep their leases across a
@@ -200,11 +281,15 @@ impl Allocator {
         let subnet_id = self.subnets[c.subnet].id;
         let mut index = lock(self.shard(key));
         let mut sp = lock(pool.subpool_of(r.index));
-        let may_create = create_if_free && rules.may_take(sp.owner(r.index), now);
+        let may_create = create_if_free
+            && rules.may_take(sp.owner(r.index), now)
+            && !sp.reserved_for_other(r.index, c.reservation.map(|(id, _)| id));
         let ok = match sp.slots.get(&r.index) {
             Some(s) if s.lease.state == LeaseState::Declined => false,
             Some(s) if Self::owns(&s.lease, c, subnet_id) => {
-                !s.lease.state.is_free() || rules.may_take(sp.owner(r.index), now)
+                !s.lease.state.is_free()
+                    || (rules.may_take(sp.owner(r.index), now)
+                        && !sp.reserved_for_other(r.index, c.reservation.map(|(id, _)| id)))
             }
             Some(s) => may_create && sp.failover_reusable(&s.lease),
             None => may_create,

@@ -19,7 +19,7 @@
 //! extend, end, reclaim, restore), `merge` (RFC 8156: partner acknowledgements, PENDING-FREE,
 //! partner updates); this file holds the table and its read-only queries.
 
-use crate::config::{PoolConfig, ResourceKind, SubnetConfig};
+use crate::config::{PoolConfig, Reservation, ResourceKind, SubnetConfig};
 use crate::lease::{Lease, LeaseState};
 use std::collections::HashMap;
 use std::net::Ipv6Addr;
@@ -120,6 +120,8 @@ pub struct ClientIa<'a> {
     pub duid: &'a [u8],
     /// IAID.
     pub iaid: u32,
+    /// The client's reservation in this subnet, if it has one: its id and what it holds.
+    pub reservation: Option<(u32, &'a Reservation)>,
 }
 
 impl Allocator {
@@ -135,7 +137,7 @@ impl Allocator {
     }
 
     fn build(subnets: &[SubnetConfig], failover: bool) -> Self {
-        Allocator {
+        let a = Allocator {
             subnets: subnets
                 .iter()
                 .map(|s| SubnetPools {
@@ -153,7 +155,24 @@ impl Allocator {
                 .map(|_| Mutex::new(HashMap::new()))
                 .collect(),
             seq: AtomicU64::new(1),
+        };
+        // Reserved resources are kept out of dynamic allocation (config validation put each
+        // inside a pool of this subnet, reserved once).
+        for (sn, s) in subnets.iter().enumerate() {
+            for (id, r) in s.reservations.list().iter().enumerate() {
+                for kind in [ResourceKind::Address, ResourceKind::Prefix] {
+                    for (addr, _) in r.resources(kind) {
+                        if let Some(rr) = a.locate(sn, kind, addr) {
+                            let pool = &a.subnets[sn].pools[rr.pool as usize];
+                            lock(pool.subpool_of(rr.index))
+                                .reserved
+                                .insert(rr.index, id as u32);
+                        }
+                    }
+                }
+            }
         }
+        a
     }
 
     fn next_seq(&self) -> u64 {

@@ -43,6 +43,9 @@ pub(super) struct SubPool {
     /// (expires_at, index) for every slot whose state ends by time: active, offered, declined.
     pub(super) expiry: BTreeSet<(u64, u128)>,
     pub(super) usage: PoolUsage,
+    /// Reserved indices and the reservation (id in the subnet) each belongs to: never handed
+    /// out dynamically, only to that reservation's client.
+    pub(super) reserved: HashMap<u128, u32>,
 }
 
 impl SubPool {
@@ -65,7 +68,16 @@ impl SubPool {
             slots: HashMap::new(),
             expiry: BTreeSet::new(),
             usage: PoolUsage::default(),
+            reserved: HashMap::new(),
         }
+    }
+
+    /// Whether `index` is reserved for a client other than the one holding reservation
+    /// `mine` (none: any reserved index is someone else's).
+    pub(super) fn reserved_for_other(&self, index: u128, mine: Option<u32>) -> bool {
+        self.reserved
+            .get(&index)
+            .is_some_and(|owner| Some(*owner) != mine)
     }
 
     pub(super) fn count(&mut self, state: LeaseState, delta: i64) {
@@ -93,7 +105,7 @@ impl SubPool {
         while self.cursor[bit] < self.end {
             let i = self.cursor[bit];
             self.cursor[bit] += 2;
-            if !self.slots.contains_key(&i) {
+            if !self.slots.contains_key(&i) && !self.reserved.contains_key(&i) {
                 return Some(i);
             }
         }
@@ -105,9 +117,10 @@ impl SubPool {
     pub(super) fn take_freed(&mut self, bit: usize) -> Option<u128> {
         while let Some(i) = self.free[bit].pop_front() {
             let failover = self.failover;
+            let reserved = self.reserved.contains_key(&i);
             if let Some(s) = self.slots.get_mut(&i) {
                 s.in_free_list = false;
-                if reusable(failover, &s.lease) {
+                if reusable(failover, &s.lease) && !reserved {
                     return Some(i);
                 }
             }

@@ -17,6 +17,7 @@ fn ia(duid: &[u8], iaid: u32) -> ClientIa<'_> {
         kind: ResourceKind::Address,
         duid,
         iaid,
+        reservation: None,
     }
 }
 
@@ -343,6 +344,7 @@ fn prefix_pool_of_millions_allocates_without_scanning() {
         kind: ResourceKind::Prefix,
         duid: b"x",
         iaid: 1,
+        reservation: None,
     };
     let g = a
         .acquire(0, &c1, &[], AcquireMode::Grant, &Rules::STANDALONE, &mut w)
@@ -489,6 +491,7 @@ fn partner_half_opens_only_at_its_time_for_prefixes_never_for_addresses() {
         kind: ResourceKind::Prefix,
         duid: d,
         iaid: 1,
+        reservation: None,
     };
     // Prefixes: our half (2 of 4) first, then nothing until the partner's half opens.
     let p1 = a
@@ -714,4 +717,169 @@ fn a_broken_expiry_index_is_caught_where_it_breaks() {
     lock(pool.subpool_of(index)).expiry.clear();
     let mut w = Vec::new();
     a.end(200, &ia(b"ours", 1), l.addr, None, &mut w);
+}
+
+/// A 4-address pool (2001:db8::10-13) where ::12 is reserved for DUID `r1` and ::13 for the
+/// line with Interface-ID `eth0`.
+fn reserved_setup() -> (config::Config, Allocator) {
+    let t = "[server]\nlisten=[\"[::1]:5547\"]\n[[subnet]]\nid=1\nprefix=\"2001:db8::/64\"\n\
+             pools=[{range=\"2001:db8::10-2001:db8::13\"}]\n\
+             reservations=[{duid=\"72:31:72\",addresses=[\"2001:db8::12\"]},\
+             {interface_id=\"text:eth0\",addresses=[\"2001:db8::13\"]}]\n";
+    let c = config::parse("t", t).unwrap();
+    let a = Allocator::new(&c.subnets);
+    (c, a)
+}
+
+fn with_res<'a>(c: &'a config::Config, duid: &'a [u8], id: u32) -> ClientIa<'a> {
+    ClientIa {
+        reservation: Some((id, c.subnets[0].reservations.get(id))),
+        ..ia(duid, 1)
+    }
+}
+
+#[test]
+fn reserved_resources_go_only_to_their_client() {
+    let (c, a) = reserved_setup();
+    let mut w = Vec::new();
+    let r = Rules::STANDALONE;
+    let got: Vec<Ipv6Addr> = (0..4u8)
+        .filter_map(|i| a.acquire(0, &ia(&[9, 9, i], 1), &[], AcquireMode::Grant, &r, &mut w))
+        .map(|g| g.addr)
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            "2001:db8::10".parse::<Ipv6Addr>().unwrap(),
+            "2001:db8::11".parse().unwrap()
+        ],
+        "only the two unreserved addresses go to dynamic clients"
+    );
+    // Not by hint, nor by Renew of a free reserved address, either.
+    let other = ia(b"zz", 1);
+    let hint = ["2001:db8::12".parse().unwrap()];
+    assert!(
+        a.acquire(0, &other, &hint, AcquireMode::Grant, &r, &mut w)
+            .is_none()
+    );
+    assert_eq!(
+        a.extend(0, &other, hint[0], 128, true, &r, &mut w),
+        Extended::NotOwned
+    );
+    // Its client gets it, however full the pool.
+    let mine = with_res(&c, b"r1r", 0);
+    let g = a
+        .acquire(0, &mine, &[], AcquireMode::Grant, &r, &mut w)
+        .unwrap();
+    assert_eq!(g.addr, hint[0]);
+    assert_eq!(
+        a.lookup(ResourceKind::Address, hint[0]).unwrap().duid[..],
+        b"r1r"[..]
+    );
+    let e = a.extend(10, &mine, hint[0], 128, true, &r, &mut w);
+    assert!(matches!(e, Extended::Extended(_)));
+}
+
+#[test]
+fn a_client_moves_to_its_reservation_and_gives_up_the_old_lease() {
+    let (c, a) = reserved_setup();
+    let mut w = Vec::new();
+    let r = Rules::STANDALONE;
+    // Before the reservation applies to it (say, a client known by its line): a dynamic lease.
+    let g = a
+        .acquire(0, &ia(b"cpe", 1), &[], AcquireMode::Grant, &r, &mut w)
+        .unwrap();
+    assert_eq!(g.addr, "2001:db8::10".parse::<Ipv6Addr>().unwrap());
+    let on_line = with_res(&c, b"cpe", 1);
+    // An offer shows the reservation but leaves the lease in use alone.
+    let o = a
+        .acquire(
+            1,
+            &on_line,
+            &[],
+            AcquireMode::Offer { hold_secs: 60 },
+            &r,
+            &mut w,
+        )
+        .unwrap();
+    assert_eq!(o.addr, "2001:db8::13".parse::<Ipv6Addr>().unwrap());
+    assert_eq!(
+        a.lookup(ResourceKind::Address, g.addr).unwrap().state,
+        LeaseState::Active
+    );
+    // The grant moves it: the reserved address is its, the old one is released.
+    w.clear();
+    let n = a
+        .acquire(2, &on_line, &[], AcquireMode::Grant, &r, &mut w)
+        .unwrap();
+    assert_eq!(n.addr, o.addr);
+    assert_eq!(
+        a.lookup(ResourceKind::Address, g.addr).unwrap().state,
+        LeaseState::Released
+    );
+    assert_eq!(
+        w.len(),
+        2,
+        "the new lease and the release are both stored: {w:?}"
+    );
+}
+
+#[test]
+fn a_new_device_on_a_reserved_line_takes_the_line_s_address_over() {
+    let (c, a) = reserved_setup();
+    let mut w = Vec::new();
+    let r = Rules::STANDALONE;
+    let line = "2001:db8::13".parse::<Ipv6Addr>().unwrap();
+    let old = with_res(&c, b"old-cpe", 1);
+    assert_eq!(
+        a.acquire(0, &old, &[], AcquireMode::Grant, &r, &mut w)
+            .unwrap()
+            .addr,
+        line
+    );
+    // A swapped CPE (new DUID, same line) gets the same address while the old lease runs.
+    let new = with_res(&c, b"new-cpe", 1);
+    assert_eq!(
+        a.acquire(5, &new, &[], AcquireMode::Grant, &r, &mut w)
+            .unwrap()
+            .addr,
+        line
+    );
+    assert_eq!(
+        a.lookup(ResourceKind::Address, line).unwrap().duid[..],
+        b"new-cpe"[..]
+    );
+    // The old device's Renew is told it lost it.
+    assert_eq!(
+        a.extend(6, &old, line, 128, true, &r, &mut w),
+        Extended::NotOwned
+    );
+    // A DUID reservation is the DUID's: another holder keeps it until it ends.
+    let by_duid = "2001:db8::12".parse::<Ipv6Addr>().unwrap();
+    let squatter = ia(b"sq", 1);
+    // (Reserved after the squatter got it: restore its lease as the store would.)
+    a.restore(crate::lease::Lease {
+        kind: ResourceKind::Address,
+        addr: by_duid,
+        prefix_len: 128,
+        subnet_id: 1,
+        state: LeaseState::Active,
+        duid: b"sq".as_slice().into(),
+        iaid: 1,
+        preferred_secs: 100,
+        valid_secs: 200,
+        cltt: 0,
+        expires_at: 200,
+        seq: 1,
+        partner_ack_until: 0,
+        partner_lifetime_received: 0,
+    })
+    .unwrap();
+    let owner = with_res(&c, b"r1r", 0);
+    let g = a.acquire(10, &owner, &[], AcquireMode::Grant, &r, &mut w);
+    assert_ne!(
+        g.map(|g| g.addr),
+        Some(by_duid),
+        "not while {squatter:?} holds it"
+    );
 }

@@ -4,7 +4,7 @@
 
 use std::collections::HashSet;
 
-use crate::config::{Config, PoolConfig, ResourceKind, SubnetConfig};
+use crate::config::{Config, OptionSet, PoolConfig, Reservation, ResourceKind, SubnetConfig};
 use crate::wire::{OPTION_HEADER_LEN, OptionIter, opt};
 
 use super::wire::{FailoverMessage, FailoverWriter};
@@ -73,6 +73,16 @@ fn put_count(b: &mut Vec<u8>, n: usize) {
 ///                     | resource length (u8)
 /// ```
 ///
+/// When any subnet has options or reservations, their section follows (so configurations
+/// without either keep the digest they always had):
+///
+/// ```text
+/// "tandem-client-data\0"
+/// per subnet, by id:  id (u32) | options (u32 count, then code u16 | len u32 | value each,
+///                     the subnet's merged set) | per pool, sorted: the pool's own, same form
+///                     | reservations: count (u32) | digest of their encoding (32)
+/// ```
+///
 /// Server-local settings (listen addresses, interfaces, data dir, workers, log level, sub-pool
 /// count, ...) are not part of it.
 pub fn pools_canonical_bytes(config: &Config) -> Vec<u8> {
@@ -96,7 +106,60 @@ pub fn pools_canonical_bytes(config: &Config) -> Vec<u8> {
             b.push(p.resource_len);
         }
     }
+    let client_data = canon.iter().any(|(s, pools)| {
+        !s.options.is_empty()
+            || !s.reservations.is_empty()
+            || pools.iter().any(|p| !p.options.is_empty())
+    });
+    if client_data {
+        b.extend_from_slice(CLIENT_DATA_TAG);
+        for (s, pools) in &canon {
+            b.extend_from_slice(&s.id.to_be_bytes());
+            put_options(&mut b, &s.options);
+            for p in pools {
+                put_options(&mut b, &p.options);
+            }
+            put_count(&mut b, s.reservations.len());
+            b.extend_from_slice(&reservations_digest(s));
+        }
+    }
     b
+}
+
+/// Tag of the options-and-reservations section of the canonical encoding.
+const CLIENT_DATA_TAG: &[u8] = b"tandem-client-data\0";
+
+fn put_options(b: &mut Vec<u8>, set: &OptionSet) {
+    put_count(b, set.iter().count());
+    for (code, v) in set.iter() {
+        b.extend_from_slice(&code.to_be_bytes());
+        put_count(b, v.len());
+        b.extend_from_slice(v);
+    }
+}
+
+/// Digest of a subnet's reservations in a canonical order (by key), each as its key kind,
+/// key, addresses, prefixes and options; the order they were configured in does not count.
+fn reservations_digest(s: &SubnetConfig) -> [u8; 32] {
+    let mut list: Vec<&Reservation> = s.reservations.list().iter().collect();
+    list.sort_by(|a, b| (a.key.kind, &a.key.value).cmp(&(b.key.kind, &b.key.value)));
+    let mut b = Vec::with_capacity(list.len() * 48);
+    for r in list {
+        b.push(r.key.kind as u8);
+        put_count(&mut b, r.key.value.len());
+        b.extend_from_slice(&r.key.value);
+        put_count(&mut b, r.addresses.len());
+        for a in &r.addresses {
+            b.extend_from_slice(&a.octets());
+        }
+        put_count(&mut b, r.prefixes.len());
+        for p in &r.prefixes {
+            b.extend_from_slice(&p.addr.octets());
+            b.push(p.len);
+        }
+        put_options(&mut b, &r.options);
+    }
+    digest256(&b)
 }
 
 fn fnv1a64(mut h: u64, bytes: &[u8]) -> u64 {
@@ -178,11 +241,50 @@ fn pool_line(s: &SubnetConfig, p: &PoolConfig) -> String {
 ///
 /// Two configurations with the same digest have the same lines; a difference shows up as lines
 /// only one side has.
+///
+/// Options (the subnet's merged set, each pool's own) and reservations add a line each where
+/// configured: `subnet 1 options: 23 #1f2e3d4c, 24 #...` (a short digest per value) and
+/// `subnet 1 reservations: 100000 #0a1b2c3d...`.
 pub fn pools_summary(config: &Config) -> Vec<String> {
-    canonical(config)
-        .into_iter()
-        .flat_map(|(s, pools)| pools.into_iter().map(move |p| pool_line(s, p)))
-        .collect()
+    let mut lines = Vec::new();
+    for (s, pools) in canonical(config) {
+        for p in &pools {
+            lines.push(pool_line(s, p));
+        }
+        if !s.options.is_empty() {
+            lines.push(format!(
+                "subnet {} options: {}",
+                s.id,
+                options_line(&s.options)
+            ));
+        }
+        for p in &pools {
+            if !p.options.is_empty() {
+                lines.push(format!(
+                    "subnet {} pool {} options: {}",
+                    s.id,
+                    std::net::Ipv6Addr::from(p.first),
+                    options_line(&p.options)
+                ));
+            }
+        }
+        if !s.reservations.is_empty() {
+            lines.push(format!(
+                "subnet {} reservations: {} #{}",
+                s.id,
+                s.reservations.len(),
+                digest_short_hex(&reservations_digest(s))
+            ));
+        }
+    }
+    lines
+}
+
+fn options_line(set: &OptionSet) -> String {
+    set.iter()
+        .map(|(code, v)| format!("{code} #{}", &digest_short_hex(&digest256(v))[..8]))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The summary lines as sent: newlines inside a line replaced by spaces, and cut to
@@ -320,6 +422,58 @@ mod tests {
 
     fn cfg() -> Config {
         config::parse("<d>", config::EMBEDDED_DEFAULT).unwrap()
+    }
+
+    #[test]
+    fn options_and_reservations_count_only_when_configured() {
+        let plain = cfg();
+        let base = pools_canonical_bytes(&plain);
+        assert!(
+            !base
+                .windows(CLIENT_DATA_TAG.len())
+                .any(|w| w == CLIENT_DATA_TAG),
+            "a configuration without them keeps its old encoding"
+        );
+        let with = |extra: &str| {
+            let t = config::EMBEDDED_DEFAULT.replace("[[subnet]]", &format!("{extra}\n[[subnet]]"));
+            config::parse("<t>", &t).unwrap()
+        };
+        let a = with("[options]\ndns_servers = [\"2001:db8::53\"]");
+        let b = with("[options]\ndns_servers = [\"2001:db8::54\"]");
+        assert_ne!(pools_digest(&a), pools_digest(&plain));
+        assert_ne!(pools_digest(&a), pools_digest(&b));
+        let (sa, sb) = (pools_summary(&a), pools_summary(&b));
+        let (only_a, only_b) = diff_lines(&sa, &sb);
+        assert_eq!(
+            (only_a.len(), only_b.len()),
+            (1, 1),
+            "{only_a:?} {only_b:?}"
+        );
+        assert!(
+            only_a[0].starts_with("subnet 1 options: 23 #"),
+            "{only_a:?}"
+        );
+        let r = |order: &str| {
+            let t = format!("{}reservations = [{order}]\n", config::EMBEDDED_DEFAULT);
+            config::parse("<t>", &t).unwrap()
+        };
+        let x = r(
+            "{ duid = \"00:01:02:03\", addresses = [\"2001:db8:1::1:10\"] }, { duid = \"00:01:02:04\", addresses = [\"2001:db8:1::1:11\"] }",
+        );
+        let y = r(
+            "{ duid = \"00:01:02:04\", addresses = [\"2001:db8:1::1:11\"] }, { duid = \"00:01:02:03\", addresses = [\"2001:db8:1::1:10\"] }",
+        );
+        let z = r(
+            "{ duid = \"00:01:02:04\", addresses = [\"2001:db8:1::1:12\"] }, { duid = \"00:01:02:03\", addresses = [\"2001:db8:1::1:10\"] }",
+        );
+        assert_eq!(pools_digest(&x), pools_digest(&y), "order does not count");
+        assert_ne!(pools_digest(&x), pools_digest(&z));
+        let (sx, sz) = (pools_summary(&x), pools_summary(&z));
+        let (only_x, _) = diff_lines(&sx, &sz);
+        assert!(
+            only_x[0].starts_with("subnet 1 reservations: 2 #"),
+            "{only_x:?}"
+        );
     }
 
     #[test]

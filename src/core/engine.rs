@@ -290,7 +290,7 @@ impl Engine {
             .ok_or(Dropped::NoSubnet)?;
         let sub = &self.config.subnets[subnet];
         let reservation = find_reservation(sub, duid, line);
-        let reserved_options = reservation.map(|(_, r)| &r.options);
+        let reserved_options = reservation.map(|(_, r)| r.options());
         // RFC 8415 §18.4: unicast to a server that never offered unicast → UseMulticast.
         if hops.is_empty()
             && !rx.multicast

@@ -221,6 +221,7 @@ pub fn main() -> ExitCode {
 }
 
 fn serve(args: ServeArgs) -> ExitCode {
+    let loading = std::time::Instant::now();
     let mut cfg = match load(&args.config) {
         Ok(c) => c,
         Err(e) => {
@@ -251,6 +252,16 @@ fn serve(args: ServeArgs) -> ExitCode {
         cfg.server.sync = false;
     }
     init_logs(&cfg.server.log_level);
+    info!(
+        subnets = cfg.subnets.len(),
+        reservations = cfg
+            .subnets
+            .iter()
+            .map(|s| s.reservations.len())
+            .sum::<usize>(),
+        elapsed_ms = loading.elapsed().as_millis() as u64,
+        "configuration loaded"
+    );
 
     // Block SIGINT/SIGTERM before any thread starts, so every thread inherits the mask and the
     // main thread alone takes them with sigwait.

@@ -31,6 +31,9 @@ pub struct OptionSet {
     entries: Vec<(u16, Box<[u8]>)>,
 }
 
+/// An empty set to borrow.
+pub static NO_OPTIONS: OptionSet = OptionSet::EMPTY;
+
 impl OptionSet {
     /// No options.
     pub const EMPTY: OptionSet = OptionSet {

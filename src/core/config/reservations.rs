@@ -63,9 +63,14 @@ impl KeyKind {
     }
 
     fn from_name(s: &str) -> Option<KeyKind> {
-        KeyKind::ALL
-            .into_iter()
-            .find(|k| k.name() == s || k.name().replace('-', "_") == s)
+        Some(match s {
+            "duid" => KeyKind::Duid,
+            "hw-address" | "hw_address" => KeyKind::HwAddress,
+            "remote-id" | "remote_id" => KeyKind::RemoteId,
+            "subscriber-id" | "subscriber_id" => KeyKind::SubscriberId,
+            "interface-id" | "interface_id" => KeyKind::InterfaceId,
+            _ => return None,
+        })
     }
 }
 
@@ -91,31 +96,71 @@ impl fmt::Display for ReservationKey {
     }
 }
 
-/// One reservation: what it is keyed on and what it holds.
+/// One reservation: what it is keyed on and what it holds. Kept compact (a million of them
+/// is an ordinary ISP edge): one allocation for the resources, none for absent options.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reservation {
     /// The identifier that selects it.
     pub key: ReservationKey,
-    /// Reserved addresses, handed to the client's IA_NAs in order.
-    pub addresses: Vec<Ipv6Addr>,
-    /// Reserved delegated prefixes, handed to the client's IA_PDs in order.
-    pub prefixes: Vec<Prefix>,
-    /// Options of this client (over the subnet's and pools'; empty from a file).
-    pub options: OptionSet,
-    /// Where it was configured, for messages: `file:line`.
-    pub origin: String,
+    /// Addresses, then prefixes (`len` 128 marks an address).
+    resources: Box<[Prefix]>,
+    /// Options of this client (over the subnet's and pools'; none from a file).
+    options: Option<Box<OptionSet>>,
+    /// Where it was configured: the index of its source in [`Reservations`] and the line.
+    source: u16,
+    line: u32,
 }
 
 impl Reservation {
-    /// The reserved resources of `kind`, as (address, prefix length).
+    /// A reservation of `addresses` and `prefixes` for `key`, configured at `line` of source
+    /// `source` (see [`Reservations::source`]).
+    pub(super) fn new(
+        key: ReservationKey,
+        addresses: &[Ipv6Addr],
+        prefixes: &[Prefix],
+        options: OptionSet,
+        source: u16,
+        line: u32,
+    ) -> Self {
+        let resources = addresses
+            .iter()
+            .map(|a| Prefix { addr: *a, len: 128 })
+            .chain(prefixes.iter().copied())
+            .collect();
+        Reservation {
+            key,
+            resources,
+            options: (!options.is_empty()).then(|| Box::new(options)),
+            source,
+            line,
+        }
+    }
+
+    /// The reserved resources of `kind`, as (address, prefix length), in configured order.
     pub fn resources(&self, kind: ResourceKind) -> impl Iterator<Item = (Ipv6Addr, u8)> + '_ {
-        let (a, p): (&[Ipv6Addr], &[Prefix]) = match kind {
-            ResourceKind::Address => (&self.addresses, &[]),
-            ResourceKind::Prefix => (&[], &self.prefixes),
-        };
-        a.iter()
-            .map(|a| (*a, 128))
-            .chain(p.iter().map(|p| (p.addr, p.len)))
+        let addresses = kind == ResourceKind::Address;
+        self.resources
+            .iter()
+            .filter(move |p| (p.len == 128) == addresses)
+            .map(|p| (p.addr, p.len))
+    }
+
+    /// Reserved addresses.
+    pub fn addresses(&self) -> impl Iterator<Item = Ipv6Addr> + '_ {
+        self.resources(ResourceKind::Address).map(|(a, _)| a)
+    }
+
+    /// Reserved prefixes.
+    pub fn prefixes(&self) -> impl Iterator<Item = Prefix> + '_ {
+        self.resources(ResourceKind::Prefix)
+            .map(|(addr, len)| Prefix { addr, len })
+    }
+
+    /// This client's options (empty when it has none of its own).
+    pub fn options(&self) -> &OptionSet {
+        self.options
+            .as_deref()
+            .unwrap_or(&super::options::NO_OPTIONS)
     }
 }
 
@@ -124,7 +169,9 @@ impl Reservation {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Reservations {
     list: Vec<Reservation>,
-    by_kind: [HashMap<Box<[u8]>, u32>; 5],
+    by_kind: [HashMap<Box<[u8]>, u32, foldhash::fast::RandomState>; 5],
+    /// Names of the places reservations came from (the config file, a reservations file).
+    sources: Vec<String>,
 }
 
 impl Reservations {
@@ -148,6 +195,27 @@ impl Reservations {
         &self.list[id as usize]
     }
 
+    /// Where reservation `id` was configured: `file:line`.
+    pub fn origin(&self, id: u32) -> String {
+        let r = &self.list[id as usize];
+        let src = self
+            .sources
+            .get(r.source as usize)
+            .map_or("?", String::as_str);
+        format!("{src}:{}", r.line)
+    }
+
+    /// Room for `n` more reservations.
+    pub(super) fn reserve(&mut self, n: usize) {
+        self.list.reserve(n);
+    }
+
+    /// Registers a source name; reservations from it carry the returned index.
+    pub(super) fn source(&mut self, name: &str) -> u16 {
+        self.sources.push(name.to_string());
+        u16::try_from(self.sources.len() - 1).unwrap_or(u16::MAX)
+    }
+
     /// Whether any reservation is keyed on `kind` (so the engine skips kinds nobody uses).
     pub fn uses(&self, kind: KeyKind) -> bool {
         !self.by_kind[kind as usize].is_empty()
@@ -161,12 +229,17 @@ impl Reservations {
     /// Adds `r`; `Err` names the reservation already keyed the same way.
     pub(super) fn push(&mut self, r: Reservation) -> Result<(), String> {
         let id = u32::try_from(self.list.len()).map_err(|_| "too many reservations".to_string())?;
-        let map = &mut self.by_kind[r.key.kind as usize];
-        if let Some(prev) = map.get(&r.key.value) {
+        if let Some(prev) = self.by_kind[r.key.kind as usize].get(&r.key.value).copied() {
             return Err(format!(
                 "{} is reserved twice (also at {})",
-                r.key, self.list[*prev as usize].origin
+                r.key,
+                self.origin(prev)
             ));
+        }
+        let map = &mut self.by_kind[r.key.kind as usize];
+        if map.is_empty() {
+            // Sources are usually of one kind: size the first map for what was announced.
+            map.reserve(self.list.capacity().saturating_sub(self.list.len()));
         }
         map.insert(r.key.value.clone(), id);
         self.list.push(r);
@@ -331,15 +404,19 @@ mod tests {
     #[test]
     fn a_key_reserved_twice_names_the_first() {
         let mut rs = Reservations::default();
-        let r = |origin: &str| Reservation {
-            key: key(KeyKind::InterfaceId, "text:eth0").unwrap(),
-            addresses: vec!["2001:db8::1".parse().unwrap()],
-            prefixes: vec![],
-            options: OptionSet::default(),
-            origin: origin.into(),
+        let src = rs.source("a");
+        let r = |line: u32| {
+            Reservation::new(
+                key(KeyKind::InterfaceId, "text:eth0").unwrap(),
+                &["2001:db8::1".parse().unwrap()],
+                &[],
+                OptionSet::default(),
+                src,
+                line,
+            )
         };
-        rs.push(r("a:1")).unwrap();
-        let e = rs.push(r("a:2")).unwrap_err();
+        rs.push(r(1)).unwrap();
+        let e = rs.push(r(2)).unwrap_err();
         assert!(e.contains("a:1"), "{e}");
         assert_eq!(rs.find(KeyKind::InterfaceId, b"eth0"), Some(0));
         assert_eq!(rs.find(KeyKind::Duid, b"eth0"), None);

@@ -300,8 +300,11 @@ fn reservations_from_toml_and_file_are_checked_and_indexed() {
     let id = rs
         .find(KeyKind::RemoteId, b"\x00\x00\x11\x8bline-1")
         .unwrap();
-    assert_eq!(rs.get(id).prefixes[0].to_string(), "2001:db8:8000:100::/56");
-    assert_eq!(rs.get(id).origin, "res.txt:2");
+    assert_eq!(
+        rs.get(id).prefixes().next().unwrap().to_string(),
+        "2001:db8:8000:100::/56"
+    );
+    assert_eq!(rs.origin(id), "res.txt:2");
     assert!(
         rs.find(KeyKind::HwAddress, &[0x52, 0x54, 0, 0, 0, 1])
             .is_some()

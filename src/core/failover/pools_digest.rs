@@ -148,16 +148,16 @@ fn reservations_digest(s: &SubnetConfig) -> [u8; 32] {
         b.push(r.key.kind as u8);
         put_count(&mut b, r.key.value.len());
         b.extend_from_slice(&r.key.value);
-        put_count(&mut b, r.addresses.len());
-        for a in &r.addresses {
+        put_count(&mut b, r.addresses().count());
+        for a in r.addresses() {
             b.extend_from_slice(&a.octets());
         }
-        put_count(&mut b, r.prefixes.len());
-        for p in &r.prefixes {
+        put_count(&mut b, r.prefixes().count());
+        for p in r.prefixes() {
             b.extend_from_slice(&p.addr.octets());
             b.push(p.len);
         }
-        put_options(&mut b, &r.options);
+        put_options(&mut b, r.options());
     }
     digest256(&b)
 }

@@ -45,7 +45,7 @@ pub(super) struct SubPool {
     pub(super) usage: PoolUsage,
     /// Reserved indices and the reservation (id in the subnet) each belongs to: never handed
     /// out dynamically, only to that reservation's client.
-    pub(super) reserved: HashMap<u128, u32>,
+    pub(super) reserved: HashMap<u128, u32, foldhash::fast::RandomState>,
 }
 
 impl SubPool {
@@ -68,7 +68,7 @@ impl SubPool {
             slots: HashMap::new(),
             expiry: BTreeSet::new(),
             usage: PoolUsage::default(),
-            reserved: HashMap::new(),
+            reserved: HashMap::default(),
         }
     }
 

@@ -2254,3 +2254,79 @@ fn link_layer_reservations_match_duid_ll_and_the_relay_s_option_79() {
     let back = unwrap_relay_replies(&r.reply).unwrap();
     assert_eq!(view(back.inner()).na(1).addrs[0].0, ip("2001:db8:1::1f1"));
 }
+
+// =============================================================================================
+// Link selection by what relays send (RFC 8415 §13.1)
+
+#[test]
+fn relays_outside_every_prefix_select_by_address_or_interface_id() {
+    let mut s = Srv::new(&two_subnets(
+        r#"relay = { interface_ids = ["text:ge-0/0/2.200"], addresses = ["2001:db8:ff::2"] }"#,
+        "",
+    ));
+    let inner = || P::new(MessageType::Solicit, 1).rapid().na(1, &[]).bytes();
+    let got = |s: &mut Srv, fwd: &[u8], src: &str| -> Option<Ipv6Addr> {
+        let src: SocketAddrV6 = format!("[{src}]:547").parse().unwrap();
+        let r = s.rx_full(1000, src, false, None, fwd);
+        match r.out {
+            Outcome::Dropped(d) => {
+                assert_eq!(d, Dropped::NoSubnet);
+                None
+            }
+            Outcome::Reply { .. } => {
+                let back = unwrap_relay_replies(&r.reply).unwrap();
+                Some(view(back.inner()).na(1).addrs[0].0)
+            }
+        }
+    };
+    // A link-address in a prefix wins, whatever else the relay says.
+    let a = got(
+        &mut s,
+        &relay(
+            0,
+            "2001:db8:1::1",
+            "fe80::99",
+            Some(b"ge-0/0/2.200"),
+            &inner(),
+        ),
+        "2001:db8:ff::2",
+    );
+    assert!(a.is_some_and(pool1), "{a:?}");
+    // A link-address outside every prefix, named by subnet 2.
+    let a = got(
+        &mut s,
+        &relay(0, "2001:db8:ff::2", "fe80::99", None, &inner()),
+        "2001:db8:ff::7",
+    );
+    assert!(a.is_some_and(pool2), "{a:?}");
+    // Link-address zero: the Interface-ID, then the relay's own (source) address.
+    let a = got(
+        &mut s,
+        &relay(0, "::", "fe80::99", Some(b"ge-0/0/2.200"), &inner()),
+        "2001:db8:ff::7",
+    );
+    assert!(a.is_some_and(pool2), "{a:?}");
+    let a = got(
+        &mut s,
+        &relay(0, "::", "fe80::99", Some(b"ge-0/0/9.900"), &inner()),
+        "2001:db8:ff::2",
+    );
+    assert!(a.is_some_and(pool2), "{a:?}");
+    // Nothing matches: no subnet, no reply.
+    assert_eq!(
+        got(
+            &mut s,
+            &relay(0, "::", "fe80::99", Some(b"ge-0/0/9.900"), &inner()),
+            "2001:db8:ff::7"
+        ),
+        None
+    );
+    assert_eq!(
+        got(
+            &mut s,
+            &relay(0, "2001:db8:ee::1", "fe80::99", None, &inner()),
+            "2001:db8:ff::2"
+        ),
+        None
+    );
+}

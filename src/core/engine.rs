@@ -516,10 +516,13 @@ impl Engine {
     }
 
     /// Link selection (RFC 8415 §13.1): relayed messages by the link-address of the relay
-    /// closest to the client (the innermost non-zero one); direct messages from a global
-    /// source address by the subnet holding that address (the client was allowed unicast);
-    /// other direct messages by the receiving interface, falling back to the first subnet not
-    /// tied to an interface.
+    /// closest to the client (the innermost non-zero one) inside a subnet's prefix, else named
+    /// in a subnet's `relay.addresses`; then by the closest relay's Interface-ID in a subnet's
+    /// `relay.interface_ids`; then, when every link-address is zero, by the address the
+    /// message came from in `relay.addresses`. Direct messages from a global source address
+    /// by the subnet holding that address (the client was allowed unicast); other direct
+    /// messages by the receiving interface, falling back to the first subnet not tied to an
+    /// interface.
     fn select_subnet(
         &self,
         hops: &[RelayHop],
@@ -527,10 +530,30 @@ impl Engine {
         interface: Option<&str>,
     ) -> Option<usize> {
         let subnets = &self.config.subnets;
-        if let Some(h) = hops.iter().rev().find(|h| !h.link_address.is_unspecified()) {
-            return subnets
+        if !hops.is_empty() {
+            let link = hops
                 .iter()
-                .position(|s| s.prefix.contains(h.link_address));
+                .rev()
+                .find(|h| !h.link_address.is_unspecified())
+                .map(|h| h.link_address);
+            let by_link = link.and_then(|l| {
+                subnets
+                    .iter()
+                    .position(|s| s.prefix.contains(l))
+                    .or_else(|| subnets.iter().position(|s| s.relay_addresses.contains(&l)))
+            });
+            let by_interface_id = || {
+                let id = hops.last()?.interface_id?;
+                subnets
+                    .iter()
+                    .position(|s| s.relay_interface_ids.iter().any(|i| **i == *id))
+            };
+            let by_source = || {
+                link.is_none()
+                    .then(|| subnets.iter().position(|s| s.relay_addresses.contains(src)))
+                    .flatten()
+            };
+            return by_link.or_else(by_interface_id).or_else(by_source);
         }
         if hops.is_empty()
             && !src.is_unicast_link_local()

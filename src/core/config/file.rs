@@ -126,6 +126,18 @@ pub(super) struct FileSubnet {
     #[serde(default)]
     pub(super) reservations: Vec<Spanned<FileReservation>>,
     pub(super) reservations_file: Option<Spanned<PathBuf>>,
+    pub(super) relay: Option<Spanned<FileRelay>>,
+}
+
+/// `relay = { ... }` in a subnet: what relays send that selects it, for relays whose
+/// link-address is zero or outside the subnet's prefix.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileRelay {
+    #[serde(default)]
+    pub(super) interface_ids: Vec<String>,
+    #[serde(default)]
+    pub(super) addresses: Vec<String>,
 }
 
 /// One reservation in the TOML: exactly one identifier, the resources, optional options.

@@ -198,6 +198,11 @@ pub struct SubnetConfig {
     pub options: OptionSet,
     /// Addresses and prefixes kept for particular clients (inside this subnet's pools).
     pub reservations: Reservations,
+    /// Interface-ID values of the relay closest to the client that select this subnet.
+    pub relay_interface_ids: Vec<Box<[u8]>>,
+    /// Relay addresses that select this subnet: the closest relay's link-address, or, when
+    /// that is zero, the address the relayed message came from.
+    pub relay_addresses: Vec<Ipv6Addr>,
 }
 
 /// Lifetimes and renewal timers, in seconds.

@@ -248,7 +248,7 @@ impl Reservations {
 }
 
 /// Hex digits, optionally separated by `:` (`0a0b`, `0a:0b`), or `text:` and the bytes.
-pub(super) fn value_bytes(s: &str) -> Result<Vec<u8>, String> {
+pub(crate) fn value_bytes(s: &str) -> Result<Vec<u8>, String> {
     if let Some(t) = s.strip_prefix("text:") {
         if t.is_empty() {
             return Err("empty `text:` value".into());

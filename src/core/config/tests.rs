@@ -376,3 +376,39 @@ fn reservations_from_toml_and_file_are_checked_and_indexed() {
     .unwrap_err();
     assert!(e.message.contains("reads no files"), "{e}");
 }
+
+#[test]
+fn relay_selectors_parse_and_select_one_subnet_each() {
+    let two = |second: &str| {
+        parse(
+            "t.toml",
+            &format!(
+                "{HEAD}[[subnet]]\nid=1\nprefix=\"2001:db8:1::/64\"\npools=[{{prefix=\"2001:db8:1::/64\"}}]\n\
+                 relay={{interface_ids=[\"text:ge-0/0/1\",\"0a0b\"],addresses=[\"2001:db8:ff::1\"]}}\n\
+                 [[subnet]]\nid=2\nprefix=\"2001:db8:2::/64\"\npools=[{{prefix=\"2001:db8:2::/64\"}}]\n{second}\n"
+            ),
+        )
+    };
+    let c = two("").unwrap();
+    assert_eq!(
+        c.subnets[0].relay_interface_ids,
+        vec![
+            b"ge-0/0/1".to_vec().into_boxed_slice(),
+            vec![0x0a, 0x0b].into_boxed_slice()
+        ]
+    );
+    assert_eq!(
+        c.subnets[0].relay_addresses,
+        vec!["2001:db8:ff::1".parse::<Ipv6Addr>().unwrap()]
+    );
+    let e = two("relay={interface_ids=[\"text:ge-0/0/1\"]}").unwrap_err();
+    assert_eq!(e.field, "subnet[1].relay.interface_ids");
+    assert!(e.message.contains("already selects subnet 1"), "{e}");
+    let e = two("relay={addresses=[\"2001:db8:ff::1\"]}").unwrap_err();
+    assert!(e.message.contains("already selects subnet 1"), "{e}");
+    let e = two("relay={addresses=[\"nope\"]}").unwrap_err();
+    assert_eq!(
+        (e.field.as_str(), e.line),
+        ("subnet[1].relay.addresses", Some(12))
+    );
+}

@@ -408,6 +408,7 @@ fn subnet(
             ),
         ));
     }
+    let (relay_interface_ids, relay_addresses) = relay(ctx, &sf, sub, before)?;
     Ok(SubnetConfig {
         id,
         prefix,
@@ -416,6 +417,8 @@ fn subnet(
         lifetimes: lt,
         options,
         reservations: Reservations::default(),
+        relay_interface_ids,
+        relay_addresses,
     })
 }
 
@@ -656,4 +659,53 @@ fn reservations(
         });
     }
     Ok(out)
+}
+
+/// A subnet's `relay` table: Interface-IDs and relay addresses, each selecting one subnet only.
+#[allow(clippy::type_complexity)]
+fn relay(
+    ctx: &Ctx,
+    sf: &str,
+    sub: &FileSubnet,
+    before: &[SubnetConfig],
+) -> Result<(Vec<Box<[u8]>>, Vec<Ipv6Addr>), ConfigError> {
+    let Some(r) = &sub.relay else {
+        return Ok((Vec::new(), Vec::new()));
+    };
+    let span = Some(r.span());
+    let mut ids: Vec<Box<[u8]>> = Vec::new();
+    for v in &r.get_ref().interface_ids {
+        let field = format!("{sf}.relay.interface_ids");
+        let b: Box<[u8]> = reservations::value_bytes(v)
+            .map_err(|m| ctx.err(span.clone(), &field, m))?
+            .into();
+        if let Some(o) = before.iter().find(|o| o.relay_interface_ids.contains(&b)) {
+            return Err(ctx.err(
+                span.clone(),
+                &field,
+                format!("Interface-ID `{v}` already selects subnet {}", o.id),
+            ));
+        }
+        ids.push(b);
+    }
+    let mut addrs = Vec::new();
+    for v in &r.get_ref().addresses {
+        let field = format!("{sf}.relay.addresses");
+        let a: Ipv6Addr = v.trim().parse().map_err(|_| {
+            ctx.err(
+                span.clone(),
+                &field,
+                format!("`{v}` is not an IPv6 address"),
+            )
+        })?;
+        if let Some(o) = before.iter().find(|o| o.relay_addresses.contains(&a)) {
+            return Err(ctx.err(
+                span.clone(),
+                &field,
+                format!("relay address {a} already selects subnet {}", o.id),
+            ));
+        }
+        addrs.push(a);
+    }
+    Ok((ids, addrs))
 }

@@ -2330,3 +2330,187 @@ fn relays_outside_every_prefix_select_by_address_or_interface_id() {
         None
     );
 }
+
+// =============================================================================================
+// Leasequery (RFC 5007)
+
+fn lq_conf() -> String {
+    format!(
+        "{}[leasequery]\nrequestors = [\"2001:db8:ff::/64\", \"::1\"]\n",
+        two_subnets("", "")
+    )
+    .replace(
+        "pd_pools = [{ prefix = \"2001:db8:8000::/40\", delegated_len = 56 }]",
+        "pd_pools = [{ prefix = \"2001:db8:8000::/40\", delegated_len = 56 }]",
+    )
+}
+
+/// A LEASEQUERY from requestor DUID `0:4:9:9` with one query.
+fn lq(query_type: u8, link: &str, query_options: &[(u16, Vec<u8>)]) -> Vec<u8> {
+    let mut q = vec![query_type];
+    q.extend_from_slice(&ip(link).octets());
+    for (code, data) in query_options {
+        q.extend_from_slice(&code.to_be_bytes());
+        q.extend_from_slice(&u16::try_from(data.len()).unwrap().to_be_bytes());
+        q.extend_from_slice(data);
+    }
+    let mut buf = Vec::new();
+    let mut w = MessageWriter::new(&mut buf, MessageType::Leasequery, 0x42);
+    w.client_id(&[0, 4, 9, 9]);
+    w.option(opt::LQ_QUERY, &q);
+    buf
+}
+
+fn iaaddr(a: &str) -> (u16, Vec<u8>) {
+    let mut d = ip(a).octets().to_vec();
+    d.extend_from_slice(&[0; 8]);
+    (opt::IAADDR, d)
+}
+
+/// The reply's top-level options as (code, data).
+fn lq_reply(s: &mut Srv, from: &str, q: &[u8]) -> (u16, Vec<(u16, Vec<u8>)>) {
+    let src: SocketAddrV6 = format!("[{from}]:546").parse().unwrap();
+    let r = s.rx_full(1100, src, false, None, q);
+    assert_eq!(r.answered(), MessageType::Leasequery);
+    assert!(r.writes.is_empty(), "a Leasequery changes nothing");
+    let m = Message::parse(&r.reply).unwrap();
+    assert_eq!(m.msg_type(), MessageType::LeasequeryReply);
+    assert_eq!(m.transaction_id(), 0x42);
+    assert_eq!(m.server_id(), Some(SERVER_DUID));
+    assert_eq!(m.client_id(), Some(&[0u8, 4, 9, 9][..]));
+    let status = m.status().map_or(0, |s| s.code);
+    (
+        status,
+        m.options().map(|o| (o.code, o.data.to_vec())).collect(),
+    )
+}
+
+fn client_data(opts: &[(u16, Vec<u8>)]) -> Option<Vec<(u16, Vec<u8>)>> {
+    let d = &opts.iter().find(|(c, _)| *c == opt::CLIENT_DATA)?.1;
+    Some(
+        tandem_core::wire::OptionIter::new(d)
+            .map(|o| (o.code, o.data.to_vec()))
+            .collect(),
+    )
+}
+
+#[test]
+fn leasequery_by_address_and_prefix_names_the_client_and_its_bindings() {
+    let mut s = Srv::new(&lq_conf());
+    // Client 5 takes an address and a prefix at t=1000.
+    let r = s.send(
+        &P::new(MessageType::Solicit, 5)
+            .rapid()
+            .na(1, &[])
+            .pd(2, &[])
+            .bytes(),
+    );
+    let v = r.view();
+    let (addr, prefix) = (v.na(1).addrs[0].0, v.pds[0].prefixes[0].0);
+    // By the address: the client's identifier, both bindings, CLT 100 s ago (asked at 1100).
+    let (st, opts) = lq_reply(
+        &mut s,
+        "2001:db8:ff::9",
+        &lq(1, "::", &[iaaddr(&addr.to_string())]),
+    );
+    assert_eq!(st, 0);
+    let cd = client_data(&opts).expect("client data");
+    assert_eq!(cd[0], (opt::CLIENTID, duid(5)));
+    assert!(
+        cd.iter()
+            .any(|(c, d)| *c == opt::IAADDR && d[..16] == addr.octets())
+    );
+    assert!(
+        cd.iter()
+            .any(|(c, d)| *c == opt::IAPREFIX && d[9..25] == prefix.octets())
+    );
+    let clt = cd.iter().find(|(c, _)| *c == opt::CLT_TIME).unwrap();
+    assert_eq!(clt.1, 100u32.to_be_bytes().to_vec());
+    let lifetimes = |d: &[u8]| {
+        (
+            u32::from_be_bytes(d[16..20].try_into().unwrap()),
+            u32::from_be_bytes(d[20..24].try_into().unwrap()),
+        )
+    };
+    let a = cd.iter().find(|(c, _)| *c == opt::IAADDR).unwrap();
+    assert_eq!(
+        lifetimes(&a.1),
+        (0, 100),
+        "what is left of preferred 100 s and valid 200 s"
+    );
+    // By an address inside the delegated prefix (what a router sees in traffic).
+    let inside = Ipv6Addr::from(u128::from(prefix) | 0x1234);
+    let (_, opts) = lq_reply(&mut s, "::1", &lq(1, "::", &[iaaddr(&inside.to_string())]));
+    assert_eq!(client_data(&opts).unwrap()[0], (opt::CLIENTID, duid(5)));
+    // A free address in a pool: no client data, no error.
+    let (st, opts) = lq_reply(&mut s, "::1", &lq(1, "::", &[iaaddr("2001:db8:1::1ff")]));
+    assert_eq!((st, client_data(&opts)), (0, None));
+    // Outside everything: NotConfigured.
+    let (st, _) = lq_reply(&mut s, "::1", &lq(1, "::", &[iaaddr("2001:db8:99::1")]));
+    assert_eq!(st, StatusCode::NotConfigured as u16);
+}
+
+#[test]
+fn leasequery_by_client_id_lists_links_when_the_client_is_on_several() {
+    let mut s = Srv::new(&lq_conf());
+    s.send(&P::new(MessageType::Solicit, 6).rapid().na(1, &[]).bytes());
+    let (st, opts) = lq_reply(&mut s, "::1", &lq(2, "::", &[(opt::CLIENTID, duid(6))]));
+    assert_eq!(st, 0);
+    assert!(client_data(&opts).is_some(), "one link: its data");
+    // The same client on subnet 2's link too: the links, and no data.
+    let inner = P::new(MessageType::Solicit, 6).rapid().na(1, &[]).bytes();
+    s.send(&relay(0, "2001:db8:2::1", "fe80::99", None, &inner));
+    let (_, opts) = lq_reply(&mut s, "::1", &lq(2, "::", &[(opt::CLIENTID, duid(6))]));
+    assert!(client_data(&opts).is_none());
+    let links = &opts
+        .iter()
+        .find(|(c, _)| *c == opt::LQ_CLIENT_LINK)
+        .unwrap()
+        .1;
+    assert_eq!(links.len(), 32);
+    // Naming a link narrows it to that one.
+    let (_, opts) = lq_reply(
+        &mut s,
+        "::1",
+        &lq(2, "2001:db8:2::", &[(opt::CLIENTID, duid(6))]),
+    );
+    let cd = client_data(&opts).unwrap();
+    assert!(cd.iter().any(|(c, d)| *c == opt::IAADDR
+        && pool2(Ipv6Addr::from(<[u8; 16]>::try_from(&d[..16]).unwrap()))));
+    // An unknown client: nothing.
+    let (st, opts) = lq_reply(&mut s, "::1", &lq(2, "::", &[(opt::CLIENTID, duid(77))]));
+    assert_eq!((st, client_data(&opts)), (0, None));
+}
+
+#[test]
+fn leasequery_refuses_strangers_and_bad_queries() {
+    let mut s = Srv::new(&lq_conf());
+    let q = lq(1, "::", &[iaaddr("2001:db8:1::100")]);
+    let (st, _) = lq_reply(&mut s, "2001:db8:fe::1", &q);
+    assert_eq!(st, StatusCode::NotAllowed as u16);
+    for (bad, want) in [
+        (lq(9, "::", &[]), StatusCode::UnknownQueryType),
+        (lq(1, "::", &[]), StatusCode::MalformedQuery),
+        (
+            lq(2, "::", &[iaaddr("2001:db8:1::100")]),
+            StatusCode::MalformedQuery,
+        ),
+        (
+            lq(1, "2001:db8:77::1", &[iaaddr("2001:db8:1::100")]),
+            StatusCode::NotConfigured,
+        ),
+    ] {
+        assert_eq!(lq_reply(&mut s, "::1", &bad).0, want as u16);
+    }
+    // Without a requestor identifier or a query option: discarded (§4.2.1).
+    let mut buf = Vec::new();
+    MessageWriter::new(&mut buf, MessageType::Leasequery, 1).client_id(&[0, 4, 9, 9]);
+    let src: SocketAddrV6 = "[::1]:546".parse().unwrap();
+    assert_eq!(
+        s.rx_full(1100, src, false, None, &buf).dropped(),
+        Dropped::NothingToAnswer
+    );
+    // With nobody allowed (the default), everyone is told NotAllowed.
+    let mut d = Srv::new(&two_subnets("", ""));
+    assert_eq!(lq_reply(&mut d, "::1", &q).0, StatusCode::NotAllowed as u16);
+}

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs Tandem's whole test suite. Installs what the tests need first, idempotently:
-# perfdhcp (Debian kea-admin), dhclient (isc-dhcp-client) and iproute2. The interop tests
+# perfdhcp (Debian kea-admin), dhclient (isc-dhcp-client), iproute2 and tshark. The interop tests
 # create network namespaces, so the suite runs as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +12,8 @@ command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || [ -x /usr/bin/ip ] || ne
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 [ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1 ] || need+=(faketime)
 command -v nft >/dev/null 2>&1 || [ -x /usr/sbin/nft ] || need+=(nftables)
+# tshark (with text2pcap): Wireshark's dissector reads our replies in tests/interop_tshark.rs.
+command -v tshark >/dev/null 2>&1 && command -v text2pcap >/dev/null 2>&1 || need+=(tshark)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "tools/test.sh: needs root to install ${need[*]} and to create network namespaces" >&2

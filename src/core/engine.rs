@@ -238,6 +238,21 @@ impl Engine {
     ) -> Result<(), Dropped> {
         use MessageType as T;
         let ty = msg.msg_type();
+        // RFC 5007: a requestor asks directly; the failover state must let us answer at all
+        // (a server that is recovering does not know every binding yet).
+        if ty == T::Leasequery && hops.is_empty() {
+            if policy.answering == Answering::Nobody {
+                return Err(Dropped::NotServing);
+            }
+            let cx = crate::leasequery::Ctx {
+                config: &self.config,
+                alloc: &self.alloc,
+                server_duid: &self.duid,
+                now_secs: rx.now_secs,
+                requestor: *rx.src.ip(),
+            };
+            return crate::leasequery::answer(&cx, msg, out);
+        }
         if !matches!(
             ty,
             T::Solicit

@@ -15,5 +15,6 @@ pub mod config;
 pub mod engine;
 pub mod failover;
 pub mod lease;
+pub mod leasequery;
 pub mod pool;
 pub mod wire;

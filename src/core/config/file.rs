@@ -16,6 +16,16 @@ pub(super) struct FileConfig {
     pub(super) failover: Option<Spanned<FileFailover>>,
     #[serde(default)]
     pub(super) options: FileOptions,
+    #[serde(default)]
+    pub(super) leasequery: FileLeasequery,
+}
+
+/// `[leasequery]`.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileLeasequery {
+    #[serde(default)]
+    pub(super) requestors: Vec<Spanned<String>>,
 }
 
 /// An `options` table (global `[options]`, `[subnet.options]`, or `options = {...}` in a pool).

@@ -318,6 +318,23 @@ pub struct Config {
     pub failover: Option<FailoverConfig>,
     /// The global `[options]`: for an Information-request from a link no subnet covers.
     pub options: OptionSet,
+    /// Leasequery (RFC 5007): who may ask.
+    pub leasequery: LeasequeryConfig,
+}
+
+/// `[leasequery]`: who may ask this server about its bindings.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LeasequeryConfig {
+    /// Source prefixes allowed to send LEASEQUERY; everyone else is told NotAllowed. Empty:
+    /// nobody (the default).
+    pub requestors: Vec<Prefix>,
+}
+
+impl LeasequeryConfig {
+    /// Whether `addr` may send LEASEQUERY.
+    pub fn allows(&self, addr: &Ipv6Addr) -> bool {
+        self.requestors.iter().any(|p| p.contains(*addr))
+    }
 }
 
 impl Config {

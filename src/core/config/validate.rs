@@ -152,11 +152,25 @@ fn validate(
         None => None,
         Some(f) => Some(failover(ctx, f)?),
     };
+    let mut requestors = Vec::new();
+    for (i, r) in raw.leasequery.requestors.iter().enumerate() {
+        let text = r.get_ref().trim();
+        // A bare address is that one requestor.
+        let p = if text.contains('/') {
+            text.parse::<Prefix>()
+        } else {
+            format!("{text}/128").parse::<Prefix>()
+        };
+        requestors.push(
+            p.map_err(|e| ctx.err(Some(r.span()), &format!("leasequery.requestors[{i}]"), e))?,
+        );
+    }
     Ok(Config {
         server,
         subnets,
         failover,
         options: global,
+        leasequery: LeasequeryConfig { requestors },
     })
 }
 

@@ -236,6 +236,53 @@ impl Allocator {
         None
     }
 
+    /// The active lease in subnet index `sn` on `addr`: the address's own lease, or the
+    /// delegated prefix that contains it (Leasequery by address, RFC 5007).
+    pub fn lease_covering(&self, sn: usize, addr: Ipv6Addr) -> Option<Lease> {
+        let a = u128::from(addr);
+        for pool in &self.subnets.get(sn)?.pools {
+            let index = match pool.cfg.kind {
+                ResourceKind::Address => pool.cfg.index_of(addr),
+                ResourceKind::Prefix => (a >= pool.cfg.first && a <= pool.cfg.last_addr())
+                    .then(|| (a - pool.cfg.first) >> pool.cfg.shift),
+            };
+            let Some(index) = index else { continue };
+            let sp = lock(pool.subpool_of(index));
+            return sp
+                .slots
+                .get(&index)
+                .filter(|s| s.lease.state == LeaseState::Active)
+                .map(|s| s.lease.clone());
+        }
+        None
+    }
+
+    /// Every active lease of client `duid`, with its subnet index, in subnet `sn` or in all
+    /// subnets (Leasequery by client identifier). This walks the whole table, one sub-pool at
+    /// a time: for occasional queries from allowed requestors, not for the client path.
+    pub fn leases_of(&self, duid: &[u8], sn: Option<usize>) -> Vec<(usize, Lease)> {
+        let mut out = Vec::new();
+        for (i, sub) in self.subnets.iter().enumerate() {
+            if sn.is_some_and(|s| s != i) {
+                continue;
+            }
+            for pool in &sub.pools {
+                for m in pool.subpools.iter() {
+                    let sp = lock(m);
+                    out.extend(
+                        sp.slots
+                            .values()
+                            .filter(|s| {
+                                s.lease.state == LeaseState::Active && *s.lease.duid == *duid
+                            })
+                            .map(|s| (i, s.lease.clone())),
+                    );
+                }
+            }
+        }
+        out
+    }
+
     /// Usage of every pool: (subnet id, pool config, counts).
     pub fn usage(&self) -> Vec<(u32, PoolConfig, PoolUsage)> {
         let mut out = Vec::new();

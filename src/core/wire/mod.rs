@@ -207,7 +207,11 @@ pub enum MessageType {
     RelayForw,
     /// RELAY-REPL (13).
     RelayRepl,
-    /// Any other value (0 or 14..=255).
+    /// LEASEQUERY (14, RFC 5007).
+    Leasequery,
+    /// LEASEQUERY-REPLY (15, RFC 5007).
+    LeasequeryReply,
+    /// Any other value (0 or 16..=255).
     Other(u8),
 }
 
@@ -228,6 +232,8 @@ impl MessageType {
             11 => MessageType::InformationRequest,
             12 => MessageType::RelayForw,
             13 => MessageType::RelayRepl,
+            14 => MessageType::Leasequery,
+            15 => MessageType::LeasequeryReply,
             other => MessageType::Other(other),
         }
     }
@@ -248,6 +254,8 @@ impl MessageType {
             MessageType::InformationRequest => 11,
             MessageType::RelayForw => 12,
             MessageType::RelayRepl => 13,
+            MessageType::Leasequery => 14,
+            MessageType::LeasequeryReply => 15,
             MessageType::Other(v) => v,
         }
     }

@@ -58,6 +58,16 @@ pub mod opt {
     pub const SNTP_SERVERS: u16 = 31;
     /// NTP Server (RFC 5908), with sub-options.
     pub const NTP_SERVER: u16 = 56;
+    /// Leasequery Query option (RFC 5007): query-type, link-address, query-options.
+    pub const LQ_QUERY: u16 = 44;
+    /// Leasequery Client Data option: one client's bindings on one link.
+    pub const CLIENT_DATA: u16 = 45;
+    /// Leasequery Client Last Transaction Time (seconds ago).
+    pub const CLT_TIME: u16 = 46;
+    /// Leasequery Relay Data option.
+    pub const LQ_RELAY_DATA: u16 = 47;
+    /// Leasequery Client Link option: the links a client has bindings on.
+    pub const LQ_CLIENT_LINK: u16 = 48;
     /// Relay agent Remote-ID (RFC 4649).
     pub const REMOTE_ID: u16 = 37;
     /// Relay agent Subscriber-ID (RFC 4580).
@@ -95,6 +105,14 @@ pub enum StatusCode {
     UseMulticast = 5,
     /// The server has no prefixes available to assign to the IA_PD(s).
     NoPrefixAvail = 6,
+    /// Leasequery: the query-type is unknown or not supported (RFC 5007).
+    UnknownQueryType = 7,
+    /// Leasequery: the query is not valid, e.g. a required query-option is missing.
+    MalformedQuery = 8,
+    /// Leasequery: the server does not have the target address or link configured.
+    NotConfigured = 9,
+    /// Leasequery: the requestor may not issue this query.
+    NotAllowed = 10,
 }
 
 impl StatusCode {
@@ -108,6 +126,10 @@ impl StatusCode {
             4 => StatusCode::NotOnLink,
             5 => StatusCode::UseMulticast,
             6 => StatusCode::NoPrefixAvail,
+            7 => StatusCode::UnknownQueryType,
+            8 => StatusCode::MalformedQuery,
+            9 => StatusCode::NotConfigured,
+            10 => StatusCode::NotAllowed,
             _ => return None,
         })
     }

@@ -1,0 +1,201 @@
+//! DHCPv6 Leasequery (RFC 5007) over UDP: a requestor (a BNG or PE router rebuilding its routes
+//! to delegated prefixes after a reboot) asks which client holds an address or prefix, or what
+//! a client holds. Read-only: a LEASEQUERY never changes a binding.
+//!
+//! Queries: QUERY_BY_ADDRESS (the lease on an address, or the delegated prefix containing it)
+//! and QUERY_BY_CLIENTID (every binding of a client on a link; with link-address 0::0 and
+//! bindings on several links, the list of links instead). Only requestors in
+//! `[leasequery] requestors` are answered; the others get NotAllowed. Not here yet: Bulk
+//! Leasequery over TCP (RFC 5460), relay data (OPTION_LQ_RELAY_DATA), and options requested
+//! in the query's own ORO.
+
+use crate::config::Config;
+use crate::engine::Dropped;
+use crate::lease::Lease;
+use crate::pool::Allocator;
+use crate::wire::{Message, MessageType, MessageWriter, OptionIter, StatusCode, opt};
+use std::net::Ipv6Addr;
+
+/// RFC 5007 query types.
+const QUERY_BY_ADDRESS: u8 = 1;
+const QUERY_BY_CLIENTID: u8 = 2;
+
+/// Most bindings one client's OPTION_CLIENT_DATA lists; a client holds a few, this bounds a
+/// reply to a crafted table.
+pub const BINDINGS_PER_REPLY_MAX: usize = 64;
+
+/// What the engine knows that a Leasequery answer needs.
+pub(crate) struct Ctx<'a> {
+    pub config: &'a Config,
+    pub alloc: &'a Allocator,
+    pub server_duid: &'a [u8],
+    pub now_secs: u64,
+    /// The requestor's address (the datagram's source).
+    pub requestor: Ipv6Addr,
+}
+
+/// Answers one LEASEQUERY (received directly, not relayed) into `out`, or says why not.
+pub(crate) fn answer(cx: &Ctx, msg: &Message, out: &mut Vec<u8>) -> Result<(), Dropped> {
+    // RFC 5007 §4.2.1: discard without a Client Identifier, with another server's
+    // identifier, or without a Query option.
+    let requestor_id = msg.client_id().ok_or(Dropped::NoClientId)?;
+    if msg.server_id().is_some_and(|s| s != cx.server_duid) {
+        return Err(Dropped::OtherServer);
+    }
+    let query = msg.first(opt::LQ_QUERY).ok_or(Dropped::NothingToAnswer)?;
+    let mut w = MessageWriter::new(out, MessageType::LeasequeryReply, msg.transaction_id());
+    w.server_id(cx.server_duid);
+    w.client_id(requestor_id);
+    if !cx.config.leasequery.allows(&cx.requestor) {
+        w.status(
+            StatusCode::NotAllowed,
+            "this requestor is not in leasequery.requestors",
+        );
+        return Ok(());
+    }
+    let Some((&query_type, rest)) = query.split_first() else {
+        w.status(StatusCode::MalformedQuery, "empty query option");
+        return Ok(());
+    };
+    let Some((link, query_options)) = rest.split_first_chunk::<16>() else {
+        w.status(
+            StatusCode::MalformedQuery,
+            "query option without link-address",
+        );
+        return Ok(());
+    };
+    let link = Ipv6Addr::from(*link);
+    // The query's options must be well-formed before anything is looked up.
+    let mut options = OptionIter::new(query_options);
+    let find = |code: u16| -> Option<&[u8]> {
+        OptionIter::new(query_options)
+            .find(|o| o.code == code)
+            .map(|o| o.data)
+    };
+    if options.any(|o| o.data.len() > query_options.len()) {
+        w.status(StatusCode::MalformedQuery, "query options overrun");
+        return Ok(());
+    }
+    // A non-zero link-address names the link (RFC 5007 §4.4.1).
+    let on_link = if link.is_unspecified() {
+        None
+    } else {
+        match subnet_of(cx.config, link) {
+            Some(s) => Some(s),
+            None => {
+                w.status(StatusCode::NotConfigured, "no subnet for this link-address");
+                return Ok(());
+            }
+        }
+    };
+    match query_type {
+        QUERY_BY_ADDRESS => {
+            let Some(addr) = find(opt::IAADDR)
+                .and_then(|d| d.first_chunk::<16>())
+                .map(|a| Ipv6Addr::from(*a))
+            else {
+                w.status(
+                    StatusCode::MalformedQuery,
+                    "QUERY_BY_ADDRESS needs an IA Address option",
+                );
+                return Ok(());
+            };
+            let Some(sn) = on_link.or_else(|| subnet_holding(cx.config, addr)) else {
+                w.status(
+                    StatusCode::NotConfigured,
+                    "the address is in no configured subnet",
+                );
+                return Ok(());
+            };
+            // Only bindings with valid lifetime left (§4.1.2.2); one not yet reclaimed is over.
+            if let Some(l) = cx
+                .alloc
+                .lease_covering(sn, addr)
+                .filter(|l| l.expires_at > cx.now_secs)
+            {
+                // The client's data: every binding it has on that link.
+                let mut all = cx.alloc.leases_of(&l.duid, Some(sn));
+                all.retain(|(_, l)| l.expires_at > cx.now_secs);
+                all.truncate(BINDINGS_PER_REPLY_MAX);
+                let leases: Vec<&Lease> = all.iter().map(|(_, l)| l).collect();
+                client_data(&mut w, cx.now_secs, &l.duid, &leases);
+            }
+        }
+        QUERY_BY_CLIENTID => {
+            let Some(duid) = find(opt::CLIENTID).filter(|d| !d.is_empty()) else {
+                w.status(
+                    StatusCode::MalformedQuery,
+                    "QUERY_BY_CLIENTID needs a Client Identifier option",
+                );
+                return Ok(());
+            };
+            let mut all = cx.alloc.leases_of(duid, on_link);
+            all.retain(|(_, l)| l.expires_at > cx.now_secs);
+            let mut links: Vec<usize> = all.iter().map(|(s, _)| *s).collect();
+            links.sort_unstable();
+            links.dedup();
+            if links.len() > 1 {
+                // Several links and none named: the links, and no client data (§4.4.1).
+                let addrs: Vec<Ipv6Addr> = links
+                    .iter()
+                    .map(|&s| cx.config.subnets[s].prefix.addr)
+                    .collect();
+                w.option_addrs(opt::LQ_CLIENT_LINK, &addrs);
+            } else if !all.is_empty() {
+                all.truncate(BINDINGS_PER_REPLY_MAX);
+                let leases: Vec<&Lease> = all.iter().map(|(_, l)| l).collect();
+                client_data(&mut w, cx.now_secs, duid, &leases);
+            }
+        }
+        other => {
+            w.status(
+                StatusCode::UnknownQueryType,
+                if other == 0 {
+                    "query-type 0"
+                } else {
+                    "query-type not supported"
+                },
+            );
+        }
+    }
+    Ok(())
+}
+
+/// OPTION_CLIENT_DATA (RFC 5007 §4.4.2): the client's identifier, its addresses and prefixes
+/// with their remaining lifetimes, and how long ago it last talked to us.
+fn client_data(w: &mut MessageWriter, now: u64, duid: &[u8], leases: &[&Lease]) {
+    let last = leases.iter().map(|l| l.cltt).max().unwrap_or(now);
+    w.nested(opt::CLIENT_DATA, &[], |o| {
+        o.client_id(duid);
+        for l in leases {
+            let valid = l.expires_at.saturating_sub(now).min(u64::from(u32::MAX)) as u32;
+            let preferred = (l.cltt + u64::from(l.preferred_secs))
+                .saturating_sub(now)
+                .min(u64::from(valid)) as u32;
+            if l.prefix_len == 128 && l.kind == crate::config::ResourceKind::Address {
+                o.ia_addr(l.addr, preferred, valid, |_| {});
+            } else {
+                o.ia_prefix(l.addr, l.prefix_len, preferred, valid, |_| {});
+            }
+        }
+        let ago = now.saturating_sub(last).min(u64::from(u32::MAX)) as u32;
+        o.option_u32(opt::CLT_TIME, ago);
+    });
+}
+
+/// The subnet index whose prefix holds `link`.
+fn subnet_of(config: &Config, link: Ipv6Addr) -> Option<usize> {
+    config.subnets.iter().position(|s| s.prefix.contains(link))
+}
+
+/// The subnet index that holds `addr`: on its link, or in one of its pools (delegated
+/// prefixes lie outside the link's prefix).
+fn subnet_holding(config: &Config, addr: Ipv6Addr) -> Option<usize> {
+    let a = u128::from(addr);
+    subnet_of(config, addr).or_else(|| {
+        config
+            .subnets
+            .iter()
+            .position(|s| s.pools.iter().any(|p| a >= p.first && a <= p.last_addr()))
+    })
+}

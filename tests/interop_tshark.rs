@@ -1,0 +1,152 @@
+//! Replies decoded by a dissector that is not our code: Wireshark's (`tshark`, installed by
+//! `tools/test.sh`). The engine answers in-process; each message is wrapped in IPv6/UDP by
+//! `text2pcap` and dissected by `tshark -V`, and the test reads the fields Wireshark names.
+//! No network, no root.
+
+mod common;
+
+use std::net::SocketAddrV6;
+use std::process::Command;
+use std::sync::Arc;
+
+use common::tools::find_tool;
+use tandem_core::config;
+use tandem_core::engine::{Engine, Outcome, Received, Scratch};
+use tandem_core::pool::Allocator;
+use tandem_core::wire::{MessageType, MessageWriter, opt};
+
+const CONF: &str = r#"[server]
+listen = ["[::1]:5547"]
+rapid_commit = true
+[lease]
+preferred_lifetime_secs = 100
+valid_lifetime_secs = 200
+[options]
+dns_servers = ["2001:db8::53"]
+domain_search = ["example.net"]
+[leasequery]
+requestors = ["::1"]
+[[subnet]]
+id = 1
+prefix = "2001:db8:1::/64"
+pools = [{ range = "2001:db8:1::100-2001:db8:1::1ff" }]
+pd_pools = [{ prefix = "2001:db8:8000::/40", delegated_len = 56 }]
+"#;
+
+/// Wireshark's verbose dissection of one DHCPv6 message sent from `from_port` to `to_port`.
+fn dissect(bytes: &[u8], from_port: u16, to_port: u16) -> String {
+    let (Some(text2pcap), Some(tshark)) = (find_tool("text2pcap"), find_tool("tshark")) else {
+        panic!("tshark and text2pcap are needed (tools/test.sh installs the tshark package)");
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let hex: String = bytes
+        .chunks(16)
+        .enumerate()
+        .map(|(i, c)| {
+            let b: Vec<String> = c.iter().map(|b| format!("{b:02x}")).collect();
+            format!("{:06x} {}\n", i * 16, b.join(" "))
+        })
+        .collect();
+    let txt = dir.path().join("msg.txt");
+    let pcap = dir.path().join("msg.pcap");
+    std::fs::write(&txt, hex).unwrap();
+    let ok = Command::new(text2pcap)
+        .args(["-q", "-6", "::1,::1", "-u"])
+        .arg(format!("{from_port},{to_port}"))
+        .arg(&txt)
+        .arg(&pcap)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "text2pcap failed");
+    let out = Command::new(tshark)
+        .args(["-n", "-V", "-r"])
+        .arg(&pcap)
+        .env("HOME", dir.path()) // no user profile, no warnings about it
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "tshark: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn has(text: &str, what: &str) -> bool {
+    text.lines().any(|l| l.contains(what))
+}
+
+#[test]
+fn wireshark_reads_a_reply_with_options_and_a_leasequery_reply() {
+    let cfg = Arc::new(config::parse("t", CONF).unwrap());
+    let alloc = Arc::new(Allocator::new(&cfg.subnets));
+    let engine = Engine::new(cfg, vec![0, 3, 0, 1, 0x52, 0x54, 0, 0xff, 0, 1].into(), alloc);
+    let mut scratch = Scratch::default();
+    let mut run = |now: u64, bytes: &[u8]| -> Vec<u8> {
+        let mut reply = Vec::new();
+        let mut writes = Vec::new();
+        let rx = Received {
+            now_secs: now,
+            src: "[::1]:546".parse::<SocketAddrV6>().unwrap(),
+            multicast: true,
+            interface: None,
+            bytes,
+        };
+        let out = engine.handle(&rx, &mut reply, &mut scratch, &mut writes);
+        assert!(matches!(out, Outcome::Reply { .. }), "{out:?}");
+        reply
+    };
+    // A client takes an address and a prefix, asking for DNS servers and the search list.
+    let mut solicit = Vec::new();
+    let mut w = MessageWriter::new(&mut solicit, MessageType::Solicit, 7);
+    w.client_id(&[0, 3, 0, 1, 0x52, 0x54, 0, 0, 0, 5]);
+    w.elapsed_time(0);
+    w.rapid_commit();
+    w.oro(&[opt::DNS_SERVERS, opt::DOMAIN_LIST]);
+    w.ia_na(1, 0, 0, |_| {});
+    w.ia_pd(2, 0, 0, |_| {});
+    let reply = run(1000, &solicit);
+    let text = dissect(&reply, 547, 546);
+    for want in [
+        "Message type: Reply (7)",
+        "DNS recursive name server",
+        "2001:db8::53",
+        "Domain Search List",
+        "example.net",
+        "IA Address",
+        "2001:db8:1::1",
+        "IA Prefix",
+    ] {
+        assert!(has(&text, want), "no `{want}` in Wireshark's reading:\n{text}");
+    }
+    // A router asks who holds the address.
+    let mut q = vec![1u8];
+    q.extend_from_slice(&[0; 16]);
+    q.extend_from_slice(&opt::IAADDR.to_be_bytes());
+    q.extend_from_slice(&24u16.to_be_bytes());
+    let addr: std::net::Ipv6Addr = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("IPv6 address: "))
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no IA address in:\n{text}"));
+    q.extend_from_slice(&addr.octets());
+    q.extend_from_slice(&[0; 8]);
+    let mut lq = Vec::new();
+    let mut w = MessageWriter::new(&mut lq, MessageType::Leasequery, 9);
+    w.client_id(&[0, 2, 0, 0, 0x11, 0x8b, 1, 2, 3]); // DUID-EN of the requestor
+    w.option(opt::LQ_QUERY, &q);
+    let query = dissect(&lq, 546, 547);
+    assert!(has(&query, "Message type: Leasequery (14)"), "{query}");
+    assert!(has(&query, "Query-type: by-address (1)"), "{query}");
+    assert!(has(&query, &format!("IPv6 address: {addr}")), "{query}");
+    let reply = run(1100, &lq);
+    let text = dissect(&reply, 547, 546);
+    for want in [
+        "Message type: Leasequery-reply (15)",
+        "Client Data",
+        "Client Last Transaction Time",
+        "IA Address",
+        "IA Prefix",
+    ] {
+        assert!(has(&text, want), "no `{want}` in Wireshark's reading:\n{text}");
+    }
+    assert!(!has(&text, "Malformed"), "Wireshark finds it malformed:\n{text}");
+    assert!(!has(&query, "Malformed"), "{query}");
+}

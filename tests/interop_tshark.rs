@@ -65,7 +65,11 @@ fn dissect(bytes: &[u8], from_port: u16, to_port: u16) -> String {
         .env("HOME", dir.path()) // no user profile, no warnings about it
         .output()
         .unwrap();
-    assert!(out.status.success(), "tshark: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "tshark: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -77,7 +81,11 @@ fn has(text: &str, what: &str) -> bool {
 fn wireshark_reads_a_reply_with_options_and_a_leasequery_reply() {
     let cfg = Arc::new(config::parse("t", CONF).unwrap());
     let alloc = Arc::new(Allocator::new(&cfg.subnets));
-    let engine = Engine::new(cfg, vec![0, 3, 0, 1, 0x52, 0x54, 0, 0xff, 0, 1].into(), alloc);
+    let engine = Engine::new(
+        cfg,
+        vec![0, 3, 0, 1, 0x52, 0x54, 0, 0xff, 0, 1].into(),
+        alloc,
+    );
     let mut scratch = Scratch::default();
     let mut run = |now: u64, bytes: &[u8]| -> Vec<u8> {
         let mut reply = Vec::new();
@@ -114,7 +122,10 @@ fn wireshark_reads_a_reply_with_options_and_a_leasequery_reply() {
         "2001:db8:1::1",
         "IA Prefix",
     ] {
-        assert!(has(&text, want), "no `{want}` in Wireshark's reading:\n{text}");
+        assert!(
+            has(&text, want),
+            "no `{want}` in Wireshark's reading:\n{text}"
+        );
     }
     // A router asks who holds the address.
     let mut q = vec![1u8];
@@ -145,8 +156,14 @@ fn wireshark_reads_a_reply_with_options_and_a_leasequery_reply() {
         "IA Address",
         "IA Prefix",
     ] {
-        assert!(has(&text, want), "no `{want}` in Wireshark's reading:\n{text}");
+        assert!(
+            has(&text, want),
+            "no `{want}` in Wireshark's reading:\n{text}"
+        );
     }
-    assert!(!has(&text, "Malformed"), "Wireshark finds it malformed:\n{text}");
+    assert!(
+        !has(&text, "Malformed"),
+        "Wireshark finds it malformed:\n{text}"
+    );
     assert!(!has(&query, "Malformed"), "{query}");
 }

@@ -258,6 +258,11 @@ impl Node {
                 let secondary = self.endpoint.role() == Role::Secondary;
                 let accepted = match self.alloc.apply_partner_update(&incoming, secondary, now) {
                     Ok(stored) => {
+                        // A partner's end of a binding we held active waits for the partner
+                        // to acknowledge our copy of that end (see apply_partner_update).
+                        if stored.state.is_free() && stored.partner_ack_until == 0 {
+                            self.peer.enqueue(&stored);
+                        }
                         out.store.push(stored);
                         true
                     }

@@ -403,11 +403,14 @@ impl Endpoint {
         out: &mut Vec<Action>,
     ) {
         use ServerState as S;
-        // A state that needs the partner maps through its "communications failed" arc.
+        // A state that needs the partner maps through its "communications failed" arc. A
+        // recovery that was under way starts over: while we were down the partner, in
+        // PARTNER-DOWN, may have bound more of our resources than the updates we had
+        // (seed 5644433: resumed RECOVER-WAIT, then RECOVER-DONE and NORMAL without them).
         let mut next = match self.resume.state {
             S::Normal => S::CommunicationsInterrupted,
             S::PotentialConflict => S::ResolutionInterrupted,
-            S::Startup => S::Recover,
+            S::Startup | S::RecoverWait | S::RecoverDone => S::Recover,
             s => s,
         };
         if let Some((ps, psince)) = partner
@@ -817,18 +820,31 @@ mod tests {
         // Seeds 3092888 and 4114282: we last answered at 100, the partner went PARTNER-DOWN at
         // 400, we came back into RECOVER-WAIT, crashed there at 600 and restart. RECOVER-WAIT
         // answered nobody, so nothing can conflict: recover, do not reconcile.
-        for state in [S::Recover, S::RecoverWait] {
+        for state in [S::Recover, S::RecoverWait, S::RecoverDone] {
             let mut e = Endpoint::start(Role::Secondary, CFG, Some(stored(state, 550, 100)), 700);
             let mut out = Vec::new();
             e.handle(700, Event::LinkUp, &mut out);
             e.handle(700, partner(S::PartnerDown, 400), &mut out);
             assert_eq!(e.state(), S::Recover, "resumed {state}");
+            assert!(
+                out.contains(&Action::SendUpdReq),
+                "asks again for what it missed"
+            );
+        }
+        // Seed 5644433: with no partner to hear from, an interrupted recovery starts over
+        // too; the partner may have bound more while we were down.
+        for state in [S::RecoverWait, S::RecoverDone] {
+            let mut e = Endpoint::start(Role::Secondary, CFG, Some(stored(state, 550, 100)), 700);
+            let mut out = Vec::new();
+            e.tick(705, &mut out);
+            assert_eq!(e.state(), S::Recover, "resumed {state} alone");
+            assert_eq!(e.serving().answering, Answering::Nobody);
         }
         // A partner that went down within the margin of our last operation: reconcile.
         let mut e = Endpoint::start(
             Role::Secondary,
             CFG,
-            Some(stored(S::RecoverWait, 550, 395)),
+            Some(stored(S::CommunicationsInterrupted, 300, 395)),
             700,
         );
         let mut out = Vec::new();

@@ -42,36 +42,43 @@ impl Allocator {
         Some(l)
     }
 
-    /// Failover, PARTNER-DOWN: leases that became free before `cutoff` (unix secs; PARTNER-DOWN
-    /// allows reuse MCLT after they became free) stop waiting for the partner's acknowledgement.
-    /// Returns the changed leases to store. Bounded per sub-pool per call.
+    /// Failover, PARTNER-DOWN: PENDING-FREE leases stop waiting for the partner's
+    /// acknowledgement once `cutoff` (now − MCLT; the caller also keeps PARTNER-DOWN + MCLT)
+    /// is past both the time they became free and the partner lifetime the partner sent us
+    /// for them (RFC 8156 §4.2.2.1: MCLT after the later of the partner lifetime, the
+    /// expiration time and the entry into PARTNER-DOWN). The partner may have renewed the
+    /// binding up to MCLT beyond the partner lifetime we acknowledged, and a release or
+    /// expiry it never heard of does not undo that. Returns the changed leases to store.
+    /// Looks at most [`RECLAIM_PER_SUBPOOL_MAX`] queued leases per sub-pool per call; one not
+    /// yet due goes to the back of the queue.
     pub fn release_pending(&self, cutoff: u64, now: u64) -> Vec<Lease> {
         let mut out = Vec::new();
         for sub in &self.subnets {
             for pool in &sub.pools {
                 for m in pool.subpools.iter() {
                     let mut sp = lock(m);
-                    for _ in 0..RECLAIM_PER_SUBPOOL_MAX {
-                        let Some(&i) = sp.pending.front() else { break };
+                    let n = sp.pending.len().min(RECLAIM_PER_SUBPOOL_MAX);
+                    for _ in 0..n {
+                        let Some(i) = sp.pending.pop_front() else {
+                            break;
+                        };
                         let Some(s) = sp.slots.get(&i) else {
-                            sp.pending.pop_front();
                             continue;
                         };
                         let still_pending =
                             s.lease.state.is_free() && s.lease.partner_ack_until == 0;
-                        let became_free = s.lease.expires_at;
-                        let mut l = s.lease.clone();
                         if !still_pending {
-                            sp.pending.pop_front();
                             if let Some(s) = sp.slots.get_mut(&i) {
                                 s.in_pending = false;
                             }
-                            continue; // no longer pending
+                            continue;
                         }
-                        if became_free > cutoff {
-                            break; // FIFO by the time they became free
+                        let due = s.lease.expires_at.max(s.lease.partner_lifetime_received);
+                        if due > cutoff {
+                            sp.pending.push_back(i);
+                            continue;
                         }
-                        sp.pending.pop_front();
+                        let mut l = s.lease.clone();
                         l.partner_ack_until = now.max(1);
                         l.seq = self.next_seq();
                         if let Some(s) = sp.slots.get_mut(&i) {
@@ -121,6 +128,9 @@ impl Allocator {
         let mut sp = lock(self.subnets[sn].pools[r.pool as usize].subpool_of(r.index));
         let later = |a: u64, b: u64| a > b + SKEW_EQUAL_SECS;
         let mut l = incoming.clone();
+        // Whether we held the same client's binding active: our own update saying so may be
+        // on its way to the partner, crossing this one.
+        let mut ends_our_active = false;
         if let Some(s) = sp.slots.get(&r.index) {
             let local = &s.lease;
             let same_client = local.duid == incoming.duid && local.iaid == incoming.iaid;
@@ -153,13 +163,13 @@ impl Allocator {
                     (true, LeaseState::Expired) if now <= end_of_state(local) + SKEW_EQUAL_SECS => {
                         return Err(local.clone());
                     }
-                    (true, LeaseState::Expired) => {}
+                    (true, LeaseState::Expired) => ends_our_active = true,
                     // Released (or other): only if not before our last transaction with it. The
                     // same client's release right after a renewal is the normal case (both
                     // times from the partner's clock, in order); one older than our own
                     // renewal speaks of a binding the client has since renewed here.
                     (true, _) if incoming.cltt < local.cltt => return Err(local.clone()),
-                    (true, _) => {}
+                    (true, _) => ends_our_active = true,
                     // Another client: the clearly later binding wins; within the skew the
                     // primary's view stands. A clearly older claim is stale whoever sends it
                     // (seed 165632: a restarted primary resent a binding its partner had since
@@ -171,6 +181,14 @@ impl Allocator {
                     (false, _) => return Err(local.clone()),
                 }
             }
+        }
+        if ends_our_active && l.state.is_free() {
+            // Not known free on both sides yet: an active update of ours for this binding may
+            // cross this one and be taken by the partner after it (seed 5214726: a restarted
+            // server resent an active binding just as its partner's expiry of it arrived;
+            // each took the other's, and both then handed the prefix out). PENDING-FREE until
+            // the partner acknowledges our own copy of the end, which the caller sends.
+            l.partner_ack_until = 0;
         }
         l.seq = self.next_seq();
         let b = sp.owner(r.index);

@@ -883,3 +883,39 @@ fn a_new_device_on_a_reserved_line_takes_the_line_s_address_over() {
         "not while {squatter:?} holds it"
     );
 }
+
+#[test]
+fn partner_down_waits_for_the_partner_lifetime_it_acknowledged() {
+    // Seeds 5220882 and 5555856: released here (unacknowledged: the partner was cut off),
+    // but the partner had been told it could count on the binding until 500 and may have
+    // renewed it up to MCLT past that. PARTNER-DOWN frees it only then.
+    let t = "[server]\nlisten=[\"[::1]:5547\"]\n[[subnet]]\nid=1\nprefix=\"2001:db8::/64\"\n\
+             pools=[{range=\"2001:db8::10-2001:db8::11\"}]\n";
+    let c = config::parse("t", t).unwrap();
+    let a = Allocator::with_failover(&c.subnets);
+    let addr: Ipv6Addr = "2001:db8::10".parse().unwrap();
+    a.restore(crate::lease::Lease {
+        kind: ResourceKind::Address,
+        addr,
+        prefix_len: 128,
+        subnet_id: 1,
+        state: LeaseState::Released,
+        duid: b"gone".as_slice().into(),
+        iaid: 1,
+        preferred_secs: 100,
+        valid_secs: 200,
+        cltt: 300,
+        expires_at: 300,
+        seq: 1,
+        partner_ack_until: 0,
+        partner_lifetime_received: 500,
+    })
+    .unwrap();
+    a.finish_restore();
+    // Released at 300: MCLT (say 100) after that is not enough.
+    assert!(a.release_pending(450, 550).is_empty());
+    assert_eq!(a.lookup(ResourceKind::Address, addr).unwrap().partner_ack_until, 0);
+    let freed = a.release_pending(500, 600);
+    assert_eq!(freed.len(), 1);
+    assert!(a.lookup(ResourceKind::Address, addr).unwrap().partner_ack_until > 0);
+}

@@ -17,10 +17,15 @@ use tandem_sim::{self as sim, SimConfig};
 /// and 4114282: a server that crashed in RECOVER-WAIT came back to a partner in PARTNER-DOWN,
 /// took POTENTIAL-CONFLICT for RECOVER (its stored "last alive" was its entry into RECOVER-WAIT,
 /// not the last time it answered a client), the link dropped, and RESOLUTION-INTERRUPTED
-/// allocated a prefix the partner had delegated while it was away.
+/// allocated a prefix the partner had delegated while it was away. From the soak of 5,000,000
+/// on: 5220882 and 5555856 (PARTNER-DOWN freed a released lease before MCLT past the partner
+/// lifetime it had acknowledged), 5644433 (a restart resumed an interrupted recovery and
+/// served without the partner's newer bindings), 5214726 (crossing updates left one side
+/// holding the binding free and the other active), 5262442 (failed before these fixes too).
 const REGRESSION_SEEDS: &[u64] = &[
     1, 3, 4, 19, 23, 30, 46, 133, 210, 228, 368, 732, 1022, 1766, 4690, 4715, 8478, 22984, 119697,
-    137128, 157888, 305235, 477335, 584557, 2019846, 3092888, 4114282,
+    137128, 157888, 305235, 477335, 584557, 2019846, 3092888, 4114282, 5214726, 5220882, 5262442,
+    5555856, 5644433,
 ];
 
 fn run(seed: u64) {

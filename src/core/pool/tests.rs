@@ -914,8 +914,18 @@ fn partner_down_waits_for_the_partner_lifetime_it_acknowledged() {
     a.finish_restore();
     // Released at 300: MCLT (say 100) after that is not enough.
     assert!(a.release_pending(450, 550).is_empty());
-    assert_eq!(a.lookup(ResourceKind::Address, addr).unwrap().partner_ack_until, 0);
+    assert_eq!(
+        a.lookup(ResourceKind::Address, addr)
+            .unwrap()
+            .partner_ack_until,
+        0
+    );
     let freed = a.release_pending(500, 600);
     assert_eq!(freed.len(), 1);
-    assert!(a.lookup(ResourceKind::Address, addr).unwrap().partner_ack_until > 0);
+    assert!(
+        a.lookup(ResourceKind::Address, addr)
+            .unwrap()
+            .partner_ack_until
+            > 0
+    );
 }

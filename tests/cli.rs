@@ -203,3 +203,55 @@ fn second_server_on_the_same_port_is_refused() {
     );
     assert!(String::from_utf8_lossy(&o.stderr).contains("in use by another process"));
 }
+
+#[test]
+fn sighup_keeps_serving_and_says_what_it_did() {
+    // `systemctl reload` and log rotators send SIGHUP; it used to kill the server.
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("data");
+    let f = d.path().join("c.toml");
+    std::fs::write(&f, good(free_udp_port(), &data)).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .args(["serve", "--config", f.to_str().unwrap()])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !data.join("data.mdb").exists() {
+        assert!(Instant::now() < deadline, "server did not create its store");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    // A broken file on the next SIGHUP is reported; the server still runs.
+    std::fs::write(&f, "[server]\nlisten = 5\n").unwrap();
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the server exited on SIGHUP"
+    );
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "server did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status:?}");
+    let mut log = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut log).unwrap();
+    assert!(
+        log.contains("SIGHUP: the configuration file is valid"),
+        "{log}"
+    );
+    assert!(
+        log.contains("SIGHUP: the configuration file is invalid"),
+        "{log}"
+    );
+    assert!(log.contains("stopped"), "{log}");
+}

@@ -9,7 +9,7 @@ use std::net::SocketAddrV6;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use tandem_core::config::{self, Config};
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 /// Exit code: the configuration is invalid.
 const EXIT_CONFIG: u8 = 2;
@@ -263,11 +263,12 @@ fn serve(args: ServeArgs) -> ExitCode {
         "configuration loaded"
     );
 
-    // Block SIGINT/SIGTERM before any thread starts, so every thread inherits the mask and the
-    // main thread alone takes them with sigwait.
+    // Block SIGINT/SIGTERM/SIGHUP before any thread starts, so every thread inherits the mask
+    // and the main thread alone takes them with sigwait.
     let mut signals = SigSet::empty();
     signals.add(Signal::SIGINT);
     signals.add(Signal::SIGTERM);
+    signals.add(Signal::SIGHUP);
     if let Err(e) = signals.thread_block() {
         error!(error = %e, "cannot block signals");
         return ExitCode::from(EXIT_OTHER);
@@ -288,7 +289,24 @@ fn serve(args: ServeArgs) -> ExitCode {
         }
     };
     info!("serving; stop with SIGINT or SIGTERM");
-    let sig = signals.wait();
+    let config_arg = args.config;
+    let sig = loop {
+        match signals.wait() {
+            // SIGHUP (systemctl reload, log rotators) must not stop a DHCP server. Live
+            // reload is not built yet: the file is checked and the verdict logged, and the
+            // running configuration stays.
+            Ok(Signal::SIGHUP) => match load(&config_arg) {
+                Ok(_) => warn!(
+                    "SIGHUP: the configuration file is valid, but live reload is not supported yet; still running the configuration loaded at start (restart to apply changes)"
+                ),
+                Err(e) => error!(
+                    error = %e,
+                    "SIGHUP: the configuration file is invalid; still running the configuration loaded at start"
+                ),
+            },
+            other => break other,
+        }
+    };
     info!(signal = ?sig.ok(), "stopping: finishing queued commits");
     server.shutdown();
     info!("stopped");

@@ -60,6 +60,7 @@ WRITE_RESULTS=1
 PIN=""                # --pin S,C: server on CPU list S, generator on CPU list C (taskset)
 KEA_MT_QUEUE=64       # Kea MT packet-queue-size (64: as in perfdhcp-vs-kea.sh, Kea's default)
 REPEAT_MARGINAL=1     # repeat a marginal failure (all shares < 2x the limit) once per search
+PROVISION=0           # --provisioning N: DNS options and N reservations by DUID on both servers
 
 usage() {
     cat <<EOF
@@ -85,6 +86,9 @@ usage: $0 [options]
   --pin S,C            pin the server to CPU S and the generator to CPU C with taskset (e.g. 0,1)
   --kea-mt-queue N     Kea MT packet-queue-size (default $KEA_MT_QUEUE, as in perfdhcp-vs-kea.sh)
   --no-repeat          do not repeat a marginal failure (by default: once per search)
+  --provisioning N     configure both servers with DNS servers, a domain search list and N
+                       reservations by DUID, and have tandem-gen ask for the two options in
+                       every message (results go to bench/results/gen-provisioned-latest.*)
   -h, --help
 EOF
 }
@@ -111,6 +115,7 @@ while [ $# -gt 0 ]; do
         --pin) PIN="$2"; shift 2 ;;
         --kea-mt-queue) KEA_MT_QUEUE="$2"; shift 2 ;;
         --no-repeat) REPEAT_MARGINAL=0; shift ;;
+        --provisioning) PROVISION="$2"; shift 2 ;;
         -h|--help) usage; exit 0 ;;
         *) echo "unknown option: $1" >&2; usage >&2; exit 2 ;;
     esac
@@ -194,6 +199,7 @@ start_target() {
             ;;
         tandem|tandem-nosync)
             render_tandem_config "$dir" "$NS_S"
+            provision_tandem_config "$dir" "$PROVISION"
             local extra=()
             [ "$name" = tandem-nosync ] && extra+=(--no-sync)
             [ "$ROUTE_MODE" = relay ] && extra+=(--listen "[$SERVER_IP]:547")
@@ -205,6 +211,7 @@ start_target() {
             local ucast=""
             [ "$ROUTE_MODE" = relay ] && ucast="$SERVER_IP"
             render_kea_config "${name#kea-}" "$dir" "$NS_S" "$ucast"
+            provision_kea_config "$dir" "$PROVISION"
             ip netns exec "$NS_S" kea-dhcp6 -t "$dir/kea-dhcp6.json" >"$dir/kea-check.log" 2>&1 || {
                 cat "$dir/kea-check.log" >&2; die "kea-dhcp6 -t rejected $dir/kea-dhcp6.json"; }
             KEA_PIDFILE_DIR="$dir" KEA_LOCKFILE_DIR="$dir" \
@@ -274,6 +281,7 @@ run_gen() {
     local cmd=("$GEN_BIN" "${RARGS[@]}" --mode "$case" --threads "$THREADS" --window "$window" --rate "$rate"
                --clients "$clients" --phase-secs "$phase" --timeout-ms "$TIMEOUT_MS"
                --max-retries "$MAX_RETRIES" --seed "$SEED" "${cfg[@]}" --json)
+    [ "$PROVISION" -gt 0 ] && cmd+=(--ask-dns)
     local rc us0 uc0 us1 uc1 t0 t1 w0 w1 b0 b1 TIMEFORMAT='%R %U %S'
     us0=$(udp_drops "$NS_S"); uc0=$(udp_drops "$NS_C")
     t0=$(pid_ticks "$SERVER_PID"); w0=$(date +%s.%N); b0=$(cpu_sample)
@@ -690,6 +698,7 @@ fmt_md() {
     echo "- command: \`$CMDLINE\`"
     echo "- box: $(nproc) x $CPU_MODEL, kernel $(uname -r), load average at start $LOADAVG_START, data on $WORK_FS; Tandem $GIT_REV$([ "$GIT_DIRTY" = true ] && echo ' (dirty tree)'), default workers, fsync on; kea-dhcp6 $KEA_VERSION (memfile; MT: thread-pool-size 2, packet-queue-size $KEA_MT_QUEUE); perfdhcp $PERFDHCP_VERSION; $([ -n "$PIN" ] && echo "pinned server/generator CPUs $PIN" || echo "unpinned (server and generator share all CPUs)")"
     echo "- route: **$ROUTE_MODE**. $ROUTE_REASON."
+    [ "$PROVISION" -gt 0 ] && echo "- provisioning: both servers carry DNS servers and a domain search list, which tandem-gen asks for in every message, and $PROVISION reservations by DUID (addresses inside the pool, DUIDs the generator never uses)."
     [ "$RECOVERIES" -gt 0 ] && echo "- topology: the namespaces were deleted by something else during the run $RECOVERIES time(s); the interrupted $(jq -r 'map(.redone) | join(", ")' <<<"$RECOVERED_JSON") was redone on a new topology ($(wc -l <"$DISCARDED_FILE") trials discarded)."
     echo "- method: tandem-gen --threads $THREADS --window $WINDOW --timeout-ms $TIMEOUT_MS --max-retries $MAX_RETRIES, 4-way exchanges, --clients = rate x ${PERIOD}s with a fresh --seed per trial, --phase-secs $((PERIOD + SLACK)); a rate passes when fewer than $LOSS_LIMIT % of the clients lack their lease when the phase ends (never started because the server fell behind, still in flight, timed out or refused), retransmitted messages are fewer than $LOSS_LIMIT % of the clients (a lost or > 1 s late message counts, as a drop does in perfdhcp), tandem-gen's failed_pct < $LOSS_LIMIT and no lease check fails (--config: leases in the pools). Search: from $START_RATE x 2^k (the highest point <= the open-loop rate) doubling to at most $MAX_RATE/s or halving, then $BISECT bisection steps$([ "$REPEAT_MARGINAL" = 1 ] && echo '; a marginal failure (every share < 2 %) is repeated once per search and the repeat decides'). ceiling = tandem-gen --reflector (stateless, $REFLECTOR_THREADS threads) in the server namespace."
     echo "- columns: sustained = highest passing --rate; ceil% = sustained / the ceiling's; achieved = completed exchanges/s at the sustained rate; p50/p99 = exchange latency (first Solicit to Reply) there; CPU = CPU time / wall time at the sustained rate (100 % = one core; box = every process on the box, so box - server - gen is what else ran, softirq included); drops = datagrams dropped at full receive sockets (server / generator namespace); open-loop = --rate 0 --window $OPEN_WINDOW for ${PERIOD}s, completed exchanges/s (p50/p99 ms)."
@@ -732,7 +741,10 @@ print_text
 
 if [ "$WRITE_RESULTS" = 1 ]; then
     mkdir -p "$RESULTS_DIR"
-    jq . <<<"$RESULT_JSON" >"$RESULTS_DIR/gen-latest.json"
-    fmt_md >"$RESULTS_DIR/gen-latest.md"
-    log "wrote $RESULTS_DIR/gen-latest.json and $RESULTS_DIR/gen-latest.md"
+    RESULT_NAME=gen-latest
+    [ "$PROVISION" -gt 0 ] && RESULT_NAME=gen-provisioned-latest
+    jq --argjson p "$PROVISION" '. + {provisioning: {reservations_by_duid: $p, options: "dns-servers (2), domain-search (2), asked for in every message"}}' \
+        <<<"$RESULT_JSON" >"$RESULTS_DIR/$RESULT_NAME.json"
+    fmt_md >"$RESULTS_DIR/$RESULT_NAME.md"
+    log "wrote $RESULTS_DIR/$RESULT_NAME.json and $RESULTS_DIR/$RESULT_NAME.md"
 fi

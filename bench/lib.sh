@@ -196,6 +196,46 @@ render_tandem_config() {
         || die "cannot write $dir/tandem.toml"
 }
 
+# Provisioning (gen-vs-kea.sh --provisioning N): both servers get DNS servers, a domain search
+# list and N reservations by DUID. The reserved DUIDs are DUID-EN (00:02:00:00:ab:cd:<i>), which
+# tandem-gen never uses, and the addresses 2001:db8:1::fff0:0 on, inside the address pool, so
+# the clients measured are dynamic ones served beside a full reservation table.
+PROVISION_DNS='"2001:db8::53", "2001:db8::54"'
+PROVISION_SEARCH='"example.net", "lab.example.net"'
+
+# provision_reservations N: prints N reservations as "DUID ADDRESS" lines.
+provision_reservations() {
+    awk -v n="$1" 'BEGIN { for (i = 0; i < n; i++)
+        printf "00:02:00:00:ab:cd:%02x:%02x:%02x:%02x 2001:db8:1::%x:%x\n",
+            int(i / 16777216) % 256, int(i / 65536) % 256, int(i / 256) % 256, i % 256,
+            65520 + int(i / 65536), i % 65536 }'
+}
+
+# provision_tandem_config DIR N: adds the options and N reservations (DIR/reservations.txt) to
+# DIR/tandem.toml. Nothing when N is 0.
+provision_tandem_config() {
+    local dir="$1" n="$2"
+    [ "$n" -gt 0 ] || return 0
+    provision_reservations "$n" | awk '{ print "duid", $1, $2 }' >"$dir/reservations.txt" \
+        || die "cannot write $dir/reservations.txt"
+    printf 'reservations_file = "reservations.txt"\n\n[options]\ndns_servers = [%s]\ndomain_search = [%s]\n' \
+        "$PROVISION_DNS" "$PROVISION_SEARCH" >>"$dir/tandem.toml" || die "cannot edit $dir/tandem.toml"
+}
+
+# provision_kea_config DIR N: the same options and reservations in DIR/kea-dhcp6.json.
+provision_kea_config() {
+    local dir="$1" n="$2"
+    [ "$n" -gt 0 ] || return 0
+    provision_reservations "$n" \
+        | awk '{ printf "{\"duid\": \"%s\", \"ip-addresses\": [\"%s\"]}\n", $1, $2 }' \
+        | jq -s . >"$dir/reservations.json" || die "cannot write $dir/reservations.json"
+    jq --slurpfile r "$dir/reservations.json" \
+        --arg dns "${PROVISION_DNS//\"/}" --arg search "${PROVISION_SEARCH//\"/}" '
+        .Dhcp6["option-data"] = [{name: "dns-servers", data: $dns}, {name: "domain-search", data: $search}]
+        | .Dhcp6.subnet6[0].reservations = $r[0]' "$dir/kea-dhcp6.json" >"$dir/kea-dhcp6.json.tmp" \
+        && mv "$dir/kea-dhcp6.json.tmp" "$dir/kea-dhcp6.json" || die "cannot edit $dir/kea-dhcp6.json"
+}
+
 # install_cleanup TEARDOWN PID_VAR...: on exit (also on INT/TERM) stop the processes whose PIDs
 # the named variables hold when the script exits (in that order; an empty one is skipped), run
 # TEARDOWN (a function that deletes the script's namespaces and links, e.g. delete_topology),

@@ -26,7 +26,7 @@
 #![forbid(unsafe_code)]
 
 use std::net::Ipv6Addr;
-use tandem_core::wire::{self, Message, MessageType, MessageWriter, StatusCode};
+use tandem_core::wire::{self, Message, MessageType, MessageWriter, StatusCode, opt};
 
 /// A timer that never fires.
 pub const NEVER: u64 = u64::MAX;
@@ -63,6 +63,8 @@ pub struct Ask {
     pub pd_len: Option<u8>,
     /// Asks for Rapid Commit in Solicit (a Reply with Rapid Commit then ends the exchange).
     pub rapid_commit: bool,
+    /// Asks for DNS servers and the domain search list (ORO 23, 24), as a CE router does.
+    pub dns: bool,
 }
 
 impl Ask {
@@ -73,6 +75,7 @@ impl Ask {
             pd: None,
             pd_len: None,
             rapid_commit: false,
+            dns: false,
         }
     }
 
@@ -83,6 +86,7 @@ impl Ask {
             pd: Some(iaid),
             pd_len: len,
             rapid_commit: false,
+            dns: false,
         }
     }
 }
@@ -971,6 +975,9 @@ impl Client {
             if ex == Exchange::Solicit && ask.rapid_commit {
                 w.rapid_commit();
             }
+            if ask.dns && ex != Exchange::Release {
+                w.oro(&[opt::DNS_SERVERS, opt::DOMAIN_LIST]);
+            }
             if let Some(iaid) = ask.na {
                 w.ia_na(iaid, 0, 0, |o| {
                     if let Some(a) = na {
@@ -1208,11 +1215,18 @@ mod tests {
             pd: Some(2),
             pd_len: None,
             rapid_commit: true,
+            dns: true,
         });
         let _ = c.start(Exchange::Solicit, 0, 1, &mut out);
         let r = wire::unwrap_relays(out.datagram()).unwrap();
         assert_eq!(r.hops()[0].peer_address, relay_peer(3));
         assert_eq!(r.inner(), out.message());
+        let m = Message::parse(out.message()).unwrap();
+        assert_eq!(
+            m.oro().collect::<Vec<_>>(),
+            vec![opt::DNS_SERVERS, opt::DOMAIN_LIST],
+            "asks for DNS like a CE router"
+        );
         let m = r.message().unwrap();
         assert!(m.rapid_commit());
         assert_eq!((m.ia_nas().count(), m.ia_pds().count()), (1, 1));

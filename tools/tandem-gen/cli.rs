@@ -67,6 +67,10 @@ struct Cli {
     /// Ask for Rapid Commit (Solicit → Reply).
     #[arg(long)]
     rapid_commit: bool,
+    /// Ask for DNS servers and the domain search list (Option Request 23, 24) in every
+    /// message, as a CE router does, so the server's option path is measured too.
+    #[arg(long)]
+    ask_dns: bool,
     /// Phases to run, in order: acquire, renew, rebind, release (comma separated).
     #[arg(long, value_delimiter = ',', default_value = "acquire")]
     phases: Vec<String>,
@@ -204,6 +208,7 @@ pub fn main() -> ExitCode {
             Mode::Both => Want::Both,
         },
         rapid_commit: cli.rapid_commit,
+        ask_dns: cli.ask_dns,
         initial_rt: Duration::from_millis(cli.timeout_ms.max(1)),
         max_retries: cli.max_retries,
         window: cli.window,

@@ -114,6 +114,8 @@ pub struct Settings {
     pub want: Want,
     /// Ask for Rapid Commit in Solicit.
     pub rapid_commit: bool,
+    /// Ask for DNS servers and the domain search list in every message (ORO 23, 24).
+    pub ask_dns: bool,
     /// Initial retransmission timeout.
     pub initial_rt: Duration,
     /// Retransmissions before an exchange counts as a timeout.
@@ -136,6 +138,7 @@ pub fn new_client(id: u32, settings: &Settings) -> Client {
         pd: settings.want.pd().then_some(IAID_PD),
         pd_len: None,
         rapid_commit: settings.rapid_commit,
+        dns: settings.ask_dns,
     };
     let retransmit = Retransmit {
         initial_ms: settings.initial_rt.as_millis().max(1) as u64,

@@ -2514,3 +2514,51 @@ fn leasequery_refuses_strangers_and_bad_queries() {
     let mut d = Srv::new(&two_subnets("", ""));
     assert_eq!(lq_reply(&mut d, "::1", &q).0, StatusCode::NotAllowed as u16);
 }
+
+// =============================================================================================
+// Prefix Exclude (RFC 6603) and Rapid Commit per subnet
+
+#[test]
+fn prefix_exclude_goes_to_clients_that_ask_for_it() {
+    let conf = small_conf(
+        "2001:db8:1::1ff",
+        r#"pd_pools = [{ prefix = "2001:db8:8000::/40", delegated_len = 56, excluded_prefix_len = 64 }]"#,
+    );
+    let mut s = Srv::new(&conf);
+    // The PD_EXCLUDE option inside the IA Prefix, as bytes: code 67, length 2, /64, subnet 0.
+    let has_exclude = |reply: &[u8]| reply.windows(6).any(|w| w == [0, 67, 0, 2, 64, 0]);
+    let r = s.send(
+        &P::new(MessageType::Solicit, 1)
+            .rapid()
+            .pd(1, &[])
+            .oro(&[67])
+            .bytes(),
+    );
+    let v = r.view();
+    assert_eq!(v.pds[0].prefixes[0].1, 56);
+    assert!(has_exclude(&r.reply), "asked: {:02x?}", r.reply);
+    let p = v.pds[0].prefixes[0].0;
+    // And on Renew.
+    let r = s.send(
+        &P::new(MessageType::Renew, 1)
+            .sid()
+            .pd(1, &[(p, 56)])
+            .oro(&[67])
+            .bytes(),
+    );
+    assert!(has_exclude(&r.reply));
+    // Not asked: not sent (§4.2: only to a client that requested it).
+    let r = s.send(&P::new(MessageType::Solicit, 2).rapid().pd(1, &[]).bytes());
+    assert!(!has_exclude(&r.reply));
+}
+
+#[test]
+fn rapid_commit_can_be_set_per_subnet() {
+    // The server allows it, subnet 2 does not.
+    let mut s = Srv::new(&two_subnets("rapid_commit = false", ""));
+    let p = P::new(MessageType::Solicit, 1).rapid().na(1, &[]);
+    assert_eq!(s.send(&p.bytes()).view().ty, MessageType::Reply);
+    let r = s.send(&relay(0, "2001:db8:2::1", "fe80::99", None, &p.bytes()));
+    let back = unwrap_relay_replies(&r.reply).unwrap();
+    assert_eq!(view(back.inner()).ty, MessageType::Advertise);
+}

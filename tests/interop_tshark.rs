@@ -30,7 +30,7 @@ requestors = ["::1"]
 id = 1
 prefix = "2001:db8:1::/64"
 pools = [{ range = "2001:db8:1::100-2001:db8:1::1ff" }]
-pd_pools = [{ prefix = "2001:db8:8000::/40", delegated_len = 56 }]
+pd_pools = [{ prefix = "2001:db8:8000::/40", delegated_len = 56, excluded_prefix_len = 64 }]
 "#;
 
 /// Wireshark's verbose dissection of one DHCPv6 message sent from `from_port` to `to_port`.
@@ -107,7 +107,7 @@ fn wireshark_reads_a_reply_with_options_and_a_leasequery_reply() {
     w.client_id(&[0, 3, 0, 1, 0x52, 0x54, 0, 0, 0, 5]);
     w.elapsed_time(0);
     w.rapid_commit();
-    w.oro(&[opt::DNS_SERVERS, opt::DOMAIN_LIST]);
+    w.oro(&[opt::DNS_SERVERS, opt::DOMAIN_LIST, opt::PD_EXCLUDE]);
     w.ia_na(1, 0, 0, |_| {});
     w.ia_pd(2, 0, 0, |_| {});
     let reply = run(1000, &solicit);

@@ -305,6 +305,22 @@ impl Engine {
             .ok_or(Dropped::NoSubnet)?;
         let sub = &self.config.subnets[subnet];
         let reservation = find_reservation(sub, duid, line);
+        // RFC 6603: Prefix Exclude only to a client that asked for it.
+        let wants_exclude = msg.oro().take(ORO_CODES_MAX).any(|c| c == opt::PD_EXCLUDE);
+        let excluded = |g: &Granted| -> Option<Exclude> {
+            if !wants_exclude {
+                return None;
+            }
+            sub.pools
+                .iter()
+                .find(|p| {
+                    p.kind == ResourceKind::Prefix
+                        && p.resource_len == g.prefix_len
+                        && p.index_of(g.addr).is_some()
+                })
+                .and_then(|p| p.excluded)
+                .map(|x| x.encode(g.prefix_len))
+        };
         let reserved_options = reservation.map(|(_, r)| r.options());
         // RFC 8415 §18.4: unicast to a server that never offered unicast → UseMulticast.
         if hops.is_empty()
@@ -320,8 +336,7 @@ impl Engine {
         let lt = self.config.subnets[subnet].lifetimes;
         match ty {
             T::Solicit | T::Request => {
-                let rapid =
-                    ty == T::Solicit && msg.rapid_commit() && self.config.server.rapid_commit;
+                let rapid = ty == T::Solicit && msg.rapid_commit() && sub.rapid_commit;
                 let (reply_ty, mode) = match (ty, rapid) {
                     (T::Solicit, false) => (
                         T::Advertise,
@@ -358,7 +373,7 @@ impl Engine {
                             used.note(sub, ia.kind, g.addr);
                             let (t1, t2) = timers(&lt, g.preferred_secs);
                             write_ia(&mut w, ia.kind, ia.iaid, t1, t2, |o| {
-                                put_resource(o, ia.kind, &g)
+                                put_resource(o, ia.kind, &g, excluded(&g))
                             });
                         }
                         None => write_ia(&mut w, ia.kind, ia.iaid, 0, 0, |o| {
@@ -424,7 +439,7 @@ impl Engine {
                     }
                     let (t1, t2) = timers(&lt, shortest_preferred(results, fallback));
                     write_ia(&mut w, ia.kind, ia.iaid, t1, t2, |o| {
-                        renewed(o, results, fallback, ia.kind)
+                        renewed(o, results, fallback, ia.kind, &excluded)
                     });
                 }
                 put_requested(
@@ -789,12 +804,15 @@ fn write_ia(
 }
 
 /// Writes an IA Address or IA Prefix for a granted lease, by kind.
-fn put_resource(o: &mut OptionWriter, kind: ResourceKind, g: &Granted) {
+fn put_resource(o: &mut OptionWriter, kind: ResourceKind, g: &Granted, ex: Option<Exclude>) {
     match kind {
         ResourceKind::Address => put_addr(o, g),
-        ResourceKind::Prefix => put_prefix(o, g),
+        ResourceKind::Prefix => put_prefix(o, g, ex),
     }
 }
+
+/// OPTION_PD_EXCLUDE's data and its length.
+type Exclude = ([u8; 17], usize);
 
 /// T1 and T2 for an IA whose shortest preferred lifetime is `preferred`: the configured ones,
 /// or, when failover capped the lifetime below the configured one, 1/2 and 4/5 of it.
@@ -823,8 +841,12 @@ fn put_addr(o: &mut OptionWriter, g: &Granted) {
     o.ia_addr(g.addr, g.preferred_secs, g.valid_secs, |_| {});
 }
 
-fn put_prefix(o: &mut OptionWriter, g: &Granted) {
-    o.ia_prefix(g.addr, g.prefix_len, g.preferred_secs, g.valid_secs, |_| {});
+fn put_prefix(o: &mut OptionWriter, g: &Granted, ex: Option<Exclude>) {
+    o.ia_prefix(g.addr, g.prefix_len, g.preferred_secs, g.valid_secs, |o| {
+        if let Some((data, n)) = &ex {
+            o.option(opt::PD_EXCLUDE, &data[..*n]);
+        }
+    });
 }
 
 /// Writes a Renew/Rebind IA body: each named resource with new lifetimes, or lifetimes of 0
@@ -834,12 +856,13 @@ fn renewed(
     results: &[(Ipv6Addr, u8, Extended)],
     fallback: Option<Granted>,
     kind: ResourceKind,
+    excluded: &dyn Fn(&Granted) -> Option<Exclude>,
 ) {
     let mut any = false;
     for (addr, len, r) in results {
         match (r, kind) {
             (Extended::Extended(g), ResourceKind::Address) => put_addr(o, g),
-            (Extended::Extended(g), ResourceKind::Prefix) => put_prefix(o, g),
+            (Extended::Extended(g), ResourceKind::Prefix) => put_prefix(o, g, excluded(g)),
             (_, ResourceKind::Address) => o.ia_addr(*addr, 0, 0, |_| {}),
             (_, ResourceKind::Prefix) => o.ia_prefix(*addr, *len, 0, 0, |_| {}),
         }
@@ -849,7 +872,7 @@ fn renewed(
         any = true;
         match kind {
             ResourceKind::Address => put_addr(o, &g),
-            ResourceKind::Prefix => put_prefix(o, &g),
+            ResourceKind::Prefix => put_prefix(o, &g, excluded(&g)),
         }
     }
     if !any {

@@ -137,6 +137,7 @@ pub(super) struct FileSubnet {
     pub(super) reservations: Vec<Spanned<FileReservation>>,
     pub(super) reservations_file: Option<Spanned<PathBuf>>,
     pub(super) relay: Option<Spanned<FileRelay>>,
+    pub(super) rapid_commit: Option<bool>,
 }
 
 /// `relay = { ... }` in a subnet: what relays send that selects it, for relays whose
@@ -183,4 +184,6 @@ pub(super) struct FilePdPool {
     pub(super) delegated_len: Spanned<u8>,
     #[serde(default)]
     pub(super) options: FileOptions,
+    pub(super) excluded_prefix_len: Option<Spanned<u8>>,
+    pub(super) excluded_subnet_id: Option<Spanned<u64>>,
 }

@@ -155,6 +155,36 @@ pub struct PoolConfig {
     /// Options set on this pool itself (the subnet's apply underneath): for clients given a
     /// resource from it.
     pub options: OptionSet,
+    /// Prefix pools: the part of every delegated prefix to exclude (RFC 6603), if any.
+    pub excluded: Option<PdExclude>,
+}
+
+/// RFC 6603 Prefix Exclude for a prefix pool: in every delegated prefix, the sub-prefix of
+/// length `len` numbered `subnet_id` (e.g. the first /64 of each /56, for the CE router's
+/// link to the ISP) is not the client's to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PdExclude {
+    /// Length of the excluded prefix, longer than the delegated length.
+    pub len: u8,
+    /// Which sub-prefix of that length inside the delegated prefix.
+    pub subnet_id: u64,
+}
+
+impl PdExclude {
+    /// OPTION_PD_EXCLUDE's data for a prefix delegated with length `delegated_len`: the
+    /// excluded length, then the subnet ID bits left-aligned in whole bytes (RFC 6603 §4.2).
+    /// Returns the buffer and how many of its bytes are used.
+    pub fn encode(&self, delegated_len: u8) -> ([u8; 17], usize) {
+        let bits = u32::from(self.len.saturating_sub(delegated_len));
+        let bytes = bits.div_ceil(8) as usize;
+        let mut out = [0u8; 17];
+        out[0] = self.len;
+        // Left-align the `bits` subnet ID bits into `bytes` bytes.
+        let value = u128::from(self.subnet_id) << (bytes as u32 * 8 - bits);
+        let be = value.to_be_bytes();
+        out[1..=bytes].copy_from_slice(&be[16 - bytes..]);
+        (out, 1 + bytes)
+    }
 }
 
 impl PoolConfig {
@@ -203,6 +233,9 @@ pub struct SubnetConfig {
     /// Relay addresses that select this subnet: the closest relay's link-address, or, when
     /// that is zero, the address the relayed message came from.
     pub relay_addresses: Vec<Ipv6Addr>,
+    /// Answer a Solicit carrying Rapid Commit with a Reply (the subnet's `rapid_commit`, else
+    /// the server's).
+    pub rapid_commit: bool,
 }
 
 /// Lifetimes and renewal timers, in seconds.

@@ -412,3 +412,40 @@ fn relay_selectors_parse_and_select_one_subnet_each() {
         ("subnet[1].relay.addresses", Some(12))
     );
 }
+
+#[test]
+fn prefix_exclude_encodes_the_subnet_id_bits_and_checks_its_fields() {
+    let pd = |extra: &str| {
+        parse(
+            "t.toml",
+            &format!(
+                "{HEAD}[[subnet]]\nid=1\nprefix=\"2001:db8::/64\"\n\
+                 pd_pools=[{{prefix=\"2001:db8:8000::/40\",delegated_len=56{extra}}}]\n"
+            ),
+        )
+    };
+    let x = |extra: &str| pd(extra).unwrap().subnets[0].pools[0].excluded.unwrap();
+    let (b, n) = x(",excluded_prefix_len=64").encode(56);
+    assert_eq!(&b[..n], &[64, 0], "the first /64 of each /56");
+    let (b, n) = x(",excluded_prefix_len=60,excluded_subnet_id=3").encode(56);
+    assert_eq!(&b[..n], &[60, 0x30], "4 bits, left-aligned");
+    let (b, n) = x(",excluded_prefix_len=72,excluded_subnet_id=0x1ff").encode(56);
+    assert_eq!(&b[..n], &[72, 0x01, 0xff], "16 bits");
+    assert!(pd("").unwrap().subnets[0].pools[0].excluded.is_none());
+    for (extra, field) in [
+        (",excluded_prefix_len=56", "excluded_prefix_len"),
+        (",excluded_prefix_len=129", "excluded_prefix_len"),
+        (
+            ",excluded_prefix_len=60,excluded_subnet_id=16",
+            "excluded_subnet_id",
+        ),
+        (",excluded_subnet_id=1", "excluded_subnet_id"),
+    ] {
+        let e = pd(extra).unwrap_err();
+        assert_eq!(
+            e.field,
+            format!("subnet[0].pd_pools[0].{field}"),
+            "{extra}: {e}"
+        );
+    }
+}

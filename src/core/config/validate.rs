@@ -143,7 +143,12 @@ fn validate(
     // (first, last, field, line) of every pool, to find overlaps.
     let mut spans: Vec<PoolSpan> = Vec::new();
     for (si, sub) in raw.subnet.iter().enumerate() {
-        let mut s = subnet(ctx, si, sub, raw.lease, &global, &subnets, &mut spans)?;
+        let up = Inherited {
+            lease: raw.lease,
+            options: &global,
+            rapid_commit: server.rapid_commit,
+        };
+        let mut s = subnet(ctx, si, sub, &up, &subnets, &mut spans)?;
         s.reservations = reservations(ctx, si, sub.get_ref(), &s, read)?;
         subnets.push(s);
     }
@@ -254,15 +259,22 @@ fn server(ctx: &Ctx, s: FileServer) -> Result<ServerConfig, ConfigError> {
 
 /// One `[[subnet]]` (index `si`): its prefix, lifetimes and pools. `before` are the subnets
 /// validated so far; every pool's span is added to `spans` for the overlap check.
+/// What a subnet inherits from the levels above it.
+struct Inherited<'a> {
+    lease: FileLease,
+    options: &'a OptionSet,
+    rapid_commit: bool,
+}
+
 fn subnet(
     ctx: &Ctx,
     si: usize,
     sub: &Spanned<FileSubnet>,
-    base: FileLease,
-    global: &OptionSet,
+    up: &Inherited,
     before: &[SubnetConfig],
     spans: &mut Vec<PoolSpan>,
 ) -> Result<SubnetConfig, ConfigError> {
+    let (base, global, server_rapid_commit) = (up.lease, up.options, up.rapid_commit);
     let sub = sub.get_ref();
     let sf = format!("subnet[{si}]");
     let id = *sub.id.get_ref();
@@ -355,6 +367,7 @@ fn subnet(
             resource_len: 128,
             subpools: subpools_for(count),
             options: options_table(ctx, &p.get_ref().options, &format!("{pf}.options"))?,
+            excluded: None,
         });
         spans.push((first, last, pf, ctx.line(span.start)));
     }
@@ -389,6 +402,38 @@ fn subnet(
             ));
         }
         let count = 1u128 << (dl - pr.len);
+        let excluded = match (&p.excluded_prefix_len, &p.excluded_subnet_id) {
+            (None, None) => None,
+            (None, Some(id)) => {
+                return Err(ctx.err(
+                    Some(id.span()),
+                    &format!("{pf}.excluded_subnet_id"),
+                    "set excluded_prefix_len too",
+                ));
+            }
+            (Some(l), id) => {
+                let len = *l.get_ref();
+                if len <= dl || len > 128 {
+                    return Err(ctx.err(
+                        Some(l.span()),
+                        &format!("{pf}.excluded_prefix_len"),
+                        format!("must be longer than delegated_len ({dl}) and at most 128"),
+                    ));
+                }
+                let subnet_id = id.as_ref().map_or(0, |i| *i.get_ref());
+                let bits = u32::from(len - dl);
+                if bits < 64 && subnet_id >> bits != 0 {
+                    return Err(ctx.err(
+                        id.as_ref().map(|i| i.span()),
+                        &format!("{pf}.excluded_subnet_id"),
+                        format!(
+                            "{subnet_id} does not fit the {bits} bits between /{dl} and /{len}"
+                        ),
+                    ));
+                }
+                Some(PdExclude { len, subnet_id })
+            }
+        };
         pools.push(PoolConfig {
             kind: ResourceKind::Prefix,
             first: pr.first(),
@@ -397,6 +442,7 @@ fn subnet(
             resource_len: dl,
             subpools: subpools_for(count),
             options: options_table(ctx, &p.options, &format!("{pf}.options"))?,
+            excluded,
         });
         spans.push((pr.first(), pr.last(), pf, ctx.line(p.prefix.span().start)));
     }
@@ -424,6 +470,7 @@ fn subnet(
     }
     let (relay_interface_ids, relay_addresses) = relay(ctx, &sf, sub, before)?;
     Ok(SubnetConfig {
+        rapid_commit: sub.rapid_commit.unwrap_or(server_rapid_commit),
         id,
         prefix,
         interface: sub.interface.clone(),

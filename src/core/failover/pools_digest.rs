@@ -79,7 +79,8 @@ fn put_count(b: &mut Vec<u8>, n: usize) {
 /// ```text
 /// "tandem-client-data\0"
 /// per subnet, by id:  id (u32) | options (u32 count, then code u16 | len u32 | value each,
-///                     the subnet's merged set) | per pool, sorted: the pool's own, same form
+///                     the subnet's merged set) | per pool, sorted: the pool's own, same form,
+///                     then its Prefix Exclude length (u8, 0: none) and subnet id (u64)
 ///                     | reservations: count (u32) | digest of their encoding (32)
 /// ```
 ///
@@ -109,7 +110,9 @@ pub fn pools_canonical_bytes(config: &Config) -> Vec<u8> {
     let client_data = canon.iter().any(|(s, pools)| {
         !s.options.is_empty()
             || !s.reservations.is_empty()
-            || pools.iter().any(|p| !p.options.is_empty())
+            || pools
+                .iter()
+                .any(|p| !p.options.is_empty() || p.excluded.is_some())
     });
     if client_data {
         b.extend_from_slice(CLIENT_DATA_TAG);
@@ -118,6 +121,9 @@ pub fn pools_canonical_bytes(config: &Config) -> Vec<u8> {
             put_options(&mut b, &s.options);
             for p in pools {
                 put_options(&mut b, &p.options);
+                let (len, id) = p.excluded.map_or((0, 0), |x| (x.len, x.subnet_id));
+                b.push(len);
+                b.extend_from_slice(&id.to_be_bytes());
             }
             put_count(&mut b, s.reservations.len());
             b.extend_from_slice(&reservations_digest(s));
@@ -259,6 +265,15 @@ pub fn pools_summary(config: &Config) -> Vec<String> {
             ));
         }
         for p in &pools {
+            if let Some(x) = p.excluded {
+                lines.push(format!(
+                    "subnet {} pool {} excludes /{} number {} of each prefix",
+                    s.id,
+                    std::net::Ipv6Addr::from(p.first),
+                    x.len,
+                    x.subnet_id
+                ));
+            }
             if !p.options.is_empty() {
                 lines.push(format!(
                     "subnet {} pool {} options: {}",

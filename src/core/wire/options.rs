@@ -58,6 +58,8 @@ pub mod opt {
     pub const SNTP_SERVERS: u16 = 31;
     /// NTP Server (RFC 5908), with sub-options.
     pub const NTP_SERVER: u16 = 56;
+    /// Prefix Exclude (RFC 6603), inside an IA Prefix.
+    pub const PD_EXCLUDE: u16 = 67;
     /// Leasequery Query option (RFC 5007): query-type, link-address, query-options.
     pub const LQ_QUERY: u16 = 44;
     /// Leasequery Client Data option: one client's bindings on one link.

@@ -2499,6 +2499,25 @@ fn leasequery_refuses_strangers_and_bad_queries() {
             lq(1, "2001:db8:77::1", &[iaaddr("2001:db8:1::100")]),
             StatusCode::NotConfigured,
         ),
+        (lq(9, "2001:db8:77::1", &[]), StatusCode::UnknownQueryType),
+        // An IA Address without its lifetimes, and one whose length overruns the query.
+        (
+            lq(
+                1,
+                "::",
+                &[(opt::IAADDR, ip("2001:db8:1::100").octets().to_vec())],
+            ),
+            StatusCode::MalformedQuery,
+        ),
+        (
+            {
+                let mut q = lq(1, "::", &[iaaddr("2001:db8:1::100")]);
+                let n = q.len();
+                q[n - 25] = 0xff; // the IA Address's length: longer than what is left
+                q
+            },
+            StatusCode::MalformedQuery,
+        ),
     ] {
         assert_eq!(lq_reply(&mut s, "::1", &bad).0, want as u16);
     }

@@ -21,11 +21,14 @@ use tandem_sim::{self as sim, SimConfig};
 /// on: 5220882 and 5555856 (PARTNER-DOWN freed a released lease before MCLT past the partner
 /// lifetime it had acknowledged), 5644433 (a restart resumed an interrupted recovery and
 /// served without the partner's newer bindings), 5214726 (crossing updates left one side
-/// holding the binding free and the other active), 5262442 (failed before these fixes too).
+/// holding the binding free and the other active), 5262442 (a recovery cut off in RECOVER-WAIT
+/// went NORMAL without the partner's newer bindings). From the next soak: 6046906 (an offer
+/// made in PARTNER-DOWN from the partner's half granted after NORMAL), 6059273 (echoing every
+/// partner's end of a binding made a same-second re-grant look released), 6088356.
 const REGRESSION_SEEDS: &[u64] = &[
     1, 3, 4, 19, 23, 30, 46, 133, 210, 228, 368, 732, 1022, 1766, 4690, 4715, 8478, 22984, 119697,
     137128, 157888, 305235, 477335, 584557, 2019846, 3092888, 4114282, 5214726, 5220882, 5262442,
-    5555856, 5644433,
+    5555856, 5644433, 6046906, 6059273, 6088356,
 ];
 
 fn run(seed: u64) {

@@ -23,6 +23,8 @@ const QUERY_BY_CLIENTID: u8 = 2;
 /// Most bindings one client's OPTION_CLIENT_DATA lists; a client holds a few, this bounds a
 /// reply to a crafted table.
 pub const BINDINGS_PER_REPLY_MAX: usize = 64;
+/// Most links an OPTION_LQ_CLIENT_LINK lists (16 bytes each, well inside one option).
+pub const LINKS_PER_REPLY_MAX: usize = 256;
 
 /// What the engine knows that a Leasequery answer needs.
 pub(crate) struct Ctx<'a> {
@@ -65,17 +67,24 @@ pub(crate) fn answer(cx: &Ctx, msg: &Message, out: &mut Vec<u8>) -> Result<(), D
         return Ok(());
     };
     let link = Ipv6Addr::from(*link);
-    // The query's options must be well-formed before anything is looked up.
-    let mut options = OptionIter::new(query_options);
+    if !matches!(query_type, QUERY_BY_ADDRESS | QUERY_BY_CLIENTID) {
+        w.status(StatusCode::UnknownQueryType, "query-type not supported");
+        return Ok(());
+    }
+    // The query's options must be well-formed before anything is looked up: the walk (which
+    // stops at the first bad header) must cover every byte.
+    let walked: usize = OptionIter::new(query_options)
+        .map(|o| crate::wire::OPTION_HEADER_LEN + o.data.len())
+        .sum();
+    if walked != query_options.len() {
+        w.status(StatusCode::MalformedQuery, "query options do not parse");
+        return Ok(());
+    }
     let find = |code: u16| -> Option<&[u8]> {
         OptionIter::new(query_options)
             .find(|o| o.code == code)
             .map(|o| o.data)
     };
-    if options.any(|o| o.data.len() > query_options.len()) {
-        w.status(StatusCode::MalformedQuery, "query options overrun");
-        return Ok(());
-    }
     // A non-zero link-address names the link (RFC 5007 §4.4.1).
     let on_link = if link.is_unspecified() {
         None
@@ -90,7 +99,9 @@ pub(crate) fn answer(cx: &Ctx, msg: &Message, out: &mut Vec<u8>) -> Result<(), D
     };
     match query_type {
         QUERY_BY_ADDRESS => {
+            // An IA Address option is at least address and two lifetimes (24 bytes).
             let Some(addr) = find(opt::IAADDR)
+                .filter(|d| d.len() >= 24)
                 .and_then(|d| d.first_chunk::<16>())
                 .map(|a| Ipv6Addr::from(*a))
             else {
@@ -138,6 +149,7 @@ pub(crate) fn answer(cx: &Ctx, msg: &Message, out: &mut Vec<u8>) -> Result<(), D
                 // Several links and none named: the links, and no client data (§4.4.1).
                 let addrs: Vec<Ipv6Addr> = links
                     .iter()
+                    .take(LINKS_PER_REPLY_MAX)
                     .map(|&s| cx.config.subnets[s].prefix.addr)
                     .collect();
                 w.option_addrs(opt::LQ_CLIENT_LINK, &addrs);
@@ -147,16 +159,11 @@ pub(crate) fn answer(cx: &Ctx, msg: &Message, out: &mut Vec<u8>) -> Result<(), D
                 client_data(&mut w, cx.now_secs, duid, &leases);
             }
         }
-        other => {
-            w.status(
-                StatusCode::UnknownQueryType,
-                if other == 0 {
-                    "query-type 0"
-                } else {
-                    "query-type not supported"
-                },
-            );
-        }
+        _ => unreachable!("query types checked above"),
+    }
+    if w.overflowed() {
+        // Bounded above so it cannot happen; never send a broken reply if it did.
+        return Err(Dropped::NothingToAnswer);
     }
     Ok(())
 }
@@ -178,24 +185,28 @@ fn client_data(w: &mut MessageWriter, now: u64, duid: &[u8], leases: &[&Lease]) 
                 o.ia_prefix(l.addr, l.prefix_len, preferred, valid, |_| {});
             }
         }
-        let ago = now.saturating_sub(last).min(u64::from(u32::MAX)) as u32;
+        // RFC 5007 §4.1.2.3: a positive number of seconds.
+        let ago = now.saturating_sub(last).clamp(1, u64::from(u32::MAX)) as u32;
         o.option_u32(opt::CLT_TIME, ago);
     });
 }
 
-/// The subnet index whose prefix holds `link`.
+/// The subnet index a link-address names, as for client traffic: inside a subnet's prefix,
+/// else listed in its `relay.addresses`.
 fn subnet_of(config: &Config, link: Ipv6Addr) -> Option<usize> {
-    config.subnets.iter().position(|s| s.prefix.contains(link))
+    let s = &config.subnets;
+    s.iter()
+        .position(|s| s.prefix.contains(link))
+        .or_else(|| s.iter().position(|s| s.relay_addresses.contains(&link)))
 }
 
-/// The subnet index that holds `addr`: on its link, or in one of its pools (delegated
-/// prefixes lie outside the link's prefix).
+/// The subnet index that holds `addr`: the one with a pool covering it first (delegated
+/// prefixes may lie inside another subnet's prefix), else the one on whose link it is.
 fn subnet_holding(config: &Config, addr: Ipv6Addr) -> Option<usize> {
     let a = u128::from(addr);
-    subnet_of(config, addr).or_else(|| {
-        config
-            .subnets
-            .iter()
-            .position(|s| s.pools.iter().any(|p| a >= p.first && a <= p.last_addr()))
-    })
+    config
+        .subnets
+        .iter()
+        .position(|s| s.pools.iter().any(|p| a >= p.first && a <= p.last_addr()))
+        .or_else(|| subnet_of(config, addr))
 }

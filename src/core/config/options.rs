@@ -118,6 +118,30 @@ const RESERVED_CODES: &[(u16, &str)] = &[
     (opt::SUBSCRIBER_ID, "relay options belong to relays"),
     (opt::CLIENT_LINKLAYER_ADDR, "relay options belong to relays"),
     (opt::RELAY_SOURCE_PORT, "relay options belong to relays"),
+    (
+        opt::LQ_QUERY,
+        "Leasequery options are written by the server",
+    ),
+    (
+        opt::CLIENT_DATA,
+        "Leasequery options are written by the server",
+    ),
+    (
+        opt::CLT_TIME,
+        "Leasequery options are written by the server",
+    ),
+    (
+        opt::LQ_RELAY_DATA,
+        "Leasequery options are written by the server",
+    ),
+    (
+        opt::LQ_CLIENT_LINK,
+        "Leasequery options are written by the server",
+    ),
+    (
+        opt::PD_EXCLUDE,
+        "set excluded_prefix_len on the pd-pool (it goes inside an IA Prefix)",
+    ),
 ];
 
 /// Codes with a typed name: `custom` must not set them behind the name's back.

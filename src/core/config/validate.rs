@@ -139,6 +139,17 @@ fn validate(
         ));
     }
     let global = options_table(ctx, &raw.options, "options")?;
+    if global.encoded_len() > defaults::REPLY_OPTIONS_BYTES_MAX {
+        return Err(ctx.err(
+            None,
+            "options",
+            format!(
+                "the global options take {} bytes; at most {} keep a reply unfragmented",
+                global.encoded_len(),
+                defaults::REPLY_OPTIONS_BYTES_MAX
+            ),
+        ));
+    }
     let mut subnets: Vec<SubnetConfig> = Vec::new();
     // (first, last, field, line) of every pool, to find overlaps.
     let mut spans: Vec<PoolSpan> = Vec::new();

@@ -256,7 +256,12 @@ impl Node {
                     0
                 };
                 let secondary = self.endpoint.role() == Role::Secondary;
-                let accepted = match self.alloc.apply_partner_update(&incoming, secondary, now) {
+                let crossing =
+                    incoming.state.is_free() && self.peer.active_in_flight(&incoming.key());
+                let accepted = match self
+                    .alloc
+                    .apply_partner_update(&incoming, secondary, crossing, now)
+                {
                     Ok(stored) => {
                         // A partner's end of a binding we held active waits for the partner
                         // to acknowledge our copy of that end (see apply_partner_update).

@@ -111,6 +111,18 @@ impl Peer {
         }
     }
 
+    /// Whether an update of ours saying the binding with this key is active is queued or sent
+    /// and not yet answered: one the partner may still take after its own end of it.
+    pub fn active_in_flight(&self, key: &[u8; KEY_LEN]) -> bool {
+        self.pending
+            .get(key)
+            .is_some_and(|l| l.state == LeaseState::Active)
+            || self
+                .unacked
+                .values()
+                .any(|(l, _)| l.state == LeaseState::Active && l.key() == *key)
+    }
+
     /// Sets the window: how many BNDUPDs may be outstanding (the partner's max-unacked).
     pub fn set_max_unacked(&mut self, max_unacked: usize) {
         self.max_unacked = max_unacked.max(1);

@@ -318,6 +318,11 @@ impl Endpoint {
                 match self.state {
                     S::Normal => self.go(now, S::CommunicationsInterrupted, out),
                     S::PotentialConflict => self.go(now, S::ResolutionInterrupted, out),
+                    // Stricter than RFC 8156 §8.6/§8.7, which stay put: the partner, still in
+                    // PARTNER-DOWN, goes on binding our resources while we cannot hear it, and
+                    // RECOVER-DONE → NORMAL would not wait for those bindings (seeds 5262442,
+                    // 5644433). Recover again: ask for them when the link is back.
+                    S::RecoverWait | S::RecoverDone => self.go(now, S::Recover, out),
                     _ => {}
                 }
             }
@@ -851,6 +856,34 @@ mod tests {
         e.handle(700, Event::LinkUp, &mut out);
         e.handle(700, partner(S::PartnerDown, 400), &mut out);
         assert_eq!(e.state(), S::PotentialConflict);
+    }
+
+    #[test]
+    fn losing_the_partner_while_recovering_means_recovering_again() {
+        // Seed 5262442: cut off in RECOVER-WAIT, the partner (PARTNER-DOWN) bound more of our
+        // resources; RECOVER-DONE → NORMAL would not have waited for them.
+        for state in [S::RecoverWait, S::RecoverDone] {
+            let mut e = Endpoint::start(Role::Secondary, CFG, Some(stored(state, 550, 100)), 700);
+            let mut out = Vec::new();
+            e.handle(700, Event::LinkUp, &mut out);
+            e.handle(700, partner(S::PartnerDown, 400), &mut out);
+            assert_eq!(e.state(), S::Recover);
+            e.handle(701, Event::UpdatesDone, &mut out);
+            if state == S::RecoverDone {
+                e.tick(100 + OPERATION_PERSIST_SECS + 3600, &mut out);
+            }
+            assert_eq!(e.state(), state, "got there");
+            e.handle(5000, Event::LinkDown, &mut out);
+            assert_eq!(e.state(), S::Recover, "from {state}");
+            out.clear();
+            e.handle(5001, Event::LinkUp, &mut out);
+            e.handle(5001, partner(S::PartnerDown, 400), &mut out);
+            assert_eq!(
+                e.pending_request(),
+                Some(Action::SendUpdReq),
+                "asks again from {state} (the node re-issues it on link up)"
+            );
+        }
     }
 
     #[test]

@@ -109,12 +109,34 @@ impl Allocator {
             // A binding still in use is the client's whatever the rules (lease stability); a
             // freed one is a new allocation and must be ours to hand out now.
             let bit = sp.owner(r.index);
+            let reserved_for_other = sp.reserved_for_other(r.index, mine);
+            // An offer is not a binding yet: turning it into one is a new allocation, which
+            // the rules of now must allow (seed 6046906: offered from the partner's half in
+            // PARTNER-DOWN, granted after the change to NORMAL).
+            let new_allowed =
+                rules.owned[bit] || (c.kind == ResourceKind::Prefix && rules.may_take(bit, now));
             let usable = sp.slots.get(&r.index).is_some_and(|s| {
                 Self::owns(&s.lease, c, subnet_id)
-                    && s.lease.state != LeaseState::Declined
-                    && (!s.lease.state.is_free()
-                        || (rules.may_take(bit, now) && !sp.reserved_for_other(r.index, mine)))
+                    && !reserved_for_other
+                    && match s.lease.state {
+                        LeaseState::Declined => false,
+                        LeaseState::Offered => new_allowed,
+                        st if st.is_free() => rules.may_take(bit, now),
+                        _ => true,
+                    }
             });
+            // Reserved for another client since this one got it: a grant moves this client
+            // elsewhere and ends that lease, so the reservation's client can have it.
+            if reserved_for_other
+                && mode == AcquireMode::Grant
+                && let Some(s) = sp.slots.get(&r.index)
+                && Self::owns(&s.lease, c, subnet_id)
+                && s.lease.state == LeaseState::Active
+            {
+                let l = self.ended(&s.lease, now);
+                writes.push(l.clone());
+                sp.set(r.index, l);
+            }
             // A client with a reservation moves to it (RFC 8415 §18.3: the server may hand
             // out other addresses than those in use); one already on it stays.
             let on_reserved = mine.is_some() && sp.reserved.get(&r.index).copied() == mine;
@@ -230,26 +252,38 @@ impl Allocator {
             return None;
         }
         let subnet_id = self.subnets[c.subnet].id;
-        for (addr, _) in res.resources(c.kind) {
-            let Some(r) = self.locate(c.subnet, c.kind, addr) else {
-                continue;
-            };
-            let pool = &self.subnets[c.subnet].pools[r.pool as usize];
-            let mut sp = lock(pool.subpool_of(r.index));
-            let ok = match sp.slots.get(&r.index) {
-                None => true,
-                Some(s) if s.lease.state == LeaseState::Declined => false,
-                Some(s) if Self::owns(&s.lease, c, subnet_id) => true,
-                // A line's reservation (link-layer address or a relay's identifier of the
-                // line) belongs to the line: a new device there takes it over from the one it
-                // replaced, which learns so on its next Renew. A DUID's waits for its holder.
-                Some(_) if res.key.kind != KeyKind::Duid => true,
-                Some(s) => sp.failover_reusable(&s.lease),
-            };
-            if ok {
-                let g = self.apply(&mut sp, c, r, mode, rules, now, writes);
-                index.insert(self.key(c), r);
-                return Some(g);
+        // A line's reservation (a relay's Remote-ID, Subscriber-ID or Interface-ID: identifiers
+        // the client does not write) belongs to the line: a new device there takes it over
+        // from the one it replaced, which learns so on its next Renew. DUID and link-layer
+        // address keys come from what the client sends, so theirs wait for the holder.
+        let line = matches!(
+            res.key.kind,
+            KeyKind::RemoteId | KeyKind::SubscriberId | KeyKind::InterfaceId
+        );
+        // First what is free or already this IA's; only then a takeover, and never from this
+        // same client (its other IAs hold the reservation's other resources).
+        for takeover in [false, true] {
+            if takeover && !line {
+                break;
+            }
+            for (addr, _) in res.resources(c.kind) {
+                let Some(r) = self.locate(c.subnet, c.kind, addr) else {
+                    continue;
+                };
+                let pool = &self.subnets[c.subnet].pools[r.pool as usize];
+                let mut sp = lock(pool.subpool_of(r.index));
+                let ok = match sp.slots.get(&r.index) {
+                    None => true,
+                    Some(s) if s.lease.state == LeaseState::Declined => false,
+                    Some(s) if Self::owns(&s.lease, c, subnet_id) => true,
+                    Some(s) if sp.failover_reusable(&s.lease) => true,
+                    Some(s) => takeover && *s.lease.duid != *c.duid,
+                };
+                if ok {
+                    let g = self.apply(&mut sp, c, r, mode, rules, now, writes);
+                    index.insert(self.key(c), r);
+                    return Some(g);
+                }
             }
         }
         None
@@ -281,16 +315,33 @@ impl Allocator {
         let subnet_id = self.subnets[c.subnet].id;
         let mut index = lock(self.shard(key));
         let mut sp = lock(pool.subpool_of(r.index));
+        if sp.reserved_for_other(r.index, c.reservation.map(|(id, _)| id)) {
+            // Reserved for another client since this one got it: it is told lifetime 0, and
+            // its lease ends here so the reservation's client can have the resource.
+            if let Some(s) = sp.slots.get(&r.index)
+                && Self::owns(&s.lease, c, subnet_id)
+                && matches!(s.lease.state, LeaseState::Active | LeaseState::Offered)
+            {
+                let l = self.ended(&s.lease, now);
+                writes.push(l.clone());
+                sp.set(r.index, l);
+            }
+            return Extended::NotOwned;
+        }
         let may_create = create_if_free
             && rules.may_take(sp.owner(r.index), now)
             && !sp.reserved_for_other(r.index, c.reservation.map(|(id, _)| id));
         let ok = match sp.slots.get(&r.index) {
             Some(s) if s.lease.state == LeaseState::Declined => false,
-            Some(s) if Self::owns(&s.lease, c, subnet_id) => {
-                !s.lease.state.is_free()
-                    || (rules.may_take(sp.owner(r.index), now)
-                        && !sp.reserved_for_other(r.index, c.reservation.map(|(id, _)| id)))
-            }
+            Some(s) if Self::owns(&s.lease, c, subnet_id) => match s.lease.state {
+                // Only offered, never granted: a new allocation, as in acquire.
+                LeaseState::Offered => {
+                    let bit = sp.owner(r.index);
+                    rules.owned[bit] || (c.kind == ResourceKind::Prefix && rules.may_take(bit, now))
+                }
+                st if st.is_free() => rules.may_take(sp.owner(r.index), now),
+                _ => true,
+            },
             Some(s) => may_create && sp.failover_reusable(&s.lease),
             None => may_create,
         };
@@ -319,6 +370,17 @@ impl Allocator {
             preferred_secs: s.lease.preferred_secs,
             valid_secs: s.lease.valid_secs,
         })
+    }
+
+    /// `lease` released at `now` (not stored, not set).
+    fn ended(&self, lease: &Lease, now: u64) -> Lease {
+        let mut l = lease.clone();
+        l.state = LeaseState::Released;
+        l.expires_at = now;
+        l.cltt = now;
+        l.seq = self.next_seq();
+        l.partner_ack_until = 0; // the partner's ack was for the active binding
+        l
     }
 
     /// Ends the client's lease on `addr` as Released (or Declined for `decline_hold_secs`

@@ -110,6 +110,7 @@ impl Allocator {
         &self,
         incoming: &Lease,
         receiver_is_secondary: bool,
+        ours_active_in_flight: bool,
         now: u64,
     ) -> Result<Lease, Lease> {
         let Some(sn) = self.subnets.iter().position(|s| s.id == incoming.subnet_id) else {
@@ -182,12 +183,14 @@ impl Allocator {
                 }
             }
         }
-        if ends_our_active && l.state.is_free() {
-            // Not known free on both sides yet: an active update of ours for this binding may
-            // cross this one and be taken by the partner after it (seed 5214726: a restarted
-            // server resent an active binding just as its partner's expiry of it arrived;
-            // each took the other's, and both then handed the prefix out). PENDING-FREE until
-            // the partner acknowledges our own copy of the end, which the caller sends.
+        if ends_our_active && ours_active_in_flight && l.state.is_free() {
+            // Not known free on both sides yet: our own update saying the binding is active is
+            // on its way and the partner will take it after this one (seed 5214726: a
+            // restarted server resent an active binding just as its partner's expiry of it
+            // arrived; each took the other's, and both then handed the prefix out).
+            // PENDING-FREE until the partner acknowledges our own copy of the end, which the
+            // caller sends. Only then: echoing every end made a same-second re-grant look
+            // released (seed 6059273).
             l.partner_ack_until = 0;
         }
         l.seq = self.next_seq();

@@ -623,11 +623,11 @@ fn same_client_release_right_after_renewal_is_taken_an_older_one_refused() {
     released.state = LeaseState::Released;
     released.cltt = active.cltt - 1;
     assert!(
-        a.apply_partner_update(&released, true, 101).is_err(),
+        a.apply_partner_update(&released, true, false, 101).is_err(),
         "a release older than our last transaction is refused"
     );
     released.cltt = active.cltt + 1;
-    let taken = a.apply_partner_update(&released, true, 101).unwrap();
+    let taken = a.apply_partner_update(&released, true, false, 101).unwrap();
     assert_eq!(
         taken.state,
         LeaseState::Released,
@@ -641,15 +641,16 @@ fn a_stale_active_update_for_a_client_that_released_is_refused() {
     let mut released = old_active.clone();
     released.state = LeaseState::Released;
     released.cltt = old_active.cltt + 50;
-    a.apply_partner_update(&released, true, 160).unwrap();
+    a.apply_partner_update(&released, true, false, 160).unwrap();
     assert!(
-        a.apply_partner_update(&old_active, true, 161).is_err(),
+        a.apply_partner_update(&old_active, true, false, 161)
+            .is_err(),
         "the client released it after that grant: the active update is stale"
     );
     let mut other = old_active.clone();
     other.duid = b"theirs".to_vec().into();
     assert!(
-        a.apply_partner_update(&other, true, 161).is_ok(),
+        a.apply_partner_update(&other, true, false, 161).is_ok(),
         "another client's claim is taken: refusing it could hand the address out twice"
     );
 }
@@ -662,11 +663,11 @@ fn partner_updates_are_taken_unless_we_saw_another_client_later() {
     theirs.duid = b"theirs".to_vec().into();
     theirs.cltt = 50;
     assert!(
-        a.apply_partner_update(&theirs, false, 100).is_err(),
+        a.apply_partner_update(&theirs, false, false, 100).is_err(),
         "our client is newer: refused"
     );
     theirs.cltt = 200;
-    let taken = a.apply_partner_update(&theirs, false, 100).unwrap();
+    let taken = a.apply_partner_update(&theirs, false, false, 100).unwrap();
     assert_eq!(&*taken.duid, b"theirs");
     assert_eq!(
         a.lookup(ResourceKind::Address, g.addr).unwrap().duid,
@@ -688,7 +689,7 @@ fn partner_updates_are_taken_unless_we_saw_another_client_later() {
     let mut fresh = taken.clone();
     fresh.addr = "2001:db8::1fe".parse().unwrap();
     fresh.duid = b"z".to_vec().into();
-    a.apply_partner_update(&fresh, false, 100).unwrap();
+    a.apply_partner_update(&fresh, false, false, 100).unwrap();
     let mut seen = std::collections::HashSet::new();
     for i in 0..300u32 {
         if let Some(g) = a.acquire(
@@ -882,6 +883,59 @@ fn a_new_device_on_a_reserved_line_takes_the_line_s_address_over() {
         Some(by_duid),
         "not while {squatter:?} holds it"
     );
+    // The holder's next Renew is told no, and its lease ends; then the owner gets it.
+    assert_eq!(
+        a.extend(11, &squatter, by_duid, 128, true, &r, &mut w),
+        Extended::NotOwned
+    );
+    assert_eq!(
+        a.lookup(ResourceKind::Address, by_duid).unwrap().state,
+        LeaseState::Released
+    );
+    let owner2 = ClientIa { iaid: 2, ..owner };
+    let g = a
+        .acquire(12, &owner2, &[], AcquireMode::Grant, &r, &mut w)
+        .unwrap();
+    assert_eq!(g.addr, by_duid);
+}
+
+#[test]
+fn a_line_reservation_fills_a_client_s_ias_in_turn_and_a_mac_does_not_take_over() {
+    let t = "[server]\nlisten=[\"[::1]:5547\"]\n[[subnet]]\nid=1\nprefix=\"2001:db8::/64\"\n\
+             pools=[{range=\"2001:db8::10-2001:db8::13\"}]\n\
+             reservations=[{interface_id=\"text:eth0\",addresses=[\"2001:db8::12\",\"2001:db8::13\"]},\
+             {hw_address=\"52:54:00:00:00:01\",addresses=[\"2001:db8::11\"]}]\n";
+    let c = config::parse("t", t).unwrap();
+    let a = Allocator::new(&c.subnets);
+    let mut w = Vec::new();
+    let r = Rules::STANDALONE;
+    // One client, two IA_NAs on the reserved line: one address each, not the same one twice.
+    let ia1 = with_res(&c, b"cpe", 0);
+    let ia2 = ClientIa { iaid: 2, ..ia1 };
+    let g1 = a
+        .acquire(0, &ia1, &[], AcquireMode::Grant, &r, &mut w)
+        .unwrap();
+    let g2 = a
+        .acquire(0, &ia2, &[], AcquireMode::Grant, &r, &mut w)
+        .unwrap();
+    assert_ne!(g1.addr, g2.addr);
+    // Again, in the other order of asking: still stable.
+    let again = |ia: &ClientIa, w: &mut Vec<Lease>| {
+        a.acquire(1, ia, &[], AcquireMode::Grant, &r, w)
+            .unwrap()
+            .addr
+    };
+    assert_eq!(again(&ia2, &mut w), g2.addr);
+    assert_eq!(again(&ia1, &mut w), g1.addr);
+    // A MAC reservation (the client writes its DUID-LL itself) does not take a lease away.
+    let mac_addr: Ipv6Addr = "2001:db8::11".parse().unwrap();
+    let first = with_res(&c, b"dev-a", 1);
+    assert_eq!(again(&first, &mut w), mac_addr);
+    let second = with_res(&c, b"dev-b", 1);
+    let g = a.acquire(3, &second, &[], AcquireMode::Grant, &r, &mut w);
+    assert_ne!(g.map(|g| g.addr), Some(mac_addr));
+    let holder = a.lookup(ResourceKind::Address, mac_addr).unwrap();
+    assert_eq!(holder.duid[..], b"dev-a"[..]);
 }
 
 #[test]

@@ -260,10 +260,16 @@ impl Allocator {
             res.key.kind,
             KeyKind::RemoteId | KeyKind::SubscriberId | KeyKind::InterfaceId
         );
+        // Under failover both partners may answer the line's devices at once (a partition,
+        // two CPEs on one line): a line's resource is then granted only by the server whose
+        // half it is in, and taken over only when no partner can be renewing the old device
+        // (standalone, or PARTNER-DOWN: no MCLT cap). A DUID's or MAC's reservation goes to
+        // one client whoever answers it, so either partner may grant it.
+        let partner_silent = rules.mclt_secs.is_none();
         // First what is free or already this IA's; only then a takeover, and never from this
         // same client (its other IAs hold the reservation's other resources).
         for takeover in [false, true] {
-            if takeover && !line {
+            if takeover && !(line && partner_silent) {
                 break;
             }
             for (addr, _) in res.resources(c.kind) {
@@ -272,6 +278,9 @@ impl Allocator {
                 };
                 let pool = &self.subnets[c.subnet].pools[r.pool as usize];
                 let mut sp = lock(pool.subpool_of(r.index));
+                if line && !rules.may_take(sp.owner(r.index), now) {
+                    continue;
+                }
                 let ok = match sp.slots.get(&r.index) {
                     None => true,
                     Some(s) if s.lease.state == LeaseState::Declined => false,

@@ -983,3 +983,31 @@ fn partner_down_waits_for_the_partner_lifetime_it_acknowledged() {
             > 0
     );
 }
+
+#[test]
+fn under_failover_a_line_s_resource_comes_from_its_half_and_is_not_taken_over() {
+    // reserved_setup: ::13 (odd: the primary's half) is reserved for the line `eth0`.
+    let (c, a) = reserved_setup();
+    let mut w = Vec::new();
+    let line = "2001:db8::13".parse::<Ipv6Addr>().unwrap();
+    let secondary = rules(1 - PRIMARY_BIT, None, Some(60)); // COMMUNICATIONS-INTERRUPTED
+    let primary = rules(PRIMARY_BIT, None, Some(60));
+    let cpe1 = with_res(&c, b"cpe-1", 1);
+    let g = a.acquire(0, &cpe1, &[], AcquireMode::Grant, &secondary, &mut w);
+    assert_ne!(g.map(|g| g.addr), Some(line), "not from the partner's half");
+    let cpe1 = ClientIa { iaid: 2, ..cpe1 };
+    let g = a
+        .acquire(1, &cpe1, &[], AcquireMode::Grant, &primary, &mut w)
+        .unwrap();
+    assert_eq!(g.addr, line);
+    // A second device on the line, while the partner might be renewing the first: no takeover.
+    let cpe2 = with_res(&c, b"cpe-2", 1);
+    let g = a.acquire(2, &cpe2, &[], AcquireMode::Grant, &primary, &mut w);
+    assert_ne!(g.map(|g| g.addr), Some(line));
+    // In PARTNER-DOWN (no cap: nobody else renews), the line's new device takes it over.
+    let pd = rules(PRIMARY_BIT, Some(0), None);
+    let g = a
+        .acquire(3, &cpe2, &[], AcquireMode::Grant, &pd, &mut w)
+        .unwrap();
+    assert_eq!(g.addr, line);
+}

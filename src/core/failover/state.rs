@@ -505,10 +505,11 @@ impl Endpoint {
         if self.serving().answering != Answering::Nobody {
             self.p.last_operated = self.p.last_operated.max(now);
         }
-        // Resuming the stored state after STARTUP keeps its start time: the partner compares
-        // our PARTNER-DOWN start with its own time of last operation (§8.3.2), and the
-        // partner's resources become ours MCLT after that start, not after our restart.
-        let resumed = from == S::Startup && to == self.resume.state;
+        // Resuming PARTNER-DOWN after STARTUP keeps its start time: the partner compares it
+        // with its own time of last operation (§8.3.2), and the partner's resources become
+        // ours MCLT after that start, not after our restart. Other states start afresh (a
+        // resumed COMMUNICATIONS-INTERRUPTED must not fire automatic PARTNER-DOWN at once).
+        let resumed = from == S::Startup && to == self.resume.state && to == S::PartnerDown;
         self.state = to;
         self.p.state = to;
         if !resumed {

@@ -73,7 +73,12 @@ impl Allocator {
                             }
                             continue;
                         }
-                        let due = s.lease.expires_at.max(s.lease.partner_lifetime_received);
+                        // The partner lifetime is on the partner's clock: allow for the skew.
+                        let due = s.lease.expires_at.max(
+                            s.lease
+                                .partner_lifetime_received
+                                .saturating_add(SKEW_EQUAL_SECS),
+                        );
                         if due > cutoff {
                             sp.pending.push_back(i);
                             continue;

@@ -974,7 +974,9 @@ fn partner_down_waits_for_the_partner_lifetime_it_acknowledged() {
             .partner_ack_until,
         0
     );
-    let freed = a.release_pending(500, 600);
+    // The partner lifetime is on the partner's clock: the skew allowance on top.
+    assert!(a.release_pending(500 + SKEW_EQUAL_SECS - 1, 600).is_empty());
+    let freed = a.release_pending(500 + SKEW_EQUAL_SECS, 600);
     assert_eq!(freed.len(), 1);
     assert!(
         a.lookup(ResourceKind::Address, addr)

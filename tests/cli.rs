@@ -27,6 +27,44 @@ prefix = "2001:db8:1::/64"
 pools = [{ range = "2001:db8:1::100-2001:db8:1::1ff" }]
 "#;
 
+/// `tandem serve --config f`, returned once its store exists (it is then serving).
+fn serve_until_ready(f: &std::path::Path, data: &std::path::Path) -> std::process::Child {
+    let child = Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .args(["serve", "--config", f.to_str().unwrap()])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !data.join("data.mdb").exists() {
+        assert!(Instant::now() < deadline, "server did not create its store");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    child
+}
+
+/// Sends SIGTERM, checks the server exits 0 within 10 s, and returns its log.
+fn stop_with_sigterm(mut child: std::process::Child) -> String {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "server did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status:?}");
+    let mut log = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut log).unwrap();
+    assert!(log.contains("stopped"), "{log}");
+    log
+}
+
 fn good(port: u16, data: &std::path::Path) -> String {
     GOOD.replace("PORT", &port.to_string())
         .replace("DATA", data.to_str().unwrap())
@@ -137,40 +175,13 @@ fn second_server_on_the_same_store_is_refused_and_sigterm_stops_cleanly() {
     let data = d.path().join("data");
     let f = d.path().join("c.toml");
     std::fs::write(&f, good(free_udp_port(), &data)).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tandem"))
-        .args(["serve", "--config", f.to_str().unwrap()])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !data.join("data.mdb").exists() {
-        assert!(Instant::now() < deadline, "server did not create its store");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    std::thread::sleep(Duration::from_millis(200));
+    let child = serve_until_ready(&f, &data);
     let f2 = d.path().join("c2.toml");
     std::fs::write(&f2, good(free_udp_port(), &data)).unwrap();
     let o = tandem(&["serve", "--config", f2.to_str().unwrap()], d.path());
     assert_eq!(o.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&o.stderr).contains("in use by another tandem"));
-
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "server did not stop on SIGTERM");
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    assert!(status.success(), "{status:?}");
-    let mut log = String::new();
-    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut log).unwrap();
-    assert!(log.contains("stopped"), "{log}");
+    stop_with_sigterm(child);
 }
 
 #[test]
@@ -211,18 +222,8 @@ fn sighup_keeps_serving_and_says_what_it_did() {
     let data = d.path().join("data");
     let f = d.path().join("c.toml");
     std::fs::write(&f, good(free_udp_port(), &data)).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tandem"))
-        .args(["serve", "--config", f.to_str().unwrap()])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = serve_until_ready(&f, &data);
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !data.join("data.mdb").exists() {
-        assert!(Instant::now() < deadline, "server did not create its store");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    std::thread::sleep(Duration::from_millis(200));
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
     std::thread::sleep(Duration::from_millis(300));
     // A broken file on the next SIGHUP is reported; the server still runs.
@@ -233,18 +234,7 @@ fn sighup_keeps_serving_and_says_what_it_did() {
         child.try_wait().unwrap().is_none(),
         "the server exited on SIGHUP"
     );
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "server did not stop on SIGTERM");
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    assert!(status.success(), "{status:?}");
-    let mut log = String::new();
-    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut log).unwrap();
+    let log = stop_with_sigterm(child);
     assert!(
         log.contains("SIGHUP: the configuration file is valid"),
         "{log}"
@@ -253,5 +243,4 @@ fn sighup_keeps_serving_and_says_what_it_did() {
         log.contains("SIGHUP: the configuration file is invalid"),
         "{log}"
     );
-    assert!(log.contains("stopped"), "{log}");
 }

@@ -322,6 +322,18 @@ impl Engine {
                 .map(|x| x.encode(g.prefix_len))
         };
         let reserved_options = reservation.map(|(_, r)| r.options());
+        // The options the client asked for, after its IAs (with the pools they came from).
+        let options_for = |w: &mut MessageWriter, used: &UsedPools, pools: bool| {
+            put_requested(
+                w,
+                msg,
+                ty,
+                &sub.options,
+                used,
+                pools.then_some(sub),
+                reserved_options,
+            )
+        };
         // RFC 8415 §18.4: unicast to a server that never offered unicast → UseMulticast.
         if hops.is_empty()
             && !rx.multicast
@@ -399,17 +411,9 @@ impl Engine {
                     w.client_id(duid);
                     w.status(StatusCode::NoAddrsAvail, "nothing available for any IA");
                     // Requested options still go (SOL_MAX_RT exists to slow such clients).
-                    put_requested(&mut w, msg, ty, &sub.options, &used, None, reserved_options);
+                    options_for(&mut w, &used, false);
                 } else {
-                    put_requested(
-                        &mut w,
-                        msg,
-                        ty,
-                        &sub.options,
-                        &used,
-                        Some(sub),
-                        reserved_options,
-                    );
+                    options_for(&mut w, &used, true);
                 }
             }
             T::Renew | T::Rebind => {
@@ -442,15 +446,7 @@ impl Engine {
                         renewed(o, results, fallback, ia.kind, &excluded)
                     });
                 }
-                put_requested(
-                    &mut w,
-                    msg,
-                    ty,
-                    &sub.options,
-                    &used,
-                    Some(sub),
-                    reserved_options,
-                );
+                options_for(&mut w, &used, true);
             }
             T::Release | T::Decline => {
                 let hold = (ty == T::Decline).then_some(self.config.server.decline_hold_secs);

@@ -255,19 +255,10 @@ pub(crate) fn value_bytes(s: &str) -> Result<Vec<u8>, String> {
         }
         return Ok(t.as_bytes().to_vec());
     }
-    let digits: Vec<u8> = s.bytes().filter(|c| *c != b':' && *c != b'-').collect();
-    if digits.is_empty() || !digits.len().is_multiple_of(2) {
-        return Err(format!("`{s}` is neither hex bytes (0a:0b) nor text:..."));
+    match super::options::hex(&s.replace('-', ":")) {
+        Ok(b) if !b.is_empty() => Ok(b),
+        _ => Err(format!("`{s}` is neither hex bytes (0a:0b) nor text:...")),
     }
-    digits
-        .chunks(2)
-        .map(|p| {
-            std::str::from_utf8(p)
-                .ok()
-                .and_then(|t| u8::from_str_radix(t, 16).ok())
-                .ok_or_else(|| format!("`{s}` is neither hex bytes (0a:0b) nor text:..."))
-        })
-        .collect()
 }
 
 /// The key bytes for `kind` from the operator's `value`.

@@ -140,9 +140,10 @@ impl Allocator {
         if let Some(s) = sp.slots.get(&r.index) {
             let local = &s.lease;
             let same_client = local.duid == incoming.duid && local.iaid == incoming.iaid;
-            // The same client released it here after the transaction the incoming active
-            // update speaks of: the update is stale (e.g. resent after the partner's restart
-            // while our release was on its way to it). Not for an expiry: an active binding
+            // The same client released it here clearly after the transaction the incoming
+            // active update speaks of: the update is stale (e.g. resent after the partner's
+            // restart while our release was on its way to it). Within the skew, the active
+            // binding wins: doubt keeps the resource held. Not for an expiry: an active binding
             // may outlive the client's lifetime by its partner lifetime, and refusing it
             // both ways made the partners bounce the binding forever (seed 14294). Another
             // client's claim is taken whatever its time: refusing an active claim could hand
@@ -150,7 +151,7 @@ impl Allocator {
             if same_client
                 && local.state == LeaseState::Released
                 && incoming.state == LeaseState::Active
-                && incoming.cltt < local.cltt
+                && later(local.cltt, incoming.cltt)
             {
                 return Err(local.clone());
             }
@@ -174,7 +175,12 @@ impl Allocator {
                     // same client's release right after a renewal is the normal case (both
                     // times from the partner's clock, in order); one older than our own
                     // renewal speaks of a binding the client has since renewed here.
-                    (true, _) if incoming.cltt < local.cltt => return Err(local.clone()),
+                    // Only a release clearly later than our last transaction: within the skew
+                    // the two times cannot be ordered (seed 7017165: a client released at one
+                    // server and was granted at the other a second later, on a clock 2 s
+                    // behind; the release won and the granted prefix went to another client).
+                    // Keeping it costs a held lease until it expires.
+                    (true, _) if !later(incoming.cltt, local.cltt) => return Err(local.clone()),
                     (true, _) => ends_our_active = true,
                     // Another client: the clearly later binding wins; within the skew the
                     // primary's view stands. A clearly older claim is stale whoever sends it

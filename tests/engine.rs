@@ -1837,6 +1837,11 @@ options = {{ dns_servers = ["2001:db8:2::53"] }}
     )
 }
 
+/// The client message inside a Relay-reply.
+fn relayed_inner(r: &Res) -> Vec<u8> {
+    unwrap_relay_replies(&r.reply).unwrap().inner().to_vec()
+}
+
 /// Every top-level option of a message, decoded by dhcproto (the independent oracle).
 fn oracle_options(bytes: &[u8]) -> Vec<DhcpOption> {
     let m = dhcproto::v6::Message::decode(&mut dhcproto::Decoder::new(bytes))
@@ -1929,8 +1934,8 @@ fn requested_options_come_from_the_most_specific_level() {
         .oro(&[23, 24])
         .bytes();
     let r = s.send(&relay(0, "2001:db8:2::1", "fe80::99", None, &inner));
-    let back = unwrap_relay_replies(&r.reply).unwrap();
-    let opts = oracle_options(back.inner());
+    let back = relayed_inner(&r);
+    let opts = oracle_options(&back);
     assert_eq!(dns_of(&opts), vec![vec![ip("2001:db8:2::53")]]);
     assert!(
         opts.iter()
@@ -2010,9 +2015,9 @@ fn information_request_gets_the_options_of_its_link() {
         .oro(&[23])
         .bytes();
     let r = s.send(&relay(0, "2001:db8:2::1", "fe80::99", None, &inner));
-    let back = unwrap_relay_replies(&r.reply).unwrap();
+    let back = relayed_inner(&r);
     assert_eq!(
-        dns_of(&oracle_options(back.inner())),
+        dns_of(&oracle_options(&back)),
         vec![vec![ip("2001:db8:2::53")]]
     );
     // From a link no subnet covers: the global options (stateless service needs no pool).
@@ -2020,9 +2025,9 @@ fn information_request_gets_the_options_of_its_link() {
         .oro(&[23])
         .bytes();
     let r = s.send(&relay(0, "2001:db8:77::1", "fe80::99", None, &inner));
-    let back = unwrap_relay_replies(&r.reply).unwrap();
+    let back = relayed_inner(&r);
     assert_eq!(
-        dns_of(&oracle_options(back.inner())),
+        dns_of(&oracle_options(&back)),
         vec![vec![ip("2001:db8::53")]]
     );
 }
@@ -2170,8 +2175,8 @@ fn a_new_cpe_on_the_same_line_gets_the_line_s_prefix() {
         let inner = P::new(MessageType::Solicit, cpe).rapid().pd(1, &[]).bytes();
         let fwd = relay_opts(&[(opt::REMOTE_ID, line)], &inner);
         let r = s.at(at, &fwd);
-        let back = unwrap_relay_replies(&r.reply).unwrap();
-        let v = view(back.inner());
+        let back = relayed_inner(&r);
+        let v = view(&back);
         assert_eq!(
             (v.pds[0].prefixes[0].0, v.pds[0].prefixes[0].1),
             (ip("2001:db8:8000:1700::"), 56),
@@ -2184,8 +2189,8 @@ fn a_new_cpe_on_the_same_line_gets_the_line_s_prefix() {
         .pd(1, &[(ip("2001:db8:8000:1700::"), 56)])
         .bytes();
     let r = s.at(1020, &relay_opts(&[(opt::REMOTE_ID, line)], &inner));
-    let back = unwrap_relay_replies(&r.reply).unwrap();
-    let v = view(back.inner());
+    let back = relayed_inner(&r);
+    let v = view(&back);
     assert_eq!(v.pds[0].prefixes[0].3, 0, "valid lifetime 0: no longer its");
     // Subscriber-ID and Interface-ID lines, and no identifier at all.
     for (code, id, want) in [
@@ -2203,8 +2208,8 @@ fn a_new_cpe_on_the_same_line_gets_the_line_s_prefix() {
     ] {
         let inner = P::new(MessageType::Solicit, 30).rapid().pd(1, &[]).bytes();
         let r = s.send(&relay_opts(&[(code, id)], &inner));
-        let back = unwrap_relay_replies(&r.reply).unwrap();
-        let got = view(back.inner()).pds[0].prefixes[0].0;
+        let back = relayed_inner(&r);
+        let got = view(&back).pds[0].prefixes[0].0;
         match want {
             Some(w) => assert_eq!(got, ip(w)),
             None => assert!(
@@ -2251,8 +2256,8 @@ fn link_layer_reservations_match_duid_ll_and_the_relay_s_option_79() {
         &[(opt::CLIENT_LINKLAYER_ADDR, mac79)],
         &q.bytes(),
     ));
-    let back = unwrap_relay_replies(&r.reply).unwrap();
-    assert_eq!(view(back.inner()).na(1).addrs[0].0, ip("2001:db8:1::1f1"));
+    let back = relayed_inner(&r);
+    assert_eq!(view(&back).na(1).addrs[0].0, ip("2001:db8:1::1f1"));
 }
 
 // =============================================================================================
@@ -2274,8 +2279,8 @@ fn relays_outside_every_prefix_select_by_address_or_interface_id() {
                 None
             }
             Outcome::Reply { .. } => {
-                let back = unwrap_relay_replies(&r.reply).unwrap();
-                Some(view(back.inner()).na(1).addrs[0].0)
+                let back = relayed_inner(&r);
+                Some(view(&back).na(1).addrs[0].0)
             }
         }
     };
@@ -2578,6 +2583,6 @@ fn rapid_commit_can_be_set_per_subnet() {
     let p = P::new(MessageType::Solicit, 1).rapid().na(1, &[]);
     assert_eq!(s.send(&p.bytes()).view().ty, MessageType::Reply);
     let r = s.send(&relay(0, "2001:db8:2::1", "fe80::99", None, &p.bytes()));
-    let back = unwrap_relay_replies(&r.reply).unwrap();
-    assert_eq!(view(back.inner()).ty, MessageType::Advertise);
+    let back = relayed_inner(&r);
+    assert_eq!(view(&back).ty, MessageType::Advertise);
 }

@@ -77,6 +77,20 @@ fn has(text: &str, what: &str) -> bool {
     text.lines().any(|l| l.contains(what))
 }
 
+/// Every line of `wanted` in Wireshark's reading, and nothing it calls malformed.
+fn assert_reads(text: &str, wanted: &[&str]) {
+    for want in wanted {
+        assert!(
+            has(text, want),
+            "no `{want}` in Wireshark's reading:\n{text}"
+        );
+    }
+    assert!(
+        !has(text, "Malformed"),
+        "Wireshark finds it malformed:\n{text}"
+    );
+}
+
 #[test]
 fn wireshark_reads_a_reply_with_options_and_a_leasequery_reply() {
     let cfg = Arc::new(config::parse("t", CONF).unwrap());
@@ -112,21 +126,21 @@ fn wireshark_reads_a_reply_with_options_and_a_leasequery_reply() {
     w.ia_pd(2, 0, 0, |_| {});
     let reply = run(1000, &solicit);
     let text = dissect(&reply, 547, 546);
-    for want in [
-        "Message type: Reply (7)",
-        "DNS recursive name server",
-        "2001:db8::53",
-        "Domain Search List",
-        "example.net",
-        "IA Address",
-        "2001:db8:1::1",
-        "IA Prefix",
-    ] {
-        assert!(
-            has(&text, want),
-            "no `{want}` in Wireshark's reading:\n{text}"
-        );
-    }
+    // Options, both IAs and the Prefix Exclude inside the IA Prefix, nothing malformed.
+    assert_reads(
+        &text,
+        &[
+            "Message type: Reply (7)",
+            "DNS recursive name server",
+            "2001:db8::53",
+            "Domain Search List",
+            "example.net",
+            "IA Address",
+            "2001:db8:1::1",
+            "IA Prefix",
+            "Prefix Exclude",
+        ],
+    );
     // A router asks who holds the address.
     let mut q = vec![1u8];
     q.extend_from_slice(&[0; 16]);
@@ -149,21 +163,15 @@ fn wireshark_reads_a_reply_with_options_and_a_leasequery_reply() {
     assert!(has(&query, &format!("IPv6 address: {addr}")), "{query}");
     let reply = run(1100, &lq);
     let text = dissect(&reply, 547, 546);
-    for want in [
-        "Message type: Leasequery-reply (15)",
-        "Client Data",
-        "Client Last Transaction Time",
-        "IA Address",
-        "IA Prefix",
-    ] {
-        assert!(
-            has(&text, want),
-            "no `{want}` in Wireshark's reading:\n{text}"
-        );
-    }
-    assert!(
-        !has(&text, "Malformed"),
-        "Wireshark finds it malformed:\n{text}"
+    assert_reads(
+        &text,
+        &[
+            "Message type: Leasequery-reply (15)",
+            "Client Data",
+            "Client Last Transaction Time",
+            "IA Address",
+            "IA Prefix",
+        ],
     );
     assert!(!has(&query, "Malformed"), "{query}");
 }

@@ -25,6 +25,7 @@ use common::leases::{Row, store_rows};
 use common::netns::Netns;
 use common::pki::Ca;
 use common::proc::{Server, tail_str};
+use common::prom::Scrape;
 use common::tools::{skip_netns, tool_or_name};
 use common::{GEN, TANDEM, one_at_a_time};
 
@@ -32,6 +33,9 @@ use common::{GEN, TANDEM, one_at_a_time};
 const PORT_A: u16 = 5601;
 const PORT_B: u16 = 5602;
 const LINK_PORT: u16 = 6470;
+/// Where A and B serve `/metrics` (inside the namespace).
+const METRICS_PORT_A: u16 = 9601;
+const METRICS_PORT_B: u16 = 9602;
 /// Shifts a process's clock (Debian package faketime).
 const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
 
@@ -127,6 +131,7 @@ listen = ["[::1]:{port}"]
 data_dir = "{data}"
 workers = 2
 rapid_commit = true
+metrics_listen = "[::1]:{mport}"
 [lease]
 preferred_lifetime_secs = 600
 valid_lifetime_secs = 1200
@@ -147,6 +152,11 @@ key = "{d}/{cert}.key"
 mclt_secs = {mclt}
 "#,
             port = if side.primary { PORT_A } else { PORT_B },
+            mport = if side.primary {
+                METRICS_PORT_A
+            } else {
+                METRICS_PORT_B
+            },
             data = self.data(name).display(),
             pool = side.pool,
             role = if side.primary { "primary" } else { "secondary" },
@@ -182,6 +192,32 @@ mclt_secs = {mclt}
             self.a.as_ref().unwrap()
         } else {
             self.b.as_ref().unwrap()
+        }
+    }
+
+    /// A scrape of server `name`'s `/metrics`, read by Prometheus' parser inside the namespace.
+    fn metrics(&self, name: &str) -> Scrape {
+        let port = if name == "a" {
+            METRICS_PORT_A
+        } else {
+            METRICS_PORT_B
+        };
+        Scrape::get(&self.ns.exec(), &format!("http://[::1]:{port}/metrics"))
+    }
+
+    /// Scrapes server `name` until `ready` holds (workers report every second), at most 10 s.
+    fn metrics_when(&self, name: &str, what: &str, ready: impl Fn(&Scrape) -> bool) -> Scrape {
+        let end = Instant::now() + Duration::from_secs(10);
+        loop {
+            let m = self.metrics(name);
+            if ready(&m) {
+                return m;
+            }
+            assert!(
+                Instant::now() < end,
+                "server {name}: metrics never showed {what}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
         }
     }
 
@@ -862,6 +898,39 @@ fn operator_partner_down_then_the_partner_returns() {
     let (json, held) = p.load(&["--clients", "500", "--rate", "500", "--seed", "31"], 30);
     assert_clean(&json, "load before the primary dies");
     p.wait_drained("a", 20);
+    // The failover gauges say what `tandem ctl status` says; the primary served the load and
+    // the secondary heard of every lease.
+    let granted = |m: &Scrape| m.one("tandem_lease_events_total", &[("event", "granted")]);
+    let ma = p.metrics_when("a", "500 grants", |m| granted(m) >= 500.0);
+    let mb = p.metrics("b");
+    for (m, name, role) in [(&ma, "a", "primary"), (&mb, "b", "secondary")] {
+        let state = |s: &str| {
+            m.one(
+                "tandem_failover_state",
+                &[("relationship", "test-pair"), ("role", role), ("state", s)],
+            )
+        };
+        assert_eq!(state("NORMAL"), 1.0, "{name}");
+        assert_eq!(state("PARTNER-DOWN"), 0.0, "{name}");
+        assert_eq!(
+            m.sum("tandem_failover_state", &[]),
+            1.0,
+            "{name}: one state"
+        );
+        assert_eq!(m.one("tandem_failover_link_up", &[]), 1.0, "{name}");
+        assert_eq!(
+            m.one("tandem_failover_partner_state", &[("state", "NORMAL")]),
+            1.0,
+            "{name}"
+        );
+    }
+    assert!(ma.one("tandem_failover_updates_sent_total", &[]) >= 500.0);
+    assert!(mb.one("tandem_failover_updates_received_total", &[]) >= 500.0);
+    assert_eq!(
+        granted(&mb),
+        0.0,
+        "hot standby: the secondary grants nothing in NORMAL"
+    );
     p.a.as_mut().unwrap().kill9();
     p.wait_state("b", "COMMUNICATIONS-INTERRUPTED", 10);
     let o = ctl("partner-down");
@@ -876,6 +945,13 @@ fn operator_partner_down_then_the_partner_returns() {
             .log_text()
             .contains("operator declared the partner down")
     );
+    let mb = p.metrics("b");
+    assert_eq!(
+        mb.one("tandem_failover_state", &[("state", "PARTNER-DOWN")]),
+        1.0
+    );
+    assert_eq!(mb.one("tandem_failover_link_up", &[]), 0.0);
+    assert!(mb.one("tandem_failover_last_contact_seconds", &[]) > 0.0);
     // Serving alone: new clients get leases, the old ones keep theirs.
     let (json, _) = p.load(&["--clients", "300", "--rate", "300", "--seed", "32"], 30);
     assert_clean(&json, "load in PARTNER-DOWN");

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs Tandem's whole test suite. Installs what the tests need first, idempotently:
-# perfdhcp (Debian kea-admin), dhclient (isc-dhcp-client), iproute2 and tshark. The interop tests
+# perfdhcp (Debian kea-admin), dhclient (isc-dhcp-client), iproute2, tshark and Prometheus'
+# Python client (its exposition-format parser). The interop tests
 # create network namespaces, so the suite runs as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +15,8 @@ command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v nft >/dev/null 2>&1 || [ -x /usr/sbin/nft ] || need+=(nftables)
 # tshark (with text2pcap): Wireshark's dissector reads our replies in tests/interop_tshark.rs.
 command -v tshark >/dev/null 2>&1 && command -v text2pcap >/dev/null 2>&1 || need+=(tshark)
+# Prometheus' own Python parser reads our /metrics in tests/metrics.rs.
+/usr/bin/python3 -c 'import prometheus_client.parser' >/dev/null 2>&1 || need+=(python3-prometheus-client)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "tools/test.sh: needs root to install ${need[*]} and to create network namespaces" >&2

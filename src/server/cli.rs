@@ -112,6 +112,10 @@ struct ServeArgs {
     /// for benchmarks only.
     #[arg(long)]
     no_sync: bool,
+    /// Serve Prometheus metrics at http://ADDR/metrics, e.g. [::1]:9469 (plain HTTP, no
+    /// authentication: bind it to a management address). Overrides server.metrics_listen.
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<std::net::SocketAddr>,
 }
 
 fn load(arg: &ConfigArg) -> Result<Config, config::ConfigError> {
@@ -150,6 +154,9 @@ pub fn main() -> ExitCode {
                 }
                 for i in &c.server.interfaces {
                     println!("interface: {i} (port {})", c.server.port);
+                }
+                if let Some(m) = c.server.metrics_listen {
+                    println!("metrics: http://{m}/metrics");
                 }
                 if let Some(f) = &c.failover {
                     println!(
@@ -250,6 +257,9 @@ fn serve(args: ServeArgs) -> ExitCode {
     }
     if args.no_sync {
         cfg.server.sync = false;
+    }
+    if let Some(m) = args.metrics_listen {
+        cfg.server.metrics_listen = Some(m);
     }
     init_logs(&cfg.server.log_level);
     info!(

@@ -8,5 +8,6 @@
 pub mod cli;
 pub mod config_file;
 pub mod edge;
+pub mod histogram;
 pub mod store;
 pub mod tls;

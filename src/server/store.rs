@@ -1,12 +1,13 @@
 //! Durable store: LMDB through `heed`, and the group committer that makes a Reply leave only
 //! after the leases it grants are on disk. Key layout: `docs/storage.md`.
 
+use crate::histogram::{Count, Histogram, LatencyUs};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use heed::types::Bytes;
 use heed::{CommitOrAbort, Database, Env, EnvFlags, EnvOpenOptions};
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tandem_core::lease::{self, Lease, LeaseStore};
 
 /// Most commit jobs folded into one LMDB transaction (one fsync).
@@ -329,6 +330,27 @@ pub struct CommitStats {
     pub jobs: u64,
     /// Commits that failed.
     pub failures: u64,
+    /// Leases written per commit.
+    pub batch_leases: Histogram<Count>,
+    /// Time of each commit, its fsync included, in microseconds.
+    pub commit_us: Histogram<LatencyUs>,
+    /// Leases written, by the state they were written in ([`LeaseState`] order).
+    pub leases_by_state: [u64; LEASE_STATES],
+}
+
+/// How many lease states there are (the length of [`CommitStats::leases_by_state`]).
+pub const LEASE_STATES: usize = 5;
+
+/// Index of `s` in [`CommitStats::leases_by_state`].
+pub fn lease_state_index(s: lease::LeaseState) -> usize {
+    use lease::LeaseState::*;
+    match s {
+        Offered => 0,
+        Active => 1,
+        Released => 2,
+        Declined => 3,
+        Expired => 4,
+    }
 }
 
 /// Runs the group committer until every sender of `rx` is gone: takes the first waiting job,
@@ -359,8 +381,13 @@ pub fn run_group_commit<R, S: AfterCommit<R>>(
             }
         }
         if !jobs.is_empty() {
+            let started = Instant::now();
             let result = store.commit(jobs.iter().flat_map(|j| j.writes.iter()));
+            let took_us = started.elapsed().as_micros() as u64;
             if result.is_ok() {
+                for l in jobs.iter().flat_map(|j| j.writes.iter()) {
+                    stats.leases_by_state[lease_state_index(l.state)] += 1;
+                }
                 sink.written(
                     &mut jobs
                         .iter()
@@ -373,6 +400,8 @@ pub fn run_group_commit<R, S: AfterCommit<R>>(
                 Ok(n) => {
                     stats.commits += 1;
                     stats.leases += n as u64;
+                    stats.batch_leases.record(n as u64);
+                    stats.commit_us.record(took_us);
                     stats.jobs += released.len() as u64;
                     sink.durable(&mut released);
                 }

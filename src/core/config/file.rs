@@ -108,6 +108,7 @@ pub(super) struct FileServer {
     pub(super) reclaim_interval_ms: Option<u64>,
     pub(super) map_size_mib: Option<usize>,
     pub(super) control_socket: Option<PathBuf>,
+    pub(super) metrics_listen: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default, Clone, Copy)]

@@ -284,6 +284,8 @@ pub struct ServerConfig {
     pub map_size_mib: usize,
     /// Unix socket for `tandem ctl`; `None` means `<data_dir>/control.sock`.
     pub control_socket: Option<PathBuf>,
+    /// Where to serve Prometheus metrics over HTTP (`GET /metrics`); `None`: no listener.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl ServerConfig {

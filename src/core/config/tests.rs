@@ -132,6 +132,21 @@ fn duplicate_subnet_id_and_bad_lifetimes() {
 }
 
 #[test]
+fn metrics_listen_is_an_address_and_port() {
+    let c = parse("t.toml", &format!("{HEAD}{SUBNET}")).unwrap();
+    assert_eq!(c.server.metrics_listen, None, "off unless asked for");
+    let c = parse(
+        "t.toml",
+        &format!("{HEAD}metrics_listen=\"[::1]:9469\"\n{SUBNET}"),
+    )
+    .unwrap();
+    assert_eq!(c.server.metrics_listen, Some("[::1]:9469".parse().unwrap()));
+    let e = err(&format!("{HEAD}metrics_listen=\"::1\"\n{SUBNET}"));
+    assert_eq!(e.field, "server.metrics_listen");
+    assert!(e.message.contains("not an address and port"), "{e}");
+}
+
+#[test]
 fn no_subnet_is_an_error() {
     let e = err(HEAD);
     assert_eq!(e.field, "subnet");

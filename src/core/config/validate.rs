@@ -235,6 +235,19 @@ fn server(ctx: &Ctx, s: FileServer) -> Result<ServerConfig, ConfigError> {
             )
         })?),
     };
+    let metrics_listen = match &s.metrics_listen {
+        None => None,
+        Some(m) => Some(m.get_ref().parse::<SocketAddr>().map_err(|_| {
+            ctx.err(
+                Some(m.span()),
+                "server.metrics_listen",
+                format!(
+                    "`{}` is not an address and port, e.g. \"[::1]:9469\" or \"127.0.0.1:9469\"",
+                    m.get_ref()
+                ),
+            )
+        })?),
+    };
     let log_level = s.log_level.unwrap_or_else(|| defaults::LOG_LEVEL.into());
     let server = ServerConfig {
         data_dir: s
@@ -257,6 +270,7 @@ fn server(ctx: &Ctx, s: FileServer) -> Result<ServerConfig, ConfigError> {
             .max(defaults::RECLAIM_INTERVAL_MS_MIN),
         map_size_mib: s.map_size_mib.unwrap_or(defaults::MAP_SIZE_MIB),
         control_socket: s.control_socket,
+        metrics_listen,
     };
     if server.map_size_mib < defaults::MAP_SIZE_MIB_MIN {
         return Err(ctx.err(

@@ -1,13 +1,15 @@
 //! The group committer: takes every queued commit job, writes them in one LMDB transaction
 //! with one fsync, then releases the replies waiting for those leases ([`ReplySink`]).
 
+use super::metrics::{MetricsHub, PUBLISH_INTERVAL};
 use super::stats::STATS_INTERVAL;
 use super::{PendingReply, hex, partner, udp};
+use crate::histogram::{Histogram, LatencyUs};
 use crate::store::{self, AfterCommit, CommitJob, CommitStats, Store, StoreError};
 use crossbeam_channel::Receiver;
 use std::net::UdpSocket;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tandem_core::lease::{Lease, LeaseState};
 use tracing::{debug, error, info};
 
@@ -17,6 +19,10 @@ pub struct ReplySink {
     pub(super) send_errors: u64,
     /// The failover partner thread, told of every durable change.
     pub(super) partner: Option<partner::PartnerNotifier>,
+    /// Receive-to-send time of the replies sent here, in microseconds.
+    pub(super) reply_us: Histogram<LatencyUs>,
+    /// Where the counters are published after every commit.
+    pub(super) hub: Arc<MetricsHub>,
 }
 
 impl AfterCommit<PendingReply> for ReplySink {
@@ -51,6 +57,12 @@ impl AfterCommit<PendingReply> for ReplySink {
             }
             start = end;
         }
+        let now = Instant::now();
+        for r in released.iter() {
+            self.reply_us
+                .record(now.saturating_duration_since(r.received_at).as_micros() as u64);
+        }
+        self.hub.publish_replies(&self.reply_us, self.send_errors);
         released.clear();
     }
     fn failed(&mut self, dropped: &mut Vec<PendingReply>, e: &StoreError) {
@@ -88,7 +100,9 @@ pub fn run_committer(
 ) -> CommitStats {
     let mut last = CommitStats::default();
     let mut last_at = Instant::now();
-    store::run_group_commit(&store, rx, &mut sink, Duration::from_millis(500), |st| {
+    let hub = sink.hub.clone();
+    store::run_group_commit(&store, rx, &mut sink, PUBLISH_INTERVAL, |st| {
+        hub.publish_commit(*st);
         if last_at.elapsed() >= STATS_INTERVAL {
             if st.commits != last.commits {
                 let per_commit =

@@ -8,9 +8,10 @@
 //! Files: [`server`] (assembly, start-up and shutdown), [`worker`] (the receive → engine →
 //! reply loop), [`commit`] (the group committer and what it sends once leases are durable),
 //! [`reclaim`] (the expiry timer of a server without a partner), [`stats`] (counters merged at
-//! the edge), [`udp`] (the socket datapath), [`partner`] (the failover partner thread).
+//! the edge), [`metrics`] (Prometheus rendering and its HTTP listener), [`udp`] (the socket datapath), [`partner`] (the failover partner thread).
 
 pub mod commit;
+pub mod metrics;
 pub mod partner;
 pub mod reclaim;
 pub mod server;
@@ -65,6 +66,8 @@ pub struct PendingReply {
     pub to: SocketAddrV6,
     /// The reply bytes.
     pub bytes: Vec<u8>,
+    /// When the message it answers was received (for the reply latency histogram).
+    pub received_at: std::time::Instant,
 }
 
 /// Wall-clock time in unix seconds: the edge's clock, passed into the sans-IO core.

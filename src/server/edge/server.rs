@@ -3,6 +3,7 @@
 //! them in order.
 
 use super::commit::{ReplySink, run_committer};
+use super::metrics::{MetricsHttp, MetricsHub};
 use super::partner::{self, PolicyCell};
 use super::reclaim::run_reclaimer;
 use super::stats::run_reporter;
@@ -147,6 +148,21 @@ impl Server {
             .collect::<io::Result<Vec<_>>>()
             .map_err(StartError::Socket)?;
 
+        let metrics_http = match cfg.server.metrics_listen {
+            Some(addr) => {
+                let h = MetricsHttp::bind(addr).map_err(|e| {
+                    StartError::Socket(io::Error::new(
+                        e.kind(),
+                        format!("server.metrics_listen {addr}: {e}"),
+                    ))
+                })?;
+                let at = h.local_addr().unwrap_or(addr);
+                info!(listen = %at, "metrics at http://{at}/metrics");
+                Some(h)
+            }
+            None => None,
+        };
+        let hub = Arc::new(MetricsHub::new(alloc.clone(), paths.len()));
         let engine = Arc::new(Engine::new(cfg.clone(), duid.into(), alloc.clone()));
         let policy = Arc::new(PolicyCell::new(Policy::STANDALONE));
         let (commit_tx, commit_rx) = crossbeam_channel::bounded(COMMIT_QUEUE_MAX);
@@ -157,6 +173,7 @@ impl Server {
                 alloc: alloc.clone(),
                 policy: policy.clone(),
                 commits: commit_tx.clone(),
+                hub: hub.clone(),
             })?),
             None => None,
         };
@@ -167,6 +184,8 @@ impl Server {
             sockets,
             send_errors: 0,
             partner: partner.as_ref().map(|p| p.notifier()),
+            reply_us: Default::default(),
+            hub: hub.clone(),
         };
         let committer = std::thread::Builder::new()
             .name("commit".into())
@@ -191,7 +210,7 @@ impl Server {
             let stop = stop.clone();
             std::thread::Builder::new()
                 .name("stats".into())
-                .spawn(move || run_reporter(stats_rx, &stop))
+                .spawn(move || run_reporter(stats_rx, &stop, hub, metrics_http))
                 .map_err(StartError::Thread)?
         };
 

@@ -1,14 +1,79 @@
-//! Counters: each worker keeps its own values and sends them to the reporter, which merges them
-//! and logs every [`STATS_INTERVAL`]. Nothing is shared while counting.
+//! Counters: each worker keeps its own values and sends them to the reporter every
+//! [`WORKER_REPORT_INTERVAL`]; the reporter merges them, logs the traffic every
+//! [`STATS_INTERVAL`] and, when `server.metrics_listen` is set, answers Prometheus scrapes
+//! ([`super::metrics`]). Nothing is shared while counting.
 
+use super::metrics::{MetricsHttp, MetricsHub};
+use crate::histogram::{Histogram, LatencyUs};
 use crossbeam_channel::Receiver;
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+use tandem_core::lease::{Lease, LeaseState};
+use tandem_core::wire::MessageType;
 use tracing::info;
 
-/// How often workers report their counters and the committer logs its own.
+/// How often the reporter logs the traffic and the committer its own counters.
 pub const STATS_INTERVAL: Duration = Duration::from_secs(10);
+/// How often a worker sends its counters to the reporter: the most a scrape lags behind.
+pub const WORKER_REPORT_INTERVAL: Duration = Duration::from_secs(1);
+/// How long the reporter waits for a scrape before it looks at the workers' counters again.
+pub const REPORTER_TURN: Duration = Duration::from_millis(200);
+/// Message-type slots counted: codes 0..=15 by their own slot, anything else in the last.
+pub const MSG_TYPE_SLOTS: usize = 17;
+
+/// The slot of a message-type code in the by-type counters.
+pub fn msg_type_slot(code: u8) -> usize {
+    (code as usize).min(MSG_TYPE_SLOTS - 1)
+}
+
+/// What a client's message did to a lease, as counted by the worker that answered it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseEvent {
+    /// Granted by a Request, a Rapid Commit Solicit or a Rebind/Renew of a new binding.
+    Granted = 0,
+    /// Extended by a Renew or a Rebind.
+    Renewed = 1,
+    /// Released by the client.
+    Released = 2,
+    /// Declined by the client.
+    Declined = 3,
+}
+
+impl LeaseEvent {
+    /// Every event, in slot order.
+    pub const ALL: [LeaseEvent; 4] = [
+        LeaseEvent::Granted,
+        LeaseEvent::Renewed,
+        LeaseEvent::Released,
+        LeaseEvent::Declined,
+    ];
+
+    /// The label in metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            LeaseEvent::Granted => "granted",
+            LeaseEvent::Renewed => "renewed",
+            LeaseEvent::Released => "released",
+            LeaseEvent::Declined => "declined",
+        }
+    }
+
+    /// The event a lease write answering `answered` stands for (`None`: not a client event;
+    /// offers are held in memory and show in the pool gauges instead).
+    pub fn of(l: &Lease, answered: MessageType) -> Option<LeaseEvent> {
+        Some(match l.state {
+            LeaseState::Active if matches!(answered, MessageType::Renew | MessageType::Rebind) => {
+                LeaseEvent::Renewed
+            }
+            LeaseState::Active => LeaseEvent::Granted,
+            LeaseState::Released => LeaseEvent::Released,
+            LeaseState::Declined => LeaseEvent::Declined,
+            LeaseState::Offered | LeaseState::Expired => return None,
+        })
+    }
+}
 
 /// Counters one worker keeps; values merged at the edge, never shared while counting.
 #[derive(Debug, Default, Clone)]
@@ -23,10 +88,19 @@ pub struct WorkerStats {
     pub send_errors: u64,
     /// Dropped datagrams by reason label.
     pub dropped: BTreeMap<&'static str, u64>,
+    /// Datagrams received, by the outer message type's slot ([`msg_type_slot`]).
+    pub received_by_type: [u64; MSG_TYPE_SLOTS],
+    /// Messages answered, by the client's (innermost) message type's slot.
+    pub answered_by_type: [u64; MSG_TYPE_SLOTS],
+    /// Lease changes clients caused, by [`LeaseEvent`] slot.
+    pub lease_events: [u64; 4],
+    /// Receive-to-send time of replies that needed nothing stored, in microseconds.
+    pub reply_now_us: Histogram<LatencyUs>,
 }
 
 impl WorkerStats {
-    fn merge(&mut self, o: &WorkerStats) {
+    /// Adds another worker's counters.
+    pub fn merge(&mut self, o: &WorkerStats) {
         self.received += o.received;
         self.replied_now += o.replied_now;
         self.replied_after_commit += o.replied_after_commit;
@@ -34,11 +108,26 @@ impl WorkerStats {
         for (k, v) in &o.dropped {
             *self.dropped.entry(k).or_default() += v;
         }
+        for (a, b) in self.received_by_type.iter_mut().zip(o.received_by_type) {
+            *a += b;
+        }
+        for (a, b) in self.answered_by_type.iter_mut().zip(o.answered_by_type) {
+            *a += b;
+        }
+        for (a, b) in self.lease_events.iter_mut().zip(o.lease_events) {
+            *a += b;
+        }
+        self.reply_now_us.merge(&o.reply_now_us);
     }
 }
 
-/// The reporter thread: merges what workers send and logs the totals.
-pub fn run_reporter(rx: Receiver<(usize, WorkerStats)>, stop: &AtomicBool) {
+/// The reporter thread: merges what workers send, logs the totals and serves `/metrics`.
+pub fn run_reporter(
+    rx: Receiver<(usize, WorkerStats)>,
+    stop: &AtomicBool,
+    hub: Arc<MetricsHub>,
+    http: Option<MetricsHttp>,
+) {
     let mut latest: HashMap<usize, WorkerStats> = HashMap::new();
     let mut last_total = WorkerStats::default();
     let mut last_log = Instant::now();
@@ -47,10 +136,14 @@ pub fn run_reporter(rx: Receiver<(usize, WorkerStats)>, stop: &AtomicBool) {
         while let Ok((id, s)) = rx.try_recv() {
             latest.insert(id, s);
         }
+        let total = || {
+            let mut t = WorkerStats::default();
+            latest.values().for_each(|s| t.merge(s));
+            t
+        };
         if last_log.elapsed() >= STATS_INTERVAL || stopping {
             last_log = Instant::now();
-            let mut total = WorkerStats::default();
-            latest.values().for_each(|s| total.merge(s));
+            let total = total();
             if total.received != last_total.received {
                 let dropped: u64 = total.dropped.values().sum();
                 info!(
@@ -66,6 +159,9 @@ pub fn run_reporter(rx: Receiver<(usize, WorkerStats)>, stop: &AtomicBool) {
         if stopping {
             break;
         }
-        std::thread::sleep(Duration::from_millis(200));
+        match &http {
+            Some(h) => h.serve_for(REPORTER_TURN, || hub.render(&total())),
+            None => std::thread::sleep(REPORTER_TURN),
+        }
     }
 }

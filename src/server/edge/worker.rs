@@ -3,7 +3,7 @@
 
 use super::commit::log_lease;
 use super::partner::PolicyCell;
-use super::stats::{STATS_INTERVAL, WorkerStats};
+use super::stats::{LeaseEvent, WORKER_REPORT_INTERVAL, WorkerStats, msg_type_slot};
 use super::{DATAGRAM_LEN_MAX, Datapath, PendingReply, RxMeta, now_secs, udp};
 use crate::store::CommitJob;
 use crossbeam_channel::Sender;
@@ -39,7 +39,7 @@ impl<D: Datapath> Worker<D> {
         let mut names: HashMap<u32, Option<String>> = HashMap::new();
         let mut last_report = Instant::now();
         while !self.stop.load(Ordering::Relaxed) {
-            if last_report.elapsed() >= STATS_INTERVAL / 2 {
+            if last_report.elapsed() >= WORKER_REPORT_INTERVAL {
                 last_report = Instant::now();
                 let _ = self.stats_tx.try_send((self.id, stats.clone()));
             }
@@ -53,6 +53,7 @@ impl<D: Datapath> Worker<D> {
                 }
             }
             let now = now_secs();
+            let received_at = Instant::now();
             let policy = self.policy.get();
             for meta in &metas {
                 stats.received += 1;
@@ -73,12 +74,16 @@ impl<D: Datapath> Worker<D> {
                         })
                         .as_deref()
                 };
+                let bytes = self.path.datagram(meta);
+                if let Some(&code) = bytes.first() {
+                    stats.received_by_type[msg_type_slot(code)] += 1;
+                }
                 let rx = Received {
                     now_secs: now,
                     src: meta.src,
                     multicast: meta.multicast,
                     interface,
-                    bytes: self.path.datagram(meta),
+                    bytes,
                 };
                 writes.clear();
                 match self
@@ -86,10 +91,17 @@ impl<D: Datapath> Worker<D> {
                     .handle_with(&policy, &rx, &mut reply, &mut scratch, &mut writes)
                 {
                     Outcome::Reply { answered } => {
+                        stats.answered_by_type[msg_type_slot(answered.to_u8())] += 1;
+                        for l in &writes {
+                            if let Some(e) = LeaseEvent::of(l, answered) {
+                                stats.lease_events[e as usize] += 1;
+                            }
+                        }
                         let pending = PendingReply {
                             socket: self.socket_index,
                             to: meta.src,
                             bytes: reply.clone(),
+                            received_at,
                         };
                         if writes.is_empty() {
                             now_out.push(pending);
@@ -116,17 +128,24 @@ impl<D: Datapath> Worker<D> {
                 }
             }
             // Replies that needed no commit leave together, after the batch.
+            if now_out.is_empty() {
+                continue;
+            }
             let sent = self.path.send_batch(&now_out);
-            stats.replied_now += sent as u64;
+            let mut sent_now = sent as u64;
             for r in &now_out[sent..] {
                 match self.path.send(r.to, &r.bytes) {
-                    Ok(()) => stats.replied_now += 1,
+                    Ok(()) => sent_now += 1,
                     Err(e) => {
                         stats.send_errors += 1;
                         debug!(to = %r.to, error = %e, "reply send failed");
                     }
                 }
             }
+            // One clock read per batch: every reply of it waited the same time.
+            let took_us = received_at.elapsed().as_micros() as u64;
+            stats.reply_now_us.record_n(took_us, sent_now);
+            stats.replied_now += sent_now;
             now_out.clear();
         }
         let _ = self.stats_tx.try_send((self.id, stats));

@@ -186,6 +186,8 @@ pub struct PartnerSetup {
     pub policy: Arc<PolicyCell>,
     /// The group committer's queue, for writes nothing waits for (acknowledgements).
     pub commits: Sender<CommitJob<PendingReply>>,
+    /// Where the thread publishes its gauges for `/metrics`.
+    pub hub: Arc<super::metrics::MetricsHub>,
 }
 
 /// Opens the partner listener (secondary) and the control socket, loads the stored endpoint
@@ -309,6 +311,7 @@ pub fn start(setup: PartnerSetup) -> Result<PartnerHandle, PartnerStartError> {
         control_more: false,
         sent_updates: 0,
         received_updates: 0,
+        hub: setup.hub,
     };
     let join = std::thread::Builder::new()
         .name("partner".into())

@@ -48,6 +48,7 @@ pub(super) struct PartnerThread {
     pub(super) control_more: bool,
     pub(super) sent_updates: u64,
     pub(super) received_updates: u64,
+    pub(super) hub: Arc<crate::edge::metrics::MetricsHub>,
 }
 
 impl PartnerThread {
@@ -96,6 +97,7 @@ impl PartnerThread {
             if last_tick.elapsed() >= TICK {
                 last_tick = Instant::now();
                 self.timers();
+                self.publish_gauges();
             }
         }
         if let Some(c) = self.conn.as_mut() {
@@ -104,6 +106,26 @@ impl PartnerThread {
         }
         let _ = std::fs::remove_file(&self.control_path);
         info!("failover: partner thread stopped");
+    }
+
+    /// Copies the relationship's gauges into the metrics hub (every [`TICK`]).
+    fn publish_gauges(&self) {
+        let e = self.node.endpoint();
+        self.hub
+            .publish_failover(crate::edge::metrics::FailoverGauges {
+                relationship: self.fo.relationship.clone(),
+                role: e.role(),
+                state: e.state(),
+                state_since: e.state_since(),
+                partner_state: e.partner_state(),
+                link_up: e.link_up(),
+                last_contact: self.last_contact,
+                unacked: self.node.unacked() as u64,
+                backlog: self.node.backlog() as u64,
+                updates_sent: self.sent_updates,
+                updates_received: self.received_updates,
+                store_failed: self.store_failed,
+            });
     }
 
     /// Makes `out` durable, then sends its messages, then publishes the policy.

@@ -61,6 +61,8 @@ PIN=""                # --pin S,C: server on CPU list S, generator on CPU list C
 KEA_MT_QUEUE=64       # Kea MT packet-queue-size (64: as in perfdhcp-vs-kea.sh, Kea's default)
 REPEAT_MARGINAL=1     # repeat a marginal failure (all shares < 2x the limit) once per search
 PROVISION=0           # --provisioning N: DNS options and N reservations by DUID on both servers
+METRICS_PORT=9469     # tandem-scraped: where /metrics is served (loopback of the server netns)
+SCRAPES_MAX=3600      # tandem-scraped: the scraper loop's bound (one a second)
 
 usage() {
     cat <<EOF
@@ -71,8 +73,10 @@ usage: $0 [options]
   --max-rate RATE      highest rate tried (default $MAX_RATE)
   --bisect N           bisection steps (default $BISECT)
   --budget SECS        stop searching (and say so) once the run has taken SECS (default $BUDGET)
-  --targets LIST       space/comma list of: ceiling tandem tandem-nosync kea-st kea-mt
-                       (default "$TARGETS"; ceiling = tandem-gen --reflector)
+  --targets LIST       space/comma list of: ceiling tandem tandem-nosync tandem-scraped
+                       kea-st kea-mt (default "$TARGETS"; ceiling = tandem-gen --reflector;
+                       tandem-scraped = tandem with --metrics-listen and /metrics fetched
+                       every second; a run with it writes bench/results/gen-metrics-latest.*)
   --cases LIST         na, pd, both (default "$CASES")
   --route MODE         auto (default: multicast if Kea answers tandem-gen's multicast, else
                        relay), multicast, relay
@@ -125,19 +129,20 @@ done
 
 WORK=""
 SERVER_PID=""
-install_cleanup delete_topology SERVER_PID
+SCRAPER_PID=""
+install_cleanup delete_topology SERVER_PID SCRAPER_PID
 
 # ---------------------------------------------------------------- preflight
 
 [ "$(id -u)" = 0 ] || die "needs root (network namespaces)"
 ensure_tools ip:iproute2 ss:iproute2 jq:jq timeout:coreutils awk:gawk \
-    kea-dhcp6:kea-dhcp6-server perfdhcp:kea-admin
+    kea-dhcp6:kea-dhcp6-server perfdhcp:kea-admin curl:curl
 for t in ip ss jq timeout awk; do
     command -v "$t" >/dev/null || die "missing tool: $t"
 done
 for s in $TARGETS; do
     case "$s" in
-        ceiling|tandem|tandem-nosync) ;;
+        ceiling|tandem|tandem-nosync|tandem-scraped) ;;
         kea-st|kea-mt) command -v kea-dhcp6 >/dev/null || die "missing tool: kea-dhcp6 (for $s)" ;;
         *) die "unknown target $s" ;;
     esac
@@ -197,15 +202,25 @@ start_target() {
                 --threads "$REFLECTOR_THREADS" --reflect-secs 900 >"$dir/server.log" 2>&1 &
             SERVER_PID=$!
             ;;
-        tandem|tandem-nosync)
+        tandem|tandem-nosync|tandem-scraped)
             render_tandem_config "$dir" "$NS_S"
             provision_tandem_config "$dir" "$PROVISION"
             local extra=()
             [ "$name" = tandem-nosync ] && extra+=(--no-sync)
+            [ "$name" = tandem-scraped ] && extra+=(--metrics-listen "[::1]:$METRICS_PORT")
             [ "$ROUTE_MODE" = relay ] && extra+=(--listen "[$SERVER_IP]:547")
             ip netns exec "$NS_S" "${SRV_PIN[@]}" "$TANDEM_BIN" serve --config "$dir/tandem.toml" \
                 --log-level warn "${extra[@]}" >"$dir/server.log" 2>&1 &
             SERVER_PID=$!
+            if [ "$name" = tandem-scraped ]; then
+                # As Prometheus would: one scrape a second, each line of the log one answered
+                # scrape's size in bytes. Bounded by SCRAPES_MAX as well as by stop_target.
+                ip netns exec "$NS_S" bash -c "for i in \$(seq $SCRAPES_MAX); do
+                        curl -sf --max-time 2 -o /dev/null -w '%{size_download}\n' http://[::1]:$METRICS_PORT/metrics
+                        sleep 1
+                    done" >>"$WORK/scrapes-$name.log" 2>/dev/null &
+                SCRAPER_PID=$!
+            fi
             ;;
         kea-st|kea-mt)
             local ucast=""
@@ -223,6 +238,8 @@ start_target() {
 }
 
 stop_target() {
+    stop_pid "$SCRAPER_PID"
+    SCRAPER_PID=""
     stop_pid "$SERVER_PID"
     SERVER_PID=""
 }
@@ -606,6 +623,10 @@ fi
 
 T_END=$(date +%s)
 ELAPSED=$((T_END - T_START))
+SCRAPE_NOTE=""
+if [ -f "$WORK/scrapes-tandem-scraped.log" ]; then
+    SCRAPE_NOTE="tandem-scraped ran with --metrics-listen and curl fetched /metrics once a second throughout its searches: $(awk '$1 > 0 {n++; b += $1} END {printf "%d scrapes answered, %.0f bytes each on average", n, (n ? b / n : 0)}' "$WORK/scrapes-tandem-scraped.log"); tandem runs without a metrics listener."
+fi
 
 # ---------------------------------------------------------------- report
 
@@ -653,7 +674,8 @@ RESULT_JSON=$(jq -s -c \
           tandem_over_ceiling: ratio(rate("tandem"; $c); rate("ceiling"; $c)),
           kea_mt_over_ceiling: ratio(rate("kea-mt"; $c); rate("ceiling"; $c)),
           kea_st_over_ceiling: ratio(rate("kea-st"; $c); rate("ceiling"; $c)),
-          tandem_nosync_over_kea_mt: ratio(rate("tandem-nosync"; $c); rate("kea-mt"; $c))
+          tandem_nosync_over_kea_mt: ratio(rate("tandem-nosync"; $c); rate("kea-mt"; $c)),
+          tandem_scraped_over_tandem: ratio(rate("tandem-scraped"; $c); rate("tandem"; $c))
         } | with_entries(select(.value != null)))),
       generator_comparison: $gencmp,
       trials: $trials
@@ -698,6 +720,7 @@ fmt_md() {
     echo "- command: \`$CMDLINE\`"
     echo "- box: $(nproc) x $CPU_MODEL, kernel $(uname -r), load average at start $LOADAVG_START, data on $WORK_FS; Tandem $GIT_REV$([ "$GIT_DIRTY" = true ] && echo ' (dirty tree)'), default workers, fsync on; kea-dhcp6 $KEA_VERSION (memfile; MT: thread-pool-size 2, packet-queue-size $KEA_MT_QUEUE); perfdhcp $PERFDHCP_VERSION; $([ -n "$PIN" ] && echo "pinned server/generator CPUs $PIN" || echo "unpinned (server and generator share all CPUs)")"
     echo "- route: **$ROUTE_MODE**. $ROUTE_REASON."
+    [ -n "$SCRAPE_NOTE" ] && echo "- metrics: $SCRAPE_NOTE"
     [ "$PROVISION" -gt 0 ] && echo "- provisioning: both servers carry DNS servers and a domain search list, which tandem-gen asks for in every message, and $PROVISION reservations by DUID (addresses inside the pool, DUIDs the generator never uses)."
     [ "$RECOVERIES" -gt 0 ] && echo "- topology: the namespaces were deleted by something else during the run $RECOVERIES time(s); the interrupted $(jq -r 'map(.redone) | join(", ")' <<<"$RECOVERED_JSON") was redone on a new topology ($(wc -l <"$DISCARDED_FILE") trials discarded)."
     echo "- method: tandem-gen --threads $THREADS --window $WINDOW --timeout-ms $TIMEOUT_MS --max-retries $MAX_RETRIES, 4-way exchanges, --clients = rate x ${PERIOD}s with a fresh --seed per trial, --phase-secs $((PERIOD + SLACK)); a rate passes when fewer than $LOSS_LIMIT % of the clients lack their lease when the phase ends (never started because the server fell behind, still in flight, timed out or refused), retransmitted messages are fewer than $LOSS_LIMIT % of the clients (a lost or > 1 s late message counts, as a drop does in perfdhcp), tandem-gen's failed_pct < $LOSS_LIMIT and no lease check fails (--config: leases in the pools). Search: from $START_RATE x 2^k (the highest point <= the open-loop rate) doubling to at most $MAX_RATE/s or halving, then $BISECT bisection steps$([ "$REPEAT_MARGINAL" = 1 ] && echo '; a marginal failure (every share < 2 %) is repeated once per search and the repeat decides'). ceiling = tandem-gen --reflector (stateless, $REFLECTOR_THREADS threads) in the server namespace."
@@ -736,6 +759,7 @@ fmt_md() {
 echo
 echo "Tandem vs Kea vs ceiling, tandem-gen 4-way exchanges, ${PERIOD}s trials, $(nproc) CPUs, route $ROUTE_MODE, run took ${ELAPSED}s"
 [ "$RECOVERIES" -gt 0 ] && echo "(namespaces deleted by something else $RECOVERIES time(s); redone: $(jq -r 'map(.redone) | join(", ")' <<<"$RECOVERED_JSON"))"
+[ -n "$SCRAPE_NOTE" ] && echo "$SCRAPE_NOTE"
 echo
 print_text
 
@@ -743,6 +767,7 @@ if [ "$WRITE_RESULTS" = 1 ]; then
     mkdir -p "$RESULTS_DIR"
     RESULT_NAME=gen-latest
     [ "$PROVISION" -gt 0 ] && RESULT_NAME=gen-provisioned-latest
+    case " $TARGETS " in *" tandem-scraped "*) RESULT_NAME=gen-metrics-latest ;; esac
     jq --argjson p "$PROVISION" '. + {provisioning: {reservations_by_duid: $p, options: "dns-servers (2), domain-search (2), asked for in every message"}}' \
         <<<"$RESULT_JSON" >"$RESULTS_DIR/$RESULT_NAME.json"
     fmt_md >"$RESULTS_DIR/$RESULT_NAME.md"

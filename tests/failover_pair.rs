@@ -25,7 +25,7 @@ use common::leases::{Row, store_rows};
 use common::netns::Netns;
 use common::pki::Ca;
 use common::proc::{Server, tail_str};
-use common::prom::Scrape;
+use common::prom::{Scrape, metric_names_in, shipped_examples};
 use common::tools::{skip_netns, tool_or_name};
 use common::{GEN, TANDEM, one_at_a_time};
 
@@ -925,6 +925,14 @@ fn operator_partner_down_then_the_partner_returns() {
         );
     }
     assert!(ma.one("tandem_failover_updates_sent_total", &[]) >= 500.0);
+    for name in metric_names_in(&shipped_examples()) {
+        if name.starts_with("tandem_failover_") && name != "tandem_failover_last_contact_seconds" {
+            assert!(
+                ma.has(&name),
+                "docs/examples query {name}, which /metrics lacks"
+            );
+        }
+    }
     assert!(mb.one("tandem_failover_updates_received_total", &[]) >= 500.0);
     assert_eq!(
         granted(&mb),

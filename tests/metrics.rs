@@ -7,9 +7,8 @@
 mod common;
 
 use common::proc::{Proc, free_udp_port, tail, wait_log_line};
-use common::prom::Scrape;
+use common::prom::{Scrape, http_get, metric_names_in, promtool_ok, shipped_examples};
 use common::{GEN, TANDEM};
-use std::io::{Read, Write};
 use std::net::UdpSocket;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -196,21 +195,26 @@ fn metrics_count_the_traffic_sent_and_parse_as_prometheus_text() {
     });
     assert_eq!(s.sum("tandem_packets_dropped_total", &[]), 1.0);
 
+    // promtool's linter accepts the text (names, units, _total on counters, HELP and TYPE).
+    let (head, body) = http_get(&url);
+    assert!(head.contains(" 200 "), "{head}");
+    promtool_ok(&["check", "metrics"], &body);
+
+    // Every metric the shipped dashboard and alert rules query exists (the failover ones are
+    // checked against a pair in tests/failover_pair.rs).
+    for name in metric_names_in(&shipped_examples()) {
+        if !name.starts_with("tandem_failover_") {
+            assert!(
+                s.has(&name),
+                "docs/examples query {name}, which /metrics lacks"
+            );
+        }
+    }
+
     // Anything but /metrics is a 404 that says where the metrics are.
-    let addr = url
-        .trim_start_matches("http://")
-        .trim_end_matches("/metrics")
-        .to_string();
-    let mut c = std::net::TcpStream::connect(&addr).unwrap();
-    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    c.write_all(b"GET /nope HTTP/1.0\r\n\r\n").unwrap();
-    let mut resp = String::new();
-    let _ = c.read_to_string(&mut resp);
-    assert!(
-        resp.starts_with("HTTP/1.1 404") || resp.starts_with("HTTP/1.0 404"),
-        "{resp}"
-    );
-    assert!(resp.contains("/metrics"), "{resp}");
+    let (head, body) = http_get(&url.replace("/metrics", "/nope"));
+    assert!(head.contains(" 404 "), "{head}");
+    assert!(body.contains("/metrics"), "{body}");
 
     assert!(server.exited().is_none(), "server died: {}", tail(&log, 20));
 }
@@ -231,4 +235,53 @@ fn a_metrics_address_in_use_stops_the_start_with_exit_4() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(4), "{err}");
     assert!(err.contains("server.metrics_listen"), "{err}");
+}
+
+#[test]
+fn shipped_alert_rules_and_dashboard_queries_are_valid_promql() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    promtool_ok(
+        &[
+            "check",
+            "rules",
+            &format!("{root}/docs/examples/alerts.yml"),
+        ],
+        "",
+    );
+    // The alerts fire on the series that should fire them, and only then.
+    promtool_ok(
+        &[
+            "test",
+            "rules",
+            &format!("{root}/tests/fixtures/alerts-test.yml"),
+        ],
+        "",
+    );
+    // Each dashboard query, with Grafana's variables filled in, as a recording rule: promtool
+    // parses it as Prometheus would.
+    let dash: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(format!("{root}/docs/examples/grafana-dashboard.json")).unwrap(),
+    )
+    .expect("the dashboard is JSON");
+    let mut rules = String::from("groups:\n  - name: dashboard\n    rules:\n");
+    let mut n = 0;
+    for panel in dash["panels"].as_array().expect("panels") {
+        for t in panel["targets"].as_array().expect("targets") {
+            let expr = t["expr"]
+                .as_str()
+                .expect("expr")
+                .replace("$__rate_interval", "5m")
+                .replace("$instance", ".*");
+            n += 1;
+            rules.push_str(&format!(
+                "      - record: dashboard_query_{n}\n        expr: {}\n",
+                serde_json::to_string(&expr).unwrap()
+            ));
+        }
+    }
+    assert!(n >= 10, "only {n} dashboard queries");
+    let d = tempfile::tempdir().unwrap();
+    let f = d.path().join("dashboard-rules.yml");
+    std::fs::write(&f, rules).unwrap();
+    promtool_ok(&["check", "rules", f.to_str().unwrap()], "");
 }

@@ -29,6 +29,22 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 export PATH="$PATH:/usr/sbin:/sbin"
 
+# promtool (Prometheus' rule checker and metrics linter) checks docs/examples/alerts.yml, the
+# Grafana dashboard's queries and our /metrics in tests/metrics.rs. Debian ships it only inside
+# the `prometheus` package, whose installation would start a Prometheus server, so the tool is
+# taken out of the package file instead (into target/tools, once).
+PROMTOOL="$PWD/target/tools/promtool"
+if [ ! -x "$PROMTOOL" ]; then
+  echo "tools/test.sh: extracting promtool from Debian's prometheus package into target/tools"
+  tmp="$(mktemp -d)"
+  ( cd "$tmp" && { apt-get download prometheus >/dev/null 2>&1 ||
+      { apt-get update -qq && apt-get download prometheus >/dev/null 2>&1; }; } &&
+    dpkg-deb -x prometheus_*.deb x ) || { echo "tools/test.sh: cannot get promtool" >&2; rm -rf "$tmp"; exit 1; }
+  mkdir -p target/tools && cp "$tmp/x/usr/bin/promtool" "$PROMTOOL"
+  rm -rf "$tmp"
+fi
+export TANDEM_PROMTOOL="$PROMTOOL"
+
 # Network namespaces: each interop test deletes leftovers of its own names before it creates
 # them and always deletes what it made; nothing here touches namespaces other processes own
 # (a benchmark may be running beside the tests).

@@ -101,3 +101,81 @@ impl Scrape {
         })
     }
 }
+
+/// Prometheus' `promtool`: `TANDEM_PROMTOOL` (tools/test.sh sets it), else the copy tools/test.sh
+/// extracts into target/tools.
+pub fn promtool() -> String {
+    let p = std::env::var("TANDEM_PROMTOOL")
+        .unwrap_or_else(|_| format!("{}/target/tools/promtool", env!("CARGO_MANIFEST_DIR")));
+    assert!(
+        std::path::Path::new(&p).is_file(),
+        "promtool not found at {p}: run the suite with tools/test.sh, which extracts it"
+    );
+    p
+}
+
+/// Runs promtool with `args` and `stdin`; panics with its output unless it succeeds.
+pub fn promtool_ok(args: &[&str], stdin: &str) -> String {
+    use std::io::Write as _;
+    let mut child = Command::new(promtool())
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start promtool");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "promtool {args:?} failed:\n{text}");
+    text
+}
+
+/// The body of `GET url` (plain HTTP/1.0, for `http://host:port/path` URLs).
+pub fn http_get(url: &str) -> (String, String) {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").expect("http URL");
+    let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let mut c = std::net::TcpStream::connect(host).expect("connect to the metrics listener");
+    c.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    write!(c, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").unwrap();
+    let mut resp = String::new();
+    let _ = c.read_to_string(&mut resp);
+    let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));
+    (head.to_string(), body.to_string())
+}
+
+/// Every `tandem_…` metric name a text (a dashboard, alert rules) mentions.
+pub fn metric_names_in(text: &str) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("tandem_") {
+        let tail = &rest[i..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_lowercase() || c == '_'))
+            .unwrap_or(tail.len());
+        out.insert(tail[..end].to_string());
+        rest = &tail[end..];
+    }
+    out
+}
+
+/// The dashboard and the alert rules shipped in docs/examples.
+pub fn shipped_examples() -> String {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/examples");
+    ["grafana-dashboard.json", "alerts.yml"]
+        .iter()
+        .map(|f| std::fs::read_to_string(format!("{dir}/{f}")).expect("read docs/examples"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}

@@ -45,10 +45,14 @@ enum Command {
     /// DUID (hex), IAID, subnet, expires_at (unix secs), cltt, seq. Safe beside a running
     /// server (read-only).
     Leases(LeasesArgs),
-    /// Ask a running server over its control socket: `status` (failover state, partner state,
-    /// time in state, link, last contact, unacknowledged updates, pool use) or `partner-down`
-    /// (declare the partner down: only when it really is, e.g. its host is gone; the partner's
-    /// free resources become usable MCLT later).
+    /// Ask a running server over its control socket. `status`: pool use and, with a partner,
+    /// failover state, partner state, time in state, link, last contact, unacknowledged
+    /// updates. `partner-down`: declare the partner down (only when it really is, e.g. its host
+    /// is gone; the partner's free resources become usable MCLT later). `statistics`: the
+    /// counters as JSON. `lease-get ADDR|PREFIX/LEN` or `lease-get --duid HEX`: leases as JSON.
+    /// `lease-add ADDR|PREFIX/LEN --duid HEX --iaid N [--valid-secs S] [--preferred-secs S]`
+    /// (no partner only). `lease-delete ADDR|PREFIX/LEN`: end a lease as released (the
+    /// partner hears of it). `reclaim`: reclaim expired leases now (no partner only).
     Ctl(CtlArgs),
 }
 
@@ -65,8 +69,63 @@ struct CtlArgs {
     #[arg(long, default_value = "./tandem-data")]
     data_dir: PathBuf,
     /// The command.
-    #[arg(value_parser = ["status", "partner-down"])]
+    #[arg(value_parser = ["status", "partner-down", "statistics", "lease-get", "lease-add", "lease-delete", "reclaim"])]
     command: String,
+    /// lease-get, lease-add, lease-delete: the address (2001:db8::5) or delegated prefix
+    /// (2001:db8:8000:100::/56).
+    lease: Option<String>,
+    /// lease-get: the client's DUID in hex (colons allowed) instead of a lease; lease-add: the
+    /// client the lease is for.
+    #[arg(long)]
+    duid: Option<String>,
+    /// lease-add: the IAID of the client's IA_NA or IA_PD.
+    #[arg(long)]
+    iaid: Option<u32>,
+    /// lease-add: valid lifetime (default: the subnet's).
+    #[arg(long)]
+    valid_secs: Option<u32>,
+    /// lease-add: preferred lifetime (default: the subnet's).
+    #[arg(long)]
+    preferred_secs: Option<u32>,
+}
+
+impl CtlArgs {
+    /// The line sent on the socket: the word for `status` and `partner-down`, JSON otherwise.
+    fn request(&self) -> Result<String, String> {
+        let mut req = serde_json::json!({"command": self.command});
+        match self.command.as_str() {
+            "status" | "partner-down" => return Ok(self.command.clone()),
+            "lease-get" => match (&self.lease, &self.duid) {
+                (Some(l), None) => req["lease"] = l.as_str().into(),
+                (None, Some(d)) => req["duid"] = d.as_str().into(),
+                _ => return Err("lease-get takes an address or prefix, or --duid HEX".into()),
+            },
+            "lease-delete" => {
+                req["lease"] = self
+                    .lease
+                    .as_deref()
+                    .ok_or("lease-delete needs the address or prefix")?
+                    .into();
+            }
+            "lease-add" => {
+                req["lease"] = self
+                    .lease
+                    .as_deref()
+                    .ok_or("lease-add needs the address or prefix")?
+                    .into();
+                req["duid"] = self.duid.as_deref().ok_or("lease-add needs --duid")?.into();
+                req["iaid"] = self.iaid.ok_or("lease-add needs --iaid")?.into();
+                if let Some(v) = self.valid_secs {
+                    req["valid_secs"] = v.into();
+                }
+                if let Some(p) = self.preferred_secs {
+                    req["preferred_secs"] = p.into();
+                }
+            }
+            _ => {}
+        }
+        Ok(req.to_string())
+    }
 }
 
 #[derive(Args)]
@@ -336,11 +395,18 @@ fn ctl(args: CtlArgs) -> ExitCode {
         },
         (None, None) => args.data_dir.join("control.sock"),
     };
+    let request = match args.request() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
     let mut s = match std::os::unix::net::UnixStream::connect(&path) {
         Ok(s) => s,
         Err(e) => {
             eprintln!(
-                "error: cannot reach the server's control socket {}: {e} (is `tandem serve` running with a [failover] section?)",
+                "error: cannot reach the server's control socket {}: {e} (is `tandem serve` running with this data dir or config?)",
                 path.display()
             );
             return ExitCode::from(EXIT_OTHER);
@@ -349,14 +415,25 @@ fn ctl(args: CtlArgs) -> ExitCode {
     let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(5)));
     let mut answer = String::new();
     if let Err(e) = s
-        .write_all(format!("{}\n", args.command).as_bytes())
+        .write_all(format!("{request}\n").as_bytes())
         .and_then(|()| s.shutdown(std::net::Shutdown::Write))
         .and_then(|()| s.read_to_string(&mut answer))
     {
         eprintln!("error: control socket {}: {e}", path.display());
         return ExitCode::from(EXIT_OTHER);
     }
-    print!("{answer}");
+    // Written, not printed: a closed stdout (`| head`) must not panic.
+    let mut stdout = std::io::stdout().lock();
+    if let Ok(v) = serde_json::from_str::<serde_json::Value>(answer.trim()) {
+        let pretty = serde_json::to_string_pretty(&v).unwrap_or(answer);
+        let _ = writeln!(stdout, "{pretty}");
+        return if v["result"] == "ok" {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(EXIT_OTHER)
+        };
+    }
+    let _ = write!(stdout, "{answer}");
     if answer.starts_with("error") {
         ExitCode::from(EXIT_OTHER)
     } else {

@@ -21,6 +21,7 @@
 
 use crate::config::{PoolConfig, Reservation, ResourceKind, SubnetConfig};
 use crate::lease::{Lease, LeaseState};
+pub use operator::OperatorRefusal;
 use std::collections::HashMap;
 use std::net::Ipv6Addr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,6 +31,7 @@ use subpool::{PoolState, ResRef, SubnetPools};
 mod alloc;
 mod key;
 mod merge;
+mod operator;
 mod rules;
 mod subpool;
 #[cfg(test)]

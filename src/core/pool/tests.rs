@@ -1018,3 +1018,96 @@ fn under_failover_a_line_s_resource_comes_from_its_half_and_is_not_taken_over() 
         .unwrap();
     assert_eq!(g.addr, line);
 }
+
+#[test]
+fn operator_add_takes_only_a_free_resource_and_a_client_without_one() {
+    let a = alloc("pools=[{range=\"2001:db8::100-2001:db8::1ff\"}]");
+    let addr: Ipv6Addr = "2001:db8::105".parse().unwrap();
+    let add = |duid: &[u8], iaid, at: Ipv6Addr| {
+        a.operator_add(100, ResourceKind::Address, at, 128, duid, iaid, 50, 100)
+    };
+    let l = add(b"op", 1, addr).unwrap();
+    assert_eq!(
+        (l.state, l.expires_at, l.subnet_id),
+        (LeaseState::Active, 200, 1)
+    );
+    assert_eq!(
+        a.lookup(ResourceKind::Address, addr).unwrap().duid[..],
+        *b"op"
+    );
+    // The client sees it as its lease.
+    assert_eq!(a.current(&ia(b"op", 1)).unwrap().addr, addr);
+    // Held: refused with the holder; the same IA cannot take a second one.
+    let e = add(b"other", 1, addr).unwrap_err();
+    assert!(matches!(e, OperatorRefusal::Held { iaid: 1, .. }), "{e}");
+    let e = add(b"op", 1, "2001:db8::106".parse().unwrap()).unwrap_err();
+    assert_eq!(e, OperatorRefusal::ClientHolds("2001:db8::105/128".into()));
+    // Outside every pool, or the wrong length.
+    assert!(matches!(
+        add(b"x", 1, "2001:db8::5".parse().unwrap()),
+        Err(OperatorRefusal::NotInPool(_))
+    ));
+    assert!(matches!(
+        a.operator_add(100, ResourceKind::Address, addr, 64, b"x", 1, 1, 1),
+        Err(OperatorRefusal::NotInPool(_))
+    ));
+    // The allocator never hands it to anyone else.
+    let mut w = Vec::new();
+    for i in 0..255u32 {
+        let d = i.to_be_bytes();
+        let g = a.acquire(
+            101,
+            &ia(&d, 1),
+            &[],
+            AcquireMode::Grant,
+            &Rules::STANDALONE,
+            &mut w,
+        );
+        assert_ne!(g.map(|g| g.addr), Some(addr));
+    }
+}
+
+#[test]
+fn operator_delete_ends_the_active_lease_and_frees_the_resource() {
+    let a = alloc("pools=[{range=\"2001:db8::100-2001:db8::100\"}]");
+    let addr: Ipv6Addr = "2001:db8::100".parse().unwrap();
+    let mut w = Vec::new();
+    let g = a
+        .acquire(
+            10,
+            &ia(b"c1", 7),
+            &[],
+            AcquireMode::Grant,
+            &Rules::STANDALONE,
+            &mut w,
+        )
+        .unwrap();
+    assert_eq!(g.addr, addr);
+    let l = a
+        .operator_delete(20, ResourceKind::Address, addr, 128)
+        .unwrap();
+    assert_eq!(
+        (l.state, l.expires_at, &l.duid[..], l.iaid),
+        (LeaseState::Released, 20, &b"c1"[..], 7)
+    );
+    assert!(
+        l.seq > w.last().unwrap().seq,
+        "the deletion supersedes the grant"
+    );
+    assert_eq!(
+        a.operator_delete(21, ResourceKind::Address, addr, 128),
+        Err(OperatorRefusal::NoLease("2001:db8::100/128".into()))
+    );
+    // The only address is free again for another client.
+    let g = a
+        .acquire(
+            22,
+            &ia(b"c2", 1),
+            &[],
+            AcquireMode::Grant,
+            &Rules::STANDALONE,
+            &mut w,
+        )
+        .unwrap();
+    assert_eq!(g.addr, addr);
+}

@@ -107,6 +107,8 @@ pub struct FailoverGauges {
 
 /// Where threads off the workers' path publish their metrics, and what a scrape reads.
 pub struct MetricsHub {
+    /// The workers' summed counters, as the reporter last merged them.
+    worker_totals: Mutex<WorkerStats>,
     commit: Mutex<CommitMetrics>,
     failover: Mutex<Option<FailoverGauges>>,
     alloc: Arc<Allocator>,
@@ -122,12 +124,70 @@ impl MetricsHub {
     /// A hub reading pool use from `alloc`; `workers` is the number of worker threads.
     pub fn new(alloc: Arc<Allocator>, workers: usize) -> MetricsHub {
         MetricsHub {
+            worker_totals: Mutex::new(WorkerStats::default()),
             commit: Mutex::new(CommitMetrics::default()),
             failover: Mutex::new(None),
             alloc,
             workers,
             started: Instant::now(),
         }
+    }
+
+    /// The workers' summed counters (the reporter, every turn).
+    pub fn publish_workers(&self, w: &WorkerStats) {
+        lock(&self.worker_totals).clone_from(w);
+    }
+
+    /// Everything in the Prometheus text format, with the workers' counters last published.
+    pub fn render_published(&self) -> String {
+        let w = lock(&self.worker_totals).clone();
+        self.render(&w)
+    }
+
+    /// The counters as JSON (`tandem ctl statistics`).
+    pub fn statistics_json(&self) -> serde_json::Value {
+        use serde_json::{Map, Value, json};
+        let w = lock(&self.worker_totals).clone();
+        let c = *lock(&self.commit);
+        let by_type = |a: &[u64; MSG_TYPE_SLOTS]| -> Value {
+            let m: Map<String, Value> = MSG_TYPE_NAMES
+                .iter()
+                .zip(a.iter())
+                .filter(|(_, n)| **n > 0)
+                .map(|(k, n)| (k.to_string(), json!(n)))
+                .collect();
+            Value::Object(m)
+        };
+        let pools: Vec<Value> = self
+            .alloc
+            .usage()
+            .into_iter()
+            .map(|(subnet, pool, u)| {
+                json!({
+                    "subnet": subnet,
+                    "pool": format!("{}/{}", std::net::Ipv6Addr::from(pool.first), pool.resource_len),
+                    "kind": match pool.kind { ResourceKind::Address => "address", ResourceKind::Prefix => "prefix" },
+                    // As a string: a pool may hold more than 2^53 resources.
+                    "total": u.total.to_string(),
+                    "active": u.active,
+                    "declined": u.declined,
+                    "offered": u.offered,
+                })
+            })
+            .collect();
+        json!({
+            "uptime_secs": self.started.elapsed().as_secs(),
+            "received": by_type(&w.received_by_type),
+            "answered": by_type(&w.answered_by_type),
+            "dropped": w.dropped,
+            "lease_events": LeaseEvent::ALL.iter().map(|e| (e.label().to_string(), json!(w.lease_events[*e as usize]))).collect::<Map<String, Value>>(),
+            "replies_sent": {"now": w.replied_now, "after_commit": c.stats.jobs.saturating_sub(c.send_errors)},
+            "send_errors": w.send_errors + c.send_errors,
+            "commits": c.stats.commits,
+            "commit_failures": c.stats.failures,
+            "leases_written": LEASE_STATE_NAMES.iter().zip(c.stats.leases_by_state.iter()).skip(1).map(|(k, n)| (k.to_string(), json!(n))).collect::<Map<String, Value>>(),
+            "pools": pools,
+        })
     }
 
     /// The group commit's latest counters.

@@ -8,9 +8,10 @@
 //! Files: [`server`] (assembly, start-up and shutdown), [`worker`] (the receive → engine →
 //! reply loop), [`commit`] (the group committer and what it sends once leases are durable),
 //! [`reclaim`] (the expiry timer of a server without a partner), [`stats`] (counters merged at
-//! the edge), [`metrics`] (Prometheus rendering and its HTTP listener), [`udp`] (the socket datapath), [`partner`] (the failover partner thread).
+//! the edge), [`metrics`] (Prometheus rendering and its HTTP listener), [`control`] (the `tandem ctl` socket), [`udp`] (the socket datapath), [`partner`] (the failover partner thread).
 
 pub mod commit;
+pub mod control;
 pub mod metrics;
 pub mod partner;
 pub mod reclaim;

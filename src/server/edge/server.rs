@@ -3,6 +3,7 @@
 //! them in order.
 
 use super::commit::{ReplySink, run_committer};
+use super::control;
 use super::metrics::{MetricsHttp, MetricsHub};
 use super::partner::{self, PolicyCell};
 use super::reclaim::run_reclaimer;
@@ -46,6 +47,7 @@ pub struct Server {
     committer: Option<JoinHandle<CommitStats>>,
     reclaimer: Option<JoinHandle<()>>,
     reporter: Option<JoinHandle<()>>,
+    control: Option<JoinHandle<()>>,
     commits: Option<Sender<CommitJob<PendingReply>>>,
     engine: Arc<Engine>,
     partner: Option<partner::PartnerHandle>,
@@ -179,6 +181,32 @@ impl Server {
         };
         let stop = Arc::new(AtomicBool::new(false));
         let (stats_tx, stats_rx) = crossbeam_channel::bounded(1024);
+        // With a partner, the partner thread serves the control socket (it owns the state).
+        let control = match partner {
+            Some(_) => None,
+            None => {
+                let path = cfg.server.control_socket_path();
+                let listener = control::bind_control(&path).map_err(|e| {
+                    StartError::Socket(io::Error::new(
+                        e.kind(),
+                        format!("control socket {}: {e}", path.display()),
+                    ))
+                })?;
+                let ctx = control::ControlCtx {
+                    cfg: cfg.clone(),
+                    alloc: alloc.clone(),
+                    store: store.clone(),
+                    hub: hub.clone(),
+                };
+                let stop = stop.clone();
+                Some(
+                    std::thread::Builder::new()
+                        .name("control".into())
+                        .spawn(move || control::run_control(listener, path, ctx, &stop))
+                        .map_err(StartError::Thread)?,
+                )
+            }
+        };
 
         let sink = ReplySink {
             sockets,
@@ -246,6 +274,7 @@ impl Server {
             committer: Some(committer),
             reclaimer,
             reporter: Some(reporter),
+            control,
             commits: Some(commit_tx),
             engine,
             partner,
@@ -264,6 +293,9 @@ impl Server {
             let _ = h.join();
         }
         if let Some(h) = self.reclaimer.take() {
+            let _ = h.join();
+        }
+        if let Some(h) = self.control.take() {
             let _ = h.join();
         }
         // The partner thread queues commits too: stop it before the committer drains.

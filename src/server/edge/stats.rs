@@ -121,7 +121,8 @@ impl WorkerStats {
     }
 }
 
-/// The reporter thread: merges what workers send, logs the totals and serves `/metrics`.
+/// The reporter thread: merges what workers send, publishes the sum into the hub (for
+/// `/metrics` and `tandem ctl statistics`), logs it, and serves `/metrics`.
 pub fn run_reporter(
     rx: Receiver<(usize, WorkerStats)>,
     stop: &AtomicBool,
@@ -133,14 +134,19 @@ pub fn run_reporter(
     let mut last_log = Instant::now();
     loop {
         let stopping = stop.load(Ordering::Relaxed);
+        let mut fresh = false;
         while let Ok((id, s)) = rx.try_recv() {
             latest.insert(id, s);
+            fresh = true;
         }
         let total = || {
             let mut t = WorkerStats::default();
             latest.values().for_each(|s| t.merge(s));
             t
         };
+        if fresh {
+            hub.publish_workers(&total());
+        }
         if last_log.elapsed() >= STATS_INTERVAL || stopping {
             last_log = Instant::now();
             let total = total();
@@ -160,7 +166,7 @@ pub fn run_reporter(
             break;
         }
         match &http {
-            Some(h) => h.serve_for(REPORTER_TURN, || hub.render(&total())),
+            Some(h) => h.serve_for(REPORTER_TURN, || hub.render_published()),
             None => std::thread::sleep(REPORTER_TURN),
         }
     }

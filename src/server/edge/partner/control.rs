@@ -3,25 +3,12 @@
 
 use super::thread::PartnerThread;
 use super::*;
+use crate::edge::control;
 
-/// Binds the control socket, replacing a stale socket file that nobody listens on.
+/// Binds the control socket (see [`crate::edge::control::bind_control`]).
 pub(super) fn bind_control(path: &std::path::Path) -> Result<UnixListener, PartnerStartError> {
-    if path.exists() {
-        if UnixStream::connect(path).is_ok() {
-            return Err(sock_err(
-                &format!("control socket {}", path.display()),
-                io::Error::new(io::ErrorKind::AddrInUse, "another server answers on it"),
-            ));
-        }
-        let _ = std::fs::remove_file(path);
-    }
-    let l = UnixListener::bind(path)
-        .and_then(|l| l.set_nonblocking(true).map(|()| l))
-        .map_err(|e| sock_err(&format!("control socket {}", path.display()), e))?;
-    use std::os::unix::fs::PermissionsExt;
-    // partner-down is dangerous: only the server's own user may use the socket.
-    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
-    Ok(l)
+    crate::edge::control::bind_control(path)
+        .map_err(|e| sock_err(&format!("control socket {}", path.display()), e))
 }
 
 impl PartnerThread {
@@ -43,21 +30,13 @@ impl PartnerThread {
     }
 
     pub(super) fn control_request(&mut self, mut s: UnixStream) {
-        let _ = s.set_nonblocking(false);
-        let _ = s.set_read_timeout(Some(CONTROL_IO_TIMEOUT));
-        let _ = s.set_write_timeout(Some(CONTROL_IO_TIMEOUT));
-        let mut req = Vec::new();
-        let mut buf = [0u8; 64];
-        while req.len() < CONTROL_REQUEST_MAX_BYTES && !req.contains(&b'\n') {
-            match s.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => req.extend_from_slice(&buf[..n]),
-                Err(_) => break,
-            }
+        let line = control::read_request(&mut s);
+        if line.starts_with('{') {
+            let answer = self.control_json(&line);
+            let _ = s.write_all(format!("{answer}\n").as_bytes());
+            return;
         }
-        let line = String::from_utf8_lossy(&req);
-        let cmd = line.trim();
-        let answer = match cmd {
+        let answer = match line.as_str() {
             "status" => self.status_text(),
             "partner-down" => {
                 let st = self.node.endpoint().state();
@@ -82,9 +61,62 @@ impl PartnerThread {
                     }
                 }
             }
-            other => format!("error: unknown command `{other}` (status, partner-down)\n"),
+            other => format!(
+                "error: unknown command `{other}` (status, partner-down, or a JSON request: see docs/operations.md)\n"
+            ),
         };
         let _ = s.write_all(answer.as_bytes());
+    }
+
+    /// A JSON request: `status` and `partner-down` here, the rest in [`control::handle_json`],
+    /// whose lease changes go to the partner like any other durable change.
+    fn control_json(&mut self, line: &str) -> serde_json::Value {
+        let req: serde_json::Value = match serde_json::from_str(line) {
+            Ok(v) => v,
+            Err(e) => return control::error(format!("the request is not JSON: {e}")),
+        };
+        match req.get("command").and_then(|c| c.as_str()) {
+            Some("status") => {
+                // The text status as an object; repeated keys (pools) become lists.
+                let mut m = serde_json::Map::new();
+                for (k, v) in self
+                    .status_text()
+                    .lines()
+                    .filter_map(|l| l.split_once(": "))
+                {
+                    if k == "pool" {
+                        let list = m.entry("pools").or_insert_with(|| serde_json::json!([]));
+                        if let Some(a) = list.as_array_mut() {
+                            a.push(serde_json::json!(v));
+                        }
+                    } else {
+                        m.insert(k.to_string(), serde_json::json!(v));
+                    }
+                }
+                m.insert("result".into(), serde_json::json!("ok"));
+                serde_json::Value::Object(m)
+            }
+            Some("partner-down") => control::error(
+                "send partner-down as the plain word `partner-down` (tandem ctl partner-down), so that a script cannot do it by accident",
+            ),
+            _ => {
+                let ctx = control::ControlCtx {
+                    cfg: self.cfg.clone(),
+                    alloc: self.alloc.clone(),
+                    store: self.store.clone(),
+                    hub: self.hub.clone(),
+                };
+                let now = now_secs();
+                let mut changed: Vec<Lease> = Vec::new();
+                let v = control::handle_json(&ctx, &req, &mut |l| changed.extend_from_slice(l));
+                if !changed.is_empty() {
+                    self.node.committed(now, changed.iter(), &mut self.out);
+                    self.apply();
+                    self.flush_outbox();
+                }
+                v
+            }
+        }
     }
 
     pub(super) fn status_text(&self) -> String {

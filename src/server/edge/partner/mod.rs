@@ -75,10 +75,6 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_millis(HANDSHAKE_TIMEOUT_
 pub const ACCEPTS_PER_TURN_MAX: usize = 16;
 /// How often a missing partner link is logged at warn level.
 pub const LINK_DOWN_LOG_EVERY: Duration = Duration::from_secs(30);
-/// Longest control request accepted, bytes.
-pub const CONTROL_REQUEST_MAX_BYTES: usize = 256;
-/// How long a control client may take to send its request.
-pub const CONTROL_IO_TIMEOUT: Duration = Duration::from_millis(500);
 /// Unacknowledged plaintext queued toward the partner past which no new BNDUPDs are added
 /// (TLS buffers it while TCP is full; the window normally keeps it far lower).
 pub const SEND_BUFFER_MAX_BYTES: usize = 64 << 20;

@@ -26,11 +26,12 @@ use tandem_sim::{self as sim, SimConfig};
 /// made in PARTNER-DOWN from the partner's half granted after NORMAL), 6059273 (echoing every
 /// partner's end of a binding made a same-second re-grant look released), 6088356; 7017165
 /// (a release taken over a grant made a second later at the other server, on a clock 2 s
-/// behind).
+/// behind). 8942070: an expiry that the partner's renewal had crossed and superseded was sent
+/// again after a reconnect, and the partner took it for a free resource.
 const REGRESSION_SEEDS: &[u64] = &[
     1, 3, 4, 19, 23, 30, 46, 133, 210, 228, 368, 732, 1022, 1766, 4690, 4715, 8478, 22984, 119697,
     137128, 157888, 305235, 477335, 584557, 2019846, 3092888, 4114282, 5214726, 5220882, 5262442,
-    5555856, 5644433, 6046906, 6059273, 6088356, 7017165,
+    5555856, 5644433, 6046906, 6059273, 6088356, 7017165, 8942070,
 ];
 
 fn run(seed: u64) {

@@ -268,6 +268,9 @@ impl Node {
                         if stored.state.is_free() && stored.partner_ack_until == 0 {
                             self.peer.enqueue(&stored);
                         }
+                        if stored.state == crate::lease::LeaseState::Active {
+                            self.peer.drop_free_claims(&stored.key(), stored.seq);
+                        }
                         out.store.push(stored);
                         true
                     }

@@ -123,6 +123,26 @@ impl Peer {
                 .any(|(l, _)| l.state == LeaseState::Active && l.key() == *key)
     }
 
+    /// We took the partner's update saying the binding with this key is active (our copy
+    /// now has sequence `seq`): our own older updates saying it is free are void. Never
+    /// (re)send them: the partner would take the resource for free while we hold it active
+    /// (seed 8942070: a restarted server's expiry, sent just as the partner's renewal
+    /// crossed it, was resent after a reconnect; the partner, whose client had released it
+    /// meanwhile, took it as known free on both sides and gave it to another client while
+    /// the first server renewed it for its client). A reply to a dropped update acknowledges
+    /// nothing.
+    pub fn drop_free_claims(&mut self, key: &[u8; KEY_LEN], seq: u64) {
+        if self
+            .pending
+            .get(key)
+            .is_some_and(|l| l.state.is_free() && l.seq < seq)
+        {
+            self.pending.remove(key);
+        }
+        self.unacked
+            .retain(|_, (l, _)| !(l.state.is_free() && l.seq < seq && l.key() == *key));
+    }
+
     /// Sets the window: how many BNDUPDs may be outstanding (the partner's max-unacked).
     pub fn set_max_unacked(&mut self, max_unacked: usize) {
         self.max_unacked = max_unacked.max(1);
@@ -291,6 +311,44 @@ mod tests {
             first,
             vec![2, 3],
             "resent in their original order, before newer ones"
+        );
+    }
+
+    #[test]
+    fn a_free_claim_superseded_by_the_partners_active_binding_is_never_resent() {
+        let mut p = Peer::new(8, 1000);
+        p.enqueue(&lease(1, LeaseState::Expired, 5));
+        p.enqueue(&lease(2, LeaseState::Expired, 6));
+        let mut out = Vec::new();
+        p.poll_send(0, &mut out);
+        assert_eq!(p.unacked(), 2);
+        // The partner's active binding of lease 1 is taken here (our copy now seq 7).
+        let k = lease(1, LeaseState::Active, 7).key();
+        p.drop_free_claims(&k, 7);
+        assert_eq!(p.unacked(), 1, "the in-flight expiry of lease 1 is void");
+        p.link_down();
+        out.clear();
+        p.poll_send(0, &mut out);
+        let resent: Vec<u8> = out
+            .iter()
+            .filter_map(|m| match m {
+                PeerMsg::BndUpd { lease, .. } => Some(lease.addr.octets()[15]),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(resent, vec![2], "only lease 2's expiry is sent again");
+        // A queued (unsent) claim goes too; a newer one, or an active one, stays.
+        p.enqueue(&lease(3, LeaseState::Released, 9));
+        p.drop_free_claims(&lease(3, LeaseState::Active, 8).key(), 8);
+        assert_eq!(p.backlog(), 2, "a claim newer than our copy stays");
+        p.drop_free_claims(&lease(3, LeaseState::Active, 10).key(), 10);
+        assert_eq!(p.backlog(), 1);
+        p.enqueue(&lease(4, LeaseState::Active, 11));
+        p.drop_free_claims(&lease(4, LeaseState::Active, 12).key(), 12);
+        assert_eq!(
+            p.backlog(),
+            2,
+            "an active update of ours is not a free claim"
         );
     }
 

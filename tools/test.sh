@@ -15,6 +15,8 @@ command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v nft >/dev/null 2>&1 || [ -x /usr/sbin/nft ] || need+=(nftables)
 # tshark (with text2pcap): Wireshark's dissector reads our replies in tests/interop_tshark.rs.
 command -v tshark >/dev/null 2>&1 && command -v text2pcap >/dev/null 2>&1 || need+=(tshark)
+# systemd-analyze checks the shipped unit in tests/systemd.rs.
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 # Prometheus' own Python parser reads our /metrics in tests/metrics.rs.
 /usr/bin/python3 -c 'import prometheus_client.parser' >/dev/null 2>&1 || need+=(python3-prometheus-client)
 if [ ${#need[@]} -gt 0 ]; then

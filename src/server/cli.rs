@@ -358,6 +358,13 @@ fn serve(args: ServeArgs) -> ExitCode {
         }
     };
     info!("serving; stop with SIGINT or SIGTERM");
+    // systemd Type=notify: every socket is open and every lease loaded.
+    let notifier = crate::sd_notify::Notifier::from_env();
+    if let Some(n) = &notifier
+        && let Err(e) = n.send("READY=1\nSTATUS=serving")
+    {
+        warn!(error = %e, "cannot notify systemd (NOTIFY_SOCKET)");
+    }
     let config_arg = args.config;
     let sig = loop {
         match signals.wait() {
@@ -377,6 +384,9 @@ fn serve(args: ServeArgs) -> ExitCode {
         }
     };
     info!(signal = ?sig.ok(), "stopping: finishing queued commits");
+    if let Some(n) = &notifier {
+        let _ = n.send("STOPPING=1\nSTATUS=stopping: finishing queued commits");
+    }
     server.shutdown();
     info!("stopped");
     ExitCode::SUCCESS

@@ -9,5 +9,6 @@ pub mod cli;
 pub mod config_file;
 pub mod edge;
 pub mod histogram;
+pub mod sd_notify;
 pub mod store;
 pub mod tls;

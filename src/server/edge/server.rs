@@ -236,9 +236,14 @@ impl Server {
         };
         let reporter = {
             let stop = stop.clone();
+            let nworkers = paths.len();
+            let watchdog = crate::sd_notify::watchdog_interval().and_then(|every| {
+                info!(every_ms = every.as_millis() as u64, "systemd watchdog on");
+                crate::sd_notify::Notifier::from_env().map(|n| (n, every))
+            });
             std::thread::Builder::new()
                 .name("stats".into())
-                .spawn(move || run_reporter(stats_rx, &stop, hub, metrics_http))
+                .spawn(move || run_reporter(stats_rx, &stop, hub, metrics_http, nworkers, watchdog))
                 .map_err(StartError::Thread)?
         };
 

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tandem_core::lease::{Lease, LeaseState};
 use tandem_core::wire::MessageType;
-use tracing::info;
+use tracing::{info, warn};
 
 /// How often the reporter logs the traffic and the committer its own counters.
 pub const STATS_INTERVAL: Duration = Duration::from_secs(10);
@@ -20,6 +20,8 @@ pub const STATS_INTERVAL: Duration = Duration::from_secs(10);
 pub const WORKER_REPORT_INTERVAL: Duration = Duration::from_secs(1);
 /// How long the reporter waits for a scrape before it looks at the workers' counters again.
 pub const REPORTER_TURN: Duration = Duration::from_millis(200);
+/// A worker whose last report is older than this is taken as stuck: the watchdog is not fed.
+pub const WORKER_STALE_AFTER: Duration = Duration::from_secs(5);
 /// Message-type slots counted: codes 0..=15 by their own slot, anything else in the last.
 pub const MSG_TYPE_SLOTS: usize = 17;
 
@@ -123,13 +125,20 @@ impl WorkerStats {
 
 /// The reporter thread: merges what workers send, publishes the sum into the hub (for
 /// `/metrics` and `tandem ctl statistics`), logs it, and serves `/metrics`.
+///
+/// With systemd's watchdog (`watchdog`: where and how often), it sends WATCHDOG=1 only while
+/// each of the `workers` workers reported within [`WORKER_STALE_AFTER`].
 pub fn run_reporter(
     rx: Receiver<(usize, WorkerStats)>,
     stop: &AtomicBool,
     hub: Arc<MetricsHub>,
     http: Option<MetricsHttp>,
+    workers: usize,
+    watchdog: Option<(crate::sd_notify::Notifier, Duration)>,
 ) {
     let mut latest: HashMap<usize, WorkerStats> = HashMap::new();
+    let mut seen: HashMap<usize, Instant> = HashMap::new();
+    let mut last_ping: Option<Instant> = None;
     let mut last_total = WorkerStats::default();
     let mut last_log = Instant::now();
     loop {
@@ -137,7 +146,27 @@ pub fn run_reporter(
         let mut fresh = false;
         while let Ok((id, s)) = rx.try_recv() {
             latest.insert(id, s);
+            seen.insert(id, Instant::now());
             fresh = true;
+        }
+        if let Some((n, every)) = &watchdog
+            && last_ping.is_none_or(|t| t.elapsed() >= *every)
+        {
+            let alive = seen
+                .values()
+                .filter(|t| t.elapsed() < WORKER_STALE_AFTER)
+                .count();
+            if alive >= workers {
+                last_ping = Some(Instant::now());
+                let _ = n.send("WATCHDOG=1");
+            } else if last_ping.is_some_and(|t| t.elapsed() >= *every * 2) {
+                warn!(
+                    workers,
+                    reporting = alive,
+                    "a worker stopped reporting: not feeding the systemd watchdog"
+                );
+                last_ping = Some(Instant::now());
+            }
         }
         let total = || {
             let mut t = WorkerStats::default();

@@ -9,6 +9,8 @@ cd "$(dirname "$0")/.."
 need=()
 command -v perfdhcp >/dev/null 2>&1 || [ -x /usr/sbin/perfdhcp ] || need+=(kea-admin)
 command -v dhclient >/dev/null 2>&1 || [ -x /usr/sbin/dhclient ] || need+=(isc-dhcp-client)
+# kea-dhcp6 writes the leases6.csv that tests/import_kea.rs imports.
+command -v kea-dhcp6 >/dev/null 2>&1 || [ -x /usr/sbin/kea-dhcp6 ] || need+=(kea-dhcp6-server)
 command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || [ -x /usr/bin/ip ] || need+=(iproute2)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 [ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1 ] || need+=(faketime)

@@ -45,6 +45,13 @@ enum Command {
     /// DUID (hex), IAID, subnet, expires_at (unix secs), cltt, seq. Safe beside a running
     /// server (read-only).
     Leases(LeasesArgs),
+    /// Import the leases of an ISC Kea DHCPv6 server from its memfile (leases6.csv) into the
+    /// store of --config's data_dir, with the server stopped. Each lease goes to the configured
+    /// pool holding its address or prefix; lines that fit none are listed with their line
+    /// numbers and nothing is written (unless --skip-unfit). Set server.duid to the Kea
+    /// server's DUID (its kea-dhcp6-serverid file) so Renews addressed to it are answered. For
+    /// a failover pair, import the same file into both servers' stores.
+    ImportKea(ImportKeaArgs),
     /// Ask a running server over its control socket. `status`: pool use and, with a partner,
     /// failover state, partner state, time in state, link, last contact, unacknowledged
     /// updates. `partner-down`: declare the partner down (only when it really is, e.g. its host
@@ -133,6 +140,20 @@ struct ConfigArg {
     /// TOML configuration file. Without it, the embedded default is used.
     #[arg(short, long, env = "TANDEM_CONFIG")]
     config: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct ImportKeaArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Import the lines that fit and list the others, instead of importing nothing.
+    #[arg(long)]
+    skip_unfit: bool,
+    /// Read and check only; write nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Kea's lease file (memfile), e.g. /var/lib/kea/kea-leases6.csv.
+    file: PathBuf,
 }
 
 #[derive(Args)]
@@ -282,6 +303,7 @@ pub fn main() -> ExitCode {
         },
         Command::Serve(args) => serve(args),
         Command::Leases(args) => leases(args),
+        Command::ImportKea(args) => import_kea(args),
         Command::Ctl(args) => ctl(args),
     }
 }
@@ -449,6 +471,113 @@ fn ctl(args: CtlArgs) -> ExitCode {
     } else {
         ExitCode::SUCCESS
     }
+}
+
+fn import_kea(args: ImportKeaArgs) -> ExitCode {
+    let cfg = match load(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let text = match std::fs::read_to_string(&args.file) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {}: {e}", args.file.display());
+            return ExitCode::from(EXIT_OTHER);
+        }
+    };
+    let store = match crate::store::Store::open(&cfg.server.data_dir, cfg.server.map_size_mib, true)
+    {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e} (stop the server first: the store is written directly)");
+            return ExitCode::from(EXIT_STORE);
+        }
+    };
+    // What the store holds already: a lease there is never overwritten by the import.
+    let mut held: std::collections::HashMap<(u8, u128), tandem_core::lease::Lease> =
+        std::collections::HashMap::new();
+    let mut max_seq = 0;
+    if let Err(e) = store.load_leases(
+        |l| {
+            max_seq = max_seq.max(l.seq);
+            held.insert((l.prefix_len, u128::from(l.addr)), l);
+        },
+        |_, _| {},
+    ) {
+        eprintln!("error: {e}");
+        return ExitCode::from(EXIT_STORE);
+    }
+    let now = crate::edge::now_secs();
+    let mut plan = match crate::import_kea::plan(&text, &cfg, now, max_seq + 1) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {}: {e}", args.file.display());
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    plan.leases
+        .retain(|l| match held.get(&(l.prefix_len, u128::from(l.addr))) {
+            None => true,
+            Some(h) => {
+                plan.refused.push(crate::import_kea::Refusal {
+                    line: 0,
+                    why: format!(
+                        "{}/{} is already in the store ({} for DUID {}); not imported",
+                        l.addr,
+                        l.prefix_len,
+                        h.state,
+                        crate::edge::hex(&h.duid)
+                    ),
+                });
+                false
+            }
+        });
+    for r in &plan.refused {
+        if r.line > 0 {
+            eprintln!("{}:{}: {}", args.file.display(), r.line, r.why);
+        } else {
+            eprintln!("{}: {}", args.file.display(), r.why);
+        }
+    }
+    let count = |f: &dyn Fn(&tandem_core::lease::Lease) -> bool| {
+        plan.leases.iter().filter(|l| f(l)).count()
+    };
+    let summary = format!(
+        "{} lines read: {} leases to import ({} addresses, {} prefixes; {} active, {} expired, {} declined), {} lines refused",
+        plan.lines,
+        plan.leases.len(),
+        count(&|l| l.kind == config::ResourceKind::Address),
+        count(&|l| l.kind == config::ResourceKind::Prefix),
+        count(&|l| l.state == tandem_core::lease::LeaseState::Active),
+        count(&|l| l.state == tandem_core::lease::LeaseState::Expired),
+        count(&|l| l.state == tandem_core::lease::LeaseState::Declined),
+        plan.refused.len()
+    );
+    if !plan.refused.is_empty() && !args.skip_unfit {
+        eprintln!("{summary}");
+        eprintln!(
+            "error: nothing imported: fix the configuration's pools, or pass --skip-unfit to import the rest"
+        );
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    if args.dry_run {
+        println!("{summary}; dry run: nothing written");
+        return ExitCode::SUCCESS;
+    }
+    if let Err(e) = store.commit(plan.leases.iter()) {
+        eprintln!("error: {e}");
+        return ExitCode::from(EXIT_STORE);
+    }
+    println!("{summary}; imported into {}", cfg.server.data_dir.display());
+    if cfg.server.duid.is_none() {
+        println!(
+            "note: set server.duid to the Kea server's DUID (its kea-dhcp6-serverid file) so that Renews addressed to it are answered"
+        );
+    }
+    ExitCode::SUCCESS
 }
 
 fn leases(args: LeasesArgs) -> ExitCode {

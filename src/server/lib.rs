@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config_file;
 pub mod edge;
 pub mod histogram;
+pub mod import_kea;
 pub mod sd_notify;
 pub mod store;
 pub mod tls;

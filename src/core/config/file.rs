@@ -109,6 +109,7 @@ pub(super) struct FileServer {
     pub(super) map_size_mib: Option<usize>,
     pub(super) control_socket: Option<PathBuf>,
     pub(super) metrics_listen: Option<Spanned<String>>,
+    pub(super) duid: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default, Clone, Copy)]

@@ -16,7 +16,7 @@ mod reservations;
 mod tests;
 mod validate;
 
-pub use options::OptionSet;
+pub use options::{OptionSet, hex as parse_hex};
 pub use reservations::{KeyKind, Reservation, ReservationKey, Reservations};
 pub use validate::{parse, parse_with};
 
@@ -286,6 +286,9 @@ pub struct ServerConfig {
     pub control_socket: Option<PathBuf>,
     /// Where to serve Prometheus metrics over HTTP (`GET /metrics`); `None`: no listener.
     pub metrics_listen: Option<SocketAddr>,
+    /// The server DUID to use instead of the one the store made (e.g. the DUID of the server
+    /// this one replaces, so its clients' Renews addressed to it are answered).
+    pub duid: Option<Vec<u8>>,
 }
 
 impl ServerConfig {

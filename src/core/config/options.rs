@@ -470,7 +470,7 @@ fn value(v: &FileCodedValue) -> Result<Vec<u8>, String> {
 }
 
 /// Hex digits, optionally separated by `:` or spaces (`0a0b`, `0a:0b`).
-pub(super) fn hex(s: &str) -> Result<Vec<u8>, String> {
+pub fn hex(s: &str) -> Result<Vec<u8>, String> {
     let digits: Vec<u8> = s.bytes().filter(|c| *c != b':' && *c != b' ').collect();
     if !digits.len().is_multiple_of(2) {
         return Err(format!("`{s}`: an odd number of hex digits"));

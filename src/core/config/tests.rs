@@ -147,6 +147,20 @@ fn metrics_listen_is_an_address_and_port() {
 }
 
 #[test]
+fn server_duid_is_hex_of_a_plausible_length() {
+    let c = parse(
+        "t.toml",
+        &format!("{HEAD}duid=\"00:01:00:01:2a:3b:4c:5d:00:11:22:33:44:55\"\n{SUBNET}"),
+    )
+    .unwrap();
+    assert_eq!(c.server.duid.unwrap().len(), 14);
+    let e = err(&format!("{HEAD}duid=\"00:01\"\n{SUBNET}"));
+    assert_eq!(e.field, "server.duid");
+    let e = err(&format!("{HEAD}duid=\"xyz\"\n{SUBNET}"));
+    assert_eq!(e.field, "server.duid");
+}
+
+#[test]
 fn no_subnet_is_an_error() {
     let e = err(HEAD);
     assert_eq!(e.field, "subnet");

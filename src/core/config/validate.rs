@@ -248,6 +248,21 @@ fn server(ctx: &Ctx, s: FileServer) -> Result<ServerConfig, ConfigError> {
             )
         })?),
     };
+    let duid = match &s.duid {
+        None => None,
+        Some(d) => {
+            let b = super::options::hex(d.get_ref())
+                .map_err(|e| ctx.err(Some(d.span()), "server.duid", e))?;
+            if !(3..=130).contains(&b.len()) {
+                return Err(ctx.err(
+                    Some(d.span()),
+                    "server.duid",
+                    format!("a DUID is 3 to 130 bytes (RFC 8415 §11.1), not {}", b.len()),
+                ));
+            }
+            Some(b)
+        }
+    };
     let log_level = s.log_level.unwrap_or_else(|| defaults::LOG_LEVEL.into());
     let server = ServerConfig {
         data_dir: s
@@ -271,6 +286,7 @@ fn server(ctx: &Ctx, s: FileServer) -> Result<ServerConfig, ConfigError> {
         map_size_mib: s.map_size_mib.unwrap_or(defaults::MAP_SIZE_MIB),
         control_socket: s.control_socket,
         metrics_listen,
+        duid,
     };
     if server.map_size_mib < defaults::MAP_SIZE_MIB_MIN {
         return Err(ctx.err(

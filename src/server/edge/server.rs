@@ -100,7 +100,12 @@ impl Server {
             cfg.server.map_size_mib,
             cfg.server.sync,
         )?);
-        let duid = store.server_duid_or_create(make_duid)?;
+        let duid = match &cfg.server.duid {
+            // Configured (e.g. the DUID of the Kea server this one replaces): clients renewing
+            // with it in their Server Identifier are answered.
+            Some(d) => d.clone(),
+            None => store.server_duid_or_create(make_duid)?,
+        };
         info!(data_dir = %cfg.server.data_dir.display(), duid = %hex(&duid), sync = cfg.server.sync, "store open");
         let alloc = Arc::new(match cfg.failover {
             Some(_) => Allocator::with_failover(&cfg.subnets),

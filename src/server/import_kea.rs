@@ -80,10 +80,8 @@ pub fn plan(text: &str, cfg: &Config, now: u64, first_seq: u64) -> Result<Plan, 
             Err(why) => plan.refused.push(Refusal { line, why }),
         }
     }
-    let mut seq = first_seq;
-    for (_, (_, mut l)) in latest {
+    for (seq, (_, (_, mut l))) in (first_seq..).zip(latest) {
         l.seq = seq;
-        seq += 1;
         plan.leases.push(l);
     }
     Ok(plan)

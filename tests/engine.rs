@@ -153,6 +153,7 @@ impl Srv {
         let mut writes = Vec::new();
         let rx = Received {
             now_secs: now,
+            now_ms: now * 1000,
             src,
             multicast,
             interface: iface,
@@ -794,8 +795,50 @@ fn messages_without_client_id_are_dropped() {
 // Several IAs, prefix delegation
 
 #[test]
-fn several_ia_na_and_ia_pd_get_distinct_resources() {
+fn ias_beyond_limits_ias_per_message_max_get_nothing() {
+    // The default: 4 IAs per message, IA_NAs first; a fifth is not answered and holds nothing.
     let mut s = Srv::new(&base_conf(""));
+    let p = P::new(MessageType::Solicit, 1)
+        .rapid()
+        .na(1, &[])
+        .na(2, &[])
+        .na(3, &[])
+        .pd(10, &[])
+        .pd(11, &[]);
+    let v = s.send(&p.bytes()).view();
+    assert_eq!((v.nas.len(), v.pds.len()), (3, 1), "{v:?}");
+    let held = s
+        .alloc
+        .usage()
+        .iter()
+        .map(|(_, _, u)| u.active)
+        .sum::<u64>();
+    assert_eq!(held, 4);
+}
+
+#[test]
+fn a_client_over_its_rate_is_dropped_and_another_is_not() {
+    let mut s = Srv::new(&format!(
+        "{}[limits]\nclient_rate_per_sec = 2\nclient_burst = 3\n",
+        base_conf("")
+    ));
+    let sol = |c: u16| P::new(MessageType::Solicit, c).na(1, &[]);
+    for _ in 0..3 {
+        assert!(s.send(&sol(1).bytes()).view().nas.len() == 1);
+    }
+    assert_eq!(
+        s.send(&sol(1).bytes()).dropped(),
+        Dropped::RateLimitedClient
+    );
+    assert_eq!(s.send(&sol(2).bytes()).view().nas.len(), 1, "another DUID");
+}
+
+#[test]
+fn several_ia_na_and_ia_pd_get_distinct_resources() {
+    let mut s = Srv::new(&format!(
+        "{}[limits]\nias_per_message_max = 8\n",
+        base_conf("")
+    ));
     let p = P::new(MessageType::Solicit, 1)
         .rapid()
         .na(1, &[])

@@ -106,6 +106,7 @@ fn wireshark_reads_a_reply_with_options_and_a_leasequery_reply() {
         let mut writes = Vec::new();
         let rx = Received {
             now_secs: now,
+            now_ms: now * 1000,
             src: "[::1]:546".parse::<SocketAddrV6>().unwrap(),
             multicast: true,
             interface: None,

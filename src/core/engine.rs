@@ -29,6 +29,8 @@ pub const POOLS_WITH_OPTIONS_PER_REPLY_MAX: usize = 8;
 pub struct Received<'a> {
     /// Current time, unix seconds.
     pub now_secs: u64,
+    /// A monotonic clock in milliseconds (rate limits).
+    pub now_ms: u64,
     /// Source address and port.
     pub src: SocketAddrV6,
     /// Whether it was sent to a multicast address (ff02::1:2).
@@ -58,6 +60,10 @@ pub enum Dropped {
     NothingToAnswer,
     /// The failover state does not let this server answer this message now.
     NotServing,
+    /// Over `limits.client_rate_per_sec` for this client DUID.
+    RateLimitedClient,
+    /// Over `limits.source_rate_per_sec` for this source address.
+    RateLimitedSource,
 }
 
 /// Which client messages this server answers in its current state.
@@ -101,6 +107,8 @@ impl Dropped {
             Dropped::NoSubnet => "no_subnet",
             Dropped::NothingToAnswer => "nothing_to_answer",
             Dropped::NotServing => "not_serving",
+            Dropped::RateLimitedClient => "rate_limited_client",
+            Dropped::RateLimitedSource => "rate_limited_source",
         }
     }
 }
@@ -118,6 +126,12 @@ impl fmt::Display for Dropped {
             Dropped::NoSubnet => f.write_str("no subnet configured for the client's link"),
             Dropped::NothingToAnswer => f.write_str("nothing to answer"),
             Dropped::NotServing => f.write_str("failover state does not answer this now"),
+            Dropped::RateLimitedClient => {
+                f.write_str("the client sent more than limits.client_rate_per_sec")
+            }
+            Dropped::RateLimitedSource => f.write_str(
+                "the source (relay or client address) sent more than limits.source_rate_per_sec",
+            ),
         }
     }
 }
@@ -146,6 +160,8 @@ pub struct Engine {
 #[derive(Default)]
 pub struct Scratch {
     inner: Vec<u8>,
+    /// This worker's rate-limit buckets.
+    pub limiter: crate::limits::RateLimiter,
 }
 
 impl Engine {
@@ -156,6 +172,11 @@ impl Engine {
             duid,
             alloc,
         }
+    }
+
+    /// IAs answered per message (`limits.ias_per_message_max`, within the fixed bound).
+    fn ias_max(&self) -> usize {
+        (self.config.limits.ias_per_message_max as usize).min(IAS_PER_MESSAGE_MAX)
     }
 
     /// The server DUID.
@@ -201,6 +222,19 @@ impl Engine {
             Ok(m) => m,
             Err(e) => return Outcome::Dropped(Dropped::Malformed(e)),
         };
+        // Abuse limits: per source (relay, or client on the link), then per client DUID.
+        let limits = &self.config.limits;
+        if !scratch
+            .limiter
+            .allow_source(limits, *rx.src.ip(), rx.now_ms)
+        {
+            return Outcome::Dropped(Dropped::RateLimitedSource);
+        }
+        if let Some(duid) = msg.client_id()
+            && !scratch.limiter.allow_client(limits, duid, rx.now_ms)
+        {
+            return Outcome::Dropped(Dropped::RateLimitedClient);
+        }
         let hops = relayed.hops();
         let is_relayed = !hops.is_empty();
         let ty = msg.msg_type();
@@ -369,7 +403,7 @@ impl Engine {
                 }
                 let mut any = false;
                 let mut used = UsedPools::default();
-                for ia in ia_requests(msg) {
+                for ia in ia_requests(msg, self.ias_max()) {
                     let c = ia.client(subnet, duid, reservation);
                     let mut hints = [Ipv6Addr::UNSPECIFIED; RESOURCES_PER_IA_MAX];
                     for (h, (a, _)) in hints.iter_mut().zip(ia.named()) {
@@ -419,7 +453,7 @@ impl Engine {
             T::Renew | T::Rebind => {
                 let mut w = self.start(out, T::Reply, msg, hops);
                 let mut used = UsedPools::default();
-                for ia in ia_requests(msg) {
+                for ia in ia_requests(msg, self.ias_max()) {
                     let c = ia.client(subnet, duid, reservation);
                     let mut results =
                         [(Ipv6Addr::UNSPECIFIED, 0u8, Extended::NotInPool); RESOURCES_PER_IA_MAX];
@@ -459,7 +493,7 @@ impl Engine {
                         "released"
                     },
                 );
-                for ia in ia_requests(msg) {
+                for ia in ia_requests(msg, self.ias_max()) {
                     let c = ia.client(subnet, duid, reservation);
                     let mut all = true;
                     for (addr, _) in ia.named() {
@@ -476,7 +510,7 @@ impl Engine {
                 let prefix = self.config.subnets[subnet].prefix;
                 let mut seen = false;
                 let mut on_link = true;
-                for ia in msg.ia_nas().take(IAS_PER_MESSAGE_MAX) {
+                for ia in msg.ia_nas().take(self.ias_max()) {
                     for a in ia.addresses().take(RESOURCES_PER_IA_MAX) {
                         seen = true;
                         on_link &= prefix.contains(a.addr);
@@ -765,8 +799,8 @@ fn duid_link_layer(duid: &[u8]) -> Option<&[u8]> {
     .filter(|a| !a.is_empty())
 }
 
-/// The message's IAs: IA_NAs first, then IA_PDs, at most [`IAS_PER_MESSAGE_MAX`] in all.
-fn ia_requests<'m>(msg: &'m Message<'m>) -> impl Iterator<Item = IaRequest> + 'm {
+/// The message's IAs: IA_NAs first, then IA_PDs, at most `max` in all.
+fn ia_requests<'m>(msg: &'m Message<'m>, max: usize) -> impl Iterator<Item = IaRequest> + 'm {
     let nas = msg.ia_nas().map(|ia| {
         IaRequest::new(
             ResourceKind::Address,
@@ -781,7 +815,7 @@ fn ia_requests<'m>(msg: &'m Message<'m>) -> impl Iterator<Item = IaRequest> + 'm
             ia.prefixes().map(|p| (p.prefix, p.prefix_len)),
         )
     });
-    nas.chain(pds).take(IAS_PER_MESSAGE_MAX)
+    nas.chain(pds).take(max)
 }
 
 /// Writes an IA_NA or IA_PD, by kind.

@@ -16,5 +16,6 @@ pub mod engine;
 pub mod failover;
 pub mod lease;
 pub mod leasequery;
+pub mod limits;
 pub mod pool;
 pub mod wire;

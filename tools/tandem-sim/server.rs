@@ -161,6 +161,7 @@ impl World {
     /// storing leaves now, the rest waits for the group commit.
     pub(crate) fn deliver_to_server(&mut self, n: usize, client: u32, bytes: &[u8]) {
         let now = self.node_now(n);
+        let now_ms = self.now_ms;
         let s = &mut self.slots[n];
         let Some(engine) = s.engine.as_ref() else {
             return;
@@ -173,6 +174,7 @@ impl World {
         );
         let rx = Received {
             now_secs: now,
+            now_ms,
             src,
             multicast: true,
             interface: None,

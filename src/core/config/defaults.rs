@@ -57,3 +57,14 @@ pub const MAX_RT_SECS_MAX: u32 = 86_400;
 /// identifiers and a few IAs, a reply then still fits the IPv6 minimum MTU (1280 bytes) and is
 /// never fragmented; a configuration that could exceed it is refused at load.
 pub const REPLY_OPTIONS_BYTES_MAX: usize = 1024;
+
+/// IAs answered per message (`limits.ias_per_message_max`): a home router asks for one IA_NA
+/// and one IA_PD; more than a few from one message is a way to drain pools.
+pub const IAS_PER_MESSAGE_MAX: u16 = 4;
+/// The most `limits.ias_per_message_max` may be (the engine's fixed bound).
+pub const IAS_PER_MESSAGE_CEILING: u16 = 16;
+/// Messages per second one client DUID may send (`limits.client_rate_per_sec`): a client
+/// retransmitting at RFC 8415's fastest sends about 1 a second per exchange.
+pub const CLIENT_RATE_PER_SEC: u32 = 10;
+/// Messages a client may send at once beyond its rate (`limits.client_burst`).
+pub const CLIENT_BURST: u32 = 20;

@@ -18,6 +18,19 @@ pub(super) struct FileConfig {
     pub(super) options: FileOptions,
     #[serde(default)]
     pub(super) leasequery: FileLeasequery,
+    #[serde(default)]
+    pub(super) limits: FileLimits,
+}
+
+/// `[limits]`.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileLimits {
+    pub(super) ias_per_message_max: Option<Spanned<u16>>,
+    pub(super) client_rate_per_sec: Option<u32>,
+    pub(super) client_burst: Option<u32>,
+    pub(super) source_rate_per_sec: Option<u32>,
+    pub(super) source_burst: Option<u32>,
 }
 
 /// `[leasequery]`.

@@ -358,6 +358,36 @@ pub struct Config {
     pub options: OptionSet,
     /// Leasequery (RFC 5007): who may ask.
     pub leasequery: LeasequeryConfig,
+    /// Limits against abuse.
+    pub limits: LimitsConfig,
+}
+
+/// `[limits]`: how much one client, one relay or one message may ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LimitsConfig {
+    /// IAs (IA_NA and IA_PD together) answered per message; later ones are ignored.
+    pub ias_per_message_max: u16,
+    /// Messages per second one client DUID may send (token bucket; 0: no limit).
+    pub client_rate_per_sec: u32,
+    /// Messages a client may send at once beyond its rate.
+    pub client_burst: u32,
+    /// Messages per second from one source address: a relay agent, or a client on a directly
+    /// attached link (0: no limit).
+    pub source_rate_per_sec: u32,
+    /// Messages one source may send at once beyond its rate.
+    pub source_burst: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            ias_per_message_max: defaults::IAS_PER_MESSAGE_MAX,
+            client_rate_per_sec: defaults::CLIENT_RATE_PER_SEC,
+            client_burst: defaults::CLIENT_BURST,
+            source_rate_per_sec: 0,
+            source_burst: 0,
+        }
+    }
 }
 
 /// `[leasequery]`: who may ask this server about its bindings.

@@ -181,12 +181,40 @@ fn validate(
             p.map_err(|e| ctx.err(Some(r.span()), &format!("leasequery.requestors[{i}]"), e))?,
         );
     }
+    let l = &raw.limits;
+    let ias = match &l.ias_per_message_max {
+        None => defaults::IAS_PER_MESSAGE_MAX,
+        Some(v) if (1..=defaults::IAS_PER_MESSAGE_CEILING).contains(v.get_ref()) => *v.get_ref(),
+        Some(v) => {
+            return Err(ctx.err(
+                Some(v.span()),
+                "limits.ias_per_message_max",
+                format!("must be 1 to {}", defaults::IAS_PER_MESSAGE_CEILING),
+            ));
+        }
+    };
+    let client_rate = l
+        .client_rate_per_sec
+        .unwrap_or(defaults::CLIENT_RATE_PER_SEC);
+    let source_rate = l.source_rate_per_sec.unwrap_or(0);
+    let limits = LimitsConfig {
+        ias_per_message_max: ias,
+        client_rate_per_sec: client_rate,
+        // A burst below the rate would refuse what the rate allows.
+        client_burst: l
+            .client_burst
+            .unwrap_or(defaults::CLIENT_BURST)
+            .max(client_rate),
+        source_rate_per_sec: source_rate,
+        source_burst: l.source_burst.unwrap_or(source_rate).max(source_rate),
+    };
     Ok(Config {
         server,
         subnets,
         failover,
         options: global,
         leasequery: LeasequeryConfig { requestors },
+        limits,
     })
 }
 

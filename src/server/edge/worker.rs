@@ -38,6 +38,7 @@ impl<D: Datapath> Worker<D> {
         let mut stats = WorkerStats::default();
         let mut names: HashMap<u32, Option<String>> = HashMap::new();
         let mut last_report = Instant::now();
+        let started = Instant::now();
         while !self.stop.load(Ordering::Relaxed) {
             if last_report.elapsed() >= WORKER_REPORT_INTERVAL {
                 last_report = Instant::now();
@@ -54,6 +55,7 @@ impl<D: Datapath> Worker<D> {
             }
             let now = now_secs();
             let received_at = Instant::now();
+            let now_ms = received_at.duration_since(started).as_millis() as u64;
             let policy = self.policy.get();
             for meta in &metas {
                 stats.received += 1;
@@ -80,6 +82,7 @@ impl<D: Datapath> Worker<D> {
                 }
                 let rx = Received {
                     now_secs: now,
+                    now_ms,
                     src: meta.src,
                     multicast: meta.multicast,
                     interface,

@@ -1,0 +1,246 @@
+//! Abuse limits (`[limits]`) against a real `tandem serve` in a namespace of its own (`tdmab`):
+//! one host floods Rapid Commit Solicits with 16 IA_PDs each under fresh DUIDs, while 20
+//! legitimate clients on another address ask for one prefix each. Without limits the flood
+//! takes the whole prefix pool and the legitimate clients get none (the test can fail); with
+//! the defaults plus a per-source rate, every legitimate client gets its prefix and the flood
+//! holds only what its rate allows.
+//!
+//! The test's sockets live in the namespace: a thread enters it (setns) before opening them.
+
+mod common;
+
+use common::TANDEM;
+use common::netns::Netns;
+use common::proc::{Proc, tail, wait_log_line};
+use common::tools::skip_netns;
+use dhcproto::v6::{DhcpOption, IAPD, Message, MessageType};
+use dhcproto::{Decodable, Decoder, Encodable, Encoder};
+use std::net::{SocketAddrV6, UdpSocket};
+use std::time::{Duration, Instant};
+
+const SERVER: &str = "[2001:db8:ff::10]:547";
+const FLOODER: &str = "2001:db8:ff::1";
+const CLIENTS: &str = "2001:db8:ff::2";
+/// Delegated prefixes in the pool: a /46 in /56s.
+const POOL_PREFIXES: usize = 1024;
+
+/// Runs `f` on a thread inside namespace `ns` (its sockets belong there).
+fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let fd = std::fs::File::open(format!("/var/run/netns/{ns}")).expect("open netns");
+            nix::sched::setns(fd, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+            f()
+        })
+        .join()
+        .expect("netns thread")
+    })
+}
+
+fn solicit(duid: &[u8], pds: u32) -> Vec<u8> {
+    let mut m = Message::new(MessageType::Solicit);
+    let o = m.opts_mut();
+    o.insert(DhcpOption::ClientId(duid.to_vec()));
+    o.insert(DhcpOption::RapidCommit);
+    for i in 0..pds {
+        o.insert(DhcpOption::IAPD(IAPD {
+            id: i + 1,
+            t1: 0,
+            t2: 0,
+            opts: Default::default(),
+        }));
+    }
+    let mut b = Vec::new();
+    m.encode(&mut Encoder::new(&mut b)).unwrap();
+    b
+}
+
+/// Prefixes with a valid lifetime in a reply.
+fn prefixes(reply: &[u8]) -> usize {
+    let Ok(m) = Message::decode(&mut Decoder::new(reply)) else {
+        return 0;
+    };
+    m.opts()
+        .iter()
+        .filter_map(|o| match o {
+            DhcpOption::IAPD(ia) => Some(
+                ia.opts
+                    .iter()
+                    .filter(|p| matches!(p, DhcpOption::IAPrefix(x) if x.valid_lifetime > 0))
+                    .count(),
+            ),
+            _ => None,
+        })
+        .sum()
+}
+
+struct Outcome {
+    flood_prefixes: usize,
+    legit_ok: usize,
+    flood_secs: f64,
+}
+
+/// 600 flood Solicits (16 IA_PDs each, fresh DUIDs) in about 3 s; in its second half,
+/// 10 legitimate clients, one at a time, each waiting up to 1 s for its Reply.
+fn flood_and_serve(ns: &str) -> Outcome {
+    in_netns(ns, || {
+        let flooder =
+            UdpSocket::bind(SocketAddrV6::new(FLOODER.parse().unwrap(), 0, 0, 0)).unwrap();
+        flooder
+            .set_read_timeout(Some(Duration::from_millis(1)))
+            .unwrap();
+        let clients =
+            UdpSocket::bind(SocketAddrV6::new(CLIENTS.parse().unwrap(), 0, 0, 0)).unwrap();
+        clients
+            .set_read_timeout(Some(Duration::from_secs(1)))
+            .unwrap();
+        let mut flood_prefixes = 0;
+        let mut buf = [0u8; 8192];
+        let mut drain = |s: &UdpSocket, n: &mut usize| {
+            while let Ok(len) = s.recv(&mut buf) {
+                *n += prefixes(&buf[..len]);
+            }
+        };
+        let mut legit_ok = 0;
+        let start = Instant::now();
+        for i in 0..600u32 {
+            let duid = [&[0u8, 4][..], &(0xf100_0000u32 + i).to_be_bytes()[..]].concat();
+            flooder.send_to(&solicit(&duid, 16), SERVER).unwrap();
+            std::thread::sleep(Duration::from_millis(5));
+            drain(&flooder, &mut flood_prefixes);
+            // From the second half on, a legitimate client every 15 flood messages.
+            if i >= 300 && i % 30 == 0 {
+                let duid = [&[0u8, 4, 0xaa][..], &i.to_be_bytes()[..]].concat();
+                clients.send_to(&solicit(&duid, 1), SERVER).unwrap();
+                let mut rb = [0u8; 2048];
+                if let Ok(n) = clients.recv(&mut rb)
+                    && prefixes(&rb[..n]) == 1
+                {
+                    legit_ok += 1;
+                }
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "flood loop bound"
+            );
+        }
+        // Late replies to the flood.
+        flooder
+            .set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        drain(&flooder, &mut flood_prefixes);
+        Outcome {
+            flood_prefixes,
+            legit_ok,
+            flood_secs: start.elapsed().as_secs_f64(),
+        }
+    })
+}
+
+fn run_case(ns: &Netns, dir: &std::path::Path, limits: &str) -> Outcome {
+    let data = dir.join(format!("data-{}", limits.len()));
+    let cfg = dir.join(format!("tandem-{}.toml", limits.len()));
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"[server]
+listen = ["{SERVER}"]
+data_dir = "{}"
+rapid_commit = true
+unicast_address = "2001:db8:ff::10"
+sync = false
+workers = 2
+[[subnet]]
+id = 1
+prefix = "2001:db8:ff::/64"
+pools = [{{ range = "2001:db8:ff::100-2001:db8:ff::1ff" }}]
+pd_pools = [{{ prefix = "2001:db8:8000::/46", delegated_len = 56 }}]
+{limits}
+"#,
+            data.display()
+        ),
+    )
+    .unwrap();
+    let log = dir.join(format!("server-{}.log", limits.len()));
+    let mut cmd = ns.cmd(TANDEM);
+    cmd.args([
+        "serve",
+        "--log-level",
+        "warn,tandem_server::cli=info",
+        "--config",
+    ])
+    .arg(&cfg);
+    let mut server = Proc::spawn_cmd("tandem serve", cmd, &log);
+    wait_log_line(
+        &mut server,
+        &log,
+        "serving; stop with",
+        Duration::from_secs(15),
+        "tandem serve",
+    );
+    let out = flood_and_serve(&ns.name);
+    assert!(server.exited().is_none(), "{}", tail(&log, 20));
+    out
+}
+
+#[test]
+fn a_multi_ia_flood_does_not_starve_legitimate_clients() {
+    if skip_netns("a_multi_ia_flood_does_not_starve_legitimate_clients") {
+        return;
+    }
+    let ns = Netns::new("tdmab");
+    for a in [
+        "2001:db8:ff::1/128",
+        "2001:db8:ff::2/128",
+        "2001:db8:ff::10/128",
+    ] {
+        ns.ip(&["addr", "add", a, "dev", "lo"]);
+    }
+    let d = tempfile::tempdir().unwrap();
+
+    // No limits: the flood takes every prefix; legitimate clients get nothing.
+    let open = run_case(
+        &ns,
+        d.path(),
+        "[limits]\nias_per_message_max = 16\nclient_rate_per_sec = 0\n",
+    );
+    assert_eq!(
+        open.flood_prefixes, POOL_PREFIXES,
+        "the flood drains the pool"
+    );
+    assert!(
+        open.legit_ok <= 2,
+        "{} legitimate clients served",
+        open.legit_ok
+    );
+
+    // The defaults (4 IAs per message, 10 messages a second per client) and 5 a second per
+    // source (per worker: the server's two workers each keep their own buckets).
+    let limited = run_case(
+        &ns,
+        d.path(),
+        "[limits]\nsource_rate_per_sec = 5\nsource_burst = 5\n",
+    );
+    eprintln!(
+        "abuse test: without limits the flood held {} prefixes in {:.1} s and {}/10 legitimate clients got one; with limits {} in {:.1} s and {}/10",
+        open.flood_prefixes,
+        open.flood_secs,
+        open.legit_ok,
+        limited.flood_prefixes,
+        limited.flood_secs,
+        limited.legit_ok
+    );
+    assert_eq!(
+        limited.legit_ok, 10,
+        "every legitimate client gets its prefix"
+    );
+    // What the limits allow the flood: 4 IAs a message, and per worker a burst of 5 then 5 a
+    // second, over the time the flood ran.
+    let ceiling = 4.0 * 2.0 * (5.0 + 5.0 * limited.flood_secs.ceil());
+    assert!(
+        limited.flood_prefixes as f64 <= ceiling,
+        "the flood held {} prefixes in {:.1} s; the limits allow {ceiling}",
+        limited.flood_prefixes,
+        limited.flood_secs
+    );
+}

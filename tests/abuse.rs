@@ -244,3 +244,194 @@ fn a_multi_ia_flood_does_not_starve_legitimate_clients() {
         limited.flood_secs
     );
 }
+
+/// Runs tandem-gen against `server` (release-free: the debug build is fast enough here) and
+/// returns its JSON.
+fn run_gen(server: &str, args: &[&str], secs: u32) -> serde_json::Value {
+    let out = std::process::Command::new("timeout")
+        .args([
+            "-k",
+            "2",
+            &secs.to_string(),
+            common::GEN,
+            "--server",
+            server,
+            "--json",
+        ])
+        .args(args)
+        .output()
+        .unwrap();
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "tandem-gen {args:?}: {e}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+#[test]
+fn a_full_store_refuses_new_clients_but_never_a_renewal() {
+    use common::prom::Scrape;
+    let d = tempfile::tempdir().unwrap();
+    let listen = format!("[::1]:{}", common::proc::free_udp_port());
+    let cfg = d.path().join("tandem.toml");
+    // The smallest map (16 MiB), so that a flood can fill it within seconds.
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"[server]
+listen = ["{listen}"]
+data_dir = "{}"
+rapid_commit = true
+unicast_address = "::1"
+sync = false
+map_size_mib = 16
+metrics_listen = "[::1]:0"
+[[subnet]]
+id = 1
+prefix = "2001:db8:1::/64"
+pools = [{{ range = "2001:db8:1::1:0-2001:db8:1::ffff:ffff" }}]
+[limits]
+client_rate_per_sec = 0
+"#,
+            d.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let log = d.path().join("server.log");
+    let mut server = Proc::spawn(
+        "tandem serve",
+        &[
+            TANDEM,
+            "serve",
+            "--log-level",
+            "warn,tandem_server=info",
+            "--config",
+            cfg.to_str().unwrap(),
+        ]
+        .map(String::from),
+        &log,
+    );
+    wait_log_line(
+        &mut server,
+        &log,
+        "serving; stop with",
+        Duration::from_secs(15),
+        "tandem serve",
+    );
+    let text = common::proc::read_lossy(&log);
+    let url = text
+        .lines()
+        .find_map(|l| l.split_whitespace().find(|w| w.starts_with("http://")))
+        .unwrap()
+        .to_string();
+
+    // 300 customers hold addresses.
+    let j = run_gen(
+        &listen,
+        &[
+            "--clients",
+            "300",
+            "--seed",
+            "1",
+            "--rapid-commit",
+            "--mode",
+            "na",
+        ],
+        60,
+    );
+    assert_eq!(j["phases"][0]["ok"], 300, "{j}");
+
+    // A flood of fresh DUIDs fills the store until new leases are refused (bounded: 400,000
+    // clients, 120 s).
+    let end = Instant::now() + Duration::from_secs(120);
+    let mut seed = 10;
+    loop {
+        run_gen(
+            &listen,
+            &[
+                "--clients",
+                "40000",
+                "--seed",
+                &seed.to_string(),
+                "--rapid-commit",
+                "--mode",
+                "na",
+                "--phase-secs",
+                "20",
+                "--timeout-ms",
+                "300",
+                "--max-retries",
+                "1",
+            ],
+            40,
+        );
+        seed += 1;
+        let m = Scrape::get(&[], &url);
+        if m.one("tandem_store_refusing_new_leases", &[]) == 1.0 {
+            assert_eq!(
+                m.one("tandem_commit_failures_total", &[]),
+                0.0,
+                "a commit failed"
+            );
+            break;
+        }
+        assert!(
+            seed < 20 && Instant::now() < end,
+            "the store never filled: {:?}",
+            (
+                m.one("tandem_store_used_bytes", &[]),
+                m.one("tandem_store_map_bytes", &[])
+            )
+        );
+    }
+    assert!(
+        common::proc::read_lossy(&log).contains("no new leases until"),
+        "{}",
+        tail(&log, 10)
+    );
+
+    // Every customer renews; a new client is told no.
+    let j = run_gen(
+        &listen,
+        &[
+            "--clients",
+            "300",
+            "--seed",
+            "1",
+            "--rapid-commit",
+            "--mode",
+            "na",
+            "--phases",
+            "acquire,renew",
+        ],
+        60,
+    );
+    assert_eq!(
+        j["phases"][0]["ok"], 300,
+        "customers keep their bindings: {j}"
+    );
+    assert_eq!(j["phases"][1]["ok"], 300, "every renewal succeeds: {j}");
+    let j = run_gen(
+        &listen,
+        &[
+            "--clients",
+            "5",
+            "--seed",
+            "200",
+            "--rapid-commit",
+            "--mode",
+            "na",
+            "--max-retries",
+            "0",
+            "--timeout-ms",
+            "500",
+        ],
+        20,
+    );
+    assert_eq!(j["phases"][0]["ok"], 0, "a new client gets nothing: {j}");
+    let m = Scrape::get(&[], &url);
+    assert_eq!(m.one("tandem_commit_failures_total", &[]), 0.0);
+    assert!(server.exited().is_none(), "{}", tail(&log, 20));
+}

@@ -93,6 +93,14 @@ impl Policy {
         answering: Answering::Everyone,
         rules: Rules::STANDALONE,
     };
+
+    /// This policy with no new lease allowed (bindings in use are still renewed): what a
+    /// server whose store is nearly full does.
+    pub fn without_new_leases(mut self) -> Policy {
+        self.rules.owned = [false, false];
+        self.rules.partner_from = None;
+        self
+    }
 }
 
 impl Dropped {

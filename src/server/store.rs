@@ -194,6 +194,17 @@ impl Store {
         Ok(d)
     }
 
+    /// How much of the map the file uses: (bytes up to its highest page, map size in bytes).
+    /// The high-water mark: pages freed inside are reused, so actual use may be lower.
+    pub fn map_use(&self) -> (u64, u64) {
+        let info = self.env.info();
+        let page = self.env.unnamed_database_stat().page_size as u64;
+        (
+            (info.last_page_number as u64 + 1) * page,
+            info.map_size as u64,
+        )
+    }
+
     /// Stores `value` under `key` in the meta database, replacing any previous value, in one
     /// write transaction that is committed (fsync unless opened without sync) before returning.
     pub fn put_meta(&self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {

@@ -9,6 +9,7 @@ use crate::store::{self, AfterCommit, CommitJob, CommitStats, Store, StoreError}
 use crossbeam_channel::Receiver;
 use std::net::UdpSocket;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 use tandem_core::lease::{Lease, LeaseState};
 use tracing::{debug, error, info};
@@ -92,17 +93,59 @@ pub fn log_lease(l: &Lease, via: &str) {
     );
 }
 
+/// Share of the LMDB map past which no new lease is given (renewals go on): the rest is kept
+/// for the bindings in use, so new clients can never make a renewal's commit fail.
+pub const STORE_REFUSE_NEW_FRACTION: f64 = 0.90;
+/// Share below which new leases are given again (hysteresis).
+pub const STORE_RESUME_NEW_FRACTION: f64 = 0.85;
+
+/// Watches how full the store's map is and sets `refusing` (read by the workers per batch)
+/// when past [`STORE_REFUSE_NEW_FRACTION`], clearing it below [`STORE_RESUME_NEW_FRACTION`].
+fn watch_map(store: &Store, refusing: &AtomicBool, hub: &MetricsHub) {
+    let (used, size) = store.map_use();
+    let share = used as f64 / size.max(1) as f64;
+    let was = refusing.load(Ordering::Relaxed);
+    let now = if was {
+        share >= STORE_RESUME_NEW_FRACTION
+    } else {
+        share >= STORE_REFUSE_NEW_FRACTION
+    };
+    if now != was {
+        refusing.store(now, Ordering::Relaxed);
+        if now {
+            error!(
+                used_mib = used >> 20,
+                map_mib = size >> 20,
+                "store {:.0} % full: no new leases until it is below {:.0} % (renewals go on); raise server.map_size_mib",
+                share * 100.0,
+                STORE_RESUME_NEW_FRACTION * 100.0
+            );
+        } else {
+            info!(
+                used_mib = used >> 20,
+                map_mib = size >> 20,
+                "store below {:.0} %: new leases again",
+                STORE_RESUME_NEW_FRACTION * 100.0
+            );
+        }
+    }
+    hub.publish_store(used, size, now);
+}
+
 /// The committer thread's loop, until every sender is gone.
 pub fn run_committer(
     store: Arc<Store>,
     rx: Receiver<CommitJob<PendingReply>>,
     mut sink: ReplySink,
+    refusing: Arc<AtomicBool>,
 ) -> CommitStats {
     let mut last = CommitStats::default();
     let mut last_at = Instant::now();
     let hub = sink.hub.clone();
+    watch_map(&store, &refusing, &hub);
     store::run_group_commit(&store, rx, &mut sink, PUBLISH_INTERVAL, |st| {
         hub.publish_commit(*st);
+        watch_map(&store, &refusing, &hub);
         if last_at.elapsed() >= STATS_INTERVAL {
             if st.commits != last.commits {
                 let per_commit =

@@ -111,6 +111,8 @@ pub struct MetricsHub {
     worker_totals: Mutex<WorkerStats>,
     commit: Mutex<CommitMetrics>,
     failover: Mutex<Option<FailoverGauges>>,
+    /// The store's map: bytes used (high-water), map size, new leases refused.
+    store: Mutex<(u64, u64, bool)>,
     alloc: Arc<Allocator>,
     workers: usize,
     started: Instant,
@@ -127,6 +129,7 @@ impl MetricsHub {
             worker_totals: Mutex::new(WorkerStats::default()),
             commit: Mutex::new(CommitMetrics::default()),
             failover: Mutex::new(None),
+            store: Mutex::new((0, 0, false)),
             alloc,
             workers,
             started: Instant::now(),
@@ -200,6 +203,11 @@ impl MetricsHub {
         let mut c = lock(&self.commit);
         c.reply_us = *reply_us;
         c.send_errors = send_errors;
+    }
+
+    /// How full the store's map is, and whether new leases are refused because of it.
+    pub fn publish_store(&self, used: u64, size: u64, refusing: bool) {
+        *lock(&self.store) = (used, size, refusing);
     }
 
     /// The partner thread's latest gauges.
@@ -367,6 +375,29 @@ impl MetricsHub {
             &c.stats.commit_us,
         );
 
+        let (used, size, refusing) = *lock(&self.store);
+        t.family(
+            "tandem_store_used_bytes",
+            "gauge",
+            "The LMDB file's high-water mark (pages freed inside are reused).",
+        );
+        t.sample("tandem_store_used_bytes", &[], used as f64);
+        t.family(
+            "tandem_store_map_bytes",
+            "gauge",
+            "The LMDB map size (server.map_size_mib): the most the file may grow to.",
+        );
+        t.sample("tandem_store_map_bytes", &[], size as f64);
+        t.family(
+            "tandem_store_refusing_new_leases",
+            "gauge",
+            "1 while the store is over 90 % full: no new leases, renewals go on.",
+        );
+        t.sample(
+            "tandem_store_refusing_new_leases",
+            &[],
+            f64::from(u8::from(refusing)),
+        );
         self.render_pools(&mut t);
         if let Some(f) = lock(&self.failover).clone() {
             render_failover(&mut t, &f);

@@ -220,10 +220,14 @@ impl Server {
             reply_us: Default::default(),
             hub: hub.clone(),
         };
-        let committer = std::thread::Builder::new()
-            .name("commit".into())
-            .spawn(move || run_committer(store, commit_rx, sink))
-            .map_err(StartError::Thread)?;
+        let store_refusing = Arc::new(AtomicBool::new(false));
+        let committer = {
+            let refusing = store_refusing.clone();
+            std::thread::Builder::new()
+                .name("commit".into())
+                .spawn(move || run_committer(store, commit_rx, sink, refusing))
+        }
+        .map_err(StartError::Thread)?;
 
         // With a partner, the partner thread reclaims (the partner must hear of it).
         let reclaimer = match partner {
@@ -264,6 +268,7 @@ impl Server {
                 commits: commit_tx.clone(),
                 stats_tx: stats_tx.clone(),
                 stop: stop.clone(),
+                store_refusing: store_refusing.clone(),
                 id: i,
             };
             handles.push(

@@ -24,6 +24,8 @@ pub struct Worker<D: Datapath> {
     pub(super) commits: Sender<CommitJob<PendingReply>>,
     pub(super) stats_tx: Sender<(usize, WorkerStats)>,
     pub(super) stop: Arc<AtomicBool>,
+    /// Set by the committer while the store is nearly full: no new leases.
+    pub(super) store_refusing: Arc<AtomicBool>,
     pub(super) id: usize,
 }
 
@@ -56,7 +58,10 @@ impl<D: Datapath> Worker<D> {
             let now = now_secs();
             let received_at = Instant::now();
             let now_ms = received_at.duration_since(started).as_millis() as u64;
-            let policy = self.policy.get();
+            let mut policy = self.policy.get();
+            if self.store_refusing.load(Ordering::Relaxed) {
+                policy = policy.without_new_leases();
+            }
             for meta in &metas {
                 stats.received += 1;
                 if meta.truncated {

@@ -84,6 +84,8 @@ struct Pair {
     b: Option<Server>,
     /// Servers started so far (names their logs).
     starts: u32,
+    /// Appended to every configuration `start` writes (e.g. options a rolling reload added).
+    extra_config: String,
     /// This file's pairs take turns (dropped last, after the servers): on a small machine a
     /// pair under load beside another slows both, and the frozen-secondary test compares a
     /// latency before the freeze with one during it, which only means something if nothing
@@ -110,6 +112,7 @@ impl Pair {
             a: None,
             b: None,
             starts: 0,
+            extra_config: String::new(),
             _turn: turn,
         }
     }
@@ -166,7 +169,7 @@ mclt_secs = {mclt}
             mclt = side.mclt_secs,
         );
         let path = self.dir.path().join(format!("{name}.toml"));
-        std::fs::write(&path, cfg).unwrap();
+        std::fs::write(&path, cfg + &self.extra_config).unwrap();
         // Numbered by start: one log per server process.
         self.starts += 1;
         let log = self.dir.path().join(format!("{name}-{}.log", self.starts));
@@ -895,8 +898,47 @@ fn operator_partner_down_then_the_partner_returns() {
     assert!(String::from_utf8_lossy(&o.stdout).contains("link to the partner is up"));
     assert_eq!(p.status("b")["state"], "NORMAL");
 
+    // A rolling reload under the load: a new option on the primary, then on the secondary;
+    // no exchange fails and the link stays up.
+    let reloads = {
+        let files = [p.dir.path().join("a.toml"), p.dir.path().join("b.toml")];
+        let socks = [p.socket("a"), p.socket("b")];
+        std::thread::spawn(move || {
+            let mut said = Vec::new();
+            for (f, sock) in files.iter().zip(&socks) {
+                std::thread::sleep(Duration::from_millis(300));
+                let mut text = std::fs::read_to_string(f).unwrap();
+                text.push_str("[options]\ndns_servers = [\"2001:db8::53\"]\n");
+                std::fs::write(f, text).unwrap();
+                let o = Command::new(TANDEM)
+                    .args(["ctl", "--socket"])
+                    .arg(sock)
+                    .arg("reload")
+                    .output()
+                    .unwrap();
+                said.push((
+                    o.status.success(),
+                    String::from_utf8_lossy(&o.stdout).into_owned(),
+                ));
+            }
+            said
+        })
+    };
     let (json, mut held) = p.load(&["--clients", "500", "--rate", "500", "--seed", "31"], 30);
-    assert_clean(&json, "load before the primary dies");
+    assert_clean(
+        &json,
+        "load before the primary dies (with a rolling reload)",
+    );
+    for (ok, out) in reloads.join().unwrap() {
+        assert!(ok && out.contains("applied: options"), "{out}");
+    }
+    // Restarts from here on use the reloaded configuration.
+    p.extra_config = "[options]\ndns_servers = [\"2001:db8::53\"]\n".to_string();
+    for name in ["a", "b"] {
+        let st = p.status(name);
+        assert_eq!(st["state"], "NORMAL", "{name}: {st:?}");
+        assert!(st["link"].starts_with("up"), "{name}: {st:?}");
+    }
     p.wait_drained("a", 20);
     // The failover gauges say what `tandem ctl status` says; the primary served the load and
     // the secondary heard of every lease.

@@ -60,6 +60,8 @@ enum Command {
     /// `lease-add ADDR|PREFIX/LEN --duid HEX --iaid N [--valid-secs S] [--preferred-secs S]`
     /// (no partner only). `lease-delete ADDR|PREFIX/LEN`: end a lease as released (the
     /// partner hears of it). `reclaim`: reclaim expired leases now (no partner only).
+    /// `reload`: read the configuration file again and apply what can change live (options,
+    /// limits, leasequery, rapid_commit, preference, log_level), as SIGHUP does.
     Ctl(CtlArgs),
 }
 
@@ -76,7 +78,7 @@ struct CtlArgs {
     #[arg(long, default_value = "./tandem-data")]
     data_dir: PathBuf,
     /// The command.
-    #[arg(value_parser = ["status", "partner-down", "statistics", "lease-get", "lease-add", "lease-delete", "reclaim"])]
+    #[arg(value_parser = ["status", "partner-down", "statistics", "lease-get", "lease-add", "lease-delete", "reclaim", "reload"])]
     command: String,
     /// lease-get, lease-add, lease-delete: the address (2001:db8::5) or delegated prefix
     /// (2001:db8:8000:100::/56).
@@ -205,16 +207,27 @@ fn load(arg: &ConfigArg) -> Result<Config, config::ConfigError> {
     }
 }
 
-fn init_logs(filter: &str) {
+/// Starts logging to stderr with `filter`; returns what changes the filter later (reload).
+fn init_logs(filter: &str) -> Option<crate::edge::reload::SetLogLevel> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let f = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let (filter_layer, handle) = tracing_subscriber::reload::Layer::new(f);
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(f)
+    let fmt = tracing_subscriber::fmt::layer()
         .with_target(false)
         .with_ansi(ansi)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    tracing_subscriber::registry()
+        .with(filter_layer)
+        .with(fmt)
+        .try_init()
+        .ok()?;
+    Some(Box::new(move |level: &str| {
+        let f = tracing_subscriber::EnvFilter::try_new(level).map_err(|e| e.to_string())?;
+        handle.reload(f).map_err(|e| e.to_string())
+    }))
 }
 
 /// Runs `tandem` with the process's arguments.
@@ -308,6 +321,45 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// The command-line overrides of `serve`, applied to the file's configuration at start and
+/// again at every reload.
+#[derive(Clone)]
+struct Overrides {
+    workers: Option<usize>,
+    listen: Vec<SocketAddrV6>,
+    interfaces: Vec<String>,
+    data_dir: Option<PathBuf>,
+    log_level: Option<String>,
+    no_sync: bool,
+    metrics_listen: Option<std::net::SocketAddr>,
+}
+
+impl Overrides {
+    fn apply(&self, cfg: &mut Config) {
+        if let Some(w) = self.workers {
+            cfg.server.workers = w;
+        }
+        if !self.listen.is_empty() {
+            cfg.server.listen = self.listen.clone();
+        }
+        if !self.interfaces.is_empty() {
+            cfg.server.interfaces = self.interfaces.clone();
+        }
+        if let Some(d) = &self.data_dir {
+            cfg.server.data_dir = d.clone();
+        }
+        if let Some(l) = &self.log_level {
+            cfg.server.log_level = l.clone();
+        }
+        if self.no_sync {
+            cfg.server.sync = false;
+        }
+        if let Some(m) = self.metrics_listen {
+            cfg.server.metrics_listen = Some(m);
+        }
+    }
+}
+
 fn serve(args: ServeArgs) -> ExitCode {
     let loading = std::time::Instant::now();
     let mut cfg = match load(&args.config) {
@@ -317,32 +369,23 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    if let Some(w) = args.workers {
-        cfg.server.workers = w;
+    if let Some(l) = &args.log_level
+        && let Err(e) = config_file::check_log_level(l)
+    {
+        eprintln!("error: --log-level: {e}");
+        return ExitCode::from(EXIT_CONFIG);
     }
-    if !args.listen.is_empty() {
-        cfg.server.listen = args.listen;
-    }
-    if !args.interfaces.is_empty() {
-        cfg.server.interfaces = args.interfaces;
-    }
-    if let Some(d) = args.data_dir {
-        cfg.server.data_dir = d;
-    }
-    if let Some(l) = args.log_level {
-        if let Err(e) = config_file::check_log_level(&l) {
-            eprintln!("error: --log-level: {e}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
-        cfg.server.log_level = l;
-    }
-    if args.no_sync {
-        cfg.server.sync = false;
-    }
-    if let Some(m) = args.metrics_listen {
-        cfg.server.metrics_listen = Some(m);
-    }
-    init_logs(&cfg.server.log_level);
+    let overrides = Overrides {
+        workers: args.workers,
+        listen: args.listen.clone(),
+        interfaces: args.interfaces.clone(),
+        data_dir: args.data_dir.clone(),
+        log_level: args.log_level.clone(),
+        no_sync: args.no_sync,
+        metrics_listen: args.metrics_listen,
+    };
+    overrides.apply(&mut cfg);
+    let set_log_level = init_logs(&cfg.server.log_level);
     info!(
         subnets = cfg.subnets.len(),
         reservations = cfg
@@ -364,7 +407,18 @@ fn serve(args: ServeArgs) -> ExitCode {
         error!(error = %e, "cannot block signals");
         return ExitCode::from(EXIT_OTHER);
     }
-    let server = match Server::start(cfg) {
+    let read_config: Box<dyn Fn() -> Result<Config, String> + Send + Sync> = {
+        let arg = ConfigArg {
+            config: args.config.config.clone(),
+        };
+        let overrides = overrides.clone();
+        Box::new(move || {
+            let mut c = load(&arg).map_err(|e| e.to_string())?;
+            overrides.apply(&mut c);
+            Ok(c)
+        })
+    };
+    let server = match Server::start(cfg, Some(read_config), set_log_level) {
         Ok(s) => s,
         Err(e) => {
             error!("cannot start: {e}");
@@ -387,21 +441,14 @@ fn serve(args: ServeArgs) -> ExitCode {
     {
         warn!(error = %e, "cannot notify systemd (NOTIFY_SOCKET)");
     }
-    let config_arg = args.config;
+    let reloader = server.reloader();
     let sig = loop {
         match signals.wait() {
-            // SIGHUP (systemctl reload, log rotators) must not stop a DHCP server. Live
-            // reload is not built yet: the file is checked and the verdict logged, and the
-            // running configuration stays.
-            Ok(Signal::SIGHUP) => match load(&config_arg) {
-                Ok(_) => warn!(
-                    "SIGHUP: the configuration file is valid, but live reload is not supported yet; still running the configuration loaded at start (restart to apply changes)"
-                ),
-                Err(e) => error!(
-                    error = %e,
-                    "SIGHUP: the configuration file is invalid; still running the configuration loaded at start"
-                ),
-            },
+            // SIGHUP (systemctl reload): read the file again; apply what can change live,
+            // refuse the rest with the reason (logged by the reloader). Never a stop.
+            Ok(Signal::SIGHUP) => {
+                let _ = reloader.reload();
+            }
             other => break other,
         }
     };

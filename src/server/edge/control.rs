@@ -47,6 +47,8 @@ pub struct ControlCtx {
     pub store: Arc<Store>,
     /// Counters for `statistics`.
     pub hub: Arc<MetricsHub>,
+    /// What `reload` calls.
+    pub reloader: Arc<super::reload::Reloader>,
 }
 
 /// Binds the control socket, replacing a stale socket file that nobody listens on.
@@ -250,11 +252,12 @@ fn run(ctx: &ControlCtx, req: &Value, announce: &mut dyn FnMut(&[Lease])) -> Res
                 .map_err(|e| format!("store: {e}"))?;
             Ok(json!({"result": "ok", "reclaimed": changed, "stored": writes.len()}))
         }
-        "reload" | "config-test" => Err(format!(
-            "{cmd} is not built yet: check a file with `tandem check-config`; restart to apply it"
-        )),
+        "reload" => ctx
+            .reloader
+            .reload()
+            .map(|what| json!({"result": "ok", "reload": what})),
         other => Err(format!(
-            "unknown command `{other}` (status, statistics, lease-get, lease-add, lease-delete, reclaim{})",
+            "unknown command `{other}` (status, statistics, lease-get, lease-add, lease-delete, reclaim, reload{})",
             if ctx.cfg.failover.is_some() {
                 ", partner-down"
             } else {

@@ -15,6 +15,7 @@ pub mod control;
 pub mod metrics;
 pub mod partner;
 pub mod reclaim;
+pub mod reload;
 pub mod server;
 pub mod stats;
 pub mod udp;

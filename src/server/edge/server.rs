@@ -7,6 +7,7 @@ use super::control;
 use super::metrics::{MetricsHttp, MetricsHub};
 use super::partner::{self, PolicyCell};
 use super::reclaim::run_reclaimer;
+use super::reload::{EngineCell, Reloader, SetLogLevel};
 use super::stats::run_reporter;
 use super::udp::{ListenSpec, UdpPath};
 use super::worker::Worker;
@@ -49,7 +50,8 @@ pub struct Server {
     reporter: Option<JoinHandle<()>>,
     control: Option<JoinHandle<()>>,
     commits: Option<Sender<CommitJob<PendingReply>>>,
-    engine: Arc<Engine>,
+    engines: Arc<EngineCell>,
+    reloader: Arc<Reloader>,
     partner: Option<partner::PartnerHandle>,
 }
 
@@ -92,8 +94,14 @@ fn listeners(cfg: &Config) -> Vec<ListenSpec> {
 
 impl Server {
     /// Opens the store, restores every lease, opens every socket and starts the threads. Any
-    /// failure happens before a single packet is answered.
-    pub fn start(cfg: Config) -> Result<Server, StartError> {
+    /// failure happens before a single packet is answered. `read_config` reads the
+    /// configuration again for a reload (None: reload refused); `set_log_level` changes the
+    /// log filter then.
+    pub fn start(
+        cfg: Config,
+        read_config: Option<Box<dyn Fn() -> Result<Config, String> + Send + Sync>>,
+        set_log_level: Option<SetLogLevel>,
+    ) -> Result<Server, StartError> {
         let cfg = Arc::new(cfg);
         let store = Arc::new(Store::open(
             &cfg.server.data_dir,
@@ -170,7 +178,27 @@ impl Server {
             None => None,
         };
         let hub = Arc::new(MetricsHub::new(alloc.clone(), paths.len()));
-        let engine = Arc::new(Engine::new(cfg.clone(), duid.into(), alloc.clone()));
+        let duid: Box<[u8]> = duid.into();
+        let engines = Arc::new(EngineCell::new(Arc::new(Engine::new(
+            cfg.clone(),
+            duid.clone(),
+            alloc.clone(),
+        ))));
+        let reloader = Arc::new(Reloader::new(
+            read_config.unwrap_or_else(|| {
+                Box::new(|| {
+                    Err(
+                        "this server was started without a way to read its configuration again"
+                            .to_string(),
+                    )
+                })
+            }),
+            cfg.clone(),
+            engines.clone(),
+            alloc.clone(),
+            duid,
+            set_log_level,
+        ));
         let policy = Arc::new(PolicyCell::new(Policy::STANDALONE));
         let (commit_tx, commit_rx) = crossbeam_channel::bounded(COMMIT_QUEUE_MAX);
         let partner = match cfg.failover {
@@ -181,6 +209,7 @@ impl Server {
                 policy: policy.clone(),
                 commits: commit_tx.clone(),
                 hub: hub.clone(),
+                reloader: reloader.clone(),
             })?),
             None => None,
         };
@@ -202,6 +231,7 @@ impl Server {
                     alloc: alloc.clone(),
                     store: store.clone(),
                     hub: hub.clone(),
+                    reloader: reloader.clone(),
                 };
                 let stop = stop.clone();
                 Some(
@@ -263,7 +293,7 @@ impl Server {
             let w = Worker {
                 path,
                 socket_index: i,
-                engine: engine.clone(),
+                engines: engines.clone(),
                 policy: policy.clone(),
                 commits: commit_tx.clone(),
                 stats_tx: stats_tx.clone(),
@@ -291,14 +321,20 @@ impl Server {
             reporter: Some(reporter),
             control,
             commits: Some(commit_tx),
-            engine,
+            engines,
+            reloader,
             partner,
         })
     }
 
-    /// The engine (tests read the lease table through it).
-    pub fn engine(&self) -> &Engine {
-        &self.engine
+    /// The engine in force (tests read the lease table through it).
+    pub fn engine(&self) -> Arc<Engine> {
+        self.engines.get()
+    }
+
+    /// What SIGHUP and `tandem ctl reload` call.
+    pub fn reloader(&self) -> Arc<Reloader> {
+        self.reloader.clone()
     }
 
     /// Stops receiving, lets the committer write and answer everything queued, and returns.

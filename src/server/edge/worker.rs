@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-use tandem_core::engine::{Engine, Outcome, Received, Scratch};
+use tandem_core::engine::{Outcome, Received, Scratch};
 use tandem_core::lease::Lease;
 use tracing::{debug, warn};
 
@@ -19,7 +19,7 @@ use tracing::{debug, warn};
 pub struct Worker<D: Datapath> {
     pub(super) path: D,
     pub(super) socket_index: usize,
-    pub(super) engine: Arc<Engine>,
+    pub(super) engines: Arc<super::reload::EngineCell>,
     pub(super) policy: Arc<PolicyCell>,
     pub(super) commits: Sender<CommitJob<PendingReply>>,
     pub(super) stats_tx: Sender<(usize, WorkerStats)>,
@@ -58,6 +58,8 @@ impl<D: Datapath> Worker<D> {
             let now = now_secs();
             let received_at = Instant::now();
             let now_ms = received_at.duration_since(started).as_millis() as u64;
+            // Read once per batch: a reload takes effect from the next batch.
+            let engine = self.engines.get();
             let mut policy = self.policy.get();
             if self.store_refusing.load(Ordering::Relaxed) {
                 policy = policy.without_new_leases();
@@ -94,10 +96,7 @@ impl<D: Datapath> Worker<D> {
                     bytes,
                 };
                 writes.clear();
-                match self
-                    .engine
-                    .handle_with(&policy, &rx, &mut reply, &mut scratch, &mut writes)
-                {
+                match engine.handle_with(&policy, &rx, &mut reply, &mut scratch, &mut writes) {
                     Outcome::Reply { answered } => {
                         stats.answered_by_type[msg_type_slot(answered.to_u8())] += 1;
                         for l in &writes {

@@ -105,6 +105,7 @@ impl PartnerThread {
                     alloc: self.alloc.clone(),
                     store: self.store.clone(),
                     hub: self.hub.clone(),
+                    reloader: self.reloader.clone(),
                 };
                 let now = now_secs();
                 let mut changed: Vec<Lease> = Vec::new();

@@ -184,6 +184,8 @@ pub struct PartnerSetup {
     pub commits: Sender<CommitJob<PendingReply>>,
     /// Where the thread publishes its gauges for `/metrics`.
     pub hub: Arc<super::metrics::MetricsHub>,
+    /// What `tandem ctl reload` calls.
+    pub reloader: Arc<super::reload::Reloader>,
 }
 
 /// Opens the partner listener (secondary) and the control socket, loads the stored endpoint
@@ -308,6 +310,7 @@ pub fn start(setup: PartnerSetup) -> Result<PartnerHandle, PartnerStartError> {
         sent_updates: 0,
         received_updates: 0,
         hub: setup.hub,
+        reloader: setup.reloader,
     };
     let join = std::thread::Builder::new()
         .name("partner".into())

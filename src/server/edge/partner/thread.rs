@@ -49,6 +49,7 @@ pub(super) struct PartnerThread {
     pub(super) sent_updates: u64,
     pub(super) received_updates: u64,
     pub(super) hub: Arc<crate::edge::metrics::MetricsHub>,
+    pub(super) reloader: Arc<crate::edge::reload::Reloader>,
 }
 
 impl PartnerThread {
@@ -477,6 +478,14 @@ impl PartnerThread {
         {
             c.close(format!("{e}"));
             return;
+        }
+        // The configuration in force (a reload may have changed options since the start):
+        // the partner compares its digest with its own at CONNECT.
+        let running = self.reloader.running();
+        if !Arc::ptr_eq(&running, &self.cfg) {
+            self.params.pools_digest = tandem_core::failover::pools_digest::pools_digest(&running);
+            self.summary = tandem_core::failover::pools_digest::pools_summary(&running).into();
+            self.cfg = running;
         }
         // The primary's CONNECT is queued by the link and leaves with this turn's transmit.
         c.link = Some(Link::new(

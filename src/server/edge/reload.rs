@@ -1,0 +1,276 @@
+//! Live reload (SIGHUP, `tandem ctl reload`): the configuration file is read again and, when
+//! only settings that can change under load differ, a new engine with the new configuration
+//! replaces the old one between two receive batches. Nothing is dropped: a worker finishes its
+//! batch with the engine it started it with, and the lease table, the store and the failover
+//! state are the same objects before and after.
+//!
+//! What can change live: options (global, subnet, pool), `[limits]`, `[leasequery]`,
+//! `rapid_commit` (server and subnets), `preference`, and `log_level`. Anything else (subnets,
+//! pools, lifetimes, reservations, relay selectors, failover, listeners, data dir, ...) is
+//! refused with the fields that differ, and the running configuration stays.
+//!
+//! With a partner, a link that is up stays up across a reload (a reload changes nothing the
+//! partners must agree on for safety: pools, lifetimes and reservations cannot be reloaded);
+//! the next CONNECT carries the digest of the configuration in force, so two partners that
+//! differ in options then are told so (ConfigurationConflict, naming the difference) and
+//! serve apart, each from its own half, until the other is reloaded too.
+
+use std::sync::{Arc, Mutex, RwLock};
+use tandem_core::config::Config;
+use tandem_core::engine::Engine;
+use tandem_core::pool::Allocator;
+use tracing::{info, warn};
+
+/// The engine workers use, swapped by a reload; read once per receive batch.
+pub struct EngineCell(RwLock<Arc<Engine>>);
+
+impl EngineCell {
+    /// A cell holding `e`.
+    pub fn new(e: Arc<Engine>) -> EngineCell {
+        EngineCell(RwLock::new(e))
+    }
+
+    /// The current engine.
+    pub fn get(&self) -> Arc<Engine> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn set(&self, e: Arc<Engine>) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = e;
+    }
+}
+
+/// Changes the log filter (tracing's reload handle, wrapped by the command line).
+pub type SetLogLevel = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+
+/// Everything a reload needs.
+pub struct Reloader {
+    /// Reads and validates the file (the embedded default when the server runs without one).
+    read: Box<dyn Fn() -> Result<Config, String> + Send + Sync>,
+    running: Mutex<Arc<Config>>,
+    engines: Arc<EngineCell>,
+    alloc: Arc<Allocator>,
+    duid: Box<[u8]>,
+    set_log_level: Option<SetLogLevel>,
+}
+
+impl Reloader {
+    /// A reloader for a server running `running` through `engines`.
+    pub fn new(
+        read: Box<dyn Fn() -> Result<Config, String> + Send + Sync>,
+        running: Arc<Config>,
+        engines: Arc<EngineCell>,
+        alloc: Arc<Allocator>,
+        duid: Box<[u8]>,
+        set_log_level: Option<SetLogLevel>,
+    ) -> Reloader {
+        Reloader {
+            read,
+            running: Mutex::new(running),
+            engines,
+            alloc,
+            duid,
+            set_log_level,
+        }
+    }
+
+    /// The configuration in force.
+    pub fn running(&self) -> Arc<Config> {
+        self.running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Reads the file again and applies it if only live settings changed. Returns what
+    /// changed, or why nothing was applied. Logged either way.
+    pub fn reload(&self) -> Result<String, String> {
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        let result = (self.read)().and_then(|new| {
+            let changed = live_changes(&running, &new)?;
+            if changed.is_empty() {
+                return Ok("no change".to_string());
+            }
+            if new.server.log_level != running.server.log_level
+                && let Some(set) = &self.set_log_level
+            {
+                set(&new.server.log_level).map_err(|e| format!("log_level: {e}"))?;
+            }
+            let new = Arc::new(new);
+            self.engines.set(Arc::new(Engine::new(
+                new.clone(),
+                self.duid.clone(),
+                self.alloc.clone(),
+            )));
+            *running = new;
+            Ok(format!("applied: {}", changed.join(", ")))
+        });
+        match &result {
+            Ok(what) => info!(result = %what, "configuration reloaded"),
+            Err(why) => warn!(error = %why, "reload refused; the running configuration stays"),
+        }
+        result
+    }
+}
+
+/// The live settings that differ between `old` and `new`, or an error naming what differs
+/// that cannot change without a restart.
+pub fn live_changes(old: &Config, new: &Config) -> Result<Vec<String>, String> {
+    let mut changed = Vec::new();
+    // `probe`: the new configuration with every live setting taken from the old one. If it
+    // still differs, something that needs a restart changed.
+    let mut probe = new.clone();
+    if probe.options != old.options {
+        changed.push("options".to_string());
+    }
+    probe.options = old.options.clone();
+    if probe.limits != old.limits {
+        changed.push("limits".to_string());
+    }
+    probe.limits = old.limits;
+    if probe.leasequery != old.leasequery {
+        changed.push("leasequery".to_string());
+    }
+    probe.leasequery = old.leasequery.clone();
+    for (name, differs) in [
+        ("log_level", probe.server.log_level != old.server.log_level),
+        (
+            "rapid_commit",
+            probe.server.rapid_commit != old.server.rapid_commit,
+        ),
+        (
+            "preference",
+            probe.server.preference != old.server.preference,
+        ),
+    ] {
+        if differs {
+            changed.push(format!("server.{name}"));
+        }
+    }
+    probe.server.log_level = old.server.log_level.clone();
+    probe.server.rapid_commit = old.server.rapid_commit;
+    probe.server.preference = old.server.preference;
+    let mut refused = Vec::new();
+    if probe.subnets.len() != old.subnets.len()
+        || probe
+            .subnets
+            .iter()
+            .zip(&old.subnets)
+            .any(|(a, b)| a.id != b.id)
+    {
+        refused.push("the list of subnets (added, removed or renumbered)".to_string());
+    } else {
+        for (p, o) in probe.subnets.iter_mut().zip(&old.subnets) {
+            if p.options != o.options {
+                changed.push(format!("subnet {} options", o.id));
+            }
+            p.options = o.options.clone();
+            if p.rapid_commit != o.rapid_commit {
+                changed.push(format!("subnet {} rapid_commit", o.id));
+            }
+            p.rapid_commit = o.rapid_commit;
+            if p.pools.len() == o.pools.len() {
+                for (pp, op) in p.pools.iter_mut().zip(&o.pools) {
+                    if pp.options != op.options {
+                        changed.push(format!("subnet {} pool options", o.id));
+                    }
+                    pp.options = op.options.clone();
+                }
+            }
+            let id = o.id;
+            for (what, differs) in [
+                ("prefix", p.prefix != o.prefix),
+                ("interface", p.interface != o.interface),
+                ("pools", p.pools != o.pools),
+                ("lifetimes", p.lifetimes != o.lifetimes),
+                ("reservations", p.reservations != o.reservations),
+                (
+                    "relay selectors",
+                    p.relay_interface_ids != o.relay_interface_ids
+                        || p.relay_addresses != o.relay_addresses,
+                ),
+            ] {
+                if differs {
+                    refused.push(format!("subnet {id} {what}"));
+                }
+            }
+        }
+    }
+    if probe.failover != old.failover {
+        refused.push("[failover]".to_string());
+    }
+    if probe.server != old.server {
+        refused.push(
+            "[server] settings other than log_level, rapid_commit and preference (listeners, data_dir, workers, duid, map size, sockets, timers)"
+                .to_string(),
+        );
+    }
+    if !refused.is_empty() {
+        return Err(format!(
+            "needs a restart: {} changed (live: options, limits, leasequery, rapid_commit, preference, log_level)",
+            refused.join(", ")
+        ));
+    }
+    changed.dedup();
+    Ok(changed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"
+[server]
+listen = ["[::1]:5547"]
+[options]
+dns_servers = ["2001:db8::53"]
+[[subnet]]
+id = 1
+prefix = "2001:db8:1::/64"
+pools = [{ range = "2001:db8:1::100-2001:db8:1::1ff" }]
+"#;
+
+    fn cfg(text: &str) -> Config {
+        tandem_core::config::parse("t", text).unwrap()
+    }
+
+    #[test]
+    fn options_limits_and_log_level_are_live() {
+        let old = cfg(BASE);
+        let new = cfg(&BASE
+            .replace("2001:db8::53", "2001:db8::54")
+            .replace(
+                "[[subnet]]",
+                "[limits]\nclient_rate_per_sec = 3\n[[subnet]]",
+            )
+            .replace("listen = [", "log_level = \"debug\"\nlisten = ["));
+        let c = live_changes(&old, &new).unwrap();
+        assert!(c.contains(&"options".to_string()), "{c:?}");
+        assert!(c.contains(&"limits".to_string()), "{c:?}");
+        assert!(c.contains(&"server.log_level".to_string()), "{c:?}");
+        assert!(live_changes(&old, &old).unwrap().is_empty());
+    }
+
+    #[test]
+    fn pools_lifetimes_and_listeners_need_a_restart() {
+        let old = cfg(BASE);
+        let e = live_changes(&old, &cfg(&BASE.replace("::1ff", "::2ff"))).unwrap_err();
+        assert!(e.contains("subnet 1 pools"), "{e}");
+        let e = live_changes(
+            &old,
+            &cfg(&BASE.replace(
+                "[[subnet]]",
+                "[lease]\nvalid_lifetime_secs = 99999\n[[subnet]]",
+            )),
+        )
+        .unwrap_err();
+        assert!(e.contains("subnet 1 lifetimes"), "{e}");
+        let e = live_changes(&old, &cfg(&BASE.replace("5547", "5548"))).unwrap_err();
+        assert!(e.contains("[server]"), "{e}");
+        let two = format!(
+            "{BASE}[[subnet]]\nid = 2\nprefix = \"2001:db8:2::/64\"\npools = [{{ range = \"2001:db8:2::100-2001:db8:2::1ff\" }}]\n"
+        );
+        let e = live_changes(&old, &cfg(&two)).unwrap_err();
+        assert!(e.contains("list of subnets"), "{e}");
+    }
+}

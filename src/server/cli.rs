@@ -427,6 +427,7 @@ fn serve(args: ServeArgs) -> ExitCode {
                 StartError::Store(_) => EXIT_STORE,
                 StartError::Socket(_) => EXIT_SOCKET,
                 StartError::Thread(_) => EXIT_OTHER,
+                StartError::Audit { .. } => EXIT_STORE,
                 StartError::Failover(PartnerStartError::Tls(_)) => EXIT_CONFIG,
                 StartError::Failover(PartnerStartError::Socket { .. }) => EXIT_SOCKET,
                 StartError::Failover(PartnerStartError::Store(_)) => EXIT_STORE,

@@ -123,6 +123,7 @@ pub(super) struct FileServer {
     pub(super) control_socket: Option<PathBuf>,
     pub(super) metrics_listen: Option<Spanned<String>>,
     pub(super) duid: Option<Spanned<String>>,
+    pub(super) audit_log: Option<PathBuf>,
 }
 
 #[derive(Deserialize, Default, Clone, Copy)]

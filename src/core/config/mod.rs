@@ -289,6 +289,8 @@ pub struct ServerConfig {
     /// The server DUID to use instead of the one the store made (e.g. the DUID of the server
     /// this one replaces, so its clients' Renews addressed to it are answered).
     pub duid: Option<Vec<u8>>,
+    /// Where to append the audit log (one JSON line per lease change); `None`: no audit log.
+    pub audit_log: Option<PathBuf>,
 }
 
 impl ServerConfig {

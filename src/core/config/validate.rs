@@ -315,6 +315,7 @@ fn server(ctx: &Ctx, s: FileServer) -> Result<ServerConfig, ConfigError> {
         control_socket: s.control_socket,
         metrics_listen,
         duid,
+        audit_log: s.audit_log,
     };
     if server.map_size_mib < defaults::MAP_SIZE_MIB_MIN {
         return Err(ctx.err(

@@ -24,20 +24,42 @@ pub struct ReplySink {
     pub(super) reply_us: Histogram<LatencyUs>,
     /// Where the counters are published after every commit.
     pub(super) hub: Arc<MetricsHub>,
+    /// The audit log, if on: written once the leases are durable.
+    pub(super) audit: Option<Arc<super::audit::AuditLog>>,
 }
 
 impl AfterCommit<PendingReply> for ReplySink {
     fn written(&mut self, leases: &mut dyn Iterator<Item = &Lease>) {
+        if self.partner.is_none() && self.audit.is_none() {
+            return;
+        }
+        let leases: Vec<Lease> = leases
+            .filter(|l| l.state != LeaseState::Offered)
+            .cloned()
+            .collect();
+        // Reclaimed leases: the server's own change, no client message behind it.
+        if let Some(a) = &self.audit {
+            let now = super::now_secs();
+            let lines: Vec<String> = leases
+                .iter()
+                .filter(|l| l.state == LeaseState::Expired)
+                .map(|l| super::audit::line(l, None, None, now))
+                .collect();
+            a.write(&lines.iter().map(String::as_str).collect::<Vec<_>>());
+        }
         if let Some(p) = &self.partner {
-            p.committed(
-                leases
-                    .filter(|l| l.state != LeaseState::Offered)
-                    .cloned()
-                    .collect(),
-            );
+            p.committed(leases);
         }
     }
     fn durable(&mut self, released: &mut Vec<PendingReply>) {
+        if let Some(a) = &self.audit {
+            let lines: Vec<&str> = released
+                .iter()
+                .filter(|r| !r.audit.is_empty())
+                .map(|r| r.audit.as_str())
+                .collect();
+            a.write(&lines);
+        }
         // One sendmmsg per socket for the whole batch instead of a sendto per reply; under
         // load a group commit releases about a hundred replies at once.
         released.sort_by_key(|r| r.socket);

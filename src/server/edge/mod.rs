@@ -8,8 +8,9 @@
 //! Files: [`server`] (assembly, start-up and shutdown), [`worker`] (the receive → engine →
 //! reply loop), [`commit`] (the group committer and what it sends once leases are durable),
 //! [`reclaim`] (the expiry timer of a server without a partner), [`stats`] (counters merged at
-//! the edge), [`metrics`] (Prometheus rendering and its HTTP listener), [`control`] (the `tandem ctl` socket), [`udp`] (the socket datapath), [`partner`] (the failover partner thread).
+//! the edge), [`metrics`] (Prometheus rendering and its HTTP listener), [`control`] (the `tandem ctl` socket), [`audit`] (the audit log), [`reload`] (live reload), [`udp`] (the socket datapath), [`partner`] (the failover partner thread).
 
+pub mod audit;
 pub mod commit;
 pub mod control;
 pub mod metrics;
@@ -70,6 +71,8 @@ pub struct PendingReply {
     pub bytes: Vec<u8>,
     /// When the message it answers was received (for the reply latency histogram).
     pub received_at: std::time::Instant,
+    /// Audit log lines of the leases this reply changes (empty when the log is off).
+    pub audit: String,
 }
 
 /// Wall-clock time in unix seconds: the edge's clock, passed into the sans-IO core.

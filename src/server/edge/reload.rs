@@ -52,9 +52,19 @@ pub struct Reloader {
     alloc: Arc<Allocator>,
     duid: Box<[u8]>,
     set_log_level: Option<SetLogLevel>,
+    /// Files reopened at every reload (the audit log, for logrotate).
+    reopen: Mutex<Vec<Arc<super::audit::AuditLog>>>,
 }
 
 impl Reloader {
+    /// Reopens `log` at every reload, whatever the configuration says.
+    pub fn reopen_on_reload(&self, log: Arc<super::audit::AuditLog>) {
+        self.reopen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(log);
+    }
+
     /// A reloader for a server running `running` through `engines`.
     pub fn new(
         read: Box<dyn Fn() -> Result<Config, String> + Send + Sync>,
@@ -71,6 +81,7 @@ impl Reloader {
             alloc,
             duid,
             set_log_level,
+            reopen: Mutex::new(Vec::new()),
         }
     }
 
@@ -85,6 +96,11 @@ impl Reloader {
     /// Reads the file again and applies it if only live settings changed. Returns what
     /// changed, or why nothing was applied. Logged either way.
     pub fn reload(&self) -> Result<String, String> {
+        for log in self.reopen.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            if let Err(e) = log.reopen() {
+                warn!(error = %e, "cannot reopen the audit log; still writing to the old file");
+            }
+        }
         let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
         let result = (self.read)().and_then(|new| {
             let changed = live_changes(&running, &new)?;

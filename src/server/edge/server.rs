@@ -2,6 +2,7 @@
 //! committer, the reclaimer or the partner thread, the reporter and the workers; and stops
 //! them in order.
 
+use super::audit::AuditLog;
 use super::commit::{ReplySink, run_committer};
 use super::control;
 use super::metrics::{MetricsHttp, MetricsHub};
@@ -39,6 +40,14 @@ pub enum StartError {
     /// The failover partner link could not be set up.
     #[error("{0}")]
     Failover(#[from] partner::PartnerStartError),
+    /// The audit log could not be opened.
+    #[error("server.audit_log {}: {source}", path.display())]
+    Audit {
+        /// The configured path.
+        path: std::path::PathBuf,
+        /// Why.
+        source: io::Error,
+    },
 }
 
 /// A running server; [`Server::shutdown`] stops it cleanly.
@@ -178,6 +187,17 @@ impl Server {
             None => None,
         };
         let hub = Arc::new(MetricsHub::new(alloc.clone(), paths.len()));
+        let audit = match &cfg.server.audit_log {
+            Some(p) => {
+                let a = AuditLog::open(p.clone()).map_err(|e| StartError::Audit {
+                    path: p.clone(),
+                    source: e,
+                })?;
+                info!(path = %p.display(), "audit log on");
+                Some(Arc::new(a))
+            }
+            None => None,
+        };
         let duid: Box<[u8]> = duid.into();
         let engines = Arc::new(EngineCell::new(Arc::new(Engine::new(
             cfg.clone(),
@@ -199,6 +219,9 @@ impl Server {
             duid,
             set_log_level,
         ));
+        if let Some(a) = &audit {
+            reloader.reopen_on_reload(a.clone());
+        }
         let policy = Arc::new(PolicyCell::new(Policy::STANDALONE));
         let (commit_tx, commit_rx) = crossbeam_channel::bounded(COMMIT_QUEUE_MAX);
         let partner = match cfg.failover {
@@ -249,6 +272,7 @@ impl Server {
             partner: partner.as_ref().map(|p| p.notifier()),
             reply_us: Default::default(),
             hub: hub.clone(),
+            audit: audit.clone(),
         };
         let store_refusing = Arc::new(AtomicBool::new(false));
         let committer = {
@@ -299,6 +323,7 @@ impl Server {
                 stats_tx: stats_tx.clone(),
                 stop: stop.clone(),
                 store_refusing: store_refusing.clone(),
+                audit: audit.is_some(),
                 id: i,
             };
             handles.push(

@@ -26,6 +26,8 @@ pub struct Worker<D: Datapath> {
     pub(super) stop: Arc<AtomicBool>,
     /// Set by the committer while the store is nearly full: no new leases.
     pub(super) store_refusing: Arc<AtomicBool>,
+    /// Format audit lines for the committer (`server.audit_log` is set).
+    pub(super) audit: bool,
     pub(super) id: usize,
 }
 
@@ -104,12 +106,27 @@ impl<D: Datapath> Worker<D> {
                                 stats.lease_events[e as usize] += 1;
                             }
                         }
-                        let pending = PendingReply {
+                        let mut pending = PendingReply {
                             socket: self.socket_index,
                             to: meta.src,
                             bytes: reply.clone(),
                             received_at,
+                            audit: String::new(),
                         };
+                        if self.audit && !writes.is_empty() {
+                            let relay = super::audit::RelayInfo::of(
+                                self.path.datagram(meta),
+                                *meta.src.ip(),
+                            );
+                            for l in &writes {
+                                pending.audit.push_str(&super::audit::line(
+                                    l,
+                                    Some(answered),
+                                    Some(&relay),
+                                    now,
+                                ));
+                            }
+                        }
                         if writes.is_empty() {
                             now_out.push(pending);
                             continue;

@@ -1,0 +1,135 @@
+//! The audit log of a real `tandem serve`: tandem-gen, acting as a relay, acquires, renews and
+//! releases an address and a prefix for each of 5 clients; every change is one JSON line with
+//! the client, the lease and the relay's identifiers; leases that run out are logged as
+//! expired; after logrotate-style renaming, SIGHUP makes the server write to a new file.
+
+mod common;
+
+use common::proc::{Proc, free_udp_port, tail, wait_log_line};
+use common::{GEN, TANDEM};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+fn lines(p: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(p)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
+fn count(v: &[serde_json::Value], event: &str) -> usize {
+    v.iter().filter(|l| l["event"] == event).count()
+}
+
+#[test]
+fn every_lease_change_is_one_json_line_with_the_relay() {
+    let d = tempfile::tempdir().unwrap();
+    let port = free_udp_port();
+    let audit = d.path().join("audit.log");
+    let cfg = d.path().join("tandem.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"[server]
+listen = ["[::1]:{port}"]
+data_dir = "{}"
+audit_log = "{}"
+reclaim_interval_ms = 100
+[lease]
+preferred_lifetime_secs = 2
+valid_lifetime_secs = 3
+[[subnet]]
+id = 1
+prefix = "2001:db8:1::/64"
+pools = [{{ range = "2001:db8:1::100-2001:db8:1::1ff" }}]
+pd_pools = [{{ prefix = "2001:db8:8000::/40", delegated_len = 56 }}]
+"#,
+            d.path().join("data").display(),
+            audit.display()
+        ),
+    )
+    .unwrap();
+    let log = d.path().join("server.log");
+    let mut server = Proc::spawn(
+        "tandem serve",
+        &[TANDEM, "serve", "--config", cfg.to_str().unwrap()].map(String::from),
+        &log,
+    );
+    wait_log_line(
+        &mut server,
+        &log,
+        "serving; stop with",
+        Duration::from_secs(15),
+        "tandem serve",
+    );
+    let run_gen = |seed: &str, phases: &str| {
+        let out = std::process::Command::new("timeout")
+            .args(["-k", "2", "30", GEN, "--server", &format!("[::1]:{port}")])
+            .args([
+                "--relay-link",
+                "2001:db8:1::",
+                "--clients",
+                "5",
+                "--mode",
+                "both",
+            ])
+            .args(["--seed", seed, "--phases", phases])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    };
+    run_gen("1", "acquire,renew,release");
+    let v = lines(&audit);
+    assert_eq!(
+        (
+            count(&v, "granted"),
+            count(&v, "renewed"),
+            count(&v, "released")
+        ),
+        (10, 10, 10),
+        "{v:?}"
+    );
+    let g = v.iter().find(|l| l["event"] == "granted").unwrap();
+    assert_eq!(g["link_address"], "2001:db8:1::");
+    assert_eq!(g["relay"], "::1");
+    assert!(
+        g["interface_id"].is_string(),
+        "tandem-gen's relay sends an Interface-Id: {g}"
+    );
+    assert_eq!(g["via"], "Request");
+    assert!(g["duid"].as_str().unwrap().len() >= 6);
+
+    // logrotate: move the file, reload, and the next lines go to a new file.
+    let rotated = d.path().join("audit.log.1");
+    std::fs::rename(&audit, &rotated).unwrap();
+    server.signal(nix::sys::signal::Signal::SIGHUP);
+    std::thread::sleep(Duration::from_millis(300));
+    run_gen("2", "acquire");
+    assert_eq!(count(&lines(&audit), "granted"), 10);
+    assert_eq!(
+        lines(&rotated).len(),
+        30,
+        "nothing more in the rotated file"
+    );
+    // Those leases run out after 3 s: reclaimed, and logged as expired.
+    let end = Instant::now() + Duration::from_secs(10);
+    while count(&lines(&audit), "expired") < 10 {
+        assert!(
+            Instant::now() < end,
+            "no expired lines: {}",
+            tail(&audit, 5)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let e = lines(&audit)
+        .into_iter()
+        .find(|l| l["event"] == "expired")
+        .unwrap();
+    assert!(e.get("via").is_none() && e.get("relay").is_none(), "{e}");
+    assert!(server.exited().is_none(), "{}", tail(&log, 20));
+}

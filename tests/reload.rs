@@ -153,6 +153,13 @@ fn options_reload_live_under_load_and_restart_only_changes_are_refused() {
             String::from_utf8_lossy(&o.stdout).into_owned(),
         )
     };
+    let (ok, out) = ctl("config-test");
+    assert!(ok && out.contains("a reload would apply: options"), "{out}");
+    assert_eq!(
+        dns_of(&sock, port),
+        vec!["2001:db8::64".parse::<Ipv6Addr>().unwrap()],
+        "config-test applies nothing"
+    );
     let (ok, out) = ctl("reload");
     assert!(ok && out.contains("applied: options"), "{out}");
     assert_eq!(
@@ -162,6 +169,11 @@ fn options_reload_live_under_load_and_restart_only_changes_are_refused() {
 
     // A pool change needs a restart: refused, the running configuration stays.
     std::fs::write(&f, config(port, &data, "2001:db8::aa", "fffe")).unwrap();
+    let (ok, out) = ctl("config-test");
+    assert!(
+        !ok && out.contains("needs a restart: subnet 1 pools"),
+        "{out}"
+    );
     let (ok, out) = ctl("reload");
     assert!(
         !ok && out.contains("needs a restart: subnet 1 pools"),

@@ -62,6 +62,8 @@ enum Command {
     /// partner hears of it). `reclaim`: reclaim expired leases now (no partner only).
     /// `reload`: read the configuration file again and apply what can change live (options,
     /// limits, leasequery, rapid_commit, preference, log_level), as SIGHUP does.
+    /// `config-test`: read the file as a reload would and say what it would apply, or why
+    /// it would be refused, applying nothing.
     Ctl(CtlArgs),
 }
 
@@ -78,7 +80,7 @@ struct CtlArgs {
     #[arg(long, default_value = "./tandem-data")]
     data_dir: PathBuf,
     /// The command.
-    #[arg(value_parser = ["status", "partner-down", "statistics", "lease-get", "lease-add", "lease-delete", "reclaim", "reload"])]
+    #[arg(value_parser = ["status", "partner-down", "statistics", "lease-get", "lease-add", "lease-delete", "reclaim", "reload", "config-test"])]
     command: String,
     /// lease-get, lease-add, lease-delete: the address (2001:db8::5) or delegated prefix
     /// (2001:db8:8000:100::/56).

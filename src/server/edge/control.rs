@@ -256,8 +256,12 @@ fn run(ctx: &ControlCtx, req: &Value, announce: &mut dyn FnMut(&[Lease])) -> Res
             .reloader
             .reload()
             .map(|what| json!({"result": "ok", "reload": what})),
+        "config-test" => ctx
+            .reloader
+            .check()
+            .map(|what| json!({"result": "ok", "config": what})),
         other => Err(format!(
-            "unknown command `{other}` (status, statistics, lease-get, lease-add, lease-delete, reclaim, reload{})",
+            "unknown command `{other}` (status, statistics, lease-get, lease-add, lease-delete, reclaim, reload, config-test{})",
             if ctx.cfg.failover.is_some() {
                 ", partner-down"
             } else {

@@ -93,6 +93,16 @@ impl Reloader {
             .clone()
     }
 
+    /// Reads the file and says what a reload would do, applying nothing.
+    pub fn check(&self) -> Result<String, String> {
+        let new = (self.read)()?;
+        let running = self.running();
+        match live_changes(&running, &new)? {
+            c if c.is_empty() => Ok("valid; same as the running configuration".to_string()),
+            c => Ok(format!("valid; a reload would apply: {}", c.join(", "))),
+        }
+    }
+
     /// Reads the file again and applies it if only live settings changed. Returns what
     /// changed, or why nothing was applied. Logged either way.
     pub fn reload(&self) -> Result<String, String> {

@@ -201,6 +201,11 @@ fn ctl_reads_deletes_and_adds_leases_of_a_standalone_server() {
         a.contains("\"result\":\"error\"") && a.contains("not JSON"),
         "{a}"
     );
+    let a = ask("{\"command\":\"status\"}\n");
+    assert!(a.contains("\"role\":\"standalone\"") && a.contains("\"pools\""), "{a}");
+    // A DUID that is not hex, with multi-byte characters: an error, and the thread lives on.
+    let a = ask("{\"command\":\"lease-get\",\"duid\":\"a\u{e9}1\"}\n");
+    assert!(a.contains("\"result\":\"error\"") && a.contains("duid"), "{a}");
     let a = ask("{\"command\":\"frobnicate\"}\n");
     assert!(a.contains("unknown command `frobnicate`"), "{a}");
     let (code, out) = ctl.run(&["partner-down"]);

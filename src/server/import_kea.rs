@@ -80,7 +80,21 @@ pub fn plan(text: &str, cfg: &Config, now: u64, first_seq: u64) -> Result<Plan, 
             Err(why) => plan.refused.push(Refusal { line, why }),
         }
     }
-    for (seq, (_, (_, mut l))) in (first_seq..).zip(latest) {
+    // A client IA may have run-out leases beside its active one (Kea keeps several per IA):
+    // only the active one is imported, so that the client's next Solicit finds it.
+    let active: std::collections::HashSet<(Vec<u8>, u32, u8)> = latest
+        .values()
+        .filter(|(_, l)| l.state == LeaseState::Active)
+        .map(|(_, l)| (l.duid.to_vec(), l.iaid, l.kind.code()))
+        .collect();
+    let latest: Vec<(usize, Lease)> = latest
+        .into_values()
+        .filter(|(_, l)| {
+            l.state == LeaseState::Active
+                || !active.contains(&(l.duid.to_vec(), l.iaid, l.kind.code()))
+        })
+        .collect();
+    for (seq, (_, mut l)) in (first_seq..).zip(latest) {
         l.seq = seq;
         plan.leases.push(l);
     }
@@ -247,6 +261,25 @@ pd_pools = [{ prefix = "2001:db8:8000::/40", delegated_len = 56 }]
         assert_eq!(declined.state, LeaseState::Declined);
         let seqs: Vec<u64> = p.leases.iter().map(|l| l.seq).collect();
         assert_eq!(seqs, vec![10, 11, 12]);
+    }
+
+    #[test]
+    fn a_run_out_lease_beside_the_same_ias_active_one_is_left_out() {
+        let cfg = tandem_core::config::parse("t", CFG).unwrap();
+        let text = format!(
+            "{HEADER}\n\
+             2001:db8:1::1ff,00:03:00:01:aa:bb:cc:dd:ee:01,4000,2000,1,3000,0,1,128,0,0,,,2,,1,0\n\
+             2001:db8:1::100,00:03:00:01:aa:bb:cc:dd:ee:01,4000,9000,1,3000,0,1,128,0,0,,,0,,1,0\n\
+             2001:db8:1::1fe,00:03:00:01:aa:bb:cc:dd:ee:02,4000,2000,1,3000,0,1,128,0,0,,,2,,1,0\n"
+        );
+        let p = plan(&text, &cfg, 3000, 1).unwrap();
+        let kept: Vec<String> = p.leases.iter().map(|l| l.addr.to_string()).collect();
+        assert_eq!(
+            kept,
+            vec!["2001:db8:1::100", "2001:db8:1::1fe"],
+            "{:?}",
+            p.leases
+        );
     }
 
     #[test]

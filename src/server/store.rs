@@ -194,15 +194,20 @@ impl Store {
         Ok(d)
     }
 
-    /// How much of the map the file uses: (bytes up to its highest page, map size in bytes).
-    /// The high-water mark: pages freed inside are reused, so actual use may be lower.
+    /// How much of the map the data uses: (bytes in the pages of the lease and meta databases,
+    /// map size in bytes). Freed pages (LMDB's free list) are not counted: they are reused.
     pub fn map_use(&self) -> (u64, u64) {
         let info = self.env.info();
         let page = self.env.unnamed_database_stat().page_size as u64;
-        (
-            (info.last_page_number as u64 + 1) * page,
-            info.map_size as u64,
-        )
+        let pages = self.env.read_txn().ok().map_or(0, |rtxn| {
+            [&self.leases, &self.meta]
+                .iter()
+                .filter_map(|db| db.stat(&rtxn).ok())
+                .map(|st| (st.branch_pages + st.leaf_pages + st.overflow_pages) as u64)
+                .sum::<u64>()
+        });
+        // The two meta pages and the main database's page.
+        ((pages + 3) * page, info.map_size as u64)
     }
 
     /// Stores `value` under `key` in the meta database, replacing any previous value, in one

@@ -18,6 +18,8 @@ use tracing::{debug, error, info};
 pub struct ReplySink {
     pub(super) sockets: Vec<UdpSocket>,
     pub(super) send_errors: u64,
+    /// Replies sent after their commit.
+    pub(super) sent: u64,
     /// The failover partner thread, told of every durable change.
     pub(super) partner: Option<partner::PartnerNotifier>,
     /// Receive-to-send time of the replies sent here, in microseconds.
@@ -72,10 +74,14 @@ impl AfterCommit<PendingReply> for ReplySink {
                     .take_while(|r| r.socket == sock)
                     .count();
             let sent = udp::send_batch(&self.sockets[sock], &released[start..end]);
+            self.sent += sent as u64;
             for r in &released[start + sent..end] {
-                if let Err(e) = udp::send_to(&self.sockets[sock], r.to, &r.bytes) {
-                    self.send_errors += 1;
-                    debug!(to = %r.to, error = %e, "reply send failed");
+                match udp::send_to(&self.sockets[sock], r.to, &r.bytes) {
+                    Ok(()) => self.sent += 1,
+                    Err(e) => {
+                        self.send_errors += 1;
+                        debug!(to = %r.to, error = %e, "reply send failed");
+                    }
                 }
             }
             start = end;
@@ -85,7 +91,8 @@ impl AfterCommit<PendingReply> for ReplySink {
             self.reply_us
                 .record(now.saturating_duration_since(r.received_at).as_micros() as u64);
         }
-        self.hub.publish_replies(&self.reply_us, self.send_errors);
+        self.hub
+            .publish_replies(&self.reply_us, self.send_errors, self.sent);
         released.clear();
     }
     fn failed(&mut self, dropped: &mut Vec<PendingReply>, e: &StoreError) {
@@ -121,7 +128,7 @@ pub const STORE_REFUSE_NEW_FRACTION: f64 = 0.90;
 /// Share below which new leases are given again (hysteresis).
 pub const STORE_RESUME_NEW_FRACTION: f64 = 0.85;
 
-/// Watches how full the store's map is and sets `refusing` (read by the workers per batch)
+/// Watches how full the store's map is (the pages the data uses) and sets `refusing` (read by the workers per batch)
 /// when past [`STORE_REFUSE_NEW_FRACTION`], clearing it below [`STORE_RESUME_NEW_FRACTION`].
 fn watch_map(store: &Store, refusing: &AtomicBool, hub: &MetricsHub) {
     let (used, size) = store.map_use();

@@ -138,15 +138,11 @@ fn unhex(v: &Value, what: &str) -> Result<Vec<u8>, String> {
     let s = v
         .as_str()
         .ok_or_else(|| format!("`{what}` must be a hex string"))?;
-    let s: String = s.chars().filter(|c| *c != ':').collect();
-    if s.is_empty() || !s.len().is_multiple_of(2) || s.len() > 2 * 130 {
+    let b = tandem_core::config::parse_hex(s).map_err(|e| format!("`{what}`: {e}"))?;
+    if b.is_empty() || b.len() > 130 {
         return Err(format!("`{what}`: 1 to 130 bytes in hex"));
     }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16))
-        .collect::<Result<_, _>>()
-        .map_err(|_| format!("`{what}` is not hex"))
+    Ok(b)
 }
 
 fn u32_arg(req: &Value, name: &str, default: Option<u32>) -> Result<u32, String> {
@@ -175,6 +171,14 @@ fn run(ctx: &ControlCtx, req: &Value, announce: &mut dyn FnMut(&[Lease])) -> Res
         .ok_or("the request has no \"command\"")?;
     let now = now_secs();
     match cmd {
+        // With a partner the partner thread answers this one itself.
+        "status" => {
+            let pools: Vec<String> = status_text(ctx)
+                .lines()
+                .filter_map(|l| l.strip_prefix("pool: ").map(String::from))
+                .collect();
+            Ok(json!({"result": "ok", "role": "standalone", "pools": pools}))
+        }
         "statistics" => {
             let mut v = ctx.hub.statistics_json();
             v["result"] = json!("ok");

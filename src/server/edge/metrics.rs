@@ -74,6 +74,8 @@ pub struct CommitMetrics {
     pub reply_us: Histogram<LatencyUs>,
     /// Replies released after a commit that could not be sent.
     pub send_errors: u64,
+    /// Replies released after a commit and sent.
+    pub sent: u64,
 }
 
 /// What the partner thread publishes about its relationship.
@@ -111,7 +113,7 @@ pub struct MetricsHub {
     worker_totals: Mutex<WorkerStats>,
     commit: Mutex<CommitMetrics>,
     failover: Mutex<Option<FailoverGauges>>,
-    /// The store's map: bytes used (high-water), map size, new leases refused.
+    /// The store's map: bytes the data uses, map size, new leases refused.
     store: Mutex<(u64, u64, bool)>,
     alloc: Arc<Allocator>,
     workers: usize,
@@ -184,7 +186,7 @@ impl MetricsHub {
             "answered": by_type(&w.answered_by_type),
             "dropped": w.dropped,
             "lease_events": LeaseEvent::ALL.iter().map(|e| (e.label().to_string(), json!(w.lease_events[*e as usize]))).collect::<Map<String, Value>>(),
-            "replies_sent": {"now": w.replied_now, "after_commit": c.stats.jobs.saturating_sub(c.send_errors)},
+            "replies_sent": {"now": w.replied_now, "after_commit": c.sent},
             "send_errors": w.send_errors + c.send_errors,
             "commits": c.stats.commits,
             "commit_failures": c.stats.failures,
@@ -198,11 +200,13 @@ impl MetricsHub {
         lock(&self.commit).stats = stats;
     }
 
-    /// The reply sink's latest counters.
-    pub fn publish_replies(&self, reply_us: &Histogram<LatencyUs>, send_errors: u64) {
+    /// The reply sink's latest counters (published together, so they never go backwards
+    /// against each other).
+    pub fn publish_replies(&self, reply_us: &Histogram<LatencyUs>, send_errors: u64, sent: u64) {
         let mut c = lock(&self.commit);
         c.reply_us = *reply_us;
         c.send_errors = send_errors;
+        c.sent = sent;
     }
 
     /// How full the store's map is, and whether new leases are refused because of it.
@@ -291,7 +295,7 @@ impl MetricsHub {
         t.sample(
             "tandem_replies_sent_total",
             &[("path", "after_commit")],
-            c.stats.jobs.saturating_sub(c.send_errors) as f64,
+            c.sent as f64,
         );
         t.family(
             "tandem_reply_send_errors_total",
@@ -318,7 +322,7 @@ impl MetricsHub {
         t.family(
             "tandem_leases_written_total",
             "counter",
-            "Lease records made durable, by the state written (expired: reclaimed by the expiry timer; includes the partner's updates).",
+            "Lease records committed by the group committer, by state: client changes, and without a partner the reclaimer's expiries (expired); not the partner thread's own writes nor tandem ctl changes.",
         );
         for (i, name) in LEASE_STATE_NAMES.iter().enumerate().skip(1) {
             t.sample(
@@ -379,7 +383,7 @@ impl MetricsHub {
         t.family(
             "tandem_store_used_bytes",
             "gauge",
-            "The LMDB file's high-water mark (pages freed inside are reused).",
+            "Bytes in the LMDB pages the data uses (freed pages, which are reused, not counted).",
         );
         t.sample("tandem_store_used_bytes", &[], used as f64);
         t.family(

@@ -9,7 +9,7 @@ use super::metrics::{MetricsHttp, MetricsHub};
 use super::partner::{self, PolicyCell};
 use super::reclaim::run_reclaimer;
 use super::reload::{EngineCell, Reloader, SetLogLevel};
-use super::stats::run_reporter;
+use super::stats::{run_metrics_http, run_reporter};
 use super::udp::{ListenSpec, UdpPath};
 use super::worker::Worker;
 use super::{COMMIT_QUEUE_MAX, PendingReply, hex};
@@ -57,6 +57,7 @@ pub struct Server {
     committer: Option<JoinHandle<CommitStats>>,
     reclaimer: Option<JoinHandle<()>>,
     reporter: Option<JoinHandle<()>>,
+    metrics: Option<JoinHandle<()>>,
     control: Option<JoinHandle<()>>,
     commits: Option<Sender<CommitJob<PendingReply>>>,
     engines: Arc<EngineCell>,
@@ -269,6 +270,7 @@ impl Server {
         let sink = ReplySink {
             sockets,
             send_errors: 0,
+            sent: 0,
             partner: partner.as_ref().map(|p| p.notifier()),
             reply_us: Default::default(),
             hub: hub.clone(),
@@ -297,6 +299,18 @@ impl Server {
                 )
             }
         };
+        let metrics = match metrics_http {
+            Some(http) => {
+                let (hub, stop) = (hub.clone(), stop.clone());
+                Some(
+                    std::thread::Builder::new()
+                        .name("metrics".into())
+                        .spawn(move || run_metrics_http(http, hub, &stop))
+                        .map_err(StartError::Thread)?,
+                )
+            }
+            None => None,
+        };
         let reporter = {
             let stop = stop.clone();
             let nworkers = paths.len();
@@ -306,7 +320,7 @@ impl Server {
             });
             std::thread::Builder::new()
                 .name("stats".into())
-                .spawn(move || run_reporter(stats_rx, &stop, hub, metrics_http, nworkers, watchdog))
+                .spawn(move || run_reporter(stats_rx, &stop, hub, nworkers, watchdog))
                 .map_err(StartError::Thread)?
         };
 
@@ -344,6 +358,7 @@ impl Server {
             committer: Some(committer),
             reclaimer,
             reporter: Some(reporter),
+            metrics,
             control,
             commits: Some(commit_tx),
             engines,
@@ -391,6 +406,9 @@ impl Server {
             );
         }
         if let Some(h) = self.reporter.take() {
+            let _ = h.join();
+        }
+        if let Some(h) = self.metrics.take() {
             let _ = h.join();
         }
     }

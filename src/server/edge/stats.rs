@@ -1,6 +1,6 @@
 //! Counters: each worker keeps its own values and sends them to the reporter every
 //! [`WORKER_REPORT_INTERVAL`]; the reporter merges them, logs the traffic every
-//! [`STATS_INTERVAL`] and, when `server.metrics_listen` is set, answers Prometheus scrapes
+//! [`STATS_INTERVAL`]; the metrics thread answers Prometheus scrapes from what it publishes
 //! ([`super::metrics`]). Nothing is shared while counting.
 
 use super::metrics::{MetricsHttp, MetricsHub};
@@ -123,8 +123,16 @@ impl WorkerStats {
     }
 }
 
+/// The metrics thread: answers `/metrics` scrapes from the hub until `stop`. Apart from the
+/// reporter, so that a scraper that stalls cannot hold up the counters or the watchdog.
+pub fn run_metrics_http(http: MetricsHttp, hub: Arc<MetricsHub>, stop: &AtomicBool) {
+    while !stop.load(Ordering::Relaxed) {
+        http.serve_for(REPORTER_TURN, || hub.render_published());
+    }
+}
+
 /// The reporter thread: merges what workers send, publishes the sum into the hub (for
-/// `/metrics` and `tandem ctl statistics`), logs it, and serves `/metrics`.
+/// `/metrics` and `tandem ctl statistics`) and logs it.
 ///
 /// With systemd's watchdog (`watchdog`: where and how often), it sends WATCHDOG=1 only while
 /// each of the `workers` workers reported within [`WORKER_STALE_AFTER`].
@@ -132,7 +140,6 @@ pub fn run_reporter(
     rx: Receiver<(usize, WorkerStats)>,
     stop: &AtomicBool,
     hub: Arc<MetricsHub>,
-    http: Option<MetricsHttp>,
     workers: usize,
     watchdog: Option<(crate::sd_notify::Notifier, Duration)>,
 ) {
@@ -194,9 +201,6 @@ pub fn run_reporter(
         if stopping {
             break;
         }
-        match &http {
-            Some(h) => h.serve_for(REPORTER_TURN, || hub.render_published()),
-            None => std::thread::sleep(REPORTER_TURN),
-        }
+        std::thread::sleep(REPORTER_TURN);
     }
 }

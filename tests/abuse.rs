@@ -11,7 +11,7 @@ mod common;
 
 use common::TANDEM;
 use common::netns::Netns;
-use common::proc::{Proc, tail, wait_log_line};
+use common::proc::{Proc, serve, tail, wait_log_line};
 use common::tools::skip_netns;
 use dhcproto::v6::{DhcpOption, IAPD, Message, MessageType};
 use dhcproto::{Decodable, Decoder, Encodable, Encoder};
@@ -248,26 +248,9 @@ fn a_multi_ia_flood_does_not_starve_legitimate_clients() {
 /// Runs tandem-gen against `server` (release-free: the debug build is fast enough here) and
 /// returns its JSON.
 fn run_gen(server: &str, args: &[&str], secs: u32) -> serde_json::Value {
-    let out = std::process::Command::new("timeout")
-        .args([
-            "-k",
-            "2",
-            &secs.to_string(),
-            common::GEN,
-            "--server",
-            server,
-            "--json",
-        ])
-        .args(args)
-        .output()
-        .unwrap();
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "tandem-gen {args:?}: {e}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
+    let mut all = vec!["--server", server];
+    all.extend_from_slice(args);
+    common::gen_json(&all, secs)
 }
 
 #[test]
@@ -300,25 +283,14 @@ client_rate_per_sec = 0
     )
     .unwrap();
     let log = d.path().join("server.log");
-    let mut server = Proc::spawn(
-        "tandem serve",
+    let mut server = serve(
         &[
-            TANDEM,
-            "serve",
             "--log-level",
             "warn,tandem_server=info",
             "--config",
             cfg.to_str().unwrap(),
-        ]
-        .map(String::from),
+        ],
         &log,
-    );
-    wait_log_line(
-        &mut server,
-        &log,
-        "serving; stop with",
-        Duration::from_secs(15),
-        "tandem serve",
     );
     let text = common::proc::read_lossy(&log);
     let url = text

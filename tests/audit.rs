@@ -5,8 +5,8 @@
 
 mod common;
 
-use common::proc::{Proc, free_udp_port, tail, wait_log_line};
-use common::{GEN, TANDEM};
+use common::GEN;
+use common::proc::{free_udp_port, serve, tail};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -51,18 +51,7 @@ pd_pools = [{{ prefix = "2001:db8:8000::/40", delegated_len = 56 }}]
     )
     .unwrap();
     let log = d.path().join("server.log");
-    let mut server = Proc::spawn(
-        "tandem serve",
-        &[TANDEM, "serve", "--config", cfg.to_str().unwrap()].map(String::from),
-        &log,
-    );
-    wait_log_line(
-        &mut server,
-        &log,
-        "serving; stop with",
-        Duration::from_secs(15),
-        "tandem serve",
-    );
+    let mut server = serve(&["--config", cfg.to_str().unwrap()], &log);
     let run_gen = |seed: &str, phases: &str| {
         let out = std::process::Command::new("timeout")
             .args(["-k", "2", "30", GEN, "--server", &format!("[::1]:{port}")])

@@ -7,7 +7,7 @@
 mod common;
 
 use common::leases::store_rows;
-use common::proc::{Proc, free_udp_port, tail, wait_log_line};
+use common::proc::{free_udp_port, serve, tail};
 use common::{GEN, TANDEM};
 use std::io::{Read, Write};
 use std::path::Path;
@@ -50,26 +50,15 @@ fn ctl_reads_deletes_and_adds_leases_of_a_standalone_server() {
     let data = d.path().join("data");
     let log = d.path().join("server.log");
     let listen = format!("[::1]:{}", free_udp_port());
-    let mut server = Proc::spawn(
-        "tandem serve",
+    let mut server = serve(
         &[
-            TANDEM,
-            "serve",
             "--listen",
             &listen,
             "--data-dir",
             data.to_str().unwrap(),
             "--no-sync",
-        ]
-        .map(String::from),
+        ],
         &log,
-    );
-    wait_log_line(
-        &mut server,
-        &log,
-        "serving; stop with",
-        Duration::from_secs(15),
-        "tandem serve",
     );
     let ctl = Ctl { data: &data };
 
@@ -202,10 +191,16 @@ fn ctl_reads_deletes_and_adds_leases_of_a_standalone_server() {
         "{a}"
     );
     let a = ask("{\"command\":\"status\"}\n");
-    assert!(a.contains("\"role\":\"standalone\"") && a.contains("\"pools\""), "{a}");
+    assert!(
+        a.contains("\"role\":\"standalone\"") && a.contains("\"pools\""),
+        "{a}"
+    );
     // A DUID that is not hex, with multi-byte characters: an error, and the thread lives on.
     let a = ask("{\"command\":\"lease-get\",\"duid\":\"a\u{e9}1\"}\n");
-    assert!(a.contains("\"result\":\"error\"") && a.contains("duid"), "{a}");
+    assert!(
+        a.contains("\"result\":\"error\"") && a.contains("duid"),
+        "{a}"
+    );
     let a = ask("{\"command\":\"frobnicate\"}\n");
     assert!(a.contains("unknown command `frobnicate`"), "{a}");
     let (code, out) = ctl.run(&["partner-down"]);

@@ -8,7 +8,7 @@
 mod common;
 
 use common::netns::Topo;
-use common::proc::{Proc, free_udp_port, read_lossy, run, tail, wait_log_line};
+use common::proc::{Proc, free_udp_port, read_lossy, run, serve, tail};
 use common::tools::{find_tool, prerequisites};
 use common::{TANDEM, unhex};
 use dhcproto::v6::{self, DhcpOption, IAAddr, IANA, IAPD, IAPrefix, Message, MessageType};
@@ -194,18 +194,7 @@ pd_pools = [{{ prefix = "2001:db8:8000::/33", delegated_len = 56 }}]
     assert!(said.contains("0 lines refused"), "{said}");
 
     let log = d.path().join("tandem.log");
-    let mut server = Proc::spawn(
-        "tandem serve",
-        &[TANDEM, "serve", "--config", tcfg.to_str().unwrap()].map(String::from),
-        &log,
-    );
-    wait_log_line(
-        &mut server,
-        &log,
-        "serving; stop with",
-        Duration::from_secs(15),
-        "tandem serve",
-    );
+    let mut server = serve(&["--config", tcfg.to_str().unwrap()], &log);
 
     // Every client renews with what Kea gave it, addressed to Kea's DUID.
     let sock = UdpSocket::bind("[::1]:0").unwrap();

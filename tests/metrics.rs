@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::proc::{Proc, free_udp_port, tail, wait_log_line};
+use common::proc::{free_udp_port, serve, tail};
 use common::prom::{Scrape, http_get, metric_names_in, promtool_ok, shipped_examples};
 use common::{GEN, TANDEM};
 use std::net::UdpSocket;
@@ -46,11 +46,8 @@ fn metrics_count_the_traffic_sent_and_parse_as_prometheus_text() {
     let log = d.path().join("server.log");
     let listen = format!("[::1]:{port}");
     let data = d.path().join("data").display().to_string();
-    let mut server = Proc::spawn(
-        "tandem serve",
+    let mut server = serve(
         &[
-            TANDEM,
-            "serve",
             "--listen",
             &listen,
             "--data-dir",
@@ -58,16 +55,8 @@ fn metrics_count_the_traffic_sent_and_parse_as_prometheus_text() {
             "--metrics-listen",
             "[::1]:0",
             "--no-sync",
-        ]
-        .map(String::from),
+        ],
         &log,
-    );
-    wait_log_line(
-        &mut server,
-        &log,
-        "serving; stop with",
-        Duration::from_secs(15),
-        "tandem serve",
     );
     let url = metrics_url(&log);
 

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::proc::{Proc, free_udp_port, read_lossy, tail, wait_log_line};
+use common::proc::{free_udp_port, read_lossy, serve, tail};
 use common::{GEN, TANDEM};
 use dhcproto::v6::{DhcpOption, Message, MessageType, ORO, OptionCode};
 use dhcproto::{Decodable, Decoder, Encodable, Encoder};
@@ -64,18 +64,7 @@ fn options_reload_live_under_load_and_restart_only_changes_are_refused() {
     let port = free_udp_port();
     std::fs::write(&f, config(port, &data, "2001:db8::53", "ffff")).unwrap();
     let log = d.path().join("server.log");
-    let mut server = Proc::spawn(
-        "tandem serve",
-        &[TANDEM, "serve", "--config", f.to_str().unwrap()].map(String::from),
-        &log,
-    );
-    wait_log_line(
-        &mut server,
-        &log,
-        "serving; stop with",
-        Duration::from_secs(15),
-        "tandem serve",
-    );
+    let mut server = serve(&["--config", f.to_str().unwrap()], &log);
     let sock = UdpSocket::bind("[::1]:0").unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
     assert_eq!(

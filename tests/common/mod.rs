@@ -53,3 +53,21 @@ pub fn colon_hex(s: &str) -> Option<String> {
         .collect();
     bytes.filter(|b| !b.is_empty()).map(|b| hex(&b))
 }
+
+/// Runs tandem-gen (bounded by `timeout` at `secs`) with `--json` and `args`; returns its JSON
+/// report, or panics with what it printed.
+pub fn gen_json(args: &[&str], secs: u32) -> serde_json::Value {
+    let out = std::process::Command::new("timeout")
+        .args(["-k", "2", &secs.to_string(), GEN, "--json"])
+        .args(args)
+        .output()
+        .expect("run tandem-gen");
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "tandem-gen {args:?} printed no JSON report ({e}), exit {}:\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}

@@ -251,3 +251,18 @@ impl HeldUdpPort {
         HeldUdpPort { sock, port }
     }
 }
+
+/// Starts `tandem serve args...` with its output in `log` and waits until it serves.
+pub fn serve(args: &[&str], log: &Path) -> Proc {
+    let mut all = vec![super::TANDEM.to_string(), "serve".to_string()];
+    all.extend(args.iter().map(|s| s.to_string()));
+    let mut p = Proc::spawn("tandem serve", &all, log);
+    wait_log_line(
+        &mut p,
+        log,
+        "serving; stop with",
+        Duration::from_secs(15),
+        &format!("tandem serve {args:?}"),
+    );
+    p
+}

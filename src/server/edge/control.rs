@@ -288,9 +288,15 @@ fn commit(ctx: &ControlCtx, l: &Lease, announce: &mut dyn FnMut(&[Lease])) -> Re
 
 /// The server's status without a partner, in text.
 fn status_text(ctx: &ControlCtx) -> String {
-    use std::fmt::Write as _;
     let mut t = String::from("role: standalone (no failover partner)\n");
-    for (subnet, pool, u) in ctx.alloc.usage() {
+    pool_lines(&ctx.alloc, &mut t);
+    t
+}
+
+/// The `pool: ...` lines of `status`, one per pool, appended to `t`.
+pub fn pool_lines(alloc: &Allocator, t: &mut String) {
+    use std::fmt::Write as _;
+    for (subnet, pool, u) in alloc.usage() {
         let _ = writeln!(
             t,
             "pool: subnet {} {}/{} {:?} total {} active {} declined {} offered {}",
@@ -304,7 +310,6 @@ fn status_text(ctx: &ControlCtx) -> String {
             u.offered
         );
     }
-    t
 }
 
 /// The control thread of a server without a partner: serves the socket until `stop`.

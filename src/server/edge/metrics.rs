@@ -249,29 +249,22 @@ impl MetricsHub {
         );
         t.sample("tandem_workers", &[], self.workers as f64);
 
-        t.family(
-            "tandem_packets_received_total",
-            "counter",
-            "DHCPv6 datagrams received, by message type (the outer one for relayed messages).",
-        );
-        for (i, name) in MSG_TYPE_NAMES.iter().enumerate() {
-            t.sample(
+        for (name, help, counts) in [
+            (
                 "tandem_packets_received_total",
-                &[("type", name)],
-                w.received_by_type[i] as f64,
-            );
-        }
-        t.family(
-            "tandem_packets_answered_total",
-            "counter",
-            "Client messages answered, by the client's message type (the innermost one for relayed messages).",
-        );
-        for (i, name) in MSG_TYPE_NAMES.iter().enumerate() {
-            t.sample(
+                "DHCPv6 datagrams received, by message type (the outer one for relayed messages).",
+                &w.received_by_type,
+            ),
+            (
                 "tandem_packets_answered_total",
-                &[("type", name)],
-                w.answered_by_type[i] as f64,
-            );
+                "Client messages answered, by the client's message type (the innermost one for relayed messages).",
+                &w.answered_by_type,
+            ),
+        ] {
+            t.family(name, "counter", help);
+            for (ty, n) in MSG_TYPE_NAMES.iter().zip(counts.iter()) {
+                t.sample(name, &[("type", ty)], *n as f64);
+            }
         }
         t.family(
             "tandem_packets_dropped_total",

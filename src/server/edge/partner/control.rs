@@ -176,20 +176,7 @@ impl PartnerThread {
         let _ = writeln!(t, "updates_sent: {}", self.sent_updates);
         let _ = writeln!(t, "updates_received: {}", self.received_updates);
         let _ = writeln!(t, "store_failed: {}", self.store_failed);
-        for (subnet, pool, u) in self.alloc.usage() {
-            let _ = writeln!(
-                t,
-                "pool: subnet {} {}/{} {:?} total {} active {} declined {} offered {}",
-                subnet,
-                std::net::Ipv6Addr::from(pool.first),
-                pool.resource_len,
-                pool.kind,
-                u.total,
-                u.active,
-                u.declined,
-                u.offered
-            );
-        }
+        control::pool_lines(&self.alloc, &mut t);
         t
     }
 }

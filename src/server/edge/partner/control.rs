@@ -163,6 +163,9 @@ impl PartnerThread {
                 let _ = writeln!(t, "link: down");
             }
         }
+        if !self.conn.as_ref().is_some_and(|c| c.is_up()) && !self.last_down_reason.is_empty() {
+            let _ = writeln!(t, "link_down_reason: {}", self.last_down_reason);
+        }
         match self.last_contact {
             Some(i) => {
                 let _ = writeln!(t, "last_contact: {:.1} s ago", i.elapsed().as_secs_f64());

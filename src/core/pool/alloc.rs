@@ -115,6 +115,20 @@ impl Allocator {
             // PARTNER-DOWN, granted after the change to NORMAL).
             let new_allowed =
                 rules.owned[bit] || (c.kind == ResourceKind::Prefix && rules.may_take(bit, now));
+            // An active binding the partner never heard of, on its half, at a time we may not
+            // take from that half: made in PARTNER-DOWN and never made durable (seed 10837211:
+            // the commit failed, so it was neither stored nor announced, and the client's
+            // retransmitted Request found it in memory under COMMUNICATIONS-INTERRUPTED while
+            // the partner gave the prefix out from its own half). It ends here; the client
+            // gets a resource we may hand out.
+            if let Some(s) = sp.slots.get(&r.index)
+                && Self::owns(&s.lease, c, subnet_id)
+                && Self::unknown_to_partner_off_limits(&s.lease, bit, rules, now)
+            {
+                let l = self.ended(&s.lease, now);
+                writes.push(l.clone());
+                sp.set(r.index, l);
+            }
             let usable = sp.slots.get(&r.index).is_some_and(|s| {
                 Self::owns(&s.lease, c, subnet_id)
                     && !reserved_for_other
@@ -340,6 +354,17 @@ impl Allocator {
         let may_create = create_if_free
             && rules.may_take(sp.owner(r.index), now)
             && !sp.reserved_for_other(r.index, c.reservation.map(|(id, _)| id));
+        // As in acquire: an active binding on the partner's half that the partner never heard
+        // of, when we may not take from that half, is not ours to extend (seed 10837211).
+        if let Some(s) = sp.slots.get(&r.index)
+            && Self::owns(&s.lease, c, subnet_id)
+            && Self::unknown_to_partner_off_limits(&s.lease, sp.owner(r.index), rules, now)
+        {
+            let l = self.ended(&s.lease, now);
+            writes.push(l.clone());
+            sp.set(r.index, l);
+            return Extended::NotOwned;
+        }
         let ok = match sp.slots.get(&r.index) {
             Some(s) if s.lease.state == LeaseState::Declined => false,
             Some(s) if Self::owns(&s.lease, c, subnet_id) => match s.lease.state {
@@ -379,6 +404,16 @@ impl Allocator {
             preferred_secs: s.lease.preferred_secs,
             valid_secs: s.lease.valid_secs,
         })
+    }
+
+    /// An active lease on the resource of owner `bit` that the partner has neither
+    /// acknowledged nor sent, at a time `rules` do not let us take from that half.
+    fn unknown_to_partner_off_limits(lease: &Lease, bit: usize, rules: &Rules, now: u64) -> bool {
+        lease.state == LeaseState::Active
+            && rules.mclt_secs.is_some()
+            && !rules.may_take(bit, now)
+            && lease.partner_ack_until == 0
+            && lease.partner_lifetime_received == 0
     }
 
     /// `lease` released at `now` (not stored, not set).

@@ -1111,3 +1111,56 @@ fn operator_delete_ends_the_active_lease_and_frees_the_resource() {
         .unwrap();
     assert_eq!(g.addr, addr);
 }
+
+#[test]
+fn a_partner_half_binding_the_partner_never_heard_of_is_not_extended_when_its_half_is_closed() {
+    // Seed 10837211: granted in PARTNER-DOWN from the partner's half, its commit failed (not
+    // stored, not announced), and under COMMUNICATIONS-INTERRUPTED the client's retransmitted
+    // Request found it in memory while the partner handed the prefix out from its own half.
+    let t = "[server]\nlisten=[\"[::1]:5547\"]\n[[subnet]]\nid=1\nprefix=\"2001:db8::/64\"\n\
+             pools=[{range=\"2001:db8::10-2001:db8::13\"}]\n";
+    let c = config::parse("t", t).unwrap();
+    let a = Allocator::with_failover(&c.subnets);
+    // Addresses: bit 127 set belongs to the primary; we are the secondary (bit 0 ours).
+    let theirs: Ipv6Addr = "2001:db8::11".parse().unwrap();
+    let known: Ipv6Addr = "2001:db8::13".parse().unwrap();
+    let lease = |addr, duid: &[u8], ack| crate::lease::Lease {
+        kind: ResourceKind::Address,
+        addr,
+        prefix_len: 128,
+        subnet_id: 1,
+        state: LeaseState::Active,
+        duid: duid.into(),
+        iaid: 1,
+        preferred_secs: 100,
+        valid_secs: 200,
+        cltt: 300,
+        expires_at: 500,
+        seq: 1,
+        partner_ack_until: ack,
+        partner_lifetime_received: 0,
+    };
+    a.restore(lease(theirs, b"c1", 0)).unwrap();
+    a.restore(lease(known, b"c2", 700)).unwrap();
+    a.finish_restore();
+    let ci = rules(1 - PRIMARY_BIT, None, Some(60));
+    let mut w = Vec::new();
+    let g = a
+        .acquire(400, &ia(b"c1", 1), &[], AcquireMode::Grant, &ci, &mut w)
+        .unwrap();
+    assert_ne!(g.addr, theirs, "moved to a resource of our own half");
+    let old = a.lookup(ResourceKind::Address, theirs).unwrap();
+    assert_eq!((old.state, old.partner_ack_until), (LeaseState::Released, 0));
+    assert!(w.iter().any(|l| l.addr == theirs && l.state == LeaseState::Released));
+    // A Renew of it is refused the same way (lifetime 0 for the client).
+    a.restore(lease(theirs, b"c3", 0)).ok();
+    assert!(matches!(
+        a.extend(401, &ia(b"c3", 1), theirs, 128, true, &ci, &mut w),
+        Extended::NotOwned
+    ));
+    // A binding the partner acknowledged is the client's whatever the half.
+    let g = a
+        .acquire(400, &ia(b"c2", 1), &[], AcquireMode::Grant, &ci, &mut w)
+        .unwrap();
+    assert_eq!(g.addr, known);
+}

@@ -68,6 +68,9 @@ pub struct Peer {
     pending: HashMap<[u8; KEY_LEN], Lease>,
     /// Sent and not yet acknowledged, by transaction id.
     unacked: BTreeMap<u32, (Lease, u64)>,
+    /// Per binding: our free claims older than this sequence are void (the partner's active
+    /// copy, stored since, supersedes them); see [`Peer::drop_free_claims`].
+    void_below: HashMap<[u8; KEY_LEN], u64>,
     max_unacked: usize,
     next_xid: u32,
     /// Answering an UPDREQ/UPDREQALL: send UPDDONE once the backlog is empty and acknowledged.
@@ -84,6 +87,7 @@ impl Peer {
             pending_order: VecDeque::new(),
             pending: HashMap::new(),
             unacked: BTreeMap::new(),
+            void_below: HashMap::new(),
             max_unacked: max_unacked.max(1),
             next_xid: 1,
             answering: false,
@@ -97,6 +101,17 @@ impl Peer {
             return;
         }
         let k = lease.key();
+        // A free claim made before we stored the partner's active copy reaches us late from
+        // the group commit: it is void like the ones already queued.
+        if let Some(&void) = self.void_below.get(&k) {
+            if lease.seq < void {
+                if lease.state.is_free() {
+                    return;
+                }
+            } else {
+                self.void_below.remove(&k);
+            }
+        }
         match self.pending.entry(k) {
             std::collections::hash_map::Entry::Occupied(mut e) => {
                 // Changes reach us from several threads; the newest (by sequence) wins.
@@ -132,6 +147,8 @@ impl Peer {
     /// the first server renewed it for its client). A reply to a dropped update acknowledges
     /// nothing.
     pub fn drop_free_claims(&mut self, key: &[u8; KEY_LEN], seq: u64) {
+        let void = self.void_below.entry(*key).or_insert(0);
+        *void = (*void).max(seq);
         if self
             .pending
             .get(key)

@@ -61,6 +61,7 @@ impl Serving {
                 owned,
                 partner_from: self.partner_resources_from,
                 mclt_secs: self.mclt_bounded.then_some(mclt_secs),
+                partner_bit: Some(1 - own),
             },
         }
     }

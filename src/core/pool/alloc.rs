@@ -406,11 +406,13 @@ impl Allocator {
         })
     }
 
-    /// An active lease on the resource of owner `bit` that the partner has neither
-    /// acknowledged nor sent, at a time `rules` do not let us take from that half.
+    /// An active lease on the partner's half (owner `bit`) that the partner has neither
+    /// acknowledged nor sent, at a time `rules` do not let us take from that half. Our own
+    /// half never qualifies: bindings we made there while apart are ours to renew whatever
+    /// the state (a secondary back in NORMAL, a store refusing new leases).
     fn unknown_to_partner_off_limits(lease: &Lease, bit: usize, rules: &Rules, now: u64) -> bool {
         lease.state == LeaseState::Active
-            && rules.mclt_secs.is_some()
+            && rules.partner_bit == Some(bit)
             && !rules.may_take(bit, now)
             && lease.partner_ack_until == 0
             && lease.partner_lifetime_received == 0

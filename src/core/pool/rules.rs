@@ -15,6 +15,8 @@ pub struct Rules {
     pub partner_from: Option<u64>,
     /// Cap client lifetimes at max(acknowledged partner lifetime, now) + this.
     pub mclt_secs: Option<u64>,
+    /// Under failover, the owner bit of the partner's half (None: no partner).
+    pub partner_bit: Option<usize>,
 }
 
 impl Rules {
@@ -23,6 +25,7 @@ impl Rules {
         owned: [true, true],
         partner_from: None,
         mclt_secs: None,
+        partner_bit: None,
     };
 
     /// Whether a new lease may be made on a resource with owner bit `bit` at `now`.

@@ -429,6 +429,7 @@ fn rules(own: usize, partner_from: Option<u64>, mclt: Option<u64>) -> Rules {
         owned,
         partner_from,
         mclt_secs: mclt,
+        partner_bit: mclt.map(|_| 1 - own),
     }
 }
 
@@ -1150,8 +1151,14 @@ fn a_partner_half_binding_the_partner_never_heard_of_is_not_extended_when_its_ha
         .unwrap();
     assert_ne!(g.addr, theirs, "moved to a resource of our own half");
     let old = a.lookup(ResourceKind::Address, theirs).unwrap();
-    assert_eq!((old.state, old.partner_ack_until), (LeaseState::Released, 0));
-    assert!(w.iter().any(|l| l.addr == theirs && l.state == LeaseState::Released));
+    assert_eq!(
+        (old.state, old.partner_ack_until),
+        (LeaseState::Released, 0)
+    );
+    assert!(
+        w.iter()
+            .any(|l| l.addr == theirs && l.state == LeaseState::Released)
+    );
     // A Renew of it is refused the same way (lifetime 0 for the client).
     a.restore(lease(theirs, b"c3", 0)).ok();
     assert!(matches!(
@@ -1163,4 +1170,18 @@ fn a_partner_half_binding_the_partner_never_heard_of_is_not_extended_when_its_ha
         .acquire(400, &ia(b"c2", 1), &[], AcquireMode::Grant, &ci, &mut w)
         .unwrap();
     assert_eq!(g.addr, known);
+    // Our own half is never affected, even when both halves are closed (a secondary back in
+    // NORMAL, a store refusing new leases): bindings made there while apart stay renewable.
+    let ours: Ipv6Addr = "2001:db8::12".parse().unwrap();
+    a.restore(lease(ours, b"c4", 0)).unwrap();
+    let mut closed = ci;
+    closed.owned = [false, false];
+    let g = a
+        .acquire(400, &ia(b"c4", 1), &[], AcquireMode::Grant, &closed, &mut w)
+        .unwrap();
+    assert_eq!(g.addr, ours);
+    assert!(matches!(
+        a.extend(401, &ia(b"c4", 1), ours, 128, false, &closed, &mut w),
+        Extended::Extended(_)
+    ));
 }

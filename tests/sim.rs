@@ -29,11 +29,13 @@ use tandem_sim::{self as sim, SimConfig};
 /// behind). 8942070: an expiry that the partner's renewal had crossed and superseded was sent
 /// again after a reconnect, and the partner took it for a free resource. 10837211: a grant
 /// made in PARTNER-DOWN from the partner's half whose commit failed stayed in memory and was
-/// extended in COMMUNICATIONS-INTERRUPTED while the partner gave the prefix out.
+/// extended in COMMUNICATIONS-INTERRUPTED while the partner gave the prefix out. 12705241: the
+/// partner's stale expiry, crossing our in-flight active update of a binding our client had
+/// just released, was taken as known free on both sides.
 const REGRESSION_SEEDS: &[u64] = &[
     1, 3, 4, 19, 23, 30, 46, 133, 210, 228, 368, 732, 1022, 1766, 4690, 4715, 8478, 22984, 119697,
     137128, 157888, 305235, 477335, 584557, 2019846, 3092888, 4114282, 5214726, 5220882, 5262442,
-    5555856, 5644433, 6046906, 6059273, 6088356, 7017165, 8942070, 10837211,
+    5555856, 5644433, 6046906, 6059273, 6088356, 7017165, 8942070, 10837211, 12705241,
 ];
 
 fn run(seed: u64) {

@@ -137,6 +137,10 @@ impl Allocator {
         // Whether we held the same client's binding active: our own update saying so may be
         // on its way to the partner, crossing this one.
         let mut ends_our_active = false;
+        let local_free = sp
+            .slots
+            .get(&r.index)
+            .is_some_and(|s| s.lease.state.is_free());
         if let Some(s) = sp.slots.get(&r.index) {
             let local = &s.lease;
             let same_client = local.duid == incoming.duid && local.iaid == incoming.iaid;
@@ -194,7 +198,12 @@ impl Allocator {
                 }
             }
         }
-        if ends_our_active && ours_active_in_flight && l.state.is_free() {
+        // Also when our copy is no longer active (seed 12705241: our client released the
+        // binding while our active update of it was in flight; the partner's stale expiry,
+        // sent before our update reached it, would otherwise count as known free on both
+        // sides, and the partner, having taken our active update since, renewed it for the
+        // client while we gave it to another).
+        if (ends_our_active || local_free) && ours_active_in_flight && l.state.is_free() {
             // Not known free on both sides yet: our own update saying the binding is active is
             // on its way and the partner will take it after this one (seed 5214726: a
             // restarted server resent an active binding just as its partner's expiry of it

@@ -200,6 +200,27 @@ struct ServeArgs {
     /// authentication: bind it to a management address). Overrides server.metrics_listen.
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<std::net::SocketAddr>,
+    /// How packets reach the workers. `udp`: sockets, works everywhere (the default). `xdp`: an
+    /// XDP program on each of server.interfaces hands the DHCPv6 datagrams (UDP to
+    /// server.port) to one AF_XDP socket per receive queue, each with its own worker; all other
+    /// traffic goes to the kernel untouched, and the UDP listeners stay open for what the
+    /// program passes on (fragments). Needs root or CAP_BPF, CAP_NET_ADMIN and CAP_NET_RAW,
+    /// and a build with clang installed; refuses to start, saying why, rather than fall back.
+    #[arg(long, value_enum, default_value = "udp")]
+    datapath: DatapathArg,
+    /// With --datapath xdp: attach in `native` (driver) mode, `generic` (skb) mode, or `auto`
+    /// (native where the driver supports it, generic otherwise).
+    #[arg(long, value_enum, default_value = "auto")]
+    xdp_mode: crate::edge::xdp::program::XdpAttachMode,
+}
+
+/// `--datapath`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum DatapathArg {
+    /// UDP sockets.
+    Udp,
+    /// AF_XDP sockets fed by an XDP program.
+    Xdp,
 }
 
 fn load(arg: &ConfigArg) -> Result<Config, config::ConfigError> {
@@ -420,14 +441,18 @@ fn serve(args: ServeArgs) -> ExitCode {
             Ok(c)
         })
     };
-    let server = match Server::start(cfg, Some(read_config), set_log_level) {
+    let datapath = match args.datapath {
+        DatapathArg::Udp => crate::edge::server::DatapathKind::Udp,
+        DatapathArg::Xdp => crate::edge::server::DatapathKind::Xdp(args.xdp_mode),
+    };
+    let server = match Server::start(cfg, Some(read_config), set_log_level, datapath) {
         Ok(s) => s,
         Err(e) => {
             error!("cannot start: {e}");
             eprintln!("error: {e}");
             return ExitCode::from(match e {
                 StartError::Store(_) => EXIT_STORE,
-                StartError::Socket(_) => EXIT_SOCKET,
+                StartError::Socket(_) | StartError::Xdp(_) => EXIT_SOCKET,
                 StartError::Thread(_) => EXIT_OTHER,
                 StartError::Audit { .. } => EXIT_STORE,
                 StartError::Failover(PartnerStartError::Tls(_)) => EXIT_CONFIG,

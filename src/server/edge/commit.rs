@@ -14,9 +14,17 @@ use std::time::Instant;
 use tandem_core::lease::{Lease, LeaseState};
 use tracing::{debug, error, info};
 
+/// Where a committed reply leaves, by the index of the worker path it came in on.
+pub enum ReplyOut {
+    /// A clone of the worker's UDP socket: the committer sends itself.
+    Udp(UdpSocket),
+    /// An AF_XDP worker: only it may touch its rings, so the reply goes back to it.
+    Xdp(super::xdp::ReturnPath),
+}
+
 /// Sends replies once the group committer made their leases durable.
 pub struct ReplySink {
-    pub(super) sockets: Vec<UdpSocket>,
+    pub(super) outs: Vec<ReplyOut>,
     pub(super) send_errors: u64,
     /// Replies sent after their commit.
     pub(super) sent: u64,
@@ -65,6 +73,11 @@ impl AfterCommit<PendingReply> for ReplySink {
         // One sendmmsg per socket for the whole batch instead of a sendto per reply; under
         // load a group commit releases about a hundred replies at once.
         released.sort_by_key(|r| r.socket);
+        let now = Instant::now();
+        for r in released.iter() {
+            self.reply_us
+                .record(now.saturating_duration_since(r.received_at).as_micros() as u64);
+        }
         let mut start = 0;
         while start < released.len() {
             let sock = released[start].socket;
@@ -73,23 +86,33 @@ impl AfterCommit<PendingReply> for ReplySink {
                     .iter()
                     .take_while(|r| r.socket == sock)
                     .count();
-            let sent = udp::send_batch(&self.sockets[sock], &released[start..end]);
-            self.sent += sent as u64;
-            for r in &released[start + sent..end] {
-                match udp::send_to(&self.sockets[sock], r.to, &r.bytes) {
-                    Ok(()) => self.sent += 1,
-                    Err(e) => {
-                        self.send_errors += 1;
-                        debug!(to = %r.to, error = %e, "reply send failed");
+            match &self.outs[sock] {
+                ReplyOut::Udp(s) => {
+                    let sent = udp::send_batch(s, &released[start..end]);
+                    self.sent += sent as u64;
+                    for r in &released[start + sent..end] {
+                        match udp::send_to(s, r.to, &r.bytes) {
+                            Ok(()) => self.sent += 1,
+                            Err(e) => {
+                                self.send_errors += 1;
+                                debug!(to = %r.to, error = %e, "reply send failed");
+                            }
+                        }
                     }
+                }
+                ReplyOut::Xdp(back) => {
+                    for r in released.drain(start..end) {
+                        if back.send(r) {
+                            self.sent += 1;
+                        } else {
+                            self.send_errors += 1;
+                        }
+                    }
+                    back.wake();
+                    continue;
                 }
             }
             start = end;
-        }
-        let now = Instant::now();
-        for r in released.iter() {
-            self.reply_us
-                .record(now.saturating_duration_since(r.received_at).as_micros() as u64);
         }
         self.hub
             .publish_replies(&self.reply_us, self.send_errors, self.sent);

@@ -1,14 +1,15 @@
 //! The I/O edge: worker threads, sockets, the group committer thread, the reclaim timer and
 //! the metrics they report. Everything with a clock, a socket or a disk lives here.
 //!
-//! A datapath is anything that implements [`Datapath`]: the UDP socket path ([`udp`]) today,
-//! AF_XDP beside it later, without touching the engine.
+//! A datapath is anything that implements [`Datapath`]: the UDP socket path ([`udp`]), the
+//! default that works everywhere, and the AF_XDP path ([`xdp`]) beside it, without touching
+//! the engine.
 
 //!
 //! Files: [`server`] (assembly, start-up and shutdown), [`worker`] (the receive → engine →
 //! reply loop), [`commit`] (the group committer and what it sends once leases are durable),
 //! [`reclaim`] (the expiry timer of a server without a partner), [`stats`] (counters merged at
-//! the edge), [`metrics`] (Prometheus rendering and its HTTP listener), [`control`] (the `tandem ctl` socket), [`audit`] (the audit log), [`reload`] (live reload), [`udp`] (the socket datapath), [`partner`] (the failover partner thread).
+//! the edge), [`metrics`] (Prometheus rendering and its HTTP listener), [`control`] (the `tandem ctl` socket), [`audit`] (the audit log), [`reload`] (live reload), [`udp`] (the socket datapath), [`xdp`] (the AF_XDP datapath and its XDP program), [`partner`] (the failover partner thread).
 
 pub mod audit;
 pub mod commit;
@@ -21,6 +22,7 @@ pub mod server;
 pub mod stats;
 pub mod udp;
 pub mod worker;
+pub mod xdp;
 
 use std::io;
 use std::net::SocketAddrV6;
@@ -46,6 +48,12 @@ pub struct RxMeta {
     pub ifindex: u32,
     /// Where the datapath keeps the bytes (see [`Datapath::datagram`]).
     pub slot: usize,
+    /// The headers of the reply (AF_XDP: a reply frame retraces the request's path); None on
+    /// the socket path, where the kernel routes.
+    pub reply_frame: Option<xdp::frame::UdpFrameHeader>,
+    /// Why the datapath could not take this frame (a drop counter label); the worker counts it
+    /// and goes on.
+    pub drop: Option<&'static str>,
 }
 
 /// A way to receive DHCPv6 datagrams and send replies, in batches where the OS allows.
@@ -56,9 +64,9 @@ pub trait Datapath: Send {
     /// The bytes of a datagram of the last batch.
     fn datagram(&self, meta: &RxMeta) -> &[u8];
     /// Sends replies in as few calls as possible; returns how many leading ones went out.
-    fn send_batch(&self, replies: &[PendingReply]) -> usize;
+    fn send_batch(&mut self, replies: &[PendingReply]) -> usize;
     /// Sends one reply.
-    fn send(&self, to: SocketAddrV6, bytes: &[u8]) -> io::Result<()>;
+    fn send(&mut self, reply: &PendingReply) -> io::Result<()>;
 }
 
 /// A reply waiting for its leases to be durable.
@@ -69,6 +77,8 @@ pub struct PendingReply {
     pub to: SocketAddrV6,
     /// The reply bytes.
     pub bytes: Vec<u8>,
+    /// The reply frame's headers on the AF_XDP path ([`RxMeta::reply_frame`]).
+    pub reply_frame: Option<xdp::frame::UdpFrameHeader>,
     /// When the message it answers was received (for the reply latency histogram).
     pub received_at: std::time::Instant,
     /// Audit log lines of the leases this reply changes (empty when the log is off).

@@ -3,7 +3,7 @@
 //! them in order.
 
 use super::audit::AuditLog;
-use super::commit::{ReplySink, run_committer};
+use super::commit::{ReplyOut, ReplySink, run_committer};
 use super::control;
 use super::metrics::{MetricsHttp, MetricsHub};
 use super::partner::{self, PolicyCell};
@@ -12,6 +12,8 @@ use super::reload::{EngineCell, Reloader, SetLogLevel};
 use super::stats::{run_metrics_http, run_reporter};
 use super::udp::{ListenSpec, UdpPath};
 use super::worker::Worker;
+use super::xdp::program::{XdpAttachMode, XdpProgram};
+use super::xdp::{Interface, XdpPath};
 use super::{COMMIT_QUEUE_MAX, PendingReply, hex};
 use crate::store::{CommitJob, CommitStats, Store, StoreError};
 use crossbeam_channel::Sender;
@@ -40,6 +42,9 @@ pub enum StartError {
     /// The failover partner link could not be set up.
     #[error("{0}")]
     Failover(#[from] partner::PartnerStartError),
+    /// The AF_XDP datapath could not be set up (`--datapath xdp` never falls back silently).
+    #[error("--datapath xdp: {0}")]
+    Xdp(String),
     /// The audit log could not be opened.
     #[error("server.audit_log {}: {source}", path.display())]
     Audit {
@@ -48,6 +53,89 @@ pub enum StartError {
         /// Why.
         source: io::Error,
     },
+}
+
+/// Which datapath the workers receive and send on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DatapathKind {
+    /// UDP sockets: works everywhere.
+    #[default]
+    Udp,
+    /// AF_XDP sockets on every receive queue of server.interfaces, fed by the XDP program; the
+    /// UDP listeners stay open for what the program passes to the kernel.
+    Xdp(XdpAttachMode),
+}
+
+/// A worker's datapath.
+pub enum AnyPath {
+    /// A UDP socket.
+    Udp(UdpPath),
+    /// An AF_XDP socket.
+    Xdp(Box<XdpPath>),
+}
+
+impl super::Datapath for AnyPath {
+    fn recv_batch(&mut self, metas: &mut Vec<super::RxMeta>) -> io::Result<usize> {
+        match self {
+            AnyPath::Udp(p) => p.recv_batch(metas),
+            AnyPath::Xdp(p) => p.recv_batch(metas),
+        }
+    }
+    fn datagram(&self, meta: &super::RxMeta) -> &[u8] {
+        match self {
+            AnyPath::Udp(p) => p.datagram(meta),
+            AnyPath::Xdp(p) => p.datagram(meta),
+        }
+    }
+    fn send_batch(&mut self, replies: &[PendingReply]) -> usize {
+        match self {
+            AnyPath::Udp(p) => p.send_batch(replies),
+            AnyPath::Xdp(p) => p.send_batch(replies),
+        }
+    }
+    fn send(&mut self, reply: &PendingReply) -> io::Result<()> {
+        match self {
+            AnyPath::Udp(p) => p.send(reply),
+            AnyPath::Xdp(p) => p.send(reply),
+        }
+    }
+}
+
+/// Attaches the XDP program to every interface of `cfg` and opens an AF_XDP socket per receive
+/// queue. `fallback` is the UDP socket on the server port (for what a frame cannot carry).
+fn open_xdp(
+    cfg: &Config,
+    mode: XdpAttachMode,
+    fallback: &std::net::UdpSocket,
+) -> Result<(Vec<XdpProgram>, Vec<(XdpPath, super::xdp::ReturnPath)>), StartError> {
+    if !super::xdp::program::built() {
+        return Err(StartError::Xdp(
+            super::xdp::program::ProgramError::NotBuilt.to_string(),
+        ));
+    }
+    if cfg.server.interfaces.is_empty() {
+        return Err(StartError::Xdp(
+            "no interface to attach to: set server.interfaces or --interface".into(),
+        ));
+    }
+    let mut programs = Vec::new();
+    let mut paths = Vec::new();
+    for name in &cfg.server.interfaces {
+        let iface = Arc::new(Interface::lookup(name).map_err(|e| StartError::Xdp(e.to_string()))?);
+        let mut prog = XdpProgram::attach(name, cfg.server.port, mode)
+            .map_err(|e| StartError::Xdp(e.to_string()))?;
+        for q in 0..iface.rx_queues {
+            let fb = fallback.try_clone().map_err(StartError::Socket)?;
+            let (path, back) =
+                XdpPath::open(iface.clone(), q, fb).map_err(|e| StartError::Xdp(e.to_string()))?;
+            prog.register(q, path.socket_fd())
+                .map_err(|e| StartError::Xdp(e.to_string()))?;
+            paths.push((path, back));
+        }
+        info!(interface = %name, queues = iface.rx_queues, mode = prog.mode, port = cfg.server.port, "AF_XDP datapath attached");
+        programs.push(prog);
+    }
+    Ok((programs, paths))
 }
 
 /// A running server; [`Server::shutdown`] stops it cleanly.
@@ -63,6 +151,8 @@ pub struct Server {
     engines: Arc<EngineCell>,
     reloader: Arc<Reloader>,
     partner: Option<partner::PartnerHandle>,
+    /// The XDP programs, detached when dropped (after the workers stopped).
+    xdp_programs: Vec<XdpProgram>,
 }
 
 fn make_duid() -> Vec<u8> {
@@ -111,6 +201,7 @@ impl Server {
         cfg: Config,
         read_config: Option<Box<dyn Fn() -> Result<Config, String> + Send + Sync>>,
         set_log_level: Option<SetLogLevel>,
+        datapath: DatapathKind,
     ) -> Result<Server, StartError> {
         let cfg = Arc::new(cfg);
         let store = Arc::new(Store::open(
@@ -167,11 +258,38 @@ impl Server {
             }
             info!(listen = %spec, workers, "listening");
         }
-        let sockets = paths
+        let mut outs = paths
             .iter()
-            .map(|p| p.sender())
+            .map(|p| p.sender().map(ReplyOut::Udp))
             .collect::<io::Result<Vec<_>>>()
             .map_err(StartError::Socket)?;
+        let mut paths: Vec<AnyPath> = paths.into_iter().map(AnyPath::Udp).collect();
+        let mut xdp_programs = Vec::new();
+        if let DatapathKind::Xdp(mode) = datapath {
+            // The UDP listener on the server port (joined to ff02::1:2, so the NIC's multicast
+            // filter lets the group in) answers what the program passes to the kernel, and
+            // sends what a frame cannot carry.
+            let fallback = match specs
+                .iter()
+                .position(|s| matches!(s, ListenSpec::Multicast { .. }))
+            {
+                Some(i) => match &paths[i * workers] {
+                    AnyPath::Udp(p) => p.sender().map_err(StartError::Socket)?,
+                    AnyPath::Xdp(_) => unreachable!("UDP paths come first"),
+                },
+                None => {
+                    return Err(StartError::Xdp(
+                        "no interface to attach to: set server.interfaces or --interface".into(),
+                    ));
+                }
+            };
+            let (programs, xsks) = open_xdp(&cfg, mode, &fallback)?;
+            for (path, back) in xsks {
+                outs.push(ReplyOut::Xdp(back));
+                paths.push(AnyPath::Xdp(Box::new(path)));
+            }
+            xdp_programs = programs;
+        }
 
         let metrics_http = match cfg.server.metrics_listen {
             Some(addr) => {
@@ -268,7 +386,7 @@ impl Server {
         };
 
         let sink = ReplySink {
-            sockets,
+            outs,
             send_errors: 0,
             sent: 0,
             partner: partner.as_ref().map(|p| p.notifier()),
@@ -364,6 +482,7 @@ impl Server {
             engines,
             reloader,
             partner,
+            xdp_programs,
         })
     }
 
@@ -410,6 +529,10 @@ impl Server {
         }
         if let Some(h) = self.metrics.take() {
             let _ = h.join();
+        }
+        for p in self.xdp_programs.drain(..) {
+            let (redirected, passed) = p.counts();
+            info!(mode = p.mode, redirected, passed, "XDP program detached");
         }
     }
 }

@@ -203,6 +203,8 @@ impl Datapath for UdpPath {
                 multicast: false,
                 ifindex: 0,
                 slot: i,
+                reply_frame: None,
+                drop: None,
             };
             if let Ok(cmsgs) = msg.cmsgs() {
                 for c in cmsgs {
@@ -223,12 +225,12 @@ impl Datapath for UdpPath {
         &self.bufs[start..start + self.lens[meta.slot]]
     }
 
-    fn send_batch(&self, replies: &[PendingReply]) -> usize {
+    fn send_batch(&mut self, replies: &[PendingReply]) -> usize {
         send_batch(&self.sock, replies)
     }
 
-    fn send(&self, to: SocketAddrV6, bytes: &[u8]) -> io::Result<()> {
-        send_to(&self.sock, to, bytes)
+    fn send(&mut self, reply: &PendingReply) -> io::Result<()> {
+        send_to(&self.sock, reply.to, &reply.bytes)
     }
 }
 

@@ -68,6 +68,11 @@ impl<D: Datapath> Worker<D> {
             }
             for meta in &metas {
                 stats.received += 1;
+                if let Some(why) = meta.drop {
+                    *stats.dropped.entry(why).or_default() += 1;
+                    debug!(src = %meta.src, reason = why, "dropped by the datapath");
+                    continue;
+                }
                 if meta.truncated {
                     *stats.dropped.entry("oversized").or_default() += 1;
                     debug!(src = %meta.src, len = meta.len, "dropped: datagram larger than {DATAGRAM_LEN_MAX} bytes");
@@ -110,6 +115,7 @@ impl<D: Datapath> Worker<D> {
                             socket: self.socket_index,
                             to: meta.src,
                             bytes: reply.clone(),
+                            reply_frame: meta.reply_frame,
                             received_at,
                             audit: String::new(),
                         };
@@ -158,7 +164,7 @@ impl<D: Datapath> Worker<D> {
             let sent = self.path.send_batch(&now_out);
             let mut sent_now = sent as u64;
             for r in &now_out[sent..] {
-                match self.path.send(r.to, &r.bytes) {
+                match self.path.send(r) {
                     Ok(()) => sent_now += 1,
                     Err(e) => {
                         stats.send_errors += 1;

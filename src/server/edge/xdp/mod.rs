@@ -1,0 +1,545 @@
+//! The AF_XDP datapath (`tandem serve --datapath xdp`): one AF_XDP socket per receive queue of
+//! each configured interface, each owned by a worker, fed by the XDP program ([`program`]) with
+//! the UDP datagrams for the server port; frames are parsed and built by [`frame`].
+//!
+//! The rings and the UMEM come from the `xdp` crate (pure Rust, no C library, MIT OR
+//! Apache-2.0). Frames are recycled between the fill, RX, TX and completion rings without
+//! allocation. Replies that needed no commit leave through the worker's TX ring at once;
+//! committed replies come back to the owning worker through a [`ReturnPath`] (a bounded channel
+//! and an eventfd that wakes it), since only the worker may touch its rings. Anything the frame
+//! path cannot carry (a reply too large for a frame or the link MTU) leaves through the UDP
+//! socket on the server port instead, and the XDP program passes to the kernel whatever it does
+//! not hand over (fragments, other traffic), where the UDP listener on the interface answers.
+
+// The rings, the UMEM and the eventfd are shared with the kernel through raw memory and
+// descriptors: this module is where the server's unsafe code lives, each block with its SAFETY.
+#![allow(unsafe_code)]
+
+pub mod frame;
+pub mod program;
+
+use super::{PendingReply, RxMeta};
+use crossbeam_channel::{Receiver, Sender};
+use std::collections::VecDeque;
+use std::io;
+use std::net::{Ipv6Addr, SocketAddrV6, UdpSocket};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::Arc;
+use xdp::slab::Slab;
+
+/// Frames of each socket's UMEM; half are kept in the fill ring, the rest serve replies.
+pub const UMEM_FRAMES: u32 = 4096;
+/// Bytes of a UMEM frame (4 KiB) a frame may fill: the kernel keeps a headroom before it.
+pub const UMEM_FRAME_ROOM: usize = 4096 - xdp::libc::xdp::XDP_PACKET_HEADROOM as usize;
+/// Entries of each ring (fill, RX, TX, completion).
+pub const RING_ENTRIES: u32 = 2048;
+/// Most frames taken from the RX ring per batch.
+pub const RX_BATCH_MAX: usize = super::udp::RECV_BATCH_MAX;
+/// Committed replies that may wait for their worker's TX ring; past it they are dropped and
+/// counted (the client retransmits).
+pub const RETURN_QUEUE_MAX: usize = 4096;
+/// Most committed replies sent per wake-up.
+pub const RETURN_BATCH_MAX: usize = 256;
+
+/// What the AF_XDP path needs to know of an interface.
+#[derive(Debug, Clone)]
+pub struct Interface {
+    /// Its name.
+    pub name: String,
+    /// Its index.
+    pub index: u32,
+    /// Its MAC address (the source of our frames).
+    pub mac: [u8; 6],
+    /// Its link-local address (the source of replies to multicast requests).
+    pub link_local: Option<Ipv6Addr>,
+    /// Its MTU: larger replies go through the kernel, which fragments.
+    pub mtu: usize,
+    /// How many receive queues it has (one socket and worker each).
+    pub rx_queues: u32,
+}
+
+impl Interface {
+    /// Reads what the kernel says of interface `name` (sysfs and /proc).
+    pub fn lookup(name: &str) -> io::Result<Interface> {
+        let sys = format!("/sys/class/net/{name}");
+        let read = |f: &str| {
+            std::fs::read_to_string(format!("{sys}/{f}"))
+                .map(|s| s.trim().to_string())
+                .map_err(|e| io::Error::new(e.kind(), format!("interface {name}: {sys}/{f}: {e}")))
+        };
+        let index: u32 = read("ifindex")?
+            .parse()
+            .map_err(|_| io::Error::other(format!("interface {name}: bad ifindex")))?;
+        let mut mac = [0u8; 6];
+        let text = read("address")?;
+        let parts: Vec<&str> = text.split(':').collect();
+        if parts.len() != 6 {
+            return Err(io::Error::other(format!(
+                "interface {name} has no Ethernet address ({text:?}); AF_XDP needs an Ethernet interface"
+            )));
+        }
+        for (m, p) in mac.iter_mut().zip(parts) {
+            *m = u8::from_str_radix(p, 16)
+                .map_err(|_| io::Error::other(format!("interface {name}: bad address {text}")))?;
+        }
+        let mtu = read("mtu")?.parse().unwrap_or(1500);
+        let rx_queues = std::fs::read_dir(format!("{sys}/queues"))
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
+                    .count() as u32
+            })
+            .unwrap_or(1)
+            .max(1);
+        Ok(Interface {
+            name: name.to_string(),
+            index,
+            mac,
+            link_local: link_local(index),
+            mtu,
+            rx_queues,
+        })
+    }
+}
+
+/// The link-local address of interface `index`, from /proc/net/if_inet6.
+fn link_local(index: u32) -> Option<Ipv6Addr> {
+    let table = std::fs::read_to_string("/proc/net/if_inet6").ok()?;
+    table.lines().find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        let (hex, idx, scope) = (f.first()?, f.get(1)?, f.get(3)?);
+        if u32::from_str_radix(idx, 16).ok()? != index || *scope != "20" || hex.len() != 32 {
+            return None;
+        }
+        let mut a = [0u8; 16];
+        for (i, b) in a.iter_mut().enumerate() {
+            *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
+        }
+        Some(Ipv6Addr::from(a))
+    })
+}
+
+/// An eventfd: written by the committer, read by the worker it wakes.
+struct EventFd(OwnedFd);
+
+impl EventFd {
+    fn new() -> io::Result<EventFd> {
+        // SAFETY: eventfd takes no pointers; a non-negative result is a new descriptor we own.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` was just returned by eventfd and is owned by nothing else.
+        Ok(EventFd(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    fn signal(&self) {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a live u64 to our descriptor; a full counter (EAGAIN)
+        // still leaves it readable, which is all a wake-up needs.
+        unsafe { libc::write(self.0.as_raw_fd(), (&one as *const u64).cast(), 8) };
+    }
+
+    fn clear(&self) {
+        let mut n: u64 = 0;
+        // SAFETY: reads at most 8 bytes into a live u64 from our non-blocking descriptor.
+        unsafe { libc::read(self.0.as_raw_fd(), (&mut n as *mut u64).cast(), 8) };
+    }
+}
+
+/// How the group committer hands a committed reply to the worker that owns the AF_XDP socket
+/// it must leave by.
+#[derive(Clone)]
+pub struct ReturnPath {
+    tx: Sender<PendingReply>,
+    wake: Arc<EventFd>,
+}
+
+impl ReturnPath {
+    /// Queues a reply; false when the queue is full (the reply is dropped).
+    pub fn send(&self, reply: PendingReply) -> bool {
+        self.tx.try_send(reply).is_ok()
+    }
+
+    /// Wakes the worker (once per batch of [`ReturnPath::send`]).
+    pub fn wake(&self) {
+        self.wake.signal();
+    }
+}
+
+/// Frames owned by user space between rings: a batch of received frames, or replies waiting
+/// for the TX ring. Bounded by the capacity it is made with.
+struct Frames {
+    q: VecDeque<xdp::Packet>,
+    cap: usize,
+}
+
+impl Frames {
+    fn with_capacity(cap: usize) -> Frames {
+        Frames {
+            q: VecDeque::with_capacity(cap),
+            cap,
+        }
+    }
+}
+
+impl Slab for Frames {
+    fn available(&self) -> usize {
+        self.cap - self.q.len()
+    }
+    fn len(&self) -> usize {
+        self.q.len()
+    }
+    fn is_empty(&self) -> bool {
+        self.q.is_empty()
+    }
+    fn push_front(&mut self, p: xdp::Packet) -> Option<xdp::Packet> {
+        if self.q.len() >= self.cap {
+            return Some(p);
+        }
+        self.q.push_front(p);
+        None
+    }
+    fn pop_back(&mut self) -> Option<xdp::Packet> {
+        self.q.pop_back()
+    }
+}
+
+/// One worker's AF_XDP socket on one receive queue, with its UMEM and rings.
+pub struct XdpPath {
+    // Field order is drop order: the rings and socket go before the UMEM they point into.
+    rx: xdp::RxRing,
+    tx: xdp::WakableTxRing,
+    fill: xdp::WakableFillRing,
+    completion: xdp::CompletionRing,
+    socket: xdp::socket::XdpSocket,
+    /// The frames of the last received batch, newest first (as the RX ring pushes them).
+    batch: Frames,
+    /// Where each frame of `batch` keeps its payload, by slot (receive order).
+    payloads: Vec<std::ops::Range<usize>>,
+    /// Replies built and waiting for the TX ring.
+    out: Frames,
+    returned: Receiver<PendingReply>,
+    wake: Arc<EventFd>,
+    returning: Vec<PendingReply>,
+    /// The UDP socket on the server port, for what a frame cannot carry.
+    fallback: UdpSocket,
+    iface: Arc<Interface>,
+    umem: xdp::Umem,
+}
+
+// SAFETY: an XdpPath is built on one thread and then moved, whole, to the worker thread that
+// alone uses it: the raw pointers in its packets and rings point into mappings it owns (its
+// UMEM and ring mmaps), which move with it and live as long as it does.
+unsafe impl Send for XdpPath {}
+
+impl XdpPath {
+    /// Opens the socket for receive queue `queue` of `iface`, fills its fill ring and returns
+    /// it with the [`ReturnPath`] the committer uses to reach it. `fallback` is a UDP socket
+    /// bound to the server port. The caller registers [`XdpPath::socket_fd`] with the program.
+    pub fn open(
+        iface: Arc<Interface>,
+        queue: u32,
+        fallback: UdpSocket,
+    ) -> io::Result<(XdpPath, ReturnPath)> {
+        let what = |e: &dyn std::fmt::Display| {
+            io::Error::other(format!("AF_XDP on {} queue {queue}: {e}", iface.name))
+        };
+        let umem_cfg = xdp::umem::UmemCfgBuilder {
+            frame_size: xdp::umem::FrameSize::FourK,
+            frame_count: UMEM_FRAMES,
+            ..Default::default()
+        }
+        .build()
+        .map_err(|e| what(&e))?;
+        let mut umem = xdp::Umem::map(umem_cfg).map_err(|e| what(&e))?;
+        let ring_cfg = xdp::RingConfigBuilder {
+            rx_count: RING_ENTRIES,
+            tx_count: RING_ENTRIES,
+            fill_count: RING_ENTRIES,
+            completion_count: RING_ENTRIES,
+        }
+        .build()
+        .map_err(|e| what(&e))?;
+        let mut builder = xdp::socket::XdpSocketBuilder::new().map_err(|e| {
+            what(&format_args!(
+                "{e} (AF_XDP needs CAP_NET_RAW and a kernel with CONFIG_XDP_SOCKETS)"
+            ))
+        })?;
+        let (rings, mut flags) = builder
+            .build_wakable_rings(&umem, ring_cfg)
+            .map_err(|e| what(&e))?;
+        // Copy mode works on every driver (veth included); zero-copy needs driver support and
+        // is left for a later flag.
+        flags.force_copy();
+        let socket = builder
+            .bind(xdp::nic::NicIndex::new(iface.index), queue, flags)
+            .map_err(|e| what(&e))?;
+        let xdp::WakableRings {
+            mut fill_ring,
+            rx_ring,
+            completion_ring,
+            tx_ring,
+        } = rings;
+        // SAFETY: the frames enqueued belong to `umem`, which outlives the ring (same struct,
+        // dropped after it).
+        let filled = unsafe { fill_ring.enqueue(&mut umem, RING_ENTRIES as usize, false) }?;
+        if filled == 0 {
+            return Err(what(&"the fill ring took no frame"));
+        }
+        let (rx, tx) = match (rx_ring, tx_ring) {
+            (Some(rx), Some(tx)) => (rx, tx),
+            _ => return Err(what(&"the kernel gave no RX or TX ring")),
+        };
+        let (ret_tx, returned) = crossbeam_channel::bounded(RETURN_QUEUE_MAX);
+        let wake = Arc::new(EventFd::new().map_err(|e| what(&e))?);
+        Ok((
+            XdpPath {
+                rx,
+                tx,
+                fill: fill_ring,
+                completion: completion_ring,
+                socket,
+                batch: Frames::with_capacity(RX_BATCH_MAX),
+                payloads: Vec::with_capacity(RX_BATCH_MAX),
+                out: Frames::with_capacity(RETURN_BATCH_MAX),
+                returned,
+                wake: wake.clone(),
+                returning: Vec::with_capacity(RETURN_BATCH_MAX),
+                fallback,
+                iface,
+                umem,
+            },
+            ReturnPath { tx: ret_tx, wake },
+        ))
+    }
+
+    /// The AF_XDP socket, for the program's map.
+    pub fn socket_fd(&self) -> &impl AsRawFd {
+        &self.socket
+    }
+
+    /// Gives the frames of the last batch back to the fill ring, and sent frames back to the
+    /// UMEM.
+    fn recycle(&mut self) {
+        while let Some(p) = self.batch.pop_back() {
+            self.umem.free_packet(p);
+        }
+        self.payloads.clear();
+        self.completion
+            .dequeue(&mut self.umem, RING_ENTRIES as usize);
+        let want = self
+            .umem
+            .allocatable()
+            .saturating_sub(UMEM_FRAMES as usize / 2);
+        if want > 0 {
+            // SAFETY: the frames come from `self.umem`, which outlives the ring.
+            let _ = unsafe { self.fill.enqueue(&mut self.umem, want, false) };
+        }
+    }
+
+    /// Sends the committed replies the committer handed back.
+    fn send_returned(&mut self) {
+        self.wake.clear();
+        loop {
+            self.returning.clear();
+            while self.returning.len() < RETURN_BATCH_MAX {
+                match self.returned.try_recv() {
+                    Ok(r) => self.returning.push(r),
+                    Err(_) => break,
+                }
+            }
+            if self.returning.is_empty() {
+                return;
+            }
+            let replies = std::mem::take(&mut self.returning);
+            let sent = self.send_frames(&replies);
+            for r in &replies[sent..] {
+                let _ = self.send_one_fallback(r);
+            }
+            self.returning = replies;
+        }
+    }
+
+    /// Builds and queues a frame per reply, then kicks the TX ring once; returns how many
+    /// leading replies went out. A reply a frame cannot carry goes through the UDP socket.
+    fn send_frames(&mut self, replies: &[PendingReply]) -> usize {
+        let mut queued: usize = 0;
+        for r in replies {
+            let Some(h) = r.reply_frame else {
+                if self.send_one_fallback(r).is_err() {
+                    break;
+                }
+                queued += 1;
+                continue;
+            };
+            let len = frame::header_len(&h) + r.bytes.len();
+            let ip_len = frame::IPV6_HEADER_LEN + frame::UDP_HEADER_LEN + r.bytes.len();
+            if ip_len > self.iface.mtu || len > UMEM_FRAME_ROOM {
+                if self.send_one_fallback(r).is_err() {
+                    break;
+                }
+                queued += 1;
+                continue;
+            }
+            // SAFETY: the packet points into `self.umem` and goes back to it (through the TX
+            // and completion rings, or `free_packet` below) before the UMEM is dropped.
+            let packet = unsafe { self.umem.alloc() }.or_else(|| {
+                self.completion
+                    .dequeue(&mut self.umem, RING_ENTRIES as usize);
+                // SAFETY: as above.
+                unsafe { self.umem.alloc() }
+            });
+            let Some(mut packet) = packet else { break };
+            if packet.adjust_tail(len as i32).is_err()
+                || frame::write(&h, &r.bytes, &mut packet[..]).is_none()
+            {
+                self.umem.free_packet(packet);
+                break;
+            }
+            if let Some(p) = self.out.push_front(packet) {
+                self.umem.free_packet(p);
+                break;
+            }
+            queued += 1;
+        }
+        if !self.out.is_empty() {
+            // SAFETY: every frame in `out` belongs to `self.umem`; the ring hands them back
+            // through the completion ring, which `recycle` drains into the same UMEM.
+            let _ = unsafe { self.tx.send(&mut self.out, true) };
+            // What the ring had no room for is dropped (the client retransmits).
+            while let Some(p) = self.out.pop_back() {
+                self.umem.free_packet(p);
+                queued = queued.saturating_sub(1);
+            }
+        }
+        queued
+    }
+
+    fn send_one_fallback(&self, r: &PendingReply) -> io::Result<()> {
+        super::udp::send_to(&self.fallback, r.to, &r.bytes)
+    }
+
+    /// Waits up to the receive timeout for a frame or a wake-up from the committer.
+    fn wait(&mut self) -> io::Result<()> {
+        let mut fds = [
+            libc::pollfd {
+                fd: self.socket.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: self.wake.0.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        let ms = super::udp::RECV_TIMEOUT.as_millis() as i32;
+        // SAFETY: `fds` is a live array of two pollfd for the duration of the call.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            return if e.kind() == io::ErrorKind::Interrupted {
+                Ok(())
+            } else {
+                Err(e)
+            };
+        }
+        if fds[1].revents != 0 {
+            self.send_returned();
+        }
+        Ok(())
+    }
+
+    fn take(&mut self) -> usize {
+        // SAFETY: the packets point into `self.umem`; they stay in `batch` until `recycle`
+        // frees them back to it.
+        unsafe { self.rx.recv(&self.umem, &mut self.batch) }
+    }
+}
+
+impl super::Datapath for XdpPath {
+    fn recv_batch(&mut self, metas: &mut Vec<RxMeta>) -> io::Result<usize> {
+        metas.clear();
+        self.recycle();
+        self.send_returned();
+        if self.take() == 0 {
+            self.wait()?;
+            if self.take() == 0 {
+                return Ok(0);
+            }
+        }
+        let n = self.batch.len();
+        // The ring pushed each frame to the front: the oldest is at the back.
+        for slot in 0..n {
+            let p = &self.batch.q[n - 1 - slot];
+            let mut meta = RxMeta {
+                src: SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, 0, 0, 0),
+                len: 0,
+                truncated: false,
+                multicast: false,
+                ifindex: self.iface.index,
+                slot,
+                reply_frame: None,
+                drop: None,
+            };
+            match frame::parse(&p[..]) {
+                Ok(f) => {
+                    let h = f.header;
+                    let scope = if h.src.is_unicast_link_local() {
+                        self.iface.index
+                    } else {
+                        0
+                    };
+                    meta.src = SocketAddrV6::new(h.src, h.src_port, 0, scope);
+                    meta.len = f.payload.len();
+                    meta.multicast = h.dst.is_multicast();
+                    let ours = if meta.multicast {
+                        self.iface.link_local
+                    } else {
+                        Some(h.dst)
+                    };
+                    match ours {
+                        Some(a) => {
+                            meta.reply_frame = Some(frame::reply_header(&h, self.iface.mac, a))
+                        }
+                        None => meta.drop = Some("no_link_local_address"),
+                    }
+                    self.payloads.push(f.payload);
+                }
+                Err(e) => {
+                    meta.drop = Some(e.label());
+                    self.payloads.push(0..0);
+                }
+            }
+            metas.push(meta);
+        }
+        Ok(n)
+    }
+
+    fn datagram(&self, meta: &RxMeta) -> &[u8] {
+        let n = self.batch.len();
+        match (
+            self.batch.q.get(n.wrapping_sub(1 + meta.slot)),
+            self.payloads.get(meta.slot),
+        ) {
+            (Some(p), Some(r)) => p.get(r.clone()).unwrap_or(&[]),
+            _ => &[],
+        }
+    }
+
+    fn send_batch(&mut self, replies: &[PendingReply]) -> usize {
+        self.send_frames(replies)
+    }
+
+    fn send(&mut self, reply: &PendingReply) -> io::Result<()> {
+        if self.send_frames(std::slice::from_ref(reply)) == 1 {
+            Ok(())
+        } else {
+            Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                "AF_XDP TX ring full",
+            ))
+        }
+    }
+}

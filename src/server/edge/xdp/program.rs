@@ -1,0 +1,174 @@
+//! The XDP program (`xdp/tandem_xdp.c`, built by `build.rs`): loaded and attached with aya, one
+//! instance per interface (its socket map is keyed by receive queue), with each queue's AF_XDP
+//! socket registered in it.
+//!
+//! Attachment goes through a BPF link where the kernel has them (5.9+): the link dies with the
+//! process, so neither a clean exit nor `kill -9` leaves the program attached. An interface
+//! that already carries another XDP program is refused, never taken over.
+
+use std::os::fd::AsRawFd;
+
+/// How the program is attached to an interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum XdpAttachMode {
+    /// Native (driver) mode where the driver supports it, generic mode otherwise.
+    #[default]
+    Auto,
+    /// Native mode only: refuse to start on a driver without it.
+    Native,
+    /// Generic (skb) mode: works on any interface, slower.
+    Generic,
+}
+
+/// Why the XDP program could not be loaded or attached.
+#[derive(Debug, thiserror::Error)]
+pub enum ProgramError {
+    /// This build has no XDP program (clang or libbpf-dev was missing when it was built).
+    #[error(
+        "this build of tandem has no XDP program (clang and libbpf-dev were not installed when it was built); install them and rebuild, or use --datapath udp"
+    )]
+    NotBuilt,
+    /// The kernel refused to load the program.
+    #[error("loading the XDP program: {0} (needs CAP_BPF and CAP_NET_ADMIN, or root)")]
+    Load(String),
+    /// The program could not be attached to an interface.
+    #[error("attaching the XDP program to {interface}: {why}")]
+    Attach {
+        /// The interface.
+        interface: String,
+        /// Why.
+        why: String,
+    },
+    /// A socket could not be registered in the program's map.
+    #[error("registering the AF_XDP socket of {interface} queue {queue}: {why}")]
+    Register {
+        /// The interface.
+        interface: String,
+        /// The receive queue.
+        queue: u32,
+        /// Why.
+        why: String,
+    },
+}
+
+#[cfg(tandem_xdp_built)]
+static OBJECT: Option<&[u8]> = Some(aya::include_bytes_aligned!(env!("TANDEM_XDP_OBJECT")));
+#[cfg(not(tandem_xdp_built))]
+static OBJECT: Option<&[u8]> = None;
+
+/// Whether this build carries the XDP program.
+pub fn built() -> bool {
+    OBJECT.is_some()
+}
+
+/// The program loaded and attached to one interface; dropping it detaches it.
+pub struct XdpProgram {
+    ebpf: aya::Ebpf,
+    interface: String,
+    /// "native" or "generic": how it was attached.
+    pub mode: &'static str,
+}
+
+const PROGRAM_NAME: &str = "tandem_xdp";
+const SOCKETS_MAP: &str = "tandem_xsks";
+const COUNTS_MAP: &str = "tandem_counts";
+const PORT_GLOBAL: &str = "tandem_port";
+
+impl XdpProgram {
+    /// Loads the program for UDP port `port` and attaches it to `interface`.
+    pub fn attach(interface: &str, port: u16, mode: XdpAttachMode) -> Result<Self, ProgramError> {
+        let object = OBJECT.ok_or(ProgramError::NotBuilt)?;
+        let mut ebpf = aya::EbpfLoader::new()
+            .override_global(PORT_GLOBAL, &port, true)
+            .load(object)
+            .map_err(|e| ProgramError::Load(e.to_string()))?;
+        let prog: &mut aya::programs::Xdp = ebpf
+            .program_mut(PROGRAM_NAME)
+            .ok_or_else(|| ProgramError::Load(format!("no program {PROGRAM_NAME} in the object")))?
+            .try_into()
+            .map_err(|e: aya::programs::ProgramError| ProgramError::Load(e.to_string()))?;
+        prog.load().map_err(|e| ProgramError::Load(chain(&e)))?;
+        let attach = |prog: &mut aya::programs::Xdp, m: aya::programs::XdpMode| {
+            prog.attach(interface, m).map_err(|e| {
+                let why = chain(&e);
+                let why = if why.contains("Device or resource busy") || why.contains("EBUSY") {
+                    format!(
+                        "{why}: another XDP program is attached to {interface} (`ip link set dev {interface} xdp off` removes it)"
+                    )
+                } else {
+                    why
+                };
+                ProgramError::Attach {
+                    interface: interface.to_string(),
+                    why,
+                }
+            })
+        };
+        let mode = match mode {
+            XdpAttachMode::Native => {
+                attach(prog, aya::programs::XdpMode::Driver)?;
+                "native"
+            }
+            XdpAttachMode::Generic => {
+                attach(prog, aya::programs::XdpMode::Skb)?;
+                "generic"
+            }
+            XdpAttachMode::Auto => match attach(prog, aya::programs::XdpMode::Driver) {
+                Ok(_) => "native",
+                Err(native) => {
+                    tracing::info!(interface, error = %native, "native XDP refused; trying generic mode");
+                    attach(prog, aya::programs::XdpMode::Skb)?;
+                    "generic"
+                }
+            },
+        };
+        Ok(XdpProgram {
+            ebpf,
+            interface: interface.to_string(),
+            mode,
+        })
+    }
+
+    /// Sends what arrives on receive queue `queue` to the AF_XDP socket `socket`.
+    pub fn register(&mut self, queue: u32, socket: &impl AsRawFd) -> Result<(), ProgramError> {
+        let err = |why: String| ProgramError::Register {
+            interface: self.interface.clone(),
+            queue,
+            why,
+        };
+        let map = self
+            .ebpf
+            .map_mut(SOCKETS_MAP)
+            .ok_or_else(|| err(format!("no map {SOCKETS_MAP}")))?;
+        let mut xsks = aya::maps::XskMap::try_from(map).map_err(|e| err(e.to_string()))?;
+        xsks.set(queue, socket.as_raw_fd(), 0)
+            .map_err(|e| err(e.to_string()))
+    }
+
+    /// Frames handed to a socket and frames passed to the kernel, summed over CPUs.
+    pub fn counts(&self) -> (u64, u64) {
+        let Some(map) = self.ebpf.map(COUNTS_MAP) else {
+            return (0, 0);
+        };
+        let Ok(arr) = aya::maps::PerCpuArray::<_, u64>::try_from(map) else {
+            return (0, 0);
+        };
+        let sum = |slot: u32| {
+            arr.get(&slot, 0)
+                .map(|v| v.iter().copied().sum::<u64>())
+                .unwrap_or(0)
+        };
+        (sum(0), sum(1))
+    }
+}
+
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}

@@ -1,0 +1,117 @@
+// Tandem's XDP program: hands DHCPv6 messages for the server (UDP to the server port, 547 unless
+// configured otherwise) to the AF_XDP socket of the queue they arrived on, and passes everything
+// else to the kernel untouched (the partner link, neighbour discovery, SSH, fragments).
+//
+// Built by src/server/build.rs with `clang -O2 -target bpf`; loaded and attached by
+// src/server/edge/xdp/program.rs (aya). Checked in as source only.
+//
+// SPDX-License-Identifier: MIT OR Apache-2.0
+
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ipv6.h>
+#include <linux/udp.h>
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
+
+// One AF_XDP socket per receive queue, keyed by the queue's index.
+#define TANDEM_QUEUES_MAX 256
+// How many IPv6 extension headers are skipped before the program gives up and passes.
+#define EXT_HEADERS_MAX 4
+// How many 802.1Q / 802.1ad tags are looked through.
+#define VLAN_TAGS_MAX 2
+
+struct {
+    __uint(type, BPF_MAP_TYPE_XSKMAP);
+    __uint(max_entries, TANDEM_QUEUES_MAX);
+    __type(key, __u32);
+    __type(value, __u32);
+} tandem_xsks SEC(".maps");
+
+// Per-CPU counters: [0] redirected to a socket, [1] passed to the kernel.
+struct {
+    __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+    __uint(max_entries, 2);
+    __type(key, __u32);
+    __type(value, __u64);
+} tandem_counts SEC(".maps");
+
+// The UDP port the server listens on, set by the loader before the program is loaded.
+volatile const __u16 tandem_port = 547;
+
+struct vlan_tag {
+    __be16 tci;
+    __be16 encapsulated_proto;
+};
+
+static __always_inline int count(__u32 slot, int verdict)
+{
+    __u64 *n = bpf_map_lookup_elem(&tandem_counts, &slot);
+    if (n)
+        *n += 1;
+    return verdict;
+}
+
+static __always_inline int pass(void)
+{
+    return count(1, XDP_PASS);
+}
+
+SEC("xdp")
+int tandem_xdp(struct xdp_md *ctx)
+{
+    void *data = (void *)(long)ctx->data;
+    void *data_end = (void *)(long)ctx->data_end;
+    struct ethhdr *eth = data;
+    if ((void *)(eth + 1) > data_end)
+        return pass();
+    __u16 proto = eth->h_proto;
+    void *cursor = eth + 1;
+
+#pragma unroll
+    for (int i = 0; i < VLAN_TAGS_MAX; i++) {
+        if (proto != bpf_htons(ETH_P_8021Q) && proto != bpf_htons(ETH_P_8021AD))
+            break;
+        struct vlan_tag *tag = cursor;
+        if ((void *)(tag + 1) > data_end)
+            return pass();
+        proto = tag->encapsulated_proto;
+        cursor = tag + 1;
+    }
+    if (proto != bpf_htons(ETH_P_IPV6))
+        return pass();
+
+    struct ipv6hdr *ip6 = cursor;
+    if ((void *)(ip6 + 1) > data_end)
+        return pass();
+    __u8 next = ip6->nexthdr;
+    cursor = ip6 + 1;
+
+#pragma unroll
+    for (int i = 0; i < EXT_HEADERS_MAX; i++) {
+        // Hop-by-hop options, routing, destination options: skip. A fragment (44) is left to
+        // the kernel, which reassembles it for the UDP socket path.
+        if (next != 0 && next != 43 && next != 60)
+            break;
+        __u8 *ext = cursor;
+        if ((void *)(ext + 2) > data_end)
+            return pass();
+        next = ext[0];
+        cursor = ext + ((__u32)ext[1] + 1) * 8;
+    }
+    if (next != IPPROTO_UDP)
+        return pass();
+
+    struct udphdr *udp = cursor;
+    if ((void *)(udp + 1) > data_end)
+        return pass();
+    if (udp->dest != bpf_htons(tandem_port))
+        return pass();
+
+    // No socket on this queue (not opened yet, or closed): the kernel's UDP path answers.
+    return count(0, bpf_redirect_map(&tandem_xsks, ctx->rx_queue_index, XDP_PASS));
+}
+
+// The project's licence; the program calls no GPL-only helper.
+char _license[] SEC("license") = "MIT OR Apache-2.0";

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs Tandem's whole test suite. Installs what the tests need first, idempotently:
-# perfdhcp (Debian kea-admin), dhclient (isc-dhcp-client), iproute2, tshark and Prometheus'
+# perfdhcp (Debian kea-admin), dhclient (isc-dhcp-client), iproute2, tshark, clang and
+# libbpf-dev (the XDP program), ethtool and ping (the AF_XDP tests), and Prometheus
 # Python client (its exposition-format parser). The interop tests
 # create network namespaces, so the suite runs as root.
 set -euo pipefail
@@ -21,6 +22,12 @@ command -v tshark >/dev/null 2>&1 && command -v text2pcap >/dev/null 2>&1 || nee
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 # Prometheus' own Python parser reads our /metrics in tests/metrics.rs.
 /usr/bin/python3 -c 'import prometheus_client.parser' >/dev/null 2>&1 || need+=(python3-prometheus-client)
+# The XDP program is built by cargo (src/server/build.rs) with clang and libbpf's headers; the
+# AF_XDP tests turn off checksum offload on a veth (ethtool) and ping across it.
+command -v clang >/dev/null 2>&1 || need+=(clang)
+[ -e /usr/include/bpf/bpf_helpers.h ] || need+=(libbpf-dev)
+command -v ethtool >/dev/null 2>&1 || [ -x /usr/sbin/ethtool ] || need+=(ethtool)
+command -v ping >/dev/null 2>&1 || [ -x /usr/bin/ping ] || need+=(iputils-ping)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "tools/test.sh: needs root to install ${need[*]} and to create network namespaces" >&2

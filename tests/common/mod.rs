@@ -1,7 +1,7 @@
 //! The harness the integration tests share: network namespaces (`netns`), processes the tests
 //! start and stop by PID (`proc`), the test CA and certificates (`pki`), finding external tools
 //! and deciding whether a namespace test runs (`tools`), the lease store and its pools
-//! (`leases`), collected assertions (`checks`), scraping `/metrics` (`prom`), and a lock for tests that must not overlap
+//! (`leases`), perfdhcp runs and their checks (`perfdhcp`), collected assertions (`checks`), scraping `/metrics` (`prom`), and a lock for tests that must not overlap
 //! (`one_at_a_time`).
 //!
 //! Each test file includes it with `mod common;`, so each uses only part of it.
@@ -10,6 +10,7 @@
 pub mod checks;
 pub mod leases;
 pub mod netns;
+pub mod perfdhcp;
 pub mod pki;
 pub mod proc;
 pub mod prom;

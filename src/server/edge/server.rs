@@ -66,12 +66,13 @@ pub enum DatapathKind {
     Xdp(XdpAttachMode),
 }
 
-/// A worker's datapath.
+/// A worker's datapath (one per worker, for the server's life: its size does not matter).
+#[allow(clippy::large_enum_variant)]
 pub enum AnyPath {
     /// A UDP socket.
     Udp(UdpPath),
     /// An AF_XDP socket.
-    Xdp(Box<XdpPath>),
+    Xdp(XdpPath),
 }
 
 impl super::Datapath for AnyPath {
@@ -101,13 +102,16 @@ impl super::Datapath for AnyPath {
     }
 }
 
+/// The programs attached and the sockets opened by [`open_xdp`].
+type XdpOpened = (Vec<XdpProgram>, Vec<(XdpPath, super::xdp::ReturnPath)>);
+
 /// Attaches the XDP program to every interface of `cfg` and opens an AF_XDP socket per receive
 /// queue. `fallback` is the UDP socket on the server port (for what a frame cannot carry).
 fn open_xdp(
     cfg: &Config,
     mode: XdpAttachMode,
     fallback: &std::net::UdpSocket,
-) -> Result<(Vec<XdpProgram>, Vec<(XdpPath, super::xdp::ReturnPath)>), StartError> {
+) -> Result<XdpOpened, StartError> {
     if !super::xdp::program::built() {
         return Err(StartError::Xdp(
             super::xdp::program::ProgramError::NotBuilt.to_string(),
@@ -286,7 +290,7 @@ impl Server {
             let (programs, xsks) = open_xdp(&cfg, mode, &fallback)?;
             for (path, back) in xsks {
                 outs.push(ReplyOut::Xdp(back));
-                paths.push(AnyPath::Xdp(Box::new(path)));
+                paths.push(AnyPath::Xdp(path));
             }
             xdp_programs = programs;
         }

@@ -1,0 +1,338 @@
+//! The AF_XDP datapath (`tandem serve --datapath xdp`) against perfdhcp, over a veth pair
+//! between two network namespaces: direct (multicast) in native XDP mode and relayed (`-A 1`)
+//! in generic mode, for addresses and prefixes, with the same checks as the UDP interop tests;
+//! ping and a TCP connection across the interface while the program is attached; a clean stop
+//! and a `kill -9` that both leave no program on the interface; and the refusals (no
+//! interface, an interface that already carries an XDP program).
+//!
+//! Every exchange must have gone through the XDP program: the server reports at a clean stop
+//! how many frames the program handed to its sockets, and that must cover what perfdhcp sent
+//! (the UDP listeners stay open beside it and would otherwise answer unseen).
+//!
+//! veth hands frames from a local socket to XDP with the UDP checksum not yet filled in
+//! (checksum offload); the server refuses those, as a real NIC never delivers them, so the
+//! client end turns the offload off (`ethtool -K tx off`).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::checks::{Checks, check_store_invariants};
+use common::leases::{LINK1, LINK2, netns_config, store_rows};
+use common::netns::Topo;
+use common::perfdhcp::*;
+use common::proc::{Server, read_lossy, run, start_server, tail};
+use common::tools::{Tools, find_tool, prerequisites};
+
+/// The frames the XDP program handed to the server's sockets, from the line a clean stop logs.
+fn redirected(log: &str) -> Option<u64> {
+    log.lines()
+        .find(|l| l.contains("XDP program detached"))?
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("redirected="))?
+        .parse()
+        .ok()
+}
+
+/// Whether `ip link show` lists an XDP program on the server's interface.
+fn xdp_attached(t: &Tools, topo: &Topo) -> bool {
+    let r = run(
+        &t.timeout,
+        10,
+        &[&t.ip, "-n", &topo.s.name, "link", "show", &topo.s.name],
+    );
+    r.out.contains("xdp")
+}
+
+/// Stops the server with SIGTERM and returns its log.
+fn stop(mut server: Server) -> String {
+    server.signal(nix::sys::signal::Signal::SIGTERM);
+    let st = server.proc.wait_exit(Duration::from_secs(15));
+    assert!(
+        st.is_some_and(|s| s.success()),
+        "server did not stop cleanly ({st:?}); log:\n{}",
+        tail(&server.log, 30)
+    );
+    server.log_text()
+}
+
+fn ethtool_tx_off(t: &Tools, topo: &Topo) {
+    let ethtool = find_tool("ethtool").expect("ethtool (Debian package ethtool)");
+    let mut args = topo.c.exec();
+    args.extend([
+        ethtool,
+        "-K".into(),
+        topo.c.name.clone(),
+        "tx".into(),
+        "off".into(),
+    ]);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let r = run(&t.timeout, 10, &refs);
+    assert!(r.ok, "ethtool -K tx off failed: {}", r.out);
+}
+
+/// Ping and a TCP round trip from the client namespace to `addr` (the server's end), which
+/// must both work while the program is attached: it passes all but DHCPv6 to the kernel.
+fn other_traffic_passes(ck: &mut Checks, t: &Tools, topo: &Topo, addr: &str) {
+    let ping = find_tool("ping").expect("ping (Debian package iputils-ping)");
+    let mut args = topo.c.exec();
+    args.extend([
+        ping,
+        "-6".into(),
+        "-c".into(),
+        "2".into(),
+        "-W".into(),
+        "2".into(),
+        addr.into(),
+    ]);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let r = run(&t.timeout, 15, &refs);
+    ck.check(r.ok, || {
+        format!("ping {addr} with XDP attached failed: {}", r.out)
+    });
+
+    let port = 7070;
+    let listener = format!(
+        "import socket\ns=socket.socket(socket.AF_INET6)\ns.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+         s.bind(('{addr}', {port}))\ns.listen(1)\ns.settimeout(10)\nc,_=s.accept()\nc.sendall(c.recv(64)[::-1])\nc.close()\n"
+    );
+    let mut server = topo
+        .s
+        .cmd("/usr/bin/python3")
+        .args(["-c", &listener])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("python3 listener");
+    let client = format!(
+        "import socket,time\nfor _ in range(50):\n  try:\n    s=socket.create_connection(('{addr}', {port}), timeout=5); break\n  \
+         except OSError: time.sleep(0.1)\ns.sendall(b'tandem')\nprint(s.recv(64).decode())\n"
+    );
+    let mut args = topo.c.exec();
+    args.extend(["/usr/bin/python3".into(), "-c".into(), client]);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let r = run(&t.timeout, 20, &refs);
+    ck.check(r.out.trim() == "mednat", || {
+        format!(
+            "TCP round trip to {addr}:{port} with XDP attached: got {:?}",
+            r.out
+        )
+    });
+    let _ = server.kill();
+    let _ = server.wait();
+}
+
+#[test]
+fn perfdhcp_over_af_xdp_native_direct_and_generic_relayed() {
+    let test = "perfdhcp_over_af_xdp_native_direct_and_generic_relayed";
+    let Some(t) = prerequisites(test) else { return };
+    let topo = Topo::new(&t, "ix", &["2001:db8:2::1/64"], &["2001:db8:2::2/64"]);
+    ethtool_tx_off(&t, &topo);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let cfg = dir.path().join("tandem.toml");
+    // Direct clients get LINK1 (tied to the interface); relayed ones LINK2 (by link-address).
+    let subnets = [(LINK1, Some(topo.s.name.as_str())), (LINK2, None)];
+    std::fs::write(&cfg, netns_config(&data, &topo.s.name, &subnets)).expect("write config");
+    let mut ck = Checks::default();
+    let mut ctx: Vec<(&str, String)> = Vec::new();
+
+    // Native mode, direct clients by multicast.
+    let log1 = dir.path().join("native.log");
+    let server = start_server(
+        &topo.s.exec(),
+        &cfg,
+        &["--datapath", "xdp", "--xdp-mode", "native"],
+        &log1,
+    );
+    let text = server.log_text();
+    ck.check(
+        text.contains("AF_XDP datapath attached") && text.contains("mode=\"native\""),
+        || format!("no native attachment logged:\n{}", tail(&log1, 10)),
+    );
+    ck.check(xdp_attached(&t, &topo), || {
+        "ip link shows no XDP program while serving".into()
+    });
+    let args = perf_args("address-and-prefix", "00:0c:02:01:00:00");
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let direct = perfdhcp(&t, &topo, &refs);
+    check_four_way(&mut ck, "native direct", &direct, 0);
+    let direct_leases = granted_by_client(&mut ck, "native direct", &direct, "address-and-prefix");
+    other_traffic_passes(&mut ck, &t, &topo, "2001:db8:2::1");
+    let text = stop(server);
+    let sent = direct.x("SOLICIT-ADVERTISE").sent + direct.x("REQUEST-REPLY").sent;
+    ck.check(redirected(&text).is_some_and(|n| n >= sent), || {
+        format!(
+            "native: the program handed {:?} frames to the sockets, perfdhcp sent {sent}",
+            redirected(&text)
+        )
+    });
+    ck.check(!xdp_attached(&t, &topo), || {
+        "XDP program still attached after a clean stop".into()
+    });
+    ctx.push(("native run summary", direct.summary.clone()));
+
+    // Generic mode, relayed clients; then kill -9 and start again.
+    let log2 = dir.path().join("generic.log");
+    let mut server = start_server(
+        &topo.s.exec(),
+        &cfg,
+        &["--datapath", "xdp", "--xdp-mode", "generic"],
+        &log2,
+    );
+    ck.check(server.log_text().contains("mode=\"generic\""), || {
+        format!("no generic attachment logged:\n{}", tail(&log2, 10))
+    });
+    let mut args = perf_args("address-and-prefix", "00:0c:02:02:00:00");
+    args.extend(["-A".into(), "1".into()]);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let relayed = perfdhcp(&t, &topo, &refs);
+    check_four_way(&mut ck, "generic relayed", &relayed, 0);
+    let relayed_leases =
+        granted_by_client(&mut ck, "generic relayed", &relayed, "address-and-prefix");
+    for (client, l) in &relayed_leases {
+        let in_link2 = |a: Option<std::net::Ipv6Addr>, p: (std::net::Ipv6Addr, u8)| {
+            a.is_some_and(|a| u128::from(a) & common::leases::mask(p.1) == u128::from(p.0))
+        };
+        ck.check_in(
+            "relayed lease outside LINK2",
+            in_link2(l.addr, LINK2.prefix) && in_link2(l.prefix, LINK2.pd),
+            || format!("relayed client {client} got {l:?}, not from LINK2"),
+        );
+    }
+    server.kill9();
+    ck.check(!xdp_attached(&t, &topo), || {
+        "XDP program still attached after kill -9 (the BPF link should die with the process)".into()
+    });
+    let log3 = dir.path().join("again.log");
+    let again = start_server(&topo.s.exec(), &cfg, &["--datapath", "xdp"], &log3);
+    let text = stop(again);
+    ck.check(text.contains("AF_XDP datapath attached"), || {
+        format!("restart after kill -9 did not attach:\n{}", tail(&log3, 10))
+    });
+    ctx.push(("generic run summary", relayed.summary.clone()));
+
+    // The store holds exactly what the clients were given.
+    let rows = store_rows(&data);
+    check_store_invariants(&mut ck, &rows, &[LINK1, LINK2]);
+    let mut want_na = BTreeMap::new();
+    let mut want_pd = BTreeMap::new();
+    for (c, l) in direct_leases.iter().chain(&relayed_leases) {
+        if let Some(a) = l.addr {
+            want_na.insert(c.clone(), a);
+        }
+        if let Some(p) = l.prefix {
+            want_pd.insert(c.clone(), p);
+        }
+    }
+    check_active(&mut ck, &rows, "na", &want_na);
+    check_active(&mut ck, &rows, "pd", &want_pd);
+    ctx.push(("native server log (tail)", tail(&log1, 10)));
+    ctx.push(("generic server log (tail)", tail(&log2, 10)));
+    ck.finish(test, &ctx);
+    drop(topo);
+}
+
+/// `tandem serve` with `args`, expected to refuse to start: returns (exit code, stderr).
+fn refused(
+    t: &Tools,
+    prefix: &[String],
+    cfg: &Path,
+    args: &[&str],
+    log: &Path,
+) -> (Option<i32>, String) {
+    let mut all: Vec<String> = prefix.to_vec();
+    all.extend([common::TANDEM, "serve", "--config"].map(String::from));
+    all.push(cfg.display().to_string());
+    all.extend(args.iter().map(|s| s.to_string()));
+    let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+    let r = run(&t.timeout, 20, &refs);
+    let _ = std::fs::write(log, &r.out);
+    (r.code, r.out)
+}
+
+#[test]
+fn xdp_refuses_to_start_without_an_interface_or_on_a_taken_one() {
+    let test = "xdp_refuses_to_start_without_an_interface_or_on_a_taken_one";
+    let Some(t) = prerequisites(test) else { return };
+    let topo = Topo::new(&t, "iy", &["2001:db8:1::1/64"], &["2001:db8:1::2/64"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut ck = Checks::default();
+
+    // No interface: the embedded default listens on [::1]:5547 only.
+    let data = dir.path().join("data0");
+    let cfg0 = dir.path().join("lo.toml");
+    std::fs::write(
+        &cfg0,
+        format!(
+            "[server]\ndata_dir = \"{}\"\nlisten = [\"[::1]:5547\"]\n{}",
+            data.display(),
+            LINK1.toml(None)
+        ),
+    )
+    .expect("write config");
+    let (code, out) = refused(
+        &t,
+        &topo.s.exec(),
+        &cfg0,
+        &["--datapath", "xdp"],
+        &dir.path().join("0.log"),
+    );
+    ck.eq("exit code without an interface", code, Some(4));
+    ck.check(
+        out.contains("--datapath xdp") && out.contains("no interface to attach to"),
+        || format!("refusal without an interface does not say why:\n{out}"),
+    );
+
+    // An interface another server's program holds: refused, never taken over.
+    let cfg1 = dir.path().join("one.toml");
+    std::fs::write(
+        &cfg1,
+        netns_config(
+            &dir.path().join("data1"),
+            &topo.s.name,
+            &[(LINK1, Some(topo.s.name.as_str()))],
+        ),
+    )
+    .expect("write config");
+    let first = start_server(
+        &topo.s.exec(),
+        &cfg1,
+        &["--datapath", "xdp"],
+        &dir.path().join("1.log"),
+    );
+    let cfg2 = dir.path().join("two.toml");
+    let second = netns_config(
+        &dir.path().join("data2"),
+        &topo.s.name,
+        &[(LINK1, Some(topo.s.name.as_str()))],
+    )
+    .replace("[server]\n", "[server]\nport = 5547\n");
+    std::fs::write(&cfg2, second).expect("write config");
+    let (code, out) = refused(
+        &t,
+        &topo.s.exec(),
+        &cfg2,
+        &["--datapath", "xdp"],
+        &dir.path().join("2.log"),
+    );
+    ck.eq("exit code on a taken interface", code, Some(4));
+    ck.check(out.contains("another XDP program is attached"), || {
+        format!("refusal on a taken interface does not say why:\n{out}")
+    });
+    let text = stop(first);
+    ck.check(text.contains("XDP program detached"), || {
+        format!(
+            "the first server lost its program:\n{}",
+            tail(&dir.path().join("1.log"), 10)
+        )
+    });
+    ck.finish(
+        test,
+        &[("second server", read_lossy(&dir.path().join("2.log")))],
+    );
+    drop(topo);
+}

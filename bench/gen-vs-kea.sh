@@ -49,6 +49,7 @@ TIMEOUT_MS=1000       # tandem-gen --timeout-ms (RFC 8415 SOL_TIMEOUT / REQ_TIME
 MAX_RETRIES=2         # tandem-gen --max-retries
 REFLECTOR_THREADS=2   # reflector --threads
 TARGETS="ceiling tandem kea-st kea-mt"
+XDP_RUN=0             # 1 when tandem-xdp is among the targets (set by the target check)
 CASES="na pd both"
 ROUTE=auto            # auto | multicast | relay
 GEN_RATES="20000 30000 40000 60000 80000"   # generator comparison: offered rates tried with each tool
@@ -74,7 +75,10 @@ usage: $0 [options]
   --bisect N           bisection steps (default $BISECT)
   --budget SECS        stop searching (and say so) once the run has taken SECS (default $BUDGET)
   --targets LIST       space/comma list of: ceiling tandem tandem-nosync tandem-scraped
-                       kea-st kea-mt (default "$TARGETS"; ceiling = tandem-gen --reflector;
+                       tandem-xdp kea-st kea-mt (default "$TARGETS"; ceiling = tandem-gen --reflector;
+                       tandem-xdp = tandem --datapath xdp (native XDP on the veth, AF_XDP
+                       copy mode); with it, the client veth's tx checksum offload is off for
+                       every target of the run, as the AF_XDP path verifies UDP checksums;
                        tandem-scraped = tandem with --metrics-listen and /metrics fetched
                        every second; a run with it writes bench/results/gen-metrics-latest.*)
   --cases LIST         na, pd, both (default "$CASES")
@@ -143,6 +147,14 @@ done
 for s in $TARGETS; do
     case "$s" in
         ceiling|tandem|tandem-nosync|tandem-scraped) ;;
+        tandem-xdp)
+            # The XDP program is built by cargo with clang and libbpf's headers; ethtool turns
+            # the client veth's checksum offload off.
+            ensure_tools clang:clang ethtool:ethtool
+            [ -e /usr/include/bpf/bpf_helpers.h ] || {
+                DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends libbpf-dev >/dev/null ||
+                    die "apt-get install libbpf-dev failed"; }
+            XDP_RUN=1 ;;
         kea-st|kea-mt) command -v kea-dhcp6 >/dev/null || die "missing tool: kea-dhcp6 (for $s)" ;;
         *) die "unknown target $s" ;;
     esac
@@ -202,12 +214,13 @@ start_target() {
                 --threads "$REFLECTOR_THREADS" --reflect-secs 900 >"$dir/server.log" 2>&1 &
             SERVER_PID=$!
             ;;
-        tandem|tandem-nosync|tandem-scraped)
+        tandem|tandem-nosync|tandem-scraped|tandem-xdp)
             render_tandem_config "$dir" "$NS_S"
             provision_tandem_config "$dir" "$PROVISION"
             local extra=()
             [ "$name" = tandem-nosync ] && extra+=(--no-sync)
             [ "$name" = tandem-scraped ] && extra+=(--metrics-listen "[::1]:$METRICS_PORT")
+            [ "$name" = tandem-xdp ] && extra+=(--datapath xdp --xdp-mode native)
             [ "$ROUTE_MODE" = relay ] && extra+=(--listen "[$SERVER_IP]:547")
             ip netns exec "$NS_S" "${SRV_PIN[@]}" "$TANDEM_BIN" serve --config "$dir/tandem.toml" \
                 --log-level warn "${extra[@]}" >"$dir/server.log" 2>&1 &
@@ -569,7 +582,18 @@ gen_compare() { # returns 2 if the namespaces vanished
 
 # ---------------------------------------------------------------- run
 
-setup_topology
+# setup_bench_topology: the veth pair, and with a tandem-xdp target the client end's tx
+# checksum offload off: veth hands XDP a local sender's frames with the UDP checksum not yet
+# filled in, which the AF_XDP path (like a real NIC's receiver) refuses. Off for every target
+# of the run, so they all see the same topology (the generator then computes checksums).
+setup_bench_topology() {
+    setup_topology
+    if [ "$XDP_RUN" = 1 ]; then
+        ip netns exec "$NS_C" ethtool -K "$NS_C" tx off >/dev/null || die "ethtool -K $NS_C tx off failed"
+    fi
+}
+
+setup_bench_topology
 TRIALS_FILE="$WORK/trials.jsonl"; : >"$TRIALS_FILE"
 SUMMARY_FILE="$WORK/summary.jsonl"; : >"$SUMMARY_FILE"
 log "work dir $WORK ($WORK_FS); trials of ${PERIOD}s (+${SLACK}s), grid $START_RATE x 2^k up to $MAX_RATE/s, $BISECT bisection steps; tandem-gen --threads $THREADS --window $WINDOW --timeout-ms $TIMEOUT_MS --max-retries $MAX_RETRIES"
@@ -592,7 +616,7 @@ recover() {
     log "netns $NS_S/$NS_C vanished during $1 (deleted by something else); rebuilding the topology and redoing it ($RECOVERIES of at most $MAX_RECOVERIES)"
     RECOVERED_JSON=$(jq -c --arg w "$1" --arg t "$(date -u +%H:%M:%SZ)" '. + [{redone: $w, at: $t}]' <<<"$RECOVERED_JSON")
     sleep 2
-    setup_topology
+    setup_bench_topology
 }
 
 for c in $CASES; do
@@ -640,7 +664,7 @@ RESULT_JSON=$(jq -s -c \
     --arg date "$RUN_DATE" --arg cmd "$CMDLINE" --argjson elapsed "$ELAPSED" \
     --arg kea "$KEA_VERSION" --arg perfdhcp "$PERFDHCP_VERSION" --arg rev "$GIT_REV" --argjson dirty "$GIT_DIRTY" \
     --arg cpu "$CPU_MODEL" --argjson ncpu "$(nproc)" --arg kernel "$(uname -r)" --arg fs "$WORK_FS" \
-    --arg load "$LOADAVG_START" --arg pin "$PIN" \
+    --arg load "$LOADAVG_START" --arg pin "$PIN" --arg xdp "$XDP_RUN" \
     --arg route "$ROUTE_MODE" --arg reason "$ROUTE_REASON" --argjson probe "$PROBE_JSON" \
     --argjson period "$PERIOD" --argjson slack "$SLACK" --argjson start "$START_RATE" --argjson max "$MAX_RATE" \
     --argjson bisect "$BISECT" --argjson threads "$THREADS" --argjson window "$WINDOW" --argjson owin "$OPEN_WINDOW" \
@@ -657,6 +681,7 @@ RESULT_JSON=$(jq -s -c \
                     tandem_workers: "default (one per core)", tandem_sync: "on (fdatasync per group commit) unless tandem-nosync",
                     kea_mt: "thread-pool-size 2, packet-queue-size \($kq)", kea_lease_db: "memfile (no fsync)",
                     reflector_threads: $rthreads,
+                    client_veth_tx_checksum_offload: (if $xdp == "1" then "off (tandem-xdp in the run)" else "on" end),
                     pinning: (if $pin == "" then "none" else "server CPU \($pin | split(",")[0]), generator CPU \($pin | split(",")[1])" end)},
       route: {mode: $route, reason: $reason, probe: $probe},
       topology_recoveries: {redone: $recovered, discarded_trials: $ndiscarded,
@@ -721,6 +746,7 @@ fmt_md() {
     echo "- box: $(nproc) x $CPU_MODEL, kernel $(uname -r), load average at start $LOADAVG_START, data on $WORK_FS; Tandem $GIT_REV$([ "$GIT_DIRTY" = true ] && echo ' (dirty tree)'), default workers, fsync on; kea-dhcp6 $KEA_VERSION (memfile; MT: thread-pool-size 2, packet-queue-size $KEA_MT_QUEUE); perfdhcp $PERFDHCP_VERSION; $([ -n "$PIN" ] && echo "pinned server/generator CPUs $PIN" || echo "unpinned (server and generator share all CPUs)")"
     echo "- route: **$ROUTE_MODE**. $ROUTE_REASON."
     [ -n "$SCRAPE_NOTE" ] && echo "- metrics: $SCRAPE_NOTE"
+    [ "$XDP_RUN" = 1 ] && echo "- AF_XDP: tandem-xdp = tandem --datapath xdp --xdp-mode native (one AF_XDP socket in copy mode on the veth's single receive queue, so one worker); the client veth's tx checksum offload was off for every target of this run. The XDP program runs in the receiving veth's softirq, which no process is charged for: compare box CPU, not server CPU, across datapaths."
     [ "$PROVISION" -gt 0 ] && echo "- provisioning: both servers carry DNS servers and a domain search list, which tandem-gen asks for in every message, and $PROVISION reservations by DUID (addresses inside the pool, DUIDs the generator never uses)."
     [ "$RECOVERIES" -gt 0 ] && echo "- topology: the namespaces were deleted by something else during the run $RECOVERIES time(s); the interrupted $(jq -r 'map(.redone) | join(", ")' <<<"$RECOVERED_JSON") was redone on a new topology ($(wc -l <"$DISCARDED_FILE") trials discarded)."
     echo "- method: tandem-gen --threads $THREADS --window $WINDOW --timeout-ms $TIMEOUT_MS --max-retries $MAX_RETRIES, 4-way exchanges, --clients = rate x ${PERIOD}s with a fresh --seed per trial, --phase-secs $((PERIOD + SLACK)); a rate passes when fewer than $LOSS_LIMIT % of the clients lack their lease when the phase ends (never started because the server fell behind, still in flight, timed out or refused), retransmitted messages are fewer than $LOSS_LIMIT % of the clients (a lost or > 1 s late message counts, as a drop does in perfdhcp), tandem-gen's failed_pct < $LOSS_LIMIT and no lease check fails (--config: leases in the pools). Search: from $START_RATE x 2^k (the highest point <= the open-loop rate) doubling to at most $MAX_RATE/s or halving, then $BISECT bisection steps$([ "$REPEAT_MARGINAL" = 1 ] && echo '; a marginal failure (every share < 2 %) is repeated once per search and the repeat decides'). ceiling = tandem-gen --reflector (stateless, $REFLECTOR_THREADS threads) in the server namespace."

@@ -336,3 +336,94 @@ fn xdp_refuses_to_start_without_an_interface_or_on_a_taken_one() {
     );
     drop(topo);
 }
+
+/// The capabilities docs/operations.md lists for `--datapath xdp`, and nothing else: the server
+/// runs as `nobody` with them (ambient, so they survive exec) and serves over AF_XDP.
+#[test]
+fn xdp_serves_as_an_unprivileged_user_with_the_documented_capabilities() {
+    let test = "xdp_serves_as_an_unprivileged_user_with_the_documented_capabilities";
+    let Some(t) = prerequisites(test) else { return };
+    let setpriv = find_tool("setpriv").expect("setpriv (util-linux) missing");
+    let topo = Topo::new(&t, "iz", &["2001:db8:1::1/64"], &["2001:db8:1::2/64"]);
+    ethtool_tx_off(&t, &topo);
+    let dir = tempfile::tempdir().expect("tempdir");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::os::unix::fs::chown(&data, Some(65534), Some(65534)).unwrap();
+    let cfg = dir.path().join("tandem.toml");
+    std::fs::write(
+        &cfg,
+        netns_config(&data, &topo.s.name, &[(LINK1, Some(topo.s.name.as_str()))]),
+    )
+    .expect("write config");
+    let caps = "-all,+bpf,+perfmon,+net_admin,+net_raw,+net_bind_service";
+    let mut cmd = topo.s.cmd(&setpriv);
+    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(format!("--inh-caps={caps}"))
+        .arg(format!("--ambient-caps={caps}"))
+        .arg(format!("--bounding-set={caps}"))
+        .args([
+            "--",
+            common::TANDEM,
+            "serve",
+            "--datapath",
+            "xdp",
+            "--config",
+        ])
+        .arg(&cfg);
+    let log = dir.path().join("server.log");
+    let mut server = Server::spawn(cmd, &log);
+    common::proc::wait_log_line(
+        &mut server.proc,
+        &log,
+        "serving; stop with",
+        Duration::from_secs(15),
+        "tandem serve (nobody, XDP capabilities)",
+    );
+    let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid())).unwrap();
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("Uid:") && l.contains("65534")),
+        "not running as nobody:\n{status}"
+    );
+    let mut ck = Checks::default();
+    let args = [
+        "-e",
+        "address-only",
+        "-r",
+        "50",
+        "-R",
+        "50",
+        "-n",
+        "50",
+        "-p",
+        "10",
+        "-d",
+        "3",
+        "-W",
+        "2000000",
+        "-b",
+        "mac=00:0c:02:03:00:00",
+    ];
+    let p = perfdhcp(&t, &topo, &args);
+    ck.eq("Solicits answered", p.x("SOLICIT-ADVERTISE").received, 50);
+    ck.eq("Requests answered", p.x("REQUEST-REPLY").received, 50);
+    let text = stop(server);
+    ck.check(redirected(&text).is_some_and(|n| n >= 100), || {
+        format!(
+            "the program handed {:?} frames to the sockets, want >= 100",
+            redirected(&text)
+        )
+    });
+    ck.finish(
+        test,
+        &[
+            ("server log (tail)", tail(&log, 15)),
+            ("perfdhcp", p.summary),
+        ],
+    );
+    drop(topo);
+}

@@ -124,8 +124,21 @@ fn open_xdp(
     }
     let mut programs = Vec::new();
     let mut paths = Vec::new();
+    let mut ifaces = Vec::new();
     for name in &cfg.server.interfaces {
-        let iface = Arc::new(Interface::lookup(name).map_err(|e| StartError::Xdp(e.to_string()))?);
+        ifaces.push(Arc::new(
+            Interface::lookup(name).map_err(|e| StartError::Xdp(e.to_string()))?,
+        ));
+    }
+    // The UMEMs are locked memory: without CAP_IPC_LOCK they count against RLIMIT_MEMLOCK.
+    let needed: u64 = ifaces
+        .iter()
+        .map(|i| super::xdp::umem_bytes(i.rx_queues as usize, i.mtu))
+        .sum();
+    let limit = super::xdp::raise_memlock(needed);
+    tracing::debug!(needed, limit, "RLIMIT_MEMLOCK for the UMEMs");
+    for iface in ifaces {
+        let name = &iface.name;
         let mut prog = XdpProgram::attach(name, cfg.server.port, mode)
             .map_err(|e| StartError::Xdp(e.to_string()))?;
         for q in 0..iface.rx_queues {

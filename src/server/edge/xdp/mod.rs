@@ -29,8 +29,59 @@ use xdp::slab::Slab;
 
 /// Frames of each socket's UMEM; half are kept in the fill ring, the rest serve replies.
 pub const UMEM_FRAMES: u32 = 4096;
-/// Bytes of a UMEM frame (4 KiB) a frame may fill: the kernel keeps a headroom before it.
-pub const UMEM_FRAME_ROOM: usize = 4096 - xdp::libc::xdp::XDP_PACKET_HEADROOM as usize;
+/// The kernel's headroom at the start of every UMEM frame.
+const FRAME_HEADROOM: usize = xdp::libc::xdp::XDP_PACKET_HEADROOM as usize;
+/// Most bytes of link-layer header around an IPv6 packet we receive or send (Ethernet and two
+/// VLAN tags).
+const L2_HEADER_MAX: usize = frame::ETH_HEADER_LEN + frame::VLAN_TAG_LEN * frame::VLAN_TAGS_MAX;
+
+/// The UMEM frame size for an interface of MTU `mtu`: 2 KiB when a whole frame fits one after
+/// the kernel's headroom (MTU up to about 1,770), 4 KiB otherwise. Receiving a frame larger than
+/// this is impossible in copy mode (the kernel drops it), so it follows the MTU.
+pub fn frame_bytes(mtu: usize) -> usize {
+    if mtu + L2_HEADER_MAX + FRAME_HEADROOM <= 2048 {
+        2048
+    } else {
+        4096
+    }
+}
+
+/// Bytes of locked memory the UMEMs of `sockets` sockets on an interface of MTU `mtu` take
+/// (counted against RLIMIT_MEMLOCK unless the process has CAP_IPC_LOCK).
+pub fn umem_bytes(sockets: usize, mtu: usize) -> u64 {
+    (sockets * UMEM_FRAMES as usize * frame_bytes(mtu)) as u64
+}
+
+/// Raises the soft RLIMIT_MEMLOCK to `needed` bytes (or to the hard limit, if that is lower)
+/// so the UMEMs can be registered; returns the limit in force.
+pub fn raise_memlock(needed: u64) -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit into a live struct we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) } != 0 {
+        return 0;
+    }
+    if lim.rlim_cur == libc::RLIM_INFINITY || lim.rlim_cur >= needed {
+        return lim.rlim_cur;
+    }
+    let want = if lim.rlim_max == libc::RLIM_INFINITY {
+        needed
+    } else {
+        needed.min(lim.rlim_max)
+    };
+    let new = libc::rlimit {
+        rlim_cur: want,
+        rlim_max: lim.rlim_max,
+    };
+    // SAFETY: setrlimit reads one rlimit from a live struct.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &new) } == 0 {
+        want
+    } else {
+        lim.rlim_cur
+    }
+}
 /// Entries of each ring (fill, RX, TX, completion).
 pub const RING_ENTRIES: u32 = 2048;
 /// Most frames taken from the RX ring per batch.
@@ -117,6 +168,18 @@ fn link_local(index: u32) -> Option<Ipv6Addr> {
         }
         Some(Ipv6Addr::from(a))
     })
+}
+
+/// The xdp crate's socket errors print as Debug; this says what failed and the OS error.
+fn socket_error(e: &xdp::socket::SocketError) -> String {
+    use xdp::socket::SocketError as E;
+    match e {
+        E::SocketCreation(io) => format!("socket(AF_XDP): {io}"),
+        E::SetSockOpt { inner, option } => format!("setsockopt {option:?}: {inner}"),
+        E::GetSockOpt { inner, option } => format!("getsockopt {option:?}: {inner}"),
+        E::RingMap { inner, ring } => format!("mapping the {ring:?} ring: {inner}"),
+        E::Bind(io) => format!("bind: {io}"),
+    }
 }
 
 /// An eventfd: written by the committer, read by the worker it wakes.
@@ -225,6 +288,8 @@ pub struct XdpPath {
     /// The UDP socket on the server port, for what a frame cannot carry.
     fallback: UdpSocket,
     iface: Arc<Interface>,
+    /// Bytes a frame may fill in a UMEM frame (its size less the kernel's headroom).
+    frame_room: usize,
     umem: xdp::Umem,
 }
 
@@ -245,8 +310,13 @@ impl XdpPath {
         let what = |e: &dyn std::fmt::Display| {
             io::Error::other(format!("AF_XDP on {} queue {queue}: {e}", iface.name))
         };
+        let frame_size = frame_bytes(iface.mtu);
         let umem_cfg = xdp::umem::UmemCfgBuilder {
-            frame_size: xdp::umem::FrameSize::FourK,
+            frame_size: if frame_size == 2048 {
+                xdp::umem::FrameSize::TwoK
+            } else {
+                xdp::umem::FrameSize::FourK
+            },
             frame_count: UMEM_FRAMES,
             ..Default::default()
         }
@@ -263,18 +333,31 @@ impl XdpPath {
         .map_err(|e| what(&e))?;
         let mut builder = xdp::socket::XdpSocketBuilder::new().map_err(|e| {
             what(&format_args!(
-                "{e} (AF_XDP needs CAP_NET_RAW and a kernel with CONFIG_XDP_SOCKETS)"
+                "{} (AF_XDP needs CAP_NET_RAW and a kernel with CONFIG_XDP_SOCKETS)",
+                socket_error(&e)
             ))
         })?;
-        let (rings, mut flags) = builder
-            .build_wakable_rings(&umem, ring_cfg)
-            .map_err(|e| what(&e))?;
+        let (rings, mut flags) = builder.build_wakable_rings(&umem, ring_cfg).map_err(
+            |e| match &e {
+                xdp::socket::SocketError::SetSockOpt { inner, .. }
+                    if inner.raw_os_error() == Some(libc::ENOBUFS) =>
+                {
+                    what(&format_args!(
+                        "registering its {} MiB of packet memory exceeds the locked-memory limit \
+                         (RLIMIT_MEMLOCK): raise it (systemd LimitMEMLOCK=, ulimit -l) or grant \
+                         CAP_IPC_LOCK",
+                        umem_bytes(1, iface.mtu) >> 20
+                    ))
+                }
+                _ => what(&socket_error(&e)),
+            },
+        )?;
         // Copy mode works on every driver (veth included); zero-copy needs driver support and
         // is left for a later flag.
         flags.force_copy();
         let socket = builder
             .bind(xdp::nic::NicIndex::new(iface.index), queue, flags)
-            .map_err(|e| what(&e))?;
+            .map_err(|e| what(&socket_error(&e)))?;
         let xdp::WakableRings {
             mut fill_ring,
             rx_ring,
@@ -308,6 +391,7 @@ impl XdpPath {
                 returning: Vec::with_capacity(RETURN_BATCH_MAX),
                 fallback,
                 iface,
+                frame_room: frame_size - FRAME_HEADROOM,
                 umem,
             },
             ReturnPath { tx: ret_tx, wake },
@@ -375,7 +459,7 @@ impl XdpPath {
             };
             let len = frame::header_len(&h) + r.bytes.len();
             let ip_len = frame::IPV6_HEADER_LEN + frame::UDP_HEADER_LEN + r.bytes.len();
-            if ip_len > self.iface.mtu || len > UMEM_FRAME_ROOM {
+            if ip_len > self.iface.mtu || len > self.frame_room {
                 if self.send_one_fallback(r).is_err() {
                     break;
                 }

@@ -337,6 +337,9 @@ fn xdp_refuses_to_start_without_an_interface_or_on_a_taken_one() {
     drop(topo);
 }
 
+/// Datagrams of each kind not for the server that the unprivileged test sends.
+const NOT_OURS: u64 = 20;
+
 /// The capabilities docs/operations.md lists for `--datapath xdp`, and nothing else: the server
 /// runs as `nobody` with them (ambient, so they survive exec) and serves over AF_XDP.
 #[test]
@@ -411,13 +414,45 @@ fn xdp_serves_as_an_unprivileged_user_with_the_documented_capabilities() {
     let p = perfdhcp(&t, &topo, &args);
     ck.eq("Solicits answered", p.x("SOLICIT-ADVERTISE").received, 50);
     ck.eq("Requests answered", p.x("REQUEST-REPLY").received, 50);
-    let text = stop(server);
-    ck.check(redirected(&text).is_some_and(|n| n >= 100), || {
-        format!(
-            "the program handed {:?} frames to the sockets, want >= 100",
-            redirected(&text)
-        )
+    // Not for this server: UDP to port 547 of an address the server's host routes (transit
+    // traffic) and to a multicast group other than the DHCP ones. The program must pass all of
+    // it to the kernel.
+    topo.c.ip(&[
+        "-6",
+        "route",
+        "add",
+        "2001:db8:99::/64",
+        "via",
+        "2001:db8:1::1",
+    ]);
+    let send = format!(
+        "import socket\ns=socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)\n\
+         idx=socket.if_nametoindex('{}')\n\
+         for i in range({NOT_OURS}):\n  s.sendto(b'\\x01\\x00\\x00\\x01', ('2001:db8:99::5', 547))\n  \
+         s.sendto(b'\\x01\\x00\\x00\\x02', ('ff02::1:3', 547, 0, idx))\n",
+        topo.c.name
+    );
+    let mut args = topo.c.exec();
+    args.extend(["/usr/bin/python3".into(), "-c".into(), send]);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let r = run(&t.timeout, 10, &refs);
+    ck.check(r.ok, || {
+        format!("sending the datagrams not for us failed: {}", r.out)
     });
+    std::thread::sleep(Duration::from_millis(300));
+    let text = stop(server);
+    let sent = p.x("SOLICIT-ADVERTISE").sent + p.x("REQUEST-REPLY").sent;
+    ck.check(
+        redirected(&text).is_some_and(|n| n >= sent && n < sent + NOT_OURS),
+        || {
+            format!(
+                "the program handed {:?} frames to the sockets; perfdhcp sent {sent}, and the \
+                 {} datagrams for other hosts or groups must not be among them",
+                redirected(&text),
+                2 * NOT_OURS
+            )
+        },
+    );
     ck.finish(
         test,
         &[

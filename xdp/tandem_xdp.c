@@ -29,6 +29,17 @@ struct {
     __type(value, __u32);
 } tandem_xsks SEC(".maps");
 
+// The host's unicast addresses, kept by the server (the kernel's UDP path would only deliver to
+// these): a datagram for any other address is transit traffic (this host routing a relay's
+// messages to another server) and goes to the kernel untouched.
+#define TANDEM_ADDRS_MAX 4096
+struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(max_entries, TANDEM_ADDRS_MAX);
+    __type(key, struct in6_addr);
+    __type(value, __u8);
+} tandem_addrs SEC(".maps");
+
 // Per-CPU counters: [0] redirected to a socket, [1] passed to the kernel.
 struct {
     __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -87,6 +98,20 @@ int tandem_xdp(struct xdp_md *ctx)
         return pass();
     __u8 next = ip6->nexthdr;
     cursor = ip6 + 1;
+
+    // Multicast: only All_DHCP_Relay_Agents_and_Servers (ff02::1:2) and All_DHCP_Servers
+    // (ff05::1:3). Unicast: only to one of this host's addresses.
+    struct in6_addr dst = ip6->daddr;
+    __u32 w0 = bpf_ntohl(dst.in6_u.u6_addr32[0]);
+    if ((w0 >> 24) == 0xff) {
+        int dhcp = dst.in6_u.u6_addr32[1] == 0 && dst.in6_u.u6_addr32[2] == 0 &&
+                   ((w0 == 0xff020000 && dst.in6_u.u6_addr32[3] == bpf_htonl(0x00010002)) ||
+                    (w0 == 0xff050000 && dst.in6_u.u6_addr32[3] == bpf_htonl(0x00010003)));
+        if (!dhcp)
+            return pass();
+    } else if (!bpf_map_lookup_elem(&tandem_addrs, &dst)) {
+        return pass();
+    }
 
 #pragma unroll
     for (int i = 0; i < EXT_HEADERS_MAX; i++) {

@@ -102,6 +102,31 @@ impl super::Datapath for AnyPath {
     }
 }
 
+/// How often the XDP programs' maps of this host's addresses are brought up to date.
+pub const XDP_ADDRESSES_REFRESH: Duration = Duration::from_secs(2);
+
+fn lock_programs(
+    p: &std::sync::Mutex<Vec<XdpProgram>>,
+) -> std::sync::MutexGuard<'_, Vec<XdpProgram>> {
+    p.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Brings every program's map of this host's addresses up to date.
+fn sync_xdp_addresses(programs: &std::sync::Mutex<Vec<XdpProgram>>) {
+    let now = super::xdp::program::local_addresses();
+    for p in lock_programs(programs).iter_mut() {
+        match p.sync_addresses(&now) {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(
+                changed = n,
+                addresses = now.len(),
+                "XDP address map updated"
+            ),
+            Err(e) => warn!(error = %e, "XDP address map not updated"),
+        }
+    }
+}
+
 /// The programs attached and the sockets opened by [`open_xdp`].
 type XdpOpened = (Vec<XdpProgram>, Vec<(XdpPath, super::xdp::ReturnPath)>);
 
@@ -169,7 +194,9 @@ pub struct Server {
     reloader: Arc<Reloader>,
     partner: Option<partner::PartnerHandle>,
     /// The XDP programs, detached when dropped (after the workers stopped).
-    xdp_programs: Vec<XdpProgram>,
+    xdp_programs: Arc<std::sync::Mutex<Vec<XdpProgram>>>,
+    /// Keeps the programs' maps of this host's addresses current.
+    xdp_addresses: Option<JoinHandle<()>>,
 }
 
 fn make_duid() -> Vec<u8> {
@@ -307,6 +334,7 @@ impl Server {
             }
             xdp_programs = programs;
         }
+        let xdp_programs = Arc::new(std::sync::Mutex::new(xdp_programs));
 
         let metrics_http = match cfg.server.metrics_listen {
             Some(addr) => {
@@ -459,6 +487,24 @@ impl Server {
                 .map_err(StartError::Thread)?
         };
 
+        let xdp_addresses = if lock_programs(&xdp_programs).is_empty() {
+            None
+        } else {
+            // Before the first packet: the program passes unicast to addresses not in its map.
+            sync_xdp_addresses(&xdp_programs);
+            let (programs, stop) = (xdp_programs.clone(), stop.clone());
+            Some(
+                std::thread::Builder::new()
+                    .name("xdp-addrs".into())
+                    .spawn(move || {
+                        while !stop.load(Ordering::Relaxed) {
+                            std::thread::sleep(XDP_ADDRESSES_REFRESH);
+                            sync_xdp_addresses(&programs);
+                        }
+                    })
+                    .map_err(StartError::Thread)?,
+            )
+        };
         let cores = core_affinity::get_core_ids().unwrap_or_default();
         let mut handles = Vec::new();
         for (i, path) in paths.into_iter().enumerate() {
@@ -500,6 +546,7 @@ impl Server {
             reloader,
             partner,
             xdp_programs,
+            xdp_addresses,
         })
     }
 
@@ -547,7 +594,10 @@ impl Server {
         if let Some(h) = self.metrics.take() {
             let _ = h.join();
         }
-        for p in self.xdp_programs.drain(..) {
+        if let Some(h) = self.xdp_addresses.take() {
+            let _ = h.join();
+        }
+        for p in lock_programs(&self.xdp_programs).drain(..) {
             let (redirected, passed) = p.counts();
             info!(mode = p.mode, redirected, passed, "XDP program detached");
         }

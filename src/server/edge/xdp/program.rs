@@ -6,6 +6,8 @@
 //! process, so neither a clean exit nor `kill -9` leaves the program attached. An interface
 //! that already carries another XDP program is refused, never taken over.
 
+use std::collections::BTreeSet;
+use std::net::Ipv6Addr;
 use std::os::fd::AsRawFd;
 
 /// How the program is attached to an interface.
@@ -65,6 +67,8 @@ pub fn built() -> bool {
 pub struct XdpProgram {
     ebpf: aya::Ebpf,
     interface: String,
+    /// The addresses in its map of this host's addresses.
+    addresses: BTreeSet<[u8; 16]>,
     /// "native" or "generic": how it was attached.
     pub mode: &'static str,
 }
@@ -72,6 +76,9 @@ pub struct XdpProgram {
 const PROGRAM_NAME: &str = "tandem_xdp";
 const SOCKETS_MAP: &str = "tandem_xsks";
 const COUNTS_MAP: &str = "tandem_counts";
+const ADDRS_MAP: &str = "tandem_addrs";
+/// Entries of the program's address map (TANDEM_ADDRS_MAX in the C source).
+pub const ADDRESSES_MAX: usize = 4096;
 const PORT_GLOBAL: &str = "tandem_port";
 
 impl XdpProgram {
@@ -125,6 +132,7 @@ impl XdpProgram {
         Ok(XdpProgram {
             ebpf,
             interface: interface.to_string(),
+            addresses: BTreeSet::new(),
             mode,
         })
     }
@@ -143,6 +151,37 @@ impl XdpProgram {
         let mut xsks = aya::maps::XskMap::try_from(map).map_err(|e| err(e.to_string()))?;
         xsks.set(queue, socket.as_raw_fd(), 0)
             .map_err(|e| err(e.to_string()))
+    }
+
+    /// Makes the program's map of this host's unicast addresses hold `now` (at most
+    /// [`ADDRESSES_MAX`]): datagrams to any other unicast address are passed to the kernel.
+    /// Returns how many entries changed.
+    pub fn sync_addresses(&mut self, now: &BTreeSet<[u8; 16]>) -> Result<usize, ProgramError> {
+        if *now == self.addresses {
+            return Ok(0);
+        }
+        let err = |why: String| ProgramError::Register {
+            interface: self.interface.clone(),
+            queue: 0,
+            why: format!("address map: {why}"),
+        };
+        let map = self
+            .ebpf
+            .map_mut(ADDRS_MAP)
+            .ok_or_else(|| err(format!("no map {ADDRS_MAP}")))?;
+        let mut addrs: aya::maps::HashMap<_, [u8; 16], u8> =
+            aya::maps::HashMap::try_from(map).map_err(|e| err(e.to_string()))?;
+        let mut changed = 0;
+        for gone in self.addresses.difference(now) {
+            let _ = addrs.remove(gone);
+            changed += 1;
+        }
+        for new in now.difference(&self.addresses).take(ADDRESSES_MAX) {
+            addrs.insert(new, 1, 0).map_err(|e| err(e.to_string()))?;
+            changed += 1;
+        }
+        self.addresses = now.iter().take(ADDRESSES_MAX).copied().collect();
+        Ok(changed)
     }
 
     /// Frames handed to a socket and frames passed to the kernel, summed over CPUs.
@@ -171,4 +210,24 @@ fn chain(e: &dyn std::error::Error) -> String {
         cur = c.source();
     }
     s
+}
+
+/// This host's IPv6 unicast addresses, every interface and scope (the kernel's weak host model
+/// delivers to any of them on any interface), from /proc/net/if_inet6.
+pub fn local_addresses() -> BTreeSet<[u8; 16]> {
+    let table = std::fs::read_to_string("/proc/net/if_inet6").unwrap_or_default();
+    table
+        .lines()
+        .filter_map(|l| {
+            let hex = l.split_whitespace().next()?;
+            if hex.len() != 32 {
+                return None;
+            }
+            let mut a = [0u8; 16];
+            for (i, b) in a.iter_mut().enumerate() {
+                *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
+            }
+            (!Ipv6Addr::from(a).is_multicast()).then_some(a)
+        })
+        .collect()
 }

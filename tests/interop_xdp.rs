@@ -462,3 +462,137 @@ fn xdp_serves_as_an_unprivileged_user_with_the_documented_capabilities() {
     );
     drop(topo);
 }
+
+/// `tandem ctl status` of the server whose data dir is `data`: its `state:` line.
+fn failover_state(data: &Path) -> Option<String> {
+    let out = std::process::Command::new(common::TANDEM)
+        .args(["ctl", "--socket"])
+        .arg(data.join("control.sock"))
+        .arg("status")
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("state: ").map(str::to_string))
+}
+
+fn wait_normal(data: &Path, log: &Path) {
+    let end = std::time::Instant::now() + Duration::from_secs(30);
+    while failover_state(data).as_deref() != Some("NORMAL") {
+        assert!(
+            std::time::Instant::now() < end,
+            "not NORMAL within 30 s ({:?}); log:\n{}",
+            failover_state(data),
+            tail(log, 30)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A failover pair with the primary on AF_XDP and the secondary on UDP, on the two ends of the
+/// veth: the partner link (TLS over TCP) crosses the interface the program is attached to and
+/// must pass untouched; perfdhcp's clients are served by the primary through the program, and
+/// every lease reaches the secondary's store.
+#[test]
+fn failover_pair_with_the_primary_on_af_xdp() {
+    let test = "failover_pair_with_the_primary_on_af_xdp";
+    let Some(t) = prerequisites(test) else { return };
+    let topo = Topo::new(&t, "iw", &["2001:db8:1::1/64"], &["2001:db8:1::2/64"]);
+    ethtool_tx_off(&t, &topo);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = common::pki::Ca::new("xdp pair CA");
+    std::fs::write(dir.path().join("ca.pem"), &ca.cert_pem).unwrap();
+    ca.write_leaf("tandem-a", dir.path(), "a");
+    ca.write_leaf("tandem-b", dir.path(), "b");
+    let d = dir.path().display();
+    // A in the server namespace on AF_XDP; B in the client namespace, where perfdhcp's
+    // multicast reaches it too (looped back), as a secondary in NORMAL ignores it.
+    let config = |name: &str, iface: &str, role: &str, me: &str, partner: &str, pn: &str| {
+        netns_config(
+            &dir.path().join(format!("data-{name}")),
+            iface,
+            &[(LINK1, Some(iface))],
+        ) + &format!(
+            "[failover]\nrole = \"{role}\"\nrelationship = \"xdp-pair\"\n\
+             partner = \"[{partner}]:8647\"\nlisten = \"[{me}]:8647\"\npartner_name = \"{pn}\"\n\
+             ca = \"{d}/ca.pem\"\ncert = \"{d}/{name}.pem\"\nkey = \"{d}/{name}.key\"\nmclt_secs = 5\n"
+        )
+    };
+    let (ca_cfg, cb_cfg) = (dir.path().join("a.toml"), dir.path().join("b.toml"));
+    std::fs::write(
+        &ca_cfg,
+        config(
+            "a",
+            &topo.s.name,
+            "primary",
+            "2001:db8:1::1",
+            "2001:db8:1::2",
+            "tandem-b",
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        &cb_cfg,
+        config(
+            "b",
+            &topo.c.name,
+            "secondary",
+            "2001:db8:1::2",
+            "2001:db8:1::1",
+            "tandem-a",
+        ),
+    )
+    .unwrap();
+    let (la, lb) = (dir.path().join("a.log"), dir.path().join("b.log"));
+    let a = start_server(&topo.s.exec(), &ca_cfg, &["--datapath", "xdp"], &la);
+    let mut b = start_server(&topo.c.exec(), &cb_cfg, &[], &lb);
+    wait_normal(&dir.path().join("data-a"), &la);
+    wait_normal(&dir.path().join("data-b"), &lb);
+
+    let mut ck = Checks::default();
+    let args = perf_args("address-and-prefix", "00:0c:02:04:00:00");
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let p = perfdhcp(&t, &topo, &refs);
+    check_four_way(&mut ck, "pair", &p, 0);
+    let leases = granted_by_client(&mut ck, "pair", &p, "address-and-prefix");
+    // Lazy updates: give the secondary a moment to hear of the last ones.
+    let end = std::time::Instant::now() + Duration::from_secs(10);
+    let want = 2 * leases.len();
+    let active_b = loop {
+        let n = store_rows(&dir.path().join("data-b"))
+            .iter()
+            .filter(|r| r.state == "active")
+            .count();
+        if n >= want || std::time::Instant::now() >= end {
+            break n;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    ck.eq("active leases in the secondary's store", active_b, want);
+    let rows_a = store_rows(&dir.path().join("data-a"));
+    check_store_invariants(&mut ck, &rows_a, &[LINK1]);
+    ck.eq(
+        "active leases in the primary's store",
+        rows_a.iter().filter(|r| r.state == "active").count(),
+        want,
+    );
+    b.check_alive(&mut ck);
+    let text = stop(a);
+    let sent = p.x("SOLICIT-ADVERTISE").sent + p.x("REQUEST-REPLY").sent;
+    ck.check(redirected(&text).is_some_and(|n| n >= sent), || {
+        format!(
+            "the primary's program handed {:?} frames to it, perfdhcp sent {sent}",
+            redirected(&text)
+        )
+    });
+    ck.finish(
+        test,
+        &[
+            ("primary log (tail)", tail(&la, 15)),
+            ("secondary log (tail)", tail(&lb, 15)),
+            ("perfdhcp", p.summary),
+        ],
+    );
+    drop(b);
+    drop(topo);
+}

@@ -587,6 +587,9 @@ gen_compare() { # returns 2 if the namespaces vanished
 # filled in, which the AF_XDP path (like a real NIC's receiver) refuses. Off for every target
 # of the run, so they all see the same topology (the generator then computes checksums).
 setup_bench_topology() {
+    # With tandem-xdp: a receive queue per core, so the AF_XDP path gets a worker per core as
+    # the UDP path does (the same topology for every target of the run).
+    [ "$XDP_RUN" = 1 ] && VETH_QUEUES=$(nproc)
     setup_topology
     if [ "$XDP_RUN" = 1 ]; then
         ip netns exec "$NS_C" ethtool -K "$NS_C" tx off >/dev/null || die "ethtool -K $NS_C tx off failed"
@@ -746,7 +749,7 @@ fmt_md() {
     echo "- box: $(nproc) x $CPU_MODEL, kernel $(uname -r), load average at start $LOADAVG_START, data on $WORK_FS; Tandem $GIT_REV$([ "$GIT_DIRTY" = true ] && echo ' (dirty tree)'), default workers, fsync on; kea-dhcp6 $KEA_VERSION (memfile; MT: thread-pool-size 2, packet-queue-size $KEA_MT_QUEUE); perfdhcp $PERFDHCP_VERSION; $([ -n "$PIN" ] && echo "pinned server/generator CPUs $PIN" || echo "unpinned (server and generator share all CPUs)")"
     echo "- route: **$ROUTE_MODE**. $ROUTE_REASON."
     [ -n "$SCRAPE_NOTE" ] && echo "- metrics: $SCRAPE_NOTE"
-    [ "$XDP_RUN" = 1 ] && echo "- AF_XDP: tandem-xdp = tandem --datapath xdp --xdp-mode native (one AF_XDP socket in copy mode on the veth's single receive queue, so one worker); the client veth's tx checksum offload was off for every target of this run. The XDP program runs in the receiving veth's softirq, which no process is charged for: compare box CPU, not server CPU, across datapaths."
+    [ "$XDP_RUN" = 1 ] && echo "- AF_XDP: tandem-xdp = tandem --datapath xdp --xdp-mode native (an AF_XDP socket in copy mode and a worker per receive queue; the veth had $(nproc) queues for every target of this run); the client veth's tx checksum offload was off for every target of this run. The XDP program runs in the receiving veth's softirq, which no process is charged for: compare box CPU, not server CPU, across datapaths."
     [ "$PROVISION" -gt 0 ] && echo "- provisioning: both servers carry DNS servers and a domain search list, which tandem-gen asks for in every message, and $PROVISION reservations by DUID (addresses inside the pool, DUIDs the generator never uses)."
     [ "$RECOVERIES" -gt 0 ] && echo "- topology: the namespaces were deleted by something else during the run $RECOVERIES time(s); the interrupted $(jq -r 'map(.redone) | join(", ")' <<<"$RECOVERED_JSON") was redone on a new topology ($(wc -l <"$DISCARDED_FILE") trials discarded)."
     echo "- method: tandem-gen --threads $THREADS --window $WINDOW --timeout-ms $TIMEOUT_MS --max-retries $MAX_RETRIES, 4-way exchanges, --clients = rate x ${PERIOD}s with a fresh --seed per trial, --phase-secs $((PERIOD + SLACK)); a rate passes when fewer than $LOSS_LIMIT % of the clients lack their lease when the phase ends (never started because the server fell behind, still in flight, timed out or refused), retransmitted messages are fewer than $LOSS_LIMIT % of the clients (a lost or > 1 s late message counts, as a drop does in perfdhcp), tandem-gen's failed_pct < $LOSS_LIMIT and no lease check fails (--config: leases in the pools). Search: from $START_RATE x 2^k (the highest point <= the open-loop rate) doubling to at most $MAX_RATE/s or halving, then $BISECT bisection steps$([ "$REPEAT_MARGINAL" = 1 ] && echo '; a marginal failure (every share < 2 %) is repeated once per search and the repeat decides'). ceiling = tandem-gen --reflector (stateless, $REFLECTOR_THREADS threads) in the server namespace."

@@ -84,7 +84,11 @@ setup_topology() {
             || die "sysctl in $ns"
         ip -n "$ns" link set lo up
     done
-    ip link add "$NS_S" netns "$NS_S" type veth peer name "$NS_C" netns "$NS_C" || die "ip link add veth"
+    # VETH_QUEUES (default 1): receive/transmit queues of each end (AF_XDP opens a socket and
+    # a worker per receive queue).
+    local q="${VETH_QUEUES:-1}"
+    ip link add "$NS_S" numtxqueues "$q" numrxqueues "$q" netns "$NS_S" type veth \
+        peer name "$NS_C" numtxqueues "$q" numrxqueues "$q" netns "$NS_C" || die "ip link add veth"
     ip -n "$NS_S" addr add "$ADDR_S" dev "$NS_S" nodad || die "addr $ADDR_S"
     ip -n "$NS_C" addr add "$ADDR_C" dev "$NS_C" nodad || die "addr $ADDR_C"
     ip -n "$NS_S" link set "$NS_S" up

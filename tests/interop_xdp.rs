@@ -596,3 +596,99 @@ fn failover_pair_with_the_primary_on_af_xdp() {
     drop(b);
     drop(topo);
 }
+
+/// An interface without a usable link-local address when the server starts (still in duplicate
+/// address detection at boot): multicast requests cannot be answered (a reply's source must be
+/// link-local) and are counted as dropped; once the address appears they are answered, without
+/// a restart.
+#[test]
+fn xdp_answers_multicast_once_the_link_local_address_appears() {
+    let test = "xdp_answers_multicast_once_the_link_local_address_appears";
+    let Some(t) = prerequisites(test) else { return };
+    let topo = Topo::new(&t, "iv", &[], &[]);
+    ethtool_tx_off(&t, &topo);
+    let ll = topo.s.ip(&[
+        "-6",
+        "-o",
+        "addr",
+        "show",
+        "dev",
+        &topo.s.name,
+        "scope",
+        "link",
+    ]);
+    let ll = ll
+        .split_whitespace()
+        .skip_while(|w| *w != "inet6")
+        .nth(1)
+        .expect("the server end's link-local address")
+        .to_string();
+    topo.s.ip(&["addr", "del", &ll, "dev", &topo.s.name]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("tandem.toml");
+    std::fs::write(
+        &cfg,
+        netns_config(
+            &dir.path().join("data"),
+            &topo.s.name,
+            &[(LINK1, Some(topo.s.name.as_str()))],
+        ),
+    )
+    .expect("write config");
+    let log = dir.path().join("server.log");
+    let server = start_server(&topo.s.exec(), &cfg, &["--datapath", "xdp"], &log);
+    let mut ck = Checks::default();
+    let run_clients = |mac: &str| {
+        let args = [
+            "-e",
+            "address-only",
+            "-r",
+            "20",
+            "-R",
+            "5",
+            "-n",
+            "5",
+            "-p",
+            "3",
+            "-d",
+            "1",
+            "-W",
+            "1000000",
+            "-b",
+            mac,
+        ];
+        perfdhcp(&t, &topo, &args)
+    };
+    let before = run_clients("mac=00:0c:02:05:00:00");
+    ck.eq(
+        "Solicits answered without a link-local address",
+        before.x("SOLICIT-ADVERTISE").received,
+        0,
+    );
+    topo.s
+        .ip(&["addr", "add", &ll, "dev", &topo.s.name, "nodad"]);
+    std::thread::sleep(Duration::from_millis(1500));
+    let after = run_clients("mac=00:0c:02:06:00:00");
+    ck.eq(
+        "Solicits answered once it appeared",
+        after.x("SOLICIT-ADVERTISE").received,
+        5,
+    );
+    ck.eq(
+        "Requests answered once it appeared",
+        after.x("REQUEST-REPLY").received,
+        5,
+    );
+    let text = stop(server);
+    ck.check(text.contains("link-local address found"), || {
+        "the server did not log that it found the link-local address".into()
+    });
+    ck.finish(
+        test,
+        &[
+            ("server log (tail)", tail(&log, 15)),
+            ("after", after.summary),
+        ],
+    );
+    drop(topo);
+}

@@ -89,6 +89,9 @@ pub const RX_BATCH_MAX: usize = super::udp::RECV_BATCH_MAX;
 /// Committed replies that may wait for their worker's TX ring; past it they are dropped and
 /// counted (the client retransmits).
 pub const RETURN_QUEUE_MAX: usize = 4096;
+/// How often a path without a link-local address looks for one again (an interface brought
+/// up with the server, still in duplicate address detection, has none for a second or two).
+pub const LINK_LOCAL_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 /// Most committed replies sent per wake-up.
 pub const RETURN_BATCH_MAX: usize = 256;
 
@@ -101,7 +104,8 @@ pub struct Interface {
     pub index: u32,
     /// Its MAC address (the source of our frames).
     pub mac: [u8; 6],
-    /// Its link-local address (the source of replies to multicast requests).
+    /// Its link-local address at start-up (the source of replies to multicast requests; each
+    /// path looks again while it has none, see [`LINK_LOCAL_RETRY`]).
     pub link_local: Option<Ipv6Addr>,
     /// Its MTU: larger replies go through the kernel, which fragments.
     pub mtu: usize,
@@ -153,13 +157,23 @@ impl Interface {
     }
 }
 
-/// The link-local address of interface `index`, from /proc/net/if_inet6.
+const IFA_F_DADFAILED: u32 = 0x08;
+const IFA_F_TENTATIVE: u32 = 0x40;
+
+/// The usable link-local address of interface `index`, from /proc/net/if_inet6.
 fn link_local(index: u32) -> Option<Ipv6Addr> {
     let table = std::fs::read_to_string("/proc/net/if_inet6").ok()?;
     table.lines().find_map(|l| {
         let f: Vec<&str> = l.split_whitespace().collect();
-        let (hex, idx, scope) = (f.first()?, f.get(1)?, f.get(3)?);
-        if u32::from_str_radix(idx, 16).ok()? != index || *scope != "20" || hex.len() != 32 {
+        let (hex, idx, scope, flags) = (f.first()?, f.get(1)?, f.get(3)?, f.get(4)?);
+        // Not while tentative (duplicate address detection running) or after DAD failed: such
+        // an address must not be used as a source.
+        let unusable = u32::from_str_radix(flags, 16).ok()? & (IFA_F_TENTATIVE | IFA_F_DADFAILED);
+        if u32::from_str_radix(idx, 16).ok()? != index
+            || *scope != "20"
+            || hex.len() != 32
+            || unusable != 0
+        {
             return None;
         }
         let mut a = [0u8; 16];
@@ -290,6 +304,9 @@ pub struct XdpPath {
     iface: Arc<Interface>,
     /// Bytes a frame may fill in a UMEM frame (its size less the kernel's headroom).
     frame_room: usize,
+    /// The interface's link-local address, and when it was last looked for while missing.
+    link_local: Option<Ipv6Addr>,
+    link_local_checked: std::time::Instant,
     umem: xdp::Umem,
 }
 
@@ -390,8 +407,10 @@ impl XdpPath {
                 wake: wake.clone(),
                 returning: Vec::with_capacity(RETURN_BATCH_MAX),
                 fallback,
+                link_local: iface.link_local,
                 iface,
                 frame_room: frame_size - FRAME_HEADROOM,
+                link_local_checked: std::time::Instant::now(),
                 umem,
             },
             ReturnPath { tx: ret_tx, wake },
@@ -535,6 +554,19 @@ impl XdpPath {
         Ok(())
     }
 
+    /// The interface's link-local address; while it has none, looked for again at most every
+    /// [`LINK_LOCAL_RETRY`].
+    fn our_link_local(&mut self) -> Option<Ipv6Addr> {
+        if self.link_local.is_none() && self.link_local_checked.elapsed() >= LINK_LOCAL_RETRY {
+            self.link_local_checked = std::time::Instant::now();
+            self.link_local = link_local(self.iface.index);
+            if let Some(a) = self.link_local {
+                tracing::info!(interface = %self.iface.name, address = %a, "link-local address found: answering multicast requests");
+            }
+        }
+        self.link_local
+    }
+
     fn take(&mut self) -> usize {
         // SAFETY: the packets point into `self.umem`; they stay in `batch` until `recycle`
         // frees them back to it.
@@ -554,6 +586,7 @@ impl super::Datapath for XdpPath {
             }
         }
         let n = self.batch.len();
+        let link_local = self.our_link_local();
         // The ring pushed each frame to the front: the oldest is at the back.
         for slot in 0..n {
             let p = &self.batch.q[n - 1 - slot];
@@ -579,7 +612,7 @@ impl super::Datapath for XdpPath {
                     meta.len = f.payload.len();
                     meta.multicast = h.dst.is_multicast();
                     let ours = if meta.multicast {
-                        self.iface.link_local
+                        link_local
                     } else {
                         Some(h.dst)
                     };

@@ -67,6 +67,10 @@ pub trait Datapath: Send {
     fn send_batch(&mut self, replies: &[PendingReply]) -> usize;
     /// Sends one reply.
     fn send(&mut self, reply: &PendingReply) -> io::Result<()>;
+    /// Adds to `add` (a drop reason and a count) what the datapath's kernel side dropped since
+    /// the last call; called by the worker once per report interval. The socket path has
+    /// nothing of its own to add.
+    fn take_drops(&mut self, _add: &mut dyn FnMut(&'static str, u64)) {}
 }
 
 /// A reply waiting for its leases to be durable.

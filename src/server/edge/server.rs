@@ -100,6 +100,12 @@ impl super::Datapath for AnyPath {
             AnyPath::Xdp(p) => p.send(reply),
         }
     }
+    fn take_drops(&mut self, add: &mut dyn FnMut(&'static str, u64)) {
+        match self {
+            AnyPath::Udp(p) => p.take_drops(add),
+            AnyPath::Xdp(p) => p.take_drops(add),
+        }
+    }
 }
 
 /// How often the XDP programs' maps of this host's addresses are brought up to date.

@@ -46,6 +46,9 @@ impl<D: Datapath> Worker<D> {
         while !self.stop.load(Ordering::Relaxed) {
             if last_report.elapsed() >= WORKER_REPORT_INTERVAL {
                 last_report = Instant::now();
+                self.path.take_drops(&mut |why, n| {
+                    *stats.dropped.entry(why).or_default() += n;
+                });
                 let _ = self.stats_tx.try_send((self.id, stats.clone()));
             }
             match self.path.recv_batch(&mut metas) {

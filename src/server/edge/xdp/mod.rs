@@ -89,6 +89,19 @@ pub const RX_BATCH_MAX: usize = super::udp::RECV_BATCH_MAX;
 /// Committed replies that may wait for their worker's TX ring; past it they are dropped and
 /// counted (the client retransmits).
 pub const RETURN_QUEUE_MAX: usize = 4096;
+/// The drop reasons of an AF_XDP socket's kernel counters (XDP_STATISTICS), as they appear in
+/// the drop counters: frames lost before the worker saw them.
+pub const KERNEL_DROPS: [&str; 4] = [
+    // no room in the RX ring: the worker fell behind
+    "xdp_rx_ring_full",
+    // no frame in the fill ring to receive into
+    "xdp_fill_ring_empty",
+    // frames the kernel dropped for other reasons (e.g. larger than a UMEM frame)
+    "xdp_rx_dropped",
+    // invalid descriptors (a bug of ours if ever non-zero)
+    "xdp_rx_invalid_desc",
+];
+
 /// How often a path without a link-local address looks for one again (an interface brought
 /// up with the server, still in duplicate address detection, has none for a second or two).
 pub const LINK_LOCAL_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
@@ -304,6 +317,8 @@ pub struct XdpPath {
     iface: Arc<Interface>,
     /// Bytes a frame may fill in a UMEM frame (its size less the kernel's headroom).
     frame_room: usize,
+    /// The socket's kernel drop counters (XDP_STATISTICS) as last read, by [`KERNEL_DROPS`].
+    kernel_drops: [u64; KERNEL_DROPS.len()],
     /// The interface's link-local address, and when it was last looked for while missing.
     link_local: Option<Ipv6Addr>,
     link_local_checked: std::time::Instant,
@@ -407,6 +422,7 @@ impl XdpPath {
                 wake: wake.clone(),
                 returning: Vec::with_capacity(RETURN_BATCH_MAX),
                 fallback,
+                kernel_drops: [0; KERNEL_DROPS.len()],
                 link_local: iface.link_local,
                 iface,
                 frame_room: frame_size - FRAME_HEADROOM,
@@ -575,6 +591,27 @@ impl XdpPath {
 }
 
 impl super::Datapath for XdpPath {
+    fn take_drops(&mut self, add: &mut dyn FnMut(&'static str, u64)) {
+        let Ok(st) = self.socket.statistics() else {
+            return;
+        };
+        let now = [
+            st.rx_ring_full,
+            st.rx_fill_ring_empty_descs,
+            st.rx_dropped,
+            st.rx_invalid_descs,
+        ];
+        for ((why, new), old) in KERNEL_DROPS
+            .iter()
+            .zip(now)
+            .zip(self.kernel_drops.iter_mut())
+        {
+            // Reported even when zero, so the series exist before the first loss.
+            add(why, new.saturating_sub(*old));
+            *old = new;
+        }
+    }
+
     fn recv_batch(&mut self, metas: &mut Vec<RxMeta>) -> io::Result<usize> {
         metas.clear();
         self.recycle();

@@ -312,6 +312,47 @@ fn xdp_refuses_to_start_without_an_interface_or_on_a_taken_one() {
         || format!("refusal without an interface does not say why:\n{out}"),
     );
 
+    // An interface with an upper device on it (a VLAN, here a macvlan, which this kernel has):
+    // the upper device's traffic may reach the parent (untagged, where the NIC strips VLAN
+    // tags) and would be answered as the parent's.
+    let vlan = format!("{}u", topo.s.name);
+    topo.s.ip(&[
+        "link",
+        "add",
+        "link",
+        &topo.s.name,
+        "name",
+        &vlan,
+        "type",
+        "macvlan",
+    ]);
+    let cfg_v = dir.path().join("vlan.toml");
+    std::fs::write(
+        &cfg_v,
+        netns_config(
+            &dir.path().join("data-v"),
+            &topo.s.name,
+            &[(LINK1, Some(topo.s.name.as_str()))],
+        ),
+    )
+    .expect("write config");
+    let (code, out) = refused(
+        &t,
+        &topo.s.exec(),
+        &cfg_v,
+        &["--datapath", "xdp"],
+        &dir.path().join("v.log"),
+    );
+    ck.eq(
+        "exit code with an upper device on the interface",
+        code,
+        Some(4),
+    );
+    ck.check(out.contains(&format!("carries {vlan}")), || {
+        format!("refusal with an upper device on the interface does not say why:\n{out}")
+    });
+    topo.s.ip(&["link", "delete", &vlan]);
+
     // An interface another server's program holds: refused, never taken over.
     let cfg1 = dir.path().join("one.toml");
     std::fs::write(
@@ -713,6 +754,85 @@ fn xdp_answers_multicast_once_the_link_local_address_appears() {
         &[
             ("server log (tail)", tail(&log, 15)),
             ("after", after.summary),
+        ],
+    );
+    drop(topo);
+}
+
+/// A burst: 2,000 clients at once (tandem-gen, open loop, all in flight), so 2,000 Solicits
+/// arrive together and then hundreds of committed Replies leave in one go, handed back to the
+/// worker. Every request must be received (the fill ring holds frames for a full RX ring; with
+/// half as many, 1,024 clients had to retransmit) and every reply must leave at once (in copy
+/// mode the kernel sends at most 32 frames per kick), with no client retransmitting.
+#[test]
+fn xdp_answers_a_burst_without_stalling() {
+    let test = "xdp_answers_a_burst_without_stalling";
+    let Some(t) = prerequisites(test) else { return };
+    let topo = Topo::new(&t, "iu", &["2001:db8:1::1/64"], &["2001:db8:1::2/64"]);
+    ethtool_tx_off(&t, &topo);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("tandem.toml");
+    std::fs::write(
+        &cfg,
+        netns_config(
+            &dir.path().join("data"),
+            &topo.s.name,
+            &[(LINK1, Some(topo.s.name.as_str()))],
+        ),
+    )
+    .expect("write config");
+    let log = dir.path().join("server.log");
+    let server = start_server(&topo.s.exec(), &cfg, &["--datapath", "xdp"], &log);
+    const CLIENTS: u64 = 2000;
+    let out = topo
+        .c
+        .cmd(&t.timeout)
+        .args(["-k", "2", "60", common::GEN])
+        .args([
+            "--server",
+            "[2001:db8:1::1]:547",
+            "--relay-link",
+            "2001:db8:1::1",
+            "--clients",
+            &CLIENTS.to_string(),
+            "--rate",
+            "0",
+            "--window",
+            "2000",
+            "--mode",
+            "both",
+            "--json",
+        ])
+        .output()
+        .expect("run tandem-gen");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("tandem-gen: {e}: {}", String::from_utf8_lossy(&out.stderr)));
+    let ph = &json["phases"][0];
+    let mut ck = Checks::default();
+    ck.eq("clients served", ph["ok"].as_u64(), Some(CLIENTS));
+    ck.eq("timeouts", ph["timeouts"].as_u64(), Some(0));
+    let retransmits = ph["retransmits"].as_u64().unwrap_or(u64::MAX);
+    ck.check(retransmits <= CLIENTS / 100, || {
+        format!("{retransmits} retransmissions for {CLIENTS} clients (want at most 1 %): replies stalled")
+    });
+    ck.eq(
+        "lease check violations",
+        json["violations"].as_u64(),
+        Some(0),
+    );
+    let text = stop(server);
+    ck.check(redirected(&text).is_some_and(|n| n >= 2 * CLIENTS), || {
+        format!(
+            "the program handed {:?} frames to the server, want >= {}",
+            redirected(&text),
+            2 * CLIENTS
+        )
+    });
+    ck.finish(
+        test,
+        &[
+            ("server log (tail)", tail(&log, 15)),
+            ("tandem-gen", json.to_string()),
         ],
     );
     drop(topo);

@@ -1,6 +1,7 @@
 // Tandem's XDP program: hands DHCPv6 messages for the server (UDP to the server port, 547 unless
 // configured otherwise) to the AF_XDP socket of the queue they arrived on, and passes everything
-// else to the kernel untouched (the partner link, neighbour discovery, SSH, fragments).
+// else to the kernel untouched (the partner link, neighbour discovery, SSH, fragments,
+// VLAN-tagged frames, transit traffic).
 //
 // Built by src/server/build.rs with `clang -O2 -target bpf`; loaded and attached by
 // src/server/edge/xdp/program.rs (aya). Checked in as source only.
@@ -19,8 +20,6 @@
 #define TANDEM_QUEUES_MAX 256
 // How many IPv6 extension headers are skipped before the program gives up and passes.
 #define EXT_HEADERS_MAX 4
-// How many 802.1Q / 802.1ad tags are looked through.
-#define VLAN_TAGS_MAX 2
 
 struct {
     __uint(type, BPF_MAP_TYPE_XSKMAP);
@@ -50,11 +49,9 @@ struct {
 
 // The UDP port the server listens on, set by the loader before the program is loaded.
 volatile const __u16 tandem_port = 547;
-
-struct vlan_tag {
-    __be16 tci;
-    __be16 encapsulated_proto;
-};
+// The longest frame an AF_XDP socket can take (its UMEM frame less the kernel's headroom), set
+// by the loader: a longer one (a jumbo frame) goes to the kernel rather than being dropped.
+volatile const __u32 tandem_frame_max = 1792;
 
 static __always_inline int count(__u32 slot, int verdict)
 {
@@ -80,16 +77,11 @@ int tandem_xdp(struct xdp_md *ctx)
     __u16 proto = eth->h_proto;
     void *cursor = eth + 1;
 
-#pragma unroll
-    for (int i = 0; i < VLAN_TAGS_MAX; i++) {
-        if (proto != bpf_htons(ETH_P_8021Q) && proto != bpf_htons(ETH_P_8021AD))
-            break;
-        struct vlan_tag *tag = cursor;
-        if ((void *)(tag + 1) > data_end)
-            return pass();
-        proto = tag->encapsulated_proto;
-        cursor = tag + 1;
-    }
+    // VLAN-tagged frames belong to the VLAN's own interface (and its addresses and subnets):
+    // the kernel takes them there. The server refuses an interface that has VLAN or other
+    // upper devices, whose traffic could reach us untagged when the NIC strips tags.
+    if (proto == bpf_htons(ETH_P_8021Q) || proto == bpf_htons(ETH_P_8021AD))
+        return pass();
     if (proto != bpf_htons(ETH_P_IPV6))
         return pass();
 
@@ -120,7 +112,10 @@ int tandem_xdp(struct xdp_md *ctx)
         if (next != 0 && next != 43 && next != 60)
             break;
         __u8 *ext = cursor;
-        if ((void *)(ext + 2) > data_end)
+        if ((void *)(ext + 4) > data_end)
+            return pass();
+        // A routing header with segments left is on its way elsewhere: the kernel routes it.
+        if (next == 43 && ext[3] != 0)
             return pass();
         next = ext[0];
         cursor = ext + ((__u32)ext[1] + 1) * 8;
@@ -134,8 +129,13 @@ int tandem_xdp(struct xdp_md *ctx)
     if (udp->dest != bpf_htons(tandem_port))
         return pass();
 
-    // No socket on this queue (not opened yet, or closed): the kernel's UDP path answers.
-    return count(0, bpf_redirect_map(&tandem_xsks, ctx->rx_queue_index, XDP_PASS));
+    if (data_end - data > tandem_frame_max)
+        return pass();
+
+    // No socket on this queue (not opened yet, or closed): the redirect fails into XDP_PASS
+    // and the kernel's UDP path answers.
+    int verdict = bpf_redirect_map(&tandem_xsks, ctx->rx_queue_index, XDP_PASS);
+    return count(verdict == XDP_REDIRECT ? 0 : 1, verdict);
 }
 
 // The project's licence; the program calls no GPL-only helper.

@@ -119,8 +119,8 @@ fn lock_programs(
 
 /// Brings every program's map of this host's addresses up to date.
 fn sync_xdp_addresses(programs: &std::sync::Mutex<Vec<XdpProgram>>) {
-    let now = super::xdp::program::local_addresses();
     for p in lock_programs(programs).iter_mut() {
+        let now = super::xdp::program::local_addresses(p.ifindex);
         match p.sync_addresses(&now) {
             Ok(0) => {}
             Ok(n) => tracing::debug!(
@@ -170,7 +170,29 @@ fn open_xdp(
     tracing::debug!(needed, limit, "RLIMIT_MEMLOCK for the UMEMs");
     for iface in ifaces {
         let name = &iface.name;
-        let mut prog = XdpProgram::attach(name, cfg.server.port, mode)
+        if !iface.uppers.is_empty() {
+            return Err(StartError::Xdp(format!(
+                "{name} carries {} (VLAN or other upper devices): their traffic reaches {name} \
+                 too, untagged where the NIC strips VLAN tags, and would be answered as {name}'s; \
+                 list the interfaces the clients are on instead (the program runs in generic mode \
+                 there), or use --datapath udp",
+                iface.uppers.join(", ")
+            )));
+        }
+        if iface.tx_queues < iface.rx_queues {
+            return Err(StartError::Xdp(format!(
+                "{name} has {} receive but {} transmit queues: the socket of a receive queue \
+                 without a transmit queue of the same number cannot send (set them equal: \
+                 ethtool -L {name} combined N)",
+                iface.rx_queues, iface.tx_queues
+            )));
+        }
+        let frame_max = (super::xdp::frame_bytes(iface.mtu) - super::xdp::FRAME_HEADROOM) as u32;
+        let mut prog = XdpProgram::attach(name, cfg.server.port, frame_max, mode)
+            .map_err(|e| StartError::Xdp(e.to_string()))?;
+        // The address map before any socket: nothing is redirected until it is filled.
+        let local = super::xdp::program::local_addresses(iface.index);
+        prog.sync_addresses(&local)
             .map_err(|e| StartError::Xdp(e.to_string()))?;
         for q in 0..iface.rx_queues {
             let fb = fallback.try_clone().map_err(StartError::Socket)?;

@@ -100,6 +100,12 @@ pub enum FrameError {
     /// The UDP checksum is zero (forbidden in IPv6) or wrong.
     #[error("bad UDP checksum")]
     BadChecksum,
+    /// A routing header with segments left: addressed to another node in the end.
+    #[error("routing header with segments left")]
+    Routed,
+    /// The source address is multicast, unspecified or loopback: no one to answer.
+    #[error("bad source address")]
+    BadSource,
 }
 
 impl FrameError {
@@ -114,6 +120,8 @@ impl FrameError {
             FrameError::NotUdp => "frame_not_udp",
             FrameError::BadLength => "frame_bad_udp_length",
             FrameError::BadChecksum => "frame_bad_udp_checksum",
+            FrameError::BadSource => "frame_bad_source",
+            FrameError::Routed => "frame_routed",
         }
     }
 }
@@ -167,6 +175,9 @@ pub fn parse(frame: &[u8]) -> Result<ParsedFrame, FrameError> {
     let hop_limit = ip[7];
     let src = addr(ip, 8);
     let dst = addr(ip, 24);
+    if src.is_multicast() || src.is_unspecified() || src.is_loopback() {
+        return Err(FrameError::BadSource);
+    }
     let ip_end = at + IPV6_HEADER_LEN + ip_payload_len;
     if ip_end > frame.len() {
         return Err(FrameError::Truncated);
@@ -184,7 +195,11 @@ pub fn parse(frame: &[u8]) -> Result<ParsedFrame, FrameError> {
                 if ext > EXT_HEADERS_MAX {
                     return Err(FrameError::ExtHeaders);
                 }
-                let h = frame.get(at..at + 2).ok_or(FrameError::Truncated)?;
+                let h = frame.get(at..at + 4).ok_or(FrameError::Truncated)?;
+                if next == NEXT_ROUTING && h[3] != 0 {
+                    // Segments left: on its way to another node (the program passes these).
+                    return Err(FrameError::Routed);
+                }
                 next = h[0];
                 at += (h[1] as usize + 1) * 8;
             }
@@ -406,6 +421,35 @@ mod tests {
         let mut frag = f.clone();
         frag[ETH_HEADER_LEN + 6] = NEXT_FRAGMENT;
         assert_eq!(parse(&frag), Err(FrameError::Fragment));
+        // No one to answer: multicast, unspecified and loopback sources.
+        for bad in ["ff02::1", "::", "::1"] {
+            let mut h = header([None, None]);
+            h.src = bad.parse().unwrap();
+            assert_eq!(parse(&frame(&h, b"x")), Err(FrameError::BadSource), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_routing_header_with_segments_left_is_not_ours() {
+        // Routing header type 0 style: next UDP, length 2 (24 bytes), type 0, segments left 1.
+        let h = header([None, None]);
+        let f = frame(&h, b"payload");
+        let ip = ETH_HEADER_LEN;
+        let mut rh = vec![NEXT_UDP, 2, 0, 1, 0, 0, 0, 0];
+        rh.extend_from_slice(&[0u8; 16]);
+        let mut g = f[..ip + IPV6_HEADER_LEN].to_vec();
+        g[ip + 6] = NEXT_ROUTING;
+        let plen = u16::from_be_bytes([g[ip + 4], g[ip + 5]]) as usize + rh.len();
+        g[ip + 4..ip + 6].copy_from_slice(&(plen as u16).to_be_bytes());
+        g.extend_from_slice(&rh);
+        g.extend_from_slice(&f[ip + IPV6_HEADER_LEN..]);
+        assert_eq!(parse(&g), Err(FrameError::Routed));
+        // With no segments left it is ours, and read past.
+        g[ip + IPV6_HEADER_LEN + 3] = 0;
+        assert_eq!(
+            parse(&g).map(|p| g[p.payload].to_vec()),
+            Ok(b"payload".to_vec())
+        );
     }
 
     #[test]
@@ -496,6 +540,7 @@ mod tests {
         ) {
             let mut h = header([tci.map(|tci| VlanTag { tpid: ETHERTYPE_VLAN, tci }), None]);
             h.src = src.into();
+            prop_assume!(!h.src.is_multicast() && !h.src.is_unspecified() && !h.src.is_loopback());
             h.dst = dst.into();
             (h.src_port, h.dst_port) = ports;
             let f = frame(&h, &payload);

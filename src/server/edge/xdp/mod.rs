@@ -27,10 +27,19 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
 use xdp::slab::Slab;
 
-/// Frames of each socket's UMEM; half are kept in the fill ring, the rest serve replies.
+/// Frames of each socket's UMEM: [`FILL_TARGET`] kept in the fill ring, at most
+/// [`RX_BATCH_MAX`] in the worker's hands, the rest for replies in the TX ring. The fill ring
+/// is topped up first, so what TX holds never starves RX; a reply that finds no free frame
+/// leaves through the UDP socket.
 pub const UMEM_FRAMES: u32 = 4096;
+/// Frames the fill ring is topped up to after every batch: all it holds, so a burst of that
+/// many requests at once is received whole.
+pub const FILL_TARGET: usize = RING_ENTRIES as usize;
+/// Most sendto kicks per flush: in copy mode the kernel sends at most 32 frames a kick and
+/// says EAGAIN while more wait, so a full TX ring needs RING_ENTRIES / 32 of them.
+const KICKS_MAX: usize = RING_ENTRIES as usize / 32 + 2;
 /// The kernel's headroom at the start of every UMEM frame.
-const FRAME_HEADROOM: usize = xdp::libc::xdp::XDP_PACKET_HEADROOM as usize;
+pub const FRAME_HEADROOM: usize = xdp::libc::xdp::XDP_PACKET_HEADROOM as usize;
 /// Most bytes of link-layer header around an IPv6 packet we receive or send (Ethernet and two
 /// VLAN tags).
 const L2_HEADER_MAX: usize = frame::ETH_HEADER_LEN + frame::VLAN_TAG_LEN * frame::VLAN_TAGS_MAX;
@@ -124,6 +133,10 @@ pub struct Interface {
     pub mtu: usize,
     /// How many receive queues it has (one socket and worker each).
     pub rx_queues: u32,
+    /// How many transmit queues it has (a socket sends on the one of its own number).
+    pub tx_queues: u32,
+    /// Its upper devices (VLANs, macvlans, bonds over it), from sysfs.
+    pub uppers: Vec<String>,
 }
 
 impl Interface {
@@ -151,21 +164,37 @@ impl Interface {
                 .map_err(|_| io::Error::other(format!("interface {name}: bad address {text}")))?;
         }
         let mtu = read("mtu")?.parse().unwrap_or(1500);
-        let rx_queues = std::fs::read_dir(format!("{sys}/queues"))
+        let queues = |kind: &str| {
+            std::fs::read_dir(format!("{sys}/queues"))
+                .map(|d| {
+                    d.filter_map(|e| e.ok())
+                        .filter(|e| e.file_name().to_string_lossy().starts_with(kind))
+                        .count() as u32
+                })
+                .unwrap_or(1)
+                .max(1)
+        };
+        let uppers = std::fs::read_dir(&sys)
             .map(|d| {
                 d.filter_map(|e| e.ok())
-                    .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
-                    .count() as u32
+                    .filter_map(|e| {
+                        e.file_name()
+                            .to_string_lossy()
+                            .strip_prefix("upper_")
+                            .map(str::to_string)
+                    })
+                    .collect()
             })
-            .unwrap_or(1)
-            .max(1);
+            .unwrap_or_default();
         Ok(Interface {
             name: name.to_string(),
             index,
             mac,
             link_local: link_local(index),
             mtu,
-            rx_queues,
+            rx_queues: queues("rx-"),
+            tx_queues: queues("tx-"),
+            uppers,
         })
     }
 }
@@ -307,8 +336,13 @@ pub struct XdpPath {
     batch: Frames,
     /// Where each frame of `batch` keeps its payload, by slot (receive order).
     payloads: Vec<std::ops::Range<usize>>,
-    /// Replies built and waiting for the TX ring.
+    /// A reply frame on its way into the TX ring (one at a time: the ring's reservation is
+    /// all or nothing, and the sent count must be exact).
     out: Frames,
+    /// Frames in the fill ring (enqueued, not yet received).
+    fill_held: usize,
+    /// Frames in the TX ring or being sent (submitted, not yet completed).
+    tx_held: usize,
     returned: Receiver<PendingReply>,
     wake: Arc<EventFd>,
     returning: Vec<PendingReply>,
@@ -398,7 +432,7 @@ impl XdpPath {
         } = rings;
         // SAFETY: the frames enqueued belong to `umem`, which outlives the ring (same struct,
         // dropped after it).
-        let filled = unsafe { fill_ring.enqueue(&mut umem, RING_ENTRIES as usize, false) }?;
+        let filled = unsafe { fill_ring.enqueue(&mut umem, FILL_TARGET, false) }?;
         if filled == 0 {
             return Err(what(&"the fill ring took no frame"));
         }
@@ -417,7 +451,9 @@ impl XdpPath {
                 socket,
                 batch: Frames::with_capacity(RX_BATCH_MAX),
                 payloads: Vec::with_capacity(RX_BATCH_MAX),
-                out: Frames::with_capacity(RETURN_BATCH_MAX),
+                out: Frames::with_capacity(1),
+                fill_held: filled,
+                tx_held: 0,
                 returned,
                 wake: wake.clone(),
                 returning: Vec::with_capacity(RETURN_BATCH_MAX),
@@ -445,15 +481,51 @@ impl XdpPath {
             self.umem.free_packet(p);
         }
         self.payloads.clear();
-        self.completion
-            .dequeue(&mut self.umem, RING_ENTRIES as usize);
-        let want = self
-            .umem
-            .allocatable()
-            .saturating_sub(UMEM_FRAMES as usize / 2);
+        self.reap();
+        let want = FILL_TARGET
+            .saturating_sub(self.fill_held)
+            .min(self.umem.allocatable());
         if want > 0 {
             // SAFETY: the frames come from `self.umem`, which outlives the ring.
-            let _ = unsafe { self.fill.enqueue(&mut self.umem, want, false) };
+            let n = unsafe { self.fill.enqueue(&mut self.umem, want, false) }.unwrap_or(0);
+            self.fill_held += n;
+        }
+        if self.tx_held > 0 {
+            self.kick();
+        }
+    }
+
+    /// Takes the frames the kernel has sent back from the completion ring into the UMEM.
+    fn reap(&mut self) {
+        let n = self
+            .completion
+            .dequeue(&mut self.umem, RING_ENTRIES as usize);
+        self.tx_held = self.tx_held.saturating_sub(n);
+    }
+
+    /// Has the kernel send what waits in the TX ring (copy mode sends only in a syscall, at
+    /// most 32 frames each), reaping completions between kicks; bounded by [`KICKS_MAX`].
+    fn kick(&mut self) {
+        for _ in 0..KICKS_MAX {
+            // SAFETY: a zero-length sendto on our own AF_XDP socket, no buffers passed.
+            let r = unsafe {
+                libc::sendto(
+                    self.socket.as_raw_fd(),
+                    std::ptr::null(),
+                    0,
+                    libc::MSG_DONTWAIT,
+                    std::ptr::null(),
+                    0,
+                )
+            };
+            self.reap();
+            if r >= 0 {
+                return;
+            }
+            match io::Error::last_os_error().raw_os_error() {
+                Some(libc::EAGAIN) | Some(libc::EBUSY) | Some(libc::EINTR) => continue,
+                _ => return,
+            }
         }
     }
 
@@ -480,32 +552,28 @@ impl XdpPath {
         }
     }
 
-    /// Builds and queues a frame per reply, then kicks the TX ring once; returns how many
-    /// leading replies went out. A reply a frame cannot carry goes through the UDP socket.
+    /// Builds a frame per reply into the TX ring, in order, then has the kernel send them;
+    /// returns how many leading replies went out (exactly: the caller retries the rest). A
+    /// reply a frame cannot carry, or that has no frame header, goes through the UDP socket.
     fn send_frames(&mut self, replies: &[PendingReply]) -> usize {
-        let mut queued: usize = 0;
+        let mut done = 0;
         for r in replies {
-            let Some(h) = r.reply_frame else {
+            let ip_len = frame::IPV6_HEADER_LEN + frame::UDP_HEADER_LEN + r.bytes.len();
+            let framed = r.reply_frame.filter(|h| {
+                ip_len <= self.iface.mtu && frame::header_len(h) + r.bytes.len() <= self.frame_room
+            });
+            let Some(h) = framed else {
                 if self.send_one_fallback(r).is_err() {
                     break;
                 }
-                queued += 1;
+                done += 1;
                 continue;
             };
             let len = frame::header_len(&h) + r.bytes.len();
-            let ip_len = frame::IPV6_HEADER_LEN + frame::UDP_HEADER_LEN + r.bytes.len();
-            if ip_len > self.iface.mtu || len > self.frame_room {
-                if self.send_one_fallback(r).is_err() {
-                    break;
-                }
-                queued += 1;
-                continue;
-            }
             // SAFETY: the packet points into `self.umem` and goes back to it (through the TX
             // and completion rings, or `free_packet` below) before the UMEM is dropped.
             let packet = unsafe { self.umem.alloc() }.or_else(|| {
-                self.completion
-                    .dequeue(&mut self.umem, RING_ENTRIES as usize);
+                self.reap();
                 // SAFETY: as above.
                 unsafe { self.umem.alloc() }
             });
@@ -520,19 +588,23 @@ impl XdpPath {
                 self.umem.free_packet(p);
                 break;
             }
-            queued += 1;
-        }
-        if !self.out.is_empty() {
-            // SAFETY: every frame in `out` belongs to `self.umem`; the ring hands them back
-            // through the completion ring, which `recycle` drains into the same UMEM.
-            let _ = unsafe { self.tx.send(&mut self.out, true) };
-            // What the ring had no room for is dropped (the client retransmits).
-            while let Some(p) = self.out.pop_back() {
-                self.umem.free_packet(p);
-                queued = queued.saturating_sub(1);
+            // SAFETY: the frame in `out` belongs to `self.umem`; the ring hands it back
+            // through the completion ring, which `reap` drains into the same UMEM.
+            let taken = unsafe { self.tx.send(&mut self.out, false) }.unwrap_or(0);
+            if taken == 0 {
+                // The ring is full: stop here, the caller counts the rest as not sent.
+                while let Some(p) = self.out.pop_back() {
+                    self.umem.free_packet(p);
+                }
+                break;
             }
+            self.tx_held += taken;
+            done += 1;
         }
-        queued
+        if self.tx_held > 0 {
+            self.kick();
+        }
+        done
     }
 
     fn send_one_fallback(&self, r: &PendingReply) -> io::Result<()> {
@@ -586,7 +658,10 @@ impl XdpPath {
     fn take(&mut self) -> usize {
         // SAFETY: the packets point into `self.umem`; they stay in `batch` until `recycle`
         // frees them back to it.
-        unsafe { self.rx.recv(&self.umem, &mut self.batch) }
+        let n = unsafe { self.rx.recv(&self.umem, &mut self.batch) };
+        // Each frame received came out of the fill ring.
+        self.fill_held = self.fill_held.saturating_sub(n);
+        n
     }
 }
 
@@ -638,6 +713,11 @@ impl super::Datapath for XdpPath {
                 drop: None,
             };
             match frame::parse(&p[..]) {
+                Ok(f) if f.header.dst_mac != self.iface.mac && f.header.dst_mac[0] & 1 == 0 => {
+                    // Another host's frame (promiscuous mode): the kernel would drop it.
+                    meta.drop = Some("frame_other_host");
+                    self.payloads.push(0..0);
+                }
                 Ok(f) => {
                     let h = f.header;
                     let scope = if h.src.is_unicast_link_local() {
@@ -648,16 +728,22 @@ impl super::Datapath for XdpPath {
                     meta.src = SocketAddrV6::new(h.src, h.src_port, 0, scope);
                     meta.len = f.payload.len();
                     meta.multicast = h.dst.is_multicast();
-                    let ours = if meta.multicast {
-                        link_local
+                    if h.dst.segments()[0] == 0xff05 {
+                        // All_DHCP_Servers (site scope): the sender is a relay, maybe routers
+                        // away, and a link-local source would not reach it: the reply leaves
+                        // through the UDP socket, from an address the kernel picks.
                     } else {
-                        Some(h.dst)
-                    };
-                    match ours {
-                        Some(a) => {
-                            meta.reply_frame = Some(frame::reply_header(&h, self.iface.mac, a))
+                        let ours = if meta.multicast {
+                            link_local
+                        } else {
+                            Some(h.dst)
+                        };
+                        match ours {
+                            Some(a) => {
+                                meta.reply_frame = Some(frame::reply_header(&h, self.iface.mac, a))
+                            }
+                            None => meta.drop = Some("no_link_local_address"),
                         }
-                        None => meta.drop = Some("no_link_local_address"),
                     }
                     self.payloads.push(f.payload);
                 }
@@ -690,10 +776,8 @@ impl super::Datapath for XdpPath {
         if self.send_frames(std::slice::from_ref(reply)) == 1 {
             Ok(())
         } else {
-            Err(io::Error::new(
-                io::ErrorKind::WouldBlock,
-                "AF_XDP TX ring full",
-            ))
+            // No frame or no room in the TX ring: the kernel's path instead.
+            self.send_one_fallback(reply)
         }
     }
 }

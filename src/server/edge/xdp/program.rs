@@ -67,6 +67,8 @@ pub fn built() -> bool {
 pub struct XdpProgram {
     ebpf: aya::Ebpf,
     interface: String,
+    /// The interface's index.
+    pub ifindex: u32,
     /// The addresses in its map of this host's addresses.
     addresses: BTreeSet<[u8; 16]>,
     /// "native" or "generic": how it was attached.
@@ -80,13 +82,22 @@ const ADDRS_MAP: &str = "tandem_addrs";
 /// Entries of the program's address map (TANDEM_ADDRS_MAX in the C source).
 pub const ADDRESSES_MAX: usize = 4096;
 const PORT_GLOBAL: &str = "tandem_port";
+const FRAME_MAX_GLOBAL: &str = "tandem_frame_max";
 
 impl XdpProgram {
-    /// Loads the program for UDP port `port` and attaches it to `interface`.
-    pub fn attach(interface: &str, port: u16, mode: XdpAttachMode) -> Result<Self, ProgramError> {
+    /// Loads the program for UDP port `port` and frames of at most `frame_max` bytes (what
+    /// a socket's UMEM frame holds; longer ones go to the kernel) and attaches it to
+    /// `interface`.
+    pub fn attach(
+        interface: &str,
+        port: u16,
+        frame_max: u32,
+        mode: XdpAttachMode,
+    ) -> Result<Self, ProgramError> {
         let object = OBJECT.ok_or(ProgramError::NotBuilt)?;
         let mut ebpf = aya::EbpfLoader::new()
             .override_global(PORT_GLOBAL, &port, true)
+            .override_global(FRAME_MAX_GLOBAL, &frame_max, true)
             .load(object)
             .map_err(|e| ProgramError::Load(e.to_string()))?;
         let prog: &mut aya::programs::Xdp = ebpf
@@ -129,9 +140,11 @@ impl XdpProgram {
                 }
             },
         };
+        let ifindex = nix::net::if_::if_nametoindex(interface).unwrap_or(0);
         Ok(XdpProgram {
             ebpf,
             interface: interface.to_string(),
+            ifindex,
             addresses: BTreeSet::new(),
             mode,
         })
@@ -154,7 +167,8 @@ impl XdpProgram {
     }
 
     /// Makes the program's map of this host's unicast addresses hold `now` (at most
-    /// [`ADDRESSES_MAX`]): datagrams to any other unicast address are passed to the kernel.
+    /// [`ADDRESSES_MAX`]; see [`local_addresses`]): datagrams to any other unicast address are
+    /// passed to the kernel.
     /// Returns how many entries changed.
     pub fn sync_addresses(&mut self, now: &BTreeSet<[u8; 16]>) -> Result<usize, ProgramError> {
         if *now == self.addresses {
@@ -176,11 +190,18 @@ impl XdpProgram {
             let _ = addrs.remove(gone);
             changed += 1;
         }
-        for new in now.difference(&self.addresses).take(ADDRESSES_MAX) {
+        self.addresses.retain(|a| now.contains(a));
+        for new in now.iter() {
+            if self.addresses.len() >= ADDRESSES_MAX {
+                break;
+            }
+            if self.addresses.contains(new) {
+                continue;
+            }
             addrs.insert(new, 1, 0).map_err(|e| err(e.to_string()))?;
+            self.addresses.insert(*new);
             changed += 1;
         }
-        self.addresses = now.iter().take(ADDRESSES_MAX).copied().collect();
         Ok(changed)
     }
 
@@ -212,22 +233,36 @@ fn chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-/// This host's IPv6 unicast addresses, every interface and scope (the kernel's weak host model
-/// delivers to any of them on any interface), from /proc/net/if_inet6.
-pub fn local_addresses() -> BTreeSet<[u8; 16]> {
+/// The unicast addresses the kernel would accept a datagram for on interface `ifindex`: every
+/// global (and unique local) address of the host but loopback's (the weak host model delivers
+/// to any of them on any interface), and the interface's own link-local ones; none that is
+/// tentative (duplicate address detection running) or failed DAD. From /proc/net/if_inet6.
+pub fn local_addresses(ifindex: u32) -> BTreeSet<[u8; 16]> {
     let table = std::fs::read_to_string("/proc/net/if_inet6").unwrap_or_default();
     table
         .lines()
         .filter_map(|l| {
-            let hex = l.split_whitespace().next()?;
-            if hex.len() != 32 {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let (hex, idx, scope, flags, name) =
+                (f.first()?, f.get(1)?, f.get(3)?, f.get(4)?, f.get(5)?);
+            if hex.len() != 32 || *name == "lo" {
+                return None;
+            }
+            const IFA_F_DADFAILED: u32 = 0x08;
+            const IFA_F_TENTATIVE: u32 = 0x40;
+            if u32::from_str_radix(flags, 16).ok()? & (IFA_F_TENTATIVE | IFA_F_DADFAILED) != 0 {
+                return None;
+            }
+            // Scope 0x20 is link-local: only this interface's.
+            if *scope == "20" && u32::from_str_radix(idx, 16).ok()? != ifindex {
                 return None;
             }
             let mut a = [0u8; 16];
             for (i, b) in a.iter_mut().enumerate() {
                 *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
             }
-            (!Ipv6Addr::from(a).is_multicast()).then_some(a)
+            let ip = Ipv6Addr::from(a);
+            (!ip.is_multicast() && !ip.is_loopback()).then_some(a)
         })
         .collect()
 }

@@ -122,3 +122,128 @@ pd_pools = [{{ prefix = "2001:db8:8000::/40", delegated_len = 56 }}]
     assert!(e.get("via").is_none() && e.get("relay").is_none(), "{e}");
     assert!(server.exited().is_none(), "{}", tail(&log, 20));
 }
+
+/// In a failover pair the partner thread, not the committer, reclaims expired leases (its
+/// partner must hear of them): those expiries are audited too, by each server.
+#[test]
+fn a_pair_audits_the_expiries_its_partner_thread_reclaims() {
+    let d = tempfile::tempdir().unwrap();
+    let ca = common::pki::Ca::new("audit pair CA");
+    std::fs::write(d.path().join("ca.pem"), &ca.cert_pem).unwrap();
+    ca.write_leaf("tandem-a", d.path(), "a");
+    ca.write_leaf("tandem-b", d.path(), "b");
+    let link = std::net::TcpListener::bind("[::1]:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (pa, pb) = (free_udp_port(), free_udp_port());
+    let config = |name: &str, port: u16, role: &str, partner: &str| {
+        let p = d.path();
+        format!(
+            r#"[server]
+listen = ["[::1]:{port}"]
+data_dir = "{data}"
+audit_log = "{audit}"
+reclaim_interval_ms = 100
+[lease]
+preferred_lifetime_secs = 2
+valid_lifetime_secs = 3
+[[subnet]]
+id = 1
+prefix = "2001:db8:1::/64"
+pools = [{{ range = "2001:db8:1::100-2001:db8:1::1ff" }}]
+pd_pools = [{{ prefix = "2001:db8:8000::/40", delegated_len = 56 }}]
+[failover]
+role = "{role}"
+relationship = "audit-pair"
+partner = "[::1]:{link}"
+listen = "[::1]:{link}"
+partner_name = "tandem-{partner}"
+ca = "{ca}"
+cert = "{cert}"
+key = "{key}"
+mclt_secs = 2
+"#,
+            data = p.join(format!("data-{name}")).display(),
+            audit = p.join(format!("audit-{name}.log")).display(),
+            ca = p.join("ca.pem").display(),
+            cert = p.join(format!("{name}.pem")).display(),
+            key = p.join(format!("{name}.key")).display(),
+        )
+    };
+    std::fs::write(d.path().join("a.toml"), config("a", pa, "primary", "b")).unwrap();
+    std::fs::write(d.path().join("b.toml"), config("b", pb, "secondary", "a")).unwrap();
+    let la = d.path().join("a.log");
+    let lb = d.path().join("b.log");
+    let mut a = serve(
+        &["--config", d.path().join("a.toml").to_str().unwrap()],
+        &la,
+    );
+    let mut b = serve(
+        &["--config", d.path().join("b.toml").to_str().unwrap()],
+        &lb,
+    );
+    let normal = |name: &str| {
+        let out = std::process::Command::new(common::TANDEM)
+            .args(["ctl", "--socket"])
+            .arg(d.path().join(format!("data-{name}/control.sock")))
+            .arg("status")
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).contains("state: NORMAL")
+    };
+    let end = Instant::now() + Duration::from_secs(30);
+    while !(normal("a") && normal("b")) {
+        assert!(
+            Instant::now() < end,
+            "not NORMAL: {}\n{}",
+            tail(&la, 10),
+            tail(&lb, 10)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = std::process::Command::new("timeout")
+        .args(["-k", "2", "30", GEN])
+        .args([
+            "--server",
+            &format!("[::1]:{pa}"),
+            "--server",
+            &format!("[::1]:{pb}"),
+        ])
+        .args([
+            "--relay-link",
+            "2001:db8:1::",
+            "--clients",
+            "5",
+            "--mode",
+            "both",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let audit_a = d.path().join("audit-a.log");
+    assert_eq!(
+        count(&lines(&audit_a), "granted"),
+        10,
+        "{}",
+        tail(&audit_a, 12)
+    );
+    // The leases run out after 3 s; the primary's partner thread reclaims them.
+    let end = Instant::now() + Duration::from_secs(15);
+    while count(&lines(&audit_a), "expired") < 10 {
+        assert!(
+            Instant::now() < end,
+            "the primary audited {} expiries, want 10: {}",
+            count(&lines(&audit_a), "expired"),
+            tail(&audit_a, 5)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(a.exited().is_none(), "{}", tail(&la, 20));
+    assert!(b.exited().is_none(), "{}", tail(&lb, 20));
+}

@@ -425,6 +425,7 @@ impl Server {
                 commits: commit_tx.clone(),
                 hub: hub.clone(),
                 reloader: reloader.clone(),
+                audit: audit.clone(),
             })?),
             None => None,
         };

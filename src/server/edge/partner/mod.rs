@@ -186,6 +186,9 @@ pub struct PartnerSetup {
     pub hub: Arc<super::metrics::MetricsHub>,
     /// What `tandem ctl reload` calls.
     pub reloader: Arc<super::reload::Reloader>,
+    /// The audit log, if on: the leases this thread reclaims (or hears expired from the
+    /// partner) are written there once stored.
+    pub audit: Option<Arc<super::audit::AuditLog>>,
 }
 
 /// Opens the partner listener (secondary) and the control socket, loads the stored endpoint
@@ -311,6 +314,7 @@ pub fn start(setup: PartnerSetup) -> Result<PartnerHandle, PartnerStartError> {
         received_updates: 0,
         hub: setup.hub,
         reloader: setup.reloader,
+        audit: setup.audit,
     };
     let join = std::thread::Builder::new()
         .name("partner".into())

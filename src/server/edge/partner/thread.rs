@@ -50,6 +50,7 @@ pub(super) struct PartnerThread {
     pub(super) received_updates: u64,
     pub(super) hub: Arc<crate::edge::metrics::MetricsHub>,
     pub(super) reloader: Arc<crate::edge::reload::Reloader>,
+    pub(super) audit: Option<Arc<crate::edge::audit::AuditLog>>,
 }
 
 impl PartnerThread {
@@ -158,6 +159,21 @@ impl PartnerThread {
         {
             error!(error = %e, leases = self.out.store.len(), "failover: cannot store partner bindings; dropping the link so the partner resends them");
             durable = false;
+        }
+        if durable && let Some(a) = &self.audit {
+            // Expiries are this thread's to log: it reclaims (with a partner the workers'
+            // committer never sees them) and stores the partner's.
+            let now = now_secs();
+            let lines: Vec<String> = self
+                .out
+                .store
+                .iter()
+                .filter(|l| l.state == tandem_core::lease::LeaseState::Expired)
+                .map(|l| crate::edge::audit::line(l, None, None, now))
+                .collect();
+            if !lines.is_empty() {
+                a.write(&lines.iter().map(String::as_str).collect::<Vec<_>>());
+            }
         }
         if let Some(p) = self.out.persist
             && durable

@@ -18,20 +18,11 @@ fn lines(p: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
-fn count(v: &[serde_json::Value], event: &str) -> usize {
-    v.iter().filter(|l| l["event"] == event).count()
-}
-
-#[test]
-fn every_lease_change_is_one_json_line_with_the_relay() {
-    let d = tempfile::tempdir().unwrap();
-    let port = free_udp_port();
-    let audit = d.path().join("audit.log");
-    let cfg = d.path().join("tandem.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            r#"[server]
+/// A server on [::1]:`port` with its store in `data`, its audit log at `audit`, reclaiming
+/// every 100 ms, and leases of 2 s preferred, 3 s valid.
+fn server_config(port: u16, data: &Path, audit: &Path) -> String {
+    format!(
+        r#"[server]
 listen = ["[::1]:{port}"]
 data_dir = "{}"
 audit_log = "{}"
@@ -45,11 +36,22 @@ prefix = "2001:db8:1::/64"
 pools = [{{ range = "2001:db8:1::100-2001:db8:1::1ff" }}]
 pd_pools = [{{ prefix = "2001:db8:8000::/40", delegated_len = 56 }}]
 "#,
-            d.path().join("data").display(),
-            audit.display()
-        ),
+        data.display(),
+        audit.display()
     )
-    .unwrap();
+}
+
+fn count(v: &[serde_json::Value], event: &str) -> usize {
+    v.iter().filter(|l| l["event"] == event).count()
+}
+
+#[test]
+fn every_lease_change_is_one_json_line_with_the_relay() {
+    let d = tempfile::tempdir().unwrap();
+    let port = free_udp_port();
+    let audit = d.path().join("audit.log");
+    let cfg = d.path().join("tandem.toml");
+    std::fs::write(&cfg, server_config(port, &d.path().join("data"), &audit)).unwrap();
     let log = d.path().join("server.log");
     let mut server = serve(&["--config", cfg.to_str().unwrap()], &log);
     let run_gen = |seed: &str, phases: &str| {
@@ -140,33 +142,14 @@ fn a_pair_audits_the_expiries_its_partner_thread_reclaims() {
     let (pa, pb) = (free_udp_port(), free_udp_port());
     let config = |name: &str, port: u16, role: &str, partner: &str| {
         let p = d.path();
-        format!(
-            r#"[server]
-listen = ["[::1]:{port}"]
-data_dir = "{data}"
-audit_log = "{audit}"
-reclaim_interval_ms = 100
-[lease]
-preferred_lifetime_secs = 2
-valid_lifetime_secs = 3
-[[subnet]]
-id = 1
-prefix = "2001:db8:1::/64"
-pools = [{{ range = "2001:db8:1::100-2001:db8:1::1ff" }}]
-pd_pools = [{{ prefix = "2001:db8:8000::/40", delegated_len = 56 }}]
-[failover]
-role = "{role}"
-relationship = "audit-pair"
-partner = "[::1]:{link}"
-listen = "[::1]:{link}"
-partner_name = "tandem-{partner}"
-ca = "{ca}"
-cert = "{cert}"
-key = "{key}"
-mclt_secs = 2
-"#,
-            data = p.join(format!("data-{name}")).display(),
-            audit = p.join(format!("audit-{name}.log")).display(),
+        server_config(
+            port,
+            &p.join(format!("data-{name}")),
+            &p.join(format!("audit-{name}.log")),
+        ) + &format!(
+            "[failover]\nrole = \"{role}\"\nrelationship = \"audit-pair\"\n\
+             partner = \"[::1]:{link}\"\nlisten = \"[::1]:{link}\"\npartner_name = \"tandem-{partner}\"\n\
+             ca = \"{ca}\"\ncert = \"{cert}\"\nkey = \"{key}\"\nmclt_secs = 2\n",
             ca = p.join("ca.pem").display(),
             cert = p.join(format!("{name}.pem")).display(),
             key = p.join(format!("{name}.key")).display(),

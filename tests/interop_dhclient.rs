@@ -131,19 +131,7 @@ fn dhclient_cycle(test: &str, tag: &str, pd: bool, xdp: bool) {
     let Some(t) = prerequisites(test) else { return };
     let topo = Topo::new(&t, tag, &[], &[]); // dhclient talks link-local to ff02::1:2
     if xdp {
-        // veth hands XDP a local sender's frames with the UDP checksum not yet filled in.
-        let ethtool =
-            common::tools::find_tool("ethtool").expect("ethtool (Debian package ethtool)");
-        let mut args = topo.c.exec();
-        args.extend([
-            ethtool,
-            "-K".into(),
-            topo.c.name.clone(),
-            "tx".into(),
-            "off".into(),
-        ]);
-        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        assert!(run(&t.timeout, 10, &refs).ok, "ethtool -K tx off failed");
+        topo.client_checksum_offload_off(&t);
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");

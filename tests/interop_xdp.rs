@@ -47,6 +47,22 @@ fn xdp_attached(t: &Tools, topo: &Topo) -> bool {
     r.out.contains("xdp")
 }
 
+/// A configuration serving LINK1 on the server's end of `topo`, with its store in `dir/data`;
+/// returns its path.
+fn link1_config(dir: &Path, topo: &Topo) -> std::path::PathBuf {
+    let cfg = dir.join("tandem.toml");
+    std::fs::write(
+        &cfg,
+        netns_config(
+            &dir.join("data"),
+            &topo.s.name,
+            &[(LINK1, Some(topo.s.name.as_str()))],
+        ),
+    )
+    .expect("write config");
+    cfg
+}
+
 /// Stops the server with SIGTERM and returns its log.
 fn stop(mut server: Server) -> String {
     server.signal(nix::sys::signal::Signal::SIGTERM);
@@ -57,21 +73,6 @@ fn stop(mut server: Server) -> String {
         tail(&server.log, 30)
     );
     server.log_text()
-}
-
-fn ethtool_tx_off(t: &Tools, topo: &Topo) {
-    let ethtool = find_tool("ethtool").expect("ethtool (Debian package ethtool)");
-    let mut args = topo.c.exec();
-    args.extend([
-        ethtool,
-        "-K".into(),
-        topo.c.name.clone(),
-        "tx".into(),
-        "off".into(),
-    ]);
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let r = run(&t.timeout, 10, &refs);
-    assert!(r.ok, "ethtool -K tx off failed: {}", r.out);
 }
 
 /// Ping and a TCP round trip from the client namespace to `addr` (the server's end), which
@@ -130,7 +131,7 @@ fn perfdhcp_over_af_xdp_native_direct_and_generic_relayed() {
     let test = "perfdhcp_over_af_xdp_native_direct_and_generic_relayed";
     let Some(t) = prerequisites(test) else { return };
     let topo = Topo::new(&t, "ix", &["2001:db8:2::1/64"], &["2001:db8:2::2/64"]);
-    ethtool_tx_off(&t, &topo);
+    topo.client_checksum_offload_off(&t);
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
     let cfg = dir.path().join("tandem.toml");
@@ -414,7 +415,7 @@ fn xdp_serves_as_an_unprivileged_user_with_the_documented_capabilities() {
     let Some(t) = prerequisites(test) else { return };
     let setpriv = find_tool("setpriv").expect("setpriv (util-linux) missing");
     let topo = Topo::new(&t, "iz", &["2001:db8:1::1/64"], &["2001:db8:1::2/64"]);
-    ethtool_tx_off(&t, &topo);
+    topo.client_checksum_offload_off(&t);
     let dir = tempfile::tempdir().expect("tempdir");
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -564,7 +565,7 @@ fn failover_pair_with_the_primary_on_af_xdp() {
     let test = "failover_pair_with_the_primary_on_af_xdp";
     let Some(t) = prerequisites(test) else { return };
     let topo = Topo::new(&t, "iw", &["2001:db8:1::1/64"], &["2001:db8:1::2/64"]);
-    ethtool_tx_off(&t, &topo);
+    topo.client_checksum_offload_off(&t);
     let dir = tempfile::tempdir().expect("tempdir");
     let ca = common::pki::Ca::new("xdp pair CA");
     std::fs::write(dir.path().join("ca.pem"), &ca.cert_pem).unwrap();
@@ -672,7 +673,7 @@ fn xdp_answers_multicast_once_the_link_local_address_appears() {
     let test = "xdp_answers_multicast_once_the_link_local_address_appears";
     let Some(t) = prerequisites(test) else { return };
     let topo = Topo::new(&t, "iv", &[], &[]);
-    ethtool_tx_off(&t, &topo);
+    topo.client_checksum_offload_off(&t);
     let ll = topo.s.ip(&[
         "-6",
         "-o",
@@ -691,16 +692,7 @@ fn xdp_answers_multicast_once_the_link_local_address_appears() {
         .to_string();
     topo.s.ip(&["addr", "del", &ll, "dev", &topo.s.name]);
     let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = dir.path().join("tandem.toml");
-    std::fs::write(
-        &cfg,
-        netns_config(
-            &dir.path().join("data"),
-            &topo.s.name,
-            &[(LINK1, Some(topo.s.name.as_str()))],
-        ),
-    )
-    .expect("write config");
+    let cfg = link1_config(dir.path(), &topo);
     let log = dir.path().join("server.log");
     let server = start_server(&topo.s.exec(), &cfg, &["--datapath", "xdp"], &log);
     let mut ck = Checks::default();
@@ -769,18 +761,9 @@ fn xdp_answers_a_burst_without_stalling() {
     let test = "xdp_answers_a_burst_without_stalling";
     let Some(t) = prerequisites(test) else { return };
     let topo = Topo::new(&t, "iu", &["2001:db8:1::1/64"], &["2001:db8:1::2/64"]);
-    ethtool_tx_off(&t, &topo);
+    topo.client_checksum_offload_off(&t);
     let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = dir.path().join("tandem.toml");
-    std::fs::write(
-        &cfg,
-        netns_config(
-            &dir.path().join("data"),
-            &topo.s.name,
-            &[(LINK1, Some(topo.s.name.as_str()))],
-        ),
-    )
-    .expect("write config");
+    let cfg = link1_config(dir.path(), &topo);
     let log = dir.path().join("server.log");
     let server = start_server(&topo.s.exec(), &cfg, &["--datapath", "xdp"], &log);
     const CLIENTS: u64 = 2000;

@@ -109,6 +109,24 @@ pub struct Topo {
 }
 
 impl Topo {
+    /// Turns the client end's tx checksum offload off (`ethtool -K <c> tx off`): veth hands a
+    /// local sender's frames to XDP with the UDP checksum not yet filled in, which the AF_XDP
+    /// datapath (like a real NIC's receiver) refuses.
+    pub fn client_checksum_offload_off(&self, t: &Tools) {
+        let ethtool = super::tools::find_tool("ethtool").expect("ethtool (Debian package ethtool)");
+        let mut args = self.c.exec();
+        args.extend([
+            ethtool,
+            "-K".into(),
+            self.c.name.clone(),
+            "tx".into(),
+            "off".into(),
+        ]);
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let r = run(&t.timeout, 10, &refs);
+        assert!(r.ok, "ethtool -K {} tx off failed: {}", self.c.name, r.out);
+    }
+
     /// Creates `tdm<tag>s` and `tdm<tag>c`, link-local on both ends plus the given global
     /// addresses (`addr/len`), DAD off, links up.
     pub fn new(t: &Tools, tag: &str, server_addrs: &[&str], client_addrs: &[&str]) -> Topo {

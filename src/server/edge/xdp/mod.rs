@@ -293,6 +293,12 @@ struct Frames {
     cap: usize,
 }
 
+// SAFETY: `Packet`s are raw pointers into one XdpPath's UMEM; a `Frames` lives in that
+// XdpPath, which is built on one thread and then moved, whole, to the worker thread that alone
+// uses it, so the packets never outlive or leave the mapping they point into, and no two
+// threads ever touch them.
+unsafe impl Send for Frames {}
+
 impl Frames {
     fn with_capacity(cap: usize) -> Frames {
         Frames {
@@ -358,11 +364,6 @@ pub struct XdpPath {
     link_local_checked: std::time::Instant,
     umem: xdp::Umem,
 }
-
-// SAFETY: an XdpPath is built on one thread and then moved, whole, to the worker thread that
-// alone uses it: the raw pointers in its packets and rings point into mappings it owns (its
-// UMEM and ring mmaps), which move with it and live as long as it does.
-unsafe impl Send for XdpPath {}
 
 impl XdpPath {
     /// Opens the socket for receive queue `queue` of `iface`, fills its fill ring and returns

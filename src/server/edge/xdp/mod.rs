@@ -519,13 +519,12 @@ impl XdpPath {
                     0,
                 )
             };
+            let errno = (r < 0).then(|| io::Error::last_os_error().raw_os_error());
             self.reap();
-            if r >= 0 {
-                return;
-            }
-            match io::Error::last_os_error().raw_os_error() {
-                Some(libc::EAGAIN) | Some(libc::EBUSY) | Some(libc::EINTR) => continue,
-                _ => return,
+            match errno {
+                None => return,
+                Some(Some(libc::EAGAIN | libc::EBUSY | libc::EINTR)) => continue,
+                Some(_) => return,
             }
         }
     }
@@ -533,7 +532,9 @@ impl XdpPath {
     /// Sends the committed replies the committer handed back.
     fn send_returned(&mut self) {
         self.wake.clear();
-        loop {
+        // Bounded: what the queue can hold when the call starts (the committer may add more;
+        // the eventfd brings the worker back for those).
+        for _ in 0..RETURN_QUEUE_MAX / RETURN_BATCH_MAX + 1 {
             self.returning.clear();
             while self.returning.len() < RETURN_BATCH_MAX {
                 match self.returned.try_recv() {

@@ -188,8 +188,28 @@ fn perfdhcp_over_af_xdp_native_direct_and_generic_relayed() {
             format!("tandem_packets_dropped_total{{reason=\"{why}\"}}: present {present}, value {n} (want present, 0)")
         });
     }
-    let text = stop(server);
+    // The program's own counts are exported too (refreshed every 2 s).
     let sent = direct.x("SOLICIT-ADVERTISE").sent + direct.x("REQUEST-REPLY").sent;
+    std::thread::sleep(Duration::from_millis(2500));
+    let scrape = common::prom::Scrape::get(&topo.s.exec(), "http://[::1]:9479/metrics");
+    let labels = [("interface", topo.s.name.as_str()), ("mode", "native")];
+    let exported = scrape.one(
+        "tandem_xdp_frames_total",
+        &[labels[0], labels[1], ("verdict", "redirected")],
+    );
+    ck.check(exported >= sent as f64, || {
+        format!(
+            "tandem_xdp_frames_total{{verdict=\"redirected\"}} is {exported}, perfdhcp sent {sent}"
+        )
+    });
+    ck.check(
+        scrape.one(
+            "tandem_xdp_frames_total",
+            &[labels[0], labels[1], ("verdict", "passed")],
+        ) > 0.0,
+        || "no frame passed to the kernel (ping, TCP and neighbour discovery crossed it)".into(),
+    );
+    let text = stop(server);
     ck.check(redirected(&text).is_some_and(|n| n >= sent), || {
         format!(
             "native: the program handed {:?} frames to the sockets, perfdhcp sent {sent}",

@@ -107,12 +107,27 @@ pub struct FailoverGauges {
     pub store_failed: bool,
 }
 
+/// One XDP program's counters (`--datapath xdp`), summed over CPUs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct XdpCounts {
+    /// The interface it is attached to.
+    pub interface: String,
+    /// "native" or "generic".
+    pub mode: &'static str,
+    /// Frames handed to an AF_XDP socket.
+    pub redirected: u64,
+    /// Frames passed to the kernel.
+    pub passed: u64,
+}
+
 /// Where threads off the workers' path publish their metrics, and what a scrape reads.
 pub struct MetricsHub {
     /// The workers' summed counters, as the reporter last merged them.
     worker_totals: Mutex<WorkerStats>,
     commit: Mutex<CommitMetrics>,
     failover: Mutex<Option<FailoverGauges>>,
+    /// The XDP programs: interface, attach mode, frames redirected, frames passed.
+    xdp: Mutex<Vec<XdpCounts>>,
     /// The store's map: bytes the data uses, map size, new leases refused.
     store: Mutex<(u64, u64, bool)>,
     alloc: Arc<Allocator>,
@@ -131,6 +146,7 @@ impl MetricsHub {
             worker_totals: Mutex::new(WorkerStats::default()),
             commit: Mutex::new(CommitMetrics::default()),
             failover: Mutex::new(None),
+            xdp: Mutex::new(Vec::new()),
             store: Mutex::new((0, 0, false)),
             alloc,
             workers,
@@ -212,6 +228,11 @@ impl MetricsHub {
     /// How full the store's map is, and whether new leases are refused because of it.
     pub fn publish_store(&self, used: u64, size: u64, refusing: bool) {
         *lock(&self.store) = (used, size, refusing);
+    }
+
+    /// The XDP programs' counters (the xdp-addrs thread, every refresh).
+    pub fn publish_xdp(&self, counts: Vec<XdpCounts>) {
+        *lock(&self.xdp) = counts;
     }
 
     /// The partner thread's latest gauges.
@@ -398,6 +419,27 @@ impl MetricsHub {
         self.render_pools(&mut t);
         if let Some(f) = lock(&self.failover).clone() {
             render_failover(&mut t, &f);
+        }
+        let xdp = lock(&self.xdp).clone();
+        if !xdp.is_empty() {
+            t.family(
+                "tandem_xdp_frames_total",
+                "counter",
+                "Frames the XDP program saw on an interface (--datapath xdp), by verdict: `redirected` to the server's AF_XDP sockets, `passed` to the kernel (everything not DHCPv6 for this host).",
+            );
+            for x in &xdp {
+                for (verdict, n) in [("redirected", x.redirected), ("passed", x.passed)] {
+                    t.sample(
+                        "tandem_xdp_frames_total",
+                        &[
+                            ("interface", &x.interface),
+                            ("mode", x.mode),
+                            ("verdict", verdict),
+                        ],
+                        n as f64,
+                    );
+                }
+            }
         }
         t.out
     }

@@ -108,7 +108,8 @@ impl super::Datapath for AnyPath {
     }
 }
 
-/// How often the XDP programs' maps of this host's addresses are brought up to date.
+/// How often the XDP programs' maps of this host's addresses are brought up to date (and their
+/// counters published to the metrics).
 pub const XDP_ADDRESSES_REFRESH: Duration = Duration::from_secs(2);
 
 fn lock_programs(
@@ -117,9 +118,18 @@ fn lock_programs(
     p.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Brings every program's map of this host's addresses up to date.
-fn sync_xdp_addresses(programs: &std::sync::Mutex<Vec<XdpProgram>>) {
+/// Brings every program's map of this host's addresses up to date, and publishes the programs'
+/// counters to the metrics hub.
+fn sync_xdp_addresses(programs: &std::sync::Mutex<Vec<XdpProgram>>, hub: &MetricsHub) {
+    let mut counts = Vec::new();
     for p in lock_programs(programs).iter_mut() {
+        let (redirected, passed) = p.counts();
+        counts.push(super::metrics::XdpCounts {
+            interface: p.interface().to_string(),
+            mode: p.mode,
+            redirected,
+            passed,
+        });
         let now = super::xdp::program::local_addresses(p.ifindex);
         match p.sync_addresses(&now) {
             Ok(0) => {}
@@ -131,6 +141,7 @@ fn sync_xdp_addresses(programs: &std::sync::Mutex<Vec<XdpProgram>>) {
             Err(e) => warn!(error = %e, "XDP address map not updated"),
         }
     }
+    hub.publish_xdp(counts);
 }
 
 /// The programs attached and the sockets opened by [`open_xdp`].
@@ -504,7 +515,7 @@ impl Server {
             None => None,
         };
         let reporter = {
-            let stop = stop.clone();
+            let (stop, hub) = (stop.clone(), hub.clone());
             let nworkers = paths.len();
             let watchdog = crate::sd_notify::watchdog_interval().and_then(|every| {
                 info!(every_ms = every.as_millis() as u64, "systemd watchdog on");
@@ -520,15 +531,15 @@ impl Server {
             None
         } else {
             // Before the first packet: the program passes unicast to addresses not in its map.
-            sync_xdp_addresses(&xdp_programs);
-            let (programs, stop) = (xdp_programs.clone(), stop.clone());
+            sync_xdp_addresses(&xdp_programs, &hub);
+            let (programs, stop, hub) = (xdp_programs.clone(), stop.clone(), hub.clone());
             Some(
                 std::thread::Builder::new()
                     .name("xdp-addrs".into())
                     .spawn(move || {
                         while !stop.load(Ordering::Relaxed) {
                             std::thread::sleep(XDP_ADDRESSES_REFRESH);
-                            sync_xdp_addresses(&programs);
+                            sync_xdp_addresses(&programs, &hub);
                         }
                     })
                     .map_err(StartError::Thread)?,

@@ -205,6 +205,11 @@ impl XdpProgram {
         Ok(changed)
     }
 
+    /// The interface it is attached to.
+    pub fn interface(&self) -> &str {
+        &self.interface
+    }
+
     /// Frames handed to a socket and frames passed to the kernel, summed over CPUs.
     pub fn counts(&self) -> (u64, u64) {
         let Some(map) = self.ebpf.map(COUNTS_MAP) else {

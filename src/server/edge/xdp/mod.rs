@@ -199,31 +199,53 @@ impl Interface {
     }
 }
 
-const IFA_F_DADFAILED: u32 = 0x08;
-const IFA_F_TENTATIVE: u32 = 0x40;
+/// One usable address of this host, as /proc/net/if_inet6 lists it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostAddress {
+    /// The address.
+    pub addr: Ipv6Addr,
+    /// The interface it is on.
+    pub ifindex: u32,
+    /// On the loopback interface.
+    pub loopback_interface: bool,
+}
 
-/// The usable link-local address of interface `index`, from /proc/net/if_inet6.
+/// This host's usable IPv6 addresses, from /proc/net/if_inet6: none that is tentative
+/// (duplicate address detection running) or failed DAD, since such an address must be neither
+/// answered on nor used as a source.
+pub fn host_addresses() -> Vec<HostAddress> {
+    const IFA_F_DADFAILED: u32 = 0x08;
+    const IFA_F_TENTATIVE: u32 = 0x40;
+    let table = std::fs::read_to_string("/proc/net/if_inet6").unwrap_or_default();
+    table
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let (hex, idx, flags, name) = (f.first()?, f.get(1)?, f.get(4)?, f.get(5)?);
+            if hex.len() != 32
+                || u32::from_str_radix(flags, 16).ok()? & (IFA_F_TENTATIVE | IFA_F_DADFAILED) != 0
+            {
+                return None;
+            }
+            let mut a = [0u8; 16];
+            for (i, b) in a.iter_mut().enumerate() {
+                *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
+            }
+            Some(HostAddress {
+                addr: Ipv6Addr::from(a),
+                ifindex: u32::from_str_radix(idx, 16).ok()?,
+                loopback_interface: *name == "lo",
+            })
+        })
+        .collect()
+}
+
+/// The usable link-local address of interface `index`.
 fn link_local(index: u32) -> Option<Ipv6Addr> {
-    let table = std::fs::read_to_string("/proc/net/if_inet6").ok()?;
-    table.lines().find_map(|l| {
-        let f: Vec<&str> = l.split_whitespace().collect();
-        let (hex, idx, scope, flags) = (f.first()?, f.get(1)?, f.get(3)?, f.get(4)?);
-        // Not while tentative (duplicate address detection running) or after DAD failed: such
-        // an address must not be used as a source.
-        let unusable = u32::from_str_radix(flags, 16).ok()? & (IFA_F_TENTATIVE | IFA_F_DADFAILED);
-        if u32::from_str_radix(idx, 16).ok()? != index
-            || *scope != "20"
-            || hex.len() != 32
-            || unusable != 0
-        {
-            return None;
-        }
-        let mut a = [0u8; 16];
-        for (i, b) in a.iter_mut().enumerate() {
-            *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
-        }
-        Some(Ipv6Addr::from(a))
-    })
+    host_addresses()
+        .into_iter()
+        .find(|h| h.ifindex == index && h.addr.is_unicast_link_local())
+        .map(|h| h.addr)
 }
 
 /// The xdp crate's socket errors print as Debug; this says what failed and the OS error.

@@ -7,7 +7,6 @@
 //! that already carries another XDP program is refused, never taken over.
 
 use std::collections::BTreeSet;
-use std::net::Ipv6Addr;
 use std::os::fd::AsRawFd;
 
 /// How the program is attached to an interface.
@@ -243,31 +242,11 @@ fn chain(e: &dyn std::error::Error) -> String {
 /// to any of them on any interface), and the interface's own link-local ones; none that is
 /// tentative (duplicate address detection running) or failed DAD. From /proc/net/if_inet6.
 pub fn local_addresses(ifindex: u32) -> BTreeSet<[u8; 16]> {
-    let table = std::fs::read_to_string("/proc/net/if_inet6").unwrap_or_default();
-    table
-        .lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            let (hex, idx, scope, flags, name) =
-                (f.first()?, f.get(1)?, f.get(3)?, f.get(4)?, f.get(5)?);
-            if hex.len() != 32 || *name == "lo" {
-                return None;
-            }
-            const IFA_F_DADFAILED: u32 = 0x08;
-            const IFA_F_TENTATIVE: u32 = 0x40;
-            if u32::from_str_radix(flags, 16).ok()? & (IFA_F_TENTATIVE | IFA_F_DADFAILED) != 0 {
-                return None;
-            }
-            // Scope 0x20 is link-local: only this interface's.
-            if *scope == "20" && u32::from_str_radix(idx, 16).ok()? != ifindex {
-                return None;
-            }
-            let mut a = [0u8; 16];
-            for (i, b) in a.iter_mut().enumerate() {
-                *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
-            }
-            let ip = Ipv6Addr::from(a);
-            (!ip.is_multicast() && !ip.is_loopback()).then_some(a)
-        })
+    super::host_addresses()
+        .into_iter()
+        .filter(|h| !h.loopback_interface && !h.addr.is_multicast() && !h.addr.is_loopback())
+        // Link-local: only this interface's.
+        .filter(|h| !h.addr.is_unicast_link_local() || h.ifindex == ifindex)
+        .map(|h| h.addr.octets())
         .collect()
 }

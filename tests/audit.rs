@@ -41,6 +41,33 @@ pd_pools = [{{ prefix = "2001:db8:8000::/40", delegated_len = 56 }}]
     )
 }
 
+/// tandem-gen as a relay to the servers on [::1]:`ports`, 5 clients asking for an address and
+/// a prefix, with `extra` arguments; it must succeed.
+fn relay_clients(ports: &[u16], extra: &[&str]) {
+    let mut cmd = std::process::Command::new("timeout");
+    cmd.args(["-k", "2", "30", GEN]);
+    for p in ports {
+        cmd.args(["--server", &format!("[::1]:{p}")]);
+    }
+    let out = cmd
+        .args([
+            "--relay-link",
+            "2001:db8:1::",
+            "--clients",
+            "5",
+            "--mode",
+            "both",
+        ])
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
 fn count(v: &[serde_json::Value], event: &str) -> usize {
     v.iter().filter(|l| l["event"] == event).count()
 }
@@ -55,24 +82,7 @@ fn every_lease_change_is_one_json_line_with_the_relay() {
     let log = d.path().join("server.log");
     let mut server = serve(&["--config", cfg.to_str().unwrap()], &log);
     let run_gen = |seed: &str, phases: &str| {
-        let out = std::process::Command::new("timeout")
-            .args(["-k", "2", "30", GEN, "--server", &format!("[::1]:{port}")])
-            .args([
-                "--relay-link",
-                "2001:db8:1::",
-                "--clients",
-                "5",
-                "--mode",
-                "both",
-            ])
-            .args(["--seed", seed, "--phases", phases])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stdout)
-        );
+        relay_clients(&[port], &["--seed", seed, "--phases", phases]);
     };
     run_gen("1", "acquire,renew,release");
     let v = lines(&audit);
@@ -186,29 +196,7 @@ fn a_pair_audits_the_expiries_its_partner_thread_reclaims() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let out = std::process::Command::new("timeout")
-        .args(["-k", "2", "30", GEN])
-        .args([
-            "--server",
-            &format!("[::1]:{pa}"),
-            "--server",
-            &format!("[::1]:{pb}"),
-        ])
-        .args([
-            "--relay-link",
-            "2001:db8:1::",
-            "--clients",
-            "5",
-            "--mode",
-            "both",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    relay_clients(&[pa, pb], &[]);
     let audit_a = d.path().join("audit-a.log");
     assert_eq!(
         count(&lines(&audit_a), "granted"),

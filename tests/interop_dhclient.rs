@@ -387,14 +387,7 @@ fn dhclient_cycle(test: &str, tag: &str, pd: bool, xdp: bool) {
         server.signal(nix::sys::signal::Signal::SIGTERM);
         let _ = server.proc.wait_exit(Duration::from_secs(15));
         let text = server.log_text();
-        let redirected: Option<u64> = text
-            .lines()
-            .find(|l| l.contains("XDP program detached"))
-            .and_then(|l| {
-                l.split_whitespace()
-                    .find_map(|w| w.strip_prefix("redirected="))
-            })
-            .and_then(|n| n.parse().ok());
+        let redirected = common::proc::xdp_redirected(&text);
         ck.check(redirected.is_some_and(|n| n >= 4), || {
             format!("the XDP program handed {redirected:?} frames to the server, want >= 4")
         });

@@ -24,18 +24,8 @@ use common::checks::{Checks, check_store_invariants};
 use common::leases::{LINK1, LINK2, netns_config, store_rows};
 use common::netns::Topo;
 use common::perfdhcp::*;
-use common::proc::{Server, read_lossy, run, start_server, tail};
+use common::proc::{Server, read_lossy, run, start_server, tail, xdp_redirected};
 use common::tools::{Tools, find_tool, prerequisites};
-
-/// The frames the XDP program handed to the server's sockets, from the line a clean stop logs.
-fn redirected(log: &str) -> Option<u64> {
-    log.lines()
-        .find(|l| l.contains("XDP program detached"))?
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("redirected="))?
-        .parse()
-        .ok()
-}
 
 /// Whether `ip link show` lists an XDP program on the server's interface.
 fn xdp_attached(t: &Tools, topo: &Topo) -> bool {
@@ -47,14 +37,14 @@ fn xdp_attached(t: &Tools, topo: &Topo) -> bool {
     r.out.contains("xdp")
 }
 
-/// A configuration serving LINK1 on the server's end of `topo`, with its store in `dir/data`;
-/// returns its path.
-fn link1_config(dir: &Path, topo: &Topo) -> std::path::PathBuf {
-    let cfg = dir.join("tandem.toml");
+/// A configuration `dir/<name>.toml` serving LINK1 on the server's end of `topo`, with its
+/// store in `dir/data-<name>`; returns its path.
+fn link1_config(dir: &Path, topo: &Topo, name: &str) -> std::path::PathBuf {
+    let cfg = dir.join(format!("{name}.toml"));
     std::fs::write(
         &cfg,
         netns_config(
-            &dir.join("data"),
+            &dir.join(format!("data-{name}")),
             &topo.s.name,
             &[(LINK1, Some(topo.s.name.as_str()))],
         ),
@@ -210,10 +200,10 @@ fn perfdhcp_over_af_xdp_native_direct_and_generic_relayed() {
         || "no frame passed to the kernel (ping, TCP and neighbour discovery crossed it)".into(),
     );
     let text = stop(server);
-    ck.check(redirected(&text).is_some_and(|n| n >= sent), || {
+    ck.check(xdp_redirected(&text).is_some_and(|n| n >= sent), || {
         format!(
             "native: the program handed {:?} frames to the sockets, perfdhcp sent {sent}",
-            redirected(&text)
+            xdp_redirected(&text)
         )
     });
     ck.check(!xdp_attached(&t, &topo), || {
@@ -347,16 +337,7 @@ fn xdp_refuses_to_start_without_an_interface_or_on_a_taken_one() {
         "type",
         "macvlan",
     ]);
-    let cfg_v = dir.path().join("vlan.toml");
-    std::fs::write(
-        &cfg_v,
-        netns_config(
-            &dir.path().join("data-v"),
-            &topo.s.name,
-            &[(LINK1, Some(topo.s.name.as_str()))],
-        ),
-    )
-    .expect("write config");
+    let cfg_v = link1_config(dir.path(), &topo, "vlan");
     let (code, out) = refused(
         &t,
         &topo.s.exec(),
@@ -375,30 +356,20 @@ fn xdp_refuses_to_start_without_an_interface_or_on_a_taken_one() {
     topo.s.ip(&["link", "delete", &vlan]);
 
     // An interface another server's program holds: refused, never taken over.
-    let cfg1 = dir.path().join("one.toml");
-    std::fs::write(
-        &cfg1,
-        netns_config(
-            &dir.path().join("data1"),
-            &topo.s.name,
-            &[(LINK1, Some(topo.s.name.as_str()))],
-        ),
-    )
-    .expect("write config");
+    let cfg1 = link1_config(dir.path(), &topo, "one");
     let first = start_server(
         &topo.s.exec(),
         &cfg1,
         &["--datapath", "xdp"],
         &dir.path().join("1.log"),
     );
-    let cfg2 = dir.path().join("two.toml");
-    let second = netns_config(
-        &dir.path().join("data2"),
-        &topo.s.name,
-        &[(LINK1, Some(topo.s.name.as_str()))],
+    let cfg2 = link1_config(dir.path(), &topo, "two");
+    let second = std::fs::read_to_string(&cfg2).expect("read config");
+    std::fs::write(
+        &cfg2,
+        second.replace("[server]\n", "[server]\nport = 5547\n"),
     )
-    .replace("[server]\n", "[server]\nport = 5547\n");
-    std::fs::write(&cfg2, second).expect("write config");
+    .expect("write config");
     let (code, out) = refused(
         &t,
         &topo.s.exec(),
@@ -439,15 +410,10 @@ fn xdp_serves_as_an_unprivileged_user_with_the_documented_capabilities() {
     let dir = tempfile::tempdir().expect("tempdir");
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let data = dir.path().join("data");
+    let cfg = link1_config(dir.path(), &topo, "nobody");
+    let data = dir.path().join("data-nobody");
     std::fs::create_dir(&data).unwrap();
     std::os::unix::fs::chown(&data, Some(65534), Some(65534)).unwrap();
-    let cfg = dir.path().join("tandem.toml");
-    std::fs::write(
-        &cfg,
-        netns_config(&data, &topo.s.name, &[(LINK1, Some(topo.s.name.as_str()))]),
-    )
-    .expect("write config");
     let caps = "-all,+bpf,+perfmon,+net_admin,+net_raw,+net_bind_service";
     let mut cmd = topo.s.cmd(&setpriv);
     cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
@@ -530,12 +496,12 @@ fn xdp_serves_as_an_unprivileged_user_with_the_documented_capabilities() {
     let text = stop(server);
     let sent = p.x("SOLICIT-ADVERTISE").sent + p.x("REQUEST-REPLY").sent;
     ck.check(
-        redirected(&text).is_some_and(|n| n >= sent && n < sent + NOT_OURS),
+        xdp_redirected(&text).is_some_and(|n| n >= sent && n < sent + NOT_OURS),
         || {
             format!(
                 "the program handed {:?} frames to the sockets; perfdhcp sent {sent}, and the \
                  {} datagrams for other hosts or groups must not be among them",
-                redirected(&text),
+                xdp_redirected(&text),
                 2 * NOT_OURS
             )
         },
@@ -666,10 +632,10 @@ fn failover_pair_with_the_primary_on_af_xdp() {
     b.check_alive(&mut ck);
     let text = stop(a);
     let sent = p.x("SOLICIT-ADVERTISE").sent + p.x("REQUEST-REPLY").sent;
-    ck.check(redirected(&text).is_some_and(|n| n >= sent), || {
+    ck.check(xdp_redirected(&text).is_some_and(|n| n >= sent), || {
         format!(
             "the primary's program handed {:?} frames to it, perfdhcp sent {sent}",
-            redirected(&text)
+            xdp_redirected(&text)
         )
     });
     ck.finish(
@@ -712,7 +678,7 @@ fn xdp_answers_multicast_once_the_link_local_address_appears() {
         .to_string();
     topo.s.ip(&["addr", "del", &ll, "dev", &topo.s.name]);
     let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = link1_config(dir.path(), &topo);
+    let cfg = link1_config(dir.path(), &topo, "tandem");
     let log = dir.path().join("server.log");
     let server = start_server(&topo.s.exec(), &cfg, &["--datapath", "xdp"], &log);
     let mut ck = Checks::default();
@@ -783,7 +749,7 @@ fn xdp_answers_a_burst_without_stalling() {
     let topo = Topo::new(&t, "iu", &["2001:db8:1::1/64"], &["2001:db8:1::2/64"]);
     topo.client_checksum_offload_off(&t);
     let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = link1_config(dir.path(), &topo);
+    let cfg = link1_config(dir.path(), &topo, "tandem");
     let log = dir.path().join("server.log");
     let server = start_server(&topo.s.exec(), &cfg, &["--datapath", "xdp"], &log);
     const CLIENTS: u64 = 2000;
@@ -824,13 +790,16 @@ fn xdp_answers_a_burst_without_stalling() {
         Some(0),
     );
     let text = stop(server);
-    ck.check(redirected(&text).is_some_and(|n| n >= 2 * CLIENTS), || {
-        format!(
-            "the program handed {:?} frames to the server, want >= {}",
-            redirected(&text),
-            2 * CLIENTS
-        )
-    });
+    ck.check(
+        xdp_redirected(&text).is_some_and(|n| n >= 2 * CLIENTS),
+        || {
+            format!(
+                "the program handed {:?} frames to the server, want >= {}",
+                xdp_redirected(&text),
+                2 * CLIENTS
+            )
+        },
+    );
     ck.finish(
         test,
         &[

@@ -206,7 +206,16 @@ pub fn start_server(prefix: &[String], config: &Path, extra: &[&str], log: &Path
     args.extend([TANDEM, "serve", "--config"].map(String::from));
     args.push(config.display().to_string());
     args.extend(extra.iter().map(|s| s.to_string()));
-    let mut proc = Proc::spawn("tandem serve", &args, log);
+    Server {
+        proc: spawn_serving(&args, log),
+        log: log.to_path_buf(),
+    }
+}
+
+/// Spawns `args` (a `tandem serve` command line, maybe behind a prefix) with its output in
+/// `log` and waits until it logs that it serves.
+fn spawn_serving(args: &[String], log: &Path) -> Proc {
+    let mut proc = Proc::spawn("tandem serve", args, log);
     wait_log_line(
         &mut proc,
         log,
@@ -214,10 +223,18 @@ pub fn start_server(prefix: &[String], config: &Path, extra: &[&str], log: &Path
         Duration::from_secs(15),
         &format!("tandem serve {args:?}"),
     );
-    Server {
-        proc,
-        log: log.to_path_buf(),
-    }
+    proc
+}
+
+/// With `--datapath xdp`: the frames the XDP program handed to the server's sockets, from the
+/// line a clean stop logs (`XDP program detached ... redirected=N`).
+pub fn xdp_redirected(log: &str) -> Option<u64> {
+    log.lines()
+        .find(|l| l.contains("XDP program detached"))?
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("redirected="))?
+        .parse()
+        .ok()
 }
 
 /// The server DUID the log reports at `store open`.
@@ -256,13 +273,5 @@ impl HeldUdpPort {
 pub fn serve(args: &[&str], log: &Path) -> Proc {
     let mut all = vec![super::TANDEM.to_string(), "serve".to_string()];
     all.extend(args.iter().map(|s| s.to_string()));
-    let mut p = Proc::spawn("tandem serve", &all, log);
-    wait_log_line(
-        &mut p,
-        log,
-        "serving; stop with",
-        Duration::from_secs(15),
-        &format!("tandem serve {args:?}"),
-    );
-    p
+    spawn_serving(&all, log)
 }

@@ -122,6 +122,7 @@ fn lock_programs(
 /// counters to the metrics hub.
 fn sync_xdp_addresses(programs: &std::sync::Mutex<Vec<XdpProgram>>, hub: &MetricsHub) {
     let mut counts = Vec::new();
+    let host = super::xdp::host_addresses();
     for p in lock_programs(programs).iter_mut() {
         let (redirected, passed) = p.counts();
         counts.push(super::metrics::XdpCounts {
@@ -130,7 +131,7 @@ fn sync_xdp_addresses(programs: &std::sync::Mutex<Vec<XdpProgram>>, hub: &Metric
             redirected,
             passed,
         });
-        let now = super::xdp::program::local_addresses(p.ifindex);
+        let now = super::xdp::program::local_addresses(&host, p.ifindex);
         match p.sync_addresses(&now) {
             Ok(0) => {}
             Ok(n) => tracing::debug!(
@@ -202,7 +203,8 @@ fn open_xdp(
         let mut prog = XdpProgram::attach(name, cfg.server.port, frame_max, mode)
             .map_err(|e| StartError::Xdp(e.to_string()))?;
         // The address map before any socket: nothing is redirected until it is filled.
-        let local = super::xdp::program::local_addresses(iface.index);
+        let local =
+            super::xdp::program::local_addresses(&super::xdp::host_addresses(), iface.index);
         prog.sync_addresses(&local)
             .map_err(|e| StartError::Xdp(e.to_string()))?;
         for q in 0..iface.rx_queues {

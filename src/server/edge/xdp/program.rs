@@ -240,10 +240,9 @@ fn chain(e: &dyn std::error::Error) -> String {
 /// The unicast addresses the kernel would accept a datagram for on interface `ifindex`: every
 /// global (and unique local) address of the host but loopback's (the weak host model delivers
 /// to any of them on any interface), and the interface's own link-local ones; none that is
-/// tentative (duplicate address detection running) or failed DAD. From /proc/net/if_inet6.
-pub fn local_addresses(ifindex: u32) -> BTreeSet<[u8; 16]> {
-    super::host_addresses()
-        .into_iter()
+/// tentative (duplicate address detection running) or failed DAD. `host`: [`super::host_addresses`].
+pub fn local_addresses(host: &[super::HostAddress], ifindex: u32) -> BTreeSet<[u8; 16]> {
+    host.iter()
         .filter(|h| !h.loopback_interface && !h.addr.is_multicast() && !h.addr.is_loopback())
         // Link-local: only this interface's.
         .filter(|h| !h.addr.is_unicast_link_local() || h.ifindex == ifindex)

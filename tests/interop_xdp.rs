@@ -9,6 +9,10 @@
 //! how many frames the program handed to its sockets, and that must cover what perfdhcp sent
 //! (the UDP listeners stay open beside it and would otherwise answer unseen).
 //!
+//! The tests take turns (`one_at_a_time`): the burst test loads both cores, and perfdhcp
+//! beside it falls behind its rate and sends an extra Solicit for a client it already served
+//! (counted by `-u` as a non-unique address).
+//!
 //! veth hands frames from a local socket to XDP with the UDP checksum not yet filled in
 //! (checksum offload); the server refuses those, as a real NIC never delivers them, so the
 //! client end turns the offload off (`ethtool -K tx off`).
@@ -120,6 +124,7 @@ fn other_traffic_passes(ck: &mut Checks, t: &Tools, topo: &Topo, addr: &str) {
 fn perfdhcp_over_af_xdp_native_direct_and_generic_relayed() {
     let test = "perfdhcp_over_af_xdp_native_direct_and_generic_relayed";
     let Some(t) = prerequisites(test) else { return };
+    let _turn = common::one_at_a_time();
     let topo = Topo::new(&t, "ix", &["2001:db8:2::1/64"], &["2001:db8:2::2/64"]);
     topo.client_checksum_offload_off(&t);
     let dir = tempfile::tempdir().expect("tempdir");
@@ -294,6 +299,7 @@ fn refused(
 fn xdp_refuses_to_start_without_an_interface_or_on_a_taken_one() {
     let test = "xdp_refuses_to_start_without_an_interface_or_on_a_taken_one";
     let Some(t) = prerequisites(test) else { return };
+    let _turn = common::one_at_a_time();
     let topo = Topo::new(&t, "iy", &["2001:db8:1::1/64"], &["2001:db8:1::2/64"]);
     let dir = tempfile::tempdir().expect("tempdir");
     let mut ck = Checks::default();
@@ -404,6 +410,7 @@ const NOT_OURS: u64 = 20;
 fn xdp_serves_as_an_unprivileged_user_with_the_documented_capabilities() {
     let test = "xdp_serves_as_an_unprivileged_user_with_the_documented_capabilities";
     let Some(t) = prerequisites(test) else { return };
+    let _turn = common::one_at_a_time();
     let setpriv = find_tool("setpriv").expect("setpriv (util-linux) missing");
     let topo = Topo::new(&t, "iz", &["2001:db8:1::1/64"], &["2001:db8:1::2/64"]);
     topo.client_checksum_offload_off(&t);
@@ -550,6 +557,7 @@ fn wait_normal(data: &Path, log: &Path) {
 fn failover_pair_with_the_primary_on_af_xdp() {
     let test = "failover_pair_with_the_primary_on_af_xdp";
     let Some(t) = prerequisites(test) else { return };
+    let _turn = common::one_at_a_time();
     let topo = Topo::new(&t, "iw", &["2001:db8:1::1/64"], &["2001:db8:1::2/64"]);
     topo.client_checksum_offload_off(&t);
     let dir = tempfile::tempdir().expect("tempdir");
@@ -658,6 +666,7 @@ fn failover_pair_with_the_primary_on_af_xdp() {
 fn xdp_answers_multicast_once_the_link_local_address_appears() {
     let test = "xdp_answers_multicast_once_the_link_local_address_appears";
     let Some(t) = prerequisites(test) else { return };
+    let _turn = common::one_at_a_time();
     let topo = Topo::new(&t, "iv", &[], &[]);
     topo.client_checksum_offload_off(&t);
     let ll = topo.s.ip(&[
@@ -746,6 +755,7 @@ fn xdp_answers_multicast_once_the_link_local_address_appears() {
 fn xdp_answers_a_burst_without_stalling() {
     let test = "xdp_answers_a_burst_without_stalling";
     let Some(t) = prerequisites(test) else { return };
+    let _turn = common::one_at_a_time();
     let topo = Topo::new(&t, "iu", &["2001:db8:1::1/64"], &["2001:db8:1::2/64"]);
     topo.client_checksum_offload_off(&t);
     let dir = tempfile::tempdir().expect("tempdir");

@@ -11,7 +11,7 @@ use dhcproto::Decodable;
 use dhcproto::v6::{DhcpOption, OptionCode};
 use proptest::prelude::*;
 use tandem_core::config::{self, Config, ResourceKind};
-use tandem_core::engine::{Dropped, Engine, Outcome, Received, Scratch};
+use tandem_core::engine::{Dropped, Engine, Outcome, Policy, Received, Scratch};
 use tandem_core::lease::{Lease, LeaseState};
 use tandem_core::pool::{Allocator, PoolUsage, client_key, spread};
 use tandem_core::wire::{
@@ -111,6 +111,8 @@ struct Srv {
     alloc: Arc<Allocator>,
     eng: Engine,
     scratch: Scratch,
+    /// The failover policy packets are handled under (a server on its own by default).
+    policy: Policy,
 }
 
 #[derive(Debug)]
@@ -138,6 +140,7 @@ impl Srv {
             alloc,
             eng,
             scratch: Scratch::default(),
+            policy: Policy::STANDALONE,
         }
     }
 
@@ -159,9 +162,13 @@ impl Srv {
             interface: iface,
             bytes,
         };
-        let out = self
-            .eng
-            .handle(&rx, &mut reply, &mut self.scratch, &mut writes);
+        let out = self.eng.handle_with(
+            &self.policy,
+            &rx,
+            &mut reply,
+            &mut self.scratch,
+            &mut writes,
+        );
         if let Outcome::Dropped(_) = out {
             assert!(reply.is_empty(), "dropped but reply buffer not empty");
             assert!(writes.is_empty(), "dropped but writes: {writes:?}");
@@ -1063,6 +1070,63 @@ fn rebind_works_without_server_id() {
     // With a Server Identifier (ours): dropped (RFC 8415 §16.7).
     let r = s.send(&P::new(MessageType::Rebind, 1).sid().na(1, &[a]).bytes());
     assert_eq!(r.dropped(), Dropped::ServerIdRule);
+}
+
+#[test]
+fn catching_up_stays_silent_on_bindings_it_does_not_hold_and_answers_the_rest() {
+    let mut s = Srv::new(&base_conf(""));
+    let a = s.grant(1);
+    // An address of the pool this server never bound: the partner may have, and its update
+    // may still be on the way.
+    let unknown = ip("2001:db8:1::1f0");
+    assert!(s.lease(unknown).is_none());
+    s.policy = Policy {
+        catching_up: true,
+        ..Policy::STANDALONE
+    };
+    for ty in [MessageType::Rebind, MessageType::Renew] {
+        let p = |c, addrs: &[Ipv6Addr]| {
+            let p = P::new(ty, c).na(1, addrs);
+            if ty == MessageType::Renew { p.sid() } else { p }
+        };
+        let r = s.at(1100, &p(2, &[unknown]).bytes());
+        assert_eq!(
+            r.dropped(),
+            Dropped::CatchingUp,
+            "{ty:?} of an unknown binding"
+        );
+        // Its own binding is renewed as ever.
+        let r = s.at(1100, &p(1, &[a]).bytes());
+        assert_eq!(
+            r.view().na(1).addrs,
+            vec![(a, 100, 200)],
+            "{ty:?} of a held binding"
+        );
+        // Another client naming the held address: not its binding, so silence too.
+        let r = s.at(1100, &p(3, &[a]).bytes());
+        assert_eq!(r.dropped(), Dropped::CatchingUp);
+        // One unknown IA among known ones: the whole message waits (nothing half-done).
+        let two = P::new(ty, 1).na(1, &[a]).na(2, &[unknown]);
+        let two = if ty == MessageType::Renew {
+            two.sid()
+        } else {
+            two
+        };
+        let r = s.at(1100, &two.bytes());
+        assert_eq!(r.dropped(), Dropped::CatchingUp);
+        // An address outside every pool is not a binding anyone holds: answered as ever.
+        let r = s.at(1100, &p(2, &[ip("2001:db8:9::1")]).bytes());
+        r.answered();
+    }
+    assert!(s.lease(unknown).is_none(), "silence binds nothing");
+    // Caught up: the unknown binding is answered under the ordinary rules (here, a server on
+    // its own gives the free address back to the client that names it).
+    s.policy = Policy::STANDALONE;
+    let r = s.at(
+        1100,
+        &P::new(MessageType::Rebind, 2).na(1, &[unknown]).bytes(),
+    );
+    assert_eq!(r.view().na(1).addrs, vec![(unknown, 100, 200)]);
 }
 
 // =============================================================================================

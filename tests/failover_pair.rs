@@ -1193,3 +1193,196 @@ fn a_partition_splits_the_pair_and_it_heals_without_double_leases() {
         }
     }
 }
+
+/// A primary that returns (kill -9, restarted with its store) while clients the secondary
+/// served alone rebind must not answer for bindings it may not know yet (issue 10 item 4).
+/// Before it has heard the partner's UPDDONE it may not tell such a client NoBinding: that
+/// client would lose its lease. Here 5,000 new clients (IA_NA and IA_PD) are served by the
+/// secondary alone, then rebind at 1,000/s; the primary is restarted once the secondary has
+/// rebound some and comes back with several seconds of Rebinds still to come. Every Rebind
+/// must complete (an ignored one is retransmitted), and afterwards both servers hold every
+/// client's lease, none bound to two clients.
+#[test]
+fn a_returning_primary_does_not_refuse_rebinds_of_leases_it_has_not_heard_of() {
+    if skip_netns("a_returning_primary_does_not_refuse_rebinds_of_leases_it_has_not_heard_of") {
+        return;
+    }
+    const CLIENTS: u64 = 5000;
+    let mut p = Pair::new("r");
+    // Leases granted or rebound by the secondary alone have a lifetime of MCLT: long enough
+    // to outlast the test.
+    let (a, b) = (
+        Side {
+            mclt_secs: 30,
+            ..Side::a()
+        },
+        Side {
+            mclt_secs: 30,
+            ..Side::b()
+        },
+    );
+    p.start(&b);
+    p.start(&a);
+    p.wait_state("a", "NORMAL", 20);
+    p.wait_state("b", "NORMAL", 20);
+    p.a.as_mut().unwrap().kill9();
+    p.wait_state("b", "COMMUNICATIONS-INTERRUPTED", 10);
+
+    // The primary's restart: once the secondary's metrics show Rebinds it answered (workers
+    // report every second, so the Rebind phase is 0 to ~1.5 s old), from the configuration
+    // `start` wrote, with its store; then when its link is up and when it is NORMAL (`tandem
+    // ctl status`, polled every 5 ms).
+    let restarter = {
+        let exec = p.ns.exec();
+        let mut cmd = p.ns.cmd(TANDEM);
+        cmd.args(["serve", "--config"])
+            .arg(p.dir.path().join("a.toml"));
+        let log = p.dir.path().join("a-rejoin.log");
+        let sock_a = p.socket("a");
+        std::thread::spawn(move || {
+            let end = Instant::now() + Duration::from_secs(30);
+            let url = format!("http://[::1]:{METRICS_PORT_B}/metrics");
+            let rebound = || {
+                Scrape::get(&exec, &url).sum("tandem_lease_events_total", &[("event", "renewed")])
+            };
+            while rebound() < 1.0 {
+                if Instant::now() >= end {
+                    return None;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let started = Instant::now();
+            let server = Server::spawn(cmd, &log);
+            let end = started + Duration::from_secs(15);
+            let (mut link_up, mut normal) = (None, None);
+            while (link_up.is_none() || normal.is_none()) && Instant::now() < end {
+                let out = Command::new(TANDEM)
+                    .args(["ctl", "--socket"])
+                    .arg(&sock_a)
+                    .arg("status")
+                    .output()
+                    .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                    .unwrap_or_default();
+                let now = Instant::now();
+                if link_up.is_none() && out.lines().any(|l| l.starts_with("link: up")) {
+                    link_up = Some(now);
+                }
+                if normal.is_none() && out.lines().any(|l| l == "state: NORMAL") {
+                    normal = Some(now);
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Some((server, started, link_up, normal))
+        })
+    };
+    let load_start = Instant::now();
+    let (json, held) = p.load(
+        &[
+            "--clients",
+            &CLIENTS.to_string(),
+            "--rate",
+            "1000",
+            "--timeout-ms",
+            "200",
+            "--max-retries",
+            "8",
+            "--phase-secs",
+            "20",
+            "--seed",
+            "51",
+            "--rapid-commit",
+            "--phases",
+            "acquire,rebind",
+            "--mode",
+            "both",
+        ],
+        50,
+    );
+    let load_end = Instant::now();
+    let (server_a, started, link_up, normal) = restarter
+        .join()
+        .expect("restart thread")
+        .expect("the secondary's metrics never showed a Rebind: the primary was not restarted");
+    p.a = Some(server_a);
+
+    assert_eq!(
+        json["violations"], 0,
+        "load across the primary's return: lease-check violations: {json}"
+    );
+    let (acquire, rebind) = (&json["phases"][0], &json["phases"][1]);
+    assert_eq!(
+        acquire["ok"].as_u64(),
+        Some(CLIENTS),
+        "not every client completed acquire (served by the secondary alone): {acquire}"
+    );
+    // tandem-gen's clients keep what they held after a NoBinding; a real one must stop using
+    // it and ask again (RFC 8415 18.2.10.1): each NoBinding is a client that lost its lease.
+    let naks = rebind["naks_by_status"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    let no_binding = naks.get("3").and_then(|v| v.as_u64()).unwrap_or(0);
+    // When the Rebind phase ran, from tandem-gen's start (its phases run back to back).
+    let secs = |ph: &serde_json::Value| ph["elapsed_secs"].as_f64().unwrap_or(0.0);
+    let (rebind_from, rebind_to) = (secs(acquire), secs(acquire) + secs(rebind));
+    let at = |t: Instant| t.duration_since(load_start).as_secs_f64();
+    let ms_after_start = |t: Option<Instant>| t.map(|t| t.duration_since(started).as_millis());
+    eprintln!(
+        "primary rejoining during the Rebinds: restarted at {:.2} s, link up after {:?} ms, NORMAL after {:?} ms (from its start); Rebind phase {rebind_from:.2}-{rebind_to:.2} s (tandem-gen ended at {:.2} s); {no_binding} of {} Rebinds got NoBinding (naks by status {naks:?}), retransmits {}, latency {}",
+        at(started),
+        ms_after_start(link_up),
+        ms_after_start(normal),
+        at(load_end),
+        rebind["started"],
+        rebind["retransmits"],
+        rebind["latency_ms"],
+    );
+    let log_a = p.server("a").log_text();
+    let lines: Vec<&str> = log_a
+        .lines()
+        .filter(|l| l.contains("link up") || l.contains("state change"))
+        .collect();
+    eprintln!("the returning primary's log:\n{}", lines.join("\n"));
+    // How many the returning primary held back while it caught up (clients retransmitted).
+    let held_back = p
+        .metrics("a")
+        .sum("tandem_packets_dropped_total", &[("reason", "catching_up")]);
+    eprintln!("the returning primary ignored {held_back} Renews/Rebinds while catching up");
+    // The scenario happened: the link re-formed with Rebinds to come for a second or more.
+    let link_up = link_up.unwrap_or_else(|| {
+        panic!(
+            "the restarted primary's link was not up within 15 s; log:\n{}",
+            tail_str(&p.server("a").log_text(), 30)
+        )
+    });
+    assert!(
+        at(link_up) > rebind_from && at(link_up) + 1.0 < rebind_to,
+        "the link came up at {:.2} s, not within the Rebind phase ({rebind_from:.2}-{rebind_to:.2} s) with a second of it left",
+        at(link_up)
+    );
+    assert!(
+        naks.is_empty() && rebind["ok"] == rebind["started"],
+        "{no_binding} Rebinds got NoBinding from the returning primary (those clients lose their lease): {rebind}"
+    );
+    assert_eq!(
+        held.len() as u64,
+        2 * CLIENTS,
+        "not every client holds an address and a prefix"
+    );
+
+    // After catching up, both servers hold every client's lease, none for two clients.
+    p.wait_state("b", "NORMAL", 30);
+    p.wait_drained("b", 30);
+    p.wait_drained("a", 30);
+    p.assert_caught_up("a", &held, "primary returned during the Rebinds");
+    p.assert_caught_up("b", &held, "secondary after the primary's return");
+    let (sa, sb) = (p.active("a"), p.active("b"));
+    for (addr, duid) in &sa {
+        if let Some(other) = sb.get(addr) {
+            assert_eq!(
+                duid, other,
+                "{addr} is bound to different clients on A and B"
+            );
+        }
+    }
+}

@@ -64,6 +64,9 @@ pub enum Dropped {
     RateLimitedClient,
     /// Over `limits.source_rate_per_sec` for this source address.
     RateLimitedSource,
+    /// A Renew or Rebind names a binding this server does not hold while it is still
+    /// catching up with its partner's updates (see [`Policy::catching_up`]).
+    CatchingUp,
 }
 
 /// Which client messages this server answers in its current state.
@@ -85,6 +88,11 @@ pub struct Policy {
     pub answering: Answering,
     /// What may be allocated and how long leases may run.
     pub rules: Rules,
+    /// The partner's updates from before the link came up have not all arrived (our update
+    /// request has no UPDDONE yet): a Renew or Rebind naming a binding this server does not
+    /// hold for the client gets no answer rather than NoBinding, since the binding may be
+    /// on its way. The client retransmits and is answered once the server has caught up.
+    pub catching_up: bool,
 }
 
 impl Policy {
@@ -92,6 +100,7 @@ impl Policy {
     pub const STANDALONE: Policy = Policy {
         answering: Answering::Everyone,
         rules: Rules::STANDALONE,
+        catching_up: false,
     };
 
     /// This policy with no new lease allowed (bindings in use are still renewed): what a
@@ -117,6 +126,7 @@ impl Dropped {
             Dropped::NotServing => "not_serving",
             Dropped::RateLimitedClient => "rate_limited_client",
             Dropped::RateLimitedSource => "rate_limited_source",
+            Dropped::CatchingUp => "catching_up",
         }
     }
 }
@@ -139,6 +149,9 @@ impl fmt::Display for Dropped {
             }
             Dropped::RateLimitedSource => f.write_str(
                 "the source (relay or client address) sent more than limits.source_rate_per_sec",
+            ),
+            Dropped::CatchingUp => f.write_str(
+                "names a binding this server has not heard of while it catches up with its partner",
             ),
         }
     }
@@ -459,6 +472,21 @@ impl Engine {
                 }
             }
             T::Renew | T::Rebind => {
+                // Back in touch with the partner but not caught up: a binding we do not hold
+                // may be in the partner's backlog. Silence, not NoBinding: the client retries
+                // and keeps its lease (issue 10 item 4). Checked before anything changes.
+                if policy.catching_up {
+                    for ia in ia_requests(msg, self.ias_max()) {
+                        let c = ia.client(subnet, duid, reservation);
+                        if ia
+                            .named()
+                            .iter()
+                            .any(|(addr, len)| !self.alloc.holds(&c, *addr, *len))
+                        {
+                            return Err(Dropped::CatchingUp);
+                        }
+                    }
+                }
                 let mut w = self.start(out, T::Reply, msg, hops);
                 let mut used = UsedPools::default();
                 for ia in ia_requests(msg, self.ias_max()) {

@@ -16,6 +16,7 @@ use crate::config::Role;
 use crate::engine::Policy;
 use crate::lease::Lease;
 use crate::pool::Allocator;
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 /// What a node asks its surroundings to do after a call, in this order: make `store` and
@@ -47,14 +48,18 @@ impl NodeOut {
     }
 }
 
-/// Whether the partner acknowledged this version of the lease: a free lease once it has an
-/// acknowledgement at all (else it is PENDING-FREE), an active one once the acknowledged partner
-/// lifetime reaches the one we send for its current expiry (`Peer::poll_send`).
+/// Whether the partner knows this version of the lease, so a restart need not send it again:
+/// a free lease once it has an acknowledgement at all (else it is PENDING-FREE); an active one
+/// once the acknowledged partner lifetime reaches the one we send for its current expiry
+/// (`Peer::poll_send`), or when the partner sent us this very binding (its claim reaches as
+/// far: nothing of ours has extended it since). Only the backlog rebuilt after a restart asks
+/// this; the MCLT cap counts acknowledgements of our own updates only.
 pub fn acknowledged(l: &Lease, desired_valid_secs: u64) -> bool {
     if l.state.is_free() {
         l.partner_ack_until > 0
     } else {
-        l.partner_ack_until >= l.expires_at + desired_valid_secs
+        let wanted = l.expires_at + desired_valid_secs;
+        l.partner_ack_until >= wanted || l.partner_lifetime_received >= wanted
     }
 }
 
@@ -64,9 +69,14 @@ pub struct Node {
     endpoint: Endpoint,
     peer: Peer,
     mclt_secs: u64,
-    /// The state in which our outstanding UPDREQ/UPDREQALL was sent: an UPDDONE answers the
-    /// request of that state only (a RECOVER request's answer must not end a conflict).
-    request_sent_in: Option<ServerState>,
+    /// Our update requests (UPDREQ/UPDREQALL) on this link not yet answered, oldest first,
+    /// each with the state that sent it (`None`: sent only to catch up). The partner answers
+    /// each with one UPDDONE, in order; an UPDDONE ends the state's work only if it answers a
+    /// request of the current state (a RECOVER request's answer must not end a conflict).
+    requests: VecDeque<Option<ServerState>>,
+    /// The link is up and no update request made on it has been answered yet: the partner's
+    /// backlog from before may hold bindings we do not know ([`Policy::catching_up`]).
+    catching_up: bool,
     actions: Vec<Action>,
     writes: Vec<Lease>,
 }
@@ -106,7 +116,8 @@ impl Node {
             endpoint: Endpoint::start(role, fo, persisted, now),
             peer,
             mclt_secs: fo.mclt_secs,
-            request_sent_in: None,
+            requests: VecDeque::new(),
+            catching_up: false,
             actions: Vec::new(),
             writes: Vec::new(),
         }
@@ -129,9 +140,19 @@ impl Node {
 
     /// The engine policy for the current state.
     pub fn policy(&self) -> Policy {
-        self.endpoint
-            .serving()
-            .policy(self.endpoint.role(), self.mclt_secs)
+        Policy {
+            catching_up: self.catching_up,
+            ..self
+                .endpoint
+                .serving()
+                .policy(self.endpoint.role(), self.mclt_secs)
+        }
+    }
+
+    /// Whether the link is up and the partner has not yet answered an update request made on
+    /// it (see [`Policy::catching_up`]).
+    pub fn catching_up(&self) -> bool {
+        self.catching_up
     }
 
     /// Lease changes the server's engine made and its group commit made durable: they go to
@@ -160,14 +181,20 @@ impl Node {
 
     /// The link to the partner came up (after CONNECT/CONNECTREPLY).
     pub fn link_up(&mut self, now: u64, out: &mut NodeOut) {
-        self.request_sent_in = None;
+        self.requests.clear();
+        // Until an update request made on this link is answered, the partner may still be
+        // sending bindings it made while we could not hear it.
+        self.catching_up = true;
         self.endpoint.handle(now, Event::LinkUp, &mut self.actions);
         self.run_actions(now, out);
     }
 
     /// The link to the partner went down.
     pub fn link_down(&mut self, now: u64, out: &mut NodeOut) {
-        self.request_sent_in = None;
+        self.requests.clear();
+        // Out of touch: the state's own rules apply (COMMUNICATIONS-INTERRUPTED does not renew
+        // the partner's unknown bindings, RFC 8156 §4.2.1).
+        self.catching_up = false;
         self.peer.link_down();
         self.endpoint
             .handle(now, Event::LinkDown, &mut self.actions);
@@ -195,6 +222,8 @@ impl Node {
     fn timers(&mut self, now: u64, reclaim: bool, out: &mut NodeOut) {
         self.endpoint.tick(now, &mut self.actions);
         self.run_actions(now, out);
+        // A timer may have moved us into a state that answers clients while catching up.
+        self.maybe_request(out);
         self.writes.clear();
         if reclaim {
             self.alloc.reclaim(now, &mut self.writes);
@@ -309,9 +338,13 @@ impl Node {
                 self.peer.on_updreqall(all.iter());
             }
             PeerMsg::UpdDone => {
-                let answers_this_state = self.request_sent_in == Some(self.endpoint.state());
-                self.request_sent_in = None;
-                if answers_this_state {
+                // One UPDDONE per request, in order; one we never asked for changes nothing.
+                let answered = self.requests.pop_front();
+                if answered.is_some() {
+                    // Everything the partner had for us when we asked has arrived.
+                    self.catching_up = false;
+                }
+                if answered == Some(Some(self.endpoint.state())) {
                     self.endpoint
                         .handle(now, Event::UpdatesDone, &mut self.actions);
                     self.run_actions(now, out);
@@ -337,7 +370,7 @@ impl Node {
                     });
                 }
                 Action::SendUpdReq | Action::SendUpdReqAll if self.endpoint.link_up() => {
-                    self.request_sent_in = Some(self.endpoint.state());
+                    self.requests.push_back(Some(self.endpoint.state()));
                     out.to_peer.push(if a == Action::SendUpdReq {
                         PeerMsg::UpdReq
                     } else {
@@ -353,21 +386,30 @@ impl Node {
         }
     }
 
-    /// Re-issues an update request the state needs and has not sent on this link.
+    /// Re-issues an update request the state needs and has not sent on this link; else, while
+    /// catching up with nothing asked yet, asks for what the partner has not sent us (UPDREQ).
     fn maybe_request(&mut self, out: &mut NodeOut) {
-        if self.request_sent_in == Some(self.endpoint.state())
-            || !self.endpoint.link_up()
-            || self.endpoint.partner_state().is_none()
-        {
+        if !self.endpoint.link_up() || self.endpoint.partner_state().is_none() {
             return;
         }
-        if let Some(a) = self.endpoint.pending_request() {
-            self.request_sent_in = Some(self.endpoint.state());
+        let state = self.endpoint.state();
+        if !self.requests.contains(&Some(state))
+            && let Some(a) = self.endpoint.pending_request()
+        {
+            self.requests.push_back(Some(state));
             out.to_peer.push(if a == Action::SendUpdReq {
                 PeerMsg::UpdReq
             } else {
                 PeerMsg::UpdReqAll
             });
+        } else if self.catching_up
+            && self.requests.is_empty()
+            // A state that answers nobody has nothing to hold back, and the states that
+            // answer nobody make their own requests (RECOVER, POTENTIAL-CONFLICT).
+            && self.endpoint.serving().answering != crate::engine::Answering::Nobody
+        {
+            self.requests.push_back(None);
+            out.to_peer.push(PeerMsg::UpdReq);
         }
     }
 
@@ -375,5 +417,166 @@ impl Node {
         if self.endpoint.link_up() {
             self.peer.poll_send(now, &mut out.to_peer);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ResourceKind;
+    use crate::lease::LeaseState;
+    use std::net::Ipv6Addr;
+
+    const CONF: &str = r#"
+[server]
+listen = ["[::1]:5547"]
+[lease]
+preferred_lifetime_secs = 100
+valid_lifetime_secs = 200
+[[subnet]]
+id = 1
+prefix = "2001:db8:1::/64"
+pools = [{ range = "2001:db8:1::100-2001:db8:1::1ff" }]
+"#;
+
+    const FO: EndpointConfig = EndpointConfig {
+        mclt_secs: 60,
+        auto_partner_down_secs: None,
+        startup_secs: 5,
+        skew_max_secs: 5,
+    };
+
+    fn node(role: Role, state: ServerState, leases: &[Lease], now: u64) -> Node {
+        let config = Arc::new(crate::config::parse("t", CONF).unwrap());
+        let alloc = Arc::new(Allocator::with_failover(&config.subnets));
+        for l in leases {
+            alloc.restore(l.clone()).unwrap();
+        }
+        alloc.finish_restore();
+        let stored = Persisted {
+            state,
+            state_since: now - 100,
+            last_operated: now - 1,
+            partner_down_since: 0,
+            communicated: true,
+            store_was_empty: false,
+        };
+        Node::with_allocator(config, role, FO, alloc, Some(stored), now)
+    }
+
+    /// Delivers what each node has for the other until neither has anything, checking
+    /// `each` after every delivery.
+    fn pump(
+        nodes: &mut [Node; 2],
+        outs: &mut [NodeOut; 2],
+        now: u64,
+        mut each: impl FnMut(&[Node; 2]),
+    ) {
+        for _ in 0..1000 {
+            let Some(from) = (0..2).find(|&i| !outs[i].to_peer.is_empty()) else {
+                return;
+            };
+            let msgs = std::mem::take(&mut outs[from].to_peer);
+            outs[from].clear();
+            for m in msgs {
+                let (to, out) = (1 - from, &mut outs[1 - from]);
+                nodes[to].on_peer(now, m, out);
+                each(nodes);
+            }
+        }
+        panic!("the nodes never went quiet");
+    }
+
+    #[test]
+    fn a_returning_server_is_catching_up_until_the_partners_backlog_has_arrived() {
+        let now = 10_000;
+        // The secondary served alone (COMMUNICATIONS-INTERRUPTED) and bound an address of its
+        // half that the primary, restarted with its store, never heard of.
+        let addr: Ipv6Addr = "2001:db8:1::1a0".parse().unwrap();
+        let theirs = Lease {
+            kind: ResourceKind::Address,
+            addr,
+            prefix_len: 128,
+            subnet_id: 1,
+            state: LeaseState::Active,
+            duid: vec![0, 3, 0, 1, 2, 2, 2, 2, 2, 2].into(),
+            iaid: 1,
+            preferred_secs: 100,
+            valid_secs: 200,
+            cltt: now - 10,
+            expires_at: now + 190,
+            seq: 7,
+            partner_ack_until: 0,
+            partner_lifetime_received: 0,
+        };
+        let mut nodes = [
+            node(Role::Primary, ServerState::Normal, &[], now),
+            node(
+                Role::Secondary,
+                ServerState::CommunicationsInterrupted,
+                std::slice::from_ref(&theirs),
+                now,
+            ),
+        ];
+        assert_eq!(
+            nodes[1].backlog(),
+            1,
+            "the secondary owes the primary its binding"
+        );
+        let mut outs = [NodeOut::default(), NodeOut::default()];
+        for (n, out) in nodes.iter_mut().zip(outs.iter_mut()) {
+            n.link_up(now, out);
+            n.set_partner_window(16);
+        }
+        let known = |n: &Node| {
+            n.allocator()
+                .lookup(ResourceKind::Address, addr)
+                .is_some_and(|l| l.state == LeaseState::Active)
+        };
+        let mut answered_unknowing = false;
+        pump(&mut nodes, &mut outs, now, |nodes| {
+            let p = &nodes[0];
+            // Whenever the primary answers clients without knowing the binding, it must be
+            // holding back on bindings it does not know.
+            if p.policy().answering != crate::engine::Answering::Nobody
+                && !known(p)
+                && !p.policy().catching_up
+            {
+                answered_unknowing = true;
+            }
+        });
+        for n in &nodes {
+            assert_eq!(n.endpoint().state(), ServerState::Normal);
+        }
+        assert!(
+            !answered_unknowing,
+            "the primary answered clients before it had caught up"
+        );
+        assert!(known(&nodes[0]), "the binding reached the primary");
+        assert!(!nodes[0].policy().catching_up && !nodes[1].policy().catching_up);
+        assert_eq!(nodes[1].backlog(), 0);
+        // Restarted, the primary does not send the secondary's own binding back to it.
+        let stored = nodes[0]
+            .allocator()
+            .lookup(ResourceKind::Address, addr)
+            .unwrap();
+        assert!(stored.partner_lifetime_received > 0);
+        let restarted = node(Role::Primary, ServerState::Normal, std::slice::from_ref(&stored), now);
+        assert_eq!(
+            restarted.backlog(),
+            0,
+            "a partner's binding is not sent back after a restart"
+        );
+        let mut renewed = stored;
+        renewed.expires_at += 50;
+        let restarted = node(Role::Primary, ServerState::Normal, &[renewed], now);
+        assert_eq!(restarted.backlog(), 1, "one we extended since is");
+        // A link that drops ends catching up (the state's own rules apply), and the next one
+        // catches up again.
+        let mut out = NodeOut::default();
+        nodes[0].link_down(now + 1, &mut out);
+        assert!(!nodes[0].catching_up());
+        nodes[0].link_up(now + 2, &mut out);
+        assert!(nodes[0].catching_up());
     }
 }

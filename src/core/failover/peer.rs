@@ -10,7 +10,7 @@
 
 use super::state::ServerState;
 use crate::lease::{KEY_LEN, Lease, LeaseState};
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 /// Window of unacknowledged BNDUPDs until the partner's CONNECT / CONNECTREPLY announces its
 /// own max-unacked ([`Peer::set_max_unacked`]); nothing is sent before that anyway.
@@ -52,7 +52,8 @@ pub enum PeerMsg {
     UpdReq,
     /// Send me everything.
     UpdReqAll,
-    /// Everything asked for was sent and acknowledged.
+    /// Everything the oldest unanswered UPDREQ/UPDREQALL asked for was sent and
+    /// acknowledged (one UPDDONE per request, in the order of the requests).
     UpdDone,
     /// Secondary asks the primary to rebalance prefixes.
     PoolReq,
@@ -61,23 +62,44 @@ pub enum PeerMsg {
 }
 
 /// The lazy-update side of one relationship.
+///
+/// Every change in the backlog carries a *stamp*: the position, in one counter, at which it
+/// entered the backlog (a newer change to the same lease keeps the older stamp). An update
+/// request is answered from the backlog as it was when the request came: its UPDDONE goes once
+/// every change stamped before the request has been sent and acknowledged, whatever was
+/// enqueued since (RFC 8156 §6: the rest follows as ordinary updates). So a server under
+/// sustained load still answers (issue 10 item 2).
 #[derive(Debug)]
 pub struct Peer {
     /// Lease changes not yet sent, coalesced per resource, oldest first.
     pending_order: VecDeque<[u8; KEY_LEN]>,
-    pending: HashMap<[u8; KEY_LEN], Lease>,
+    /// The change waiting for each resource, with its stamp.
+    pending: HashMap<[u8; KEY_LEN], (Lease, u64)>,
     /// Sent and not yet acknowledged, by transaction id.
-    unacked: BTreeMap<u32, (Lease, u64)>,
+    unacked: BTreeMap<u32, Unacked>,
+    /// The stamps of every change pending or unacknowledged.
+    outstanding: BTreeSet<u64>,
+    /// The stamp the next new backlog entry gets.
+    next_stamp: u64,
     /// Per binding: our free claims older than this sequence are void (the partner's active
     /// copy, stored since, supersedes them); see [`Peer::drop_free_claims`].
     void_below: HashMap<[u8; KEY_LEN], u64>,
     max_unacked: usize,
     next_xid: u32,
-    /// Answering an UPDREQ/UPDREQALL: send UPDDONE once the backlog is empty and acknowledged.
-    answering: bool,
+    /// The update requests being answered, oldest first: each one's UPDDONE goes once no
+    /// change stamped below its mark is outstanding.
+    answering: VecDeque<u64>,
     /// Desired valid lifetime; partner lifetimes run this far past a lease's expiry, so the next
     /// renewal can have the full lifetime (RFC 8156 §4.4's example scheme).
     desired_valid_secs: u64,
+}
+
+/// A BNDUPD sent and not yet answered.
+#[derive(Debug)]
+struct Unacked {
+    lease: Lease,
+    partner_lifetime: u64,
+    stamp: u64,
 }
 
 impl Peer {
@@ -87,10 +109,12 @@ impl Peer {
             pending_order: VecDeque::new(),
             pending: HashMap::new(),
             unacked: BTreeMap::new(),
+            outstanding: BTreeSet::new(),
+            next_stamp: 0,
             void_below: HashMap::new(),
             max_unacked: max_unacked.max(1),
             next_xid: 1,
-            answering: false,
+            answering: VecDeque::new(),
             desired_valid_secs,
         }
     }
@@ -112,16 +136,25 @@ impl Peer {
                 self.void_below.remove(&k);
             }
         }
-        match self.pending.entry(k) {
+        self.push(lease);
+    }
+
+    /// Puts a change in the backlog: coalesced with the one waiting for the same resource
+    /// (the newest by sequence wins, the older stamp stays), or behind everything else.
+    fn push(&mut self, lease: &Lease) {
+        match self.pending.entry(lease.key()) {
             std::collections::hash_map::Entry::Occupied(mut e) => {
                 // Changes reach us from several threads; the newest (by sequence) wins.
-                if e.get().seq <= lease.seq {
-                    e.insert(lease.clone());
+                if e.get().0.seq <= lease.seq {
+                    e.get_mut().0 = lease.clone();
                 }
             }
             std::collections::hash_map::Entry::Vacant(e) => {
-                e.insert(lease.clone());
-                self.pending_order.push_back(k);
+                let stamp = self.next_stamp;
+                self.next_stamp += 1;
+                self.outstanding.insert(stamp);
+                e.insert((lease.clone(), stamp));
+                self.pending_order.push_back(lease.key());
             }
         }
     }
@@ -131,11 +164,11 @@ impl Peer {
     pub fn active_in_flight(&self, key: &[u8; KEY_LEN]) -> bool {
         self.pending
             .get(key)
-            .is_some_and(|l| l.state == LeaseState::Active)
+            .is_some_and(|(l, _)| l.state == LeaseState::Active)
             || self
                 .unacked
                 .values()
-                .any(|(l, _)| l.state == LeaseState::Active && l.key() == *key)
+                .any(|u| u.lease.state == LeaseState::Active && u.lease.key() == *key)
     }
 
     /// We took the partner's update saying the binding with this key is active (our copy
@@ -152,12 +185,19 @@ impl Peer {
         if self
             .pending
             .get(key)
-            .is_some_and(|l| l.state.is_free() && l.seq < seq)
+            .is_some_and(|(l, _)| l.state.is_free() && l.seq < seq)
+            && let Some((_, stamp)) = self.pending.remove(key)
         {
-            self.pending.remove(key);
+            self.outstanding.remove(&stamp);
         }
-        self.unacked
-            .retain(|_, (l, _)| !(l.state.is_free() && l.seq < seq && l.key() == *key));
+        let outstanding = &mut self.outstanding;
+        self.unacked.retain(|_, u| {
+            let void = u.lease.state.is_free() && u.lease.seq < seq && u.lease.key() == *key;
+            if void {
+                outstanding.remove(&u.stamp);
+            }
+            !void
+        });
     }
 
     /// Sets the window: how many BNDUPDs may be outstanding (the partner's max-unacked).
@@ -178,51 +218,61 @@ impl Peer {
     /// The link dropped: what was sent but not acknowledged is sent again later (unless a newer
     /// change to the same lease is already waiting).
     pub fn link_down(&mut self) {
-        let back: Vec<(Lease, u64)> = std::mem::take(&mut self.unacked).into_values().collect();
-        for (l, _) in back.into_iter().rev() {
-            let k = l.key();
-            if let std::collections::hash_map::Entry::Vacant(e) = self.pending.entry(k) {
-                e.insert(l);
-                self.pending_order.push_front(k);
+        let back: Vec<Unacked> = std::mem::take(&mut self.unacked).into_values().collect();
+        for u in back.into_iter().rev() {
+            let k = u.lease.key();
+            match self.pending.entry(k) {
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert((u.lease, u.stamp));
+                    self.pending_order.push_front(k);
+                }
+                std::collections::hash_map::Entry::Occupied(_) => {
+                    self.outstanding.remove(&u.stamp);
+                }
             }
         }
-        self.answering = false;
+        // Requests die with the connection; the partner asks again on the next one.
+        self.answering.clear();
     }
 
     /// The partner asked for what it has not acknowledged (UPDREQ): everything in the backlog
-    /// is exactly that; UPDDONE follows once it is all acknowledged.
+    /// now is exactly that; its UPDDONE follows once all of that is acknowledged.
     pub fn on_updreq(&mut self) {
-        self.answering = true;
+        self.answering.push_back(self.next_stamp);
     }
 
     /// The partner asked for everything (UPDREQALL).
     pub fn on_updreqall<'a>(&mut self, all: impl IntoIterator<Item = &'a Lease>) {
         for l in all {
-            let k = l.key();
-            if let std::collections::hash_map::Entry::Vacant(e) = self.pending.entry(k) {
-                e.insert(l.clone());
-                self.pending_order.push_back(k);
+            if !self.pending.contains_key(&l.key()) {
+                self.push(l);
             }
         }
-        self.answering = true;
+        self.answering.push_back(self.next_stamp);
+    }
+
+    /// Update requests received and not yet answered with UPDDONE.
+    pub fn requests_answering(&self) -> usize {
+        self.answering.len()
     }
 
     /// A BNDREPLY arrived: returns the lease and the partner lifetime it acknowledged, if it
     /// was accepted and matches an outstanding update.
     pub fn on_reply(&mut self, xid: u32, accepted: bool, sent: u64) -> Option<(Lease, u64)> {
-        let (lease, lifetime) = self.unacked.remove(&xid)?;
+        let u = self.unacked.remove(&xid)?;
+        self.outstanding.remove(&u.stamp);
         // An echo that differs from what we sent acknowledges nothing we can rely on.
-        (accepted && sent == lifetime).then_some((lease, lifetime))
+        (accepted && sent == u.partner_lifetime).then_some((u.lease, u.partner_lifetime))
     }
 
-    /// Messages to send now: BNDUPDs up to the window, then UPDDONE when an update request has
-    /// been fully answered.
+    /// Messages to send now: BNDUPDs up to the window, then one UPDDONE for each update
+    /// request whose changes have all been acknowledged.
     pub fn poll_send(&mut self, now: u64, out: &mut Vec<PeerMsg>) {
         while self.unacked.len() < self.max_unacked {
             let Some(k) = self.pending_order.pop_front() else {
                 break;
             };
-            let Some(lease) = self.pending.remove(&k) else {
+            let Some((lease, stamp)) = self.pending.remove(&k) else {
                 continue;
             };
             let xid = self.next_xid;
@@ -231,15 +281,24 @@ impl Peer {
                 LeaseState::Active => lease.expires_at + self.desired_valid_secs,
                 _ => lease.expires_at.max(now),
             };
-            self.unacked.insert(xid, (lease.clone(), partner_lifetime));
+            self.unacked.insert(
+                xid,
+                Unacked {
+                    lease: lease.clone(),
+                    partner_lifetime,
+                    stamp,
+                },
+            );
             out.push(PeerMsg::BndUpd {
                 xid,
                 lease,
                 partner_lifetime,
             });
         }
-        if self.answering && self.pending.is_empty() && self.unacked.is_empty() {
-            self.answering = false;
+        // The oldest change still outstanding; every request marked at or below it is done.
+        let oldest = self.outstanding.first().copied().unwrap_or(u64::MAX);
+        while self.answering.front().is_some_and(|&mark| mark <= oldest) {
+            self.answering.pop_front();
             out.push(PeerMsg::UpdDone);
         }
     }
@@ -404,5 +463,100 @@ mod tests {
             vec![PeerMsg::UpdDone],
             "nothing outstanding: done at once"
         );
+    }
+
+    fn ack_all(p: &mut Peer, out: &[PeerMsg]) {
+        for m in out {
+            if let PeerMsg::BndUpd {
+                xid,
+                partner_lifetime,
+                ..
+            } = m
+            {
+                p.on_reply(*xid, true, *partner_lifetime);
+            }
+        }
+    }
+
+    #[test]
+    fn updreq_is_answered_from_the_backlog_at_the_request_under_sustained_load() {
+        let mut p = Peer::new(4, 1000);
+        for i in 0..6 {
+            p.enqueue(&lease(i, LeaseState::Active, 1));
+        }
+        p.on_updreq();
+        // Every round: new changes keep arriving (the backlog is never empty) and what was
+        // sent is acknowledged. UPDDONE must still come, once the six are acknowledged.
+        let mut done_at = None;
+        let mut seq = 10;
+        for round in 0..10 {
+            for _ in 0..3 {
+                seq += 1;
+                p.enqueue(&lease(100 + (seq % 50) as u8, LeaseState::Active, seq));
+            }
+            let mut out = Vec::new();
+            p.poll_send(0, &mut out);
+            if out.contains(&PeerMsg::UpdDone) {
+                done_at = Some(round);
+                break;
+            }
+            ack_all(&mut p, &out);
+            assert!(p.backlog() > 0);
+        }
+        assert_eq!(
+            done_at,
+            Some(2),
+            "round 0 sends 4 of the six, round 1 the last 2 (and 2 new ones), round 2 finds them acknowledged"
+        );
+        assert_eq!(p.requests_answering(), 0);
+    }
+
+    #[test]
+    fn each_update_request_gets_its_own_upddone_in_order() {
+        let mut p = Peer::new(8, 1000);
+        p.enqueue(&lease(1, LeaseState::Active, 1));
+        p.on_updreq();
+        p.enqueue(&lease(2, LeaseState::Active, 2));
+        p.on_updreq();
+        let mut out = Vec::new();
+        p.poll_send(0, &mut out);
+        assert_eq!(out.len(), 2, "two BNDUPDs, no UPDDONE yet");
+        // The first update's answer ends the first request only.
+        let PeerMsg::BndUpd {
+            xid,
+            partner_lifetime,
+            ..
+        } = out[0].clone()
+        else {
+            panic!()
+        };
+        p.on_reply(xid, true, partner_lifetime);
+        let mut more = Vec::new();
+        p.poll_send(0, &mut more);
+        assert_eq!(more, vec![PeerMsg::UpdDone]);
+        ack_all(&mut p, &out[1..]);
+        more.clear();
+        p.poll_send(0, &mut more);
+        assert_eq!(more, vec![PeerMsg::UpdDone], "the second request's answer");
+        // A refused update is answered too: it leaves the backlog.
+        p.enqueue(&lease(3, LeaseState::Active, 3));
+        p.on_updreq();
+        more.clear();
+        p.poll_send(0, &mut more);
+        let PeerMsg::BndUpd { xid, .. } = more[0].clone() else {
+            panic!()
+        };
+        assert!(p.on_reply(xid, false, 0).is_none());
+        more.clear();
+        p.poll_send(0, &mut more);
+        assert_eq!(more, vec![PeerMsg::UpdDone]);
+        // A lost connection ends every request.
+        p.enqueue(&lease(4, LeaseState::Active, 4));
+        p.on_updreq();
+        p.link_down();
+        more.clear();
+        p.poll_send(0, &mut more);
+        assert!(!more.contains(&PeerMsg::UpdDone));
+        assert_eq!(p.requests_answering(), 0);
     }
 }

@@ -63,6 +63,7 @@ impl Serving {
                 mclt_secs: self.mclt_bounded.then_some(mclt_secs),
                 partner_bit: Some(1 - own),
             },
+            catching_up: false,
         }
     }
 }

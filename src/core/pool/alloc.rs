@@ -387,6 +387,23 @@ impl Allocator {
         Extended::Extended(g)
     }
 
+    /// Whether the client holds the binding of this address or prefix as an active lease,
+    /// or the resource is in none of the subnet's pools (nobody can hold it).
+    pub fn holds(&self, c: &ClientIa, addr: Ipv6Addr, prefix_len: u8) -> bool {
+        let Some(r) = self.locate(c.subnet, c.kind, addr) else {
+            return true;
+        };
+        let pool = &self.subnets[c.subnet].pools[r.pool as usize];
+        if c.kind == ResourceKind::Prefix && prefix_len != pool.cfg.resource_len {
+            return true;
+        }
+        let subnet_id = self.subnets[c.subnet].id;
+        let sp = lock(pool.subpool_of(r.index));
+        sp.slots.get(&r.index).is_some_and(|s| {
+            Self::owns(&s.lease, c, subnet_id) && s.lease.state == LeaseState::Active
+        })
+    }
+
     /// The client's current lease for this IA, if it holds one (active or offered).
     pub fn current(&self, c: &ClientIa) -> Option<Granted> {
         let key = self.key(c);

@@ -93,6 +93,8 @@ pub struct FailoverGauges {
     pub partner_state: Option<ServerState>,
     /// The link is up (CONNECT done).
     pub link_up: bool,
+    /// The link is up and the partner's backlog from before it came up has not all arrived.
+    pub catching_up: bool,
     /// When the partner last sent anything.
     pub last_contact: Option<Instant>,
     /// Binding updates sent and not yet acknowledged.
@@ -520,7 +522,7 @@ fn render_failover(t: &mut Text, f: &FailoverGauges) {
         );
     }
     let now = super::now_secs();
-    let gauges: [(&str, &str, &str, f64); 7] = [
+    let gauges: [(&str, &str, &str, f64); 8] = [
         (
             "tandem_failover_state_seconds",
             "gauge",
@@ -532,6 +534,12 @@ fn render_failover(t: &mut Text, f: &FailoverGauges) {
             "gauge",
             "1 while the link to the partner is up (CONNECT done).",
             f64::from(u8::from(f.link_up)),
+        ),
+        (
+            "tandem_failover_catching_up",
+            "gauge",
+            "1 while the link is up and the partner's updates from before it came up have not all arrived (Renews and Rebinds of bindings this server does not hold get no answer).",
+            f64::from(u8::from(f.catching_up)),
         ),
         (
             "tandem_failover_unacked_updates",

@@ -174,6 +174,7 @@ impl PartnerThread {
                 let _ = writeln!(t, "last_contact: never since start");
             }
         }
+        let _ = writeln!(t, "catching_up: {}", self.node.catching_up());
         let _ = writeln!(t, "unacked_updates: {}", self.node.unacked());
         let _ = writeln!(t, "update_backlog: {}", self.node.backlog());
         let _ = writeln!(t, "updates_sent: {}", self.sent_updates);

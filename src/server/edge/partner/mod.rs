@@ -305,6 +305,7 @@ pub fn start(setup: PartnerSetup) -> Result<PartnerHandle, PartnerStartError> {
         link_since: None,
         last_contact: None,
         store_failed: false,
+        policy_held: false,
         last_down_log: None,
         last_down_reason: String::new(),
         started: Instant::now(),

@@ -40,6 +40,9 @@ pub(super) struct PartnerThread {
     pub(super) link_since: Option<Instant>,
     pub(super) last_contact: Option<Instant>,
     pub(super) store_failed: bool,
+    /// The workers were told to answer nobody after a store failure; the node's policy
+    /// reaches them again only once a later change is stored.
+    pub(super) policy_held: bool,
     pub(super) last_down_log: Option<Instant>,
     pub(super) last_down_reason: String,
     pub(super) started: Instant,
@@ -121,6 +124,7 @@ impl PartnerThread {
                 state_since: e.state_since(),
                 partner_state: e.partner_state(),
                 link_up: e.link_up(),
+                catching_up: self.node.catching_up(),
                 last_contact: self.last_contact,
                 unacked: self.node.unacked() as u64,
                 backlog: self.node.backlog() as u64,
@@ -150,6 +154,8 @@ impl PartnerThread {
             && self.out.persist.is_none()
             && self.out.to_peer.is_empty()
             && self.out.changes.is_empty()
+            // A policy can change without anything to store (catching up ends on UPDDONE).
+            && (self.policy_held || self.policy.get() == self.node.policy())
         {
             return;
         }
@@ -197,6 +203,7 @@ impl PartnerThread {
                 ..self.node.policy()
             });
             self.store_failed = true;
+            self.policy_held = true;
             if let Some(c) = self.conn.as_mut() {
                 c.close("store failure");
             }
@@ -206,6 +213,7 @@ impl PartnerThread {
         }
         // Only now, with what it depends on durable, does the new policy reach the workers.
         self.policy.set(self.node.policy());
+        self.policy_held = false;
         for m in self.out.to_peer.drain(..) {
             match &m {
                 PeerMsg::BndUpd { .. } => self.sent_updates += 1,

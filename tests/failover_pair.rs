@@ -50,6 +50,8 @@ struct Side {
     ca: &'static str,
     partner_name: &'static str,
     pool: &'static str,
+    /// The PD pool (delegated length 56).
+    pd_pool: &'static str,
     mclt_secs: u64,
     /// Run with the clock this far off (libfaketime, e.g. "+60s").
     clock_offset: Option<&'static str>,
@@ -63,6 +65,7 @@ impl Side {
             ca: "ca",
             partner_name: "tandem-b",
             pool: "2001:db8:1::/64",
+            pd_pool: "2001:db8:8000::/40",
             mclt_secs: 3,
             clock_offset: None,
         }
@@ -142,7 +145,7 @@ valid_lifetime_secs = 1200
 id = 1
 prefix = "2001:db8:1::/64"
 pools = [{{ prefix = "{pool}" }}]
-pd_pools = [{{ prefix = "2001:db8:8000::/40", delegated_len = 56 }}]
+pd_pools = [{{ prefix = "{pd_pool}", delegated_len = 56 }}]
 [failover]
 role = "{role}"
 relationship = "test-pair"
@@ -162,6 +165,7 @@ mclt_secs = {mclt}
             },
             data = self.data(name).display(),
             pool = side.pool,
+            pd_pool = side.pd_pool,
             role = if side.primary { "primary" } else { "secondary" },
             pn = side.partner_name,
             ca = side.ca,
@@ -1087,6 +1091,32 @@ fn nft(p: &Pair, args: &[&str]) {
     );
 }
 
+/// Drops the partner link's TCP both ways (nftables in the pair's namespace), not the clients'
+/// traffic: each server goes on alone. [`heal_link`] undoes it.
+fn cut_link(p: &Pair) {
+    nft(p, &["add", "table", "inet", "tdmcut"]);
+    nft(
+        p,
+        &[
+            "add", "chain", "inet", "tdmcut", "out", "{", "type", "filter", "hook", "output",
+            "priority", "0", ";", "}",
+        ],
+    );
+    let port = LINK_PORT.to_string();
+    for dir in ["dport", "sport"] {
+        nft(
+            p,
+            &[
+                "add", "rule", "inet", "tdmcut", "out", "tcp", dir, &port, "drop",
+            ],
+        );
+    }
+}
+
+fn heal_link(p: &Pair) {
+    nft(p, &["delete", "table", "inet", "tdmcut"]);
+}
+
 #[test]
 fn a_partition_splits_the_pair_and_it_heals_without_double_leases() {
     if skip_netns("a_partition_splits_the_pair_and_it_heals_without_double_leases") {
@@ -1122,27 +1152,7 @@ fn a_partition_splits_the_pair_and_it_heals_without_double_leases() {
     p.wait_drained("a", 20);
 
     // Cut the partner link (both directions), not the clients: each server goes on alone.
-    nft(&p, &["add", "table", "inet", "tdmcut"]);
-    nft(
-        &p,
-        &[
-            "add", "chain", "inet", "tdmcut", "out", "{", "type", "filter", "hook", "output",
-            "priority", "0", ";", "}",
-        ],
-    );
-    let port = LINK_PORT.to_string();
-    nft(
-        &p,
-        &[
-            "add", "rule", "inet", "tdmcut", "out", "tcp", "dport", &port, "drop",
-        ],
-    );
-    nft(
-        &p,
-        &[
-            "add", "rule", "inet", "tdmcut", "out", "tcp", "sport", &port, "drop",
-        ],
-    );
+    cut_link(&p);
     // Silent link: each side gives up after keepalive_secs (5 s).
     p.wait_state("a", "COMMUNICATIONS-INTERRUPTED", 15);
     p.wait_state("b", "COMMUNICATIONS-INTERRUPTED", 15);
@@ -1170,7 +1180,7 @@ fn a_partition_splits_the_pair_and_it_heals_without_double_leases() {
     );
 
     // Heal: the pair exchanges what it missed and returns to NORMAL with the same bindings.
-    nft(&p, &["delete", "table", "inet", "tdmcut"]);
+    heal_link(&p);
     p.wait_state("a", "NORMAL", 30);
     p.wait_state("b", "NORMAL", 30);
     p.wait_drained("a", 30);
@@ -1385,4 +1395,278 @@ fn a_returning_primary_does_not_refuse_rebinds_of_leases_it_has_not_heard_of() {
             );
         }
     }
+}
+
+/// A true split brain (RFC 8156 §8.3.2, issue 10 item 1): partitioned, the operator declares
+/// PARTNER-DOWN on both sides, both serve, and once their own halves of a small PD pool are
+/// used up each delegates the other's free prefixes (PARTNER-DOWN + MCLT), so the same
+/// prefix goes to different clients on each side. The secondary is then restarted (kill -9)
+/// while still partitioned. After healing, both go through POTENTIAL-CONFLICT (the primary
+/// through CONFLICT-DONE) to NORMAL and end with the same bindings: no prefix bound to two
+/// clients across the pair.
+#[test]
+fn a_split_brain_with_double_delegations_heals_to_one_binding_per_prefix() {
+    if skip_netns("a_split_brain_with_double_delegations_heals_to_one_binding_per_prefix") {
+        return;
+    }
+    let mut p = Pair::new("s");
+    // 16 prefixes: 8 in each server's half.
+    let (a, b) = (
+        Side {
+            pd_pool: "2001:db8:8000::/52",
+            ..Side::a()
+        },
+        Side {
+            pd_pool: "2001:db8:8000::/52",
+            ..Side::b()
+        },
+    );
+    p.start(&b);
+    p.start(&a);
+    p.wait_state("a", "NORMAL", 20);
+    p.wait_state("b", "NORMAL", 20);
+    cut_link(&p);
+    p.wait_state("a", "COMMUNICATIONS-INTERRUPTED", 15);
+    p.wait_state("b", "COMMUNICATIONS-INTERRUPTED", 15);
+    for name in ["a", "b"] {
+        let out = Command::new(TANDEM)
+            .args(["ctl", "--socket"])
+            .arg(p.socket(name))
+            .arg("partner-down")
+            .output()
+            .expect("tandem ctl");
+        assert!(
+            out.status.success(),
+            "partner-down refused by {name}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        p.wait_state(name, "PARTNER-DOWN", 5);
+    }
+    // 14 clients over about 7 s, each answered by both servers (tandem-gen relays to both):
+    // the first 8 take each server's own half, the next ones, past PARTNER-DOWN + MCLT (3 s),
+    // the other half, which the other server has already delegated. tandem-gen's own check
+    // reports the double delegations, as it should; this run is the split brain.
+    let (json, _) = p.load(
+        &[
+            "--clients",
+            "14",
+            "--rate",
+            "2",
+            "--seed",
+            "61",
+            "--mode",
+            "pd",
+            "--rapid-commit",
+            "--phase-secs",
+            "20",
+        ],
+        40,
+    );
+    let acquire = &json["phases"][0];
+    assert_eq!(
+        acquire["ok"], acquire["started"],
+        "not every client was served: {json}"
+    );
+    let conflicts = |sa: &BTreeMap<String, String>, sb: &BTreeMap<String, String>| -> Vec<String> {
+        sa.iter()
+            .filter(|(lease, duid)| sb.get(*lease).is_some_and(|o| o != *duid))
+            .map(|(lease, _)| lease.clone())
+            .collect()
+    };
+    let before = conflicts(&p.active("a"), &p.active("b"));
+    eprintln!(
+        "split brain: {} prefixes bound to different clients on A and B: {before:?}",
+        before.len()
+    );
+    assert!(
+        !before.is_empty(),
+        "no double delegation happened, so nothing was tested; A {:?}\nB {:?}",
+        p.active("a"),
+        p.active("b")
+    );
+
+    // The secondary restarts while still cut off: it resumes PARTNER-DOWN from its store.
+    p.b.as_mut().unwrap().kill9();
+    p.start(&b);
+    p.wait_state("b", "PARTNER-DOWN", 20);
+
+    let healed = Instant::now();
+    heal_link(&p);
+    p.wait_state("a", "NORMAL", 30);
+    p.wait_state("b", "NORMAL", 30);
+    eprintln!(
+        "split brain healed: both NORMAL {} ms after the link was restored",
+        healed.elapsed().as_millis()
+    );
+    p.wait_drained("a", 30);
+    p.wait_drained("b", 30);
+    let (log_a, log_b) = (p.server("a").log_text(), p.server("b").log_text());
+    assert!(
+        log_a.contains("to=POTENTIAL-CONFLICT") && log_a.contains("to=CONFLICT-DONE"),
+        "the primary did not resolve through POTENTIAL-CONFLICT and CONFLICT-DONE:\n{}",
+        tail_str(&log_a, 30)
+    );
+    assert!(
+        log_b.contains("to=POTENTIAL-CONFLICT"),
+        "the secondary did not go through POTENTIAL-CONFLICT:\n{}",
+        tail_str(&log_b, 30)
+    );
+    let (sa, sb) = (p.active("a"), p.active("b"));
+    let after = conflicts(&sa, &sb);
+    assert!(
+        after.is_empty(),
+        "still bound to different clients on A and B: {after:?}"
+    );
+    assert_eq!(
+        sa, sb,
+        "after healing the two stores hold different active bindings"
+    );
+    eprintln!(
+        "after healing: {} active prefixes, the same on both; {} conflicts resolved",
+        sa.len(),
+        before.len()
+    );
+}
+
+/// Recovery under load (issue 10 item 2): the secondary comes back with its store wiped while
+/// the primary serves new clients at 2,000 exchanges/s. Its UPDREQALL is answered from the
+/// primary's bindings at the time of the request (UPDDONE does not wait for a backlog that
+/// the load keeps refilling), so it reaches RECOVER-WAIT while the load still runs, then
+/// NORMAL, and holds every client's lease.
+#[test]
+fn a_wiped_secondary_recovers_while_the_primary_serves_2000_exchanges_a_second() {
+    if skip_netns("a_wiped_secondary_recovers_while_the_primary_serves_2000_exchanges_a_second") {
+        return;
+    }
+    let mut p = Pair::new("w");
+    let (a, b) = (
+        Side {
+            mclt_secs: 30,
+            ..Side::a()
+        },
+        Side {
+            mclt_secs: 30,
+            ..Side::b()
+        },
+    );
+    p.start(&b);
+    p.start(&a);
+    p.wait_state("a", "NORMAL", 20);
+    p.wait_state("b", "NORMAL", 20);
+    let (json, before) = p.load(
+        &[
+            "--clients",
+            "3000",
+            "--rate",
+            "2000",
+            "--seed",
+            "71",
+            "--mode",
+            "both",
+            "--rapid-commit",
+        ],
+        30,
+    );
+    assert_clean(&json, "before the wipe");
+    p.wait_drained("a", 20);
+    p.b.as_mut().unwrap().kill9();
+    std::fs::remove_dir_all(p.data("b")).unwrap();
+
+    // 16,000 new clients at 2,000/s (8 s); the wiped secondary starts 2 s in. A thread
+    // watches its state (`tandem ctl status` every 10 ms): when RECOVER began and when the
+    // answer to its UPDREQALL moved it on.
+    let watcher = {
+        let mut cmd = p.ns.cmd(TANDEM);
+        cmd.args(["serve", "--config"])
+            .arg(p.dir.path().join("b.toml"));
+        let log = p.dir.path().join("b-wiped.log");
+        let sock = p.socket("b");
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_secs(2));
+            let started = Instant::now();
+            let server = Server::spawn(cmd, &log);
+            let (mut recover, mut answered) = (None, None);
+            while answered.is_none() && started.elapsed() < Duration::from_secs(40) {
+                let out = Command::new(TANDEM)
+                    .args(["ctl", "--socket"])
+                    .arg(&sock)
+                    .arg("status")
+                    .output()
+                    .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                    .unwrap_or_default();
+                let state = out
+                    .lines()
+                    .find_map(|l| l.strip_prefix("state: "))
+                    .unwrap_or("")
+                    .to_string();
+                let now = Instant::now();
+                if recover.is_none() && state == "RECOVER" {
+                    recover = Some(now);
+                }
+                if ["RECOVER-WAIT", "RECOVER-DONE", "NORMAL"].contains(&state.as_str()) {
+                    answered = Some(now);
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            (server, started, recover, answered)
+        })
+    };
+    let load_start = Instant::now();
+    let (json, during) = p.load(
+        &[
+            "--clients",
+            "16000",
+            "--rate",
+            "2000",
+            "--seed",
+            "72",
+            "--mode",
+            "na",
+            "--rapid-commit",
+            "--phase-secs",
+            "30",
+        ],
+        60,
+    );
+    let load_end = Instant::now();
+    let (server_b, b_started, recover, answered) = watcher.join().expect("watcher thread");
+    p.b = Some(server_b);
+    assert_clean(&json, "load while the secondary recovers");
+    let secs = |t: Instant| t.duration_since(load_start).as_secs_f64();
+    eprintln!(
+        "load: {} exchanges at {:.0}/s, {:.2} s; wiped secondary started at {:.2} s, RECOVER at {:?} s, its UPDREQALL answered at {:?} s",
+        json["phases"][0]["ok"],
+        json["phases"][0]["exchanges_per_sec"]
+            .as_f64()
+            .unwrap_or(0.0),
+        secs(load_end),
+        secs(b_started),
+        recover.map(secs),
+        answered.map(secs),
+    );
+    let answered = answered.unwrap_or_else(|| {
+        panic!(
+            "the wiped secondary's recovery was never answered:\n{}",
+            tail_str(&p.server("b").log_text(), 30)
+        )
+    });
+    assert!(
+        recover.is_some_and(|r| secs(r) < secs(load_end)),
+        "the secondary did not start its recovery while the load ran"
+    );
+    assert!(
+        answered < load_end,
+        "the secondary's recovery was answered only {:.2} s after the load ended",
+        secs(answered) - secs(load_end)
+    );
+    // RECOVER-WAIT lasts MCLT (30 s) from the restart: the store was lost.
+    p.wait_state("b", "NORMAL", 60);
+    p.wait_drained("a", 30);
+    p.wait_drained("b", 30);
+    p.assert_caught_up("b", &before, "wiped secondary, leases from before");
+    p.assert_caught_up(
+        "b",
+        &during,
+        "wiped secondary, leases granted while it recovered",
+    );
 }

@@ -310,7 +310,7 @@ run_gen() {
     local out="$dir/gen-$TRIAL_SEQ-$kind-r$rate.json" err="$dir/gen-$TRIAL_SEQ.err" tfile="$dir/gen-$TRIAL_SEQ.time"
     local cmd=("$GEN_BIN" "${RARGS[@]}" --mode "$case" --threads "$THREADS" --window "$window" --rate "$rate"
                --clients "$clients" --phase-secs "$phase" --timeout-ms "$TIMEOUT_MS"
-               --max-retries "$MAX_RETRIES" --seed "$SEED" "${cfg[@]}" --json)
+               --max-retries "$MAX_RETRIES" --seed "$SEED" "${cfg[@]}" --json --max-failed-pct 100)
     [ "$PROVISION" -gt 0 ] && cmd+=(--ask-dns)
     local rc us0 uc0 us1 uc1 t0 t1 w0 w1 b0 b1 TIMEFORMAT='%R %U %S'
     us0=$(udp_drops "$NS_S"); uc0=$(udp_drops "$NS_C")

@@ -459,7 +459,7 @@ run_trial() {
     local out="$dir/trial-$TRIAL_SEQ-r$rate.json" err="$dir/trial-$TRIAL_SEQ.err" tfile="$dir/trial-$TRIAL_SEQ.time"
     local cmd=("$GEN_BIN" "${ROUTE_ARGS[@]}" --mode na --threads "$THREADS" --window "$WINDOW" --rate "$rate"
                --clients "$clients" --phase-secs "$PERIOD" --timeout-ms "$TIMEOUT_MS"
-               --max-retries "$MAX_RETRIES" --seed "$SEED" --config "$POOLS_CONFIG" --json)
+               --max-retries "$MAX_RETRIES" --seed "$SEED" --config "$POOLS_CONFIG" --json --max-failed-pct 100)
     local rc a0 b0 a1 b1 w0 w1 c0 c1 d0 d1 TIMEFORMAT='%R %U %S'
     a0=$(pid_ticks "$SRV_A_PID"); b0=$(pid_ticks "$SRV_B_PID"); w0=$(date +%s.%N); c0=$(cpu_sample)
     d0=$(udp_drops "$NS_A")
@@ -577,7 +577,7 @@ outage() {
     local out="$dir/outage-$label-gen.json" err="$dir/outage-$label-gen.err"
     local cmd=("$GEN_BIN" "${ROUTE_ARGS[@]}" --mode na --threads "$THREADS" --window "$OUT_WINDOW"
                --rate "$OUT_RATE" --clients "$clients" --phase-secs "$phase" --timeout-ms "$OUT_TIMEOUT_MS"
-               --max-retries "$OUT_RETRIES" --seed "$SEED" --config "$POOLS_CONFIG" --json)
+               --max-retries "$OUT_RETRIES" --seed "$SEED" --config "$POOLS_CONFIG" --json --max-failed-pct 100)
     wait_quiet "$pair/$label outage run"
     log "$pair/$label: outage run, $OUT_RATE exchanges/s for ${secs}s, kill -9 of server A at ${OUT_KILL_AT}s"
     local t0 tk rc alive=true

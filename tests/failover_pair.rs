@@ -522,8 +522,8 @@ fn kill9_of_the_serving_primary_then_restart_with_store_and_wiped() {
 
     // Load at 1,000 exchanges/s for 6 s; kill -9 the primary 2.5 s in. Rapid Commit: a
     // client caught between Advertise and Request by the kill would send its Request with the
-    // dead server's identifier, which the survivor must ignore; a real client restarts with
-    // Solicit after REQ_MAX_RC, tandem-gen counts it as a timeout instead.
+    // dead server's identifier, which the survivor must ignore; the client starts over with
+    // Solicit after its Request retransmissions, as RFC 8415 clients do.
     // Right after the kill, what the survivor knows (`tandem leases` reads its store beside
     // it). Updates already on their way arrive after this and only make it know more.
     let killer = {

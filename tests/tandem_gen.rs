@@ -551,3 +551,268 @@ fn an_unanswered_request_goes_back_to_solicit() {
     // retransmissions), then one naming B.
     assert_eq!(seen_a.counts()[1], 20 * 4, "{:?}", seen_a.counts());
 }
+
+/// Server identifiers of the two stubs of `takeover_stubs`.
+const DUID_X: [u8; 8] = [0, 2, 0, 0, 0, 9, 8, 1];
+const DUID_Y: [u8; 8] = [0, 2, 0, 0, 0, 9, 8, 2];
+
+/// Messages one takeover stub received: by type, and Renews and Releases by the server they
+/// name.
+#[derive(Default)]
+struct Named {
+    solicit: AtomicU64,
+    rebind: AtomicU64,
+    renew_x: AtomicU64,
+    renew_y: AtomicU64,
+    release_y: AtomicU64,
+    other: AtomicU64,
+}
+
+impl Named {
+    fn get(c: &AtomicU64) -> u64 {
+        c.load(Ordering::SeqCst)
+    }
+}
+
+/// A failover as the clients see it, on two stub servers of a pair that share their bindings
+/// (client n holds 2001:db8:1::1:n at either): X serves the Solicits and Requests and then
+/// answers nothing more, as a server that died after the clients got their leases; Y answers
+/// no Solicit and no message naming X (RFC 8415: not addressed to it), but every Rebind and
+/// every Renew and Release naming Y, as the partner that took over. Both grant IA_NA 1 with T1
+/// `t1` and T2 `t2` seconds, valid 300 s.
+#[allow(clippy::type_complexity)]
+fn takeover_stubs(
+    t1: u32,
+    t2: u32,
+) -> (
+    [SocketAddrV6; 2],
+    [Arc<Named>; 2],
+    Arc<AtomicBool>,
+    Vec<std::thread::JoinHandle<()>>,
+) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let (mut addrs, mut seens, mut handles) = (Vec::new(), Vec::new(), Vec::new());
+    for is_y in [false, true] {
+        let sock = UdpSocket::bind("[::1]:0").unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(20)))
+            .unwrap();
+        addrs.push(match sock.local_addr().unwrap() {
+            std::net::SocketAddr::V6(a) => a,
+            _ => unreachable!(),
+        });
+        let seen = Arc::new(Named::default());
+        seens.push(seen.clone());
+        let stop = stop.clone();
+        handles.push(std::thread::spawn(move || {
+            let me = if is_y { DUID_Y } else { DUID_X };
+            let (mut buf, mut out) = (vec![0u8; 2048], Vec::new());
+            while !stop.load(Ordering::Relaxed) {
+                let Ok((len, from)) = sock.recv_from(&mut buf) else {
+                    continue;
+                };
+                let Ok(m) = Message::parse(&buf[..len]) else {
+                    continue;
+                };
+                let named = m.server_id();
+                let counter = match (m.msg_type(), named) {
+                    (MessageType::Solicit, _) => &seen.solicit,
+                    (MessageType::Rebind, _) => &seen.rebind,
+                    (MessageType::Renew, Some(s)) if s == DUID_X => &seen.renew_x,
+                    (MessageType::Renew, Some(s)) if s == DUID_Y => &seen.renew_y,
+                    (MessageType::Release, Some(s)) if s == DUID_Y => &seen.release_y,
+                    _ => &seen.other,
+                };
+                counter.fetch_add(1, Ordering::SeqCst);
+                let answer = match m.msg_type() {
+                    MessageType::Solicit | MessageType::Request => !is_y,
+                    MessageType::Rebind => is_y,
+                    MessageType::Renew | MessageType::Release => is_y,
+                    _ => false,
+                };
+                let names_another = m.msg_type() != MessageType::Solicit
+                    && m.msg_type() != MessageType::Rebind
+                    && named != Some(&me[..]);
+                if !answer || names_another {
+                    continue;
+                }
+                let Some(cid) = m.client_id() else { continue };
+                let client = u32::from_be_bytes([cid[6], cid[7], cid[8], cid[9]]);
+                let a = Ipv6Addr::from(
+                    0x2001_0db8_0001_0000_0000_0000_0001_0000u128 | u128::from(client & 0xffff),
+                );
+                let ty = match m.msg_type() {
+                    MessageType::Solicit => MessageType::Advertise,
+                    _ => MessageType::Reply,
+                };
+                {
+                    let mut w = MessageWriter::new(&mut out, ty, m.transaction_id());
+                    w.server_id(&me);
+                    w.client_id(cid);
+                    if m.msg_type() != MessageType::Release {
+                        w.ia_na(1, t1, t2, |o| o.ia_addr(a, 200, 300, |_| {}));
+                    }
+                }
+                let _ = sock.send_to(&out, from);
+            }
+        }));
+    }
+    (
+        [addrs[0], addrs[1]],
+        [seens[0].clone(), seens[1].clone()],
+        stop,
+        handles,
+    )
+}
+
+#[test]
+fn an_unanswered_renew_goes_on_as_a_rebind_and_the_next_renew_names_who_answered() {
+    // X grants the leases and dies; the clients' Renews name X, so Y ignores them. After the
+    // last retransmission (50 + 100 + 200 ms, long before T2) each client rebinds, Y answers,
+    // and from then on the client's Renew and Release name Y. Nothing fails: exit 0 with the
+    // default --max-failed-pct (0).
+    const CLIENTS: u64 = 20;
+    let ([x, y], [seen_x, seen_y], stop, handles) = takeover_stubs(100, 160);
+    let (code, v) = run_gen_json(
+        &[x, y],
+        &[
+            "--clients",
+            "20",
+            "--timeout-ms",
+            "50",
+            "--max-retries",
+            "2",
+            "--phase-secs",
+            "10",
+            "--phases",
+            "acquire,renew,renew,release",
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(50));
+    stop.store(true, Ordering::Relaxed);
+    for h in handles {
+        h.join().unwrap();
+    }
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(v["violations"], 0, "the Rebind kept every lease: {v}");
+    let p = v["phases"].as_array().unwrap();
+    assert_eq!(p.len(), 4, "{v}");
+    for ph in p {
+        assert_eq!(ph["started"], CLIENTS, "no client was dropped: {ph}");
+        assert_eq!(ph["ok"], CLIENTS, "{ph}");
+        assert_eq!(ph["timeouts"], 0, "{ph}");
+    }
+    assert_eq!(
+        p[1]["renew_fell_back_to_rebind"], CLIENTS,
+        "every Renew to X went on as a Rebind: {}",
+        p[1]
+    );
+    assert_eq!(
+        p[1]["retransmits"],
+        2 * CLIENTS,
+        "the Renews only: {}",
+        p[1]
+    );
+    assert_eq!(p[2]["renew_fell_back_to_rebind"], 0, "{}", p[2]);
+    assert_eq!(
+        p[2]["retransmits"], 0,
+        "Y answered the first Renew: {}",
+        p[2]
+    );
+    assert_eq!(p[3]["retransmits"], 0, "{}", p[3]);
+    // Every message reaches both stubs: three Renews naming X per client (first send and two
+    // retransmissions), one Rebind, then one Renew and one Release naming Y.
+    for (name, s) in [("X", &seen_x), ("Y", &seen_y)] {
+        let got = [
+            Named::get(&s.solicit),
+            Named::get(&s.renew_x),
+            Named::get(&s.rebind),
+            Named::get(&s.renew_y),
+            Named::get(&s.release_y),
+        ];
+        assert_eq!(
+            got,
+            [CLIENTS, 3 * CLIENTS, CLIENTS, CLIENTS, CLIENTS],
+            "{name} saw (solicit, renew naming X, rebind, renew naming Y, release naming Y)"
+        );
+    }
+}
+
+#[test]
+fn a_renew_unanswered_at_t2_goes_on_as_a_rebind_then() {
+    // T1 1 s, T2 2 s. The Renew is retransmitted at about 0.4 and 1.2 s and would be again at
+    // about 2.8 s, with 8 retransmissions left: the client rebinds at T2 instead, about 2 s
+    // after it bound (the renew phase starts right after the acquire phase).
+    const CLIENTS: u64 = 10;
+    let ([x, y], [_seen_x, seen_y], stop, handles) = takeover_stubs(1, 2);
+    let (code, v) = run_gen_json(
+        &[x, y],
+        &[
+            "--clients",
+            "10",
+            "--timeout-ms",
+            "400",
+            "--max-retries",
+            "10",
+            "--phase-secs",
+            "10",
+            "--phases",
+            "acquire,renew",
+        ],
+    );
+    stop.store(true, Ordering::Relaxed);
+    for h in handles {
+        h.join().unwrap();
+    }
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(v["violations"], 0, "{v}");
+    let r = &v["phases"][1];
+    assert_eq!(r["ok"], CLIENTS, "{r}");
+    assert_eq!(r["renew_fell_back_to_rebind"], CLIENTS, "{r}");
+    assert_eq!(r["timeouts"], 0, "{r}");
+    assert_eq!(r["retransmits"], 2 * CLIENTS, "retransmitted until T2: {r}");
+    assert_eq!(Named::get(&seen_y.rebind), CLIENTS);
+    // Renew plus Rebind took about T2 (less the little the acquire phase had left), not until
+    // the next retransmission (about 2.8 s) nor the last.
+    let ms = |q: &str| r["latency_ms"][q].as_f64().unwrap();
+    assert!(
+        ms("p50") > 1700.0 && ms("max") < 2500.0,
+        "Renew to Reply took p50 {} max {} ms: {r}",
+        ms("p50"),
+        ms("max")
+    );
+}
+
+#[test]
+fn a_run_with_failed_exchanges_exits_3_unless_allowed() {
+    // Nobody listens: every Solicit times out (50 + 100 ms).
+    let port = UdpSocket::bind("[::1]:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let nobody: SocketAddrV6 = format!("[::1]:{port}").parse().unwrap();
+    let base = [
+        "--clients",
+        "4",
+        "--timeout-ms",
+        "50",
+        "--max-retries",
+        "1",
+        "--phase-secs",
+        "5",
+    ];
+    let (code, v) = run_gen_json(&[nobody], &base);
+    assert_eq!(code, Some(3), "failures fail the run by default: {v}");
+    assert_eq!(v["phases"][0]["timeouts"], 4, "{v}");
+    assert_eq!(v["phases"][0]["failed_pct"], 100.0, "{v}");
+    let mut allowed = base.to_vec();
+    allowed.extend(["--max-failed-pct", "100"]);
+    let (code, v) = run_gen_json(&[nobody], &allowed);
+    assert_eq!(code, Some(0), "--max-failed-pct 100 allows them: {v}");
+    assert_eq!(v["phases"][0]["timeouts"], 4, "{v}");
+    // The same without --json (8 clients, 200 + 400 + 800 ms).
+    let o = run_gen(nobody, &[]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(3), "{out}");
+    assert!(out.contains("timeouts      8"), "{out}");
+}

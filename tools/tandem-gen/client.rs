@@ -13,6 +13,18 @@
 //! With several servers every message goes to each of them (as a relay agent configured with
 //! two server addresses forwards it to both); the first usable answer moves the exchange on and
 //! later copies are counted as duplicates and ignored.
+//!
+//! Across a failover the clients do what RFC 8415 clients do. Request, Renew and Release carry
+//! the Server Identifier of the server whose Advertise or granting Reply the client took last
+//! (`tandem_client` keeps it; this module never sets one), so a server that is not the one named
+//! ignores them. A Renew that gets no answer goes on as a Rebind, to any server, within the same
+//! exchange (§18.2.4, §18.2.5): when the client's T2 comes while the Renew is outstanding, or
+//! when the Renew's retransmissions (`max_retries`) are used up before T2, whichever is first,
+//! as long as the client's leases have not expired (a Renew sent after T2 has passed gets its
+//! first timeout). The server that answers the Rebind is the one the client's next Renew or
+//! Release names. Such exchanges are counted ([`PhaseStats::renew_fell_back_to_rebind`]); when
+//! the Rebind is answered the exchange completes (timed from the Renew), and the client keeps
+//! its lease and takes part in the later phases.
 
 use crate::check::{Pools, Registry};
 use crate::stats::{PhaseStats, Timeline};
@@ -41,7 +53,8 @@ pub const SERVERS_MAX: usize = 8;
 pub enum Phase {
     /// Solicit → Advertise → Request → Reply (or Solicit → Reply with Rapid Commit).
     Acquire,
-    /// Renew → Reply, to the server that granted the lease.
+    /// Renew → Reply, to the server that answered last; unanswered by T2 or after its
+    /// retransmissions, Rebind → Reply from any server (see the module documentation).
     Renew,
     /// Rebind → Reply, to any server.
     Rebind,
@@ -168,9 +181,10 @@ pub struct Driver<'r> {
     progress: &'r AtomicU64,
     /// Clients by the transaction id of their message in flight; at most one entry per client.
     by_xid: HashMap<u32, usize>,
-    /// Retransmission timers (client milliseconds, client): one entry per message sent, popped
-    /// when due (stale ones, of messages answered or resent, are then skipped), so it holds at
-    /// most the messages sent within the longest timeout, each by one of `window` exchanges.
+    /// Retransmission timers (client milliseconds, client): one entry per message sent, and
+    /// one at a Renew's T2 when that comes before its next retransmission, popped when due
+    /// (stale ones, of messages answered or resent, are then skipped), so it holds at most the
+    /// messages sent within the longest timeout, each by one of `window` exchanges.
     timers: BinaryHeap<Reverse<(u64, usize)>>,
     next_xid: u32,
     /// Where the clients write their messages (framed for the route).
@@ -306,10 +320,20 @@ impl<'r> Driver<'r> {
                     break;
                 }
                 self.timers.pop();
-                if self.clients[i].timer_ms() > clock {
+                // RFC 8415 §18.2.4: a Renew is retransmitted until T2 at most; then the client
+                // rebinds (this entry may be the one sent() queued at T2, before the next
+                // retransmission is due).
+                let rebind_at_t2 = self.clients[i].phase() == ClientPhase::Renewing
+                    && clock >= self.clients[i].t2_ms()
+                    && self.may_rebind(i, clock);
+                if !rebind_at_t2 && self.clients[i].timer_ms() > clock {
                     continue; // answered or resent meanwhile
                 }
                 let old = self.clients[i].xid();
+                if rebind_at_t2 {
+                    self.rebind_after_renew(i, clock, old, &mut st);
+                    continue;
+                }
                 let xid = self.peek_xid();
                 let step = self.clients[i].on_timer(clock, xid, false, &mut self.outbox);
                 match step.event {
@@ -318,6 +342,12 @@ impl<'r> Driver<'r> {
                     // Solicit (its server may be gone; the other one will not take a Request
                     // naming it). Once per exchange, within the same time budget.
                     Event::Restarted => st.restarts += 1,
+                    // §18.2.5: a Renew nobody answers goes on as a Rebind to any server (its
+                    // server may be gone; another will not take a Renew naming it). Within the
+                    // same exchange and time budget.
+                    Event::TimedOut(Exchange::Renew) if self.may_rebind(i, clock) => {
+                        self.rebind_after_renew(i, clock, old, &mut st);
+                    }
                     Event::TimedOut(_) => {
                         self.by_xid.remove(&old);
                         st.timeouts += 1;
@@ -326,7 +356,7 @@ impl<'r> Driver<'r> {
                     _ => {}
                 }
                 if step.send.is_some() {
-                    self.sent(i, old);
+                    self.sent(i, old, clock);
                 }
             }
             // Send what is queued (one sendmmsg), then read what arrived (one recvmmsg).
@@ -384,13 +414,36 @@ impl<'r> Driver<'r> {
         let old = self.clients[i].xid();
         let (clock, xid) = (self.ms(now), self.peek_xid());
         let _ = self.clients[i].start(ex, clock, xid, &mut self.outbox);
-        self.sent(i, old);
+        self.sent(i, old, clock);
+    }
+
+    /// Whether client `i` can go on with a Rebind at `clock`: it holds leases that have not
+    /// expired (else a real client would start over with Solicit; here the exchange fails).
+    fn may_rebind(&self, i: usize, clock: u64) -> bool {
+        let c = &self.clients[i];
+        [c.address(), c.prefix()]
+            .into_iter()
+            .flatten()
+            .map(|l| l.expires_ms)
+            .min()
+            .is_some_and(|e| clock < e)
+    }
+
+    /// Client `i`'s Renew (transaction `old`) went unanswered until T2 or through its
+    /// retransmissions: the exchange goes on as a Rebind to any server, timed from the Renew.
+    fn rebind_after_renew(&mut self, i: usize, clock: u64, old: u32, st: &mut PhaseStats) {
+        st.renew_fell_back_to_rebind += 1;
+        let xid = self.peek_xid();
+        let _ = self.clients[i].start(Exchange::Rebind, clock, xid, &mut self.outbox);
+        self.sent(i, old, clock);
     }
 
     /// Queues the message client `i` just wrote (every message goes to every destination, so
     /// where it is for does not matter here), takes its transaction id in place of `old`, and
-    /// sets its timer.
-    fn sent(&mut self, i: usize, old: u32) {
+    /// sets its timer; for a Renew whose T2 comes after `clock` (now) and before that timer, a
+    /// second one at T2 (so at most two entries per exchange are ahead of the clock). A Renew
+    /// sent once T2 has passed (its phase began late) gets its first timeout before it rebinds.
+    fn sent(&mut self, i: usize, old: u32, clock: u64) {
         self.next_xid = self.peek_xid();
         self.by_xid.remove(&old);
         let start = self.out_arena.len();
@@ -399,6 +452,9 @@ impl<'r> Driver<'r> {
         let c = &self.clients[i];
         self.by_xid.insert(c.xid(), i);
         self.timers.push(Reverse((c.timer_ms(), i)));
+        if c.phase() == ClientPhase::Renewing && (clock + 1..c.timer_ms()).contains(&c.t2_ms()) {
+            self.timers.push(Reverse((c.t2_ms(), i)));
+        }
     }
 
     /// Handles datagram `k` of the last batch. Returns Some(true) when an exchange finished,
@@ -469,7 +525,7 @@ impl<'r> Driver<'r> {
         let id = c.id();
         match step.event {
             Event::Advertised => {
-                self.sent(i, old);
+                self.sent(i, old, clock);
                 Some(false)
             }
             Event::Refused(code) => {

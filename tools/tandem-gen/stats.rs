@@ -131,6 +131,9 @@ pub struct PhaseStats {
     /// Requests that got no answer after every retransmission, so the client went back to
     /// Solicit (RFC 8415 §18.2.2), once per exchange.
     pub restarts: u64,
+    /// Renews that got no answer by T2 or through their retransmissions, so the client went on
+    /// with a Rebind to any server (RFC 8415 §18.2.5) in the same exchange.
+    pub renew_fell_back_to_rebind: u64,
     /// Exchanges answered with a failure status, by status code.
     pub naks: BTreeMap<u16, u64>,
     /// Replies that could not be parsed or did not fit the exchange they matched.
@@ -156,6 +159,7 @@ impl Default for PhaseStats {
             timeouts: 0,
             retransmits: 0,
             restarts: 0,
+            renew_fell_back_to_rebind: 0,
             naks: BTreeMap::new(),
             bad_replies: 0,
             duplicate_replies: 0,
@@ -176,6 +180,7 @@ impl PhaseStats {
         self.timeouts += o.timeouts;
         self.retransmits += o.retransmits;
         self.restarts += o.restarts;
+        self.renew_fell_back_to_rebind += o.renew_fell_back_to_rebind;
         self.bad_replies += o.bad_replies;
         self.duplicate_replies += o.duplicate_replies;
         self.late_replies += o.late_replies;
@@ -204,7 +209,8 @@ impl PhaseStats {
         self.latency_us.value_at_quantile(q) as f64 / 1000.0
     }
 
-    /// Share of started exchanges that did not complete, in percent.
+    /// Share of started exchanges that did not complete (timed out, refused, or still
+    /// outstanding when the phase's time ran out), in percent.
     pub fn failed_pct(&self) -> f64 {
         if self.started == 0 {
             return 0.0;
@@ -222,6 +228,7 @@ impl PhaseStats {
             "timeouts": self.timeouts,
             "retransmits": self.retransmits,
             "restarts": self.restarts,
+            "renew_fell_back_to_rebind": self.renew_fell_back_to_rebind,
             "naks_by_status": self.naks.iter().map(|(k, v)| (k.to_string(), *v)).collect::<BTreeMap<_, _>>(),
             "bad_replies": self.bad_replies,
             "duplicate_replies": self.duplicate_replies,
@@ -257,6 +264,17 @@ impl PhaseStats {
             self.ms(0.999),
             self.latency_us.max() as f64 / 1000.0
         )
+    }
+
+    /// A human line for exchanges that went on with another message because nobody answered
+    /// (Request → Solicit, Renew → Rebind), when there were any.
+    pub fn fallback_line(&self) -> Option<String> {
+        (self.restarts > 0 || self.renew_fell_back_to_rebind > 0).then(|| {
+            format!(
+                "         unanswered, went on: Request -> Solicit {}, Renew -> Rebind {}",
+                self.restarts, self.renew_fell_back_to_rebind
+            )
+        })
     }
 
     /// The second human line: ignored replies and the longest reply gap.

@@ -3,13 +3,14 @@
 # more tandem binaries, alternating them: the way to tell a change's cost from this shared
 # box's noise, where a rate search swings by a grid step.
 #
-# Each round starts `BIN serve` on loopback (a fresh store, fsync on, log level warn), offers
+# Each round starts `BIN serve` on loopback (a fresh store, fsync on, log level warn unless --log-level), offers
 # --clients new clients at --rate with tandem-gen (4-way exchanges, acquire only), and reads the
 # server's utime + stime from /proc before and after. Prints one line per run and the mean per
 # binary.
 #
 # Usage: bench/cpu-per-exchange.sh [--rounds N] [--rate R] [--clients N] [--mode na|pd|both]
-#                                  BIN [BIN...]
+#                                  [--log-level warn|info] BIN [BIN...]
+#   --log-level info is the server's default: one log line per lease change.
 #   e.g. bench/cpu-per-exchange.sh /tmp/tandem-old target/release/tandem
 # Needs no root. Everything it creates is removed on exit.
 
@@ -22,6 +23,7 @@ ROUNDS=3
 RATE=15000
 CLIENTS=120000
 MODE=both
+LOG_LEVEL=warn
 BINS=()
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -29,7 +31,8 @@ while [ $# -gt 0 ]; do
         --rate) RATE="$2"; shift 2 ;;
         --clients) CLIENTS="$2"; shift 2 ;;
         --mode) MODE="$2"; shift 2 ;;
-        -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+        --log-level) LOG_LEVEL="$2"; shift 2 ;;
+        -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
         -*) die "unknown option $1" ;;
         *) BINS+=("$1"); shift ;;
     esac
@@ -57,7 +60,7 @@ one_run() {
 data_dir = "$data"
 listen = ["[::1]:$port"]
 unicast_address = "::1"
-log_level = "warn"
+log_level = "$LOG_LEVEL"
 [[subnet]]
 id = 1
 prefix = "2001:db8:1::/64"
@@ -83,7 +86,7 @@ declare -A SUM
 for r in $(seq "$ROUNDS"); do
     for b in "${BINS[@]}"; do
         read -r us ok < <(one_run "$b")
-        printf 'round %d  %-40s %s: %s us/exchange (%s exchanges at %s/s)\n' "$r" "$b" "$MODE" "$us" "$ok" "$RATE"
+        printf 'round %d  %-40s %s %s: %s us/exchange (%s exchanges at %s/s)\n' "$r" "$b" "$MODE" "log=$LOG_LEVEL" "$us" "$ok" "$RATE"
         SUM[$b]="$(awk -v a="${SUM[$b]:-0}" -v b="$us" 'BEGIN { print a + b }')"
     done
 done

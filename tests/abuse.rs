@@ -407,3 +407,111 @@ client_rate_per_sec = 0
     assert_eq!(m.one("tandem_commit_failures_total", &[]), 0.0);
     assert!(server.exited().is_none(), "{}", tail(&log, 20));
 }
+
+/// Records of leases that ended are deleted `server.keep_ended_secs` after they ended, from the
+/// lease table and from the store, so clients that come and go (fresh DUIDs) cannot fill the
+/// store for ever; the resources go to new clients afterwards.
+#[test]
+fn records_of_long_ended_leases_are_deleted_from_the_store() {
+    let d = tempfile::tempdir().unwrap();
+    let listen = format!("[::1]:{}", common::proc::free_udp_port());
+    let cfg = d.path().join("tandem.toml");
+    let data = d.path().join("data");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"[server]
+listen = ["{listen}"]
+data_dir = "{}"
+rapid_commit = true
+unicast_address = "::1"
+sync = false
+keep_ended_secs = 2
+[[subnet]]
+id = 1
+prefix = "2001:db8:1::/64"
+pools = [{{ range = "2001:db8:1::1:0-2001:db8:1::1:3ff" }}]
+pd_pools = [{{ prefix = "2001:db8:8000::/46", delegated_len = 56 }}]
+[limits]
+client_rate_per_sec = 0
+"#,
+            data.display()
+        ),
+    )
+    .unwrap();
+    let log = d.path().join("server.log");
+    let _server = serve(
+        &[
+            "--log-level",
+            "info,tandem_server=debug",
+            "--config",
+            cfg.to_str().unwrap(),
+        ],
+        &log,
+    );
+    let records = |state: Option<&str>| -> usize {
+        let mut cmd = std::process::Command::new(TANDEM);
+        cmd.args(["leases", "--data-dir"]).arg(&data);
+        if let Some(s) = state {
+            cmd.args(["--state", s]);
+        }
+        let out = cmd.output().expect("tandem leases");
+        assert!(out.status.success(), "tandem leases failed");
+        String::from_utf8_lossy(&out.stdout).lines().count()
+    };
+    // 1,024 clients take every address and every prefix, then release them all.
+    let j = run_gen(
+        &listen,
+        &[
+            "--clients",
+            "1024",
+            "--seed",
+            "3",
+            "--rapid-commit",
+            "--mode",
+            "both",
+            "--phases",
+            "acquire,release",
+        ],
+        60,
+    );
+    assert_eq!(j["phases"][1]["ok"], 1024, "{j}");
+    let released = records(Some("released"));
+    assert_eq!(
+        released, 2048,
+        "every address and prefix has a released record"
+    );
+    // Two seconds after the releases, within a reclaim pass or two, the records are gone.
+    let end = Instant::now() + Duration::from_secs(15);
+    while records(None) > 0 {
+        assert!(
+            Instant::now() < end,
+            "{} records still in the store 15 s after the releases; log:\n{}",
+            records(None),
+            tail(&log, 10)
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert!(
+        common::proc::read_lossy(&log)
+            .contains("records of leases ended longer than keep_ended_secs deleted"),
+        "{}",
+        tail(&log, 10)
+    );
+    // The pool is whole again: 1,024 new clients get an address and a prefix each.
+    let j = run_gen(
+        &listen,
+        &[
+            "--clients",
+            "1024",
+            "--seed",
+            "4",
+            "--rapid-commit",
+            "--mode",
+            "both",
+        ],
+        60,
+    );
+    assert_eq!(j["phases"][0]["ok"], 1024, "{j}");
+    assert_eq!(records(Some("active")), 2048);
+}

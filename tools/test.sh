@@ -65,3 +65,6 @@ cargo test --locked --workspace --all-targets "$@"
 # The deterministic failover simulator over many seeds (release build: ~30 s for 10,000).
 # A failing seed prints itself and replays with: cargo run --release --bin tandem-sim -- --seed N --trace
 cargo run --locked --release --quiet --bin tandem-sim -- --seeds "${TANDEM_SIM_SEEDS:-10000}" --max-secs 300
+# The same with records of ended leases forgotten 60 s after they ended (server.keep_ended_secs;
+# the seeds above keep them, so that each replays as it was found).
+cargo run --locked --release --quiet --bin tandem-sim -- --seeds "${TANDEM_SIM_FORGET_SEEDS:-3000}" --first 300000 --keep-ended-secs 60 --max-secs 300

@@ -274,6 +274,26 @@ impl Store {
         Ok(n)
     }
 
+    /// Deletes the records of forgotten leases (`server.keep_ended_secs`) in one transaction,
+    /// each only if the stored version is no newer than the one forgotten: a change made since
+    /// stays.
+    pub fn forget<'a>(
+        &self,
+        forgotten: impl IntoIterator<Item = &'a Lease>,
+    ) -> Result<usize, StoreError> {
+        let mut wtxn = self.env.write_txn()?;
+        let mut n = 0;
+        for l in forgotten {
+            let k = l.key();
+            let stored_seq = self.leases.get(&wtxn, &k)?.and_then(lease::value_seq);
+            if stored_seq.is_some_and(|s| s <= l.seq) && self.leases.delete(&mut wtxn, &k)? {
+                n += 1;
+            }
+        }
+        wtxn.commit()?;
+        Ok(n)
+    }
+
     /// Reads one lease (tests, operator tools).
     pub fn get(
         &self,

@@ -32,6 +32,10 @@ struct Cli {
     /// seeds at the end, and exit 1 if there was any.
     #[arg(long)]
     keep_going: bool,
+    /// Both servers forget the records of leases that ended this many seconds ago
+    /// (`server.keep_ended_secs`; 0, the default, keeps them as the seeds were found with).
+    #[arg(long, default_value_t = 0)]
+    keep_ended_secs: u64,
 }
 
 /// Runs `tandem-sim` with the process's arguments.
@@ -40,6 +44,7 @@ pub fn main() -> ExitCode {
     if let Some(seed) = cli.seed {
         let mut cfg = SimConfig::from_seed(seed);
         cfg.trace_all = cli.trace;
+        cfg.keep_ended_secs = cli.keep_ended_secs;
         println!("seed {seed}: {cfg:?}");
         return match sim::run(seed, &cfg) {
             Ok(r) => {
@@ -55,6 +60,7 @@ pub fn main() -> ExitCode {
     let t0 = Instant::now();
     let (mut passed, mut grants, mut crashes, mut wipes, mut partitions, mut worst) =
         (0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
+    let mut forgotten = 0u64;
     let mut failed: Vec<u64> = Vec::new();
     let mut last = None;
     for seed in cli.first..cli.first.saturating_add(cli.seeds) {
@@ -63,13 +69,18 @@ pub fn main() -> ExitCode {
             break;
         }
         last = Some(seed);
-        match sim::run(seed, &SimConfig::from_seed(seed)) {
+        let cfg = SimConfig {
+            keep_ended_secs: cli.keep_ended_secs,
+            ..SimConfig::from_seed(seed)
+        };
+        match sim::run(seed, &cfg) {
             Ok(r) => {
                 passed += 1;
                 grants += r.grants;
                 crashes += r.crashes as u64;
                 wipes += r.wipes as u64;
                 partitions += r.partitions as u64;
+                forgotten += r.forgotten;
                 worst = worst.max(r.converged_after_secs);
             }
             Err(f) => {
@@ -85,7 +96,7 @@ pub fn main() -> ExitCode {
         format!("seeds {}..={l}", cli.first)
     });
     println!(
-        "{passed} seeds passed in {:.1}s ({range}): {grants} leases granted, {crashes} crashes ({wipes} wiped), {partitions} partitions, slowest convergence {worst}s simulated",
+        "{passed} seeds passed in {:.1}s ({range}): {grants} leases granted, {crashes} crashes ({wipes} wiped), {partitions} partitions, {forgotten} ended records forgotten, slowest convergence {worst}s simulated",
         t0.elapsed().as_secs_f64()
     );
     println!("simulation: {passed} passed, {} failed", failed.len());

@@ -94,6 +94,10 @@ pub struct SimConfig {
     pub keepalive_secs: u64,
     /// Seeded fault switches in the server's own stages (see [`Buggify`]).
     pub buggify: Buggify,
+    /// `server.keep_ended_secs` of both servers: records of ended leases are forgotten this
+    /// long after they ended (0: kept, the seeds' default, so that every seed replays as it
+    /// was found; `tandem-sim --keep-ended-secs` sets it for a sweep).
+    pub keep_ended_secs: u64,
 }
 
 /// Seeded fault switches inside the server's stages, in the manner of FoundationDB's BUGGIFY:
@@ -155,6 +159,7 @@ impl SimConfig {
             pool_size: 0,
             keepalive_secs: 0,
             buggify: Buggify::default(),
+            keep_ended_secs: 0,
         }
         .with_pool(&mut r)
         .with_link_and_buggify(&mut r)
@@ -260,6 +265,8 @@ pub struct SimReport {
     pub wipes: u32,
     /// Partitions.
     pub partitions: u32,
+    /// Records of ended leases the servers forgot (`keep_ended_secs`).
+    pub forgotten: u64,
     /// Simulated seconds until the healed pair converged.
     pub converged_after_secs: u64,
     /// Distinct states each node went through.
@@ -276,7 +283,7 @@ fn sim_pd_pool_len(pool_size: u32) -> u8 {
     SIM_PD_LEN - bits as u8
 }
 
-fn sim_config_text(pool_size: u32) -> String {
+fn sim_config_text(pool_size: u32, keep_ended_secs: u64) -> String {
     let last = Ipv6Addr::from(
         0x2001_0db8_0001_0000_0000_0000_0000_1000u128 + pool_size.max(2) as u128 - 1,
     );
@@ -284,7 +291,7 @@ fn sim_config_text(pool_size: u32) -> String {
     // is when PARTNER-DOWN may reach into the partner's (after MCLT).
     let pd_len = sim_pd_pool_len(pool_size / 2);
     format!(
-        "[server]\nlisten=[\"[::1]:5547\"]\n[lease]\npreferred_lifetime_secs=60\nvalid_lifetime_secs=120\n\
+        "[server]\nlisten=[\"[::1]:5547\"]\nkeep_ended_secs={keep_ended_secs}\n[lease]\npreferred_lifetime_secs=60\nvalid_lifetime_secs=120\n\
          [[subnet]]\nid=1\nprefix=\"{SUBNET}\"\npools=[{{range=\"2001:db8:1::1000-{last}\"}}]\n\
          pd_pools=[{{prefix=\"2001:db8:8000::/{pd_len}\", delegated_len={SIM_PD_LEN}}}]\n"
     )
@@ -293,8 +300,11 @@ fn sim_config_text(pool_size: u32) -> String {
 /// Runs one seed to the end.
 pub fn run(seed: u64, cfg: &SimConfig) -> Result<SimReport, SimFailure> {
     let config = Arc::new(
-        config::parse("<sim>", &sim_config_text(cfg.pool_size))
-            .expect("the simulator's config is valid"),
+        config::parse(
+            "<sim>",
+            &sim_config_text(cfg.pool_size, cfg.keep_ended_secs),
+        )
+        .expect("the simulator's config is valid"),
     );
     let mut w = World::new(seed, cfg, config);
     w.start_node(0);

@@ -35,6 +35,16 @@ impl Disk {
     pub(crate) fn commit<'a>(&mut self, writes: impl IntoIterator<Item = &'a Lease>) {
         let Ok(_) = self.commit_leases(&mut writes.into_iter());
     }
+
+    /// Deletes forgotten records (`server.keep_ended_secs`) as the store does: only where the
+    /// stored version is no newer than the one forgotten.
+    pub(crate) fn forget<'a>(&mut self, forgotten: impl IntoIterator<Item = &'a Lease>) {
+        for l in forgotten {
+            if self.leases.get(&l.key()).is_some_and(|c| c.seq <= l.seq) {
+                self.leases.remove(&l.key());
+            }
+        }
+    }
 }
 
 /// The simulated disk keeps the store's rule ([`lease::supersedes`]).
@@ -302,6 +312,9 @@ impl World {
         let s = &mut self.slots[n];
         s.disk.commit(&out.store);
         out.store.clear();
+        s.disk.forget(&out.forget);
+        self.report.forgotten += out.forget.len() as u64;
+        out.forget.clear();
         if let Some(p) = out.persist.take() {
             s.disk.persisted = Some(p);
         }

@@ -13,6 +13,8 @@ pub const LOG_LEVEL: &str = "info";
 pub const OFFER_HOLD_SECS: u32 = 60;
 /// `server.decline_hold_secs`: how long a declined address is kept out of use.
 pub const DECLINE_HOLD_SECS: u32 = 86_400;
+/// `server.keep_ended_secs`: how long the record of an ended lease is kept (one day).
+pub const KEEP_ENDED_SECS: u64 = 86_400;
 /// `server.reclaim_interval_ms`.
 pub const RECLAIM_INTERVAL_MS: u64 = 1000;
 /// Shortest `server.reclaim_interval_ms` taken; smaller values are raised to it.

@@ -118,6 +118,7 @@ pub(super) struct FileServer {
     pub(super) sync: Option<bool>,
     pub(super) offer_hold_secs: Option<u32>,
     pub(super) decline_hold_secs: Option<u32>,
+    pub(super) keep_ended_secs: Option<u64>,
     pub(super) reclaim_interval_ms: Option<u64>,
     pub(super) map_size_mib: Option<usize>,
     pub(super) control_socket: Option<PathBuf>,

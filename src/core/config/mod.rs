@@ -278,6 +278,10 @@ pub struct ServerConfig {
     pub offer_hold_secs: u32,
     /// How long a declined address is kept out of use, in seconds.
     pub decline_hold_secs: u32,
+    /// How long the record of a lease that ended (expired or released) is kept, in seconds,
+    /// before it is deleted (0: kept for ever). Until then a returning client gets the same
+    /// address or prefix back.
+    pub keep_ended_secs: u64,
     /// How often expired leases are reclaimed, in milliseconds.
     pub reclaim_interval_ms: u64,
     /// LMDB map size in MiB (the most the database may grow to).

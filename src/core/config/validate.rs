@@ -307,6 +307,7 @@ fn server(ctx: &Ctx, s: FileServer) -> Result<ServerConfig, ConfigError> {
         sync: s.sync.unwrap_or(true),
         offer_hold_secs: s.offer_hold_secs.unwrap_or(defaults::OFFER_HOLD_SECS),
         decline_hold_secs: s.decline_hold_secs.unwrap_or(defaults::DECLINE_HOLD_SECS),
+        keep_ended_secs: s.keep_ended_secs.unwrap_or(defaults::KEEP_ENDED_SECS),
         reclaim_interval_ms: s
             .reclaim_interval_ms
             .unwrap_or(defaults::RECLAIM_INTERVAL_MS)

@@ -29,6 +29,10 @@ pub struct NodeOut {
     /// them with any later batch. Losing them in a crash is safe: the change is sent again and
     /// the MCLT cap uses the older acknowledgement meanwhile.
     pub store_lazy: Vec<Lease>,
+    /// Records of ended leases forgotten after `server.keep_ended_secs`: delete them from the
+    /// store (unless it holds a newer version). Nothing waits for it; a record that stays
+    /// on disk is forgotten again after a restart.
+    pub forget: Vec<Lease>,
     /// Endpoint state to store (the last one wins).
     pub persist: Option<Persisted>,
     /// Messages for the partner (dropped by the caller when the link is down).
@@ -42,6 +46,7 @@ impl NodeOut {
     pub fn clear(&mut self) {
         self.store.clear();
         self.store_lazy.clear();
+        self.forget.clear();
         self.persist = None;
         self.to_peer.clear();
         self.changes.clear();
@@ -69,6 +74,8 @@ pub struct Node {
     endpoint: Endpoint,
     peer: Peer,
     mclt_secs: u64,
+    /// `server.keep_ended_secs`.
+    keep_ended_secs: u64,
     /// Our update requests (UPDREQ/UPDREQALL) on this link not yet answered, oldest first,
     /// each with the state that sent it (`None`: sent only to catch up). The partner answers
     /// each with one UPDDONE, in order; an UPDDONE ends the state's work only if it answers a
@@ -116,6 +123,7 @@ impl Node {
             endpoint: Endpoint::start(role, fo, persisted, now),
             peer,
             mclt_secs: fo.mclt_secs,
+            keep_ended_secs: config.server.keep_ended_secs,
             requests: VecDeque::new(),
             catching_up: false,
             actions: Vec::new(),
@@ -227,6 +235,8 @@ impl Node {
         self.writes.clear();
         if reclaim {
             self.alloc.reclaim(now, &mut self.writes);
+            self.alloc
+                .forget_ended(now, self.keep_ended_secs, &mut out.forget);
         }
         let pd_since = self.endpoint.persisted().partner_down_since;
         if self.endpoint.state() == ServerState::PartnerDown && now >= pd_since + self.mclt_secs {
@@ -561,7 +571,12 @@ pools = [{ range = "2001:db8:1::100-2001:db8:1::1ff" }]
             .lookup(ResourceKind::Address, addr)
             .unwrap();
         assert!(stored.partner_lifetime_received > 0);
-        let restarted = node(Role::Primary, ServerState::Normal, std::slice::from_ref(&stored), now);
+        let restarted = node(
+            Role::Primary,
+            ServerState::Normal,
+            std::slice::from_ref(&stored),
+            now,
+        );
         assert_eq!(
             restarted.backlog(),
             0,

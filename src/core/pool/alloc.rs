@@ -524,6 +524,76 @@ impl Allocator {
         n
     }
 
+    /// Forgets the records of leases that ended (expired or released) at least `keep_secs`
+    /// ago and that another client could have now (free, and under failover acknowledged by
+    /// the partner): the resource is then as good as never used, and its client no longer
+    /// gets it back by preference. Looks at most [`RECLAIM_PER_SUBPOOL_MAX`] records per
+    /// sub-pool per call; the forgotten records go to `out` (for the store to delete).
+    /// `keep_secs` 0 keeps every record.
+    pub fn forget_ended(&self, now: u64, keep_secs: u64, out: &mut Vec<Lease>) -> usize {
+        if keep_secs == 0 {
+            return 0;
+        }
+        let first = out.len();
+        let mut gone: Vec<(u16, u128)> = Vec::new();
+        for sub in &self.subnets {
+            for (pi, pool) in sub.pools.iter().enumerate() {
+                for m in pool.subpools.iter() {
+                    let mut sp = lock(m);
+                    let mut later = Vec::new();
+                    for _ in 0..RECLAIM_PER_SUBPOOL_MAX {
+                        let Some(&(t, i)) = sp.ended.first() else {
+                            break;
+                        };
+                        if t.saturating_add(keep_secs) > now {
+                            break;
+                        }
+                        sp.ended.pop_first();
+                        match sp.forget(i) {
+                            Some(l) => {
+                                out.push(l);
+                                gone.push((pi as u16, i));
+                            }
+                            // Still PENDING-FREE (or not back in the free list): look again
+                            // on a later pass.
+                            None if sp.slots.get(&i).is_some_and(|s| {
+                                s.lease.state.is_free() && s.lease.expires_at == t
+                            }) =>
+                            {
+                                later.push((t, i))
+                            }
+                            None => {}
+                        }
+                    }
+                    // Looked at again only once newer ones are due: a pass is never stuck on
+                    // one that waits for the partner.
+                    for (t, i) in later {
+                        sp.ended.insert((t, i));
+                    }
+                }
+            }
+        }
+        // The client index may still point at a forgotten resource: drop those entries (index
+        // before sub-pool, the lock order everywhere).
+        for (l, &(pool, index)) in out[first..].iter().zip(&gone) {
+            let key = client_key(l.subnet_id, l.kind, &l.duid, l.iaid);
+            let mut idx = lock(self.shard(key));
+            if idx
+                .get(&key)
+                .is_some_and(|r| r.pool == pool && r.index == index)
+            {
+                let Some(sn) = self.subnets.iter().position(|s| s.id == l.subnet_id) else {
+                    continue;
+                };
+                let p = &self.subnets[sn].pools[pool as usize];
+                if !lock(p.subpool_of(index)).slots.contains_key(&index) {
+                    idx.remove(&key);
+                }
+            }
+        }
+        out.len() - first
+    }
+
     /// Puts a lease read from the store back into the table. Leases that no longer fit the
     /// configuration (subnet or pool removed) are returned as an error for the caller to log;
     /// they are left in the store untouched.

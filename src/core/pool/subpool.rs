@@ -42,6 +42,9 @@ pub(super) struct SubPool {
     pub(super) slots: HashMap<u128, Slot>,
     /// (expires_at, index) for every slot whose state ends by time: active, offered, declined.
     pub(super) expiry: BTreeSet<(u64, u128)>,
+    /// (expires_at, index) for every slot whose lease ended (expired or released): the record
+    /// is forgotten `keep_ended_secs` later ([`SubPool::forget`]).
+    pub(super) ended: BTreeSet<(u64, u128)>,
     pub(super) usage: PoolUsage,
     /// Reserved indices and the reservation (id in the subnet) each belongs to: never handed
     /// out dynamically, only to that reservation's client.
@@ -67,6 +70,7 @@ impl SubPool {
             failover,
             slots: HashMap::new(),
             expiry: BTreeSet::new(),
+            ended: BTreeSet::new(),
             usage: PoolUsage::default(),
             reserved: HashMap::default(),
         }
@@ -118,14 +122,34 @@ impl SubPool {
         while let Some(i) = self.free[bit].pop_front() {
             let failover = self.failover;
             let reserved = self.reserved.contains_key(&i);
-            if let Some(s) = self.slots.get_mut(&i) {
-                s.in_free_list = false;
-                if reusable(failover, &s.lease) && !reserved {
-                    return Some(i);
+            match self.slots.get_mut(&i) {
+                Some(s) => {
+                    s.in_free_list = false;
+                    if reusable(failover, &s.lease) && !reserved {
+                        return Some(i);
+                    }
                 }
+                // Its record was forgotten while it waited here: as good as never used (the
+                // cursor has passed it, so this entry is its only way back).
+                None if !reserved => return Some(i),
+                None => {}
             }
         }
         None
+    }
+
+    /// Deletes the record of the ended lease at `index` (the resource is then as good as
+    /// never used). Only a lease another client could have now (free, and under failover
+    /// acknowledged by the partner) is forgotten; it is in the free list already, which
+    /// [`SubPool::take_freed`] serves. Returns the record.
+    pub(super) fn forget(&mut self, index: u128) -> Option<Lease> {
+        let s = self.slots.get(&index)?;
+        if !(s.lease.state.is_free() && self.failover_reusable(&s.lease) && s.in_free_list) {
+            return None;
+        }
+        let s = self.slots.remove(&index)?;
+        self.ended.remove(&(s.lease.expires_at, index));
+        Some(s.lease)
     }
 
     /// Whether a free lease may go to another client: at once without failover; under
@@ -156,15 +180,25 @@ impl SubPool {
             self.start,
             self.end
         );
-        let (old_state, old_exp, in_free, in_pending) = match self.slots.get(&index) {
+        let (old_state, old_exp, old_expires_at, in_free, in_pending) = match self.slots.get(&index)
+        {
             Some(s) => (
                 Some(s.lease.state),
                 end_of_state(&s.lease),
+                s.lease.expires_at,
                 s.in_free_list,
                 s.in_pending,
             ),
-            None => (None, 0, false, false),
+            None => (None, 0, 0, false, false),
         };
+        if let Some(st) = old_state
+            && st.is_free()
+        {
+            self.ended.remove(&(old_expires_at, index));
+        }
+        if lease.state.is_free() {
+            self.ended.insert((lease.expires_at, index));
+        }
         if let Some(st) = old_state {
             self.count(st, -1);
             if timed(st) {

@@ -1185,3 +1185,99 @@ fn a_partner_half_binding_the_partner_never_heard_of_is_not_extended_when_its_ha
         Extended::Extended(_)
     ));
 }
+
+#[test]
+fn records_of_ended_leases_are_forgotten_after_the_retention_and_the_resource_comes_back() {
+    let a = alloc(
+        "pools=[{range=\"2001:db8::100-2001:db8::101\"}]\nlease={preferred_lifetime_secs=50, valid_lifetime_secs=100}",
+    );
+    let mut w = Vec::new();
+    let grant = |a: &Allocator, now, who: &[u8], w: &mut Vec<Lease>| {
+        a.acquire(
+            now,
+            &ia(who, 1),
+            &[],
+            AcquireMode::Grant,
+            &Rules::STANDALONE,
+            w,
+        )
+    };
+    let g1 = grant(&a, 0, b"a", &mut w).unwrap();
+    let g2 = grant(&a, 0, b"b", &mut w).unwrap();
+    assert!(
+        a.end(10, &ia(b"a", 1), g1.addr, None, &mut w),
+        "a releases at 10"
+    );
+    assert_eq!(a.reclaim(100, &mut w), 1, "b's lease expires at 100");
+    let mut gone = Vec::new();
+    assert_eq!(
+        a.forget_ended(1000, 0, &mut gone),
+        0,
+        "0 keeps every record"
+    );
+    assert_eq!(
+        a.forget_ended(1009, 1000, &mut gone),
+        0,
+        "a's ended 999 s ago"
+    );
+    assert_eq!(a.forget_ended(1010, 1000, &mut gone), 1);
+    assert_eq!(gone[0].addr, g1.addr);
+    assert!(
+        a.lookup(ResourceKind::Address, g1.addr).is_none(),
+        "a's record is gone"
+    );
+    assert!(
+        a.lookup(ResourceKind::Address, g2.addr).is_some(),
+        "b's is kept until its own time"
+    );
+    assert_eq!(a.forget_ended(1100, 1000, &mut gone), 1);
+    assert!(a.lookup(ResourceKind::Address, g2.addr).is_none());
+    assert_eq!(a.forget_ended(5000, 1000, &mut gone), 0, "each record once");
+    // Both addresses are usable again, by anyone: forgotten resources come back through the
+    // free list the cursor has passed. a no longer gets its old address by preference (its
+    // index entry went with the record), but it gets one.
+    let c = grant(&a, 2000, b"c", &mut w).unwrap();
+    let d = grant(&a, 2000, b"d", &mut w).unwrap();
+    let mut got = [c.addr, d.addr];
+    got.sort();
+    let mut had = [g1.addr, g2.addr];
+    had.sort();
+    assert_eq!(got, had, "both forgotten addresses are handed out again");
+    assert_eq!(
+        grant(&a, 2000, b"a", &mut w),
+        None,
+        "and the pool is full again"
+    );
+}
+
+#[test]
+fn under_failover_a_record_is_forgotten_only_once_the_partner_acknowledged_its_end() {
+    let c = config::parse(
+        "t",
+        "[server]\nlisten=[\"[::1]:5547\"]\n[[subnet]]\nid=1\nprefix=\"2001:db8::/64\"\npools=[{range=\"2001:db8::100-2001:db8::1ff\"}]\n",
+    )
+    .unwrap();
+    let a = Allocator::with_failover(&c.subnets);
+    let mut w = Vec::new();
+    let r = rules(PRIMARY_BIT, None, None);
+    let g = a
+        .acquire(0, &ia(b"p", 1), &[], AcquireMode::Grant, &r, &mut w)
+        .unwrap();
+    w.clear();
+    assert!(a.end(10, &ia(b"p", 1), g.addr, None, &mut w));
+    let released = w.last().unwrap().clone();
+    let mut gone = Vec::new();
+    assert_eq!(
+        a.forget_ended(100_000, 60, &mut gone),
+        0,
+        "PENDING-FREE: the partner has not acknowledged the release"
+    );
+    assert!(a.lookup(ResourceKind::Address, g.addr).is_some());
+    a.record_ack(&released, 10).unwrap();
+    assert_eq!(
+        a.forget_ended(100_000, 60, &mut gone),
+        1,
+        "looked at again, and forgotten"
+    );
+    assert!(a.lookup(ResourceKind::Address, g.addr).is_none());
+}

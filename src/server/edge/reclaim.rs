@@ -2,20 +2,23 @@
 //! the committer. (With a partner, the partner thread reclaims: the partner must hear.)
 
 use super::{PendingReply, hex, now_secs};
-use crate::store::CommitJob;
+use crate::store::{CommitJob, Store};
 use crossbeam_channel::Sender;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tandem_core::pool::Allocator;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 /// The reclaim thread's loop, until `stop`.
 pub fn run_reclaimer(
     alloc: &Allocator,
     tx: &Sender<CommitJob<PendingReply>>,
+    store: &Store,
     stop: &AtomicBool,
     every: Duration,
+    keep_ended_secs: u64,
 ) {
+    let mut forgotten = Vec::new();
     let tick = every.min(Duration::from_millis(200));
     let mut last = Instant::now();
     while !stop.load(Ordering::Relaxed) {
@@ -35,6 +38,21 @@ pub fn run_reclaimer(
                 stored = writes.len(),
                 "reclaimed leases whose time was up"
             );
+        }
+        // Records of leases that ended longer ago than keep_ended_secs: out of the table, then
+        // out of the store (a record left on disk by a failure is forgotten after a restart).
+        forgotten.clear();
+        if alloc.forget_ended(now_secs(), keep_ended_secs, &mut forgotten) > 0 {
+            match store.forget(forgotten.iter()) {
+                Ok(n) => debug!(
+                    forgotten = forgotten.len(),
+                    deleted = n,
+                    "records of leases ended longer than keep_ended_secs deleted"
+                ),
+                Err(e) => {
+                    warn!(error = %e, records = forgotten.len(), "cannot delete the records of long-ended leases; they stay in the store")
+                }
+            }
         }
         if !writes.is_empty()
             && tx

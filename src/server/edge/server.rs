@@ -482,6 +482,7 @@ impl Server {
             audit: audit.clone(),
         };
         let store_refusing = Arc::new(AtomicBool::new(false));
+        let reclaim_store = store.clone();
         let committer = {
             let refusing = store_refusing.clone();
             std::thread::Builder::new()
@@ -496,10 +497,13 @@ impl Server {
             None => {
                 let (alloc, tx, stop) = (alloc.clone(), commit_tx.clone(), stop.clone());
                 let every = Duration::from_millis(cfg.server.reclaim_interval_ms);
+                let keep = cfg.server.keep_ended_secs;
                 Some(
                     std::thread::Builder::new()
                         .name("reclaim".into())
-                        .spawn(move || run_reclaimer(&alloc, &tx, &stop, every))
+                        .spawn(move || {
+                            run_reclaimer(&alloc, &tx, &reclaim_store, &stop, every, keep)
+                        })
                         .map_err(StartError::Thread)?,
                 )
             }

@@ -150,6 +150,7 @@ impl PartnerThread {
                 self.out.store.extend(writes);
             }
         }
+        self.forget_ended();
         if self.out.store.is_empty()
             && self.out.persist.is_none()
             && self.out.to_peer.is_empty()
@@ -223,6 +224,25 @@ impl PartnerThread {
             self.outbox.push(m);
         }
         self.out.clear();
+    }
+
+    /// Deletes the records the node forgot (`server.keep_ended_secs`); a failure is logged
+    /// and changes nothing else (they are forgotten again after a restart).
+    fn forget_ended(&mut self) {
+        if self.out.forget.is_empty() {
+            return;
+        }
+        match self.store.forget(self.out.forget.iter()) {
+            Ok(n) => debug!(
+                forgotten = self.out.forget.len(),
+                deleted = n,
+                "failover: records of leases ended longer than keep_ended_secs deleted"
+            ),
+            Err(e) => {
+                warn!(error = %e, records = self.out.forget.len(), "cannot delete the records of long-ended leases; they stay in the store")
+            }
+        }
+        self.out.forget.clear();
     }
 
     /// Sends the outbox on the link in its slot (when it is up), else drops it.

@@ -162,8 +162,22 @@ fn ctl_reads_deletes_and_adds_leases_of_a_standalone_server() {
         (row.state.as_str(), row.duid.as_str()),
         ("active", "0001aabb")
     );
+    // A DUID too short to be one (RFC 8415 §11): refused before anything else.
+    let (code, v) = ctl.json(&["lease-add", &addr, "--duid", "01", "--iaid", "1"]);
+    assert_eq!(code, 1);
+    assert!(
+        v["error"].as_str().unwrap().contains("at least 3 bytes"),
+        "{v}"
+    );
     // Outside every pool: refused.
-    let (code, v) = ctl.json(&["lease-add", "2001:db8:99::1", "--duid", "01", "--iaid", "1"]);
+    let (code, v) = ctl.json(&[
+        "lease-add",
+        "2001:db8:99::1",
+        "--duid",
+        "010203",
+        "--iaid",
+        "1",
+    ]);
     assert_eq!(code, 1);
     assert!(
         v["error"].as_str().unwrap().contains("no configured pool"),

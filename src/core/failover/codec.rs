@@ -399,6 +399,12 @@ fn write_resource(
     }
 }
 
+/// Whether `lease` can be put on the wire in a BNDUPD (a DUID of 3..=130 bytes, a prefix
+/// length up to 128, not an offer); the reason if not.
+pub fn check_sendable(lease: &Lease) -> Result<(), CodecError> {
+    binding_status_of(lease).map(|_| ())
+}
+
 /// The binding status to send for `lease`, after checking that it can be put on the wire.
 fn binding_status_of(lease: &Lease) -> Result<BindingStatus, CodecError> {
     if !(DUID_MIN_LEN..=DUID_MAX_LEN).contains(&lease.duid.len()) {

@@ -187,6 +187,12 @@ impl Node {
         self.peer.unacked()
     }
 
+    /// Lease changes never sent because no BNDUPD can carry them (a DUID shorter than 3 bytes,
+    /// put in by hand or imported); the partner does not hear of them.
+    pub fn unsendable(&self) -> u64 {
+        self.peer.unsendable()
+    }
+
     /// The link to the partner came up (after CONNECT/CONNECTREPLY).
     pub fn link_up(&mut self, now: u64, out: &mut NodeOut) {
         self.requests.clear();

@@ -92,6 +92,10 @@ pub struct Peer {
     /// Desired valid lifetime; partner lifetimes run this far past a lease's expiry, so the next
     /// renewal can have the full lifetime (RFC 8156 §4.4's example scheme).
     desired_valid_secs: u64,
+    /// Changes dropped because no BNDUPD can carry them (a DUID shorter than 3 bytes, put in by
+    /// hand or imported): sending them would fail every time and, unacknowledged, they would
+    /// hold up every UPDDONE.
+    unsendable: u64,
 }
 
 /// A BNDUPD sent and not yet answered.
@@ -116,6 +120,7 @@ impl Peer {
             next_xid: 1,
             answering: VecDeque::new(),
             desired_valid_secs,
+            unsendable: 0,
         }
     }
 
@@ -215,6 +220,11 @@ impl Peer {
         self.unacked.len()
     }
 
+    /// Changes dropped since start because no BNDUPD can carry them (see the field).
+    pub fn unsendable(&self) -> u64 {
+        self.unsendable
+    }
+
     /// The link dropped: what was sent but not acknowledged is sent again later (unless a newer
     /// change to the same lease is already waiting).
     pub fn link_down(&mut self) {
@@ -275,6 +285,11 @@ impl Peer {
             let Some((lease, stamp)) = self.pending.remove(&k) else {
                 continue;
             };
+            if super::codec::check_sendable(&lease).is_err() {
+                self.outstanding.remove(&stamp);
+                self.unsendable += 1;
+                continue;
+            }
             let xid = self.next_xid;
             self.next_xid = (self.next_xid % 0x00ff_ffff) + 1;
             let partner_lifetime = match lease.state {
@@ -558,5 +573,24 @@ mod tests {
         p.poll_send(0, &mut more);
         assert!(!more.contains(&PeerMsg::UpdDone));
         assert_eq!(p.requests_answering(), 0);
+    }
+
+    #[test]
+    fn a_change_no_bndupd_can_carry_is_dropped_not_left_to_block_upddone() {
+        let mut p = Peer::new(8, 1000);
+        let mut short = lease(1, LeaseState::Active, 1);
+        short.duid = vec![0, 1].into();
+        p.enqueue(&short);
+        p.enqueue(&lease(2, LeaseState::Active, 2));
+        p.on_updreq();
+        let mut out = Vec::new();
+        p.poll_send(0, &mut out);
+        assert_eq!(out.len(), 1, "only the sendable one: {out:?}");
+        assert_eq!(p.unsendable(), 1);
+        ack_all(&mut p, &out);
+        out.clear();
+        p.poll_send(0, &mut out);
+        assert_eq!(out, vec![PeerMsg::UpdDone]);
+        assert_eq!(p.backlog(), 0);
     }
 }

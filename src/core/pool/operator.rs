@@ -26,6 +26,10 @@ pub enum OperatorRefusal {
     ClientHolds(String),
     /// Nothing active there.
     NoLease(String),
+    /// Under failover: this server may not hand the resource out in its current state (it is
+    /// in the partner's share of the pool, or this is a hot-standby secondary in NORMAL, which
+    /// makes no new lease).
+    PartnersShare(String),
 }
 
 impl std::fmt::Display for OperatorRefusal {
@@ -45,6 +49,10 @@ impl std::fmt::Display for OperatorRefusal {
                 write!(f, "the client already holds {w} for this IAID")
             }
             OperatorRefusal::NoLease(w) => write!(f, "no active lease on {w}"),
+            OperatorRefusal::PartnersShare(w) => write!(
+                f,
+                "{w} may not be handed out by this server in its failover state (the partner's share of the pool, or a secondary in NORMAL, which makes no new lease): add it on the server that serves it"
+            ),
         }
     }
 }
@@ -65,11 +73,14 @@ impl Allocator {
     }
 
     /// Adds an active lease for `duid`/`iaid` on a resource no one holds (never used, expired
-    /// or released, not reserved), from `now` for the given lifetimes. Only for a server
-    /// without a partner: under failover a lease must also obey the MCLT and the pool halves.
+    /// or released and, under failover, acknowledged by the partner; not reserved), from `now`
+    /// for the given lifetimes, under the same `rules` as a client's new lease: under failover
+    /// only on a resource this server may hand out now, with the valid lifetime capped at MCLT
+    /// (the partner has acknowledged nothing of it yet).
     #[allow(clippy::too_many_arguments)]
     pub fn operator_add(
         &self,
+        rules: &Rules,
         now: u64,
         kind: ResourceKind,
         addr: Ipv6Addr,
@@ -106,6 +117,13 @@ impl Allocator {
         if sp.reserved.contains_key(&r.index) {
             return Err(OperatorRefusal::Reserved(what));
         }
+        if !rules.may_take(sp.owner(r.index), now) {
+            return Err(OperatorRefusal::PartnersShare(what));
+        }
+        let valid_secs = match rules.mclt_secs {
+            Some(m) => valid_secs.min(m.min(u32::MAX as u64) as u32),
+            None => valid_secs,
+        };
         if let Some(s) = sp.slots.get(&r.index)
             && !sp.is_free(r.index)
         {

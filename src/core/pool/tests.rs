@@ -1025,7 +1025,17 @@ fn operator_add_takes_only_a_free_resource_and_a_client_without_one() {
     let a = alloc("pools=[{range=\"2001:db8::100-2001:db8::1ff\"}]");
     let addr: Ipv6Addr = "2001:db8::105".parse().unwrap();
     let add = |duid: &[u8], iaid, at: Ipv6Addr| {
-        a.operator_add(100, ResourceKind::Address, at, 128, duid, iaid, 50, 100)
+        a.operator_add(
+            &Rules::STANDALONE,
+            100,
+            ResourceKind::Address,
+            at,
+            128,
+            duid,
+            iaid,
+            50,
+            100,
+        )
     };
     let l = add(b"op", 1, addr).unwrap();
     assert_eq!(
@@ -1049,7 +1059,17 @@ fn operator_add_takes_only_a_free_resource_and_a_client_without_one() {
         Err(OperatorRefusal::NotInPool(_))
     ));
     assert!(matches!(
-        a.operator_add(100, ResourceKind::Address, addr, 64, b"x", 1, 1, 1),
+        a.operator_add(
+            &Rules::STANDALONE,
+            100,
+            ResourceKind::Address,
+            addr,
+            64,
+            b"x",
+            1,
+            1,
+            1
+        ),
         Err(OperatorRefusal::NotInPool(_))
     ));
     // The allocator never hands it to anyone else.
@@ -1280,4 +1300,47 @@ fn under_failover_a_record_is_forgotten_only_once_the_partner_acknowledged_its_e
         "looked at again, and forgotten"
     );
     assert!(a.lookup(ResourceKind::Address, g.addr).is_none());
+}
+
+#[test]
+fn under_failover_operator_add_keeps_to_its_share_and_the_mclt() {
+    let c = config::parse(
+        "t",
+        "[server]\nlisten=[\"[::1]:5547\"]\n[[subnet]]\nid=1\nprefix=\"2001:db8::/64\"\npools=[{range=\"2001:db8::100-2001:db8::1ff\"}]\n",
+    )
+    .unwrap();
+    let a = Allocator::with_failover(&c.subnets);
+    let r = rules(PRIMARY_BIT, None, Some(600));
+    let add = |at: &str, duid: &[u8]| {
+        a.operator_add(
+            &r,
+            100,
+            ResourceKind::Address,
+            at.parse().unwrap(),
+            128,
+            duid,
+            1,
+            3600,
+            7200,
+        )
+    };
+    // Bit 127 set: the primary's share. The lifetime is capped at MCLT: nothing of it is
+    // acknowledged yet.
+    let l = add("2001:db8::105", b"p").unwrap();
+    assert_eq!(
+        (l.valid_secs, l.preferred_secs, l.expires_at),
+        (600, 600, 700)
+    );
+    // Bit 127 clear: the secondary's, refused.
+    assert_eq!(
+        add("2001:db8::106", b"q").unwrap_err(),
+        OperatorRefusal::PartnersShare("2001:db8::106/128".into())
+    );
+    // Released and not yet acknowledged by the partner (PENDING-FREE): held.
+    let mut w = Vec::new();
+    assert!(a.end(150, &ia(b"p", 1), l.addr, None, &mut w));
+    assert!(matches!(
+        add("2001:db8::105", b"s"),
+        Err(OperatorRefusal::Held { .. })
+    ));
 }

@@ -49,6 +49,9 @@ pub struct ControlCtx {
     pub hub: Arc<MetricsHub>,
     /// What `reload` calls.
     pub reloader: Arc<super::reload::Reloader>,
+    /// What the failover state allows now (a server on its own: everything): `lease-add`
+    /// obeys it as a client's new lease does.
+    pub policy: tandem_core::engine::Policy,
 }
 
 /// Binds the control socket, replacing a stale socket file that nobody listens on.
@@ -208,11 +211,17 @@ fn run(ctx: &ControlCtx, req: &Value, announce: &mut dyn FnMut(&[Lease])) -> Res
             Ok(json!({"result": "ok", "leases": leases}))
         }
         "lease-add" => {
-            if ctx.cfg.failover.is_some() {
-                return Err("lease-add is not available with a failover partner yet: a lease added by hand would have to obey the MCLT and the pool halves; let the client ask, or add a reservation".into());
+            if ctx.policy.answering == tandem_core::engine::Answering::Nobody {
+                return Err("lease-add refused: in its current failover state (see status) this server serves no client, so it may not make a lease either".into());
             }
             let (kind, addr, len) = resource(req.get("lease").unwrap_or(&Value::Null))?;
             let duid = unhex(req.get("duid").unwrap_or(&Value::Null), "duid")?;
+            if duid.len() < tandem_core::wire::DUID_MIN_LEN {
+                return Err(format!(
+                    "`duid`: a DUID is at least {} bytes (RFC 8415 §11: a 2-byte type and its data)",
+                    tandem_core::wire::DUID_MIN_LEN
+                ));
+            }
             let iaid = u32_arg(req, "iaid", None)?;
             let subnet = ctx.cfg.subnets.iter().find(|s| {
                 s.pools
@@ -229,7 +238,17 @@ fn run(ctx: &ControlCtx, req: &Value, announce: &mut dyn FnMut(&[Lease])) -> Res
             }
             let l = ctx
                 .alloc
-                .operator_add(now, kind, addr, len, &duid, iaid, preferred, valid)
+                .operator_add(
+                    &ctx.policy.rules,
+                    now,
+                    kind,
+                    addr,
+                    len,
+                    &duid,
+                    iaid,
+                    preferred,
+                    valid,
+                )
                 .map_err(|e| e.to_string())?;
             commit(ctx, &l, announce)?;
             info!(lease = %format_args!("{}/{}", l.addr, l.prefix_len), duid = %super::hex(&l.duid), iaid = l.iaid, valid_secs = l.valid_secs, "lease added by the operator");

@@ -461,6 +461,7 @@ impl Server {
                     store: store.clone(),
                     hub: hub.clone(),
                     reloader: reloader.clone(),
+                    policy: tandem_core::engine::Policy::STANDALONE,
                 };
                 let stop = stop.clone();
                 Some(

@@ -106,6 +106,8 @@ impl PartnerThread {
                     store: self.store.clone(),
                     hub: self.hub.clone(),
                     reloader: self.reloader.clone(),
+                    // What the workers serve under now: a lease added by hand obeys it.
+                    policy: self.policy.get(),
                 };
                 let now = now_secs();
                 let mut changed: Vec<Lease> = Vec::new();
@@ -177,6 +179,7 @@ impl PartnerThread {
         let _ = writeln!(t, "catching_up: {}", self.node.catching_up());
         let _ = writeln!(t, "unacked_updates: {}", self.node.unacked());
         let _ = writeln!(t, "update_backlog: {}", self.node.backlog());
+        let _ = writeln!(t, "unsendable_updates: {}", self.node.unsendable());
         let _ = writeln!(t, "updates_sent: {}", self.sent_updates);
         let _ = writeln!(t, "updates_received: {}", self.received_updates);
         let _ = writeln!(t, "store_failed: {}", self.store_failed);

@@ -306,6 +306,7 @@ pub fn start(setup: PartnerSetup) -> Result<PartnerHandle, PartnerStartError> {
         last_contact: None,
         store_failed: false,
         policy_held: false,
+        unsendable_logged: 0,
         last_down_log: None,
         last_down_reason: String::new(),
         started: Instant::now(),

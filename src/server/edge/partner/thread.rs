@@ -43,6 +43,8 @@ pub(super) struct PartnerThread {
     /// The workers were told to answer nobody after a store failure; the node's policy
     /// reaches them again only once a later change is stored.
     pub(super) policy_held: bool,
+    /// The node's unsendable count when last logged.
+    pub(super) unsendable_logged: u64,
     pub(super) last_down_log: Option<Instant>,
     pub(super) last_down_reason: String,
     pub(super) started: Instant,
@@ -113,8 +115,17 @@ impl PartnerThread {
         info!("failover: partner thread stopped");
     }
 
-    /// Copies the relationship's gauges into the metrics hub (every [`TICK`]).
-    fn publish_gauges(&self) {
+    /// Copies the relationship's gauges into the metrics hub (every [`TICK`]), and says when
+    /// lease changes could not be sent to the partner.
+    fn publish_gauges(&mut self) {
+        if self.node.unsendable() > self.unsendable_logged {
+            error!(
+                dropped = self.node.unsendable() - self.unsendable_logged,
+                total = self.node.unsendable(),
+                "failover: lease changes the partner will not hear of: no BNDUPD can carry them (a DUID shorter than 3 bytes, added by hand or imported); see tandem leases"
+            );
+            self.unsendable_logged = self.node.unsendable();
+        }
         let e = self.node.endpoint();
         self.hub
             .publish_failover(crate::edge::metrics::FailoverGauges {

@@ -64,8 +64,9 @@ pub enum Dropped {
     RateLimitedClient,
     /// Over `limits.source_rate_per_sec` for this source address.
     RateLimitedSource,
-    /// A Renew or Rebind names a binding this server does not hold while it is still
-    /// catching up with its partner's updates (see [`Policy::catching_up`]).
+    /// A Renew or Rebind names a binding this server does not hold, or a Leasequery finds
+    /// none, while the server is still catching up with its partner's updates (see
+    /// [`Policy::catching_up`]).
     CatchingUp,
 }
 
@@ -151,7 +152,7 @@ impl fmt::Display for Dropped {
                 "the source (relay or client address) sent more than limits.source_rate_per_sec",
             ),
             Dropped::CatchingUp => f.write_str(
-                "names a binding this server has not heard of while it catches up with its partner",
+                "asks about a binding this server has not heard of while it catches up with its partner",
             ),
         }
     }
@@ -305,6 +306,7 @@ impl Engine {
                 server_duid: &self.duid,
                 now_secs: rx.now_secs,
                 requestor: *rx.src.ip(),
+                catching_up: policy.catching_up,
             };
             return crate::leasequery::answer(&cx, msg, out);
         }

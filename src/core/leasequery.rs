@@ -34,6 +34,10 @@ pub(crate) struct Ctx<'a> {
     pub now_secs: u64,
     /// The requestor's address (the datagram's source).
     pub requestor: Ipv6Addr,
+    /// Failover: still catching up with the partner ([`crate::engine::Policy::catching_up`]).
+    /// A query that finds no binding then gets no answer rather than "none": the binding may
+    /// be on its way, and a relay told "none" could drop its route.
+    pub catching_up: bool,
 }
 
 /// Answers one LEASEQUERY (received directly, not relayed) into `out`, or says why not.
@@ -130,6 +134,8 @@ pub(crate) fn answer(cx: &Ctx, msg: &Message, out: &mut Vec<u8>) -> Result<(), D
                 all.truncate(BINDINGS_PER_REPLY_MAX);
                 let leases: Vec<&Lease> = all.iter().map(|(_, l)| l).collect();
                 client_data(&mut w, cx.now_secs, &l.duid, &leases);
+            } else if cx.catching_up {
+                return Err(Dropped::CatchingUp);
             }
         }
         QUERY_BY_CLIENTID => {
@@ -157,6 +163,8 @@ pub(crate) fn answer(cx: &Ctx, msg: &Message, out: &mut Vec<u8>) -> Result<(), D
                 all.truncate(BINDINGS_PER_REPLY_MAX);
                 let leases: Vec<&Lease> = all.iter().map(|(_, l)| l).collect();
                 client_data(&mut w, cx.now_secs, duid, &leases);
+            } else if cx.catching_up {
+                return Err(Dropped::CatchingUp);
             }
         }
         _ => unreachable!("query types checked above"),

@@ -37,9 +37,20 @@ impl Allocator {
         let ack = current
             .filter(|l| Self::owns(l, c, subnet_id) && l.state == LeaseState::Active)
             .map_or(0, |l| l.partner_ack_until);
+        // Likewise the partner's claim: a released or expired binding's claim speaks of a
+        // binding that is over, and carried into a new grant it would make that grant look
+        // known to the partner (`failover::node::acknowledged`).
         let received = current
-            .filter(|l| Self::owns(l, c, subnet_id))
+            .filter(|l| Self::owns(l, c, subnet_id) && l.state == LeaseState::Active)
             .map_or(0, |l| l.partner_lifetime_received);
+        // An offer is never stored nor sent: it keeps what the partner knew of the resource
+        // before (a free record's acknowledgement, 0 while PENDING-FREE; a never-used one is
+        // known free), so that a lapsed offer is exactly as reusable as the resource was.
+        let offered_ack = match current {
+            None => now.max(1),
+            Some(l) if l.state.is_free() || l.state == LeaseState::Offered => l.partner_ack_until,
+            Some(_) => 0,
+        };
         let (preferred, valid) = self.lifetimes_at(c, ack, now, rules);
         let (state, until) = match mode {
             // An offer never downgrades a lease the client already holds.
@@ -70,7 +81,11 @@ impl Allocator {
             cltt: now,
             expires_at: until,
             seq: self.next_seq(),
-            partner_ack_until: ack,
+            partner_ack_until: if state == LeaseState::Offered {
+                offered_ack
+            } else {
+                ack
+            },
             partner_lifetime_received: received,
         };
         let g = Granted {
@@ -510,7 +525,14 @@ impl Allocator {
                         let mut l = s.lease.clone();
                         let stored = l.state != LeaseState::Offered;
                         l.state = LeaseState::Expired;
-                        l.partner_ack_until = 0;
+                        if stored {
+                            // The partner's acknowledgement was of the active binding.
+                            l.partner_ack_until = 0;
+                        }
+                        // A lapsed offer keeps what the partner knew of the resource before
+                        // it (see `apply`): the partner never heard of the offer, so there is
+                        // no end of it to acknowledge. Making it PENDING-FREE kept it out of
+                        // use until a restart.
                         l.seq = self.next_seq();
                         if stored {
                             writes.push(l.clone());
@@ -527,21 +549,23 @@ impl Allocator {
     /// Forgets the records of leases that ended (expired or released) at least `keep_secs`
     /// ago and that another client could have now (free, and under failover acknowledged by
     /// the partner): the resource is then as good as never used, and its client no longer
-    /// gets it back by preference. Looks at most [`RECLAIM_PER_SUBPOOL_MAX`] records per
-    /// sub-pool per call; the forgotten records go to `out` (for the store to delete).
-    /// `keep_secs` 0 keeps every record.
+    /// gets it back by preference. Forgets at most [`FORGET_PER_PASS_MAX`] per call; the
+    /// forgotten records go to `out` (for the store to delete). `keep_secs` 0 keeps every
+    /// record.
     pub fn forget_ended(&self, now: u64, keep_secs: u64, out: &mut Vec<Lease>) -> usize {
         if keep_secs == 0 {
             return 0;
         }
         let first = out.len();
         let mut gone: Vec<(u16, u128)> = Vec::new();
-        for sub in &self.subnets {
+        'pools: for sub in &self.subnets {
             for (pi, pool) in sub.pools.iter().enumerate() {
                 for m in pool.subpools.iter() {
+                    if gone.len() >= FORGET_PER_PASS_MAX {
+                        break 'pools;
+                    }
                     let mut sp = lock(m);
-                    let mut later = Vec::new();
-                    for _ in 0..RECLAIM_PER_SUBPOOL_MAX {
+                    while gone.len() < FORGET_PER_PASS_MAX {
                         let Some(&(t, i)) = sp.ended.first() else {
                             break;
                         };
@@ -549,26 +573,13 @@ impl Allocator {
                             break;
                         }
                         sp.ended.pop_first();
-                        match sp.forget(i) {
-                            Some(l) => {
-                                out.push(l);
-                                gone.push((pi as u16, i));
-                            }
-                            // Still PENDING-FREE (or not back in the free list): look again
-                            // on a later pass.
-                            None if sp.slots.get(&i).is_some_and(|s| {
-                                s.lease.state.is_free() && s.lease.expires_at == t
-                            }) =>
-                            {
-                                later.push((t, i))
-                            }
-                            None => {}
+                        // One that cannot go yet (PENDING-FREE: the partner has not
+                        // acknowledged its end) leaves the index; the change that makes it
+                        // reusable goes through `SubPool::set`, which puts it back.
+                        if let Some(l) = sp.forget(i) {
+                            out.push(l);
+                            gone.push((pi as u16, i));
                         }
-                    }
-                    // Looked at again only once newer ones are due: a pass is never stuck on
-                    // one that waits for the partner.
-                    for (t, i) in later {
-                        sp.ended.insert((t, i));
                     }
                 }
             }

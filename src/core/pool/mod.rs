@@ -48,6 +48,9 @@ pub const CLIENT_SHARDS: usize = 64;
 /// Most expired leases one sub-pool reclaims per [`Allocator::reclaim`] call, so a reclaim
 /// pass never holds a lock for long.
 pub const RECLAIM_PER_SUBPOOL_MAX: usize = 4096;
+/// Most records of ended leases one [`Allocator::forget_ended`] call forgets in all, so the
+/// store's delete transaction that follows stays short (it holds LMDB's one writer).
+pub const FORGET_PER_PASS_MAX: usize = 4096;
 
 /// Locks a mutex; a panic elsewhere while holding it does not make the data unusable here
 /// (every critical section leaves the sub-pool consistent before anything that can panic).

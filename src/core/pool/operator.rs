@@ -117,7 +117,10 @@ impl Allocator {
         if sp.reserved.contains_key(&r.index) {
             return Err(OperatorRefusal::Reserved(what));
         }
-        if !rules.may_take(sp.owner(r.index), now) {
+        // As for a client's new lease: the partner's prefixes from PARTNER-DOWN + MCLT, never
+        // its addresses (RFC 8156 §4.2.1).
+        let bit = sp.owner(r.index);
+        if !(rules.owned[bit] || (kind == ResourceKind::Prefix && rules.may_take(bit, now))) {
             return Err(OperatorRefusal::PartnersShare(what));
         }
         let valid_secs = match rules.mclt_secs {

@@ -1344,3 +1344,90 @@ fn under_failover_operator_add_keeps_to_its_share_and_the_mclt() {
         Err(OperatorRefusal::Held { .. })
     ));
 }
+
+/// A failover table over a two-address pool, both halves ours (the rules say which we may use).
+fn failover_pair_of_addresses() -> Allocator {
+    let c = config::parse(
+        "t",
+        "[server]\nlisten=[\"[::1]:5547\"]\n[[subnet]]\nid=1\nprefix=\"2001:db8::/64\"\npools=[{range=\"2001:db8::100-2001:db8::101\"}]\n",
+    )
+    .unwrap();
+    Allocator::with_failover(&c.subnets)
+}
+
+#[test]
+fn under_failover_a_lapsed_offer_is_as_reusable_as_the_resource_was() {
+    let a = failover_pair_of_addresses();
+    let both = Rules {
+        owned: [true, true],
+        ..rules(PRIMARY_BIT, None, Some(600))
+    };
+    let mut w = Vec::new();
+    let offer = |a: &Allocator, now, who: &[u8], w: &mut Vec<Lease>| {
+        a.acquire(
+            now,
+            &ia(who, 1),
+            &[],
+            AcquireMode::Offer { hold_secs: 60 },
+            &both,
+            w,
+        )
+    };
+    // Two never-used addresses offered to two clients that never ask again.
+    offer(&a, 0, b"x", &mut w).unwrap();
+    offer(&a, 0, b"y", &mut w).unwrap();
+    assert!(w.is_empty(), "offers are never stored");
+    assert_eq!(a.reclaim(60, &mut w), 2);
+    assert!(w.is_empty(), "nor are their ends");
+    // The partner never heard of them: nothing to wait for. (Before, each lapsed offer became
+    // PENDING-FREE, waiting for an acknowledgement that never comes, until a restart.)
+    for who in [&b"p"[..], b"q"] {
+        assert!(
+            a.acquire(61, &ia(who, 1), &[], AcquireMode::Grant, &both, &mut w)
+                .is_some(),
+            "a lapsed offer's address is free again"
+        );
+    }
+    // But an offer made on a release the partner has not acknowledged lapses back into
+    // PENDING-FREE: only the same client may have it until the partner answers.
+    let g = w.iter().find(|l| &*l.duid == b"p").unwrap().clone();
+    w.clear();
+    assert!(a.end(100, &ia(b"p", 1), g.addr, None, &mut w));
+    offer(&a, 101, b"p", &mut w).unwrap();
+    assert_eq!(a.reclaim(161, &mut w), 1);
+    assert!(
+        a.acquire(162, &ia(b"r", 1), &[], AcquireMode::Grant, &both, &mut w)
+            .is_none(),
+        "still waiting for the partner's acknowledgement of p's release"
+    );
+}
+
+#[test]
+fn a_new_grant_does_not_inherit_the_partners_claim_on_a_binding_that_ended() {
+    let (a, g) = one_grant();
+    let mut w = Vec::new();
+    // The partner's update of the same client's binding, with its claim.
+    let mut theirs = g.clone();
+    theirs.partner_lifetime_received = 9000;
+    let taken = a.apply_partner_update(&theirs, false, false, 150).unwrap();
+    assert_eq!(taken.partner_lifetime_received, 9000);
+    // The client releases here, and asks again.
+    assert!(a.end(200, &ia(b"ours", 1), g.addr, None, &mut w));
+    w.clear();
+    a.acquire(
+        300,
+        &ia(b"ours", 1),
+        &[],
+        AcquireMode::Grant,
+        &Rules::STANDALONE,
+        &mut w,
+    )
+    .unwrap();
+    let regrant = w.last().unwrap();
+    assert_eq!(regrant.state, LeaseState::Active);
+    assert_eq!(
+        regrant.partner_lifetime_received, 0,
+        "the claim was about the binding that ended: the new one is unknown to the partner"
+    );
+    assert!(!crate::failover::node::acknowledged(regrant, 7200));
+}

@@ -53,18 +53,20 @@ impl NodeOut {
     }
 }
 
-/// Whether the partner knows this version of the lease, so a restart need not send it again:
-/// a free lease once it has an acknowledgement at all (else it is PENDING-FREE); an active one
-/// once the acknowledged partner lifetime reaches the one we send for its current expiry
-/// (`Peer::poll_send`), or when the partner sent us this very binding (its claim reaches as
-/// far: nothing of ours has extended it since). Only the backlog rebuilt after a restart asks
-/// this; the MCLT cap counts acknowledgements of our own updates only.
+/// Whether the partner acknowledged this version of the lease: a free lease once it has an
+/// acknowledgement at all (else it is PENDING-FREE), an active one once the acknowledged partner
+/// lifetime reaches the one we send for its current expiry (`Peer::poll_send`).
+///
+/// A binding the partner sent us is not counted as known to it: the partner's claim it
+/// carries stays with the client's record across a release and a re-grant here (it is an
+/// obligation we acknowledged), so it cannot tell the partner's version from ours. A restart
+/// therefore sends such bindings back once; a marker of the version the partner sent would
+/// spare that (issue 10 item 4, left open).
 pub fn acknowledged(l: &Lease, desired_valid_secs: u64) -> bool {
     if l.state.is_free() {
         l.partner_ack_until > 0
     } else {
-        let wanted = l.expires_at + desired_valid_secs;
-        l.partner_ack_until >= wanted || l.partner_lifetime_received >= wanted
+        l.partner_ack_until >= l.expires_at + desired_valid_secs
     }
 }
 
@@ -571,27 +573,6 @@ pools = [{ range = "2001:db8:1::100-2001:db8:1::1ff" }]
         assert!(known(&nodes[0]), "the binding reached the primary");
         assert!(!nodes[0].policy().catching_up && !nodes[1].policy().catching_up);
         assert_eq!(nodes[1].backlog(), 0);
-        // Restarted, the primary does not send the secondary's own binding back to it.
-        let stored = nodes[0]
-            .allocator()
-            .lookup(ResourceKind::Address, addr)
-            .unwrap();
-        assert!(stored.partner_lifetime_received > 0);
-        let restarted = node(
-            Role::Primary,
-            ServerState::Normal,
-            std::slice::from_ref(&stored),
-            now,
-        );
-        assert_eq!(
-            restarted.backlog(),
-            0,
-            "a partner's binding is not sent back after a restart"
-        );
-        let mut renewed = stored;
-        renewed.expires_at += 50;
-        let restarted = node(Role::Primary, ServerState::Normal, &[renewed], now);
-        assert_eq!(restarted.backlog(), 1, "one we extended since is");
         // A link that drops ends catching up (the state's own rules apply), and the next one
         // catches up again.
         let mut out = NodeOut::default();

@@ -37,11 +37,12 @@ impl Allocator {
         let ack = current
             .filter(|l| Self::owns(l, c, subnet_id) && l.state == LeaseState::Active)
             .map_or(0, |l| l.partner_ack_until);
-        // Likewise the partner's claim: a released or expired binding's claim speaks of a
-        // binding that is over, and carried into a new grant it would make that grant look
-        // known to the partner (`failover::node::acknowledged`).
+        // The partner's claim stays with the client's binding even after it ended here: we
+        // acknowledged it, and the partner, which may not have heard of the end, may still
+        // extend the client's lease up to it + MCLT (seed 17014179: dropping it at a re-grant
+        // after a release let the partner's renewal run past what this server kept).
         let received = current
-            .filter(|l| Self::owns(l, c, subnet_id) && l.state == LeaseState::Active)
+            .filter(|l| Self::owns(l, c, subnet_id))
             .map_or(0, |l| l.partner_lifetime_received);
         // An offer is never stored nor sent: it keeps what the partner knew of the resource
         // before (a free record's acknowledgement, 0 while PENDING-FREE; a never-used one is

@@ -1401,33 +1401,3 @@ fn under_failover_a_lapsed_offer_is_as_reusable_as_the_resource_was() {
         "still waiting for the partner's acknowledgement of p's release"
     );
 }
-
-#[test]
-fn a_new_grant_does_not_inherit_the_partners_claim_on_a_binding_that_ended() {
-    let (a, g) = one_grant();
-    let mut w = Vec::new();
-    // The partner's update of the same client's binding, with its claim.
-    let mut theirs = g.clone();
-    theirs.partner_lifetime_received = 9000;
-    let taken = a.apply_partner_update(&theirs, false, false, 150).unwrap();
-    assert_eq!(taken.partner_lifetime_received, 9000);
-    // The client releases here, and asks again.
-    assert!(a.end(200, &ia(b"ours", 1), g.addr, None, &mut w));
-    w.clear();
-    a.acquire(
-        300,
-        &ia(b"ours", 1),
-        &[],
-        AcquireMode::Grant,
-        &Rules::STANDALONE,
-        &mut w,
-    )
-    .unwrap();
-    let regrant = w.last().unwrap();
-    assert_eq!(regrant.state, LeaseState::Active);
-    assert_eq!(
-        regrant.partner_lifetime_received, 0,
-        "the claim was about the binding that ended: the new one is unknown to the partner"
-    );
-    assert!(!crate::failover::node::acknowledged(regrant, 7200));
-}

@@ -57,20 +57,7 @@ ip netns del "$NS" 2>/dev/null
 ip netns add "$NS" || die "ip netns add $NS"
 ip -n "$NS" link set lo up
 
-# Certificates: one CA, a leaf per server (SAN tandem-a / tandem-b).
-(
-    cd "$TMP" || exit 1
-    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key -out ca.pem \
-        -days 2 -subj "/CN=resync CA" -addext "basicConstraints=critical,CA:TRUE" \
-        -addext "keyUsage=critical,keyCertSign" 2>/dev/null || exit 1
-    for n in a b; do
-        openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout $n.key -out $n.csr \
-            -subj "/CN=tandem-$n" 2>/dev/null || exit 1
-        printf 'subjectAltName=DNS:tandem-%s\nbasicConstraints=CA:FALSE\n' $n > $n.ext
-        openssl x509 -req -in $n.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out $n.pem -days 2 \
-            -extfile $n.ext 2>/dev/null || exit 1
-    done
-) || die "certificates"
+pair_certs "$TMP" || die "certificates"
 
 config() { # name role port partner_name
     cat > "$TMP/$1.toml" <<EOF

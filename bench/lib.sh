@@ -388,3 +388,21 @@ search_note() {
     fi
     return 0
 }
+
+# pair_certs DIR: a CA (ca.pem) and, for the two partners of a failover pair, a leaf each
+# (a.pem/a.key with SAN tandem-a, b.pem/b.key with SAN tandem-b) in DIR. Needs openssl.
+pair_certs() {
+    (
+        cd "$1" || exit 1
+        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key -out ca.pem \
+            -days 2 -subj "/CN=bench pair CA" -addext "basicConstraints=critical,CA:TRUE" \
+            -addext "keyUsage=critical,keyCertSign" 2>/dev/null || exit 1
+        for n in a b; do
+            openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout $n.key -out $n.csr \
+                -subj "/CN=tandem-$n" 2>/dev/null || exit 1
+            printf 'subjectAltName=DNS:tandem-%s\nbasicConstraints=CA:FALSE\n' $n > $n.ext
+            openssl x509 -req -in $n.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out $n.pem -days 2 \
+                -extfile $n.ext 2>/dev/null || exit 1
+        done
+    )
+}

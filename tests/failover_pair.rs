@@ -230,17 +230,7 @@ mclt_secs = {mclt}
 
     /// `tandem ctl status` as key/value pairs (empty if the server does not answer).
     fn status(&self, name: &str) -> BTreeMap<String, String> {
-        let out = Command::new(TANDEM)
-            .args(["ctl", "--socket"])
-            .arg(self.socket(name))
-            .arg("status")
-            .output()
-            .expect("tandem ctl");
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| l.split_once(": "))
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        status_at(&self.socket(name))
     }
 
     /// Waits until `f(status)` holds for server `name`; panics with its log after `secs`.
@@ -337,6 +327,19 @@ mclt_secs = {mclt}
             .collect()
     }
 
+    /// No address or prefix is active for one client on A and for another on B.
+    fn assert_no_resource_bound_twice(&self) {
+        let (sa, sb) = (self.active("a"), self.active("b"));
+        for (addr, duid) in &sa {
+            if let Some(other) = sb.get(addr) {
+                assert_eq!(
+                    duid, other,
+                    "{addr} is bound to different clients on A and B"
+                );
+            }
+        }
+    }
+
     /// Every lease in a server's store, whatever its state (read beside a running server).
     fn rows(&self, name: &str) -> Vec<Row> {
         store_rows(&self.data(name))
@@ -411,6 +414,22 @@ mclt_secs = {mclt}
             held.len()
         );
     }
+}
+
+/// `tandem ctl status` on the control socket `sock`, as key/value pairs (empty if nothing
+/// answers there); usable from a thread that does not hold the [`Pair`].
+fn status_at(sock: &Path) -> BTreeMap<String, String> {
+    let out = Command::new(TANDEM)
+        .args(["ctl", "--socket"])
+        .arg(sock)
+        .arg("status")
+        .output()
+        .expect("tandem ctl");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_once(": "))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 /// Seconds since the epoch, as the stores count.
@@ -678,15 +697,7 @@ fn kill9_of_the_serving_primary_then_restart_with_store_and_wiped() {
     p.wait_drained("a", 30);
     p.assert_caught_up("a", &held, "primary restarted with a wiped store");
     // No address bound to two clients across the pair.
-    let (sa, sb) = (p.active("a"), p.active("b"));
-    for (addr, duid) in &sa {
-        if let Some(other) = sb.get(addr) {
-            assert_eq!(
-                duid, other,
-                "{addr} is bound to different clients on A and B"
-            );
-        }
-    }
+    p.assert_no_resource_bound_twice();
 }
 
 #[test]
@@ -1224,15 +1235,7 @@ fn a_partition_splits_the_pair_and_it_heals_without_double_leases() {
             "after healing, leases granted by either side alone",
         );
     }
-    let (sa, sb) = (p.active("a"), p.active("b"));
-    for (addr, duid) in &sa {
-        if let Some(other) = sb.get(addr) {
-            assert_eq!(
-                duid, other,
-                "{addr} is bound to different clients on A and B"
-            );
-        }
-    }
+    p.assert_no_resource_bound_twice();
 }
 
 /// A primary that returns (kill -9, restarted with its store) while clients the secondary
@@ -1297,18 +1300,12 @@ fn a_returning_primary_does_not_refuse_rebinds_of_leases_it_has_not_heard_of() {
             let end = started + Duration::from_secs(15);
             let (mut link_up, mut normal) = (None, None);
             while (link_up.is_none() || normal.is_none()) && Instant::now() < end {
-                let out = Command::new(TANDEM)
-                    .args(["ctl", "--socket"])
-                    .arg(&sock_a)
-                    .arg("status")
-                    .output()
-                    .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-                    .unwrap_or_default();
+                let st = status_at(&sock_a);
                 let now = Instant::now();
-                if link_up.is_none() && out.lines().any(|l| l.starts_with("link: up")) {
+                if link_up.is_none() && st.get("link").is_some_and(|l| l.starts_with("up")) {
                     link_up = Some(now);
                 }
-                if normal.is_none() && out.lines().any(|l| l == "state: NORMAL") {
+                if normal.is_none() && st.get("state").is_some_and(|s| s == "NORMAL") {
                     normal = Some(now);
                 }
                 std::thread::sleep(Duration::from_millis(5));
@@ -1417,15 +1414,7 @@ fn a_returning_primary_does_not_refuse_rebinds_of_leases_it_has_not_heard_of() {
     p.wait_drained("a", 30);
     p.assert_caught_up("a", &held, "primary returned during the Rebinds");
     p.assert_caught_up("b", &held, "secondary after the primary's return");
-    let (sa, sb) = (p.active("a"), p.active("b"));
-    for (addr, duid) in &sa {
-        if let Some(other) = sb.get(addr) {
-            assert_eq!(
-                duid, other,
-                "{addr} is bound to different clients on A and B"
-            );
-        }
-    }
+    p.assert_no_resource_bound_twice();
 }
 
 /// A true split brain (RFC 8156 §8.3.2, issue 10 item 1): partitioned, the operator declares
@@ -1618,23 +1607,13 @@ fn a_wiped_secondary_recovers_while_the_primary_serves_2000_exchanges_a_second()
             let server = Server::spawn(cmd, &log);
             let (mut recover, mut answered) = (None, None);
             while answered.is_none() && started.elapsed() < Duration::from_secs(40) {
-                let out = Command::new(TANDEM)
-                    .args(["ctl", "--socket"])
-                    .arg(&sock)
-                    .arg("status")
-                    .output()
-                    .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-                    .unwrap_or_default();
-                let state = out
-                    .lines()
-                    .find_map(|l| l.strip_prefix("state: "))
-                    .unwrap_or("")
-                    .to_string();
+                let st = status_at(&sock);
+                let state = st.get("state").map_or("", String::as_str);
                 let now = Instant::now();
                 if recover.is_none() && state == "RECOVER" {
                     recover = Some(now);
                 }
-                if ["RECOVER-WAIT", "RECOVER-DONE", "NORMAL"].contains(&state.as_str()) {
+                if ["RECOVER-WAIT", "RECOVER-DONE", "NORMAL"].contains(&state) {
                     answered = Some(now);
                 }
                 std::thread::sleep(Duration::from_millis(10));

@@ -406,3 +406,33 @@ pair_certs() {
         done
     )
 }
+
+# pair_config DIR NAME ROLE PORT PARTNER_NAME RELATIONSHIP: writes DIR/NAME.toml for one
+# partner of a bench pair on loopback (store DIR/data-NAME, one /64 address pool, Rapid Commit,
+# link on [::1]:6470, MCLT 60 s, certificates from pair_certs DIR).
+pair_config() {
+    cat > "$1/$2.toml" <<END
+[server]
+listen = ["[::1]:$4"]
+data_dir = "$1/data-$2"
+rapid_commit = true
+map_size_mib = 8192
+[lease]
+preferred_lifetime_secs = 3000
+valid_lifetime_secs = 3600
+[[subnet]]
+id = 1
+prefix = "2001:db8:1::/64"
+pools = [{ prefix = "2001:db8:1::/64" }]
+[failover]
+role = "$3"
+relationship = "$6"
+partner = "[::1]:6470"
+listen = "[::1]:6470"
+partner_name = "$5"
+ca = "$1/ca.pem"
+cert = "$1/$2.pem"
+key = "$1/$2.key"
+mclt_secs = 60
+END
+}

@@ -66,34 +66,8 @@ ip -n "$NS" link set lo up
 
 pair_certs "$TMP" || die "certificates"
 
-config() { # name role port partner_name
-    cat > "$TMP/$1.toml" <<END
-[server]
-listen = ["[::1]:$3"]
-data_dir = "$TMP/data-$1"
-rapid_commit = true
-map_size_mib = 8192
-[lease]
-preferred_lifetime_secs = 3000
-valid_lifetime_secs = 3600
-[[subnet]]
-id = 1
-prefix = "2001:db8:1::/64"
-pools = [{ prefix = "2001:db8:1::/64" }]
-[failover]
-role = "$2"
-relationship = "splitbrain"
-partner = "[::1]:6470"
-listen = "[::1]:6470"
-partner_name = "$4"
-ca = "$TMP/ca.pem"
-cert = "$TMP/$1.pem"
-key = "$TMP/$1.key"
-mclt_secs = 60
-END
-}
-config a primary 5601 tandem-b
-config b secondary 5602 tandem-a
+pair_config "$TMP" a primary 5601 tandem-b splitbrain
+pair_config "$TMP" b secondary 5602 tandem-a splitbrain
 
 start() { # name -> PID in PID_<NAME>
     ip netns exec "$NS" "$TANDEM_BIN" serve --config "$TMP/$1.toml" >>"$TMP/$1.log" 2>&1 &

@@ -624,10 +624,8 @@ impl Allocator {
         let key = client_key(lease.subnet_id, lease.kind, &lease.duid, lease.iaid);
         let mut index = lock(self.shard(key));
         let mut sp = lock(pool.subpool_of(r.index));
-        let b = sp.owner(r.index);
-        if r.index >= sp.cursor[b] {
-            sp.cursor[b] = r.index + 2;
-        }
+        // The cursors stay where they are: [`Allocator::finish_restore`] moves them past the
+        // used indices they stand on, never past one without a record.
         sp.set(r.index, lease);
         index.insert(key, r);
         Ok(())
@@ -645,6 +643,7 @@ impl Allocator {
                         v.sort_by_key(|i| sp.slots.get(i).map_or(0, |s| s.lease.expires_at));
                         sp.free[b] = v.into();
                     }
+                    sp.settle_cursors();
                 }
             }
         }

@@ -214,11 +214,6 @@ impl Allocator {
             l.partner_ack_until = 0;
         }
         l.seq = self.next_seq();
-        let b = sp.owner(r.index);
-        if r.index >= sp.cursor[b] && l.state != LeaseState::Offered {
-            // The partner used it: it is no longer never-used here either.
-            sp.cursor[b] = sp.cursor[b].max(r.index + 2);
-        }
         sp.set(r.index, l.clone());
         index.insert(key, r);
         Ok(l)

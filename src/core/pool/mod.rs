@@ -33,12 +33,14 @@ mod key;
 mod merge;
 mod operator;
 mod rules;
+mod share;
 mod subpool;
 #[cfg(test)]
 mod tests;
 
 pub use key::{client_key, spread};
 pub use rules::{PRIMARY_BIT, Rules};
+pub use share::{PdBalance, PdPoolId, subpool_shares};
 
 /// Two servers' times closer than this count as equal when updates are compared (RFC 8156
 /// §7.5; partners must keep their clocks within about this).

@@ -24,8 +24,11 @@ pub(super) struct SubPool {
     pub(super) start: u128,
     /// One past the last index.
     pub(super) end: u128,
-    /// Per owner bit: the next never-used candidate (steps by 2, so each cursor walks one
-    /// owner's half; indices below it have been looked at).
+    /// Per owner bit: where the walk over never-used candidates is. By parity
+    /// (`backup_share` None): the next candidate, stepping by 2 so each cursor walks one
+    /// owner's half upward. By share: the primary's (bit 1) walks its bottom part upward from
+    /// `start` (the next candidate), the secondary's (bit 0) its top part downward from `end`
+    /// (one past the next candidate), so the two meet where the share moves.
     pub(super) cursor: [u128; 2],
     /// Per owner bit: indices that became free, oldest first. Entries may be stale (the slot was
     /// taken back by its old client); they are skipped when popped. Each index is in at most once.
@@ -49,6 +52,11 @@ pub(super) struct SubPool {
     /// Reserved indices and the reservation (id in the subnet) each belongs to: never handed
     /// out dynamically, only to that reservation's client.
     pub(super) reserved: HashMap<u128, u32, foldhash::fast::RandomState>,
+    /// A failover prefix sub-pool's split (issue 10 item 6): its top this-many indices are the
+    /// secondary's (owner bit 0), the rest the primary's; the primary moves it, and with it
+    /// which free prefixes each may delegate ([`SubPool::set_backup_share`]). `None`: owner by
+    /// parity (addresses, and prefixes of a server without a partner).
+    pub(super) backup_share: Option<u128>,
 }
 
 impl SubPool {
@@ -73,6 +81,42 @@ impl SubPool {
             ended: BTreeSet::new(),
             usage: PoolUsage::default(),
             reserved: HashMap::default(),
+            backup_share: None,
+        }
+    }
+
+    /// First index of the secondary's part under a share split (`end` if it holds none).
+    pub(super) fn share_start(&self, share: u128) -> u128 {
+        self.end - share.min(self.end - self.start)
+    }
+
+    /// Splits this sub-pool by share: its top `share` indices become the secondary's, the
+    /// rest the primary's. Free resources that change owner move to their new owner's free
+    /// list; never-used ones are reached by the new owner's cursor (the two cursors walk
+    /// toward each other, so each one's part always lies on its side of where it stands, or
+    /// was looked at already and is in use or in a free list).
+    pub(super) fn set_backup_share(&mut self, share: u128) {
+        let first = self.backup_share.is_none();
+        self.backup_share = Some(share);
+        if first {
+            self.cursor = [self.end, self.start];
+            self.settle_cursors();
+        }
+        let mut moved: [Vec<u128>; 2] = [Vec::new(), Vec::new()];
+        for b in 0..2 {
+            let mut keep = VecDeque::with_capacity(self.free[b].len());
+            for i in self.free[b].drain(..) {
+                let owner = owner_by_share(i, self.end - share.min(self.end - self.start));
+                if owner == b {
+                    keep.push_back(i);
+                } else {
+                    moved[owner].push(i);
+                }
+            }
+            self.free[b] = keep;
+        }
+        for (b, v) in moved.into_iter().enumerate() {
+            self.free[b].extend(v);
         }
     }
 
@@ -101,19 +145,96 @@ impl SubPool {
     }
 
     pub(super) fn owner(&self, index: u128) -> usize {
-        ((index + self.flip) & 1) as usize
+        match self.backup_share {
+            Some(share) => owner_by_share(index, self.share_start(share)),
+            None => ((index + self.flip) & 1) as usize,
+        }
     }
 
     /// Picks a never-used index of owner `bit` from its cursor. O(1) amortised.
     pub(super) fn take_never_used(&mut self, bit: usize) -> Option<u128> {
-        while self.cursor[bit] < self.end {
-            let i = self.cursor[bit];
-            self.cursor[bit] += 2;
-            if !self.slots.contains_key(&i) && !self.reserved.contains_key(&i) {
-                return Some(i);
+        let unused =
+            |sp: &Self, i: u128| !sp.slots.contains_key(&i) && !sp.reserved.contains_key(&i);
+        match self.backup_share {
+            None => {
+                while self.cursor[bit] < self.end {
+                    let i = self.cursor[bit];
+                    self.cursor[bit] += 2;
+                    if unused(self, i) {
+                        return Some(i);
+                    }
+                }
+            }
+            Some(share) => {
+                let split = self.share_start(share);
+                if bit == super::PRIMARY_BIT {
+                    while self.cursor[bit] < split {
+                        let i = self.cursor[bit];
+                        self.cursor[bit] += 1;
+                        if unused(self, i) {
+                            return Some(i);
+                        }
+                    }
+                } else {
+                    while self.cursor[bit] > split {
+                        self.cursor[bit] -= 1;
+                        let i = self.cursor[bit];
+                        if unused(self, i) {
+                            return Some(i);
+                        }
+                    }
+                }
             }
         }
         None
+    }
+
+    /// After a restart: moves each cursor past the run of used indices it stands on (its
+    /// walk skips them anyway; this does it once, at start, rather than on the first
+    /// allocations). A cursor never jumps over an index without a record: that may be a
+    /// resource never handed out (an offer that lapsed, a record forgotten), and jumping
+    /// would lose it for good.
+    pub(super) fn settle_cursors(&mut self) {
+        let used = |sp: &Self, i: u128| sp.slots.contains_key(&i) || sp.reserved.contains_key(&i);
+        match self.backup_share {
+            None => {
+                for b in 0..2 {
+                    while self.cursor[b] < self.end && used(self, self.cursor[b]) {
+                        self.cursor[b] += 2;
+                    }
+                }
+            }
+            Some(share) => {
+                let split = self.share_start(share);
+                let p = super::PRIMARY_BIT;
+                while self.cursor[p] < split && used(self, self.cursor[p]) {
+                    self.cursor[p] += 1;
+                }
+                let s = 1 - p;
+                while self.cursor[s] > split && used(self, self.cursor[s] - 1) {
+                    self.cursor[s] -= 1;
+                }
+            }
+        }
+    }
+
+    /// Offsets from `end` (0 = the top index) of the resources that are not free (not reserved,
+    /// and no record or a free one the partner acknowledged), ascending: what the primary needs to choose a share.
+    pub(super) fn busy_offsets_from_top(&self) -> Vec<u128> {
+        let mut v: Vec<u128> = self
+            .slots
+            .iter()
+            .filter(|(i, s)| self.reserved.contains_key(i) || !self.failover_reusable(&s.lease))
+            .map(|(i, _)| self.end - 1 - i)
+            .chain(
+                self.reserved
+                    .keys()
+                    .filter(|i| !self.slots.contains_key(i))
+                    .map(|i| self.end - 1 - i),
+            )
+            .collect();
+        v.sort_unstable();
+        v
     }
 
     /// Picks the oldest freed index of owner `bit`. O(1) amortised (stale entries are
@@ -248,6 +369,15 @@ pub(super) fn end_of_state(l: &Lease) -> u64 {
     }
 }
 
+/// Owner bit of `index` when the secondary's part starts at `split`.
+fn owner_by_share(index: u128, split: u128) -> usize {
+    if index >= split {
+        1 - super::PRIMARY_BIT
+    } else {
+        super::PRIMARY_BIT
+    }
+}
+
 /// See [`SubPool::failover_reusable`].
 pub(super) fn reusable(failover: bool, l: &Lease) -> bool {
     l.state.is_free() && (!failover || l.partner_ack_until > 0)
@@ -264,6 +394,9 @@ pub(super) struct PoolState {
     pub(super) cfg: PoolConfig,
     pub(super) subpool_size: u128,
     pub(super) subpools: Box<[Mutex<SubPool>]>,
+    /// Failover prefix pools: the share in force ([`super::share`]); taken before any
+    /// sub-pool lock when it changes. `None`: not split (yet).
+    pub(super) share: Mutex<Option<u128>>,
 }
 
 impl PoolState {
@@ -285,6 +418,7 @@ impl PoolState {
             cfg,
             subpool_size: size,
             subpools,
+            share: Mutex::new(None),
         }
     }
     pub(super) fn subpool_of(&self, index: u128) -> &Mutex<SubPool> {

@@ -1401,3 +1401,173 @@ fn under_failover_a_lapsed_offer_is_as_reusable_as_the_resource_was() {
         "still waiting for the partner's acknowledgement of p's release"
     );
 }
+
+#[test]
+fn a_restart_does_not_lose_resources_that_were_never_stored() {
+    // A client took a resource far into the pool by hint, and offers that lapsed were never
+    // stored: after a restart the walk over never-used resources must still reach every
+    // resource below the restored ones (it used to jump past the highest one restored).
+    let a = alloc("pools=[{range=\"2001:db8::1000-2001:db8::13ff\"}]");
+    let mut w = Vec::new();
+    let h: Ipv6Addr = "2001:db8::100e".parse().unwrap();
+    a.acquire(
+        1,
+        &ia(b"hinted", 1),
+        &[h],
+        AcquireMode::Grant,
+        &Rules::STANDALONE,
+        &mut w,
+    )
+    .unwrap();
+    let b = alloc("pools=[{range=\"2001:db8::1000-2001:db8::13ff\"}]");
+    for l in w.drain(..) {
+        b.restore(l).unwrap();
+    }
+    b.finish_restore();
+    let mut n = 1u32;
+    while b
+        .acquire(
+            2,
+            &ia(&n.to_be_bytes(), 1),
+            &[],
+            AcquireMode::Grant,
+            &Rules::STANDALONE,
+            &mut w,
+        )
+        .is_some()
+    {
+        n += 1;
+    }
+    assert_eq!(
+        n, 1024,
+        "every resource of the pool is handed out after a restart"
+    );
+}
+
+fn failover_pd(prefix: &str) -> (config::Config, Allocator, PdPoolId) {
+    let t = format!(
+        "[server]\nlisten=[\"[::1]:5547\"]\n[[subnet]]\nid=1\nprefix=\"2001:db8::/64\"\n\
+         pd_pools=[{{prefix=\"{prefix}\", delegated_len=56}}]\n"
+    );
+    let c = config::parse("t", &t).unwrap();
+    let a = Allocator::with_failover(&c.subnets);
+    let id = a.pd_pools()[0];
+    (c, a, id)
+}
+
+fn pd_ia(duid: &[u8]) -> ClientIa<'_> {
+    ClientIa {
+        subnet: 0,
+        kind: ResourceKind::Prefix,
+        duid,
+        iaid: 1,
+        reservation: None,
+    }
+}
+
+/// Takes up to `max` prefixes under `r` (fewer if none is left); returns their indices.
+fn fill_pd(c: &config::Config, a: &Allocator, r: &Rules, tag: u8, max: usize) -> Vec<u128> {
+    let mut got = Vec::new();
+    let mut w = Vec::new();
+    for i in 0..max as u32 {
+        let mut d = vec![tag, 0, 0];
+        d.extend_from_slice(&i.to_be_bytes());
+        match a.acquire(10, &pd_ia(&d), &[], AcquireMode::Grant, r, &mut w) {
+            Some(g) => got.push(c.subnets[0].pools[0].index_of(g.addr).unwrap()),
+            None => break,
+        }
+    }
+    got
+}
+
+#[test]
+fn a_share_spreads_over_sub_pools_growing_each_part_with_it() {
+    let sizes = [4u128, 4, 4, 2, 0];
+    let mut last = vec![0u128; sizes.len()];
+    for share in 0..=16u128 {
+        let k = subpool_shares(&sizes, share);
+        assert_eq!(
+            k.iter().sum::<u128>(),
+            share.min(14),
+            "share {share}: {k:?}"
+        );
+        for j in 0..sizes.len() {
+            assert!(
+                k[j] <= sizes[j] && k[j] >= last[j],
+                "share {share}: {k:?} after {last:?}"
+            );
+        }
+        last = k;
+    }
+    assert_eq!(subpool_shares(&sizes, 5), vec![2, 1, 1, 1, 0]);
+    assert_eq!(subpool_shares(&sizes, 9), vec![3, 2, 2, 2, 0]);
+}
+
+#[test]
+fn a_prefix_share_gives_each_partner_its_part_and_moves_never_overlap() {
+    // 256 prefixes in 64 sub-pools of 4.
+    let (c, a, id) = failover_pd("2001:db8:8000::/48");
+    assert_eq!(a.pd_pools(), vec![id]);
+    assert_eq!(a.pd_share(id), None, "not split until told");
+    assert!(a.set_pd_share(id, 8));
+    assert_eq!(a.pd_share(id), Some(8));
+    let bal = a.pd_balance(id).unwrap();
+    assert_eq!((bal.free_total(), bal.backup_free(8)), (256, 8));
+    assert_eq!(
+        (bal.share_for(8), bal.share_for(0), bal.share_max()),
+        (8, 0, 256)
+    );
+    let primary = rules(PRIMARY_BIT, None, None);
+    let secondary = rules(1 - PRIMARY_BIT, None, None);
+    // Each side takes only its part.
+    let s1 = fill_pd(&c, &a, &secondary, 1, 1000);
+    assert_eq!(s1.len(), 8);
+    let p1 = fill_pd(&c, &a, &primary, 2, 100);
+    assert_eq!(p1.len(), 100);
+    // The primary gives (share 40): the secondary gets exactly the free ones of its new
+    // part, and the primary no longer takes any of them.
+    a.set_pd_share(id, 40);
+    let bal = a.pd_balance(id).unwrap();
+    assert_eq!(bal.free_total(), 256 - 108);
+    let given = bal.backup_free(40);
+    assert!(given >= 20, "{given}");
+    let s2 = fill_pd(&c, &a, &secondary, 3, 1000);
+    assert_eq!(s2.len() as u128, given);
+    // Then it takes back all but 3: it fills everything else, the secondary nothing more.
+    a.set_pd_share(id, 3);
+    let p2 = fill_pd(&c, &a, &primary, 5, 1000);
+    assert_eq!(fill_pd(&c, &a, &secondary, 6, 1000).len(), 0);
+    let mut all: Vec<u128> = [s1, p1, s2, p2].concat();
+    let n = all.len();
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!(all.len(), n, "a prefix was handed out twice");
+    assert_eq!(n, 256, "every prefix was handed out");
+    assert_eq!(a.pd_balance(id).unwrap().free_total(), 0);
+}
+
+#[test]
+fn a_prefix_freed_in_one_part_moves_to_its_new_owner_s_free_list() {
+    // 16 prefixes, one per sub-pool.
+    let (c, a, id) = failover_pd("2001:db8:8000::/52");
+    a.set_pd_share(id, 4);
+    let secondary = rules(1 - PRIMARY_BIT, None, None);
+    let primary = rules(PRIMARY_BIT, None, None);
+    let s = fill_pd(&c, &a, &secondary, 1, 100);
+    assert_eq!(s.len(), 4);
+    // The secondary's clients release (acknowledged by the partner: reusable).
+    let mut w = Vec::new();
+    for i in 0..4u32 {
+        let mut d = vec![1, 0, 0];
+        d.extend_from_slice(&i.to_be_bytes());
+        let g = a.current(&pd_ia(&d)).unwrap();
+        a.end(20, &pd_ia(&d), g.addr, None, &mut w);
+        let l = a.lookup(ResourceKind::Prefix, g.addr).unwrap();
+        a.record_ack(&l, 20);
+    }
+    // The primary takes the whole pool back: its clients get all 16, the freed ones too.
+    a.set_pd_share(id, 0);
+    let p = fill_pd(&c, &a, &primary, 2, 100);
+    assert_eq!(p.len(), 16, "{p:?}");
+    assert!(s.iter().all(|i| p.contains(i)));
+}

@@ -6,12 +6,67 @@ use crate::world::World;
 use std::collections::BTreeMap;
 use std::net::Ipv6Addr;
 use tandem_core::config::ResourceKind;
+use tandem_core::config::Role;
 use tandem_core::engine::Answering;
 use tandem_core::failover::node::Node;
 use tandem_core::failover::state::ServerState;
 use tandem_core::lease::LeaseState;
+use tandem_core::pool::PdPoolId;
 
 impl World {
+    /// No free prefix is ever the own of both servers: for every prefix pool, the largest
+    /// share the secondary holds (in memory, or on disk for its next start) is no larger than
+    /// the smallest the primary holds. A server with no stored share starts safe (the primary
+    /// as if it had given everything, the secondary with nothing).
+    pub(crate) fn check_shares(&self) -> Result<(), SimFailure> {
+        let views = |n: usize| -> Vec<(PdPoolId, u128)> {
+            let s = &self.slots[n];
+            let primary = s.role == Role::Primary;
+            let mut pools: Vec<PdPoolId> = s.disk.pd_shares.iter().map(|(p, _)| *p).collect();
+            if let Some(node) = s.node.as_ref() {
+                pools.extend(node.allocator().pd_pools());
+            }
+            pools
+                .into_iter()
+                .map(|id| {
+                    let disk = s
+                        .disk
+                        .pd_shares
+                        .iter()
+                        .find(|(p, _)| *p == id)
+                        .map_or(if primary { u128::MAX } else { 0 }, |(_, v)| *v);
+                    let mem = s
+                        .node
+                        .as_ref()
+                        .and_then(|node| node.allocator().pd_share(id))
+                        .unwrap_or(disk);
+                    (
+                        id,
+                        if primary {
+                            mem.min(disk)
+                        } else {
+                            mem.max(disk)
+                        },
+                    )
+                })
+                .collect()
+        };
+        let Some(p) = (0..2).find(|&n| self.slots[n].role == Role::Primary) else {
+            return Ok(());
+        };
+        let primary = views(p);
+        for (id, sec) in views(1 - p) {
+            if let Some(&(_, pri)) = primary.iter().find(|(q, _)| *q == id)
+                && sec > pri
+            {
+                return Err(self.fail(format!(
+                    "prefix pool {id}: the secondary holds a share of {sec} while the primary holds {pri}: some free prefixes are both servers' own"
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// A client was just told it holds `addr` until `expires_ms`, by server `n` answering
     /// under the policy of `state`.
     pub(crate) fn check_grant(
@@ -34,6 +89,7 @@ impl World {
                 exp as f64 / 1000.0
             )));
         }
+        self.check_shares()?;
         self.holders.retain(|_, (c, _)| *c != client);
         self.holders.insert(addr, (client, expires_ms));
         self.report.grants += 1;

@@ -256,6 +256,7 @@ impl World {
                         ));
                         out.store.clear();
                         out.persist = None;
+                        out.pd_shares = None;
                         out.to_peer.clear();
                         if let Some((_, l)) = self.slots[n].link.as_mut() {
                             l.close("store failure (buggify)");

@@ -21,13 +21,15 @@ use tandem_core::failover::link::Link;
 use tandem_core::failover::node::{Node, NodeOut};
 use tandem_core::failover::state::{EndpointConfig, Persisted, ServerState};
 use tandem_core::lease::{self, KEY_LEN, Lease, LeaseStore};
-use tandem_core::pool::Allocator;
+use tandem_core::pool::{Allocator, PdPoolId};
 
 /// The durable part of a server: what survives a crash unless wiped.
 #[derive(Default, Clone)]
 pub(crate) struct Disk {
     pub(crate) leases: BTreeMap<[u8; KEY_LEN], Lease>,
     pub(crate) persisted: Option<Persisted>,
+    /// The prefix shares, as the partner thread stores them under `pd_shares`.
+    pub(crate) pd_shares: Vec<(PdPoolId, u128)>,
 }
 
 impl Disk {
@@ -143,6 +145,7 @@ impl World {
             fo,
             alloc.clone(),
             s.disk.persisted,
+            &s.disk.pd_shares,
             now,
         );
         s.engine = Some(Engine::new(
@@ -317,6 +320,9 @@ impl World {
         out.forget.clear();
         if let Some(p) = out.persist.take() {
             s.disk.persisted = Some(p);
+        }
+        if let Some(sh) = out.pd_shares.take() {
+            s.disk.pd_shares = sh;
         }
         for (from, to) in out.changes.drain(..) {
             if !self.states_seen[n].contains(&to) {

@@ -41,6 +41,8 @@ pub const MAX_UNACKED: u32 = 4096;
 pub const STARTUP_SECS: u64 = 5;
 /// `failover.skew_max_secs`: largest clock difference accepted in CONNECT (RFC 8156 §6.1.2).
 pub const SKEW_MAX_SECS: u64 = 5;
+/// `failover.pd_backup_percent`: the secondary's share of each prefix pool's free prefixes.
+pub const PD_BACKUP_PERCENT: u8 = 10;
 /// `failover.reconnect_max_ms`: longest wait between reconnection attempts.
 pub const RECONNECT_MAX_MS: u64 = 2000;
 /// First reconnection delay (it doubles up to `failover.reconnect_max_ms`), and the smallest

@@ -99,6 +99,7 @@ pub(super) struct FileFailover {
     pub(super) max_unacked: Option<u32>,
     pub(super) skew_max_secs: Option<u64>,
     pub(super) reconnect_max_ms: Option<u64>,
+    pub(super) pd_backup_percent: Option<u8>,
 }
 
 #[derive(Deserialize, Default)]

@@ -349,6 +349,10 @@ pub struct FailoverConfig {
     pub skew_max_secs: u64,
     /// Longest wait between reconnection attempts, milliseconds (it doubles from 100 ms).
     pub reconnect_max_ms: u64,
+    /// Per prefix pool, the part of its free prefixes the primary keeps lent to the
+    /// secondary (percent), for the secondary to delegate on its own while the two cannot
+    /// talk; the primary rebalances toward it as prefixes are used and freed.
+    pub pd_backup_percent: u8,
 }
 
 /// The whole validated configuration.

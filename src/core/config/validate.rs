@@ -647,6 +647,14 @@ fn failover(ctx: &Ctx, f: Spanned<FileFailover>) -> Result<FailoverConfig, Confi
     if max_unacked == 0 {
         return Err(ctx.err(Some(span), "failover.max_unacked", "must be at least 1"));
     }
+    let pd_backup_percent = f.pd_backup_percent.unwrap_or(defaults::PD_BACKUP_PERCENT);
+    if pd_backup_percent > 100 {
+        return Err(ctx.err(
+            Some(span),
+            "failover.pd_backup_percent",
+            "must be between 0 and 100",
+        ));
+    }
     let relationship = f.relationship.unwrap_or_default();
     if relationship.len() > defaults::RELATIONSHIP_NAME_LEN_MAX {
         return Err(ctx.err(
@@ -674,6 +682,7 @@ fn failover(ctx: &Ctx, f: Spanned<FileFailover>) -> Result<FailoverConfig, Confi
             .reconnect_max_ms
             .unwrap_or(defaults::RECONNECT_MAX_MS)
             .max(defaults::RECONNECT_MIN_MS),
+        pd_backup_percent,
     })
 }
 

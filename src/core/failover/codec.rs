@@ -11,6 +11,16 @@
 //! | `BndUpd` | BNDUPD carrying one client binding (below); transaction id = the message's `xid` |
 //! | `BndReply` | BNDREPLY, transaction id = the message's `xid`; see *Deviations* |
 //! | `UpdReq`, `UpdReqAll`, `UpdDone`, `PoolReq`, `Contact` | UPDREQ, UPDREQALL, UPDDONE, POOLREQ, CONTACT: header only |
+//! | `PdShare` | BNDUPD with no binding and one top-level `OPTION_VENDOR_OPTS` holding the share (below) |
+//! | `PdShareAck` | BNDREPLY with the same option (the share in force) and, if refused, the reject status |
+//!
+//! The share option (Tandem's; see *Deviations*):
+//!
+//! ```text
+//! OPTION_VENDOR_OPTS (17) { enterprise-number = TANDEM_ENTERPRISE_NUMBER,
+//!   sub-option 1 (PD share, 25 octets): first delegated prefix (16) | delegated length (1)
+//!                                       | the secondary's share in prefixes (u64) }
+//! ```
 //!
 //! A BNDUPD's binding follows digest §4.1:
 //!
@@ -71,6 +81,11 @@
 //!   it) and is ignored on receipt; so is the ACK_STARTUP flag. The state is sent as given: the
 //!   node announces its resumed state with `starting` set, never STARTUP itself (§0.1 item 9),
 //!   but a `state: Startup` would go out as value 1 (the parser accepts it).
+//! - **Prefix shares**: RFC 8156 §5.2.2 moves delegable prefixes one by one, as BNDUPDs of a
+//!   top-level IAPREFIX with status FREE or FREE-BACKUP. Tandem splits each pool by one number
+//!   (`pool::share`), so a move is one BNDUPD carrying that number in a vendor option, and
+//!   its acknowledgement a BNDREPLY carrying it back. Only a Tandem partner understands it;
+//!   the partners of a pair are both Tandem.
 //! - **Not supported** (decode errors, not silently dropped): a BNDUPD for a delegable prefix
 //!   with no client (top-level IAPREFIX), IA_TA, more than one IA or address in a binding,
 //!   and the binding statuses PENDING-FREE, FREE, FREE-BACKUP and RESET, which Tandem's leases
@@ -84,6 +99,7 @@ use std::net::Ipv6Addr;
 
 use crate::config::ResourceKind;
 use crate::lease::{Lease, LeaseState};
+use crate::pool::PdPoolId;
 use crate::wire::{DUID_MAX_LEN, DUID_MIN_LEN, Status};
 
 use super::peer::PeerMsg;
@@ -97,6 +113,76 @@ use super::wire::{
 /// Status code of a rejected binding update (`PeerMsg::BndReply { accepted: false, .. }`):
 /// OutdatedBindingInformation (19).
 pub const REJECT_STATUS: FailoverStatusCode = FailoverStatusCode::OutdatedBindingInformation;
+
+/// Enterprise number of Tandem's vendor option (the prefix share). RFC 5612's number for
+/// documentation stands in until the project registers its own; both partners are Tandem, so
+/// only they read it.
+pub const TANDEM_ENTERPRISE_NUMBER: u32 = 32473;
+
+/// Sub-option of Tandem's vendor option that carries a prefix share.
+const SUBOPT_PD_SHARE: u16 = 1;
+
+/// Length of the share sub-option's data.
+const PD_SHARE_LEN: usize = 16 + 1 + 8;
+
+/// The vendor option body for a share of `pool`.
+fn share_option(pool: &PdPoolId, share: u64) -> Vec<u8> {
+    let mut b = Vec::with_capacity(4 + 4 + PD_SHARE_LEN);
+    b.extend_from_slice(&TANDEM_ENTERPRISE_NUMBER.to_be_bytes());
+    b.extend_from_slice(&SUBOPT_PD_SHARE.to_be_bytes());
+    b.extend_from_slice(&(PD_SHARE_LEN as u16).to_be_bytes());
+    b.extend_from_slice(&pool.first.octets());
+    b.push(pool.delegated_len);
+    b.extend_from_slice(&share.to_be_bytes());
+    b
+}
+
+/// The share a message's top-level vendor option carries: `Ok(None)` if it has no vendor
+/// option of ours, an error if ours is malformed.
+fn share_of(m: &FailoverMessage<'_>) -> Result<Option<(PdPoolId, u64)>, CodecError> {
+    let Some(body) = m.first(crate::wire::opt::VENDOR_OPTS) else {
+        return Ok(None);
+    };
+    let Some((pen, rest)) = body.split_first_chunk::<4>() else {
+        return Err(CodecError::Malformed(
+            "vendor option shorter than its enterprise number",
+        ));
+    };
+    if u32::from_be_bytes(*pen) != TANDEM_ENTERPRISE_NUMBER {
+        return Ok(None);
+    }
+    let Some((head, data)) = rest.split_first_chunk::<4>() else {
+        return Err(CodecError::Malformed("share option without its sub-option"));
+    };
+    let (code, len) = (
+        u16::from_be_bytes([head[0], head[1]]),
+        u16::from_be_bytes([head[2], head[3]]) as usize,
+    );
+    if code != SUBOPT_PD_SHARE || len != PD_SHARE_LEN || data.len() != PD_SHARE_LEN {
+        return Err(CodecError::Malformed(
+            "share sub-option of the wrong code or length",
+        ));
+    }
+    let (addr, rest) = data
+        .split_first_chunk::<16>()
+        .ok_or(CodecError::Malformed("share"))?;
+    let (&[len], rest) = rest
+        .split_first_chunk::<1>()
+        .ok_or(CodecError::Malformed("share"))?;
+    let share: &[u8; 8] = rest
+        .try_into()
+        .map_err(|_| CodecError::Malformed("share"))?;
+    if len > 128 {
+        return Err(CodecError::Malformed("share of a prefix length above 128"));
+    }
+    Ok(Some((
+        PdPoolId {
+            first: Ipv6Addr::from(*addr),
+            delegated_len: len,
+        },
+        u64::from_be_bytes(*share),
+    )))
+}
 
 /// Status message sent with [`REJECT_STATUS`].
 const REJECT_MESSAGE: &str = "binding update refused";
@@ -167,6 +253,8 @@ pub enum CodecError {
     /// A binding status Tandem's leases cannot represent (PENDING-FREE, FREE, FREE-BACKUP,
     /// RESET).
     UnsupportedBindingStatus(BindingStatus),
+    /// An option of ours is malformed (named).
+    Malformed(&'static str),
     /// The caller's lookup found no subnet for the binding's address or prefix.
     UnknownSubnet {
         /// The address or prefix.
@@ -197,6 +285,7 @@ impl fmt::Display for CodecError {
             }
             CodecError::InvalidLease(why) => write!(f, "lease cannot be encoded: {why}"),
             CodecError::Missing(what) => write!(f, "required {what} is missing"),
+            CodecError::Malformed(what) => write!(f, "malformed: {what}"),
             CodecError::UnsupportedBinding(what) => write!(f, "unsupported binding: {what}"),
             CodecError::UnsupportedBindingStatus(s) => {
                 write!(f, "unsupported binding status {} ({s:?})", s.to_u8())
@@ -247,7 +336,11 @@ pub fn encode(msg: &PeerMsg, xid: u32, now_unix: u64, out: &mut Vec<u8>) -> Resu
         PeerMsg::UpdDone => Some(FailoverType::UpdDone),
         PeerMsg::PoolReq => Some(FailoverType::PoolReq),
         PeerMsg::Contact => Some(FailoverType::Contact),
-        PeerMsg::State { .. } | PeerMsg::BndUpd { .. } | PeerMsg::BndReply { .. } => None,
+        PeerMsg::State { .. }
+        | PeerMsg::BndUpd { .. }
+        | PeerMsg::BndReply { .. }
+        | PeerMsg::PdShare { .. }
+        | PeerMsg::PdShareAck { .. } => None,
     };
     if let Some(t) = header_only {
         FailoverWriter::new(&mut buf, t, check_xid(xid)?, sent).frame_into(out)?;
@@ -318,6 +411,25 @@ pub fn encode(msg: &PeerMsg, xid: u32, now_unix: u64, out: &mut Vec<u8>) -> Resu
                 // Deviation: top level, not inside an echoed IAADDR / IAPREFIX (module docs).
                 w.option(fopt::F_PARTNER_LIFETIME_SENT, &t.to_be_bytes());
             }
+            w.frame_into(out)?;
+        }
+        PeerMsg::PdShare { xid, pool, share } => {
+            let mut w = FailoverWriter::new(&mut buf, FailoverType::BndUpd, check_xid(*xid)?, sent);
+            w.option(crate::wire::opt::VENDOR_OPTS, &share_option(pool, *share));
+            w.frame_into(out)?;
+        }
+        PeerMsg::PdShareAck {
+            xid,
+            pool,
+            share,
+            accepted,
+        } => {
+            let mut w =
+                FailoverWriter::new(&mut buf, FailoverType::BndReply, check_xid(*xid)?, sent);
+            if !*accepted {
+                w.status_code(REJECT_STATUS, REJECT_MESSAGE);
+            }
+            w.option(crate::wire::opt::VENDOR_OPTS, &share_option(pool, *share));
             w.frame_into(out)?;
         }
         // Written above.
@@ -513,6 +625,16 @@ pub fn decode(
                 communicated: flags.communicated(),
             }
         }
+        FailoverType::BndUpd if m.binding().is_none() && share_of(&m)?.is_some() => {
+            let Some((pool, share)) = share_of(&m)? else {
+                unreachable!("checked in the guard")
+            };
+            PeerMsg::PdShare {
+                xid: h.xid,
+                pool,
+                share,
+            }
+        }
         FailoverType::BndUpd => {
             let b = match m.binding() {
                 Some(BindingContent::Client(b)) => b,
@@ -528,6 +650,17 @@ pub fn decode(
                 xid: h.xid,
                 lease,
                 partner_lifetime,
+            }
+        }
+        FailoverType::BndReply if m.binding().is_none() && share_of(&m)?.is_some() => {
+            let Some((pool, share)) = share_of(&m)? else {
+                unreachable!("checked in the guard")
+            };
+            PeerMsg::PdShareAck {
+                xid: h.xid,
+                pool,
+                share,
+                accepted: reply_outcome(&m, now_unix).0,
             }
         }
         FailoverType::BndReply => {

@@ -5,6 +5,7 @@ pub mod codec;
 pub mod connect;
 pub mod link;
 pub mod node;
+pub mod pd_share;
 pub mod peer;
 pub mod persist;
 pub mod pools_digest;

@@ -9,13 +9,14 @@
 //! binding is in [`NodeOut::store`] (to be made durable) before the BNDREPLY that acknowledges
 //! it; endpoint state is persisted before the STATE message that announces it.
 
+use super::pd_share::PdShares;
 use super::peer::{Peer, PeerMsg, SEND_WINDOW_BEFORE_CONNECT};
 use super::state::{Action, Endpoint, EndpointConfig, Event, Persisted, ServerState};
 use crate::config::Config;
 use crate::config::Role;
 use crate::engine::Policy;
 use crate::lease::Lease;
-use crate::pool::Allocator;
+use crate::pool::{Allocator, PdPoolId};
 use std::collections::VecDeque;
 use std::sync::Arc;
 
@@ -35,6 +36,10 @@ pub struct NodeOut {
     pub forget: Vec<Lease>,
     /// Endpoint state to store (the last one wins).
     pub persist: Option<Persisted>,
+    /// Prefix shares to store (every pool's; the last one wins), before `to_peer` is sent:
+    /// a share given away must be on disk before the partner may use it
+    /// (see [`super::pd_share`]).
+    pub pd_shares: Option<Vec<(PdPoolId, u128)>>,
     /// Messages for the partner (dropped by the caller when the link is down).
     pub to_peer: Vec<PeerMsg>,
     /// State changes (for logs, metrics and tests).
@@ -48,6 +53,7 @@ impl NodeOut {
         self.store_lazy.clear();
         self.forget.clear();
         self.persist = None;
+        self.pd_shares = None;
         self.to_peer.clear();
         self.changes.clear();
     }
@@ -83,6 +89,8 @@ pub struct Node {
     /// each with one UPDDONE, in order; an UPDDONE ends the state's work only if it answers a
     /// request of the current state (a RECOVER request's answer must not end a conflict).
     requests: VecDeque<Option<ServerState>>,
+    /// Who may delegate which free prefixes, and the moves between us.
+    shares: PdShares,
     /// The link is up and no update request made on it has been answered yet: the partner's
     /// backlog from before may hold bindings we do not know ([`Policy::catching_up`]).
     catching_up: bool,
@@ -92,15 +100,25 @@ pub struct Node {
 
 impl Node {
     /// Starts a node on a lease table already restored from the store and shared with the
-    /// server's engine (the workers allocate from it; see [`Node::committed`]).
+    /// server's engine (the workers allocate from it; see [`Node::committed`]), with the
+    /// prefix shares stored (empty if none: each pool then starts safe, see
+    /// [`super::pd_share`]).
     pub fn with_allocator(
         config: Arc<Config>,
         role: Role,
         fo: EndpointConfig,
         alloc: Arc<Allocator>,
         persisted: Option<Persisted>,
+        stored_shares: &[(PdPoolId, u128)],
         now: u64,
     ) -> Node {
+        let backup_percent = config
+            .failover
+            .as_ref()
+            .map_or(crate::config::defaults::PD_BACKUP_PERCENT, |f| {
+                f.pd_backup_percent
+            });
+        let shares = PdShares::start(role, backup_percent, &alloc, stored_shares);
         let desired_valid = config
             .subnets
             .iter()
@@ -127,6 +145,7 @@ impl Node {
             mclt_secs: fo.mclt_secs,
             keep_ended_secs: config.server.keep_ended_secs,
             requests: VecDeque::new(),
+            shares,
             catching_up: false,
             actions: Vec::new(),
             writes: Vec::new(),
@@ -201,6 +220,7 @@ impl Node {
         // Until an update request made on this link is answered, the partner may still be
         // sending bindings it made while we could not hear it.
         self.catching_up = true;
+        self.shares.link_up();
         self.endpoint.handle(now, Event::LinkUp, &mut self.actions);
         self.run_actions(now, out);
     }
@@ -212,6 +232,7 @@ impl Node {
         // the partner's unknown bindings, RFC 8156 §4.2.1).
         self.catching_up = false;
         self.peer.link_down();
+        self.shares.link_down();
         self.endpoint
             .handle(now, Event::LinkDown, &mut self.actions);
         self.run_actions(now, out);
@@ -369,6 +390,23 @@ impl Node {
                 }
                 self.maybe_request(out);
             }
+            PeerMsg::PdShare { xid, pool, share } => {
+                let (ack, changed) = self.shares.on_share(xid, pool, share, &self.alloc);
+                if changed {
+                    out.pd_shares = Some(self.shares.snapshot(&self.alloc));
+                }
+                out.to_peer.push(ack);
+            }
+            PeerMsg::PdShareAck {
+                xid,
+                pool,
+                share,
+                accepted,
+            } => {
+                if self.shares.on_ack(xid, pool, share, accepted, &self.alloc) {
+                    out.pd_shares = Some(self.shares.snapshot(&self.alloc));
+                }
+            }
             PeerMsg::PoolReq | PeerMsg::Contact => {}
         }
         self.flush(now, out);
@@ -434,7 +472,27 @@ impl Node {
     fn flush(&mut self, now: u64, out: &mut NodeOut) {
         if self.endpoint.link_up() {
             self.peer.poll_send(now, &mut out.to_peer);
+            let normal = self.endpoint.state() == ServerState::Normal
+                && self.endpoint.partner_state() == Some(ServerState::Normal);
+            let mut changed = false;
+            let peer = &mut self.peer;
+            self.shares.poll(
+                now,
+                normal,
+                &self.alloc,
+                || peer.take_xid(),
+                &mut out.to_peer,
+                &mut changed,
+            );
+            if changed {
+                out.pd_shares = Some(self.shares.snapshot(&self.alloc));
+            }
         }
+    }
+
+    /// Prefix share moves acknowledged (primary) or applied (secondary) since start.
+    pub fn share_moves(&self) -> u64 {
+        self.shares.moves()
     }
 }
 
@@ -479,7 +537,7 @@ pools = [{ range = "2001:db8:1::100-2001:db8:1::1ff" }]
             communicated: true,
             store_was_empty: false,
         };
-        Node::with_allocator(config, role, FO, alloc, Some(stored), now)
+        Node::with_allocator(config, role, FO, alloc, Some(stored), &[], now)
     }
 
     /// Delivers what each node has for the other until neither has anything, checking

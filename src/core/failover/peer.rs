@@ -10,6 +10,7 @@
 
 use super::state::ServerState;
 use crate::lease::{KEY_LEN, Lease, LeaseState};
+use crate::pool::PdPoolId;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 /// Window of unacknowledged BNDUPDs until the partner's CONNECT / CONNECTREPLY announces its
@@ -57,6 +58,28 @@ pub enum PeerMsg {
     UpdDone,
     /// Secondary asks the primary to rebalance prefixes.
     PoolReq,
+    /// The primary sets the secondary's share of a prefix pool: from now on `share` of its
+    /// prefixes are the secondary's (see `failover::share`). On the wire a BNDUPD carrying
+    /// Tandem's share option instead of a binding.
+    PdShare {
+        /// Transaction id, echoed in the answer.
+        xid: u32,
+        /// The pool.
+        pool: PdPoolId,
+        /// The secondary's share, in prefixes.
+        share: u64,
+    },
+    /// The secondary's answer to a [`PeerMsg::PdShare`]: a BNDREPLY carrying the share option.
+    PdShareAck {
+        /// The PdShare's transaction id.
+        xid: u32,
+        /// The pool.
+        pool: PdPoolId,
+        /// The share now in force there (the one asked for, if accepted).
+        share: u64,
+        /// Applied and stored (false: no such pool here).
+        accepted: bool,
+    },
     /// Keepalive.
     Contact,
 }
@@ -205,6 +228,14 @@ impl Peer {
         });
     }
 
+    /// A transaction id for a message that is not a lease update (a share move), from the
+    /// same space as the BNDUPDs', so no reply can be taken for another's.
+    pub fn take_xid(&mut self) -> u32 {
+        let xid = self.next_xid;
+        self.next_xid = (self.next_xid % 0x00ff_ffff) + 1;
+        xid
+    }
+
     /// Sets the window: how many BNDUPDs may be outstanding (the partner's max-unacked).
     pub fn set_max_unacked(&mut self, max_unacked: usize) {
         self.max_unacked = max_unacked.max(1);
@@ -290,8 +321,7 @@ impl Peer {
                 self.unsendable += 1;
                 continue;
             }
-            let xid = self.next_xid;
-            self.next_xid = (self.next_xid % 0x00ff_ffff) + 1;
+            let xid = self.take_xid();
             let partner_lifetime = match lease.state {
                 LeaseState::Active => lease.expires_at + self.desired_valid_secs,
                 _ => lease.expires_at.max(now),

@@ -12,6 +12,7 @@
 //! [`decode`] accepts exactly that and nothing else; no function here panics.
 
 use super::state::{Persisted, ServerState};
+use crate::pool::PdPoolId;
 
 /// Meta key under which the endpoint state is stored.
 pub const META_FAILOVER_STATE: &[u8] = b"failover_state";
@@ -21,6 +22,50 @@ pub const PERSIST_VERSION: u8 = 1;
 
 /// Length of an encoded [`Persisted`].
 pub const PERSISTED_LEN: usize = 28;
+
+/// Meta key under which the prefix shares are stored ([`encode_shares`]).
+pub const META_PD_SHARES: &[u8] = b"pd_shares";
+
+/// Version byte of the share list encoding.
+pub const SHARES_VERSION: u8 = 1;
+
+/// Length of one share entry: first prefix (16), delegated length (1), share (u128 LE, 16).
+const SHARE_ENTRY_LEN: usize = 16 + 1 + 16;
+
+/// Encodes the prefix shares: version (u8 = 1), then per pool its first delegated prefix
+/// (16 octets), their length (u8) and the secondary's share (u128, little-endian).
+pub fn encode_shares(shares: &[(PdPoolId, u128)]) -> Vec<u8> {
+    let mut b = Vec::with_capacity(1 + shares.len() * SHARE_ENTRY_LEN);
+    b.push(SHARES_VERSION);
+    for (id, share) in shares {
+        b.extend_from_slice(&id.first.octets());
+        b.push(id.delegated_len);
+        b.extend_from_slice(&share.to_le_bytes());
+    }
+    b
+}
+
+/// Decodes what [`encode_shares`] wrote; `None` on an unknown version or a length that is not
+/// a whole number of entries.
+pub fn decode_shares(b: &[u8]) -> Option<Vec<(PdPoolId, u128)>> {
+    let (&version, rest) = b.split_first()?;
+    if version != SHARES_VERSION || rest.len() % SHARE_ENTRY_LEN != 0 {
+        return None;
+    }
+    rest.chunks_exact(SHARE_ENTRY_LEN)
+        .map(|e| {
+            let first: [u8; 16] = e[..16].try_into().ok()?;
+            let share: [u8; 16] = e[17..].try_into().ok()?;
+            Some((
+                PdPoolId {
+                    first: first.into(),
+                    delegated_len: e[16],
+                },
+                u128::from_le_bytes(share),
+            ))
+        })
+        .collect()
+}
 
 /// Encodes `p` (layout in the module docs).
 pub fn encode(p: &Persisted) -> Vec<u8> {
@@ -107,6 +152,33 @@ mod tests {
             ..sample(ServerState::PartnerDown)
         };
         assert_eq!(decode(&encode(&p)), Some(p));
+    }
+
+    #[test]
+    fn shares_round_trip_and_bad_bytes_are_refused() {
+        let shares = vec![
+            (
+                PdPoolId {
+                    first: "2001:db8:8000::".parse().unwrap(),
+                    delegated_len: 56,
+                },
+                6553,
+            ),
+            (
+                PdPoolId {
+                    first: "2001:db8:9000::".parse().unwrap(),
+                    delegated_len: 60,
+                },
+                u128::MAX,
+            ),
+        ];
+        let b = encode_shares(&shares);
+        assert_eq!(b.len(), 1 + 2 * 33);
+        assert_eq!(decode_shares(&b), Some(shares));
+        assert_eq!(decode_shares(&[1]), Some(vec![]));
+        assert_eq!(decode_shares(&b[..b.len() - 1]), None);
+        assert_eq!(decode_shares(&[2]), None);
+        assert_eq!(decode_shares(&[]), None);
     }
 
     #[test]

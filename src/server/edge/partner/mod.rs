@@ -237,6 +237,13 @@ pub fn start(setup: PartnerSetup) -> Result<PartnerHandle, PartnerStartError> {
             }
             p
         });
+    let stored_shares = match setup.store.get_meta(persist::META_PD_SHARES)? {
+        Some(b) => persist::decode_shares(&b).unwrap_or_else(|| {
+            warn!("stored prefix shares unreadable; each pool starts safe (no free prefix of its own until the partner sets it)");
+            Vec::new()
+        }),
+        None => Vec::new(),
+    };
     let now = now_secs();
     let epc = EndpointConfig {
         mclt_secs: fo.mclt_secs,
@@ -250,6 +257,7 @@ pub fn start(setup: PartnerSetup) -> Result<PartnerHandle, PartnerStartError> {
         epc,
         setup.alloc.clone(),
         persisted,
+        &stored_shares,
         now,
     );
     match persisted {

@@ -164,6 +164,7 @@ impl PartnerThread {
         self.forget_ended();
         if self.out.store.is_empty()
             && self.out.persist.is_none()
+            && self.out.pd_shares.is_none()
             && self.out.to_peer.is_empty()
             && self.out.changes.is_empty()
             // A policy can change without anything to store (catching up ends on UPDDONE).
@@ -201,6 +202,24 @@ impl PartnerThread {
         {
             error!(error = %e, "failover: cannot store the endpoint state");
             durable = false;
+        }
+        if let Some(shares) = self.out.pd_shares.take()
+            && durable
+        {
+            match self
+                .store
+                .put_meta(persist::META_PD_SHARES, &persist::encode_shares(&shares))
+            {
+                Ok(()) => {
+                    for (pool, share) in &shares {
+                        debug!(pool = %pool, secondary_share = %share, "failover: prefix share stored");
+                    }
+                }
+                Err(e) => {
+                    error!(error = %e, "failover: cannot store the prefix shares");
+                    durable = false;
+                }
+            }
         }
         for (from, to) in self.out.changes.drain(..) {
             info!(from = %from, to = %to, partner = ?self.node.endpoint().partner_state().map(|s| s.to_string()), "failover state change");
@@ -667,6 +686,8 @@ pub(super) fn msg_kind(m: &PeerMsg) -> &'static str {
         PeerMsg::UpdReqAll => "UPDREQALL",
         PeerMsg::UpdDone => "UPDDONE",
         PeerMsg::PoolReq => "POOLREQ",
+        PeerMsg::PdShare { .. } => "BNDUPD (prefix share)",
+        PeerMsg::PdShareAck { .. } => "BNDREPLY (prefix share)",
         PeerMsg::Contact => "CONTACT",
     }
 }

@@ -1430,7 +1430,7 @@ fn a_split_brain_with_double_delegations_heals_to_one_binding_per_prefix() {
         return;
     }
     let mut p = Pair::new("s");
-    // 16 prefixes: 8 in each server's half.
+    // 16 prefixes: the primary lends the secondary 10 % of them (1), keeps 15.
     let (a, b) = (
         Side {
             pd_pool: "2001:db8:8000::/52",
@@ -1445,6 +1445,9 @@ fn a_split_brain_with_double_delegations_heals_to_one_binding_per_prefix() {
     p.start(&a);
     p.wait_state("a", "NORMAL", 20);
     p.wait_state("b", "NORMAL", 20);
+    for name in ["a", "b"] {
+        wait_share(&p, name, 10, |v| v.contains(" secondary_share=1 "));
+    }
     cut_link(&p);
     p.wait_state("a", "COMMUNICATIONS-INTERRUPTED", 15);
     p.wait_state("b", "COMMUNICATIONS-INTERRUPTED", 15);
@@ -1462,9 +1465,12 @@ fn a_split_brain_with_double_delegations_heals_to_one_binding_per_prefix() {
         );
         p.wait_state(name, "PARTNER-DOWN", 5);
     }
+    // Past PARTNER-DOWN + MCLT (3 s) each may delegate the other's free prefixes too, so
+    // neither refuses a client (tandem-gen takes the first answer, a refusal included).
+    std::thread::sleep(Duration::from_millis(3500));
     // 14 clients over about 7 s, each answered by both servers (tandem-gen relays to both):
-    // the first 8 take each server's own half, the next ones, past PARTNER-DOWN + MCLT (3 s),
-    // the other half, which the other server has already delegated. tandem-gen's own check
+    // each server delegates its own part first (15 and 1), then the other's: the secondary
+    // goes on into the primary's part, which the primary is delegating to other clients. tandem-gen's own check
     // reports the double delegations, as it should; this run is the split brain.
     let (json, _) = p.load(
         &[
@@ -1678,5 +1684,140 @@ fn a_wiped_secondary_recovers_while_the_primary_serves_2000_exchanges_a_second()
         "b",
         &during,
         "wiped secondary, leases granted while it recovered",
+    );
+}
+
+/// The value of `pd_share` in a server's status once it satisfies `ok`, or a panic naming the
+/// last value seen after `secs`.
+fn wait_share(p: &Pair, name: &str, secs: u64, ok: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let v = status_at(&p.socket(name))
+            .get("pd_share")
+            .cloned()
+            .unwrap_or_default();
+        if ok(&v) {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name}'s prefix share never got there; last: {v:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Issue 10 item 6: a PD pool is shared by proportion, not split in halves. The secondary is
+/// lent 10 % of the free prefixes (12 of 128), delegates exactly those while the primary is
+/// down, and after the primary returns the primary fills the rest of the pool through
+/// itself, taking prefixes back as it goes: at least 95 % of the pool is used before a
+/// client is refused. On the old code (halves by parity) the secondary delegated 20 of its
+/// 64 and the primary stopped at its 64.
+#[test]
+fn a_prefix_pool_is_filled_past_95_percent_with_shares_moved_between_the_partners() {
+    if skip_netns("a_prefix_pool_is_filled_past_95_percent_with_shares_moved_between_the_partners")
+    {
+        return;
+    }
+    let mut p = Pair::new("f");
+    let (a, b) = (
+        Side {
+            pd_pool: "2001:db8:8000::/49",
+            ..Side::a()
+        },
+        Side {
+            pd_pool: "2001:db8:8000::/49",
+            ..Side::b()
+        },
+    );
+    p.start(&b);
+    p.start(&a);
+    p.wait_state("a", "NORMAL", 20);
+    p.wait_state("b", "NORMAL", 20);
+    let lent = "2001:db8:8000::/56 secondary_share=12 free=128 secondary_free=12";
+    wait_share(&p, "b", 10, |v| v == lent);
+    wait_share(&p, "a", 10, |v| v == lent);
+    let pool = [("pool", "2001:db8:8000::/56")];
+    for name in ["a", "b"] {
+        let m = p.metrics(name);
+        assert_eq!(m.one("tandem_pd_pool_secondary_share", &pool), 12.0);
+        assert_eq!(m.one("tandem_pd_pool_secondary_free", &pool), 12.0);
+    }
+
+    // The primary dies: the secondary serves alone and delegates its share, no more.
+    p.a.as_mut().unwrap().kill9();
+    p.wait_state("b", "COMMUNICATIONS-INTERRUPTED", 15);
+    let (json, _) = p.load(
+        &[
+            "--clients",
+            "20",
+            "--rate",
+            "50",
+            "--seed",
+            "71",
+            "--mode",
+            "pd",
+            "--rapid-commit",
+            "--phase-secs",
+            "10",
+            "--max-failed-pct",
+            "100",
+        ],
+        30,
+    );
+    let alone = json["phases"][0]["ok"].as_u64().unwrap();
+    eprintln!("the secondary alone delegated {alone} prefixes");
+    assert_eq!(
+        alone, 12,
+        "the secondary delegated other than its share: {json}"
+    );
+
+    // The primary returns; it fills the rest of the pool at 10 clients a second.
+    p.start(&a);
+    p.wait_state("a", "NORMAL", 30);
+    p.wait_state("b", "NORMAL", 30);
+    p.wait_drained("a", 30);
+    p.wait_drained("b", 30);
+    let (json, _) = p.load(
+        &[
+            "--clients",
+            "128",
+            "--rate",
+            "10",
+            "--seed",
+            "72",
+            "--mode",
+            "pd",
+            "--rapid-commit",
+            "--phase-secs",
+            "20",
+            "--max-failed-pct",
+            "100",
+        ],
+        40,
+    );
+    let filled = json["phases"][0]["ok"].as_u64().unwrap();
+    let used = alone + filled;
+    eprintln!(
+        "the primary then delegated {filled}: {used} of 128 prefixes ({:.1} %) in use",
+        used as f64 * 100.0 / 128.0
+    );
+    assert!(
+        used * 100 >= 95 * 128,
+        "only {used} of 128 prefixes used before refusals: {json}"
+    );
+    p.wait_drained("a", 30);
+    p.wait_drained("b", 30);
+    p.assert_no_resource_bound_twice();
+    assert_eq!(p.active("a").len() as u64, used);
+    assert_eq!(p.active("b").len() as u64, used);
+    let moves: u64 = status_at(&p.socket("a"))["pd_share_moves"].parse().unwrap();
+    eprintln!(
+        "final share: {}; {moves} share moves since the primary's restart",
+        wait_share(&p, "a", 1, |_| true)
+    );
+    assert!(
+        moves >= 3,
+        "the primary barely moved the share ({moves} moves)"
     );
 }

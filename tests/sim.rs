@@ -34,11 +34,14 @@ use tandem_sim::{self as sim, SimConfig};
 /// just released, was taken as known free on both sides. 17014179: a re-grant after the
 /// client's release dropped the partner's claim we had acknowledged, while the partner, cut
 /// off, renewed the client up to that claim + MCLT (a change of 2026-11-30 the soak caught
-/// before it landed).
+/// before it landed). 5432: a primary's prefix share ran ahead of its store (a give whose
+/// write failed with a partner binding's), and the sync on the next link sent the memory's
+/// share, so a crash would have brought back a smaller one than the secondary held.
 const REGRESSION_SEEDS: &[u64] = &[
-    1, 3, 4, 19, 23, 30, 46, 133, 210, 228, 368, 732, 1022, 1766, 4690, 4715, 8478, 22984, 119697,
-    137128, 157888, 305235, 477335, 584557, 2019846, 3092888, 4114282, 5214726, 5220882, 5262442,
-    5555856, 5644433, 6046906, 6059273, 6088356, 7017165, 8942070, 10837211, 12705241, 17014179,
+    1, 3, 4, 19, 23, 30, 46, 133, 210, 228, 368, 732, 1022, 1766, 4690, 4715, 5432, 8478, 22984,
+    119697, 137128, 157888, 305235, 477335, 584557, 2019846, 3092888, 4114282, 5214726, 5220882,
+    5262442, 5555856, 5644433, 6046906, 6059273, 6088356, 7017165, 8942070, 10837211, 12705241,
+    17014179,
 ];
 
 fn run(seed: u64) {

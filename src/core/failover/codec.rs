@@ -990,6 +990,66 @@ mod tests {
     }
 
     #[test]
+    fn prefix_shares_round_trip_and_malformed_ones_are_refused() {
+        let pool = PdPoolId {
+            first: "2001:db8:8000::".parse().unwrap(),
+            delegated_len: 56,
+        };
+        let share = PeerMsg::PdShare {
+            xid: 77,
+            pool,
+            share: 6553,
+        };
+        let (m, h) = roundtrip(&share, 0);
+        assert_eq!((m, h.msg_type, h.xid), (share.clone(), FailoverType::BndUpd, 77));
+        for accepted in [true, false] {
+            let ack = PeerMsg::PdShareAck {
+                xid: 77,
+                pool,
+                share: u64::MAX,
+                accepted,
+            };
+            let (m, h) = roundtrip(&ack, 0);
+            assert_eq!((m, h.msg_type), (ack.clone(), FailoverType::BndReply));
+        }
+        // A BNDUPD with neither a binding nor our option is still refused as before, and so
+        // is ours with a sub-option cut short.
+        let mut out = Vec::new();
+        encode(&share, 0, NOW, &mut out).unwrap();
+        let mut buf = Vec::new();
+        FailoverWriter::new(&mut buf, FailoverType::BndUpd, 1, 0)
+            .frame_into(&mut out)
+            .unwrap();
+        let bare = out.split_off(out.len() - FAILOVER_HEADER_LEN - 2);
+        assert_eq!(
+            decode(&bare[2..], |_, _| Some(3), NOW),
+            Err(CodecError::Missing("OPTION_CLIENT_DATA"))
+        );
+        let mut body = share_option(&pool, 5);
+        body.truncate(body.len() - 1);
+        let mut w = FailoverWriter::new(&mut buf, FailoverType::BndUpd, 1, 0);
+        w.option(crate::wire::opt::VENDOR_OPTS, &body);
+        let mut short = Vec::new();
+        w.frame_into(&mut short).unwrap();
+        assert!(matches!(
+            decode(&short[2..], |_, _| Some(3), NOW),
+            Err(CodecError::Malformed(_))
+        ));
+        // Another enterprise's vendor option is not ours.
+        let mut other = share_option(&pool, 5);
+        other[..4].copy_from_slice(&9u32.to_be_bytes());
+        let mut buf2 = Vec::new();
+        let mut w = FailoverWriter::new(&mut buf2, FailoverType::BndUpd, 1, 0);
+        w.option(crate::wire::opt::VENDOR_OPTS, &other);
+        let mut theirs = Vec::new();
+        w.frame_into(&mut theirs).unwrap();
+        assert_eq!(
+            decode(&theirs[2..], |_, _| Some(3), NOW),
+            Err(CodecError::Missing("OPTION_CLIENT_DATA"))
+        );
+    }
+
+    #[test]
     fn errors_display() {
         let all = [
             CodecError::Wire(FailoverWireError::Truncated),

@@ -639,4 +639,212 @@ pools = [{ range = "2001:db8:1::100-2001:db8:1::1ff" }]
         nodes[0].link_up(now + 2, &mut out);
         assert!(nodes[0].catching_up());
     }
+
+    const CONF_PD: &str = r#"
+[server]
+listen = ["[::1]:5547"]
+[lease]
+preferred_lifetime_secs = 100
+valid_lifetime_secs = 200
+[[subnet]]
+id = 1
+prefix = "2001:db8:1::/64"
+pd_pools = [{ prefix = "2001:db8:8000::/48", delegated_len = 56 }]
+"#;
+
+    fn pd_node(role: Role, shares: &[(PdPoolId, u128)], now: u64) -> Node {
+        let config = Arc::new(crate::config::parse("t", CONF_PD).unwrap());
+        let alloc = Arc::new(Allocator::with_failover(&config.subnets));
+        alloc.finish_restore();
+        let stored = Persisted {
+            state: ServerState::Normal,
+            state_since: now - 100,
+            last_operated: now - 1,
+            partner_down_since: 0,
+            communicated: true,
+            store_was_empty: false,
+        };
+        Node::with_allocator(config, role, FO, alloc, Some(stored), shares, now)
+    }
+
+    /// The secondary's share never exceeds the primary's, in memory or in what each last
+    /// asked to store.
+    fn shares_safe(nodes: &[Node; 2], stored: &[Option<u128>; 2], id: PdPoolId) {
+        let p = nodes[0].allocator().pd_share(id).unwrap();
+        let s = nodes[1].allocator().pd_share(id).unwrap();
+        let p = stored[0].map_or(p, |d| d.min(p));
+        let s = stored[1].map_or(s, |d| d.max(s));
+        assert!(s <= p, "secondary share {s} > primary share {p}");
+    }
+
+    /// Like `pump`, keeping what each node asked to store and checking the shares after
+    /// every delivery.
+    fn pump_shares(
+        nodes: &mut [Node; 2],
+        outs: &mut [NodeOut; 2],
+        stored: &mut [Option<u128>; 2],
+        id: PdPoolId,
+        now: u64,
+    ) {
+        assert!(!pump_until_lost(nodes, outs, stored, id, now, |_| false));
+    }
+
+    /// Delivers messages as `pump_shares` does until `lost` picks one: that one and everything
+    /// still queued is dropped, as a broken link drops them (returns true).
+    fn pump_until_lost(
+        nodes: &mut [Node; 2],
+        outs: &mut [NodeOut; 2],
+        stored: &mut [Option<u128>; 2],
+        id: PdPoolId,
+        now: u64,
+        lost: impl Fn(&PeerMsg) -> bool,
+    ) -> bool {
+        for _ in 0..1000 {
+            for i in 0..2 {
+                if let Some(sh) = outs[i].pd_shares.take() {
+                    stored[i] = Some(sh[0].1);
+                }
+            }
+            shares_safe(nodes, stored, id);
+            let Some(from) = (0..2).find(|&i| !outs[i].to_peer.is_empty()) else {
+                return false;
+            };
+            let msgs = std::mem::take(&mut outs[from].to_peer);
+            for m in msgs {
+                if lost(&m) {
+                    outs.iter_mut().for_each(|o| o.to_peer.clear());
+                    return true;
+                }
+                nodes[1 - from].on_peer(now, m, &mut outs[1 - from]);
+                if let Some(sh) = outs[1 - from].pd_shares.take() {
+                    stored[1 - from] = Some(sh[0].1);
+                }
+                shares_safe(nodes, stored, id);
+            }
+        }
+        panic!("the nodes never went quiet");
+    }
+
+    #[test]
+    fn the_primary_lends_a_tenth_of_a_prefix_pool_and_takes_it_back_as_it_fills() {
+        let mut now = 10_000;
+        let mut nodes = [
+            pd_node(Role::Primary, &[], now),
+            pd_node(Role::Secondary, &[], now),
+        ];
+        let id = nodes[0].allocator().pd_pools()[0];
+        // Neither has a stored share: the primary starts as if it had given the pool away,
+        // the secondary with nothing.
+        assert_eq!(nodes[0].allocator().pd_share(id), Some(256));
+        assert_eq!(nodes[1].allocator().pd_share(id), Some(0));
+        let mut outs = [NodeOut::default(), NodeOut::default()];
+        let mut stored = [None, None];
+        for (n, out) in nodes.iter_mut().zip(outs.iter_mut()) {
+            n.link_up(now, out);
+            n.set_partner_window(64);
+        }
+        pump_shares(&mut nodes, &mut outs, &mut stored, id, now);
+        for n in &nodes {
+            assert_eq!(n.endpoint().state(), ServerState::Normal);
+            assert_eq!(n.allocator().pd_share(id), Some(25), "10 % of 256 free");
+        }
+        assert_eq!(stored, [Some(25), Some(25)]);
+        // The primary delegates; each second it looks again and takes prefixes back.
+        let rules = nodes[0].policy().rules;
+        let mut w = Vec::new();
+        let mut delegated = 0u32;
+        let mut refused_at = None;
+        for _ in 0..40 {
+            for _ in 0..10 {
+                let d = [0, 3, 0, 1, 0, 0, (delegated >> 8) as u8, delegated as u8];
+                let c = crate::pool::ClientIa {
+                    subnet: 0,
+                    kind: crate::config::ResourceKind::Prefix,
+                    duid: &d,
+                    iaid: 1,
+                    reservation: None,
+                };
+                match nodes[0].allocator().acquire(
+                    now,
+                    &c,
+                    &[],
+                    crate::pool::AcquireMode::Grant,
+                    &rules,
+                    &mut w,
+                ) {
+                    Some(_) => delegated += 1,
+                    None => {
+                        refused_at.get_or_insert(delegated);
+                        break;
+                    }
+                }
+            }
+            nodes[0].committed(now, w.iter(), &mut outs[0]);
+            w.clear();
+            pump_shares(&mut nodes, &mut outs, &mut stored, id, now);
+            now += 1;
+            nodes[0].tick(now, &mut outs[0]);
+            pump_shares(&mut nodes, &mut outs, &mut stored, id, now);
+        }
+        let first_refusal = refused_at.unwrap_or(delegated);
+        assert!(
+            first_refusal >= 243,
+            "the primary was refused after {first_refusal} of 256 (95 % is 243)"
+        );
+        assert!(delegated >= 255, "only {delegated} of 256 delegated in all");
+        // At the end the secondary is left with at most the one prefix the hysteresis allows.
+        let bal = nodes[0].allocator().pd_balance(id).unwrap();
+        assert!(bal.share <= 1, "{bal:?}");
+    }
+
+    #[test]
+    fn a_share_move_lost_with_the_link_leaves_prefixes_unowned_never_doubly_owned() {
+        let now = 10_000;
+        let is_take = |m: &PeerMsg| matches!(m, PeerMsg::PdShare { share: 25, .. });
+        let is_take_ack = |m: &PeerMsg| matches!(m, PeerMsg::PdShareAck { share: 25, .. });
+        for (lose, restart) in [
+            (&is_take as &dyn Fn(&PeerMsg) -> bool, false),
+            (&is_take, true),
+            (&is_take_ack, false),
+            (&is_take_ack, true),
+        ] {
+            let mut nodes = [
+                pd_node(Role::Primary, &[], now),
+                pd_node(Role::Secondary, &[], now),
+            ];
+            let id = nodes[0].allocator().pd_pools()[0];
+            let mut outs = [NodeOut::default(), NodeOut::default()];
+            let mut stored = [None, None];
+            for (n, out) in nodes.iter_mut().zip(outs.iter_mut()) {
+                n.link_up(now, out);
+                n.set_partner_window(64);
+            }
+            // The sync (the whole pool, 256) goes through; the take back to 25 or its
+            // answer is lost with the link.
+            assert!(pump_until_lost(&mut nodes, &mut outs, &mut stored, id, now, lose));
+            assert_eq!(nodes[0].allocator().pd_share(id), Some(256));
+            for (n, out) in nodes.iter_mut().zip(outs.iter_mut()) {
+                n.link_down(now, out);
+            }
+            shares_safe(&nodes, &stored, id);
+            let later = now + 5;
+            if restart {
+                // Both restart from what they stored.
+                nodes = [
+                    pd_node(Role::Primary, &[(id, stored[0].unwrap())], later),
+                    pd_node(Role::Secondary, &[(id, stored[1].unwrap())], later),
+                ];
+            }
+            shares_safe(&nodes, &stored, id);
+            for (n, out) in nodes.iter_mut().zip(outs.iter_mut()) {
+                n.link_up(later, out);
+                n.set_partner_window(64);
+            }
+            pump_shares(&mut nodes, &mut outs, &mut stored, id, later);
+            for n in &nodes {
+                assert_eq!(n.allocator().pd_share(id), Some(25));
+            }
+            assert_eq!(stored, [Some(25), Some(25)]);
+        }
+    }
 }

@@ -15,9 +15,9 @@
 //!   it before acknowledging; only on the acknowledgement does the primary apply and store it.
 //!
 //! A message lost with its connection, or a crash between the steps, leaves prefixes that
-//! neither side may delegate, never one both may. On every new link the primary first sends
-//! each pool's share as it stands (a *sync*, which the secondary takes whatever it held), then
-//! rebalances. A server with no stored share starts safe: the primary as if it had given the
+//! neither side may delegate, never one both may. On every new link the primary first stores
+//! and sends each pool's share as it stands (a *sync*, which the secondary takes whatever it
+//! held), then rebalances. A server with no stored share starts safe: the primary as if it had given the
 //! whole pool away, the secondary holding nothing; the first sync and rebalance set both.
 
 use super::peer::PeerMsg;
@@ -124,7 +124,12 @@ impl PdShares {
             return;
         }
         if let Some(i) = self.synced.iter().position(|s| !s) {
+            // What we hold in memory may be ahead of the store: a give whose write failed
+            // (the link was dropped, the give never sent). The sync is stored with it, before
+            // it goes, or a crash after the secondary took it would bring back the smaller
+            // share from the store (seed 5432).
             let share = alloc.pd_share(self.pools[i]).unwrap_or(0);
+            *stored_change = true;
             self.send(i, share, false, take_xid(), out);
             return;
         }

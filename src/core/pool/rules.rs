@@ -2,8 +2,7 @@
 
 /// Failover owner bit of a resource (RFC 8156 §4.2.1, independent allocation): addresses with
 /// bit 127 set belong to the primary (1), the others to the secondary (0). Prefixes are split
-/// the same way by their index in the pool (a static stand-in for proportional allocation
-/// until POOLREQ rebalancing exists).
+/// by the pool's share, which the primary moves (`pool::share`, `failover::pd_share`).
 pub const PRIMARY_BIT: usize = 1;
 
 /// What the failover state allows when allocating and how long leases may run.

@@ -486,6 +486,42 @@ impl MetricsHub {
                 );
             }
         }
+        // Prefix pools split between failover partners: the secondary's share and the free
+        // prefixes it holds (an alert on the latter at 0 for long means the secondary cannot
+        // delegate alone if the primary fails).
+        let balances: Vec<_> = self
+            .alloc
+            .pd_pools()
+            .into_iter()
+            .filter_map(|id| Some((id.to_string(), self.alloc.pd_balance(id)?)))
+            .collect();
+        if balances.is_empty() {
+            return;
+        }
+        t.family(
+            "tandem_pd_pool_secondary_share",
+            "gauge",
+            "Prefixes of the pool that are the failover secondary's part (free or not).",
+        );
+        for (pool, b) in &balances {
+            t.sample(
+                "tandem_pd_pool_secondary_share",
+                &[("pool", pool)],
+                b.share as f64,
+            );
+        }
+        t.family(
+            "tandem_pd_pool_secondary_free",
+            "gauge",
+            "Free prefixes of the pool that the failover secondary may delegate on its own.",
+        );
+        for (pool, b) in &balances {
+            t.sample(
+                "tandem_pd_pool_secondary_free",
+                &[("pool", pool)],
+                b.backup_free(b.share) as f64,
+            );
+        }
     }
 }
 

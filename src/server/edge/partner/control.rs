@@ -84,8 +84,10 @@ impl PartnerThread {
                     .lines()
                     .filter_map(|l| l.split_once(": "))
                 {
-                    if k == "pool" {
-                        let list = m.entry("pools").or_insert_with(|| serde_json::json!([]));
+                    if k == "pool" || k == "pd_share" {
+                        let list = m
+                            .entry(if k == "pool" { "pools" } else { "pd_shares" })
+                            .or_insert_with(|| serde_json::json!([]));
                         if let Some(a) = list.as_array_mut() {
                             a.push(serde_json::json!(v));
                         }
@@ -183,6 +185,20 @@ impl PartnerThread {
         let _ = writeln!(t, "updates_sent: {}", self.sent_updates);
         let _ = writeln!(t, "updates_received: {}", self.received_updates);
         let _ = writeln!(t, "store_failed: {}", self.store_failed);
+        // Prefix pools split between the partners: the secondary's share and who holds the
+        // free prefixes, as this server sees them.
+        for id in self.alloc.pd_pools() {
+            if let Some(b) = self.alloc.pd_balance(id) {
+                let _ = writeln!(
+                    t,
+                    "pd_share: {id} secondary_share={} free={} secondary_free={}",
+                    b.share,
+                    b.free_total(),
+                    b.backup_free(b.share)
+                );
+            }
+        }
+        let _ = writeln!(t, "pd_share_moves: {}", self.node.share_moves());
         control::pool_lines(&self.alloc, &mut t);
         t
     }

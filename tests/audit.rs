@@ -152,18 +152,22 @@ fn a_pair_audits_the_expiries_its_partner_thread_reclaims() {
     let (pa, pb) = (free_udp_port(), free_udp_port());
     let config = |name: &str, port: u16, role: &str, partner: &str| {
         let p = d.path();
+        // Failover takes leases of 30 s at least (RFC 8156 §1); the first grant lasts MCLT
+        // (2 s) anyway, and the clients here never renew.
         server_config(
             port,
             &p.join(format!("data-{name}")),
             &p.join(format!("audit-{name}.log")),
-        ) + &format!(
-            "[failover]\nrole = \"{role}\"\nrelationship = \"audit-pair\"\n\
+        )
+        .replace("valid_lifetime_secs = 3\n", "valid_lifetime_secs = 30\n")
+            + &format!(
+                "[failover]\nrole = \"{role}\"\nrelationship = \"audit-pair\"\n\
              partner = \"[::1]:{link}\"\nlisten = \"[::1]:{link}\"\npartner_name = \"tandem-{partner}\"\n\
              ca = \"{ca}\"\ncert = \"{cert}\"\nkey = \"{key}\"\nmclt_secs = 2\n",
-            ca = p.join("ca.pem").display(),
-            cert = p.join(format!("{name}.pem")).display(),
-            key = p.join(format!("{name}.key")).display(),
-        )
+                ca = p.join("ca.pem").display(),
+                cert = p.join(format!("{name}.pem")).display(),
+                key = p.join(format!("{name}.key")).display(),
+            )
     };
     std::fs::write(d.path().join("a.toml"), config("a", pa, "primary", "b")).unwrap();
     std::fs::write(d.path().join("b.toml"), config("b", pb, "secondary", "a")).unwrap();

@@ -120,7 +120,8 @@ fn msg_type_of(msg: &PeerMsg) -> FailoverType {
     match msg {
         PeerMsg::State { .. } => FailoverType::State,
         PeerMsg::BndUpd { .. } => FailoverType::BndUpd,
-        PeerMsg::BndReply { .. } => FailoverType::BndReply,
+        PeerMsg::BndReply { .. } | PeerMsg::PdShareAck { .. } => FailoverType::BndReply,
+        PeerMsg::PdShare { .. } => FailoverType::BndUpd,
         PeerMsg::UpdReq => FailoverType::UpdReq,
         PeerMsg::UpdReqAll => FailoverType::UpdReqAll,
         PeerMsg::UpdDone => FailoverType::UpdDone,
@@ -132,7 +133,10 @@ fn msg_type_of(msg: &PeerMsg) -> FailoverType {
 /// The transaction id the header must carry.
 fn xid_of(msg: &PeerMsg, param: u32) -> u32 {
     match msg {
-        PeerMsg::BndUpd { xid, .. } | PeerMsg::BndReply { xid, .. } => *xid,
+        PeerMsg::BndUpd { xid, .. }
+        | PeerMsg::BndReply { xid, .. }
+        | PeerMsg::PdShare { xid, .. }
+        | PeerMsg::PdShareAck { xid, .. } => *xid,
         _ => param,
     }
 }
@@ -189,8 +193,28 @@ fn sample_msgs() -> Vec<PeerMsg> {
             since: NOW - 1000 * i as u64,
             starting: i % 2 == 0,
             communicated: i % 3 == 0,
+            partner_down_since: if state == ServerState::PartnerDown {
+                NOW - 77
+            } else {
+                0
+            },
         });
     }
+    let pool = tandem_core::pool::PdPoolId {
+        first: "2001:db8:8000::".parse().unwrap(),
+        delegated_len: 56,
+    };
+    v.push(PeerMsg::PdShare {
+        xid: 4242,
+        pool,
+        share: 6553,
+    });
+    v.push(PeerMsg::PdShareAck {
+        xid: 4242,
+        pool,
+        share: 6553,
+        accepted: false,
+    });
     let mut expired = active_address();
     expired.state = LeaseState::Expired;
     let mut declined = released_prefix();
@@ -250,7 +274,7 @@ fn every_variant_round_trips_through_one_stream() {
         assert_eq!(peek_header(fr, NOW).unwrap(), h);
         seen.insert(std::mem::discriminant(m));
     }
-    assert_eq!(seen.len(), 8, "every PeerMsg variant is covered");
+    assert_eq!(seen.len(), 10, "every PeerMsg variant is covered");
 }
 
 #[test]
@@ -339,6 +363,7 @@ fn state_round_trips_with_flags() {
                 since: NOW - 3600,
                 starting,
                 communicated,
+                partner_down_since: 0,
             };
             let (d, h) = roundtrip(&msg, 42, NOW);
             assert_eq!((d, h.xid), (msg, 42));
@@ -350,6 +375,7 @@ fn state_round_trips_with_flags() {
             since: NOW - 10,
             starting: true,
             communicated: true,
+            partner_down_since: 0,
         },
         1,
         NOW,
@@ -696,6 +722,7 @@ fn times_survive_the_2136_wrap() {
         since: WRAP - 10,
         starting: false,
         communicated: true,
+        partner_down_since: 0,
     };
     assert_eq!(roundtrip(&state, 1, WRAP + 10).0, state);
 }
@@ -782,6 +809,7 @@ fn garbage_and_truncated_frames_are_errors() {
             since: NOW,
             starting: false,
             communicated: true,
+            partner_down_since: 0,
         },
         1,
         NOW,
@@ -1104,6 +1132,7 @@ fn msg_strategy(now: u64) -> impl Strategy<Value = PeerMsg> {
                 since,
                 starting,
                 communicated,
+                partner_down_since: 0,
             }
         ),
         4 => (xid.clone(), lease_strategy(now), lease_time(now)).prop_map(

@@ -259,7 +259,7 @@ impl World {
                         out.pd_shares = None;
                         out.to_peer.clear();
                         if let Some((_, l)) = self.slots[n].link.as_mut() {
-                            l.close("store failure (buggify)");
+                            l.close(now, "store failure (buggify)", false);
                         }
                     }
                 }

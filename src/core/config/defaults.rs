@@ -41,6 +41,11 @@ pub const MAX_UNACKED: u32 = 4096;
 pub const STARTUP_SECS: u64 = 5;
 /// `failover.skew_max_secs`: largest clock difference accepted in CONNECT (RFC 8156 §6.1.2).
 pub const SKEW_MAX_SECS: u64 = 5;
+/// Shortest valid lifetime a subnet may have under failover (RFC 8156 §1).
+pub const FAILOVER_VALID_LIFETIME_MIN_SECS: u64 = 30;
+/// `failover.mclt_secs` below this is accepted (tests use a few seconds) but logged at start:
+/// a client's first lease lasts at most MCLT.
+pub const MCLT_SECS_ADVISED_MIN: u64 = 30;
 /// `failover.pd_backup_percent`: the secondary's share of each prefix pool's free prefixes.
 pub const PD_BACKUP_PERCENT: u8 = 10;
 /// `failover.reconnect_max_ms`: longest wait between reconnection attempts.

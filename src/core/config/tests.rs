@@ -478,3 +478,25 @@ fn prefix_exclude_encodes_the_subnet_id_bits_and_checks_its_fields() {
         );
     }
 }
+
+#[test]
+fn failover_refuses_leases_shorter_than_30_s() {
+    let text = |valid: u32| {
+        format!(
+            "[server]\nlisten=[\"[::1]:5547\"]\n[lease]\npreferred_lifetime_secs=2\nvalid_lifetime_secs={valid}\n\
+             [[subnet]]\nid=7\nprefix=\"2001:db8::/64\"\npools=[{{prefix=\"2001:db8::/64\"}}]\n\
+             [failover]\nrole=\"secondary\"\npartner_name=\"a\"\nca=\"ca.pem\"\ncert=\"b.pem\"\nkey=\"b.key\"\n"
+        )
+    };
+    let e = crate::config::parse("t", &text(29))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("subnet 7: 29 s") && e.contains("RFC 8156"),
+        "{e}"
+    );
+    assert!(crate::config::parse("t", &text(30)).is_ok());
+    // Without failover a short lease is the operator's business.
+    let standalone = text(3).split("[failover]").next().unwrap().to_string();
+    assert!(crate::config::parse("t", &standalone).is_ok());
+}

@@ -168,6 +168,24 @@ fn validate(
         None => None,
         Some(f) => Some(failover(ctx, f)?),
     };
+    if failover.is_some() {
+        // RFC 8156 §1: failover MUST NOT be used for new leases shorter than 30 s (a lease
+        // must outlive the partners' exchange about it).
+        for (s, raw_s) in subnets.iter().zip(&raw.subnet) {
+            if u64::from(s.lifetimes.valid_secs) < defaults::FAILOVER_VALID_LIFETIME_MIN_SECS {
+                return Err(ctx.err(
+                    Some(raw_s.span()),
+                    "valid_lifetime_secs",
+                    format!(
+                        "subnet {}: {} s; with [failover] leases must be valid for at least {} s (RFC 8156 §1)",
+                        s.id,
+                        s.lifetimes.valid_secs,
+                        defaults::FAILOVER_VALID_LIFETIME_MIN_SECS
+                    ),
+                ));
+            }
+        }
+    }
     let mut requestors = Vec::new();
     for (i, r) in raw.leasequery.requestors.iter().enumerate() {
         let text = r.get_ref().trim();

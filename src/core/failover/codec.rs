@@ -77,8 +77,9 @@
 //!   the client's last transaction time stands in for it (the time of the grant, release or
 //!   decline), and `expires_at` for an EXPIRED lease.
 //! - **T1 / T2** are sent as 0: leases do not store what the client was given.
-//! - **STATE**: `OPTION_F_PARTNER_DOWN_TIME` is never sent ([`PeerMsg::State`] does not carry
-//!   it) and is ignored on receipt; so is the ACK_STARTUP flag. The state is sent as given: the
+//! - **STATE**: `OPTION_F_PARTNER_DOWN_TIME` goes with a STATE sent in PARTNER-DOWN
+//!   (`partner_down_since`) and is decoded, but the receiver acts on nothing in it (it shows in
+//!   `tandem ctl status`); the ACK_STARTUP flag is ignored. The state is sent as given: the
 //!   node announces its resumed state with `starting` set, never STARTUP itself (§0.1 item 9),
 //!   but a `state: Startup` would go out as value 1 (the parser accepts it).
 //! - **Prefix shares**: RFC 8156 §5.2.2 moves delegable prefixes one by one, as BNDUPDs of a
@@ -352,6 +353,7 @@ pub fn encode(msg: &PeerMsg, xid: u32, now_unix: u64, out: &mut Vec<u8>) -> Resu
             since,
             starting,
             communicated,
+            partner_down_since,
         } => {
             let mut flags = ServerFlags::default();
             if *starting {
@@ -364,6 +366,9 @@ pub fn encode(msg: &PeerMsg, xid: u32, now_unix: u64, out: &mut Vec<u8>) -> Resu
             w.server_state(*state);
             w.server_flags(flags);
             w.start_time_of_state(to_failover_time(*since));
+            if let Some(t) = wire_time(*partner_down_since) {
+                w.partner_down_time(t);
+            }
             w.frame_into(out)?;
         }
         PeerMsg::BndUpd {
@@ -623,6 +628,7 @@ pub fn decode(
                 since: from_failover_time(since, now_unix),
                 starting: flags.startup(),
                 communicated: flags.communicated(),
+                partner_down_since: unix_time(s.partner_down_time, now_unix),
             }
         }
         FailoverType::BndUpd if m.binding().is_none() && share_of(&m)?.is_some() => {
@@ -1001,7 +1007,10 @@ mod tests {
             share: 6553,
         };
         let (m, h) = roundtrip(&share, 0);
-        assert_eq!((m, h.msg_type, h.xid), (share.clone(), FailoverType::BndUpd, 77));
+        assert_eq!(
+            (m, h.msg_type, h.xid),
+            (share.clone(), FailoverType::BndUpd, 77)
+        );
         for accepted in [true, false] {
             let ack = PeerMsg::PdShareAck {
                 xid: 77,

@@ -20,7 +20,9 @@
 use super::codec::{self, CodecError};
 use super::connect::{self, ConnectAccepted, LinkParams};
 use super::peer::PeerMsg;
-use super::wire::{FailoverType, Framer, MAX_TRANSACTION_ID};
+use super::wire::{
+    FailoverMessage, FailoverStatusCode, FailoverType, FailoverWriter, Framer, MAX_TRANSACTION_ID,
+};
 use crate::config::{Config, Role};
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -32,6 +34,21 @@ pub const CONTACT_EVERY_MIN_MS: u64 = 100;
 /// Events queued at most inside a link; each `on_bytes` turn adds at most a few (the frames
 /// stay in the framer until polled).
 pub const LINK_EVENTS_MAX: usize = 4;
+
+/// The window over which a partner's clock is judged behind ours (see [`Link`]'s skew check).
+pub const SKEW_WINDOW_MS: u64 = 30_000;
+
+/// Longest reason put in a DISCONNECT (bytes; cut at a character boundary).
+pub const DISCONNECT_TEXT_MAX: usize = 200;
+
+/// `reason` cut to [`DISCONNECT_TEXT_MAX`] bytes.
+fn disconnect_text(reason: &str) -> &str {
+    let mut end = reason.len().min(DISCONNECT_TEXT_MAX);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    &reason[..end]
+}
 
 /// The two clocks a link reads: monotonic milliseconds for its timers (a wall-clock step must
 /// not fire or starve a keepalive) and unix seconds for what goes on the wire.
@@ -95,6 +112,13 @@ pub struct Link {
     /// The transport said the partner closed its side; the close is reported once what it
     /// sent before has been read.
     eof: bool,
+    /// Clock skew after CONNECT (RFC 8156 §6.1.2, §7.5.1: checked on every message): the
+    /// largest (sent-time − our time) seen in the current window. A message can arrive late
+    /// (queued, or we were busy or frozen) but never before it was sent, so one message
+    /// ahead by more than the limit is enough, while "behind" is judged on the least-late
+    /// message of a window ([`SKEW_WINDOW_MS`]; CONTACTs keep every window populated).
+    skew_best_secs: Option<i64>,
+    skew_window_ms: u64,
 }
 
 impl Link {
@@ -126,6 +150,8 @@ impl Link {
             events: VecDeque::with_capacity(LINK_EVENTS_MAX),
             xid: 0,
             eof: false,
+            skew_best_secs: None,
+            skew_window_ms: now.mono_ms,
         };
         if role == Role::Primary {
             let xid = l.next_xid();
@@ -179,7 +205,7 @@ impl Link {
                     break;
                 }
                 Some(Err(e)) => {
-                    self.close_with(format!("bad framing from the partner: {e}"), false);
+                    self.disconnect(now, format!("bad framing from the partner: {e}"));
                     break;
                 }
                 Some(Ok(f)) => f.to_vec(),
@@ -197,7 +223,10 @@ impl Link {
         }
         // BNDUPD carries its own xid (the session's); BNDREPLY echoes the partner's.
         let xid = match msg {
-            PeerMsg::BndUpd { .. } | PeerMsg::BndReply { .. } => 0,
+            PeerMsg::BndUpd { .. }
+            | PeerMsg::BndReply { .. }
+            | PeerMsg::PdShare { .. }
+            | PeerMsg::PdShareAck { .. } => 0,
             _ => self.next_xid(),
         };
         let before = self.transmit.len();
@@ -232,13 +261,13 @@ impl Link {
             Phase::Up => {
                 let silent_ms = now.mono_ms.saturating_sub(self.last_rx_ms);
                 if silent_ms > self.keepalive_ms {
-                    self.close_with(
+                    self.disconnect(
+                        now,
                         format!(
                             "nothing from the partner for {:.1} s (keepalive_secs = {})",
                             silent_ms as f64 / 1000.0,
                             self.keepalive_ms / 1000
                         ),
-                        false,
                     );
                 } else if now.mono_ms.saturating_sub(self.last_tx_ms) >= self.send_every_ms {
                     let _ = self.send(now, &PeerMsg::Contact);
@@ -260,9 +289,38 @@ impl Link {
         }
     }
 
-    /// Ends the link for a reason outside the protocol (transport error, replaced, shutdown).
-    pub fn close(&mut self, reason: impl Into<String>) {
-        self.close_with(reason.into(), false);
+    /// Ends the link for a reason outside the protocol (store failure, replaced, shutdown).
+    /// A link that is up tells the partner why first: a DISCONNECT carrying the reason is
+    /// queued (RFC 8156 §5.3), ServerShuttingDown if `shutting_down`, UnspecFail otherwise.
+    /// The caller sends what [`Link::take_transmit`] holds before closing the connection.
+    pub fn close(&mut self, now: Now, reason: impl Into<String>, shutting_down: bool) {
+        let reason = reason.into();
+        let code = if shutting_down {
+            FailoverStatusCode::ServerShuttingDown
+        } else {
+            FailoverStatusCode::UnspecFail
+        };
+        self.disconnect_with(now, code, reason);
+    }
+
+    /// Closes on a decision of ours, telling the partner why if the link is up.
+    fn disconnect(&mut self, now: Now, reason: String) {
+        self.disconnect_with(now, FailoverStatusCode::UnspecFail, reason);
+    }
+
+    fn disconnect_with(&mut self, now: Now, code: FailoverStatusCode, reason: String) {
+        if self.phase == Phase::Up {
+            let mut buf = Vec::new();
+            let sent = super::wire::to_failover_time(now.unix_secs);
+            let xid = self.next_xid();
+            let mut w = FailoverWriter::new(&mut buf, FailoverType::Disconnect, xid, sent);
+            w.status_code(code, disconnect_text(&reason));
+            let mut frame = Vec::new();
+            if w.frame_into(&mut frame).is_ok() {
+                self.queue(now, &frame);
+            }
+        }
+        self.close_with(reason, false);
     }
 
     fn next_xid(&mut self) -> u32 {
@@ -328,16 +386,60 @@ impl Link {
 
     fn up(&mut self, a: ConnectAccepted) {
         self.phase = Phase::Up;
+        self.skew_best_secs = None;
         self.send_every_ms = (a.partner_keepalive_secs * 1000 / 4).max(CONTACT_EVERY_MIN_MS);
         self.events.push_back(LinkEvent::Up(a));
     }
 
+    /// Judges the partner's clock by a message sent at `sent_unix`: why to drop the link, if
+    /// it is more than `skew_max_secs` off (see the `skew_best_secs` field).
+    fn skew_check(&mut self, now: Now, sent_unix: u64) -> Option<String> {
+        let limit = self.params.skew_max_secs as i64;
+        let offset = sent_unix as i64 - now.unix_secs as i64;
+        let too_far = |secs: i64, dir: &str| {
+            format!(
+                "clock skew: the partner's clock is {secs} s {dir} ours (limit {limit} s, failover.skew_max_secs); synchronise both clocks (NTP)"
+            )
+        };
+        if offset > limit {
+            return Some(too_far(offset, "ahead of"));
+        }
+        let best = self.skew_best_secs.map_or(offset, |b| b.max(offset));
+        self.skew_best_secs = Some(best);
+        if now.mono_ms.saturating_sub(self.skew_window_ms) >= SKEW_WINDOW_MS {
+            self.skew_window_ms = now.mono_ms;
+            self.skew_best_secs = None;
+            if best < -limit {
+                return Some(too_far(-best, "behind"));
+            }
+        }
+        None
+    }
+
     fn on_message(&mut self, now: Now, msg: &[u8]) {
+        if let Ok(h) = codec::peek_header(msg, now.unix_secs)
+            && let Some(why) = self.skew_check(now, h.sent_time)
+        {
+            self.disconnect(now, why);
+            return;
+        }
         let config = &self.config;
         match codec::decode(msg, |a, k| config.subnet_of(a, k), now.unix_secs) {
             Ok((m, _)) => self.events.push_back(LinkEvent::Msg(m)),
             Err(CodecError::LinkLayer(FailoverType::Disconnect)) => {
-                self.close_with("the partner sent DISCONNECT".into(), false);
+                let why = FailoverMessage::parse(msg)
+                    .ok()
+                    .and_then(|m| m.status())
+                    .map(|s| {
+                        format!(
+                            ": {} ({})",
+                            String::from_utf8_lossy(s.message),
+                            FailoverStatusCode::from_u16(s.code)
+                                .map_or_else(|| s.code.to_string(), |c| format!("{c:?}"))
+                        )
+                    })
+                    .unwrap_or_default();
+                self.close_with(format!("the partner sent DISCONNECT{why}"), false);
             }
             Err(e) => {
                 let h = codec::peek_header(msg, now.unix_secs);
@@ -531,6 +633,108 @@ mod tests {
             "{ev:?}"
         );
         assert!(b.poll_timeout().is_none());
+    }
+
+    #[test]
+    fn a_link_closed_by_us_tells_the_partner_why() {
+        // Our own decision (a store failure, a shutdown): DISCONNECT with the reason.
+        for (shutting_down, code) in [(false, "UnspecFail"), (true, "ServerShuttingDown")] {
+            let (mut a, mut b) = pair(5);
+            carry(&mut a, &mut b, at(0));
+            carry(&mut b, &mut a, at(0));
+            a.close(at(10), "store failure", shutting_down);
+            assert!(matches!(
+                a.poll_event(at(10)),
+                Some(LinkEvent::Closed { reason, .. }) if reason == "store failure"
+            ));
+            let ev = carry(&mut a, &mut b, at(20));
+            assert!(
+                matches!(ev.as_slice(), [LinkEvent::Closed { reason, was_up: true, refused: false }]
+                    if *reason == format!("the partner sent DISCONNECT: store failure ({code})")),
+                "{ev:?}"
+            );
+        }
+        // A keepalive timeout says so too; a long reason is cut, never split in a character.
+        let (mut a, mut b) = pair(4);
+        carry(&mut a, &mut b, at(0));
+        carry(&mut b, &mut a, at(0));
+        b.on_timeout(at(4001));
+        let ev = carry(&mut b, &mut a, at(4002));
+        assert!(
+            matches!(ev.as_slice(), [LinkEvent::Closed { reason, .. }] if reason.contains("nothing from the partner for 4.0 s")),
+            "{ev:?}"
+        );
+        let long = "é".repeat(150);
+        assert_eq!(disconnect_text(&long).len(), 200);
+        assert_eq!(disconnect_text("short"), "short");
+        // Before the link is up nothing is sent (CONNECTREPLY carries a refusal's reason).
+        let (mut a, _b) = pair(5);
+        a.take_transmit().clear();
+        a.close(at(1), "replaced by a newer connection", false);
+        assert!(a.take_transmit().is_empty());
+    }
+
+    /// `at(ms)` with the wall clock `secs` off.
+    fn off(ms: u64, secs: i64) -> Now {
+        let n = at(ms);
+        Now {
+            unix_secs: (n.unix_secs as i64 + secs) as u64,
+            ..n
+        }
+    }
+
+    #[test]
+    fn a_partner_clock_that_drifts_off_after_connect_drops_the_link_and_late_messages_do_not() {
+        let up = || {
+            let (mut a, mut b) = pair(60);
+            carry(&mut a, &mut b, at(0));
+            carry(&mut b, &mut a, at(0));
+            (a, b)
+        };
+        // Ahead by 6 s (limit 5): one message is enough.
+        let (mut a, mut b) = up();
+        a.send(off(1000, 6), &PeerMsg::Contact).unwrap();
+        let ev = carry(&mut a, &mut b, at(1000));
+        assert!(
+            matches!(ev.as_slice(), [LinkEvent::Closed { reason, .. }] if reason.contains("6 s ahead of ours")),
+            "{ev:?}"
+        );
+        assert!(!b.take_transmit().is_empty(), "b says why (DISCONNECT)");
+        // Behind by 8 s: judged once a window has passed with no message closer than that.
+        let (mut a, mut b) = up();
+        let mut closed = None;
+        for s in 1..=40u64 {
+            a.send(off(s * 1000, -8), &PeerMsg::Contact).unwrap();
+            let ev = carry(&mut a, &mut b, at(s * 1000));
+            if let [LinkEvent::Closed { reason, .. }] = ev.as_slice() {
+                closed = Some((s, reason.clone()));
+                break;
+            }
+            assert_eq!(ev, vec![LinkEvent::Msg(PeerMsg::Contact)]);
+        }
+        let (s, reason) = closed.expect("a clock 8 s behind was never noticed");
+        assert_eq!(s, 30, "judged at the end of the first window");
+        assert!(reason.contains("8 s behind ours"), "{reason}");
+        // Late, not skewed: messages that waited 20 s (we were frozen) beside timely ones.
+        let (mut a, mut b) = up();
+        for s in 1..=70u64 {
+            let sent = if s % 10 == 0 {
+                at(s * 1000)
+            } else {
+                off(s * 1000, -20)
+            };
+            a.send(sent, &PeerMsg::Contact).unwrap();
+            let ev = carry(&mut a, &mut b, at(s * 1000));
+            assert_eq!(ev, vec![LinkEvent::Msg(PeerMsg::Contact)], "at {s} s");
+        }
+        // Within the limit both ways: nothing happens.
+        let (mut a, mut b) = up();
+        for s in 1..=70u64 {
+            let skew = if s % 2 == 0 { 5 } else { -5 };
+            a.send(off(s * 1000, skew), &PeerMsg::Contact).unwrap();
+            let ev = carry(&mut a, &mut b, at(s * 1000));
+            assert_eq!(ev, vec![LinkEvent::Msg(PeerMsg::Contact)], "at {s} s");
+        }
     }
 
     #[test]

@@ -91,6 +91,9 @@ pub struct Node {
     requests: VecDeque<Option<ServerState>>,
     /// Who may delegate which free prefixes, and the moves between us.
     shares: PdShares,
+    /// The partner's last STATE said it is in PARTNER-DOWN since then (unix secs; 0: it did
+    /// not say).
+    partner_down_since_received: u64,
     /// The link is up and no update request made on it has been answered yet: the partner's
     /// backlog from before may hold bindings we do not know ([`Policy::catching_up`]).
     catching_up: bool,
@@ -146,6 +149,7 @@ impl Node {
             keep_ended_secs: config.server.keep_ended_secs,
             requests: VecDeque::new(),
             shares,
+            partner_down_since_received: 0,
             catching_up: false,
             actions: Vec::new(),
             writes: Vec::new(),
@@ -293,7 +297,9 @@ impl Node {
                 since,
                 starting,
                 communicated,
+                partner_down_since,
             } => {
+                self.partner_down_since_received = partner_down_since;
                 self.endpoint.handle(
                     now,
                     Event::PartnerState {
@@ -418,11 +424,17 @@ impl Node {
                 Action::Persist(p) => out.persist = Some(p),
                 Action::SendState if self.endpoint.link_up() => {
                     let (starting, communicated) = self.endpoint.flags();
+                    let state = self.endpoint.announced_state();
                     out.to_peer.push(PeerMsg::State {
-                        state: self.endpoint.announced_state(),
+                        state,
                         since: self.endpoint.state_since(),
                         starting,
                         communicated,
+                        partner_down_since: if state == ServerState::PartnerDown {
+                            self.endpoint.persisted().partner_down_since
+                        } else {
+                            0
+                        },
                     });
                 }
                 Action::SendUpdReq | Action::SendUpdReqAll if self.endpoint.link_up() => {
@@ -488,6 +500,11 @@ impl Node {
                 out.pd_shares = Some(self.shares.snapshot(&self.alloc));
             }
         }
+    }
+
+    /// When the partner says it entered PARTNER-DOWN (its last STATE; 0 if it is not there).
+    pub fn partner_down_since_received(&self) -> u64 {
+        self.partner_down_since_received
     }
 
     /// Prefix share moves acknowledged (primary) or applied (secondary) since start.
@@ -821,7 +838,14 @@ pd_pools = [{ prefix = "2001:db8:8000::/48", delegated_len = 56 }]
             }
             // The sync (the whole pool, 256) goes through; the take back to 25 or its
             // answer is lost with the link.
-            assert!(pump_until_lost(&mut nodes, &mut outs, &mut stored, id, now, lose));
+            assert!(pump_until_lost(
+                &mut nodes,
+                &mut outs,
+                &mut stored,
+                id,
+                now,
+                lose
+            ));
             assert_eq!(nodes[0].allocator().pd_share(id), Some(256));
             for (n, out) in nodes.iter_mut().zip(outs.iter_mut()) {
                 n.link_down(now, out);

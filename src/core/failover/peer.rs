@@ -30,6 +30,9 @@ pub enum PeerMsg {
         starting: bool,
         /// COMMUNICATED flag.
         communicated: bool,
+        /// In PARTNER-DOWN: when the sender entered it, unix secs
+        /// (OPTION_F_PARTNER_DOWN_TIME); 0 otherwise, and the option is left out.
+        partner_down_since: u64,
     },
     /// One binding (BNDUPD).
     BndUpd {

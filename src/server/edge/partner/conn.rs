@@ -55,10 +55,30 @@ impl Conn {
         }
     }
 
+    /// Closes the connection. A link that is up tells the partner why first (DISCONNECT,
+    /// one non-blocking write; whatever does not leave at once is lost with the connection).
     pub(super) fn close(&mut self, why: impl Into<String>) {
-        if self.closed.is_none() {
-            self.closed = Some(why.into());
+        self.close_as(why, false);
+    }
+
+    /// [`Conn::close`], saying ServerShuttingDown in the DISCONNECT if `shutting_down`.
+    pub(super) fn close_as(&mut self, why: impl Into<String>, shutting_down: bool) {
+        if self.closed.is_some() {
+            return;
         }
+        let why = why.into();
+        if let Some(l) = self.link.as_mut()
+            && l.is_up()
+        {
+            let now = Now {
+                mono_ms: self.opened_ms + self.opened.elapsed().as_millis() as u64,
+                unix_secs: now_secs(),
+            };
+            l.close(now, why.clone(), shutting_down);
+            self.transmit();
+            self.flush();
+        }
+        self.closed = Some(why);
     }
 
     /// Queues plaintext for the partner.

@@ -178,6 +178,11 @@ impl PartnerThread {
                 let _ = writeln!(t, "last_contact: never since start");
             }
         }
+        let pd = self.node.partner_down_since_received();
+        if pd != 0 {
+            // The partner's STATE says it is in PARTNER-DOWN, since then (it considers us down).
+            let _ = writeln!(t, "partner_in_partner_down_since: {pd}");
+        }
         let _ = writeln!(t, "catching_up: {}", self.node.catching_up());
         let _ = writeln!(t, "unacked_updates: {}", self.node.unacked());
         let _ = writeln!(t, "update_backlog: {}", self.node.backlog());

@@ -244,6 +244,12 @@ pub fn start(setup: PartnerSetup) -> Result<PartnerHandle, PartnerStartError> {
         }),
         None => Vec::new(),
     };
+    if fo.mclt_secs < tandem_core::config::defaults::MCLT_SECS_ADVISED_MIN {
+        warn!(
+            mclt_secs = fo.mclt_secs,
+            "failover: mclt_secs is below 30 s: a client's first lease lasts at most MCLT, and RFC 8156 expects leases of 30 s at least; fine for a test, not for clients"
+        );
+    }
     let now = now_secs();
     let epc = EndpointConfig {
         mclt_secs: fo.mclt_secs,

@@ -108,8 +108,10 @@ impl PartnerThread {
             }
         }
         if let Some(c) = self.conn.as_mut() {
+            c.close_as("the server is shutting down", true);
             c.tls.send_close_notify();
-            c.flush();
+            // The connection is closed for us, so flush by hand: one non-blocking attempt.
+            let _ = c.tls.write_tls(&mut c.sock);
         }
         let _ = std::fs::remove_file(&self.control_path);
         info!("failover: partner thread stopped");

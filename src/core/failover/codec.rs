@@ -17,8 +17,8 @@
 //! The share option (Tandem's; see *Deviations*):
 //!
 //! ```text
-//! OPTION_VENDOR_OPTS (17) { enterprise-number = TANDEM_ENTERPRISE_NUMBER,
-//!   sub-option 1 (PD share, 25 octets): first delegated prefix (16) | delegated length (1)
+//! OPTION_VENDOR_OPTS (17) { enterprise-number = TANDEM_ENTERPRISE_NUMBER (32473),
+//!   sub-option 3 (PD share, 25 octets): first delegated prefix (16) | delegated length (1)
 //!                                       | the secondary's share in prefixes (u64) }
 //! ```
 //!
@@ -104,6 +104,7 @@ use crate::pool::PdPoolId;
 use crate::wire::{DUID_MAX_LEN, DUID_MIN_LEN, Status};
 
 use super::peer::PeerMsg;
+use super::pools_digest::{TANDEM_ENTERPRISE_NUMBER, TANDEM_SUBOPT_PD_SHARE as SUBOPT_PD_SHARE};
 use super::wire::{
     Binding, BindingContent, BindingStatus, BindingWriter, FAILOVER_HEADER_LEN, FailoverMessage,
     FailoverStatusCode, FailoverType, FailoverWireError, FailoverWriter, LeaseOptions,
@@ -114,14 +115,6 @@ use super::wire::{
 /// Status code of a rejected binding update (`PeerMsg::BndReply { accepted: false, .. }`):
 /// OutdatedBindingInformation (19).
 pub const REJECT_STATUS: FailoverStatusCode = FailoverStatusCode::OutdatedBindingInformation;
-
-/// Enterprise number of Tandem's vendor option (the prefix share). RFC 5612's number for
-/// documentation stands in until the project registers its own; both partners are Tandem, so
-/// only they read it.
-pub const TANDEM_ENTERPRISE_NUMBER: u32 = 32473;
-
-/// Sub-option of Tandem's vendor option that carries a prefix share.
-const SUBOPT_PD_SHARE: u16 = 1;
 
 /// Length of the share sub-option's data.
 const PD_SHARE_LEN: usize = 16 + 1 + 8;

@@ -23,6 +23,10 @@ pub const TANDEM_SUBOPT_POOLS_DIGEST: u16 = 1;
 /// lines ([`pools_summary`]) joined by `'\n'`, at most [`POOLS_SUMMARY_MAX_BYTES`].
 pub const TANDEM_SUBOPT_POOLS_SUMMARY: u16 = 2;
 
+/// Vendor sub-option (under [`TANDEM_ENTERPRISE_NUMBER`]) carrying a prefix share in a BNDUPD
+/// and its BNDREPLY (`failover::codec`, `failover::pd_share`).
+pub const TANDEM_SUBOPT_PD_SHARE: u16 = 3;
+
 /// Most bytes of pools summary sent. When the lines do not fit, as many whole lines as fit are
 /// sent, followed by one line saying how many were left out.
 pub const POOLS_SUMMARY_MAX_BYTES: usize = 4096;

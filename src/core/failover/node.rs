@@ -744,6 +744,13 @@ pd_pools = [{ prefix = "2001:db8:8000::/48", delegated_len = 56 }]
 
     #[test]
     fn the_primary_lends_a_tenth_of_a_prefix_pool_and_takes_it_back_as_it_fills() {
+        // 10, 40 and 100 a second (the last fills the pool in under 3 s).
+        for per_sec in [10, 40, 100] {
+            fill_through_the_primary(per_sec);
+        }
+    }
+
+    fn fill_through_the_primary(per_sec: usize) {
         let mut now = 10_000;
         let mut nodes = [
             pd_node(Role::Primary, &[], now),
@@ -772,7 +779,7 @@ pd_pools = [{ prefix = "2001:db8:8000::/48", delegated_len = 56 }]
         let mut delegated = 0u32;
         let mut refused_at = None;
         for _ in 0..40 {
-            for _ in 0..10 {
+            for _ in 0..per_sec {
                 let d = [0, 3, 0, 1, 0, 0, (delegated >> 8) as u8, delegated as u8];
                 let c = crate::pool::ClientIa {
                     subnet: 0,
@@ -804,9 +811,11 @@ pd_pools = [{ prefix = "2001:db8:8000::/48", delegated_len = 56 }]
             pump_shares(&mut nodes, &mut outs, &mut stored, id, now);
         }
         let first_refusal = refused_at.unwrap_or(delegated);
+        // 95 % would be 243; keeping a few seconds of its use for itself, the primary is
+        // refused only for the last two (without that, 251 at 100/s).
         assert!(
-            first_refusal >= 243,
-            "the primary was refused after {first_refusal} of 256 (95 % is 243)"
+            first_refusal >= 254,
+            "at {per_sec}/s the primary was refused after {first_refusal} of 256"
         );
         assert!(delegated >= 255, "only {delegated} of 256 delegated in all");
         // At the end the secondary is left with at most the one prefix the hysteresis allows.

@@ -4,7 +4,9 @@
 //! Each prefix pool is split by one number, the secondary's *share* (`pool::share`). The
 //! primary keeps the secondary's free part near `failover.pd_backup_percent` of the pool's
 //! free prefixes: enough for the secondary to delegate on its own while the two cannot talk,
-//! and no more, so a pool no longer runs dry at half its size through the primary.
+//! and no more, so a pool no longer runs dry at half its size through the primary. Near the
+//! end of a pool filling fast it keeps [`RESERVE_SECS`] of its recent use for itself instead,
+//! so it is not refused between two checks while the secondary holds prefixes.
 //!
 //! Safety: the secondary's share as the secondary applies it never exceeds the share the
 //! primary applies, so no free prefix is ever the own of both. The primary alone moves it,
@@ -28,6 +30,10 @@ use crate::pool::{Allocator, PdPoolId};
 /// records once).
 pub const CHECK_INTERVAL_SECS: u64 = 1;
 
+/// The primary keeps for itself at least this many seconds' worth of the prefixes it used
+/// since its last check (see [`PdShares::poll`]).
+pub const RESERVE_SECS: u64 = 3;
+
 /// One move sent and not yet answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Outstanding {
@@ -49,6 +55,9 @@ pub struct PdShares {
     outstanding: Option<Outstanding>,
     /// When the primary last checked the balance (0: never).
     checked_at: u64,
+    /// Per pool (primary): when it was last measured (unix secs), its free prefixes then, and
+    /// the rate at which they went (per second) measured then.
+    free_at_check: Vec<Option<(u64, u128, u128)>>,
     /// Share moves acknowledged since start (primary) or applied (secondary).
     moves: u64,
 }
@@ -75,6 +84,7 @@ impl PdShares {
             role,
             backup_percent: backup_percent.min(100),
             synced: vec![false; pools.len()],
+            free_at_check: vec![None; pools.len()],
             pools,
             outstanding: None,
             checked_at: 0,
@@ -98,6 +108,7 @@ impl PdShares {
     /// A new link: every pool is synced again before anything moves.
     pub fn link_up(&mut self) {
         self.synced.iter_mut().for_each(|s| *s = false);
+        self.free_at_check.iter_mut().for_each(|f| *f = None);
         self.outstanding = None;
         self.checked_at = 0;
     }
@@ -141,7 +152,24 @@ impl PdShares {
             let Some(bal) = alloc.pd_balance(*id) else {
                 continue;
             };
-            let target = bal.free_total() * self.backup_percent as u128 / 100;
+            let free = bal.free_total();
+            // What the primary used since the last look, per second: it keeps at least
+            // RESERVE_SECS of that for itself, so a pool filling fast is not refused between
+            // two checks while the secondary sits on prefixes.
+            // (A second look within the same second, after a move, keeps the rate measured.)
+            let used_per_sec = match self.free_at_check[i] {
+                Some((at, before, _)) if now > at => {
+                    before.saturating_sub(free) / u128::from(now - at)
+                }
+                Some((_, _, rate)) => rate,
+                None => 0,
+            };
+            match &mut self.free_at_check[i] {
+                Some((at, _, _)) if now <= *at => {}
+                slot => *slot = Some((now, free, used_per_sec)),
+            }
+            let target = (free * self.backup_percent as u128 / 100)
+                .min(free.saturating_sub(used_per_sec * RESERVE_SECS as u128));
             let held = bal.backup_free(bal.share);
             // Hysteresis: a quarter of the target either way (at least one prefix), so a
             // pool in steady use is not moved back and forth on every check.

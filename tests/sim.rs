@@ -44,6 +44,14 @@ const REGRESSION_SEEDS: &[u64] = &[
     17014179,
 ];
 
+/// Seeds that failed with `--keep-ended-secs 60` (both servers forgetting records of leases
+/// ended a minute ago). 20045664: a refused partner update made us resend our view of the
+/// binding, a client's Release whose group commit had not landed; we crashed, came back with
+/// the binding active and renewed it on the partner's acknowledgement of before, while the
+/// partner held it released (found 2026-11-30 by a 60,000-seed sweep; it failed on the code
+/// of that morning too).
+const REGRESSION_SEEDS_KEEP_ENDED_60: &[u64] = &[20045664];
+
 fn run(seed: u64) {
     if let Err(f) = sim::run(seed, &SimConfig::from_seed(seed)) {
         panic!("{f}");
@@ -54,6 +62,19 @@ fn run(seed: u64) {
 fn regression_seeds() {
     for &s in REGRESSION_SEEDS {
         run(s);
+    }
+}
+
+#[test]
+fn regression_seeds_with_records_forgotten() {
+    for &s in REGRESSION_SEEDS_KEEP_ENDED_60 {
+        let cfg = SimConfig {
+            keep_ended_secs: 60,
+            ..SimConfig::from_seed(s)
+        };
+        if let Err(f) = sim::run(s, &cfg) {
+            panic!("{f}");
+        }
     }
 }
 

@@ -349,10 +349,19 @@ impl Node {
                         true
                     }
                     Err(ours) => {
-                        // Refused: the partner needs our view (RFC 8156 §7.5, OUTDATED).
+                        // Refused: the partner needs our view (RFC 8156 §7.5, OUTDATED). Our
+                        // view is what the table holds now, which may be a client's change
+                        // whose group commit has not landed yet: it is stored here first (the
+                        // store keeps the newest by sequence, so a copy of a durable record
+                        // changes nothing), since a BNDUPD must never announce what a crash
+                        // could lose (seed 20045664: a Release announced this way and then
+                        // lost in a crash left the partner holding it free while this server,
+                        // restarted, renewed the client's binding on the partner's
+                        // acknowledgement of before).
                         if ours.state != crate::lease::LeaseState::Offered
                             && ours.addr == incoming.addr
                         {
+                            out.store.push(ours.clone());
                             self.peer.enqueue(&ours);
                         }
                         false

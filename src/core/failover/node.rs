@@ -666,20 +666,14 @@ pools = [{ range = "2001:db8:1::100-2001:db8:1::1ff" }]
         assert!(nodes[0].catching_up());
     }
 
-    const CONF_PD: &str = r#"
-[server]
-listen = ["[::1]:5547"]
-[lease]
-preferred_lifetime_secs = 100
-valid_lifetime_secs = 200
-[[subnet]]
-id = 1
-prefix = "2001:db8:1::/64"
-pd_pools = [{ prefix = "2001:db8:8000::/48", delegated_len = 56 }]
-"#;
-
     fn pd_node(role: Role, shares: &[(PdPoolId, u128)], now: u64) -> Node {
-        let config = Arc::new(crate::config::parse("t", CONF_PD).unwrap());
+        // CONF with 256 delegable /56s instead of its addresses.
+        let text = CONF.replace(
+            r#"pools = [{ range = "2001:db8:1::100-2001:db8:1::1ff" }]"#,
+            r#"pd_pools = [{ prefix = "2001:db8:8000::/48", delegated_len = 56 }]"#,
+        );
+        assert_ne!(text, CONF);
+        let config = Arc::new(crate::config::parse("t", &text).unwrap());
         let alloc = Arc::new(Allocator::with_failover(&config.subnets));
         alloc.finish_restore();
         let stored = Persisted {

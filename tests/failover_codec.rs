@@ -203,6 +203,7 @@ fn sample_msgs() -> Vec<PeerMsg> {
     let pool = tandem_core::pool::PdPoolId {
         first: "2001:db8:8000::".parse().unwrap(),
         delegated_len: 56,
+        count: 65_536,
     };
     v.push(PeerMsg::PdShare {
         xid: 4242,

@@ -18,8 +18,9 @@
 //!
 //! ```text
 //! OPTION_VENDOR_OPTS (17) { enterprise-number = TANDEM_ENTERPRISE_NUMBER (32473),
-//!   sub-option 3 (PD share, 25 octets): first delegated prefix (16) | delegated length (1)
-//!                                       | the secondary's share in prefixes (u64) }
+//!   sub-option 3 (PD share, 41 octets): first delegated prefix (16) | delegated length (1)
+//!                 | prefixes in the pool (u128) | the secondary's share in prefixes (u64;
+//!                 u64::MAX asks for the secondary's share instead of setting it) }
 //! ```
 //!
 //! A BNDUPD's binding follows digest §4.1:
@@ -117,7 +118,7 @@ use super::wire::{
 pub const REJECT_STATUS: FailoverStatusCode = FailoverStatusCode::OutdatedBindingInformation;
 
 /// Length of the share sub-option's data.
-const PD_SHARE_LEN: usize = 16 + 1 + 8;
+const PD_SHARE_LEN: usize = 16 + 1 + 16 + 8;
 
 /// The vendor option body for a share of `pool`.
 fn share_option(pool: &PdPoolId, share: u64) -> Vec<u8> {
@@ -127,6 +128,7 @@ fn share_option(pool: &PdPoolId, share: u64) -> Vec<u8> {
     b.extend_from_slice(&(PD_SHARE_LEN as u16).to_be_bytes());
     b.extend_from_slice(&pool.first.octets());
     b.push(pool.delegated_len);
+    b.extend_from_slice(&pool.count.to_be_bytes());
     b.extend_from_slice(&share.to_be_bytes());
     b
 }
@@ -163,6 +165,9 @@ fn share_of(m: &FailoverMessage<'_>) -> Result<Option<(PdPoolId, u64)>, CodecErr
     let (&[len], rest) = rest
         .split_first_chunk::<1>()
         .ok_or(CodecError::Malformed("share"))?;
+    let (count, rest) = rest
+        .split_first_chunk::<16>()
+        .ok_or(CodecError::Malformed("share"))?;
     let share: &[u8; 8] = rest
         .try_into()
         .map_err(|_| CodecError::Malformed("share"))?;
@@ -173,6 +178,7 @@ fn share_of(m: &FailoverMessage<'_>) -> Result<Option<(PdPoolId, u64)>, CodecErr
         PdPoolId {
             first: Ipv6Addr::from(*addr),
             delegated_len: len,
+            count: u128::from_be_bytes(*count),
         },
         u64::from_be_bytes(*share),
     )))
@@ -993,6 +999,7 @@ mod tests {
         let pool = PdPoolId {
             first: "2001:db8:8000::".parse().unwrap(),
             delegated_len: 56,
+            count: 65_536,
         };
         let share = PeerMsg::PdShare {
             xid: 77,

@@ -358,8 +358,11 @@ impl Node {
                         // lost in a crash left the partner holding it free while this server,
                         // restarted, renewed the client's binding on the partner's
                         // acknowledgement of before).
+                        // (A record of sequence 0 is the partner's own, handed back when it
+                        // fits no pool here: nothing of ours to store or send.)
                         if ours.state != crate::lease::LeaseState::Offered
                             && ours.addr == incoming.addr
+                            && ours.seq != 0
                         {
                             out.store.push(ours.clone());
                             self.peer.enqueue(&ours);
@@ -500,6 +503,7 @@ impl Node {
             self.shares.poll(
                 now,
                 normal,
+                self.catching_up,
                 &self.alloc,
                 || peer.take_xid(),
                 &mut out.to_peer,
@@ -848,7 +852,7 @@ pools = [{ range = "2001:db8:1::100-2001:db8:1::1ff" }]
                 n.link_up(now, out);
                 n.set_partner_window(64);
             }
-            // The sync (the whole pool, 256) goes through; the take back to 25 or its
+            // The query and the give of the whole pool (256) go through; the take back to 25 or its
             // answer is lost with the link.
             assert!(pump_until_lost(
                 &mut nodes,

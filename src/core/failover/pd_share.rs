@@ -17,10 +17,20 @@
 //!   it before acknowledging; only on the acknowledgement does the primary apply and store it.
 //!
 //! A message lost with its connection, or a crash between the steps, leaves prefixes that
-//! neither side may delegate, never one both may. On every new link the primary first stores
-//! and sends each pool's share as it stands (a *sync*, which the secondary takes whatever it
-//! held), then rebalances. A server with no stored share starts safe: the primary as if it had given the
-//! whole pool away, the secondary holding nothing; the first sync and rebalance set both.
+//! neither side may delegate, never one both may. On every new link the primary first asks the
+//! secondary for each pool's share (a *query*: a share message with [`SHARE_QUERY`]); a give it
+//! applied here and never delivered is sent then, stored again first. A server with no stored
+//! share starts safe: the primary as if it had given the whole pool away, the secondary holding
+//! nothing.
+//!
+//! Only free prefixes the partner knows to be free ever change hands: whoever hands prefixes
+//! over (the primary for a give, the secondary for a take) moves the split no further than the
+//! first one that is in use, offered, or freed without the partner's acknowledgement
+//! (`Allocator::pd_movable_share`). Otherwise a prefix could change hands ahead of the binding
+//! update that says it is taken (a review found both ways: a grant of the primary's still in its
+//! backlog when a give went out, a secondary's grant from COMMUNICATIONS-INTERRUPTED not yet
+//! arrived when a take came). The primary also rebalances only once it has caught up with the
+//! secondary (`Node::catching_up`).
 
 use super::peer::PeerMsg;
 use crate::config::Role;
@@ -34,14 +44,28 @@ pub const CHECK_INTERVAL_SECS: u64 = 1;
 /// since its last check (see [`PdShares::poll`]).
 pub const RESERVE_SECS: u64 = 3;
 
-/// One move sent and not yet answered.
+/// The share value that asks the secondary for its share instead of setting it (the primary
+/// never sets a share that large: shares are capped at the pool's size).
+pub const SHARE_QUERY: u64 = u64::MAX;
+
+/// What a share message sent and not yet answered was for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Asking the secondary for its share.
+    Query,
+    /// A larger share, applied here before it went.
+    Give,
+    /// A smaller share, applied here once acknowledged.
+    Take,
+}
+
+/// One share message sent and not yet answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Outstanding {
     xid: u32,
     pool: usize,
     share: u128,
-    /// A smaller share than the primary's: applied here only once acknowledged.
-    take: bool,
+    kind: Kind,
 }
 
 /// One endpoint's side of the share protocol.
@@ -50,8 +74,12 @@ pub struct PdShares {
     role: Role,
     backup_percent: u8,
     pools: Vec<PdPoolId>,
-    /// Per pool (primary): the secondary acknowledged a share of ours on this link.
-    synced: Vec<bool>,
+    /// Per pool (primary): the secondary's share as it last told us on this link (None: not
+    /// asked yet on this link).
+    theirs: Vec<Option<u128>>,
+    /// Per pool (primary): the secondary refused a share message on this link (it has no
+    /// such pool: the configurations differ); left alone until the next link.
+    refused: Vec<bool>,
     outstanding: Option<Outstanding>,
     /// When the primary last checked the balance (0: never).
     checked_at: u64,
@@ -83,7 +111,8 @@ impl PdShares {
         PdShares {
             role,
             backup_percent: backup_percent.min(100),
-            synced: vec![false; pools.len()],
+            theirs: vec![None; pools.len()],
+            refused: vec![false; pools.len()],
             free_at_check: vec![None; pools.len()],
             pools,
             outstanding: None,
@@ -105,27 +134,32 @@ impl PdShares {
         self.moves
     }
 
-    /// A new link: every pool is synced again before anything moves.
+    /// A new link: every pool's share is asked for again before anything moves.
     pub fn link_up(&mut self) {
-        self.synced.iter_mut().for_each(|s| *s = false);
+        self.theirs.iter_mut().for_each(|s| *s = None);
+        self.refused.iter_mut().for_each(|r| *r = false);
         self.free_at_check.iter_mut().for_each(|f| *f = None);
         self.outstanding = None;
         self.checked_at = 0;
     }
 
-    /// The link dropped: a move in flight is forgotten (a give was applied here already, a
-    /// take was not; either way the next link syncs).
+    /// The link dropped: a message in flight is forgotten (a give was applied here already, a
+    /// take was not; the next link asks again).
     pub fn link_down(&mut self) {
         self.outstanding = None;
     }
 
-    /// Primary: the next move, if one is due. `serving_normally` is whether both sides are in
-    /// NORMAL with the link up. A give is applied to `alloc` here, before the message goes;
-    /// the caller must store [`PdShares::snapshot`] before sending it (`stored_change` is set).
+    /// Primary: the next share message, if one is due. `serving_normally`: both sides are in
+    /// NORMAL with the link up; `catching_up`: the partner's bindings from before the link
+    /// may still be on their way (no rebalancing then). A give is applied to `alloc` here,
+    /// before its message goes; `stored_change` is set whenever the caller must store
+    /// [`PdShares::snapshot`] before sending what was put in `out`.
+    #[allow(clippy::too_many_arguments)]
     pub fn poll(
         &mut self,
         now: u64,
         serving_normally: bool,
+        catching_up: bool,
         alloc: &Allocator,
         mut take_xid: impl FnMut() -> u32,
         out: &mut Vec<PeerMsg>,
@@ -134,29 +168,47 @@ impl PdShares {
         if self.role != Role::Primary || !serving_normally || self.outstanding.is_some() {
             return;
         }
-        if let Some(i) = self.synced.iter().position(|s| !s) {
-            // What we hold in memory may be ahead of the store: a give whose write failed
-            // (the link was dropped, the give never sent). The sync is stored with it, before
-            // it goes, or a crash after the secondary took it would bring back the smaller
-            // share from the store (seed 5432).
-            let share = alloc.pd_share(self.pools[i]).unwrap_or(0);
-            *stored_change = true;
-            self.send(i, share, false, take_xid(), out);
+        // 1. What the secondary holds, asked once per link.
+        if let Some(i) =
+            (0..self.pools.len()).find(|&i| self.theirs[i].is_none() && !self.refused[i])
+        {
+            self.send(i, u128::from(SHARE_QUERY), Kind::Query, take_xid(), out);
             return;
         }
-        if self.checked_at != 0 && now < self.checked_at + CHECK_INTERVAL_SECS {
+        // 2. A give applied here and not delivered (the link dropped, or it waited for
+        // prefixes to become movable): sent now, as far as the prefixes allow. Ours in
+        // memory may be ahead of the store (a write that failed): stored first (seed 5432).
+        for i in 0..self.pools.len() {
+            let (Some(theirs), Some(ours)) = (self.theirs[i], alloc.pd_share(self.pools[i])) else {
+                continue;
+            };
+            if self.refused[i] || ours <= theirs {
+                continue;
+            }
+            let deliverable = alloc.pd_movable_share(self.pools[i], theirs, ours);
+            if deliverable > theirs {
+                *stored_change = true;
+                self.send(i, deliverable, Kind::Give, take_xid(), out);
+                return;
+            }
+        }
+        // 3. Rebalancing, once caught up, at most once a second.
+        if catching_up || (self.checked_at != 0 && now < self.checked_at + CHECK_INTERVAL_SECS) {
             return;
         }
         self.checked_at = now.max(1);
         for (i, id) in self.pools.iter().enumerate() {
+            if self.refused[i] || self.theirs[i] != alloc.pd_share(*id) {
+                continue;
+            }
             let Some(bal) = alloc.pd_balance(*id) else {
                 continue;
             };
             let free = bal.free_total();
             // What the primary used since the last look, per second: it keeps at least
             // RESERVE_SECS of that for itself, so a pool filling fast is not refused between
-            // two checks while the secondary sits on prefixes.
-            // (A second look within the same second, after a move, keeps the rate measured.)
+            // two checks while the secondary sits on prefixes. (A second look within the
+            // same second, after a move, keeps the rate measured.)
             let used_per_sec = match self.free_at_check[i] {
                 Some((at, before, _)) if now > at => {
                     before.saturating_sub(free) / u128::from(now - at)
@@ -177,36 +229,42 @@ impl PdShares {
             if held + slack > target && held <= target + slack {
                 continue;
             }
-            let share = bal.share_for(target);
-            if share == bal.share {
-                continue;
-            }
-            let give = share > bal.share;
-            if give {
+            let wanted = bal.share_for(target);
+            if wanted > bal.share {
+                // Give: this side lets go of the prefixes first (its workers stop taking
+                // them at once), then keeps back any that turn out not to be movable (one a
+                // worker took meanwhile included), and stores the result before it is sent.
+                alloc.set_pd_share(*id, wanted);
+                let share = alloc.pd_movable_share(*id, bal.share, wanted);
                 alloc.set_pd_share(*id, share);
                 *stored_change = true;
+                if share > bal.share {
+                    self.send(i, share, Kind::Give, take_xid(), out);
+                    return;
+                }
+            } else if wanted < bal.share {
+                self.send(i, wanted, Kind::Take, take_xid(), out);
+                return;
             }
-            self.send(i, share, !give, take_xid(), out);
-            return;
         }
     }
 
-    fn send(&mut self, pool: usize, share: u128, take: bool, xid: u32, out: &mut Vec<PeerMsg>) {
+    fn send(&mut self, pool: usize, share: u128, kind: Kind, xid: u32, out: &mut Vec<PeerMsg>) {
         self.outstanding = Some(Outstanding {
             xid,
             pool,
             share,
-            take,
+            kind,
         });
         out.push(PeerMsg::PdShare {
             xid,
             pool: self.pools[pool],
-            share: share.min(u64::MAX as u128) as u64,
+            share: share.min(u128::from(SHARE_QUERY)) as u64,
         });
     }
 
-    /// Primary: the secondary answered a move. Returns whether the share here changed (the
-    /// caller stores the snapshot).
+    /// Primary: the secondary answered. Returns whether the share here changed (the caller
+    /// stores the snapshot).
     pub fn on_ack(
         &mut self,
         xid: u32,
@@ -222,25 +280,43 @@ impl PdShares {
             return false;
         }
         self.outstanding = None;
-        // The check that follows a move comes at once, not a second later.
+        // The check that follows an answer comes at once, not a second later.
         self.checked_at = 0;
-        if !accepted || share as u128 != o.share.min(u64::MAX as u128) {
-            // The partner does not know the pool (configurations differ): leave it alone on
-            // this link; what we hold stays as it is.
-            self.synced[o.pool] = true;
+        let share = u128::from(share);
+        let ours = alloc.pd_share(pool).unwrap_or(0);
+        // What the secondary may hold: never more than we do (it answers a take with a share
+        // between the one asked and the one it had).
+        let valid = match o.kind {
+            Kind::Query => share <= ours,
+            Kind::Give => share == o.share,
+            Kind::Take => share >= o.share && share <= ours,
+        };
+        if !accepted || !valid {
+            // It does not know the pool (the configurations differ) or answered nonsense:
+            // left alone on this link; what we hold stays as it is.
+            self.refused[o.pool] = true;
             return false;
         }
-        self.synced[o.pool] = true;
-        self.moves += 1;
-        if o.take {
-            alloc.set_pd_share(pool, o.share);
-            return true;
+        self.theirs[o.pool] = Some(share);
+        match o.kind {
+            Kind::Query => false,
+            Kind::Give => {
+                self.moves += 1;
+                false
+            }
+            Kind::Take if share < ours => {
+                self.moves += 1;
+                alloc.set_pd_share(pool, share);
+                true
+            }
+            Kind::Take => false,
         }
-        false
     }
 
-    /// Secondary: the primary set a share. Applies it (the caller stores the snapshot before
-    /// sending the answer, which is returned).
+    /// Secondary: the primary asked for or set a share. A larger share is taken as given; a
+    /// smaller one is taken only as far as its prefixes are movable (see the module docs).
+    /// Returns the answer and whether the share here changed (the caller stores the snapshot
+    /// before sending the answer).
     pub fn on_share(
         &mut self,
         xid: u32,
@@ -249,19 +325,33 @@ impl PdShares {
         alloc: &Allocator,
     ) -> (PeerMsg, bool) {
         let known = self.role == Role::Secondary && self.pools.contains(&pool);
-        if known {
-            alloc.set_pd_share(pool, share as u128);
-            self.moves += 1;
+        let current = alloc.pd_share(pool).unwrap_or(0);
+        let mut changed = false;
+        if known && share != SHARE_QUERY {
+            let wanted = u128::from(share);
+            let applied = if wanted < current {
+                alloc.pd_movable_share(pool, current, wanted)
+            } else {
+                wanted
+            };
+            if applied != current {
+                alloc.set_pd_share(pool, applied);
+                self.moves += 1;
+                changed = true;
+            }
         }
-        let applied = alloc.pd_share(pool).unwrap_or(0).min(u64::MAX as u128) as u64;
+        let now_held = alloc
+            .pd_share(pool)
+            .unwrap_or(0)
+            .min(u128::from(SHARE_QUERY - 1)) as u64;
         (
             PeerMsg::PdShareAck {
                 xid,
                 pool,
-                share: if known { share } else { applied },
+                share: now_held,
                 accepted: known,
             },
-            known,
+            changed,
         )
     }
 }

@@ -12,6 +12,7 @@
 //! [`decode`] accepts exactly that and nothing else; no function here panics.
 
 use super::state::{Persisted, ServerState};
+use crate::config::Role;
 use crate::pool::PdPoolId;
 
 /// Meta key under which the endpoint state is stored.
@@ -27,39 +28,58 @@ pub const PERSISTED_LEN: usize = 28;
 pub const META_PD_SHARES: &[u8] = b"pd_shares";
 
 /// Version byte of the share list encoding.
-pub const SHARES_VERSION: u8 = 1;
+pub const SHARES_VERSION: u8 = 2;
 
-/// Length of one share entry: first prefix (16), delegated length (1), share (u128 LE, 16).
-const SHARE_ENTRY_LEN: usize = 16 + 1 + 16;
+/// Length of one share entry: first prefix (16), delegated length (1), prefixes in the pool
+/// (u128 LE, 16), share (u128 LE, 16).
+const SHARE_ENTRY_LEN: usize = 16 + 1 + 16 + 16;
 
-/// Encodes the prefix shares: version (u8 = 1), then per pool its first delegated prefix
-/// (16 octets), their length (u8) and the secondary's share (u128, little-endian).
-pub fn encode_shares(shares: &[(PdPoolId, u128)]) -> Vec<u8> {
-    let mut b = Vec::with_capacity(1 + shares.len() * SHARE_ENTRY_LEN);
+/// Encodes the prefix shares of a server of role `role`: version (u8 = 2), role (u8: 1
+/// primary, 2 secondary), then per pool its first delegated prefix (16 octets), their length
+/// (u8), how many there are (u128 LE) and the secondary's share (u128 LE).
+pub fn encode_shares(role: Role, shares: &[(PdPoolId, u128)]) -> Vec<u8> {
+    let mut b = Vec::with_capacity(2 + shares.len() * SHARE_ENTRY_LEN);
     b.push(SHARES_VERSION);
+    b.push(match role {
+        Role::Primary => 1,
+        Role::Secondary => 2,
+    });
     for (id, share) in shares {
         b.extend_from_slice(&id.first.octets());
         b.push(id.delegated_len);
+        b.extend_from_slice(&id.count.to_le_bytes());
         b.extend_from_slice(&share.to_le_bytes());
     }
     b
 }
 
-/// Decodes what [`encode_shares`] wrote; `None` on an unknown version or a length that is not
-/// a whole number of entries.
-pub fn decode_shares(b: &[u8]) -> Option<Vec<(PdPoolId, u128)>> {
-    let (&version, rest) = b.split_first()?;
+/// Decodes what [`encode_shares`] wrote, for a server of role `role`: `None` on an unknown
+/// version or role byte, or a length that is not a whole number of entries; an empty list if
+/// the shares were stored by a server of the other role (a swapped configuration: the numbers
+/// would mean the opposite, so each pool starts safe instead).
+pub fn decode_shares(role: Role, b: &[u8]) -> Option<Vec<(PdPoolId, u128)>> {
+    let (&[version, stored_role], rest) = b.split_first_chunk::<2>()?;
     if version != SHARES_VERSION || rest.len() % SHARE_ENTRY_LEN != 0 {
         return None;
+    }
+    let stored_role = match stored_role {
+        1 => Role::Primary,
+        2 => Role::Secondary,
+        _ => return None,
+    };
+    if stored_role != role {
+        return Some(Vec::new());
     }
     rest.chunks_exact(SHARE_ENTRY_LEN)
         .map(|e| {
             let first: [u8; 16] = e[..16].try_into().ok()?;
-            let share: [u8; 16] = e[17..].try_into().ok()?;
+            let count: [u8; 16] = e[17..33].try_into().ok()?;
+            let share: [u8; 16] = e[33..].try_into().ok()?;
             Some((
                 PdPoolId {
                     first: first.into(),
                     delegated_len: e[16],
+                    count: u128::from_le_bytes(count),
                 },
                 u128::from_le_bytes(share),
             ))
@@ -161,6 +181,7 @@ mod tests {
                 PdPoolId {
                     first: "2001:db8:8000::".parse().unwrap(),
                     delegated_len: 56,
+                    count: 65_536,
                 },
                 6553,
             ),
@@ -168,17 +189,24 @@ mod tests {
                 PdPoolId {
                     first: "2001:db8:9000::".parse().unwrap(),
                     delegated_len: 60,
+                    count: 16,
                 },
                 u128::MAX,
             ),
         ];
-        let b = encode_shares(&shares);
-        assert_eq!(b.len(), 1 + 2 * 33);
-        assert_eq!(decode_shares(&b), Some(shares));
-        assert_eq!(decode_shares(&[1]), Some(vec![]));
-        assert_eq!(decode_shares(&b[..b.len() - 1]), None);
-        assert_eq!(decode_shares(&[2]), None);
-        assert_eq!(decode_shares(&[]), None);
+        let b = encode_shares(Role::Primary, &shares);
+        assert_eq!(b.len(), 2 + 2 * 49);
+        assert_eq!(decode_shares(Role::Primary, &b), Some(shares));
+        assert_eq!(
+            decode_shares(Role::Secondary, &b),
+            Some(vec![]),
+            "stored by the other role: not used"
+        );
+        assert_eq!(decode_shares(Role::Secondary, &[2, 2]), Some(vec![]));
+        assert_eq!(decode_shares(Role::Primary, &b[..b.len() - 1]), None);
+        assert_eq!(decode_shares(Role::Primary, &[1, 1]), None, "version 1");
+        assert_eq!(decode_shares(Role::Primary, &[2, 3]), None);
+        assert_eq!(decode_shares(Role::Primary, &[]), None);
     }
 
     #[test]

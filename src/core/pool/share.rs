@@ -14,14 +14,18 @@
 
 use super::*;
 
-/// A failover prefix pool as the partners name it: its first delegated prefix and their
-/// length (the configurations of both partners must agree on the pools).
+/// A failover prefix pool as the partners name it: its first delegated prefix, their length
+/// and how many there are. The size is part of the name because a share means "this many
+/// prefixes, spread over the sub-pools": with another size the same number names other
+/// prefixes, so a share stored or sent for one size never applies to another.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct PdPoolId {
     /// The first delegated prefix of the pool.
     pub first: Ipv6Addr,
     /// Length of each delegated prefix.
     pub delegated_len: u8,
+    /// Number of delegated prefixes in the pool.
+    pub count: u128,
 }
 
 impl std::fmt::Display for PdPoolId {
@@ -125,6 +129,7 @@ impl Allocator {
                     out.push(PdPoolId {
                         first: pool.cfg.resource(0),
                         delegated_len: pool.cfg.resource_len,
+                        count: pool.cfg.count,
                     });
                 }
             }
@@ -137,6 +142,7 @@ impl Allocator {
             p.cfg.kind == ResourceKind::Prefix
                 && p.cfg.resource(0) == id.first
                 && p.cfg.resource_len == id.delegated_len
+                && p.cfg.count == id.count
                 && p.subpools.first().is_some_and(|m| lock(m).failover)
         })
     }
@@ -169,6 +175,69 @@ impl Allocator {
         }
         *current = Some(share);
         true
+    }
+
+    /// How far pool `id`'s share can move from `from` toward `to` while every prefix that
+    /// changes hands is *movable*: no record here (never used), or a free record the partner
+    /// acknowledged (it knows the prefix is free). The share closest to `to` that qualifies;
+    /// `from` if none does. A prefix in use, offered, or freed without the partner's
+    /// acknowledgement must not change hands: the partner might not know it is taken.
+    pub fn pd_movable_share(&self, id: PdPoolId, from: u128, to: u128) -> u128 {
+        let Some(pool) = self.pd_pool(id) else {
+            return from;
+        };
+        let sizes: Vec<u128> = pool
+            .subpools
+            .iter()
+            .map(|m| {
+                let sp = lock(m);
+                sp.end - sp.start
+            })
+            .collect();
+        let total: u128 = sizes.iter().sum();
+        let (from, to) = (from.min(total), to.min(total));
+        let k_from = subpool_shares(&sizes, from);
+        // Whether moving the share from `from` to `c` hands over only movable prefixes.
+        let moves_ok = |c: u128| {
+            let k_c = subpool_shares(&sizes, c);
+            pool.subpools
+                .iter()
+                .zip(k_from.iter().zip(&k_c))
+                .all(|(m, (&a, &b))| {
+                    let sp = lock(m);
+                    let (lo, hi) = (a.min(b), a.max(b));
+                    ((sp.end - hi)..(sp.end - lo)).all(|i| {
+                        sp.slots.get(&i).is_none_or(|s| {
+                            s.lease.state.is_free() && s.lease.partner_ack_until > 0
+                        })
+                    })
+                })
+        };
+        // The prefixes moved grow with the distance from `from`, so the ones that qualify
+        // are those up to some point: a binary search finds it.
+        if to >= from {
+            let (mut lo, mut hi) = (from, to);
+            while lo < hi {
+                let mid = lo + (hi - lo).div_ceil(2);
+                if moves_ok(mid) {
+                    lo = mid;
+                } else {
+                    hi = mid - 1;
+                }
+            }
+            lo
+        } else {
+            let (mut lo, mut hi) = (to, from);
+            while lo < hi {
+                let mid = lo + (hi - lo) / 2;
+                if moves_ok(mid) {
+                    hi = mid;
+                } else {
+                    lo = mid + 1;
+                }
+            }
+            lo
+        }
     }
 
     /// Pool `id`'s free prefixes, for choosing a share (walks its records once, one sub-pool

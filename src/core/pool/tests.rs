@@ -1571,3 +1571,45 @@ fn a_prefix_freed_in_one_part_moves_to_its_new_owner_s_free_list() {
     assert_eq!(p.len(), 16, "{p:?}");
     assert!(s.iter().all(|i| p.contains(i)));
 }
+
+#[test]
+fn only_prefixes_the_partner_knows_to_be_free_change_hands() {
+    // 16 prefixes, one per sub-pool: share n gives the secondary sub-pools 0..n (levels fill
+    // sub-pools in order), so moving the share from a to b hands over indices a..b.
+    let (c, a, id) = failover_pd("2001:db8:8000::/52");
+    a.set_pd_share(id, 4);
+    let primary = rules(PRIMARY_BIT, None, None);
+    // The primary grants one prefix (index g, in its part). Its BNDUPD has not been
+    // acknowledged, so a give may not reach it.
+    let g = fill_pd(&c, &a, &primary, 1, 1)[0];
+    assert!(g >= 4);
+    assert_eq!(
+        a.pd_movable_share(id, 4, 16),
+        g,
+        "stops just before index {g}"
+    );
+    // Acknowledged by the partner, it is still in use: it does not move either.
+    let l = a
+        .lookup(ResourceKind::Prefix, c.subnets[0].pools[0].resource(g))
+        .unwrap();
+    a.record_ack(&l, l.expires_at + 10_000);
+    assert_eq!(a.pd_movable_share(id, 4, 16), g);
+    // Released, not yet acknowledged (PENDING-FREE): still not.
+    let mut w = Vec::new();
+    let d = [1u8, 0, 0, 0, 0, 0, 0];
+    a.end(20, &pd_ia(&d), l.addr, None, &mut w);
+    assert_eq!(a.pd_movable_share(id, 4, 16), g);
+    // Acknowledged free: it moves, and so does everything after it.
+    let freed = a.lookup(ResourceKind::Prefix, l.addr).unwrap();
+    a.record_ack(&freed, 21);
+    assert_eq!(a.pd_movable_share(id, 4, 16), 16);
+    // Taking back stops the same way, at a prefix the secondary's side holds.
+    let secondary = rules(1 - PRIMARY_BIT, None, None);
+    a.set_pd_share(id, 16);
+    let s = fill_pd(&c, &a, &secondary, 2, 1)[0];
+    assert_eq!(
+        a.pd_movable_share(id, 16, 0),
+        s + 1,
+        "stops just above index {s}"
+    );
+}

@@ -238,7 +238,7 @@ pub fn start(setup: PartnerSetup) -> Result<PartnerHandle, PartnerStartError> {
             p
         });
     let stored_shares = match setup.store.get_meta(persist::META_PD_SHARES)? {
-        Some(b) => persist::decode_shares(&b).unwrap_or_else(|| {
+        Some(b) => persist::decode_shares(fo.role, &b).unwrap_or_else(|| {
             warn!("stored prefix shares unreadable; each pool starts safe (no free prefix of its own until the partner sets it)");
             Vec::new()
         }),

@@ -208,10 +208,10 @@ impl PartnerThread {
         if let Some(shares) = self.out.pd_shares.take()
             && durable
         {
-            match self
-                .store
-                .put_meta(persist::META_PD_SHARES, &persist::encode_shares(&shares))
-            {
+            match self.store.put_meta(
+                persist::META_PD_SHARES,
+                &persist::encode_shares(self.fo.role, &shares),
+            ) {
                 Ok(()) => {
                     for (pool, share) in &shares {
                         debug!(pool = %pool, secondary_share = %share, "failover: prefix share stored");

@@ -116,6 +116,17 @@ impl PdBalance {
     }
 }
 
+/// The sizes of `pool`'s sub-pools, in order.
+fn subpool_sizes(pool: &PoolState) -> Vec<u128> {
+    pool.subpools
+        .iter()
+        .map(|m| {
+            let sp = lock(m);
+            sp.end - sp.start
+        })
+        .collect()
+}
+
 impl Allocator {
     /// The prefix pools that are split between partners (none without failover), in
     /// configuration order.
@@ -161,14 +172,7 @@ impl Allocator {
             return false;
         };
         let mut current = lock(&pool.share);
-        let sizes: Vec<u128> = pool
-            .subpools
-            .iter()
-            .map(|m| {
-                let sp = lock(m);
-                sp.end - sp.start
-            })
-            .collect();
+        let sizes = subpool_sizes(pool);
         let share = share.min(sizes.iter().sum());
         for (m, k) in pool.subpools.iter().zip(subpool_shares(&sizes, share)) {
             lock(m).set_backup_share(k);
@@ -186,14 +190,7 @@ impl Allocator {
         let Some(pool) = self.pd_pool(id) else {
             return from;
         };
-        let sizes: Vec<u128> = pool
-            .subpools
-            .iter()
-            .map(|m| {
-                let sp = lock(m);
-                sp.end - sp.start
-            })
-            .collect();
+        let sizes = subpool_sizes(pool);
         let total: u128 = sizes.iter().sum();
         let (from, to) = (from.min(total), to.min(total));
         let k_from = subpool_shares(&sizes, from);

@@ -610,6 +610,28 @@ pub fn decode(
 ) -> Result<(PeerMsg, Header), CodecError> {
     let m = FailoverMessage::parse(frame)?;
     let h = header_of(&m, now_unix);
+    // A BNDUPD or BNDREPLY without a binding may carry a prefix share instead.
+    let share = match m.msg_type() {
+        FailoverType::BndUpd | FailoverType::BndReply if m.binding().is_none() => share_of(&m)?,
+        _ => None,
+    };
+    if let Some((pool, share)) = share {
+        let msg = if m.msg_type() == FailoverType::BndUpd {
+            PeerMsg::PdShare {
+                xid: h.xid,
+                pool,
+                share,
+            }
+        } else {
+            PeerMsg::PdShareAck {
+                xid: h.xid,
+                pool,
+                share,
+                accepted: reply_outcome(&m, now_unix).0,
+            }
+        };
+        return Ok((msg, h));
+    }
     let msg = match m.msg_type() {
         FailoverType::State => {
             let s = m.state();
@@ -630,16 +652,6 @@ pub fn decode(
                 partner_down_since: unix_time(s.partner_down_time, now_unix),
             }
         }
-        FailoverType::BndUpd if m.binding().is_none() && share_of(&m)?.is_some() => {
-            let Some((pool, share)) = share_of(&m)? else {
-                unreachable!("checked in the guard")
-            };
-            PeerMsg::PdShare {
-                xid: h.xid,
-                pool,
-                share,
-            }
-        }
         FailoverType::BndUpd => {
             let b = match m.binding() {
                 Some(BindingContent::Client(b)) => b,
@@ -655,17 +667,6 @@ pub fn decode(
                 xid: h.xid,
                 lease,
                 partner_lifetime,
-            }
-        }
-        FailoverType::BndReply if m.binding().is_none() && share_of(&m)?.is_some() => {
-            let Some((pool, share)) = share_of(&m)? else {
-                unreachable!("checked in the guard")
-            };
-            PeerMsg::PdShareAck {
-                xid: h.xid,
-                pool,
-                share,
-                accepted: reply_outcome(&m, now_unix).0,
             }
         }
         FailoverType::BndReply => {

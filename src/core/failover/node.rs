@@ -348,7 +348,8 @@ impl Node {
                         out.store.push(stored);
                         true
                     }
-                    Err(ours) => {
+                    Err(None) => false,
+                    Err(Some(ours)) => {
                         // Refused: the partner needs our view (RFC 8156 §7.5, OUTDATED). Our
                         // view is what the table holds now, which may be a client's change
                         // whose group commit has not landed yet: it is stored here first (the
@@ -358,11 +359,8 @@ impl Node {
                         // lost in a crash left the partner holding it free while this server,
                         // restarted, renewed the client's binding on the partner's
                         // acknowledgement of before).
-                        // (A record of sequence 0 is the partner's own, handed back when it
-                        // fits no pool here: nothing of ours to store or send.)
                         if ours.state != crate::lease::LeaseState::Offered
                             && ours.addr == incoming.addr
-                            && ours.seq != 0
                         {
                             out.store.push(ours.clone());
                             self.peer.enqueue(&ours);

@@ -110,19 +110,20 @@ impl Allocator {
     ///   times are within the skew (`receiver_is_secondary` accepts it), and a clearly older
     ///   one is refused.
     ///
-    /// Returns the lease to store before acknowledging, or `Err` with ours (send it back).
+    /// Returns the lease to store before acknowledging, or `Err` with ours (send it back),
+    /// `Err(None)` if the binding fits none of our pools (nothing of ours to send).
     pub fn apply_partner_update(
         &self,
         incoming: &Lease,
         receiver_is_secondary: bool,
         ours_active_in_flight: bool,
         now: u64,
-    ) -> Result<Lease, Lease> {
+    ) -> Result<Lease, Option<Lease>> {
         let Some(sn) = self.subnets.iter().position(|s| s.id == incoming.subnet_id) else {
-            return Err(incoming.clone());
+            return Err(None);
         };
         let Some(r) = self.locate(sn, incoming.kind, incoming.addr) else {
-            return Err(incoming.clone());
+            return Err(None);
         };
         let key = client_key(
             incoming.subnet_id,
@@ -157,7 +158,7 @@ impl Allocator {
                 && incoming.state == LeaseState::Active
                 && later(local.cltt, incoming.cltt)
             {
-                return Err(local.clone());
+                return Err(Some(local.clone()));
             }
             if local.state == LeaseState::Active {
                 match (same_client, incoming.state) {
@@ -172,7 +173,7 @@ impl Allocator {
                     }
                     // Expired: once our own copy's time is up too (RFC 8156 time(1)).
                     (true, LeaseState::Expired) if now <= end_of_state(local) + SKEW_EQUAL_SECS => {
-                        return Err(local.clone());
+                        return Err(Some(local.clone()));
                     }
                     (true, LeaseState::Expired) => ends_our_active = true,
                     // Released (or other): only if not before our last transaction with it. The
@@ -184,7 +185,9 @@ impl Allocator {
                     // server and was granted at the other a second later, on a clock 2 s
                     // behind; the release won and the granted prefix went to another client).
                     // Keeping it costs a held lease until it expires.
-                    (true, _) if !later(incoming.cltt, local.cltt) => return Err(local.clone()),
+                    (true, _) if !later(incoming.cltt, local.cltt) => {
+                        return Err(Some(local.clone()));
+                    }
                     (true, _) => ends_our_active = true,
                     // Another client: the clearly later binding wins; within the skew the
                     // primary's view stands. A clearly older claim is stale whoever sends it
@@ -193,8 +196,8 @@ impl Allocator {
                     (false, LeaseState::Active) if later(incoming.cltt, local.cltt) => {}
                     (false, LeaseState::Active)
                         if receiver_is_secondary && !later(local.cltt, incoming.cltt) => {}
-                    (false, LeaseState::Active) => return Err(local.clone()),
-                    (false, _) => return Err(local.clone()),
+                    (false, LeaseState::Active) => return Err(Some(local.clone())),
+                    (false, _) => return Err(Some(local.clone())),
                 }
             }
         }

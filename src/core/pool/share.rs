@@ -203,11 +203,9 @@ impl Allocator {
                 .all(|(m, (&a, &b))| {
                     let sp = lock(m);
                     let (lo, hi) = (a.min(b), a.max(b));
-                    ((sp.end - hi)..(sp.end - lo)).all(|i| {
-                        sp.slots.get(&i).is_none_or(|s| {
-                            s.lease.state.is_free() && s.lease.partner_ack_until > 0
-                        })
-                    })
+                    // Free as a new client could have it: no record, or free and
+                    // acknowledged (the pool is a failover one).
+                    ((sp.end - hi)..(sp.end - lo)).all(|i| sp.is_free(i))
                 })
         };
         // The prefixes moved grow with the distance from `from`, so the ones that qualify

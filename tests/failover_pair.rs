@@ -78,6 +78,19 @@ impl Side {
             ..Side::a()
         }
     }
+    /// A and B, both with the PD pool `pd_pool` (delegated length 56).
+    fn pair_with_pd_pool(pd_pool: &'static str) -> (Side, Side) {
+        (
+            Side {
+                pd_pool,
+                ..Side::a()
+            },
+            Side {
+                pd_pool,
+                ..Side::b()
+            },
+        )
+    }
 }
 
 struct Pair {
@@ -1431,16 +1444,7 @@ fn a_split_brain_with_double_delegations_heals_to_one_binding_per_prefix() {
     }
     let mut p = Pair::new("s");
     // 16 prefixes: the primary lends the secondary 10 % of them (1), keeps 15.
-    let (a, b) = (
-        Side {
-            pd_pool: "2001:db8:8000::/52",
-            ..Side::a()
-        },
-        Side {
-            pd_pool: "2001:db8:8000::/52",
-            ..Side::b()
-        },
-    );
+    let (a, b) = Side::pair_with_pd_pool("2001:db8:8000::/52");
     p.start(&b);
     p.start(&a);
     p.wait_state("a", "NORMAL", 20);
@@ -1720,16 +1724,7 @@ fn a_prefix_pool_is_filled_past_95_percent_with_shares_moved_between_the_partner
         return;
     }
     let mut p = Pair::new("f");
-    let (a, b) = (
-        Side {
-            pd_pool: "2001:db8:8000::/49",
-            ..Side::a()
-        },
-        Side {
-            pd_pool: "2001:db8:8000::/49",
-            ..Side::b()
-        },
-    );
+    let (a, b) = Side::pair_with_pd_pool("2001:db8:8000::/49");
     p.start(&b);
     p.start(&a);
     p.wait_state("a", "NORMAL", 20);

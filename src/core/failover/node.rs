@@ -224,7 +224,9 @@ impl Node {
         // Until an update request made on this link is answered, the partner may still be
         // sending bindings it made while we could not hear it.
         self.catching_up = true;
-        self.shares.link_up();
+        // The share queries go first, so their answers come before the partner's UPDDONE.
+        let peer = &mut self.peer;
+        self.shares.link_up(|| peer.take_xid(), &mut out.to_peer);
         self.endpoint.handle(now, Event::LinkUp, &mut self.actions);
         self.run_actions(now, out);
     }
@@ -669,6 +671,17 @@ pools = [{ range = "2001:db8:1::100-2001:db8:1::1ff" }]
     }
 
     fn pd_node(role: Role, shares: &[(PdPoolId, u128)], now: u64) -> Node {
+        pd_node_on(role, None, shares, now)
+    }
+
+    /// A node on a pool of 256 delegable /56s, with its lease table `alloc` (a new one if
+    /// None: what a restart on a store holding those leases would rebuild).
+    fn pd_node_on(
+        role: Role,
+        alloc: Option<Arc<Allocator>>,
+        shares: &[(PdPoolId, u128)],
+        now: u64,
+    ) -> Node {
         // CONF with 256 delegable /56s instead of its addresses.
         let text = CONF.replace(
             r#"pools = [{ range = "2001:db8:1::100-2001:db8:1::1ff" }]"#,
@@ -676,8 +689,11 @@ pools = [{ range = "2001:db8:1::100-2001:db8:1::1ff" }]
         );
         assert_ne!(text, CONF);
         let config = Arc::new(crate::config::parse("t", &text).unwrap());
-        let alloc = Arc::new(Allocator::with_failover(&config.subnets));
-        alloc.finish_restore();
+        let alloc = alloc.unwrap_or_else(|| {
+            let a = Arc::new(Allocator::with_failover(&config.subnets));
+            a.finish_restore();
+            a
+        });
         let stored = Persisted {
             state: ServerState::Normal,
             state_since: now - 100,
@@ -828,16 +844,54 @@ pools = [{ range = "2001:db8:1::100-2001:db8:1::1ff" }]
         assert!(bal.share <= 1, "{bal:?}");
     }
 
+    /// The primary delegates `count` prefixes to new clients (numbered from `first`) and
+    /// tells its partner; returns how many it could.
+    fn delegate(node: &mut Node, first: u32, count: u32, now: u64, out: &mut NodeOut) -> u32 {
+        let rules = node.policy().rules;
+        let mut w = Vec::new();
+        let mut done = 0;
+        for n in first..first + count {
+            let d = [0, 3, 0, 1, 0, 0, (n >> 8) as u8, n as u8];
+            let c = crate::pool::ClientIa {
+                subnet: 0,
+                kind: crate::config::ResourceKind::Prefix,
+                duid: &d,
+                iaid: 1,
+                reservation: None,
+            };
+            let mode = crate::pool::AcquireMode::Grant;
+            if node
+                .allocator()
+                .acquire(now, &c, &[], mode, &rules, &mut w)
+                .is_some()
+            {
+                done += 1;
+            }
+        }
+        node.committed(now, w.iter(), out);
+        done
+    }
+
     #[test]
     fn a_share_move_lost_with_the_link_leaves_prefixes_unowned_never_doubly_owned() {
         let now = 10_000;
-        let is_take = |m: &PeerMsg| matches!(m, PeerMsg::PdShare { share: 25, .. });
-        let is_take_ack = |m: &PeerMsg| matches!(m, PeerMsg::PdShareAck { share: 25, .. });
-        for (lose, restart) in [
-            (&is_take as &dyn Fn(&PeerMsg) -> bool, false),
-            (&is_take, true),
-            (&is_take_ack, false),
-            (&is_take_ack, true),
+        // A give (0 -> 25 on a fresh pair) and a take (25 -> less, once the primary has
+        // delegated most of the pool), each lost on its way or on the way back, with and
+        // without both restarting from what they stored before the next link.
+        let give = |m: &PeerMsg| matches!(m, PeerMsg::PdShare { share: 25, .. });
+        let give_ack = |m: &PeerMsg| matches!(m, PeerMsg::PdShareAck { share: 25, .. });
+        let take = |m: &PeerMsg| matches!(m, PeerMsg::PdShare { share, .. } if *share < 25);
+        let take_ack = |m: &PeerMsg| matches!(m, PeerMsg::PdShareAck { share, .. } if *share < 25);
+        type Pick<'a> = &'a dyn Fn(&PeerMsg) -> bool;
+        for (lose, is_take, restart) in [
+            (&give as Pick, false, false),
+            (&give, false, true),
+            (&give_ack, false, false),
+            (&give_ack, false, true),
+            (&take, true, false),
+            (&take, true, true),
+            (&take_ack, true, false),
+            (&take_ack, true, true),
         ] {
             let mut nodes = [
                 pd_node(Role::Primary, &[], now),
@@ -850,27 +904,37 @@ pools = [{ range = "2001:db8:1::100-2001:db8:1::1ff" }]
                 n.link_up(now, out);
                 n.set_partner_window(64);
             }
-            // The query and the give of the whole pool (256) go through; the take back to 25 or its
-            // answer is lost with the link.
+            let mut t = now;
+            if is_take {
+                pump_shares(&mut nodes, &mut outs, &mut stored, id, t);
+                assert_eq!(nodes[1].allocator().pd_share(id), Some(25));
+                assert_eq!(delegate(&mut nodes[0], 0, 200, t, &mut outs[0]), 200);
+                pump_shares(&mut nodes, &mut outs, &mut stored, id, t);
+                t += 1;
+                nodes[0].tick(t, &mut outs[0]);
+            }
             assert!(pump_until_lost(
                 &mut nodes,
                 &mut outs,
                 &mut stored,
                 id,
-                now,
+                t,
                 lose
             ));
-            assert_eq!(nodes[0].allocator().pd_share(id), Some(256));
             for (n, out) in nodes.iter_mut().zip(outs.iter_mut()) {
-                n.link_down(now, out);
+                n.link_down(t, out);
             }
             shares_safe(&nodes, &stored, id);
-            let later = now + 5;
+            let later = t + 5;
             if restart {
-                // Both restart from what they stored.
+                // Both restart from what they stored; their lease tables stand for what
+                // their stores would rebuild.
+                // Nothing stored: the safe start.
+                let (a0, a1) = (nodes[0].alloc.clone(), nodes[1].alloc.clone());
+                let kept = |i: usize| stored[i].map(|s| vec![(id, s)]).unwrap_or_default();
                 nodes = [
-                    pd_node(Role::Primary, &[(id, stored[0].unwrap())], later),
-                    pd_node(Role::Secondary, &[(id, stored[1].unwrap())], later),
+                    pd_node_on(Role::Primary, Some(a0), &kept(0), later),
+                    pd_node_on(Role::Secondary, Some(a1), &kept(1), later),
                 ];
             }
             shares_safe(&nodes, &stored, id);
@@ -879,10 +943,14 @@ pools = [{ range = "2001:db8:1::100-2001:db8:1::1ff" }]
                 n.set_partner_window(64);
             }
             pump_shares(&mut nodes, &mut outs, &mut stored, id, later);
-            for n in &nodes {
-                assert_eq!(n.allocator().pd_share(id), Some(25));
-            }
-            assert_eq!(stored, [Some(25), Some(25)]);
+            let (p, s) = (
+                nodes[0].allocator().pd_share(id),
+                nodes[1].allocator().pd_share(id),
+            );
+            assert_eq!(p, s, "lost {is_take} restart {restart}");
+            let expected = if is_take { p.unwrap().min(24) } else { 25 };
+            assert_eq!(p, Some(expected), "take {is_take} restart {restart}");
+            assert_eq!(stored, [p, p], "take {is_take} restart {restart}");
         }
     }
 }

@@ -17,11 +17,14 @@
 //!   it before acknowledging; only on the acknowledgement does the primary apply and store it.
 //!
 //! A message lost with its connection, or a crash between the steps, leaves prefixes that
-//! neither side may delegate, never one both may. On every new link the primary first asks the
-//! secondary for each pool's share (a *query*: a share message with [`SHARE_QUERY`]); a give it
-//! applied here and never delivered is sent then, stored again first. A server with no stored
-//! share starts safe: the primary as if it had given the whole pool away, the secondary holding
-//! nothing.
+//! neither side may delegate, never one both may. On every new link, before anything else, the
+//! primary asks the secondary for each pool's share (a *query*: a share message with
+//! [`SHARE_QUERY`]) and takes back at once what the secondary does not hold (a give applied
+//! here and never delivered, a take delivered and never acknowledged): those prefixes are free
+//! on the secondary's side, so no acknowledgement is needed. The queries go ahead of the update
+//! request, so the answers arrive before the partner's UPDDONE and a returning primary serves
+//! its whole part from its first moment in NORMAL. A server with no stored share starts safe:
+//! the primary as if it had given the whole pool away, the secondary holding nothing.
 //!
 //! Only free prefixes the partner knows to be free ever change hands: whoever hands prefixes
 //! over (the primary for a give, the secondary for a take) moves the split no further than the
@@ -48,18 +51,16 @@ pub const RESERVE_SECS: u64 = 3;
 /// never sets a share that large: shares are capped at the pool's size).
 pub const SHARE_QUERY: u64 = u64::MAX;
 
-/// What a share message sent and not yet answered was for.
+/// What a share move sent and not yet answered was for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
-    /// Asking the secondary for its share.
-    Query,
     /// A larger share, applied here before it went.
     Give,
     /// A smaller share, applied here once acknowledged.
     Take,
 }
 
-/// One share message sent and not yet answered.
+/// One share move sent and not yet answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Outstanding {
     xid: u32,
@@ -75,8 +76,10 @@ pub struct PdShares {
     backup_percent: u8,
     pools: Vec<PdPoolId>,
     /// Per pool (primary): the secondary's share as it last told us on this link (None: not
-    /// asked yet on this link).
+    /// answered yet on this link).
     theirs: Vec<Option<u128>>,
+    /// Per pool (primary): the transaction id of this link's query, until it is answered.
+    asked: Vec<Option<u32>>,
     /// Per pool (primary): the secondary refused a share message on this link (it has no
     /// such pool: the configurations differ); left alone until the next link.
     refused: Vec<bool>,
@@ -112,6 +115,7 @@ impl PdShares {
             role,
             backup_percent: backup_percent.min(100),
             theirs: vec![None; pools.len()],
+            asked: vec![None; pools.len()],
             refused: vec![false; pools.len()],
             free_at_check: vec![None; pools.len()],
             pools,
@@ -134,22 +138,37 @@ impl PdShares {
         self.moves
     }
 
-    /// A new link: every pool's share is asked for again before anything moves.
-    pub fn link_up(&mut self) {
+    /// A new link: the primary asks for every pool's share (queries put in `out`, to go
+    /// before anything else on the link); nothing moves until all are answered.
+    pub fn link_up(&mut self, mut take_xid: impl FnMut() -> u32, out: &mut Vec<PeerMsg>) {
         self.theirs.iter_mut().for_each(|s| *s = None);
+        self.asked.iter_mut().for_each(|a| *a = None);
         self.refused.iter_mut().for_each(|r| *r = false);
         self.free_at_check.iter_mut().for_each(|f| *f = None);
         self.outstanding = None;
         self.checked_at = 0;
+        if self.role != Role::Primary {
+            return;
+        }
+        for (i, id) in self.pools.iter().enumerate() {
+            let xid = take_xid();
+            self.asked[i] = Some(xid);
+            out.push(PeerMsg::PdShare {
+                xid,
+                pool: *id,
+                share: SHARE_QUERY,
+            });
+        }
     }
 
     /// The link dropped: a message in flight is forgotten (a give was applied here already, a
     /// take was not; the next link asks again).
     pub fn link_down(&mut self) {
         self.outstanding = None;
+        self.asked.iter_mut().for_each(|a| *a = None);
     }
 
-    /// Primary: the next share message, if one is due. `serving_normally`: both sides are in
+    /// Primary: the next share move, if one is due. `serving_normally`: both sides are in
     /// NORMAL with the link up; `catching_up`: the partner's bindings from before the link
     /// may still be on their way (no rebalancing then). A give is applied to `alloc` here,
     /// before its message goes; `stored_change` is set whenever the caller must store
@@ -168,31 +187,11 @@ impl PdShares {
         if self.role != Role::Primary || !serving_normally || self.outstanding.is_some() {
             return;
         }
-        // 1. What the secondary holds, asked once per link.
-        if let Some(i) =
-            (0..self.pools.len()).find(|&i| self.theirs[i].is_none() && !self.refused[i])
-        {
-            self.send(i, u128::from(SHARE_QUERY), Kind::Query, take_xid(), out);
+        // Nothing moves until the secondary has said what it holds of every pool.
+        if self.asked.iter().any(Option::is_some) {
             return;
         }
-        // 2. A give applied here and not delivered (the link dropped, or it waited for
-        // prefixes to become movable): sent now, as far as the prefixes allow. Ours in
-        // memory may be ahead of the store (a write that failed): stored first (seed 5432).
-        for i in 0..self.pools.len() {
-            let (Some(theirs), Some(ours)) = (self.theirs[i], alloc.pd_share(self.pools[i])) else {
-                continue;
-            };
-            if self.refused[i] || ours <= theirs {
-                continue;
-            }
-            let deliverable = alloc.pd_movable_share(self.pools[i], theirs, ours);
-            if deliverable > theirs {
-                *stored_change = true;
-                self.send(i, deliverable, Kind::Give, take_xid(), out);
-                return;
-            }
-        }
-        // 3. Rebalancing, once caught up, at most once a second.
+        // Rebalancing, once caught up, at most once a second.
         if catching_up || (self.checked_at != 0 && now < self.checked_at + CHECK_INTERVAL_SECS) {
             return;
         }
@@ -273,6 +272,11 @@ impl PdShares {
         accepted: bool,
         alloc: &Allocator,
     ) -> bool {
+        if let Some(i) = self.pools.iter().position(|p| *p == pool)
+            && self.asked[i] == Some(xid)
+        {
+            return self.on_query_answer(i, share, accepted, alloc);
+        }
         let Some(o) = self.outstanding else {
             return false;
         };
@@ -287,7 +291,6 @@ impl PdShares {
         // What the secondary may hold: never more than we do (it answers a take with a share
         // between the one asked and the one it had).
         let valid = match o.kind {
-            Kind::Query => share <= ours,
             Kind::Give => share == o.share,
             Kind::Take => share >= o.share && share <= ours,
         };
@@ -299,7 +302,6 @@ impl PdShares {
         }
         self.theirs[o.pool] = Some(share);
         match o.kind {
-            Kind::Query => false,
             Kind::Give => {
                 self.moves += 1;
                 false
@@ -311,6 +313,27 @@ impl PdShares {
             }
             Kind::Take => false,
         }
+    }
+
+    /// Primary: the secondary says what it holds of pool `i` on this link. What we gave and
+    /// it does not hold is free on its side and ours again at once.
+    fn on_query_answer(&mut self, i: usize, share: u64, accepted: bool, alloc: &Allocator) -> bool {
+        self.asked[i] = None;
+        let share = u128::from(share);
+        let ours = alloc.pd_share(self.pools[i]).unwrap_or(0);
+        if !accepted || share > ours {
+            // It does not know the pool (the configurations differ) or holds more than we
+            // gave (it cannot: a store restored from elsewhere): left alone on this link;
+            // what we hold stays as it is.
+            self.refused[i] = true;
+            return false;
+        }
+        self.theirs[i] = Some(share);
+        if share < ours {
+            alloc.set_pd_share(self.pools[i], share);
+            return true;
+        }
+        false
     }
 
     /// Secondary: the primary asked for or set a share. A larger share is taken as given; a

@@ -409,10 +409,11 @@ impl Node {
                 self.maybe_request(out);
             }
             PeerMsg::PdShare { xid, pool, share } => {
-                let (ack, changed) = self.shares.on_share(xid, pool, share, &self.alloc);
-                if changed {
-                    out.pd_shares = Some(self.shares.snapshot(&self.alloc));
-                }
+                let ack = self.shares.on_share(xid, pool, share, &self.alloc);
+                // Stored before the answer goes, changed or not: the primary acts on what we
+                // say we hold, and memory may be ahead of a write that failed (review of
+                // 5c911e6).
+                out.pd_shares = Some(self.shares.snapshot(&self.alloc));
                 out.to_peer.push(ack);
             }
             PeerMsg::PdShareAck {
@@ -952,5 +953,67 @@ pools = [{ range = "2001:db8:1::100-2001:db8:1::1ff" }]
             assert_eq!(p, Some(expected), "take {is_take} restart {restart}");
             assert_eq!(stored, [p, p], "take {is_take} restart {restart}");
         }
+    }
+
+    /// Review of 5c911e6: the primary takes back what the secondary does not hold only once
+    /// the secondary's bindings from before the link have arrived. Here the roles were
+    /// swapped: the new secondary holds a prefix it granted as primary, never announced, in
+    /// what becomes the new primary's part; neither has a stored share (the safe start).
+    #[test]
+    fn the_primary_takes_prefixes_back_only_after_the_secondarys_backlog() {
+        let now = 10_000;
+        let mut nodes = [
+            pd_node(Role::Primary, &[], now),
+            pd_node(Role::Secondary, &[], now),
+        ];
+        let id = nodes[0].allocator().pd_pools()[0];
+        let d = [0, 3, 0, 1, 9, 9, 9, 9];
+        let c = crate::pool::ClientIa {
+            subnet: 0,
+            kind: ResourceKind::Prefix,
+            duid: &d,
+            iaid: 1,
+            reservation: None,
+        };
+        let mut w = Vec::new();
+        let x = nodes[1]
+            .allocator()
+            .acquire(
+                now - 10,
+                &c,
+                &[],
+                crate::pool::AcquireMode::Grant,
+                &crate::pool::Rules::STANDALONE,
+                &mut w,
+            )
+            .unwrap()
+            .addr;
+        let mut outs = [NodeOut::default(), NodeOut::default()];
+        // In its backlog, not yet sent.
+        nodes[1].committed(now - 10, w.iter(), &mut outs[1]);
+        outs[1].to_peer.clear();
+        for (n, out) in nodes.iter_mut().zip(outs.iter_mut()) {
+            n.link_up(now, out);
+            n.set_partner_window(64);
+        }
+        let mut took_back = false;
+        for _ in 0..1000 {
+            let Some(from) = (0..2).find(|&i| !outs[i].to_peer.is_empty()) else {
+                break;
+            };
+            for m in std::mem::take(&mut outs[from].to_peer) {
+                nodes[1 - from].on_peer(now, m, &mut outs[1 - from]);
+                let share = nodes[0].allocator().pd_share(id).unwrap();
+                if share < 256 {
+                    took_back = true;
+                    let known = nodes[0].allocator().lookup(ResourceKind::Prefix, x);
+                    assert!(
+                        known.is_some_and(|l| l.state == LeaseState::Active),
+                        "the primary took {x} back (share {share}) before it heard of its binding"
+                    );
+                }
+            }
+        }
+        assert!(took_back, "the primary never took its part back");
     }
 }

@@ -19,12 +19,17 @@
 //! A message lost with its connection, or a crash between the steps, leaves prefixes that
 //! neither side may delegate, never one both may. On every new link, before anything else, the
 //! primary asks the secondary for each pool's share (a *query*: a share message with
-//! [`SHARE_QUERY`]) and takes back at once what the secondary does not hold (a give applied
-//! here and never delivered, a take delivered and never acknowledged): those prefixes are free
-//! on the secondary's side, so no acknowledgement is needed. The queries go ahead of the update
-//! request, so the answers arrive before the partner's UPDDONE and a returning primary serves
-//! its whole part from its first moment in NORMAL. A server with no stored share starts safe:
-//! the primary as if it had given the whole pool away, the secondary holding nothing.
+//! [`SHARE_QUERY`]); the secondary stores its shares before it answers, so what it says it
+//! holds is what it will hold after a crash. Once caught up (every binding the secondary made
+//! before the link has arrived), the primary takes back what the secondary does not hold (a
+//! give applied here and never delivered, a take delivered and never acknowledged): those
+//! prefixes are not the secondary's, and any the secondary bound while they were are known in
+//! use by then, so no acknowledgement is needed. The queries go ahead of the update request,
+//! so the answers arrive before the partner's UPDDONE and a returning primary serves its
+//! whole part from its first moment in NORMAL (a review found both conditions: an answer from
+//! memory ahead of a failed write, and a take-back ahead of the secondary's backlog). A server
+//! with no stored share starts safe: the primary as if it had given the whole pool away, the
+//! secondary holding nothing.
 //!
 //! Only free prefixes the partner knows to be free ever change hands: whoever hands prefixes
 //! over (the primary for a give, the secondary for a take) moves the split no further than the
@@ -184,11 +189,28 @@ impl PdShares {
         out: &mut Vec<PeerMsg>,
         stored_change: &mut bool,
     ) {
-        if self.role != Role::Primary || !serving_normally || self.outstanding.is_some() {
+        // Nothing moves until the secondary has said what it holds of every pool.
+        if self.role != Role::Primary
+            || self.outstanding.is_some()
+            || self.asked.iter().any(Option::is_some)
+        {
             return;
         }
-        // Nothing moves until the secondary has said what it holds of every pool.
-        if self.asked.iter().any(Option::is_some) {
+        // What we gave and the secondary does not hold is ours again, once every binding it
+        // made before this link has reached us (a prefix it granted from a share it held then
+        // and has not announced yet must not look free here), in any state.
+        if !catching_up {
+            for (i, id) in self.pools.iter().enumerate() {
+                if let (Some(theirs), Some(ours)) = (self.theirs[i], alloc.pd_share(*id))
+                    && !self.refused[i]
+                    && theirs < ours
+                {
+                    alloc.set_pd_share(*id, theirs);
+                    *stored_change = true;
+                }
+            }
+        }
+        if !serving_normally {
             return;
         }
         // Rebalancing, once caught up, at most once a second.
@@ -275,7 +297,8 @@ impl PdShares {
         if let Some(i) = self.pools.iter().position(|p| *p == pool)
             && self.asked[i] == Some(xid)
         {
-            return self.on_query_answer(i, share, accepted, alloc);
+            self.on_query_answer(i, share, accepted, alloc);
+            return false;
         }
         let Some(o) = self.outstanding else {
             return false;
@@ -315,9 +338,9 @@ impl PdShares {
         }
     }
 
-    /// Primary: the secondary says what it holds of pool `i` on this link. What we gave and
-    /// it does not hold is free on its side and ours again at once.
-    fn on_query_answer(&mut self, i: usize, share: u64, accepted: bool, alloc: &Allocator) -> bool {
+    /// Primary: the secondary says what it holds of pool `i` on this link (what we gave and it
+    /// does not hold is taken back in [`PdShares::poll`]).
+    fn on_query_answer(&mut self, i: usize, share: u64, accepted: bool, alloc: &Allocator) {
         self.asked[i] = None;
         let share = u128::from(share);
         let ours = alloc.pd_share(self.pools[i]).unwrap_or(0);
@@ -326,30 +349,25 @@ impl PdShares {
             // gave (it cannot: a store restored from elsewhere): left alone on this link;
             // what we hold stays as it is.
             self.refused[i] = true;
-            return false;
+            return;
         }
+        // Taken back in `poll`, once caught up.
         self.theirs[i] = Some(share);
-        if share < ours {
-            alloc.set_pd_share(self.pools[i], share);
-            return true;
-        }
-        false
     }
 
     /// Secondary: the primary asked for or set a share. A larger share is taken as given; a
     /// smaller one is taken only as far as its prefixes are movable (see the module docs).
-    /// Returns the answer and whether the share here changed (the caller stores the snapshot
-    /// before sending the answer).
+    /// Returns the answer; the caller stores the snapshot before sending it (changed or not:
+    /// see the module docs).
     pub fn on_share(
         &mut self,
         xid: u32,
         pool: PdPoolId,
         share: u64,
         alloc: &Allocator,
-    ) -> (PeerMsg, bool) {
+    ) -> PeerMsg {
         let known = self.role == Role::Secondary && self.pools.contains(&pool);
         let current = alloc.pd_share(pool).unwrap_or(0);
-        let mut changed = false;
         if known && share != SHARE_QUERY {
             let wanted = u128::from(share);
             let applied = if wanted < current {
@@ -360,21 +378,17 @@ impl PdShares {
             if applied != current {
                 alloc.set_pd_share(pool, applied);
                 self.moves += 1;
-                changed = true;
             }
         }
         let now_held = alloc
             .pd_share(pool)
             .unwrap_or(0)
             .min(u128::from(SHARE_QUERY - 1)) as u64;
-        (
-            PeerMsg::PdShareAck {
-                xid,
-                pool,
-                share: now_held,
-                accepted: known,
-            },
-            changed,
-        )
+        PeerMsg::PdShareAck {
+            xid,
+            pool,
+            share: now_held,
+            accepted: known,
+        }
     }
 }

@@ -1,8 +1,9 @@
 //! `tandem ctl` against a real standalone `tandem serve`: status, statistics, lease-get by
 //! address and by DUID, lease-delete (the store holds it released and the address goes to the
 //! next client), lease-add (refused on a held address with the holder's identity, accepted on
-//! a free one and kept in the store), reclaim, and bad requests answered with a reason. The
-//! pair's lease-delete, which the partner must hear of, is in tests/failover_pair.rs.
+//! a free one and kept in the store), reclaim, and bad requests answered with a reason; lease-get
+//! by Remote-ID and `tandem leases` showing what the relay said. The pair's lease-delete, which
+//! the partner must hear of, is in tests/failover_pair.rs.
 
 mod common;
 
@@ -226,4 +227,115 @@ fn ctl_reads_deletes_and_adds_leases_of_a_standalone_server() {
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
+}
+
+/// Issue 9 item 4 / issue 11: a relay's line identifiers are kept with the lease. A relayed
+/// Rapid Commit Solicit for an address and a prefix, with Remote-ID enterprise 9 "line-42"
+/// from the relay closest to the client, behind a second relay with a Relay-ID: `lease-get
+/// --remote-id` finds both leases of that line and names the relays, another line finds
+/// none, and `tandem leases` shows the same in its last column.
+#[test]
+fn lease_get_by_remote_id_finds_the_line_and_tandem_leases_shows_the_relay() {
+    use tandem_core::wire::{MessageType, MessageWriter, opt, wrap_relay_forw};
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("data");
+    let log = d.path().join("server.log");
+    let port = free_udp_port();
+    let listen = format!("[::1]:{port}");
+    let mut server = serve(
+        &[
+            "--listen",
+            &listen,
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--no-sync",
+        ],
+        &log,
+    );
+    let ctl = Ctl { data: &data };
+    let mut solicit = Vec::new();
+    let mut w = MessageWriter::new(&mut solicit, MessageType::Solicit, 0x0a0b0c);
+    w.client_id(&[0, 3, 0, 1, 2, 0, 0, 0, 0, 42]);
+    w.elapsed_time(0);
+    w.rapid_commit();
+    w.ia_na(1, 0, 0, |_| {});
+    w.ia_pd(2, 0, 0, |_| {});
+    let option = |code: u16, data: &[u8]| {
+        let mut o = code.to_be_bytes().to_vec();
+        o.extend_from_slice(&(data.len() as u16).to_be_bytes());
+        o.extend_from_slice(data);
+        o
+    };
+    // The access relay (closest to the client): Interface-ID and Remote-ID.
+    let mut access = Vec::new();
+    wrap_relay_forw(
+        0,
+        "2001:db8:1::1".parse().unwrap(),
+        "fe80::2:42".parse().unwrap(),
+        Some(b"ae0.42"),
+        None,
+        &solicit,
+        &mut access,
+    );
+    access.extend(option(opt::REMOTE_ID, b"\0\0\0\x09line-42"));
+    // An aggregation relay in front of it, with its Relay-ID (RFC 5460).
+    let mut agg = Vec::new();
+    wrap_relay_forw(
+        1,
+        "::".parse().unwrap(),
+        "2001:db8:ffff::1".parse().unwrap(),
+        None,
+        None,
+        &access,
+        &mut agg,
+    );
+    agg.extend(option(53, &[0, 3, 0, 1, 0xaa, 0xbb, 0xcc, 0, 0, 1]));
+    let sock = std::net::UdpSocket::bind("[::1]:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let mut buf = [0u8; 1500];
+    let mut answered = false;
+    for _ in 0..5 {
+        sock.send_to(&agg, &listen).unwrap();
+        if let Ok((n, _)) = sock.recv_from(&mut buf) {
+            assert_eq!(buf[0], 13, "a Relay-reply: {:02x?}", &buf[..n]);
+            answered = true;
+            break;
+        }
+    }
+    assert!(answered, "no reply: {}", tail(&log, 20));
+
+    let (code, v) = ctl.json(&["lease-get", "--remote-id", "00000009:6c696e652d3432"]);
+    assert_eq!(code, 0, "{v}");
+    let leases = v["leases"].as_array().unwrap();
+    assert_eq!(
+        leases.len(),
+        2,
+        "the address and the prefix of line-42: {v}"
+    );
+    for l in leases {
+        let r = &l["relay"];
+        assert_eq!(r["remote_id"], "000000096c696e652d3432", "{l}");
+        assert_eq!(r["interface_id"], "6165302e3432", "{l}");
+        assert_eq!(r["link_address"], "2001:db8:1::1", "{l}");
+        assert_eq!(r["peer_address"], "fe80::2:42", "{l}");
+        assert_eq!(r["relay"], "::1", "{l}");
+        assert_eq!(r["relay_id"], "00030001aabbcc000001", "{l}");
+    }
+    let (code, v) = ctl.json(&["lease-get", "--remote-id", "000000096c696e652d3433"]);
+    assert_eq!((code, v["leases"].as_array().unwrap().len()), (0, 0), "{v}");
+    let (code, v) = ctl.json(&["lease-get", "--remote-id", "zz"]);
+    assert_eq!(code, 1, "{v}");
+
+    // `tandem leases`: the relay column.
+    let rows = store_rows(&data);
+    assert_eq!(rows.len(), 2);
+    for r in &rows {
+        assert!(
+            r.relay.contains("remote_id=000000096c696e652d3432")
+                && r.relay.contains("link_address=2001:db8:1::1"),
+            "{}",
+            r.relay
+        );
+    }
+    assert!(server.exited().is_none(), "{}", tail(&log, 20));
 }

@@ -1419,6 +1419,62 @@ fn relayed_solicit_gets_relay_reply_echoing_the_relay_fields() {
     );
 }
 
+/// Issue 9 item 4: what the relays said is kept with the lease it granted or renewed, in
+/// OPTION_LQ_RELAY_DATA's form (the relay the datagram came from, then the chain without the
+/// client's message); a later Renew through another line replaces it, a direct one clears it.
+#[test]
+fn a_relayed_grant_keeps_the_relay_data_and_a_renew_replaces_it() {
+    use tandem_core::wire::relay_data::RelayData;
+    let mut s = Srv::new(&base_conf(""));
+    let p = P::new(MessageType::Solicit, 1).rapid().na(1, &[]);
+    let mut fwd = relay(0, "2001:db8:1::1", "fe80::99", Some(b"eth7"), &p.bytes());
+    // Remote-ID (enterprise 9, "line-1") after the Relay Message option.
+    fwd.extend_from_slice(&opt::REMOTE_ID.to_be_bytes());
+    fwd.extend_from_slice(&10u16.to_be_bytes());
+    fwd.extend_from_slice(&[0, 0, 0, 9]);
+    fwd.extend_from_slice(b"line-1");
+    let r = s.send(&fwd);
+    assert_eq!(r.writes.len(), 1);
+    let l = &r.writes[0];
+    let d = RelayData::new(&l.relay).expect("relay data kept");
+    assert_eq!(d.relay_address(), *link_local().ip());
+    let c = d.closest_to_client().unwrap();
+    assert_eq!(
+        (c.link_address, c.peer_address),
+        (ip("2001:db8:1::1"), ip("fe80::99"))
+    );
+    assert_eq!(c.find(opt::INTERFACE_ID), Some(&b"eth7"[..]));
+    assert_eq!(c.find(opt::REMOTE_ID), Some(&b"\0\0\0\x09line-1"[..]));
+    assert_eq!(c.find(opt::RELAY_MSG), None);
+    assert_eq!(l.relay.len(), 16 + fwd.len() - p.bytes().len() - 4);
+    // The table holds it too (what Leasequery and the partner read).
+    assert_eq!(s.lease(l.addr).unwrap().relay, l.relay);
+    // A Renew through another interface of the relay replaces it.
+    let a = l.addr;
+    let renew = P::new(MessageType::Renew, 1).sid().na(1, &[a]);
+    let r = s.at(
+        1060,
+        &relay(
+            0,
+            "2001:db8:1::1",
+            "fe80::99",
+            Some(b"eth8"),
+            &renew.bytes(),
+        ),
+    );
+    let d = RelayData::new(&r.writes[0].relay).unwrap();
+    assert_eq!(
+        d.closest_to_client().unwrap().find(opt::INTERFACE_ID),
+        Some(&b"eth8"[..])
+    );
+    assert_eq!(d.closest_to_client().unwrap().find(opt::REMOTE_ID), None);
+    // A direct Renew: not relayed any more.
+    let r = s.at(1120, &renew.bytes());
+    assert_eq!(r.writes.len(), 1);
+    assert!(r.writes[0].relay.is_empty());
+    assert!(s.lease(a).unwrap().relay.is_empty());
+}
+
 #[test]
 fn relay_source_port_is_echoed() {
     let mut s = Srv::new(&base_conf(""));
@@ -2621,6 +2677,45 @@ fn leasequery_by_client_id_lists_links_when_the_client_is_on_several() {
     assert_eq!((st, client_data(&opts)), (0, None));
 }
 
+/// RFC 5007 §4.1.2.4: the relay data of the client's last relayed grant or renewal, inside
+/// its OPTION_CLIENT_DATA, when the query's ORO asks for it, and only then.
+#[test]
+fn leasequery_returns_the_relay_data_when_the_query_asks_for_it() {
+    let mut s = Srv::new(&lq_conf());
+    let inner = P::new(MessageType::Solicit, 8).rapid().pd(1, &[]).bytes();
+    let mut fwd = relay(0, "2001:db8:1::1", "fe80::8", Some(b"port-8"), &inner);
+    fwd.extend_from_slice(&opt::REMOTE_ID.to_be_bytes());
+    fwd.extend_from_slice(&9u16.to_be_bytes());
+    fwd.extend_from_slice(&[0, 0, 0, 9, b'l', b'-', b'8', b'x', b'y']);
+    let r = s.send(&fwd);
+    let kept = r.writes[0].relay.clone();
+    assert!(!kept.is_empty());
+    let by_client = |oro: &[u16]| {
+        let mut q = vec![(opt::CLIENTID, duid(8))];
+        if !oro.is_empty() {
+            q.push((opt::ORO, oro.iter().flat_map(|c| c.to_be_bytes()).collect()));
+        }
+        lq(2, "::", &q)
+    };
+    let (st, opts) = lq_reply(&mut s, "::1", &by_client(&[opt::LQ_RELAY_DATA]));
+    assert_eq!(st, 0);
+    let cd = client_data(&opts).unwrap();
+    let rd = &cd
+        .iter()
+        .find(|(c, _)| *c == opt::LQ_RELAY_DATA)
+        .expect("relay data asked for")
+        .1;
+    assert_eq!(&rd[..], &kept[..]);
+    // peer-address: the relay we heard it from; then the Relay-forw without the Solicit.
+    assert_eq!(&rd[..16], &link_local().ip().octets());
+    assert_eq!(rd[16], 12);
+    assert_eq!(rd.len(), 16 + fwd.len() - inner.len() - 4);
+    // Not asked for: not sent.
+    let (_, opts) = lq_reply(&mut s, "::1", &by_client(&[]));
+    let cd = client_data(&opts).unwrap();
+    assert!(!cd.iter().any(|(c, _)| *c == opt::LQ_RELAY_DATA));
+}
+
 #[test]
 fn leasequery_refuses_strangers_and_bad_queries() {
     let mut s = Srv::new(&lq_conf());
@@ -2639,6 +2734,10 @@ fn leasequery_refuses_strangers_and_bad_queries() {
             StatusCode::NotConfigured,
         ),
         (lq(9, "2001:db8:77::1", &[]), StatusCode::UnknownQueryType),
+        // Bulk Leasequery's query types are for TCP only (RFC 5460 §4).
+        (lq(3, "::", &[]), StatusCode::NotAllowed),
+        (lq(4, "2001:db8:1::", &[]), StatusCode::NotAllowed),
+        (lq(5, "::", &[]), StatusCode::NotAllowed),
         // An IA Address without its lifetimes, and one whose length overruns the query.
         (
             lq(

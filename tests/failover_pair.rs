@@ -331,11 +331,13 @@ mclt_secs = {mclt}
             .output()
             .expect("tandem leases");
         assert!(out.status.success(), "tandem leases failed");
+        // Every line must be a row: a change of format must not empty the map unnoticed.
         String::from_utf8_lossy(&out.stdout)
             .lines()
-            .filter_map(|l| {
-                let f: Vec<&str> = l.split('\t').collect();
-                (f.len() == 9).then(|| (f[1].to_string(), f[3].to_string()))
+            .map(|l| {
+                let r = common::leases::parse_row(l)
+                    .unwrap_or_else(|| panic!("not a `tandem leases` row: {l}"));
+                (format!("{}/{}", r.addr, r.len), r.duid)
             })
             .collect()
     }
@@ -422,6 +424,22 @@ mclt_secs = {mclt}
             examples(&bad, name, &mine, &partner, now),
             tail_str(&self.server(name).log_text(), 30)
         );
+        // The load is relayed: what the relay said travels with each binding (issue 9 item
+        // 4), to the partner too, whichever server granted it.
+        let no_relay: Vec<&(String, String)> = held
+            .iter()
+            .filter(|(lease, _)| {
+                mine.get(lease)
+                    .is_some_and(|r| r.state == "active" && !r.relay.contains("interface_id="))
+            })
+            .collect();
+        assert!(
+            no_relay.is_empty(),
+            "{when}: {} of {} active leases on {name} have no relay data, e.g.\n{}",
+            no_relay.len(),
+            held.len(),
+            examples(&no_relay, name, &mine, &partner, now),
+        );
         eprintln!(
             "{when}: {name} has all {} client leases, {ran_out} of them expired (their lifetime was over)",
             held.len()
@@ -469,12 +487,13 @@ fn examples(
     let show = |rows: &BTreeMap<String, Row>, lease: &str| {
         rows.get(lease).map_or("no such lease".to_string(), |r| {
             format!(
-                "{} for {} expires=now{:+} cltt=now{:+} seq={}",
+                "{} for {} expires=now{:+} cltt=now{:+} seq={} relay={}",
                 r.state,
                 r.duid,
                 r.expires as i64 - now as i64,
                 r.cltt as i64 - now as i64,
-                r.seq
+                r.seq,
+                r.relay
             )
         })
     };

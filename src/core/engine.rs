@@ -182,6 +182,8 @@ pub struct Engine {
 #[derive(Default)]
 pub struct Scratch {
     inner: Vec<u8>,
+    /// The relay data of the message being answered (`wire::relay_data`).
+    relay: Vec<u8>,
     /// This worker's rate-limit buckets.
     pub limiter: crate::limits::RateLimiter,
 }
@@ -267,7 +269,21 @@ impl Engine {
         };
         // The relay closest to the client: where a line's identifiers are.
         let line = hops.len().checked_sub(1).map(|i| relayed.hop_options(i));
-        let r = self.answer(policy, rx, &msg, hops, line, out, writes);
+        // What the relays said, kept with what this message grants or renews.
+        if is_relayed
+            && matches!(
+                ty,
+                MessageType::Solicit
+                    | MessageType::Request
+                    | MessageType::Renew
+                    | MessageType::Rebind
+            )
+        {
+            wire::relay_data::encode(&relayed, *rx.src.ip(), &mut scratch.relay);
+        } else {
+            scratch.relay.clear();
+        }
+        let r = self.answer(policy, rx, &msg, hops, line, &scratch.relay, out, writes);
         if let Err(d) = r {
             writes.clear();
             reply.clear();
@@ -289,6 +305,7 @@ impl Engine {
         msg: &Message,
         hops: &[RelayHop],
         line: Option<OptionIter>,
+        relay: &[u8],
         out: &mut Vec<u8>,
         writes: &mut Vec<Lease>,
     ) -> Result<(), Dropped> {
@@ -427,7 +444,7 @@ impl Engine {
                 let mut any = false;
                 let mut used = UsedPools::default();
                 for ia in ia_requests(msg, self.ias_max()) {
-                    let c = ia.client(subnet, duid, reservation);
+                    let c = ia.client(subnet, duid, relay, reservation);
                     let mut hints = [Ipv6Addr::UNSPECIFIED; RESOURCES_PER_IA_MAX];
                     for (h, (a, _)) in hints.iter_mut().zip(ia.named()) {
                         *h = *a;
@@ -479,7 +496,7 @@ impl Engine {
                 // and keeps its lease (issue 10 item 4). Checked before anything changes.
                 if policy.catching_up {
                     for ia in ia_requests(msg, self.ias_max()) {
-                        let c = ia.client(subnet, duid, reservation);
+                        let c = ia.client(subnet, duid, relay, reservation);
                         if ia
                             .named()
                             .iter()
@@ -492,7 +509,7 @@ impl Engine {
                 let mut w = self.start(out, T::Reply, msg, hops);
                 let mut used = UsedPools::default();
                 for ia in ia_requests(msg, self.ias_max()) {
-                    let c = ia.client(subnet, duid, reservation);
+                    let c = ia.client(subnet, duid, relay, reservation);
                     let mut results =
                         [(Ipv6Addr::UNSPECIFIED, 0u8, Extended::NotInPool); RESOURCES_PER_IA_MAX];
                     for (r, (addr, len)) in results.iter_mut().zip(ia.named()) {
@@ -532,7 +549,7 @@ impl Engine {
                     },
                 );
                 for ia in ia_requests(msg, self.ias_max()) {
-                    let c = ia.client(subnet, duid, reservation);
+                    let c = ia.client(subnet, duid, relay, reservation);
                     let mut all = true;
                     for (addr, _) in ia.named() {
                         all &= self.alloc.end(now, &c, *addr, hold, writes);
@@ -686,6 +703,7 @@ impl IaRequest {
         &self,
         subnet: usize,
         duid: &'d [u8],
+        relay: &'d [u8],
         reservation: Option<(u32, &'d Reservation)>,
     ) -> ClientIa<'d> {
         ClientIa {
@@ -694,6 +712,7 @@ impl IaRequest {
             duid,
             iaid: self.iaid,
             reservation,
+            relay,
         }
     }
 

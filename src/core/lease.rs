@@ -9,8 +9,12 @@ use std::net::Ipv6Addr;
 pub const DUID_LEN_MAX: usize = 130;
 /// Store key length: kind (1) + address (16).
 pub const KEY_LEN: usize = 17;
-/// Version byte at the start of every stored lease value.
-pub const VALUE_VERSION: u8 = 1;
+/// Version byte at the start of every stored lease value: 2 adds the relay data after the
+/// DUID; version 1 values (no relay data) are still read.
+pub const VALUE_VERSION: u8 = 2;
+/// Longest relay data a stored value holds (more is cut: the engine never keeps more than
+/// `wire::relay_data::RELAY_DATA_MAX_LEN`).
+pub const RELAY_LEN_MAX: usize = 1024;
 /// Fixed part of a stored lease value, before the DUID bytes.
 pub const VALUE_FIXED_LEN: usize = 1 + 8 + 1 + 1 + 4 + 4 + 4 + 4 + 8 + 8 + 8 + 8 + 2;
 
@@ -106,6 +110,10 @@ pub struct Lease {
     /// keep the lease in use at least until then (unix secs, 0 = none). Never a basis for our
     /// own renewals: the partner records it durably only when our acknowledgement reaches it.
     pub partner_lifetime_received: u64,
+    /// What the relays said when the client's last message that granted or renewed this
+    /// binding reached us: OPTION_LQ_RELAY_DATA's payload (`wire::relay_data`); empty if it
+    /// came directly, or by way of a longer chain than `RELAY_DATA_MAX_LEN`.
+    pub relay: Box<[u8]>,
 }
 
 /// Why bytes read from the store are not a lease.
@@ -129,7 +137,7 @@ impl Lease {
     /// Appends the stored value to `out`.
     pub fn encode_value(&self, out: &mut Vec<u8>) {
         let duid_len = self.duid.len().min(DUID_LEN_MAX);
-        out.reserve(VALUE_FIXED_LEN + duid_len);
+        out.reserve(VALUE_FIXED_LEN + duid_len + 2 + self.relay.len());
         out.push(VALUE_VERSION);
         out.extend_from_slice(&self.seq.to_le_bytes());
         out.push(self.state.code());
@@ -144,6 +152,9 @@ impl Lease {
         out.extend_from_slice(&self.partner_lifetime_received.to_le_bytes());
         out.extend_from_slice(&(duid_len as u16).to_le_bytes());
         out.extend_from_slice(&self.duid[..duid_len]);
+        let relay_len = self.relay.len().min(RELAY_LEN_MAX);
+        out.extend_from_slice(&(relay_len as u16).to_le_bytes());
+        out.extend_from_slice(&self.relay[..relay_len]);
     }
 
     /// Decodes a stored key and value.
@@ -157,7 +168,8 @@ impl Lease {
         if value.len() < VALUE_FIXED_LEN {
             return Err(DecodeError("value too short"));
         }
-        if value[0] != VALUE_VERSION {
+        let version = value[0];
+        if version != 1 && version != VALUE_VERSION {
             return Err(DecodeError("unknown value version"));
         }
         let u32_at =
@@ -175,16 +187,24 @@ impl Lease {
         }
         let duid_len =
             u16::from_le_bytes([value[VALUE_FIXED_LEN - 2], value[VALUE_FIXED_LEN - 1]]) as usize;
-        if value.len() != VALUE_FIXED_LEN + duid_len {
+        let Some(after_duid) = value.get(VALUE_FIXED_LEN + duid_len..) else {
             return Err(DecodeError("duid length"));
-        }
+        };
+        let relay: &[u8] = match (version, after_duid) {
+            (1, []) => &[],
+            (1, _) => return Err(DecodeError("duid length")),
+            (_, [a, b, rest @ ..]) if usize::from(u16::from_le_bytes([*a, *b])) == rest.len() => {
+                rest
+            }
+            _ => return Err(DecodeError("relay data length")),
+        };
         Ok(Lease {
             kind,
             addr: Ipv6Addr::from(a),
             prefix_len,
             subnet_id: u32_at(11),
             state,
-            duid: value[VALUE_FIXED_LEN..].into(),
+            duid: value[VALUE_FIXED_LEN..VALUE_FIXED_LEN + duid_len].into(),
             iaid: u32_at(15),
             preferred_secs: u32_at(19),
             valid_secs: u32_at(23),
@@ -193,6 +213,7 @@ impl Lease {
             seq,
             partner_ack_until: u64_at(43),
             partner_lifetime_received: u64_at(51),
+            relay: relay.into(),
         })
     }
 }
@@ -251,6 +272,7 @@ mod tests {
             seq: 42,
             partner_ack_until: 1_700_000_900,
             partner_lifetime_received: 1_700_000_950,
+            relay: vec![9; 60].into(),
         }
     }
 
@@ -261,6 +283,20 @@ mod tests {
         l.encode_value(&mut v);
         assert_eq!(value_seq(&v), Some(42));
         assert_eq!(Lease::decode(&l.key(), &v).unwrap(), l);
+    }
+
+    #[test]
+    fn version_1_values_read_with_no_relay_data() {
+        let mut l = sample();
+        l.relay = Box::default();
+        let mut v = Vec::new();
+        l.encode_value(&mut v);
+        // Version 1: the same without the relay length.
+        v[0] = 1;
+        v.truncate(v.len() - 2);
+        assert_eq!(Lease::decode(&l.key(), &v).unwrap(), l);
+        v.push(0);
+        assert!(Lease::decode(&l.key(), &v).is_err());
     }
 
     #[test]

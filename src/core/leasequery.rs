@@ -5,9 +5,11 @@
 //! Queries: QUERY_BY_ADDRESS (the lease on an address, or the delegated prefix containing it)
 //! and QUERY_BY_CLIENTID (every binding of a client on a link; with link-address 0::0 and
 //! bindings on several links, the list of links instead). Only requestors in
-//! `[leasequery] requestors` are answered; the others get NotAllowed. Not here yet: Bulk
-//! Leasequery over TCP (RFC 5460), relay data (OPTION_LQ_RELAY_DATA), and options requested
-//! in the query's own ORO.
+//! `[leasequery] requestors` are answered; the others get NotAllowed. The query's own ORO may
+//! ask for OPTION_LQ_RELAY_DATA: the relay data kept with the client's most recently granted or
+//! renewed binding (`wire::relay_data`), inside OPTION_CLIENT_DATA (RFC 5007 §4.1.2.2, §4.1.2.4).
+//! Bulk Leasequery's query types (RFC 5460: by relay id, link address, remote id) get NotAllowed
+//! over UDP, as RFC 5460 §4 says. Not here yet: Bulk Leasequery over TCP.
 
 use crate::config::Config;
 use crate::engine::Dropped;
@@ -19,6 +21,9 @@ use std::net::Ipv6Addr;
 /// RFC 5007 query types.
 const QUERY_BY_ADDRESS: u8 = 1;
 const QUERY_BY_CLIENTID: u8 = 2;
+/// RFC 5460 query types, for Bulk Leasequery over TCP only.
+const QUERY_BY_RELAY_ID: u8 = 3;
+const QUERY_BY_REMOTE_ID: u8 = 5;
 
 /// Most bindings one client's OPTION_CLIENT_DATA lists; a client holds a few, this bounds a
 /// reply to a crafted table.
@@ -71,6 +76,13 @@ pub(crate) fn answer(cx: &Ctx, msg: &Message, out: &mut Vec<u8>) -> Result<(), D
         return Ok(());
     };
     let link = Ipv6Addr::from(*link);
+    if (QUERY_BY_RELAY_ID..=QUERY_BY_REMOTE_ID).contains(&query_type) {
+        w.status(
+            StatusCode::NotAllowed,
+            "bulk leasequery query-types are for TCP only (RFC 5460 section 4)",
+        );
+        return Ok(());
+    }
     if !matches!(query_type, QUERY_BY_ADDRESS | QUERY_BY_CLIENTID) {
         w.status(StatusCode::UnknownQueryType, "query-type not supported");
         return Ok(());
@@ -89,6 +101,11 @@ pub(crate) fn answer(cx: &Ctx, msg: &Message, out: &mut Vec<u8>) -> Result<(), D
             .find(|o| o.code == code)
             .map(|o| o.data)
     };
+    // What the requestor asks to have with each client's data (RFC 5007 §4.1.2.1).
+    let with_relay_data = find(opt::ORO).is_some_and(|oro| {
+        oro.chunks_exact(2)
+            .any(|c| u16::from_be_bytes([c[0], c[1]]) == opt::LQ_RELAY_DATA)
+    });
     // A non-zero link-address names the link (RFC 5007 §4.4.1).
     let on_link = if link.is_unspecified() {
         None
@@ -133,7 +150,7 @@ pub(crate) fn answer(cx: &Ctx, msg: &Message, out: &mut Vec<u8>) -> Result<(), D
                 all.retain(|(_, l)| l.expires_at > cx.now_secs);
                 all.truncate(BINDINGS_PER_REPLY_MAX);
                 let leases: Vec<&Lease> = all.iter().map(|(_, l)| l).collect();
-                client_data(&mut w, cx.now_secs, &l.duid, &leases);
+                client_data(&mut w, cx.now_secs, &l.duid, &leases, with_relay_data);
             } else if cx.catching_up {
                 return Err(Dropped::CatchingUp);
             }
@@ -162,7 +179,7 @@ pub(crate) fn answer(cx: &Ctx, msg: &Message, out: &mut Vec<u8>) -> Result<(), D
             } else if !all.is_empty() {
                 all.truncate(BINDINGS_PER_REPLY_MAX);
                 let leases: Vec<&Lease> = all.iter().map(|(_, l)| l).collect();
-                client_data(&mut w, cx.now_secs, duid, &leases);
+                client_data(&mut w, cx.now_secs, duid, &leases, with_relay_data);
             } else if cx.catching_up {
                 return Err(Dropped::CatchingUp);
             }
@@ -177,11 +194,26 @@ pub(crate) fn answer(cx: &Ctx, msg: &Message, out: &mut Vec<u8>) -> Result<(), D
 }
 
 /// OPTION_CLIENT_DATA (RFC 5007 §4.4.2): the client's identifier, its addresses and prefixes
-/// with their remaining lifetimes, and how long ago it last talked to us.
-fn client_data(w: &mut MessageWriter, now: u64, duid: &[u8], leases: &[&Lease]) {
+/// with their remaining lifetimes, how long ago it last talked to us, and with
+/// `with_relay_data` the relay data of its most recently renewed binding that has any.
+fn client_data(
+    w: &mut MessageWriter,
+    now: u64,
+    duid: &[u8],
+    leases: &[&Lease],
+    with_relay_data: bool,
+) {
     let last = leases.iter().map(|l| l.cltt).max().unwrap_or(now);
+    let relay = leases
+        .iter()
+        .filter(|l| !l.relay.is_empty())
+        .max_by_key(|l| l.cltt)
+        .filter(|_| with_relay_data);
     w.nested(opt::CLIENT_DATA, &[], |o| {
         o.client_id(duid);
+        if let Some(l) = relay {
+            o.option(opt::LQ_RELAY_DATA, &l.relay);
+        }
         for l in leases {
             let valid = l.expires_at.saturating_sub(now).min(u64::from(u32::MAX)) as u32;
             let preferred = (l.cltt + u64::from(l.preferred_secs))

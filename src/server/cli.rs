@@ -42,8 +42,9 @@ enum Command {
     /// Print the embedded default configuration, a starting point for your own file.
     PrintDefaultConfig,
     /// Print every lease in a store, one per line, tab-separated: kind, address/length, state,
-    /// DUID (hex), IAID, subnet, expires_at (unix secs), cltt, seq. Safe beside a running
-    /// server (read-only).
+    /// DUID (hex), IAID, subnet, expires_at (unix secs), cltt, seq, and what the relays said
+    /// at the last grant or renewal (`relay=ADDR,link_address=…,remote_id=HEX,…`, or `-` if
+    /// the client came directly). Safe beside a running server (read-only).
     Leases(LeasesArgs),
     /// Import the leases of an ISC Kea DHCPv6 server from its memfile (leases6.csv) into the
     /// store of --config's data_dir, with the server stopped. Each lease goes to the configured
@@ -56,7 +57,9 @@ enum Command {
     /// failover state, partner state, time in state, link, last contact, unacknowledged
     /// updates. `partner-down`: declare the partner down (only when it really is, e.g. its host
     /// is gone; the partner's free resources become usable MCLT later). `statistics`: the
-    /// counters as JSON. `lease-get ADDR|PREFIX/LEN` or `lease-get --duid HEX`: leases as JSON.
+    /// counters as JSON. `lease-get ADDR|PREFIX/LEN`, `lease-get --duid HEX` or `lease-get
+    /// --remote-id HEX`: leases as JSON, with what the relays said when each was last granted
+    /// or renewed.
     /// `lease-add ADDR|PREFIX/LEN --duid HEX --iaid N [--valid-secs S] [--preferred-secs S]`
     /// (no partner only). `lease-delete ADDR|PREFIX/LEN`: end a lease as released (the
     /// partner hears of it). `reclaim`: reclaim expired leases now (no partner only).
@@ -89,6 +92,11 @@ struct CtlArgs {
     /// client the lease is for.
     #[arg(long)]
     duid: Option<String>,
+    /// lease-get: the leases whose last grant or renewal came through a relay (the one
+    /// closest to the client) sending this Remote-ID option (RFC 4649), in hex, enterprise
+    /// number first: e.g. 00000009 followed by the id. Walks the lease table.
+    #[arg(long)]
+    remote_id: Option<String>,
     /// lease-add: the IAID of the client's IA_NA or IA_PD.
     #[arg(long)]
     iaid: Option<u32>,
@@ -106,10 +114,16 @@ impl CtlArgs {
         let mut req = serde_json::json!({"command": self.command});
         match self.command.as_str() {
             "status" | "partner-down" => return Ok(self.command.clone()),
-            "lease-get" => match (&self.lease, &self.duid) {
-                (Some(l), None) => req["lease"] = l.as_str().into(),
-                (None, Some(d)) => req["duid"] = d.as_str().into(),
-                _ => return Err("lease-get takes an address or prefix, or --duid HEX".into()),
+            "lease-get" => match (&self.lease, &self.duid, &self.remote_id) {
+                (Some(l), None, None) => req["lease"] = l.as_str().into(),
+                (None, Some(d), None) => req["duid"] = d.as_str().into(),
+                (None, None, Some(r)) => req["remote_id"] = r.as_str().into(),
+                _ => {
+                    return Err(
+                        "lease-get takes one of: an address or prefix, --duid HEX, --remote-id HEX"
+                            .into(),
+                    );
+                }
             },
             "lease-delete" => {
                 req["lease"] = self
@@ -680,9 +694,15 @@ fn leases(args: LeasesArgs) -> ExitCode {
                 config::ResourceKind::Address => "na",
                 config::ResourceKind::Prefix => "pd",
             };
+            let relay = crate::edge::audit::RelayInfo::from_relay_data(&l.relay)
+                .fields()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(",");
+            let relay = if relay.is_empty() { "-".into() } else { relay };
             failed |= writeln!(
                 out,
-                "{kind}\t{}/{}\t{}\t{duid}\t{}\t{}\t{}\t{}\t{}",
+                "{kind}\t{}/{}\t{}\t{duid}\t{}\t{}\t{}\t{}\t{}\t{relay}",
                 l.addr, l.prefix_len, l.state, l.iaid, l.subnet_id, l.expires_at, l.cltt, l.seq
             )
             .is_err();

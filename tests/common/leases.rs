@@ -106,11 +106,13 @@ pub struct Row {
     pub expires: u64,
     pub cltt: u64,
     pub seq: u64,
+    /// What the relays said (`relay=…,remote_id=…`), `-` if the client came directly.
+    pub relay: String,
 }
 
 pub fn parse_row(line: &str) -> Option<Row> {
     let f: Vec<&str> = line.split('\t').collect();
-    if f.len() != 9 {
+    if f.len() != 10 {
         return None;
     }
     let (addr, len) = f[1].split_once('/')?;
@@ -125,6 +127,7 @@ pub fn parse_row(line: &str) -> Option<Row> {
         expires: f[6].parse().ok()?,
         cltt: f[7].parse().ok()?,
         seq: f[8].parse().ok()?,
+        relay: f[9].to_string(),
     })
 }
 

@@ -29,6 +29,7 @@
 //! OPTION_CLIENT_DATA {
 //!   OPTION_CLIENTID                 lease.duid
 //!   OPTION_LQ_BASE_TIME             sent-time (now)
+//!   OPTION_LQ_RELAY_DATA            lease.relay, if it has any (RFC 5007 §4.1.2.4)
 //!   IA_NA (iaid, T1 = T2 = 0) { IAADDR (addr, preferred, valid) { ... } }        Address
 //!   IA_PD (iaid, T1 = T2 = 0) { IAPREFIX (preferred, valid, len, addr) { ... } } Prefix
 //! }
@@ -102,6 +103,7 @@ use std::net::Ipv6Addr;
 use crate::config::ResourceKind;
 use crate::lease::{Lease, LeaseState};
 use crate::pool::PdPoolId;
+use crate::wire::relay_data::RELAY_DATA_MAX_LEN;
 use crate::wire::{DUID_MAX_LEN, DUID_MIN_LEN, Status};
 
 use super::peer::PeerMsg;
@@ -395,6 +397,9 @@ pub fn encode(msg: &PeerMsg, xid: u32, now_unix: u64, out: &mut Vec<u8>) -> Resu
             w.client_data(|b| {
                 b.client_id(&lease.duid);
                 b.lq_base_time(sent);
+                if let Some((peer, chain)) = lease.relay.split_first_chunk::<16>() {
+                    b.lq_relay_data(Ipv6Addr::from(*peer), chain);
+                }
                 write_resource(b, lease, lease.preferred_secs, lease.valid_secs, |l| {
                     l.lease_options(&opts)
                 });
@@ -849,8 +854,23 @@ fn lease_of(
         seq: 0,
         partner_ack_until: 0,
         partner_lifetime_received: 0,
+        relay: relay_data_of(b),
     };
     Ok((lease, unix_time(r.opts.partner_lifetime, now_unix)))
+}
+
+/// The binding's OPTION_LQ_RELAY_DATA as a lease keeps it (its payload), or nothing if it has
+/// none or more than a lease keeps.
+fn relay_data_of(b: &Binding<'_>) -> Box<[u8]> {
+    match b.lq_relay_data() {
+        Some(d) if 16 + d.relay_message.len() <= RELAY_DATA_MAX_LEN => {
+            let mut v = Vec::with_capacity(16 + d.relay_message.len());
+            v.extend_from_slice(&d.peer_address.octets());
+            v.extend_from_slice(d.relay_message);
+            v.into()
+        }
+        _ => Box::default(),
+    }
 }
 
 /// A BNDREPLY's outcome: accepted (no error status at any level) and the partner lifetime
@@ -914,6 +934,7 @@ mod tests {
             seq: 0,
             partner_ack_until: 0,
             partner_lifetime_received: 0,
+            relay: Box::default(),
         }
     }
 
@@ -955,6 +976,38 @@ mod tests {
                 Err(CodecError::UnsupportedBindingStatus(b))
             );
         }
+    }
+
+    #[test]
+    fn relay_data_travels_with_the_binding_and_an_oversized_one_is_dropped() {
+        let mut l = lease(LeaseState::Active);
+        // peer-address, then one Relay-forw level holding a Remote-ID.
+        let mut relay = vec![0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+        relay.extend([12, 0]);
+        relay.extend([0x20, 0x01, 0x0d, 0xb8, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        relay.extend([0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x99]);
+        relay.extend([0, 37, 0, 6, 0, 0, 0, 9, b'l', b'1']);
+        l.relay = relay.clone().into();
+        let msg = PeerMsg::BndUpd {
+            xid: 5,
+            lease: l.clone(),
+            partner_lifetime: NOW + 900,
+        };
+        let (PeerMsg::BndUpd { lease: back, .. }, _) = roundtrip(&msg, 5) else {
+            panic!("not a BNDUPD");
+        };
+        assert_eq!(&*back.relay, &relay[..]);
+        // More than a lease keeps: the binding goes through without it.
+        l.relay = vec![7; RELAY_DATA_MAX_LEN + 1].into();
+        let msg = PeerMsg::BndUpd {
+            xid: 6,
+            lease: l,
+            partner_lifetime: NOW + 900,
+        };
+        let (PeerMsg::BndUpd { lease: back, .. }, _) = roundtrip(&msg, 6) else {
+            panic!("not a BNDUPD");
+        };
+        assert!(back.relay.is_empty());
     }
 
     #[test]

@@ -615,6 +615,7 @@ pools = [{ range = "2001:db8:1::100-2001:db8:1::1ff" }]
             seq: 7,
             partner_ack_until: 0,
             partner_lifetime_received: 0,
+            relay: Box::default(),
         };
         let mut nodes = [
             node(Role::Primary, ServerState::Normal, &[], now),
@@ -809,6 +810,7 @@ pools = [{ range = "2001:db8:1::100-2001:db8:1::1ff" }]
                     duid: &d,
                     iaid: 1,
                     reservation: None,
+                    relay: &[],
                 };
                 match nodes[0].allocator().acquire(
                     now,
@@ -859,6 +861,7 @@ pools = [{ range = "2001:db8:1::100-2001:db8:1::1ff" }]
                 duid: &d,
                 iaid: 1,
                 reservation: None,
+                relay: &[],
             };
             let mode = crate::pool::AcquireMode::Grant;
             if node
@@ -974,6 +977,7 @@ pools = [{ range = "2001:db8:1::100-2001:db8:1::1ff" }]
             duid: &d,
             iaid: 1,
             reservation: None,
+            relay: &[],
         };
         let mut w = Vec::new();
         let x = nodes[1]

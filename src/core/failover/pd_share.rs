@@ -359,13 +359,7 @@ impl PdShares {
     /// smaller one is taken only as far as its prefixes are movable (see the module docs).
     /// Returns the answer; the caller stores the snapshot before sending it (changed or not:
     /// see the module docs).
-    pub fn on_share(
-        &mut self,
-        xid: u32,
-        pool: PdPoolId,
-        share: u64,
-        alloc: &Allocator,
-    ) -> PeerMsg {
+    pub fn on_share(&mut self, xid: u32, pool: PdPoolId, share: u64, alloc: &Allocator) -> PeerMsg {
         let known = self.role == Role::Secondary && self.pools.contains(&pool);
         let current = alloc.pd_share(pool).unwrap_or(0);
         if known && share != SHARE_QUERY {

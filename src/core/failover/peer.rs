@@ -373,6 +373,7 @@ mod tests {
             seq,
             partner_ack_until: 0,
             partner_lifetime_received: 0,
+            relay: Box::default(),
         }
     }
 

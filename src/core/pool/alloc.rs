@@ -88,6 +88,7 @@ impl Allocator {
                 ack
             },
             partner_lifetime_received: received,
+            relay: c.relay.into(),
         };
         let g = Granted {
             addr: lease.addr,

@@ -129,6 +129,9 @@ pub struct ClientIa<'a> {
     pub iaid: u32,
     /// The client's reservation in this subnet, if it has one: its id and what it holds.
     pub reservation: Option<(u32, &'a Reservation)>,
+    /// The relay data of the client's message (`wire::relay_data`; empty if it came
+    /// directly), kept with what it is granted or renewed.
+    pub relay: &'a [u8],
 }
 
 impl Allocator {

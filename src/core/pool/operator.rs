@@ -152,6 +152,7 @@ impl Allocator {
             seq: self.next_seq(),
             partner_ack_until: 0,
             partner_lifetime_received: 0,
+            relay: Box::default(),
         };
         sp.set(r.index, lease.clone());
         index.insert(key, r);
@@ -181,6 +182,7 @@ impl Allocator {
             duid: &held.duid,
             iaid: held.iaid,
             reservation: None,
+            relay: &[],
         };
         let mut writes = Vec::with_capacity(1);
         // `end` checks again under the sub-pool's lock: a client may have released it meanwhile.

@@ -18,6 +18,7 @@ fn ia(duid: &[u8], iaid: u32) -> ClientIa<'_> {
         duid,
         iaid,
         reservation: None,
+        relay: &[],
     }
 }
 
@@ -345,6 +346,7 @@ fn prefix_pool_of_millions_allocates_without_scanning() {
         duid: b"x",
         iaid: 1,
         reservation: None,
+        relay: &[],
     };
     let g = a
         .acquire(0, &c1, &[], AcquireMode::Grant, &Rules::STANDALONE, &mut w)
@@ -493,6 +495,7 @@ fn partner_half_opens_only_at_its_time_for_prefixes_never_for_addresses() {
         duid: d,
         iaid: 1,
         reservation: None,
+        relay: &[],
     };
     // Prefixes: our half (2 of 4) first, then nothing until the partner's half opens.
     let p1 = a
@@ -880,6 +883,7 @@ fn a_new_device_on_a_reserved_line_takes_the_line_s_address_over() {
         seq: 1,
         partner_ack_until: 0,
         partner_lifetime_received: 0,
+        relay: Box::default(),
     })
     .unwrap();
     let owner = with_res(&c, b"r1r", 0);
@@ -969,6 +973,7 @@ fn partner_down_waits_for_the_partner_lifetime_it_acknowledged() {
         seq: 1,
         partner_ack_until: 0,
         partner_lifetime_received: 500,
+        relay: Box::default(),
     })
     .unwrap();
     a.finish_restore();
@@ -1160,6 +1165,7 @@ fn a_partner_half_binding_the_partner_never_heard_of_is_not_extended_when_its_ha
         seq: 1,
         partner_ack_until: ack,
         partner_lifetime_received: 0,
+        relay: Box::default(),
     };
     a.restore(lease(theirs, b"c1", 0)).unwrap();
     a.restore(lease(known, b"c2", 700)).unwrap();
@@ -1462,6 +1468,7 @@ fn pd_ia(duid: &[u8]) -> ClientIa<'_> {
         duid,
         iaid: 1,
         reservation: None,
+        relay: &[],
     }
 }
 

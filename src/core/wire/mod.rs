@@ -11,6 +11,7 @@
 mod message;
 mod options;
 mod relay;
+pub mod relay_data;
 mod writer;
 
 use std::fmt;

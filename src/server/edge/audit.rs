@@ -15,6 +15,7 @@ use std::net::Ipv6Addr;
 use std::path::PathBuf;
 use std::sync::Mutex;
 use tandem_core::lease::{Lease, LeaseState};
+use tandem_core::wire::relay_data::RelayData;
 use tandem_core::wire::{self, MessageType, opt};
 use tracing::warn;
 
@@ -63,8 +64,8 @@ impl AuditLog {
     }
 }
 
-/// What the relays said about the client's line, from a received datagram (empty when it
-/// came directly).
+/// What the relays said about the client's line: read from a received datagram, or from the
+/// relay data a lease keeps (`wire::relay_data`). Empty when the client came directly.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct RelayInfo {
     /// The address the Relay-forw came from (the relay closest to the server), if relayed.
@@ -75,10 +76,13 @@ pub struct RelayInfo {
     pub peer_address: Option<Ipv6Addr>,
     /// Interface-Id, Remote-Id and Subscriber-Id of the relay closest to the client, in hex.
     pub interface_id: Option<String>,
-    /// Remote-Id (RFC 4649), hex.
+    /// Remote-Id (RFC 4649: enterprise number, then the id), hex.
     pub remote_id: Option<String>,
     /// Subscriber-Id (RFC 4580), hex.
     pub subscriber_id: Option<String>,
+    /// Relay-Id (RFC 5460: the relay's DUID) of the relay closest to the client that sent
+    /// one, hex.
+    pub relay_id: Option<String>,
 }
 
 impl RelayInfo {
@@ -87,25 +91,44 @@ impl RelayInfo {
         let Ok(relayed) = wire::unwrap_relays(bytes) else {
             return RelayInfo::default();
         };
-        let hops = relayed.hops();
-        let Some(last) = hops.len().checked_sub(1) else {
+        let mut data = Vec::new();
+        wire::relay_data::encode(&relayed, src, &mut data);
+        RelayInfo::from_relay_data(&data)
+    }
+
+    /// Reads it from a lease's relay data (empty: not relayed).
+    pub fn from_relay_data(bytes: &[u8]) -> RelayInfo {
+        let Some(d) = RelayData::new(bytes) else {
             return RelayInfo::default();
         };
-        let h = &hops[last];
-        let find = |code: u16| {
-            relayed
-                .hop_options(last)
-                .find(|o| o.code == code)
-                .map(|o| hex(o.data))
+        let Some(c) = d.closest_to_client() else {
+            return RelayInfo::default();
         };
         RelayInfo {
-            relay: Some(src),
-            link_address: Some(h.link_address),
-            peer_address: Some(h.peer_address),
-            interface_id: h.interface_id.map(hex),
-            remote_id: find(opt::REMOTE_ID),
-            subscriber_id: find(opt::SUBSCRIBER_ID),
+            relay: Some(d.relay_address()),
+            link_address: Some(c.link_address),
+            peer_address: Some(c.peer_address),
+            interface_id: c.find(opt::INTERFACE_ID).map(hex),
+            remote_id: c.find(opt::REMOTE_ID).map(hex),
+            subscriber_id: c.find(opt::SUBSCRIBER_ID).map(hex),
+            relay_id: d.relay_ids().last().map(hex),
         }
+    }
+
+    /// The fields that are set, by name, as strings (what the audit log, `lease-get` and
+    /// `tandem leases` show).
+    pub fn fields(&self) -> impl Iterator<Item = (&'static str, String)> + '_ {
+        [
+            ("relay", self.relay.map(|a| a.to_string())),
+            ("link_address", self.link_address.map(|a| a.to_string())),
+            ("peer_address", self.peer_address.map(|a| a.to_string())),
+            ("interface_id", self.interface_id.clone()),
+            ("remote_id", self.remote_id.clone()),
+            ("subscriber_id", self.subscriber_id.clone()),
+            ("relay_id", self.relay_id.clone()),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.map(|v| (k, v)))
     }
 }
 
@@ -142,17 +165,8 @@ pub fn line(l: &Lease, via: Option<MessageType>, relay: Option<&RelayInfo>, now:
         let _ = write!(s, ",\"via\":\"{v:?}\"");
     }
     if let Some(r) = relay {
-        for (k, v) in [
-            ("relay", r.relay.map(|a| a.to_string())),
-            ("link_address", r.link_address.map(|a| a.to_string())),
-            ("peer_address", r.peer_address.map(|a| a.to_string())),
-            ("interface_id", r.interface_id.clone()),
-            ("remote_id", r.remote_id.clone()),
-            ("subscriber_id", r.subscriber_id.clone()),
-        ] {
-            if let Some(v) = v {
-                let _ = write!(s, ",\"{k}\":\"{v}\"");
-            }
+        for (k, v) in r.fields() {
+            let _ = write!(s, ",\"{k}\":\"{v}\"");
         }
     }
     s.push_str("}\n");
@@ -181,6 +195,7 @@ mod tests {
             seq: 5,
             partner_ack_until: 0,
             partner_lifetime_received: 0,
+            relay: Box::default(),
         };
         let r = RelayInfo {
             relay: Some("2001:db8::1".parse().unwrap()),

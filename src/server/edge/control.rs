@@ -23,6 +23,8 @@ use std::time::Duration;
 use tandem_core::config::{Config, ResourceKind};
 use tandem_core::lease::Lease;
 use tandem_core::pool::Allocator;
+use tandem_core::wire::opt;
+use tandem_core::wire::relay_data::RelayData;
 use tracing::{info, warn};
 
 /// Longest request accepted, bytes.
@@ -107,6 +109,10 @@ fn lease_json(l: &Lease) -> Value {
         "valid_secs": l.valid_secs,
         "cltt": l.cltt,
         "expires_at": l.expires_at,
+        "relay": super::audit::RelayInfo::from_relay_data(&l.relay)
+            .fields()
+            .map(|(k, v)| (k.to_string(), Value::from(v)))
+            .collect::<serde_json::Map<String, Value>>(),
     })
 }
 
@@ -205,8 +211,29 @@ fn run(ctx: &ControlCtx, req: &Value, announce: &mut dyn FnMut(&[Lease])) -> Res
                     .take(LEASES_PER_ANSWER_MAX)
                     .map(|(_, l)| lease_json(l))
                     .collect()
+            } else if let Some(r) = req.get("remote_id") {
+                // The relay's Remote-ID option as sent (enterprise number first), matched
+                // against what each lease keeps from the relay closest to the client: a walk
+                // of the lease table (there is no Remote-ID index yet).
+                let want = unhex(r, "remote_id")?;
+                let mut found = Vec::new();
+                ctx.alloc.for_each_lease(|l| {
+                    if found.len() < LEASES_PER_ANSWER_MAX
+                        && l.state != tandem_core::lease::LeaseState::Offered
+                        && RelayData::new(&l.relay)
+                            .and_then(|d| d.closest_to_client())
+                            .and_then(|c| c.find(opt::REMOTE_ID))
+                            == Some(&want[..])
+                    {
+                        found.push(lease_json(l));
+                    }
+                });
+                found
             } else {
-                return Err("lease-get needs \"lease\" (address or prefix) or \"duid\"".into());
+                return Err(
+                    "lease-get needs \"lease\" (address or prefix), \"duid\" or \"remote_id\""
+                        .into(),
+                );
             };
             Ok(json!({"result": "ok", "leases": leases}))
         }

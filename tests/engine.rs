@@ -2716,6 +2716,189 @@ fn leasequery_returns_the_relay_data_when_the_query_asks_for_it() {
     assert!(!cd.iter().any(|(c, _)| *c == opt::LQ_RELAY_DATA));
 }
 
+/// One Bulk Leasequery answer message: its type, status, and each Client Data's options.
+type LqMsg = (MessageType, Option<u16>, Vec<Vec<(u16, Vec<u8>)>>);
+
+/// RFC 5460 Bulk Leasequery, sans-IO: by Remote-ID, Relay-ID, link address and client, each
+/// client's bindings on a link in one Client Data, a LEASEQUERY-REPLY first, a
+/// LEASEQUERY-DATA per further client and a LEASEQUERY-DONE after them; refusals and "none"
+/// are a REPLY alone.
+#[test]
+fn bulk_leasequery_answers_by_line_relay_link_and_client() {
+    use tandem_core::leasequery::{Ctx, answer_bulk};
+    let mut s = Srv::new(&lq_conf());
+    let with_opts = |mut v: Vec<u8>, opts: &[(u16, &[u8])]| {
+        for (code, data) in opts {
+            v.extend_from_slice(&code.to_be_bytes());
+            v.extend_from_slice(&u16::try_from(data.len()).unwrap().to_be_bytes());
+            v.extend_from_slice(data);
+        }
+        v
+    };
+    const RELAY_ID: &[u8] = &[0, 3, 0, 1, 0xaa, 0, 0, 0, 0, 1];
+    // Clients 8 (address and prefix) and 9 (address) behind access relays with their
+    // Remote-IDs, behind one aggregation relay with a Relay-ID; client 10 direct; client 11
+    // relayed on subnet 2 with neither.
+    let behind = |rid: &[u8], ias: P| {
+        let access = with_opts(
+            relay(0, "2001:db8:1::1", "fe80::8", None, &ias.bytes()),
+            &[(opt::REMOTE_ID, rid)],
+        );
+        with_opts(
+            relay(1, "::", "2001:db8:ff::1", None, &access),
+            &[(53, RELAY_ID)],
+        )
+    };
+    let line8: &[u8] = b"\0\0\0\x09line-8";
+    let line9: &[u8] = b"\0\0\0\x09line-9";
+    for m in [
+        behind(
+            line8,
+            P::new(MessageType::Solicit, 8)
+                .rapid()
+                .na(1, &[])
+                .pd(2, &[]),
+        ),
+        behind(line9, P::new(MessageType::Solicit, 9).rapid().na(1, &[])),
+        P::new(MessageType::Solicit, 10).rapid().na(1, &[]).bytes(),
+        relay(
+            0,
+            "2001:db8:2::1",
+            "fe80::b",
+            None,
+            &P::new(MessageType::Solicit, 11).rapid().na(1, &[]).bytes(),
+        ),
+    ] {
+        assert!(!s.send(&m).writes.is_empty());
+    }
+    let run = |s: &Srv, catching_up: bool, q: &[u8]| -> Vec<LqMsg> {
+        let cx = Ctx {
+            config: &s.cfg,
+            alloc: &s.alloc,
+            server_duid: SERVER_DUID,
+            now_secs: 1100,
+            requestor: ip("::1"),
+            catching_up,
+        };
+        let mut a = answer_bulk(&cx, &Message::parse(q).unwrap()).unwrap();
+        let mut out = Vec::new();
+        let mut msgs = Vec::new();
+        while a.next_message(&mut out) {
+            let m = Message::parse(&out).unwrap();
+            assert_eq!(m.transaction_id(), 0x42);
+            let first = msgs.is_empty();
+            assert_eq!(
+                m.server_id().is_some(),
+                first,
+                "server id in the REPLY only"
+            );
+            let data: Vec<Vec<(u16, Vec<u8>)>> = m
+                .options()
+                .filter(|o| o.code == opt::CLIENT_DATA)
+                .map(|o| {
+                    tandem_core::wire::OptionIter::new(o.data)
+                        .map(|o| (o.code, o.data.to_vec()))
+                        .collect()
+                })
+                .collect();
+            msgs.push((m.msg_type(), m.status().map(|s| s.code), data));
+        }
+        msgs
+    };
+    let clients_in = |msgs: &[LqMsg]| {
+        let mut c: Vec<Vec<u8>> = msgs
+            .iter()
+            .flat_map(|(_, _, d)| d.iter().map(|cd| cd[0].1.clone()))
+            .collect();
+        c.sort();
+        c
+    };
+    let shape = |msgs: &[LqMsg]| {
+        msgs.iter()
+            .map(|(t, st, d)| (*t, *st, d.len()))
+            .collect::<Vec<_>>()
+    };
+    use MessageType::{LeasequeryData as Data, LeasequeryDone as Done, LeasequeryReply as Reply};
+    // By Remote-ID: client 8, its address and prefix in one Client Data.
+    let m = run(&s, false, &lq(5, "::", &[(opt::REMOTE_ID, line8.to_vec())]));
+    assert_eq!(shape(&m), vec![(Reply, None, 1), (Done, None, 0)]);
+    assert_eq!(clients_in(&m), vec![duid(8)]);
+    let cd = &m[0].2[0];
+    assert!(
+        cd.iter().any(|(c, _)| *c == opt::IAADDR) && cd.iter().any(|(c, _)| *c == opt::IAPREFIX)
+    );
+    assert!(
+        !cd.iter().any(|(c, _)| *c == opt::LQ_RELAY_DATA),
+        "not asked for"
+    );
+    // By Relay-ID, with the relay data asked for: clients 8 and 9.
+    let oro = opt::LQ_RELAY_DATA.to_be_bytes().to_vec();
+    let m = run(
+        &s,
+        false,
+        &lq(3, "::", &[(53, RELAY_ID.to_vec()), (opt::ORO, oro)]),
+    );
+    assert_eq!(
+        shape(&m),
+        vec![(Reply, None, 1), (Data, None, 1), (Done, None, 0)]
+    );
+    assert_eq!(clients_in(&m), vec![duid(8), duid(9)]);
+    assert!(
+        m.iter()
+            .flat_map(|x| &x.2)
+            .all(|cd| cd.iter().any(|(c, _)| *c == opt::LQ_RELAY_DATA))
+    );
+    // By link address: subnet 1's clients 8, 9 and 10; subnet 2's client 11.
+    let m = run(&s, false, &lq(4, "2001:db8:1::", &[]));
+    assert_eq!(clients_in(&m), vec![duid(8), duid(9), duid(10)]);
+    assert_eq!(m.last().unwrap().0, Done);
+    let m = run(&s, false, &lq(4, "2001:db8:2::1", &[]));
+    assert_eq!(clients_in(&m), vec![duid(11)]);
+    // By Relay-ID narrowed to subnet 2: nobody there came through that relay.
+    let m = run(
+        &s,
+        false,
+        &lq(3, "2001:db8:2::", &[(53, RELAY_ID.to_vec())]),
+    );
+    assert_eq!(shape(&m), vec![(Reply, None, 0)]);
+    // The UDP query types work over TCP too; with several links, one Client Data each.
+    s.send(&relay(
+        0,
+        "2001:db8:2::1",
+        "fe80::8",
+        None,
+        &P::new(MessageType::Solicit, 8).rapid().na(7, &[]).bytes(),
+    ));
+    let m = run(&s, false, &lq(2, "::", &[(opt::CLIENTID, duid(8))]));
+    assert_eq!(
+        shape(&m),
+        vec![(Reply, None, 1), (Data, None, 1), (Done, None, 0)]
+    );
+    assert_eq!(clients_in(&m), vec![duid(8), duid(8)]);
+    // Nothing found: a REPLY alone, no status; while catching up: QueryTerminated.
+    let nobody = lq(5, "::", &[(opt::REMOTE_ID, b"\0\0\0\x09nobody".to_vec())]);
+    assert_eq!(shape(&run(&s, false, &nobody)), vec![(Reply, None, 0)]);
+    assert_eq!(
+        shape(&run(&s, true, &nobody)),
+        vec![(Reply, Some(StatusCode::QueryTerminated as u16), 0)]
+    );
+    // Refusals: a link in no subnet, a missing option, a link query without a link.
+    for (q, want) in [
+        (lq(4, "2001:db8:77::", &[]), StatusCode::NotConfigured),
+        (lq(3, "::", &[]), StatusCode::MalformedQuery),
+        (
+            lq(5, "::", &[(opt::REMOTE_ID, vec![0, 0, 0, 9])]),
+            StatusCode::MalformedQuery,
+        ),
+        (lq(4, "::", &[]), StatusCode::MalformedQuery),
+    ] {
+        assert_eq!(
+            shape(&run(&s, false, &q)),
+            vec![(Reply, Some(want as u16), 0)]
+        );
+    }
+}
+
 #[test]
 fn leasequery_refuses_strangers_and_bad_queries() {
     let mut s = Srv::new(&lq_conf());

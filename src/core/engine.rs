@@ -208,9 +208,43 @@ impl Engine {
         &self.duid
     }
 
+    /// The configuration this engine answers with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
     /// The lease table.
     pub fn allocator(&self) -> &Allocator {
         &self.alloc
+    }
+
+    /// Answers one Bulk Leasequery message `bytes` (RFC 5460) received over TCP from
+    /// `requestor` at `now_secs`: the answer, to be written out message by message. Errors:
+    /// the message is dropped (not a LEASEQUERY, malformed, discarded by RFC 5007 §4.2.1, or
+    /// the failover state answers nobody).
+    pub fn answer_bulk_leasequery(
+        &self,
+        policy: &Policy,
+        requestor: Ipv6Addr,
+        now_secs: u64,
+        bytes: &[u8],
+    ) -> Result<crate::leasequery::BulkAnswer, Dropped> {
+        let msg = Message::parse(bytes).map_err(Dropped::Malformed)?;
+        if msg.msg_type() != MessageType::Leasequery {
+            return Err(Dropped::NotForServer(msg.msg_type()));
+        }
+        if policy.answering == Answering::Nobody {
+            return Err(Dropped::NotServing);
+        }
+        let cx = crate::leasequery::Ctx {
+            config: &self.config,
+            alloc: &self.alloc,
+            server_duid: &self.duid,
+            now_secs,
+            requestor,
+            catching_up: policy.catching_up,
+        };
+        crate::leasequery::answer_bulk(&cx, &msg)
     }
 
     /// Handles one datagram. On [`Outcome::Reply`], `reply` holds the bytes to send to

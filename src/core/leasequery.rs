@@ -9,19 +9,25 @@
 //! ask for OPTION_LQ_RELAY_DATA: the relay data kept with the client's most recently granted or
 //! renewed binding (`wire::relay_data`), inside OPTION_CLIENT_DATA (RFC 5007 §4.1.2.2, §4.1.2.4).
 //! Bulk Leasequery's query types (RFC 5460: by relay id, link address, remote id) get NotAllowed
-//! over UDP, as RFC 5460 §4 says. Not here yet: Bulk Leasequery over TCP.
+//! over UDP, as RFC 5460 §4 says.
+//!
+//! Bulk Leasequery (RFC 5460) is answered here too, sans-IO ([`answer_bulk`]): the edge reads
+//! length-prefixed queries from a TCP connection and writes the messages of the
+//! [`BulkAnswer`] back. Over TCP the queries may also ask by Relay-ID, by link address, and by
+//! Remote-ID; those walk the lease table (there is no index by relay identifier yet).
 
 use crate::config::Config;
 use crate::engine::Dropped;
 use crate::lease::Lease;
 use crate::pool::Allocator;
+use crate::wire::relay_data::{RELAY_ID, RelayData};
 use crate::wire::{Message, MessageType, MessageWriter, OptionIter, StatusCode, opt};
 use std::net::Ipv6Addr;
 
 /// RFC 5007 query types.
 const QUERY_BY_ADDRESS: u8 = 1;
 const QUERY_BY_CLIENTID: u8 = 2;
-/// RFC 5460 query types, for Bulk Leasequery over TCP only.
+/// RFC 5460 query types, for Bulk Leasequery over TCP only (4 is QUERY_BY_LINK_ADDRESS).
 const QUERY_BY_RELAY_ID: u8 = 3;
 const QUERY_BY_REMOTE_ID: u8 = 5;
 
@@ -31,61 +37,107 @@ pub const BINDINGS_PER_REPLY_MAX: usize = 64;
 /// Most links an OPTION_LQ_CLIENT_LINK lists (16 bytes each, well inside one option).
 pub const LINKS_PER_REPLY_MAX: usize = 256;
 
-/// What the engine knows that a Leasequery answer needs.
-pub(crate) struct Ctx<'a> {
+/// What a Leasequery answer needs to know.
+pub struct Ctx<'a> {
+    /// The running configuration (subnets, `[leasequery]`).
     pub config: &'a Config,
+    /// The lease table.
     pub alloc: &'a Allocator,
+    /// This server's DUID.
     pub server_duid: &'a [u8],
+    /// Now, unix seconds.
     pub now_secs: u64,
-    /// The requestor's address (the datagram's source).
+    /// The requestor's address (the datagram's or connection's source).
     pub requestor: Ipv6Addr,
     /// Failover: still catching up with the partner ([`crate::engine::Policy::catching_up`]).
-    /// A query that finds no binding then gets no answer rather than "none": the binding may
-    /// be on its way, and a relay told "none" could drop its route.
+    /// A query that finds no binding then gets no answer rather than "none" (over TCP:
+    /// QueryTerminated): the binding may be on its way, and a relay told "none" could drop
+    /// its route.
     pub catching_up: bool,
 }
 
-/// Answers one LEASEQUERY (received directly, not relayed) into `out`, or says why not.
-pub(crate) fn answer(cx: &Ctx, msg: &Message, out: &mut Vec<u8>) -> Result<(), Dropped> {
-    // RFC 5007 §4.2.1: discard without a Client Identifier, with another server's
-    // identifier, or without a Query option.
+/// A query, checked (RFC 5007 §4.1.2.1, RFC 5460 §5.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Query<'m> {
+    /// The binding on an address or the delegated prefix holding it, in subnet index `subnet`.
+    Address { addr: Ipv6Addr, subnet: usize },
+    /// A client's bindings, on one link or all.
+    ClientId {
+        duid: &'m [u8],
+        on_link: Option<usize>,
+    },
+    /// Bindings last granted or renewed through the relay with this Relay-ID (RFC 5460).
+    RelayId {
+        id: &'m [u8],
+        on_link: Option<usize>,
+    },
+    /// Every binding on a link (RFC 5460).
+    LinkAddress { subnet: usize },
+    /// Bindings whose relay closest to the client sent this Remote-ID option (RFC 5460).
+    RemoteId {
+        id: &'m [u8],
+        on_link: Option<usize>,
+    },
+}
+
+/// A LEASEQUERY's identifiers and its query, or the status that refuses it.
+struct Asked<'m> {
+    xid: u32,
+    requestor_id: &'m [u8],
+    /// The query, or why it is refused.
+    query: Result<Query<'m>, (StatusCode, &'static str)>,
+    /// The query's own ORO asks for OPTION_LQ_RELAY_DATA.
+    with_relay_data: bool,
+}
+
+/// Checks a LEASEQUERY. Discards what RFC 5007 §4.2.1 says to discard (no requestor id,
+/// another server's id, no query option); anything else gets an answer, maybe a refusal.
+/// `bulk`: received over TCP, where RFC 5460's query types are allowed.
+fn ask<'m>(cx: &Ctx, msg: &Message<'m>, bulk: bool) -> Result<Asked<'m>, Dropped> {
     let requestor_id = msg.client_id().ok_or(Dropped::NoClientId)?;
     if msg.server_id().is_some_and(|s| s != cx.server_duid) {
         return Err(Dropped::OtherServer);
     }
     let query = msg.first(opt::LQ_QUERY).ok_or(Dropped::NothingToAnswer)?;
-    let mut w = MessageWriter::new(out, MessageType::LeasequeryReply, msg.transaction_id());
-    w.server_id(cx.server_duid);
-    w.client_id(requestor_id);
+    let mut asked = Asked {
+        xid: msg.transaction_id(),
+        requestor_id,
+        query: Err((StatusCode::Success, "")),
+        with_relay_data: false,
+    };
+    asked.query = check_query(cx, query, bulk, &mut asked.with_relay_data);
+    Ok(asked)
+}
+
+fn check_query<'m>(
+    cx: &Ctx,
+    query: &'m [u8],
+    bulk: bool,
+    with_relay_data: &mut bool,
+) -> Result<Query<'m>, (StatusCode, &'static str)> {
+    use StatusCode as S;
     if !cx.config.leasequery.allows(&cx.requestor) {
-        w.status(
-            StatusCode::NotAllowed,
+        return Err((
+            S::NotAllowed,
             "this requestor is not in leasequery.requestors",
-        );
-        return Ok(());
+        ));
     }
-    let Some((&query_type, rest)) = query.split_first() else {
-        w.status(StatusCode::MalformedQuery, "empty query option");
-        return Ok(());
-    };
-    let Some((link, query_options)) = rest.split_first_chunk::<16>() else {
-        w.status(
-            StatusCode::MalformedQuery,
-            "query option without link-address",
-        );
-        return Ok(());
-    };
+    let (&query_type, rest) = query
+        .split_first()
+        .ok_or((S::MalformedQuery, "empty query option"))?;
+    let (link, query_options) = rest
+        .split_first_chunk::<16>()
+        .ok_or((S::MalformedQuery, "query option without link-address"))?;
     let link = Ipv6Addr::from(*link);
-    if (QUERY_BY_RELAY_ID..=QUERY_BY_REMOTE_ID).contains(&query_type) {
-        w.status(
-            StatusCode::NotAllowed,
+    let is_bulk_type = (QUERY_BY_RELAY_ID..=QUERY_BY_REMOTE_ID).contains(&query_type);
+    if is_bulk_type && !bulk {
+        return Err((
+            S::NotAllowed,
             "bulk leasequery query-types are for TCP only (RFC 5460 section 4)",
-        );
-        return Ok(());
+        ));
     }
-    if !matches!(query_type, QUERY_BY_ADDRESS | QUERY_BY_CLIENTID) {
-        w.status(StatusCode::UnknownQueryType, "query-type not supported");
-        return Ok(());
+    if !is_bulk_type && !matches!(query_type, QUERY_BY_ADDRESS | QUERY_BY_CLIENTID) {
+        return Err((S::UnknownQueryType, "query-type not supported"));
     }
     // The query's options must be well-formed before anything is looked up: the walk (which
     // stops at the first bad header) must cover every byte.
@@ -93,52 +145,92 @@ pub(crate) fn answer(cx: &Ctx, msg: &Message, out: &mut Vec<u8>) -> Result<(), D
         .map(|o| crate::wire::OPTION_HEADER_LEN + o.data.len())
         .sum();
     if walked != query_options.len() {
-        w.status(StatusCode::MalformedQuery, "query options do not parse");
-        return Ok(());
+        return Err((S::MalformedQuery, "query options do not parse"));
     }
-    let find = |code: u16| -> Option<&[u8]> {
+    let find = |code: u16| -> Option<&'m [u8]> {
         OptionIter::new(query_options)
             .find(|o| o.code == code)
             .map(|o| o.data)
     };
     // What the requestor asks to have with each client's data (RFC 5007 §4.1.2.1).
-    let with_relay_data = find(opt::ORO).is_some_and(|oro| {
+    *with_relay_data = find(opt::ORO).is_some_and(|oro| {
         oro.chunks_exact(2)
             .any(|c| u16::from_be_bytes([c[0], c[1]]) == opt::LQ_RELAY_DATA)
     });
-    // A non-zero link-address names the link (RFC 5007 §4.4.1).
+    // A non-zero link-address names the link (RFC 5007 §4.4.1, RFC 5460 §7.2).
     let on_link = if link.is_unspecified() {
         None
     } else {
-        match subnet_of(cx.config, link) {
-            Some(s) => Some(s),
-            None => {
-                w.status(StatusCode::NotConfigured, "no subnet for this link-address");
-                return Ok(());
-            }
-        }
+        Some(
+            subnet_of(cx.config, link)
+                .ok_or((S::NotConfigured, "no subnet for this link-address"))?,
+        )
     };
-    match query_type {
+    let needs = |code: u16, why: &'static str| {
+        find(code)
+            .filter(|d| !d.is_empty())
+            .ok_or((S::MalformedQuery, why))
+    };
+    Ok(match query_type {
         QUERY_BY_ADDRESS => {
             // An IA Address option is at least address and two lifetimes (24 bytes).
-            let Some(addr) = find(opt::IAADDR)
+            let addr = find(opt::IAADDR)
                 .filter(|d| d.len() >= 24)
                 .and_then(|d| d.first_chunk::<16>())
                 .map(|a| Ipv6Addr::from(*a))
-            else {
-                w.status(
-                    StatusCode::MalformedQuery,
+                .ok_or((
+                    S::MalformedQuery,
                     "QUERY_BY_ADDRESS needs an IA Address option",
-                );
-                return Ok(());
-            };
-            let Some(sn) = on_link.or_else(|| subnet_holding(cx.config, addr)) else {
-                w.status(
-                    StatusCode::NotConfigured,
-                    "the address is in no configured subnet",
-                );
-                return Ok(());
-            };
+                ))?;
+            let subnet = on_link
+                .or_else(|| subnet_holding(cx.config, addr))
+                .ok_or((S::NotConfigured, "the address is in no configured subnet"))?;
+            Query::Address { addr, subnet }
+        }
+        QUERY_BY_CLIENTID => Query::ClientId {
+            duid: needs(
+                opt::CLIENTID,
+                "QUERY_BY_CLIENTID needs a Client Identifier option",
+            )?,
+            on_link,
+        },
+        QUERY_BY_RELAY_ID => Query::RelayId {
+            id: needs(RELAY_ID, "QUERY_BY_RELAY_ID needs a Relay-ID option")?,
+            on_link,
+        },
+        QUERY_BY_REMOTE_ID => Query::RemoteId {
+            // Enterprise number and at least one byte of id.
+            id: find(opt::REMOTE_ID).filter(|d| d.len() > 4).ok_or((
+                S::MalformedQuery,
+                "QUERY_BY_REMOTE_ID needs a Remote-ID option",
+            ))?,
+            on_link,
+        },
+        _ => Query::LinkAddress {
+            subnet: on_link.ok_or((
+                S::MalformedQuery,
+                "QUERY_BY_LINK_ADDRESS needs a link-address",
+            ))?,
+        },
+    })
+}
+
+/// Answers one LEASEQUERY (received directly, not relayed) into `out`, or says why not.
+pub(crate) fn answer(cx: &Ctx, msg: &Message, out: &mut Vec<u8>) -> Result<(), Dropped> {
+    let asked = ask(cx, msg, false)?;
+    let mut w = MessageWriter::new(out, MessageType::LeasequeryReply, asked.xid);
+    w.server_id(cx.server_duid);
+    w.client_id(asked.requestor_id);
+    let query = match asked.query {
+        Ok(q) => q,
+        Err((code, why)) => {
+            w.status(code, why);
+            return Ok(());
+        }
+    };
+    let with_relay_data = asked.with_relay_data;
+    match query {
+        Query::Address { addr, subnet: sn } => {
             // Only bindings with valid lifetime left (§4.1.2.2); one not yet reclaimed is over.
             if let Some(l) = cx
                 .alloc
@@ -155,14 +247,7 @@ pub(crate) fn answer(cx: &Ctx, msg: &Message, out: &mut Vec<u8>) -> Result<(), D
                 return Err(Dropped::CatchingUp);
             }
         }
-        QUERY_BY_CLIENTID => {
-            let Some(duid) = find(opt::CLIENTID).filter(|d| !d.is_empty()) else {
-                w.status(
-                    StatusCode::MalformedQuery,
-                    "QUERY_BY_CLIENTID needs a Client Identifier option",
-                );
-                return Ok(());
-            };
+        Query::ClientId { duid, on_link } => {
             let mut all = cx.alloc.leases_of(duid, on_link);
             all.retain(|(_, l)| l.expires_at > cx.now_secs);
             let mut links: Vec<usize> = all.iter().map(|(s, _)| *s).collect();
@@ -184,13 +269,198 @@ pub(crate) fn answer(cx: &Ctx, msg: &Message, out: &mut Vec<u8>) -> Result<(), D
                 return Err(Dropped::CatchingUp);
             }
         }
-        _ => unreachable!("query types checked above"),
+        // Refused in `check_query` over UDP.
+        Query::RelayId { .. } | Query::LinkAddress { .. } | Query::RemoteId { .. } => {
+            return Err(Dropped::NothingToAnswer);
+        }
     }
     if w.overflowed() {
         // Bounded above so it cannot happen; never send a broken reply if it did.
         return Err(Dropped::NothingToAnswer);
     }
     Ok(())
+}
+
+/// One client's bindings on one link: what one OPTION_CLIENT_DATA carries.
+struct ClientOnLink {
+    duid: Box<[u8]>,
+    leases: Vec<Lease>,
+}
+
+/// The answer to one Bulk Leasequery (RFC 5460 §7.2), written message by message with
+/// [`BulkAnswer::next_message`] so a large answer is never held as bytes: a LEASEQUERY-REPLY
+/// (the status, or the first client's data), a LEASEQUERY-DATA for each further client, and a
+/// LEASEQUERY-DONE when at least one binding was sent.
+pub struct BulkAnswer {
+    xid: u32,
+    server_duid: Box<[u8]>,
+    requestor_id: Box<[u8]>,
+    refused: Option<(StatusCode, &'static str)>,
+    clients: Vec<ClientOnLink>,
+    with_relay_data: bool,
+    now_secs: u64,
+    /// Messages written so far.
+    sent: usize,
+}
+
+impl BulkAnswer {
+    /// How many clients' data the answer holds.
+    pub fn clients(&self) -> usize {
+        self.clients.len()
+    }
+
+    /// Writes the next message of the answer into `out` (cleared first); false once the
+    /// answer is complete (`out` then empty).
+    pub fn next_message(&mut self, out: &mut Vec<u8>) -> bool {
+        out.clear();
+        let i = self.sent;
+        let n = self.clients.len();
+        // REPLY, then DATA for clients 1.., then DONE if there was any client.
+        let last = if n == 0 { 1 } else { n + 1 };
+        if i >= last {
+            return false;
+        }
+        self.sent += 1;
+        let ty = match i {
+            0 => MessageType::LeasequeryReply,
+            i if i < n => MessageType::LeasequeryData,
+            _ => MessageType::LeasequeryDone,
+        };
+        let mut w = MessageWriter::new(out, ty, self.xid);
+        if i == 0 {
+            w.server_id(&self.server_duid);
+            w.client_id(&self.requestor_id);
+            if let Some((code, why)) = self.refused {
+                w.status(code, why);
+                return true;
+            }
+        }
+        if let Some(c) = self.clients.get(i).filter(|_| i < n) {
+            let leases: Vec<&Lease> = c.leases.iter().collect();
+            client_data(
+                &mut w,
+                self.now_secs,
+                &c.duid,
+                &leases,
+                self.with_relay_data,
+            );
+        }
+        true
+    }
+}
+
+/// Answers one Bulk Leasequery received over TCP (RFC 5460): the bindings it asks for, each
+/// client's on each link in one OPTION_CLIENT_DATA (at most [`BINDINGS_PER_REPLY_MAX`] each).
+/// A query that finds nothing while the server is catching up with its failover partner is
+/// answered QueryTerminated (the bindings may be on their way; the requestor asks again).
+/// Errors: the LEASEQUERY is discarded (RFC 5007 §4.2.1).
+pub fn answer_bulk(cx: &Ctx, msg: &Message) -> Result<BulkAnswer, Dropped> {
+    let asked = ask(cx, msg, true)?;
+    let mut answer = BulkAnswer {
+        xid: asked.xid,
+        server_duid: cx.server_duid.into(),
+        requestor_id: asked.requestor_id.into(),
+        refused: None,
+        clients: Vec::new(),
+        with_relay_data: asked.with_relay_data,
+        now_secs: cx.now_secs,
+        sent: 0,
+    };
+    let query = match asked.query {
+        Ok(q) => q,
+        Err(refusal) => {
+            answer.refused = Some(refusal);
+            return Ok(answer);
+        }
+    };
+    let now = cx.now_secs;
+    let live = |l: &Lease| l.state == crate::lease::LeaseState::Active && l.expires_at > now;
+    let subnet_id = |sn: usize| cx.config.subnets[sn].id;
+    let mut found: Vec<Lease> = Vec::new();
+    match query {
+        Query::Address { addr, subnet } => {
+            if let Some(l) = cx.alloc.lease_covering(subnet, addr).filter(|l| live(l)) {
+                found = cx
+                    .alloc
+                    .leases_of(&l.duid, Some(subnet))
+                    .into_iter()
+                    .map(|(_, l)| l)
+                    .collect();
+            }
+        }
+        Query::ClientId { duid, on_link } => {
+            found = cx
+                .alloc
+                .leases_of(duid, on_link)
+                .into_iter()
+                .map(|(_, l)| l)
+                .collect();
+        }
+        Query::LinkAddress { subnet } => {
+            let id = subnet_id(subnet);
+            cx.alloc.for_each_lease(|l| {
+                if l.subnet_id == id && live(l) {
+                    found.push(l.clone());
+                }
+            });
+        }
+        Query::RelayId { id, on_link } | Query::RemoteId { id, on_link } => {
+            let by_relay = matches!(query, Query::RelayId { .. });
+            let on = on_link.map(subnet_id);
+            cx.alloc.for_each_lease(|l| {
+                if !live(l) || on.is_some_and(|s| s != l.subnet_id) {
+                    return;
+                }
+                let Some(d) = RelayData::new(&l.relay) else {
+                    return;
+                };
+                let hit = if by_relay {
+                    d.relay_ids().any(|r| r == id)
+                } else {
+                    d.closest_to_client()
+                        .and_then(|c| c.find(opt::REMOTE_ID))
+                        .is_some_and(|r| r == id)
+                };
+                if hit {
+                    found.push(l.clone());
+                }
+            });
+        }
+    }
+    found.retain(|l| live(l));
+    if found.is_empty() && cx.catching_up {
+        answer.refused = Some((
+            StatusCode::QueryTerminated,
+            "catching up with the failover partner; ask again",
+        ));
+        return Ok(answer);
+    }
+    // One OPTION_CLIENT_DATA per client and link.
+    found.sort_by(|a, b| {
+        (a.subnet_id, &a.duid, a.kind.code(), a.addr).cmp(&(
+            b.subnet_id,
+            &b.duid,
+            b.kind.code(),
+            b.addr,
+        ))
+    });
+    for l in found {
+        match answer.clients.last_mut() {
+            Some(c)
+                if c.duid == l.duid
+                    && c.leases.first().is_some_and(|f| f.subnet_id == l.subnet_id) =>
+            {
+                if c.leases.len() < BINDINGS_PER_REPLY_MAX {
+                    c.leases.push(l);
+                }
+            }
+            _ => answer.clients.push(ClientOnLink {
+                duid: l.duid.clone(),
+                leases: vec![l],
+            }),
+        }
+    }
+    Ok(answer)
 }
 
 /// OPTION_CLIENT_DATA (RFC 5007 §4.4.2): the client's identifier, its addresses and prefixes

@@ -24,6 +24,12 @@ pub const MAP_SIZE_MIB: usize = 4096;
 /// Smallest `server.map_size_mib` accepted.
 pub const MAP_SIZE_MIB_MIN: usize = 16;
 
+/// `leasequery.bulk_connections_max`: Bulk Leasequery connections served at once
+/// (RFC 5460 §5.6 BULK_LQ_MAX_CONNS).
+pub const BULK_LQ_CONNECTIONS_MAX: u32 = 10;
+/// The most `leasequery.bulk_connections_max` may be set to (one thread each).
+pub const BULK_LQ_CONNECTIONS_LIMIT: u32 = 256;
+
 /// `lease.preferred_lifetime_secs`.
 pub const PREFERRED_LIFETIME_SECS: u32 = 3600;
 /// `lease.valid_lifetime_secs`.

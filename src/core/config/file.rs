@@ -39,6 +39,9 @@ pub(super) struct FileLimits {
 pub(super) struct FileLeasequery {
     #[serde(default)]
     pub(super) requestors: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub(super) bulk_listen: Vec<Spanned<String>>,
+    pub(super) bulk_connections_max: Option<Spanned<u32>>,
 }
 
 /// An `options` table (global `[options]`, `[subnet.options]`, or `options = {...}` in a pool).

@@ -401,11 +401,26 @@ impl Default for LimitsConfig {
 }
 
 /// `[leasequery]`: who may ask this server about its bindings.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LeasequeryConfig {
     /// Source prefixes allowed to send LEASEQUERY; everyone else is told NotAllowed. Empty:
     /// nobody (the default).
     pub requestors: Vec<Prefix>,
+    /// TCP addresses where Bulk Leasequery (RFC 5460) is served; empty: not served (the
+    /// default).
+    pub bulk_listen: Vec<SocketAddrV6>,
+    /// Bulk Leasequery connections served at once; more are closed at once.
+    pub bulk_connections_max: u32,
+}
+
+impl Default for LeasequeryConfig {
+    fn default() -> Self {
+        LeasequeryConfig {
+            requestors: Vec::new(),
+            bulk_listen: Vec::new(),
+            bulk_connections_max: defaults::BULK_LQ_CONNECTIONS_MAX,
+        }
+    }
 }
 
 impl LeasequeryConfig {

@@ -500,3 +500,27 @@ fn failover_refuses_leases_shorter_than_30_s() {
     let standalone = text(3).split("[failover]").next().unwrap().to_string();
     assert!(crate::config::parse("t", &standalone).is_ok());
 }
+
+#[test]
+fn leasequery_section_defaults_and_errors() {
+    let c = parse("t.toml", &format!("{HEAD}{SUBNET}")).unwrap();
+    assert!(c.leasequery.requestors.is_empty() && c.leasequery.bulk_listen.is_empty());
+    assert_eq!(
+        c.leasequery.bulk_connections_max,
+        defaults::BULK_LQ_CONNECTIONS_MAX
+    );
+    let lq = |body: &str| parse("t.toml", &format!("{HEAD}{SUBNET}[leasequery]\n{body}"));
+    let c =
+        lq("requestors=[\"::1\"]\nbulk_listen=[\"[::1]:547\"]\nbulk_connections_max=3\n").unwrap();
+    assert_eq!(
+        c.leasequery.bulk_listen,
+        vec!["[::1]:547".parse::<SocketAddrV6>().unwrap()]
+    );
+    assert_eq!(c.leasequery.bulk_connections_max, 3);
+    let e = lq("bulk_listen=[\"::1\"]\n").unwrap_err();
+    assert_eq!(e.field, "leasequery.bulk_listen[0]");
+    for n in [0, defaults::BULK_LQ_CONNECTIONS_LIMIT + 1] {
+        let e = lq(&format!("bulk_connections_max={n}\n")).unwrap_err();
+        assert_eq!(e.field, "leasequery.bulk_connections_max", "{n}");
+    }
+}

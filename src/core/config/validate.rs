@@ -187,6 +187,35 @@ fn validate(
         }
     }
     let mut requestors = Vec::new();
+    let mut bulk_listen = Vec::new();
+    for (i, l) in raw.leasequery.bulk_listen.iter().enumerate() {
+        let a: SocketAddrV6 = l.get_ref().parse().map_err(|_| {
+            ctx.err(
+                Some(l.span()),
+                &format!("leasequery.bulk_listen[{i}]"),
+                format!(
+                    "`{}` is not an IPv6 socket address like [2001:db8::1]:547",
+                    l.get_ref()
+                ),
+            )
+        })?;
+        bulk_listen.push(a);
+    }
+    let bulk_connections_max = match &raw.leasequery.bulk_connections_max {
+        None => defaults::BULK_LQ_CONNECTIONS_MAX,
+        Some(n) if (1..=defaults::BULK_LQ_CONNECTIONS_LIMIT).contains(n.get_ref()) => *n.get_ref(),
+        Some(n) => {
+            return Err(ctx.err(
+                Some(n.span()),
+                "leasequery.bulk_connections_max",
+                format!(
+                    "{} is out of range: 1 to {}",
+                    n.get_ref(),
+                    defaults::BULK_LQ_CONNECTIONS_LIMIT
+                ),
+            ));
+        }
+    };
     for (i, r) in raw.leasequery.requestors.iter().enumerate() {
         let text = r.get_ref().trim();
         // A bare address is that one requestor.
@@ -231,7 +260,11 @@ fn validate(
         subnets,
         failover,
         options: global,
-        leasequery: LeasequeryConfig { requestors },
+        leasequery: LeasequeryConfig {
+            requestors,
+            bulk_listen,
+            bulk_connections_max,
+        },
         limits,
     })
 }

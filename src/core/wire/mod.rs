@@ -212,7 +212,11 @@ pub enum MessageType {
     Leasequery,
     /// LEASEQUERY-REPLY (15, RFC 5007).
     LeasequeryReply,
-    /// Any other value (0 or 16..=255).
+    /// LEASEQUERY-DONE (16, RFC 5460): the end of a Bulk Leasequery answer.
+    LeasequeryDone,
+    /// LEASEQUERY-DATA (17, RFC 5460): one more client's data in a Bulk Leasequery answer.
+    LeasequeryData,
+    /// Any other value (0 or 18..=255).
     Other(u8),
 }
 
@@ -235,6 +239,8 @@ impl MessageType {
             13 => MessageType::RelayRepl,
             14 => MessageType::Leasequery,
             15 => MessageType::LeasequeryReply,
+            16 => MessageType::LeasequeryDone,
+            17 => MessageType::LeasequeryData,
             other => MessageType::Other(other),
         }
     }
@@ -257,6 +263,8 @@ impl MessageType {
             MessageType::RelayRepl => 13,
             MessageType::Leasequery => 14,
             MessageType::LeasequeryReply => 15,
+            MessageType::LeasequeryDone => 16,
+            MessageType::LeasequeryData => 17,
             MessageType::Other(v) => v,
         }
     }

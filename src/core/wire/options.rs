@@ -115,6 +115,8 @@ pub enum StatusCode {
     NotConfigured = 9,
     /// Leasequery: the requestor may not issue this query.
     NotAllowed = 10,
+    /// Bulk Leasequery: the server cannot perform the query or stopped it (RFC 5460 §5.5).
+    QueryTerminated = 11,
 }
 
 impl StatusCode {
@@ -132,6 +134,7 @@ impl StatusCode {
             8 => StatusCode::MalformedQuery,
             9 => StatusCode::NotConfigured,
             10 => StatusCode::NotAllowed,
+            11 => StatusCode::QueryTerminated,
             _ => return None,
         })
     }

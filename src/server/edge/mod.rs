@@ -12,6 +12,7 @@
 //! the edge), [`metrics`] (Prometheus rendering and its HTTP listener), [`control`] (the `tandem ctl` socket), [`audit`] (the audit log), [`reload`] (live reload), [`udp`] (the socket datapath), [`xdp`] (the AF_XDP datapath and its XDP program), [`partner`] (the failover partner thread).
 
 pub mod audit;
+pub mod bulk_leasequery;
 pub mod commit;
 pub mod control;
 pub mod metrics;

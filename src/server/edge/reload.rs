@@ -154,10 +154,10 @@ pub fn live_changes(old: &Config, new: &Config) -> Result<Vec<String>, String> {
         changed.push("limits".to_string());
     }
     probe.limits = old.limits;
-    if probe.leasequery != old.leasequery {
+    if probe.leasequery.requestors != old.leasequery.requestors {
         changed.push("leasequery".to_string());
     }
-    probe.leasequery = old.leasequery.clone();
+    probe.leasequery.requestors = old.leasequery.requestors.clone();
     for (name, differs) in [
         ("log_level", probe.server.log_level != old.server.log_level),
         (
@@ -225,6 +225,9 @@ pub fn live_changes(old: &Config, new: &Config) -> Result<Vec<String>, String> {
     if probe.failover != old.failover {
         refused.push("[failover]".to_string());
     }
+    if probe.leasequery != old.leasequery {
+        refused.push("leasequery.bulk_listen or bulk_connections_max".to_string());
+    }
     if probe.server != old.server {
         refused.push(
             "[server] settings other than log_level, rapid_commit and preference (listeners, data_dir, workers, duid, map size, sockets, timers)"
@@ -233,7 +236,7 @@ pub fn live_changes(old: &Config, new: &Config) -> Result<Vec<String>, String> {
     }
     if !refused.is_empty() {
         return Err(format!(
-            "needs a restart: {} changed (live: options, limits, leasequery, rapid_commit, preference, log_level)",
+            "needs a restart: {} changed (live: options, limits, leasequery.requestors, rapid_commit, preference, log_level)",
             refused.join(", ")
         ));
     }
@@ -298,5 +301,11 @@ pools = [{ range = "2001:db8:1::100-2001:db8:1::1ff" }]
         );
         let e = live_changes(&old, &cfg(&two)).unwrap_err();
         assert!(e.contains("list of subnets"), "{e}");
+        // Leasequery's requestors are live; its TCP listener is not.
+        let lq = |body: &str| cfg(&format!("{BASE}[leasequery]\n{body}"));
+        let c = live_changes(&old, &lq("requestors = [\"::1\"]\n")).unwrap();
+        assert_eq!(c, vec!["leasequery".to_string()]);
+        let e = live_changes(&old, &lq("bulk_listen = [\"[::1]:547\"]\n")).unwrap_err();
+        assert!(e.contains("leasequery.bulk_listen"), "{e}");
     }
 }

@@ -3,6 +3,7 @@
 //! them in order.
 
 use super::audit::AuditLog;
+use super::bulk_leasequery;
 use super::commit::{ReplyOut, ReplySink, run_committer};
 use super::control;
 use super::metrics::{MetricsHttp, MetricsHub};
@@ -230,6 +231,8 @@ pub struct Server {
     reporter: Option<JoinHandle<()>>,
     metrics: Option<JoinHandle<()>>,
     control: Option<JoinHandle<()>>,
+    /// The Bulk Leasequery accept thread (it waits for its connections).
+    bulk_lq: Option<JoinHandle<()>>,
     commits: Option<Sender<CommitJob<PendingReply>>>,
     engines: Arc<EngineCell>,
     reloader: Arc<Reloader>,
@@ -473,6 +476,27 @@ impl Server {
             }
         };
 
+        // Bulk Leasequery (RFC 5460) over TCP, where configured.
+        let bulk_lq = if cfg.leasequery.bulk_listen.is_empty() {
+            None
+        } else {
+            let listeners =
+                bulk_leasequery::bind(&cfg.leasequery.bulk_listen).map_err(StartError::Socket)?;
+            info!(listen = ?cfg.leasequery.bulk_listen, "bulk leasequery (TCP) on");
+            let ctx = bulk_leasequery::BulkCtx {
+                engines: engines.clone(),
+                policy: policy.clone(),
+                stop: stop.clone(),
+                connections_max: cfg.leasequery.bulk_connections_max as usize,
+            };
+            Some(
+                std::thread::Builder::new()
+                    .name("bulk-lq-accept".into())
+                    .spawn(move || bulk_leasequery::run(listeners, ctx))
+                    .map_err(StartError::Thread)?,
+            )
+        };
+
         let sink = ReplySink {
             outs,
             send_errors: 0,
@@ -588,6 +612,7 @@ impl Server {
             reporter: Some(reporter),
             metrics,
             control,
+            bulk_lq,
             commits: Some(commit_tx),
             engines,
             reloader,
@@ -617,6 +642,9 @@ impl Server {
             let _ = h.join();
         }
         if let Some(h) = self.control.take() {
+            let _ = h.join();
+        }
+        if let Some(h) = self.bulk_lq.take() {
             let _ = h.join();
         }
         // The partner thread queues commits too: stop it before the committer drains.

@@ -2882,6 +2882,18 @@ fn bulk_leasequery_answers_by_line_relay_link_and_client() {
         shape(&run(&s, true, &nobody)),
         vec![(Reply, Some(StatusCode::QueryTerminated as u16), 0)]
     );
+    // While catching up, a query that walks the table is terminated even when it finds
+    // bindings (they may not be all); one for a client it knows is answered.
+    assert_eq!(
+        shape(&run(&s, true, &lq(4, "2001:db8:1::", &[]))),
+        vec![(Reply, Some(StatusCode::QueryTerminated as u16), 0)]
+    );
+    let m = run(
+        &s,
+        true,
+        &lq(2, "2001:db8:1::", &[(opt::CLIENTID, duid(9))]),
+    );
+    assert_eq!(clients_in(&m), vec![duid(9)]);
     // Refusals: a link in no subnet, a missing option, a link query without a link.
     for (q, want) in [
         (lq(4, "2001:db8:77::", &[]), StatusCode::NotConfigured),

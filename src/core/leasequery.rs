@@ -36,6 +36,10 @@ const QUERY_BY_REMOTE_ID: u8 = 5;
 pub const BINDINGS_PER_REPLY_MAX: usize = 64;
 /// Most links an OPTION_LQ_CLIENT_LINK lists (16 bytes each, well inside one option).
 pub const LINKS_PER_REPLY_MAX: usize = 256;
+/// Most bindings one Bulk Leasequery answer holds (they are held as leases until the last
+/// message is written); a query finding more is answered QueryTerminated, to be narrowed by
+/// link-address.
+pub const BULK_BINDINGS_MAX: usize = 1 << 20;
 
 /// What a Leasequery answer needs to know.
 pub struct Ctx<'a> {
@@ -287,8 +291,9 @@ struct ClientOnLink {
     leases: Vec<Lease>,
 }
 
-/// The answer to one Bulk Leasequery (RFC 5460 §7.2), written message by message with
-/// [`BulkAnswer::next_message`] so a large answer is never held as bytes: a LEASEQUERY-REPLY
+/// The answer to one Bulk Leasequery (RFC 5460 §7.2): the bindings found (at most
+/// [`BULK_BINDINGS_MAX`]), written out message by message with [`BulkAnswer::next_message`]
+/// so a large answer is never held as bytes too: a LEASEQUERY-REPLY
 /// (the status, or the first client's data), a LEASEQUERY-DATA for each further client, and a
 /// LEASEQUERY-DONE when at least one binding was sent.
 pub struct BulkAnswer {
@@ -351,8 +356,9 @@ impl BulkAnswer {
 
 /// Answers one Bulk Leasequery received over TCP (RFC 5460): the bindings it asks for, each
 /// client's on each link in one OPTION_CLIENT_DATA (at most [`BINDINGS_PER_REPLY_MAX`] each).
-/// A query that finds nothing while the server is catching up with its failover partner is
-/// answered QueryTerminated (the bindings may be on their way; the requestor asks again).
+/// While the server is catching up with its failover partner, a query that walks the table
+/// (by relay, line or link) or finds nothing is answered QueryTerminated: the bindings may be
+/// on their way, and a BNG must not take a partial answer for the whole (it asks again).
 /// Errors: the LEASEQUERY is discarded (RFC 5007 §4.2.1).
 pub fn answer_bulk(cx: &Ctx, msg: &Message) -> Result<BulkAnswer, Dropped> {
     let asked = ask(cx, msg, true)?;
@@ -375,7 +381,6 @@ pub fn answer_bulk(cx: &Ctx, msg: &Message) -> Result<BulkAnswer, Dropped> {
     };
     let now = cx.now_secs;
     let live = |l: &Lease| l.state == crate::lease::LeaseState::Active && l.expires_at > now;
-    let subnet_id = |sn: usize| cx.config.subnets[sn].id;
     let mut found: Vec<Lease> = Vec::new();
     match query {
         Query::Address { addr, subnet } => {
@@ -396,19 +401,26 @@ pub fn answer_bulk(cx: &Ctx, msg: &Message) -> Result<BulkAnswer, Dropped> {
                 .map(|(_, l)| l)
                 .collect();
         }
+        Query::LinkAddress { .. } | Query::RelayId { .. } | Query::RemoteId { .. }
+            if cx.catching_up =>
+        {
+            answer.refused = Some((
+                StatusCode::QueryTerminated,
+                "catching up with the failover partner; ask again",
+            ));
+            return Ok(answer);
+        }
         Query::LinkAddress { subnet } => {
-            let id = subnet_id(subnet);
-            cx.alloc.for_each_lease(|l| {
-                if l.subnet_id == id && live(l) {
+            cx.alloc.for_each_lease_in(Some(subnet), |l| {
+                if live(l) && found.len() <= BULK_BINDINGS_MAX {
                     found.push(l.clone());
                 }
             });
         }
         Query::RelayId { id, on_link } | Query::RemoteId { id, on_link } => {
             let by_relay = matches!(query, Query::RelayId { .. });
-            let on = on_link.map(subnet_id);
-            cx.alloc.for_each_lease(|l| {
-                if !live(l) || on.is_some_and(|s| s != l.subnet_id) {
+            cx.alloc.for_each_lease_in(on_link, |l| {
+                if !live(l) || found.len() > BULK_BINDINGS_MAX {
                     return;
                 }
                 let Some(d) = RelayData::new(&l.relay) else {
@@ -428,6 +440,13 @@ pub fn answer_bulk(cx: &Ctx, msg: &Message) -> Result<BulkAnswer, Dropped> {
         }
     }
     found.retain(|l| live(l));
+    if found.len() > BULK_BINDINGS_MAX {
+        answer.refused = Some((
+            StatusCode::QueryTerminated,
+            "more bindings than one answer holds; narrow the query by link-address",
+        ));
+        return Ok(answer);
+    }
     if found.is_empty() && cx.catching_up {
         answer.refused = Some((
             StatusCode::QueryTerminated,

@@ -16,8 +16,13 @@ pub const COMMIT_BATCH_MAX: usize = 4096;
 pub const META_SERVER_DUID: &[u8] = b"server_duid";
 /// Meta key of the store layout version.
 pub const META_LAYOUT_VERSION: &[u8] = b"layout_version";
-/// Layout version this code writes and reads.
-pub const LAYOUT_VERSION: u32 = 1;
+/// Layout version this code writes and reads. 2: lease values may be of version 2 (relay
+/// data after the DUID), which a build of layout 1 cannot read; a layout 1 store is taken and
+/// marked 2 at the first open, so an older build then refuses it at start instead of
+/// skipping every lease written since as corrupt.
+pub const LAYOUT_VERSION: u32 = 2;
+/// Older layout versions this code opens (and upgrades in place).
+pub const LAYOUT_VERSIONS_UPGRADED: &[u32] = &[1];
 
 /// Store failures, each saying what the operator can do about it.
 #[derive(Debug, thiserror::Error)]
@@ -115,7 +120,18 @@ impl Store {
             )?,
             Some(v) => {
                 let found = v.try_into().map(u32::from_le_bytes).unwrap_or(u32::MAX);
-                if found != LAYOUT_VERSION {
+                if LAYOUT_VERSIONS_UPGRADED.contains(&found) {
+                    meta.put(
+                        &mut wtxn,
+                        META_LAYOUT_VERSION,
+                        &LAYOUT_VERSION.to_le_bytes(),
+                    )?;
+                    tracing::info!(
+                        from = found,
+                        to = LAYOUT_VERSION,
+                        "store layout upgraded; builds of the older layout will refuse this store"
+                    );
+                } else if found != LAYOUT_VERSION {
                     return Err(StoreError::Layout { found });
                 }
             }
@@ -516,6 +532,43 @@ mod tests {
             .unwrap();
         assert_eq!(st.loaded, 1);
         assert_eq!(all[0], lease(7, LeaseState::Active));
+    }
+
+    /// A store of layout 1 (lease values of version 1) is opened, marked layout 2 and its
+    /// leases read; a layout this build does not know is refused.
+    #[test]
+    fn a_layout_1_store_is_upgraded_and_an_unknown_layout_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = Store::open(dir.path(), 16, true).unwrap();
+            s.put_meta(META_LAYOUT_VERSION, &1u32.to_le_bytes())
+                .unwrap();
+            // A version 1 value: the same without the relay length.
+            let l = lease(7, LeaseState::Active);
+            let mut v = Vec::new();
+            l.encode_value(&mut v);
+            v[0] = 1;
+            v.truncate(v.len() - 2);
+            let mut w = s.env.write_txn().unwrap();
+            s.leases.put(&mut w, &l.key(), &v).unwrap();
+            w.commit().unwrap();
+        }
+        let s = Store::open(dir.path(), 16, true).unwrap();
+        assert_eq!(
+            s.get_meta(META_LAYOUT_VERSION).unwrap(),
+            Some(LAYOUT_VERSION.to_le_bytes().to_vec())
+        );
+        let mut all = Vec::new();
+        s.load_leases(|l| all.push(l), |_, e| panic!("corrupt: {e}"))
+            .unwrap();
+        assert_eq!(all, vec![lease(7, LeaseState::Active)]);
+        s.put_meta(META_LAYOUT_VERSION, &3u32.to_le_bytes())
+            .unwrap();
+        drop(s);
+        assert!(matches!(
+            Store::open(dir.path(), 16, true),
+            Err(StoreError::Layout { found: 3 })
+        ));
     }
 
     #[test]

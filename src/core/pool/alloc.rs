@@ -69,13 +69,32 @@ impl Allocator {
         };
         let sub = &self.subnets[c.subnet];
         let p = &sub.pools[r.pool as usize].cfg;
+        // A renewal usually names the same client through the same relays: the record's own
+        // bytes are reused (the record is replaced below) instead of allocated again.
+        let (duid, relay) = match sp.slots.get_mut(&r.index) {
+            Some(s) => {
+                let l = &mut s.lease;
+                let duid = if *l.duid == *c.duid {
+                    std::mem::take(&mut l.duid)
+                } else {
+                    c.duid.into()
+                };
+                let relay = if *l.relay == *c.relay {
+                    std::mem::take(&mut l.relay)
+                } else {
+                    c.relay.into()
+                };
+                (duid, relay)
+            }
+            None => (c.duid.into(), c.relay.into()),
+        };
         let lease = Lease {
             kind: c.kind,
             addr: p.resource(r.index),
             prefix_len: p.resource_len,
             subnet_id: sub.id,
             state,
-            duid: c.duid.into(),
+            duid,
             iaid: c.iaid,
             preferred_secs: preferred,
             valid_secs: valid,
@@ -88,7 +107,7 @@ impl Allocator {
                 ack
             },
             partner_lifetime_received: received,
-            relay: c.relay.into(),
+            relay,
         };
         let g = Granted {
             addr: lease.addr,

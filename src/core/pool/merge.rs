@@ -145,6 +145,16 @@ impl Allocator {
         if let Some(s) = sp.slots.get(&r.index) {
             let local = &s.lease;
             let same_client = local.duid == incoming.duid && local.iaid == incoming.iaid;
+            // What the relays said: from the later transaction with the client (ties by the
+            // bytes, so both partners pick the same), and ours when the update has none (a
+            // partner of an older version, or a binding it made without relay data). It
+            // decides nothing below; it only has to end up the same on both sides.
+            if same_client
+                && (l.relay.is_empty()
+                    || (local.cltt, &local.relay) > (incoming.cltt, &incoming.relay))
+            {
+                l.relay = local.relay.clone();
+            }
             // The same client released it here clearly after the transaction the incoming
             // active update speaks of: the update is stale (e.g. resent after the partner's
             // restart while our release was on its way to it). Within the skew, the active

@@ -221,8 +221,16 @@ impl Allocator {
             && *lease.duid == *c.duid
     }
     /// Every lease in the table (failover UPDREQALL, tests). Visits one sub-pool at a time.
-    pub fn for_each_lease(&self, mut f: impl FnMut(&Lease)) {
-        for sub in &self.subnets {
+    pub fn for_each_lease(&self, f: impl FnMut(&Lease)) {
+        self.for_each_lease_in(None, f);
+    }
+
+    /// Every lease of subnet index `sn` (None: of every subnet), one sub-pool at a time.
+    pub fn for_each_lease_in(&self, sn: Option<usize>, mut f: impl FnMut(&Lease)) {
+        for (i, sub) in self.subnets.iter().enumerate() {
+            if sn.is_some_and(|s| s != i) {
+                continue;
+            }
             for pool in &sub.pools {
                 for m in pool.subpools.iter() {
                     let sp = lock(m);

@@ -1620,3 +1620,43 @@ fn only_prefixes_the_partner_knows_to_be_free_change_hands() {
         "stops just above index {s}"
     );
 }
+
+/// Review of 2dbf046: crossing updates of one binding through two relays must leave the same
+/// relay data on both partners: the later transaction's, ties by the bytes; an update with
+/// none (a partner of an older version) keeps ours.
+#[test]
+fn partners_agree_on_the_relay_data_of_crossing_updates() {
+    let (a, granted) = one_grant();
+    let (b, _) = one_grant();
+    let with = |cltt: u64, relay: &[u8]| Lease {
+        cltt,
+        expires_at: cltt + 7200,
+        relay: relay.into(),
+        ..granted.clone()
+    };
+    let stored = |x: &Allocator| x.lookup(granted.kind, granted.addr).unwrap().relay;
+    // A renewed through R1 at 200, B through R2 at 201; each receives the other's update.
+    a.apply_partner_update(&with(200, b"r1"), false, false, 200)
+        .unwrap();
+    b.apply_partner_update(&with(201, b"r2"), false, false, 201)
+        .unwrap();
+    a.apply_partner_update(&with(201, b"r2"), false, false, 201)
+        .unwrap();
+    b.apply_partner_update(&with(200, b"r1"), false, false, 201)
+        .unwrap();
+    assert_eq!((&*stored(&a), &*stored(&b)), (&b"r2"[..], &b"r2"[..]));
+    // The same second through two relays: both keep the same one.
+    a.apply_partner_update(&with(300, b"ra"), false, false, 300)
+        .unwrap();
+    b.apply_partner_update(&with(300, b"rb"), false, false, 300)
+        .unwrap();
+    a.apply_partner_update(&with(300, b"rb"), false, false, 300)
+        .unwrap();
+    b.apply_partner_update(&with(300, b"ra"), false, false, 300)
+        .unwrap();
+    assert_eq!(stored(&a), stored(&b));
+    // An update without relay data keeps what we have.
+    a.apply_partner_update(&with(400, b""), false, false, 400)
+        .unwrap();
+    assert_eq!(&*stored(&a), &b"rb"[..]);
+}

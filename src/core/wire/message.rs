@@ -260,8 +260,8 @@ mod tests {
             Err(WireError::UnknownMessageType(0))
         );
         assert_eq!(
-            Message::parse(&[16, 0, 0, 0]),
-            Err(WireError::UnknownMessageType(16))
+            Message::parse(&[18, 0, 0, 0]),
+            Err(WireError::UnknownMessageType(18))
         );
     }
 

@@ -740,11 +740,11 @@ mod tests {
 
     #[test]
     fn status_code_values() {
-        // RFC 8415's 0..=6 and RFC 5007's Leasequery codes 7..=10.
-        for v in 0..=10u16 {
+        // RFC 8415's 0..=6, RFC 5007's Leasequery codes 7..=10 and RFC 5460's 11.
+        for v in 0..=11u16 {
             assert_eq!(StatusCode::from_u16(v).map(StatusCode::to_u16), Some(v));
         }
-        assert_eq!(StatusCode::from_u16(11), None);
+        assert_eq!(StatusCode::from_u16(12), None);
         assert_eq!(StatusCode::NoPrefixAvail.to_u16(), 6);
         let s = Status::from_data(&[0, 2, b'h', b'i']).unwrap();
         assert_eq!(s.status_code(), Some(StatusCode::NoAddrsAvail));

@@ -5,8 +5,9 @@
 //! ```text
 //! peer-address (16)   the relay the server received the message from (the datagram's source)
 //! Relay-forw chain    as received, outermost first, with the client's own message left out:
-//!                     each level's header and options, its Relay Message option (now holding
-//!                     the next level) last; the innermost level has no Relay Message option
+//!                     each level's header and options in the order received, but its Relay
+//!                     Message option (now holding the next level) moved last; the innermost
+//!                     level has no Relay Message option
 //! ```
 //!
 //! A chain longer than [`RELAY_DATA_MAX_LEN`] is not kept (the lease has none): the bound keeps
@@ -28,6 +29,11 @@ pub const RELAY_ID: u16 = 53;
 /// Returns false, with `out` empty, for a message that came directly or a chain over
 /// [`RELAY_DATA_MAX_LEN`]. Allocates nothing once `out` has grown to the bound.
 pub fn encode(relayed: &Relayed<'_>, src: Ipv6Addr, out: &mut Vec<u8>) -> bool {
+    encode_up_to(relayed, src, out, RELAY_DATA_MAX_LEN)
+}
+
+/// [`encode`] with another bound (the audit log keeps what a lease may not).
+pub fn encode_up_to(relayed: &Relayed<'_>, src: Ipv6Addr, out: &mut Vec<u8>, max: usize) -> bool {
     out.clear();
     let hops = relayed.hops();
     if hops.is_empty() {
@@ -53,7 +59,7 @@ pub fn encode(relayed: &Relayed<'_>, src: Ipv6Addr, out: &mut Vec<u8>) -> bool {
         sizes[i] = inside;
     }
     let total = 16 + sizes[0];
-    if total > RELAY_DATA_MAX_LEN || sizes.iter().any(|&s| s > usize::from(u16::MAX)) {
+    if total > max || sizes.iter().any(|&s| s > usize::from(u16::MAX)) {
         return false;
     }
     out.extend_from_slice(&src.octets());
@@ -163,7 +169,7 @@ impl<'a> RelayData<'a> {
         self.levels().last()
     }
 
-    /// The first Relay-ID (OPTION_RELAY_ID's DUID) of any level, closest to the client first.
+    /// The Relay-IDs (OPTION_RELAY_ID's DUID) of the levels that have one, outermost first.
     pub fn relay_ids(&self) -> impl Iterator<Item = &'a [u8]> + 'a {
         self.levels().filter_map(|l| l.find(RELAY_ID))
     }

@@ -91,8 +91,9 @@ impl RelayInfo {
         let Ok(relayed) = wire::unwrap_relays(bytes) else {
             return RelayInfo::default();
         };
+        // Not bounded as a lease's copy is: the log names a long chain's line too.
         let mut data = Vec::new();
-        wire::relay_data::encode(&relayed, src, &mut data);
+        wire::relay_data::encode_up_to(&relayed, src, &mut data, usize::MAX);
         RelayInfo::from_relay_data(&data)
     }
 

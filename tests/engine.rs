@@ -1232,6 +1232,65 @@ fn confirm_checks_addresses_are_on_link() {
     assert_eq!(v.status, Some(StatusCode::NotOnLink as u16));
 }
 
+/// Issue 9 item 3: several prefixes on one link (a shared network). A subnet with an extra
+/// prefix is selected by a relay whose link-address is in either; when the first prefix's
+/// pool is used up, clients get addresses from the second; Confirm counts both as on-link;
+/// Renew and Release work for either.
+#[test]
+fn a_subnet_with_two_prefixes_serves_both_on_one_link() {
+    let text = small_conf("2001:db8:1::101", "").replace(
+        "pools = [{ range = \"2001:db8:1::100-2001:db8:1::101\" }]",
+        "extra_prefixes = [\"2001:db8:2::/64\"]\npools = [{ range = \"2001:db8:1::100-2001:db8:1::101\" }, { range = \"2001:db8:2::100-2001:db8:2::1ff\" }]",
+    );
+    let mut s = Srv::new(&text);
+    let mut got = Vec::new();
+    for n in 1..=4u16 {
+        let inner = P::new(MessageType::Solicit, n).rapid().na(1, &[]).bytes();
+        // Relays on the link number it by either prefix.
+        let link = if n % 2 == 0 {
+            "2001:db8:2::1"
+        } else {
+            "2001:db8:1::1"
+        };
+        let r = s.send(&relay(0, link, "fe80::99", None, &inner));
+        assert_eq!(r.answered(), MessageType::Solicit, "client {n}");
+        let back = unwrap_relay_replies(&r.reply).unwrap();
+        got.push(view(back.inner()).na(1).addrs[0].0);
+    }
+    // Four clients, two addresses in the first prefix's pool: the others come from the
+    // second's, whichever prefix their relay named.
+    let first = |a: &Ipv6Addr| in_range(*a, "2001:db8:1::100", "2001:db8:1::101");
+    let second = |a: &Ipv6Addr| in_range(*a, "2001:db8:2::100", "2001:db8:2::1ff");
+    assert!(got.iter().all(|a| first(a) || second(a)), "{got:?}");
+    assert!(got.iter().filter(|a| second(a)).count() >= 2, "{got:?}");
+    let mut distinct = got.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 4, "{got:?}");
+    let (in_second, _) = got.iter().enumerate().find(|(_, a)| second(a)).unwrap();
+    let client = in_second as u16 + 1;
+    // Confirm: both prefixes are on the link; another is not.
+    let p = P::new(MessageType::Confirm, 3).na(1, &[ip("2001:db8:2::1"), ip("2001:db8:1::5")]);
+    assert_eq!(s.send(&p.bytes()).view().status, Some(SUCCESS));
+    let p = P::new(MessageType::Confirm, 3).na(1, &[ip("2001:db8:3::1")]);
+    assert_eq!(
+        s.send(&p.bytes()).view().status,
+        Some(StatusCode::NotOnLink as u16)
+    );
+    // A Renew of an address in the second prefix, relayed from the first.
+    let a = got[in_second];
+    let renew = P::new(MessageType::Renew, client).sid().na(1, &[a]);
+    let r = s.at(
+        1060,
+        &relay(0, "2001:db8:1::1", "fe80::99", None, &renew.bytes()),
+    );
+    assert_eq!(r.writes.len(), 1);
+    assert_eq!(
+        (r.writes[0].addr, r.writes[0].state),
+        (a, LeaseState::Active)
+    );
+}
+
 #[test]
 fn confirm_without_addresses_is_not_answered() {
     let mut s = Srv::new(&base_conf(""));

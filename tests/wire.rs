@@ -138,8 +138,8 @@ fn real_reply_vector_parses() {
 
 #[test]
 fn every_message_type_parses() {
-    // Client/server types of RFC 8415 and Leasequery's two (RFC 5007).
-    for t in (1u8..=11).chain([14, 15]) {
+    // Client/server types of RFC 8415, Leasequery's two (RFC 5007) and Bulk Leasequery's two (RFC 5460).
+    for t in (1u8..=11).chain([14, 15, 16, 17]) {
         let b = msg(
             t,
             0xabcdef,
@@ -176,7 +176,7 @@ fn every_message_type_parses() {
         unwrap_relay_replies(&repl).unwrap().hops()[0].msg_type,
         MessageType::RelayRepl
     );
-    for t in [0u8, 16, 20, 255] {
+    for t in [0u8, 18, 20, 255] {
         assert_eq!(
             Message::parse(&msg(t, 1, &[])),
             Err(WireError::UnknownMessageType(t))

@@ -596,13 +596,12 @@ impl Engine {
                 }
             }
             T::Confirm => {
-                let prefix = self.config.subnets[subnet].prefix;
                 let mut seen = false;
                 let mut on_link = true;
                 for ia in msg.ia_nas().take(self.ias_max()) {
                     for a in ia.addresses().take(RESOURCES_PER_IA_MAX) {
                         seen = true;
-                        on_link &= prefix.contains(a.addr);
+                        on_link &= sub.on_link(a.addr);
                     }
                 }
                 if !seen {
@@ -688,7 +687,7 @@ impl Engine {
             let by_link = link.and_then(|l| {
                 subnets
                     .iter()
-                    .position(|s| s.prefix.contains(l))
+                    .position(|s| s.on_link(l))
                     .or_else(|| subnets.iter().position(|s| s.relay_addresses.contains(&l)))
             });
             let by_interface_id = || {
@@ -706,7 +705,7 @@ impl Engine {
         }
         if hops.is_empty()
             && !src.is_unicast_link_local()
-            && let Some(p) = subnets.iter().position(|s| s.prefix.contains(*src))
+            && let Some(p) = subnets.iter().position(|s| s.on_link(*src))
         {
             return Some(p);
         }

@@ -525,7 +525,7 @@ fn client_data(
 fn subnet_of(config: &Config, link: Ipv6Addr) -> Option<usize> {
     let s = &config.subnets;
     s.iter()
-        .position(|s| s.prefix.contains(link))
+        .position(|s| s.on_link(link))
         .or_else(|| s.iter().position(|s| s.relay_addresses.contains(&link)))
 }
 

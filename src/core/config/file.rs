@@ -145,6 +145,8 @@ pub(super) struct FileLease {
 pub(super) struct FileSubnet {
     pub(super) id: Spanned<u32>,
     pub(super) prefix: Spanned<String>,
+    #[serde(default)]
+    pub(super) extra_prefixes: Vec<Spanned<String>>,
     pub(super) interface: Option<String>,
     #[serde(default)]
     pub(super) lease: Option<FileLease>,

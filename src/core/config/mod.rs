@@ -218,6 +218,9 @@ pub struct SubnetConfig {
     pub id: u32,
     /// The on-link prefix; relayed messages are matched by link-address against it.
     pub prefix: Prefix,
+    /// More prefixes on the same link (a shared network): pools may lie in any of them, and
+    /// they select this subnet as [`SubnetConfig::prefix`] does.
+    pub extra_prefixes: Vec<Prefix>,
     /// Interface that directly attached clients of this subnet arrive on (none: any).
     pub interface: Option<String>,
     /// Address and prefix pools.
@@ -236,6 +239,18 @@ pub struct SubnetConfig {
     /// Answer a Solicit carrying Rapid Commit with a Reply (the subnet's `rapid_commit`, else
     /// the server's).
     pub rapid_commit: bool,
+}
+
+impl SubnetConfig {
+    /// Whether `addr` is on this subnet's link: inside its prefix or one of its extra ones.
+    pub fn on_link(&self, addr: Ipv6Addr) -> bool {
+        self.prefix.contains(addr) || self.extra_prefixes.iter().any(|p| p.contains(addr))
+    }
+
+    /// The subnet's prefixes: its prefix, then the extra ones.
+    pub fn prefixes(&self) -> impl Iterator<Item = &Prefix> {
+        std::iter::once(&self.prefix).chain(&self.extra_prefixes)
+    }
 }
 
 /// Lifetimes and renewal timers, in seconds.

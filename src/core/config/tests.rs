@@ -524,3 +524,58 @@ fn leasequery_section_defaults_and_errors() {
         assert_eq!(e.field, "leasequery.bulk_connections_max", "{n}");
     }
 }
+
+#[test]
+fn extra_prefixes_hold_pools_and_may_not_overlap() {
+    let sub = |extra: &str, pools: &str| {
+        parse(
+            "t.toml",
+            &format!(
+                "{HEAD}[[subnet]]\nid=1\nprefix=\"2001:db8:1::/64\"\nextra_prefixes=[{extra}]\npools=[{pools}]\n\
+                 [[subnet]]\nid=2\nprefix=\"2001:db8:9::/64\"\npools=[{{range=\"2001:db8:9::1-2001:db8:9::9\"}}]\n"
+            ),
+        )
+    };
+    let c = sub(
+        "\"2001:db8:2::/64\"",
+        "{range=\"2001:db8:1::1-2001:db8:1::9\"},{range=\"2001:db8:2::1-2001:db8:2::9\"}",
+    )
+    .unwrap();
+    let s = &c.subnets[0];
+    assert!(
+        s.on_link("2001:db8:2::77".parse().unwrap()) && s.on_link("2001:db8:1::1".parse().unwrap())
+    );
+    assert!(!s.on_link("2001:db8:3::1".parse().unwrap()));
+    assert_eq!(s.prefixes().count(), 2);
+    // A range must lie inside one prefix; prefixes may not overlap each other or others'.
+    let e = sub(
+        "\"2001:db8:2::/64\"",
+        "{range=\"2001:db8:3::1-2001:db8:3::9\"}",
+    )
+    .unwrap_err();
+    assert_eq!(e.field, "subnet[0].pools[0]");
+    let e = sub(
+        "\"2001:db8:1::/80\"",
+        "{range=\"2001:db8:1::1-2001:db8:1::9\"}",
+    )
+    .unwrap_err();
+    assert_eq!(e.field, "subnet[0].extra_prefixes[0]");
+    let e = sub(
+        "\"2001:db8:2::/64\",\"2001:db8:2::/96\"",
+        "{range=\"2001:db8:1::1-2001:db8:1::9\"}",
+    )
+    .unwrap_err();
+    assert_eq!(e.field, "subnet[0].extra_prefixes[1]");
+    let e = parse(
+        "t.toml",
+        &format!(
+            "{HEAD}[[subnet]]\nid=1\nprefix=\"2001:db8:1::/64\"\npools=[{{range=\"2001:db8:1::1-2001:db8:1::9\"}}]\n\
+             [[subnet]]\nid=2\nprefix=\"2001:db8:9::/64\"\nextra_prefixes=[\"2001:db8:1::/48\"]\npools=[{{range=\"2001:db8:9::1-2001:db8:9::9\"}}]\n"
+        ),
+    )
+    .unwrap_err();
+    assert_eq!(e.field, "subnet[1].extra_prefixes[0]");
+    assert!(e.to_string().contains("overlaps subnet 1"), "{e}");
+    let e = sub("\"nonsense\"", "{range=\"2001:db8:1::1-2001:db8:1::9\"}").unwrap_err();
+    assert_eq!(e.field, "subnet[0].extra_prefixes[0]");
+}

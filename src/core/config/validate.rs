@@ -412,13 +412,46 @@ fn subnet(
         .get_ref()
         .parse()
         .map_err(|e| ctx.err(Some(sub.prefix.span()), &format!("{sf}.prefix"), e))?;
-    for other in before {
-        if other.prefix.first() <= prefix.last() && prefix.first() <= other.prefix.last() {
+    let mut extra_prefixes: Vec<Prefix> = Vec::new();
+    for (i, e) in sub.extra_prefixes.iter().enumerate() {
+        let field = format!("{sf}.extra_prefixes[{i}]");
+        let p: Prefix = e
+            .get_ref()
+            .parse()
+            .map_err(|err| ctx.err(Some(e.span()), &field, err))?;
+        let overlaps = |q: &Prefix| q.first() <= p.last() && p.first() <= q.last();
+        if let Some(q) = std::iter::once(&prefix)
+            .chain(&extra_prefixes)
+            .find(|q| overlaps(q))
+        {
             return Err(ctx.err(
-                Some(sub.prefix.span()),
-                &format!("{sf}.prefix"),
-                format!("{prefix} overlaps subnet {} ({})", other.id, other.prefix),
+                Some(e.span()),
+                &field,
+                format!("{p} overlaps this subnet's {q}"),
             ));
+        }
+        extra_prefixes.push(p);
+    }
+    for (mine, span, field) in std::iter::once((&prefix, sub.prefix.span(), format!("{sf}.prefix")))
+        .chain(
+            extra_prefixes
+                .iter()
+                .zip(&sub.extra_prefixes)
+                .enumerate()
+                .map(|(i, (p, e))| (p, e.span(), format!("{sf}.extra_prefixes[{i}]"))),
+        )
+    {
+        for other in before {
+            if let Some(o) = other
+                .prefixes()
+                .find(|o| o.first() <= mine.last() && mine.first() <= o.last())
+            {
+                return Err(ctx.err(
+                    Some(span),
+                    &field,
+                    format!("{mine} overlaps subnet {} ({o})", other.id),
+                ));
+            }
         }
     }
     let lt = lifetimes(ctx, base, sub.lease, &format!("{sf}.lease"))?;
@@ -468,14 +501,21 @@ fn subnet(
                 ));
             }
         };
-        if !prefix.contains(Ipv6Addr::from(first)) || !prefix.contains(Ipv6Addr::from(last)) {
+        let inside = std::iter::once(&prefix)
+            .chain(&extra_prefixes)
+            .any(|p| p.contains(Ipv6Addr::from(first)) && p.contains(Ipv6Addr::from(last)));
+        if !inside {
             return Err(ctx.err(
                 Some(span),
                 &pf,
                 format!(
-                    "addresses {}-{} are not all inside the subnet prefix {prefix}",
+                    "addresses {}-{} are not all inside one of the subnet's prefixes ({prefix}{})",
                     Ipv6Addr::from(first),
-                    Ipv6Addr::from(last)
+                    Ipv6Addr::from(last),
+                    extra_prefixes
+                        .iter()
+                        .map(|p| format!(", {p}"))
+                        .collect::<String>()
                 ),
             ));
         }
@@ -595,6 +635,7 @@ fn subnet(
         rapid_commit: sub.rapid_commit.unwrap_or(server_rapid_commit),
         id,
         prefix,
+        extra_prefixes,
         interface: sub.interface.clone(),
         pools,
         lifetimes: lt,

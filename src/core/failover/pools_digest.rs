@@ -118,6 +118,18 @@ pub fn pools_canonical_bytes(config: &Config) -> Vec<u8> {
                 .iter()
                 .any(|p| !p.options.is_empty() || p.excluded.is_some())
     });
+    // Extra prefixes on a subnet's link (a configuration without them keeps its digest).
+    if canon.iter().any(|(s, _)| !s.extra_prefixes.is_empty()) {
+        b.extend_from_slice(EXTRA_PREFIXES_TAG);
+        for (s, _) in &canon {
+            b.extend_from_slice(&s.id.to_be_bytes());
+            put_count(&mut b, s.extra_prefixes.len());
+            for p in &s.extra_prefixes {
+                b.extend_from_slice(&p.addr.octets());
+                b.push(p.len);
+            }
+        }
+    }
     if client_data {
         b.extend_from_slice(CLIENT_DATA_TAG);
         for (s, pools) in &canon {
@@ -135,6 +147,9 @@ pub fn pools_canonical_bytes(config: &Config) -> Vec<u8> {
     }
     b
 }
+
+/// Tag of the extra-prefixes section of the canonical encoding.
+const EXTRA_PREFIXES_TAG: &[u8] = b"tandem-extra-prefixes\0";
 
 /// Tag of the options-and-reservations section of the canonical encoding.
 const CLIENT_DATA_TAG: &[u8] = b"tandem-client-data\0";
@@ -238,9 +253,14 @@ fn pool_line(s: &SubnetConfig, p: &PoolConfig) -> String {
         }
     };
     let lt = s.lifetimes;
+    let prefixes = s
+        .prefixes()
+        .map(|p| p.to_string())
+        .collect::<Vec<_>>()
+        .join("+");
     format!(
-        "subnet {} {}: {what}; preferred {} s, valid {} s, T1 {} s, T2 {} s",
-        s.id, s.prefix, lt.preferred_secs, lt.valid_secs, lt.t1_secs, lt.t2_secs
+        "subnet {} {prefixes}: {what}; preferred {} s, valid {} s, T1 {} s, T2 {} s",
+        s.id, lt.preferred_secs, lt.valid_secs, lt.t1_secs, lt.t2_secs
     )
 }
 
@@ -492,6 +512,30 @@ mod tests {
         assert!(
             only_x[0].starts_with("subnet 1 reservations: 2 #"),
             "{only_x:?}"
+        );
+    }
+
+    #[test]
+    fn extra_prefixes_count_only_when_configured() {
+        let plain = cfg();
+        assert!(
+            !pools_canonical_bytes(&plain)
+                .windows(EXTRA_PREFIXES_TAG.len())
+                .any(|w| w == EXTRA_PREFIXES_TAG),
+            "a configuration without them keeps its old encoding"
+        );
+        let t = config::EMBEDDED_DEFAULT.replace(
+            "prefix = \"2001:db8:1::/64\"",
+            "prefix = \"2001:db8:1::/64\"\nextra_prefixes = [\"2001:db8:2::/64\"]",
+        );
+        assert_ne!(t, config::EMBEDDED_DEFAULT);
+        let extra = config::parse("<t>", &t).unwrap();
+        assert_ne!(pools_digest(&extra), pools_digest(&plain));
+        let (se, sp) = (pools_summary(&extra), pools_summary(&plain));
+        let (only_extra, _) = diff_lines(&se, &sp);
+        assert!(
+            only_extra[0].starts_with("subnet 1 2001:db8:1::/64+2001:db8:2::/64:"),
+            "{only_extra:?}"
         );
     }
 

@@ -205,7 +205,10 @@ pub fn live_changes(old: &Config, new: &Config) -> Result<Vec<String>, String> {
             }
             let id = o.id;
             for (what, differs) in [
-                ("prefix", p.prefix != o.prefix),
+                (
+                    "prefix",
+                    p.prefix != o.prefix || p.extra_prefixes != o.extra_prefixes,
+                ),
                 ("interface", p.interface != o.interface),
                 ("pools", p.pools != o.pools),
                 ("lifetimes", p.lifetimes != o.lifetimes),

@@ -9,8 +9,10 @@
 # binary.
 #
 # Usage: bench/cpu-per-exchange.sh [--rounds N] [--rate R] [--clients N] [--mode na|pd|both]
-#                                  [--log-level warn|info] BIN [BIN...]
+#                                  [--log-level warn|info] [--relay] BIN [BIN...]
 #   --log-level info is the server's default: one log line per lease change.
+#   --relay: tandem-gen acts as a relay agent (Relay-forw with Interface-Id), as an ISP's
+#   clients reach the server; the server then keeps the relay data with every lease.
 #   e.g. bench/cpu-per-exchange.sh /tmp/tandem-old target/release/tandem
 # Needs no root. Everything it creates is removed on exit.
 
@@ -24,6 +26,7 @@ RATE=15000
 CLIENTS=120000
 MODE=both
 LOG_LEVEL=warn
+RELAY=()
 BINS=()
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -32,7 +35,8 @@ while [ $# -gt 0 ]; do
         --clients) CLIENTS="$2"; shift 2 ;;
         --mode) MODE="$2"; shift 2 ;;
         --log-level) LOG_LEVEL="$2"; shift 2 ;;
-        -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+        --relay) RELAY=(--relay-link 2001:db8:1::); shift ;;
+        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
         -*) die "unknown option $1" ;;
         *) BINS+=("$1"); shift ;;
     esac
@@ -73,7 +77,7 @@ T
     kill -0 "$SERVER_PID" 2>/dev/null || die "$bin did not start: $(tail -3 "$WORK/server.log")"
     t0="$(cpu_ticks "$SERVER_PID")"
     out="$(timeout $((CLIENTS / RATE + 60)) "$GEN_BIN" --server "[::1]:$port" --clients "$CLIENTS" \
-        --rate "$RATE" --mode "$MODE" --phases acquire --json 2>/dev/null)"
+        --rate "$RATE" --mode "$MODE" --phases acquire "${RELAY[@]}" --json 2>/dev/null)"
     t1="$(cpu_ticks "$SERVER_PID")"
     stop_pid "$SERVER_PID"; SERVER_PID=""
     rm -rf "$data"
@@ -86,7 +90,7 @@ declare -A SUM
 for r in $(seq "$ROUNDS"); do
     for b in "${BINS[@]}"; do
         read -r us ok < <(one_run "$b")
-        printf 'round %d  %-40s %s %s: %s us/exchange (%s exchanges at %s/s)\n' "$r" "$b" "$MODE" "log=$LOG_LEVEL" "$us" "$ok" "$RATE"
+        printf 'round %d  %-40s %s %s%s: %s us/exchange (%s exchanges at %s/s)\n' "$r" "$b" "$MODE" "log=$LOG_LEVEL" "${RELAY:+ relayed}" "$us" "$ok" "$RATE"
         SUM[$b]="$(awk -v a="${SUM[$b]:-0}" -v b="$us" 'BEGIN { print a + b }')"
     done
 done

@@ -1,7 +1,7 @@
 //! Replies decoded by a dissector that is not our code: Wireshark's (`tshark`, installed by
-//! `tools/test.sh`). The engine answers in-process; each message is wrapped in IPv6/UDP by
-//! `text2pcap` and dissected by `tshark -V`, and the test reads the fields Wireshark names.
-//! No network, no root.
+//! `tools/test.sh`). The engine answers in-process; each message is wrapped in IPv6/UDP (or,
+//! for Bulk Leasequery, the length-framed messages in one TCP segment) by `text2pcap` and
+//! dissected by `tshark -V`, and the test reads the fields Wireshark names. No network, no root.
 
 mod common;
 
@@ -35,6 +35,11 @@ pd_pools = [{ prefix = "2001:db8:8000::/40", delegated_len = 56, excluded_prefix
 
 /// Wireshark's verbose dissection of one DHCPv6 message sent from `from_port` to `to_port`.
 fn dissect(bytes: &[u8], from_port: u16, to_port: u16) -> String {
+    dissect_as(bytes, "-u", from_port, to_port)
+}
+
+/// As [`dissect`], over UDP (`-u`) or as one TCP segment (`-T`).
+fn dissect_as(bytes: &[u8], transport: &str, from_port: u16, to_port: u16) -> String {
     let (Some(text2pcap), Some(tshark)) = (find_tool("text2pcap"), find_tool("tshark")) else {
         panic!("tshark and text2pcap are needed (tools/test.sh installs the tshark package)");
     };
@@ -51,7 +56,7 @@ fn dissect(bytes: &[u8], from_port: u16, to_port: u16) -> String {
     let pcap = dir.path().join("msg.pcap");
     std::fs::write(&txt, hex).unwrap();
     let ok = Command::new(text2pcap)
-        .args(["-q", "-6", "::1,::1", "-u"])
+        .args(["-q", "-6", "::1,::1", transport])
         .arg(format!("{from_port},{to_port}"))
         .arg(&txt)
         .arg(&pcap)
@@ -175,4 +180,117 @@ fn wireshark_reads_a_reply_with_options_and_a_leasequery_reply() {
         ],
     );
     assert!(!has(&query, "Malformed"), "{query}");
+}
+
+/// Bulk Leasequery (RFC 5460) as Wireshark's own Bulk Leasequery dissector reads it: a client
+/// served through a relay with a Remote-ID, then a query by Remote-ID over TCP asking for the
+/// relay data; the REPLY with the client's data and relay data, and the DONE, framed as on the
+/// wire, nothing malformed.
+#[test]
+fn wireshark_reads_a_bulk_leasequery_answer_with_relay_data() {
+    let cfg = Arc::new(config::parse("t", CONF).unwrap());
+    let alloc = Arc::new(Allocator::new(&cfg.subnets));
+    let engine = Engine::new(
+        cfg,
+        vec![0, 3, 0, 1, 0x52, 0x54, 0, 0xff, 0, 1].into(),
+        alloc,
+    );
+    let mut solicit = Vec::new();
+    let mut w = MessageWriter::new(&mut solicit, MessageType::Solicit, 7);
+    w.client_id(&[0, 3, 0, 1, 0x52, 0x54, 0, 0, 0, 6]);
+    w.elapsed_time(0);
+    w.rapid_commit();
+    w.ia_pd(2, 0, 0, |_| {});
+    let mut fwd = Vec::new();
+    tandem_core::wire::wrap_relay_forw(
+        0,
+        "2001:db8:1::1".parse().unwrap(),
+        "fe80::6".parse().unwrap(),
+        Some(b"ae0.6"),
+        None,
+        &solicit,
+        &mut fwd,
+    );
+    fwd.extend_from_slice(&opt::REMOTE_ID.to_be_bytes());
+    fwd.extend_from_slice(&10u16.to_be_bytes());
+    fwd.extend_from_slice(b"\0\0\0\x09line-6");
+    let (mut reply, mut writes) = (Vec::new(), Vec::new());
+    let rx = Received {
+        now_secs: 1000,
+        now_ms: 1_000_000,
+        src: "[2001:db8:ff::1]:547".parse::<SocketAddrV6>().unwrap(),
+        multicast: false,
+        interface: None,
+        bytes: &fwd,
+    };
+    let out = engine.handle(&rx, &mut reply, &mut Scratch::default(), &mut writes);
+    assert!(matches!(out, Outcome::Reply { .. }), "{out:?}");
+    // The query: by Remote-ID, with an ORO asking for the relay data.
+    let mut q = vec![5u8];
+    q.extend_from_slice(&[0; 16]);
+    for (code, data) in [
+        (opt::REMOTE_ID, &b"\0\0\0\x09line-6"[..]),
+        (opt::ORO, &opt::LQ_RELAY_DATA.to_be_bytes()[..]),
+    ] {
+        q.extend_from_slice(&code.to_be_bytes());
+        q.extend_from_slice(&(data.len() as u16).to_be_bytes());
+        q.extend_from_slice(data);
+    }
+    let mut lq = Vec::new();
+    let mut w = MessageWriter::new(&mut lq, MessageType::Leasequery, 0x0b0c0d);
+    w.client_id(&[0, 2, 0, 0, 0x11, 0x8b, 1, 2, 3]);
+    w.option(opt::LQ_QUERY, &q);
+    let mut answer = engine
+        .answer_bulk_leasequery(
+            &tandem_core::engine::Policy::STANDALONE,
+            "::1".parse().unwrap(),
+            1100,
+            &lq,
+        )
+        .unwrap();
+    let mut frames = Vec::new();
+    let mut m = Vec::new();
+    while answer.next_message(&mut m) {
+        let mut f = (m.len() as u16).to_be_bytes().to_vec();
+        f.extend_from_slice(&m);
+        frames.push(f);
+    }
+    assert_eq!(
+        frames.len(),
+        2,
+        "a REPLY with the client's data, then a DONE"
+    );
+    let text = dissect_as(&frames[0], "-T", 547, 40000);
+    // Wireshark shows the relay message inside the relay data as text, not dissected.
+    assert_reads(
+        &text,
+        &[
+            "DHCPv6 Bulk Leasequery",
+            "Message size: ",
+            "Message type: Leasequery-reply (15)",
+            "Leasequery Client Data",
+            "IA Prefix",
+            "Leasequery Relay Data",
+            "Peer address: 2001:db8:ff::1",
+            "Client Last Transaction Time",
+        ],
+    );
+    // Wireshark 4.0's Bulk Leasequery dissector throws on any message without options (a
+    // bare REPLY header as much as this DONE, which RFC 5460 §5.2.2 sends without any), so
+    // only its reading of the header is checked here.
+    let done = dissect_as(&frames[1], "-T", 547, 40000);
+    assert!(
+        has(&done, "Message size: 4") && has(&done, "Message type: Leasequery-done (16)"),
+        "{done}"
+    );
+    let mut framed_query = (lq.len() as u16).to_be_bytes().to_vec();
+    framed_query.extend_from_slice(&lq);
+    let query = dissect_as(&framed_query, "-T", 40000, 547);
+    assert_reads(
+        &query,
+        &[
+            "Message type: Leasequery (14)",
+            "Query-type: by-remoteID (5)",
+        ],
+    );
 }

@@ -244,3 +244,49 @@ fn sighup_keeps_serving_and_says_what_it_did() {
         "{log}"
     );
 }
+
+/// Issue 9's example of an ISP edge (relayed PD per line, DNS, reservations from a file, a
+/// Leasequery allow-list, Bulk Leasequery, two prefixes on one link) is a valid
+/// configuration, and says what it configures.
+#[test]
+fn the_isp_edge_example_is_valid() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/examples/isp-edge.toml");
+    let d = tempfile::tempdir().unwrap();
+    let o = tandem(&["check-config", "--config", example], d.path());
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = String::from_utf8_lossy(&o.stdout);
+    for want in [
+        "subnet 1 2001:db8:100::/64 + 2001:db8:101::/64",
+        "reservations: 4 (by hw-address, remote-id, interface-id)",
+        "leasequery: 1 requestor prefixes; bulk (TCP) on [2001:db8:ff::53]:547",
+        "options: 23 (32 B), 24 (13 B), 82 (4 B)",
+    ] {
+        assert!(out.contains(want), "no `{want}` in:\n{out}");
+    }
+}
+
+/// A printing command whose reader goes away (`| head`) ends without a panic.
+#[test]
+fn printing_into_a_closed_pipe_is_no_panic() {
+    let d = tempfile::tempdir().unwrap();
+    for args in [
+        &["print-default-config"][..],
+        &[
+            "check-config",
+            "--config",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/docs/examples/isp-edge.toml"),
+        ],
+    ] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tandem"))
+            .args(args)
+            .current_dir(d.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take()); // the reader is gone before anything is written
+        let o = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+}

@@ -272,24 +272,32 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::PrintDefaultConfig => {
-            print!("{}", config::EMBEDDED_DEFAULT);
+            // A reader that went away (`| head`) is no error.
+            let _ = std::io::Write::write_all(
+                &mut std::io::stdout(),
+                config::EMBEDDED_DEFAULT.as_bytes(),
+            );
             ExitCode::SUCCESS
         }
         Command::CheckConfig(arg) => match load(&arg) {
             Ok(c) => {
-                println!("configuration is valid");
-                println!("data_dir: {}", c.server.data_dir.display());
+                // Written at once, and a reader that went away (`| head`) is no error.
+                use std::fmt::Write as _;
+                let mut o = String::new();
+                let _ = writeln!(o, "configuration is valid");
+                let _ = writeln!(o, "data_dir: {}", c.server.data_dir.display());
                 for l in &c.server.listen {
-                    println!("listen: {l}");
+                    let _ = writeln!(o, "listen: {l}");
                 }
                 for i in &c.server.interfaces {
-                    println!("interface: {i} (port {})", c.server.port);
+                    let _ = writeln!(o, "interface: {i} (port {})", c.server.port);
                 }
                 if let Some(m) = c.server.metrics_listen {
-                    println!("metrics: http://{m}/metrics");
+                    let _ = writeln!(o, "metrics: http://{m}/metrics");
                 }
                 if let Some(f) = &c.failover {
-                    println!(
+                    let _ = writeln!(
+                        o,
                         "failover: {:?} of relationship `{}`, partner {} (certificate name {}), listen {}, mclt {} s, keepalive {} s, auto partner-down {}",
                         f.role,
                         f.relationship,
@@ -301,21 +309,52 @@ pub fn main() -> ExitCode {
                         f.auto_partner_down_secs
                             .map_or("off".to_string(), |s| format!("after {s} s"))
                     );
-                    println!(
+                    let _ = writeln!(
+                        o,
                         "control socket: {}",
                         c.server.control_socket_path().display()
                     );
                 }
+                let lq = &c.leasequery;
+                if !lq.requestors.is_empty() || !lq.bulk_listen.is_empty() {
+                    let _ = writeln!(
+                        o,
+                        "leasequery: {} requestor prefixes; bulk (TCP) {}",
+                        lq.requestors.len(),
+                        if lq.bulk_listen.is_empty() {
+                            "off".to_string()
+                        } else {
+                            format!(
+                                "on {} (at most {} connections)",
+                                lq.bulk_listen
+                                    .iter()
+                                    .map(|a| a.to_string())
+                                    .collect::<Vec<_>>()
+                                    .join(", "),
+                                lq.bulk_connections_max
+                            )
+                        }
+                    );
+                }
                 if !c.options.is_empty() {
-                    println!("options: {}", option_list(&c.options));
+                    let _ = writeln!(o, "options: {}", option_list(&c.options));
                 }
                 for s in &c.subnets {
-                    println!(
+                    let prefixes: Vec<String> = s.prefixes().map(|p| p.to_string()).collect();
+                    let _ = writeln!(
+                        o,
                         "subnet {} {} (preferred {}s, valid {}s)",
-                        s.id, s.prefix, s.lifetimes.preferred_secs, s.lifetimes.valid_secs
+                        s.id,
+                        prefixes.join(" + "),
+                        s.lifetimes.preferred_secs,
+                        s.lifetimes.valid_secs
                     );
                     if !s.options.is_empty() {
-                        println!("  options (global and subnet): {}", option_list(&s.options));
+                        let _ = writeln!(
+                            o,
+                            "  options (global and subnet): {}",
+                            option_list(&s.options)
+                        );
                     }
                     if !s.reservations.is_empty() {
                         let kinds: Vec<&str> = config::KeyKind::ALL
@@ -323,14 +362,16 @@ pub fn main() -> ExitCode {
                             .filter(|k| s.reservations.uses(*k))
                             .map(config::KeyKind::name)
                             .collect();
-                        println!(
+                        let _ = writeln!(
+                            o,
                             "  reservations: {} (by {})",
                             s.reservations.len(),
                             kinds.join(", ")
                         );
                     }
                     for p in &s.pools {
-                        println!(
+                        let _ = writeln!(
+                            o,
                             "  {:?} pool {}..{} ({} x /{}, {} sub-pools)",
                             p.kind,
                             std::net::Ipv6Addr::from(p.first),
@@ -340,10 +381,11 @@ pub fn main() -> ExitCode {
                             p.subpools
                         );
                         if !p.options.is_empty() {
-                            println!("    pool options: {}", option_list(&p.options));
+                            let _ = writeln!(o, "    pool options: {}", option_list(&p.options));
                         }
                     }
                 }
+                let _ = std::io::Write::write_all(&mut std::io::stdout(), o.as_bytes());
                 ExitCode::SUCCESS
             }
             Err(e) => {

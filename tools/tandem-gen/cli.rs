@@ -71,6 +71,12 @@ struct Cli {
     /// message, as a CE router does, so the server's option path is measured too.
     #[arg(long)]
     ask_dns: bool,
+    /// With --relay-link: the relay adds a Remote-ID (RFC 4649) per client, as an access node
+    /// numbering subscriber lines: enterprise 9 and the text `line-N` for client N (0, 1, ...).
+    /// A second run with another --seed is the same lines with new CPEs (new DUIDs), e.g. to
+    /// check that reservations by line (`remote-id 9:text:line-0 ...`) follow the line.
+    #[arg(long, requires = "relay_link")]
+    line_remote_ids: bool,
     /// Phases to run, in order: acquire, renew, rebind, release (comma separated).
     #[arg(long, value_delimiter = ',', default_value = "acquire")]
     phases: Vec<String>,
@@ -215,6 +221,7 @@ pub fn main() -> ExitCode {
         },
         rapid_commit: cli.rapid_commit,
         ask_dns: cli.ask_dns,
+        line_remote_ids: cli.line_remote_ids,
         initial_rt: Duration::from_millis(cli.timeout_ms.max(1)),
         max_retries: cli.max_retries,
         window: cli.window,

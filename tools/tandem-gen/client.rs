@@ -129,6 +129,8 @@ pub struct Settings {
     pub rapid_commit: bool,
     /// Ask for DNS servers and the domain search list in every message (ORO 23, 24).
     pub ask_dns: bool,
+    /// Relaying: add a Remote-ID per client (enterprise [`LINE_ENTERPRISE`], `line-N`).
+    pub line_remote_ids: bool,
     /// Initial retransmission timeout.
     pub initial_rt: Duration,
     /// Retransmissions before an exchange counts as a timeout.
@@ -141,6 +143,20 @@ pub struct Settings {
     pub phase_time_max: Duration,
     /// Seed that makes DUIDs differ between runs.
     pub seed: u32,
+}
+
+/// The enterprise number of the Remote-IDs `--line-remote-ids` adds.
+pub const LINE_ENTERPRISE: u32 = 9;
+
+/// Writes the Remote-ID option data of client `id`'s line into `out`: [`LINE_ENTERPRISE`] and
+/// the text `line-<id>`; returns its length.
+pub fn line_remote_id(id: u32, out: &mut [u8; 24]) -> usize {
+    use std::io::Write as _;
+    out[..4].copy_from_slice(&LINE_ENTERPRISE.to_be_bytes());
+    let mut w = &mut out[4..];
+    let room = w.len();
+    let _ = write!(w, "line-{id}");
+    4 + room - w.len()
 }
 
 /// How a run's clients behave: driven by the phases, asking for what `settings` says, with the
@@ -448,6 +464,15 @@ impl<'r> Driver<'r> {
         self.by_xid.remove(&old);
         let start = self.out_arena.len();
         self.out_arena.extend_from_slice(self.outbox.datagram());
+        if self.settings.line_remote_ids && matches!(self.settings.route, Route::Relay { .. }) {
+            // The Relay-forw's last option: the client's line, as an access node adds it.
+            let mut id = [0u8; 24];
+            let n = line_remote_id(self.clients[i].id(), &mut id);
+            self.out_arena
+                .extend_from_slice(&tandem_core::wire::opt::REMOTE_ID.to_be_bytes());
+            self.out_arena.extend_from_slice(&(n as u16).to_be_bytes());
+            self.out_arena.extend_from_slice(&id[..n]);
+        }
         self.out_ranges.push(start..self.out_arena.len());
         let c = &self.clients[i];
         self.by_xid.insert(c.xid(), i);

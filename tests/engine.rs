@@ -3073,3 +3073,95 @@ fn rapid_commit_can_be_set_per_subnet() {
     let back = relayed_inner(&r);
     assert_eq!(view(&back).ty, MessageType::Advertise);
 }
+
+/// Issue 9: no resource is ever bound to two clients with reservations and pools mixed.
+/// Eight addresses, three of them reserved (two by DUID for clients 1 and 2, one by MAC for a
+/// DUID-LL client 9 whose MAC it is); ten clients Solicit (Rapid Commit), Renew, Release and
+/// Decline in random order over time. After every message: no address is active for two
+/// clients, a reserved address is active only for its own client, and every client holds at
+/// most its one IA's address.
+fn reserved_mix_conf() -> String {
+    small_conf(
+        "2001:db8:1::107",
+        r#"[[subnet.reservations]]
+duid = "00:03:00:01:52:54:00:00:00:01"
+addresses = ["2001:db8:1::100"]
+[[subnet.reservations]]
+duid = "00:03:00:01:52:54:00:00:00:02"
+addresses = ["2001:db8:1::103"]
+[[subnet.reservations]]
+hw_address = "52:54:00:00:00:09"
+addresses = ["2001:db8:1::106"]
+"#,
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn reservations_and_pools_never_bind_one_address_twice(
+        steps in proptest::collection::vec((0u16..10, 0u8..4, 0u64..400), 1..60)
+    ) {
+        let mut s = Srv::new(&reserved_mix_conf());
+        let reserved_for = |a: Ipv6Addr| -> Option<u16> {
+            match a.segments()[7] {
+                0x100 => Some(1),
+                0x103 => Some(2),
+                0x106 => Some(9),
+                _ => None,
+            }
+        };
+        // Client n's DUID (client 9's is the DUID-LL of the reserved MAC).
+        let duid_of = |n: u16| duid(n);
+        let mut now = 1000u64;
+        let mut held: std::collections::HashMap<u16, Ipv6Addr> = Default::default();
+        for (client, op, dt) in steps {
+            now += dt;
+            let p = match (op, held.get(&client)) {
+                (0, _) | (_, None) => P::new(MessageType::Solicit, client).rapid().na(1, &[]),
+                (1, Some(a)) => P::new(MessageType::Renew, client).sid().na(1, &[*a]),
+                (2, Some(a)) => P::new(MessageType::Release, client).sid().na(1, &[*a]),
+                (_, Some(a)) => P::new(MessageType::Decline, client).sid().na(1, &[*a]),
+            };
+            let ty = p.ty;
+            let r = s.at(now, &p.bytes());
+            if let Outcome::Reply { .. } = r.out {
+                let v = r.view();
+                let got = v.nas.first().and_then(|na| {
+                    na.addrs.iter().find(|(_, _, valid)| *valid > 0).map(|(a, _, _)| *a)
+                });
+                match ty {
+                    MessageType::Release | MessageType::Decline => {
+                        held.remove(&client);
+                    }
+                    _ => match got {
+                        Some(a) => {
+                            held.insert(client, a);
+                        }
+                        None => {
+                            held.remove(&client);
+                        }
+                    },
+                }
+            }
+            // The table: one client per active address, reserved ones only for their own.
+            let mut owner: std::collections::HashMap<Ipv6Addr, Vec<u8>> = Default::default();
+            s.alloc.for_each_lease(|l| {
+                if l.state == LeaseState::Active && l.expires_at > now {
+                    let prev = owner.insert(l.addr, l.duid.to_vec());
+                    assert!(prev.is_none(), "{} active twice", l.addr);
+                    if let Some(c) = reserved_for(l.addr) {
+                        assert_eq!(&*l.duid, &duid_of(c)[..], "{} reserved for client {c}", l.addr);
+                    }
+                }
+            });
+            // What clients were told they hold is theirs in the table.
+            for (c, a) in &held {
+                if let Some(d) = owner.get(a) {
+                    prop_assert_eq!(d, &duid_of(*c), "{} told to client {}", a, c);
+                }
+            }
+        }
+    }
+}

@@ -257,3 +257,48 @@ bulk_connections_max = 1
     );
     drop(s);
 }
+
+/// A connection from an address outside `leasequery.requestors` is closed at once, without a
+/// word (RFC 5460 §7.1), and the log says why.
+#[test]
+fn a_stranger_s_bulk_connection_is_closed_at_once() {
+    let d = tempfile::tempdir().unwrap();
+    let log = d.path().join("server.log");
+    let port = free_udp_port();
+    let bulk_port = std::net::TcpListener::bind("[::1]:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cfg = d.path().join("tandem.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"[server]
+listen = ["[::1]:{port}"]
+data_dir = "{}"
+[[subnet]]
+id = 1
+prefix = "2001:db8:1::/64"
+pools = [{{ range = "2001:db8:1::100-2001:db8:1::1ff" }}]
+[leasequery]
+requestors = ["2001:db8:ff::/64"]
+bulk_listen = ["[::1]:{bulk_port}"]
+"#,
+            d.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let mut server = serve(&["--config", cfg.to_str().unwrap(), "--no-sync"], &log);
+    let mut s = TcpStream::connect(("::1", bulk_port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let _ = s.write_all(&query(1, 4, "2001:db8:1::", &[]));
+    let mut b = [0u8; 1];
+    assert_eq!(s.read(&mut b).unwrap_or(0), 0, "closed without an answer");
+    assert!(
+        tail(&log, 20).contains("not in leasequery.requestors"),
+        "{}",
+        tail(&log, 20)
+    );
+    assert!(server.exited().is_none(), "{}", tail(&log, 20));
+}

@@ -136,18 +136,22 @@ fn answer(s: &mut TcpStream, xid: u32) -> Vec<Got> {
     }
 }
 
-#[test]
-fn bulk_leasequery_over_tcp_by_line_relay_and_link() {
-    let d = tempfile::tempdir().unwrap();
-    let data = d.path().join("data");
-    let log = d.path().join("server.log");
+/// A `tandem serve` with its store in `d`, Rapid Commit, one subnet with an address and a
+/// prefix pool, and `[leasequery]` `requestors` with Bulk Leasequery on a free TCP port of ::1
+/// (plus `extra` lines); returns it, its log, its UDP address and the Bulk Leasequery port.
+fn start(
+    d: &std::path::Path,
+    requestors: &str,
+    extra: &str,
+) -> (common::proc::Proc, std::path::PathBuf, String, u16) {
+    let log = d.join("server.log");
     let port = free_udp_port();
     let bulk_port = std::net::TcpListener::bind("[::1]:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    let cfg = d.path().join("tandem.toml");
+    let cfg = d.join("tandem.toml");
     std::fs::write(
         &cfg,
         format!(
@@ -161,16 +165,22 @@ prefix = "2001:db8:1::/64"
 pools = [{{ range = "2001:db8:1::100-2001:db8:1::1ff" }}]
 pd_pools = [{{ prefix = "2001:db8:8000::/40", delegated_len = 56 }}]
 [leasequery]
-requestors = ["::1"]
+requestors = [{requestors}]
 bulk_listen = ["[::1]:{bulk_port}"]
-bulk_connections_max = 1
-"#,
-            data.display()
+{extra}"#,
+            d.join("data").display()
         ),
     )
     .unwrap();
-    let mut server = serve(&["--config", cfg.to_str().unwrap(), "--no-sync"], &log);
-    let server_addr = format!("[::1]:{port}");
+    let server = serve(&["--config", cfg.to_str().unwrap(), "--no-sync"], &log);
+    (server, log, format!("[::1]:{port}"), bulk_port)
+}
+
+#[test]
+fn bulk_leasequery_over_tcp_by_line_relay_and_link() {
+    let d = tempfile::tempdir().unwrap();
+    let (mut server, log, server_addr, bulk_port) =
+        start(d.path(), "\"::1\"", "bulk_connections_max = 1\n");
     let sock = UdpSocket::bind("[::1]:0").unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
     for n in 1..=3 {
@@ -263,33 +273,7 @@ bulk_connections_max = 1
 #[test]
 fn a_stranger_s_bulk_connection_is_closed_at_once() {
     let d = tempfile::tempdir().unwrap();
-    let log = d.path().join("server.log");
-    let port = free_udp_port();
-    let bulk_port = std::net::TcpListener::bind("[::1]:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let cfg = d.path().join("tandem.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            r#"[server]
-listen = ["[::1]:{port}"]
-data_dir = "{}"
-[[subnet]]
-id = 1
-prefix = "2001:db8:1::/64"
-pools = [{{ range = "2001:db8:1::100-2001:db8:1::1ff" }}]
-[leasequery]
-requestors = ["2001:db8:ff::/64"]
-bulk_listen = ["[::1]:{bulk_port}"]
-"#,
-            d.path().join("data").display()
-        ),
-    )
-    .unwrap();
-    let mut server = serve(&["--config", cfg.to_str().unwrap(), "--no-sync"], &log);
+    let (mut server, log, _, bulk_port) = start(d.path(), "\"2001:db8:ff::/64\"", "");
     let mut s = TcpStream::connect(("::1", bulk_port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let _ = s.write_all(&query(1, 4, "2001:db8:1::", &[]));

@@ -78,6 +78,17 @@ fn dissect_as(bytes: &[u8], transport: &str, from_port: u16, to_port: u16) -> St
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// An engine on [`CONF`] with a fresh lease table.
+fn engine() -> Engine {
+    let cfg = Arc::new(config::parse("t", CONF).unwrap());
+    let alloc = Arc::new(Allocator::new(&cfg.subnets));
+    Engine::new(
+        cfg,
+        vec![0, 3, 0, 1, 0x52, 0x54, 0, 0xff, 0, 1].into(),
+        alloc,
+    )
+}
+
 fn has(text: &str, what: &str) -> bool {
     text.lines().any(|l| l.contains(what))
 }
@@ -98,13 +109,7 @@ fn assert_reads(text: &str, wanted: &[&str]) {
 
 #[test]
 fn wireshark_reads_a_reply_with_options_and_a_leasequery_reply() {
-    let cfg = Arc::new(config::parse("t", CONF).unwrap());
-    let alloc = Arc::new(Allocator::new(&cfg.subnets));
-    let engine = Engine::new(
-        cfg,
-        vec![0, 3, 0, 1, 0x52, 0x54, 0, 0xff, 0, 1].into(),
-        alloc,
-    );
+    let engine = engine();
     let mut scratch = Scratch::default();
     let mut run = |now: u64, bytes: &[u8]| -> Vec<u8> {
         let mut reply = Vec::new();
@@ -188,13 +193,7 @@ fn wireshark_reads_a_reply_with_options_and_a_leasequery_reply() {
 /// wire, nothing malformed.
 #[test]
 fn wireshark_reads_a_bulk_leasequery_answer_with_relay_data() {
-    let cfg = Arc::new(config::parse("t", CONF).unwrap());
-    let alloc = Arc::new(Allocator::new(&cfg.subnets));
-    let engine = Engine::new(
-        cfg,
-        vec![0, 3, 0, 1, 0x52, 0x54, 0, 0xff, 0, 1].into(),
-        alloc,
-    );
+    let engine = engine();
     let mut solicit = Vec::new();
     let mut w = MessageWriter::new(&mut solicit, MessageType::Solicit, 7);
     w.client_id(&[0, 3, 0, 1, 0x52, 0x54, 0, 0, 0, 6]);

@@ -797,38 +797,15 @@ pools = [{ range = "2001:db8:1::100-2001:db8:1::1ff" }]
         }
         assert_eq!(stored, [Some(25), Some(25)]);
         // The primary delegates; each second it looks again and takes prefixes back.
-        let rules = nodes[0].policy().rules;
-        let mut w = Vec::new();
         let mut delegated = 0u32;
         let mut refused_at = None;
+        let per_sec = per_sec as u32;
         for _ in 0..40 {
-            for _ in 0..per_sec {
-                let d = [0, 3, 0, 1, 0, 0, (delegated >> 8) as u8, delegated as u8];
-                let c = crate::pool::ClientIa {
-                    subnet: 0,
-                    kind: crate::config::ResourceKind::Prefix,
-                    duid: &d,
-                    iaid: 1,
-                    reservation: None,
-                    relay: &[],
-                };
-                match nodes[0].allocator().acquire(
-                    now,
-                    &c,
-                    &[],
-                    crate::pool::AcquireMode::Grant,
-                    &rules,
-                    &mut w,
-                ) {
-                    Some(_) => delegated += 1,
-                    None => {
-                        refused_at.get_or_insert(delegated);
-                        break;
-                    }
-                }
+            let done = delegate(&mut nodes[0], delegated, per_sec, now, &mut outs[0]);
+            if done < per_sec {
+                refused_at.get_or_insert(delegated + done);
             }
-            nodes[0].committed(now, w.iter(), &mut outs[0]);
-            w.clear();
+            delegated += done;
             pump_shares(&mut nodes, &mut outs, &mut stored, id, now);
             now += 1;
             nodes[0].tick(now, &mut outs[0]);
@@ -847,8 +824,8 @@ pools = [{ range = "2001:db8:1::100-2001:db8:1::1ff" }]
         assert!(bal.share <= 1, "{bal:?}");
     }
 
-    /// The primary delegates `count` prefixes to new clients (numbered from `first`) and
-    /// tells its partner; returns how many it could.
+    /// The primary delegates up to `count` prefixes to new clients (numbered from `first`),
+    /// stopping at the first refusal, and tells its partner; returns how many it delegated.
     fn delegate(node: &mut Node, first: u32, count: u32, now: u64, out: &mut NodeOut) -> u32 {
         let rules = node.policy().rules;
         let mut w = Vec::new();
@@ -867,10 +844,11 @@ pools = [{ range = "2001:db8:1::100-2001:db8:1::1ff" }]
             if node
                 .allocator()
                 .acquire(now, &c, &[], mode, &rules, &mut w)
-                .is_some()
+                .is_none()
             {
-                done += 1;
+                break;
             }
+            done += 1;
         }
         node.committed(now, w.iter(), out);
         done

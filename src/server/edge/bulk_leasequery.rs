@@ -195,35 +195,32 @@ fn waiting(e: &io::Error) -> bool {
 /// Fills `buf`, waiting at most [`BULK_LQ_DATA_TIMEOUT`] without progress and looking at
 /// `stop` every [`IO_SLICE`]. A connection closed before the first byte is UnexpectedEof.
 fn read_full(s: &mut TcpStream, buf: &mut [u8], stop: &AtomicBool) -> io::Result<()> {
-    let mut done = 0;
-    let mut since = Instant::now();
-    while done < buf.len() {
-        match s.read(&mut buf[done..]) {
-            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-            Ok(n) => {
-                done += n;
-                since = Instant::now();
-            }
-            Err(e) if waiting(&e) => {}
-            Err(e) => return Err(e),
-        }
-        if stop.load(Ordering::Relaxed) {
-            return Err(io::Error::other("the server is stopping"));
-        }
-        if since.elapsed() > BULK_LQ_DATA_TIMEOUT {
-            return Err(io::ErrorKind::TimedOut.into());
-        }
-    }
-    Ok(())
+    patiently(buf.len(), stop, io::ErrorKind::UnexpectedEof, |done| {
+        s.read(&mut buf[done..])
+    })
 }
 
 /// Writes all of `buf`, with the same patience and the same look at `stop` as [`read_full`].
 fn write_full(s: &mut TcpStream, buf: &[u8], stop: &AtomicBool) -> io::Result<()> {
+    patiently(buf.len(), stop, io::ErrorKind::WriteZero, |done| {
+        s.write(&buf[done..])
+    })
+}
+
+/// Runs `step(done)` until `len` bytes are done: a step of 0 bytes is the error `at_zero`, a
+/// step that only timed out its slice is tried again unless `stop` is set or nothing moved for
+/// [`BULK_LQ_DATA_TIMEOUT`].
+fn patiently(
+    len: usize,
+    stop: &AtomicBool,
+    at_zero: io::ErrorKind,
+    mut step: impl FnMut(usize) -> io::Result<usize>,
+) -> io::Result<()> {
     let mut done = 0;
     let mut since = Instant::now();
-    while done < buf.len() {
-        match s.write(&buf[done..]) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+    while done < len {
+        match step(done) {
+            Ok(0) => return Err(at_zero.into()),
             Ok(n) => {
                 done += n;
                 since = Instant::now();

@@ -317,7 +317,7 @@ fn perfdhcp_output_and_lease_rows_parse_from_recorded_text() {
     assert_eq!(p.leases("RELEASE-REPLY").len(), 1);
 
     let row = parse_row(
-        "pd\t2001:db8:8010::/56\treleased\t000100013299\t2294019590\t1\t1795628643\t1795628603\t7",
+        "pd\t2001:db8:8010::/56\treleased\t000100013299\t2294019590\t1\t1795628643\t1795628603\t7\t-",
     )
     .unwrap();
     assert_eq!(
@@ -326,9 +326,19 @@ fn perfdhcp_output_and_lease_rows_parse_from_recorded_text() {
             row.len,
             row.state.as_str(),
             row.iaid,
-            row.seq
+            row.seq,
+            row.relay.as_str()
         ),
-        ("pd", 56, "released", 2294019590, 7)
+        ("pd", 56, "released", 2294019590, 7, "-")
+    );
+    // The relay column of a relayed client's lease; a row of the format before it is refused.
+    let relayed = parse_row(
+        "na\t2001:db8:1::1:5000/128\tactive\t000100013299\t1\t1\t1795628643\t1795628603\t8\trelay=::1,link_address=2001:db8:1::,interface_id=74616e64656d2d67656e",
+    )
+    .unwrap();
+    assert!(relayed.relay.contains("interface_id=74616e64656d2d67656e"));
+    assert!(
+        parse_row("pd\t2001:db8:8010::/56\treleased\t000100013299\t2294019590\t1\t1795628643\t1795628603\t7").is_none()
     );
     assert!(LINK1.has_prefix(row.addr, row.len));
     assert!(!LINK1.has_prefix("2001:db8:8010:1::".parse().unwrap(), 56)); // host bits

@@ -233,18 +233,30 @@ impl Engine {
         if msg.msg_type() != MessageType::Leasequery {
             return Err(Dropped::NotForServer(msg.msg_type()));
         }
+        let cx = self.leasequery_ctx(policy, requestor, now_secs)?;
+        crate::leasequery::answer_bulk(&cx, &msg)
+    }
+
+    /// What a Leasequery from `requestor` is answered with, over UDP or TCP; none while the
+    /// failover state answers nobody (a server that is recovering does not know every binding
+    /// yet).
+    fn leasequery_ctx(
+        &self,
+        policy: &Policy,
+        requestor: Ipv6Addr,
+        now_secs: u64,
+    ) -> Result<crate::leasequery::Ctx<'_>, Dropped> {
         if policy.answering == Answering::Nobody {
             return Err(Dropped::NotServing);
         }
-        let cx = crate::leasequery::Ctx {
+        Ok(crate::leasequery::Ctx {
             config: &self.config,
             alloc: &self.alloc,
             server_duid: &self.duid,
             now_secs,
             requestor,
             catching_up: policy.catching_up,
-        };
-        crate::leasequery::answer_bulk(&cx, &msg)
+        })
     }
 
     /// Handles one datagram. On [`Outcome::Reply`], `reply` holds the bytes to send to
@@ -345,20 +357,9 @@ impl Engine {
     ) -> Result<(), Dropped> {
         use MessageType as T;
         let ty = msg.msg_type();
-        // RFC 5007: a requestor asks directly; the failover state must let us answer at all
-        // (a server that is recovering does not know every binding yet).
+        // RFC 5007: a requestor asks directly.
         if ty == T::Leasequery && hops.is_empty() {
-            if policy.answering == Answering::Nobody {
-                return Err(Dropped::NotServing);
-            }
-            let cx = crate::leasequery::Ctx {
-                config: &self.config,
-                alloc: &self.alloc,
-                server_duid: &self.duid,
-                now_secs: rx.now_secs,
-                requestor: *rx.src.ip(),
-                catching_up: policy.catching_up,
-            };
+            let cx = self.leasequery_ctx(policy, *rx.src.ip(), rx.now_secs)?;
             return crate::leasequery::answer(&cx, msg, out);
         }
         if !matches!(

@@ -245,8 +245,8 @@ pub(crate) fn answer(cx: &Ctx, msg: &Message, out: &mut Vec<u8>) -> Result<(), D
                 let mut all = cx.alloc.leases_of(&l.duid, Some(sn));
                 all.retain(|(_, l)| l.expires_at > cx.now_secs);
                 all.truncate(BINDINGS_PER_REPLY_MAX);
-                let leases: Vec<&Lease> = all.iter().map(|(_, l)| l).collect();
-                client_data(&mut w, cx.now_secs, &l.duid, &leases, with_relay_data);
+                let leases = all.iter().map(|(_, l)| l);
+                client_data(&mut w, cx.now_secs, &l.duid, leases, with_relay_data);
             } else if cx.catching_up {
                 return Err(Dropped::CatchingUp);
             }
@@ -267,8 +267,8 @@ pub(crate) fn answer(cx: &Ctx, msg: &Message, out: &mut Vec<u8>) -> Result<(), D
                 w.option_addrs(opt::LQ_CLIENT_LINK, &addrs);
             } else if !all.is_empty() {
                 all.truncate(BINDINGS_PER_REPLY_MAX);
-                let leases: Vec<&Lease> = all.iter().map(|(_, l)| l).collect();
-                client_data(&mut w, cx.now_secs, duid, &leases, with_relay_data);
+                let leases = all.iter().map(|(_, l)| l);
+                client_data(&mut w, cx.now_secs, duid, leases, with_relay_data);
             } else if cx.catching_up {
                 return Err(Dropped::CatchingUp);
             }
@@ -290,6 +290,13 @@ struct ClientOnLink {
     duid: Box<[u8]>,
     leases: Vec<Lease>,
 }
+
+/// The refusal of a bulk query that could be answered only in part while the server catches
+/// up with its failover partner.
+const CATCHING_UP: (StatusCode, &str) = (
+    StatusCode::QueryTerminated,
+    "catching up with the failover partner; ask again",
+);
 
 /// The answer to one Bulk Leasequery (RFC 5460 §7.2): the bindings found (at most
 /// [`BULK_BINDINGS_MAX`]), written out message by message with [`BulkAnswer::next_message`]
@@ -341,12 +348,11 @@ impl BulkAnswer {
             }
         }
         if let Some(c) = self.clients.get(i).filter(|_| i < n) {
-            let leases: Vec<&Lease> = c.leases.iter().collect();
             client_data(
                 &mut w,
                 self.now_secs,
                 &c.duid,
-                &leases,
+                c.leases.iter(),
                 self.with_relay_data,
             );
         }
@@ -404,10 +410,7 @@ pub fn answer_bulk(cx: &Ctx, msg: &Message) -> Result<BulkAnswer, Dropped> {
         Query::LinkAddress { .. } | Query::RelayId { .. } | Query::RemoteId { .. }
             if cx.catching_up =>
         {
-            answer.refused = Some((
-                StatusCode::QueryTerminated,
-                "catching up with the failover partner; ask again",
-            ));
+            answer.refused = Some(CATCHING_UP);
             return Ok(answer);
         }
         Query::LinkAddress { subnet } => {
@@ -429,9 +432,7 @@ pub fn answer_bulk(cx: &Ctx, msg: &Message) -> Result<BulkAnswer, Dropped> {
                 let hit = if by_relay {
                     d.relay_ids().any(|r| r == id)
                 } else {
-                    d.closest_to_client()
-                        .and_then(|c| c.find(opt::REMOTE_ID))
-                        .is_some_and(|r| r == id)
+                    d.remote_id() == Some(id)
                 };
                 if hit {
                     found.push(l.clone());
@@ -448,10 +449,7 @@ pub fn answer_bulk(cx: &Ctx, msg: &Message) -> Result<BulkAnswer, Dropped> {
         return Ok(answer);
     }
     if found.is_empty() && cx.catching_up {
-        answer.refused = Some((
-            StatusCode::QueryTerminated,
-            "catching up with the failover partner; ask again",
-        ));
+        answer.refused = Some(CATCHING_UP);
         return Ok(answer);
     }
     // One OPTION_CLIENT_DATA per client and link.
@@ -485,16 +483,16 @@ pub fn answer_bulk(cx: &Ctx, msg: &Message) -> Result<BulkAnswer, Dropped> {
 /// OPTION_CLIENT_DATA (RFC 5007 §4.4.2): the client's identifier, its addresses and prefixes
 /// with their remaining lifetimes, how long ago it last talked to us, and with
 /// `with_relay_data` the relay data of its most recently renewed binding that has any.
-fn client_data(
+fn client_data<'l>(
     w: &mut MessageWriter,
     now: u64,
     duid: &[u8],
-    leases: &[&Lease],
+    leases: impl Iterator<Item = &'l Lease> + Clone,
     with_relay_data: bool,
 ) {
-    let last = leases.iter().map(|l| l.cltt).max().unwrap_or(now);
+    let last = leases.clone().map(|l| l.cltt).max().unwrap_or(now);
     let relay = leases
-        .iter()
+        .clone()
         .filter(|l| !l.relay.is_empty())
         .max_by_key(|l| l.cltt)
         .filter(|_| with_relay_data);

@@ -169,6 +169,12 @@ impl<'a> RelayData<'a> {
         self.levels().last()
     }
 
+    /// The Remote-ID (RFC 4649: enterprise number, then the id) the relay closest to the
+    /// client sent: the subscriber's line.
+    pub fn remote_id(&self) -> Option<&'a [u8]> {
+        self.closest_to_client()?.find(opt::REMOTE_ID)
+    }
+
     /// The Relay-IDs (OPTION_RELAY_ID's DUID) of the levels that have one, outermost first.
     pub fn relay_ids(&self) -> impl Iterator<Item = &'a [u8]> + 'a {
         self.levels().filter_map(|l| l.find(RELAY_ID))

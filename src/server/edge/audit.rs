@@ -110,7 +110,7 @@ impl RelayInfo {
             link_address: Some(c.link_address),
             peer_address: Some(c.peer_address),
             interface_id: c.find(opt::INTERFACE_ID).map(hex),
-            remote_id: c.find(opt::REMOTE_ID).map(hex),
+            remote_id: d.remote_id().map(hex),
             subscriber_id: c.find(opt::SUBSCRIBER_ID).map(hex),
             relay_id: d.relay_ids().last().map(hex),
         }

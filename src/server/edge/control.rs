@@ -23,7 +23,6 @@ use std::time::Duration;
 use tandem_core::config::{Config, ResourceKind};
 use tandem_core::lease::Lease;
 use tandem_core::pool::Allocator;
-use tandem_core::wire::opt;
 use tandem_core::wire::relay_data::RelayData;
 use tracing::{info, warn};
 
@@ -220,10 +219,7 @@ fn run(ctx: &ControlCtx, req: &Value, announce: &mut dyn FnMut(&[Lease])) -> Res
                 ctx.alloc.for_each_lease(|l| {
                     if found.len() < LEASES_PER_ANSWER_MAX
                         && l.state != tandem_core::lease::LeaseState::Offered
-                        && RelayData::new(&l.relay)
-                            .and_then(|d| d.closest_to_client())
-                            .and_then(|c| c.find(opt::REMOTE_ID))
-                            == Some(&want[..])
+                        && RelayData::new(&l.relay).and_then(|d| d.remote_id()) == Some(&want[..])
                     {
                         found.push(lease_json(l));
                     }

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::proc::{free_udp_port, serve, tail};
+use common::proc::{serve_config, tail};
 use std::io::{Read, Write};
 use std::net::{Ipv6Addr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
@@ -144,22 +144,15 @@ fn start(
     requestors: &str,
     extra: &str,
 ) -> (common::proc::Proc, std::path::PathBuf, String, u16) {
-    let log = d.join("server.log");
-    let port = free_udp_port();
     let bulk_port = std::net::TcpListener::bind("[::1]:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    let cfg = d.join("tandem.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            r#"[server]
-listen = ["[::1]:{port}"]
-data_dir = "{}"
-rapid_commit = true
-[[subnet]]
+    let (server, log, listen) = serve_config(
+        d,
+        &format!(
+            r#"[[subnet]]
 id = 1
 prefix = "2001:db8:1::/64"
 pools = [{{ range = "2001:db8:1::100-2001:db8:1::1ff" }}]
@@ -167,13 +160,10 @@ pd_pools = [{{ prefix = "2001:db8:8000::/40", delegated_len = 56 }}]
 [leasequery]
 requestors = [{requestors}]
 bulk_listen = ["[::1]:{bulk_port}"]
-{extra}"#,
-            d.join("data").display()
+{extra}"#
         ),
-    )
-    .unwrap();
-    let server = serve(&["--config", cfg.to_str().unwrap(), "--no-sync"], &log);
-    (server, log, format!("[::1]:{port}"), bulk_port)
+    );
+    (server, log, listen, bulk_port)
 }
 
 #[test]

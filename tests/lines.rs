@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::proc::{free_udp_port, serve, tail};
+use common::proc::{serve_config, tail};
 use common::{GEN, TANDEM};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -46,8 +46,6 @@ fn cpes(server: &str, clients: u32, seed: u32, held: &Path) -> BTreeMap<String, 
 fn a_swapped_cpe_gets_its_line_s_prefix_back() {
     let d = tempfile::tempdir().unwrap();
     let data = d.path().join("data");
-    let log = d.path().join("server.log");
-    let port = free_udp_port();
     // Lines 0..3 each have a /56; the pool around them serves anything else.
     let lines: Vec<(String, String)> = (0..3)
         .map(|n| {
@@ -62,26 +60,15 @@ fn a_swapped_cpe_gets_its_line_s_prefix_back() {
         .map(|(line, p)| format!("remote-id  9:text:{line}  {p}\n"))
         .collect();
     std::fs::write(d.path().join("lines.txt"), file).unwrap();
-    let cfg = d.path().join("tandem.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            r#"[server]
-listen = ["[::1]:{port}"]
-data_dir = "{}"
-rapid_commit = true
-[[subnet]]
+    let (mut server, log, addr) = serve_config(
+        d.path(),
+        r#"[[subnet]]
 id = 1
 prefix = "2001:db8:1::/64"
-pd_pools = [{{ prefix = "2001:db8:8000::/40", delegated_len = 56 }}]
+pd_pools = [{ prefix = "2001:db8:8000::/40", delegated_len = 56 }]
 reservations_file = "lines.txt"
 "#,
-            data.display()
-        ),
-    )
-    .unwrap();
-    let mut server = serve(&["--config", cfg.to_str().unwrap(), "--no-sync"], &log);
-    let addr = format!("[::1]:{port}");
+    );
     let first = cpes(&addr, 3, 1, &d.path().join("first.tsv"));
     let second = cpes(&addr, 3, 2, &d.path().join("second.tsv"));
     let reserved: Vec<&String> = lines.iter().map(|(_, p)| p).collect();

@@ -275,3 +275,22 @@ pub fn serve(args: &[&str], log: &Path) -> Proc {
     all.extend(args.iter().map(|s| s.to_string()));
     spawn_serving(&all, log)
 }
+
+/// A standalone server on a free port of ::1, its store and log (`server.log`) in `dir`,
+/// Rapid Commit on, configured by `body` (subnets and the rest, after `[server]`): writes
+/// `dir/tandem.toml`, starts it and returns it, its log and its address.
+pub fn serve_config(dir: &Path, body: &str) -> (Proc, std::path::PathBuf, String) {
+    let log = dir.join("server.log");
+    let listen = format!("[::1]:{}", free_udp_port());
+    let cfg = dir.join("tandem.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[server]\nlisten = [\"{listen}\"]\ndata_dir = \"{}\"\nrapid_commit = true\n{body}",
+            dir.join("data").display()
+        ),
+    )
+    .expect("write tandem.toml");
+    let server = serve(&["--config", cfg.to_str().unwrap(), "--no-sync"], &log);
+    (server, log, listen)
+}

@@ -113,6 +113,8 @@ struct Srv {
     scratch: Scratch,
     /// The failover policy packets are handled under (a server on its own by default).
     policy: Policy,
+    /// With several failover relationships: one policy each, used instead of `policy`.
+    policies: Vec<Policy>,
 }
 
 #[derive(Debug)]
@@ -141,6 +143,7 @@ impl Srv {
             eng,
             scratch: Scratch::default(),
             policy: Policy::STANDALONE,
+            policies: Vec::new(),
         }
     }
 
@@ -162,13 +165,14 @@ impl Srv {
             interface: iface,
             bytes,
         };
-        let out = self.eng.handle_with(
-            &self.policy,
-            &rx,
-            &mut reply,
-            &mut self.scratch,
-            &mut writes,
-        );
+        let policies = if self.policies.is_empty() {
+            std::slice::from_ref(&self.policy)
+        } else {
+            &self.policies[..]
+        };
+        let out = self
+            .eng
+            .handle_with(policies, &rx, &mut reply, &mut self.scratch, &mut writes);
         if let Outcome::Dropped(_) = out {
             assert!(reply.is_empty(), "dropped but reply buffer not empty");
             assert!(writes.is_empty(), "dropped but writes: {writes:?}");
@@ -3164,4 +3168,59 @@ proptest! {
             }
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Several failover relationships (m-to-1)
+
+#[test]
+fn each_subnet_is_served_under_its_own_relationships_policy() {
+    // Subnet 1 (any interface) is shared with partner a, subnet 2 (eth1) with partner b.
+    let text = format!(
+        "{}{}",
+        lq_conf().replace(
+            "[[subnet]]\nid = 2\n",
+            "[[subnet]]\nid = 2\ninterface = \"eth1\"\n"
+        ),
+        "[[failover]]\nrole=\"secondary\"\nrelationship=\"a\"\nsubnets=[1]\npartner_name=\"a\"\nca=\"c\"\ncert=\"c\"\nkey=\"k\"\n\
+         [[failover]]\nrole=\"secondary\"\nrelationship=\"b\"\nlisten=\"[::1]:648\"\nsubnets=[2]\npartner_name=\"b\"\nca=\"c\"\ncert=\"c\"\nkey=\"k\"\n"
+    );
+    let mut s = Srv::new(&text);
+    assert_eq!(s.cfg.relationships.len(), 2);
+    let silent = Policy {
+        answering: tandem_core::engine::Answering::Nobody,
+        ..Policy::STANDALONE
+    };
+    let solicit = |c: u16| P::new(MessageType::Solicit, c).na(1, &[]).bytes();
+    // Relationship b recovers (answers nobody): its subnet is silent, a's is served.
+    s.policies = vec![Policy::STANDALONE, silent];
+    assert!(pool1(
+        s.on_iface("eth0", &solicit(1)).view().na(1).addrs[0].0
+    ));
+    assert_eq!(
+        s.on_iface("eth1", &solicit(2)).dropped(),
+        Dropped::NotServing
+    );
+    // The other way round.
+    s.policies = vec![silent, Policy::STANDALONE];
+    assert_eq!(
+        s.on_iface("eth0", &solicit(3)).dropped(),
+        Dropped::NotServing
+    );
+    assert!(pool2(
+        s.on_iface("eth1", &solicit(4)).view().na(1).addrs[0].0
+    ));
+    // A Leasequery may be about any subnet: while one relationship answers nobody (it does
+    // not know its bindings yet), nobody is answered.
+    let q = lq(1, "::", &[iaaddr("2001:db8:2::100")]);
+    let src: SocketAddrV6 = "[::1]:546".parse().unwrap();
+    assert_eq!(
+        s.rx_full(1100, src, false, None, &q).dropped(),
+        Dropped::NotServing
+    );
+    s.policies = vec![Policy::STANDALONE, Policy::STANDALONE];
+    assert_eq!(
+        s.rx_full(1100, src, false, None, &q).answered(),
+        MessageType::Leasequery
+    );
 }

@@ -241,7 +241,7 @@ fn wireshark_reads_a_bulk_leasequery_answer_with_relay_data() {
     w.option(opt::LQ_QUERY, &q);
     let mut answer = engine
         .answer_bulk_leasequery(
-            &tandem_core::engine::Policy::STANDALONE,
+            &[tandem_core::engine::Policy::STANDALONE],
             "::1".parse().unwrap(),
             1100,
             &lq,

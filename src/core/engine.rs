@@ -113,6 +113,30 @@ impl Policy {
     }
 }
 
+/// The most careful of `policies` (answering the fewest, catching up if any is): what applies
+/// where no one relationship does. None: a server on its own.
+fn strictest(policies: &[Policy]) -> Policy {
+    let rank = |a: Answering| match a {
+        Answering::Nobody => 0,
+        Answering::AddressedToUs => 1,
+        Answering::Everyone => 2,
+    };
+    let mut out = match policies.first() {
+        Some(p) => *p,
+        None => return Policy::STANDALONE,
+    };
+    for p in &policies[1..] {
+        if rank(p.answering) < rank(out.answering) {
+            out = Policy {
+                catching_up: out.catching_up,
+                ..*p
+            };
+        }
+        out.catching_up |= p.catching_up;
+    }
+    out
+}
+
 impl Dropped {
     /// Short stable label for counters and logs.
     pub fn label(&self) -> &'static str {
@@ -176,6 +200,9 @@ pub struct Engine {
     config: Arc<Config>,
     duid: Box<[u8]>,
     alloc: Arc<Allocator>,
+    /// For each subnet (by index), the relationship whose policy it is served under (empty
+    /// without failover: every subnet under the first policy).
+    relationship_of: Box<[usize]>,
 }
 
 /// Buffers a worker reuses from packet to packet so the hot path does not allocate.
@@ -192,9 +219,24 @@ impl Engine {
     /// An engine with the server's DUID and the shared lease table.
     pub fn new(config: Arc<Config>, duid: Box<[u8]>, alloc: Arc<Allocator>) -> Self {
         Engine {
+            relationship_of: config.relationship_of_subnets().into(),
             config,
             duid,
             alloc,
+        }
+    }
+
+    /// The policy subnet index `sn` is served under: its relationship's (m-to-1: each
+    /// relationship has its own state); with no subnet, the most careful of them all.
+    /// `policies` holds one per relationship, in configuration order; empty: on its own.
+    fn policy_for(&self, policies: &[Policy], sn: Option<usize>) -> Policy {
+        match sn {
+            Some(i) => policies
+                .get(self.relationship_of.get(i).copied().unwrap_or(0))
+                .or(policies.first())
+                .copied()
+                .unwrap_or(Policy::STANDALONE),
+            None => strictest(policies),
         }
     }
 
@@ -224,7 +266,7 @@ impl Engine {
     /// the failover state answers nobody).
     pub fn answer_bulk_leasequery(
         &self,
-        policy: &Policy,
+        policies: &[Policy],
         requestor: Ipv6Addr,
         now_secs: u64,
         bytes: &[u8],
@@ -233,19 +275,21 @@ impl Engine {
         if msg.msg_type() != MessageType::Leasequery {
             return Err(Dropped::NotForServer(msg.msg_type()));
         }
-        let cx = self.leasequery_ctx(policy, requestor, now_secs)?;
+        let cx = self.leasequery_ctx(policies, requestor, now_secs)?;
         crate::leasequery::answer_bulk(&cx, &msg)
     }
 
     /// What a Leasequery from `requestor` is answered with, over UDP or TCP; none while the
     /// failover state answers nobody (a server that is recovering does not know every binding
-    /// yet).
+    /// yet). A query may be about any subnet, so with several relationships the most careful
+    /// state of them all decides.
     fn leasequery_ctx(
         &self,
-        policy: &Policy,
+        policies: &[Policy],
         requestor: Ipv6Addr,
         now_secs: u64,
     ) -> Result<crate::leasequery::Ctx<'_>, Dropped> {
+        let policy = strictest(policies);
         if policy.answering == Answering::Nobody {
             return Err(Dropped::NotServing);
         }
@@ -268,13 +312,14 @@ impl Engine {
         scratch: &mut Scratch,
         writes: &mut Vec<Lease>,
     ) -> Outcome {
-        self.handle_with(&Policy::STANDALONE, rx, reply, scratch, writes)
+        self.handle_with(&[], rx, reply, scratch, writes)
     }
 
-    /// [`Engine::handle`] under a failover [`Policy`].
+    /// [`Engine::handle`] under failover: `policies` holds one [`Policy`] per relationship,
+    /// in configuration order (a client is served under its subnet's relationship's).
     pub fn handle_with(
         &self,
-        policy: &Policy,
+        policies: &[Policy],
         rx: &Received,
         reply: &mut Vec<u8>,
         scratch: &mut Scratch,
@@ -329,7 +374,7 @@ impl Engine {
         } else {
             scratch.relay.clear();
         }
-        let r = self.answer(policy, rx, &msg, hops, line, &scratch.relay, out, writes);
+        let r = self.answer(policies, rx, &msg, hops, line, &scratch.relay, out, writes);
         if let Err(d) = r {
             writes.clear();
             reply.clear();
@@ -346,7 +391,7 @@ impl Engine {
     #[allow(clippy::too_many_arguments)]
     fn answer(
         &self,
-        policy: &Policy,
+        policies: &[Policy],
         rx: &Received,
         msg: &Message,
         hops: &[RelayHop],
@@ -359,7 +404,7 @@ impl Engine {
         let ty = msg.msg_type();
         // RFC 5007: a requestor asks directly.
         if ty == T::Leasequery && hops.is_empty() {
-            let cx = self.leasequery_ctx(policy, *rx.src.ip(), rx.now_secs)?;
+            let cx = self.leasequery_ctx(policies, *rx.src.ip(), rx.now_secs)?;
             return crate::leasequery::answer(&cx, msg, out);
         }
         if !matches!(
@@ -384,6 +429,9 @@ impl Engine {
             (_, Some(s)) if s != &*self.duid => return Err(Dropped::OtherServer),
             _ => {}
         }
+        // The client's link: its subnet, and so the failover relationship it is served under.
+        let sn = self.select_subnet(hops, rx.src.ip(), rx.interface);
+        let policy = &self.policy_for(policies, sn);
         // Failover: a server in NORMAL as secondary (hot standby) or in RECOVER-DONE answers
         // only what is addressed to it; in STARTUP, RECOVER or POTENTIAL-CONFLICT nothing.
         match policy.answering {
@@ -402,16 +450,12 @@ impl Engine {
             }
             // Stateless DHCPv6 (RFC 8415 §18.3.6): the options of the client's link, or the
             // global ones when no subnet covers it.
-            let options = self
-                .select_subnet(hops, rx.src.ip(), rx.interface)
-                .map_or(&self.config.options, |i| &self.config.subnets[i].options);
+            let options = sn.map_or(&self.config.options, |i| &self.config.subnets[i].options);
             let mut w = self.start(out, T::Reply, msg, hops);
             put_requested(&mut w, msg, ty, options, &UsedPools::default(), None, None);
             return Ok(());
         }
-        let subnet = self
-            .select_subnet(hops, rx.src.ip(), rx.interface)
-            .ok_or(Dropped::NoSubnet)?;
+        let subnet = sn.ok_or(Dropped::NoSubnet)?;
         let sub = &self.config.subnets[subnet];
         let reservation = find_reservation(sub, duid, line);
         // RFC 6603: Prefix Exclude only to a client that asked for it.

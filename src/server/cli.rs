@@ -55,8 +55,9 @@ enum Command {
     ImportKea(ImportKeaArgs),
     /// Ask a running server over its control socket. `status`: pool use and, with a partner,
     /// failover state, partner state, time in state, link, last contact, unacknowledged
-    /// updates. `partner-down`: declare the partner down (only when it really is, e.g. its host
-    /// is gone; the partner's free resources become usable MCLT later). `statistics`: the
+    /// updates, for each relationship. `partner-down [--relationship NAME]`: declare the partner down
+    /// (only when it really is, e.g. its host is gone; the partner's free resources become usable
+    /// MCLT later). `statistics`: the
     /// counters as JSON. `lease-get ADDR|PREFIX/LEN`, `lease-get --duid HEX` or `lease-get
     /// --remote-id HEX`: leases as JSON, with what the relays said when each was last granted
     /// or renewed.
@@ -106,6 +107,10 @@ struct CtlArgs {
     /// lease-add: preferred lifetime (default: the subnet's).
     #[arg(long)]
     preferred_secs: Option<u32>,
+    /// partner-down: the relationship whose partner is down (required when the server has
+    /// several `[[failover]]` sections; `tandem ctl status` lists them).
+    #[arg(long)]
+    relationship: Option<String>,
 }
 
 impl CtlArgs {
@@ -113,7 +118,16 @@ impl CtlArgs {
     fn request(&self) -> Result<String, String> {
         let mut req = serde_json::json!({"command": self.command});
         match self.command.as_str() {
-            "status" | "partner-down" => return Ok(self.command.clone()),
+            "status" => return Ok(self.command.clone()),
+            "partner-down" => {
+                return Ok(match &self.relationship {
+                    Some(r) if r.trim().is_empty() || r.contains('\n') => {
+                        return Err("--relationship: a relationship name on one line".into());
+                    }
+                    Some(r) => format!("partner-down {r}"),
+                    None => self.command.clone(),
+                });
+            }
             "lease-get" => match (&self.lease, &self.duid, &self.remote_id) {
                 (Some(l), None, None) => req["lease"] = l.as_str().into(),
                 (None, Some(d), None) => req["duid"] = d.as_str().into(),
@@ -295,12 +309,17 @@ pub fn main() -> ExitCode {
                 if let Some(m) = c.server.metrics_listen {
                     let _ = writeln!(o, "metrics: http://{m}/metrics");
                 }
-                if let Some(f) = &c.failover {
+                for f in &c.relationships {
                     let _ = writeln!(
                         o,
-                        "failover: {:?} of relationship `{}`, partner {} (certificate name {}), listen {}, mclt {} s, keepalive {} s, auto partner-down {}",
+                        "failover: {:?} of relationship `{}` (subnets {}), partner {} (certificate name {}), listen {}, mclt {} s, keepalive {} s, auto partner-down {}",
                         f.role,
                         f.relationship,
+                        f.subnets
+                            .iter()
+                            .map(u32::to_string)
+                            .collect::<Vec<_>>()
+                            .join(", "),
                         f.partner.map_or("-".to_string(), |a| a.to_string()),
                         f.partner_name,
                         f.listen,
@@ -309,6 +328,8 @@ pub fn main() -> ExitCode {
                         f.auto_partner_down_secs
                             .map_or("off".to_string(), |s| format!("after {s} s"))
                     );
+                }
+                if c.has_failover() {
                     let _ = writeln!(
                         o,
                         "control socket: {}",

@@ -195,7 +195,13 @@ impl World {
         };
         let mut reply = Vec::new();
         let mut writes = Vec::new();
-        let o = engine.handle_with(&s.policy, &rx, &mut reply, &mut s.scratch, &mut writes);
+        let o = engine.handle_with(
+            std::slice::from_ref(&s.policy),
+            &rx,
+            &mut reply,
+            &mut s.scratch,
+            &mut writes,
+        );
         let state = s.policy_state;
         if self.cfg.trace_all {
             self.note(format!(

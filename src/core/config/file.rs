@@ -13,7 +13,8 @@ pub(super) struct FileConfig {
     pub(super) lease: FileLease,
     #[serde(default)]
     pub(super) subnet: Vec<Spanned<FileSubnet>>,
-    pub(super) failover: Option<Spanned<FileFailover>>,
+    /// `[failover]` (one relationship) or `[[failover]]` (one per relationship, m-to-1).
+    pub(super) failover: Option<FileFailovers>,
     #[serde(default)]
     pub(super) options: FileOptions,
     #[serde(default)]
@@ -84,11 +85,46 @@ pub(super) struct FileCodedValue {
     pub(super) u32: Option<u32>,
 }
 
+/// `failover`: one table (`[failover]`) or an array of them (`[[failover]]`).
+pub(super) enum FileFailovers {
+    One(Box<FileFailover>),
+    Many(Vec<Spanned<FileFailover>>),
+}
+
+impl<'de> Deserialize<'de> for FileFailovers {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = FileFailovers;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a [failover] table or [[failover]] tables")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                m: A,
+            ) -> Result<Self::Value, A::Error> {
+                FileFailover::deserialize(serde::de::value::MapAccessDeserializer::new(m))
+                    .map(|f| FileFailovers::One(Box::new(f)))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                s: A,
+            ) -> Result<Self::Value, A::Error> {
+                Vec::deserialize(serde::de::value::SeqAccessDeserializer::new(s))
+                    .map(FileFailovers::Many)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct FileFailover {
     pub(super) role: Spanned<String>,
     pub(super) relationship: Option<String>,
+    /// Ids of the subnets this relationship covers (all, when the only one and not set).
+    pub(super) subnets: Option<Spanned<Vec<u32>>>,
     pub(super) partner: Option<Spanned<String>>,
     pub(super) listen: Option<Spanned<String>>,
     pub(super) partner_name: Spanned<String>,

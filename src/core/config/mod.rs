@@ -330,13 +330,17 @@ pub enum Role {
     Secondary,
 }
 
-/// One failover relationship: the `[failover]` section.
+/// One failover relationship: a `[failover]` section (or one of several `[[failover]]`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FailoverConfig {
     /// Primary (connects, serves in NORMAL) or secondary (listens, stands by).
     pub role: Role,
-    /// Relationship name, the same on both partners ("" when not set).
+    /// Relationship name, the same on both partners ("" when not set; required, and unique,
+    /// when the server has several relationships).
     pub relationship: String,
+    /// Ids of the subnets whose pools this relationship shares with its partner, in the
+    /// order of the configuration (every subnet when the server has one relationship).
+    pub subnets: Vec<u32>,
     /// The partner's link address: where the primary connects. Required for the primary.
     pub partner: Option<SocketAddr>,
     /// Where the secondary accepts its primary (default `[::]:647`).
@@ -377,8 +381,9 @@ pub struct Config {
     pub server: ServerConfig,
     /// Subnets with their pools.
     pub subnets: Vec<SubnetConfig>,
-    /// The failover relationship, if this server has a partner.
-    pub failover: Option<FailoverConfig>,
+    /// The failover relationships: none for a server on its own, one per partner otherwise
+    /// (m-to-1: each covers its own subnets, every subnet is covered by exactly one).
+    pub relationships: Vec<FailoverConfig>,
     /// The global `[options]`: for an Information-request from a link no subnet covers.
     pub options: OptionSet,
     /// Leasequery (RFC 5007): who may ask.
@@ -446,6 +451,44 @@ impl LeasequeryConfig {
 }
 
 impl Config {
+    /// Whether this server has a partner (at least one failover relationship).
+    pub fn has_failover(&self) -> bool {
+        !self.relationships.is_empty()
+    }
+
+    /// For each subnet (by index), the index of the relationship that covers it; empty for a
+    /// server on its own.
+    pub fn relationship_of_subnets(&self) -> Vec<usize> {
+        if self.relationships.is_empty() {
+            return Vec::new();
+        }
+        self.subnets
+            .iter()
+            .map(|s| {
+                self.relationships
+                    .iter()
+                    .position(|r| r.subnets.contains(&s.id))
+                    .unwrap_or(0)
+            })
+            .collect()
+    }
+
+    /// The configuration as relationship `i` sees it: only the subnets it covers, and only
+    /// itself as relationship (what its CONNECT, pools digest and lifetimes are made of).
+    pub fn relationship_view(&self, i: usize) -> Config {
+        let r = &self.relationships[i];
+        Config {
+            subnets: self
+                .subnets
+                .iter()
+                .filter(|s| r.subnets.contains(&s.id))
+                .cloned()
+                .collect(),
+            relationships: vec![r.clone()],
+            ..self.clone()
+        }
+    }
+
     /// The id of the subnet with a pool of `kind` holding `addr` (where a partner's binding
     /// belongs).
     pub fn subnet_of(&self, addr: Ipv6Addr, kind: ResourceKind) -> Option<u32> {

@@ -38,7 +38,7 @@ fn failover_cfg(body: &str) -> Result<Config, ConfigError> {
 fn failover_section_defaults_and_errors() {
     let c = failover_cfg("role=\"primary\"\npartner=\"2001:db8::b\"\npartner_name=\"tandem-b\"\n")
         .unwrap();
-    let f = c.failover.unwrap();
+    let f = c.relationships[0].clone();
     assert_eq!(f.role, Role::Primary);
     assert_eq!(
         f.partner,
@@ -72,7 +72,7 @@ fn failover_section_defaults_and_errors() {
     assert!(e.message.contains("unknown field"), "{e}");
     let s = failover_cfg("role=\"secondary\"\npartner_name=\"a\"\n").unwrap();
     assert_eq!(
-        s.failover.unwrap().listen,
+        s.relationships[0].listen,
         "[::]:647".parse::<SocketAddr>().unwrap()
     );
 }
@@ -578,4 +578,119 @@ fn extra_prefixes_hold_pools_and_may_not_overlap() {
     assert!(e.to_string().contains("overlaps subnet 1"), "{e}");
     let e = sub("\"nonsense\"", "{range=\"2001:db8:1::1-2001:db8:1::9\"}").unwrap_err();
     assert_eq!(e.field, "subnet[0].extra_prefixes[0]");
+}
+
+/// Three subnets and the `[[failover]]` sections `sections` (each a body after its header).
+fn relationships_cfg(sections: &[&str]) -> Result<Config, ConfigError> {
+    let mut t = HEAD.to_string();
+    for id in 1..=3 {
+        t.push_str(&format!(
+            "[[subnet]]\nid={id}\nprefix=\"2001:db8:{id}::/64\"\npools=[{{prefix=\"2001:db8:{id}::/64\"}}]\n"
+        ));
+    }
+    for body in sections {
+        t.push_str(&format!(
+            "[[failover]]\nca=\"ca.pem\"\ncert=\"a.pem\"\nkey=\"a.key\"\npartner_name=\"p\"\n{body}"
+        ));
+    }
+    parse("t.toml", &t)
+}
+
+#[test]
+fn several_relationships_each_cover_their_own_subnets() {
+    let c = relationships_cfg(&[
+        "role=\"primary\"\nrelationship=\"edge-a\"\npartner=\"2001:db8::a\"\nsubnets=[3, 1]\n",
+        "role=\"secondary\"\nrelationship=\"edge-b\"\nsubnets=[2]\n",
+    ])
+    .unwrap();
+    assert_eq!(c.relationships.len(), 2);
+    // In the configuration's order, whatever the list's.
+    assert_eq!(c.relationships[0].subnets, vec![1, 3]);
+    assert_eq!(c.relationships[1].subnets, vec![2]);
+    assert_eq!(c.relationship_of_subnets(), vec![0, 1, 0]);
+    let v = c.relationship_view(0);
+    assert_eq!(
+        v.subnets.iter().map(|s| s.id).collect::<Vec<_>>(),
+        vec![1, 3]
+    );
+    assert_eq!(v.relationships, vec![c.relationships[0].clone()]);
+
+    // One section, `[failover]` or a single `[[failover]]`, covers every subnet unless told.
+    let one = relationships_cfg(&["role=\"secondary\"\n"]).unwrap();
+    assert_eq!(one.relationships[0].subnets, vec![1, 2, 3]);
+    assert_eq!(one.relationship_of_subnets(), vec![0, 0, 0]);
+    let single = failover_cfg("role=\"secondary\"\npartner_name=\"a\"\n").unwrap();
+    assert_eq!(single.relationships[0].subnets, vec![1]);
+    assert!(
+        parse("t", EMBEDDED_DEFAULT)
+            .unwrap()
+            .relationship_of_subnets()
+            .is_empty()
+    );
+}
+
+#[test]
+fn several_relationships_refuse_what_would_share_a_pool_or_a_listener() {
+    let field = |sections: &[&str]| relationships_cfg(sections).unwrap_err().field;
+    let a = "role=\"secondary\"\nrelationship=\"a\"\nsubnets=[1]\n";
+    // Each names its subnets.
+    assert_eq!(
+        field(&[
+            a,
+            "role=\"secondary\"\nrelationship=\"b\"\nlisten=\"[::1]:648\"\n"
+        ]),
+        "failover[1].subnets"
+    );
+    // A subnet in two relationships would have three partners.
+    let e = relationships_cfg(&[
+        a,
+        "role=\"secondary\"\nrelationship=\"b\"\nlisten=\"[::1]:648\"\nsubnets=[1,2,3]\n",
+    ])
+    .unwrap_err();
+    assert_eq!(e.field, "failover[1].subnets");
+    assert!(e.message.contains("subnet 1 is already covered"), "{e}");
+    // Every subnet is covered by one.
+    let e = relationships_cfg(&[
+        a,
+        "role=\"secondary\"\nrelationship=\"b\"\nlisten=\"[::1]:648\"\nsubnets=[2]\n",
+    ])
+    .unwrap_err();
+    assert!(e.message.contains("subnet 3 is in no"), "{e}");
+    // Unknown and empty subnet lists.
+    assert_eq!(
+        field(&["role=\"secondary\"\nrelationship=\"a\"\nsubnets=[9]\n"]),
+        "failover[0].subnets"
+    );
+    assert_eq!(
+        field(&["role=\"secondary\"\nrelationship=\"a\"\nsubnets=[]\n"]),
+        "failover[0].subnets"
+    );
+    // Names: required and distinct.
+    assert_eq!(
+        field(&[
+            "role=\"secondary\"\nsubnets=[1]\n",
+            "role=\"secondary\"\nrelationship=\"b\"\nlisten=\"[::1]:648\"\nsubnets=[2,3]\n"
+        ]),
+        "failover[0].relationship"
+    );
+    assert_eq!(
+        field(&[
+            a,
+            "role=\"secondary\"\nrelationship=\"a\"\nlisten=\"[::1]:648\"\nsubnets=[2,3]\n"
+        ]),
+        "failover[1].relationship"
+    );
+    // Two secondaries on one listener could not tell their primaries apart.
+    assert_eq!(
+        field(&[a, "role=\"secondary\"\nrelationship=\"b\"\nsubnets=[2,3]\n"]),
+        "failover[1].listen"
+    );
+    // A section's own errors name the section.
+    assert_eq!(
+        field(&[a, "role=\"leader\"\nrelationship=\"b\"\nsubnets=[2,3]\n"]),
+        "failover[1].role"
+    );
+    // Unknown keys are still refused.
+    let e = relationships_cfg(&["role=\"secondary\"\nsubnet=[1]\n"]).unwrap_err();
+    assert!(e.message.contains("unknown field"), "{e}");
 }

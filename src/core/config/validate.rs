@@ -164,11 +164,8 @@ fn validate(
         subnets.push(s);
     }
     check_pool_overlaps(ctx, &spans)?;
-    let failover = match raw.failover {
-        None => None,
-        Some(f) => Some(failover(ctx, f)?),
-    };
-    if failover.is_some() {
+    let relationships = relationships(ctx, raw.failover, &subnets)?;
+    if !relationships.is_empty() {
         // RFC 8156 §1: failover MUST NOT be used for new leases shorter than 30 s (a lease
         // must outlive the partners' exchange about it).
         for (s, raw_s) in subnets.iter().zip(&raw.subnet) {
@@ -258,7 +255,7 @@ fn validate(
     Ok(Config {
         server,
         subnets,
-        failover,
+        relationships,
         options: global,
         leasequery: LeasequeryConfig {
             requestors,
@@ -681,7 +678,123 @@ fn socket_addr(ctx: &Ctx, v: &Spanned<String>, field: &str) -> Result<SocketAddr
     ))
 }
 
-fn failover(ctx: &Ctx, f: Spanned<FileFailover>) -> Result<FailoverConfig, ConfigError> {
+/// `[failover]` or `[[failover]]`: the relationships, each with the subnets it covers.
+fn relationships(
+    ctx: &Ctx,
+    raw: Option<FileFailovers>,
+    subnets: &[SubnetConfig],
+) -> Result<Vec<FailoverConfig>, ConfigError> {
+    let all: Vec<u32> = subnets.iter().map(|s| s.id).collect();
+    let list: Vec<(String, Spanned<FileFailover>)> = match raw {
+        None => return Ok(Vec::new()),
+        Some(FileFailovers::One(f)) => {
+            // The section's own span is not kept for a single table: its role's stands in.
+            let span = f.role.span();
+            vec![("failover".to_string(), Spanned::new(span, *f))]
+        }
+        Some(FileFailovers::Many(v)) => v
+            .into_iter()
+            .enumerate()
+            .map(|(i, f)| (format!("failover[{i}]"), f))
+            .collect(),
+    };
+    let several = list.len() > 1;
+    let mut out: Vec<FailoverConfig> = Vec::new();
+    // Which relationship covers each subnet id so far.
+    let mut covered: Vec<(u32, usize)> = Vec::new();
+    for (i, (at, f)) in list.into_iter().enumerate() {
+        let span = f.span();
+        let listed = f
+            .get_ref()
+            .subnets
+            .as_ref()
+            .map(|s| (s.span(), s.get_ref().clone()));
+        let mut r = failover(ctx, &at, f)?;
+        r.subnets = match listed {
+            None if several => {
+                return Err(ctx.err(
+                    Some(span),
+                    &format!("{at}.subnets"),
+                    "with several [[failover]] sections, each names the ids of the subnets it covers, e.g. subnets = [1, 2]",
+                ));
+            }
+            None => all.clone(),
+            Some((sspan, ids)) => {
+                if ids.is_empty() {
+                    return Err(ctx.err(
+                        Some(sspan),
+                        &format!("{at}.subnets"),
+                        "names no subnet: a relationship covers at least one",
+                    ));
+                }
+                for id in &ids {
+                    if !all.contains(id) {
+                        return Err(ctx.err(
+                            Some(sspan.clone()),
+                            &format!("{at}.subnets"),
+                            format!("no [[subnet]] has id {id}"),
+                        ));
+                    }
+                    if let Some((_, other)) = covered.iter().find(|(s, _)| s == id) {
+                        return Err(ctx.err(
+                            Some(sspan.clone()),
+                            &format!("{at}.subnets"),
+                            format!(
+                                "subnet {id} is already covered by failover[{other}]: a pool has exactly two partners, so a subnet belongs to one relationship"
+                            ),
+                        ));
+                    }
+                    covered.push((*id, i));
+                }
+                // In the configuration's order, whatever the list's.
+                all.iter().copied().filter(|s| ids.contains(s)).collect()
+            }
+        };
+        if several {
+            if r.relationship.is_empty() {
+                return Err(ctx.err(
+                    Some(span),
+                    &format!("{at}.relationship"),
+                    "with several [[failover]] sections, each needs a relationship name (the same on both partners of that relationship)",
+                ));
+            }
+            if let Some(j) = out.iter().position(|o| o.relationship == r.relationship) {
+                return Err(ctx.err(
+                    Some(span),
+                    &format!("{at}.relationship"),
+                    format!("`{}` is also the name of failover[{j}]", r.relationship),
+                ));
+            }
+            if r.role == Role::Secondary
+                && let Some(j) = out
+                    .iter()
+                    .position(|o| o.role == Role::Secondary && o.listen == r.listen)
+            {
+                return Err(ctx.err(
+                    Some(span),
+                    &format!("{at}.listen"),
+                    format!(
+                        "failover[{j}] already listens on {}: each relationship where this server is secondary needs its own listen address or port",
+                        r.listen
+                    ),
+                ));
+            }
+        }
+        out.push(r);
+    }
+    if several && let Some(s) = all.iter().find(|s| !covered.iter().any(|(c, _)| c == *s)) {
+        return Err(ctx.err(
+            None,
+            "failover",
+            format!(
+                "subnet {s} is in no [[failover]] section's subnets: with a partner, every subnet is shared with one of them"
+            ),
+        ));
+    }
+    Ok(out)
+}
+
+fn failover(ctx: &Ctx, at: &str, f: Spanned<FileFailover>) -> Result<FailoverConfig, ConfigError> {
     let span = f.span();
     let f = f.into_inner();
     let role = match f.role.get_ref().as_str() {
@@ -690,24 +803,24 @@ fn failover(ctx: &Ctx, f: Spanned<FileFailover>) -> Result<FailoverConfig, Confi
         other => {
             return Err(ctx.err(
                 Some(f.role.span()),
-                "failover.role",
+                &format!("{at}.role"),
                 format!("`{other}` is not a role: use \"primary\" or \"secondary\""),
             ));
         }
     };
     let partner = match &f.partner {
-        Some(p) => Some(socket_addr(ctx, p, "failover.partner")?),
+        Some(p) => Some(socket_addr(ctx, p, &format!("{at}.partner"))?),
         None => None,
     };
     if role == Role::Primary && partner.is_none() {
         return Err(ctx.err(
             Some(span),
-            "failover.partner",
+            &format!("{at}.partner"),
             "the primary connects to its secondary: set partner to the secondary's address, e.g. \"[2001:db8::2]:647\"",
         ));
     }
     let listen = match &f.listen {
-        Some(l) => socket_addr(ctx, l, "failover.listen")?,
+        Some(l) => socket_addr(ctx, l, &format!("{at}.listen"))?,
         None => SocketAddr::new(
             std::net::Ipv6Addr::UNSPECIFIED.into(),
             crate::failover::wire::FAILOVER_PORT,
@@ -719,31 +832,39 @@ fn failover(ctx: &Ctx, f: Spanned<FileFailover>) -> Result<FailoverConfig, Confi
     {
         return Err(ctx.err(
             Some(f.partner_name.span()),
-            "failover.partner_name",
+            &format!("{at}.partner_name"),
             format!("`{name}` is not a DNS name (the name in the partner's certificate)"),
         ));
     }
     let mclt_secs = f.mclt_secs.unwrap_or(defaults::MCLT_SECS);
     if mclt_secs == 0 {
-        return Err(ctx.err(Some(span), "failover.mclt_secs", "must be greater than 0"));
+        return Err(ctx.err(
+            Some(span),
+            &format!("{at}.mclt_secs"),
+            "must be greater than 0",
+        ));
     }
     let keepalive_secs = f.keepalive_secs.unwrap_or(defaults::KEEPALIVE_SECS);
     if !(1..=defaults::KEEPALIVE_SECS_MAX).contains(&keepalive_secs) {
         return Err(ctx.err(
             Some(span),
-            "failover.keepalive_secs",
+            &format!("{at}.keepalive_secs"),
             format!("must be between 1 and {}", defaults::KEEPALIVE_SECS_MAX),
         ));
     }
     let max_unacked = f.max_unacked.unwrap_or(defaults::MAX_UNACKED);
     if max_unacked == 0 {
-        return Err(ctx.err(Some(span), "failover.max_unacked", "must be at least 1"));
+        return Err(ctx.err(
+            Some(span),
+            &format!("{at}.max_unacked"),
+            "must be at least 1",
+        ));
     }
     let pd_backup_percent = f.pd_backup_percent.unwrap_or(defaults::PD_BACKUP_PERCENT);
     if pd_backup_percent > 100 {
         return Err(ctx.err(
             Some(span),
-            "failover.pd_backup_percent",
+            &format!("{at}.pd_backup_percent"),
             "must be between 0 and 100",
         ));
     }
@@ -751,7 +872,7 @@ fn failover(ctx: &Ctx, f: Spanned<FileFailover>) -> Result<FailoverConfig, Confi
     if relationship.len() > defaults::RELATIONSHIP_NAME_LEN_MAX {
         return Err(ctx.err(
             Some(span),
-            "failover.relationship",
+            &format!("{at}.relationship"),
             format!("longer than {} bytes", defaults::RELATIONSHIP_NAME_LEN_MAX),
         ));
     }
@@ -775,6 +896,7 @@ fn failover(ctx: &Ctx, f: Spanned<FileFailover>) -> Result<FailoverConfig, Confi
             .unwrap_or(defaults::RECONNECT_MAX_MS)
             .max(defaults::RECONNECT_MIN_MS),
         pd_backup_percent,
+        subnets: Vec::new(),
     })
 }
 

@@ -16,7 +16,7 @@ use crate::config::Config;
 use crate::config::Role;
 use crate::engine::Policy;
 use crate::lease::Lease;
-use crate::pool::{Allocator, PdPoolId};
+use crate::pool::{Allocator, PdPoolId, Scope};
 use std::collections::VecDeque;
 use std::sync::Arc;
 
@@ -76,9 +76,11 @@ pub fn acknowledged(l: &Lease, desired_valid_secs: u64) -> bool {
     }
 }
 
-/// A failover server.
+/// A failover server's side of one relationship.
 pub struct Node {
     alloc: Arc<Allocator>,
+    /// The subnets this relationship covers (m-to-1: the lease table holds others too).
+    scope: Scope,
     endpoint: Endpoint,
     peer: Peer,
     mclt_secs: u64,
@@ -115,13 +117,39 @@ impl Node {
         stored_shares: &[(PdPoolId, u128)],
         now: u64,
     ) -> Node {
+        Node::in_scope(
+            config,
+            role,
+            fo,
+            alloc,
+            Scope::ALL,
+            persisted,
+            stored_shares,
+            now,
+        )
+    }
+
+    /// [`Node::with_allocator`] for one of several relationships (m-to-1): `config` is the
+    /// relationship's view ([`Config::relationship_view`]) and `scope` its subnets; the node
+    /// walks, reclaims, shares and takes from the partner only what is in scope.
+    #[allow(clippy::too_many_arguments)]
+    pub fn in_scope(
+        config: Arc<Config>,
+        role: Role,
+        fo: EndpointConfig,
+        alloc: Arc<Allocator>,
+        scope: Scope,
+        persisted: Option<Persisted>,
+        stored_shares: &[(PdPoolId, u128)],
+        now: u64,
+    ) -> Node {
         let backup_percent = config
-            .failover
-            .as_ref()
+            .relationships
+            .first()
             .map_or(crate::config::defaults::PD_BACKUP_PERCENT, |f| {
                 f.pd_backup_percent
             });
-        let shares = PdShares::start(role, backup_percent, &alloc, stored_shares);
+        let shares = PdShares::start(role, backup_percent, &alloc, &scope, stored_shares);
         let desired_valid = config
             .subnets
             .iter()
@@ -135,7 +163,7 @@ impl Node {
         // an active one is acknowledged once the partner took the partner lifetime we send
         // for its current expiry.
         if persisted.is_some() {
-            alloc.for_each_lease(|l| {
+            alloc.for_each_lease_scoped(&scope, |l| {
                 if !acknowledged(l, desired_valid) {
                     peer.enqueue(l);
                 }
@@ -143,6 +171,7 @@ impl Node {
         }
         Node {
             alloc,
+            scope,
             endpoint: Endpoint::start(role, fo, persisted, now),
             peer,
             mclt_secs: fo.mclt_secs,
@@ -269,9 +298,9 @@ impl Node {
         self.maybe_request(out);
         self.writes.clear();
         if reclaim {
-            self.alloc.reclaim(now, &mut self.writes);
+            self.alloc.reclaim_in(&self.scope, now, &mut self.writes);
             self.alloc
-                .forget_ended(now, self.keep_ended_secs, &mut out.forget);
+                .forget_ended_in(&self.scope, now, self.keep_ended_secs, &mut out.forget);
         }
         let pd_since = self.endpoint.persisted().partner_down_since;
         if self.endpoint.state() == ServerState::PartnerDown && now >= pd_since + self.mclt_secs {
@@ -279,10 +308,11 @@ impl Node {
             // passed since it became free (no acknowledgement will come from a dead partner),
             // and never before PARTNER-DOWN + MCLT: until then the partner, if it was serving
             // when it went away, may have renewed it for its client.
-            self.writes.extend(
-                self.alloc
-                    .release_pending(now.saturating_sub(self.mclt_secs), now),
-            );
+            self.writes.extend(self.alloc.release_pending_in(
+                &self.scope,
+                now.saturating_sub(self.mclt_secs),
+                now,
+            ));
         }
         for l in self.writes.drain(..) {
             self.peer.enqueue(&l);
@@ -334,10 +364,15 @@ impl Node {
                 let secondary = self.endpoint.role() == Role::Secondary;
                 let crossing =
                     incoming.state.is_free() && self.peer.active_in_flight(&incoming.key());
-                let accepted = match self
-                    .alloc
-                    .apply_partner_update(&incoming, secondary, crossing, now)
-                {
+                // A binding of a subnet another relationship covers is not this partner's to
+                // send (the link's decoder already refuses those of subnets it does not know).
+                let update = if self.scope.covers(incoming.subnet_id) {
+                    self.alloc
+                        .apply_partner_update(&incoming, secondary, crossing, now)
+                } else {
+                    Err(None)
+                };
+                let accepted = match update {
                     Ok(stored) => {
                         // A partner's end of a binding we held active waits for the partner
                         // to acknowledge our copy of that end (see apply_partner_update).
@@ -391,7 +426,8 @@ impl Node {
             PeerMsg::UpdReq => self.peer.on_updreq(),
             PeerMsg::UpdReqAll => {
                 let mut all = Vec::new();
-                self.alloc.for_each_lease(|l| all.push(l.clone()));
+                self.alloc
+                    .for_each_lease_scoped(&self.scope, |l| all.push(l.clone()));
                 self.peer.on_updreqall(all.iter());
             }
             PeerMsg::UpdDone => {
@@ -592,6 +628,133 @@ pools = [{ range = "2001:db8:1::100-2001:db8:1::1ff" }]
             }
         }
         panic!("the nodes never went quiet");
+    }
+
+    /// An address lease of `subnet` (2001:db8:<subnet>::<last>), active until `expires_at`.
+    fn active(subnet: u32, last: u16, expires_at: u64) -> Lease {
+        Lease {
+            kind: ResourceKind::Address,
+            addr: format!("2001:db8:{subnet}::{last:x}").parse().unwrap(),
+            prefix_len: 128,
+            subnet_id: subnet,
+            state: LeaseState::Active,
+            duid: vec![0, 3, 0, 1, 2, 2, 2, 2, 2, last as u8].into(),
+            iaid: 1,
+            preferred_secs: 100,
+            valid_secs: 200,
+            cltt: expires_at - 200,
+            expires_at,
+            seq: 1,
+            partner_ack_until: 0,
+            partner_lifetime_received: 0,
+            relay: Box::default(),
+        }
+    }
+
+    #[test]
+    fn a_relationship_sends_reclaims_and_takes_only_its_own_subnets() {
+        // m-to-1: one lease table with two subnets, each shared with another partner.
+        let text = format!(
+            "{CONF}[[subnet]]\nid = 2\nprefix = \"2001:db8:2::/64\"\npools = [{{ range = \"2001:db8:2::100-2001:db8:2::1ff\" }}]\n"
+        );
+        let config = Arc::new(crate::config::parse("t", &text).unwrap());
+        let alloc = Arc::new(Allocator::with_failover(&config.subnets));
+        let now = 10_000;
+        // Unacknowledged, so owed to the partner; two end before `now + 100`.
+        for l in [
+            active(1, 0x100, now + 50),
+            active(1, 0x101, now + 500),
+            active(2, 0x100, now + 50),
+        ] {
+            alloc.restore(l).unwrap();
+        }
+        alloc.finish_restore();
+        let stored = Persisted {
+            state: ServerState::Normal,
+            state_since: now - 100,
+            last_operated: now - 1,
+            partner_down_since: 0,
+            communicated: true,
+            store_was_empty: false,
+        };
+        let mut a = Node::in_scope(
+            config.clone(),
+            Role::Primary,
+            FO,
+            alloc.clone(),
+            Scope::subnets(&[1]),
+            Some(stored),
+            &[],
+            now,
+        );
+        let mut b = Node::in_scope(
+            config,
+            Role::Primary,
+            FO,
+            alloc.clone(),
+            Scope::subnets(&[2]),
+            Some(stored),
+            &[],
+            now,
+        );
+        assert_eq!((a.backlog(), b.backlog()), (2, 1), "each owes only its own");
+        let mut out = NodeOut::default();
+        a.link_up(now, &mut out);
+        a.set_partner_window(64);
+        out.clear();
+        // UPDREQALL: only the relationship's own bindings go.
+        a.on_peer(now, PeerMsg::UpdReqAll, &mut out);
+        let sent: Vec<u32> = out
+            .to_peer
+            .iter()
+            .filter_map(|m| match m {
+                PeerMsg::BndUpd { lease, .. } => Some(lease.subnet_id),
+                _ => None,
+            })
+            .collect();
+        assert!(!sent.is_empty() && sent.iter().all(|&s| s == 1), "{sent:?}");
+        // A binding of the other relationship's subnet is refused and changes nothing.
+        out.clear();
+        let stranger = Lease {
+            duid: vec![0, 3, 0, 1, 9, 9, 9, 9, 9, 9].into(),
+            ..active(2, 0x1a0, now + 200)
+        };
+        a.on_peer(
+            now,
+            PeerMsg::BndUpd {
+                xid: 77,
+                lease: stranger.clone(),
+                partner_lifetime: now + 300,
+            },
+            &mut out,
+        );
+        assert!(out.store.is_empty());
+        assert!(matches!(
+            out.to_peer.as_slice(),
+            [PeerMsg::BndReply {
+                xid: 77,
+                accepted: false,
+                ..
+            }]
+        ));
+        assert!(alloc.lookup(ResourceKind::Address, stranger.addr).is_none());
+        // Reclaiming: each relationship ends only its own expired leases.
+        out.clear();
+        a.tick(now + 100, &mut out);
+        let expired = |alloc: &Allocator, s: u32| {
+            alloc
+                .lookup(
+                    ResourceKind::Address,
+                    format!("2001:db8:{s}::100").parse().unwrap(),
+                )
+                .unwrap()
+                .state
+        };
+        assert_eq!(expired(&alloc, 1), LeaseState::Expired);
+        assert_eq!(expired(&alloc, 2), LeaseState::Active, "not a's to reclaim");
+        assert!(out.store.iter().all(|l| l.subnet_id == 1));
+        b.tick(now + 100, &mut out);
+        assert_eq!(expired(&alloc, 2), LeaseState::Expired);
     }
 
     #[test]

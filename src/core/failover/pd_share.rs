@@ -42,7 +42,7 @@
 
 use super::peer::PeerMsg;
 use crate::config::Role;
-use crate::pool::{Allocator, PdPoolId};
+use crate::pool::{Allocator, PdPoolId, Scope};
 
 /// Shortest time between two balance checks of the primary (each walks every prefix pool's
 /// records once).
@@ -105,9 +105,10 @@ impl PdShares {
         role: Role,
         backup_percent: u8,
         alloc: &Allocator,
+        scope: &Scope,
         stored: &[(PdPoolId, u128)],
     ) -> PdShares {
-        let pools = alloc.pd_pools();
+        let pools = alloc.pd_pools_in(scope);
         for id in &pools {
             let share = match stored.iter().find(|(p, _)| p == id) {
                 Some(&(_, s)) => s,

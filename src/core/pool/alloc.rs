@@ -523,8 +523,13 @@ impl Allocator {
     /// expired (both stored), offered → free (memory only). At most
     /// [`RECLAIM_PER_SUBPOOL_MAX`] per sub-pool per call; returns how many changed.
     pub fn reclaim(&self, now: u64, writes: &mut Vec<Lease>) -> usize {
+        self.reclaim_in(&Scope::ALL, now, writes)
+    }
+
+    /// [`Allocator::reclaim`] in the subnets of `scope` only.
+    pub fn reclaim_in(&self, scope: &Scope, now: u64, writes: &mut Vec<Lease>) -> usize {
         let mut n = 0;
-        for sub in &self.subnets {
+        for sub in self.subnets.iter().filter(|s| scope.covers(s.id)) {
             for pool in &sub.pools {
                 for m in pool.subpools.iter() {
                     let mut sp = lock(m);
@@ -574,12 +579,23 @@ impl Allocator {
     /// forgotten records go to `out` (for the store to delete). `keep_secs` 0 keeps every
     /// record.
     pub fn forget_ended(&self, now: u64, keep_secs: u64, out: &mut Vec<Lease>) -> usize {
+        self.forget_ended_in(&Scope::ALL, now, keep_secs, out)
+    }
+
+    /// [`Allocator::forget_ended`] in the subnets of `scope` only.
+    pub fn forget_ended_in(
+        &self,
+        scope: &Scope,
+        now: u64,
+        keep_secs: u64,
+        out: &mut Vec<Lease>,
+    ) -> usize {
         if keep_secs == 0 {
             return 0;
         }
         let first = out.len();
         let mut gone: Vec<(u16, u128)> = Vec::new();
-        'pools: for sub in &self.subnets {
+        'pools: for sub in self.subnets.iter().filter(|s| scope.covers(s.id)) {
             for (pi, pool) in sub.pools.iter().enumerate() {
                 for m in pool.subpools.iter() {
                     if gone.len() >= FORGET_PER_PASS_MAX {

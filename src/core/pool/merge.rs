@@ -52,8 +52,13 @@ impl Allocator {
     /// Looks at most [`RECLAIM_PER_SUBPOOL_MAX`] queued leases per sub-pool per call; one not
     /// yet due goes to the back of the queue.
     pub fn release_pending(&self, cutoff: u64, now: u64) -> Vec<Lease> {
+        self.release_pending_in(&Scope::ALL, cutoff, now)
+    }
+
+    /// [`Allocator::release_pending`] in the subnets of `scope` only.
+    pub fn release_pending_in(&self, scope: &Scope, cutoff: u64, now: u64) -> Vec<Lease> {
         let mut out = Vec::new();
-        for sub in &self.subnets {
+        for sub in self.subnets.iter().filter(|s| scope.covers(s.id)) {
             for pool in &sub.pools {
                 for m in pool.subpools.iter() {
                     let mut sp = lock(m);

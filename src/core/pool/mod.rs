@@ -25,7 +25,7 @@ pub use operator::OperatorRefusal;
 use std::collections::HashMap;
 use std::net::Ipv6Addr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use subpool::{PoolState, ResRef, SubnetPools};
 
 mod alloc;
@@ -107,6 +107,26 @@ pub struct PoolUsage {
     pub declined: u64,
     /// Offers outstanding.
     pub offered: u64,
+}
+
+/// The subnets (by id) one failover relationship covers: what its node walks, reclaims and
+/// takes from its partner. [`Scope::ALL`] for a server with one relationship or none.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Scope(Option<Arc<[u32]>>);
+
+impl Scope {
+    /// Every subnet.
+    pub const ALL: Scope = Scope(None);
+
+    /// Only the subnets with these ids.
+    pub fn subnets(ids: &[u32]) -> Scope {
+        Scope(Some(ids.into()))
+    }
+
+    /// Whether the subnet with id `subnet_id` is in scope.
+    pub fn covers(&self, subnet_id: u32) -> bool {
+        self.0.as_ref().is_none_or(|ids| ids.contains(&subnet_id))
+    }
 }
 
 /// The in-memory lease table of every subnet, shared by all workers.
@@ -223,6 +243,15 @@ impl Allocator {
     /// Every lease in the table (failover UPDREQALL, tests). Visits one sub-pool at a time.
     pub fn for_each_lease(&self, f: impl FnMut(&Lease)) {
         self.for_each_lease_in(None, f);
+    }
+
+    /// Every lease of the subnets in `scope`, one sub-pool at a time.
+    pub fn for_each_lease_scoped(&self, scope: &Scope, mut f: impl FnMut(&Lease)) {
+        for (i, sub) in self.subnets.iter().enumerate() {
+            if scope.covers(sub.id) {
+                self.for_each_lease_in(Some(i), &mut f);
+            }
+        }
     }
 
     /// Every lease of subnet index `sn` (None: of every subnet), one sub-pool at a time.

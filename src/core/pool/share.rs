@@ -131,8 +131,13 @@ impl Allocator {
     /// The prefix pools that are split between partners (none without failover), in
     /// configuration order.
     pub fn pd_pools(&self) -> Vec<PdPoolId> {
+        self.pd_pools_in(&Scope::ALL)
+    }
+
+    /// [`Allocator::pd_pools`] of the subnets in `scope`.
+    pub fn pd_pools_in(&self, scope: &Scope) -> Vec<PdPoolId> {
         let mut out = Vec::new();
-        for sub in &self.subnets {
+        for sub in self.subnets.iter().filter(|s| scope.covers(s.id)) {
             for pool in &sub.pools {
                 if pool.cfg.kind == ResourceKind::Prefix
                     && pool.subpools.first().is_some_and(|m| lock(m).failover)

@@ -146,7 +146,7 @@ fn serve(s: TcpStream, peer: Ipv6Addr, ctx: &BulkCtx) {
         }
         let engine = ctx.engines.get();
         let answer =
-            engine.answer_bulk_leasequery(&ctx.policy.get(), peer, now_secs(), &query[..len]);
+            engine.answer_bulk_leasequery(&policies(&ctx.policy), peer, now_secs(), &query[..len]);
         let mut a = match answer {
             Ok(a) => a,
             Err(why) => {
@@ -236,4 +236,11 @@ fn patiently(
         }
     }
     Ok(())
+}
+
+/// Every relationship's current policy.
+fn policies(cell: &PolicyCell) -> Vec<tandem_core::engine::Policy> {
+    let mut v = Vec::new();
+    cell.read_into(&mut v);
+    v
 }

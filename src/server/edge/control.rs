@@ -50,9 +50,10 @@ pub struct ControlCtx {
     pub hub: Arc<MetricsHub>,
     /// What `reload` calls.
     pub reloader: Arc<super::reload::Reloader>,
-    /// What the failover state allows now (a server on its own: everything): `lease-add`
-    /// obeys it as a client's new lease does.
-    pub policy: tandem_core::engine::Policy,
+    /// What the failover state of each relationship allows now, in configuration order (a
+    /// server on its own: one, everything): `lease-add` obeys its subnet's as a client's new
+    /// lease does.
+    pub policies: Vec<tandem_core::engine::Policy>,
 }
 
 /// Binds the control socket, replacing a stale socket file that nobody listens on.
@@ -234,10 +235,24 @@ fn run(ctx: &ControlCtx, req: &Value, announce: &mut dyn FnMut(&[Lease])) -> Res
             Ok(json!({"result": "ok", "leases": leases}))
         }
         "lease-add" => {
-            if ctx.policy.answering == tandem_core::engine::Answering::Nobody {
+            let (kind, addr, len) = resource(req.get("lease").unwrap_or(&Value::Null))?;
+            let policy = ctx
+                .cfg
+                .subnets
+                .iter()
+                .position(|s| {
+                    s.pools
+                        .iter()
+                        .any(|p| p.kind == kind && p.index_of(addr).is_some())
+                })
+                .and_then(|i| ctx.cfg.relationship_of_subnets().get(i).copied())
+                .and_then(|r| ctx.policies.get(r))
+                .or(ctx.policies.first())
+                .copied()
+                .unwrap_or(tandem_core::engine::Policy::STANDALONE);
+            if policy.answering == tandem_core::engine::Answering::Nobody {
                 return Err("lease-add refused: in its current failover state (see status) this server serves no client, so it may not make a lease either".into());
             }
-            let (kind, addr, len) = resource(req.get("lease").unwrap_or(&Value::Null))?;
             let duid = unhex(req.get("duid").unwrap_or(&Value::Null), "duid")?;
             if duid.len() < tandem_core::wire::DUID_MIN_LEN {
                 return Err(format!(
@@ -262,7 +277,7 @@ fn run(ctx: &ControlCtx, req: &Value, announce: &mut dyn FnMut(&[Lease])) -> Res
             let l = ctx
                 .alloc
                 .operator_add(
-                    &ctx.policy.rules,
+                    &policy.rules,
                     now,
                     kind,
                     addr,
@@ -288,7 +303,7 @@ fn run(ctx: &ControlCtx, req: &Value, announce: &mut dyn FnMut(&[Lease])) -> Res
             Ok(json!({"result": "ok", "deleted": lease_json(&l)}))
         }
         "reclaim" => {
-            if ctx.cfg.failover.is_some() {
+            if ctx.cfg.has_failover() {
                 return Err("with a partner, the partner thread reclaims (every server.reclaim_interval_ms) so that the partner hears of it".into());
             }
             let mut writes = Vec::new();
@@ -308,7 +323,7 @@ fn run(ctx: &ControlCtx, req: &Value, announce: &mut dyn FnMut(&[Lease])) -> Res
             .map(|what| json!({"result": "ok", "config": what})),
         other => Err(format!(
             "unknown command `{other}` (status, statistics, lease-get, lease-add, lease-delete, reclaim, reload, config-test{})",
-            if ctx.cfg.failover.is_some() {
+            if ctx.cfg.has_failover() {
                 ", partner-down"
             } else {
                 ""

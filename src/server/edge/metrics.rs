@@ -127,7 +127,8 @@ pub struct MetricsHub {
     /// The workers' summed counters, as the reporter last merged them.
     worker_totals: Mutex<WorkerStats>,
     commit: Mutex<CommitMetrics>,
-    failover: Mutex<Option<FailoverGauges>>,
+    /// One per relationship, by name.
+    failover: Mutex<Vec<FailoverGauges>>,
     /// The XDP programs: interface, attach mode, frames redirected, frames passed.
     xdp: Mutex<Vec<XdpCounts>>,
     /// The store's map: bytes the data uses, map size, new leases refused.
@@ -147,7 +148,7 @@ impl MetricsHub {
         MetricsHub {
             worker_totals: Mutex::new(WorkerStats::default()),
             commit: Mutex::new(CommitMetrics::default()),
-            failover: Mutex::new(None),
+            failover: Mutex::new(Vec::new()),
             xdp: Mutex::new(Vec::new()),
             store: Mutex::new((0, 0, false)),
             alloc,
@@ -237,9 +238,13 @@ impl MetricsHub {
         *lock(&self.xdp) = counts;
     }
 
-    /// The partner thread's latest gauges.
+    /// A partner thread's latest gauges (one relationship's; the others' stay).
     pub fn publish_failover(&self, g: FailoverGauges) {
-        *lock(&self.failover) = Some(g);
+        let mut all = lock(&self.failover);
+        match all.iter_mut().find(|f| f.relationship == g.relationship) {
+            Some(f) => *f = g,
+            None => all.push(g),
+        }
     }
 
     /// Everything, in the Prometheus text format, with the workers' summed counters.
@@ -419,8 +424,9 @@ impl MetricsHub {
             f64::from(u8::from(refusing)),
         );
         self.render_pools(&mut t);
-        if let Some(f) = lock(&self.failover).clone() {
-            render_failover(&mut t, &f);
+        let failover = lock(&self.failover).clone();
+        if !failover.is_empty() {
+            render_failover(&mut t, &failover);
         }
         let xdp = lock(&self.xdp).clone();
         if !xdp.is_empty() {
@@ -525,9 +531,9 @@ impl MetricsHub {
     }
 }
 
-fn render_failover(t: &mut Text, f: &FailoverGauges) {
-    let rel = f.relationship.as_str();
-    let role = match f.role {
+/// The failover families, each with one series per relationship.
+fn render_failover(t: &mut Text, all: &[FailoverGauges]) {
+    let role = |f: &FailoverGauges| match f.role {
         Role::Primary => "primary",
         Role::Secondary => "secondary",
     };
@@ -536,93 +542,111 @@ fn render_failover(t: &mut Text, f: &FailoverGauges) {
         "gauge",
         "1 for this server's current failover state, 0 for the others.",
     );
-    for s in SERVER_STATES {
-        let name = s.to_string();
-        t.sample(
-            "tandem_failover_state",
-            &[("relationship", rel), ("role", role), ("state", &name)],
-            f64::from(u8::from(s == f.state)),
-        );
+    for f in all {
+        for s in SERVER_STATES {
+            let name = s.to_string();
+            t.sample(
+                "tandem_failover_state",
+                &[
+                    ("relationship", &f.relationship),
+                    ("role", role(f)),
+                    ("state", &name),
+                ],
+                f64::from(u8::from(s == f.state)),
+            );
+        }
     }
     t.family(
         "tandem_failover_partner_state",
         "gauge",
         "1 for the partner's last announced state, 0 for the others (all 0 while unknown).",
     );
-    for s in SERVER_STATES {
-        let name = s.to_string();
-        t.sample(
-            "tandem_failover_partner_state",
-            &[("relationship", rel), ("state", &name)],
-            f64::from(u8::from(Some(s) == f.partner_state)),
-        );
+    for f in all {
+        for s in SERVER_STATES {
+            let name = s.to_string();
+            t.sample(
+                "tandem_failover_partner_state",
+                &[("relationship", &f.relationship), ("state", &name)],
+                f64::from(u8::from(Some(s) == f.partner_state)),
+            );
+        }
     }
     let now = super::now_secs();
-    let gauges: [(&str, &str, &str, f64); 8] = [
+    type Gauge = (
+        &'static str,
+        &'static str,
+        &'static str,
+        fn(&FailoverGauges, u64) -> f64,
+    );
+    let gauges: [Gauge; 8] = [
         (
             "tandem_failover_state_seconds",
             "gauge",
             "Seconds in the current failover state.",
-            now.saturating_sub(f.state_since) as f64,
+            |f, now| now.saturating_sub(f.state_since) as f64,
         ),
         (
             "tandem_failover_link_up",
             "gauge",
             "1 while the link to the partner is up (CONNECT done).",
-            f64::from(u8::from(f.link_up)),
+            |f, _| f64::from(u8::from(f.link_up)),
         ),
         (
             "tandem_failover_catching_up",
             "gauge",
             "1 while the link is up and the partner's updates from before it came up have not all arrived (Renews and Rebinds of bindings this server does not hold get no answer).",
-            f64::from(u8::from(f.catching_up)),
+            |f, _| f64::from(u8::from(f.catching_up)),
         ),
         (
             "tandem_failover_unacked_updates",
             "gauge",
             "Binding updates sent and not yet acknowledged.",
-            f.unacked as f64,
+            |f, _| f.unacked as f64,
         ),
         (
             "tandem_failover_update_backlog",
             "gauge",
             "Binding updates waiting to be sent.",
-            f.backlog as f64,
+            |f, _| f.backlog as f64,
         ),
         (
             "tandem_failover_updates_sent_total",
             "counter",
             "Binding updates sent to the partner.",
-            f.updates_sent as f64,
+            |f, _| f.updates_sent as f64,
         ),
         (
             "tandem_failover_updates_received_total",
             "counter",
             "Binding updates received from the partner.",
-            f.updates_received as f64,
+            |f, _| f.updates_received as f64,
         ),
         (
             "tandem_failover_store_failed",
             "gauge",
             "1 if the store failed while taking the partner's updates (the link was dropped).",
-            f64::from(u8::from(f.store_failed)),
+            |f, _| f64::from(u8::from(f.store_failed)),
         ),
     ];
-    for (name, kind, help, v) in gauges {
+    for (name, kind, help, value) in gauges {
         t.family(name, kind, help);
-        t.sample(name, &[("relationship", rel)], v);
+        for f in all {
+            t.sample(name, &[("relationship", &f.relationship)], value(f, now));
+        }
     }
     t.family(
         "tandem_failover_last_contact_seconds",
         "gauge",
         "Seconds since the partner last sent anything (absent: never since start).",
     );
-    if let Some(c) = f.last_contact {
-        t.sample(
-            "tandem_failover_last_contact_seconds",
-            &[("relationship", rel)],
-            c.elapsed().as_secs_f64(),
-        );
+    for f in all {
+        if let Some(c) = f.last_contact {
+            t.sample(
+                "tandem_failover_last_contact_seconds",
+                &[("relationship", &f.relationship)],
+                c.elapsed().as_secs_f64(),
+            );
+        }
     }
 }
 

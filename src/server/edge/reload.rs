@@ -225,7 +225,7 @@ pub fn live_changes(old: &Config, new: &Config) -> Result<Vec<String>, String> {
             }
         }
     }
-    if probe.failover != old.failover {
+    if probe.relationships != old.relationships {
         refused.push("[failover]".to_string());
     }
     if probe.leasequery != old.leasequery {

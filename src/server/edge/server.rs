@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tandem_core::config::Config;
-use tandem_core::engine::{Engine, Policy};
+use tandem_core::engine::Engine;
 use tandem_core::pool::Allocator;
 use tracing::{error, info, warn};
 
@@ -304,9 +304,10 @@ impl Server {
             None => store.server_duid_or_create(make_duid)?,
         };
         info!(data_dir = %cfg.server.data_dir.display(), duid = %hex(&duid), sync = cfg.server.sync, "store open");
-        let alloc = Arc::new(match cfg.failover {
-            Some(_) => Allocator::with_failover(&cfg.subnets),
-            None => Allocator::new(&cfg.subnets),
+        let alloc = Arc::new(if cfg.has_failover() {
+            Allocator::with_failover(&cfg.subnets)
+        } else {
+            Allocator::new(&cfg.subnets)
         });
         let mut orphans = 0u64;
         let t0 = Instant::now();
@@ -430,10 +431,10 @@ impl Server {
         if let Some(a) = &audit {
             reloader.reopen_on_reload(a.clone());
         }
-        let policy = Arc::new(PolicyCell::new(Policy::STANDALONE));
+        let policy = Arc::new(PolicyCell::new(cfg.relationships.len()));
         let (commit_tx, commit_rx) = crossbeam_channel::bounded(COMMIT_QUEUE_MAX);
-        let partner = match cfg.failover {
-            Some(_) => Some(partner::start(partner::PartnerSetup {
+        let partner = match cfg.has_failover() {
+            true => Some(partner::start(partner::PartnerSetup {
                 config: cfg.clone(),
                 store: store.clone(),
                 alloc: alloc.clone(),
@@ -443,7 +444,7 @@ impl Server {
                 reloader: reloader.clone(),
                 audit: audit.clone(),
             })?),
-            None => None,
+            false => None,
         };
         let stop = Arc::new(AtomicBool::new(false));
         let (stats_tx, stats_rx) = crossbeam_channel::bounded(1024);
@@ -464,7 +465,7 @@ impl Server {
                     store: store.clone(),
                     hub: hub.clone(),
                     reloader: reloader.clone(),
-                    policy: tandem_core::engine::Policy::STANDALONE,
+                    policies: vec![tandem_core::engine::Policy::STANDALONE],
                 };
                 let stop = stop.clone();
                 Some(

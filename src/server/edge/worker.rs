@@ -39,6 +39,7 @@ impl<D: Datapath> Worker<D> {
         let mut reply = Vec::with_capacity(1500);
         let mut scratch = Scratch::default();
         let mut writes: Vec<Lease> = Vec::new();
+        let mut policies: Vec<tandem_core::engine::Policy> = Vec::new();
         let mut stats = WorkerStats::default();
         let mut names: HashMap<u32, Option<String>> = HashMap::new();
         let mut last_report = Instant::now();
@@ -65,9 +66,11 @@ impl<D: Datapath> Worker<D> {
             let now_ms = received_at.duration_since(started).as_millis() as u64;
             // Read once per batch: a reload takes effect from the next batch.
             let engine = self.engines.get();
-            let mut policy = self.policy.get();
+            self.policy.read_into(&mut policies);
             if self.store_refusing.load(Ordering::Relaxed) {
-                policy = policy.without_new_leases();
+                for p in policies.iter_mut() {
+                    *p = p.without_new_leases();
+                }
             }
             for meta in &metas {
                 stats.received += 1;
@@ -106,7 +109,7 @@ impl<D: Datapath> Worker<D> {
                     bytes,
                 };
                 writes.clear();
-                match engine.handle_with(&policy, &rx, &mut reply, &mut scratch, &mut writes) {
+                match engine.handle_with(&policies, &rx, &mut reply, &mut scratch, &mut writes) {
                     Outcome::Reply { answered } => {
                         stats.answered_by_type[msg_type_slot(answered.to_u8())] += 1;
                         for l in &writes {

@@ -1,5 +1,6 @@
 //! The control socket of `tandem ctl`: binding it (mode 0600), and the requests it serves
-//! (status, partner-down).
+//! (status, partner-down). The first relationship's thread serves it and asks the other
+//! relationships' threads ([`Ask`]) for their part.
 
 use super::thread::PartnerThread;
 use super::*;
@@ -15,7 +16,11 @@ impl PartnerThread {
     pub(super) fn serve_control(&mut self) {
         self.control_more = true;
         for _ in 0..ACCEPTS_PER_TURN_MAX {
-            match self.control.accept() {
+            let Some(control) = self.control.as_ref() else {
+                self.control_more = false;
+                return;
+            };
+            match control.accept() {
                 Ok((sock, _)) => self.control_request(sock),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.control_more = false;
@@ -36,36 +41,72 @@ impl PartnerThread {
             let _ = s.write_all(format!("{answer}\n").as_bytes());
             return;
         }
-        let answer = match line.as_str() {
-            "status" => self.status_text(),
-            "partner-down" => {
-                let st = self.node.endpoint().state();
-                if self.node.endpoint().link_up() && st == ServerState::Normal {
-                    "error: the link to the partner is up and both are NORMAL; partner-down is for a partner that is really down\n".to_string()
-                } else {
-                    warn!(state = %st, "failover: operator declared the partner down");
-                    self.node.operator_partner_down(now_secs(), &mut self.out);
-                    self.apply();
-                    self.flush_outbox();
-                    match self.node.endpoint().state() {
-                        ServerState::PartnerDown => "ok: state PARTNER-DOWN\n".to_string(),
-                        now @ (ServerState::Recover
-                        | ServerState::RecoverWait
-                        | ServerState::RecoverDone) => format!(
-                            "error: not entered (state {now}): this server is still recovering its bindings from the partner; serving alone without them could hand out leases the partner's clients hold\n"
-                        ),
-                        ServerState::Startup => "error: not entered: still in STARTUP (failover.startup_secs); try again in a few seconds\n".to_string(),
-                        now => format!(
-                            "error: not entered (state {now}): the state machine does not go to PARTNER-DOWN from here\n"
-                        ),
-                    }
-                }
-            }
+        let (word, name) = match line.split_once(' ') {
+            Some((w, n)) => (w, Some(n.trim())),
+            None => (line.as_str(), None),
+        };
+        let answer = match word {
+            "status" => self.status_all(),
+            "partner-down" => match name {
+                None if !self.others.is_empty() => format!(
+                    "error: this server has {} relationships: name the one whose partner is down (tandem ctl partner-down --relationship NAME)\n",
+                    self.others.len() + 1
+                ),
+                None => self.partner_down_here(),
+                Some(n) if n == self.fo.relationship => self.partner_down_here(),
+                Some(n) => match self.others.iter().find(|o| o.name == n) {
+                    Some(o) => o.ask(Ask::PartnerDown),
+                    None => format!("error: no relationship is named `{n}`\n"),
+                },
+            },
             other => format!(
                 "error: unknown command `{other}` (status, partner-down, or a JSON request: see docs/operations.md)\n"
             ),
         };
         let _ = s.write_all(answer.as_bytes());
+    }
+
+    /// Answers a question of the control socket's thread about this relationship.
+    pub(super) fn answer_ask(&mut self, what: Ask) -> String {
+        match what {
+            Ask::Status => self.status_text(),
+            Ask::PartnerDown => self.partner_down_here(),
+        }
+    }
+
+    /// The operator declares this relationship's partner down.
+    fn partner_down_here(&mut self) -> String {
+        let st = self.node.endpoint().state();
+        if self.node.endpoint().link_up() && st == ServerState::Normal {
+            return "error: the link to the partner is up and both are NORMAL; partner-down is for a partner that is really down\n".to_string();
+        }
+        warn!(relationship = %self.fo.relationship, state = %st, "failover: operator declared the partner down");
+        self.node.operator_partner_down(now_secs(), &mut self.out);
+        self.apply();
+        self.flush_outbox();
+        match self.node.endpoint().state() {
+            ServerState::PartnerDown => "ok: state PARTNER-DOWN\n".to_string(),
+            now @ (ServerState::Recover | ServerState::RecoverWait | ServerState::RecoverDone) => {
+                format!(
+                    "error: not entered (state {now}): this server is still recovering its bindings from the partner; serving alone without them could hand out leases the partner's clients hold\n"
+                )
+            }
+            ServerState::Startup => "error: not entered: still in STARTUP (failover.startup_secs); try again in a few seconds\n".to_string(),
+            now => format!(
+                "error: not entered (state {now}): the state machine does not go to PARTNER-DOWN from here\n"
+            ),
+        }
+    }
+
+    /// Every relationship's status, then the pools: the text `tandem ctl status` prints.
+    fn status_all(&self) -> String {
+        let mut t = self.status_text();
+        for o in &self.others {
+            t.push('\n');
+            t.push_str(&o.ask(Ask::Status));
+        }
+        control::pool_lines(&self.alloc, &mut t);
+        t
     }
 
     /// A JSON request: `status` and `partner-down` here, the rest in [`control::handle_json`],
@@ -77,23 +118,22 @@ impl PartnerThread {
         };
         match req.get("command").and_then(|c| c.as_str()) {
             Some("status") => {
-                // The text status as an object; repeated keys (pools) become lists.
-                let mut m = serde_json::Map::new();
-                for (k, v) in self
-                    .status_text()
-                    .lines()
-                    .filter_map(|l| l.split_once(": "))
-                {
-                    if k == "pool" || k == "pd_share" {
-                        let list = m
-                            .entry(if k == "pool" { "pools" } else { "pd_shares" })
-                            .or_insert_with(|| serde_json::json!([]));
-                        if let Some(a) = list.as_array_mut() {
-                            a.push(serde_json::json!(v));
-                        }
-                    } else {
-                        m.insert(k.to_string(), serde_json::json!(v));
+                // The text status as an object; repeated keys (pools) become lists. The first
+                // relationship's keys are at the top (as with one); with several, each
+                // relationship's are also in `relationships`.
+                let mut text = self.status_text();
+                control::pool_lines(&self.alloc, &mut text);
+                let mut m = status_object(&text);
+                if !self.others.is_empty() {
+                    let mut all = vec![serde_json::Value::Object(status_object(
+                        &self.status_text(),
+                    ))];
+                    for o in &self.others {
+                        all.push(serde_json::Value::Object(status_object(
+                            &o.ask(Ask::Status),
+                        )));
                     }
+                    m.insert("relationships".into(), serde_json::Value::Array(all));
                 }
                 m.insert("result".into(), serde_json::json!("ok"));
                 serde_json::Value::Object(m)
@@ -102,22 +142,23 @@ impl PartnerThread {
                 "send partner-down as the plain word `partner-down` (tandem ctl partner-down), so that a script cannot do it by accident",
             ),
             _ => {
+                let mut policies = Vec::new();
+                self.policy.read_into(&mut policies);
                 let ctx = control::ControlCtx {
-                    cfg: self.cfg.clone(),
+                    cfg: self.reloader.running(),
                     alloc: self.alloc.clone(),
                     store: self.store.clone(),
                     hub: self.hub.clone(),
                     reloader: self.reloader.clone(),
                     // What the workers serve under now: a lease added by hand obeys it.
-                    policy: self.policy.get(),
+                    policies,
                 };
-                let now = now_secs();
                 let mut changed: Vec<Lease> = Vec::new();
                 let v = control::handle_json(&ctx, &req, &mut |l| changed.extend_from_slice(l));
-                if !changed.is_empty() {
-                    self.node.committed(now, changed.iter(), &mut self.out);
-                    self.apply();
-                    self.flush_outbox();
+                // To the relationship covering each change, this one's included (its queue
+                // is read on the next turn).
+                if let Some(n) = &self.notifier {
+                    n.committed(changed);
                 }
                 v
             }
@@ -192,7 +233,7 @@ impl PartnerThread {
         let _ = writeln!(t, "store_failed: {}", self.store_failed);
         // Prefix pools split between the partners: the secondary's share and who holds the
         // free prefixes, as this server sees them.
-        for id in self.alloc.pd_pools() {
+        for id in self.alloc.pd_pools_in(&self.scope) {
             if let Some(b) = self.alloc.pd_balance(id) {
                 let _ = writeln!(
                     t,
@@ -204,7 +245,25 @@ impl PartnerThread {
             }
         }
         let _ = writeln!(t, "pd_share_moves: {}", self.node.share_moves());
-        control::pool_lines(&self.alloc, &mut t);
         t
     }
+}
+
+/// One relationship's (or the whole) status text as a JSON object; repeated keys (pools,
+/// prefix shares) become lists.
+fn status_object(text: &str) -> serde_json::Map<String, serde_json::Value> {
+    let mut m = serde_json::Map::new();
+    for (k, v) in text.lines().filter_map(|l| l.split_once(": ")) {
+        if k == "pool" || k == "pd_share" {
+            let list = m
+                .entry(if k == "pool" { "pools" } else { "pd_shares" })
+                .or_insert_with(|| serde_json::json!([]));
+            if let Some(a) = list.as_array_mut() {
+                a.push(serde_json::json!(v));
+            }
+        } else {
+            m.insert(k.to_string(), serde_json::json!(v));
+        }
+    }
+    m
 }

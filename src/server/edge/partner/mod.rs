@@ -1,10 +1,13 @@
 //! The partner thread: the failover [`Node`] on real sockets.
 //!
-//! One thread per server with a partner. It owns the endpoint state machine and the lazy-update
-//! session, the TCP + mutual-TLS link to the partner (mio, rustls), the local control socket of
-//! `tandem ctl`, and the failover timers. Workers never talk to it directly: they read the
-//! current [`Policy`] from a [`PolicyCell`], and the group committer hands it every lease change
-//! once it is durable ([`PartnerNotifier::committed`]), so a client never waits for the partner.
+//! One thread per failover relationship (m-to-1: a server may have several, each with its own
+//! partner and subnets). Each owns its endpoint state machine and lazy-update session, the TCP +
+//! mutual-TLS link to its partner (mio, rustls), and its failover timers; the first also serves
+//! the local control socket of `tandem ctl`, asking the others for their part. Workers never
+//! talk to them directly: they read the current [`Policy`] of each relationship from a
+//! [`PolicyCell`], and the group committer hands every lease change, once it is durable, to the
+//! thread of the relationship covering its subnet ([`PartnerNotifier::committed`]), so a client
+//! never waits for a partner.
 //!
 //! What it stores itself (the partner's bindings, PENDING-FREE releases, reclaimed leases and
 //! the endpoint state) it writes to the store before sending anything that announces it: a
@@ -55,7 +58,7 @@ use tandem_core::failover::peer::PeerMsg;
 use tandem_core::failover::persist;
 use tandem_core::failover::state::{EndpointConfig, ServerState};
 use tandem_core::lease::Lease;
-use tandem_core::pool::Allocator;
+use tandem_core::pool::{Allocator, Scope};
 use tracing::{debug, error, info, warn};
 
 /// How often the failover timers run when nothing else wakes the thread.
@@ -84,35 +87,51 @@ const LISTENER: Token = Token(1);
 const CONTROL: Token = Token(2);
 const CONN_FIRST: usize = 16;
 
-/// The engine policy the workers read; the partner thread writes it after every state change.
+/// How long the control socket's thread waits for another relationship's thread to answer.
+pub const CONTROL_ASK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The engine policies the workers read, one per relationship in configuration order (one,
+/// [`Policy::STANDALONE`], for a server on its own); each partner thread writes its own after
+/// every state change.
 #[derive(Debug)]
-pub struct PolicyCell(RwLock<Policy>);
+pub struct PolicyCell(RwLock<Vec<Policy>>);
 
 impl PolicyCell {
-    /// A cell holding `p`.
-    pub fn new(p: Policy) -> PolicyCell {
-        PolicyCell(RwLock::new(p))
+    /// A cell for `relationships` relationships (at least one slot), each [`Policy::STANDALONE`]
+    /// until its partner thread sets it.
+    pub fn new(relationships: usize) -> PolicyCell {
+        PolicyCell(RwLock::new(vec![Policy::STANDALONE; relationships.max(1)]))
     }
-    /// The current policy.
-    pub fn get(&self) -> Policy {
-        *self.0.read().unwrap_or_else(|e| e.into_inner())
+    /// The current policy of relationship `i`.
+    pub fn get(&self, i: usize) -> Policy {
+        self.0
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(i)
+            .copied()
+            .unwrap_or(Policy::STANDALONE)
     }
-    fn set(&self, p: Policy) {
-        *self.0.write().unwrap_or_else(|e| e.into_inner()) = p;
+    /// Every relationship's current policy, into `out` (no allocation once it has room).
+    pub fn read_into(&self, out: &mut Vec<Policy>) {
+        out.clear();
+        out.extend_from_slice(&self.0.read().unwrap_or_else(|e| e.into_inner()));
+    }
+    fn set(&self, i: usize, p: Policy) {
+        if let Some(slot) = self.0.write().unwrap_or_else(|e| e.into_inner()).get_mut(i) {
+            *slot = p;
+        }
     }
 }
 
-/// Hands durable lease changes to the partner thread (held by the group committer).
+/// One partner thread's queue of durable changes.
 #[derive(Clone)]
-pub struct PartnerNotifier {
+struct CommittedQueue {
     tx: Sender<Vec<Lease>>,
     waker: Arc<Waker>,
 }
 
-impl PartnerNotifier {
-    /// Queues leases the store just made durable. Blocks only if the partner thread is
-    /// [`COMMITTED_QUEUE_MAX`] batches behind.
-    pub fn committed(&self, leases: Vec<Lease>) {
+impl CommittedQueue {
+    fn send(&self, leases: Vec<Lease>) {
         if leases.is_empty() {
             return;
         }
@@ -126,6 +145,93 @@ impl PartnerNotifier {
         }
         let _ = self.waker.wake();
     }
+}
+
+/// Hands durable lease changes to the partner threads (held by the group committer and the
+/// control socket), each to the relationship that covers its subnet.
+#[derive(Clone)]
+pub struct PartnerNotifier {
+    queues: Arc<[CommittedQueue]>,
+    /// Subnet id → index of its relationship (empty with one relationship).
+    relationship_of: Arc<std::collections::HashMap<u32, usize>>,
+}
+
+impl PartnerNotifier {
+    /// Queues leases the store just made durable. Blocks only if a partner thread is
+    /// [`COMMITTED_QUEUE_MAX`] batches behind.
+    pub fn committed(&self, leases: Vec<Lease>) {
+        if self.queues.len() <= 1 {
+            if let Some(q) = self.queues.first() {
+                q.send(leases);
+            }
+            return;
+        }
+        let mut split: Vec<Vec<Lease>> = vec![Vec::new(); self.queues.len()];
+        for l in leases {
+            // Every subnet is covered (config validation); a lease of a subnet the
+            // configuration no longer has is in no pool and was not changed by a client.
+            if let Some(&i) = self.relationship_of.get(&l.subnet_id) {
+                split[i].push(l);
+            }
+        }
+        for (q, part) in self.queues.iter().zip(split) {
+            q.send(part);
+        }
+    }
+}
+
+/// A question from the control socket's thread to another relationship's thread.
+pub(super) struct ControlAsk {
+    what: Ask,
+    answer: Sender<String>,
+}
+
+/// What a [`ControlAsk`] asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Ask {
+    /// The relationship's status lines.
+    Status,
+    /// The operator declares this relationship's partner down.
+    PartnerDown,
+}
+
+/// Another relationship's thread, as the control socket's thread reaches it.
+pub(super) struct OtherRelationship {
+    name: String,
+    asks: Sender<ControlAsk>,
+    waker: Arc<Waker>,
+}
+
+impl OtherRelationship {
+    /// Asks, and waits up to [`CONTROL_ASK_TIMEOUT`] for the answer.
+    fn ask(&self, what: Ask) -> String {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        if self.asks.send(ControlAsk { what, answer: tx }).is_err() {
+            return format!(
+                "error: the thread of relationship `{}` is gone\n",
+                self.name
+            );
+        }
+        let _ = self.waker.wake();
+        rx.recv_timeout(CONTROL_ASK_TIMEOUT).unwrap_or_else(|_| {
+            format!(
+                "error: the thread of relationship `{}` did not answer within {} s\n",
+                self.name,
+                CONTROL_ASK_TIMEOUT.as_secs()
+            )
+        })
+    }
+}
+
+/// The store's meta key of relationship `fo`'s `base` record: the key itself with one
+/// relationship (as before m-to-1), the key and the relationship's name with several.
+fn meta_key(base: &[u8], fo: &FailoverConfig, several: bool) -> Vec<u8> {
+    let mut k = base.to_vec();
+    if several {
+        k.push(b'/');
+        k.extend_from_slice(fo.relationship.as_bytes());
+    }
+    k
 }
 
 /// Why the partner thread could not start (maps to the server's exit codes).
@@ -147,11 +253,11 @@ pub enum PartnerStartError {
     Store(#[from] crate::store::StoreError),
 }
 
-/// The running partner thread.
+/// The running partner threads, one per relationship.
 pub struct PartnerHandle {
     notifier: PartnerNotifier,
     stop: Arc<AtomicBool>,
-    join: Option<JoinHandle<()>>,
+    joins: Vec<JoinHandle<()>>,
 }
 
 impl PartnerHandle {
@@ -160,11 +266,13 @@ impl PartnerHandle {
         self.notifier.clone()
     }
 
-    /// Stops the thread (the partner sees the link close) and waits for it.
-    pub fn shutdown(mut self) {
+    /// Stops the threads (each partner sees its link close) and waits for them.
+    pub fn shutdown(self) {
         self.stop.store(true, Ordering::Relaxed);
-        let _ = self.notifier.waker.wake();
-        if let Some(j) = self.join.take() {
+        for q in self.notifier.queues.iter() {
+            let _ = q.waker.wake();
+        }
+        for j in self.joins {
             let _ = j.join();
         }
     }
@@ -178,7 +286,7 @@ pub struct PartnerSetup {
     pub store: Arc<Store>,
     /// The lease table (shared with the workers).
     pub alloc: Arc<Allocator>,
-    /// Where the workers read the policy.
+    /// Where the workers read the policies (one slot per relationship).
     pub policy: Arc<PolicyCell>,
     /// The group committer's queue, for writes nothing waits for (acknowledgements).
     pub commits: Sender<CommitJob<PendingReply>>,
@@ -191,61 +299,147 @@ pub struct PartnerSetup {
     pub audit: Option<Arc<super::audit::AuditLog>>,
 }
 
-/// Opens the partner listener (secondary) and the control socket, loads the stored endpoint
-/// state and starts the thread. Fails before anything is answered.
+/// Starts one partner thread per relationship: opens each listener (secondary), loads each
+/// stored endpoint state, and the control socket (served by the first). Fails before anything
+/// is answered.
 pub fn start(setup: PartnerSetup) -> Result<PartnerHandle, PartnerStartError> {
-    let fo = setup
-        .config
-        .failover
-        .clone()
-        .expect("partner::start needs a [failover] section");
-    let tls = TlsMaterial::load(&fo.ca, &fo.cert, &fo.key, &fo.partner_name)?;
-    let tls_client = tls.client_config()?;
-    let tls_server = tls.server_config()?;
-    let poll = Poll::new().map_err(|e| sock_err("mio poll", e))?;
-    let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(|e| sock_err("waker", e))?);
-    let mut listener = match fo.role {
-        Role::Secondary => Some(
-            TcpListener::bind(fo.listen)
-                .map_err(|e| sock_err(&format!("failover.listen {}", fo.listen), e))?,
-        ),
-        Role::Primary => None,
-    };
-    if let Some(l) = listener.as_mut() {
-        poll.registry()
-            .register(l, LISTENER, Interest::READABLE)
-            .map_err(|e| sock_err("register listener", e))?;
-        info!(listen = %fo.listen, "failover: waiting for the primary");
+    let n = setup.config.relationships.len();
+    assert!(n > 0, "partner::start needs a [failover] section");
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut threads = Vec::with_capacity(n);
+    let mut queues = Vec::with_capacity(n);
+    let mut others = Vec::with_capacity(n);
+    for i in 0..n {
+        let (t, queue, asks) = prepare(&setup, i, stop.clone())?;
+        if i > 0 {
+            others.push(OtherRelationship {
+                name: t.fo.relationship.clone(),
+                asks,
+                waker: queue.waker.clone(),
+            });
+        }
+        queues.push(queue);
+        threads.push(t);
     }
     let control_path = setup.config.server.control_socket_path();
     let control = bind_control(&control_path)?;
-    poll.registry()
+    threads[0]
+        .poll
+        .registry()
         .register(
             &mut SourceFd(&control.as_raw_fd()),
             CONTROL,
             Interest::READABLE,
         )
         .map_err(|e| sock_err("register control socket", e))?;
-
-    let persisted = setup
-        .store
-        .get_meta(persist::META_FAILOVER_STATE)?
-        .and_then(|b| {
-            let p = persist::decode(&b);
-            if p.is_none() {
-                warn!("stored failover state unreadable; starting as if the store were new");
+    let relationship_of: std::collections::HashMap<u32, usize> = if n > 1 {
+        setup
+            .config
+            .relationships
+            .iter()
+            .enumerate()
+            .flat_map(|(i, r)| r.subnets.iter().map(move |s| (*s, i)))
+            .collect()
+    } else {
+        Default::default()
+    };
+    let notifier = PartnerNotifier {
+        queues: queues.into(),
+        relationship_of: Arc::new(relationship_of),
+    };
+    threads[0].control = Some(control);
+    threads[0].control_path = Some(control_path);
+    threads[0].others = others;
+    let mut joins = Vec::with_capacity(n);
+    for mut t in threads {
+        t.notifier = Some(notifier.clone());
+        let name = if n > 1 {
+            format!("partner-{}", t.index)
+        } else {
+            "partner".to_string()
+        };
+        match std::thread::Builder::new()
+            .name(name)
+            .spawn(move || t.run())
+        {
+            Ok(j) => joins.push(j),
+            Err(e) => {
+                PartnerHandle {
+                    notifier,
+                    stop,
+                    joins,
+                }
+                .shutdown();
+                return Err(sock_err("partner thread", e));
             }
-            p
-        });
-    let stored_shares = match setup.store.get_meta(persist::META_PD_SHARES)? {
+        }
+    }
+    Ok(PartnerHandle {
+        notifier,
+        stop,
+        joins,
+    })
+}
+
+/// Relationship `i`'s thread, not yet running: its listener, stored state, node and queues.
+fn prepare(
+    setup: &PartnerSetup,
+    i: usize,
+    stop: Arc<AtomicBool>,
+) -> Result<(PartnerThread, CommittedQueue, Sender<ControlAsk>), PartnerStartError> {
+    let fo = setup.config.relationships[i].clone();
+    let several = setup.config.relationships.len() > 1;
+    // What this relationship shares with its partner: its subnets only.
+    let (view, scope) = if several {
+        (
+            Arc::new(setup.config.relationship_view(i)),
+            Scope::subnets(&fo.subnets),
+        )
+    } else {
+        (setup.config.clone(), Scope::ALL)
+    };
+    let tls = TlsMaterial::load(&fo.ca, &fo.cert, &fo.key, &fo.partner_name)?;
+    let tls_client = tls.client_config()?;
+    let tls_server = tls.server_config()?;
+    let poll = Poll::new().map_err(|e| sock_err("mio poll", e))?;
+    let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(|e| sock_err("waker", e))?);
+    let mut listener = match fo.role {
+        Role::Secondary => Some(TcpListener::bind(fo.listen).map_err(|e| {
+            sock_err(
+                &format!(
+                    "failover.listen {} (relationship `{}`)",
+                    fo.listen, fo.relationship
+                ),
+                e,
+            )
+        })?),
+        Role::Primary => None,
+    };
+    if let Some(l) = listener.as_mut() {
+        poll.registry()
+            .register(l, LISTENER, Interest::READABLE)
+            .map_err(|e| sock_err("register listener", e))?;
+        info!(relationship = %fo.relationship, listen = %fo.listen, "failover: waiting for the primary");
+    }
+    let state_key = meta_key(persist::META_FAILOVER_STATE, &fo, several);
+    let shares_key = meta_key(persist::META_PD_SHARES, &fo, several);
+    let persisted = setup.store.get_meta(&state_key)?.and_then(|b| {
+        let p = persist::decode(&b);
+        if p.is_none() {
+            warn!(relationship = %fo.relationship, "stored failover state unreadable; starting as if the store were new");
+        }
+        p
+    });
+    let stored_shares = match setup.store.get_meta(&shares_key)? {
         Some(b) => persist::decode_shares(fo.role, &b).unwrap_or_else(|| {
-            warn!("stored prefix shares unreadable; each pool starts safe (no free prefix of its own until the partner sets it)");
+            warn!(relationship = %fo.relationship, "stored prefix shares unreadable; each pool starts safe (no free prefix of its own until the partner sets it)");
             Vec::new()
         }),
         None => Vec::new(),
     };
     if fo.mclt_secs < tandem_core::config::defaults::MCLT_SECS_ADVISED_MIN {
         warn!(
+            relationship = %fo.relationship,
             mclt_secs = fo.mclt_secs,
             "failover: mclt_secs is below 30 s: a client's first lease lasts at most MCLT, and RFC 8156 expects leases of 30 s at least; fine for a test, not for clients"
         );
@@ -257,40 +451,45 @@ pub fn start(setup: PartnerSetup) -> Result<PartnerHandle, PartnerStartError> {
         startup_secs: fo.startup_secs,
         skew_max_secs: fo.skew_max_secs,
     };
-    let node = Node::with_allocator(
-        setup.config.clone(),
+    let node = Node::in_scope(
+        view.clone(),
         fo.role,
         epc,
         setup.alloc.clone(),
+        scope.clone(),
         persisted,
         &stored_shares,
         now,
     );
     match persisted {
         Some(p) => {
-            info!(role = ?fo.role, stored_state = %p.state, since = p.state_since, "failover: starting, resuming stored state after STARTUP")
+            info!(relationship = %fo.relationship, role = ?fo.role, stored_state = %p.state, since = p.state_since, "failover: starting, resuming stored state after STARTUP")
         }
         None => {
-            info!(role = ?fo.role, "failover: no stored state (new or lost store): will recover everything from the partner")
+            info!(relationship = %fo.relationship, role = ?fo.role, "failover: no stored state (new or lost store): will recover everything from the partner")
         }
     }
-    setup.policy.set(node.policy());
+    setup.policy.set(i, node.policy());
     let mut params = LinkParams::new(
         fo.role,
         fo.relationship.clone(),
         fo.mclt_secs,
         fo.keepalive_secs,
         fo.max_unacked,
-        &setup.config,
+        &view,
     );
     params.skew_max_secs = fo.skew_max_secs;
-    let summary: Arc<[String]> =
-        tandem_core::failover::pools_digest::pools_summary(&setup.config).into();
+    let summary: Arc<[String]> = tandem_core::failover::pools_digest::pools_summary(&view).into();
     let fo_reconnect_max_ms = fo.reconnect_max_ms;
     let (tx, rx) = crossbeam_channel::bounded(COMMITTED_QUEUE_MAX);
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut t = PartnerThread {
-        cfg: setup.config.clone(),
+    let (asks_tx, asks_rx) = crossbeam_channel::bounded(ACCEPTS_PER_TURN_MAX);
+    let t = PartnerThread {
+        index: i,
+        cfg: view,
+        whole: setup.config.clone(),
+        scope,
+        state_key,
+        shares_key,
         fo,
         tls,
         tls_client,
@@ -299,15 +498,18 @@ pub fn start(setup: PartnerSetup) -> Result<PartnerHandle, PartnerStartError> {
         summary,
         poll,
         listener,
-        control,
-        control_path,
+        control: None,
+        control_path: None,
+        others: Vec::new(),
+        asks: asks_rx,
+        notifier: None,
         node,
-        store: setup.store,
-        alloc: setup.alloc,
-        policy: setup.policy,
-        commits: setup.commits,
+        store: setup.store.clone(),
+        alloc: setup.alloc.clone(),
+        policy: setup.policy.clone(),
+        commits: setup.commits.clone(),
         committed: rx,
-        stop: stop.clone(),
+        stop,
         conn: None,
         pending: None,
         next_token: CONN_FIRST,
@@ -328,19 +530,11 @@ pub fn start(setup: PartnerSetup) -> Result<PartnerHandle, PartnerStartError> {
         control_more: false,
         sent_updates: 0,
         received_updates: 0,
-        hub: setup.hub,
-        reloader: setup.reloader,
-        audit: setup.audit,
+        hub: setup.hub.clone(),
+        reloader: setup.reloader.clone(),
+        audit: setup.audit.clone(),
     };
-    let join = std::thread::Builder::new()
-        .name("partner".into())
-        .spawn(move || t.run())
-        .map_err(|e| sock_err("partner thread", e))?;
-    Ok(PartnerHandle {
-        notifier: PartnerNotifier { tx, waker },
-        stop,
-        join: Some(join),
-    })
+    Ok((t, CommittedQueue { tx, waker }, asks_tx))
 }
 
 fn sock_err(what: &str, source: io::Error) -> PartnerStartError {

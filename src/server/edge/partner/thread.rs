@@ -6,7 +6,17 @@ use super::*;
 use tandem_core::engine::Answering;
 
 pub(super) struct PartnerThread {
+    /// The relationship's index in the configuration (its slot in the [`PolicyCell`]).
+    pub(super) index: usize,
+    /// The configuration as this relationship sees it (its subnets only).
     pub(super) cfg: Arc<Config>,
+    /// The whole configuration `cfg` was made from (a reload replaces it).
+    pub(super) whole: Arc<Config>,
+    /// The subnets this relationship covers in the shared lease table.
+    pub(super) scope: tandem_core::pool::Scope,
+    /// The store's meta keys of this relationship's endpoint state and prefix shares.
+    pub(super) state_key: Vec<u8>,
+    pub(super) shares_key: Vec<u8>,
     pub(super) fo: FailoverConfig,
     pub(super) tls: TlsMaterial,
     pub(super) tls_client: Arc<rustls::ClientConfig>,
@@ -15,8 +25,15 @@ pub(super) struct PartnerThread {
     pub(super) summary: Arc<[String]>,
     pub(super) poll: Poll,
     pub(super) listener: Option<TcpListener>,
-    pub(super) control: UnixListener,
-    pub(super) control_path: std::path::PathBuf,
+    /// The control socket, served by the first relationship's thread only.
+    pub(super) control: Option<UnixListener>,
+    pub(super) control_path: Option<std::path::PathBuf>,
+    /// The first relationship's thread: how it reaches the others for the control socket.
+    pub(super) others: Vec<OtherRelationship>,
+    /// Questions from the control socket's thread (the other relationships' threads).
+    pub(super) asks: Receiver<ControlAsk>,
+    /// Where changes made by control commands go (to the relationship covering them).
+    pub(super) notifier: Option<PartnerNotifier>,
     pub(super) node: Node,
     pub(super) store: Arc<Store>,
     pub(super) alloc: Arc<Allocator>,
@@ -60,6 +77,10 @@ pub(super) struct PartnerThread {
 
 impl PartnerThread {
     pub(super) fn run(&mut self) {
+        // With several relationships, every line this thread logs says which one.
+        let _span = (self.whole.relationships.len() > 1).then(|| {
+            tracing::info_span!("failover", relationship = %self.fo.relationship).entered()
+        });
         let mut events = Events::with_capacity(64);
         let mut last_tick = Instant::now();
         let mut plain = Vec::with_capacity(64 * 1024);
@@ -88,6 +109,11 @@ impl PartnerThread {
             if control_ready || self.control_more {
                 self.serve_control();
             }
+            for _ in 0..ACCEPTS_PER_TURN_MAX {
+                let Ok(a) = self.asks.try_recv() else { break };
+                let answer = self.answer_ask(a.what);
+                let _ = a.answer.send(answer);
+            }
             let now = now_secs();
             // Changes the workers made durable.
             let mut batches = 0;
@@ -113,7 +139,9 @@ impl PartnerThread {
             // The connection is closed for us, so flush by hand: one non-blocking attempt.
             let _ = c.tls.write_tls(&mut c.sock);
         }
-        let _ = std::fs::remove_file(&self.control_path);
+        if let Some(p) = &self.control_path {
+            let _ = std::fs::remove_file(p);
+        }
         info!("failover: partner thread stopped");
     }
 
@@ -170,7 +198,7 @@ impl PartnerThread {
             && self.out.to_peer.is_empty()
             && self.out.changes.is_empty()
             // A policy can change without anything to store (catching up ends on UPDDONE).
-            && (self.policy_held || self.policy.get() == self.node.policy())
+            && (self.policy_held || self.policy.get(self.index) == self.node.policy())
         {
             return;
         }
@@ -198,9 +226,7 @@ impl PartnerThread {
         }
         if let Some(p) = self.out.persist
             && durable
-            && let Err(e) = self
-                .store
-                .put_meta(persist::META_FAILOVER_STATE, &persist::encode(&p))
+            && let Err(e) = self.store.put_meta(&self.state_key, &persist::encode(&p))
         {
             error!(error = %e, "failover: cannot store the endpoint state");
             durable = false;
@@ -209,7 +235,7 @@ impl PartnerThread {
             && durable
         {
             match self.store.put_meta(
-                persist::META_PD_SHARES,
+                &self.shares_key,
                 &persist::encode_shares(self.fo.role, &shares),
             ) {
                 Ok(()) => {
@@ -231,10 +257,13 @@ impl PartnerThread {
             // the old one, which the node has left. A server whose store fails answers nobody
             // until a later change is stored (its granting replies would wait on failed
             // commits anyway).
-            self.policy.set(Policy {
-                answering: Answering::Nobody,
-                ..self.node.policy()
-            });
+            self.policy.set(
+                self.index,
+                Policy {
+                    answering: Answering::Nobody,
+                    ..self.node.policy()
+                },
+            );
             self.store_failed = true;
             self.policy_held = true;
             if let Some(c) = self.conn.as_mut() {
@@ -245,7 +274,7 @@ impl PartnerThread {
             return;
         }
         // Only now, with what it depends on durable, does the new policy reach the workers.
-        self.policy.set(self.node.policy());
+        self.policy.set(self.index, self.node.policy());
         self.policy_held = false;
         for m in self.out.to_peer.drain(..) {
             match &m {
@@ -558,10 +587,16 @@ impl PartnerThread {
         // The configuration in force (a reload may have changed options since the start):
         // the partner compares its digest with its own at CONNECT.
         let running = self.reloader.running();
-        if !Arc::ptr_eq(&running, &self.cfg) {
-            self.params.pools_digest = tandem_core::failover::pools_digest::pools_digest(&running);
-            self.summary = tandem_core::failover::pools_digest::pools_summary(&running).into();
-            self.cfg = running;
+        if !Arc::ptr_eq(&running, &self.whole) {
+            // What this relationship shares of it.
+            self.cfg = if running.relationships.len() > 1 {
+                Arc::new(running.relationship_view(self.index))
+            } else {
+                running.clone()
+            };
+            self.whole = running;
+            self.params.pools_digest = tandem_core::failover::pools_digest::pools_digest(&self.cfg);
+            self.summary = tandem_core::failover::pools_digest::pools_summary(&self.cfg).into();
         }
         // The primary's CONNECT is queued by the link and leaves with this turn's transmit.
         c.link = Some(Link::new(

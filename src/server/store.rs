@@ -235,7 +235,15 @@ impl Store {
         Ok(())
     }
 
-    /// The value stored under `key` in the meta database, if any.
+    /// Deletes `key` from the meta database (committed before returning); whether it was there.
+    pub fn delete_meta(&self, key: &[u8]) -> Result<bool, StoreError> {
+        let mut wtxn = self.env.write_txn()?;
+        let gone = self.meta.delete(&mut wtxn, key)?;
+        wtxn.commit()?;
+        Ok(gone)
+    }
+
+    /// A meta record, if stored.
     pub fn get_meta(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         let rtxn = self.env.read_txn()?;
         Ok(self.meta.get(&rtxn, key)?.map(|v| v.to_vec()))

@@ -59,6 +59,9 @@ pub const RECONNECT_MAX_MS: u64 = 2000;
 /// First reconnection delay (it doubles up to `failover.reconnect_max_ms`), and the smallest
 /// `reconnect_max_ms` taken.
 pub const RECONNECT_MIN_MS: u64 = 100;
+/// Longest relationship name with several `[[failover]]` sections: it is part of LMDB keys
+/// (at most 511 bytes each).
+pub const RELATIONSHIP_NAME_LEN_MAX_SEVERAL: usize = 255;
 /// Longest `failover.relationship` name, bytes of UTF-8, so a CONNECT always fits one frame.
 pub const RELATIONSHIP_NAME_LEN_MAX: usize = 1024;
 

@@ -690,6 +690,20 @@ fn several_relationships_refuse_what_would_share_a_pool_or_a_listener() {
         field(&[a, "role=\"leader\"\nrelationship=\"b\"\nsubnets=[2,3]\n"]),
         "failover[1].role"
     );
+    // The unspecified address takes the port on every address.
+    assert_eq!(
+        field(&[
+            "role=\"secondary\"\nrelationship=\"a\"\nlisten=\"[::]:647\"\nsubnets=[1]\n",
+            "role=\"secondary\"\nrelationship=\"b\"\nlisten=\"[::1]:647\"\nsubnets=[2,3]\n"
+        ]),
+        "failover[1].listen"
+    );
+    // One section that lists its subnets lists them all: the rest would have no partner.
+    let e = relationships_cfg(&["role=\"secondary\"\nsubnets=[1,2]\n"]).unwrap_err();
+    assert!(e.message.contains("subnet 3 is in no"), "{e}");
+    // An empty list is not a way to say "no partner".
+    let e = parse("t.toml", &format!("failover = []\n{HEAD}{SUBNET}")).unwrap_err();
+    assert!(e.message.contains("empty list"), "{e}");
     // Unknown keys are still refused.
     let e = relationships_cfg(&["role=\"secondary\"\nsubnet=[1]\n"]).unwrap_err();
     assert!(e.message.contains("unknown field"), "{e}");

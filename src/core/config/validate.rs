@@ -692,6 +692,13 @@ fn relationships(
             let span = f.role.span();
             vec![("failover".to_string(), Spanned::new(span, *f))]
         }
+        Some(FileFailovers::Many(v)) if v.is_empty() => {
+            return Err(ctx.err(
+                None,
+                "failover",
+                "an empty list: leave failover out for a server without a partner",
+            ));
+        }
         Some(FileFailovers::Many(v)) => v
             .into_iter()
             .enumerate()
@@ -765,10 +772,25 @@ fn relationships(
                     format!("`{}` is also the name of failover[{j}]", r.relationship),
                 ));
             }
+            if r.relationship.len() > defaults::RELATIONSHIP_NAME_LEN_MAX_SEVERAL {
+                return Err(ctx.err(
+                    Some(span),
+                    &format!("{at}.relationship"),
+                    format!(
+                        "longer than {} bytes (with several relationships the name is part of a store key)",
+                        defaults::RELATIONSHIP_NAME_LEN_MAX_SEVERAL
+                    ),
+                ));
+            }
+            // One port on the unspecified address takes it on every address.
+            let clash = |a: &SocketAddr, b: &SocketAddr| {
+                a.port() == b.port()
+                    && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+            };
             if r.role == Role::Secondary
                 && let Some(j) = out
                     .iter()
-                    .position(|o| o.role == Role::Secondary && o.listen == r.listen)
+                    .position(|o| o.role == Role::Secondary && clash(&o.listen, &r.listen))
             {
                 return Err(ctx.err(
                     Some(span),
@@ -782,7 +804,10 @@ fn relationships(
         }
         out.push(r);
     }
-    if several && let Some(s) = all.iter().find(|s| !covered.iter().any(|(c, _)| c == *s)) {
+    // With one relationship an omitted list covers everything; a given one must too.
+    if !covered.is_empty()
+        && let Some(s) = all.iter().find(|s| !covered.iter().any(|(c, _)| c == *s))
+    {
         return Err(ctx.err(
             None,
             "failover",

@@ -162,13 +162,14 @@ impl Node {
         // must reach the partner). A free lease without an acknowledgement is PENDING-FREE;
         // an active one is acknowledged once the partner took the partner lifetime we send
         // for its current expiry.
-        if persisted.is_some() {
-            alloc.for_each_lease_scoped(&scope, |l| {
-                if !acknowledged(l, desired_valid) {
-                    peer.enqueue(l);
-                }
-            });
-        }
+        // With no stored state (a new or lost store, or a state stored for another
+        // relationship), whatever the table holds may be unknown to this partner, whatever
+        // its acknowledgements say (they may be another partner's): it all goes.
+        alloc.for_each_lease_scoped(&scope, |l| {
+            if persisted.is_none() || !acknowledged(l, desired_valid) {
+                peer.enqueue(l);
+            }
+        });
         Node {
             alloc,
             scope,
@@ -649,6 +650,32 @@ pools = [{ range = "2001:db8:1::100-2001:db8:1::1ff" }]
             partner_lifetime_received: 0,
             relay: Box::default(),
         }
+    }
+
+    #[test]
+    fn without_a_stored_state_every_binding_goes_to_the_partner_acknowledged_or_not() {
+        let now = 10_000;
+        // Acknowledged by a partner for its whole partner lifetime.
+        let acked = Lease {
+            partner_ack_until: now + 500 + 200,
+            ..active(1, 0x100, now + 500)
+        };
+        assert!(acknowledged(&acked, 200));
+        let with_state = node(
+            Role::Primary,
+            ServerState::Normal,
+            std::slice::from_ref(&acked),
+            now,
+        );
+        assert_eq!(with_state.backlog(), 0);
+        // No state (new or lost, or stored for another relationship): the acknowledgement may
+        // be another partner's, so the binding is sent.
+        let config = Arc::new(crate::config::parse("t", CONF).unwrap());
+        let alloc = Arc::new(Allocator::with_failover(&config.subnets));
+        alloc.restore(acked).unwrap();
+        alloc.finish_restore();
+        let fresh = Node::with_allocator(config, Role::Primary, FO, alloc, None, &[], now);
+        assert_eq!(fresh.backlog(), 1);
     }
 
     #[test]

@@ -24,6 +24,29 @@ pub const PERSIST_VERSION: u8 = 1;
 /// Length of an encoded [`Persisted`].
 pub const PERSISTED_LEN: usize = 28;
 
+/// Meta key under which the relationship the stored state belongs to is described
+/// ([`scope_fingerprint`]): a state stored for other subnets, another partner or another role
+/// is not resumed.
+pub const META_FAILOVER_SCOPE: &[u8] = b"failover_scope";
+
+/// What [`META_FAILOVER_SCOPE`] holds for relationship `fo`: its name, role, partner's name and
+/// subnets, as text.
+pub fn scope_fingerprint(fo: &crate::config::FailoverConfig) -> Vec<u8> {
+    let mut ids = fo.subnets.clone();
+    ids.sort_unstable();
+    format!(
+        "relationship={};role={};partner_name={};subnets={}",
+        fo.relationship,
+        match fo.role {
+            Role::Primary => "primary",
+            Role::Secondary => "secondary",
+        },
+        fo.partner_name,
+        ids.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
+    )
+    .into_bytes()
+}
+
 /// Meta key under which the prefix shares are stored ([`encode_shares`]).
 pub const META_PD_SHARES: &[u8] = b"pd_shares";
 

@@ -101,9 +101,9 @@ impl PartnerThread {
     /// Every relationship's status, then the pools: the text `tandem ctl status` prints.
     fn status_all(&self) -> String {
         let mut t = self.status_text();
-        for o in &self.others {
+        for other in OtherRelationship::ask_all(&self.others, Ask::Status) {
             t.push('\n');
-            t.push_str(&o.ask(Ask::Status));
+            t.push_str(&other);
         }
         control::pool_lines(&self.alloc, &mut t);
         t
@@ -128,10 +128,8 @@ impl PartnerThread {
                     let mut all = vec![serde_json::Value::Object(status_object(
                         &self.status_text(),
                     ))];
-                    for o in &self.others {
-                        all.push(serde_json::Value::Object(status_object(
-                            &o.ask(Ask::Status),
-                        )));
+                    for other in OtherRelationship::ask_all(&self.others, Ask::Status) {
+                        all.push(serde_json::Value::Object(status_object(&other)));
                     }
                     m.insert("relationships".into(), serde_json::Value::Array(all));
                 }
@@ -155,10 +153,16 @@ impl PartnerThread {
                 };
                 let mut changed: Vec<Lease> = Vec::new();
                 let v = control::handle_json(&ctx, &req, &mut |l| changed.extend_from_slice(l));
-                // To the relationship covering each change, this one's included (its queue
-                // is read on the next turn).
+                // To the relationship covering each change: this one's at once, the others'
+                // through their queues.
                 if let Some(n) = &self.notifier {
-                    n.committed(changed);
+                    changed = n.committed_except(self.index, changed);
+                }
+                if !changed.is_empty() {
+                    self.node
+                        .committed(now_secs(), changed.iter(), &mut self.out);
+                    self.apply();
+                    self.flush_outbox();
                 }
                 v
             }

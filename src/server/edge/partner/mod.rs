@@ -56,9 +56,9 @@ use tandem_core::failover::link::{Backoff, HANDSHAKE_TIMEOUT_MS, Link, LinkEvent
 use tandem_core::failover::node::{Node, NodeOut};
 use tandem_core::failover::peer::PeerMsg;
 use tandem_core::failover::persist;
-use tandem_core::failover::state::{EndpointConfig, ServerState};
+use tandem_core::failover::state::{EndpointConfig, Persisted, ServerState};
 use tandem_core::lease::Lease;
-use tandem_core::pool::{Allocator, Scope};
+use tandem_core::pool::{Allocator, PdPoolId, Scope};
 use tracing::{debug, error, info, warn};
 
 /// How often the failover timers run when nothing else wakes the thread.
@@ -166,17 +166,41 @@ impl PartnerNotifier {
             }
             return;
         }
+        for (q, part) in self.queues.iter().zip(self.split(leases)) {
+            q.send(part);
+        }
+    }
+
+    /// [`PartnerNotifier::committed`] from partner thread `own`: queues the other
+    /// relationships' changes and returns its own, for it to take at once (it is the only
+    /// reader of its queue, so waiting on it could wait forever).
+    pub(super) fn committed_except(&self, own: usize, leases: Vec<Lease>) -> Vec<Lease> {
+        if self.queues.len() <= 1 {
+            return leases;
+        }
+        let mut mine = Vec::new();
+        for (i, (q, part)) in self.queues.iter().zip(self.split(leases)).enumerate() {
+            if i == own {
+                mine = part;
+            } else {
+                q.send(part);
+            }
+        }
+        mine
+    }
+
+    /// `leases` by relationship.
+    fn split(&self, leases: Vec<Lease>) -> Vec<Vec<Lease>> {
         let mut split: Vec<Vec<Lease>> = vec![Vec::new(); self.queues.len()];
         for l in leases {
-            // Every subnet is covered (config validation); a lease of a subnet the
-            // configuration no longer has is in no pool and was not changed by a client.
+            // Every subnet is covered (config validation), and a reload cannot change
+            // which; a lease of a subnet the configuration no longer has fits no pool, so no
+            // client changed it.
             if let Some(&i) = self.relationship_of.get(&l.subnet_id) {
                 split[i].push(l);
             }
         }
-        for (q, part) in self.queues.iter().zip(split) {
-            q.send(part);
-        }
+        split
     }
 }
 
@@ -184,6 +208,16 @@ impl PartnerNotifier {
 pub(super) struct ControlAsk {
     what: Ask,
     answer: Sender<String>,
+    /// Past this the asker has given up: the question is dropped unanswered and not acted on
+    /// (an operator told "no answer" must not see a partner-down happen later).
+    deadline: Instant,
+}
+
+impl ControlAsk {
+    /// Whether the asker still waits for the answer.
+    pub(super) fn wanted(&self) -> bool {
+        Instant::now() < self.deadline
+    }
 }
 
 /// What a [`ControlAsk`] asks.
@@ -205,21 +239,56 @@ pub(super) struct OtherRelationship {
 impl OtherRelationship {
     /// Asks, and waits up to [`CONTROL_ASK_TIMEOUT`] for the answer.
     fn ask(&self, what: Ask) -> String {
-        let (tx, rx) = crossbeam_channel::bounded(1);
-        if self.asks.send(ControlAsk { what, answer: tx }).is_err() {
-            return format!(
-                "error: the thread of relationship `{}` is gone\n",
-                self.name
-            );
-        }
-        let _ = self.waker.wake();
-        rx.recv_timeout(CONTROL_ASK_TIMEOUT).unwrap_or_else(|_| {
-            format!(
-                "error: the thread of relationship `{}` did not answer within {} s\n",
-                self.name,
-                CONTROL_ASK_TIMEOUT.as_secs()
-            )
-        })
+        Self::ask_all(std::slice::from_ref(self), what).remove(0)
+    }
+
+    /// Asks each of `others` at once, then collects the answers, all within one
+    /// [`CONTROL_ASK_TIMEOUT`]. A thread that does not answer in time (or whose queue of
+    /// questions is full) gets an error line in its place; its question is then dropped
+    /// unanswered.
+    fn ask_all(others: &[OtherRelationship], what: Ask) -> Vec<String> {
+        let deadline = Instant::now() + CONTROL_ASK_TIMEOUT;
+        let asked: Vec<Result<Receiver<String>, String>> = others
+            .iter()
+            .map(|o| {
+                let (tx, rx) = crossbeam_channel::bounded(1);
+                let ask = ControlAsk {
+                    what,
+                    answer: tx,
+                    deadline,
+                };
+                match o.asks.try_send(ask) {
+                    Ok(()) => {
+                        let _ = o.waker.wake();
+                        Ok(rx)
+                    }
+                    Err(TrySendError::Full(_)) => Err(format!(
+                        "error: the thread of relationship `{}` is busy with earlier questions; try again\n",
+                        o.name
+                    )),
+                    Err(TrySendError::Disconnected(_)) => Err(format!(
+                        "error: the thread of relationship `{}` is gone\n",
+                        o.name
+                    )),
+                }
+            })
+            .collect();
+        others
+            .iter()
+            .zip(asked)
+            .map(|(o, a)| match a {
+                Ok(rx) => rx
+                    .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                    .unwrap_or_else(|_| {
+                        format!(
+                            "error: the thread of relationship `{}` did not answer within {} s (nothing was done)\n",
+                            o.name,
+                            CONTROL_ASK_TIMEOUT.as_secs()
+                        )
+                    }),
+                Err(e) => e,
+            })
+            .collect()
     }
 }
 
@@ -305,6 +374,19 @@ pub struct PartnerSetup {
 pub fn start(setup: PartnerSetup) -> Result<PartnerHandle, PartnerStartError> {
     let n = setup.config.relationships.len();
     assert!(n > 0, "partner::start needs a [failover] section");
+    if n > 1 {
+        // Each relationship keeps its state under its own keys; what one relationship left
+        // under the plain keys must not come back if the server returns to one.
+        for k in [
+            persist::META_FAILOVER_STATE,
+            persist::META_PD_SHARES,
+            persist::META_FAILOVER_SCOPE,
+        ] {
+            if setup.store.delete_meta(k)? {
+                info!(key = %String::from_utf8_lossy(k), "failover: several relationships now: the single relationship's stored record is deleted");
+            }
+        }
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let mut threads = Vec::with_capacity(n);
     let mut queues = Vec::with_capacity(n);
@@ -423,20 +505,7 @@ fn prepare(
     }
     let state_key = meta_key(persist::META_FAILOVER_STATE, &fo, several);
     let shares_key = meta_key(persist::META_PD_SHARES, &fo, several);
-    let persisted = setup.store.get_meta(&state_key)?.and_then(|b| {
-        let p = persist::decode(&b);
-        if p.is_none() {
-            warn!(relationship = %fo.relationship, "stored failover state unreadable; starting as if the store were new");
-        }
-        p
-    });
-    let stored_shares = match setup.store.get_meta(&shares_key)? {
-        Some(b) => persist::decode_shares(fo.role, &b).unwrap_or_else(|| {
-            warn!(relationship = %fo.relationship, "stored prefix shares unreadable; each pool starts safe (no free prefix of its own until the partner sets it)");
-            Vec::new()
-        }),
-        None => Vec::new(),
-    };
+    let (persisted, stored_shares) = load_stored(&setup.store, &fo, several)?;
     if fo.mclt_secs < tandem_core::config::defaults::MCLT_SECS_ADVISED_MIN {
         warn!(
             relationship = %fo.relationship,
@@ -537,9 +606,135 @@ fn prepare(
     Ok((t, CommittedQueue { tx, waker }, asks_tx))
 }
 
+/// A relationship's stored endpoint state (if any) and prefix shares.
+type StoredRelationship = (Option<Persisted>, Vec<(PdPoolId, u128)>);
+
+/// Relationship `fo`'s stored endpoint state and prefix shares, if they are its own: a state
+/// stored for other subnets, another partner or another role is not (its leases'
+/// acknowledgements came from someone else), so it is deleted and the relationship recovers
+/// from its partner as a new server does (the node then sends the partner every binding).
+fn load_stored(
+    store: &Store,
+    fo: &FailoverConfig,
+    several: bool,
+) -> Result<StoredRelationship, crate::store::StoreError> {
+    let state_key = meta_key(persist::META_FAILOVER_STATE, fo, several);
+    let shares_key = meta_key(persist::META_PD_SHARES, fo, several);
+    let scope_key = meta_key(persist::META_FAILOVER_SCOPE, fo, several);
+    let fingerprint = persist::scope_fingerprint(fo);
+    match store.get_meta(&scope_key)? {
+        Some(stored) if stored == fingerprint => {}
+        Some(stored) => {
+            warn!(
+                relationship = %fo.relationship,
+                stored = %String::from_utf8_lossy(&stored),
+                now = %String::from_utf8_lossy(&fingerprint),
+                "failover: the relationship's subnets, partner or role changed since its state was stored; recovering everything from the partner"
+            );
+            store.delete_meta(&state_key)?;
+            store.delete_meta(&shares_key)?;
+            store.put_meta(&scope_key, &fingerprint)?;
+        }
+        // Stored by a build from before the record: the state is this relationship's.
+        None => store.put_meta(&scope_key, &fingerprint)?,
+    }
+    let persisted = store.get_meta(&state_key)?.and_then(|b| {
+        let p = persist::decode(&b);
+        if p.is_none() {
+            warn!(relationship = %fo.relationship, "stored failover state unreadable; starting as if the store were new");
+        }
+        p
+    });
+    let shares = match store.get_meta(&shares_key)? {
+        Some(b) => persist::decode_shares(fo.role, &b).unwrap_or_else(|| {
+            warn!(relationship = %fo.relationship, "stored prefix shares unreadable; each pool starts safe (no free prefix of its own until the partner sets it)");
+            Vec::new()
+        }),
+        None => Vec::new(),
+    };
+    Ok((persisted, shares))
+}
+
 fn sock_err(what: &str, source: io::Error) -> PartnerStartError {
     PartnerStartError::Socket {
         what: what.to_string(),
         source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fo(name: &str, subnets: &[u32]) -> FailoverConfig {
+        let text = format!(
+            "[server]\nlisten=[\"[::1]:5547\"]\n[[subnet]]\nid=1\nprefix=\"2001:db8:1::/64\"\npools=[{{prefix=\"2001:db8:1::/64\"}}]\n\
+             [[subnet]]\nid=2\nprefix=\"2001:db8:2::/64\"\npools=[{{prefix=\"2001:db8:2::/64\"}}]\n\
+             [failover]\nrole=\"secondary\"\nrelationship=\"{name}\"\npartner_name=\"p\"\nca=\"c\"\ncert=\"c\"\nkey=\"k\"\n"
+        );
+        let mut f = tandem_core::config::parse("t", &text)
+            .unwrap()
+            .relationships[0]
+            .clone();
+        f.subnets = subnets.to_vec();
+        f
+    }
+
+    #[test]
+    fn a_state_stored_for_other_subnets_or_another_partner_is_not_resumed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 16, false).unwrap();
+        let p = Persisted {
+            state: tandem_core::failover::state::ServerState::Normal,
+            state_since: 100,
+            last_operated: 200,
+            partner_down_since: 0,
+            communicated: true,
+            store_was_empty: false,
+        };
+        // A build from before the scope record stored a state: it is resumed, and the record
+        // written.
+        let a = fo("a", &[1, 2]);
+        store
+            .put_meta(persist::META_FAILOVER_STATE, &persist::encode(&p))
+            .unwrap();
+        assert_eq!(load_stored(&store, &a, false).unwrap().0, Some(p));
+        assert_eq!(
+            load_stored(&store, &a, false).unwrap().0,
+            Some(p),
+            "same relationship"
+        );
+        // The relationship now covers other subnets: the state is dropped, for good.
+        let moved = fo("a", &[1]);
+        assert_eq!(load_stored(&store, &moved, false).unwrap().0, None);
+        assert_eq!(store.get_meta(persist::META_FAILOVER_STATE).unwrap(), None);
+        assert_eq!(load_stored(&store, &a, false).unwrap().0, None);
+        // Another partner, or another role, under the same name: the same.
+        store
+            .put_meta(persist::META_FAILOVER_STATE, &persist::encode(&p))
+            .unwrap();
+        let other_partner = FailoverConfig {
+            partner_name: "q".into(),
+            ..a.clone()
+        };
+        assert_eq!(load_stored(&store, &other_partner, false).unwrap().0, None);
+        store
+            .put_meta(persist::META_FAILOVER_STATE, &persist::encode(&p))
+            .unwrap();
+        let other_role = FailoverConfig {
+            role: Role::Primary,
+            ..other_partner.clone()
+        };
+        assert_eq!(load_stored(&store, &other_role, false).unwrap().0, None);
+        // With several relationships each has its own keys.
+        let (b, c) = (fo("b", &[1]), fo("c", &[2]));
+        store
+            .put_meta(
+                &meta_key(persist::META_FAILOVER_STATE, &b, true),
+                &persist::encode(&p),
+            )
+            .unwrap();
+        assert_eq!(load_stored(&store, &b, true).unwrap().0, Some(p));
+        assert_eq!(load_stored(&store, &c, true).unwrap().0, None);
     }
 }

@@ -111,8 +111,10 @@ impl PartnerThread {
             }
             for _ in 0..ACCEPTS_PER_TURN_MAX {
                 let Ok(a) = self.asks.try_recv() else { break };
-                let answer = self.answer_ask(a.what);
-                let _ = a.answer.send(answer);
+                if a.wanted() {
+                    let answer = self.answer_ask(a.what);
+                    let _ = a.answer.send(answer);
+                }
             }
             let now = now_secs();
             // Changes the workers made durable.

@@ -1,6 +1,8 @@
-//! Two real `tandem serve` processes as a failover pair, linked by mutual TLS, in a network
-//! namespace of their own (`tdmfp*`, deleted afterwards, also when a test fails), loaded by
-//! tandem-gen acting as a relay agent that forwards every message to both servers.
+//! Two real `tandem serve` processes as a failover pair, linked by mutual TLS, each in a network
+//! namespace of its own (`tdmfp<tag>a`, `tdmfp<tag>b`), joined by veths to a bridge in a third
+//! (`tdmfp<tag>r`, the relay side), as separate hosts on one segment would be; all deleted
+//! afterwards, also when a test fails. tandem-gen, in the relay namespace, acts as a relay agent
+//! that forwards every message to both servers.
 //!
 //! - kill -9 of the serving primary under load: the secondary takes over (the longest time
 //!   with no reply is measured and must stay under a second), every client keeps its lease,
@@ -22,18 +24,22 @@ use std::sync::MutexGuard;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::leases::{Row, store_rows};
-use common::netns::Netns;
+use common::netns::{Lan, Netns};
 use common::pki::Ca;
 use common::proc::{Server, tail_str};
 use common::prom::{Scrape, metric_names_in, shipped_examples};
 use common::tools::{skip_netns, tool_or_name};
 use common::{GEN, TANDEM, one_at_a_time};
 
-/// The DHCPv6 ports of server A and B, the partner link's port (inside the namespace).
+/// The addresses of server A, server B and the relay side on the segment.
+const ADDR_A: &str = "2001:db8:ff::a";
+const ADDR_B: &str = "2001:db8:ff::b";
+const ADDR_RELAY: &str = "2001:db8:ff::1";
+/// The DHCPv6 ports of server A and B, the partner link's port.
 const PORT_A: u16 = 5601;
 const PORT_B: u16 = 5602;
 const LINK_PORT: u16 = 6470;
-/// Where A and B serve `/metrics` (inside the namespace).
+/// Where A and B serve `/metrics` (on their addresses).
 const METRICS_PORT_A: u16 = 9601;
 const METRICS_PORT_B: u16 = 9602;
 /// Shifts a process's clock (Debian package faketime).
@@ -94,7 +100,8 @@ impl Side {
 }
 
 struct Pair {
-    ns: Netns,
+    /// A's and B's namespaces on the relay side's bridge.
+    lan: Lan,
     dir: tempfile::TempDir,
     a: Option<Server>,
     b: Option<Server>,
@@ -112,7 +119,14 @@ struct Pair {
 impl Pair {
     fn new(tag: &str) -> Pair {
         let turn = one_at_a_time();
-        let ns = Netns::new(&format!("tdmfp{tag}"));
+        let lan = Lan::new(
+            &format!("fp{tag}"),
+            &format!("{ADDR_RELAY}/64"),
+            &[
+                ("a", &format!("{ADDR_A}/64")),
+                ("b", &format!("{ADDR_B}/64")),
+            ],
+        );
         let dir = tempfile::tempdir().unwrap();
         let good = Ca::new("pair CA");
         let other = Ca::new("another CA");
@@ -123,7 +137,7 @@ impl Pair {
         other.write_leaf("tandem-a", dir.path(), "a-other-ca");
         good.write_leaf("tandem-x", dir.path(), "a-wrong-name");
         Pair {
-            ns,
+            lan,
             dir,
             a: None,
             b: None,
@@ -131,6 +145,16 @@ impl Pair {
             extra_config: String::new(),
             _turn: turn,
         }
+    }
+
+    /// Server `name`'s namespace.
+    fn ns(&self, name: &str) -> &Netns {
+        &self.lan.members[if name == "a" { 0 } else { 1 }]
+    }
+
+    /// The relay side's namespace (tandem-gen, scrapes).
+    fn relay(&self) -> &Netns {
+        &self.lan.hub
     }
 
     fn data(&self, name: &str) -> PathBuf {
@@ -146,11 +170,11 @@ impl Pair {
         let d = self.dir.path().display();
         let cfg = format!(
             r#"[server]
-listen = ["[::1]:{port}"]
+listen = ["[{me}]:{port}"]
 data_dir = "{data}"
 workers = 2
 rapid_commit = true
-metrics_listen = "[::1]:{mport}"
+metrics_listen = "[{me}]:{mport}"
 [lease]
 preferred_lifetime_secs = 600
 valid_lifetime_secs = 1200
@@ -162,8 +186,8 @@ pd_pools = [{{ prefix = "{pd_pool}", delegated_len = 56 }}]
 [failover]
 role = "{role}"
 relationship = "test-pair"
-partner = "[::1]:{LINK_PORT}"
-listen = "[::1]:{LINK_PORT}"
+partner = "[{ADDR_B}]:{LINK_PORT}"
+listen = "[{me}]:{LINK_PORT}"
 partner_name = "{pn}"
 ca = "{d}/{ca}.pem"
 cert = "{d}/{cert}.pem"
@@ -171,6 +195,7 @@ key = "{d}/{cert}.key"
 mclt_secs = {mclt}
 "#,
             port = if side.primary { PORT_A } else { PORT_B },
+            me = if side.primary { ADDR_A } else { ADDR_B },
             mport = if side.primary {
                 METRICS_PORT_A
             } else {
@@ -190,7 +215,7 @@ mclt_secs = {mclt}
         // Numbered by start: one log per server process.
         self.starts += 1;
         let log = self.dir.path().join(format!("{name}-{}.log", self.starts));
-        let mut cmd = self.ns.cmd(TANDEM);
+        let mut cmd = self.ns(name).cmd(TANDEM);
         if let Some(off) = side.clock_offset {
             assert!(
                 Path::new(LIBFAKETIME).exists(),
@@ -222,7 +247,11 @@ mclt_secs = {mclt}
         } else {
             METRICS_PORT_B
         };
-        Scrape::get(&self.ns.exec(), &format!("http://[::1]:{port}/metrics"))
+        let addr = if name == "a" { ADDR_A } else { ADDR_B };
+        Scrape::get(
+            &self.relay().exec(),
+            &format!("http://[{addr}]:{port}/metrics"),
+        )
     }
 
     /// Scrapes server `name` until `ready` holds (workers report every second), at most 10 s.
@@ -287,14 +316,14 @@ mclt_secs = {mclt}
     fn load(&self, extra: &[&str], secs: u64) -> (serde_json::Value, Vec<(String, String)>) {
         let held = self.dir.path().join("held.tsv");
         let out = self
-            .ns
+            .relay()
             .cmd("timeout")
             .args(["-k", "2", &secs.to_string(), GEN])
             .args([
                 "--server",
-                &format!("[::1]:{PORT_A}"),
+                &format!("[{ADDR_A}]:{PORT_A}"),
                 "--server",
-                &format!("[::1]:{PORT_B}"),
+                &format!("[{ADDR_B}]:{PORT_B}"),
                 "--relay-link",
                 "2001:db8:1::",
                 "--json",
@@ -890,18 +919,19 @@ fn bad_partners_are_refused_with_the_reason() {
         let _ = std::fs::remove_dir_all(p.data("a"));
     }
     // No certificate at all: a TLS client that presents none.
-    let out =
-        p.ns.cmd("timeout")
-            .args([
-                "5",
-                "openssl",
-                "s_client",
-                "-connect",
-                &format!("[::1]:{LINK_PORT}"),
-            ])
-            .stdin(Stdio::null())
-            .output()
-            .expect("openssl s_client");
+    let out = p
+        .relay()
+        .cmd("timeout")
+        .args([
+            "5",
+            "openssl",
+            "s_client",
+            "-connect",
+            &format!("[{ADDR_B}]:{LINK_PORT}"),
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .expect("openssl s_client");
     let _ = out;
     std::thread::sleep(Duration::from_millis(300));
     let log = p.server("b").log_text();
@@ -1151,13 +1181,14 @@ fn operator_partner_down_then_the_partner_returns() {
     p.assert_store_has("a", &held, "after the primary's return");
 }
 
-/// Runs `nft` in the test's namespace.
-fn nft(p: &Pair, args: &[&str]) {
-    let out =
-        p.ns.cmd(&tool_or_name("nft"))
-            .args(args)
-            .output()
-            .expect("run nft");
+/// Runs `nft` in server `name`'s namespace.
+fn nft(p: &Pair, name: &str, args: &[&str]) {
+    let out = p
+        .ns(name)
+        .cmd(&tool_or_name("nft"))
+        .args(args)
+        .output()
+        .expect("run nft");
     assert!(
         out.status.success(),
         "nft {args:?}: {}",
@@ -1165,30 +1196,36 @@ fn nft(p: &Pair, args: &[&str]) {
     );
 }
 
-/// Drops the partner link's TCP both ways (nftables in the pair's namespace), not the clients'
-/// traffic: each server goes on alone. [`heal_link`] undoes it.
+/// Drops the partner link's TCP both ways (nftables on each server's way out), not the
+/// clients' traffic: each server goes on alone. [`heal_link`] undoes it.
 fn cut_link(p: &Pair) {
-    nft(p, &["add", "table", "inet", "tdmcut"]);
-    nft(
-        p,
-        &[
-            "add", "chain", "inet", "tdmcut", "out", "{", "type", "filter", "hook", "output",
-            "priority", "0", ";", "}",
-        ],
-    );
-    let port = LINK_PORT.to_string();
-    for dir in ["dport", "sport"] {
+    for name in ["a", "b"] {
+        nft(p, name, &["add", "table", "inet", "tdmcut"]);
         nft(
             p,
+            name,
             &[
-                "add", "rule", "inet", "tdmcut", "out", "tcp", dir, &port, "drop",
+                "add", "chain", "inet", "tdmcut", "out", "{", "type", "filter", "hook", "output",
+                "priority", "0", ";", "}",
             ],
         );
+        let port = LINK_PORT.to_string();
+        for dir in ["dport", "sport"] {
+            nft(
+                p,
+                name,
+                &[
+                    "add", "rule", "inet", "tdmcut", "out", "tcp", dir, &port, "drop",
+                ],
+            );
+        }
     }
 }
 
 fn heal_link(p: &Pair) {
-    nft(p, &["delete", "table", "inet", "tdmcut"]);
+    for name in ["a", "b"] {
+        nft(p, name, &["delete", "table", "inet", "tdmcut"]);
+    }
 }
 
 #[test]
@@ -1309,15 +1346,15 @@ fn a_returning_primary_does_not_refuse_rebinds_of_leases_it_has_not_heard_of() {
     // `start` wrote, with its store; then when its link is up and when it is NORMAL (`tandem
     // ctl status`, polled every 5 ms).
     let restarter = {
-        let exec = p.ns.exec();
-        let mut cmd = p.ns.cmd(TANDEM);
+        let exec = p.relay().exec();
+        let mut cmd = p.ns("a").cmd(TANDEM);
         cmd.args(["serve", "--config"])
             .arg(p.dir.path().join("a.toml"));
         let log = p.dir.path().join("a-rejoin.log");
         let sock_a = p.socket("a");
         std::thread::spawn(move || {
             let end = Instant::now() + Duration::from_secs(30);
-            let url = format!("http://[::1]:{METRICS_PORT_B}/metrics");
+            let url = format!("http://[{ADDR_B}]:{METRICS_PORT_B}/metrics");
             let rebound = || {
                 Scrape::get(&exec, &url).sum("tandem_lease_events_total", &[("event", "renewed")])
             };
@@ -1625,7 +1662,7 @@ fn a_wiped_secondary_recovers_while_the_primary_serves_2000_exchanges_a_second()
     // watches its state (`tandem ctl status` every 10 ms): when RECOVER began and when the
     // answer to its UPDREQALL moved it on.
     let watcher = {
-        let mut cmd = p.ns.cmd(TANDEM);
+        let mut cmd = p.ns("b").cmd(TANDEM);
         cmd.args(["serve", "--config"])
             .arg(p.dir.path().join("b.toml"));
         let log = p.dir.path().join("b-wiped.log");

@@ -61,9 +61,10 @@ enum Command {
     /// counters as JSON. `lease-get ADDR|PREFIX/LEN`, `lease-get --duid HEX` or `lease-get
     /// --remote-id HEX`: leases as JSON, with what the relays said when each was last granted
     /// or renewed.
-    /// `lease-add ADDR|PREFIX/LEN --duid HEX --iaid N [--valid-secs S] [--preferred-secs S]`
-    /// (no partner only). `lease-delete ADDR|PREFIX/LEN`: end a lease as released (the
-    /// partner hears of it). `reclaim`: reclaim expired leases now (no partner only).
+    /// `lease-add ADDR|PREFIX/LEN --duid HEX --iaid N [--valid-secs S] [--preferred-secs S]`:
+    /// give a free resource to a client (with a partner: from this server's share, for at
+    /// most MCLT until the partner acknowledges it; the partner hears of it).
+    /// `lease-delete ADDR|PREFIX/LEN`: end a lease as released (the partner hears of it). `reclaim`: reclaim expired leases now (no partner only).
     /// `reload`: read the configuration file again and apply what can change live (options,
     /// limits, leasequery, rapid_commit, preference, log_level), as SIGHUP does.
     /// `config-test`: read the file as a reload would and say what it would apply, or why

@@ -98,6 +98,73 @@ impl Drop for Netns {
     }
 }
 
+/// Namespaces on one Ethernet segment, as separate hosts would be: `hub` (`tdm<tag>r`) holds
+/// a bridge named like itself, and each member (`tdm<tag><suffix>`) joins it through a veth
+/// whose end in the member is named like the member, and whose end on the bridge is that name
+/// plus `p`. Global addresses are added without DAD, so they are usable at once. Everything is
+/// deleted on drop (members first, then the hub).
+pub struct Lan {
+    /// Member namespaces, in the order given.
+    pub members: Vec<Netns>,
+    /// The bridge's namespace (the relay side in the tests).
+    pub hub: Netns,
+}
+
+impl Lan {
+    /// Creates the hub with `hub_addr` (`addr/len`) on its bridge, and one member per
+    /// `(suffix, addr/len)`.
+    pub fn new(tag: &str, hub_addr: &str, members: &[(&str, &str)]) -> Lan {
+        let hub = Netns::new(&format!("tdm{tag}r"));
+        let br = hub.name.clone();
+        hub.ip(&["link", "add", &br, "type", "bridge"]);
+        hub.ip(&["addr", "add", hub_addr, "dev", &br, "nodad"]);
+        hub.ip(&["link", "set", &br, "up"]);
+        let mut lan = Lan {
+            members: Vec::new(),
+            hub,
+        };
+        for (suffix, addr) in members {
+            let m = Netns::new(&format!("tdm{tag}{suffix}"));
+            let port = format!("{}p", m.name);
+            assert!(port.len() <= IFNAMSIZ_MAX, "{port}: longer than 15 chars");
+            must(
+                &m.timeout,
+                10,
+                &[
+                    &m.ip,
+                    "link",
+                    "add",
+                    &m.name,
+                    "netns",
+                    &m.name,
+                    "type",
+                    "veth",
+                    "peer",
+                    "name",
+                    &port,
+                    "netns",
+                    &lan.hub.name,
+                ],
+            );
+            lan.hub.ip(&["link", "set", &port, "master", &br, "up"]);
+            m.ip(&["addr", "add", addr, "dev", &m.name, "nodad"]);
+            m.ip(&["link", "set", &m.name, "up"]);
+            lan.members.push(m);
+        }
+        lan
+    }
+}
+
+impl Drop for Lan {
+    fn drop(&mut self) {
+        // The members' veths go with their namespaces; then the bridge's.
+        for m in &self.members {
+            m.remove();
+        }
+        self.hub.remove();
+    }
+}
+
 /// Two namespaces joined by a veth pair: `tdm<tag>s` runs the server on its end of the pair
 /// (also named `tdm<tag>s`), `tdm<tag>c` runs the clients on `tdm<tag>c`. DAD is off in both,
 /// so addresses are usable at once. Both are deleted on drop.

@@ -1,7 +1,9 @@
 //! m-to-1 on real processes: one `tandem serve` (the hub) in two failover relationships, each
-//! with its own partner (a spoke) and its own subnet, in a network namespace of its own
-//! (`tdmhub`, deleted afterwards, also when the test fails). The hub is secondary to one spoke
-//! and primary to the other, so both roles run side by side in one process.
+//! with its own partner (a spoke) and its own subnet. Each server runs in a network namespace of
+//! its own (`tdmhubh`, `tdmhub1`, `tdmhub2`), joined by veths to a bridge in the relay side's
+//! (`tdmhubr`), where tandem-gen runs; all deleted afterwards, also when the test fails. The hub
+//! is secondary to one spoke and primary to the other, so both roles run side by side in one
+//! process.
 //!
 //! - both relationships reach NORMAL; clients of each subnet, relayed to the hub and that
 //!   subnet's spoke, are served, and each binding reaches exactly the two servers sharing it;
@@ -19,14 +21,19 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::leases::parse_row;
-use common::netns::Netns;
+use common::netns::Lan;
 use common::pki::Ca;
 use common::proc::{Server, tail_str};
 use common::prom::Scrape;
 use common::tools::skip_netns;
 use common::{GEN, TANDEM, one_at_a_time};
 
-/// DHCPv6 ports of the hub and the two spokes (inside the namespace).
+/// Addresses of the hub, the spokes and the relay side on the segment.
+const ADDR_HUB: &str = "2001:db8:ff::10";
+const ADDR_S1: &str = "2001:db8:ff::11";
+const ADDR_S2: &str = "2001:db8:ff::12";
+const ADDR_RELAY: &str = "2001:db8:ff::1";
+/// DHCPv6 ports of the hub and the two spokes.
 const PORT_HUB: u16 = 5611;
 const PORT_S1: u16 = 5612;
 const PORT_S2: u16 = 5613;
@@ -36,7 +43,8 @@ const LINK_S2: u16 = 6482;
 const METRICS_HUB: u16 = 9611;
 
 struct Hub {
-    ns: Netns,
+    /// The hub's and the spokes' namespaces on the relay side's bridge.
+    lan: Lan,
     dir: tempfile::TempDir,
     servers: BTreeMap<&'static str, Server>,
     _turn: std::sync::MutexGuard<'static, ()>,
@@ -52,7 +60,15 @@ fn subnet(id: u32) -> String {
 impl Hub {
     fn new() -> Hub {
         let turn = one_at_a_time();
-        let ns = Netns::new("tdmhub");
+        let lan = Lan::new(
+            "hub",
+            &format!("{ADDR_RELAY}/64"),
+            &[
+                ("h", &format!("{ADDR_HUB}/64")),
+                ("1", &format!("{ADDR_S1}/64")),
+                ("2", &format!("{ADDR_S2}/64")),
+            ],
+        );
         let dir = tempfile::tempdir().unwrap();
         let ca = Ca::new("hub CA");
         std::fs::write(dir.path().join("ca.pem"), &ca.cert_pem).unwrap();
@@ -60,7 +76,7 @@ impl Hub {
             ca.write_leaf(&format!("tandem-{n}"), dir.path(), n);
         }
         Hub {
-            ns,
+            lan,
             dir,
             servers: BTreeMap::new(),
             _turn: turn,
@@ -82,7 +98,9 @@ impl Hub {
         subnets: &str,
     ) -> String {
         let d = self.dir.path().display();
-        let addr = format!("[::1]:{link}");
+        // The secondary's address: where it listens and its primary connects.
+        let secondary = if role == "secondary" { me } else { partner };
+        let addr = format!("[{}]:{link}", addr_of(secondary));
         let (partner_line, listen_line) = if role == "primary" {
             (format!("partner = \"{addr}\"\n"), String::new())
         } else {
@@ -98,7 +116,7 @@ impl Hub {
             "hub" => (
                 PORT_HUB,
                 format!(
-                    "metrics_listen = \"[::1]:{METRICS_HUB}\"\n{}{}{}{}",
+                    "metrics_listen = \"[{ADDR_HUB}]:{METRICS_HUB}\"\n{}{}{}{}",
                     subnet(1),
                     subnet(2),
                     self.section("hub", "edge-1", "secondary", LINK_S1, "s1", "1"),
@@ -128,13 +146,19 @@ impl Hub {
             None => (String::new(), body),
         };
         let cfg = format!(
-            "[server]\nlisten = [\"[::1]:{port}\"]\ndata_dir = \"{}\"\nworkers = 1\nrapid_commit = true\n{server_extra}[lease]\npreferred_lifetime_secs = 600\nvalid_lifetime_secs = 1200\n{rest}",
+            "[server]\nlisten = [\"[{}]:{port}\"]\ndata_dir = \"{}\"\nworkers = 1\nrapid_commit = true\n{server_extra}[lease]\npreferred_lifetime_secs = 600\nvalid_lifetime_secs = 1200\n{rest}",
+            addr_of(name),
             self.data(name).display()
         );
         let path = self.dir.path().join(format!("{name}.toml"));
         std::fs::write(&path, cfg).unwrap();
         let log = self.dir.path().join(format!("{name}.log"));
-        let mut cmd = self.ns.cmd(TANDEM);
+        let ns = &self.lan.members[match name {
+            "hub" => 0,
+            "s1" => 1,
+            _ => 2,
+        }];
+        let mut cmd = ns.cmd(TANDEM);
         cmd.args(["serve", "--config"]).arg(&path);
         self.servers.insert(name, Server::spawn(cmd, &log));
     }
@@ -204,16 +228,19 @@ impl Hub {
     /// ("addr/len" -> DUID hex). Fails the test if any client was not served.
     fn load(
         &self,
-        servers: &[u16],
+        servers: &[&str],
         link: &str,
         clients: u32,
         seed: u32,
     ) -> BTreeMap<String, String> {
         let held = self.dir.path().join(format!("held-{seed}.tsv"));
-        let mut cmd = self.ns.cmd("timeout");
+        let mut cmd = self.lan.hub.cmd("timeout");
         cmd.args(["-k", "2", "60", GEN]);
-        for p in servers {
-            cmd.args(["--server", &format!("[::1]:{p}")]);
+        for name in servers {
+            cmd.args([
+                "--server",
+                &format!("[{}]:{}", addr_of(name), port_of(name)),
+            ]);
         }
         let clients = clients.to_string();
         let seed = seed.to_string();
@@ -274,6 +301,24 @@ impl Hub {
                 (format!("{}/{}", r.addr, r.len), r.duid)
             })
             .collect()
+    }
+}
+
+/// Server `name`'s address on the segment.
+fn addr_of(name: &str) -> &'static str {
+    match name {
+        "hub" => ADDR_HUB,
+        "s1" => ADDR_S1,
+        _ => ADDR_S2,
+    }
+}
+
+/// Server `name`'s DHCPv6 port.
+fn port_of(name: &str) -> u16 {
+    match name {
+        "hub" => PORT_HUB,
+        "s1" => PORT_S1,
+        _ => PORT_S2,
     }
 }
 
@@ -350,8 +395,8 @@ fn a_hub_serves_two_relationships_and_one_spokes_crash_leaves_the_other_normal()
     assert_eq!(st["edge-2"]["role"], "primary");
 
     // Clients of each subnet, relayed to the hub and to that subnet's spoke.
-    let one = h.load(&[PORT_HUB, PORT_S1], "2001:db8:1::", 200, 41);
-    let two = h.load(&[PORT_HUB, PORT_S2], "2001:db8:2::", 200, 42);
+    let one = h.load(&["hub", "s1"], "2001:db8:1::", 200, 41);
+    let two = h.load(&["hub", "s2"], "2001:db8:2::", 200, 42);
     assert_eq!(
         (one.len(), two.len()),
         (400, 400),
@@ -384,7 +429,10 @@ fn a_hub_serves_two_relationships_and_one_spokes_crash_leaves_the_other_normal()
     assert_eq!(outside(&s2, 2), Vec::<&String>::new());
 
     // /metrics: every failover family once, a series per relationship.
-    let m = Scrape::get(&h.ns.exec(), &format!("http://[::1]:{METRICS_HUB}/metrics"));
+    let m = Scrape::get(
+        &h.lan.hub.exec(),
+        &format!("http://[{ADDR_HUB}]:{METRICS_HUB}/metrics"),
+    );
     let normal: BTreeSet<String> = m
         .samples
         .iter()
@@ -407,9 +455,9 @@ fn a_hub_serves_two_relationships_and_one_spokes_crash_leaves_the_other_normal()
     assert_eq!(st["edge-2"]["state"], "NORMAL", "{st:?}");
     assert!(st["edge-2"]["link"].starts_with("up"), "{st:?}");
     // Both subnets are still served: subnet 1 by the hub alone, subnet 2 by the pair.
-    let alone = h.load(&[PORT_HUB], "2001:db8:1::", 50, 43);
+    let alone = h.load(&["hub"], "2001:db8:1::", 50, 43);
     assert_eq!(alone.len(), 100);
-    let more = h.load(&[PORT_HUB, PORT_S2], "2001:db8:2::", 50, 44);
+    let more = h.load(&["hub", "s2"], "2001:db8:2::", 50, 44);
     assert_eq!(more.len(), 100);
 
     // partner-down names its relationship.

@@ -1,8 +1,8 @@
 //! Live reload of a real `tandem serve`: under load from tandem-gen, SIGHUP with a new DNS
 //! server option changes the next replies without a single failed exchange; `tandem ctl
 //! reload` does the same and answers with what it applied; a broken file, or a change that
-//! needs a restart (a pool), is refused with the reason while the old configuration keeps
-//! running.
+//! needs a restart (a pool changed or removed), is refused with the reason while the old
+//! configuration keeps running. A pool and a subnet added under load serve the next clients.
 
 mod common;
 
@@ -179,6 +179,110 @@ fn options_reload_live_under_load_and_restart_only_changes_are_refused() {
     assert_eq!(
         dns_of(&sock, port),
         vec!["2001:db8::99".parse::<Ipv6Addr>().unwrap()]
+    );
+    assert!(server.exited().is_none(), "{}", tail(&log, 20));
+}
+
+#[test]
+fn pools_and_subnets_added_live_under_load_serve_the_next_clients() {
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("data");
+    let f = d.path().join("tandem.toml");
+    let port = free_udp_port();
+    // 1,000 addresses: not enough for the 3,000 clients below.
+    let small = config(port, &data, "2001:db8::53", "1").replace(
+        "2001:db8:1::1:0-2001:db8:1::1:ffff",
+        "2001:db8:1::1:0-2001:db8:1::1:3e7",
+    );
+    assert_ne!(small, config(port, &data, "2001:db8::53", "1"));
+    std::fs::write(&f, &small).unwrap();
+    let log = d.path().join("server.log");
+    let mut server = serve(&["--config", f.to_str().unwrap()], &log);
+    let load = std::thread::spawn({
+        let server = format!("[::1]:{port}");
+        move || {
+            std::process::Command::new("timeout")
+                .args(["-k", "2", "40", GEN, "--server", &server])
+                .args(["--clients", "3000", "--rate", "1000", "--json"])
+                .output()
+                .unwrap()
+        }
+    });
+    // About 300 clients in: a pool of 4,096 after the first, and a second subnet.
+    std::thread::sleep(Duration::from_millis(300));
+    let grown = small.replace(
+        "pools = [{ range = \"2001:db8:1::1:0-2001:db8:1::1:3e7\" }]",
+        "pools = [{ range = \"2001:db8:1::1:0-2001:db8:1::1:3e7\" }, { range = \"2001:db8:1::2:0-2001:db8:1::2:fff\" }]\n\
+         [[subnet]]\nid = 2\nprefix = \"2001:db8:2::/64\"\npools = [{ range = \"2001:db8:2::100-2001:db8:2::1ff\" }]",
+    );
+    assert_ne!(grown, small);
+    std::fs::write(&f, &grown).unwrap();
+    server.signal(nix::sys::signal::Signal::SIGHUP);
+    let out = load.join().unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("tandem-gen: {e}: {}", String::from_utf8_lossy(&out.stderr)));
+    let p = &json["phases"][0];
+    assert_eq!(
+        p["ok"],
+        3000,
+        "every client is served: {p}\n{}",
+        tail(&log, 20)
+    );
+    let text = read_lossy(&log);
+    assert!(
+        text.contains("subnet 1 pools added (1)") && text.contains("subnet 2 added"),
+        "{}",
+        tail(&log, 20)
+    );
+    // The control socket and the counters see the new table: 3,000 leases, most in the
+    // added pool.
+    let o = std::process::Command::new(TANDEM)
+        .args(["ctl", "--data-dir", data.to_str().unwrap(), "statistics"])
+        .output()
+        .unwrap();
+    let stats: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let pools = stats["pools"].as_array().unwrap();
+    assert_eq!(pools.len(), 3, "{stats}");
+    let active = |i: usize| pools[i]["active"].as_u64().unwrap();
+    assert_eq!(active(0) + active(1) + active(2), 3000, "{stats}");
+    assert!(
+        active(0) <= 1000 && active(1) + active(2) >= 2000,
+        "{stats}"
+    );
+    // The control socket works on the new configuration and table: a lease in the added
+    // subnet is added, then found.
+    let ctl = |args: &[&str]| {
+        let o = std::process::Command::new(TANDEM)
+            .args(["ctl", "--data-dir", data.to_str().unwrap()])
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            o.status.success(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+        )
+    };
+    let (ok, out) = ctl(&[
+        "lease-add",
+        "2001:db8:2::150",
+        "--duid",
+        "000102030405",
+        "--iaid",
+        "7",
+    ]);
+    assert!(ok, "{out}");
+    let (ok, out) = ctl(&["lease-get", "2001:db8:2::150"]);
+    assert!(ok && out.contains("000102030405"), "{out}");
+    // What went away is refused: back to one pool.
+    std::fs::write(&f, &small).unwrap();
+    let o = std::process::Command::new(TANDEM)
+        .args(["ctl", "--data-dir", data.to_str().unwrap(), "reload"])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        !o.status.success() && out.contains("subnet 2 (removed)"),
+        "{out}"
     );
     assert!(server.exited().is_none(), "{}", tail(&log, 20));
 }

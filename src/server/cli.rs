@@ -66,7 +66,8 @@ enum Command {
     /// most MCLT until the partner acknowledges it; the partner hears of it).
     /// `lease-delete ADDR|PREFIX/LEN`: end a lease as released (the partner hears of it). `reclaim`: reclaim expired leases now (no partner only).
     /// `reload`: read the configuration file again and apply what can change live (options,
-    /// limits, leasequery, rapid_commit, preference, log_level), as SIGHUP does.
+    /// limits, leasequery, rapid_commit, preference, log_level; without a partner also added
+    /// subnets and pools, and lifetimes), as SIGHUP does.
     /// `config-test`: read the file as a reload would and say what it would apply, or why
     /// it would be refused, applying nothing.
     Ctl(CtlArgs),

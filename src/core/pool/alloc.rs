@@ -672,16 +672,21 @@ impl Allocator {
     pub fn finish_restore(&self) {
         for sub in &self.subnets {
             for pool in &sub.pools {
-                for m in pool.subpools.iter() {
-                    let mut sp = lock(m);
-                    for b in 0..2 {
-                        let mut v: Vec<u128> = sp.free[b].drain(..).collect();
-                        v.sort_by_key(|i| sp.slots.get(i).map_or(0, |s| s.lease.expires_at));
-                        sp.free[b] = v.into();
-                    }
-                    sp.settle_cursors();
-                }
+                finish_restore_pool(pool);
             }
         }
+    }
+}
+
+/// [`Allocator::finish_restore`] for one pool.
+pub(super) fn finish_restore_pool(pool: &PoolState) {
+    for m in pool.subpools.iter() {
+        let mut sp = lock(m);
+        for b in 0..2 {
+            let mut v: Vec<u128> = sp.free[b].drain(..).collect();
+            v.sort_by_key(|i| sp.slots.get(i).map_or(0, |s| s.lease.expires_at));
+            sp.free[b] = v.into();
+        }
+        sp.settle_cursors();
     }
 }

@@ -21,6 +21,7 @@
 
 use crate::config::{PoolConfig, Reservation, ResourceKind, SubnetConfig};
 use crate::lease::{Lease, LeaseState};
+use alloc::finish_restore_pool;
 pub use operator::OperatorRefusal;
 use std::collections::HashMap;
 use std::net::Ipv6Addr;
@@ -132,8 +133,11 @@ impl Scope {
 /// The in-memory lease table of every subnet, shared by all workers.
 pub struct Allocator {
     subnets: Vec<SubnetPools>,
-    clients: Box<[Mutex<HashMap<u128, ResRef>>]>,
-    seq: AtomicU64,
+    /// Shared, like the pools, with the allocator a reload builds.
+    clients: Arc<[Mutex<HashMap<u128, ResRef>>]>,
+    seq: Arc<AtomicU64>,
+    /// Built for a failover endpoint (pools added by a reload are built the same way).
+    failover: bool,
 }
 
 /// Identifies one client IA in one subnet.
@@ -177,32 +181,128 @@ impl Allocator {
                         .pools
                         .iter()
                         .cloned()
-                        .map(|p| PoolState::new(p, failover))
+                        .map(|p| Arc::new(PoolState::new(p, failover)))
                         .collect(),
                 })
                 .collect(),
             clients: (0..CLIENT_SHARDS)
                 .map(|_| Mutex::new(HashMap::new()))
                 .collect(),
-            seq: AtomicU64::new(1),
+            seq: Arc::new(AtomicU64::new(1)),
+            failover,
         };
-        // Reserved resources are kept out of dynamic allocation (config validation put each
-        // inside a pool of this subnet, reserved once).
         for (sn, s) in subnets.iter().enumerate() {
-            for (id, r) in s.reservations.list().iter().enumerate() {
-                for kind in [ResourceKind::Address, ResourceKind::Prefix] {
-                    for (addr, _) in r.resources(kind) {
-                        if let Some(rr) = a.locate(sn, kind, addr) {
-                            let pool = &a.subnets[sn].pools[rr.pool as usize];
-                            lock(pool.subpool_of(rr.index))
-                                .reserved
-                                .insert(rr.index, id as u32);
-                        }
+            a.reserve(sn, s, 0);
+        }
+        a
+    }
+
+    /// Keeps the reserved resources of subnet index `sn` (configured as `s`) that lie in its
+    /// pools from index `first_pool` on out of dynamic allocation (config validation put each
+    /// inside a pool of this subnet, reserved once).
+    fn reserve(&self, sn: usize, s: &SubnetConfig, first_pool: usize) {
+        for (id, r) in s.reservations.list().iter().enumerate() {
+            for kind in [ResourceKind::Address, ResourceKind::Prefix] {
+                for (addr, _) in r.resources(kind) {
+                    if let Some(rr) = self.locate(sn, kind, addr)
+                        && rr.pool as usize >= first_pool
+                    {
+                        let pool = &self.subnets[sn].pools[rr.pool as usize];
+                        lock(pool.subpool_of(rr.index))
+                            .reserved
+                            .insert(rr.index, id as u32);
                     }
                 }
             }
         }
-        a
+    }
+
+    /// The table for a reloaded configuration `subnets` that only adds to this one: new
+    /// subnets anywhere, new pools after a subnet's existing ones, lifetimes changed. The two
+    /// tables share every existing pool and the client index, so workers still on this one
+    /// and workers on the new one see the same leases. Returns it with the added pools
+    /// (subnet index, pool index) for [`Allocator::restore_added`]. Refused, saying why,
+    /// when a subnet or pool went away or changed, or a pool was added before existing ones.
+    pub fn reconfigured(
+        &self,
+        subnets: &[SubnetConfig],
+    ) -> Result<(Allocator, Vec<(usize, usize)>), String> {
+        if let Some(gone) = self
+            .subnets
+            .iter()
+            .find(|o| !subnets.iter().any(|s| s.id == o.id))
+        {
+            return Err(format!("subnet {} removed", gone.id));
+        }
+        let mut added = Vec::new();
+        let mut out = Vec::with_capacity(subnets.len());
+        for (sn, s) in subnets.iter().enumerate() {
+            let old = self.subnets.iter().find(|o| o.id == s.id);
+            let kept = old.map_or(&[][..], |o| &o.pools[..]);
+            for (pi, op) in kept.iter().enumerate() {
+                let same = s.pools.get(pi).is_some_and(|np| {
+                    np.kind == op.cfg.kind
+                        && np.first == op.cfg.first
+                        && np.count == op.cfg.count
+                        && np.resource_len == op.cfg.resource_len
+                        && np.subpools == op.cfg.subpools
+                        && np.excluded == op.cfg.excluded
+                });
+                if !same {
+                    return Err(format!(
+                        "subnet {} pool {} removed, changed or moved (pools can be added after a subnet's existing ones; others need a restart)",
+                        s.id,
+                        pi + 1
+                    ));
+                }
+            }
+            let mut pools: Vec<Arc<PoolState>> = kept.to_vec();
+            for (pi, p) in s.pools.iter().enumerate().skip(kept.len()) {
+                pools.push(Arc::new(PoolState::new(p.clone(), self.failover)));
+                added.push((sn, pi));
+            }
+            out.push(SubnetPools {
+                id: s.id,
+                lifetimes: s.lifetimes,
+                pools,
+            });
+        }
+        let a = Allocator {
+            subnets: out,
+            clients: self.clients.clone(),
+            seq: self.seq.clone(),
+            failover: self.failover,
+        };
+        for (sn, s) in subnets.iter().enumerate() {
+            let first_new = self
+                .subnets
+                .iter()
+                .find(|o| o.id == s.id)
+                .map_or(0, |o| o.pools.len());
+            a.reserve(sn, s, first_new);
+        }
+        Ok((a, added))
+    }
+
+    /// Puts a stored lease that lies in one of the `added` pools (from
+    /// [`Allocator::reconfigured`]) into this table: a lease kept on disk while its pool was
+    /// not configured. Returns whether it did. Call before the table is used, then
+    /// [`Allocator::finish_restore_added`].
+    pub fn restore_added(&self, added: &[(usize, usize)], lease: Lease) -> bool {
+        let Some(sn) = self.subnets.iter().position(|s| s.id == lease.subnet_id) else {
+            return false;
+        };
+        match self.locate(sn, lease.kind, lease.addr) {
+            Some(r) if added.contains(&(sn, r.pool as usize)) => self.restore(lease).is_ok(),
+            _ => false,
+        }
+    }
+
+    /// [`Allocator::finish_restore`] for the `added` pools only (the others are in use).
+    pub fn finish_restore_added(&self, added: &[(usize, usize)]) {
+        for &(sn, pi) in added {
+            finish_restore_pool(&self.subnets[sn].pools[pi]);
+        }
     }
 
     fn next_seq(&self) -> u64 {

@@ -154,13 +154,17 @@ impl Allocator {
     }
 
     fn pd_pool(&self, id: PdPoolId) -> Option<&PoolState> {
-        self.subnets.iter().flat_map(|s| &s.pools).find(|p| {
-            p.cfg.kind == ResourceKind::Prefix
-                && p.cfg.resource(0) == id.first
-                && p.cfg.resource_len == id.delegated_len
-                && p.cfg.count == id.count
-                && p.subpools.first().is_some_and(|m| lock(m).failover)
-        })
+        self.subnets
+            .iter()
+            .flat_map(|s| &s.pools)
+            .find(|p| {
+                p.cfg.kind == ResourceKind::Prefix
+                    && p.cfg.resource(0) == id.first
+                    && p.cfg.resource_len == id.delegated_len
+                    && p.cfg.count == id.count
+                    && p.subpools.first().is_some_and(|m| lock(m).failover)
+            })
+            .map(|p| &**p)
     }
 
     /// The share in force for pool `id` (None: no such split pool, or not split yet).

@@ -5,7 +5,7 @@ use super::PoolUsage;
 use crate::config::{Lifetimes, PoolConfig, ResourceKind};
 use crate::lease::{Lease, LeaseState};
 use std::collections::{BTreeSet, HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 #[derive(Clone, Copy)]
 pub(super) struct ResRef {
@@ -430,5 +430,7 @@ impl PoolState {
 pub(super) struct SubnetPools {
     pub(super) id: u32,
     pub(super) lifetimes: Lifetimes,
-    pub(super) pools: Vec<PoolState>,
+    /// Shared with the allocator a reload builds ([`super::Allocator::reconfigured`]): the
+    /// old and the new allocator work on the same pools while workers move to the new one.
+    pub(super) pools: Vec<Arc<PoolState>>,
 }

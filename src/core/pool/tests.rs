@@ -1660,3 +1660,131 @@ fn partners_agree_on_the_relay_data_of_crossing_updates() {
         .unwrap();
     assert_eq!(&*stored(&a), &b"rb"[..]);
 }
+
+#[test]
+fn a_reloaded_table_shares_the_old_pools_and_adds_new_ones() {
+    let conf = |pools: &str, more: &str| {
+        config::parse(
+            "t",
+            &format!(
+                "[server]\nlisten=[\"[::1]:5547\"]\n{more}[[subnet]]\nid=1\nprefix=\"2001:db8::/64\"\npools=[{pools}]\n"
+            ),
+        )
+        .unwrap()
+    };
+    let small = "{range=\"2001:db8::100-2001:db8::101\"}";
+    let old_cfg = conf(small, "");
+    let old = Allocator::new(&old_cfg.subnets);
+    let mut w = Vec::new();
+    let grant = |a: &Allocator, d: &[u8], w: &mut Vec<Lease>| {
+        a.acquire(
+            10,
+            &ia(d, 1),
+            &[],
+            AcquireMode::Grant,
+            &Rules::STANDALONE,
+            w,
+        )
+        .map(|g| g.addr)
+    };
+    let first = grant(&old, b"c1", &mut w).unwrap();
+    // A pool added after the existing one, a subnet added before it.
+    let new_cfg = conf(
+        &format!("{small}, {{range=\"2001:db8::200-2001:db8::2ff\"}}"),
+        "[[subnet]]\nid=2\nprefix=\"2001:db8:2::/64\"\npools=[{range=\"2001:db8:2::100-2001:db8:2::1ff\"}]\n",
+    );
+    // A lease kept on disk for the added pool while it was not configured.
+    let kept = Lease {
+        kind: ResourceKind::Address,
+        addr: "2001:db8::200".parse().unwrap(),
+        prefix_len: 128,
+        subnet_id: 1,
+        state: LeaseState::Active,
+        duid: b"kept".to_vec().into(),
+        iaid: 1,
+        preferred_secs: 100,
+        valid_secs: 200,
+        cltt: 5,
+        expires_at: 1_000,
+        seq: 99,
+        partner_ack_until: 0,
+        partner_lifetime_received: 0,
+        relay: Box::default(),
+    };
+    assert!(old.restore(kept.clone()).is_err(), "no pool for it yet");
+    let (new, added) = old.reconfigured(&new_cfg.subnets).unwrap();
+    assert_eq!(
+        added,
+        vec![(0, 0), (1, 1)],
+        "subnet 2's pool, subnet 1's second"
+    );
+    assert!(new.restore_added(&added, kept.clone()));
+    assert!(
+        !new.restore_added(
+            &added,
+            Lease {
+                addr: first,
+                ..kept.clone()
+            }
+        ),
+        "not an added pool"
+    );
+    new.finish_restore_added(&added);
+    // Subnet 1 is index 1 now; the two tables see the same leases.
+    fn in_new(d: &[u8]) -> ClientIa<'_> {
+        ClientIa {
+            subnet: 1,
+            ..ia(d, 1)
+        }
+    }
+    let again = new
+        .acquire(
+            11,
+            &in_new(b"c1"),
+            &[],
+            AcquireMode::Grant,
+            &Rules::STANDALONE,
+            &mut w,
+        )
+        .unwrap();
+    assert_eq!(
+        again.addr, first,
+        "the client keeps its lease across the reload"
+    );
+    // The old pool's last address goes to a client through the old table, then the old pool
+    // is full in both and the new table uses the added pool (never the kept lease).
+    let second = grant(&old, b"c2", &mut w).unwrap();
+    assert_eq!(grant(&old, b"c3", &mut w), None);
+    let third = new
+        .acquire(
+            11,
+            &in_new(b"c3"),
+            &[],
+            AcquireMode::Grant,
+            &Rules::STANDALONE,
+            &mut w,
+        )
+        .unwrap()
+        .addr;
+    assert_ne!(third, second);
+    assert_ne!(third, kept.addr);
+    assert!(third >= "2001:db8::200".parse::<Ipv6Addr>().unwrap());
+    assert_eq!(
+        new.lookup(ResourceKind::Address, kept.addr).unwrap().duid,
+        kept.duid
+    );
+    // Removing or changing an existing pool, or adding one before it, is refused.
+    for bad in [
+        conf("{range=\"2001:db8::100-2001:db8::102\"}", ""),
+        conf(
+            &format!("{{range=\"2001:db8::200-2001:db8::2ff\"}}, {small}"),
+            "",
+        ),
+    ] {
+        assert!(new.reconfigured(&bad.subnets).is_err());
+    }
+    assert!(
+        new.reconfigured(&old_cfg.subnets).is_err(),
+        "subnet 2 removed"
+    );
+}

@@ -382,6 +382,13 @@ pub fn run_control(
             match listener.accept() {
                 Ok((mut s, _)) => {
                     served += 1;
+                    // The configuration and lease table in force (a reload may have added
+                    // pools since).
+                    let ctx = ControlCtx {
+                        cfg: ctx.reloader.running(),
+                        alloc: ctx.reloader.allocator(),
+                        ..ctx.clone()
+                    };
                     let line = read_request(&mut s);
                     let answer = if line.starts_with('{') {
                         let v = match serde_json::from_str::<Value>(&line) {

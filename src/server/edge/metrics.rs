@@ -133,7 +133,8 @@ pub struct MetricsHub {
     xdp: Mutex<Vec<XdpCounts>>,
     /// The store's map: bytes the data uses, map size, new leases refused.
     store: Mutex<(u64, u64, bool)>,
-    alloc: Arc<Allocator>,
+    /// The lease table in force (a reload that adds pools replaces it).
+    alloc: Mutex<Arc<Allocator>>,
     workers: usize,
     started: Instant,
 }
@@ -151,7 +152,7 @@ impl MetricsHub {
             failover: Mutex::new(Vec::new()),
             xdp: Mutex::new(Vec::new()),
             store: Mutex::new((0, 0, false)),
-            alloc,
+            alloc: Mutex::new(alloc),
             workers,
             started: Instant::now(),
         }
@@ -183,7 +184,7 @@ impl MetricsHub {
             Value::Object(m)
         };
         let pools: Vec<Value> = self
-            .alloc
+            .allocator()
             .usage()
             .into_iter()
             .map(|(subnet, pool, u)| {
@@ -236,6 +237,16 @@ impl MetricsHub {
     /// The XDP programs' counters (the xdp-addrs thread, every refresh).
     pub fn publish_xdp(&self, counts: Vec<XdpCounts>) {
         *lock(&self.xdp) = counts;
+    }
+
+    /// The lease table in force.
+    pub fn allocator(&self) -> Arc<Allocator> {
+        lock(&self.alloc).clone()
+    }
+
+    /// A reload replaced the lease table (pools added).
+    pub fn set_allocator(&self, alloc: Arc<Allocator>) {
+        *lock(&self.alloc) = alloc;
     }
 
     /// A partner thread's latest gauges (one relationship's; the others' stay).
@@ -453,7 +464,7 @@ impl MetricsHub {
     }
 
     fn render_pools(&self, t: &mut Text) {
-        let usage = self.alloc.usage();
+        let usage = self.allocator().usage();
         let names = [
             (
                 "tandem_pool_resources",
@@ -495,11 +506,11 @@ impl MetricsHub {
         // Prefix pools split between failover partners: the secondary's share and the free
         // prefixes it holds (an alert on the latter at 0 for long means the secondary cannot
         // delegate alone if the primary fails).
-        let balances: Vec<_> = self
-            .alloc
+        let alloc = self.allocator();
+        let balances: Vec<_> = alloc
             .pd_pools()
             .into_iter()
-            .filter_map(|id| Some((id.to_string(), self.alloc.pd_balance(id)?)))
+            .filter_map(|id| Some((id.to_string(), alloc.pd_balance(id)?)))
             .collect();
         if balances.is_empty() {
             return;

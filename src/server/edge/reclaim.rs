@@ -6,12 +6,11 @@ use crate::store::{CommitJob, Store};
 use crossbeam_channel::Sender;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-use tandem_core::pool::Allocator;
 use tracing::{debug, info, warn};
 
 /// The reclaim thread's loop, until `stop`.
 pub fn run_reclaimer(
-    alloc: &Allocator,
+    reloader: &super::reload::Reloader,
     tx: &Sender<CommitJob<PendingReply>>,
     store: &Store,
     stop: &AtomicBool,
@@ -27,6 +26,8 @@ pub fn run_reclaimer(
             continue;
         }
         last = Instant::now();
+        // The table in force (a reload that adds pools replaces it).
+        let alloc = reloader.allocator();
         let mut writes = Vec::new();
         let n = alloc.reclaim(now_secs(), &mut writes);
         if n > 0 {

@@ -49,7 +49,12 @@ pub struct Reloader {
     read: Box<dyn Fn() -> Result<Config, String> + Send + Sync>,
     running: Mutex<Arc<Config>>,
     engines: Arc<EngineCell>,
-    alloc: Arc<Allocator>,
+    /// The lease table in force (a reload that adds pools replaces it).
+    alloc: Mutex<Arc<Allocator>>,
+    /// Where leases kept for pools a reload adds back are read from.
+    store: std::sync::OnceLock<Arc<crate::store::Store>>,
+    /// Told of a new lease table.
+    hub: std::sync::OnceLock<Arc<super::metrics::MetricsHub>>,
     duid: Box<[u8]>,
     set_log_level: Option<SetLogLevel>,
     /// Files reopened at every reload (the audit log, for logrotate).
@@ -78,11 +83,28 @@ impl Reloader {
             read,
             running: Mutex::new(running),
             engines,
-            alloc,
+            alloc: Mutex::new(alloc),
+            store: std::sync::OnceLock::new(),
+            hub: std::sync::OnceLock::new(),
             duid,
             set_log_level,
             reopen: Mutex::new(Vec::new()),
         }
+    }
+
+    /// The store to read leases of added pools from, and the metrics to tell of a new table.
+    pub fn keep_store_and_metrics(
+        &self,
+        store: Arc<crate::store::Store>,
+        hub: Arc<super::metrics::MetricsHub>,
+    ) {
+        let _ = self.store.set(store);
+        let _ = self.hub.set(hub);
+    }
+
+    /// The lease table in force.
+    pub fn allocator(&self) -> Arc<Allocator> {
+        self.alloc.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// The configuration in force.
@@ -122,12 +144,15 @@ impl Reloader {
             {
                 set(&new.server.log_level).map_err(|e| format!("log_level: {e}"))?;
             }
+            let alloc = if new.has_failover() {
+                // The pools and lifetimes are the partners' to agree on: unchanged here.
+                self.allocator()
+            } else {
+                self.table_for(&new)?
+            };
             let new = Arc::new(new);
-            self.engines.set(Arc::new(Engine::new(
-                new.clone(),
-                self.duid.clone(),
-                self.alloc.clone(),
-            )));
+            self.engines
+                .set(Arc::new(Engine::new(new.clone(), self.duid.clone(), alloc)));
             *running = new;
             Ok(format!("applied: {}", changed.join(", ")))
         });
@@ -136,6 +161,41 @@ impl Reloader {
             Err(why) => warn!(error = %why, "reload refused; the running configuration stays"),
         }
         result
+    }
+}
+
+impl Reloader {
+    /// The lease table for `new` (a server without a partner): the running one's pools,
+    /// shared, with the pools `new` adds (and what the store kept for them); made the one in
+    /// force for the reclaimer, the control socket and the metrics before the workers' engine
+    /// moves to it.
+    fn table_for(&self, new: &Config) -> Result<Arc<Allocator>, String> {
+        let (alloc, added) = self.allocator().reconfigured(&new.subnets)?;
+        if !added.is_empty()
+            && let Some(store) = self.store.get()
+        {
+            // Leases kept on disk while their pool was not configured (no one else can touch
+            // the added pools until the new engine is in force).
+            let mut back = 0u64;
+            store
+                .load_leases(
+                    |l| back += u64::from(alloc.restore_added(&added, l)),
+                    |_, _| {},
+                )
+                .map_err(|e| format!("reading the store for the added pools: {e}"))?;
+            alloc.finish_restore_added(&added);
+            info!(
+                pools = added.len(),
+                leases = back,
+                "pools added by the reload"
+            );
+        }
+        let alloc = Arc::new(alloc);
+        *self.alloc.lock().unwrap_or_else(|e| e.into_inner()) = alloc.clone();
+        if let Some(hub) = self.hub.get() {
+            hub.set_allocator(alloc.clone());
+        }
+        Ok(alloc)
     }
 }
 
@@ -177,16 +237,38 @@ pub fn live_changes(old: &Config, new: &Config) -> Result<Vec<String>, String> {
     probe.server.rapid_commit = old.server.rapid_commit;
     probe.server.preference = old.server.preference;
     let mut refused = Vec::new();
-    if probe.subnets.len() != old.subnets.len()
-        || probe
+    // Without a partner, subnets and pools may be added and lifetimes changed (the lease
+    // table grows, `Allocator::reconfigured`); with one, the partners must agree on them.
+    let standalone = !old.has_failover() && !new.has_failover();
+    let same_list = probe.subnets.len() == old.subnets.len()
+        && probe
             .subnets
             .iter()
             .zip(&old.subnets)
-            .any(|(a, b)| a.id != b.id)
-    {
+            .all(|(a, b)| a.id == b.id);
+    if !standalone && !same_list {
         refused.push("the list of subnets (added, removed or renumbered)".to_string());
     } else {
-        for (p, o) in probe.subnets.iter_mut().zip(&old.subnets) {
+        if standalone {
+            if let Some(gone) = old
+                .subnets
+                .iter()
+                .find(|o| !probe.subnets.iter().any(|p| p.id == o.id))
+            {
+                refused.push(format!("subnet {} (removed)", gone.id));
+            }
+            for p in probe
+                .subnets
+                .iter()
+                .filter(|p| !old.subnets.iter().any(|o| o.id == p.id))
+            {
+                changed.push(format!("subnet {} added", p.id));
+            }
+        }
+        for p in probe.subnets.iter_mut() {
+            let Some(o) = old.subnets.iter().find(|o| o.id == p.id) else {
+                continue;
+            };
             if p.options != o.options {
                 changed.push(format!("subnet {} options", o.id));
             }
@@ -195,13 +277,27 @@ pub fn live_changes(old: &Config, new: &Config) -> Result<Vec<String>, String> {
                 changed.push(format!("subnet {} rapid_commit", o.id));
             }
             p.rapid_commit = o.rapid_commit;
-            if p.pools.len() == o.pools.len() {
+            if p.pools.len() >= o.pools.len() {
                 for (pp, op) in p.pools.iter_mut().zip(&o.pools) {
                     if pp.options != op.options {
                         changed.push(format!("subnet {} pool options", o.id));
                     }
                     pp.options = op.options.clone();
                 }
+            }
+            if standalone {
+                if p.pools.len() > o.pools.len() && p.pools[..o.pools.len()] == o.pools[..] {
+                    changed.push(format!(
+                        "subnet {} pools added ({})",
+                        o.id,
+                        p.pools.len() - o.pools.len()
+                    ));
+                    p.pools.truncate(o.pools.len());
+                }
+                if p.lifetimes != o.lifetimes {
+                    changed.push(format!("subnet {} lifetimes", o.id));
+                }
+                p.lifetimes = o.lifetimes;
             }
             let id = o.id;
             for (what, differs) in [
@@ -210,7 +306,14 @@ pub fn live_changes(old: &Config, new: &Config) -> Result<Vec<String>, String> {
                     p.prefix != o.prefix || p.extra_prefixes != o.extra_prefixes,
                 ),
                 ("interface", p.interface != o.interface),
-                ("pools", p.pools != o.pools),
+                (
+                    if standalone {
+                        "pools (removed, changed or reordered; new pools go after the existing ones)"
+                    } else {
+                        "pools"
+                    },
+                    p.pools != o.pools,
+                ),
                 ("lifetimes", p.lifetimes != o.lifetimes),
                 ("reservations", p.reservations != o.reservations),
                 (
@@ -239,7 +342,7 @@ pub fn live_changes(old: &Config, new: &Config) -> Result<Vec<String>, String> {
     }
     if !refused.is_empty() {
         return Err(format!(
-            "needs a restart: {} changed (live: options, limits, leasequery.requestors, rapid_commit, preference, log_level)",
+            "needs a restart: {} changed (live: options, limits, leasequery.requestors, rapid_commit, preference, log_level; without a partner also added subnets, pools added after a subnet's existing ones, lifetimes)",
             refused.join(", ")
         ));
     }
@@ -288,21 +391,27 @@ pools = [{ range = "2001:db8:1::100-2001:db8:1::1ff" }]
         let old = cfg(BASE);
         let e = live_changes(&old, &cfg(&BASE.replace("::1ff", "::2ff"))).unwrap_err();
         assert!(e.contains("subnet 1 pools"), "{e}");
+        let e = live_changes(&old, &cfg(&BASE.replace("5547", "5548"))).unwrap_err();
+        assert!(e.contains("[server]"), "{e}");
+        // With a partner, the subnets, pools and lifetimes are the pair's to agree on.
+        let fo = "[failover]\nrole = \"secondary\"\npartner_name = \"p\"\nca = \"c\"\ncert = \"c\"\nkey = \"k\"\n";
+        let old_pair = cfg(&format!("{BASE}{fo}"));
         let e = live_changes(
-            &old,
-            &cfg(&BASE.replace(
-                "[[subnet]]",
-                "[lease]\nvalid_lifetime_secs = 99999\n[[subnet]]",
+            &old_pair,
+            &cfg(&format!(
+                "{}{fo}",
+                BASE.replace(
+                    "[[subnet]]",
+                    "[lease]\nvalid_lifetime_secs = 99999\n[[subnet]]"
+                )
             )),
         )
         .unwrap_err();
         assert!(e.contains("subnet 1 lifetimes"), "{e}");
-        let e = live_changes(&old, &cfg(&BASE.replace("5547", "5548"))).unwrap_err();
-        assert!(e.contains("[server]"), "{e}");
         let two = format!(
-            "{BASE}[[subnet]]\nid = 2\nprefix = \"2001:db8:2::/64\"\npools = [{{ range = \"2001:db8:2::100-2001:db8:2::1ff\" }}]\n"
+            "{BASE}[[subnet]]\nid = 2\nprefix = \"2001:db8:2::/64\"\npools = [{{ range = \"2001:db8:2::100-2001:db8:2::1ff\" }}]\n{fo}"
         );
-        let e = live_changes(&old, &cfg(&two)).unwrap_err();
+        let e = live_changes(&old_pair, &cfg(&two)).unwrap_err();
         assert!(e.contains("list of subnets"), "{e}");
         // Leasequery's requestors are live; its TCP listener is not.
         let lq = |body: &str| cfg(&format!("{BASE}[leasequery]\n{body}"));
@@ -310,5 +419,42 @@ pools = [{ range = "2001:db8:1::100-2001:db8:1::1ff" }]
         assert_eq!(c, vec!["leasequery".to_string()]);
         let e = live_changes(&old, &lq("bulk_listen = [\"[::1]:547\"]\n")).unwrap_err();
         assert!(e.contains("leasequery.bulk_listen"), "{e}");
+    }
+
+    #[test]
+    fn without_a_partner_subnets_and_pools_may_be_added_and_lifetimes_changed() {
+        let old = cfg(BASE);
+        let subnet2 = "[[subnet]]\nid = 2\nprefix = \"2001:db8:2::/64\"\npools = [{ range = \"2001:db8:2::100-2001:db8:2::1ff\" }]\n";
+        // A subnet added, before or after the existing one.
+        let c = live_changes(&old, &cfg(&format!("{BASE}{subnet2}"))).unwrap();
+        assert_eq!(c, vec!["subnet 2 added".to_string()]);
+        let first = BASE.replace("[[subnet]]", &format!("{subnet2}[[subnet]]"));
+        assert_eq!(
+            live_changes(&old, &cfg(&first)).unwrap(),
+            vec!["subnet 2 added".to_string()]
+        );
+        // A pool added after the existing ones, and new lifetimes.
+        let more = BASE
+            .replace(
+                "pools = [{ range = \"2001:db8:1::100-2001:db8:1::1ff\" }]",
+                "pools = [{ range = \"2001:db8:1::100-2001:db8:1::1ff\" }, { range = \"2001:db8:1::300-2001:db8:1::3ff\" }]",
+            )
+            .replace("[[subnet]]", "[lease]\nvalid_lifetime_secs = 9999\n[[subnet]]");
+        let c = live_changes(&old, &cfg(&more)).unwrap();
+        assert!(c.contains(&"subnet 1 pools added (1)".to_string()), "{c:?}");
+        assert!(c.contains(&"subnet 1 lifetimes".to_string()), "{c:?}");
+        // Added before the existing pool: indices would move; refused.
+        let before = BASE.replace(
+            "pools = [{ range = \"2001:db8:1::100-2001:db8:1::1ff\" }]",
+            "pools = [{ range = \"2001:db8:1::300-2001:db8:1::3ff\" }, { range = \"2001:db8:1::100-2001:db8:1::1ff\" }]",
+        );
+        let e = live_changes(&old, &cfg(&before)).unwrap_err();
+        assert!(
+            e.contains("subnet 1 pools (removed, changed or reordered"),
+            "{e}"
+        );
+        // A subnet removed: its leases would be lost from the table.
+        let e = live_changes(&cfg(&format!("{BASE}{subnet2}")), &old).unwrap_err();
+        assert!(e.contains("subnet 2 (removed)"), "{e}");
     }
 }

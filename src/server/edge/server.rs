@@ -428,6 +428,9 @@ impl Server {
             duid,
             set_log_level,
         ));
+        // A reload that adds pools replaces the lease table: it loads what the store kept
+        // for them, and the metrics read the new one.
+        reloader.keep_store_and_metrics(store.clone(), hub.clone());
         if let Some(a) = &audit {
             reloader.reopen_on_reload(a.clone());
         }
@@ -521,14 +524,14 @@ impl Server {
         let reclaimer = match partner {
             Some(_) => None,
             None => {
-                let (alloc, tx, stop) = (alloc.clone(), commit_tx.clone(), stop.clone());
+                let (reloader, tx, stop) = (reloader.clone(), commit_tx.clone(), stop.clone());
                 let every = Duration::from_millis(cfg.server.reclaim_interval_ms);
                 let keep = cfg.server.keep_ended_secs;
                 Some(
                     std::thread::Builder::new()
                         .name("reclaim".into())
                         .spawn(move || {
-                            run_reclaimer(&alloc, &tx, &reclaim_store, &stop, every, keep)
+                            run_reclaimer(&reloader, &tx, &reclaim_store, &stop, every, keep)
                         })
                         .map_err(StartError::Thread)?,
                 )

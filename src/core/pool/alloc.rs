@@ -140,7 +140,10 @@ impl Allocator {
         let mut index = lock(self.shard(key));
         let mut old = None;
         if let Some(r) = index.get(&key).copied() {
-            let pool = &self.subnets[c.subnet].pools[r.pool as usize];
+            // The client holds a resource of a pool a reload added, which only the newer
+            // table has (this worker is still on the older one, for this batch at most):
+            // nothing to give it here, and nothing to take from the newer table.
+            let pool = self.indexed_pool(c.subnet, r)?;
             let mut sp = lock(pool.subpool_of(r.index));
             // A binding still in use is the client's whatever the rules (lease stability); a
             // freed one is a new allocation and must be ours to hand out now.
@@ -446,7 +449,7 @@ impl Allocator {
         let subnet_id = self.subnets[c.subnet].id;
         let index = lock(self.shard(key));
         let r = index.get(&key).copied()?;
-        let pool = &self.subnets[c.subnet].pools[r.pool as usize];
+        let pool = self.indexed_pool(c.subnet, r)?;
         let sp = lock(pool.subpool_of(r.index));
         let s = sp.slots.get(&r.index)?;
         (Self::owns(&s.lease, c, subnet_id)
@@ -646,6 +649,13 @@ impl Allocator {
     /// configuration (subnet or pool removed) are returned as an error for the caller to log;
     /// they are left in the store untouched.
     pub fn restore(&self, lease: Lease) -> Result<(), Lease> {
+        self.restore_with(lease, false)
+    }
+
+    /// [`Allocator::restore`]; with `only_if_unbound`, the client index is left alone when it
+    /// already points the client somewhere (a lease read back for a pool a reload adds must
+    /// not move a client that got another resource meanwhile).
+    pub(super) fn restore_with(&self, lease: Lease, only_if_unbound: bool) -> Result<(), Lease> {
         let Some(sn) = self.subnets.iter().position(|s| s.id == lease.subnet_id) else {
             return Err(lease);
         };
@@ -663,7 +673,9 @@ impl Allocator {
         // The cursors stay where they are: [`Allocator::finish_restore`] moves them past the
         // used indices they stand on, never past one without a record.
         sp.set(r.index, lease);
-        index.insert(key, r);
+        if !(only_if_unbound && index.contains_key(&key)) {
+            index.insert(key, r);
+        }
         Ok(())
     }
 

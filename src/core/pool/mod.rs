@@ -293,7 +293,9 @@ impl Allocator {
             return false;
         };
         match self.locate(sn, lease.kind, lease.addr) {
-            Some(r) if added.contains(&(sn, r.pool as usize)) => self.restore(lease).is_ok(),
+            Some(r) if added.contains(&(sn, r.pool as usize)) => {
+                self.restore_with(lease, true).is_ok()
+            }
             _ => false,
         }
     }
@@ -311,6 +313,13 @@ impl Allocator {
 
     fn key(&self, c: &ClientIa) -> u128 {
         client_key(self.subnets[c.subnet].id, c.kind, c.duid, c.iaid)
+    }
+
+    /// The pool a client index entry points into, if this table has it: the index is shared
+    /// with the table a reload builds ([`Allocator::reconfigured`]), whose added pools come
+    /// after this table's, so an entry it wrote may point past them.
+    fn indexed_pool(&self, sn: usize, r: ResRef) -> Option<&PoolState> {
+        self.subnets[sn].pools.get(r.pool as usize).map(|p| &**p)
     }
 
     fn shard(&self, key: u128) -> &Mutex<HashMap<u128, ResRef>> {

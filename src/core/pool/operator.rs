@@ -98,7 +98,11 @@ impl Allocator {
         let key = client_key(subnet_id, kind, duid, iaid);
         let mut index = lock(self.shard(key));
         if let Some(held) = index.get(&key).copied() {
-            let p = &self.subnets[sn].pools[held.pool as usize];
+            let Some(p) = self.indexed_pool(sn, held) else {
+                return Err(OperatorRefusal::ClientHolds(
+                    "a resource of a pool added by a reload since this request began".into(),
+                ));
+            };
             let sp = lock(p.subpool_of(held.index));
             if let Some(s) = sp.slots.get(&held.index)
                 && *s.lease.duid == *duid

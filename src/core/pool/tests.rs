@@ -1788,3 +1788,111 @@ fn a_reloaded_table_shares_the_old_pools_and_adds_new_ones() {
         "subnet 2 removed"
     );
 }
+
+/// Two tables at once after a reload that added a pool (`Allocator::reconfigured`).
+mod reloaded_tables {
+    use super::*;
+
+    fn conf(pools: &str) -> crate::config::Config {
+        config::parse(
+            "t",
+            &format!(
+                "[server]\nlisten=[\"[::1]:5547\"]\n[[subnet]]\nid=1\nprefix=\"2001:db8::/64\"\npools=[{pools}]\n"
+            ),
+        )
+        .unwrap()
+    }
+    const ONE: &str = "{range=\"2001:db8::100-2001:db8::100\"}";
+    const TWO: &str =
+        "{range=\"2001:db8::100-2001:db8::100\"}, {range=\"2001:db8::200-2001:db8::2ff\"}";
+
+    /// A client granted in the added pool through the new table, then seen by a worker still on
+    /// the old one (the index they share points past the old table's pools): no panic, no
+    /// second resource; the new table still has the client where it was.
+    #[test]
+    fn the_old_table_leaves_a_client_of_an_added_pool_alone() {
+        let old = Allocator::new(&conf(ONE).subnets);
+        let mut w = Vec::new();
+        let grant = |a: &Allocator, d: &[u8], w: &mut Vec<Lease>| {
+            a.acquire(1, &ia(d, 1), &[], AcquireMode::Grant, &Rules::STANDALONE, w)
+        };
+        grant(&old, b"a", &mut w).unwrap();
+        let (new, _) = old.reconfigured(&conf(TWO).subnets).unwrap();
+        let x = grant(&new, b"x", &mut w).unwrap().addr;
+        assert!(x >= "2001:db8::200".parse::<Ipv6Addr>().unwrap());
+        assert_eq!(grant(&old, b"x", &mut w), None);
+        assert_eq!(old.current(&ia(b"x", 1)), None);
+        assert_eq!(new.current(&ia(b"x", 1)).map(|g| g.addr), Some(x));
+        assert!(
+            old.operator_add(
+                &Rules::STANDALONE,
+                2,
+                ResourceKind::Address,
+                "2001:db8::100".parse().unwrap(),
+                128,
+                b"x",
+                1,
+                10,
+                20
+            )
+            .is_err()
+        );
+    }
+
+    /// A record the store kept for the re-added pool, of a client that holds another lease
+    /// now: read back, it stays held, but the client keeps its current lease.
+    #[test]
+    fn a_record_read_back_for_an_added_pool_does_not_move_its_client() {
+        let old = Allocator::new(&conf(ONE).subnets);
+        let mut w = Vec::new();
+        let live = old
+            .acquire(
+                1,
+                &ia(b"a", 1),
+                &[],
+                AcquireMode::Grant,
+                &Rules::STANDALONE,
+                &mut w,
+            )
+            .unwrap();
+        let stale = Lease {
+            kind: ResourceKind::Address,
+            addr: "2001:db8::205".parse().unwrap(),
+            prefix_len: 128,
+            subnet_id: 1,
+            state: LeaseState::Active,
+            duid: b"a".to_vec().into(),
+            iaid: 1,
+            preferred_secs: 1,
+            valid_secs: 100,
+            cltt: 0,
+            expires_at: 100,
+            seq: 1,
+            partner_ack_until: 0,
+            partner_lifetime_received: 0,
+            relay: Box::default(),
+        };
+        let (new, added) = old.reconfigured(&conf(TWO).subnets).unwrap();
+        assert!(new.restore_added(&added, stale.clone()));
+        new.finish_restore_added(&added);
+        for a in [&old, &new] {
+            let again = a
+                .acquire(
+                    5,
+                    &ia(b"a", 1),
+                    &[],
+                    AcquireMode::Grant,
+                    &Rules::STANDALONE,
+                    &mut w,
+                )
+                .unwrap();
+            assert_eq!(again.addr, live.addr, "the client stays on its lease");
+        }
+        assert_eq!(
+            new.lookup(ResourceKind::Address, stale.addr)
+                .map(|l| l.state),
+            Some(LeaseState::Active),
+            "the record read back is held until it ends, not handed out"
+        );
+    }
+}

@@ -139,16 +139,21 @@ impl Reloader {
             if changed.is_empty() {
                 return Ok("no change".to_string());
             }
+            // Everything that can fail comes before anything is applied.
+            let table = if new.has_failover() {
+                // The pools and lifetimes are the partners' to agree on: unchanged here.
+                None
+            } else {
+                Some(self.table_for(&new)?)
+            };
             if new.server.log_level != running.server.log_level
                 && let Some(set) = &self.set_log_level
             {
                 set(&new.server.log_level).map_err(|e| format!("log_level: {e}"))?;
             }
-            let alloc = if new.has_failover() {
-                // The pools and lifetimes are the partners' to agree on: unchanged here.
-                self.allocator()
-            } else {
-                self.table_for(&new)?
+            let alloc = match table {
+                Some(t) => self.publish_table(t),
+                None => self.allocator(),
             };
             let new = Arc::new(new);
             self.engines
@@ -166,10 +171,9 @@ impl Reloader {
 
 impl Reloader {
     /// The lease table for `new` (a server without a partner): the running one's pools,
-    /// shared, with the pools `new` adds (and what the store kept for them); made the one in
-    /// force for the reclaimer, the control socket and the metrics before the workers' engine
-    /// moves to it.
-    fn table_for(&self, new: &Config) -> Result<Arc<Allocator>, String> {
+    /// shared, with the pools `new` adds (and what the store kept for them). Nothing uses it
+    /// until [`Reloader::publish_table`].
+    fn table_for(&self, new: &Config) -> Result<Allocator, String> {
         let (alloc, added) = self.allocator().reconfigured(&new.subnets)?;
         if !added.is_empty()
             && let Some(store) = self.store.get()
@@ -190,12 +194,18 @@ impl Reloader {
                 "pools added by the reload"
             );
         }
-        let alloc = Arc::new(alloc);
+        Ok(alloc)
+    }
+
+    /// Makes `table` the one in force for the reclaimer, the control socket and the metrics
+    /// (the workers' engine moves to it next).
+    fn publish_table(&self, table: Allocator) -> Arc<Allocator> {
+        let alloc = Arc::new(table);
         *self.alloc.lock().unwrap_or_else(|e| e.into_inner()) = alloc.clone();
         if let Some(hub) = self.hub.get() {
             hub.set_allocator(alloc.clone());
         }
-        Ok(alloc)
+        alloc
     }
 }
 
@@ -250,6 +260,21 @@ pub fn live_changes(old: &Config, new: &Config) -> Result<Vec<String>, String> {
         refused.push("the list of subnets (added, removed or renumbered)".to_string());
     } else {
         if standalone {
+            // Directly attached clients on no known interface go to the first subnet tied to
+            // no interface: a change of it would leave its clients' bindings behind.
+            let fallback = |c: &Config| {
+                c.subnets
+                    .iter()
+                    .find(|s| s.interface.is_none())
+                    .map(|s| s.id)
+            };
+            if let (Some(was), Some(now)) = (fallback(old), fallback(&probe))
+                && was != now
+            {
+                refused.push(format!(
+                    "the subnet of directly attached clients (the first with no interface: {was}, now {now}; add new subnets after it)"
+                ));
+            }
             if let Some(gone) = old
                 .subnets
                 .iter()
@@ -428,9 +453,20 @@ pools = [{ range = "2001:db8:1::100-2001:db8:1::1ff" }]
         // A subnet added, before or after the existing one.
         let c = live_changes(&old, &cfg(&format!("{BASE}{subnet2}"))).unwrap();
         assert_eq!(c, vec!["subnet 2 added".to_string()]);
+        // Before the existing one, it would take over directly attached clients: refused,
+        // unless it is tied to an interface.
         let first = BASE.replace("[[subnet]]", &format!("{subnet2}[[subnet]]"));
+        let e = live_changes(&old, &cfg(&first)).unwrap_err();
+        assert!(e.contains("the first with no interface: 1, now 2"), "{e}");
+        let tied = BASE.replace(
+            "[[subnet]]",
+            &format!(
+                "{}[[subnet]]",
+                subnet2.replace("id = 2\n", "id = 2\ninterface = \"eth7\"\n")
+            ),
+        );
         assert_eq!(
-            live_changes(&old, &cfg(&first)).unwrap(),
+            live_changes(&old, &cfg(&tied)).unwrap(),
             vec!["subnet 2 added".to_string()]
         );
         // A pool added after the existing ones, and new lifetimes.

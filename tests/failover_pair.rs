@@ -982,7 +982,9 @@ fn operator_partner_down_then_the_partner_returns() {
         let socks = [p.socket("a"), p.socket("b")];
         std::thread::spawn(move || {
             let mut said = Vec::new();
-            for (f, sock) in files.iter().zip(&socks) {
+            // Between the two reloads, what each side's status says of the configurations.
+            let mut between = Vec::new();
+            for (i, (f, sock)) in files.iter().zip(&socks).enumerate() {
                 std::thread::sleep(Duration::from_millis(300));
                 let mut text = std::fs::read_to_string(f).unwrap();
                 text.push_str("[options]\ndns_servers = [\"2001:db8::53\"]\n");
@@ -997,8 +999,23 @@ fn operator_partner_down_then_the_partner_returns() {
                     o.status.success(),
                     String::from_utf8_lossy(&o.stdout).into_owned(),
                 ));
+                if i == 0 {
+                    let end = Instant::now() + Duration::from_secs(3);
+                    let differs = |s: &Path| {
+                        status_at(s)
+                            .get("config")
+                            .is_some_and(|c| c.starts_with("differs"))
+                    };
+                    while !(differs(&socks[0]) && differs(&socks[1])) && Instant::now() < end {
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                    between = socks
+                        .iter()
+                        .map(|s| status_at(s).get("config").cloned())
+                        .collect();
+                }
             }
-            said
+            (said, between)
         })
     };
     let (json, mut held) = p.load(&["--clients", "500", "--rate", "500", "--seed", "31"], 30);
@@ -1006,8 +1023,24 @@ fn operator_partner_down_then_the_partner_returns() {
         &json,
         "load before the primary dies (with a rolling reload)",
     );
-    for (ok, out) in reloads.join().unwrap() {
+    let (said, between) = reloads.join().unwrap();
+    for (ok, out) in said {
         assert!(ok && out.contains("applied: options"), "{out}");
+    }
+    // Half-way, both said the configurations in force differ, and named the option.
+    for (name, line) in ["a", "b"].iter().zip(&between) {
+        assert!(
+            line.as_deref()
+                .is_some_and(|l| l.starts_with("differs") && l.contains("subnet 1 options: 23 #")),
+            "{name} between the reloads: {line:?}"
+        );
+    }
+    // Both reloaded: the same again, on both, without the link going down.
+    for name in ["a", "b"] {
+        p.wait_for(name, 5, "config: same", |s| {
+            s.get("config")
+                .is_some_and(|c| c == "same as the partner's")
+        });
     }
     // Restarts from here on use the reloaded configuration.
     p.extra_config = "[options]\ndns_servers = [\"2001:db8::53\"]\n".to_string();
@@ -1019,6 +1052,16 @@ fn operator_partner_down_then_the_partner_returns() {
     p.wait_drained("a", 20);
     // The failover gauges say what `tandem ctl status` says; the primary served the load and
     // the secondary heard of every lease.
+    for name in ["a", "b"] {
+        assert_eq!(
+            p.metrics(name).one(
+                "tandem_failover_config_differs",
+                &[("relationship", "test-pair")]
+            ),
+            0.0,
+            "{name}"
+        );
+    }
     let granted = |m: &Scrape| m.one("tandem_lease_events_total", &[("event", "granted")]);
     let ma = p.metrics_when("a", "500 grants", |m| granted(m) >= 500.0);
     let mb = p.metrics("b");

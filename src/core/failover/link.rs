@@ -15,6 +15,11 @@
 //! hearing anything. The whole handshake, transport included, must end within
 //! [`HANDSHAKE_TIMEOUT_MS`] of the connection opening.
 //!
+//! While the link is up, a live reload on either side can change what CONNECT compared (the
+//! options, above all). The side whose configuration changed sends a CONTACT carrying its new
+//! pools digest and summary ([`Link::set_pools`]); each side then knows whether the two
+//! configurations in force still match ([`Link::pools_differ`]) without dropping the link.
+//!
 //! [`Backoff`] is the primary's reconnection schedule.
 
 use super::codec::{self, CodecError};
@@ -119,6 +124,9 @@ pub struct Link {
     /// message of a window ([`SKEW_WINDOW_MS`]; CONTACTs keep every window populated).
     skew_best_secs: Option<i64>,
     skew_window_ms: u64,
+    /// The partner's pools digest and summary in force: as compared at CONNECT, then as its
+    /// CONTACTs announce after a live reload.
+    partner_pools: Option<([u8; 32], Arc<[String]>)>,
 }
 
 impl Link {
@@ -152,6 +160,7 @@ impl Link {
             eof: false,
             skew_best_secs: None,
             skew_window_ms: now.mono_ms,
+            partner_pools: None,
         };
         if role == Role::Primary {
             let xid = l.next_xid();
@@ -165,6 +174,44 @@ impl Link {
             }
         }
         l
+    }
+
+    /// Our configuration changed while the link may be up (a live reload): what a later
+    /// CONNECT compares becomes `digest` and `summary`, and a link that is up tells the
+    /// partner at once, in a CONTACT.
+    pub fn set_pools(&mut self, now: Now, digest: [u8; 32], summary: Arc<[String]>) {
+        if digest == self.params.pools_digest {
+            return;
+        }
+        self.params.pools_digest = digest;
+        self.summary = summary;
+        if self.phase == Phase::Up {
+            let mut buf = Vec::new();
+            let sent = super::wire::to_failover_time(now.unix_secs);
+            let xid = self.next_xid();
+            let mut w = FailoverWriter::new(&mut buf, FailoverType::Contact, xid, sent);
+            super::pools_digest::write_tandem_pools(&mut w, &digest, &self.summary);
+            let mut frame = Vec::new();
+            if w.frame_into(&mut frame).is_ok() {
+                self.queue(now, &frame);
+            }
+        }
+    }
+
+    /// While the link is up: `None` if the partner's configuration in force has the same pools
+    /// digest as ours (or nothing is known yet), else what differs, from the two summaries.
+    pub fn pools_differ(&self) -> Option<String> {
+        let (theirs, their_lines) = self.partner_pools.as_ref()?;
+        if *theirs == self.params.pools_digest || self.phase != Phase::Up {
+            return None;
+        }
+        let ours = super::pools_digest::cut_summary(&self.summary);
+        let (only_ours, only_theirs) = super::pools_digest::diff_lines(&ours, their_lines);
+        Some(format!(
+            "only here: {}; only on the partner: {}",
+            super::pools_digest::list_lines(&only_ours),
+            super::pools_digest::list_lines(&only_theirs)
+        ))
     }
 
     /// Whether CONNECT was accepted and the link is not over.
@@ -386,6 +433,8 @@ impl Link {
 
     fn up(&mut self, a: ConnectAccepted) {
         self.phase = Phase::Up;
+        // CONNECT found the partner's pools the same as ours.
+        self.partner_pools = Some((self.params.pools_digest, self.summary.clone()));
         self.skew_best_secs = None;
         self.send_every_ms = (a.partner_keepalive_secs * 1000 / 4).max(CONTACT_EVERY_MIN_MS);
         self.events.push_back(LinkEvent::Up(a));
@@ -422,6 +471,13 @@ impl Link {
         {
             self.disconnect(now, why);
             return;
+        }
+        // A CONTACT may announce the partner's pools after a live reload.
+        if let Ok(m) = FailoverMessage::parse(msg)
+            && m.msg_type() == FailoverType::Contact
+            && let Some((digest, lines)) = super::pools_digest::read_tandem_pools(&m)
+        {
+            self.partner_pools = Some((digest, lines.into()));
         }
         let config = &self.config;
         match codec::decode(msg, |a, k| config.subnet_of(a, k), now.unix_secs) {
@@ -576,6 +632,45 @@ mod tests {
                 LinkEvent::Msg(PeerMsg::Contact)
             ]
         );
+    }
+
+    #[test]
+    fn a_live_reload_on_one_side_shows_on_both_until_the_other_follows() {
+        let (mut a, mut b) = pair(5);
+        carry(&mut a, &mut b, at(10));
+        carry(&mut b, &mut a, at(20));
+        assert!(a.is_up() && b.is_up());
+        assert_eq!((a.pools_differ(), b.pools_differ()), (None, None));
+        // A reloads with another DNS server: it tells B at once, the link stays up.
+        let text = format!(
+            "{}[options]\ndns_servers = [\"2001:db8::99\"]\n",
+            config::EMBEDDED_DEFAULT
+        );
+        let reloaded = Arc::new(config::parse("<t>", &text).unwrap());
+        let digest = crate::failover::pools_digest::pools_digest(&reloaded);
+        let summary: Arc<[String]> = pools_summary(&reloaded).into();
+        a.set_pools(at(30), digest, summary.clone());
+        let ev = carry(&mut a, &mut b, at(40));
+        assert_eq!(ev, vec![LinkEvent::Msg(PeerMsg::Contact)]);
+        let on_b = b.pools_differ().expect("B sees the difference");
+        assert!(
+            on_b.contains("only here: none; only on the partner: [subnet 1 options: 23 #"),
+            "{on_b}"
+        );
+        // A knows it too (B's pools are still those of CONNECT), and says the other way.
+        let on_a = a.pools_differ().expect("A sees the difference");
+        assert!(
+            on_a.starts_with("only here: [subnet 1 options: 23 #"),
+            "{on_a}"
+        );
+        assert!(a.is_up() && b.is_up());
+        // B follows: both match again.
+        b.set_pools(at(50), digest, summary);
+        carry(&mut b, &mut a, at(60));
+        assert_eq!((a.pools_differ(), b.pools_differ()), (None, None));
+        // Setting what is already in force sends nothing.
+        a.set_pools(at(70), digest, pools_summary(&reloaded).into());
+        assert!(a.take_transmit().is_empty());
     }
 
     #[test]

@@ -107,6 +107,9 @@ pub struct FailoverGauges {
     pub updates_received: u64,
     /// The store failed while taking the partner's updates.
     pub store_failed: bool,
+    /// While the link is up, whether the partner's configuration in force (its pools digest:
+    /// pools, lifetimes, options, reservations) differs from ours, after a live reload of one.
+    pub config_differs: bool,
 }
 
 /// One XDP program's counters (`--datapath xdp`), summed over CPUs.
@@ -589,7 +592,7 @@ fn render_failover(t: &mut Text, all: &[FailoverGauges]) {
         &'static str,
         fn(&FailoverGauges, u64) -> f64,
     );
-    let gauges: [Gauge; 8] = [
+    let gauges: [Gauge; 9] = [
         (
             "tandem_failover_state_seconds",
             "gauge",
@@ -637,6 +640,12 @@ fn render_failover(t: &mut Text, all: &[FailoverGauges]) {
             "gauge",
             "1 if the store failed while taking the partner's updates (the link was dropped).",
             |f, _| f64::from(u8::from(f.store_failed)),
+        ),
+        (
+            "tandem_failover_config_differs",
+            "gauge",
+            "1 while the link is up and the partner's configuration in force differs from ours (pools, lifetimes, options or reservations): a rolling reload is half done. The pair keeps serving; a new link would be refused until both match.",
+            |f, _| f64::from(u8::from(f.config_differs)),
         ),
     ];
     for (name, kind, help, value) in gauges {

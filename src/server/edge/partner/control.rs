@@ -228,6 +228,18 @@ impl PartnerThread {
             // The partner's STATE says it is in PARTNER-DOWN, since then (it considers us down).
             let _ = writeln!(t, "partner_in_partner_down_since: {pd}");
         }
+        match self.config_differs() {
+            Some(what) => {
+                let _ = writeln!(
+                    t,
+                    "config: differs from the partner's in force ({what}); finish the rolling reload"
+                );
+            }
+            None if self.conn.as_ref().is_some_and(|c| c.is_up()) => {
+                let _ = writeln!(t, "config: same as the partner's");
+            }
+            None => {}
+        }
         let _ = writeln!(t, "catching_up: {}", self.node.catching_up());
         let _ = writeln!(t, "unacked_updates: {}", self.node.unacked());
         let _ = writeln!(t, "update_backlog: {}", self.node.backlog());

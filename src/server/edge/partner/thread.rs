@@ -174,6 +174,7 @@ impl PartnerThread {
                 updates_sent: self.sent_updates,
                 updates_received: self.received_updates,
                 store_failed: self.store_failed,
+                config_differs: self.config_differs().is_some(),
             });
     }
 
@@ -579,6 +580,41 @@ impl PartnerThread {
         Self::send_msgs(&mut self.outbox, c, now);
     }
 
+    /// A live reload replaced the configuration: what this relationship shares of it becomes
+    /// what a CONNECT compares, and a link that is up tells the partner (`Link::set_pools`), so
+    /// both know whether the two configurations in force still match.
+    fn follow_reload(&mut self) {
+        let running = self.reloader.running();
+        if Arc::ptr_eq(&running, &self.whole) {
+            return;
+        }
+        self.cfg = if running.relationships.len() > 1 {
+            Arc::new(running.relationship_view(self.index))
+        } else {
+            running.clone()
+        };
+        self.whole = running;
+        self.params.pools_digest = tandem_core::failover::pools_digest::pools_digest(&self.cfg);
+        self.summary = tandem_core::failover::pools_digest::pools_summary(&self.cfg).into();
+        let now = self.now();
+        if let Some(c) = self.conn.as_mut()
+            && let Some(l) = c.link.as_mut()
+        {
+            l.set_pools(now, self.params.pools_digest, self.summary.clone());
+            c.transmit();
+            c.flush();
+        }
+    }
+
+    /// While the link is up, what differs between the partner's configuration in force and
+    /// ours (after a live reload of one of them); `None` when they match or nothing is known.
+    pub(super) fn config_differs(&self) -> Option<String> {
+        self.conn
+            .as_ref()
+            .and_then(|c| c.link.as_ref())
+            .and_then(|l| l.pools_differ())
+    }
+
     pub(super) fn tls_done(&mut self, c: &mut Conn) {
         if let rustls::Connection::Server(s) = &c.tls
             && let Err(e) = self.tls.check_client(s)
@@ -588,18 +624,7 @@ impl PartnerThread {
         }
         // The configuration in force (a reload may have changed options since the start):
         // the partner compares its digest with its own at CONNECT.
-        let running = self.reloader.running();
-        if !Arc::ptr_eq(&running, &self.whole) {
-            // What this relationship shares of it.
-            self.cfg = if running.relationships.len() > 1 {
-                Arc::new(running.relationship_view(self.index))
-            } else {
-                running.clone()
-            };
-            self.whole = running;
-            self.params.pools_digest = tandem_core::failover::pools_digest::pools_digest(&self.cfg);
-            self.summary = tandem_core::failover::pools_digest::pools_summary(&self.cfg).into();
-        }
+        self.follow_reload();
         // The primary's CONNECT is queued by the link and leaves with this turn's transmit.
         c.link = Some(Link::new(
             self.params.clone(),
@@ -680,6 +705,7 @@ impl PartnerThread {
     }
 
     pub(super) fn timers(&mut self) {
+        self.follow_reload();
         let now = now_secs();
         if self.last_reclaim.elapsed() >= Duration::from_millis(self.cfg.server.reclaim_interval_ms)
         {

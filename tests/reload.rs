@@ -2,7 +2,8 @@
 //! server option changes the next replies without a single failed exchange; `tandem ctl
 //! reload` does the same and answers with what it applied; a broken file, or a change that
 //! needs a restart (a pool changed or removed), is refused with the reason while the old
-//! configuration keeps running. A pool and a subnet added under load serve the next clients.
+//! configuration keeps running. A pool and a subnet added under load serve the next clients; a
+//! reservation added by a reload is offered at once, to its client only.
 
 mod common;
 
@@ -208,7 +209,7 @@ fn pools_and_subnets_added_live_under_load_serve_the_next_clients() {
                 .unwrap()
         }
     });
-    // About 300 clients in: a pool of 4,096 after the first, and a second subnet.
+    // About 300 clients in: a pool of 4,096 after the first, a second subnet, a new option.
     std::thread::sleep(Duration::from_millis(300));
     let grown = small.replace(
         "pools = [{ range = \"2001:db8:1::1:0-2001:db8:1::1:3e7\" }]",
@@ -216,6 +217,8 @@ fn pools_and_subnets_added_live_under_load_serve_the_next_clients() {
          [[subnet]]\nid = 2\nprefix = \"2001:db8:2::/64\"\npools = [{ range = \"2001:db8:2::100-2001:db8:2::1ff\" }]",
     );
     assert_ne!(grown, small);
+    // And a new DNS server in the same reload.
+    let grown = grown.replace("2001:db8::53", "2001:db8::77");
     std::fs::write(&f, &grown).unwrap();
     server.signal(nix::sys::signal::Signal::SIGHUP);
     let out = load.join().unwrap();
@@ -227,6 +230,12 @@ fn pools_and_subnets_added_live_under_load_serve_the_next_clients() {
         3000,
         "every client is served: {p}\n{}",
         tail(&log, 20)
+    );
+    let sock = UdpSocket::bind("[::1]:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    assert_eq!(
+        dns_of(&sock, port),
+        vec!["2001:db8::77".parse::<Ipv6Addr>().unwrap()]
     );
     let text = read_lossy(&log);
     assert!(
@@ -284,5 +293,82 @@ fn pools_and_subnets_added_live_under_load_serve_the_next_clients() {
         !o.status.success() && out.contains("subnet 2 (removed)"),
         "{out}"
     );
+    assert!(server.exited().is_none(), "{}", tail(&log, 20));
+}
+
+/// The address an Advertise from the server on `port` offers client `duid` (Solicit from `sock`).
+fn offered(sock: &UdpSocket, port: u16, duid: &[u8]) -> Option<Ipv6Addr> {
+    let mut m = Message::new(MessageType::Solicit);
+    m.opts_mut().insert(DhcpOption::ClientId(duid.to_vec()));
+    m.opts_mut().insert(DhcpOption::IANA(dhcproto::v6::IANA {
+        id: 1,
+        t1: 0,
+        t2: 0,
+        opts: Default::default(),
+    }));
+    let mut b = Vec::new();
+    m.encode(&mut Encoder::new(&mut b)).unwrap();
+    sock.send_to(&b, format!("[::1]:{port}")).unwrap();
+    let mut rb = [0u8; 2048];
+    let n = sock.recv(&mut rb).expect("an Advertise");
+    let r = Message::decode(&mut Decoder::new(&rb[..n])).unwrap();
+    r.opts().iter().find_map(|o| match o {
+        DhcpOption::IANA(ia) => ia.opts.iter().find_map(|o| match o {
+            DhcpOption::IAAddr(a) => Some(a.addr),
+            _ => None,
+        }),
+        _ => None,
+    })
+}
+
+#[test]
+fn reservations_change_live() {
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("data");
+    let f = d.path().join("tandem.toml");
+    let port = free_udp_port();
+    let base = config(port, &data, "2001:db8::53", "ffff");
+    std::fs::write(&f, &base).unwrap();
+    let log = d.path().join("server.log");
+    let mut server = serve(&["--config", f.to_str().unwrap()], &log);
+    let sock = UdpSocket::bind("[::1]:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let vip = [0u8, 3, 0, 1, 0xaa, 0xbb, 0xcc, 0, 0, 1];
+    let reserved: Ipv6Addr = "2001:db8:1::1:abcd".parse().unwrap();
+    let before = offered(&sock, port, &vip).unwrap();
+    assert_ne!(before, reserved);
+    // A reservation for it, by reload.
+    let with = format!(
+        "{base}reservations = [{{ duid = \"00:03:00:01:aa:bb:cc:00:00:01\", addresses = [\"{reserved}\"] }}]\n"
+    );
+    std::fs::write(&f, &with).unwrap();
+    let ctl = |what: &str| {
+        let o = std::process::Command::new(TANDEM)
+            .args(["ctl", "--data-dir", data.to_str().unwrap(), what])
+            .output()
+            .unwrap();
+        (
+            o.status.success(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+        )
+    };
+    let (ok, out) = ctl("reload");
+    assert!(
+        ok && out.contains("subnet 1 reservations"),
+        "{out}\n{}",
+        tail(&log, 10)
+    );
+    assert_eq!(offered(&sock, port, &vip), Some(reserved));
+    // Nobody else is offered it meanwhile.
+    for i in 0..20u8 {
+        assert_ne!(
+            offered(&sock, port, &[0, 3, 0, 1, 1, 2, 3, 4, 5, i]),
+            Some(reserved)
+        );
+    }
+    // Taken away again: applied live too.
+    std::fs::write(&f, &base).unwrap();
+    let (ok, out) = ctl("reload");
+    assert!(ok && out.contains("subnet 1 reservations"), "{out}");
     assert!(server.exited().is_none(), "{}", tail(&log, 20));
 }

@@ -782,7 +782,7 @@ impl IaRequest {
         subnet: usize,
         duid: &'d [u8],
         relay: &'d [u8],
-        reservation: Option<(u32, &'d Reservation)>,
+        reservation: Option<(u64, &'d Reservation)>,
     ) -> ClientIa<'d> {
         ClientIa {
             subnet,
@@ -894,7 +894,7 @@ fn find_reservation<'c>(
     sub: &'c SubnetConfig,
     duid: &[u8],
     line: Option<OptionIter>,
-) -> Option<(u32, &'c Reservation)> {
+) -> Option<(u64, &'c Reservation)> {
     let rs = &sub.reservations;
     if rs.is_empty() {
         return None;
@@ -918,7 +918,8 @@ fn find_reservation<'c>(
             .filter(|v| !v.is_empty())
             .and_then(|v| rs.find(kind, v))
         {
-            return Some((id, rs.get(id)));
+            let r = rs.get(id);
+            return Some((r.key.stable_id(), r));
         }
     }
     None

@@ -67,7 +67,7 @@ enum Command {
     /// `lease-delete ADDR|PREFIX/LEN`: end a lease as released (the partner hears of it). `reclaim`: reclaim expired leases now (no partner only).
     /// `reload`: read the configuration file again and apply what can change live (options,
     /// limits, leasequery, rapid_commit, preference, log_level; without a partner also added
-    /// subnets and pools, and lifetimes), as SIGHUP does.
+    /// subnets and pools, lifetimes and reservations), as SIGHUP does.
     /// `config-test`: read the file as a reload would and say what it would apply, or why
     /// it would be refused, applying nothing.
     Ctl(CtlArgs),

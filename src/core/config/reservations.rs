@@ -83,6 +83,21 @@ pub struct ReservationKey {
     pub value: Box<[u8]>,
 }
 
+impl ReservationKey {
+    /// A number that stands for this key in the lease table's reserved resources: the same
+    /// for the same key in every configuration (a reload that changes other reservations
+    /// does not change it), unlike its place in the list. 64-bit FNV-1a of the kind and the
+    /// bytes.
+    pub fn stable_id(&self) -> u64 {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in std::iter::once(self.kind as u8).chain(self.value.iter().copied()) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        h
+    }
+}
+
 impl fmt::Display for ReservationKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} ", self.kind.name())?;

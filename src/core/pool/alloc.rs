@@ -334,6 +334,11 @@ impl Allocator {
                 if line && !rules.may_take(sp.owner(r.index), now) {
                     continue;
                 }
+                // The table's reservations decide (a reload may have moved this one since the
+                // configuration the engine answers with was read).
+                if sp.reserved_for_other(r.index, c.reservation.map(|(id, _)| id)) {
+                    continue;
+                }
                 let ok = match sp.slots.get(&r.index) {
                     None => true,
                     Some(s) if s.lease.state == LeaseState::Declined => false,

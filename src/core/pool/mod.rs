@@ -151,8 +151,9 @@ pub struct ClientIa<'a> {
     pub duid: &'a [u8],
     /// IAID.
     pub iaid: u32,
-    /// The client's reservation in this subnet, if it has one: its id and what it holds.
-    pub reservation: Option<(u32, &'a Reservation)>,
+    /// The client's reservation in this subnet, if it has one: its key's
+    /// [`crate::config::ReservationKey::stable_id`] and what it holds.
+    pub reservation: Option<(u64, &'a Reservation)>,
     /// The relay data of the client's message (`wire::relay_data`; empty if it came
     /// directly), kept with what it is granted or renewed.
     pub relay: &'a [u8],
@@ -201,7 +202,8 @@ impl Allocator {
     /// pools from index `first_pool` on out of dynamic allocation (config validation put each
     /// inside a pool of this subnet, reserved once).
     fn reserve(&self, sn: usize, s: &SubnetConfig, first_pool: usize) {
-        for (id, r) in s.reservations.list().iter().enumerate() {
+        for r in s.reservations.list() {
+            let id = r.key.stable_id();
             for kind in [ResourceKind::Address, ResourceKind::Prefix] {
                 for (addr, _) in r.resources(kind) {
                     if let Some(rr) = self.locate(sn, kind, addr)
@@ -210,7 +212,7 @@ impl Allocator {
                         let pool = &self.subnets[sn].pools[rr.pool as usize];
                         lock(pool.subpool_of(rr.index))
                             .reserved
-                            .insert(rr.index, id as u32);
+                            .insert(rr.index, id);
                     }
                 }
             }
@@ -282,6 +284,46 @@ impl Allocator {
             a.reserve(sn, s, first_new);
         }
         Ok((a, added))
+    }
+
+    /// Makes the reserved resources of every pool those of `subnets` (this table's
+    /// configuration): a reload changed reservations. Each sub-pool's set is replaced at once,
+    /// under its lock, so no allocation sees half of it; reservations are told apart by their
+    /// key ([`crate::config::ReservationKey::stable_id`]), so a worker still on the engine from
+    /// before agrees on every reservation both configurations have. A client holding a
+    /// resource now reserved for another is told lifetime 0 at its next Renew or Rebind (see
+    /// [`Allocator::extend`]). A never-used resource whose reservation is removed is handed
+    /// out again only after a restart (the walk over never-used resources is past it).
+    pub fn set_reservations(&self, subnets: &[SubnetConfig]) {
+        type Fresh = HashMap<u128, u64, foldhash::fast::RandomState>;
+        let mut fresh: HashMap<(usize, usize, usize), Fresh> = HashMap::new();
+        for (sn, s) in subnets.iter().enumerate().take(self.subnets.len()) {
+            for r in s.reservations.list() {
+                let id = r.key.stable_id();
+                for kind in [ResourceKind::Address, ResourceKind::Prefix] {
+                    for (addr, _) in r.resources(kind) {
+                        if let Some(rr) = self.locate(sn, kind, addr) {
+                            let pool = &self.subnets[sn].pools[rr.pool as usize];
+                            fresh
+                                .entry((sn, rr.pool as usize, pool.subpool_number(rr.index)))
+                                .or_default()
+                                .insert(rr.index, id);
+                        }
+                    }
+                }
+            }
+        }
+        for (sn, sub) in self.subnets.iter().enumerate() {
+            for (pi, pool) in sub.pools.iter().enumerate() {
+                for (k, m) in pool.subpools.iter().enumerate() {
+                    let set = fresh.remove(&(sn, pi, k)).unwrap_or_default();
+                    let mut sp = lock(m);
+                    if sp.reserved != set {
+                        sp.reserved = set;
+                    }
+                }
+            }
+        }
     }
 
     /// Puts a stored lease that lies in one of the `added` pools (from

@@ -51,7 +51,8 @@ pub(super) struct SubPool {
     pub(super) usage: PoolUsage,
     /// Reserved indices and the reservation (id in the subnet) each belongs to: never handed
     /// out dynamically, only to that reservation's client.
-    pub(super) reserved: HashMap<u128, u32, foldhash::fast::RandomState>,
+    /// Reserved index → the reservation's key ([`crate::config::ReservationKey::stable_id`]).
+    pub(super) reserved: HashMap<u128, u64, foldhash::fast::RandomState>,
     /// A failover prefix sub-pool's split (issue 10 item 6): its top this-many indices are the
     /// secondary's (owner bit 0), the rest the primary's; the primary moves it, and with it
     /// which free prefixes each may delegate ([`SubPool::set_backup_share`]). `None`: owner by
@@ -122,7 +123,7 @@ impl SubPool {
 
     /// Whether `index` is reserved for a client other than the one holding reservation
     /// `mine` (none: any reserved index is someone else's).
-    pub(super) fn reserved_for_other(&self, index: u128, mine: Option<u32>) -> bool {
+    pub(super) fn reserved_for_other(&self, index: u128, mine: Option<u64>) -> bool {
         self.reserved
             .get(&index)
             .is_some_and(|owner| Some(*owner) != mine)
@@ -422,8 +423,13 @@ impl PoolState {
         }
     }
     pub(super) fn subpool_of(&self, index: u128) -> &Mutex<SubPool> {
+        &self.subpools[self.subpool_number(index)]
+    }
+
+    /// Which of [`PoolState::subpools`] holds `index`.
+    pub(super) fn subpool_number(&self, index: u128) -> usize {
         let k = (index / self.subpool_size) as usize;
-        &self.subpools[k.min(self.subpools.len() - 1)]
+        k.min(self.subpools.len() - 1)
     }
 }
 

@@ -743,7 +743,10 @@ fn reserved_setup() -> (config::Config, Allocator) {
 
 fn with_res<'a>(c: &'a config::Config, duid: &'a [u8], id: u32) -> ClientIa<'a> {
     ClientIa {
-        reservation: Some((id, c.subnets[0].reservations.get(id))),
+        reservation: Some((
+            c.subnets[0].reservations.get(id).key.stable_id(),
+            c.subnets[0].reservations.get(id),
+        )),
         ..ia(duid, 1)
     }
 }
@@ -1895,4 +1898,61 @@ mod reloaded_tables {
             "the record read back is held until it ends, not handed out"
         );
     }
+}
+
+#[test]
+fn reservations_set_by_a_reload_bind_at_once_and_free_what_they_drop() {
+    let (c, a) = reserved_setup();
+    let mut w = Vec::new();
+    let r = Rules::STANDALONE;
+    let hint = |addr: &str| [addr.parse::<Ipv6Addr>().unwrap()];
+    // The reload moves ::12 from DUID r1 to DUID r2 and drops the Interface-ID one (::13).
+    let t = "[server]\nlisten=[\"[::1]:5547\"]\n[[subnet]]\nid=1\nprefix=\"2001:db8::/64\"\n\
+             pools=[{range=\"2001:db8::10-2001:db8::13\"}]\n\
+             reservations=[{duid=\"72:32:72\",addresses=[\"2001:db8::12\"]}]\n";
+    let c2 = config::parse("t", t).unwrap();
+    a.set_reservations(&c2.subnets);
+    // r1's reservation is gone from the table: under the old configuration (a worker still on
+    // it) its id matches nothing, so ::12 is someone else's now.
+    let old_r1 = with_res(&c, b"r1r", 0);
+    let got = a
+        .acquire(
+            0,
+            &old_r1,
+            &hint("2001:db8::12"),
+            AcquireMode::Grant,
+            &r,
+            &mut w,
+        )
+        .unwrap();
+    assert_ne!(got.addr, hint("2001:db8::12")[0]);
+    // A stranger does not get it either; r2 does.
+    let stranger = a
+        .acquire(
+            0,
+            &ia(b"zzz", 1),
+            &hint("2001:db8::12"),
+            AcquireMode::Grant,
+            &r,
+            &mut w,
+        )
+        .unwrap();
+    assert_ne!(stranger.addr, hint("2001:db8::12")[0]);
+    let r2 = with_res(&c2, b"r2r", 0);
+    let got = a
+        .acquire(0, &r2, &[], AcquireMode::Grant, &r, &mut w)
+        .unwrap();
+    assert_eq!(got.addr, hint("2001:db8::12")[0]);
+    // ::13 is no longer kept for the line: a client naming it may have it.
+    let line_gone = a
+        .acquire(
+            0,
+            &ia(b"yyy", 1),
+            &hint("2001:db8::13"),
+            AcquireMode::Grant,
+            &r,
+            &mut w,
+        )
+        .unwrap();
+    assert_eq!(line_gone.addr, hint("2001:db8::13")[0]);
 }

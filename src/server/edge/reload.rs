@@ -155,6 +155,16 @@ impl Reloader {
                 Some(t) => self.publish_table(t),
                 None => self.allocator(),
             };
+            let reservations_changed = new.subnets.iter().any(|s| {
+                running
+                    .subnets
+                    .iter()
+                    .find(|o| o.id == s.id)
+                    .is_none_or(|o| o.reservations != s.reservations)
+            });
+            if !new.has_failover() && reservations_changed {
+                alloc.set_reservations(&new.subnets);
+            }
             let new = Arc::new(new);
             self.engines
                 .set(Arc::new(Engine::new(new.clone(), self.duid.clone(), alloc)));
@@ -323,6 +333,10 @@ pub fn live_changes(old: &Config, new: &Config) -> Result<Vec<String>, String> {
                     changed.push(format!("subnet {} lifetimes", o.id));
                 }
                 p.lifetimes = o.lifetimes;
+                if p.reservations != o.reservations {
+                    changed.push(format!("subnet {} reservations", o.id));
+                    p.reservations = o.reservations.clone();
+                }
             }
             let id = o.id;
             for (what, differs) in [
@@ -367,7 +381,7 @@ pub fn live_changes(old: &Config, new: &Config) -> Result<Vec<String>, String> {
     }
     if !refused.is_empty() {
         return Err(format!(
-            "needs a restart: {} changed (live: options, limits, leasequery.requestors, rapid_commit, preference, log_level; without a partner also added subnets, pools added after a subnet's existing ones, lifetimes)",
+            "needs a restart: {} changed (live: options, limits, leasequery.requestors, rapid_commit, preference, log_level; without a partner also added subnets, pools added after a subnet's existing ones, lifetimes, reservations)",
             refused.join(", ")
         ));
     }
@@ -488,6 +502,14 @@ pools = [{ range = "2001:db8:1::100-2001:db8:1::1ff" }]
         assert!(
             e.contains("subnet 1 pools (removed, changed or reordered"),
             "{e}"
+        );
+        // Reservations change live too.
+        let res = format!(
+            "{BASE}reservations = [{{ duid = \"00:01:02\", addresses = [\"2001:db8:1::150\"] }}]\n"
+        );
+        assert_eq!(
+            live_changes(&old, &cfg(&res)).unwrap(),
+            vec!["subnet 1 reservations".to_string()]
         );
         // A subnet removed: its leases would be lost from the table.
         let e = live_changes(&cfg(&format!("{BASE}{subnet2}")), &old).unwrap_err();

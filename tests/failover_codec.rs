@@ -124,9 +124,9 @@ fn msg_type_of(msg: &PeerMsg) -> FailoverType {
         PeerMsg::BndUpd { .. } => FailoverType::BndUpd,
         PeerMsg::BndReply { .. } | PeerMsg::PdShareAck { .. } => FailoverType::BndReply,
         PeerMsg::PdShare { .. } => FailoverType::BndUpd,
-        PeerMsg::UpdReq => FailoverType::UpdReq,
-        PeerMsg::UpdReqAll => FailoverType::UpdReqAll,
-        PeerMsg::UpdDone => FailoverType::UpdDone,
+        PeerMsg::UpdReq { .. } => FailoverType::UpdReq,
+        PeerMsg::UpdReqAll { .. } => FailoverType::UpdReqAll,
+        PeerMsg::UpdDone { .. } => FailoverType::UpdDone,
         PeerMsg::PoolReq => FailoverType::PoolReq,
         PeerMsg::Contact => FailoverType::Contact,
     }
@@ -138,7 +138,10 @@ fn xid_of(msg: &PeerMsg, param: u32) -> u32 {
         PeerMsg::BndUpd { xid, .. }
         | PeerMsg::BndReply { xid, .. }
         | PeerMsg::PdShare { xid, .. }
-        | PeerMsg::PdShareAck { xid, .. } => *xid,
+        | PeerMsg::PdShareAck { xid, .. }
+        | PeerMsg::UpdReq { xid }
+        | PeerMsg::UpdReqAll { xid }
+        | PeerMsg::UpdDone { xid } => *xid,
         _ => param,
     }
 }
@@ -246,9 +249,9 @@ fn sample_msgs() -> Vec<PeerMsg> {
         partner_lifetime_sent: NOW + 60,
     });
     v.extend([
-        PeerMsg::UpdReq,
-        PeerMsg::UpdReqAll,
-        PeerMsg::UpdDone,
+        PeerMsg::UpdReq { xid: 7 },
+        PeerMsg::UpdReqAll { xid: 8 },
+        PeerMsg::UpdDone { xid: 9 },
         PeerMsg::PoolReq,
         PeerMsg::Contact,
     ]);
@@ -1038,7 +1041,7 @@ fn encode_rejects_what_the_wire_cannot_carry() {
     let mut out = Vec::new();
     for xid in [MAX_TRANSACTION_ID + 1, u32::MAX] {
         assert_eq!(
-            encode(&PeerMsg::UpdReq, xid, NOW, &mut out),
+            encode(&PeerMsg::UpdReq { xid }, 1, NOW, &mut out),
             Err(CodecError::XidOutOfRange(xid))
         );
         let reply = PeerMsg::BndReply {
@@ -1146,16 +1149,16 @@ fn msg_strategy(now: u64) -> impl Strategy<Value = PeerMsg> {
                 partner_lifetime,
             }
         ),
-        2 => (xid, any::<bool>(), lease_time(now)).prop_map(
+        2 => (xid.clone(), any::<bool>(), lease_time(now)).prop_map(
             |(xid, accepted, partner_lifetime_sent)| PeerMsg::BndReply {
                 xid,
                 accepted,
                 partner_lifetime_sent,
             }
         ),
-        1 => Just(PeerMsg::UpdReq),
-        1 => Just(PeerMsg::UpdReqAll),
-        1 => Just(PeerMsg::UpdDone),
+        1 => xid.clone().prop_map(|xid| PeerMsg::UpdReq { xid }),
+        1 => xid.clone().prop_map(|xid| PeerMsg::UpdReqAll { xid }),
+        1 => xid.prop_map(|xid| PeerMsg::UpdDone { xid }),
         1 => Just(PeerMsg::PoolReq),
         1 => Just(PeerMsg::Contact),
     ]

@@ -332,19 +332,21 @@ impl From<FailoverWireError> for CodecError {
 pub fn encode(msg: &PeerMsg, xid: u32, now_unix: u64, out: &mut Vec<u8>) -> Result<(), CodecError> {
     let sent = to_failover_time(now_unix);
     let mut buf = Vec::new();
+    // The update requests and their answer carry their own transaction ids (the session's);
+    // the other header-only messages take `xid`.
     let header_only = match msg {
-        PeerMsg::UpdReq => Some(FailoverType::UpdReq),
-        PeerMsg::UpdReqAll => Some(FailoverType::UpdReqAll),
-        PeerMsg::UpdDone => Some(FailoverType::UpdDone),
-        PeerMsg::PoolReq => Some(FailoverType::PoolReq),
-        PeerMsg::Contact => Some(FailoverType::Contact),
+        PeerMsg::UpdReq { xid } => Some((FailoverType::UpdReq, *xid)),
+        PeerMsg::UpdReqAll { xid } => Some((FailoverType::UpdReqAll, *xid)),
+        PeerMsg::UpdDone { xid } => Some((FailoverType::UpdDone, *xid)),
+        PeerMsg::PoolReq => Some((FailoverType::PoolReq, xid)),
+        PeerMsg::Contact => Some((FailoverType::Contact, xid)),
         PeerMsg::State { .. }
         | PeerMsg::BndUpd { .. }
         | PeerMsg::BndReply { .. }
         | PeerMsg::PdShare { .. }
         | PeerMsg::PdShareAck { .. } => None,
     };
-    if let Some(t) = header_only {
+    if let Some((t, xid)) = header_only {
         FailoverWriter::new(&mut buf, t, check_xid(xid)?, sent).frame_into(out)?;
         return Ok(());
     }
@@ -442,9 +444,9 @@ pub fn encode(msg: &PeerMsg, xid: u32, now_unix: u64, out: &mut Vec<u8>) -> Resu
             w.frame_into(out)?;
         }
         // Written above.
-        PeerMsg::UpdReq
-        | PeerMsg::UpdReqAll
-        | PeerMsg::UpdDone
+        PeerMsg::UpdReq { .. }
+        | PeerMsg::UpdReqAll { .. }
+        | PeerMsg::UpdDone { .. }
         | PeerMsg::PoolReq
         | PeerMsg::Contact => {}
     }
@@ -682,9 +684,9 @@ pub fn decode(
                 partner_lifetime_sent,
             }
         }
-        FailoverType::UpdReq => PeerMsg::UpdReq,
-        FailoverType::UpdReqAll => PeerMsg::UpdReqAll,
-        FailoverType::UpdDone => PeerMsg::UpdDone,
+        FailoverType::UpdReq => PeerMsg::UpdReq { xid: h.xid },
+        FailoverType::UpdReqAll => PeerMsg::UpdReqAll { xid: h.xid },
+        FailoverType::UpdDone => PeerMsg::UpdDone { xid: h.xid },
         FailoverType::PoolReq => PeerMsg::PoolReq,
         FailoverType::Contact => PeerMsg::Contact,
         t @ (FailoverType::PoolResp
@@ -1044,8 +1046,15 @@ mod tests {
         p.prefix_len = 129;
         assert!(encode(&upd(p), 0, NOW, &mut out).is_err());
         assert_eq!(out, [7], "out untouched on error");
-        let (m, h) = roundtrip(&PeerMsg::UpdDone, MAX_TRANSACTION_ID);
-        assert_eq!((m, h.xid), (PeerMsg::UpdDone, MAX_TRANSACTION_ID));
+        // The update requests and UPDDONE carry their own ids, whatever `xid` says.
+        let done = PeerMsg::UpdDone {
+            xid: MAX_TRANSACTION_ID,
+        };
+        let (m, h) = roundtrip(&done, 5);
+        assert_eq!((&m, h.xid), (&done, MAX_TRANSACTION_ID));
+        let req = PeerMsg::UpdReqAll { xid: 42 };
+        let (m, h) = roundtrip(&req, 5);
+        assert_eq!((&m, h.xid), (&req, 42));
     }
 
     #[test]

@@ -268,12 +268,16 @@ impl Link {
         if self.phase != Phase::Up {
             return Ok(());
         }
-        // BNDUPD carries its own xid (the session's); BNDREPLY echoes the partner's.
+        // BNDUPD, a share move and an update request carry their own xid (the session's);
+        // BNDREPLY, a share's answer and UPDDONE echo the partner's.
         let xid = match msg {
             PeerMsg::BndUpd { .. }
             | PeerMsg::BndReply { .. }
             | PeerMsg::PdShare { .. }
-            | PeerMsg::PdShareAck { .. } => 0,
+            | PeerMsg::PdShareAck { .. }
+            | PeerMsg::UpdReq { .. }
+            | PeerMsg::UpdReqAll { .. }
+            | PeerMsg::UpdDone { .. } => 0,
             _ => self.next_xid(),
         };
         let before = self.transmit.len();
@@ -370,8 +374,16 @@ impl Link {
         self.close_with(reason, false);
     }
 
+    /// The link's own transaction ids (CONNECT, STATE, CONTACT, DISCONNECT, POOLREQ): above
+    /// the session's ([`super::peer::SESSION_XID_MAX`]), so one connection never has two
+    /// outstanding messages with one id.
     fn next_xid(&mut self) -> u32 {
-        self.xid = (self.xid % MAX_TRANSACTION_ID) + 1;
+        let first = super::peer::SESSION_XID_MAX + 1;
+        self.xid = if self.xid < first || self.xid >= MAX_TRANSACTION_ID {
+            first
+        } else {
+            self.xid + 1
+        };
         self.xid
     }
 
@@ -622,16 +634,36 @@ mod tests {
         let ev = carry(&mut b, &mut a, at(20));
         assert!(matches!(ev.as_slice(), [LinkEvent::Up(_)]), "{ev:?}");
         assert!(a.is_up() && b.is_up());
-        a.send(at(30), &PeerMsg::UpdReqAll).unwrap();
+        a.send(at(30), &PeerMsg::UpdReqAll { xid: 3 }).unwrap();
         a.send(at(30), &PeerMsg::Contact).unwrap();
         let ev = carry(&mut a, &mut b, at(40));
         assert_eq!(
             ev,
             vec![
-                LinkEvent::Msg(PeerMsg::UpdReqAll),
+                LinkEvent::Msg(PeerMsg::UpdReqAll { xid: 3 }),
                 LinkEvent::Msg(PeerMsg::Contact)
             ]
         );
+    }
+
+    #[test]
+    fn the_links_own_transaction_ids_never_meet_the_sessions() {
+        let (mut a, mut b) = pair(5);
+        carry(&mut a, &mut b, at(10));
+        carry(&mut b, &mut a, at(20));
+        a.take_transmit().clear();
+        a.send(at(30), &PeerMsg::Contact).unwrap();
+        a.send(at(30), &PeerMsg::UpdReq { xid: 3 }).unwrap();
+        let bytes = std::mem::take(a.take_transmit());
+        let mut f = Framer::new();
+        assert_eq!(f.push(&bytes), bytes.len());
+        let mut xids = Vec::new();
+        while let Some(Ok(frame)) = f.next_frame() {
+            xids.push(codec::peek_header(frame, at(30).unix_secs).unwrap().xid);
+        }
+        assert_eq!(xids.len(), 2);
+        assert!(xids[0] > super::super::peer::SESSION_XID_MAX, "{xids:?}");
+        assert_eq!(xids[1], 3, "the session's id, as given");
     }
 
     #[test]
@@ -849,11 +881,14 @@ mod tests {
         let (mut a, mut b) = pair(5);
         carry(&mut a, &mut b, at(0));
         carry(&mut b, &mut a, at(0));
-        b.send(at(1), &PeerMsg::UpdDone).unwrap();
+        b.send(at(1), &PeerMsg::UpdDone { xid: 9 }).unwrap();
         let bytes = std::mem::take(b.take_transmit());
         a.on_bytes(at(2), &bytes);
         a.on_eof();
-        assert_eq!(a.poll_event(at(2)), Some(LinkEvent::Msg(PeerMsg::UpdDone)));
+        assert_eq!(
+            a.poll_event(at(2)),
+            Some(LinkEvent::Msg(PeerMsg::UpdDone { xid: 9 }))
+        );
         assert!(matches!(
             a.poll_event(at(2)),
             Some(LinkEvent::Closed { was_up: true, .. })

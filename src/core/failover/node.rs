@@ -90,7 +90,7 @@ pub struct Node {
     /// each with the state that sent it (`None`: sent only to catch up). The partner answers
     /// each with one UPDDONE, in order; an UPDDONE ends the state's work only if it answers a
     /// request of the current state (a RECOVER request's answer must not end a conflict).
-    requests: VecDeque<Option<ServerState>>,
+    requests: VecDeque<(Option<ServerState>, u32)>,
     /// Who may delegate which free prefixes, and the moves between us.
     shares: PdShares,
     /// The partner's last STATE said it is in PARTNER-DOWN since then (unix secs; 0: it did
@@ -424,16 +424,18 @@ impl Node {
                     out.store_lazy.push(l);
                 }
             }
-            PeerMsg::UpdReq => self.peer.on_updreq(),
-            PeerMsg::UpdReqAll => {
+            PeerMsg::UpdReq { xid } => self.peer.on_updreq(xid),
+            PeerMsg::UpdReqAll { xid } => {
                 let mut all = Vec::new();
                 self.alloc
                     .for_each_lease_scoped(&self.scope, |l| all.push(l.clone()));
-                self.peer.on_updreqall(all.iter());
+                self.peer.on_updreqall(xid, all.iter());
             }
-            PeerMsg::UpdDone => {
+            PeerMsg::UpdDone { xid: _ } => {
                 // One UPDDONE per request, in order; one we never asked for changes nothing.
-                let answered = self.requests.pop_front();
+                // It echoes its request's transaction id; the order alone decides, since a
+                // Tandem from before the echo numbers it on its own.
+                let answered = self.requests.pop_front().map(|(state, _)| state);
                 if answered.is_some() {
                     // Everything the partner had for us when we asked has arrived.
                     self.catching_up = false;
@@ -488,11 +490,12 @@ impl Node {
                     });
                 }
                 Action::SendUpdReq | Action::SendUpdReqAll if self.endpoint.link_up() => {
-                    self.requests.push_back(Some(self.endpoint.state()));
+                    let xid = self.peer.take_xid();
+                    self.requests.push_back((Some(self.endpoint.state()), xid));
                     out.to_peer.push(if a == Action::SendUpdReq {
-                        PeerMsg::UpdReq
+                        PeerMsg::UpdReq { xid }
                     } else {
-                        PeerMsg::UpdReqAll
+                        PeerMsg::UpdReqAll { xid }
                     });
                 }
                 Action::SendPoolReq if self.endpoint.link_up() => {
@@ -511,14 +514,15 @@ impl Node {
             return;
         }
         let state = self.endpoint.state();
-        if !self.requests.contains(&Some(state))
+        if !self.requests.iter().any(|(s, _)| *s == Some(state))
             && let Some(a) = self.endpoint.pending_request()
         {
-            self.requests.push_back(Some(state));
+            let xid = self.peer.take_xid();
+            self.requests.push_back((Some(state), xid));
             out.to_peer.push(if a == Action::SendUpdReq {
-                PeerMsg::UpdReq
+                PeerMsg::UpdReq { xid }
             } else {
-                PeerMsg::UpdReqAll
+                PeerMsg::UpdReqAll { xid }
             });
         } else if self.catching_up
             && self.requests.is_empty()
@@ -526,8 +530,9 @@ impl Node {
             // answer nobody make their own requests (RECOVER, POTENTIAL-CONFLICT).
             && self.endpoint.serving().answering != crate::engine::Answering::Nobody
         {
-            self.requests.push_back(None);
-            out.to_peer.push(PeerMsg::UpdReq);
+            let xid = self.peer.take_xid();
+            self.requests.push_back((None, xid));
+            out.to_peer.push(PeerMsg::UpdReq { xid });
         }
     }
 
@@ -730,7 +735,7 @@ pools = [{ range = "2001:db8:1::100-2001:db8:1::1ff" }]
         a.set_partner_window(64);
         out.clear();
         // UPDREQALL: only the relationship's own bindings go.
-        a.on_peer(now, PeerMsg::UpdReqAll, &mut out);
+        a.on_peer(now, PeerMsg::UpdReqAll { xid: 5 }, &mut out);
         let sent: Vec<u32> = out
             .to_peer
             .iter()

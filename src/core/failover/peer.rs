@@ -53,12 +53,21 @@ pub enum PeerMsg {
         partner_lifetime_sent: u64,
     },
     /// Send me what I have not acknowledged.
-    UpdReq,
+    UpdReq {
+        /// Transaction id (the sender's session's), echoed by the UPDDONE that answers it.
+        xid: u32,
+    },
     /// Send me everything.
-    UpdReqAll,
+    UpdReqAll {
+        /// Transaction id, echoed by its UPDDONE.
+        xid: u32,
+    },
     /// Everything the oldest unanswered UPDREQ/UPDREQALL asked for was sent and
     /// acknowledged (one UPDDONE per request, in the order of the requests).
-    UpdDone,
+    UpdDone {
+        /// The request's transaction id (RFC 8156 §6.x: the UPDDONE echoes it).
+        xid: u32,
+    },
     /// Secondary asks the primary to rebalance prefixes.
     PoolReq,
     /// The primary sets the secondary's share of a prefix pool: from now on `share` of its
@@ -89,6 +98,10 @@ pub enum PeerMsg {
 
 /// The lazy-update side of one relationship.
 ///
+/// Highest transaction id of the lazy-update session (BNDUPD, share moves, update requests);
+/// `failover::link` numbers its own messages above it.
+pub const SESSION_XID_MAX: u32 = 0x007F_FFFF;
+
 /// Every change in the backlog carries a *stamp*: the position, in one counter, at which it
 /// entered the backlog (a newer change to the same lease keeps the older stamp). An update
 /// request is answered from the backlog as it was when the request came: its UPDDONE goes once
@@ -114,7 +127,7 @@ pub struct Peer {
     next_xid: u32,
     /// The update requests being answered, oldest first: each one's UPDDONE goes once no
     /// change stamped below its mark is outstanding.
-    answering: VecDeque<u64>,
+    answering: VecDeque<(u64, u32)>,
     /// Desired valid lifetime; partner lifetimes run this far past a lease's expiry, so the next
     /// renewal can have the full lifetime (RFC 8156 §4.4's example scheme).
     desired_valid_secs: u64,
@@ -231,11 +244,14 @@ impl Peer {
         });
     }
 
-    /// A transaction id for a message that is not a lease update (a share move), from the
-    /// same space as the BNDUPDs', so no reply can be taken for another's.
+    /// A transaction id for a message that is not a lease update (a share move, an update
+    /// request), from the same space as the BNDUPDs', so no reply can be taken for another's.
+    /// The session's ids are 1 to [`SESSION_XID_MAX`]; the link's own messages (CONNECT,
+    /// STATE, CONTACT, DISCONNECT) take theirs above it, so no two messages outstanding on a
+    /// connection share an id (RFC 8156 §5.4).
     pub fn take_xid(&mut self) -> u32 {
         let xid = self.next_xid;
-        self.next_xid = (self.next_xid % 0x00ff_ffff) + 1;
+        self.next_xid = (self.next_xid % SESSION_XID_MAX) + 1;
         xid
     }
 
@@ -281,18 +297,18 @@ impl Peer {
 
     /// The partner asked for what it has not acknowledged (UPDREQ): everything in the backlog
     /// now is exactly that; its UPDDONE follows once all of that is acknowledged.
-    pub fn on_updreq(&mut self) {
-        self.answering.push_back(self.next_stamp);
+    pub fn on_updreq(&mut self, xid: u32) {
+        self.answering.push_back((self.next_stamp, xid));
     }
 
     /// The partner asked for everything (UPDREQALL).
-    pub fn on_updreqall<'a>(&mut self, all: impl IntoIterator<Item = &'a Lease>) {
+    pub fn on_updreqall<'a>(&mut self, xid: u32, all: impl IntoIterator<Item = &'a Lease>) {
         for l in all {
             if !self.pending.contains_key(&l.key()) {
                 self.push(l);
             }
         }
-        self.answering.push_back(self.next_stamp);
+        self.answering.push_back((self.next_stamp, xid));
     }
 
     /// Update requests received and not yet answered with UPDDONE.
@@ -345,9 +361,14 @@ impl Peer {
         }
         // The oldest change still outstanding; every request marked at or below it is done.
         let oldest = self.outstanding.first().copied().unwrap_or(u64::MAX);
-        while self.answering.front().is_some_and(|&mark| mark <= oldest) {
-            self.answering.pop_front();
-            out.push(PeerMsg::UpdDone);
+        while self
+            .answering
+            .front()
+            .is_some_and(|&(mark, _)| mark <= oldest)
+        {
+            if let Some((_, xid)) = self.answering.pop_front() {
+                out.push(PeerMsg::UpdDone { xid });
+            }
         }
     }
 }
@@ -481,6 +502,7 @@ mod tests {
     fn updreq_ends_with_upddone_only_after_every_ack() {
         let mut p = Peer::new(8, 1000);
         p.on_updreqall(
+            7,
             [
                 lease(1, LeaseState::Active, 1),
                 lease(2, LeaseState::Expired, 1),
@@ -490,7 +512,7 @@ mod tests {
         let mut out = Vec::new();
         p.poll_send(0, &mut out);
         assert_eq!(out.len(), 2);
-        assert!(!out.contains(&PeerMsg::UpdDone));
+        assert!(!out.iter().any(is_done));
         for m in out.clone() {
             if let PeerMsg::BndUpd {
                 xid,
@@ -503,15 +525,23 @@ mod tests {
         }
         out.clear();
         p.poll_send(0, &mut out);
-        assert_eq!(out, vec![PeerMsg::UpdDone]);
+        assert_eq!(
+            out,
+            vec![PeerMsg::UpdDone { xid: 7 }],
+            "echoing the request"
+        );
         out.clear();
-        p.on_updreq();
+        p.on_updreq(8);
         p.poll_send(0, &mut out);
         assert_eq!(
             out,
-            vec![PeerMsg::UpdDone],
+            vec![PeerMsg::UpdDone { xid: 8 }],
             "nothing outstanding: done at once"
         );
+    }
+
+    fn is_done(m: &PeerMsg) -> bool {
+        matches!(m, PeerMsg::UpdDone { .. })
     }
 
     fn ack_all(p: &mut Peer, out: &[PeerMsg]) {
@@ -533,7 +563,7 @@ mod tests {
         for i in 0..6 {
             p.enqueue(&lease(i, LeaseState::Active, 1));
         }
-        p.on_updreq();
+        p.on_updreq(11);
         // Every round: new changes keep arriving (the backlog is never empty) and what was
         // sent is acknowledged. UPDDONE must still come, once the six are acknowledged.
         let mut done_at = None;
@@ -545,7 +575,7 @@ mod tests {
             }
             let mut out = Vec::new();
             p.poll_send(0, &mut out);
-            if out.contains(&PeerMsg::UpdDone) {
+            if out.iter().any(is_done) {
                 done_at = Some(round);
                 break;
             }
@@ -564,9 +594,9 @@ mod tests {
     fn each_update_request_gets_its_own_upddone_in_order() {
         let mut p = Peer::new(8, 1000);
         p.enqueue(&lease(1, LeaseState::Active, 1));
-        p.on_updreq();
+        p.on_updreq(12);
         p.enqueue(&lease(2, LeaseState::Active, 2));
-        p.on_updreq();
+        p.on_updreq(13);
         let mut out = Vec::new();
         p.poll_send(0, &mut out);
         assert_eq!(out.len(), 2, "two BNDUPDs, no UPDDONE yet");
@@ -582,14 +612,18 @@ mod tests {
         p.on_reply(xid, true, partner_lifetime);
         let mut more = Vec::new();
         p.poll_send(0, &mut more);
-        assert_eq!(more, vec![PeerMsg::UpdDone]);
+        assert_eq!(more, vec![PeerMsg::UpdDone { xid: 12 }]);
         ack_all(&mut p, &out[1..]);
         more.clear();
         p.poll_send(0, &mut more);
-        assert_eq!(more, vec![PeerMsg::UpdDone], "the second request's answer");
+        assert_eq!(
+            more,
+            vec![PeerMsg::UpdDone { xid: 13 }],
+            "the second request's answer"
+        );
         // A refused update is answered too: it leaves the backlog.
         p.enqueue(&lease(3, LeaseState::Active, 3));
-        p.on_updreq();
+        p.on_updreq(14);
         more.clear();
         p.poll_send(0, &mut more);
         let PeerMsg::BndUpd { xid, .. } = more[0].clone() else {
@@ -598,14 +632,14 @@ mod tests {
         assert!(p.on_reply(xid, false, 0).is_none());
         more.clear();
         p.poll_send(0, &mut more);
-        assert_eq!(more, vec![PeerMsg::UpdDone]);
+        assert_eq!(more, vec![PeerMsg::UpdDone { xid: 14 }]);
         // A lost connection ends every request.
         p.enqueue(&lease(4, LeaseState::Active, 4));
-        p.on_updreq();
+        p.on_updreq(15);
         p.link_down();
         more.clear();
         p.poll_send(0, &mut more);
-        assert!(!more.contains(&PeerMsg::UpdDone));
+        assert!(!more.iter().any(is_done));
         assert_eq!(p.requests_answering(), 0);
     }
 
@@ -616,7 +650,7 @@ mod tests {
         short.duid = vec![0, 1].into();
         p.enqueue(&short);
         p.enqueue(&lease(2, LeaseState::Active, 2));
-        p.on_updreq();
+        p.on_updreq(16);
         let mut out = Vec::new();
         p.poll_send(0, &mut out);
         assert_eq!(out.len(), 1, "only the sendable one: {out:?}");
@@ -624,7 +658,7 @@ mod tests {
         ack_all(&mut p, &out);
         out.clear();
         p.poll_send(0, &mut out);
-        assert_eq!(out, vec![PeerMsg::UpdDone]);
+        assert_eq!(out, vec![PeerMsg::UpdDone { xid: 16 }]);
         assert_eq!(p.backlog(), 0);
     }
 }

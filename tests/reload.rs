@@ -32,6 +32,19 @@ pools = [{{ range = "2001:db8:1::1:0-2001:db8:1::{pool_end}:ffff" }}]
     )
 }
 
+/// `tandem ctl --data-dir data args...`: whether it succeeded, and what it printed.
+fn ctl(data: &Path, args: &[&str]) -> (bool, String) {
+    let o = std::process::Command::new(TANDEM)
+        .args(["ctl", "--data-dir", data.to_str().unwrap()])
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+    )
+}
+
 /// The DNS servers an Information-request from `sock` gets back.
 fn dns_of(sock: &UdpSocket, port: u16) -> Vec<Ipv6Addr> {
     let mut m = Message::new(MessageType::InformationRequest);
@@ -133,16 +146,7 @@ fn options_reload_live_under_load_and_restart_only_changes_are_refused() {
 
     // tandem ctl reload answers with what it applied.
     std::fs::write(&f, config(port, &data, "2001:db8::99", "ffff")).unwrap();
-    let ctl = |what: &str| {
-        let o = std::process::Command::new(TANDEM)
-            .args(["ctl", "--data-dir", data.to_str().unwrap(), what])
-            .output()
-            .unwrap();
-        (
-            o.status.success(),
-            String::from_utf8_lossy(&o.stdout).into_owned(),
-        )
-    };
+    let ctl = |what: &str| ctl(&data, &[what]);
     let (ok, out) = ctl("config-test");
     assert!(ok && out.contains("a reload would apply: options"), "{out}");
     assert_eq!(
@@ -245,11 +249,7 @@ fn pools_and_subnets_added_live_under_load_serve_the_next_clients() {
     );
     // The control socket and the counters see the new table: 3,000 leases, most in the
     // added pool.
-    let o = std::process::Command::new(TANDEM)
-        .args(["ctl", "--data-dir", data.to_str().unwrap(), "statistics"])
-        .output()
-        .unwrap();
-    let stats: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let stats: serde_json::Value = serde_json::from_str(&ctl(&data, &["statistics"]).1).unwrap();
     let pools = stats["pools"].as_array().unwrap();
     assert_eq!(pools.len(), 3, "{stats}");
     let active = |i: usize| pools[i]["active"].as_u64().unwrap();
@@ -260,39 +260,24 @@ fn pools_and_subnets_added_live_under_load_serve_the_next_clients() {
     );
     // The control socket works on the new configuration and table: a lease in the added
     // subnet is added, then found.
-    let ctl = |args: &[&str]| {
-        let o = std::process::Command::new(TANDEM)
-            .args(["ctl", "--data-dir", data.to_str().unwrap()])
-            .args(args)
-            .output()
-            .unwrap();
-        (
-            o.status.success(),
-            String::from_utf8_lossy(&o.stdout).into_owned(),
-        )
-    };
-    let (ok, out) = ctl(&[
-        "lease-add",
-        "2001:db8:2::150",
-        "--duid",
-        "000102030405",
-        "--iaid",
-        "7",
-    ]);
+    let (ok, out) = ctl(
+        &data,
+        &[
+            "lease-add",
+            "2001:db8:2::150",
+            "--duid",
+            "000102030405",
+            "--iaid",
+            "7",
+        ],
+    );
     assert!(ok, "{out}");
-    let (ok, out) = ctl(&["lease-get", "2001:db8:2::150"]);
+    let (ok, out) = ctl(&data, &["lease-get", "2001:db8:2::150"]);
     assert!(ok && out.contains("000102030405"), "{out}");
     // What went away is refused: back to one pool.
     std::fs::write(&f, &small).unwrap();
-    let o = std::process::Command::new(TANDEM)
-        .args(["ctl", "--data-dir", data.to_str().unwrap(), "reload"])
-        .output()
-        .unwrap();
-    let out = String::from_utf8_lossy(&o.stdout);
-    assert!(
-        !o.status.success() && out.contains("subnet 2 (removed)"),
-        "{out}"
-    );
+    let (ok, out) = ctl(&data, &["reload"]);
+    assert!(!ok && out.contains("subnet 2 (removed)"), "{out}");
     assert!(server.exited().is_none(), "{}", tail(&log, 20));
 }
 
@@ -342,16 +327,7 @@ fn reservations_change_live() {
         "{base}reservations = [{{ duid = \"00:03:00:01:aa:bb:cc:00:00:01\", addresses = [\"{reserved}\"] }}]\n"
     );
     std::fs::write(&f, &with).unwrap();
-    let ctl = |what: &str| {
-        let o = std::process::Command::new(TANDEM)
-            .args(["ctl", "--data-dir", data.to_str().unwrap(), what])
-            .output()
-            .unwrap();
-        (
-            o.status.success(),
-            String::from_utf8_lossy(&o.stdout).into_owned(),
-        )
-    };
+    let ctl = |what: &str| ctl(&data, &[what]);
     let (ok, out) = ctl("reload");
     assert!(
         ok && out.contains("subnet 1 reservations"),

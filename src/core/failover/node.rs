@@ -595,6 +595,19 @@ pools = [{ range = "2001:db8:1::100-2001:db8:1::1ff" }]
         skew_max_secs: 5,
     };
 
+    /// A state stored 100 s ago, the server last running a second ago, having reached its
+    /// partner before.
+    fn stored(state: ServerState, now: u64) -> Persisted {
+        Persisted {
+            state,
+            state_since: now - 100,
+            last_operated: now - 1,
+            partner_down_since: 0,
+            communicated: true,
+            store_was_empty: false,
+        }
+    }
+
     fn node(role: Role, state: ServerState, leases: &[Lease], now: u64) -> Node {
         let config = Arc::new(crate::config::parse("t", CONF).unwrap());
         let alloc = Arc::new(Allocator::with_failover(&config.subnets));
@@ -602,15 +615,7 @@ pools = [{ range = "2001:db8:1::100-2001:db8:1::1ff" }]
             alloc.restore(l.clone()).unwrap();
         }
         alloc.finish_restore();
-        let stored = Persisted {
-            state,
-            state_since: now - 100,
-            last_operated: now - 1,
-            partner_down_since: 0,
-            communicated: true,
-            store_was_empty: false,
-        };
-        Node::with_allocator(config, role, FO, alloc, Some(stored), &[], now)
+        Node::with_allocator(config, role, FO, alloc, Some(stored(state, now)), &[], now)
     }
 
     /// Delivers what each node has for the other until neither has anything, checking
@@ -701,14 +706,7 @@ pools = [{ range = "2001:db8:1::100-2001:db8:1::1ff" }]
             alloc.restore(l).unwrap();
         }
         alloc.finish_restore();
-        let stored = Persisted {
-            state: ServerState::Normal,
-            state_since: now - 100,
-            last_operated: now - 1,
-            partner_down_since: 0,
-            communicated: true,
-            store_was_empty: false,
-        };
+        let stored = stored(ServerState::Normal, now);
         let mut a = Node::in_scope(
             config.clone(),
             Role::Primary,
@@ -891,14 +889,7 @@ pools = [{ range = "2001:db8:1::100-2001:db8:1::1ff" }]
             a.finish_restore();
             a
         });
-        let stored = Persisted {
-            state: ServerState::Normal,
-            state_since: now - 100,
-            last_operated: now - 1,
-            partner_down_since: 0,
-            communicated: true,
-            store_was_empty: false,
-        };
+        let stored = stored(ServerState::Normal, now);
         Node::with_allocator(config, role, FO, alloc, Some(stored), shares, now)
     }
 

@@ -1038,6 +1038,27 @@ fn reservations(
             ),
         });
     }
+    // The lease table tells reservations apart by a 64-bit number from their key
+    // (`ReservationKey::stable_id`): two keys with one number would share their resources.
+    // Never seen by chance, but refused rather than trusted.
+    let mut ids: Vec<(u64, u32)> = out
+        .list()
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (r.key.stable_id(), i as u32))
+        .collect();
+    ids.sort_unstable();
+    if let Some(w) = ids.windows(2).find(|w| w[0].0 == w[1].0) {
+        return Err(ctx.err(
+            None,
+            &format!("{sf}.reservations"),
+            format!(
+                "the keys of {} and {} hash alike (64-bit FNV-1a), which the lease table cannot tell apart: change one of them",
+                out.origin(w[0].1),
+                out.origin(w[1].1)
+            ),
+        ));
+    }
     Ok(out)
 }
 

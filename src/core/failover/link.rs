@@ -127,6 +127,9 @@ pub struct Link {
     /// The partner's pools digest and summary in force: as compared at CONNECT, then as its
     /// CONTACTs announce after a live reload.
     partner_pools: Option<([u8; 32], Arc<[String]>)>,
+    /// Our pools after a live reload that came while our CONNECT was out: the CONNECTREPLY
+    /// is checked against what the CONNECT said, and these are announced once up.
+    reloaded_pools: Option<([u8; 32], Arc<[String]>)>,
 }
 
 impl Link {
@@ -161,6 +164,7 @@ impl Link {
             skew_best_secs: None,
             skew_window_ms: now.mono_ms,
             partner_pools: None,
+            reloaded_pools: None,
         };
         if role == Role::Primary {
             let xid = l.next_xid();
@@ -180,6 +184,10 @@ impl Link {
     /// CONNECT compares becomes `digest` and `summary`, and a link that is up tells the
     /// partner at once, in a CONTACT.
     pub fn set_pools(&mut self, now: Now, digest: [u8; 32], summary: Arc<[String]>) {
+        if let Phase::AwaitConnectReply(_) = self.phase {
+            self.reloaded_pools = Some((digest, summary));
+            return;
+        }
         if digest == self.params.pools_digest {
             return;
         }
@@ -207,6 +215,12 @@ impl Link {
         }
         let ours = super::pools_digest::cut_summary(&self.summary);
         let (only_ours, only_theirs) = super::pools_digest::diff_lines(&ours, their_lines);
+        if only_ours.is_empty() && only_theirs.is_empty() {
+            return Some(
+                "the digests differ but the summary lines agree (they are cut at 4096 bytes)"
+                    .to_string(),
+            );
+        }
         Some(format!(
             "only here: {}; only on the partner: {}",
             super::pools_digest::list_lines(&only_ours),
@@ -423,7 +437,7 @@ impl Link {
                 );
                 self.queue(now, &buf);
                 match checked {
-                    Ok(a) => self.up(a),
+                    Ok(a) => self.up(now, a),
                     Err(r) => self.close_with(format!("CONNECT refused: {r}"), true),
                 }
             }
@@ -435,7 +449,7 @@ impl Link {
                     xid,
                     now.unix_secs,
                 ) {
-                    Ok(a) => self.up(a),
+                    Ok(a) => self.up(now, a),
                     Err(r) => self.close_with(format!("CONNECTREPLY refused: {r}"), true),
                 }
             }
@@ -443,10 +457,13 @@ impl Link {
         }
     }
 
-    fn up(&mut self, a: ConnectAccepted) {
+    fn up(&mut self, now: Now, a: ConnectAccepted) {
         self.phase = Phase::Up;
         // CONNECT found the partner's pools the same as ours.
         self.partner_pools = Some((self.params.pools_digest, self.summary.clone()));
+        if let Some((digest, summary)) = self.reloaded_pools.take() {
+            self.set_pools(now, digest, summary);
+        }
         self.skew_best_secs = None;
         self.send_every_ms = (a.partner_keepalive_secs * 1000 / 4).max(CONTACT_EVERY_MIN_MS);
         self.events.push_back(LinkEvent::Up(a));
@@ -644,6 +661,27 @@ mod tests {
                 LinkEvent::Msg(PeerMsg::Contact)
             ]
         );
+    }
+
+    #[test]
+    fn a_reload_during_the_handshake_is_announced_once_up() {
+        let (mut a, mut b) = pair(5);
+        // A's CONNECT is out (queued) when A reloads: the handshake still goes by what it
+        // said, and the link comes up; then A announces its new pools.
+        let text = format!(
+            "{}[options]\ndns_servers = [\"2001:db8::98\"]\n",
+            config::EMBEDDED_DEFAULT
+        );
+        let reloaded = Arc::new(config::parse("<t>", &text).unwrap());
+        let digest = crate::failover::pools_digest::pools_digest(&reloaded);
+        a.set_pools(at(5), digest, pools_summary(&reloaded).into());
+        carry(&mut a, &mut b, at(10));
+        let ev = carry(&mut b, &mut a, at(20));
+        assert!(matches!(ev.as_slice(), [LinkEvent::Up(_)]), "{ev:?}");
+        assert!(a.is_up() && b.is_up());
+        carry(&mut a, &mut b, at(30));
+        assert!(b.pools_differ().is_some(), "B heard of A's reload");
+        assert!(a.pools_differ().is_some());
     }
 
     #[test]

@@ -65,7 +65,7 @@ pub enum PeerMsg {
     /// Everything the oldest unanswered UPDREQ/UPDREQALL asked for was sent and
     /// acknowledged (one UPDDONE per request, in the order of the requests).
     UpdDone {
-        /// The request's transaction id (RFC 8156 §6.x: the UPDDONE echoes it).
+        /// The request's transaction id, echoed.
         xid: u32,
     },
     /// Secondary asks the primary to rebalance prefixes.
@@ -96,12 +96,12 @@ pub enum PeerMsg {
     Contact,
 }
 
-/// The lazy-update side of one relationship.
-///
 /// Highest transaction id of the lazy-update session (BNDUPD, share moves, update requests);
 /// `failover::link` numbers its own messages above it.
 pub const SESSION_XID_MAX: u32 = 0x007F_FFFF;
 
+/// The lazy-update side of one relationship.
+///
 /// Every change in the backlog carries a *stamp*: the position, in one counter, at which it
 /// entered the backlog (a newer change to the same lease keeps the older stamp). An update
 /// request is answered from the backlog as it was when the request came: its UPDDONE goes once

@@ -292,8 +292,9 @@ impl Allocator {
     /// key ([`crate::config::ReservationKey::stable_id`]), so a worker still on the engine from
     /// before agrees on every reservation both configurations have. A client holding a
     /// resource now reserved for another is told lifetime 0 at its next Renew or Rebind (see
-    /// [`Allocator::extend`]). A never-used resource whose reservation is removed is handed
-    /// out again only after a restart (the walk over never-used resources is past it).
+    /// [`Allocator::extend`]). A resource whose reservation is removed is handed out again at
+    /// once if it was used before and is in the free list; one never used so far, or freed
+    /// while it was reserved, only after a restart (the walks over free resources skipped it).
     pub fn set_reservations(&self, subnets: &[SubnetConfig]) {
         type Fresh = HashMap<u128, u64, foldhash::fast::RandomState>;
         let mut fresh: HashMap<(usize, usize, usize), Fresh> = HashMap::new();

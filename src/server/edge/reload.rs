@@ -151,20 +151,23 @@ impl Reloader {
             {
                 set(&new.server.log_level).map_err(|e| format!("log_level: {e}"))?;
             }
-            let alloc = match table {
-                Some(t) => self.publish_table(t),
-                None => self.allocator(),
-            };
             let reservations_changed = new.subnets.iter().any(|s| {
                 running
                     .subnets
                     .iter()
                     .find(|o| o.id == s.id)
-                    .is_none_or(|o| o.reservations != s.reservations)
+                    .is_some_and(|o| o.reservations != s.reservations)
             });
-            if !new.has_failover() && reservations_changed {
-                alloc.set_reservations(&new.subnets);
-            }
+            let alloc = match table {
+                Some(t) => {
+                    // The reserved sets first, so nothing uses the new table with the old ones.
+                    if reservations_changed {
+                        t.set_reservations(&new.subnets);
+                    }
+                    self.publish_table(t)
+                }
+                None => self.allocator(),
+            };
             let new = Arc::new(new);
             self.engines
                 .set(Arc::new(Engine::new(new.clone(), self.duid.clone(), alloc)));

@@ -597,12 +597,16 @@ impl PartnerThread {
         self.params.pools_digest = tandem_core::failover::pools_digest::pools_digest(&self.cfg);
         self.summary = tandem_core::failover::pools_digest::pools_summary(&self.cfg).into();
         let now = self.now();
-        if let Some(c) = self.conn.as_mut()
-            && let Some(l) = c.link.as_mut()
+        // The link, and on the secondary a newer connection still in its handshake.
+        for c in [self.conn.as_mut(), self.pending.as_mut()]
+            .into_iter()
+            .flatten()
         {
-            l.set_pools(now, self.params.pools_digest, self.summary.clone());
-            c.transmit();
-            c.flush();
+            if let Some(l) = c.link.as_mut() {
+                l.set_pools(now, self.params.pools_digest, self.summary.clone());
+                c.transmit();
+                c.flush();
+            }
         }
     }
 

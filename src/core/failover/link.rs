@@ -495,15 +495,19 @@ impl Link {
     }
 
     fn on_message(&mut self, now: Now, msg: &[u8]) {
-        if let Ok(h) = codec::peek_header(msg, now.unix_secs)
+        let header = codec::peek_header(msg, now.unix_secs);
+        if let Ok(h) = &header
             && let Some(why) = self.skew_check(now, h.sent_time)
         {
             self.disconnect(now, why);
             return;
         }
-        // A CONTACT may announce the partner's pools after a live reload.
-        if let Ok(m) = FailoverMessage::parse(msg)
-            && m.msg_type() == FailoverType::Contact
+        // A CONTACT may announce the partner's pools after a live reload (only a CONTACT is
+        // parsed for it: the header says which).
+        if header
+            .as_ref()
+            .is_ok_and(|h| h.msg_type == FailoverType::Contact)
+            && let Ok(m) = FailoverMessage::parse(msg)
             && let Some((digest, lines)) = super::pools_digest::read_tandem_pools(&m)
         {
             self.partner_pools = Some((digest, lines.into()));

@@ -410,17 +410,12 @@ fn check_link(
         ));
     };
     if their_digest != p.pools_digest {
-        let ours_cut = cut_summary(ours_summary);
-        let (only_ours, only_theirs) = diff_lines(&ours_cut, &their_lines);
-        let detail = if only_ours.is_empty() && only_theirs.is_empty() {
-            "the listed summary lines agree (the lists are cut at 4096 bytes, or the summaries were not built from the same configuration as the digests)".to_string()
-        } else {
-            format!(
-                "only on this {us}: {}; only on the {from}: {}",
-                list_lines(&only_ours),
-                list_lines(&only_theirs)
-            )
-        };
+        let detail = describe_difference(
+            ours_summary,
+            &their_lines,
+            &format!("only on this {us}"),
+            &format!("only on the {from}"),
+        );
         return Err(refuse(
             FailoverStatusCode::ConfigurationConflict,
             format!(

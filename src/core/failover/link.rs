@@ -194,15 +194,10 @@ impl Link {
         self.params.pools_digest = digest;
         self.summary = summary;
         if self.phase == Phase::Up {
-            let mut buf = Vec::new();
-            let sent = super::wire::to_failover_time(now.unix_secs);
-            let xid = self.next_xid();
-            let mut w = FailoverWriter::new(&mut buf, FailoverType::Contact, xid, sent);
-            super::pools_digest::write_tandem_pools(&mut w, &digest, &self.summary);
-            let mut frame = Vec::new();
-            if w.frame_into(&mut frame).is_ok() {
-                self.queue(now, &frame);
-            }
+            let summary = self.summary.clone();
+            self.queue_own(now, FailoverType::Contact, |w| {
+                super::pools_digest::write_tandem_pools(w, &digest, &summary)
+            });
         }
     }
 
@@ -213,18 +208,11 @@ impl Link {
         if *theirs == self.params.pools_digest || self.phase != Phase::Up {
             return None;
         }
-        let ours = super::pools_digest::cut_summary(&self.summary);
-        let (only_ours, only_theirs) = super::pools_digest::diff_lines(&ours, their_lines);
-        if only_ours.is_empty() && only_theirs.is_empty() {
-            return Some(
-                "the digests differ but the summary lines agree (they are cut at 4096 bytes)"
-                    .to_string(),
-            );
-        }
-        Some(format!(
-            "only here: {}; only on the partner: {}",
-            super::pools_digest::list_lines(&only_ours),
-            super::pools_digest::list_lines(&only_theirs)
+        Some(super::pools_digest::describe_difference(
+            &self.summary,
+            their_lines,
+            "only here",
+            "only on the partner",
         ))
     }
 
@@ -375,17 +363,30 @@ impl Link {
 
     fn disconnect_with(&mut self, now: Now, code: FailoverStatusCode, reason: String) {
         if self.phase == Phase::Up {
-            let mut buf = Vec::new();
-            let sent = super::wire::to_failover_time(now.unix_secs);
-            let xid = self.next_xid();
-            let mut w = FailoverWriter::new(&mut buf, FailoverType::Disconnect, xid, sent);
-            w.status_code(code, disconnect_text(&reason));
-            let mut frame = Vec::new();
-            if w.frame_into(&mut frame).is_ok() {
-                self.queue(now, &frame);
-            }
+            self.queue_own(now, FailoverType::Disconnect, |w| {
+                w.status_code(code, disconnect_text(&reason))
+            });
         }
         self.close_with(reason, false);
+    }
+
+    /// Queues one of the link's own messages of type `t` (its id above the session's), its
+    /// options written by `options`.
+    fn queue_own(
+        &mut self,
+        now: Now,
+        t: FailoverType,
+        options: impl FnOnce(&mut FailoverWriter<'_>),
+    ) {
+        let mut buf = Vec::new();
+        let sent = super::wire::to_failover_time(now.unix_secs);
+        let xid = self.next_xid();
+        let mut w = FailoverWriter::new(&mut buf, t, xid, sent);
+        options(&mut w);
+        let mut frame = Vec::new();
+        if w.frame_into(&mut frame).is_ok() {
+            self.queue(now, &frame);
+        }
     }
 
     /// The link's own transaction ids (CONNECT, STATE, CONTACT, DISCONNECT, POOLREQ): above

@@ -434,6 +434,28 @@ pub(crate) fn diff_lines<'x>(a: &'x [String], b: &'x [String]) -> (Vec<&'x str>,
     (only_a, only_b)
 }
 
+/// What differs between our summary `ours` (cut as sent) and the partner's lines, each side's
+/// own lines after its label (`{here}: …; {there}: …`), or a note that the listed lines agree
+/// (the lists are cut at [`POOLS_SUMMARY_MAX_BYTES`]) when the digests differ nonetheless.
+pub(crate) fn describe_difference(
+    ours: &[String],
+    theirs: &[String],
+    here: &str,
+    there: &str,
+) -> String {
+    let ours_cut = cut_summary(ours);
+    let (only_ours, only_theirs) = diff_lines(&ours_cut, theirs);
+    if only_ours.is_empty() && only_theirs.is_empty() {
+        "the listed summary lines agree (the lists are cut at 4096 bytes, or the summaries were not built from the same configuration as the digests)".to_string()
+    } else {
+        format!(
+            "{here}: {}; {there}: {}",
+            list_lines(&only_ours),
+            list_lines(&only_theirs)
+        )
+    }
+}
+
 pub(crate) fn list_lines(lines: &[&str]) -> String {
     if lines.is_empty() {
         return "none".to_string();

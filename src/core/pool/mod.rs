@@ -202,17 +202,25 @@ impl Allocator {
     /// pools from index `first_pool` on out of dynamic allocation (config validation put each
     /// inside a pool of this subnet, reserved once).
     fn reserve(&self, sn: usize, s: &SubnetConfig, first_pool: usize) {
+        self.for_each_reserved(sn, s, |rr, id| {
+            if rr.pool as usize >= first_pool {
+                let pool = &self.subnets[sn].pools[rr.pool as usize];
+                lock(pool.subpool_of(rr.index))
+                    .reserved
+                    .insert(rr.index, id);
+            }
+        });
+    }
+
+    /// Every resource subnet index `sn`'s reservations (configured as `s`) hold in its pools,
+    /// with the reservation's [`crate::config::ReservationKey::stable_id`].
+    fn for_each_reserved(&self, sn: usize, s: &SubnetConfig, mut f: impl FnMut(ResRef, u64)) {
         for r in s.reservations.list() {
             let id = r.key.stable_id();
             for kind in [ResourceKind::Address, ResourceKind::Prefix] {
                 for (addr, _) in r.resources(kind) {
-                    if let Some(rr) = self.locate(sn, kind, addr)
-                        && rr.pool as usize >= first_pool
-                    {
-                        let pool = &self.subnets[sn].pools[rr.pool as usize];
-                        lock(pool.subpool_of(rr.index))
-                            .reserved
-                            .insert(rr.index, id);
+                    if let Some(rr) = self.locate(sn, kind, addr) {
+                        f(rr, id);
                     }
                 }
             }
@@ -238,9 +246,12 @@ impl Allocator {
         }
         let mut added = Vec::new();
         let mut out = Vec::with_capacity(subnets.len());
+        // Per subnet, how many of its pools the running table already has.
+        let mut kept_counts = Vec::with_capacity(subnets.len());
         for (sn, s) in subnets.iter().enumerate() {
             let old = self.subnets.iter().find(|o| o.id == s.id);
             let kept = old.map_or(&[][..], |o| &o.pools[..]);
+            kept_counts.push(kept.len());
             for (pi, op) in kept.iter().enumerate() {
                 let same = s.pools.get(pi).is_some_and(|np| {
                     np.kind == op.cfg.kind
@@ -275,12 +286,7 @@ impl Allocator {
             seq: self.seq.clone(),
             failover: self.failover,
         };
-        for (sn, s) in subnets.iter().enumerate() {
-            let first_new = self
-                .subnets
-                .iter()
-                .find(|o| o.id == s.id)
-                .map_or(0, |o| o.pools.len());
+        for ((sn, s), first_new) in subnets.iter().enumerate().zip(kept_counts) {
             a.reserve(sn, s, first_new);
         }
         Ok((a, added))
@@ -299,20 +305,13 @@ impl Allocator {
         type Fresh = HashMap<u128, u64, foldhash::fast::RandomState>;
         let mut fresh: HashMap<(usize, usize, usize), Fresh> = HashMap::new();
         for (sn, s) in subnets.iter().enumerate().take(self.subnets.len()) {
-            for r in s.reservations.list() {
-                let id = r.key.stable_id();
-                for kind in [ResourceKind::Address, ResourceKind::Prefix] {
-                    for (addr, _) in r.resources(kind) {
-                        if let Some(rr) = self.locate(sn, kind, addr) {
-                            let pool = &self.subnets[sn].pools[rr.pool as usize];
-                            fresh
-                                .entry((sn, rr.pool as usize, pool.subpool_number(rr.index)))
-                                .or_default()
-                                .insert(rr.index, id);
-                        }
-                    }
-                }
-            }
+            self.for_each_reserved(sn, s, |rr, id| {
+                let pool = &self.subnets[sn].pools[rr.pool as usize];
+                fresh
+                    .entry((sn, rr.pool as usize, pool.subpool_number(rr.index)))
+                    .or_default()
+                    .insert(rr.index, id);
+            });
         }
         for (sn, sub) in self.subnets.iter().enumerate() {
             for (pi, pool) in sub.pools.iter().enumerate() {

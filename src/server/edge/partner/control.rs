@@ -121,13 +121,12 @@ impl PartnerThread {
                 // The text status as an object; repeated keys (pools) become lists. The first
                 // relationship's keys are at the top (as with one); with several, each
                 // relationship's are also in `relationships`.
-                let mut text = self.status_text();
+                let own = self.status_text();
+                let mut text = own.clone();
                 control::pool_lines(&self.alloc, &mut text);
                 let mut m = status_object(&text);
                 if !self.others.is_empty() {
-                    let mut all = vec![serde_json::Value::Object(status_object(
-                        &self.status_text(),
-                    ))];
+                    let mut all = vec![serde_json::Value::Object(status_object(&own))];
                     for other in OtherRelationship::ask_all(&self.others, Ask::Status) {
                         all.push(serde_json::Value::Object(status_object(&other)));
                     }

@@ -292,6 +292,16 @@ impl OtherRelationship {
     }
 }
 
+/// What relationship `i` sees of the whole configuration `whole`: the whole one when it is the
+/// only relationship, else [`Config::relationship_view`].
+fn relationship_config(whole: &Arc<Config>, i: usize) -> Arc<Config> {
+    if whole.relationships.len() > 1 {
+        Arc::new(whole.relationship_view(i))
+    } else {
+        whole.clone()
+    }
+}
+
 /// The store's meta key of relationship `fo`'s `base` record: the key itself with one
 /// relationship (as before m-to-1), the key and the relationship's name with several.
 fn meta_key(base: &[u8], fo: &FailoverConfig, several: bool) -> Vec<u8> {
@@ -472,13 +482,11 @@ fn prepare(
     let fo = setup.config.relationships[i].clone();
     let several = setup.config.relationships.len() > 1;
     // What this relationship shares with its partner: its subnets only.
-    let (view, scope) = if several {
-        (
-            Arc::new(setup.config.relationship_view(i)),
-            Scope::subnets(&fo.subnets),
-        )
+    let view = relationship_config(&setup.config, i);
+    let scope = if several {
+        Scope::subnets(&fo.subnets)
     } else {
-        (setup.config.clone(), Scope::ALL)
+        Scope::ALL
     };
     let tls = TlsMaterial::load(&fo.ca, &fo.cert, &fo.key, &fo.partner_name)?;
     let tls_client = tls.client_config()?;

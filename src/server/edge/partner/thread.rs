@@ -588,11 +588,7 @@ impl PartnerThread {
         if Arc::ptr_eq(&running, &self.whole) {
             return;
         }
-        self.cfg = if running.relationships.len() > 1 {
-            Arc::new(running.relationship_view(self.index))
-        } else {
-            running.clone()
-        };
+        self.cfg = super::relationship_config(&running, self.index);
         self.whole = running;
         self.params.pools_digest = tandem_core::failover::pools_digest::pools_digest(&self.cfg);
         self.summary = tandem_core::failover::pools_digest::pools_summary(&self.cfg).into();

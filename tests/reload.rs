@@ -32,6 +32,18 @@ pools = [{{ range = "2001:db8:1::1:0-2001:db8:1::{pool_end}:ffff" }}]
     )
 }
 
+/// A scratch folder with its data dir and configuration file paths, and a free port.
+fn scratch() -> (
+    tempfile::TempDir,
+    std::path::PathBuf,
+    std::path::PathBuf,
+    u16,
+) {
+    let d = tempfile::tempdir().unwrap();
+    let (data, f) = (d.path().join("data"), d.path().join("tandem.toml"));
+    (d, data, f, free_udp_port())
+}
+
 /// `tandem ctl --data-dir data args...`: whether it succeeded, and what it printed.
 fn ctl(data: &Path, args: &[&str]) -> (bool, String) {
     let o = std::process::Command::new(TANDEM)
@@ -72,10 +84,7 @@ fn dns_of(sock: &UdpSocket, port: u16) -> Vec<Ipv6Addr> {
 
 #[test]
 fn options_reload_live_under_load_and_restart_only_changes_are_refused() {
-    let d = tempfile::tempdir().unwrap();
-    let data = d.path().join("data");
-    let f = d.path().join("tandem.toml");
-    let port = free_udp_port();
+    let (d, data, f, port) = scratch();
     std::fs::write(&f, config(port, &data, "2001:db8::53", "ffff")).unwrap();
     let log = d.path().join("server.log");
     let mut server = serve(&["--config", f.to_str().unwrap()], &log);
@@ -190,10 +199,7 @@ fn options_reload_live_under_load_and_restart_only_changes_are_refused() {
 
 #[test]
 fn pools_and_subnets_added_live_under_load_serve_the_next_clients() {
-    let d = tempfile::tempdir().unwrap();
-    let data = d.path().join("data");
-    let f = d.path().join("tandem.toml");
-    let port = free_udp_port();
+    let (d, data, f, port) = scratch();
     // 1,000 addresses: not enough for the 3,000 clients below.
     let small = config(port, &data, "2001:db8::53", "1").replace(
         "2001:db8:1::1:0-2001:db8:1::1:ffff",
@@ -308,10 +314,7 @@ fn offered(sock: &UdpSocket, port: u16, duid: &[u8]) -> Option<Ipv6Addr> {
 
 #[test]
 fn reservations_change_live() {
-    let d = tempfile::tempdir().unwrap();
-    let data = d.path().join("data");
-    let f = d.path().join("tandem.toml");
-    let port = free_udp_port();
+    let (d, data, f, port) = scratch();
     let base = config(port, &data, "2001:db8::53", "ffff");
     std::fs::write(&f, &base).unwrap();
     let log = d.path().join("server.log");

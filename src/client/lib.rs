@@ -2,7 +2,7 @@
 //! load generator.
 //!
 //! A [`Client`] builds its messages (Solicit with IA_NA and/or IA_PD and optionally Rapid
-//! Commit, Request, Renew, Rebind, Release), validates what comes back (transaction id, client
+//! Commit, Request, Renew, Rebind, Release, Decline, Confirm), validates what comes back (transaction id, client
 //! and server identifiers, status codes at the top and in each IA, lifetimes, T1/T2) and runs
 //! the exchange state machine with bounded retransmission (timeouts doubling, optionally
 //! jittered, capped, then given up; an unanswered Request goes back to Solicit once, RFC 8415
@@ -13,7 +13,7 @@
 //! Two ways to drive it ([`Mode`]):
 //!
 //! - [`Mode::Autonomous`] (the simulator): the client lives on its own, as a host would. It
-//!   solicits when its start time comes, renews at T1 (or releases, if told to), rebinds at T2,
+//!   solicits when its start time comes, renews at T1 (or does what [`AtT1`] says), rebinds at T2,
 //!   drops its leases when they expire, and starts over when an exchange fails or is refused.
 //! - [`Mode::Driven`] (the generator): the caller starts each exchange with [`Client::start`];
 //!   the client retransmits and reports how the exchange ended ([`Event::Bound`],
@@ -156,6 +156,24 @@ pub enum Exchange {
     Rebind,
     /// Release → Reply.
     Release,
+    /// Decline → Reply, to the server that granted the address (RFC 8415 §18.2.8).
+    Decline,
+    /// Confirm → Reply, to every server: are my addresses still on this link (§18.2.3)?
+    Confirm,
+}
+
+/// What an autonomous client does when T1 comes (the caller chooses, see [`Client::on_timer`]).
+/// Decline and Confirm need an address held; a client holding only a prefix renews instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AtT1 {
+    /// Renew, as a host does.
+    Renew,
+    /// Release everything and solicit again later (a host leaving).
+    Release,
+    /// Decline the address (duplicate address detection failed) and start over.
+    Decline,
+    /// Confirm the address (a host that rebooted or moved), then go on renewing.
+    Confirm,
 }
 
 impl Exchange {
@@ -167,13 +185,15 @@ impl Exchange {
             Exchange::Renew => MessageType::Renew,
             Exchange::Rebind => MessageType::Rebind,
             Exchange::Release => MessageType::Release,
+            Exchange::Decline => MessageType::Decline,
+            Exchange::Confirm => MessageType::Confirm,
         }
     }
 
     /// Where its messages go.
     pub fn to(self) -> To {
         match self {
-            Exchange::Solicit | Exchange::Rebind => To::All,
+            Exchange::Solicit | Exchange::Rebind | Exchange::Confirm => To::All,
             _ => To::Server,
         }
     }
@@ -186,6 +206,8 @@ impl Exchange {
             Exchange::Renew => Phase::Renewing,
             Exchange::Rebind => Phase::Rebinding,
             Exchange::Release => Phase::Releasing,
+            Exchange::Decline => Phase::Declining,
+            Exchange::Confirm => Phase::Confirming,
         }
     }
 
@@ -197,6 +219,8 @@ impl Exchange {
             Exchange::Renew => "renew",
             Exchange::Rebind => "rebind",
             Exchange::Release => "release",
+            Exchange::Decline => "decline",
+            Exchange::Confirm => "confirm",
         }
     }
 }
@@ -218,6 +242,10 @@ pub enum Phase {
     Rebinding,
     /// Sent Release.
     Releasing,
+    /// Sent Decline.
+    Declining,
+    /// Sent Confirm.
+    Confirming,
     /// Driven mode: its last exchange timed out or was abandoned, or was refused while it held
     /// nothing; what it held, if anything, is kept but it is not bound.
     Failed,
@@ -232,6 +260,8 @@ impl Phase {
             Phase::Renewing => Some(Exchange::Renew),
             Phase::Rebinding => Some(Exchange::Rebind),
             Phase::Releasing => Some(Exchange::Release),
+            Phase::Declining => Some(Exchange::Decline),
+            Phase::Confirming => Some(Exchange::Confirm),
             Phase::Idle | Phase::Bound | Phase::Failed => None,
         }
     }
@@ -240,9 +270,9 @@ impl Phase {
 /// Where a message goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum To {
-    /// Every server (Solicit, Rebind).
+    /// Every server (Solicit, Rebind, Confirm).
     All,
-    /// The server named by [`Client::server_id`] (Request, Renew, Release); a relay agent or a
+    /// The server named by [`Client::server_id`] (Request, Renew, Release, Decline); a relay agent or a
     /// multicast sends it to all and the others ignore it.
     Server,
 }
@@ -299,6 +329,10 @@ pub enum Event {
     Refused(u16),
     /// A Release was answered; the client holds nothing.
     Released,
+    /// A Decline was answered; the client holds nothing.
+    Declined,
+    /// A Confirm was answered with Success: the client keeps its leases (and renews next).
+    Confirmed,
     /// The datagram was not for the exchange in flight.
     Ignored(Ignored),
 }
@@ -598,8 +632,8 @@ impl Client {
     }
 
     /// Runs the timer at `now_ms` (nothing happens before [`Client::timer_ms`]). `xid` is used
-    /// if a message is sent. `leave`: an autonomous client at T1 releases instead of renewing.
-    pub fn on_timer(&mut self, now_ms: u64, xid: u32, leave: bool, out: &mut Outbox) -> Step {
+    /// if a message is sent. `at_t1`: what an autonomous client does if T1 has come.
+    pub fn on_timer(&mut self, now_ms: u64, xid: u32, at_t1: AtT1, out: &mut Outbox) -> Step {
         if now_ms < self.timer_ms {
             return Step::quiet(Event::Nothing);
         }
@@ -627,10 +661,11 @@ impl Client {
                 started(self, Exchange::Rebind, out)
             }
             Phase::Bound if auto && now_ms >= self.t1_ms => {
-                let ex = if leave {
-                    Exchange::Release
-                } else {
-                    Exchange::Renew
+                let ex = match at_t1 {
+                    AtT1::Release => Exchange::Release,
+                    AtT1::Decline if self.na.is_some() => Exchange::Decline,
+                    AtT1::Confirm if self.na.is_some() => Exchange::Confirm,
+                    _ => Exchange::Renew,
                 };
                 started(self, ex, out)
             }
@@ -646,7 +681,9 @@ impl Client {
             | Phase::Requesting
             | Phase::Renewing
             | Phase::Rebinding
-            | Phase::Releasing => self.retry(now_ms, xid, out),
+            | Phase::Releasing
+            | Phase::Declining
+            | Phase::Confirming => self.retry(now_ms, xid, out),
         }
     }
 
@@ -702,6 +739,33 @@ impl Client {
                 NEVER
             };
             return Step::quiet(Event::Released);
+        }
+        if ex == Exchange::Decline {
+            // RFC 8415 §18.2.10.1: the Decline is over; the address is not used again. This
+            // client starts over (without its prefix too: it begins again as a new host).
+            if let Some(code) = top_failure
+                && !auto
+            {
+                return self.refused(code, now_ms);
+            }
+            self.drop_leases();
+            self.phase = Phase::Idle;
+            self.timer_ms = if auto {
+                now_ms.saturating_add(self.initial_rt())
+            } else {
+                NEVER
+            };
+            return Step::quiet(Event::Declined);
+        }
+        if ex == Exchange::Confirm {
+            // RFC 8415 §18.2.10.1: Success keeps the leases (lifetimes unchanged); NotOnLink
+            // (or any failure) means they are of no use here.
+            if let Some(code) = top_failure {
+                return self.refused(code, now_ms);
+            }
+            self.phase = Phase::Bound;
+            self.timer_ms = if auto { now_ms } else { NEVER };
+            return Step::quiet(Event::Confirmed);
         }
         let grant = match top_failure {
             Some(code) => Err(code),
@@ -885,11 +949,17 @@ impl Client {
         }
         let holds = self.na.is_some() || self.pd.is_some();
         let next = match ex {
-            Exchange::Release => {
-                // Unanswered: it stops using the leases anyway (RFC 8415 §18.2.7).
+            Exchange::Release | Exchange::Decline => {
+                // Unanswered: it stops using the leases anyway (RFC 8415 §18.2.7, §18.2.8).
                 self.drop_leases();
                 self.phase = Phase::Idle;
                 self.timer_ms = now_ms.saturating_add(self.initial_rt());
+                return Step::quiet(event);
+            }
+            Exchange::Confirm if holds => {
+                // Unanswered: it goes on with what it holds (RFC 8415 §18.2.3), renewing next.
+                self.phase = Phase::Bound;
+                self.timer_ms = now_ms;
                 return Step::quiet(event);
             }
             _ if holds => Exchange::Rebind,
@@ -975,7 +1045,7 @@ impl Client {
             if ex == Exchange::Solicit && ask.rapid_commit {
                 w.rapid_commit();
             }
-            if ask.dns && ex != Exchange::Release {
+            if ask.dns && !matches!(ex, Exchange::Release | Exchange::Decline) {
                 w.oro(&[opt::DNS_SERVERS, opt::DOMAIN_LIST]);
             }
             if let Some(iaid) = ask.na {
@@ -985,7 +1055,11 @@ impl Client {
                     }
                 });
             }
-            if let Some(iaid) = ask.pd {
+            // Decline and Confirm are about addresses only (RFC 8415 §18.2.3, §18.2.8).
+            if let Some(iaid) = ask
+                .pd
+                .filter(|_| !matches!(ex, Exchange::Decline | Exchange::Confirm))
+            {
                 w.ia_pd(iaid, 0, 0, |o| {
                     if let Some((p, l)) = pd {
                         o.ia_prefix(p, l, 0, 0, |_| {});
@@ -1087,11 +1161,14 @@ mod tests {
         let adv = answer(&out, MessageType::Advertise, 600, None);
         assert_eq!(c.on_datagram(1, &adv, 2, &mut out).event, Event::Advertised);
         assert_eq!(c.timer_ms(), 101);
-        assert_eq!(c.on_timer(100, 3, false, &mut out).event, Event::Nothing);
+        assert_eq!(
+            c.on_timer(100, 3, AtT1::Renew, &mut out).event,
+            Event::Nothing
+        );
         let mut t = 101;
         let mut gaps = Vec::new();
         for xid in 3..5 {
-            let s = c.on_timer(t, xid, false, &mut out);
+            let s = c.on_timer(t, xid, AtT1::Renew, &mut out);
             assert_eq!((s.event, s.send), (Event::Retransmitted, Some(To::Server)));
             assert_eq!(
                 Message::parse(out.datagram()).unwrap().transaction_id(),
@@ -1101,15 +1178,15 @@ mod tests {
             t = c.timer_ms();
         }
         assert_eq!(gaps, [200, 350], "doubling, capped at max_rt_ms");
-        let s = c.on_timer(t, 5, false, &mut out);
+        let s = c.on_timer(t, 5, AtT1::Renew, &mut out);
         assert_eq!((s.event, c.phase()), (Event::Restarted, Phase::Soliciting));
         for xid in 6..8 {
             assert_eq!(
-                c.on_timer(c.timer_ms(), xid, false, &mut out).event,
+                c.on_timer(c.timer_ms(), xid, AtT1::Renew, &mut out).event,
                 Event::Retransmitted
             );
         }
-        let s = c.on_timer(c.timer_ms(), 8, false, &mut out);
+        let s = c.on_timer(c.timer_ms(), 8, AtT1::Renew, &mut out);
         assert_eq!(
             (s.event, s.send),
             (Event::TimedOut(Exchange::Solicit), None)
@@ -1159,8 +1236,11 @@ mod tests {
     fn autonomous_client_renews_at_t1_rebinds_at_t2_and_expires() {
         let mut c = Client::new(9, 0x51, Config::autonomous(Ask::address(1)), 500);
         let mut out = Outbox::direct();
-        assert_eq!(c.on_timer(499, 1, false, &mut out).event, Event::Nothing);
-        let s = c.on_timer(500, 1, false, &mut out);
+        assert_eq!(
+            c.on_timer(499, 1, AtT1::Renew, &mut out).event,
+            Event::Nothing
+        );
+        let s = c.on_timer(500, 1, AtT1::Renew, &mut out);
         assert_eq!(s.event, Event::Started(Exchange::Solicit));
         let adv = answer(&out, MessageType::Advertise, 100, None);
         assert_eq!(
@@ -1170,7 +1250,7 @@ mod tests {
         let rep = answer(&out, MessageType::Reply, 100, None);
         assert_eq!(c.on_datagram(520, &rep, 3, &mut out).event, Event::Bound);
         assert_eq!(c.timer_ms(), 50_520, "T1 is half the valid lifetime when 0");
-        let s = c.on_timer(50_520, 4, false, &mut out);
+        let s = c.on_timer(50_520, 4, AtT1::Renew, &mut out);
         assert_eq!(
             (s.event, s.send),
             (Event::Started(Exchange::Renew), Some(To::Server))
@@ -1178,7 +1258,7 @@ mod tests {
         // Renew unanswered until T2: Rebind to all.
         let mut xid = 5;
         while c.phase() == Phase::Renewing {
-            let _ = c.on_timer(c.timer_ms(), xid, false, &mut out);
+            let _ = c.on_timer(c.timer_ms(), xid, AtT1::Renew, &mut out);
             xid += 1;
             assert!(xid < 5 + 2 * CLIENT_RETRIES_MAX, "bounded");
         }
@@ -1186,7 +1266,7 @@ mod tests {
         // Rebind unanswered until the lease expires: it solicits again.
         let mut steps = 0;
         loop {
-            let s = c.on_timer(c.timer_ms(), xid, false, &mut out);
+            let s = c.on_timer(c.timer_ms(), xid, AtT1::Renew, &mut out);
             xid += 1;
             steps += 1;
             assert!(steps < 20, "bounded");
@@ -1198,8 +1278,127 @@ mod tests {
         assert_eq!(c.timer_ms() - 100_520, CLIENT_RT_MS);
         // Abandoned, it solicits again at its next timer call.
         c.abandon();
-        let s = c.on_timer(100_600, xid, false, &mut out);
+        let s = c.on_timer(100_600, xid, AtT1::Renew, &mut out);
         assert_eq!(s.event, Event::Started(Exchange::Solicit));
+    }
+
+    /// An autonomous client bound to `ADDR` (valid 100 s, so T1 at 50.52 s) and, when `pd`,
+    /// asking for a prefix as well.
+    fn bound_autonomous(ask: Ask) -> (Client, Outbox) {
+        let mut c = Client::new(9, 0x51, Config::autonomous(ask), 500);
+        let mut out = Outbox::direct();
+        let _ = c.on_timer(500, 1, AtT1::Renew, &mut out);
+        let adv = answer(&out, MessageType::Advertise, 100, None);
+        assert_eq!(
+            c.on_datagram(510, &adv, 2, &mut out).event,
+            Event::Advertised
+        );
+        let rep = answer(&out, MessageType::Reply, 100, None);
+        assert_eq!(c.on_datagram(520, &rep, 3, &mut out).event, Event::Bound);
+        (c, out)
+    }
+
+    #[test]
+    fn decline_names_the_address_to_its_server_and_starts_over() {
+        let (mut c, mut out) = bound_autonomous(Ask::address(1));
+        let s = c.on_timer(50_520, 4, AtT1::Decline, &mut out);
+        assert_eq!(
+            (s.event, s.send),
+            (Event::Started(Exchange::Decline), Some(To::Server))
+        );
+        let m = Message::parse(out.datagram()).unwrap();
+        assert_eq!(m.msg_type(), MessageType::Decline);
+        assert_eq!(m.server_id(), Some(SERVER));
+        let declined: Vec<Ipv6Addr> = m
+            .ia_nas()
+            .flat_map(|ia| ia.addresses().map(|a| a.addr).collect::<Vec<_>>())
+            .collect();
+        assert_eq!(declined, [ADDR]);
+        let rep = answer(&out, MessageType::Reply, 0, Some(StatusCode::Success));
+        assert_eq!(
+            c.on_datagram(50_530, &rep, 5, &mut out).event,
+            Event::Declined
+        );
+        assert_eq!((c.phase(), c.lease()), (Phase::Idle, None));
+        assert_eq!(c.timer_ms(), 50_530 + CLIENT_RT_MS, "solicits again");
+    }
+
+    #[test]
+    fn confirm_asks_every_server_and_keeps_the_lease_on_success_only() {
+        let (mut c, mut out) = bound_autonomous(Ask::address(1));
+        let s = c.on_timer(50_520, 4, AtT1::Confirm, &mut out);
+        assert_eq!(
+            (s.event, s.send),
+            (Event::Started(Exchange::Confirm), Some(To::All))
+        );
+        let m = Message::parse(out.datagram()).unwrap();
+        assert_eq!(m.msg_type(), MessageType::Confirm);
+        assert_eq!(m.server_id(), None, "Confirm carries no Server Identifier");
+        let rep = answer(&out, MessageType::Reply, 0, Some(StatusCode::Success));
+        assert_eq!(
+            c.on_datagram(50_530, &rep, 5, &mut out).event,
+            Event::Confirmed
+        );
+        assert_eq!(c.phase(), Phase::Bound);
+        assert_eq!(
+            c.address().map(|l| l.expires_ms),
+            Some(100_520),
+            "lifetimes unchanged"
+        );
+        // Its timer is due at once: T1 has passed, so it renews next.
+        let s = c.on_timer(50_530, 6, AtT1::Renew, &mut out);
+        assert_eq!(s.event, Event::Started(Exchange::Renew));
+        // NotOnLink: what it holds is of no use here.
+        let (mut c, mut out) = bound_autonomous(Ask::address(1));
+        let _ = c.on_timer(50_520, 4, AtT1::Confirm, &mut out);
+        let rep = answer(&out, MessageType::Reply, 0, Some(StatusCode::NotOnLink));
+        assert_eq!(
+            c.on_datagram(50_530, &rep, 5, &mut out).event,
+            Event::Refused(StatusCode::NotOnLink as u16)
+        );
+        assert_eq!(c.lease(), None);
+    }
+
+    #[test]
+    fn decline_and_confirm_need_an_address_and_leave_the_prefix_out() {
+        // A client holding only a prefix renews instead.
+        let mut c = Client::new(9, 0x51, Config::autonomous(Ask::prefix(2, None)), 500);
+        let mut out = Outbox::direct();
+        let _ = c.on_timer(500, 1, AtT1::Renew, &mut out);
+        let q = Message::parse(out.message()).unwrap();
+        let mut adv = Vec::new();
+        {
+            let mut w = MessageWriter::new(&mut adv, MessageType::Advertise, q.transaction_id());
+            w.client_id(q.client_id().unwrap());
+            w.server_id(SERVER);
+            w.ia_pd(2, 0, 0, |o| o.ia_prefix(ADDR, 56, 50, 100, |_| {}));
+        }
+        assert_eq!(
+            c.on_datagram(510, &adv, 2, &mut out).event,
+            Event::Advertised
+        );
+        let q = Message::parse(out.message()).unwrap();
+        let mut rep = Vec::new();
+        {
+            let mut w = MessageWriter::new(&mut rep, MessageType::Reply, q.transaction_id());
+            w.client_id(q.client_id().unwrap());
+            w.server_id(SERVER);
+            w.ia_pd(2, 0, 0, |o| o.ia_prefix(ADDR, 56, 50, 100, |_| {}));
+        }
+        assert_eq!(c.on_datagram(520, &rep, 3, &mut out).event, Event::Bound);
+        for at_t1 in [AtT1::Decline, AtT1::Confirm] {
+            let mut d = c.clone();
+            let s = d.on_timer(50_520, 4, at_t1, &mut out);
+            assert_eq!(s.event, Event::Started(Exchange::Renew), "{at_t1:?}");
+        }
+        // With both, the Confirm speaks of the address only.
+        let mut both = Ask::address(1);
+        both.pd = Some(2);
+        let (mut c, mut out) = bound_autonomous(Ask::address(1));
+        c.cfg.ask = both;
+        let _ = c.on_timer(50_520, 4, AtT1::Confirm, &mut out);
+        let m = Message::parse(out.datagram()).unwrap();
+        assert_eq!((m.ia_nas().count(), m.ia_pds().count()), (1, 0));
     }
 
     #[test]

@@ -33,7 +33,7 @@ use std::collections::{BinaryHeap, HashMap};
 use std::net::{Ipv6Addr, SocketAddrV6, UdpSocket};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-use tandem_client::{Ask, Config, Event, Exchange, Mode, Outbox, Retransmit, Via};
+use tandem_client::{Ask, AtT1, Config, Event, Exchange, Mode, Outbox, Retransmit, Via};
 pub use tandem_client::{Client, Phase as ClientPhase};
 use tandem_core::wire::{self, Message};
 
@@ -351,7 +351,7 @@ impl<'r> Driver<'r> {
                     continue;
                 }
                 let xid = self.peek_xid();
-                let step = self.clients[i].on_timer(clock, xid, false, &mut self.outbox);
+                let step = self.clients[i].on_timer(clock, xid, AtT1::Renew, &mut self.outbox);
                 match step.event {
                     Event::Retransmitted => st.retransmits += 1,
                     // RFC 8415 §18.2.2: a Request nobody answers sends the client back to

@@ -61,6 +61,8 @@ pub fn main() -> ExitCode {
     let (mut passed, mut grants, mut crashes, mut wipes, mut partitions, mut worst) =
         (0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
     let mut forgotten = 0u64;
+    // Declines, Confirms, relayed grants, address+prefix grants, split-brain double grants.
+    let mut modes = [0u64; 5];
     let mut failed: Vec<u64> = Vec::new();
     let mut last = None;
     for seed in cli.first..cli.first.saturating_add(cli.seeds) {
@@ -81,6 +83,15 @@ pub fn main() -> ExitCode {
                 wipes += r.wipes as u64;
                 partitions += r.partitions as u64;
                 forgotten += r.forgotten;
+                for (m, v) in modes.iter_mut().zip([
+                    r.declines,
+                    r.confirms,
+                    r.relayed_grants,
+                    r.both_ia_grants,
+                    r.split_conflicts,
+                ]) {
+                    *m += v;
+                }
                 worst = worst.max(r.converged_after_secs);
             }
             Err(f) => {
@@ -98,6 +109,10 @@ pub fn main() -> ExitCode {
     println!(
         "{passed} seeds passed in {:.1}s ({range}): {grants} leases granted, {crashes} crashes ({wipes} wiped), {partitions} partitions, {forgotten} ended records forgotten, slowest convergence {worst}s simulated",
         t0.elapsed().as_secs_f64()
+    );
+    println!(
+        "mixed runs: {} declines, {} confirms, {} grants through the relay, {} address+prefix grants; split-brain runs: {} double grants resolved by healing",
+        modes[0], modes[1], modes[2], modes[3], modes[4]
     );
     println!("simulation: {passed} passed, {} failed", failed.len());
     if failed.is_empty() {

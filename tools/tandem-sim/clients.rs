@@ -2,10 +2,12 @@
 //! every datagram either way goes through one lossy path ([`World::datagram`]: loss,
 //! duplication, delay, hence reordering).
 
-use crate::SimFailure;
 use crate::world::{Ev, World};
-use tandem_client::{Event, Outbox, Send};
+use crate::{RELAY_LINK, SimFailure};
+use tandem_client::{AtT1, Event, Outbox, Send, Via};
+use tandem_core::config::ResourceKind;
 use tandem_core::failover::state::ServerState;
+use tandem_core::wire::{self, Message};
 
 impl World {
     /// Puts one datagram on the client network: lost, or delivered once or twice after
@@ -55,22 +57,54 @@ impl World {
         }
     }
 
+    /// The outbox a client writes into: direct, or through the relay agent of the second
+    /// subnet.
+    fn outbox(&self, client: u32) -> Outbox {
+        if self.relayed[client as usize] {
+            Outbox::new(Via::Relay {
+                link: RELAY_LINK,
+                interface_id: b"sim-relay",
+                source_port: None,
+            })
+        } else {
+            Outbox::direct()
+        }
+    }
+
     pub(crate) fn client_timer(&mut self, c: u32) {
-        let release = self.rng.permille(self.cfg.release_permille);
+        let mut at_t1 = if self.rng.permille(self.cfg.release_permille) {
+            AtT1::Release
+        } else {
+            AtT1::Renew
+        };
+        if let Some(m) = self.cfg.modes.mixed
+            && at_t1 == AtT1::Renew
+        {
+            if self.rng.permille(m.decline_permille) {
+                at_t1 = AtT1::Decline;
+            } else if self.rng.permille(m.confirm_permille) {
+                at_t1 = AtT1::Confirm;
+            }
+        }
+        let mut out = self.outbox(c);
         let cl = &mut self.clients[c as usize];
         if cl.timer_ms() > self.now_ms {
             return; // superseded
         }
         self.next_xid = self.next_xid.wrapping_add(1);
-        let mut out = Outbox::direct();
-        let step = cl.on_timer(self.now_ms, self.next_xid, release, &mut out);
+        let step = cl.on_timer(self.now_ms, self.next_xid, at_t1, &mut out);
         let send = step.send.map(|to| Send::new(cl, to, &out));
         let expired = step.event == Event::Expired;
         let next = cl.timer_ms();
-        // RFC 8415 §18.2.7: a client stops using what it releases as soon as it starts the
-        // Release exchange.
-        if expired || cl.phase() == tandem_client::Phase::Releasing {
-            self.holders.retain(|_, (h, _)| *h != c);
+        // RFC 8415 §18.2.7, §18.2.8: a client stops using what it releases or declines as
+        // soon as it starts the exchange.
+        if expired
+            || matches!(
+                cl.phase(),
+                tandem_client::Phase::Releasing | tandem_client::Phase::Declining
+            )
+        {
+            self.holders.retain(|_, h| h.client != c);
         }
         if let Some(s) = send {
             self.send_from_client(c, s);
@@ -85,29 +119,51 @@ impl World {
         granted_under: Option<(usize, ServerState)>,
     ) -> Result<(), SimFailure> {
         self.next_xid = self.next_xid.wrapping_add(1);
+        let mut out = self.outbox(client);
+        let relayed = self.relayed[client as usize];
         let cl = &mut self.clients[client as usize];
         let before = cl.timer_ms();
-        let held = cl.lease().map(|l| l.addr);
-        let mut out = Outbox::direct();
-        let step = cl.on_datagram(self.now_ms, bytes, self.next_xid, &mut out);
-        let send = step.send.map(|to| Send::new(cl, to, &out));
-        match (step.event, cl.lease().copied()) {
-            (Event::Bound, Some(l)) => {
-                let (addr, expires_ms, valid_secs) = (l.addr, l.expires_ms, l.valid_secs);
-                let (n, state) = granted_under.unwrap_or((0, ServerState::Startup));
-                self.note(format!(
-                    "client {client} holds {addr} for {valid_secs}s from node {n} (answered under {state})"
-                ));
-                self.check_grant(n, state, client, addr, expires_ms, valid_secs)?;
+        let step = if relayed {
+            // The relay agent hands the client what the Relay-repl carries.
+            match wire::unwrap_relay_replies(bytes).map(|r| Message::parse(r.inner())) {
+                Ok(Ok(m)) => cl.on_reply(self.now_ms, &m, self.next_xid, &mut out),
+                _ => return Ok(()),
             }
-            (_, None) => {
-                if let Some(a) = held
-                    && self.holders.get(&a).is_some_and(|h| h.0 == client)
-                {
-                    self.holders.remove(&a);
-                }
+        } else {
+            cl.on_datagram(self.now_ms, bytes, self.next_xid, &mut out)
+        };
+        let send = step.send.map(|to| Send::new(cl, to, &out));
+        let now_holds: Vec<tandem_client::Lease> = [cl.address(), cl.prefix()]
+            .into_iter()
+            .flatten()
+            .copied()
+            .collect();
+        // What it no longer holds is free as far as it is concerned.
+        self.holders
+            .retain(|a, h| h.client != client || now_holds.iter().any(|l| l.addr == *a));
+        match step.event {
+            Event::Declined => self.report.declines += 1,
+            Event::Confirmed => self.report.confirms += 1,
+            Event::Bound => {
+                self.report.relayed_grants += relayed as u64;
+                self.report.both_ia_grants += (now_holds.len() == 2) as u64;
             }
             _ => {}
+        }
+        if step.event == Event::Bound {
+            let (n, state) = granted_under.unwrap_or((0, ServerState::Startup));
+            for l in now_holds {
+                let kind = if l.len == 128 {
+                    ResourceKind::Address
+                } else {
+                    ResourceKind::Prefix
+                };
+                self.note(format!(
+                    "client {client} holds {}/{} for {}s from node {n} (answered under {state})",
+                    l.addr, l.len, l.valid_secs
+                ));
+                self.check_grant(n, state, client, kind, l.addr, l.expires_ms, l.valid_secs)?;
+            }
         }
         if let Some(s) = send {
             self.send_from_client(client, s);

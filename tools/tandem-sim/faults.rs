@@ -2,9 +2,11 @@
 //! drawn from the seed over the fault phase; then the heal. (Client packet faults are in
 //! `clients.rs`, the [`Buggify`](crate::Buggify) switches in the stages that use them.)
 
+use crate::SimFailure;
 use crate::world::{Ev, World};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
+use tandem_core::failover::node::NodeOut;
 
 impl World {
     /// Crashes and partitions over the fault phase (times from 0), then the heal.
@@ -29,7 +31,63 @@ impl World {
             };
             self.schedule_partition(at, len, one_way);
         }
+        if self.cfg.modes.split_brain {
+            self.schedule_split_brain();
+        }
         self.push(self.cfg.fault_secs * 1000, Ev::Heal);
+    }
+
+    /// Split-brain mode: a partition longer than MCLT in the first half of the fault phase;
+    /// once each side has noticed, the operator declares PARTNER-DOWN on one of them, and in
+    /// two runs of three on the other too.
+    fn schedule_split_brain(&mut self) {
+        let start = 10_000 + self.rng.below(self.cfg.fault_secs * 1000 / 2);
+        let len = (self.cfg.mclt_secs + 60 + self.rng.below(180)) * 1000;
+        let first = self.rng.below(2) as usize;
+        let noticed = (self.cfg.keepalive_secs + 2) * 1000;
+        let d1 = noticed + self.rng.below(20_000);
+        self.push(start, Ev::SplitStart);
+        self.push(start + d1, Ev::SplitBrainDown { node: first });
+        if self.rng.below(3) != 0 {
+            let d2 = d1 + self.rng.below(40_000);
+            self.push(start + d2, Ev::SplitBrainDown { node: 1 - first });
+        }
+        self.push(start + len, Ev::SplitEnd);
+    }
+
+    /// The split brain's partition begins (both ways; it takes over a regular one in progress).
+    pub(crate) fn split_start(&mut self) {
+        let declared_down_running =
+            (0..2).any(|n| self.declared_down[n] && self.slots[n].node.is_some());
+        if self.healing || declared_down_running {
+            self.note("split brain skipped (a server declared down is back)".into());
+            return;
+        }
+        if self.partition.is_none() {
+            self.report.partitions += 1;
+        }
+        self.partition = Some(None);
+        self.split = true;
+        self.note("split-brain partition: both ways, until its own end".into());
+    }
+
+    /// The operator declares the partner of `node` down while it is only cut off: what an
+    /// operator who cannot reach it and believes it dead does, against RFC 8156's rule that
+    /// PARTNER-DOWN is for a partner known not to be serving.
+    pub(crate) fn split_brain_down(&mut self, node: usize) -> Result<(), SimFailure> {
+        if !self.split || self.slots[node].node.is_none() || !self.linked_since_start[node] {
+            return Ok(());
+        }
+        let now = self.node_now(node);
+        let mut out = NodeOut::default();
+        if let Some(x) = self.slots[node].node.as_mut() {
+            x.operator_partner_down(now, &mut out);
+        }
+        self.note(format!(
+            "operator: partner of node {node} is down (it is only cut off)"
+        ));
+        self.declared_down[1 - node] = true;
+        self.apply(node, &mut out)
     }
 
     /// Whether a partition is one-way, and from which server.

@@ -29,7 +29,10 @@
 //! other copy has is a double failure no failover protocol survives); clock offsets; operator
 //! PARTNER-DOWN while the partner is really down; automatic PARTNER-DOWN only in runs without
 //! partitions (in a partition it is split brain by definition, which RFC 8156 forbids); and
-//! the [`Buggify`] switches inside the servers' stages.
+//! the [`Buggify`] switches inside the servers' stages. The [`Modes`] add a mixed client
+//! population (two subnets, one behind a relay; both IAs; Rapid Commit; Decline; Confirm),
+//! clocks up to a minute apart, and a true split brain, whose double grants the checks
+//! tolerate only until healing has resolved them.
 
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
@@ -98,6 +101,53 @@ pub struct SimConfig {
     /// long after they ended (0: kept, the seeds' default, so that every seed replays as it
     /// was found; `tandem-sim --keep-ended-secs` sets it for a sweep).
     pub keep_ended_secs: u64,
+    /// Workloads and faults added after most regression seeds were found (see [`Modes`]).
+    pub modes: Modes,
+}
+
+/// Modes drawn after every older knob, so that a seed with all of them off replays the run it
+/// did before they existed.
+#[derive(Debug, Clone)]
+pub struct Modes {
+    /// Clients of several kinds (see [`Mixed`]); `None`: every client asks for one address or
+    /// one prefix, directly on the first subnet.
+    pub mixed: Option<Mixed>,
+    /// One long partition in the fault phase during which the operator declares PARTNER-DOWN
+    /// on one server, then often on the other as well: a true split brain. While both serve in
+    /// PARTNER-DOWN an address may go to two clients (RFC 8156 accepts that as the price of the
+    /// operator's error); the checks then require that healing resolves every such conflict
+    /// (POTENTIAL-CONFLICT, then NORMAL with one binding per resource on both servers, and a
+    /// losing client told NoBinding rather than left to believe it holds the resource).
+    pub split_brain: bool,
+    /// `failover.skew_max_secs` of both servers; the clocks' offsets are drawn up to half of
+    /// it, so the partners may disagree by this much and still link.
+    pub skew_max_secs: u64,
+}
+
+impl Default for Modes {
+    fn default() -> Modes {
+        Modes {
+            mixed: None,
+            split_brain: false,
+            skew_max_secs: tandem_core::config::defaults::SKEW_MAX_SECS,
+        }
+    }
+}
+
+/// A mixed client population over two subnets, the second reached through a relay agent.
+#[derive(Debug, Clone, Copy)]
+pub struct Mixed {
+    /// Clients that come through the relay (on the second subnet), per mille.
+    pub relayed_permille: u32,
+    /// Clients that ask for an address and a prefix in one message, per mille (the rest ask
+    /// for one or the other).
+    pub both_ias_permille: u32,
+    /// Clients that ask for Rapid Commit (the servers allow it), per mille.
+    pub rapid_commit_permille: u32,
+    /// T1 timers at which a client holding an address declines it, per mille.
+    pub decline_permille: u32,
+    /// T1 timers at which a client holding an address confirms it before renewing, per mille.
+    pub confirm_permille: u32,
 }
 
 /// Seeded fault switches inside the server's stages, in the manner of FoundationDB's BUGGIFY:
@@ -160,9 +210,11 @@ impl SimConfig {
             keepalive_secs: 0,
             buggify: Buggify::default(),
             keep_ended_secs: 0,
+            modes: Modes::default(),
         }
         .with_pool(&mut r)
         .with_link_and_buggify(&mut r)
+        .with_modes(&mut r)
     }
 }
 
@@ -180,6 +232,26 @@ impl SimConfig {
             policy_lag_ms_max: if on { r.below(5) } else { 0 },
             partner_store_fail_permille: if on { r.below(20) as u32 } else { 0 },
         };
+        self
+    }
+
+    /// The [`Modes`], drawn last.
+    fn with_modes(mut self, r: &mut Rng) -> SimConfig {
+        let on = r.below(2) == 0;
+        let mixed = Mixed {
+            relayed_permille: r.below(1000) as u32,
+            both_ias_permille: r.below(600) as u32,
+            rapid_commit_permille: r.below(600) as u32,
+            decline_permille: r.below(100) as u32,
+            confirm_permille: r.below(200) as u32,
+        };
+        self.modes.mixed = on.then_some(mixed);
+        self.modes.split_brain = self.partitions_per_hour > 0 && r.below(3) == 0;
+        if r.below(4) == 0 {
+            // Wider skew: up to a minute between the partners, allowed by configuration.
+            self.modes.skew_max_secs = 10 + r.below(51);
+            self.clock_offset_secs_max = (self.modes.skew_max_secs / 2) as i64;
+        }
         self
     }
 
@@ -271,6 +343,21 @@ pub struct SimReport {
     pub converged_after_secs: u64,
     /// Distinct states each node went through.
     pub states_seen: Vec<String>,
+    /// Mixed runs: Declines and Confirms the servers answered.
+    pub declines: u64,
+    /// See `declines`.
+    pub confirms: u64,
+    /// Mixed runs: grants through the relay agent, and grants of an address and a prefix in
+    /// one Reply.
+    pub relayed_grants: u64,
+    /// See `relayed_grants`.
+    pub both_ia_grants: u64,
+    /// Split-brain runs: resources granted to a second client while the first held them
+    /// (tolerated, then resolved by healing).
+    pub split_conflicts: u64,
+    /// Split-brain runs: simulated ms from the end of the split-brain partition until both
+    /// servers were NORMAL again (the last such span; `None`: none closed).
+    pub split_resolved_ms: Option<u64>,
 }
 
 const SUBNET: &str = "2001:db8:1::/64";
@@ -283,18 +370,36 @@ fn sim_pd_pool_len(pool_size: u32) -> u8 {
     SIM_PD_LEN - bits as u8
 }
 
-fn sim_config_text(pool_size: u32, keep_ended_secs: u64) -> String {
-    let last = Ipv6Addr::from(
-        0x2001_0db8_0001_0000_0000_0000_0000_1000u128 + pool_size.max(2) as u128 - 1,
-    );
+/// link-address of the relay agent in front of the second subnet (mixed runs).
+pub(crate) const RELAY_LINK: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 1);
+
+fn sim_config_text(pool_size: u32, keep_ended_secs: u64, mixed: bool) -> String {
+    let last = |subnet: u128| {
+        Ipv6Addr::from(
+            0x2001_0db8_0000_0000_0000_0000_0000_1000u128
+                + (subnet << 80)
+                + pool_size.max(2) as u128
+                - 1,
+        )
+    };
     // Half as many prefixes as addresses: in tight runs a server's own prefixes run out, which
     // is when PARTNER-DOWN may reach into the partner's (after MCLT).
     let pd_len = sim_pd_pool_len(pool_size / 2);
-    format!(
-        "[server]\nlisten=[\"[::1]:5547\"]\nkeep_ended_secs={keep_ended_secs}\n[lease]\npreferred_lifetime_secs=60\nvalid_lifetime_secs=120\n\
-         [[subnet]]\nid=1\nprefix=\"{SUBNET}\"\npools=[{{range=\"2001:db8:1::1000-{last}\"}}]\n\
-         pd_pools=[{{prefix=\"2001:db8:8000::/{pd_len}\", delegated_len={SIM_PD_LEN}}}]\n"
-    )
+    let mut text = format!(
+        "[server]\nlisten=[\"[::1]:5547\"]\nkeep_ended_secs={keep_ended_secs}\n{}[lease]\npreferred_lifetime_secs=60\nvalid_lifetime_secs=120\n\
+         [[subnet]]\nid=1\nprefix=\"{SUBNET}\"\npools=[{{range=\"2001:db8:1::1000-{}\"}}]\n\
+         pd_pools=[{{prefix=\"2001:db8:8000::/{pd_len}\", delegated_len={SIM_PD_LEN}}}]\n",
+        if mixed { "rapid_commit=true\n" } else { "" },
+        last(1)
+    );
+    if mixed {
+        text.push_str(&format!(
+            "[[subnet]]\nid=2\nprefix=\"2001:db8:2::/64\"\npools=[{{range=\"2001:db8:2::1000-{}\"}}]\n\
+             pd_pools=[{{prefix=\"2001:db8:9000::/{pd_len}\", delegated_len={SIM_PD_LEN}}}]\n",
+            last(2)
+        ));
+    }
+    text
 }
 
 /// Runs one seed to the end.
@@ -302,7 +407,11 @@ pub fn run(seed: u64, cfg: &SimConfig) -> Result<SimReport, SimFailure> {
     let config = Arc::new(
         config::parse(
             "<sim>",
-            &sim_config_text(cfg.pool_size, cfg.keep_ended_secs),
+            &sim_config_text(
+                cfg.pool_size,
+                cfg.keep_ended_secs,
+                cfg.modes.mixed.is_some(),
+            ),
         )
         .expect("the simulator's config is valid"),
     );

@@ -78,7 +78,7 @@ impl World {
         // The secondary first, so it is ready for the primary's CONNECT.
         for n in [1, 0] {
             let role = self.slots[n].role;
-            let params = LinkParams::new(
+            let mut params = LinkParams::new(
                 role,
                 "sim",
                 self.cfg.mclt_secs,
@@ -86,6 +86,7 @@ impl World {
                 64,
                 &self.config,
             );
+            params.skew_max_secs = self.cfg.modes.skew_max_secs;
             let now = self.link_now(n);
             let link = Link::new(
                 params,

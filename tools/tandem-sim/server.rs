@@ -131,7 +131,7 @@ impl World {
             mclt_secs: self.cfg.mclt_secs,
             auto_partner_down_secs: self.cfg.auto_partner_down_secs,
             startup_secs: 5,
-            skew_max_secs: tandem_core::config::defaults::SKEW_MAX_SECS,
+            skew_max_secs: self.cfg.modes.skew_max_secs,
         };
         let alloc = Arc::new(Allocator::with_failover(&self.config.subnets));
         let s = &mut self.slots[n];
@@ -179,17 +179,24 @@ impl World {
         let Some(engine) = s.engine.as_ref() else {
             return;
         };
-        let src = SocketAddrV6::new(
-            Ipv6Addr::from(0xfe80u128 << 112 | client as u128),
-            546,
-            0,
-            1,
-        );
+        // A relay agent sends from its global address to the server's, unicast; a client on
+        // the link from its link-local one to the multicast group.
+        let relayed = self.relayed[client as usize];
+        let src = if relayed {
+            SocketAddrV6::new(crate::RELAY_LINK, 547, 0, 0)
+        } else {
+            SocketAddrV6::new(
+                Ipv6Addr::from(0xfe80u128 << 112 | client as u128),
+                546,
+                0,
+                1,
+            )
+        };
         let rx = Received {
             now_secs: now,
             now_ms,
             src,
-            multicast: true,
+            multicast: !relayed,
             interface: None,
             bytes,
         };
@@ -340,6 +347,9 @@ impl World {
             if to == ServerState::PartnerDown && self.slots[1 - n].node.is_none() {
                 self.declared_down[1 - n] = true;
             }
+        }
+        if self.cfg.modes.split_brain {
+            self.track_split_epochs();
         }
         if let Some(node) = self.slots[n].node.as_ref() {
             let (policy, state) = (node.policy(), node.endpoint().state());

@@ -16,6 +16,15 @@ use tandem_core::lease::Lease;
 /// Trace lines kept for a failure report.
 pub(crate) const TRACE_KEPT: usize = 40;
 
+/// A client told it holds a resource.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Holder {
+    pub(crate) client: u32,
+    pub(crate) expires_ms: u64,
+    /// When it was granted (or last extended).
+    pub(crate) granted_ms: u64,
+}
+
 /// Everything that happens, at a simulated time.
 #[derive(Debug, Clone)]
 pub(crate) enum Ev {
@@ -75,6 +84,12 @@ pub(crate) enum Ev {
     OperatorPartnerDown { node: usize },
     /// The fault phase ends.
     Heal,
+    /// Split-brain mode: the long partition begins (regular partition ends do not end it).
+    SplitStart,
+    /// The operator declares `node`'s partner down although it is only cut off.
+    SplitBrainDown { node: usize },
+    /// The split-brain partition ends.
+    SplitEnd,
 }
 
 /// The whole simulated world of one run.
@@ -104,8 +119,20 @@ pub(crate) struct World {
     /// Partitioned: both ways (None) or only bytes from this node are held.
     pub(crate) partition: Option<Option<usize>>,
     pub(crate) healing: bool,
-    /// address -> (client, expiry ms) as the clients were told.
-    pub(crate) holders: HashMap<Ipv6Addr, (u32, u64)>,
+    /// What the clients were told they hold: resource -> its holder.
+    pub(crate) holders: HashMap<Ipv6Addr, Holder>,
+    /// Per client: whether it is behind the relay agent (second subnet; mixed runs).
+    pub(crate) relayed: Vec<bool>,
+    /// Split-brain mode: the long partition is on.
+    pub(crate) split: bool,
+    /// When the split-brain partition ended (ms).
+    pub(crate) split_healed_ms: Option<u64>,
+    /// Split-brain mode: the spans during which both servers were in PARTNER-DOWN, from the
+    /// moment both were until both were NORMAL again (ms; `None`: still open).
+    pub(crate) split_epochs: Vec<(u64, Option<u64>)>,
+    /// Resources granted to overlapping clients during a split brain, and those clients: the
+    /// only overlaps tolerated, until healing has resolved them.
+    pub(crate) conflicted: HashMap<Ipv6Addr, Vec<u32>>,
     pub(crate) trace: Vec<String>,
     pub(crate) report: SimReport,
     pub(crate) states_seen: [Vec<ServerState>; 2],
@@ -147,6 +174,11 @@ impl World {
             partition: None,
             healing: false,
             holders: HashMap::new(),
+            relayed: Vec::new(),
+            split: false,
+            split_healed_ms: None,
+            split_epochs: Vec::new(),
+            conflicted: HashMap::new(),
             trace: Vec::new(),
             report: SimReport::default(),
             states_seen: [Vec::new(), Vec::new()],
@@ -161,12 +193,23 @@ impl World {
             // About half the clients want a delegated prefix instead of an address.
             let pd = (self.rng.below(2) == 0).then_some(SIM_PD_LEN);
             // IAID 7 and DUID tag 0x51 keep the seeds' allocations as they were.
-            let ask = match pd {
+            let mut ask = match pd {
                 None => Ask::address(7),
                 Some(len) => Ask::prefix(7, Some(len)),
             };
+            let mut relayed = false;
+            if let Some(m) = self.cfg.modes.mixed {
+                relayed = self.rng.permille(m.relayed_permille);
+                if self.rng.permille(m.both_ias_permille) {
+                    ask.na = Some(7);
+                    ask.pd = Some(8);
+                    ask.pd_len = Some(SIM_PD_LEN);
+                }
+                ask.rapid_commit = self.rng.permille(m.rapid_commit_permille);
+            }
             let ccfg = tandem_client::Config::autonomous(ask);
             self.clients.push(Client::new(i, 0x51, ccfg, at));
+            self.relayed.push(relayed);
             self.push(at, Ev::ClientTimer(i));
         }
     }
@@ -247,10 +290,23 @@ impl World {
             Ev::Crash { node, wipe } => self.crash(node, wipe)?,
             Ev::Restart(n) => self.restart(n),
             Ev::PartitionStart { one_way_from } => self.partition_start(one_way_from),
+            // A regular partition's end does not end the split brain's.
+            Ev::PartitionEnd if self.split => {}
             Ev::PartitionEnd => self.partition_end(),
+            Ev::SplitStart => self.split_start(),
+            Ev::SplitBrainDown { node } => self.split_brain_down(node)?,
+            Ev::SplitEnd => {
+                if std::mem::take(&mut self.split) {
+                    self.split_healed_ms = Some(self.now_ms);
+                    self.partition_end();
+                }
+            }
             Ev::OperatorPartnerDown { node } => self.operator_partner_down(node)?,
             Ev::Heal => {
                 self.healing = true;
+                if std::mem::take(&mut self.split) {
+                    self.split_healed_ms = Some(self.now_ms);
+                }
                 self.note("heal: faults stop".into());
                 self.partition_end();
                 for n in 0..2 {

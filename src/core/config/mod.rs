@@ -364,7 +364,8 @@ pub struct FailoverConfig {
     pub startup_secs: u64,
     /// Most binding updates we take unacknowledged (announced in CONNECT).
     pub max_unacked: u32,
-    /// Largest accepted clock difference with the partner, seconds.
+    /// Largest accepted clock difference with the partner, seconds; also how close two times of
+    /// the two servers must be to count as equal when their updates are compared.
     pub skew_max_secs: u64,
     /// Longest wait between reconnection attempts, milliseconds (it doubles from 100 ms).
     pub reconnect_max_ms: u64,

@@ -86,6 +86,9 @@ pub struct Node {
     mclt_secs: u64,
     /// `server.keep_ended_secs`.
     keep_ended_secs: u64,
+    /// `failover.skew_max_secs`: how far the partner's clock may be off ours, so how close two
+    /// times of the two servers must be to count as equal.
+    skew_secs: u64,
     /// Our update requests (UPDREQ/UPDREQALL) on this link not yet answered, oldest first,
     /// each with the state that sent it (`None`: sent only to catch up). The partner answers
     /// each with one UPDDONE, in order; an UPDDONE ends the state's work only if it answers a
@@ -177,6 +180,7 @@ impl Node {
             peer,
             mclt_secs: fo.mclt_secs,
             keep_ended_secs: config.server.keep_ended_secs,
+            skew_secs: fo.skew_max_secs,
             requests: VecDeque::new(),
             shares,
             partner_down_since_received: 0,
@@ -313,6 +317,7 @@ impl Node {
                 &self.scope,
                 now.saturating_sub(self.mclt_secs),
                 now,
+                self.skew_secs,
             ));
         }
         for l in self.writes.drain(..) {
@@ -368,8 +373,13 @@ impl Node {
                 // A binding of a subnet another relationship covers is not this partner's to
                 // send (the link's decoder already refuses those of subnets it does not know).
                 let update = if self.scope.covers(incoming.subnet_id) {
-                    self.alloc
-                        .apply_partner_update(&incoming, secondary, crossing, now)
+                    self.alloc.apply_partner_update(
+                        &incoming,
+                        secondary,
+                        crossing,
+                        now,
+                        self.skew_secs,
+                    )
                 } else {
                     Err(None)
                 };

@@ -52,11 +52,18 @@ impl Allocator {
     /// Looks at most [`RECLAIM_PER_SUBPOOL_MAX`] queued leases per sub-pool per call; one not
     /// yet due goes to the back of the queue.
     pub fn release_pending(&self, cutoff: u64, now: u64) -> Vec<Lease> {
-        self.release_pending_in(&Scope::ALL, cutoff, now)
+        self.release_pending_in(&Scope::ALL, cutoff, now, SKEW_EQUAL_SECS)
     }
 
-    /// [`Allocator::release_pending`] in the subnets of `scope` only.
-    pub fn release_pending_in(&self, scope: &Scope, cutoff: u64, now: u64) -> Vec<Lease> {
+    /// [`Allocator::release_pending`] in the subnets of `scope` only, for a partner whose clock
+    /// may be `skew_secs` off ours.
+    pub fn release_pending_in(
+        &self,
+        scope: &Scope,
+        cutoff: u64,
+        now: u64,
+        skew_secs: u64,
+    ) -> Vec<Lease> {
         let mut out = Vec::new();
         for sub in self.subnets.iter().filter(|s| scope.covers(s.id)) {
             for pool in &sub.pools {
@@ -79,11 +86,10 @@ impl Allocator {
                             continue;
                         }
                         // The partner lifetime is on the partner's clock: allow for the skew.
-                        let due = s.lease.expires_at.max(
-                            s.lease
-                                .partner_lifetime_received
-                                .saturating_add(SKEW_EQUAL_SECS),
-                        );
+                        let due = s
+                            .lease
+                            .expires_at
+                            .max(s.lease.partner_lifetime_received.saturating_add(skew_secs));
                         if due > cutoff {
                             sp.pending.push_back(i);
                             continue;
@@ -104,7 +110,8 @@ impl Allocator {
     }
 
     /// Failover: takes in a binding the partner sent (BNDUPD), by RFC 8156 §7.5's rules with
-    /// times within [`SKEW_EQUAL_SECS`] counted as equal and doubt resolved towards keeping an
+    /// times within `skew_secs` (the relationship's `failover.skew_max_secs`: the partner's
+    /// clock may be that far off ours) counted as equal and doubt resolved towards keeping an
     /// address held:
     /// - nothing here, or free here: the partner's view is taken;
     /// - active here for the same client: an active update is merged (the longest expiry
@@ -123,6 +130,7 @@ impl Allocator {
         receiver_is_secondary: bool,
         ours_active_in_flight: bool,
         now: u64,
+        skew_secs: u64,
     ) -> Result<Lease, Option<Lease>> {
         let Some(sn) = self.subnets.iter().position(|s| s.id == incoming.subnet_id) else {
             return Err(None);
@@ -138,7 +146,7 @@ impl Allocator {
         );
         let mut index = lock(self.shard(key));
         let mut sp = lock(self.subnets[sn].pools[r.pool as usize].subpool_of(r.index));
-        let later = |a: u64, b: u64| a > b + SKEW_EQUAL_SECS;
+        let later = |a: u64, b: u64| a > b + skew_secs;
         let mut l = incoming.clone();
         // Whether we held the same client's binding active: our own update saying so may be
         // on its way to the partner, crossing this one.
@@ -187,7 +195,7 @@ impl Allocator {
                         l.valid_secs = l.valid_secs.max(local.valid_secs);
                     }
                     // Expired: once our own copy's time is up too (RFC 8156 time(1)).
-                    (true, LeaseState::Expired) if now <= end_of_state(local) + SKEW_EQUAL_SECS => {
+                    (true, LeaseState::Expired) if now <= end_of_state(local) + skew_secs => {
                         return Err(Some(local.clone()));
                     }
                     (true, LeaseState::Expired) => ends_our_active = true,

@@ -44,8 +44,11 @@ pub use rules::{PRIMARY_BIT, Rules};
 pub use share::{PdBalance, PdPoolId, subpool_shares};
 
 /// Two servers' times closer than this count as equal when updates are compared (RFC 8156
-/// §7.5; partners must keep their clocks within about this).
-pub const SKEW_EQUAL_SECS: u64 = 5;
+/// §7.5), unless the relationship allows more skew: the default of `failover.skew_max_secs`.
+/// A relationship passes its own `skew_max_secs` to [`Allocator::apply_partner_update`] and
+/// [`Allocator::release_pending_in`], since its link accepts a partner whose clock is that far
+/// off.
+pub const SKEW_EQUAL_SECS: u64 = crate::config::defaults::SKEW_MAX_SECS;
 /// Number of shards of the client index (client key → resource).
 pub const CLIENT_SHARDS: usize = 64;
 /// Most expired leases one sub-pool reclaims per [`Allocator::reclaim`] call, so a reclaim

@@ -635,13 +635,40 @@ fn same_client_release_is_taken_only_when_clearly_after_our_last_transaction() {
     ] {
         released.cltt = cltt;
         assert!(
-            a.apply_partner_update(&released, true, false, 101).is_err(),
+            a.apply_partner_update(&released, true, false, 101, SKEW_EQUAL_SECS)
+                .is_err(),
             "a release {why} is refused"
         );
     }
     released.cltt = active.cltt + SKEW_EQUAL_SECS + 1;
-    let taken = a.apply_partner_update(&released, true, false, 110).unwrap();
+    let taken = a
+        .apply_partner_update(&released, true, false, 110, SKEW_EQUAL_SECS)
+        .unwrap();
     assert_eq!(taken.state, LeaseState::Released, "clearly later: taken");
+}
+
+#[test]
+fn the_skew_the_relationship_allows_is_the_skew_within_which_times_are_equal() {
+    // Found by the simulator's wide-skew mode (seed 338, failover.skew_max_secs = 57): the
+    // link accepted a partner 49 s off, but the merge still counted only 5 s as equal. A
+    // release made 5 s before a re-grant elsewhere, stamped by the faster clock, looked
+    // 44 s later; it was taken, and the re-granted address went to another client.
+    let (a, active) = one_grant();
+    let mut released = active.clone();
+    released.state = LeaseState::Released;
+    released.cltt = active.cltt + 44;
+    assert!(
+        a.apply_partner_update(&released, true, false, 150, 57)
+            .is_err(),
+        "within a 57 s skew the release cannot be ordered after our grant: refused"
+    );
+    assert_eq!(
+        a.apply_partner_update(&released, true, false, 150, SKEW_EQUAL_SECS)
+            .unwrap()
+            .state,
+        LeaseState::Released,
+        "with the default skew it is clearly later: taken"
+    );
 }
 
 #[test]
@@ -650,16 +677,18 @@ fn a_stale_active_update_for_a_client_that_released_is_refused() {
     let mut released = old_active.clone();
     released.state = LeaseState::Released;
     released.cltt = old_active.cltt + 50;
-    a.apply_partner_update(&released, true, false, 160).unwrap();
+    a.apply_partner_update(&released, true, false, 160, SKEW_EQUAL_SECS)
+        .unwrap();
     assert!(
-        a.apply_partner_update(&old_active, true, false, 161)
+        a.apply_partner_update(&old_active, true, false, 161, SKEW_EQUAL_SECS)
             .is_err(),
         "the client released it after that grant: the active update is stale"
     );
     let mut other = old_active.clone();
     other.duid = b"theirs".to_vec().into();
     assert!(
-        a.apply_partner_update(&other, true, false, 161).is_ok(),
+        a.apply_partner_update(&other, true, false, 161, SKEW_EQUAL_SECS)
+            .is_ok(),
         "another client's claim is taken: refusing it could hand the address out twice"
     );
 }
@@ -672,11 +701,14 @@ fn partner_updates_are_taken_unless_we_saw_another_client_later() {
     theirs.duid = b"theirs".to_vec().into();
     theirs.cltt = 50;
     assert!(
-        a.apply_partner_update(&theirs, false, false, 100).is_err(),
+        a.apply_partner_update(&theirs, false, false, 100, SKEW_EQUAL_SECS)
+            .is_err(),
         "our client is newer: refused"
     );
     theirs.cltt = 200;
-    let taken = a.apply_partner_update(&theirs, false, false, 100).unwrap();
+    let taken = a
+        .apply_partner_update(&theirs, false, false, 100, SKEW_EQUAL_SECS)
+        .unwrap();
     assert_eq!(&*taken.duid, b"theirs");
     assert_eq!(
         a.lookup(ResourceKind::Address, g.addr).unwrap().duid,
@@ -698,7 +730,8 @@ fn partner_updates_are_taken_unless_we_saw_another_client_later() {
     let mut fresh = taken.clone();
     fresh.addr = "2001:db8::1fe".parse().unwrap();
     fresh.duid = b"z".to_vec().into();
-    a.apply_partner_update(&fresh, false, false, 100).unwrap();
+    a.apply_partner_update(&fresh, false, false, 100, SKEW_EQUAL_SECS)
+        .unwrap();
     let mut seen = std::collections::HashSet::new();
     for i in 0..300u32 {
         if let Some(g) = a.acquire(
@@ -1639,27 +1672,27 @@ fn partners_agree_on_the_relay_data_of_crossing_updates() {
     };
     let stored = |x: &Allocator| x.lookup(granted.kind, granted.addr).unwrap().relay;
     // A renewed through R1 at 200, B through R2 at 201; each receives the other's update.
-    a.apply_partner_update(&with(200, b"r1"), false, false, 200)
+    a.apply_partner_update(&with(200, b"r1"), false, false, 200, SKEW_EQUAL_SECS)
         .unwrap();
-    b.apply_partner_update(&with(201, b"r2"), false, false, 201)
+    b.apply_partner_update(&with(201, b"r2"), false, false, 201, SKEW_EQUAL_SECS)
         .unwrap();
-    a.apply_partner_update(&with(201, b"r2"), false, false, 201)
+    a.apply_partner_update(&with(201, b"r2"), false, false, 201, SKEW_EQUAL_SECS)
         .unwrap();
-    b.apply_partner_update(&with(200, b"r1"), false, false, 201)
+    b.apply_partner_update(&with(200, b"r1"), false, false, 201, SKEW_EQUAL_SECS)
         .unwrap();
     assert_eq!((&*stored(&a), &*stored(&b)), (&b"r2"[..], &b"r2"[..]));
     // The same second through two relays: both keep the same one.
-    a.apply_partner_update(&with(300, b"ra"), false, false, 300)
+    a.apply_partner_update(&with(300, b"ra"), false, false, 300, SKEW_EQUAL_SECS)
         .unwrap();
-    b.apply_partner_update(&with(300, b"rb"), false, false, 300)
+    b.apply_partner_update(&with(300, b"rb"), false, false, 300, SKEW_EQUAL_SECS)
         .unwrap();
-    a.apply_partner_update(&with(300, b"rb"), false, false, 300)
+    a.apply_partner_update(&with(300, b"rb"), false, false, 300, SKEW_EQUAL_SECS)
         .unwrap();
-    b.apply_partner_update(&with(300, b"ra"), false, false, 300)
+    b.apply_partner_update(&with(300, b"ra"), false, false, 300, SKEW_EQUAL_SECS)
         .unwrap();
     assert_eq!(stored(&a), stored(&b));
     // An update without relay data keeps what we have.
-    a.apply_partner_update(&with(400, b""), false, false, 400)
+    a.apply_partner_update(&with(400, b""), false, false, 400, SKEW_EQUAL_SECS)
         .unwrap();
     assert_eq!(&*stored(&a), &b"rb"[..]);
 }

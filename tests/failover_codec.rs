@@ -64,6 +64,7 @@ fn active_address() -> Lease {
         partner_ack_until: NOW + 100,
         partner_lifetime_received: NOW + 200,
         relay: Box::default(),
+        partner_seq: 0,
     }
 }
 
@@ -85,6 +86,7 @@ fn released_prefix() -> Lease {
         partner_ack_until: 0,
         partner_lifetime_received: 9,
         relay: Box::default(),
+        partner_seq: 0,
     }
 }
 
@@ -94,6 +96,7 @@ fn on_wire(l: &Lease) -> Lease {
         seq: 0,
         partner_ack_until: 0,
         partner_lifetime_received: 0,
+        partner_seq: 0,
         prefix_len: match l.kind {
             ResourceKind::Address => 128,
             ResourceKind::Prefix => l.prefix_len,
@@ -1125,6 +1128,7 @@ fn lease_strategy(now: u64) -> impl Strategy<Value = Lease> {
                     partner_ack_until: ack,
                     partner_lifetime_received: plr,
                     relay: Box::default(),
+                    partner_seq: 0,
                 }
             },
         )

@@ -10,8 +10,9 @@ pub const DUID_LEN_MAX: usize = 130;
 /// Store key length: kind (1) + address (16).
 pub const KEY_LEN: usize = 17;
 /// Version byte at the start of every stored lease value: 2 adds the relay data after the
-/// DUID; version 1 values (no relay data) are still read.
-pub const VALUE_VERSION: u8 = 2;
+/// DUID, 3 the partner version's sequence ([`Lease::partner_seq`]) after that; values of
+/// versions 1 and 2 are still read.
+pub const VALUE_VERSION: u8 = 3;
 /// Longest relay data a stored value holds (more is cut: the engine never keeps more than
 /// `wire::relay_data::RELAY_DATA_MAX_LEN`).
 pub const RELAY_LEN_MAX: usize = 1024;
@@ -114,6 +115,18 @@ pub struct Lease {
     /// binding reached us: OPTION_LQ_RELAY_DATA's payload (`wire::relay_data`); empty if it
     /// came directly, or by way of a longer chain than `RELAY_DATA_MAX_LEN`.
     pub relay: Box<[u8]>,
+    /// Failover: the `seq` this record got when it was stored as the partner sent it (0:
+    /// never). While it equals `seq`, this version is the partner's own, so the partner knows
+    /// it and a restart need not send it back; any change of ours takes a new `seq` and ends
+    /// that (issue 10 item 4).
+    pub partner_seq: u64,
+}
+
+impl Lease {
+    /// Whether this version is the one the partner sent (see [`Lease::partner_seq`]).
+    pub fn is_partner_version(&self) -> bool {
+        self.partner_seq != 0 && self.partner_seq == self.seq
+    }
 }
 
 /// Why bytes read from the store are not a lease.
@@ -137,7 +150,7 @@ impl Lease {
     /// Appends the stored value to `out`.
     pub fn encode_value(&self, out: &mut Vec<u8>) {
         let duid_len = self.duid.len().min(DUID_LEN_MAX);
-        out.reserve(VALUE_FIXED_LEN + duid_len + 2 + self.relay.len());
+        out.reserve(VALUE_FIXED_LEN + duid_len + 2 + self.relay.len() + 8);
         out.push(VALUE_VERSION);
         out.extend_from_slice(&self.seq.to_le_bytes());
         out.push(self.state.code());
@@ -155,6 +168,7 @@ impl Lease {
         let relay_len = self.relay.len().min(RELAY_LEN_MAX);
         out.extend_from_slice(&(relay_len as u16).to_le_bytes());
         out.extend_from_slice(&self.relay[..relay_len]);
+        out.extend_from_slice(&self.partner_seq.to_le_bytes());
     }
 
     /// Decodes a stored key and value.
@@ -169,7 +183,7 @@ impl Lease {
             return Err(DecodeError("value too short"));
         }
         let version = value[0];
-        if version != 1 && version != VALUE_VERSION {
+        if !(1..=VALUE_VERSION).contains(&version) {
             return Err(DecodeError("unknown value version"));
         }
         let u32_at =
@@ -190,11 +204,18 @@ impl Lease {
         let Some(after_duid) = value.get(VALUE_FIXED_LEN + duid_len..) else {
             return Err(DecodeError("duid length"));
         };
-        let relay: &[u8] = match (version, after_duid) {
-            (1, []) => &[],
+        // Version 1 ends with the DUID, version 2 with the relay data, version 3 with the
+        // partner version's sequence after it.
+        let tail = if version == 3 { 8 } else { 0 };
+        let (relay, partner_seq): (&[u8], u64) = match (version, after_duid) {
+            (1, []) => (&[], 0),
             (1, _) => return Err(DecodeError("duid length")),
-            (_, [a, b, rest @ ..]) if usize::from(u16::from_le_bytes([*a, *b])) == rest.len() => {
-                rest
+            (_, [a, b, rest @ ..])
+                if usize::from(u16::from_le_bytes([*a, *b])) + tail == rest.len() =>
+            {
+                let (relay, seq) = rest.split_at(rest.len() - tail);
+                let partner_seq = seq.try_into().map_or(0, u64::from_le_bytes);
+                (relay, partner_seq)
             }
             _ => return Err(DecodeError("relay data length")),
         };
@@ -214,6 +235,7 @@ impl Lease {
             partner_ack_until: u64_at(43),
             partner_lifetime_received: u64_at(51),
             relay: relay.into(),
+            partner_seq,
         })
     }
 }
@@ -273,6 +295,7 @@ mod tests {
             partner_ack_until: 1_700_000_900,
             partner_lifetime_received: 1_700_000_950,
             relay: vec![9; 60].into(),
+            partner_seq: 42,
         }
     }
 
@@ -289,14 +312,38 @@ mod tests {
     fn version_1_values_read_with_no_relay_data() {
         let mut l = sample();
         l.relay = Box::default();
+        l.partner_seq = 0;
         let mut v = Vec::new();
         l.encode_value(&mut v);
-        // Version 1: the same without the relay length.
+        // Version 1: the same without the relay length and the partner version's sequence.
         v[0] = 1;
-        v.truncate(v.len() - 2);
+        v.truncate(v.len() - 2 - 8);
         assert_eq!(Lease::decode(&l.key(), &v).unwrap(), l);
         v.push(0);
         assert!(Lease::decode(&l.key(), &v).is_err());
+    }
+
+    #[test]
+    fn version_2_values_read_with_no_partner_version() {
+        let mut l = sample();
+        let mut v = Vec::new();
+        l.encode_value(&mut v);
+        v[0] = 2;
+        v.truncate(v.len() - 8);
+        l.partner_seq = 0;
+        assert_eq!(Lease::decode(&l.key(), &v).unwrap(), l);
+        assert!(!l.is_partner_version());
+    }
+
+    #[test]
+    fn the_partner_version_is_the_one_stored_as_sent() {
+        let mut l = sample();
+        assert!(l.is_partner_version(), "stored as the partner sent it");
+        l.seq += 1;
+        assert!(!l.is_partner_version(), "changed here since");
+        l.seq = 0;
+        l.partner_seq = 0;
+        assert!(!l.is_partner_version(), "0 marks nothing");
     }
 
     #[test]

@@ -190,6 +190,7 @@ fn lease_of(
         partner_ack_until: 0,
         partner_lifetime_received: 0,
         relay: Box::default(),
+        partner_seq: 0,
     })
 }
 

@@ -17,12 +17,13 @@ pub const META_SERVER_DUID: &[u8] = b"server_duid";
 /// Meta key of the store layout version.
 pub const META_LAYOUT_VERSION: &[u8] = b"layout_version";
 /// Layout version this code writes and reads. 2: lease values may be of version 2 (relay
-/// data after the DUID), which a build of layout 1 cannot read; a layout 1 store is taken and
-/// marked 2 at the first open, so an older build then refuses it at start instead of
-/// skipping every lease written since as corrupt.
-pub const LAYOUT_VERSION: u32 = 2;
+/// data after the DUID), which a build of layout 1 cannot read. 3: lease values of version 3
+/// (the partner version's sequence after the relay data), which a build of layout 2 cannot
+/// read. An older store is taken and marked 3 at the first open, so an older build then
+/// refuses it at start instead of skipping every lease written since as corrupt.
+pub const LAYOUT_VERSION: u32 = 3;
 /// Older layout versions this code opens (and upgrades in place).
-pub const LAYOUT_VERSIONS_UPGRADED: &[u32] = &[1];
+pub const LAYOUT_VERSIONS_UPGRADED: &[u32] = &[1, 2];
 
 /// Store failures, each saying what the operator can do about it.
 #[derive(Debug, thiserror::Error)]
@@ -505,6 +506,7 @@ mod tests {
             partner_ack_until: 0,
             partner_lifetime_received: 0,
             relay: Box::default(),
+            partner_seq: 0,
         }
     }
 
@@ -542,41 +544,44 @@ mod tests {
         assert_eq!(all[0], lease(7, LeaseState::Active));
     }
 
-    /// A store of layout 1 (lease values of version 1) is opened, marked layout 2 and its
-    /// leases read; a layout this build does not know is refused.
+    /// Stores of layout 1 (lease values of version 1) and 2 (version 2) are opened, marked
+    /// layout 3 and their leases read; a layout this build does not know is refused.
     #[test]
-    fn a_layout_1_store_is_upgraded_and_an_unknown_layout_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        {
+    fn older_layouts_are_upgraded_and_an_unknown_layout_refused() {
+        for (layout, value_version, cut) in [(1u32, 1u8, 2 + 8), (2, 2, 8)] {
+            let dir = tempfile::tempdir().unwrap();
+            {
+                let s = Store::open(dir.path(), 16, true).unwrap();
+                s.put_meta(META_LAYOUT_VERSION, &layout.to_le_bytes())
+                    .unwrap();
+                // Version 2: the same without the partner version's sequence; version 1 also
+                // without the relay length.
+                let l = lease(7, LeaseState::Active);
+                let mut v = Vec::new();
+                l.encode_value(&mut v);
+                v[0] = value_version;
+                v.truncate(v.len() - cut);
+                let mut w = s.env.write_txn().unwrap();
+                s.leases.put(&mut w, &l.key(), &v).unwrap();
+                w.commit().unwrap();
+            }
             let s = Store::open(dir.path(), 16, true).unwrap();
-            s.put_meta(META_LAYOUT_VERSION, &1u32.to_le_bytes())
+            assert_eq!(
+                s.get_meta(META_LAYOUT_VERSION).unwrap(),
+                Some(LAYOUT_VERSION.to_le_bytes().to_vec())
+            );
+            let mut all = Vec::new();
+            s.load_leases(|l| all.push(l), |_, e| panic!("corrupt: {e}"))
                 .unwrap();
-            // A version 1 value: the same without the relay length.
-            let l = lease(7, LeaseState::Active);
-            let mut v = Vec::new();
-            l.encode_value(&mut v);
-            v[0] = 1;
-            v.truncate(v.len() - 2);
-            let mut w = s.env.write_txn().unwrap();
-            s.leases.put(&mut w, &l.key(), &v).unwrap();
-            w.commit().unwrap();
+            assert_eq!(all, vec![lease(7, LeaseState::Active)], "layout {layout}");
+            s.put_meta(META_LAYOUT_VERSION, &4u32.to_le_bytes())
+                .unwrap();
+            drop(s);
+            assert!(matches!(
+                Store::open(dir.path(), 16, true),
+                Err(StoreError::Layout { found: 4 })
+            ));
         }
-        let s = Store::open(dir.path(), 16, true).unwrap();
-        assert_eq!(
-            s.get_meta(META_LAYOUT_VERSION).unwrap(),
-            Some(LAYOUT_VERSION.to_le_bytes().to_vec())
-        );
-        let mut all = Vec::new();
-        s.load_leases(|l| all.push(l), |_, e| panic!("corrupt: {e}"))
-            .unwrap();
-        assert_eq!(all, vec![lease(7, LeaseState::Active)]);
-        s.put_meta(META_LAYOUT_VERSION, &3u32.to_le_bytes())
-            .unwrap();
-        drop(s);
-        assert!(matches!(
-            Store::open(dir.path(), 16, true),
-            Err(StoreError::Layout { found: 3 })
-        ));
     }
 
     #[test]

@@ -857,6 +857,7 @@ fn lease_of(
         partner_ack_until: 0,
         partner_lifetime_received: 0,
         relay: relay_data_of(b),
+        partner_seq: 0,
     };
     Ok((lease, unix_time(r.opts.partner_lifetime, now_unix)))
 }
@@ -937,6 +938,7 @@ mod tests {
             partner_ack_until: 0,
             partner_lifetime_received: 0,
             relay: Box::default(),
+            partner_seq: 0,
         }
     }
 

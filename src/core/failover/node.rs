@@ -63,13 +63,13 @@ impl NodeOut {
 /// acknowledgement at all (else it is PENDING-FREE), an active one once the acknowledged partner
 /// lifetime reaches the one we send for its current expiry (`Peer::poll_send`).
 ///
-/// A binding the partner sent us is not counted as known to it: the partner's claim it
-/// carries stays with the client's record across a release and a re-grant here (it is an
-/// obligation we acknowledged), so it cannot tell the partner's version from ours. A restart
-/// therefore sends such bindings back once; a marker of the version the partner sent would
-/// spare that (issue 10 item 4, left open).
+/// A binding the partner sent us, stored as it was sent, is known to it
+/// ([`Lease::is_partner_version`]): a restart does not send it back. Any change of ours since
+/// gives the record a new sequence, and then only the partner's acknowledgement counts.
 pub fn acknowledged(l: &Lease, desired_valid_secs: u64) -> bool {
-    if l.state.is_free() {
+    if l.is_partner_version() {
+        true
+    } else if l.state.is_free() {
         l.partner_ack_until > 0
     } else {
         l.partner_ack_until >= l.expires_at + desired_valid_secs
@@ -669,6 +669,7 @@ pools = [{ range = "2001:db8:1::100-2001:db8:1::1ff" }]
             partner_ack_until: 0,
             partner_lifetime_received: 0,
             relay: Box::default(),
+            partner_seq: 0,
         }
     }
 
@@ -696,6 +697,72 @@ pools = [{ range = "2001:db8:1::100-2001:db8:1::1ff" }]
         alloc.finish_restore();
         let fresh = Node::with_allocator(config, Role::Primary, FO, alloc, None, &[], now);
         assert_eq!(fresh.backlog(), 1);
+    }
+
+    #[test]
+    fn a_binding_as_the_partner_sent_it_is_not_sent_back_after_a_restart() {
+        // Issue 10 item 4: a restart used to send every partner binding back once.
+        let now = 10_000;
+        let mut a = node(Role::Secondary, ServerState::Normal, &[], now);
+        let mut out = NodeOut::default();
+        let theirs = active(1, 0x100, now + 200);
+        a.on_peer(
+            now,
+            PeerMsg::BndUpd {
+                xid: 3,
+                lease: theirs.clone(),
+                partner_lifetime: now + 400,
+            },
+            &mut out,
+        );
+        let [stored] = out.store.as_slice() else {
+            panic!("{:?}", out.store);
+        };
+        assert!(stored.is_partner_version());
+        let restarted = node(
+            Role::Secondary,
+            ServerState::Normal,
+            std::slice::from_ref(stored),
+            now + 10,
+        );
+        assert_eq!(restarted.backlog(), 0, "the partner knows it");
+        // A change of ours since (a new sequence) is owed to the partner.
+        let changed = Lease {
+            seq: stored.seq + 1,
+            expires_at: now + 300,
+            ..stored.clone()
+        };
+        let restarted = node(Role::Secondary, ServerState::Normal, &[changed], now + 10);
+        assert_eq!(restarted.backlog(), 1);
+        // Merged with a longer expiry of ours that the partner has not acknowledged: not the
+        // partner's version, so it goes after a restart too.
+        let ours = Lease {
+            duid: theirs.duid.clone(),
+            ..active(1, 0x100, now + 500)
+        };
+        let mut b = node(Role::Secondary, ServerState::Normal, &[ours], now);
+        out.clear();
+        b.on_peer(
+            now,
+            PeerMsg::BndUpd {
+                xid: 4,
+                lease: theirs,
+                partner_lifetime: now + 400,
+            },
+            &mut out,
+        );
+        let [merged] = out.store.as_slice() else {
+            panic!("{:?}", out.store);
+        };
+        assert_eq!(merged.expires_at, now + 500);
+        assert!(!merged.is_partner_version());
+        let restarted = node(
+            Role::Secondary,
+            ServerState::Normal,
+            std::slice::from_ref(merged),
+            now + 10,
+        );
+        assert_eq!(restarted.backlog(), 1);
     }
 
     #[test]
@@ -819,6 +886,7 @@ pools = [{ range = "2001:db8:1::100-2001:db8:1::1ff" }]
             partner_ack_until: 0,
             partner_lifetime_received: 0,
             relay: Box::default(),
+            partner_seq: 0,
         };
         let mut nodes = [
             node(Role::Primary, ServerState::Normal, &[], now),

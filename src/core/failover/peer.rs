@@ -395,6 +395,7 @@ mod tests {
             partner_ack_until: 0,
             partner_lifetime_received: 0,
             relay: Box::default(),
+            partner_seq: 0,
         }
     }
 

@@ -108,6 +108,7 @@ impl Allocator {
             },
             partner_lifetime_received: received,
             relay,
+            partner_seq: 0,
         };
         let g = Granted {
             addr: lease.addr,

@@ -240,6 +240,14 @@ impl Allocator {
             l.partner_ack_until = 0;
         }
         l.seq = self.next_seq();
+        // The partner's own version, unless merged with a longer expiry of ours or left
+        // PENDING-FREE for our copy of the end: what the partner knows, so a restart need not
+        // send it back.
+        let as_sent = l.state == incoming.state
+            && l.duid == incoming.duid
+            && l.expires_at == incoming.expires_at
+            && !(l.state.is_free() && l.partner_ack_until == 0);
+        l.partner_seq = if as_sent { l.seq } else { 0 };
         sp.set(r.index, l.clone());
         index.insert(key, r);
         Ok(l)

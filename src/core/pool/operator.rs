@@ -157,6 +157,7 @@ impl Allocator {
             partner_ack_until: 0,
             partner_lifetime_received: 0,
             relay: Box::default(),
+            partner_seq: 0,
         };
         sp.set(r.index, lease.clone());
         index.insert(key, r);

@@ -920,6 +920,7 @@ fn a_new_device_on_a_reserved_line_takes_the_line_s_address_over() {
         partner_ack_until: 0,
         partner_lifetime_received: 0,
         relay: Box::default(),
+        partner_seq: 0,
     })
     .unwrap();
     let owner = with_res(&c, b"r1r", 0);
@@ -1010,6 +1011,7 @@ fn partner_down_waits_for_the_partner_lifetime_it_acknowledged() {
         partner_ack_until: 0,
         partner_lifetime_received: 500,
         relay: Box::default(),
+        partner_seq: 0,
     })
     .unwrap();
     a.finish_restore();
@@ -1202,6 +1204,7 @@ fn a_partner_half_binding_the_partner_never_heard_of_is_not_extended_when_its_ha
         partner_ack_until: ack,
         partner_lifetime_received: 0,
         relay: Box::default(),
+        partner_seq: 0,
     };
     a.restore(lease(theirs, b"c1", 0)).unwrap();
     a.restore(lease(known, b"c2", 700)).unwrap();
@@ -1746,6 +1749,7 @@ fn a_reloaded_table_shares_the_old_pools_and_adds_new_ones() {
         partner_ack_until: 0,
         partner_lifetime_received: 0,
         relay: Box::default(),
+        partner_seq: 0,
     };
     assert!(old.restore(kept.clone()).is_err(), "no pool for it yet");
     let (new, added) = old.reconfigured(&new_cfg.subnets).unwrap();
@@ -1907,6 +1911,7 @@ mod reloaded_tables {
             partner_ack_until: 0,
             partner_lifetime_received: 0,
             relay: Box::default(),
+            partner_seq: 0,
         };
         let (new, added) = old.reconfigured(&conf(TWO).subnets).unwrap();
         assert!(new.restore_added(&added, stale.clone()));

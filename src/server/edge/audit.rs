@@ -197,6 +197,7 @@ mod tests {
             partner_ack_until: 0,
             partner_lifetime_received: 0,
             relay: Box::default(),
+            partner_seq: 0,
         };
         let r = RelayInfo {
             relay: Some("2001:db8::1".parse().unwrap()),

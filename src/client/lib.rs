@@ -723,9 +723,11 @@ impl Client {
             .status()
             .map(|s| s.code)
             .filter(|&c| c != StatusCode::Success as u16);
-        if ex == Exchange::Release {
+        if matches!(ex, Exchange::Release | Exchange::Decline) {
             // RFC 8415 §18.2.10.2: the Release is over whatever the status; a driven client
-            // keeps what it held on a failure status so that its caller can judge.
+            // keeps what it held on a failure status so that its caller can judge. A Decline
+            // (§18.2.10.1) likewise: the address is not used again, and this client starts
+            // over (without its prefix too: it begins again as a new host).
             if let Some(code) = top_failure
                 && !auto
             {
@@ -733,29 +735,17 @@ impl Client {
             }
             self.drop_leases();
             self.phase = Phase::Idle;
+            let (pause_rts, event) = if ex == Exchange::Release {
+                (RELEASE_PAUSE_RTS, Event::Released)
+            } else {
+                (1, Event::Declined)
+            };
             self.timer_ms = if auto {
-                now_ms.saturating_add(RELEASE_PAUSE_RTS * self.initial_rt())
+                now_ms.saturating_add(pause_rts * self.initial_rt())
             } else {
                 NEVER
             };
-            return Step::quiet(Event::Released);
-        }
-        if ex == Exchange::Decline {
-            // RFC 8415 §18.2.10.1: the Decline is over; the address is not used again. This
-            // client starts over (without its prefix too: it begins again as a new host).
-            if let Some(code) = top_failure
-                && !auto
-            {
-                return self.refused(code, now_ms);
-            }
-            self.drop_leases();
-            self.phase = Phase::Idle;
-            self.timer_ms = if auto {
-                now_ms.saturating_add(self.initial_rt())
-            } else {
-                NEVER
-            };
-            return Step::quiet(Event::Declined);
+            return Step::quiet(event);
         }
         if ex == Exchange::Confirm {
             // RFC 8415 §18.2.10.1: Success keeps the leases (lifetimes unchanged); NotOnLink
@@ -1232,9 +1222,10 @@ mod tests {
         assert_eq!(s.event, Event::Refused(StatusCode::NoAddrsAvail as u16));
     }
 
-    #[test]
-    fn autonomous_client_renews_at_t1_rebinds_at_t2_and_expires() {
-        let mut c = Client::new(9, 0x51, Config::autonomous(Ask::address(1)), 500);
+    /// An autonomous client asking for `ask`, started at 0.5 s and bound to `ADDR` (valid
+    /// 100 s, T1 and T2 left to it) at 0.52 s.
+    fn bound_autonomous(ask: Ask) -> (Client, Outbox) {
+        let mut c = Client::new(9, 0x51, Config::autonomous(ask), 500);
         let mut out = Outbox::direct();
         assert_eq!(
             c.on_timer(499, 1, AtT1::Renew, &mut out).event,
@@ -1249,6 +1240,12 @@ mod tests {
         );
         let rep = answer(&out, MessageType::Reply, 100, None);
         assert_eq!(c.on_datagram(520, &rep, 3, &mut out).event, Event::Bound);
+        (c, out)
+    }
+
+    #[test]
+    fn autonomous_client_renews_at_t1_rebinds_at_t2_and_expires() {
+        let (mut c, mut out) = bound_autonomous(Ask::address(1));
         assert_eq!(c.timer_ms(), 50_520, "T1 is half the valid lifetime when 0");
         let s = c.on_timer(50_520, 4, AtT1::Renew, &mut out);
         assert_eq!(
@@ -1282,39 +1279,35 @@ mod tests {
         assert_eq!(s.event, Event::Started(Exchange::Solicit));
     }
 
-    /// An autonomous client bound to `ADDR` (valid 100 s, so T1 at 50.52 s) and, when `pd`,
-    /// asking for a prefix as well.
-    fn bound_autonomous(ask: Ask) -> (Client, Outbox) {
-        let mut c = Client::new(9, 0x51, Config::autonomous(ask), 500);
-        let mut out = Outbox::direct();
-        let _ = c.on_timer(500, 1, AtT1::Renew, &mut out);
-        let adv = answer(&out, MessageType::Advertise, 100, None);
+    /// T1 comes for a client of [`bound_autonomous`] that does `at_t1`: the exchange `ex`
+    /// starts, its message goes to `to`, and the message is answered with Success.
+    fn at_t1(c: &mut Client, out: &mut Outbox, at_t1: AtT1, ex: Exchange, to: To) -> Vec<u8> {
+        let s = c.on_timer(50_520, 4, at_t1, out);
+        assert_eq!((s.event, s.send), (Event::Started(ex), Some(to)));
         assert_eq!(
-            c.on_datagram(510, &adv, 2, &mut out).event,
-            Event::Advertised
+            Message::parse(out.datagram()).unwrap().msg_type(),
+            ex.msg_type()
         );
-        let rep = answer(&out, MessageType::Reply, 100, None);
-        assert_eq!(c.on_datagram(520, &rep, 3, &mut out).event, Event::Bound);
-        (c, out)
+        answer(out, MessageType::Reply, 0, Some(StatusCode::Success))
     }
 
     #[test]
     fn decline_names_the_address_to_its_server_and_starts_over() {
         let (mut c, mut out) = bound_autonomous(Ask::address(1));
-        let s = c.on_timer(50_520, 4, AtT1::Decline, &mut out);
-        assert_eq!(
-            (s.event, s.send),
-            (Event::Started(Exchange::Decline), Some(To::Server))
+        let rep = at_t1(
+            &mut c,
+            &mut out,
+            AtT1::Decline,
+            Exchange::Decline,
+            To::Server,
         );
         let m = Message::parse(out.datagram()).unwrap();
-        assert_eq!(m.msg_type(), MessageType::Decline);
         assert_eq!(m.server_id(), Some(SERVER));
         let declined: Vec<Ipv6Addr> = m
             .ia_nas()
             .flat_map(|ia| ia.addresses().map(|a| a.addr).collect::<Vec<_>>())
             .collect();
         assert_eq!(declined, [ADDR]);
-        let rep = answer(&out, MessageType::Reply, 0, Some(StatusCode::Success));
         assert_eq!(
             c.on_datagram(50_530, &rep, 5, &mut out).event,
             Event::Declined
@@ -1326,15 +1319,9 @@ mod tests {
     #[test]
     fn confirm_asks_every_server_and_keeps_the_lease_on_success_only() {
         let (mut c, mut out) = bound_autonomous(Ask::address(1));
-        let s = c.on_timer(50_520, 4, AtT1::Confirm, &mut out);
-        assert_eq!(
-            (s.event, s.send),
-            (Event::Started(Exchange::Confirm), Some(To::All))
-        );
+        let rep = at_t1(&mut c, &mut out, AtT1::Confirm, Exchange::Confirm, To::All);
         let m = Message::parse(out.datagram()).unwrap();
-        assert_eq!(m.msg_type(), MessageType::Confirm);
         assert_eq!(m.server_id(), None, "Confirm carries no Server Identifier");
-        let rep = answer(&out, MessageType::Reply, 0, Some(StatusCode::Success));
         assert_eq!(
             c.on_datagram(50_530, &rep, 5, &mut out).event,
             Event::Confirmed

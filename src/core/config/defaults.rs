@@ -47,6 +47,10 @@ pub const MAX_UNACKED: u32 = 4096;
 pub const STARTUP_SECS: u64 = 5;
 /// `failover.skew_max_secs`: largest clock difference accepted in CONNECT (RFC 8156 §6.1.2).
 pub const SKEW_MAX_SECS: u64 = 5;
+/// Largest `failover.skew_max_secs` accepted: the partners' times within it count as equal
+/// when their updates cross, so a larger one would hold released leases and refuse the
+/// partner's expiries for as long (Kea's HA gives up at a 60 s skew too).
+pub const SKEW_MAX_SECS_MAX: u64 = 60;
 /// Shortest valid lifetime a subnet may have under failover (RFC 8156 §1).
 pub const FAILOVER_VALID_LIFETIME_MIN_SECS: u64 = 30;
 /// `failover.mclt_secs` below this is accepted (tests use a few seconds) but logged at start:

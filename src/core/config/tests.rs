@@ -65,6 +65,15 @@ fn failover_section_defaults_and_errors() {
     assert_eq!(e.field, "failover.partner_name");
     let e = failover_cfg("role=\"secondary\"\npartner_name=\"a\"\nmclt_secs=0\n").unwrap_err();
     assert_eq!(e.field, "failover.mclt_secs");
+    // The skew is also how close the partners' times count as equal: bounded.
+    for skew in [0, 61, 86400] {
+        let e = failover_cfg(&format!(
+            "role=\"secondary\"\npartner_name=\"a\"\nskew_max_secs={skew}\n"
+        ))
+        .unwrap_err();
+        assert_eq!(e.field, "failover.skew_max_secs", "{skew}");
+    }
+    assert!(failover_cfg("role=\"secondary\"\npartner_name=\"a\"\nskew_max_secs=60\n").is_ok());
     let e =
         failover_cfg("role=\"secondary\"\npartner_name=\"a\"\nlisten=\"nowhere\"\n").unwrap_err();
     assert_eq!(e.field, "failover.listen");

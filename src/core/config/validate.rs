@@ -885,6 +885,17 @@ fn failover(ctx: &Ctx, at: &str, f: Spanned<FileFailover>) -> Result<FailoverCon
             "must be at least 1",
         ));
     }
+    let skew_max_secs = f.skew_max_secs.unwrap_or(defaults::SKEW_MAX_SECS);
+    if !(1..=defaults::SKEW_MAX_SECS_MAX).contains(&skew_max_secs) {
+        return Err(ctx.err(
+            Some(span),
+            &format!("{at}.skew_max_secs"),
+            format!(
+                "must be between 1 and {} (synchronise the clocks with NTP instead)",
+                defaults::SKEW_MAX_SECS_MAX
+            ),
+        ));
+    }
     let pd_backup_percent = f.pd_backup_percent.unwrap_or(defaults::PD_BACKUP_PERCENT);
     if pd_backup_percent > 100 {
         return Err(ctx.err(
@@ -915,7 +926,7 @@ fn failover(ctx: &Ctx, at: &str, f: Spanned<FileFailover>) -> Result<FailoverCon
         auto_partner_down_secs: f.auto_partner_down_secs.filter(|s| *s > 0),
         startup_secs: f.startup_secs.unwrap_or(defaults::STARTUP_SECS),
         max_unacked,
-        skew_max_secs: f.skew_max_secs.unwrap_or(defaults::SKEW_MAX_SECS),
+        skew_max_secs,
         reconnect_max_ms: f
             .reconnect_max_ms
             .unwrap_or(defaults::RECONNECT_MAX_MS)

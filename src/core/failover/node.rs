@@ -718,14 +718,50 @@ pools = [{ range = "2001:db8:1::100-2001:db8:1::1ff" }]
         let [stored] = out.store.as_slice() else {
             panic!("{:?}", out.store);
         };
+        let stored = stored.clone();
         assert!(stored.is_partner_version());
         let restarted = node(
             Role::Secondary,
             ServerState::Normal,
-            std::slice::from_ref(stored),
+            std::slice::from_ref(&stored),
             now + 10,
         );
         assert_eq!(restarted.backlog(), 0, "the partner knows it");
+        // Its expiry, too early for us: refused, and our record sent back. The partner has
+        // replaced its version since, so ours is owed to it, also across a restart.
+        out.clear();
+        let expired = Lease {
+            state: LeaseState::Expired,
+            ..theirs.clone()
+        };
+        a.on_peer(
+            now + 1,
+            PeerMsg::BndUpd {
+                xid: 9,
+                lease: expired,
+                partner_lifetime: now + 1,
+            },
+            &mut out,
+        );
+        assert!(matches!(
+            out.to_peer.as_slice(),
+            [PeerMsg::BndReply {
+                accepted: false,
+                ..
+            }]
+        ));
+        let [sent_back] = out.store.as_slice() else {
+            panic!("{:?}", out.store);
+        };
+        assert_eq!(sent_back.state, LeaseState::Active);
+        assert!(!sent_back.is_partner_version());
+        let restarted = node(
+            Role::Secondary,
+            ServerState::Normal,
+            std::slice::from_ref(sent_back),
+            now + 10,
+        );
+        assert_eq!(restarted.backlog(), 1);
         // A change of ours since (a new sequence) is owed to the partner.
         let changed = Lease {
             seq: stored.seq + 1,
@@ -734,7 +770,8 @@ pools = [{ range = "2001:db8:1::100-2001:db8:1::1ff" }]
         };
         let restarted = node(Role::Secondary, ServerState::Normal, &[changed], now + 10);
         assert_eq!(restarted.backlog(), 1);
-        // Merged with a longer expiry of ours that the partner has not acknowledged: not the
+        // Merged with anything of ours the partner has not acknowledged (here a longer
+        // expiry; a later transaction time or other relay data count the same): not the
         // partner's version, so it goes after a restart too.
         let ours = Lease {
             duid: theirs.duid.clone(),

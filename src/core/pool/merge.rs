@@ -1,7 +1,7 @@
 //! RFC 8156 on the lease table: partner acknowledgements, PENDING-FREE release, and the
 //! acceptance rules for a partner's binding updates (§7.5).
 
-use super::subpool::end_of_state;
+use super::subpool::{SubPool, end_of_state};
 use super::*;
 
 impl Allocator {
@@ -109,6 +109,19 @@ impl Allocator {
         out
     }
 
+    /// Our record `ours` at `index`, to send back to a partner whose update we refuse. If it is the
+    /// partner's own version ([`Lease::is_partner_version`]) the partner has since replaced
+    /// it, so it is ours to send now: it takes a new sequence, which also keeps a restart from
+    /// counting it as known to the partner before the partner acknowledges it.
+    fn send_back(&self, sp: &mut SubPool, index: u128, mut ours: Lease) -> Lease {
+        if ours.is_partner_version() {
+            ours.partner_seq = 0;
+            ours.seq = self.next_seq();
+            sp.set(index, ours.clone());
+        }
+        ours
+    }
+
     /// Failover: takes in a binding the partner sent (BNDUPD), by RFC 8156 §7.5's rules with
     /// times within `skew_secs` (the relationship's `failover.skew_max_secs`: the partner's
     /// clock may be that far off ours) counted as equal and doubt resolved towards keeping an
@@ -181,7 +194,8 @@ impl Allocator {
                 && incoming.state == LeaseState::Active
                 && later(local.cltt, incoming.cltt)
             {
-                return Err(Some(local.clone()));
+                let ours = local.clone();
+                return Err(Some(self.send_back(&mut sp, r.index, ours)));
             }
             if local.state == LeaseState::Active {
                 match (same_client, incoming.state) {
@@ -196,7 +210,8 @@ impl Allocator {
                     }
                     // Expired: once our own copy's time is up too (RFC 8156 time(1)).
                     (true, LeaseState::Expired) if now <= end_of_state(local) + skew_secs => {
-                        return Err(Some(local.clone()));
+                        let ours = local.clone();
+                        return Err(Some(self.send_back(&mut sp, r.index, ours)));
                     }
                     (true, LeaseState::Expired) => ends_our_active = true,
                     // Released (or other): only if not before our last transaction with it. The
@@ -209,7 +224,8 @@ impl Allocator {
                     // behind; the release won and the granted prefix went to another client).
                     // Keeping it costs a held lease until it expires.
                     (true, _) if !later(incoming.cltt, local.cltt) => {
-                        return Err(Some(local.clone()));
+                        let ours = local.clone();
+                        return Err(Some(self.send_back(&mut sp, r.index, ours)));
                     }
                     (true, _) => ends_our_active = true,
                     // Another client: the clearly later binding wins; within the skew the
@@ -219,8 +235,14 @@ impl Allocator {
                     (false, LeaseState::Active) if later(incoming.cltt, local.cltt) => {}
                     (false, LeaseState::Active)
                         if receiver_is_secondary && !later(local.cltt, incoming.cltt) => {}
-                    (false, LeaseState::Active) => return Err(Some(local.clone())),
-                    (false, _) => return Err(Some(local.clone())),
+                    (false, LeaseState::Active) => {
+                        let ours = local.clone();
+                        return Err(Some(self.send_back(&mut sp, r.index, ours)));
+                    }
+                    (false, _) => {
+                        let ours = local.clone();
+                        return Err(Some(self.send_back(&mut sp, r.index, ours)));
+                    }
                 }
             }
         }
@@ -240,12 +262,13 @@ impl Allocator {
             l.partner_ack_until = 0;
         }
         l.seq = self.next_seq();
-        // The partner's own version, unless merged with a longer expiry of ours or left
-        // PENDING-FREE for our copy of the end: what the partner knows, so a restart need not
-        // send it back.
-        let as_sent = l.state == incoming.state
-            && l.duid == incoming.duid
-            && l.expires_at == incoming.expires_at
+        // The partner's own version, unless merged with anything of ours (a longer expiry, a
+        // later transaction's time or relay data, a longer lifetime) or left PENDING-FREE for
+        // our copy of the end: what the partner knows, so a restart need not send it back.
+        let as_sent = l.expires_at == incoming.expires_at
+            && l.cltt == incoming.cltt
+            && l.valid_secs == incoming.valid_secs
+            && l.relay == incoming.relay
             && !(l.state.is_free() && l.partner_ack_until == 0);
         l.partner_seq = if as_sent { l.seq } else { 0 };
         sp.set(r.index, l.clone());

@@ -52,8 +52,12 @@ const REGRESSION_SEEDS: &[u64] = &[
 /// binding, a client's Release whose group commit had not landed; we crashed, came back with
 /// the binding active and renewed it on the partner's acknowledgement of before, while the
 /// partner held it released (found 2026-11-30 by a 60,000-seed sweep; it failed on the code
-/// of that morning too).
-const REGRESSION_SEEDS_KEEP_ENDED_60: &[u64] = &[20045664];
+/// of that morning too). 41060517 (wide-skew mode, 49 s allowed): a server down 30 s before
+/// its partner's automatic PARTNER-DOWN compared the takeover time with its last operation
+/// allowing the whole 49 s, took POTENTIAL-CONFLICT for RECOVER, lost the link, and its
+/// RESOLUTION-INTERRUPTED delegated a prefix the partner had given out meanwhile; the
+/// comparison now uses the skew the link measured.
+const REGRESSION_SEEDS_KEEP_ENDED_60: &[u64] = &[20045664, 41060517];
 
 fn run(seed: u64) {
     if let Err(f) = sim::run(seed, &SimConfig::from_seed(seed)) {

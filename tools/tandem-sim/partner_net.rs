@@ -226,6 +226,7 @@ impl World {
                     self.note(format!("node {n}: link up"));
                     if let Some(node) = self.slots[n].node.as_mut() {
                         node.set_partner_window(a.partner_max_unacked.max(1) as usize);
+                        node.set_partner_skew(a.skew_secs);
                         node.link_up(unix, &mut out);
                     }
                 }

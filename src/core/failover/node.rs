@@ -241,6 +241,12 @@ impl Node {
         self.peer.set_max_unacked(max_unacked);
     }
 
+    /// The partner's clock minus ours, measured by the link as it came up (its CONNECT or
+    /// CONNECTREPLY); call before [`Node::link_up`].
+    pub fn set_partner_skew(&mut self, skew_secs: i64) {
+        self.endpoint.set_partner_skew(skew_secs);
+    }
+
     /// BNDUPDs sent and not yet acknowledged.
     pub fn unacked(&self) -> usize {
         self.peer.unacked()

@@ -178,7 +178,14 @@ pub struct Endpoint {
     /// heard from us on it: whether the partner had ever been in contact with us. Only a server
     /// its partner never knew may skip RECOVER-WAIT.
     partner_knew_us: bool,
+    /// The partner's clock minus ours, as measured when the current link came up (seconds;
+    /// None: not measured on this link).
+    partner_skew_secs: Option<i64>,
 }
+
+/// Margin on a measured clock difference, seconds: the measurement has whole seconds and a
+/// message's transit in it.
+pub const SKEW_MEASURED_MARGIN_SECS: u64 = 2;
 
 /// Most transitions one event may cause (each table row moves once; a few chain).
 const TRANSITIONS_PER_EVENT_MAX: usize = 8;
@@ -209,6 +216,7 @@ impl Endpoint {
             started_at: now,
             contact_since_start: false,
             partner_knew_us: true,
+            partner_skew_secs: None,
         }
     }
 
@@ -235,6 +243,12 @@ impl Endpoint {
     /// Whether the link to the partner is up.
     pub fn link_up(&self) -> bool {
         self.link_up
+    }
+
+    /// The partner's clock minus ours, as the link measured it when it came up (before
+    /// [`Event::LinkUp`]); used to compare the partner's times with ours.
+    pub fn set_partner_skew(&mut self, skew_secs: i64) {
+        self.partner_skew_secs = Some(skew_secs);
     }
 
     /// What is persisted now.
@@ -317,6 +331,7 @@ impl Endpoint {
             Event::LinkDown => {
                 self.link_up = false;
                 self.partner = None;
+                self.partner_skew_secs = None;
                 match self.state {
                     S::Normal => self.go(now, S::CommunicationsInterrupted, out),
                     S::PotentialConflict => self.go(now, S::ResolutionInterrupted, out),
@@ -426,10 +441,21 @@ impl Endpoint {
         {
             // RFC 8156 §8.3.2: the partner took over. If it did so after we last answered a
             // client, we only missed things: recover. If not, we may both have served:
-            // reconcile. Our stored time may lag by OPERATION_PERSIST_SECS and the partner's
-            // clock may differ from ours by up to skew_max_secs; a doubt goes to reconciling.
-            let surely_after =
-                self.resume.last_operated + OPERATION_PERSIST_SECS + self.cfg.skew_max_secs;
+            // reconcile. Our stored time may lag by OPERATION_PERSIST_SECS, and the partner's
+            // time is on its clock: translated by the difference the link measured (within a
+            // small margin), else allowed the whole skew_max_secs. A doubt goes to
+            // reconciling, which is no safer than recovering when we did not serve: its
+            // RESOLUTION-INTERRUPTED serves without the partner's bindings (seed 41060517:
+            // with 49 s allowed, a server down before its partner's automatic PARTNER-DOWN
+            // reconciled, lost the link and delegated a prefix the partner had given out).
+            let (psince, margin) = match self.partner_skew_secs {
+                Some(skew) => (
+                    psince.saturating_add_signed(-skew),
+                    SKEW_MEASURED_MARGIN_SECS,
+                ),
+                None => (psince, self.cfg.skew_max_secs),
+            };
+            let surely_after = self.resume.last_operated + OPERATION_PERSIST_SECS + margin;
             next = if psince > surely_after {
                 S::Recover
             } else {
@@ -859,6 +885,50 @@ mod tests {
         e.handle(700, Event::LinkUp, &mut out);
         e.handle(700, partner(S::PartnerDown, 400), &mut out);
         assert_eq!(e.state(), S::PotentialConflict);
+    }
+
+    #[test]
+    fn the_partners_takeover_time_is_read_through_the_measured_skew() {
+        // Seed 41060517: with skew_max_secs 49 a server down 30 s before its partner's
+        // PARTNER-DOWN could not tell, reconciled, and its RESOLUTION-INTERRUPTED served
+        // without the partner's bindings. The link measures the difference; with it, only a
+        // small margin is left for doubt.
+        let cfg = EndpointConfig {
+            skew_max_secs: 49,
+            ..CFG
+        };
+        let restart = |skew: Option<i64>, partner_down_since: u64| {
+            let mut e = Endpoint::start(
+                Role::Secondary,
+                cfg,
+                Some(stored(S::CommunicationsInterrupted, 300, 395)),
+                700,
+            );
+            let mut out = Vec::new();
+            if let Some(skew) = skew {
+                e.set_partner_skew(skew);
+            }
+            e.handle(700, Event::LinkUp, &mut out);
+            e.handle(700, partner(S::PartnerDown, partner_down_since), &mut out);
+            e.state()
+        };
+        // 30 s after our last operation, on a partner clock 20 s behind ours (our 445).
+        assert_eq!(restart(Some(-20), 425), S::Recover);
+        assert_eq!(
+            restart(None, 425),
+            S::PotentialConflict,
+            "unmeasured: 49 s of doubt"
+        );
+        // On a partner clock 40 s ahead, 425 is our 385: before our last operation.
+        assert_eq!(restart(Some(40), 425), S::PotentialConflict);
+        // Within the margin of the measurement: doubt reconciles.
+        assert_eq!(
+            restart(
+                Some(0),
+                395 + OPERATION_PERSIST_SECS + SKEW_MEASURED_MARGIN_SECS
+            ),
+            S::PotentialConflict
+        );
     }
 
     #[test]

@@ -695,6 +695,7 @@ impl PartnerThread {
         }
         self.node
             .set_partner_window(a.partner_max_unacked.max(1) as usize);
+        self.node.set_partner_skew(a.skew_secs);
         self.last_contact = Some(Instant::now());
         self.link_since = Some(Instant::now());
         self.backoff.up();

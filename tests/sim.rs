@@ -56,8 +56,11 @@ const REGRESSION_SEEDS: &[u64] = &[
 /// its partner's automatic PARTNER-DOWN compared the takeover time with its last operation
 /// allowing the whole 49 s, took POTENTIAL-CONFLICT for RECOVER, lost the link, and its
 /// RESOLUTION-INTERRUPTED delegated a prefix the partner had given out meanwhile; the
-/// comparison now uses the skew the link measured.
-const REGRESSION_SEEDS_KEEP_ENDED_60: &[u64] = &[20045664, 41060517];
+/// comparison now uses the skew the link measured. 42035298 (split-brain mode): a grant made
+/// in the split brain reached its client just after healing; the check judged it by its time
+/// of arrival and called it a double grant after resolution (a check error: grants are now
+/// judged by when the server made them).
+const REGRESSION_SEEDS_KEEP_ENDED_60: &[u64] = &[20045664, 41060517, 42035298];
 
 fn run(seed: u64) {
     if let Err(f) = sim::run(seed, &SimConfig::from_seed(seed)) {

@@ -2,7 +2,7 @@
 //! ([`World::converged`]).
 
 use crate::SimFailure;
-use crate::world::{Holder, World};
+use crate::world::{Granted, Holder, World};
 use std::collections::BTreeMap;
 use std::net::Ipv6Addr;
 use tandem_core::config::ResourceKind;
@@ -68,12 +68,10 @@ impl World {
     }
 
     /// A client was just told it holds `addr` until `expires_ms`, by server `n` answering
-    /// under the policy of `state`.
-    #[allow(clippy::too_many_arguments)]
+    /// under the policy of `state` at `made_ms`.
     pub(crate) fn check_grant(
         &mut self,
-        n: usize,
-        state: ServerState,
+        (n, state, made_ms): Granted,
         client: u32,
         kind: ResourceKind,
         addr: Ipv6Addr,
@@ -85,7 +83,7 @@ impl World {
         if let Some(h) = self.holders.get(&addr).copied()
             && h.client != client
             && h.expires_ms > self.now_ms + slack_ms
-            && !self.split_brain_conflict(n, kind, addr, client, h)
+            && !self.split_brain_conflict(n, made_ms, kind, addr, client, h)
         {
             return Err(self.fail(format!(
                 "address {addr} granted to client {client} by node {n} while client {} holds it until {:.3}s",
@@ -99,7 +97,7 @@ impl World {
             Holder {
                 client,
                 expires_ms,
-                granted_ms: self.now_ms,
+                granted_ms: made_ms,
             },
         );
         self.report.grants += 1;
@@ -166,7 +164,8 @@ impl World {
     /// granted, while the partner, only cut off, goes on renewing its clients in
     /// COMMUNICATIONS-INTERRUPTED (or in PARTNER-DOWN too). So from the moment one server is
     /// in PARTNER-DOWN while its partner runs behind the split-brain partition, until both are
-    /// NORMAL again, a resource may go to two clients: that is tolerated for a grant made then.
+    /// NORMAL again, a resource may go to two clients: that is tolerated for a grant made then
+    /// (the server's answer, which may reach the client later).
     /// Afterwards, while a client granted it then still believes it holds it, a grant to one
     /// of the clients of that conflict is tolerated only if the partner's store does not bind
     /// the resource to another client: healing must have settled one winner on both servers
@@ -174,6 +173,7 @@ impl World {
     pub(crate) fn split_brain_conflict(
         &mut self,
         n: usize,
+        made_ms: u64,
         kind: ResourceKind,
         addr: Ipv6Addr,
         client: u32,
@@ -200,8 +200,7 @@ impl World {
                     l.state == LeaseState::Active && *l.duid != *duid && l.expires_at > partner_now
                 })
         };
-        let tolerated =
-            in_epoch(self.now_ms) || ((in_epoch(other.granted_ms) || known) && settled());
+        let tolerated = in_epoch(made_ms) || ((in_epoch(other.granted_ms) || known) && settled());
         if tolerated {
             let p = self.conflicted.entry(addr).or_default();
             for c in [client, other.client] {

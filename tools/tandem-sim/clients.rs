@@ -2,7 +2,7 @@
 //! every datagram either way goes through one lossy path ([`World::datagram`]: loss,
 //! duplication, delay, hence reordering).
 
-use crate::world::{Ev, World};
+use crate::world::{Ev, Granted, World};
 use crate::{RELAY_LINK, SimFailure};
 use tandem_client::{AtT1, Event, Outbox, Send, Via};
 use tandem_core::config::ResourceKind;
@@ -32,7 +32,7 @@ impl World {
         &mut self,
         client: u32,
         bytes: Vec<u8>,
-        granted_under: Option<(usize, ServerState)>,
+        granted_under: Option<Granted>,
     ) {
         self.datagram(|| Ev::ToClient {
             client,
@@ -116,7 +116,7 @@ impl World {
         &mut self,
         client: u32,
         bytes: &[u8],
-        granted_under: Option<(usize, ServerState)>,
+        granted_under: Option<Granted>,
     ) -> Result<(), SimFailure> {
         self.next_xid = self.next_xid.wrapping_add(1);
         let mut out = self.outbox(client);
@@ -151,7 +151,8 @@ impl World {
             _ => {}
         }
         if step.event == Event::Bound {
-            let (n, state) = granted_under.unwrap_or((0, ServerState::Startup));
+            let (n, state, made_ms) =
+                granted_under.unwrap_or((0, ServerState::Startup, self.now_ms));
             for l in now_holds {
                 let kind = if l.len == 128 {
                     ResourceKind::Address
@@ -162,7 +163,14 @@ impl World {
                     "client {client} holds {}/{} for {}s from node {n} (answered under {state})",
                     l.addr, l.len, l.valid_secs
                 ));
-                self.check_grant(n, state, client, kind, l.addr, l.expires_ms, l.valid_secs)?;
+                self.check_grant(
+                    (n, state, made_ms),
+                    client,
+                    kind,
+                    l.addr,
+                    l.expires_ms,
+                    l.valid_secs,
+                )?;
             }
         }
         if let Some(s) = send {

@@ -70,8 +70,8 @@ impl LeaseStore for Disk {
 /// A group-commit job: lease writes, and the reply that waits for them.
 pub(crate) struct Job {
     pub(crate) writes: Vec<Lease>,
-    /// (client, reply bytes, the state whose policy answered).
-    pub(crate) reply: Option<(u32, Vec<u8>, ServerState)>,
+    /// (client, reply bytes, the state whose policy answered, when it answered (ms)).
+    pub(crate) reply: Option<(u32, Vec<u8>, ServerState, u64)>,
     /// Whether the partner must hear of the writes (not for its own acknowledgements).
     pub(crate) announce: bool,
 }
@@ -221,13 +221,13 @@ impl World {
             return;
         };
         if writes.is_empty() {
-            self.client_net(client, reply, Some((n, state)));
+            self.client_net(client, reply, Some((n, state, now_ms)));
         } else {
             self.queue_commit(
                 n,
                 Job {
                     writes,
-                    reply: Some((client, reply, state)),
+                    reply: Some((client, reply, state, now_ms)),
                     announce: true,
                 },
             );
@@ -273,8 +273,8 @@ impl World {
             if j.announce {
                 announce.extend(j.writes);
             }
-            if let Some((client, reply, state)) = j.reply {
-                self.client_net(client, reply, Some((n, state)));
+            if let Some((client, reply, state, made_ms)) = j.reply {
+                self.client_net(client, reply, Some((n, state, made_ms)));
             }
         }
         if !announce.is_empty() {

@@ -16,6 +16,9 @@ use tandem_core::lease::Lease;
 /// Trace lines kept for a failure report.
 pub(crate) const TRACE_KEPT: usize = 40;
 
+/// Who answered a client, under the policy of which state, and when (ms).
+pub(crate) type Granted = (usize, ServerState, u64);
+
 /// A client told it holds a resource.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Holder {
@@ -36,12 +39,12 @@ pub(crate) enum Ev {
         client: u32,
         bytes: Vec<u8>,
     },
-    /// A server's reply reaches a client. `granted_under`: the state whose policy the engine
-    /// answered under.
+    /// A server's reply reaches a client. `granted_under`: the server, the state whose policy
+    /// the engine answered under, and when it answered (ms).
     ToClient {
         client: u32,
         bytes: Vec<u8>,
-        granted_under: Option<(usize, ServerState)>,
+        granted_under: Option<Granted>,
     },
     /// A server's group commit: its queued jobs become durable (or fail) together.
     GroupCommit { node: usize, incarnation: u64 },

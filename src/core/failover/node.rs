@@ -709,6 +709,15 @@ pools = [{ range = "2001:db8:1::100-2001:db8:1::1ff" }]
     fn a_binding_as_the_partner_sent_it_is_not_sent_back_after_a_restart() {
         // Issue 10 item 4: a restart used to send every partner binding back once.
         let now = 10_000;
+        let backlog_after_restart = |stored: &Lease| {
+            node(
+                Role::Secondary,
+                ServerState::Normal,
+                std::slice::from_ref(stored),
+                now + 10,
+            )
+            .backlog()
+        };
         let mut a = node(Role::Secondary, ServerState::Normal, &[], now);
         let mut out = NodeOut::default();
         let theirs = active(1, 0x100, now + 200);
@@ -726,13 +735,7 @@ pools = [{ range = "2001:db8:1::100-2001:db8:1::1ff" }]
         };
         let stored = stored.clone();
         assert!(stored.is_partner_version());
-        let restarted = node(
-            Role::Secondary,
-            ServerState::Normal,
-            std::slice::from_ref(&stored),
-            now + 10,
-        );
-        assert_eq!(restarted.backlog(), 0, "the partner knows it");
+        assert_eq!(backlog_after_restart(&stored), 0, "the partner knows it");
         // Its expiry, too early for us: refused, and our record sent back. The partner has
         // replaced its version since, so ours is owed to it, also across a restart.
         out.clear();
@@ -761,21 +764,14 @@ pools = [{ range = "2001:db8:1::100-2001:db8:1::1ff" }]
         };
         assert_eq!(sent_back.state, LeaseState::Active);
         assert!(!sent_back.is_partner_version());
-        let restarted = node(
-            Role::Secondary,
-            ServerState::Normal,
-            std::slice::from_ref(sent_back),
-            now + 10,
-        );
-        assert_eq!(restarted.backlog(), 1);
+        assert_eq!(backlog_after_restart(sent_back), 1);
         // A change of ours since (a new sequence) is owed to the partner.
         let changed = Lease {
             seq: stored.seq + 1,
             expires_at: now + 300,
             ..stored.clone()
         };
-        let restarted = node(Role::Secondary, ServerState::Normal, &[changed], now + 10);
-        assert_eq!(restarted.backlog(), 1);
+        assert_eq!(backlog_after_restart(&changed), 1);
         // Merged with anything of ours the partner has not acknowledged (here a longer
         // expiry; a later transaction time or other relay data count the same): not the
         // partner's version, so it goes after a restart too.
@@ -799,13 +795,7 @@ pools = [{ range = "2001:db8:1::100-2001:db8:1::1ff" }]
         };
         assert_eq!(merged.expires_at, now + 500);
         assert!(!merged.is_partner_version());
-        let restarted = node(
-            Role::Secondary,
-            ServerState::Normal,
-            std::slice::from_ref(merged),
-            now + 10,
-        );
-        assert_eq!(restarted.backlog(), 1);
+        assert_eq!(backlog_after_restart(merged), 1);
     }
 
     #[test]

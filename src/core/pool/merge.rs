@@ -109,17 +109,18 @@ impl Allocator {
         out
     }
 
-    /// Our record `ours` at `index`, to send back to a partner whose update we refuse. If it is the
+    /// Our record at `index`, to send back to a partner whose update we refuse. If it is the
     /// partner's own version ([`Lease::is_partner_version`]) the partner has since replaced
     /// it, so it is ours to send now: it takes a new sequence, which also keeps a restart from
     /// counting it as known to the partner before the partner acknowledges it.
-    fn send_back(&self, sp: &mut SubPool, index: u128, mut ours: Lease) -> Lease {
+    fn send_back(&self, sp: &mut SubPool, index: u128) -> Option<Lease> {
+        let mut ours = sp.slots.get(&index)?.lease.clone();
         if ours.is_partner_version() {
             ours.partner_seq = 0;
             ours.seq = self.next_seq();
             sp.set(index, ours.clone());
         }
-        ours
+        Some(ours)
     }
 
     /// Failover: takes in a binding the partner sent (BNDUPD), by RFC 8156 §7.5's rules with
@@ -164,6 +165,8 @@ impl Allocator {
         // Whether we held the same client's binding active: our own update saying so may be
         // on its way to the partner, crossing this one.
         let mut ends_our_active = false;
+        // Whether the update is refused: our record goes back to the partner.
+        let mut refuse = false;
         let local_free = sp
             .slots
             .get(&r.index)
@@ -194,11 +197,9 @@ impl Allocator {
                 && incoming.state == LeaseState::Active
                 && later(local.cltt, incoming.cltt)
             {
-                let ours = local.clone();
-                return Err(Some(self.send_back(&mut sp, r.index, ours)));
-            }
-            if local.state == LeaseState::Active {
-                match (same_client, incoming.state) {
+                refuse = true;
+            } else if local.state == LeaseState::Active {
+                refuse = match (same_client, incoming.state) {
                     (true, LeaseState::Active) => {
                         l.expires_at = l.expires_at.max(local.expires_at);
                         l.cltt = l.cltt.max(local.cltt);
@@ -207,13 +208,14 @@ impl Allocator {
                             .partner_lifetime_received
                             .max(local.partner_lifetime_received);
                         l.valid_secs = l.valid_secs.max(local.valid_secs);
+                        false
                     }
                     // Expired: once our own copy's time is up too (RFC 8156 time(1)).
-                    (true, LeaseState::Expired) if now <= end_of_state(local) + skew_secs => {
-                        let ours = local.clone();
-                        return Err(Some(self.send_back(&mut sp, r.index, ours)));
+                    (true, LeaseState::Expired) if now <= end_of_state(local) + skew_secs => true,
+                    (true, LeaseState::Expired) => {
+                        ends_our_active = true;
+                        false
                     }
-                    (true, LeaseState::Expired) => ends_our_active = true,
                     // Released (or other): only if not before our last transaction with it. The
                     // same client's release right after a renewal is the normal case (both
                     // times from the partner's clock, in order); one older than our own
@@ -223,28 +225,27 @@ impl Allocator {
                     // server and was granted at the other a second later, on a clock 2 s
                     // behind; the release won and the granted prefix went to another client).
                     // Keeping it costs a held lease until it expires.
-                    (true, _) if !later(incoming.cltt, local.cltt) => {
-                        let ours = local.clone();
-                        return Err(Some(self.send_back(&mut sp, r.index, ours)));
+                    (true, _) if !later(incoming.cltt, local.cltt) => true,
+                    (true, _) => {
+                        ends_our_active = true;
+                        false
                     }
-                    (true, _) => ends_our_active = true,
                     // Another client: the clearly later binding wins; within the skew the
                     // primary's view stands. A clearly older claim is stale whoever sends it
                     // (seed 165632: a restarted primary resent a binding its partner had since
                     // reassigned in PARTNER-DOWN).
-                    (false, LeaseState::Active) if later(incoming.cltt, local.cltt) => {}
+                    (false, LeaseState::Active) if later(incoming.cltt, local.cltt) => false,
                     (false, LeaseState::Active)
-                        if receiver_is_secondary && !later(local.cltt, incoming.cltt) => {}
-                    (false, LeaseState::Active) => {
-                        let ours = local.clone();
-                        return Err(Some(self.send_back(&mut sp, r.index, ours)));
+                        if receiver_is_secondary && !later(local.cltt, incoming.cltt) =>
+                    {
+                        false
                     }
-                    (false, _) => {
-                        let ours = local.clone();
-                        return Err(Some(self.send_back(&mut sp, r.index, ours)));
-                    }
-                }
+                    (false, _) => true,
+                };
             }
+        }
+        if refuse {
+            return Err(self.send_back(&mut sp, r.index));
         }
         // Also when our copy is no longer active (seed 12705241: our client released the
         // binding while our active update of it was in flight; the partner's stale expiry,

@@ -4,7 +4,8 @@
 
 use tandem_sim::{self as sim, SimConfig};
 
-/// Seeds that found real bugs when they were first run (see the simulator's commits). The
+/// Seeds that found real bugs when they were first run (see the simulator's commits), run
+/// with one pair (`SimConfig::one_pair`, `tandem-sim --one-pair`) as they were found. The
 /// simulator has grown since (IA_PD clients, flapping links), so most now drive other runs than
 /// the ones that failed; they stay as a fixed set. 22984 is the one known to reach a
 /// PARTNER-DOWN server handing out the partner's prefixes (a mutation there fails on it).
@@ -63,15 +64,21 @@ const REGRESSION_SEEDS: &[u64] = &[
 const REGRESSION_SEEDS_KEEP_ENDED_60: &[u64] = &[20045664, 41060517, 42035298];
 
 fn run(seed: u64) {
-    if let Err(f) = sim::run(seed, &SimConfig::from_seed(seed)) {
+    run_with(seed, SimConfig::from_seed(seed));
+}
+
+fn run_with(seed: u64, cfg: SimConfig) {
+    if let Err(f) = sim::run(seed, &cfg) {
         panic!("{f}");
     }
 }
 
 #[test]
 fn regression_seeds() {
+    // As they were found: the m-to-1 mode came after them (it would turn a quarter of them
+    // into other runs).
     for &s in REGRESSION_SEEDS {
-        run(s);
+        run_with(s, SimConfig::from_seed(s).one_pair());
     }
 }
 
@@ -80,11 +87,9 @@ fn regression_seeds_with_records_forgotten() {
     for &s in REGRESSION_SEEDS_KEEP_ENDED_60 {
         let cfg = SimConfig {
             keep_ended_secs: 60,
-            ..SimConfig::from_seed(s)
+            ..SimConfig::from_seed(s).one_pair()
         };
-        if let Err(f) = sim::run(s, &cfg) {
-            panic!("{f}");
-        }
+        run_with(s, cfg);
     }
 }
 
@@ -117,7 +122,7 @@ fn a_true_split_brain_grants_twice_and_healing_resolves_it() {
     // every double grant: one binding per resource on both servers, and each losing client
     // told (the run converges only when no client believes it holds what the servers gave
     // another).
-    let cfg = SimConfig::from_seed(1326);
+    let cfg = SimConfig::from_seed(1326).one_pair();
     assert!(cfg.modes.split_brain, "{:?}", cfg.modes);
     let r = sim::run(1326, &cfg).unwrap_or_else(|f| panic!("{f}"));
     assert!(r.split_conflicts > 0, "{r:?}");
@@ -135,12 +140,35 @@ fn a_true_split_brain_grants_twice_and_healing_resolves_it() {
 }
 
 #[test]
+fn m_to_1_a_hub_keeps_each_relationship_in_its_own_state() {
+    // Seed 66: server 1 is the secondary of `edge-1` (with server 0) and the primary of
+    // `edge-2` (with server 2). Server 2 goes down and the hub takes PARTNER-DOWN in `edge-2`
+    // only, serving both relationships' clients meanwhile; `edge-1` stays NORMAL throughout.
+    let cfg = SimConfig::from_seed(66);
+    let m = cfg.modes.m_to_1.expect("an m-to-1 run");
+    assert!(m.hub_primary_in_second, "{m:?}");
+    let r = sim::run(66, &cfg).unwrap_or_else(|f| panic!("{f}"));
+    // Endpoints: 0 and 1 are `edge-1`'s primary and secondary, 2 and 3 `edge-2`'s.
+    let (hub_first, hub_second) = (&r.states_seen[1], &r.states_seen[2]);
+    assert!(hub_second.contains("PARTNER-DOWN"), "{r:?}");
+    assert!(
+        !hub_first.contains("PARTNER-DOWN") && !hub_first.contains("COMMUNICATIONS-INTERRUPTED"),
+        "{r:?}"
+    );
+    assert!(
+        r.hub_states_apart > 0 && r.second_relationship_grants > 0,
+        "{r:?}"
+    );
+}
+
+#[test]
 fn faults_are_injected_and_every_state_is_reached() {
     // Across a few hundred seeds the runs must actually crash, wipe, partition, and drive the
     // endpoints through the recovery and conflict states; a simulator that injects nothing
     // would pass every check.
     let (mut crashes, mut wipes, mut partitions) = (0, 0, 0);
     let (mut declines, mut confirms, mut relayed, mut both, mut skewed) = (0, 0, 0, 0, 0);
+    let (mut second, mut apart) = (0, 0);
     let mut seen = std::collections::BTreeSet::new();
     for s in 1..=300 {
         let cfg = SimConfig::from_seed(s);
@@ -153,6 +181,8 @@ fn faults_are_injected_and_every_state_is_reached() {
         relayed += r.relayed_grants;
         both += r.both_ia_grants;
         skewed += (cfg.modes.skew_max_secs > 20) as u32;
+        second += r.second_relationship_grants;
+        apart += r.hub_states_apart;
         for n in r.states_seen {
             seen.extend(n.split(',').map(str::to_string));
         }
@@ -166,6 +196,9 @@ fn faults_are_injected_and_every_state_is_reached() {
         declines > 50 && confirms > 50 && relayed > 1000 && both > 1000 && skewed > 20,
         "{declines} {confirms} {relayed} {both} {skewed}"
     );
+    // m-to-1: the second relationship serves, and the hub's relationships change state
+    // independently.
+    assert!(second > 5_000 && apart > 500, "{second} {apart}");
     for st in [
         "NORMAL",
         "COMMUNICATIONS-INTERRUPTED",

@@ -19,23 +19,32 @@ impl World {
     /// the smallest the primary holds. A server with no stored share starts safe (the primary
     /// as if it had given everything, the secondary with nothing).
     pub(crate) fn check_shares(&self) -> Result<(), SimFailure> {
-        let views = |n: usize| -> Vec<(PdPoolId, u128)> {
-            let s = &self.slots[n];
-            let primary = s.role == Role::Primary;
-            let mut pools: Vec<PdPoolId> = s.disk.pd_shares.iter().map(|(p, _)| *p).collect();
-            if let Some(node) = s.node.as_ref() {
-                pools.extend(node.allocator().pd_pools());
+        for rel in 0..self.rels.len() {
+            self.check_shares_of(rel)?;
+        }
+        Ok(())
+    }
+
+    /// [`World::check_shares`] for relationship `rel` (primary `2 * rel`, secondary
+    /// `2 * rel + 1`).
+    fn check_shares_of(&self, rel: usize) -> Result<(), SimFailure> {
+        let views = |e: usize| -> Vec<(PdPoolId, u128)> {
+            let end = &self.ends[e];
+            let disk = &self.slots[end.server].disk;
+            let stored: &[(PdPoolId, u128)] = disk.pd_shares.get(&rel).map_or(&[], |v| v);
+            let primary = end.role == Role::Primary;
+            let mut pools: Vec<PdPoolId> = stored.iter().map(|(p, _)| *p).collect();
+            if let Some(node) = end.node.as_ref() {
+                pools.extend(node.allocator().pd_pools_in(&end.scope));
             }
             pools
                 .into_iter()
                 .map(|id| {
-                    let disk = s
-                        .disk
-                        .pd_shares
+                    let disk = stored
                         .iter()
                         .find(|(p, _)| *p == id)
                         .map_or(if primary { u128::MAX } else { 0 }, |(_, v)| *v);
-                    let mem = s
+                    let mem = end
                         .node
                         .as_ref()
                         .and_then(|node| node.allocator().pd_share(id))
@@ -51,11 +60,8 @@ impl World {
                 })
                 .collect()
         };
-        let Some(p) = (0..2).find(|&n| self.slots[n].role == Role::Primary) else {
-            return Ok(());
-        };
-        let primary = views(p);
-        for (id, sec) in views(1 - p) {
+        let primary = views(2 * rel);
+        for (id, sec) in views(2 * rel + 1) {
             if let Some(&(_, pri)) = primary.iter().find(|(q, _)| *q == id)
                 && sec > pri
             {
@@ -67,11 +73,11 @@ impl World {
         Ok(())
     }
 
-    /// A client was just told it holds `addr` until `expires_ms`, by server `n` answering
+    /// A client was just told it holds `addr` until `expires_ms`, by endpoint `e` answering
     /// under the policy of `state` at `made_ms`.
     pub(crate) fn check_grant(
         &mut self,
-        (n, state, made_ms): Granted,
+        (e, state, made_ms): Granted,
         client: u32,
         kind: ResourceKind,
         addr: Ipv6Addr,
@@ -83,10 +89,11 @@ impl World {
         if let Some(h) = self.holders.get(&addr).copied()
             && h.client != client
             && h.expires_ms > self.now_ms + slack_ms
-            && !self.split_brain_conflict(n, made_ms, kind, addr, client, h)
+            && !self.split_brain_conflict(e, made_ms, kind, addr, client, h)
         {
             return Err(self.fail(format!(
-                "address {addr} granted to client {client} by node {n} while client {} holds it until {:.3}s",
+                "address {addr} granted to client {client} by {} while client {} holds it until {:.3}s",
+                self.end_name(e),
                 h.client,
                 h.expires_ms as f64 / 1000.0
             )));
@@ -101,18 +108,20 @@ impl World {
             },
         );
         self.report.grants += 1;
+        self.report.second_relationship_grants += (World::rel_of(e) == 1) as u64;
         // 2. MCLT: outside PARTNER-DOWN, no further than MCLT past what the partner durably
         // knows, whenever the partner could serve. A grant is judged by the policy it was
         // made under (the reply may arrive after a state change or a crash).
         let granting = Some(state);
-        let partner_serving = self.slots[1 - n]
+        let partner = self.ends[e ^ 1].server;
+        let partner_serving = self.ends[e ^ 1]
             .node
             .as_ref()
             .is_some_and(|p| p.endpoint().serving().answering != Answering::Nobody);
         if granting != Some(ServerState::PartnerDown) && partner_serving {
             let duid = self.clients[client as usize].duid();
             let key = tandem_core::lease::key(kind, addr);
-            let record = self.slots[1 - n].disk.leases.get(&key);
+            let record = self.slots[partner].disk.leases.get(&key);
             // PENDING-FREE on the partner (freed, change not yet acknowledged by us): the
             // partner cannot give it to anyone else, which is what the bound protects.
             // Declined there (RFC 8415 §18.3.8: kept out of use for server.decline_hold_secs)
@@ -120,7 +129,7 @@ impl World {
             // client that declined it at one server may be given it again by the other, which
             // has not heard yet (mixed runs).
             let ends_partner_clock = (self.now_ms / 1000 + valid_secs as u64)
-                .saturating_add_signed(self.slots[1 - n].clock_offset_secs);
+                .saturating_add_signed(self.slots[partner].clock_offset_secs);
             let pending_there = record.is_some_and(|l| {
                 (l.state.is_free() && l.partner_ack_until == 0)
                     || (l.state == LeaseState::Declined && l.expires_at >= ends_partner_clock)
@@ -132,14 +141,14 @@ impl World {
                         .max(l.partner_ack_until)
                         .max(l.partner_lifetime_received)
                 });
-            let partner_now = self.node_now(1 - n);
+            let partner_now = self.node_now(partner);
             let bound = known.max(partner_now)
                 + self.cfg.mclt_secs
                 + 2 * self.cfg.clock_offset_secs_max as u64
                 + 2;
             let ends = self.now_ms / 1000 + valid_secs as u64;
             if ends > bound && !pending_there {
-                let record = self.slots[1 - n].disk.leases.get(&key).map(|l| {
+                let record = self.slots[partner].disk.leases.get(&key).map(|l| {
                     format!(
                         "{} client {:02x?} expires {} ack {} received {}",
                         l.state,
@@ -150,7 +159,8 @@ impl World {
                     )
                 });
                 return Err(self.fail(format!(
-                    "node {n} ({:?}) granted {addr} to client {client} until {ends}s, beyond MCLT past the partner's knowledge ({known}s): bound {bound}s; partner's record: {record:?}",
+                    "{} ({:?}) granted {addr} to client {client} until {ends}s, beyond MCLT past the partner's knowledge ({known}s): bound {bound}s; partner's record: {record:?}",
+                    self.end_name(e),
                     granting
                 )));
             }
@@ -172,7 +182,7 @@ impl World {
     /// (the loser is told at its next Renew or Rebind). Everywhere else the check stays whole.
     pub(crate) fn split_brain_conflict(
         &mut self,
-        n: usize,
+        e: usize,
         made_ms: u64,
         kind: ResourceKind,
         addr: Ipv6Addr,
@@ -182,8 +192,9 @@ impl World {
         if !self.cfg.modes.split_brain {
             return false;
         }
+        let epochs = &self.rels[World::rel_of(e)].split_epochs;
         let in_epoch = |t: u64| {
-            self.split_epochs
+            epochs
                 .iter()
                 .any(|&(from, to)| t >= from && to.is_none_or(|to| t <= to))
         };
@@ -191,8 +202,9 @@ impl World {
         let known = parties.is_some_and(|p| p.contains(&client) && p.contains(&other.client));
         let settled = || {
             let duid = self.clients[client as usize].duid();
-            let partner_now = self.node_now(1 - n);
-            !self.slots[1 - n]
+            let partner = self.ends[e ^ 1].server;
+            let partner_now = self.node_now(partner);
+            !self.slots[partner]
                 .disk
                 .leases
                 .get(&tandem_core::lease::key(kind, addr))
@@ -218,33 +230,40 @@ impl World {
         false
     }
 
-    /// Split-brain mode: opens a span when, behind the split-brain partition, a server is in
-    /// PARTNER-DOWN while its partner runs; closes it when both are NORMAL.
-    pub(crate) fn track_split_epochs(&mut self) {
-        let states: Vec<Option<ServerState>> = (0..2)
-            .map(|m| self.slots[m].node.as_ref().map(|x| x.endpoint().state()))
-            .collect();
-        let open = self.split_epochs.last().is_some_and(|e| e.1.is_none());
+    /// Split-brain mode: opens a span of `rel` when, behind its split-brain partition, a
+    /// server is in PARTNER-DOWN while its partner runs; closes it when both are NORMAL.
+    pub(crate) fn track_split_epochs(&mut self, rel: usize) {
+        let states: Vec<Option<ServerState>> =
+            (2 * rel..2 * rel + 2).map(|e| self.state_of(e)).collect();
+        let r = &self.rels[rel];
+        let open = r.split_epochs.last().is_some_and(|e| e.1.is_none());
         let all = |s: ServerState| states.iter().all(|x| *x == Some(s));
         let one_down_other_running =
             states.iter().all(Option::is_some) && states.contains(&Some(ServerState::PartnerDown));
-        if !open && self.split && one_down_other_running {
+        if !open && r.split && one_down_other_running {
             self.note("split brain: PARTNER-DOWN while the partner serves".into());
-            self.split_epochs.push((self.now_ms, None));
+            self.rels[rel].split_epochs.push((self.now_ms, None));
         } else if open && all(ServerState::Normal) {
             self.note("split brain over: both servers NORMAL".into());
-            if let Some(e) = self.split_epochs.last_mut() {
+            let r = &mut self.rels[rel];
+            if let Some(e) = r.split_epochs.last_mut() {
                 e.1 = Some(self.now_ms);
             }
-            self.report.split_resolved_ms = self
-                .split_healed_ms
-                .map(|at| self.now_ms.saturating_sub(at));
+            self.report.split_resolved_ms =
+                r.split_healed_ms.map(|at| self.now_ms.saturating_sub(at));
         }
     }
 
-    /// Why the healed pair has not converged yet, or None when it has.
+    /// Why the healed servers have not converged yet, or None when they have.
     pub(crate) fn converged(&self) -> Option<String> {
-        let (Some(a), Some(b)) = (self.slots[0].node.as_ref(), self.slots[1].node.as_ref()) else {
+        (0..self.rels.len()).find_map(|rel| self.converged_in(rel))
+    }
+
+    /// [`World::converged`] for relationship `rel`: both ends NORMAL with nothing to send,
+    /// the same active bindings of its subnets on both, and every lease its clients hold.
+    fn converged_in(&self, rel: usize) -> Option<String> {
+        let (p, s) = (2 * rel, 2 * rel + 1);
+        let (Some(a), Some(b)) = (self.ends[p].node.as_ref(), self.ends[s].node.as_ref()) else {
             return Some("a node is down".into());
         };
         if a.endpoint().state() != ServerState::Normal
@@ -260,9 +279,10 @@ impl World {
             return Some(format!("backlogs {} / {}", a.backlog(), b.backlog()));
         }
         let now = self.now_ms / 1000;
+        let scope = &self.rels[rel].scope;
         let active = |n: &Node| {
             let mut m = BTreeMap::new();
-            n.allocator().for_each_lease(|l| {
+            n.allocator().for_each_lease_scoped(scope, |l| {
                 if l.state == LeaseState::Active && l.expires_at > now + 5 {
                     m.insert(l.addr, l.duid.clone());
                 }
@@ -276,26 +296,29 @@ impl World {
             }
         }
         let missing = |db: &BTreeMap<Ipv6Addr, Box<[u8]>>| {
-            self.clients.iter().find_map(|c| {
-                [c.address(), c.prefix()]
-                    .into_iter()
-                    .flatten()
-                    .find_map(|l| {
-                        let (addr, exp) = (l.addr, l.expires_ms);
-                        (!matches!(
-                            c.phase(),
-                            tandem_client::Phase::Releasing | tandem_client::Phase::Declining
-                        ) && exp > self.now_ms + 10_000
-                            && db.get(&addr).is_none_or(|d| **d != *c.duid()))
-                        .then(|| format!("client {} lease {addr}", c.id()))
-                    })
-            })
+            self.clients
+                .iter()
+                .filter(|c| self.client_rel[c.id() as usize] == rel)
+                .find_map(|c| {
+                    [c.address(), c.prefix()]
+                        .into_iter()
+                        .flatten()
+                        .find_map(|l| {
+                            let (addr, exp) = (l.addr, l.expires_ms);
+                            (!matches!(
+                                c.phase(),
+                                tandem_client::Phase::Releasing | tandem_client::Phase::Declining
+                            ) && exp > self.now_ms + 10_000
+                                && db.get(&addr).is_none_or(|d| **d != *c.duid()))
+                            .then(|| format!("client {} lease {addr}", c.id()))
+                        })
+                })
         };
         if let Some(m) = missing(&da) {
-            return Some(format!("node 0 lacks {m}"));
+            return Some(format!("{} lacks {m}", self.end_name(p)));
         }
         if let Some(m) = missing(&db) {
-            return Some(format!("node 1 lacks {m}"));
+            return Some(format!("{} lacks {m}", self.end_name(s)));
         }
         None
     }

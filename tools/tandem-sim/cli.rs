@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 #[command(
     name = "tandem-sim",
     version,
-    about = "Deterministic failover simulation: two servers, many clients, faults from a seed. A failing seed replays exactly with --seed.",
+    about = "Deterministic failover simulation: two servers (three, in two relationships, in a quarter of the runs), many clients, faults from a seed. A failing seed replays exactly with --seed.",
     after_help = "Exit codes: 0 every seed passed, 1 a seed failed (its seed and trace are printed)."
 )]
 struct Cli {
@@ -36,15 +36,29 @@ struct Cli {
     /// (`server.keep_ended_secs`; 0, the default, keeps them as the seeds were found with).
     #[arg(long, default_value_t = 0)]
     keep_ended_secs: u64,
+    /// Run every seed with one pair, without the m-to-1 mode (a hub and two relationships): how
+    /// seeds found before that mode existed replay as they were found.
+    #[arg(long)]
+    one_pair: bool,
+}
+
+impl Cli {
+    /// The knobs of `seed` under these flags.
+    fn config(&self, seed: u64) -> SimConfig {
+        let cfg = SimConfig {
+            keep_ended_secs: self.keep_ended_secs,
+            trace_all: self.trace,
+            ..SimConfig::from_seed(seed)
+        };
+        if self.one_pair { cfg.one_pair() } else { cfg }
+    }
 }
 
 /// Runs `tandem-sim` with the process's arguments.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(seed) = cli.seed {
-        let mut cfg = SimConfig::from_seed(seed);
-        cfg.trace_all = cli.trace;
-        cfg.keep_ended_secs = cli.keep_ended_secs;
+        let cfg = cli.config(seed);
         println!("seed {seed}: {cfg:?}");
         return match sim::run(seed, &cfg) {
             Ok(r) => {
@@ -61,8 +75,9 @@ pub fn main() -> ExitCode {
     let (mut passed, mut grants, mut crashes, mut wipes, mut partitions, mut worst) =
         (0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
     let mut forgotten = 0u64;
-    // Declines, Confirms, relayed grants, address+prefix grants, split-brain double grants.
-    let mut modes = [0u64; 5];
+    // Declines, Confirms, relayed grants, address+prefix grants, split-brain double grants,
+    // m-to-1: grants in the second relationship, times the hub's relationships were apart.
+    let mut modes = [0u64; 7];
     let mut failed: Vec<u64> = Vec::new();
     let mut last = None;
     for seed in cli.first..cli.first.saturating_add(cli.seeds) {
@@ -72,8 +87,8 @@ pub fn main() -> ExitCode {
         }
         last = Some(seed);
         let cfg = SimConfig {
-            keep_ended_secs: cli.keep_ended_secs,
-            ..SimConfig::from_seed(seed)
+            trace_all: false,
+            ..cli.config(seed)
         };
         match sim::run(seed, &cfg) {
             Ok(r) => {
@@ -89,6 +104,8 @@ pub fn main() -> ExitCode {
                     r.relayed_grants,
                     r.both_ia_grants,
                     r.split_conflicts,
+                    r.second_relationship_grants,
+                    r.hub_states_apart,
                 ]) {
                     *m += v;
                 }
@@ -113,6 +130,10 @@ pub fn main() -> ExitCode {
     println!(
         "mixed runs: {} declines, {} confirms, {} grants through the relay, {} address+prefix grants; split-brain runs: {} double grants resolved by healing",
         modes[0], modes[1], modes[2], modes[3], modes[4]
+    );
+    println!(
+        "m-to-1 runs: {} grants in the second relationship, {} state changes leaving the hub's two relationships in different states",
+        modes[5], modes[6]
     );
     println!("simulation: {passed} passed, {} failed", failed.len());
     if failed.is_empty() {

@@ -2,8 +2,8 @@
 //! every datagram either way goes through one lossy path ([`World::datagram`]: loss,
 //! duplication, delay, hence reordering).
 
+use crate::SimFailure;
 use crate::world::{Ev, Granted, World};
-use crate::{RELAY_LINK, SimFailure};
 use tandem_client::{AtT1, Event, Outbox, Send, Via};
 use tandem_core::config::ResourceKind;
 use tandem_core::failover::state::ServerState;
@@ -41,9 +41,12 @@ impl World {
         });
     }
 
-    /// A client's message, to the server it names or to both (multicast through a relay).
+    /// A client's message, to the server of its relationship it names or to both (multicast
+    /// on the link, or through a relay agent that forwards to both).
     fn send_from_client(&mut self, client: u32, s: Send) {
-        for n in 0..2 {
+        let rel = self.client_rel[client as usize];
+        for e in [2 * rel, 2 * rel + 1] {
+            let n = self.ends[e].server;
             if let Some(to) = &s.to
                 && to != &self.slots[n].duid
             {
@@ -57,17 +60,15 @@ impl World {
         }
     }
 
-    /// The outbox a client writes into: direct, or through the relay agent of the second
-    /// subnet.
+    /// The outbox a client writes into: direct, or through the relay agent of its subnet.
     fn outbox(&self, client: u32) -> Outbox {
-        if self.relayed[client as usize] {
-            Outbox::new(Via::Relay {
-                link: RELAY_LINK,
+        match self.relay_of[client as usize] {
+            Some(link) => Outbox::new(Via::Relay {
+                link,
                 interface_id: b"sim-relay",
                 source_port: None,
-            })
-        } else {
-            Outbox::direct()
+            }),
+            None => Outbox::direct(),
         }
     }
 
@@ -120,7 +121,7 @@ impl World {
     ) -> Result<(), SimFailure> {
         self.next_xid = self.next_xid.wrapping_add(1);
         let mut out = self.outbox(client);
-        let relayed = self.relayed[client as usize];
+        let relayed = self.relay_of[client as usize].is_some();
         let cl = &mut self.clients[client as usize];
         let before = cl.timer_ms();
         let step = if relayed {
@@ -151,8 +152,9 @@ impl World {
             _ => {}
         }
         if step.event == Event::Bound {
-            let (n, state, made_ms) =
-                granted_under.unwrap_or((0, ServerState::Startup, self.now_ms));
+            let rel = self.client_rel[client as usize];
+            let (e, state, made_ms) =
+                granted_under.unwrap_or((2 * rel, ServerState::Startup, self.now_ms));
             for l in now_holds {
                 let kind = if l.len == 128 {
                     ResourceKind::Address
@@ -160,11 +162,14 @@ impl World {
                     ResourceKind::Prefix
                 };
                 self.note(format!(
-                    "client {client} holds {}/{} for {}s from node {n} (answered under {state})",
-                    l.addr, l.len, l.valid_secs
+                    "client {client} holds {}/{} for {}s from {} (answered under {state})",
+                    l.addr,
+                    l.len,
+                    l.valid_secs,
+                    self.end_name(e)
                 ));
                 self.check_grant(
-                    (n, state, made_ms),
+                    (e, state, made_ms),
                     client,
                     kind,
                     l.addr,

@@ -13,10 +13,14 @@ impl World {
     fn schedule_faults(&mut self) {
         let hours = self.cfg.fault_secs as f64 / 3600.0;
         let crashes = (self.cfg.crashes_per_hour as f64 * hours).round() as u64;
+        let m_to_1 = self.cfg.modes.m_to_1.is_some();
         for _ in 0..crashes {
             let at = 10_000 + self.rng.below(self.cfg.fault_secs * 1000);
-            let node = self.rng.below(2) as usize;
+            let mut node = self.rng.below(2) as usize;
             let wipe = self.rng.permille(self.cfg.wipe_permille);
+            if m_to_1 {
+                node = self.rng.below(3) as usize;
+            }
             self.push(at, Ev::Crash { node, wipe });
         }
         let parts = (self.cfg.partitions_per_hour as f64 * hours).round() as u64;
@@ -29,7 +33,19 @@ impl World {
             } else {
                 500 + self.rng.below(8_000)
             };
-            self.schedule_partition(at, len, one_way);
+            // m-to-1: one relationship's network, or the hub's, which cuts both.
+            let rels = if m_to_1 {
+                match self.rng.below(3) {
+                    0 => 0..1,
+                    1 => 1..2,
+                    _ => 0..2,
+                }
+            } else {
+                0..1
+            };
+            for rel in rels {
+                self.schedule_partition(rel, at, len, one_way);
+            }
         }
         if self.cfg.modes.split_brain {
             self.schedule_split_brain();
@@ -39,68 +55,89 @@ impl World {
 
     /// Split-brain mode: a partition longer than MCLT in the first half of the fault phase;
     /// once each side has noticed, the operator declares PARTNER-DOWN on one of them, and in
-    /// two runs of three on the other too.
+    /// two runs of three on the other too (m-to-1: in one of the relationships).
     fn schedule_split_brain(&mut self) {
         let start = 10_000 + self.rng.below(self.cfg.fault_secs * 1000 / 2);
         let len = (self.cfg.mclt_secs + 60 + self.rng.below(180)) * 1000;
         let first = self.rng.below(2) as usize;
         let noticed = (self.cfg.keepalive_secs + 2) * 1000;
         let d1 = noticed + self.rng.below(20_000);
-        self.push(start, Ev::SplitStart);
-        self.push(start + d1, Ev::SplitBrainDown { node: first });
-        if self.rng.below(3) != 0 {
-            let d2 = d1 + self.rng.below(40_000);
-            self.push(start + d2, Ev::SplitBrainDown { node: 1 - first });
+        let second = (self.rng.below(3) != 0).then(|| d1 + self.rng.below(40_000));
+        let rel = if self.cfg.modes.m_to_1.is_some() {
+            self.rng.below(2) as usize
+        } else {
+            0
+        };
+        self.push(start, Ev::SplitStart { rel });
+        self.push(
+            start + d1,
+            Ev::SplitBrainDown {
+                node: 2 * rel + first,
+            },
+        );
+        if let Some(d2) = second {
+            self.push(
+                start + d2,
+                Ev::SplitBrainDown {
+                    node: 2 * rel + (1 - first),
+                },
+            );
         }
-        self.push(start + len, Ev::SplitEnd);
+        self.push(start + len, Ev::SplitEnd { rel });
     }
 
-    /// The split brain's partition begins (both ways; it takes over a regular one in progress).
-    pub(crate) fn split_start(&mut self) {
-        let declared_down_running =
-            (0..2).any(|n| self.declared_down[n] && self.slots[n].node.is_some());
-        if self.healing || declared_down_running {
+    /// The split brain's partition of `rel` begins (both ways; it takes over a regular one in
+    /// progress).
+    pub(crate) fn split_start(&mut self, rel: usize) {
+        if self.healing || self.declared_down_running(rel) {
             self.note("split brain skipped (a server declared down is back)".into());
             return;
         }
-        if self.partition.is_none() {
+        if self.rels[rel].partition.is_none() {
             self.report.partitions += 1;
         }
-        self.partition = Some(None);
-        self.split = true;
+        self.rels[rel].partition = Some(None);
+        self.rels[rel].split = true;
         self.note("split-brain partition: both ways, until its own end".into());
     }
 
-    /// The operator declares the partner of `node` down while it is only cut off: what an
-    /// operator who cannot reach it and believes it dead does, against RFC 8156's rule that
-    /// PARTNER-DOWN is for a partner known not to be serving.
-    pub(crate) fn split_brain_down(&mut self, node: usize) -> Result<(), SimFailure> {
-        if !self.split || self.slots[node].node.is_none() || !self.linked_since_start[node] {
+    /// The operator declares the partner of endpoint `e` down while it is only cut off: what
+    /// an operator who cannot reach it and believes it dead does, against RFC 8156's rule
+    /// that PARTNER-DOWN is for a partner known not to be serving.
+    pub(crate) fn split_brain_down(&mut self, e: usize) -> Result<(), SimFailure> {
+        if !self.rels[World::rel_of(e)].split || !self.end_up(e) || !self.linked_since_start[e] {
             return Ok(());
         }
-        let now = self.node_now(node);
+        let now = self.end_now(e);
         let mut out = NodeOut::default();
-        if let Some(x) = self.slots[node].node.as_mut() {
+        if let Some(x) = self.ends[e].node.as_mut() {
             x.operator_partner_down(now, &mut out);
         }
         self.note(format!(
-            "operator: partner of node {node} is down (it is only cut off)"
+            "operator: partner of {} is down (it is only cut off)",
+            self.end_name(e)
         ));
-        self.declared_down[1 - node] = true;
-        self.apply(node, &mut out)
+        self.declared_down[e ^ 1] = true;
+        self.apply(e, &mut out)
     }
 
-    /// Whether a partition is one-way, and from which server.
+    /// Whether a partition is one-way, and from which side.
     pub(crate) fn draw_one_way(&mut self) -> Option<usize> {
         self.rng
             .permille(self.cfg.one_way_permille)
             .then(|| self.rng.below(2) as usize)
     }
 
-    /// A partition from `at` for `len_ms`.
-    pub(crate) fn schedule_partition(&mut self, at: u64, len_ms: u64, one_way_from: Option<usize>) {
-        self.push(at, Ev::PartitionStart { one_way_from });
-        self.push(at + len_ms, Ev::PartitionEnd);
+    /// A partition of `rel` from `at` for `len_ms`.
+    pub(crate) fn schedule_partition(
+        &mut self,
+        rel: usize,
+        at: u64,
+        len_ms: u64,
+        one_way_from: Option<usize>,
+    ) {
+        self.push(at, Ev::PartitionStart { rel, one_way_from });
+        self.push(at + len_ms, Ev::PartitionEnd { rel });
     }
 
     /// [`World::schedule_faults`], shifted to start at `start_ms`.

@@ -122,6 +122,24 @@ pub struct Modes {
     /// `failover.skew_max_secs` of both servers; the clocks' offsets are drawn up to half of
     /// it, so the partners may disagree by this much and still link.
     pub skew_max_secs: u64,
+    /// A third server and a second relationship (see [`MTo1`]); `None`: one pair.
+    pub m_to_1: Option<MTo1>,
+}
+
+/// m-to-1: server 1 is a hub in two relationships, one with server 0 (the first subnet, and
+/// the relayed second one in mixed runs) and one with server 2 (a third subnet, behind its own
+/// relay agent), each with its own link, state, shares and stored state, as `[[failover]]`
+/// sections configure them. A crash of the hub takes both relationships; a partition cuts one
+/// relationship's network or the hub's (both); the operator and the split brain act on one
+/// relationship.
+#[derive(Debug, Clone, Copy)]
+pub struct MTo1 {
+    /// Clients on the second relationship's subnet, per mille.
+    pub second_permille: u32,
+    /// The hub is the second relationship's primary (it is the first's secondary): each role
+    /// on one server at once. Otherwise it is secondary in both, as a hub backing edge
+    /// servers usually is.
+    pub hub_primary_in_second: bool,
 }
 
 impl Default for Modes {
@@ -130,6 +148,7 @@ impl Default for Modes {
             mixed: None,
             split_brain: false,
             skew_max_secs: tandem_core::config::defaults::SKEW_MAX_SECS,
+            m_to_1: None,
         }
     }
 }
@@ -219,6 +238,14 @@ impl SimConfig {
 }
 
 impl SimConfig {
+    /// The run without the m-to-1 mode: one pair, as every seed was before that mode existed.
+    /// Seeds found before it (the regression seeds) replay as they were found this way
+    /// (`tandem-sim --one-pair`); the mode is drawn last, so nothing else changes.
+    pub fn one_pair(mut self) -> SimConfig {
+        self.modes.m_to_1 = None;
+        self
+    }
+
     /// Knobs added later, drawn after the older ones so those stay as they were per seed.
     fn with_link_and_buggify(mut self, r: &mut Rng) -> SimConfig {
         self.keepalive_secs = 2 + r.below(4);
@@ -251,6 +278,12 @@ impl SimConfig {
             // Wider skew: up to a minute between the partners, allowed by configuration.
             self.modes.skew_max_secs = 10 + r.below(51);
             self.clock_offset_secs_max = (self.modes.skew_max_secs / 2) as i64;
+        }
+        if r.below(4) == 0 {
+            self.modes.m_to_1 = Some(MTo1 {
+                second_permille: 200 + r.below(600) as u32,
+                hub_primary_in_second: r.below(2) == 0,
+            });
         }
         self
     }
@@ -358,9 +391,13 @@ pub struct SimReport {
     /// Split-brain runs: simulated ms from the end of the split-brain partition until both
     /// servers were NORMAL again (the last such span; `None`: none closed).
     pub split_resolved_ms: Option<u64>,
+    /// m-to-1 runs: leases granted in the second relationship.
+    pub second_relationship_grants: u64,
+    /// m-to-1 runs: state changes after which the hub's two relationships were in different
+    /// states (each relationship has its own).
+    pub hub_states_apart: u64,
 }
 
-const SUBNET: &str = "2001:db8:1::/64";
 /// Length of the prefixes simulated IA_PD clients get.
 pub const SIM_PD_LEN: u8 = 56;
 
@@ -373,51 +410,96 @@ fn sim_pd_pool_len(pool_size: u32) -> u8 {
 /// link-address of the relay agent in front of the second subnet (mixed runs).
 pub(crate) const RELAY_LINK: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 1);
 
-fn sim_config_text(pool_size: u32, keep_ended_secs: u64, mixed: bool) -> String {
-    let last = |subnet: u128| {
-        Ipv6Addr::from(
-            0x2001_0db8_0000_0000_0000_0000_0000_1000u128
-                + (subnet << 80)
-                + pool_size.max(2) as u128
-                - 1,
-        )
-    };
+/// link-address of the relay agent in front of the third subnet (m-to-1 runs).
+pub(crate) const RELAY_LINK_M_TO_1: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 3, 0, 0, 0, 0, 1);
+
+/// The relationships' names in m-to-1 runs.
+pub(crate) const M_TO_1_NAMES: [&str; 2] = ["edge-1", "edge-2"];
+
+/// The subnet ids of m-to-1 relationship `rel`.
+pub(crate) fn m_to_1_subnets(rel: usize, mixed: bool) -> Vec<u32> {
+    match (rel, mixed) {
+        (0, false) => vec![1],
+        (0, true) => vec![1, 2],
+        _ => vec![3],
+    }
+}
+
+/// One `[[subnet]]`: `2001:db8:{id}::/64`, its addresses from `::1000`, its prefixes from
+/// `pd_base`.
+fn subnet_text(id: u32, pool_size: u32, pd_base: &str, pd_len: u8) -> String {
+    let last = Ipv6Addr::from(
+        0x2001_0db8_0000_0000_0000_0000_0000_1000u128
+            + ((id as u128) << 80)
+            + pool_size.max(2) as u128
+            - 1,
+    );
+    format!(
+        "[[subnet]]\nid={id}\nprefix=\"2001:db8:{id}::/64\"\npools=[{{range=\"2001:db8:{id}::1000-{last}\"}}]\n\
+         pd_pools=[{{prefix=\"{pd_base}/{pd_len}\", delegated_len={SIM_PD_LEN}}}]\n"
+    )
+}
+
+/// The configuration of each server: both the same for one pair, with no `[[failover]]`
+/// section (the simulator drives the nodes itself); in m-to-1 runs, each server's own
+/// subnets and a section per relationship it is in.
+fn sim_config_texts(cfg: &SimConfig) -> Vec<String> {
+    let mixed = cfg.modes.mixed.is_some();
     // Half as many prefixes as addresses: in tight runs a server's own prefixes run out, which
     // is when PARTNER-DOWN may reach into the partner's (after MCLT).
-    let pd_len = sim_pd_pool_len(pool_size / 2);
-    let mut text = format!(
-        "[server]\nlisten=[\"[::1]:5547\"]\nkeep_ended_secs={keep_ended_secs}\n{}[lease]\npreferred_lifetime_secs=60\nvalid_lifetime_secs=120\n\
-         [[subnet]]\nid=1\nprefix=\"{SUBNET}\"\npools=[{{range=\"2001:db8:1::1000-{}\"}}]\n\
-         pd_pools=[{{prefix=\"2001:db8:8000::/{pd_len}\", delegated_len={SIM_PD_LEN}}}]\n",
+    let pd_len = sim_pd_pool_len(cfg.pool_size / 2);
+    let head = format!(
+        "[server]\nlisten=[\"[::1]:5547\"]\nkeep_ended_secs={}\n{}[lease]\npreferred_lifetime_secs=60\nvalid_lifetime_secs=120\n",
+        cfg.keep_ended_secs,
         if mixed { "rapid_commit=true\n" } else { "" },
-        last(1)
     );
-    if mixed {
-        text.push_str(&format!(
-            "[[subnet]]\nid=2\nprefix=\"2001:db8:2::/64\"\npools=[{{range=\"2001:db8:2::1000-{}\"}}]\n\
-             pd_pools=[{{prefix=\"2001:db8:9000::/{pd_len}\", delegated_len={SIM_PD_LEN}}}]\n",
-            last(2)
-        ));
-    }
-    text
+    let first = {
+        let mut t = subnet_text(1, cfg.pool_size, "2001:db8:8000::", pd_len);
+        if mixed {
+            t.push_str(&subnet_text(2, cfg.pool_size, "2001:db8:9000::", pd_len));
+        }
+        t
+    };
+    let Some(m) = cfg.modes.m_to_1 else {
+        let text = format!("{head}{first}");
+        return vec![text.clone(), text];
+    };
+    let third = subnet_text(3, cfg.pool_size, "2001:db8:a000::", pd_len);
+    let section = |rel: usize, primary: bool, port: u16| {
+        let subnets = m_to_1_subnets(rel, mixed);
+        let role = if primary {
+            format!("role=\"primary\"\npartner=\"[::1]:{port}\"\n")
+        } else {
+            format!("role=\"secondary\"\nlisten=\"[::1]:{port}\"\n")
+        };
+        format!(
+            "[[failover]]\n{role}relationship=\"{}\"\nsubnets={subnets:?}\nmclt_secs={}\nskew_max_secs={}\n\
+             partner_name=\"partner.sim\"\nca=\"ca.pem\"\ncert=\"me.pem\"\nkey=\"me.key\"\n",
+            M_TO_1_NAMES[rel], cfg.mclt_secs, cfg.modes.skew_max_secs
+        )
+    };
+    let hub_second = m.hub_primary_in_second;
+    vec![
+        format!("{head}{first}{}", section(0, true, 647)),
+        format!(
+            "{head}{first}{third}{}{}",
+            section(0, false, 647),
+            section(1, hub_second, 648)
+        ),
+        format!("{head}{third}{}", section(1, !hub_second, 648)),
+    ]
 }
 
 /// Runs one seed to the end.
 pub fn run(seed: u64, cfg: &SimConfig) -> Result<SimReport, SimFailure> {
-    let config = Arc::new(
-        config::parse(
-            "<sim>",
-            &sim_config_text(
-                cfg.pool_size,
-                cfg.keep_ended_secs,
-                cfg.modes.mixed.is_some(),
-            ),
-        )
-        .expect("the simulator's config is valid"),
-    );
-    let mut w = World::new(seed, cfg, config);
-    w.start_node(0);
-    w.start_node(1);
+    let configs = sim_config_texts(cfg)
+        .iter()
+        .map(|t| Arc::new(config::parse("<sim>", t).expect("the simulator's config is valid")))
+        .collect();
+    let mut w = World::new(seed, cfg, configs);
+    for n in 0..w.slots.len() {
+        w.start_node(n);
+    }
     w.add_clients();
     let start_ms = w.now_ms;
     w.schedule_faults_at(start_ms);

@@ -2,22 +2,21 @@
 //!
 //! | stage | production (tandem-server) | here |
 //! |---|---|---|
-//! | engine | worker: `Engine::handle_with` under the policy read once per receive batch | [`World::deliver_to_server`], under [`Slot::policy`], which lags the published one by up to `buggify.policy_lag_ms_max` |
+//! | engine | worker: `Engine::handle_with` under the policy read once per receive batch | [`World::deliver_to_server`], under each relationship's [`End::policy`](crate::world::End), which lags the published one by up to `buggify.policy_lag_ms_max` |
 //! | group commit | committer: one LMDB transaction + fsync for every queued job, replies released after | [`World::group_commit`], after `buggify.fsync_ms_max`; may fail (`commit_fail_permille`) |
 //! | durable notification | `PartnerNotifier` → partner thread → `Node::committed` | [`Ev::Committed`] after `buggify.notify_ms_max` |
-//! | the node's output | partner thread: store bindings and state, publish the policy, send; acknowledgements to the committer | [`World::apply`] |
+//! | the node's output | a partner thread per relationship: store bindings and state, publish the policy, send; acknowledgements to the committer | [`World::apply`], per endpoint |
 //!
 //! The disk is a [`LeaseStore`], as the server's LMDB store is, with the same sequence rule
 //! ([`lease::supersedes`]): an older change of a lease never replaces a newer.
 
 use crate::SimFailure;
-use crate::world::{Ev, World};
+use crate::world::{Ev, Granted, World};
 use std::collections::BTreeMap;
 use std::net::{Ipv6Addr, SocketAddrV6};
 use std::sync::Arc;
-use tandem_core::config::Role;
+use tandem_core::config::Config;
 use tandem_core::engine::{Engine, Outcome, Policy, Received, Scratch};
-use tandem_core::failover::link::Link;
 use tandem_core::failover::node::{Node, NodeOut};
 use tandem_core::failover::state::{EndpointConfig, Persisted, ServerState};
 use tandem_core::lease::{self, KEY_LEN, Lease, LeaseStore};
@@ -27,9 +26,11 @@ use tandem_core::pool::{Allocator, PdPoolId};
 #[derive(Default, Clone)]
 pub(crate) struct Disk {
     pub(crate) leases: BTreeMap<[u8; KEY_LEN], Lease>,
-    pub(crate) persisted: Option<Persisted>,
-    /// The prefix shares, as the partner thread stores them under `pd_shares`.
-    pub(crate) pd_shares: Vec<(PdPoolId, u128)>,
+    /// The failover state of each relationship (by index).
+    pub(crate) persisted: BTreeMap<usize, Persisted>,
+    /// The prefix shares of each relationship, as its partner thread stores them under
+    /// `pd_shares`.
+    pub(crate) pd_shares: BTreeMap<usize, Vec<(PdPoolId, u128)>>,
 }
 
 impl Disk {
@@ -70,61 +71,53 @@ impl LeaseStore for Disk {
 /// A group-commit job: lease writes, and the reply that waits for them.
 pub(crate) struct Job {
     pub(crate) writes: Vec<Lease>,
-    /// (client, reply bytes, the state whose policy answered, when it answered (ms)).
-    pub(crate) reply: Option<(u32, Vec<u8>, ServerState, u64)>,
+    /// (client, reply bytes, who answered under which state's policy and when).
+    pub(crate) reply: Option<(u32, Vec<u8>, Granted)>,
     /// Whether the partner must hear of the writes (not for its own acknowledgements).
     pub(crate) announce: bool,
 }
 
-/// One server's place in the world.
+/// One server's place in the world: its client side, its disk and its group commit. Its
+/// partner side is one [`End`](crate::world::End) per relationship.
 pub(crate) struct Slot {
-    pub(crate) role: Role,
     pub(crate) duid: Vec<u8>,
-    /// The partner side (None while crashed).
-    pub(crate) node: Option<Node>,
-    /// The client side, on the same lease table.
+    /// Its whole configuration.
+    pub(crate) config: Arc<Config>,
+    /// Its endpoints, in its configuration's order of relationships (the order of the
+    /// policies its engine takes).
+    pub(crate) ends: Vec<usize>,
+    /// The client side (None while crashed).
     pub(crate) engine: Option<Engine>,
     pub(crate) scratch: Scratch,
     pub(crate) disk: Disk,
     pub(crate) clock_offset_secs: i64,
     /// Counts starts; events of an earlier incarnation are void.
     pub(crate) incarnation: u64,
-    /// The policy the workers hold, and the state it was published for.
-    pub(crate) policy: Policy,
-    pub(crate) policy_state: ServerState,
     /// Jobs waiting for the next group commit (lost in a crash).
     pub(crate) commit_queue: Vec<Job>,
     pub(crate) commit_scheduled: bool,
-    /// The link on the current connection: (connection id, link).
-    pub(crate) link: Option<(u64, Link)>,
-    /// When the link's timer event is due (None: none queued).
-    pub(crate) link_timer_at: Option<u64>,
 }
 
 impl Slot {
-    pub(crate) fn new(role: Role, duid: Vec<u8>, clock_offset_secs: i64) -> Slot {
+    pub(crate) fn new(duid: Vec<u8>, config: Arc<Config>, clock_offset_secs: i64) -> Slot {
         Slot {
-            role,
             duid,
-            node: None,
+            config,
+            ends: Vec::new(),
             engine: None,
             scratch: Scratch::default(),
             disk: Disk::default(),
             clock_offset_secs,
             incarnation: 0,
-            policy: Policy::STANDALONE,
-            policy_state: ServerState::Startup,
             commit_queue: Vec::new(),
             commit_scheduled: false,
-            link: None,
-            link_timer_at: None,
         }
     }
 }
 
 impl World {
     /// Starts server `n` from its disk, as `tandem serve` does: restore the lease table, start
-    /// the node on it, publish its first policy.
+    /// a node per relationship on it, publish their first policies.
     pub(crate) fn start_node(&mut self, n: usize) {
         let now = self.node_now(n);
         let fo = EndpointConfig {
@@ -133,83 +126,85 @@ impl World {
             startup_secs: 5,
             skew_max_secs: self.cfg.modes.skew_max_secs,
         };
-        let alloc = Arc::new(Allocator::with_failover(&self.config.subnets));
         let s = &mut self.slots[n];
+        let alloc = Arc::new(Allocator::with_failover(&s.config.subnets));
         for l in s.disk.leases.values() {
             let _ = alloc.restore(l.clone());
         }
         alloc.finish_restore();
-        let node = Node::with_allocator(
-            self.config.clone(),
-            s.role,
-            fo,
-            alloc.clone(),
-            s.disk.persisted,
-            &s.disk.pd_shares,
-            now,
-        );
-        s.engine = Some(Engine::new(
-            self.config.clone(),
-            s.duid.clone().into(),
-            alloc,
-        ));
-        s.policy = node.policy();
-        s.policy_state = node.endpoint().state();
-        s.node = Some(node);
+        for &e in &s.ends {
+            let rel = World::rel_of(e);
+            let end = &mut self.ends[e];
+            let node = Node::in_scope(
+                end.view.clone(),
+                end.role,
+                fo,
+                alloc.clone(),
+                end.scope.clone(),
+                s.disk.persisted.get(&rel).copied(),
+                s.disk.pd_shares.get(&rel).map_or(&[], |v| v.as_slice()),
+                now,
+            );
+            end.policy = node.policy();
+            end.policy_state = node.endpoint().state();
+            end.node = Some(node);
+            end.link = None;
+            end.link_timer_at = None;
+            self.linked_since_start[e] = false;
+        }
+        s.engine = Some(Engine::new(s.config.clone(), s.duid.clone().into(), alloc));
         s.incarnation += 1;
         s.commit_queue.clear();
         s.commit_scheduled = false;
-        s.link = None;
-        s.link_timer_at = None;
-        self.linked_since_start[n] = false;
         self.push(self.now_ms + 1000, Ev::NodeTick(n));
         self.note(format!(
             "node {n} started ({} leases on disk)",
             self.slots[n].disk.leases.len()
         ));
-        self.try_connect();
+        for e in self.slots[n].ends.clone() {
+            self.try_connect(World::rel_of(e));
+        }
     }
 
-    /// A client's datagram at server `n`: the engine under the workers' policy; what needs no
-    /// storing leaves now, the rest waits for the group commit.
+    /// A client's datagram at server `n`: the engine under the workers' policies; what needs
+    /// no storing leaves now, the rest waits for the group commit.
     pub(crate) fn deliver_to_server(&mut self, n: usize, client: u32, bytes: &[u8]) {
         let now = self.node_now(n);
         let now_ms = self.now_ms;
+        let e = self.end_in(n, self.client_rel[client as usize]);
+        let policies: Vec<Policy> = self.slots[n]
+            .ends
+            .iter()
+            .map(|&x| self.ends[x].policy)
+            .collect();
+        let state = self.ends[e].policy_state;
         let s = &mut self.slots[n];
         let Some(engine) = s.engine.as_ref() else {
             return;
         };
         // A relay agent sends from its global address to the server's, unicast; a client on
         // the link from its link-local one to the multicast group.
-        let relayed = self.relayed[client as usize];
-        let src = if relayed {
-            SocketAddrV6::new(crate::RELAY_LINK, 547, 0, 0)
-        } else {
-            SocketAddrV6::new(
+        let relay = self.relay_of[client as usize];
+        let src = match relay {
+            Some(link) => SocketAddrV6::new(link, 547, 0, 0),
+            None => SocketAddrV6::new(
                 Ipv6Addr::from(0xfe80u128 << 112 | client as u128),
                 546,
                 0,
                 1,
-            )
+            ),
         };
         let rx = Received {
             now_secs: now,
             now_ms,
             src,
-            multicast: !relayed,
+            multicast: relay.is_none(),
             interface: None,
             bytes,
         };
         let mut reply = Vec::new();
         let mut writes = Vec::new();
-        let o = engine.handle_with(
-            std::slice::from_ref(&s.policy),
-            &rx,
-            &mut reply,
-            &mut s.scratch,
-            &mut writes,
-        );
-        let state = s.policy_state;
+        let o = engine.handle_with(&policies, &rx, &mut reply, &mut s.scratch, &mut writes);
         if self.cfg.trace_all {
             self.note(format!(
                 "client {client} -> node {n} (policy of {state}): {} => {o:?} {}",
@@ -221,13 +216,13 @@ impl World {
             return;
         };
         if writes.is_empty() {
-            self.client_net(client, reply, Some((n, state, now_ms)));
+            self.client_net(client, reply, Some((e, state, now_ms)));
         } else {
             self.queue_commit(
                 n,
                 Job {
                     writes,
-                    reply: Some((client, reply, state, now_ms)),
+                    reply: Some((client, reply, (e, state, now_ms))),
                     announce: true,
                 },
             );
@@ -253,7 +248,7 @@ impl World {
 
     /// The group commit of server `n`: every queued job in one transaction.
     pub(crate) fn group_commit(&mut self, n: usize, incarnation: u64) -> Result<(), SimFailure> {
-        if self.slots[n].incarnation != incarnation || self.slots[n].node.is_none() {
+        if self.slots[n].incarnation != incarnation || !self.up(n) {
             return Ok(());
         }
         self.slots[n].commit_scheduled = false;
@@ -273,8 +268,8 @@ impl World {
             if j.announce {
                 announce.extend(j.writes);
             }
-            if let Some((client, reply, state, made_ms)) = j.reply {
-                self.client_net(client, reply, Some((n, state, made_ms)));
+            if let Some((client, reply, granted)) = j.reply {
+                self.client_net(client, reply, Some(granted));
             }
         }
         if !announce.is_empty() {
@@ -291,7 +286,8 @@ impl World {
         Ok(())
     }
 
-    /// The partner thread of `n` hears of durable changes.
+    /// The partner threads of `n` hear of durable changes, each of those in its scope (as the
+    /// server's notifier routes them by subnet).
     pub(crate) fn committed(
         &mut self,
         n: usize,
@@ -302,18 +298,31 @@ impl World {
             return Ok(());
         }
         let now = self.node_now(n);
-        let mut out = NodeOut::default();
-        let Some(node) = self.slots[n].node.as_mut() else {
-            return Ok(());
-        };
-        node.committed(now, leases.iter(), &mut out);
-        self.apply(n, &mut out)
+        for e in self.slots[n].ends.clone() {
+            let scope = &self.rels[World::rel_of(e)].scope;
+            let mine: Vec<&Lease> = leases
+                .iter()
+                .filter(|l| scope.covers(l.subnet_id))
+                .collect();
+            if mine.is_empty() {
+                continue;
+            }
+            let mut out = NodeOut::default();
+            let Some(node) = self.ends[e].node.as_mut() else {
+                return Ok(());
+            };
+            node.committed(now, mine, &mut out);
+            self.apply(e, &mut out)?;
+        }
+        Ok(())
     }
 
-    /// Carries out a node's output as the partner thread does: its writes and state are
+    /// Carries out endpoint `e`'s output as its partner thread does: its writes and state are
     /// stored, then the policy is published to the workers, then its messages are sent; the
     /// acknowledgements go to the committer with the next batch.
-    pub(crate) fn apply(&mut self, n: usize, out: &mut NodeOut) -> Result<(), SimFailure> {
+    pub(crate) fn apply(&mut self, e: usize, out: &mut NodeOut) -> Result<(), SimFailure> {
+        let n = self.ends[e].server;
+        let rel = World::rel_of(e);
         if !out.store_lazy.is_empty() {
             let writes = std::mem::take(&mut out.store_lazy);
             self.queue_commit(
@@ -332,44 +341,56 @@ impl World {
         self.report.forgotten += out.forget.len() as u64;
         out.forget.clear();
         if let Some(p) = out.persist.take() {
-            s.disk.persisted = Some(p);
+            s.disk.persisted.insert(rel, p);
         }
         if let Some(sh) = out.pd_shares.take() {
-            s.disk.pd_shares = sh;
+            s.disk.pd_shares.insert(rel, sh);
         }
+        let changed = !out.changes.is_empty();
         for (from, to) in out.changes.drain(..) {
-            if !self.states_seen[n].contains(&to) {
-                self.states_seen[n].push(to);
+            if !self.states_seen[e].contains(&to) {
+                self.states_seen[e].push(to);
             }
-            self.note(format!("node {n}: {from} -> {to}"));
+            self.note(format!("{}: {from} -> {to}", self.end_name(e)));
             // Automatic PARTNER-DOWN declares a crashed partner down just as the operator does:
             // it must not serve again before it has talked to us (seed 157888).
-            if to == ServerState::PartnerDown && self.slots[1 - n].node.is_none() {
-                self.declared_down[1 - n] = true;
+            if to == ServerState::PartnerDown && !self.end_up(e ^ 1) {
+                self.declared_down[e ^ 1] = true;
+            }
+        }
+        if changed && self.rels.len() > 1 {
+            // m-to-1: the hub's relationships each have their own state.
+            let hub: Vec<Option<ServerState>> = self.slots[1]
+                .ends
+                .iter()
+                .map(|&x| self.state_of(x))
+                .collect();
+            if hub.windows(2).any(|w| w[0] != w[1]) {
+                self.report.hub_states_apart += 1;
             }
         }
         if self.cfg.modes.split_brain {
-            self.track_split_epochs();
+            self.track_split_epochs(rel);
         }
-        if let Some(node) = self.slots[n].node.as_ref() {
+        if let Some(node) = self.ends[e].node.as_ref() {
             let (policy, state) = (node.policy(), node.endpoint().state());
-            let s = &self.slots[n];
-            if policy != s.policy || state != s.policy_state {
+            let end = &self.ends[e];
+            if policy != end.policy || state != end.policy_state {
                 let lag = if self.buggy() {
                     self.rng.below(self.cfg.buggify.policy_lag_ms_max + 1)
                 } else {
                     0
                 };
-                let incarnation = s.incarnation;
+                let incarnation = self.slots[n].incarnation;
                 if lag == 0 {
-                    let s = &mut self.slots[n];
-                    s.policy = policy;
-                    s.policy_state = state;
+                    let end = &mut self.ends[e];
+                    end.policy = policy;
+                    end.policy_state = state;
                 } else {
                     self.push(
                         self.now_ms + lag,
                         Ev::Publish {
-                            node: n,
+                            node: e,
                             incarnation,
                             policy,
                             state,
@@ -379,55 +400,70 @@ impl World {
             }
         }
         let msgs = std::mem::take(&mut out.to_peer);
-        self.send_to_partner(n, &msgs);
+        self.send_to_partner(e, &msgs);
         Ok(())
     }
 
-    /// The failover timers and lease reclamation of `n`, every simulated second.
+    /// How traces name endpoint `e`: by its server alone with one relationship.
+    pub(crate) fn end_name(&self, e: usize) -> String {
+        let n = self.ends[e].server;
+        if self.rels.len() == 1 {
+            format!("node {n}")
+        } else {
+            format!("node {n} ({})", self.rels[World::rel_of(e)].name)
+        }
+    }
+
+    /// The failover timers and lease reclamation of `n`'s endpoints, every simulated second.
     pub(crate) fn node_tick(&mut self, n: usize) -> Result<(), SimFailure> {
-        let now = self.node_now(n);
-        let mut out = NodeOut::default();
-        let Some(node) = self.slots[n].node.as_mut() else {
+        if !self.up(n) {
             return Ok(());
-        };
-        node.tick(now, &mut out);
-        self.apply(n, &mut out)?;
+        }
+        let now = self.node_now(n);
+        for e in self.slots[n].ends.clone() {
+            let mut out = NodeOut::default();
+            let Some(node) = self.ends[e].node.as_mut() else {
+                return Ok(());
+            };
+            node.tick(now, &mut out);
+            self.apply(e, &mut out)?;
+        }
         self.push(self.now_ms + 1000, Ev::NodeTick(n));
         Ok(())
     }
 
-    /// Server `n` crashes: memory, the commit queue and the link are gone; the disk stays
+    /// Server `n` crashes: memory, the commit queue and the links are gone; the disk stays
     /// (or is wiped).
     pub(crate) fn crash(&mut self, node: usize, wipe: bool) -> Result<(), SimFailure> {
+        let ends = self.slots[node].ends.clone();
         // Nor may the server that declared it down vanish before they talked: the returning
         // one would serve blind to what was granted in PARTNER-DOWN.
-        let partner_returning = self.declared_down[1 - node] && self.slots[1 - node].node.is_some();
-        if self.healing || self.slots[node].node.is_none() || partner_returning {
+        let partner_returning = ends
+            .iter()
+            .any(|&e| self.declared_down[e ^ 1] && self.end_up(e ^ 1));
+        if self.healing || !self.up(node) || partner_returning {
             return Ok(());
         }
-        // Losing a store is survivable only while the partner holds a complete copy, that is,
-        // while it is in NORMAL (it has every update but MCLT-bounded ones in flight). Losing
-        // a store that holds updates the partner never got (served through a partition, or the
-        // only copy) loses leases whatever the protocol: a double failure the simulator does
-        // not inject. Such a crash keeps the store. Complete means NORMAL and nothing of ours
-        // unacknowledged, nothing committed but not yet handed to the node, nothing waiting in
-        // the commit queue (seed 137128).
-        let partner_complete = self.slots[1 - node]
-            .node
-            .as_ref()
-            .is_some_and(|p| p.endpoint().state() == ServerState::Normal)
-            && self.slots[node]
-                .node
-                .as_ref()
-                .is_some_and(|n| n.backlog() == 0)
-            && self.slots[node].commit_queue.is_empty()
+        // Losing a store is survivable only while each partner holds a complete copy of what
+        // it shares, that is, while it is in NORMAL (it has every update but MCLT-bounded ones
+        // in flight). Losing a store that holds updates a partner never got (served through a
+        // partition, or the only copy) loses leases whatever the protocol: a double failure
+        // the simulator does not inject. Such a crash keeps the store. Complete means NORMAL
+        // and nothing of ours unacknowledged, nothing committed but not yet handed to the
+        // node, nothing waiting in the commit queue (seed 137128).
+        let partners_complete = ends.iter().all(|&e| {
+            self.state_of(e ^ 1) == Some(ServerState::Normal)
+                && self.ends[e].node.as_ref().is_some_and(|x| x.backlog() == 0)
+        }) && self.slots[node].commit_queue.is_empty()
             && !self
                 .events
                 .values()
                 .any(|e| matches!(e, Ev::Committed { node: m, .. } if *m == node));
-        let wipe = wipe && partner_complete;
+        let wipe = wipe && partners_complete;
+        for &e in &ends {
+            self.ends[e].node = None;
+        }
         let s = &mut self.slots[node];
-        s.node = None;
         s.engine = None;
         s.commit_queue.clear();
         s.commit_scheduled = false;
@@ -441,23 +477,29 @@ impl World {
             "node {node} crashed{}",
             if wipe { " and lost its store" } else { "" }
         ));
-        // Its kernel resets the connection: the partner hears it unless the network is cut.
-        self.drop_link(node, true);
+        // Its kernel resets the connections: each partner hears it unless the network is cut.
+        for &e in &ends {
+            self.drop_link(e, true);
+        }
         let down = 2_000 + self.rng.below(120_000);
         self.push(self.now_ms + down, Ev::Restart(node));
         // The operator may declare it down while it is away (only safe because it is).
-        if self.cfg.auto_partner_down_secs.is_none() && self.rng.below(2) == 0 {
-            let at = self.now_ms + down / 2;
-            self.push(at, Ev::OperatorPartnerDown { node: 1 - node });
+        for &e in &ends {
+            if self.cfg.auto_partner_down_secs.is_none() && self.rng.below(2) == 0 {
+                let at = self.now_ms + down / 2;
+                self.push(at, Ev::OperatorPartnerDown { node: e ^ 1 });
+            }
         }
         Ok(())
     }
 
     pub(crate) fn restart(&mut self, n: usize) {
-        if self.slots[n].node.is_none() {
-            if self.declared_down[n]
-                && (self.partition.is_some() || self.slots[1 - n].node.is_none())
-            {
+        if !self.up(n) {
+            let waits = self.slots[n].ends.iter().any(|&e| {
+                self.declared_down[e]
+                    && (self.rels[World::rel_of(e)].partition.is_some() || !self.end_up(e ^ 1))
+            });
+            if waits {
                 // Repaired, but not back on a network that reaches its partner yet.
                 self.push(self.now_ms + 5_000, Ev::Restart(n));
                 return;
@@ -466,17 +508,18 @@ impl World {
         }
     }
 
-    /// Operator: the partner of `node` is down (it is crashed at this point, or restarted).
-    pub(crate) fn operator_partner_down(&mut self, node: usize) -> Result<(), SimFailure> {
-        if self.slots[1 - node].node.is_none() && self.linked_since_start[node] {
-            let now = self.node_now(node);
+    /// Operator: the partner of endpoint `e` is down (it is crashed at this point, or
+    /// restarted).
+    pub(crate) fn operator_partner_down(&mut self, e: usize) -> Result<(), SimFailure> {
+        if !self.end_up(e ^ 1) && self.linked_since_start[e] {
+            let now = self.end_now(e);
             let mut out = NodeOut::default();
-            if let Some(x) = self.slots[node].node.as_mut() {
+            if let Some(x) = self.ends[e].node.as_mut() {
                 x.operator_partner_down(now, &mut out);
             }
-            self.note(format!("operator: partner of node {node} is down"));
-            self.declared_down[1 - node] = true;
-            self.apply(node, &mut out)?;
+            self.note(format!("operator: partner of {} is down", self.end_name(e)));
+            self.declared_down[e ^ 1] = true;
+            self.apply(e, &mut out)?;
         }
         Ok(())
     }

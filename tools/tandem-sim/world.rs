@@ -1,5 +1,5 @@
-//! The world: the event queue, the clock, the two servers, the clients, and what the checks
-//! remember. `step` hands each event to the part of the simulator it belongs to.
+//! The world: the event queue, the clock, the servers and their relationships, the clients,
+//! and what the checks remember. `step` hands each event to the part of the simulator it belongs to.
 
 use crate::server::Slot;
 use crate::{Rng, SIM_PD_LEN, SimConfig, SimFailure, SimReport};
@@ -10,13 +10,17 @@ use std::sync::Arc;
 use tandem_client::{Ask, Client};
 use tandem_core::config::{Config, Role};
 use tandem_core::engine::Policy;
+use tandem_core::failover::link::Link;
+use tandem_core::failover::node::Node;
 use tandem_core::failover::state::ServerState;
 use tandem_core::lease::Lease;
+use tandem_core::pool::Scope;
 
 /// Trace lines kept for a failure report.
 pub(crate) const TRACE_KEPT: usize = 40;
 
-/// Who answered a client, under the policy of which state, and when (ms).
+/// Which endpoint answered a client (its server, in the client's relationship), under the
+/// policy of which state, and when (ms).
 pub(crate) type Granted = (usize, ServerState, u64);
 
 /// A client told it holds a resource.
@@ -28,7 +32,8 @@ pub(crate) struct Holder {
     pub(crate) granted_ms: u64,
 }
 
-/// Everything that happens, at a simulated time.
+/// Everything that happens, at a simulated time. A `node` or `to` that names a server is a
+/// server index; one that names a side of a relationship is an endpoint (see [`World::ends`]).
 #[derive(Debug, Clone)]
 pub(crate) enum Ev {
     /// A client's retransmission or lifetime timer.
@@ -39,8 +44,8 @@ pub(crate) enum Ev {
         client: u32,
         bytes: Vec<u8>,
     },
-    /// A server's reply reaches a client. `granted_under`: the server, the state whose policy
-    /// the engine answered under, and when it answered (ms).
+    /// A server's reply reaches a client. `granted_under`: the endpoint, the state whose
+    /// policy the engine answered under, and when it answered (ms).
     ToClient {
         client: u32,
         bytes: Vec<u8>,
@@ -48,103 +53,166 @@ pub(crate) enum Ev {
     },
     /// A server's group commit: its queued jobs become durable (or fail) together.
     GroupCommit { node: usize, incarnation: u64 },
-    /// The partner thread hears of durable lease changes (the notifier).
+    /// The partner threads of a server hear of durable lease changes (the notifier), each
+    /// those of its relationship's subnets.
     Committed {
         node: usize,
         incarnation: u64,
         leases: Vec<Lease>,
     },
-    /// Workers take the policy the partner thread published.
+    /// Workers take the policy endpoint `node`'s partner thread published.
     Publish {
         node: usize,
         incarnation: u64,
         policy: Policy,
         state: ServerState,
     },
-    /// The failover timers (and reclamation) of a server.
+    /// The failover timers (and reclamation) of a server's endpoints.
     NodeTick(usize),
-    /// Bytes of the partner connection `conn` reach `to`.
+    /// Bytes of the partner connection `conn` reach endpoint `to`.
     LinkBytes {
         to: usize,
         conn: u64,
         bytes: Vec<u8>,
     },
-    /// The other end of `conn` closed (FIN or reset reaches `to`).
+    /// The other end of `conn` closed (FIN or reset reaches endpoint `to`).
     LinkEof { to: usize, conn: u64 },
-    /// A link's timers are due.
+    /// The timers of endpoint `node`'s link are due.
     LinkTimer { node: usize, conn: u64 },
-    /// The primary's connection attempt (`conn` is its id).
-    Connect(u64),
+    /// The primary's connection attempt in relationship `rel` (`conn` is its id).
+    Connect { rel: usize, conn: u64 },
     /// A server crashes; `wipe`: its store is lost too.
     Crash { node: usize, wipe: bool },
     /// A crashed server comes back.
     Restart(usize),
-    /// The partner link stops carrying bytes: both ways, or only from one server.
-    PartitionStart { one_way_from: Option<usize> },
-    /// The partner link carries bytes again.
-    PartitionEnd,
-    /// The operator declares `node`'s partner down.
+    /// Relationship `rel`'s partner link stops carrying bytes: both ways, or only from one
+    /// side (0: its primary, 1: its secondary).
+    PartitionStart {
+        rel: usize,
+        one_way_from: Option<usize>,
+    },
+    /// Relationship `rel`'s partner link carries bytes again.
+    PartitionEnd { rel: usize },
+    /// The operator declares endpoint `node`'s partner down.
     OperatorPartnerDown { node: usize },
     /// The fault phase ends.
     Heal,
-    /// Split-brain mode: the long partition begins (regular partition ends do not end it).
-    SplitStart,
-    /// The operator declares `node`'s partner down although it is only cut off.
+    /// Split-brain mode: the long partition of `rel` begins (regular partition ends do not
+    /// end it).
+    SplitStart { rel: usize },
+    /// The operator declares endpoint `node`'s partner down although it is only cut off.
     SplitBrainDown { node: usize },
-    /// The split-brain partition ends.
-    SplitEnd,
+    /// The split-brain partition of `rel` ends.
+    SplitEnd { rel: usize },
+}
+
+/// One server's side of one relationship: the failover node and its partner link, as one
+/// partner thread of the real server holds them.
+pub(crate) struct End {
+    /// Index of the server it belongs to.
+    pub(crate) server: usize,
+    pub(crate) role: Role,
+    /// The configuration as this relationship sees it (the server's own when it has one).
+    pub(crate) view: Arc<Config>,
+    /// The subnets its node covers ([`Scope::ALL`] on a server with one relationship).
+    pub(crate) scope: Scope,
+    /// The partner side (None while its server is down).
+    pub(crate) node: Option<Node>,
+    /// The policy the workers hold for this relationship, and the state it was published for.
+    pub(crate) policy: Policy,
+    pub(crate) policy_state: ServerState,
+    /// The link on the current connection: (connection id, link).
+    pub(crate) link: Option<(u64, Link)>,
+    /// When the link's timer event is due (None: none queued).
+    pub(crate) link_timer_at: Option<u64>,
+}
+
+/// One failover relationship: its two endpoints (`2 * rel` the primary, `2 * rel + 1` the
+/// secondary), the network between them, and its split-brain bookkeeping.
+pub(crate) struct Rel {
+    /// Its name in the servers' configurations.
+    pub(crate) name: String,
+    /// Its subnets (what the checks compare between its two servers).
+    pub(crate) scope: Scope,
+    /// The partner TCP connection while both ends hold it (its id).
+    pub(crate) conn: Option<u64>,
+    pub(crate) next_conn: u64,
+    /// Bytes a partition holds back, per sending side, in order (TCP delivers them when the
+    /// network returns, if the connection is still there).
+    pub(crate) held: [Vec<Vec<u8>>; 2],
+    /// Partitioned: both ways (None) or only bytes from this side are held.
+    pub(crate) partition: Option<Option<usize>>,
+    /// Split-brain mode: the long partition is on.
+    pub(crate) split: bool,
+    /// When the split-brain partition ended (ms).
+    pub(crate) split_healed_ms: Option<u64>,
+    /// Split-brain mode: the spans during which a server was in PARTNER-DOWN while its
+    /// partner ran, from that moment until both were NORMAL again (ms; `None`: still open).
+    pub(crate) split_epochs: Vec<(u64, Option<u64>)>,
+}
+
+impl Rel {
+    fn new(name: &str, scope: Scope) -> Rel {
+        Rel {
+            name: name.to_string(),
+            scope,
+            conn: None,
+            next_conn: 0,
+            held: [Vec::new(), Vec::new()],
+            partition: None,
+            split: false,
+            split_healed_ms: None,
+            split_epochs: Vec::new(),
+        }
+    }
 }
 
 /// The whole simulated world of one run.
 pub(crate) struct World {
     pub(crate) seed: u64,
     pub(crate) cfg: SimConfig,
-    pub(crate) config: Arc<Config>,
     pub(crate) now_ms: u64,
     pub(crate) rng: Rng,
     pub(crate) queue: BinaryHeap<Reverse<(u64, u64)>>,
     pub(crate) events: HashMap<u64, Ev>,
     pub(crate) next_ev: u64,
-    pub(crate) slots: [Slot; 2],
+    /// The servers: two, or three in m-to-1 runs (server 1 in both relationships).
+    pub(crate) slots: Vec<Slot>,
+    /// The endpoints: relationship `r`'s primary is `2 * r`, its secondary `2 * r + 1`, so an
+    /// endpoint's partner is `e ^ 1`. With one relationship, endpoint and server are the same
+    /// number.
+    pub(crate) ends: Vec<End>,
+    pub(crate) rels: Vec<Rel>,
     pub(crate) clients: Vec<Client>,
-    /// The partner TCP connection while both ends hold it (its id).
-    pub(crate) conn: Option<u64>,
-    pub(crate) next_conn: u64,
-    /// Bytes a partition holds back, per sending server, in order (TCP delivers them when the
-    /// network returns, if the connection is still there).
-    pub(crate) held: [Vec<Vec<u8>>; 2],
-    /// Whether each node has had a partner link since it last started (a prudent operator
-    /// declares partner-down only from such a node: one that knows what the partner did).
-    pub(crate) linked_since_start: [bool; 2],
-    /// Declared down by the operator: it may only come back where it can reach its partner
-    /// (RFC 8156: while one server is in PARTNER-DOWN the other must not be operating).
-    pub(crate) declared_down: [bool; 2],
-    /// Partitioned: both ways (None) or only bytes from this node are held.
-    pub(crate) partition: Option<Option<usize>>,
+    /// Per endpoint: whether it has had a partner link since its server last started (a
+    /// prudent operator declares partner-down only from such a server: one that knows what
+    /// the partner did).
+    pub(crate) linked_since_start: Vec<bool>,
+    /// Per endpoint, declared down by its partner (the operator, or automatic PARTNER-DOWN):
+    /// its server may only come back where it can reach that partner (RFC 8156: while one
+    /// server is in PARTNER-DOWN the other must not be operating).
+    pub(crate) declared_down: Vec<bool>,
     pub(crate) healing: bool,
     /// What the clients were told they hold: resource -> its holder.
     pub(crate) holders: HashMap<Ipv6Addr, Holder>,
-    /// Per client: whether it is behind the relay agent (second subnet; mixed runs).
-    pub(crate) relayed: Vec<bool>,
-    /// Split-brain mode: the long partition is on.
-    pub(crate) split: bool,
-    /// When the split-brain partition ended (ms).
-    pub(crate) split_healed_ms: Option<u64>,
-    /// Split-brain mode: the spans during which both servers were in PARTNER-DOWN, from the
-    /// moment both were until both were NORMAL again (ms; `None`: still open).
-    pub(crate) split_epochs: Vec<(u64, Option<u64>)>,
+    /// Per client: the relay agent it is behind (its link-address), if any.
+    pub(crate) relay_of: Vec<Option<Ipv6Addr>>,
+    /// Per client: the relationship whose subnet it is on.
+    pub(crate) client_rel: Vec<usize>,
     /// Resources granted to overlapping clients during a split brain, and those clients: the
     /// only overlaps tolerated, until healing has resolved them.
     pub(crate) conflicted: HashMap<Ipv6Addr, Vec<u32>>,
     pub(crate) trace: Vec<String>,
     pub(crate) report: SimReport,
-    pub(crate) states_seen: [Vec<ServerState>; 2],
+    /// Per endpoint.
+    pub(crate) states_seen: Vec<Vec<ServerState>>,
     pub(crate) next_xid: u32,
 }
 
 impl World {
-    /// A world with two servers not yet started and no clients.
-    pub(crate) fn new(seed: u64, cfg: &SimConfig, config: Arc<Config>) -> World {
+    /// A world with its servers not yet started and no clients; `configs` holds each
+    /// server's configuration.
+    pub(crate) fn new(seed: u64, cfg: &SimConfig, configs: Vec<Arc<Config>>) -> World {
         let mut rng = Rng::new(seed);
         let offset = |rng: &mut Rng| {
             let m = cfg.clock_offset_secs_max;
@@ -154,39 +222,124 @@ impl World {
                 rng.below((2 * m + 1) as u64) as i64 - m
             }
         };
-        let slots = [
-            Slot::new(Role::Primary, vec![0, 4, 1, 1, 1, 1], offset(&mut rng)),
-            Slot::new(Role::Secondary, vec![0, 4, 2, 2, 2, 2], offset(&mut rng)),
+        let duid = |n: u8| vec![0, 4, n, n, n, n];
+        let mut slots = vec![
+            Slot::new(duid(1), configs[0].clone(), offset(&mut rng)),
+            Slot::new(duid(2), configs[1].clone(), offset(&mut rng)),
         ];
+        // Relationship 0: server 0 primary, server 1 secondary. m-to-1: relationship 1 joins
+        // server 1 (the hub) to server 2, the hub its secondary or its primary.
+        let mut sides = vec![(0, 0), (1, 0)];
+        let rels = match cfg.modes.m_to_1 {
+            None => vec![Rel::new("sim", Scope::ALL)],
+            Some(m) => {
+                slots.push(Slot::new(duid(3), configs[2].clone(), offset(&mut rng)));
+                let (p, s) = if m.hub_primary_in_second {
+                    (1, 2)
+                } else {
+                    (2, 1)
+                };
+                sides.extend([(p, 1), (s, 1)]);
+                vec![
+                    Rel::new(
+                        crate::M_TO_1_NAMES[0],
+                        Scope::subnets(&crate::m_to_1_subnets(0, cfg.modes.mixed.is_some())),
+                    ),
+                    Rel::new(
+                        crate::M_TO_1_NAMES[1],
+                        Scope::subnets(&crate::m_to_1_subnets(1, cfg.modes.mixed.is_some())),
+                    ),
+                ]
+            }
+        };
+        let mut ends = Vec::new();
+        for (e, &(server, rel)) in sides.iter().enumerate() {
+            let whole = &slots[server].config;
+            let several = whole.relationships.len() > 1;
+            let at = whole
+                .relationships
+                .iter()
+                .position(|r| r.relationship == rels[rel].name)
+                .unwrap_or(0);
+            ends.push(End {
+                server,
+                role: if e % 2 == 0 {
+                    Role::Primary
+                } else {
+                    Role::Secondary
+                },
+                view: if several {
+                    Arc::new(whole.relationship_view(at))
+                } else {
+                    whole.clone()
+                },
+                scope: if several {
+                    rels[rel].scope.clone()
+                } else {
+                    Scope::ALL
+                },
+                node: None,
+                policy: Policy::STANDALONE,
+                policy_state: ServerState::Startup,
+                link: None,
+                link_timer_at: None,
+            });
+            slots[server].ends.push(e);
+        }
+        let n_ends = ends.len();
         World {
             seed,
             cfg: cfg.clone(),
-            config,
             now_ms: 1_000_000,
             rng,
             queue: BinaryHeap::new(),
             events: HashMap::new(),
             next_ev: 0,
             slots,
+            ends,
+            rels,
             clients: Vec::new(),
-            conn: None,
-            next_conn: 0,
-            held: [Vec::new(), Vec::new()],
-            linked_since_start: [false, false],
-            declared_down: [false, false],
-            partition: None,
+            linked_since_start: vec![false; n_ends],
+            declared_down: vec![false; n_ends],
             healing: false,
             holders: HashMap::new(),
-            relayed: Vec::new(),
-            split: false,
-            split_healed_ms: None,
-            split_epochs: Vec::new(),
+            relay_of: Vec::new(),
+            client_rel: Vec::new(),
             conflicted: HashMap::new(),
             trace: Vec::new(),
             report: SimReport::default(),
-            states_seen: [Vec::new(), Vec::new()],
+            states_seen: vec![Vec::new(); n_ends],
             next_xid: 0,
         }
+    }
+
+    /// The relationship of endpoint `e`.
+    pub(crate) fn rel_of(e: usize) -> usize {
+        e / 2
+    }
+
+    /// Whether server `n` runs.
+    pub(crate) fn up(&self, n: usize) -> bool {
+        self.slots[n].engine.is_some()
+    }
+
+    /// Whether the server of endpoint `e` runs.
+    pub(crate) fn end_up(&self, e: usize) -> bool {
+        self.up(self.ends[e].server)
+    }
+
+    /// Server `n`'s endpoint in relationship `rel`.
+    pub(crate) fn end_in(&self, n: usize, rel: usize) -> usize {
+        if self.ends[2 * rel].server == n {
+            2 * rel
+        } else {
+            2 * rel + 1
+        }
+    }
+
+    /// The state of endpoint `e`'s node (None while its server is down).
+    pub(crate) fn state_of(&self, e: usize) -> Option<ServerState> {
+        self.ends[e].node.as_ref().map(|x| x.endpoint().state())
     }
 
     /// The clients, each starting within the first 20 s.
@@ -200,9 +353,12 @@ impl World {
                 None => Ask::address(7),
                 Some(len) => Ask::prefix(7, Some(len)),
             };
-            let mut relayed = false;
+            let mut relay = None;
             if let Some(m) = self.cfg.modes.mixed {
-                relayed = self.rng.permille(m.relayed_permille);
+                relay = self
+                    .rng
+                    .permille(m.relayed_permille)
+                    .then_some(crate::RELAY_LINK);
                 if self.rng.permille(m.both_ias_permille) {
                     ask.na = Some(7);
                     ask.pd = Some(8);
@@ -210,9 +366,18 @@ impl World {
                 }
                 ask.rapid_commit = self.rng.permille(m.rapid_commit_permille);
             }
+            // m-to-1: some clients are on the second relationship's subnet, behind its relay.
+            let mut rel = 0;
+            if let Some(m) = self.cfg.modes.m_to_1
+                && self.rng.permille(m.second_permille)
+            {
+                rel = 1;
+                relay = Some(crate::RELAY_LINK_M_TO_1);
+            }
             let ccfg = tandem_client::Config::autonomous(ask);
             self.clients.push(Client::new(i, 0x51, ccfg, at));
-            self.relayed.push(relayed);
+            self.relay_of.push(relay);
+            self.client_rel.push(rel);
             self.push(at, Ev::ClientTimer(i));
         }
     }
@@ -227,6 +392,11 @@ impl World {
     /// Node `n`'s wall clock, unix seconds (with its offset).
     pub(crate) fn node_now(&self, n: usize) -> u64 {
         ((self.now_ms / 1000) as i64 + self.slots[n].clock_offset_secs).max(0) as u64
+    }
+
+    /// The wall clock of endpoint `e`'s server.
+    pub(crate) fn end_now(&self, e: usize) -> u64 {
+        self.node_now(self.ends[e].server)
     }
 
     pub(crate) fn note(&mut self, s: String) {
@@ -279,45 +449,53 @@ impl World {
                 policy,
                 state,
             } => {
-                let s = &mut self.slots[node];
-                if s.incarnation == incarnation && s.node.is_some() {
-                    s.policy = policy;
-                    s.policy_state = state;
+                let server = self.ends[node].server;
+                let live = self.slots[server].incarnation == incarnation;
+                let e = &mut self.ends[node];
+                if live && e.node.is_some() {
+                    e.policy = policy;
+                    e.policy_state = state;
                 }
             }
             Ev::NodeTick(n) => self.node_tick(n)?,
             Ev::LinkBytes { to, conn, bytes } => self.link_bytes(to, conn, &bytes)?,
             Ev::LinkEof { to, conn } => self.link_eof(to, conn)?,
             Ev::LinkTimer { node, conn } => self.link_timer(node, conn)?,
-            Ev::Connect(c) => self.connect(c)?,
+            Ev::Connect { rel, conn } => self.connect(rel, conn)?,
             Ev::Crash { node, wipe } => self.crash(node, wipe)?,
             Ev::Restart(n) => self.restart(n),
-            Ev::PartitionStart { one_way_from } => self.partition_start(one_way_from),
+            Ev::PartitionStart { rel, one_way_from } => self.partition_start(rel, one_way_from),
             // A regular partition's end does not end the split brain's.
-            Ev::PartitionEnd if self.split => {}
-            Ev::PartitionEnd => self.partition_end(),
-            Ev::SplitStart => self.split_start(),
+            Ev::PartitionEnd { rel } if self.rels[rel].split => {}
+            Ev::PartitionEnd { rel } => self.partition_end(rel),
+            Ev::SplitStart { rel } => self.split_start(rel),
             Ev::SplitBrainDown { node } => self.split_brain_down(node)?,
-            Ev::SplitEnd => {
-                if std::mem::take(&mut self.split) {
-                    self.split_healed_ms = Some(self.now_ms);
-                    self.partition_end();
+            Ev::SplitEnd { rel } => {
+                if std::mem::take(&mut self.rels[rel].split) {
+                    self.rels[rel].split_healed_ms = Some(self.now_ms);
+                    self.partition_end(rel);
                 }
             }
             Ev::OperatorPartnerDown { node } => self.operator_partner_down(node)?,
             Ev::Heal => {
                 self.healing = true;
-                if std::mem::take(&mut self.split) {
-                    self.split_healed_ms = Some(self.now_ms);
+                for r in 0..self.rels.len() {
+                    if std::mem::take(&mut self.rels[r].split) {
+                        self.rels[r].split_healed_ms = Some(self.now_ms);
+                    }
                 }
                 self.note("heal: faults stop".into());
-                self.partition_end();
-                for n in 0..2 {
-                    if self.slots[n].node.is_none() {
+                for r in 0..self.rels.len() {
+                    self.partition_end(r);
+                }
+                for n in 0..self.slots.len() {
+                    if !self.up(n) {
                         self.start_node(n);
                     }
                 }
-                self.try_connect();
+                for r in 0..self.rels.len() {
+                    self.try_connect(r);
+                }
             }
         }
         Ok(())

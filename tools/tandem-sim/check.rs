@@ -143,7 +143,7 @@ impl World {
                 });
             let partner_now = self.node_now(partner);
             let bound = known.max(partner_now)
-                + self.cfg.mclt_secs
+                + self.rels[World::rel_of(e)].mclt_secs
                 + 2 * self.cfg.clock_offset_secs_max as u64
                 + 2;
             let ends = self.now_ms / 1000 + valid_secs as u64;
@@ -278,9 +278,10 @@ impl World {
         if a.backlog() > 0 || b.backlog() > 0 {
             return Some(format!("backlogs {} / {}", a.backlog(), b.backlog()));
         }
-        let now = self.now_ms / 1000;
         let scope = &self.rels[rel].scope;
-        let active = |n: &Node| {
+        // Each server's expiries are on its own clock (seed 80002772: a clock 23 s behind
+        // made a 31 s lease look ended while its client held it for 21 s more).
+        let active = |n: &Node, now: u64| {
             let mut m = BTreeMap::new();
             n.allocator().for_each_lease_scoped(scope, |l| {
                 if l.state == LeaseState::Active && l.expires_at > now + 5 {
@@ -289,7 +290,7 @@ impl World {
             });
             m
         };
-        let (da, db) = (active(a), active(b));
+        let (da, db) = (active(a, self.end_now(p)), active(b, self.end_now(s)));
         for (addr, duid) in &da {
             if db.get(addr).is_some_and(|d| d != duid) {
                 return Some(format!("{addr} bound to different clients"));

@@ -146,7 +146,9 @@ impl World {
             Event::Declined => self.report.declines += 1,
             Event::Confirmed => self.report.confirms += 1,
             Event::Bound => {
-                self.report.relayed_grants += relayed as u64;
+                // Through the mixed runs' relay agent (m-to-1 counts its own).
+                self.report.relayed_grants +=
+                    (self.relay_of[client as usize] == Some(crate::RELAY_LINK)) as u64;
                 self.report.both_ia_grants += (now_holds.len() == 2) as u64;
             }
             _ => {}

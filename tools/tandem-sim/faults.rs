@@ -33,18 +33,17 @@ impl World {
             } else {
                 500 + self.rng.below(8_000)
             };
-            // m-to-1: one relationship's network, or the hub's, which cuts both.
-            let rels = if m_to_1 {
-                match self.rng.below(3) {
-                    0 => 0..1,
-                    1 => 1..2,
-                    _ => 0..2,
-                }
+            // m-to-1: one relationship's network, or the hub's, which cuts both (one way: from
+            // the hub, or to it).
+            let cut = if m_to_1 { self.rng.below(3) } else { 0 };
+            if cut < 2 {
+                self.schedule_partition(cut as usize, at, len, one_way);
             } else {
-                0..1
-            };
-            for rel in rels {
-                self.schedule_partition(rel, at, len, one_way);
+                for rel in 0..2 {
+                    let hub_side = (self.ends[2 * rel].server != 1) as usize;
+                    let side = one_way.map(|s| if s == 0 { hub_side } else { 1 - hub_side });
+                    self.schedule_partition(rel, at, len, side);
+                }
             }
         }
         if self.cfg.modes.split_brain {
@@ -58,7 +57,8 @@ impl World {
     /// two runs of three on the other too (m-to-1: in one of the relationships).
     fn schedule_split_brain(&mut self) {
         let start = 10_000 + self.rng.below(self.cfg.fault_secs * 1000 / 2);
-        let len = (self.cfg.mclt_secs + 60 + self.rng.below(180)) * 1000;
+        let longest_mclt = self.rels.iter().map(|r| r.mclt_secs).max().unwrap_or(0);
+        let len = (longest_mclt + 60 + self.rng.below(180)) * 1000;
         let first = self.rng.below(2) as usize;
         let noticed = (self.cfg.keepalive_secs + 2) * 1000;
         let d1 = noticed + self.rng.below(20_000);

@@ -129,17 +129,25 @@ pub struct Modes {
 /// m-to-1: server 1 is a hub in two relationships, one with server 0 (the first subnet, and
 /// the relayed second one in mixed runs) and one with server 2 (a third subnet, behind its own
 /// relay agent), each with its own link, state, shares and stored state, as `[[failover]]`
-/// sections configure them. A crash of the hub takes both relationships; a partition cuts one
-/// relationship's network or the hub's (both); the operator and the split brain act on one
-/// relationship.
+/// sections configure them (each node and link takes its settings from its own section). A
+/// crash of the hub takes both relationships; a partition cuts one relationship's network or
+/// the hub's (both); the operator and the split brain act on one relationship.
 #[derive(Debug, Clone, Copy)]
 pub struct MTo1 {
     /// Clients on the second relationship's subnet, per mille.
     pub second_permille: u32,
-    /// The hub is the second relationship's primary (it is the first's secondary): each role
-    /// on one server at once. Otherwise it is secondary in both, as a hub backing edge
-    /// servers usually is.
+    /// The hub's role in each relationship: secondary in both (as a hub backing edge servers
+    /// usually is), primary in one (both roles on one server at once), or primary in both.
+    pub hub_primary_in_first: bool,
+    /// See `hub_primary_in_first`.
     pub hub_primary_in_second: bool,
+    /// MCLT of the second relationship (the first has [`SimConfig::mclt_secs`]): a setting
+    /// of one relationship must not reach the other's node, link or policy.
+    pub second_mclt_secs: u64,
+    /// The hub's configuration lists the second relationship's subnet and section first, so
+    /// a subnet's index, its relationship's index and the order of the engine's policies all
+    /// differ from the first runs'.
+    pub second_listed_first: bool,
 }
 
 impl Default for Modes {
@@ -280,9 +288,13 @@ impl SimConfig {
             self.clock_offset_secs_max = (self.modes.skew_max_secs / 2) as i64;
         }
         if r.below(4) == 0 {
+            let role = r.below(4);
             self.modes.m_to_1 = Some(MTo1 {
                 second_permille: 200 + r.below(600) as u32,
-                hub_primary_in_second: r.below(2) == 0,
+                hub_primary_in_first: role == 3,
+                hub_primary_in_second: role >= 2,
+                second_mclt_secs: 30 + r.below(60),
+                second_listed_first: r.below(2) == 0,
             });
         }
         self
@@ -338,6 +350,9 @@ pub struct SimFailure {
     pub what: String,
     /// The last events before it.
     pub trace: Vec<String>,
+    /// What `tandem-sim --seed` needs besides the seed to replay the run (` --one-pair`,
+    /// ` --keep-ended-secs N`).
+    pub replay_flags: String,
 }
 
 impl fmt::Display for SimFailure {
@@ -349,7 +364,11 @@ impl fmt::Display for SimFailure {
             self.at_ms as f64 / 1000.0,
             self.what
         )?;
-        writeln!(f, "replay: tandem-sim --seed {}", self.seed)?;
+        writeln!(
+            f,
+            "replay: tandem-sim --seed {}{}",
+            self.seed, self.replay_flags
+        )?;
         for t in &self.trace {
             writeln!(f, "  {t}")?;
         }
@@ -413,6 +432,10 @@ pub(crate) const RELAY_LINK: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0,
 /// link-address of the relay agent in front of the third subnet (m-to-1 runs).
 pub(crate) const RELAY_LINK_M_TO_1: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 3, 0, 0, 0, 0, 1);
 
+/// The interface the clients of the first subnet reach the servers on directly, named in
+/// m-to-1 runs (where the hub may list the third subnet first).
+pub(crate) const SIM_LINK: &str = "sim1";
+
 /// The relationships' names in m-to-1 runs.
 pub(crate) const M_TO_1_NAMES: [&str; 2] = ["edge-1", "edge-2"];
 
@@ -464,6 +487,13 @@ fn sim_config_texts(cfg: &SimConfig) -> Vec<String> {
         let text = format!("{head}{first}");
         return vec![text.clone(), text];
     };
+    // The first subnet is the one on the servers' link (clients reach it directly, through
+    // interface `SIM_LINK`), wherever the configuration lists it.
+    let first = first.replacen(
+        "[[subnet]]\nid=1\n",
+        &format!("[[subnet]]\nid=1\ninterface=\"{SIM_LINK}\"\n"),
+        1,
+    );
     let third = subnet_text(3, cfg.pool_size, "2001:db8:a000::", pd_len);
     let section = |rel: usize, primary: bool, port: u16| {
         let subnets = m_to_1_subnets(rel, mixed);
@@ -472,20 +502,34 @@ fn sim_config_texts(cfg: &SimConfig) -> Vec<String> {
         } else {
             format!("role=\"secondary\"\nlisten=\"[::1]:{port}\"\n")
         };
+        let mclt = [cfg.mclt_secs, m.second_mclt_secs][rel];
+        let auto = cfg
+            .auto_partner_down_secs
+            .map_or(String::new(), |s| format!("auto_partner_down_secs={s}\n"));
         format!(
-            "[[failover]]\n{role}relationship=\"{}\"\nsubnets={subnets:?}\nmclt_secs={}\nskew_max_secs={}\n\
+            "[[failover]]\n{role}relationship=\"{}\"\nsubnets={subnets:?}\nmclt_secs={mclt}\n\
+             skew_max_secs={}\nkeepalive_secs={}\nstartup_secs=5\nmax_unacked=64\n{auto}\
              partner_name=\"partner.sim\"\nca=\"ca.pem\"\ncert=\"me.pem\"\nkey=\"me.key\"\n",
-            M_TO_1_NAMES[rel], cfg.mclt_secs, cfg.modes.skew_max_secs
+            M_TO_1_NAMES[rel], cfg.modes.skew_max_secs, cfg.keepalive_secs
         )
     };
-    let hub_second = m.hub_primary_in_second;
-    vec![
-        format!("{head}{first}{}", section(0, true, 647)),
+    let (hub_first, hub_second) = (m.hub_primary_in_first, m.hub_primary_in_second);
+    let hub = if m.second_listed_first {
+        format!(
+            "{head}{third}{first}{}{}",
+            section(1, hub_second, 648),
+            section(0, hub_first, 647)
+        )
+    } else {
         format!(
             "{head}{first}{third}{}{}",
-            section(0, false, 647),
+            section(0, hub_first, 647),
             section(1, hub_second, 648)
-        ),
+        )
+    };
+    vec![
+        format!("{head}{first}{}", section(0, !hub_first, 647)),
+        hub,
         format!("{head}{third}{}", section(1, !hub_second, 648)),
     ]
 }

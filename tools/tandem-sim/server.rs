@@ -120,12 +120,6 @@ impl World {
     /// a node per relationship on it, publish their first policies.
     pub(crate) fn start_node(&mut self, n: usize) {
         let now = self.node_now(n);
-        let fo = EndpointConfig {
-            mclt_secs: self.cfg.mclt_secs,
-            auto_partner_down_secs: self.cfg.auto_partner_down_secs,
-            startup_secs: 5,
-            skew_max_secs: self.cfg.modes.skew_max_secs,
-        };
         let s = &mut self.slots[n];
         let alloc = Arc::new(Allocator::with_failover(&s.config.subnets));
         for l in s.disk.leases.values() {
@@ -135,6 +129,22 @@ impl World {
         for &e in &s.ends {
             let rel = World::rel_of(e);
             let end = &mut self.ends[e];
+            // Its own section's settings, as the partner thread takes them (one pair: the
+            // run's knobs, its configuration having no section).
+            let fo = match end.view.relationships.first() {
+                Some(f) => EndpointConfig {
+                    mclt_secs: f.mclt_secs,
+                    auto_partner_down_secs: f.auto_partner_down_secs,
+                    startup_secs: f.startup_secs,
+                    skew_max_secs: f.skew_max_secs,
+                },
+                None => EndpointConfig {
+                    mclt_secs: self.cfg.mclt_secs,
+                    auto_partner_down_secs: self.cfg.auto_partner_down_secs,
+                    startup_secs: 5,
+                    skew_max_secs: self.cfg.modes.skew_max_secs,
+                },
+            };
             let node = Node::in_scope(
                 end.view.clone(),
                 end.role,
@@ -199,7 +209,9 @@ impl World {
             now_ms,
             src,
             multicast: relay.is_none(),
-            interface: None,
+            // Named only in m-to-1 runs, whose configurations name it (one pair: as found).
+            interface: (relay.is_none() && self.cfg.modes.m_to_1.is_some())
+                .then_some(crate::SIM_LINK),
             bytes,
         };
         let mut reply = Vec::new();
@@ -346,7 +358,13 @@ impl World {
         if let Some(sh) = out.pd_shares.take() {
             s.disk.pd_shares.insert(rel, sh);
         }
-        let changed = !out.changes.is_empty();
+        // m-to-1: the hub changes state in one relationship and not in the other.
+        if n == 1 && self.rels.len() > 1 && !out.changes.is_empty() {
+            let other = self.slots[1].ends.iter().find(|&&x| x != e).copied();
+            if other.is_some_and(|o| self.state_of(o) != self.state_of(e)) {
+                self.report.hub_states_apart += 1;
+            }
+        }
         for (from, to) in out.changes.drain(..) {
             if !self.states_seen[e].contains(&to) {
                 self.states_seen[e].push(to);
@@ -356,17 +374,6 @@ impl World {
             // it must not serve again before it has talked to us (seed 157888).
             if to == ServerState::PartnerDown && !self.end_up(e ^ 1) {
                 self.declared_down[e ^ 1] = true;
-            }
-        }
-        if changed && self.rels.len() > 1 {
-            // m-to-1: the hub's relationships each have their own state.
-            let hub: Vec<Option<ServerState>> = self.slots[1]
-                .ends
-                .iter()
-                .map(|&x| self.state_of(x))
-                .collect();
-            if hub.windows(2).any(|w| w[0] != w[1]) {
-                self.report.hub_states_apart += 1;
             }
         }
         if self.cfg.modes.split_brain {

@@ -134,6 +134,8 @@ pub(crate) struct Rel {
     pub(crate) name: String,
     /// Its subnets (what the checks compare between its two servers).
     pub(crate) scope: Scope,
+    /// Its MCLT.
+    pub(crate) mclt_secs: u64,
     /// The partner TCP connection while both ends hold it (its id).
     pub(crate) conn: Option<u64>,
     pub(crate) next_conn: u64,
@@ -152,10 +154,11 @@ pub(crate) struct Rel {
 }
 
 impl Rel {
-    fn new(name: &str, scope: Scope) -> Rel {
+    fn new(name: &str, scope: Scope, mclt_secs: u64) -> Rel {
         Rel {
             name: name.to_string(),
             scope,
+            mclt_secs,
             conn: None,
             next_conn: 0,
             held: [Vec::new(), Vec::new()],
@@ -228,31 +231,29 @@ impl World {
             Slot::new(duid(2), configs[1].clone(), offset(&mut rng)),
         ];
         // Relationship 0: server 0 primary, server 1 secondary. m-to-1: relationship 1 joins
-        // server 1 (the hub) to server 2, the hub its secondary or its primary.
+        // server 1 (the hub) to server 2; the hub may be either relationship's primary.
         let mut sides = vec![(0, 0), (1, 0)];
         let rels = match cfg.modes.m_to_1 {
-            None => vec![Rel::new("sim", Scope::ALL)],
+            None => vec![Rel::new("sim", Scope::ALL, cfg.mclt_secs)],
             Some(m) => {
                 slots.push(Slot::new(duid(3), configs[2].clone(), offset(&mut rng)));
-                let (p, s) = if m.hub_primary_in_second {
-                    (1, 2)
-                } else {
-                    (2, 1)
+                sides = vec![(0, 0), (1, 0), (2, 1), (1, 1)];
+                if m.hub_primary_in_first {
+                    sides.swap(0, 1);
+                }
+                if m.hub_primary_in_second {
+                    sides.swap(2, 3);
+                }
+                let mixed = cfg.modes.mixed.is_some();
+                let rel = |i: usize, mclt: u64| {
+                    let subnets = crate::m_to_1_subnets(i, mixed);
+                    Rel::new(crate::M_TO_1_NAMES[i], Scope::subnets(&subnets), mclt)
                 };
-                sides.extend([(p, 1), (s, 1)]);
-                vec![
-                    Rel::new(
-                        crate::M_TO_1_NAMES[0],
-                        Scope::subnets(&crate::m_to_1_subnets(0, cfg.modes.mixed.is_some())),
-                    ),
-                    Rel::new(
-                        crate::M_TO_1_NAMES[1],
-                        Scope::subnets(&crate::m_to_1_subnets(1, cfg.modes.mixed.is_some())),
-                    ),
-                ]
+                vec![rel(0, cfg.mclt_secs), rel(1, m.second_mclt_secs)]
             }
         };
         let mut ends = Vec::new();
+        let mut order: Vec<Vec<(usize, usize)>> = vec![Vec::new(); slots.len()];
         for (e, &(server, rel)) in sides.iter().enumerate() {
             let whole = &slots[server].config;
             let several = whole.relationships.len() > 1;
@@ -284,7 +285,12 @@ impl World {
                 link: None,
                 link_timer_at: None,
             });
-            slots[server].ends.push(e);
+            order[server].push((at, e));
+        }
+        // A server's endpoints in its configuration's order: the order of its engine's policies.
+        for (slot, mut o) in slots.iter_mut().zip(order) {
+            o.sort_unstable();
+            slot.ends = o.into_iter().map(|(_, e)| e).collect();
         }
         let n_ends = ends.len();
         World {
@@ -411,11 +417,20 @@ impl World {
     }
 
     pub(crate) fn fail(&self, what: String) -> SimFailure {
+        let mut replay_flags = String::new();
+        if self.cfg.modes.m_to_1.is_none() && SimConfig::from_seed(self.seed).modes.m_to_1.is_some()
+        {
+            replay_flags.push_str(" --one-pair");
+        }
+        if self.cfg.keep_ended_secs != 0 {
+            replay_flags.push_str(&format!(" --keep-ended-secs {}", self.cfg.keep_ended_secs));
+        }
         SimFailure {
             seed: self.seed,
             at_ms: self.now_ms,
             what,
             trace: self.trace.clone(),
+            replay_flags,
         }
     }
 

@@ -300,7 +300,7 @@ impl Allocator {
         mode: AcquireMode,
         rules: &Rules,
         writes: &mut Vec<Lease>,
-        index: &mut HashMap<u128, ResRef>,
+        index: &mut super::TableMap<ResRef>,
     ) -> Option<Granted> {
         if !(rules.owned[0] || rules.owned[1]) {
             return None;

@@ -133,11 +133,18 @@ impl Scope {
     }
 }
 
+/// The hash maps of the lease table (resource index or client key → entry). Their keys are
+/// fixed hashes or indices, which foldhash spreads at a fraction of SipHash's cost (std's
+/// default was a tenth of the server's instructions per exchange); seeded per process, as
+/// std's is, so a crafted set of DUIDs cannot aim at one bucket chain. Iteration order is not
+/// relied on: walks over the table sort what they visit ([`Allocator::for_each_lease_in`]).
+pub(crate) type TableMap<V> = HashMap<u128, V, foldhash::fast::RandomState>;
+
 /// The in-memory lease table of every subnet, shared by all workers.
 pub struct Allocator {
     subnets: Vec<SubnetPools>,
     /// Shared, like the pools, with the allocator a reload builds.
-    clients: Arc<[Mutex<HashMap<u128, ResRef>>]>,
+    clients: Arc<[Mutex<TableMap<ResRef>>]>,
     seq: Arc<AtomicU64>,
     /// Built for a failover endpoint (pools added by a reload are built the same way).
     failover: bool,
@@ -190,7 +197,7 @@ impl Allocator {
                 })
                 .collect(),
             clients: (0..CLIENT_SHARDS)
-                .map(|_| Mutex::new(HashMap::new()))
+                .map(|_| Mutex::new(TableMap::default()))
                 .collect(),
             seq: Arc::new(AtomicU64::new(1)),
             failover,
@@ -367,7 +374,7 @@ impl Allocator {
         self.subnets[sn].pools.get(r.pool as usize).map(|p| &**p)
     }
 
-    fn shard(&self, key: u128) -> &Mutex<HashMap<u128, ResRef>> {
+    fn shard(&self, key: u128) -> &Mutex<TableMap<ResRef>> {
         &self.clients[(spread(key) as usize) % CLIENT_SHARDS]
     }
 
@@ -408,8 +415,12 @@ impl Allocator {
         }
     }
 
-    /// Every lease of subnet index `sn` (None: of every subnet), one sub-pool at a time.
+    /// Every lease of subnet index `sn` (None: of every subnet), one sub-pool at a time, in
+    /// the order of the resources: the same order in every process (what the partner is sent
+    /// first after a start or for UPDREQALL does not depend on a hash seed, so a simulated
+    /// run replays exactly).
     pub fn for_each_lease_in(&self, sn: Option<usize>, mut f: impl FnMut(&Lease)) {
+        let mut order: Vec<u128> = Vec::new();
         for (i, sub) in self.subnets.iter().enumerate() {
             if sn.is_some_and(|s| s != i) {
                 continue;
@@ -417,10 +428,17 @@ impl Allocator {
             for pool in &sub.pools {
                 for m in pool.subpools.iter() {
                     let sp = lock(m);
-                    sp.slots
-                        .values()
-                        .filter(|s| s.lease.state != LeaseState::Offered)
-                        .for_each(|s| f(&s.lease));
+                    order.clear();
+                    order.extend(
+                        sp.slots
+                            .iter()
+                            .filter(|(_, s)| s.lease.state != LeaseState::Offered)
+                            .map(|(&i, _)| i),
+                    );
+                    order.sort_unstable();
+                    for i in &order {
+                        f(&sp.slots[i].lease);
+                    }
                 }
             }
         }

@@ -42,7 +42,7 @@ pub(super) struct SubPool {
     /// Whether this table serves a failover endpoint (PENDING-FREE applies).
     pub(super) failover: bool,
     /// Every resource that is or was in use, by index.
-    pub(super) slots: HashMap<u128, Slot>,
+    pub(super) slots: super::TableMap<Slot>,
     /// (expires_at, index) for every slot whose state ends by time: active, offered, declined.
     pub(super) expiry: BTreeSet<(u64, u128)>,
     /// (expires_at, index) for every slot whose lease ended (expired or released): the record
@@ -77,7 +77,7 @@ impl SubPool {
             flip,
             pending: VecDeque::new(),
             failover,
-            slots: HashMap::new(),
+            slots: super::TableMap::default(),
             expiry: BTreeSet::new(),
             ended: BTreeSet::new(),
             usage: PoolUsage::default(),

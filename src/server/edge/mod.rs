@@ -16,6 +16,7 @@ pub mod bulk_leasequery;
 pub mod commit;
 pub mod control;
 pub mod metrics;
+pub mod mmsg;
 pub mod partner;
 pub mod reclaim;
 pub mod reload;

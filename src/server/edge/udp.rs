@@ -6,10 +6,10 @@
 //! the DHCPv6 payload instead: the low byte of the transaction id for client messages, and of
 //! the client's peer address for Relay-forw.
 
-use super::{DATAGRAM_LEN_MAX, Datapath, PendingReply, RxMeta};
-use nix::sys::socket::{self, ControlMessageOwned, MsgFlags, SockaddrIn6, sockopt};
+use super::{DATAGRAM_LEN_MAX, Datapath, PendingReply, RxMeta, mmsg};
+use nix::sys::socket::{self, sockopt};
 use socket2::{Domain, Protocol, Socket, Type};
-use std::io::{self, IoSliceMut};
+use std::io;
 use std::net::{Ipv6Addr, SocketAddrV6, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::time::Duration;
@@ -171,52 +171,32 @@ impl UdpPath {
 impl Datapath for UdpPath {
     fn recv_batch(&mut self, metas: &mut Vec<RxMeta>) -> io::Result<usize> {
         metas.clear();
-        let mut hdrs = socket::MultiHeaders::<SockaddrIn6>::preallocate(
-            RECV_BATCH_MAX,
-            Some(nix::cmsg_space!(libc::in6_pktinfo)),
-        );
-        let mut iovs: Vec<[IoSliceMut; 1]> = self
-            .bufs
-            .chunks_mut(DATAGRAM_LEN_MAX)
-            .map(|c| [IoSliceMut::new(c)])
-            .collect();
+        let lens = &mut self.lens;
         // MSG_WAITFORONE: block (up to RECV_TIMEOUT) for the first datagram, then take
         // whatever else is already queued.
-        let res = socket::recvmmsg(
+        mmsg::recv(
             self.sock.as_raw_fd(),
-            &mut hdrs,
-            iovs.iter_mut(),
-            MsgFlags::MSG_WAITFORONE,
-            None,
-        );
-        let res = match res {
-            Ok(r) => r,
-            Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => return Ok(0),
-            Err(e) => return Err(e.into()),
-        };
-        for (i, msg) in res.enumerate() {
-            let Some(src) = msg.address else { continue };
-            let mut meta = RxMeta {
-                src: SocketAddrV6::new(src.ip(), src.port(), src.flowinfo(), src.scope_id()),
-                len: msg.bytes,
-                truncated: msg.flags.contains(MsgFlags::MSG_TRUNC) || msg.bytes > DATAGRAM_LEN_MAX,
-                multicast: false,
-                ifindex: 0,
-                slot: i,
-                reply_frame: None,
-                drop: None,
-            };
-            if let Ok(cmsgs) = msg.cmsgs() {
-                for c in cmsgs {
-                    if let ControlMessageOwned::Ipv6PacketInfo(pi) = c {
-                        meta.multicast = pi.ipi6_addr.s6_addr[0] == 0xff;
-                        meta.ifindex = pi.ipi6_ifindex;
-                    }
-                }
-            }
-            self.lens[i] = msg.bytes.min(DATAGRAM_LEN_MAX);
-            metas.push(meta);
-        }
+            &mut self.bufs,
+            DATAGRAM_LEN_MAX,
+            true,
+            |i, d| {
+                let Some(src) = d.src else { return };
+                let (multicast, ifindex) = d
+                    .pktinfo
+                    .map_or((false, 0), |(dst, ifx)| (dst.is_multicast(), ifx));
+                lens[i] = d.len.min(DATAGRAM_LEN_MAX);
+                metas.push(RxMeta {
+                    src,
+                    len: d.len,
+                    truncated: d.truncated,
+                    multicast,
+                    ifindex,
+                    slot: i,
+                    reply_frame: None,
+                    drop: None,
+                });
+            },
+        )?;
         Ok(metas.len())
     }
 
@@ -240,7 +220,7 @@ pub fn send_to(sock: &UdpSocket, to: SocketAddrV6, bytes: &[u8]) -> io::Result<(
 }
 
 /// Most datagrams handed to one sendmmsg call.
-pub const SEND_BATCH_MAX: usize = 256;
+pub const SEND_BATCH_MAX: usize = mmsg::SEND_BATCH_MAX;
 
 /// Sends replies with sendmmsg, [`SEND_BATCH_MAX`] at a time. Returns how many leading
 /// replies were sent; the caller sends the rest one by one (and sees their errors).
@@ -254,41 +234,11 @@ pub fn send_many<'a>(
     sock: &UdpSocket,
     msgs: impl Iterator<Item = (&'a [u8], SocketAddrV6)>,
 ) -> usize {
-    let mut done = 0;
-    let mut iovs: Vec<[std::io::IoSlice<'a>; 1]> = Vec::with_capacity(SEND_BATCH_MAX);
-    let mut addrs: Vec<Option<SockaddrIn6>> = Vec::with_capacity(SEND_BATCH_MAX);
-    let mut msgs = msgs.peekable();
-    while msgs.peek().is_some() {
-        iovs.clear();
-        addrs.clear();
-        for (b, to) in msgs.by_ref().take(SEND_BATCH_MAX) {
-            iovs.push([std::io::IoSlice::new(b)]);
-            addrs.push(Some(SockaddrIn6::from(to)));
-        }
-        let mut hdrs = socket::MultiHeaders::<SockaddrIn6>::preallocate(iovs.len(), None);
-        match socket::sendmmsg(
-            sock.as_raw_fd(),
-            &mut hdrs,
-            &iovs,
-            &addrs,
-            [],
-            MsgFlags::empty(),
-        ) {
-            Ok(res) => {
-                let n = res.count();
-                done += n;
-                if n < iovs.len() {
-                    return done;
-                }
-            }
-            Err(_) => return done,
-        }
-    }
-    done
+    mmsg::send(sock.as_raw_fd(), msgs)
 }
 
-/// Receives up to `bufs.len() / slot_len` datagrams with recvmmsg: blocks (up to the socket's
-/// read timeout) for the first, then takes what is queued. `out` gets (length, source) per
+/// Receives up to `bufs.len() / slot_len` datagrams (at most [`mmsg::RECV_BATCH_MAX`]) with
+/// recvmmsg: blocks (up to the socket's read timeout) for the first, then takes what is queued. `out` gets (length, source) per
 /// datagram, datagram i in `bufs[i * slot_len..]`. Returns how many; 0 on timeout.
 pub fn recv_many(
     sock: &UdpSocket,
@@ -297,35 +247,10 @@ pub fn recv_many(
     out: &mut Vec<(usize, SocketAddrV6)>,
 ) -> io::Result<usize> {
     out.clear();
-    let slots = bufs.len() / slot_len.max(1);
-    if slots == 0 {
-        return Ok(0);
-    }
-    let mut hdrs = socket::MultiHeaders::<SockaddrIn6>::preallocate(slots, None);
-    let mut iovs: Vec<[IoSliceMut; 1]> = bufs
-        .chunks_mut(slot_len)
-        .take(slots)
-        .map(|c| [IoSliceMut::new(c)])
-        .collect();
-    let res = match socket::recvmmsg(
-        sock.as_raw_fd(),
-        &mut hdrs,
-        iovs.iter_mut(),
-        MsgFlags::MSG_WAITFORONE,
-        None,
-    ) {
-        Ok(r) => r,
-        Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => return Ok(0),
-        Err(e) => return Err(e.into()),
-    };
-    for msg in res {
-        let len = msg.bytes.min(slot_len);
-        let from = msg
-            .address
-            .map_or(SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, 0, 0, 0), |a| {
-                SocketAddrV6::new(a.ip(), a.port(), a.flowinfo(), a.scope_id())
-            });
-        out.push((len, from));
-    }
-    Ok(out.len())
+    mmsg::recv(sock.as_raw_fd(), bufs, slot_len, false, |_, d| {
+        let from = d
+            .src
+            .unwrap_or(SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, 0, 0, 0));
+        out.push((d.len.min(slot_len), from));
+    })
 }

@@ -12,7 +12,8 @@
 //! not hand over (fragments, other traffic), where the UDP listener on the interface answers.
 
 // The rings, the UMEM and the eventfd are shared with the kernel through raw memory and
-// descriptors: this module is where the server's unsafe code lives, each block with its SAFETY.
+// descriptors: this module (and `edge::mmsg`, the UDP batch calls) is where the server's unsafe
+// code lives, each block with its SAFETY.
 #![allow(unsafe_code)]
 
 pub mod frame;

@@ -59,18 +59,7 @@ one_run() {
     local bin="$1" port data t0 t1 out ok
     port=$((20000 + RANDOM % 20000))
     data="$WORK/data.$RANDOM"
-    cat >"$WORK/t.toml" <<T
-[server]
-data_dir = "$data"
-listen = ["[::1]:$port"]
-unicast_address = "::1"
-log_level = "$LOG_LEVEL"
-[[subnet]]
-id = 1
-prefix = "2001:db8:1::/64"
-pools = [{ prefix = "2001:db8:1::/64" }]
-pd_pools = [{ prefix = "2001:db8:8000::/33", delegated_len = 56 }]
-T
+    loopback_config "$WORK/t.toml" "$data" "$port" "$LOG_LEVEL"
     "$bin" serve --config "$WORK/t.toml" 2>"$WORK/server.log" &
     SERVER_PID=$!
     sleep 1

@@ -65,19 +65,7 @@ one_run() {
     local bin="$1" clients="$2" prof="$3" port data out ok i
     port=$((20000 + RANDOM % 20000))
     data="$WORK/data.$RANDOM"
-    cat >"$WORK/t.toml" <<T
-[server]
-data_dir = "$data"
-listen = ["[::1]:$port"]
-unicast_address = "::1"
-log_level = "$LOG_LEVEL"
-workers = 1
-[[subnet]]
-id = 1
-prefix = "2001:db8:1::/64"
-pools = [{ prefix = "2001:db8:1::/64" }]
-pd_pools = [{ prefix = "2001:db8:8000::/33", delegated_len = 56 }]
-T
+    loopback_config "$WORK/t.toml" "$data" "$port" "$LOG_LEVEL" "workers = 1"
     valgrind --tool=callgrind --callgrind-out-file="$prof" -q \
         "$bin" serve --config "$WORK/t.toml" 2>"$WORK/server.log" &
     SERVER_PID=$!

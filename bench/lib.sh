@@ -436,3 +436,22 @@ key = "$1/$2.key"
 mclt_secs = 60
 END
 }
+
+# loopback_config FILE DATA_DIR PORT LOG_LEVEL [SERVER_LINES]: a one-subnet server on [::1]:PORT
+# (addresses 2001:db8:1::/64, /56 prefixes from 2001:db8:8000::/33), for the benches that weigh
+# one server binary; SERVER_LINES are added to its [server] section.
+loopback_config() {
+    cat >"$1" <<T
+[server]
+data_dir = "$2"
+listen = ["[::1]:$3"]
+unicast_address = "::1"
+log_level = "$4"
+${5:-}
+[[subnet]]
+id = 1
+prefix = "2001:db8:1::/64"
+pools = [{ prefix = "2001:db8:1::/64" }]
+pd_pools = [{ prefix = "2001:db8:8000::/33", delegated_len = 56 }]
+T
+}

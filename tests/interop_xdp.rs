@@ -156,6 +156,12 @@ fn perfdhcp_over_af_xdp_native_direct_and_generic_relayed() {
         text.contains("AF_XDP datapath attached") && text.contains("mode=\"native\""),
         || format!("no native attachment logged:\n{}", tail(&log1, 10)),
     );
+    // veth's driver has no AF_XDP zero-copy: the sockets are bound in copy mode, and the
+    // zero-copy bind is not even tried (nothing to fall back from).
+    ck.check(
+        text.contains("bind=\"copy\"") && !text.contains("zero-copy bind failed"),
+        || format!("the sockets' copy mode not logged:\n{}", tail(&log1, 10)),
+    );
     ck.check(xdp_attached(&t, &topo), || {
         "ip link shows no XDP program while serving".into()
     });

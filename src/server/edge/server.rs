@@ -208,15 +208,23 @@ fn open_xdp(
             super::xdp::program::local_addresses(&super::xdp::host_addresses(), iface.index);
         prog.sync_addresses(&local)
             .map_err(|e| StartError::Xdp(e.to_string()))?;
+        let zero_copy = super::xdp::driver_zero_copy(iface.index);
+        let mut zero_copy_queues = 0;
         for q in 0..iface.rx_queues {
             let fb = fallback.try_clone().map_err(StartError::Socket)?;
-            let (path, back) =
-                XdpPath::open(iface.clone(), q, fb).map_err(|e| StartError::Xdp(e.to_string()))?;
+            let (path, back, zc) = XdpPath::open(iface.clone(), q, fb, zero_copy)
+                .map_err(|e| StartError::Xdp(e.to_string()))?;
+            zero_copy_queues += zc as u32;
             prog.register(q, path.socket_fd())
                 .map_err(|e| StartError::Xdp(e.to_string()))?;
             paths.push((path, back));
         }
-        info!(interface = %name, queues = iface.rx_queues, mode = prog.mode, port = cfg.server.port, "AF_XDP datapath attached");
+        let bind = match zero_copy_queues {
+            0 => "copy",
+            n if n == iface.rx_queues => "zero-copy",
+            _ => "zero-copy on some queues, copy on the others",
+        };
+        info!(interface = %name, queues = iface.rx_queues, mode = prog.mode, bind, port = cfg.server.port, "AF_XDP datapath attached");
         programs.push(prog);
     }
     Ok((programs, paths))

@@ -45,6 +45,15 @@ pub const FRAME_HEADROOM: usize = xdp::libc::xdp::XDP_PACKET_HEADROOM as usize;
 /// VLAN tags).
 const L2_HEADER_MAX: usize = frame::ETH_HEADER_LEN + frame::VLAN_TAG_LEN * frame::VLAN_TAGS_MAX;
 
+/// Whether the driver of interface `index` advertises AF_XDP zero-copy
+/// (NETDEV_XDP_ACT_XSK_ZEROCOPY, asked of the kernel over netlink). False when the kernel
+/// cannot say: copy mode works everywhere.
+pub fn driver_zero_copy(index: u32) -> bool {
+    xdp::nic::NicIndex::new(index)
+        .query_capabilities()
+        .is_ok_and(|c| c.xdp_features.zero_copy())
+}
+
 /// The UMEM frame size for an interface of MTU `mtu`: 2 KiB when a whole frame fits one after
 /// the kernel's headroom (MTU up to about 1,770), 4 KiB otherwise. Receiving a frame larger than
 /// this is impossible in copy mode (the kernel drops it), so it follows the MTU.
@@ -390,12 +399,40 @@ pub struct XdpPath {
 
 impl XdpPath {
     /// Opens the socket for receive queue `queue` of `iface`, fills its fill ring and returns
-    /// it with the [`ReturnPath`] the committer uses to reach it. `fallback` is a UDP socket
-    /// bound to the server port. The caller registers [`XdpPath::socket_fd`] with the program.
+    /// it with the [`ReturnPath`] the committer uses to reach it, and whether it is bound in
+    /// zero-copy mode. `fallback` is a UDP socket bound to the server port. The caller
+    /// registers [`XdpPath::socket_fd`] with the program.
+    ///
+    /// Zero-copy is asked for where the driver advertises it ([`driver_zero_copy`]); if that
+    /// bind fails anyway, the socket is built again in copy mode, which every driver has, and
+    /// the reason is logged.
     pub fn open(
         iface: Arc<Interface>,
         queue: u32,
         fallback: UdpSocket,
+        zero_copy: bool,
+    ) -> io::Result<(XdpPath, ReturnPath, bool)> {
+        if zero_copy {
+            match XdpPath::open_bound(iface.clone(), queue, fallback.try_clone()?, true) {
+                Ok((p, r)) => return Ok((p, r, true)),
+                Err(e) => tracing::warn!(
+                    interface = %iface.name,
+                    queue,
+                    error = %e,
+                    "AF_XDP: zero-copy bind failed although the driver advertises it; using copy mode"
+                ),
+            }
+        }
+        let (p, r) = XdpPath::open_bound(iface, queue, fallback, false)?;
+        Ok((p, r, false))
+    }
+
+    /// [`XdpPath::open`] in one bind mode.
+    fn open_bound(
+        iface: Arc<Interface>,
+        queue: u32,
+        fallback: UdpSocket,
+        zero_copy: bool,
     ) -> io::Result<(XdpPath, ReturnPath)> {
         let what = |e: &dyn std::fmt::Display| {
             io::Error::other(format!("AF_XDP on {} queue {queue}: {e}", iface.name))
@@ -442,9 +479,13 @@ impl XdpPath {
                 _ => what(&socket_error(&e)),
             },
         )?;
-        // Copy mode works on every driver (veth included); zero-copy needs driver support and
-        // is left for a later flag.
-        flags.force_copy();
+        // Copy mode works on every driver (veth included); zero-copy only where the driver
+        // has it (the NIC's DMA lands in the UMEM, no copy per frame).
+        if zero_copy {
+            flags.force_zerocopy();
+        } else {
+            flags.force_copy();
+        }
         let socket = builder
             .bind(xdp::nic::NicIndex::new(iface.index), queue, flags)
             .map_err(|e| what(&socket_error(&e)))?;

@@ -32,7 +32,8 @@ struct CmsgBuf(#[allow(dead_code)] [u8; 64]);
 /// What [`recv`] learned of one datagram.
 #[derive(Debug, Clone, Copy)]
 pub struct Datagram {
-    /// Its length as the kernel reports it (more than the slot when truncated).
+    /// Its length as the kernel reports it: the bytes copied into its slot (at most the
+    /// slot; `truncated` tells whether there were more).
     pub len: usize,
     /// Where it came from (`None`: not an IPv6 source, which an IPv6 socket does not return).
     pub src: Option<SocketAddrV6>,
@@ -55,7 +56,10 @@ pub fn recv(
     pktinfo: bool,
     mut each: impl FnMut(usize, Datagram),
 ) -> io::Result<usize> {
-    let slots = (bufs.len() / slot_len.max(1)).min(RECV_BATCH_MAX);
+    if slot_len == 0 {
+        return Ok(0);
+    }
+    let slots = (bufs.len() / slot_len).min(RECV_BATCH_MAX);
     if slots == 0 {
         return Ok(0);
     }
@@ -147,25 +151,34 @@ pub fn recv(
 /// The IPV6_PKTINFO among the control messages the kernel wrote for `m`.
 fn read_pktinfo(m: &libc::msghdr) -> Option<(Ipv6Addr, u32)> {
     let want = mem::size_of::<libc::in6_pktinfo>();
+    let start = m.msg_control as usize;
+    let end = start + m.msg_controllen;
     // SAFETY: `m` is a header the kernel just filled: msg_control points at its control
-    // buffer (alive) and msg_controllen says how much of it the kernel wrote; the CMSG
-    // macros stay within that length and return null at its end.
+    // buffer (alive) and msg_controllen says how much of it the kernel wrote; CMSG_FIRSTHDR
+    // and CMSG_NXTHDR return a header that fits within that length, or null.
     let mut c = unsafe { libc::CMSG_FIRSTHDR(m) };
     while !c.is_null() {
         // SAFETY: non-null, so a complete cmsghdr within the written length.
         let h = unsafe { ptr::read_unaligned(c) };
-        // SAFETY: CMSG_LEN is arithmetic only.
-        let full = unsafe { libc::CMSG_LEN(want as libc::c_uint) } as usize;
+        // SAFETY: CMSG_DATA and CMSG_LEN are pointer and size arithmetic only.
+        let (data, full) = unsafe {
+            (
+                libc::CMSG_DATA(c),
+                libc::CMSG_LEN(want as libc::c_uint) as usize,
+            )
+        };
         if h.cmsg_level == libc::IPPROTO_IPV6
             && h.cmsg_type == libc::IPV6_PKTINFO
             && h.cmsg_len as usize >= full
+            && data as usize + want <= end
         {
-            // SAFETY: cmsg_len covers an in6_pktinfo after the header; it may be unaligned.
+            // SAFETY: the in6_pktinfo lies within what the kernel wrote (checked just above
+            // against msg_controllen, not only cmsg_len); it may be unaligned.
             let pi: libc::in6_pktinfo =
-                unsafe { ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::in6_pktinfo>()) };
+                unsafe { ptr::read_unaligned(data.cast::<libc::in6_pktinfo>()) };
             return Some((Ipv6Addr::from(pi.ipi6_addr.s6_addr), pi.ipi6_ifindex));
         }
-        // SAFETY: as for CMSG_FIRSTHDR; `c` is a header within the buffer.
+        // SAFETY: as for CMSG_FIRSTHDR; `c` is a header within the written length.
         c = unsafe { libc::CMSG_NXTHDR(m, c) };
     }
     None

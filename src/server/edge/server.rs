@@ -174,14 +174,22 @@ fn open_xdp(
             Interface::lookup(name).map_err(|e| StartError::Xdp(e.to_string()))?,
         ));
     }
+    // Whether each driver advertises AF_XDP zero-copy (asked once per interface).
+    let zero_copy_drivers: Vec<bool> = ifaces
+        .iter()
+        .map(|i| super::xdp::driver_zero_copy(i.index))
+        .collect();
     // The UMEMs are locked memory: without CAP_IPC_LOCK they count against RLIMIT_MEMLOCK.
+    // Where zero-copy is tried, one UMEM more: a failed zero-copy bind's UMEM is released by
+    // the kernel later, not at close, while the copy-mode retry registers its own.
     let needed: u64 = ifaces
         .iter()
-        .map(|i| super::xdp::umem_bytes(i.rx_queues as usize, i.mtu))
+        .zip(&zero_copy_drivers)
+        .map(|(i, &zc)| super::xdp::umem_bytes(i.rx_queues as usize + zc as usize, i.mtu))
         .sum();
     let limit = super::xdp::raise_memlock(needed);
     tracing::debug!(needed, limit, "RLIMIT_MEMLOCK for the UMEMs");
-    for iface in ifaces {
+    for (iface, zero_copy_driver) in ifaces.into_iter().zip(zero_copy_drivers) {
         let name = &iface.name;
         if !iface.uppers.is_empty() {
             return Err(StartError::Xdp(format!(
@@ -208,7 +216,9 @@ fn open_xdp(
             super::xdp::program::local_addresses(&super::xdp::host_addresses(), iface.index);
         prog.sync_addresses(&local)
             .map_err(|e| StartError::Xdp(e.to_string()))?;
-        let zero_copy = super::xdp::driver_zero_copy(iface.index);
+        // Zero-copy only under a native program: drivers may accept a zero-copy bind without
+        // one, then refuse to transmit (their wakeup needs the driver's own XDP path).
+        let zero_copy = zero_copy_driver && prog.mode == "native";
         let mut zero_copy_queues = 0;
         for q in 0..iface.rx_queues {
             let fb = fallback.try_clone().map_err(StartError::Socket)?;

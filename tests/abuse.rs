@@ -253,6 +253,15 @@ fn run_gen(server: &str, args: &[&str], secs: u32) -> serde_json::Value {
     common::gen_json(&all, secs)
 }
 
+/// The warning and error lines of a server log.
+fn warnings(log: &std::path::Path) -> String {
+    common::proc::read_lossy(log)
+        .lines()
+        .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 #[test]
 fn a_full_store_refuses_new_clients_but_never_a_renewal() {
     use common::prom::Scrape;
@@ -345,7 +354,8 @@ client_rate_per_sec = 0
             assert_eq!(
                 m.one("tandem_commit_failures_total", &[]),
                 0.0,
-                "a commit failed"
+                "a commit failed: {}",
+                warnings(&log)
             );
             break;
         }
@@ -404,7 +414,12 @@ client_rate_per_sec = 0
     );
     assert_eq!(j["phases"][0]["ok"], 0, "a new client gets nothing: {j}");
     let m = Scrape::get(&[], &url);
-    assert_eq!(m.one("tandem_commit_failures_total", &[]), 0.0);
+    assert_eq!(
+        m.one("tandem_commit_failures_total", &[]),
+        0.0,
+        "a commit failed: {}",
+        warnings(&log)
+    );
     assert!(server.exited().is_none(), "{}", tail(&log, 20));
 }
 

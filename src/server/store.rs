@@ -416,13 +416,15 @@ pub fn lease_state_index(s: lease::LeaseState) -> usize {
 
 /// Runs the group committer until every sender of `rx` is gone: takes the first waiting job,
 /// then everything else already queued (up to [`COMMIT_BATCH_MAX`]), commits all in one
-/// transaction, and hands their `then` values to `sink`. `tick` runs about every `tick_every`
+/// transaction, and hands their `then` values to `sink`. `committed` runs after every
+/// successful commit (before the replies are released); `tick` runs about every `tick_every`
 /// with the current stats, for periodic logging.
 pub fn run_group_commit<R, S: AfterCommit<R>>(
     store: &Store,
     rx: Receiver<CommitJob<R>>,
     mut sink: S,
     tick_every: Duration,
+    mut committed: impl FnMut(),
     mut tick: impl FnMut(&CommitStats),
 ) -> CommitStats {
     let mut stats = CommitStats::default();
@@ -459,6 +461,7 @@ pub fn run_group_commit<R, S: AfterCommit<R>>(
             released.extend(jobs.drain(..).filter_map(|j| j.then));
             match result {
                 Ok(n) => {
+                    committed();
                     stats.commits += 1;
                     stats.leases += n as u64;
                     stats.batch_leases.record(n as u64);
@@ -643,7 +646,7 @@ mod tests {
         }
         drop(tx);
         let mut sink = Sink(Vec::new());
-        let st = run_group_commit(&s, rx, &mut sink, Duration::from_millis(10), |_| {});
+        let st = run_group_commit(&s, rx, &mut sink, Duration::from_millis(10), || {}, |_| {});
         assert_eq!(sink.0, (0..10).collect::<Vec<_>>());
         assert_eq!(st.leases, 10);
         assert!(st.commits <= 2, "one or two batches, got {}", st.commits);

@@ -79,38 +79,23 @@ impl World {
         // The secondary first, so it is ready for the primary's CONNECT.
         for e in [2 * rel + 1, 2 * rel] {
             let end = &self.ends[e];
-            // Its own section's settings, as the partner thread takes them (one pair: the
-            // run's knobs, its configuration having no section).
-            let (mclt, keepalive, max_unacked, skew) = match end.view.relationships.first() {
-                Some(f) => (
-                    f.mclt_secs,
-                    f.keepalive_secs,
-                    f.max_unacked,
-                    f.skew_max_secs,
-                ),
-                None => (
-                    self.cfg.mclt_secs,
-                    self.cfg.keepalive_secs,
-                    64,
-                    self.cfg.modes.skew_max_secs,
-                ),
-            };
+            let st = end.settings;
             let mut params = LinkParams::new(
                 end.role,
                 name.clone(),
-                mclt,
-                keepalive,
-                max_unacked,
+                st.endpoint.mclt_secs,
+                st.keepalive_secs,
+                st.max_unacked,
                 &end.view,
             );
-            params.skew_max_secs = skew;
+            params.skew_max_secs = st.endpoint.skew_max_secs;
             let summary: Arc<[String]> = pools_summary(&end.view).into();
             let now = self.link_now(e);
             let link = Link::new(
                 params,
                 summary,
                 end.view.clone(),
-                keepalive,
+                st.keepalive_secs,
                 now.mono_ms,
                 now,
             );

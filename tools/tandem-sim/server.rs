@@ -18,7 +18,7 @@ use std::sync::Arc;
 use tandem_core::config::Config;
 use tandem_core::engine::{Engine, Outcome, Policy, Received, Scratch};
 use tandem_core::failover::node::{Node, NodeOut};
-use tandem_core::failover::state::{EndpointConfig, Persisted, ServerState};
+use tandem_core::failover::state::{Persisted, ServerState};
 use tandem_core::lease::{self, KEY_LEN, Lease, LeaseStore};
 use tandem_core::pool::{Allocator, PdPoolId};
 
@@ -129,26 +129,10 @@ impl World {
         for &e in &s.ends {
             let rel = World::rel_of(e);
             let end = &mut self.ends[e];
-            // Its own section's settings, as the partner thread takes them (one pair: the
-            // run's knobs, its configuration having no section).
-            let fo = match end.view.relationships.first() {
-                Some(f) => EndpointConfig {
-                    mclt_secs: f.mclt_secs,
-                    auto_partner_down_secs: f.auto_partner_down_secs,
-                    startup_secs: f.startup_secs,
-                    skew_max_secs: f.skew_max_secs,
-                },
-                None => EndpointConfig {
-                    mclt_secs: self.cfg.mclt_secs,
-                    auto_partner_down_secs: self.cfg.auto_partner_down_secs,
-                    startup_secs: 5,
-                    skew_max_secs: self.cfg.modes.skew_max_secs,
-                },
-            };
             let node = Node::in_scope(
                 end.view.clone(),
                 end.role,
-                fo,
+                end.settings.endpoint,
                 alloc.clone(),
                 end.scope.clone(),
                 s.disk.persisted.get(&rel).copied(),

@@ -12,7 +12,7 @@ use tandem_core::config::{Config, Role};
 use tandem_core::engine::Policy;
 use tandem_core::failover::link::Link;
 use tandem_core::failover::node::Node;
-use tandem_core::failover::state::ServerState;
+use tandem_core::failover::state::{EndpointConfig, ServerState};
 use tandem_core::lease::Lease;
 use tandem_core::pool::Scope;
 
@@ -106,6 +106,43 @@ pub(crate) enum Ev {
     SplitEnd { rel: usize },
 }
 
+/// A relationship's failover settings as one endpoint takes them: from its own `[[failover]]`
+/// section, as the partner thread does (one pair: the run's knobs, the configuration having
+/// no section).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Settings {
+    pub(crate) endpoint: EndpointConfig,
+    pub(crate) keepalive_secs: u64,
+    pub(crate) max_unacked: u32,
+}
+
+impl Settings {
+    fn of(view: &Config, cfg: &SimConfig) -> Settings {
+        match view.relationships.first() {
+            Some(f) => Settings {
+                endpoint: EndpointConfig {
+                    mclt_secs: f.mclt_secs,
+                    auto_partner_down_secs: f.auto_partner_down_secs,
+                    startup_secs: f.startup_secs,
+                    skew_max_secs: f.skew_max_secs,
+                },
+                keepalive_secs: f.keepalive_secs,
+                max_unacked: f.max_unacked,
+            },
+            None => Settings {
+                endpoint: EndpointConfig {
+                    mclt_secs: cfg.mclt_secs,
+                    auto_partner_down_secs: cfg.auto_partner_down_secs,
+                    startup_secs: 5,
+                    skew_max_secs: cfg.modes.skew_max_secs,
+                },
+                keepalive_secs: cfg.keepalive_secs,
+                max_unacked: 64,
+            },
+        }
+    }
+}
+
 /// One server's side of one relationship: the failover node and its partner link, as one
 /// partner thread of the real server holds them.
 pub(crate) struct End {
@@ -116,6 +153,8 @@ pub(crate) struct End {
     pub(crate) view: Arc<Config>,
     /// The subnets its node covers ([`Scope::ALL`] on a server with one relationship).
     pub(crate) scope: Scope,
+    /// Its failover settings.
+    pub(crate) settings: Settings,
     /// The partner side (None while its server is down).
     pub(crate) node: Option<Node>,
     /// The policy the workers hold for this relationship, and the state it was published for.
@@ -262,18 +301,20 @@ impl World {
                 .iter()
                 .position(|r| r.relationship == rels[rel].name)
                 .unwrap_or(0);
+            let view = if several {
+                Arc::new(whole.relationship_view(at))
+            } else {
+                whole.clone()
+            };
             ends.push(End {
                 server,
+                settings: Settings::of(&view, cfg),
                 role: if e % 2 == 0 {
                     Role::Primary
                 } else {
                     Role::Secondary
                 },
-                view: if several {
-                    Arc::new(whole.relationship_view(at))
-                } else {
-                    whole.clone()
-                },
+                view,
                 scope: if several {
                     rels[rel].scope.clone()
                 } else {

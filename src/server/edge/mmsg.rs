@@ -80,20 +80,13 @@ pub fn recv(
     // to those arrays until the call has returned.
     let (iov_at, name_at, cmsg_at) = (iovs.as_mut_ptr(), names.as_mut_ptr(), cmsgs.as_mut_ptr());
     for (i, h) in hdrs.iter_mut().take(slots).enumerate() {
-        // SAFETY: all zeroes is a valid mmsghdr (null pointers, zero lengths).
-        let mut mm: libc::mmsghdr = unsafe { mem::zeroed() };
-        let m = &mut mm.msg_hdr;
         // SAFETY: i < slots <= RECV_BATCH_MAX, the length of each array.
-        unsafe {
-            m.msg_iov = iov_at.add(i).cast();
-            m.msg_name = name_at.add(i).cast();
-            if pktinfo {
-                m.msg_control = cmsg_at.add(i).cast();
-                m.msg_controllen = mem::size_of::<CmsgBuf>();
-            }
+        let (iov, name, cmsg) = unsafe { (iov_at.add(i), name_at.add(i), cmsg_at.add(i)) };
+        let mut mm = header(iov.cast(), name.cast());
+        if pktinfo {
+            mm.msg_hdr.msg_control = cmsg.cast();
+            mm.msg_hdr.msg_controllen = mem::size_of::<CmsgBuf>();
         }
-        m.msg_iovlen = 1;
-        m.msg_namelen = mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
         h.write(mm);
     }
     // SAFETY: the first `slots` headers are initialised and point at initialised iovecs
@@ -146,6 +139,18 @@ pub fn recv(
         );
     }
     Ok(n)
+}
+
+/// A message header for one datagram in `iov` to or from the IPv6 address at `name`, without
+/// control messages.
+fn header(iov: *mut libc::iovec, name: *mut libc::sockaddr_in6) -> libc::mmsghdr {
+    // SAFETY: all zeroes is a valid mmsghdr (null pointers, zero lengths).
+    let mut m: libc::mmsghdr = unsafe { mem::zeroed() };
+    m.msg_hdr.msg_iov = iov;
+    m.msg_hdr.msg_iovlen = 1;
+    m.msg_hdr.msg_name = name.cast();
+    m.msg_hdr.msg_namelen = mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
+    m
 }
 
 /// The IPV6_PKTINFO among the control messages the kernel wrote for `m`.
@@ -211,17 +216,10 @@ pub fn send<'a>(fd: RawFd, msgs: impl Iterator<Item = (&'a [u8], SocketAddrV6)>)
         }
         let (iov_at, name_at) = (iovs.as_mut_ptr(), names.as_mut_ptr());
         for (i, h) in hdrs.iter_mut().take(count).enumerate() {
-            // SAFETY: all zeroes is a valid mmsghdr (null pointers, zero lengths).
-            let mut m: libc::mmsghdr = unsafe { mem::zeroed() };
             // SAFETY: i < count <= SEND_BATCH_MAX; entries 0..count of both arrays are
             // initialised just above and not written again before the call returns.
-            unsafe {
-                m.msg_hdr.msg_iov = iov_at.add(i).cast();
-                m.msg_hdr.msg_name = name_at.add(i).cast();
-            }
-            m.msg_hdr.msg_iovlen = 1;
-            m.msg_hdr.msg_namelen = mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
-            h.write(m);
+            let (iov, name) = unsafe { (iov_at.add(i), name_at.add(i)) };
+            h.write(header(iov.cast(), name.cast()));
         }
         // SAFETY: the first `count` headers are initialised and point at initialised iovecs
         // and addresses on this stack frame and at the callers' byte slices, all alive for

@@ -1,6 +1,6 @@
 // Tandem's XDP program: hands DHCPv6 messages for the server (UDP to the server port, 547 unless
-// configured otherwise) to the AF_XDP socket of the queue they arrived on, and passes everything
-// else to the kernel untouched (the partner link, neighbour discovery, SSH, fragments,
+// configured otherwise; or, under tandem-gen, the replies to its ports) to the AF_XDP socket of
+// the queue they arrived on, and passes everything else to the kernel untouched (the partner link, neighbour discovery, SSH, fragments,
 // VLAN-tagged frames, transit traffic).
 //
 // Built by src/server/build.rs with `clang -O2 -target bpf`; loaded and attached by
@@ -47,8 +47,11 @@ struct {
     __type(value, __u64);
 } tandem_counts SEC(".maps");
 
-// The UDP port the server listens on, set by the loader before the program is loaded.
+// The UDP ports taken, set by the loader before the program is loaded: the server's port (547
+// unless configured otherwise) as first and last; tandem-gen --datapath xdp gives the range of
+// its sending threads' ports.
 volatile const __u16 tandem_port = 547;
+volatile const __u16 tandem_port_last = 547;
 // The longest frame an AF_XDP socket can take (its UMEM frame less the kernel's headroom), set
 // by the loader: a longer one (a jumbo frame) goes to the kernel rather than being dropped.
 volatile const __u32 tandem_frame_max = 1792;
@@ -126,7 +129,8 @@ int tandem_xdp(struct xdp_md *ctx)
     struct udphdr *udp = cursor;
     if ((void *)(udp + 1) > data_end)
         return pass();
-    if (udp->dest != bpf_htons(tandem_port))
+    __u16 port = bpf_ntohs(udp->dest);
+    if (port < tandem_port || port > tandem_port_last)
         return pass();
 
     if (data_end - data > tandem_frame_max)

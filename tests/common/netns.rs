@@ -165,6 +165,22 @@ impl Drop for Lan {
     }
 }
 
+/// `ethtool -K <veth end> tx off` in `ns` (its veth end has the namespace's name).
+fn checksum_offload_off(ns: &Netns, t: &Tools) {
+    let ethtool = super::tools::find_tool("ethtool").expect("ethtool (Debian package ethtool)");
+    let mut args = ns.exec();
+    args.extend([
+        ethtool,
+        "-K".into(),
+        ns.name.clone(),
+        "tx".into(),
+        "off".into(),
+    ]);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let r = run(&t.timeout, 10, &refs);
+    assert!(r.ok, "ethtool -K {} tx off failed: {}", ns.name, r.out);
+}
+
 /// Two namespaces joined by a veth pair: `tdm<tag>s` runs the server on its end of the pair
 /// (also named `tdm<tag>s`), `tdm<tag>c` runs the clients on `tdm<tag>c`. DAD is off in both,
 /// so addresses are usable at once. Both are deleted on drop.
@@ -180,23 +196,30 @@ impl Topo {
     /// local sender's frames to XDP with the UDP checksum not yet filled in, which the AF_XDP
     /// datapath (like a real NIC's receiver) refuses.
     pub fn client_checksum_offload_off(&self, t: &Tools) {
-        let ethtool = super::tools::find_tool("ethtool").expect("ethtool (Debian package ethtool)");
-        let mut args = self.c.exec();
-        args.extend([
-            ethtool,
-            "-K".into(),
-            self.c.name.clone(),
-            "tx".into(),
-            "off".into(),
-        ]);
-        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        let r = run(&t.timeout, 10, &refs);
-        assert!(r.ok, "ethtool -K {} tx off failed: {}", self.c.name, r.out);
+        checksum_offload_off(&self.c, t);
     }
 
     /// Creates `tdm<tag>s` and `tdm<tag>c`, link-local on both ends plus the given global
     /// addresses (`addr/len`), DAD off, links up.
     pub fn new(t: &Tools, tag: &str, server_addrs: &[&str], client_addrs: &[&str]) -> Topo {
+        Topo::with_queues(t, tag, server_addrs, client_addrs, 1)
+    }
+
+    /// Turns the server end's tx checksum offload off too: a kernel sender there (the UDP
+    /// datapath) otherwise leaves its checksums to an offload veth never does, and an AF_XDP
+    /// receiver at the client end (tandem-gen --datapath xdp) refuses them.
+    pub fn server_checksum_offload_off(&self, t: &Tools) {
+        checksum_offload_off(&self.s, t);
+    }
+
+    /// [`Topo::new`] with `queues` receive and transmit queues on each veth end.
+    pub fn with_queues(
+        t: &Tools,
+        tag: &str,
+        server_addrs: &[&str],
+        client_addrs: &[&str],
+        queues: u32,
+    ) -> Topo {
         let topo = Topo {
             s: Netns::new(&format!("tdm{tag}s")),
             c: Netns::new(&format!("tdm{tag}c")),
@@ -220,12 +243,32 @@ impl Topo {
             );
         }
         let (s, c) = (topo.s.name.as_str(), topo.c.name.as_str());
+        let q = queues.to_string();
         must(
             &topo.s.timeout,
             10,
             &[
-                &topo.s.ip, "link", "add", s, "netns", s, "type", "veth", "peer", "name", c,
-                "netns", c,
+                &topo.s.ip,
+                "link",
+                "add",
+                s,
+                "netns",
+                s,
+                "numtxqueues",
+                &q,
+                "numrxqueues",
+                &q,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                c,
+                "netns",
+                c,
+                "numtxqueues",
+                &q,
+                "numrxqueues",
+                &q,
             ],
         );
         for (ns, addrs) in [(&topo.s, server_addrs), (&topo.c, client_addrs)] {

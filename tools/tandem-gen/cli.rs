@@ -14,6 +14,9 @@ use std::time::{Duration, Instant};
 
 /// Most simulated clients in one run.
 const CLIENTS_MAX: u32 = 10_000_000;
+/// How long past the longest phase time a thread done with a phase keeps passing replies on
+/// to the others (AF_XDP) before it waits for them without.
+const PASS_ON_GRACE: Duration = Duration::from_secs(5);
 /// Longest a reflector may run.
 const REFLECT_SECS_MAX: u64 = 3600;
 
@@ -25,6 +28,17 @@ enum Mode {
     Pd,
     /// IA_NA and IA_PD in every exchange.
     Both,
+}
+
+/// How the generator's datagrams travel.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Datapath {
+    /// A UDP socket per thread: works everywhere.
+    Udp,
+    /// An AF_XDP socket per thread on the receive queue of its number, frames built by the
+    /// generator, past the kernel's UDP stack (needs root or CAP_NET_ADMIN, CAP_BPF,
+    /// CAP_PERFMON and CAP_NET_RAW, and a build with the XDP program).
+    Xdp,
 }
 
 #[derive(Parser)]
@@ -52,9 +66,23 @@ struct Cli {
     /// Number of distinct simulated clients (each its own DUID).
     #[arg(long, default_value_t = 1000)]
     clients: u32,
-    /// Sending threads; clients are divided between them.
+    /// Sending threads; clients are divided between them. With --datapath xdp at most the
+    /// interface's number of receive queues (a socket on each of the first --threads queues).
     #[arg(long, default_value_t = 2)]
     threads: usize,
+    /// `udp`: a UDP socket per thread. `xdp`: Ethernet frames through AF_XDP, on --interface
+    /// or else on the interface the kernel routes the first --server through; every --server
+    /// must be on that link (its MAC address is taken from the kernel's neighbour table). The
+    /// XDP program is attached to that interface for the run and takes the replies to the
+    /// threads' ports; ping, ND and everything else still reach the kernel. On veth, turn the
+    /// server side's tx checksum offload off (ethtool -K IF tx off) when a kernel socket
+    /// answers, or the replies' checksums arrive unfilled and are refused (counted).
+    #[arg(long, value_enum, default_value = "udp")]
+    datapath: Datapath,
+    /// With --datapath xdp: attach the program in native (driver) mode, generic (skb) mode,
+    /// or native where the driver has it (auto).
+    #[arg(long, value_enum, default_value = "auto")]
+    xdp_mode: tandem_server::edge::xdp::program::XdpAttachMode,
     /// Target exchanges per second over all threads; 0 = as fast as --window allows.
     #[arg(long, default_value_t = 0.0)]
     rate: f64,
@@ -231,7 +259,30 @@ pub fn main() -> ExitCode {
     };
     let threads = cli.threads.min(cli.clients as usize);
     let mut sockets = Vec::new();
-    for _ in 0..threads {
+    // With --datapath xdp: the program (detached when this is dropped, after the threads).
+    let mut xdp_run = None;
+    if cli.datapath == Datapath::Xdp {
+        match crate::net::open(
+            cli.interface.as_deref(),
+            settings.route.dests(),
+            threads,
+            cli.xdp_mode,
+        ) {
+            Ok(mut run) => {
+                eprintln!(
+                    "AF_XDP on {} ({} mode, {} of {threads} sockets zero-copy)",
+                    run.interface, run.program.mode, run.zero_copy_sockets
+                );
+                sockets = std::mem::take(&mut run.nets);
+                xdp_run = Some(run);
+            }
+            Err(e) => {
+                eprintln!("error: --datapath xdp: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    while sockets.len() < threads {
         match UdpSocket::bind("[::]:0") {
             Ok(s) => {
                 if let Some(i) = &cli.interface
@@ -242,7 +293,7 @@ pub fn main() -> ExitCode {
                 }
                 let s2 = socket2::SockRef::from(&s);
                 let _ = s2.set_recv_buffer_size(4 << 20);
-                sockets.push(s);
+                sockets.push(crate::net::Net::udp(s));
             }
             Err(e) => {
                 eprintln!("error: socket: {e}");
@@ -271,6 +322,7 @@ pub fn main() -> ExitCode {
                 &progress,
                 &finished,
             );
+            let settings_phase_max = settings.phase_time_max;
             let clients: Vec<Client> = (0..cli.clients)
                 .filter(|c| *c as usize % threads == t)
                 .map(|c| crate::client::new_client(c, &settings))
@@ -279,10 +331,18 @@ pub fn main() -> ExitCode {
                 let mut d =
                     Driver::new(sock, clients, settings, registry, pools, progress, t as u32);
                 let mut mine = Vec::new();
-                for p in phases {
+                for (k, p) in phases.iter().enumerate() {
                     barrier.wait();
                     mine.push(d.run(*p));
                     finished.fetch_add(1, Ordering::SeqCst);
+                    // On AF_XDP replies for the others may land on this thread's queue: keep
+                    // passing them on until every thread is done (bounded by their phase time).
+                    let end = Instant::now() + settings_phase_max + PASS_ON_GRACE;
+                    while finished.load(Ordering::SeqCst) < threads * (k + 1)
+                        && Instant::now() < end
+                    {
+                        d.pass_on_replies();
+                    }
                     barrier.wait();
                 }
                 let mut lines = Vec::new();
@@ -368,6 +428,7 @@ pub fn main() -> ExitCode {
             "phases": phases.iter().zip(&merged).map(|(p, s)| s.json(p.name())).collect::<Vec<_>>(),
             "violations": n_viol,
             "violation_examples": violations,
+            "xdp": xdp_run.as_ref().map(|r| r.counts.json()),
         });
         println!("{v}");
     } else {
@@ -381,6 +442,9 @@ pub fn main() -> ExitCode {
             if !s.naks.is_empty() {
                 let _ = writeln!(out, "         naks by status code: {:?}", s.naks);
             }
+        }
+        if let Some(r) = &xdp_run {
+            let _ = writeln!(out, "xdp: {}", r.counts.json());
         }
         let _ = writeln!(out, "violations: {n_viol}");
         for v in &violations {

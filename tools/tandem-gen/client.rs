@@ -27,10 +27,11 @@
 //! its lease and takes part in the later phases.
 
 use crate::check::{Pools, Registry};
+use crate::net::Net;
 use crate::stats::{PhaseStats, Timeline};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
-use std::net::{Ipv6Addr, SocketAddrV6, UdpSocket};
+use std::net::{Ipv6Addr, SocketAddrV6};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tandem_client::{Ask, AtT1, Config, Event, Exchange, Mode, Outbox, Retransmit, Via};
@@ -110,7 +111,7 @@ pub enum Route {
 }
 
 impl Route {
-    fn dests(&self) -> &[SocketAddrV6] {
+    pub fn dests(&self) -> &[SocketAddrV6] {
         match self {
             Route::Direct(a) => a,
             Route::Relay { servers, .. } => servers,
@@ -185,7 +186,7 @@ pub fn new_client(id: u32, settings: &Settings) -> Client {
 
 /// A thread's clients, socket and counters.
 pub struct Driver<'r> {
-    sock: UdpSocket,
+    net: Net,
     /// The clients this thread simulates, sorted by id.
     pub clients: Vec<Client>,
     /// When each client's current exchange began (latency is measured on this clock, finer
@@ -218,9 +219,9 @@ pub struct Driver<'r> {
 }
 
 impl<'r> Driver<'r> {
-    /// A driver for `clients` that sends from `sock`.
+    /// A driver for `clients` that sends through `net`.
     pub fn new(
-        sock: UdpSocket,
+        net: Net,
         clients: Vec<Client>,
         settings: Settings,
         registry: &'r Registry,
@@ -228,11 +229,10 @@ impl<'r> Driver<'r> {
         progress: &'r AtomicU64,
         thread: u32,
     ) -> Self {
-        let _ = sock.set_read_timeout(Some(Duration::from_millis(1)));
         let via = match &settings.route {
             Route::Direct(_) => Via::Direct,
             Route::Relay { link, .. } => {
-                let port = sock.local_addr().map(|a| a.port()).unwrap_or(0);
+                let port = net.local_port();
                 Via::Relay {
                     link: *link,
                     interface_id: b"tandem-gen",
@@ -242,7 +242,7 @@ impl<'r> Driver<'r> {
         };
         let now = Instant::now();
         Driver {
-            sock,
+            net,
             begun: vec![now; clients.len()],
             clients,
             settings,
@@ -377,13 +377,7 @@ impl<'r> Driver<'r> {
             }
             // Send what is queued (one sendmmsg), then read what arrived (one recvmmsg).
             self.flush();
-            let n = tandem_server::edge::udp::recv_many(
-                &self.sock,
-                &mut self.batch,
-                DATAGRAM_SLOT,
-                &mut self.got,
-            )
-            .unwrap_or(0);
+            let n = self.net.recv(&mut self.batch, DATAGRAM_SLOT, &mut self.got);
             for k in 0..n {
                 if let Some(done) = self.on_reply(k, &mut st)
                     && done
@@ -398,8 +392,20 @@ impl<'r> Driver<'r> {
         st
     }
 
-    /// Sends every queued message: one sendmmsg; what it does not take is tried one by one (a
-    /// failed send is a lost packet, which the retransmission timer covers).
+    /// Between phases, while other threads still run theirs: on AF_XDP, keeps receiving on
+    /// this thread's queue so replies that landed there reach their threads (this thread's own
+    /// are late by now and dropped). Returns at once on UDP, where each thread has its socket.
+    pub fn pass_on_replies(&mut self) {
+        if self.net.is_xdp() {
+            let _ = self.net.recv(&mut self.batch, DATAGRAM_SLOT, &mut self.got);
+        } else {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// Sends every queued message to every destination (on UDP one sendmmsg; what it does not
+    /// take is tried one by one; a failed send is a lost packet, which the retransmission timer
+    /// covers).
     fn flush(&mut self) {
         if self.out_ranges.is_empty() {
             return;
@@ -411,10 +417,7 @@ impl<'r> Driver<'r> {
                 .iter()
                 .flat_map(move |r| dests.iter().map(move |d| (&arena[r.clone()], *d)))
         };
-        let sent = tandem_server::edge::udp::send_many(&self.sock, all());
-        for (b, d) in all().skip(sent) {
-            let _ = self.sock.send_to(b, d);
-        }
+        self.net.send(all());
         self.out_arena.clear();
         self.out_ranges.clear();
     }

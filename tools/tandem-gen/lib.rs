@@ -20,5 +20,6 @@
 pub mod check;
 pub mod cli;
 pub mod client;
+pub mod net;
 pub mod reflector;
 pub mod stats;

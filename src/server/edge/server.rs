@@ -200,6 +200,30 @@ fn open_xdp(
                 iface.uppers.join(", ")
             )));
         }
+        // A driver that strips VLAN tags before XDP would make tagged clients look untagged.
+        let vlan = match super::xdp::features::vlan_stripping(name) {
+            Ok(found) => {
+                if let Some(why) = super::xdp::features::vlan_refusal(name, &found) {
+                    return Err(StartError::Xdp(why));
+                }
+                if found.driver == "veth" {
+                    info!(interface = %name, "veth: frames a VLAN device on the peer sends reach the XDP program untagged unless the peer's tx-vlan-offload is off (ethtool -K PEER txvlan off)");
+                }
+                format!(
+                    "{} ({})",
+                    found.driver,
+                    if found.active.is_empty() {
+                        "no VLAN stripping".into()
+                    } else {
+                        found.active.join(", ")
+                    }
+                )
+            }
+            Err(e) => {
+                warn!(interface = %name, error = %e, "could not read the driver's VLAN offloads (ethtool ioctls); make sure rx-vlan-offload is off");
+                "unknown".into()
+            }
+        };
         if iface.tx_queues < iface.rx_queues {
             return Err(StartError::Xdp(format!(
                 "{name} has {} receive but {} transmit queues: the socket of a receive queue \
@@ -209,7 +233,7 @@ fn open_xdp(
             )));
         }
         let frame_max = (super::xdp::frame_bytes(iface.mtu) - super::xdp::FRAME_HEADROOM) as u32;
-        let mut prog = XdpProgram::attach(name, cfg.server.port, frame_max, mode)
+        let mut prog = XdpProgram::attach(name, cfg.server.port..=cfg.server.port, frame_max, mode)
             .map_err(|e| StartError::Xdp(e.to_string()))?;
         // The address map before any socket: nothing is redirected until it is filled.
         let local =
@@ -234,7 +258,7 @@ fn open_xdp(
             n if n == iface.rx_queues => "zero-copy",
             _ => "zero-copy on some queues, copy on the others",
         };
-        info!(interface = %name, queues = iface.rx_queues, mode = prog.mode, bind, port = cfg.server.port, "AF_XDP datapath attached");
+        info!(interface = %name, queues = iface.rx_queues, mode = prog.mode, bind, driver = %vlan, port = cfg.server.port, "AF_XDP datapath attached");
         programs.push(prog);
     }
     Ok((programs, paths))

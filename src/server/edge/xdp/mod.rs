@@ -16,17 +16,18 @@
 // code lives, each block with its SAFETY.
 #![allow(unsafe_code)]
 
+pub mod features;
 pub mod frame;
+pub mod neighbour;
 pub mod program;
+pub mod xsk;
 
 use super::{PendingReply, RxMeta};
 use crossbeam_channel::{Receiver, Sender};
-use std::collections::VecDeque;
 use std::io;
 use std::net::{Ipv6Addr, SocketAddrV6, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
-use xdp::slab::Slab;
 
 /// Frames of each socket's UMEM: [`FILL_TARGET`] kept in the fill ring, at most
 /// [`RX_BATCH_MAX`] in the worker's hands, the rest for replies in the TX ring. The fill ring
@@ -36,9 +37,6 @@ pub const UMEM_FRAMES: u32 = 4096;
 /// Frames the fill ring is topped up to after every batch: all it holds, so a burst of that
 /// many requests at once is received whole.
 pub const FILL_TARGET: usize = RING_ENTRIES as usize;
-/// Most sendto kicks per flush: in copy mode the kernel sends at most 32 frames a kick and
-/// says EAGAIN while more wait, so a full TX ring needs RING_ENTRIES / 32 of them.
-const KICKS_MAX: usize = RING_ENTRIES as usize / 32 + 2;
 /// The kernel's headroom at the start of every UMEM frame.
 pub const FRAME_HEADROOM: usize = xdp::libc::xdp::XDP_PACKET_HEADROOM as usize;
 /// Most bytes of link-layer header around an IPv6 packet we receive or send (Ethernet and two
@@ -258,18 +256,6 @@ fn link_local(index: u32) -> Option<Ipv6Addr> {
         .map(|h| h.addr)
 }
 
-/// The xdp crate's socket errors print as Debug; this says what failed and the OS error.
-fn socket_error(e: &xdp::socket::SocketError) -> String {
-    use xdp::socket::SocketError as E;
-    match e {
-        E::SocketCreation(io) => format!("socket(AF_XDP): {io}"),
-        E::SetSockOpt { inner, option } => format!("setsockopt {option:?}: {inner}"),
-        E::GetSockOpt { inner, option } => format!("getsockopt {option:?}: {inner}"),
-        E::RingMap { inner, ring } => format!("mapping the {ring:?} ring: {inner}"),
-        E::Bind(io) => format!("bind: {io}"),
-    }
-}
-
 /// An eventfd: written by the committer, read by the worker it wakes.
 struct EventFd(OwnedFd);
 
@@ -318,279 +304,60 @@ impl ReturnPath {
     }
 }
 
-/// Frames owned by user space between rings: a batch of received frames, or replies waiting
-/// for the TX ring. Bounded by the capacity it is made with.
-struct Frames {
-    q: VecDeque<xdp::Packet>,
-    cap: usize,
-}
-
-// SAFETY: `Packet`s are raw pointers into one XdpPath's UMEM; a `Frames` lives in that
-// XdpPath, which is built on one thread and then moved, whole, to the worker thread that alone
-// uses it, so the packets never outlive or leave the mapping they point into, and no two
-// threads ever touch them.
-unsafe impl Send for Frames {}
-
-impl Frames {
-    fn with_capacity(cap: usize) -> Frames {
-        Frames {
-            q: VecDeque::with_capacity(cap),
-            cap,
-        }
-    }
-}
-
-impl Slab for Frames {
-    fn available(&self) -> usize {
-        self.cap - self.q.len()
-    }
-    fn len(&self) -> usize {
-        self.q.len()
-    }
-    fn is_empty(&self) -> bool {
-        self.q.is_empty()
-    }
-    fn push_front(&mut self, p: xdp::Packet) -> Option<xdp::Packet> {
-        if self.q.len() >= self.cap {
-            return Some(p);
-        }
-        self.q.push_front(p);
-        None
-    }
-    fn pop_back(&mut self) -> Option<xdp::Packet> {
-        self.q.pop_back()
-    }
-}
-
-/// One worker's AF_XDP socket on one receive queue, with its UMEM and rings.
+/// One worker's AF_XDP socket on one receive queue ([`xsk::Xsk`]), with what the server adds:
+/// the committer's way back to it, and the UDP socket for what a frame cannot carry.
 pub struct XdpPath {
-    // Field order is drop order: the rings and socket go before the UMEM they point into.
-    rx: xdp::RxRing,
-    tx: xdp::WakableTxRing,
-    fill: xdp::WakableFillRing,
-    completion: xdp::CompletionRing,
-    socket: xdp::socket::XdpSocket,
-    /// The frames of the last received batch, newest first (as the RX ring pushes them).
-    batch: Frames,
-    /// Where each frame of `batch` keeps its payload, by slot (receive order).
+    xsk: xsk::Xsk,
+    /// Where each frame of the current batch keeps its payload, by slot (receive order).
     payloads: Vec<std::ops::Range<usize>>,
-    /// A reply frame on its way into the TX ring (one at a time: the ring's reservation is
-    /// all or nothing, and the sent count must be exact).
-    out: Frames,
-    /// Frames in the fill ring (enqueued, not yet received).
-    fill_held: usize,
-    /// Frames in the TX ring or being sent (submitted, not yet completed).
-    tx_held: usize,
     returned: Receiver<PendingReply>,
     wake: Arc<EventFd>,
     returning: Vec<PendingReply>,
     /// The UDP socket on the server port, for what a frame cannot carry.
     fallback: UdpSocket,
     iface: Arc<Interface>,
-    /// Bytes a frame may fill in a UMEM frame (its size less the kernel's headroom).
-    frame_room: usize,
-    /// The socket's kernel drop counters (XDP_STATISTICS) as last read, by [`KERNEL_DROPS`].
-    kernel_drops: [u64; KERNEL_DROPS.len()],
     /// The interface's link-local address, and when it was last looked for while missing.
     link_local: Option<Ipv6Addr>,
     link_local_checked: std::time::Instant,
-    umem: xdp::Umem,
 }
 
 impl XdpPath {
-    /// Opens the socket for receive queue `queue` of `iface`, fills its fill ring and returns
+    /// Opens the socket for receive queue `queue` of `iface` ([`xsk::Xsk::open`]) and returns
     /// it with the [`ReturnPath`] the committer uses to reach it, and whether it is bound in
-    /// zero-copy mode. `fallback` is a UDP socket bound to the server port. The caller
-    /// registers [`XdpPath::socket_fd`] with the program.
-    ///
-    /// Zero-copy is asked for where the driver advertises it ([`driver_zero_copy`]); if that
-    /// bind fails anyway, the socket is built again in copy mode, which every driver has, and
-    /// the reason is logged.
+    /// zero-copy mode (asked for with `zero_copy`). `fallback` is a UDP socket bound to the
+    /// server port. The caller registers [`XdpPath::socket_fd`] with the program.
     pub fn open(
         iface: Arc<Interface>,
         queue: u32,
         fallback: UdpSocket,
         zero_copy: bool,
     ) -> io::Result<(XdpPath, ReturnPath, bool)> {
-        if zero_copy {
-            match XdpPath::open_bound(iface.clone(), queue, fallback.try_clone()?, true) {
-                Ok((p, r)) => return Ok((p, r, true)),
-                Err(e) => tracing::warn!(
-                    interface = %iface.name,
-                    queue,
-                    error = %e,
-                    "AF_XDP: zero-copy bind failed although the driver advertises it; using copy mode"
-                ),
-            }
-        }
-        let (p, r) = XdpPath::open_bound(iface, queue, fallback, false)?;
-        Ok((p, r, false))
-    }
-
-    /// [`XdpPath::open`] in one bind mode.
-    fn open_bound(
-        iface: Arc<Interface>,
-        queue: u32,
-        fallback: UdpSocket,
-        zero_copy: bool,
-    ) -> io::Result<(XdpPath, ReturnPath)> {
-        let what = |e: &dyn std::fmt::Display| {
-            io::Error::other(format!("AF_XDP on {} queue {queue}: {e}", iface.name))
-        };
-        let frame_size = frame_bytes(iface.mtu);
-        let umem_cfg = xdp::umem::UmemCfgBuilder {
-            frame_size: if frame_size == 2048 {
-                xdp::umem::FrameSize::TwoK
-            } else {
-                xdp::umem::FrameSize::FourK
-            },
-            frame_count: UMEM_FRAMES,
-            ..Default::default()
-        }
-        .build()
-        .map_err(|e| what(&e))?;
-        let mut umem = xdp::Umem::map(umem_cfg).map_err(|e| what(&e))?;
-        let ring_cfg = xdp::RingConfigBuilder {
-            rx_count: RING_ENTRIES,
-            tx_count: RING_ENTRIES,
-            fill_count: RING_ENTRIES,
-            completion_count: RING_ENTRIES,
-        }
-        .build()
-        .map_err(|e| what(&e))?;
-        let mut builder = xdp::socket::XdpSocketBuilder::new().map_err(|e| {
-            what(&format_args!(
-                "{} (AF_XDP needs CAP_NET_RAW and a kernel with CONFIG_XDP_SOCKETS)",
-                socket_error(&e)
-            ))
-        })?;
-        let (rings, mut flags) = builder.build_wakable_rings(&umem, ring_cfg).map_err(
-            |e| match &e {
-                xdp::socket::SocketError::SetSockOpt { inner, .. }
-                    if inner.raw_os_error() == Some(libc::ENOBUFS) =>
-                {
-                    what(&format_args!(
-                        "registering its {} MiB of packet memory exceeds the locked-memory limit \
-                         (RLIMIT_MEMLOCK): raise it (systemd LimitMEMLOCK=, ulimit -l) or grant \
-                         CAP_IPC_LOCK",
-                        umem_bytes(1, iface.mtu) >> 20
-                    ))
-                }
-                _ => what(&socket_error(&e)),
-            },
-        )?;
-        // Copy mode works on every driver (veth included); zero-copy only where the driver
-        // has it (the NIC's DMA lands in the UMEM, no copy per frame).
-        if zero_copy {
-            flags.force_zerocopy();
-        } else {
-            flags.force_copy();
-        }
-        let socket = builder
-            .bind(xdp::nic::NicIndex::new(iface.index), queue, flags)
-            .map_err(|e| what(&socket_error(&e)))?;
-        let xdp::WakableRings {
-            mut fill_ring,
-            rx_ring,
-            completion_ring,
-            tx_ring,
-        } = rings;
-        // SAFETY: the frames enqueued belong to `umem`, which outlives the ring (same struct,
-        // dropped after it).
-        let filled = unsafe { fill_ring.enqueue(&mut umem, FILL_TARGET, false) }?;
-        if filled == 0 {
-            return Err(what(&"the fill ring took no frame"));
-        }
-        let (rx, tx) = match (rx_ring, tx_ring) {
-            (Some(rx), Some(tx)) => (rx, tx),
-            _ => return Err(what(&"the kernel gave no RX or TX ring")),
-        };
+        let xsk = xsk::Xsk::open(&iface, queue, zero_copy)?;
         let (ret_tx, returned) = crossbeam_channel::bounded(RETURN_QUEUE_MAX);
-        let wake = Arc::new(EventFd::new().map_err(|e| what(&e))?);
+        let wake = Arc::new(EventFd::new().map_err(|e| {
+            io::Error::other(format!("AF_XDP on {} queue {queue}: {e}", iface.name))
+        })?);
+        let zc = xsk.zero_copy();
         Ok((
             XdpPath {
-                rx,
-                tx,
-                fill: fill_ring,
-                completion: completion_ring,
-                socket,
-                batch: Frames::with_capacity(RX_BATCH_MAX),
+                xsk,
                 payloads: Vec::with_capacity(RX_BATCH_MAX),
-                out: Frames::with_capacity(1),
-                fill_held: filled,
-                tx_held: 0,
                 returned,
                 wake: wake.clone(),
                 returning: Vec::with_capacity(RETURN_BATCH_MAX),
                 fallback,
-                kernel_drops: [0; KERNEL_DROPS.len()],
                 link_local: iface.link_local,
                 iface,
-                frame_room: frame_size - FRAME_HEADROOM,
                 link_local_checked: std::time::Instant::now(),
-                umem,
             },
             ReturnPath { tx: ret_tx, wake },
+            zc,
         ))
     }
 
     /// The AF_XDP socket, for the program's map.
     pub fn socket_fd(&self) -> &impl AsRawFd {
-        &self.socket
-    }
-
-    /// Gives the frames of the last batch back to the fill ring, and sent frames back to the
-    /// UMEM.
-    fn recycle(&mut self) {
-        while let Some(p) = self.batch.pop_back() {
-            self.umem.free_packet(p);
-        }
-        self.payloads.clear();
-        self.reap();
-        let want = FILL_TARGET
-            .saturating_sub(self.fill_held)
-            .min(self.umem.allocatable());
-        if want > 0 {
-            // SAFETY: the frames come from `self.umem`, which outlives the ring.
-            let n = unsafe { self.fill.enqueue(&mut self.umem, want, false) }.unwrap_or(0);
-            self.fill_held += n;
-        }
-        if self.tx_held > 0 {
-            self.kick();
-        }
-    }
-
-    /// Takes the frames the kernel has sent back from the completion ring into the UMEM.
-    fn reap(&mut self) {
-        let n = self
-            .completion
-            .dequeue(&mut self.umem, RING_ENTRIES as usize);
-        self.tx_held = self.tx_held.saturating_sub(n);
-    }
-
-    /// Has the kernel send what waits in the TX ring (copy mode sends only in a syscall, at
-    /// most 32 frames each), reaping completions between kicks; bounded by [`KICKS_MAX`].
-    fn kick(&mut self) {
-        for _ in 0..KICKS_MAX {
-            // SAFETY: a zero-length sendto on our own AF_XDP socket, no buffers passed.
-            let r = unsafe {
-                libc::sendto(
-                    self.socket.as_raw_fd(),
-                    std::ptr::null(),
-                    0,
-                    libc::MSG_DONTWAIT,
-                    std::ptr::null(),
-                    0,
-                )
-            };
-            let errno = (r < 0).then(|| io::Error::last_os_error().raw_os_error());
-            self.reap();
-            match errno {
-                None => return,
-                Some(Some(libc::EAGAIN | libc::EBUSY | libc::EINTR)) => continue,
-                Some(_) => return,
-            }
-        }
+        self.xsk.fd()
     }
 
     /// Sends the committed replies the committer handed back.
@@ -625,51 +392,23 @@ impl XdpPath {
         let mut done = 0;
         for r in replies {
             let ip_len = frame::IPV6_HEADER_LEN + frame::UDP_HEADER_LEN + r.bytes.len();
-            let framed = r.reply_frame.filter(|h| {
-                ip_len <= self.iface.mtu && frame::header_len(h) + r.bytes.len() <= self.frame_room
-            });
-            let Some(h) = framed else {
-                if self.send_one_fallback(r).is_err() {
-                    break;
-                }
-                done += 1;
-                continue;
+            let sent = match r.reply_frame.filter(|_| ip_len <= self.iface.mtu) {
+                Some(h) => self.xsk.send(&h, &r.bytes),
+                None => Err(xsk::NotSent::TooLarge),
             };
-            let len = frame::header_len(&h) + r.bytes.len();
-            // SAFETY: the packet points into `self.umem` and goes back to it (through the TX
-            // and completion rings, or `free_packet` below) before the UMEM is dropped.
-            let packet = unsafe { self.umem.alloc() }.or_else(|| {
-                self.reap();
-                // SAFETY: as above.
-                unsafe { self.umem.alloc() }
-            });
-            let Some(mut packet) = packet else { break };
-            if packet.adjust_tail(len as i32).is_err()
-                || frame::write(&h, &r.bytes, &mut packet[..]).is_none()
-            {
-                self.umem.free_packet(packet);
-                break;
-            }
-            if let Some(p) = self.out.push_front(packet) {
-                self.umem.free_packet(p);
-                break;
-            }
-            // SAFETY: the frame in `out` belongs to `self.umem`; the ring hands it back
-            // through the completion ring, which `reap` drains into the same UMEM.
-            let taken = unsafe { self.tx.send(&mut self.out, false) }.unwrap_or(0);
-            if taken == 0 {
-                // The ring is full: stop here, the caller counts the rest as not sent.
-                while let Some(p) = self.out.pop_back() {
-                    self.umem.free_packet(p);
+            match sent {
+                Ok(()) => {}
+                Err(xsk::NotSent::TooLarge) => {
+                    if self.send_one_fallback(r).is_err() {
+                        break;
+                    }
                 }
-                break;
+                // No frame or no room in the ring: stop here, the caller counts the rest.
+                Err(xsk::NotSent::NoFrame | xsk::NotSent::RingFull) => break,
             }
-            self.tx_held += taken;
             done += 1;
         }
-        if self.tx_held > 0 {
-            self.kick();
-        }
+        self.xsk.flush();
         done
     }
 
@@ -679,30 +418,8 @@ impl XdpPath {
 
     /// Waits up to the receive timeout for a frame or a wake-up from the committer.
     fn wait(&mut self) -> io::Result<()> {
-        let mut fds = [
-            libc::pollfd {
-                fd: self.socket.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: self.wake.0.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-        ];
         let ms = super::udp::RECV_TIMEOUT.as_millis() as i32;
-        // SAFETY: `fds` is a live array of two pollfd for the duration of the call.
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            return if e.kind() == io::ErrorKind::Interrupted {
-                Ok(())
-            } else {
-                Err(e)
-            };
-        }
-        if fds[1].revents != 0 {
+        if self.xsk.wait(Some(self.wake.0.as_raw_fd()), ms)? {
             self.send_returned();
         }
         Ok(())
@@ -720,54 +437,29 @@ impl XdpPath {
         }
         self.link_local
     }
-
-    fn take(&mut self) -> usize {
-        // SAFETY: the packets point into `self.umem`; they stay in `batch` until `recycle`
-        // frees them back to it.
-        let n = unsafe { self.rx.recv(&self.umem, &mut self.batch) };
-        // Each frame received came out of the fill ring.
-        self.fill_held = self.fill_held.saturating_sub(n);
-        n
-    }
 }
 
 impl super::Datapath for XdpPath {
     fn take_drops(&mut self, add: &mut dyn FnMut(&'static str, u64)) {
-        let Ok(st) = self.socket.statistics() else {
-            return;
-        };
-        let now = [
-            st.rx_ring_full,
-            st.rx_fill_ring_empty_descs,
-            st.rx_dropped,
-            st.rx_invalid_descs,
-        ];
-        for ((why, new), old) in KERNEL_DROPS
-            .iter()
-            .zip(now)
-            .zip(self.kernel_drops.iter_mut())
-        {
-            // Reported even when zero, so the series exist before the first loss.
-            add(why, new.saturating_sub(*old));
-            *old = new;
-        }
+        // Reported even when zero, so the series exist before the first loss.
+        self.xsk.take_drops(add);
     }
 
     fn recv_batch(&mut self, metas: &mut Vec<RxMeta>) -> io::Result<usize> {
         metas.clear();
-        self.recycle();
+        self.payloads.clear();
+        self.xsk.recycle();
         self.send_returned();
-        if self.take() == 0 {
+        if self.xsk.take() == 0 {
             self.wait()?;
-            if self.take() == 0 {
+            if self.xsk.take() == 0 {
                 return Ok(0);
             }
         }
-        let n = self.batch.len();
+        let n = self.xsk.received();
         let link_local = self.our_link_local();
-        // The ring pushed each frame to the front: the oldest is at the back.
         for slot in 0..n {
-            let p = &self.batch.q[n - 1 - slot];
+            let p = self.xsk.frame(slot).unwrap_or(&[]);
             let mut meta = RxMeta {
                 src: SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, 0, 0, 0),
                 len: 0,
@@ -778,7 +470,7 @@ impl super::Datapath for XdpPath {
                 reply_frame: None,
                 drop: None,
             };
-            match frame::parse(&p[..]) {
+            match frame::parse(p) {
                 Ok(f) if f.header.dst_mac != self.iface.mac && f.header.dst_mac[0] & 1 == 0 => {
                     // Another host's frame (promiscuous mode): the kernel would drop it.
                     meta.drop = Some("frame_other_host");
@@ -824,11 +516,7 @@ impl super::Datapath for XdpPath {
     }
 
     fn datagram(&self, meta: &RxMeta) -> &[u8] {
-        let n = self.batch.len();
-        match (
-            self.batch.q.get(n.wrapping_sub(1 + meta.slot)),
-            self.payloads.get(meta.slot),
-        ) {
+        match (self.xsk.frame(meta.slot), self.payloads.get(meta.slot)) {
             (Some(p), Some(r)) => p.get(r.clone()).unwrap_or(&[]),
             _ => &[],
         }

@@ -81,21 +81,23 @@ const ADDRS_MAP: &str = "tandem_addrs";
 /// Entries of the program's address map (TANDEM_ADDRS_MAX in the C source).
 pub const ADDRESSES_MAX: usize = 4096;
 const PORT_GLOBAL: &str = "tandem_port";
+const PORT_LAST_GLOBAL: &str = "tandem_port_last";
 const FRAME_MAX_GLOBAL: &str = "tandem_frame_max";
 
 impl XdpProgram {
-    /// Loads the program for UDP port `port` and frames of at most `frame_max` bytes (what
-    /// a socket's UMEM frame holds; longer ones go to the kernel) and attaches it to
-    /// `interface`.
+    /// Loads the program for the UDP ports `ports` (the server's one port, or tandem-gen's
+    /// range) and frames of at most `frame_max` bytes (what a socket's UMEM frame holds; longer
+    /// ones go to the kernel) and attaches it to `interface`.
     pub fn attach(
         interface: &str,
-        port: u16,
+        ports: std::ops::RangeInclusive<u16>,
         frame_max: u32,
         mode: XdpAttachMode,
     ) -> Result<Self, ProgramError> {
         let object = OBJECT.ok_or(ProgramError::NotBuilt)?;
         let mut ebpf = aya::EbpfLoader::new()
-            .override_global(PORT_GLOBAL, &port, true)
+            .override_global(PORT_GLOBAL, ports.start(), true)
+            .override_global(PORT_LAST_GLOBAL, ports.end(), true)
             .override_global(FRAME_MAX_GLOBAL, &frame_max, true)
             .load(object)
             .map_err(|e| ProgramError::Load(e.to_string()))?;

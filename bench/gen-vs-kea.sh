@@ -78,7 +78,8 @@ usage: $0 [options]
                        tandem-xdp kea-st kea-mt (default "$TARGETS"; ceiling = tandem-gen --reflector;
                        tandem-xdp = tandem --datapath xdp (native XDP on the veth, AF_XDP
                        copy mode); with it, the client veth's tx checksum offload is off for
-                       every target of the run, as the AF_XDP path verifies UDP checksums;
+                       every target of the run, as the AF_XDP path verifies UDP checksums,
+                       and the generator comparison adds tandem-gen --datapath xdp rows;
                        tandem-scraped = tandem with --metrics-listen and /metrics fetched
                        every second; a run with it writes bench/results/gen-metrics-latest.*)
   --cases LIST         na, pd, both (default "$CASES")
@@ -284,6 +285,7 @@ next_seed() { # tandem-gen uses the low 8 bits of --seed in the DUID: cycle thro
 # ---------------------------------------------------------------- one tandem-gen run
 
 TRIAL_SEQ=0
+GEN_DP_ARGS=()        # extra tandem-gen arguments: (--datapath xdp) for the AF_XDP generator rows
 # run_gen TARGET CASE KIND RATE DIR: one tandem-gen run against the running target; prints a
 # JSON object. KIND: search (paced at RATE, clients = RATE x PERIOD), open (--rate 0, phase of
 # PERIOD s), gencmp (paced at RATE or open when 0, GEN_PERIOD s, direct unicast, no lease check).
@@ -310,7 +312,7 @@ run_gen() {
     local out="$dir/gen-$TRIAL_SEQ-$kind-r$rate.json" err="$dir/gen-$TRIAL_SEQ.err" tfile="$dir/gen-$TRIAL_SEQ.time"
     local cmd=("$GEN_BIN" "${RARGS[@]}" --mode "$case" --threads "$THREADS" --window "$window" --rate "$rate"
                --clients "$clients" --phase-secs "$phase" --timeout-ms "$TIMEOUT_MS"
-               --max-retries "$MAX_RETRIES" --seed "$SEED" "${cfg[@]}" --json --max-failed-pct 100)
+               --max-retries "$MAX_RETRIES" --seed "$SEED" "${cfg[@]}" "${GEN_DP_ARGS[@]}" --json --max-failed-pct 100)
     [ "$PROVISION" -gt 0 ] && cmd+=(--ask-dns)
     local rc us0 uc0 us1 uc1 t0 t1 w0 w1 b0 b1 TIMEFORMAT='%R %U %S'
     us0=$(udp_drops "$NS_S"); uc0=$(udp_drops "$NS_C")
@@ -566,6 +568,25 @@ gen_compare() { # returns 2 if the namespaces vanished
         log "  $(jq -r '"tandem-gen r=\(.rate): \(.ok) of \(.started) exchanges, \(.ok_per_s)/s, failed \(.failed_pct)%, p50 \(.p50_ms) p99 \(.p99_ms) ms, cpu tandem-gen \(.gen_cpu_pct)% reflector \(.reflector_cpu_pct)% box \(.box_cpu_pct)%"' <<<"$res")"
         sleep 0.5
     done
+    if [ "$XDP_RUN" = 1 ]; then
+        # tandem-gen on AF_XDP (a socket per queue of the client veth, which has one per core in
+        # an XDP run). The reflector answers through the kernel, whose checksums veth leaves to
+        # an offload: off on the server end for these rows (the last of the run).
+        ip netns exec "$NS_S" ethtool -K "$NS_S" tx off >/dev/null || die "ethtool -K $NS_S tx off failed"
+        GEN_DP_ARGS=(--datapath xdp)
+        for r in $GEN_RATES 0; do
+            next_seed; TRIAL_SEQ=$((TRIAL_SEQ + 1))
+            res=$(run_gen ceiling na gencmp "$r" "$dir")
+            if topo_lost; then GEN_DP_ARGS=(); stop_target; return 2; fi
+            res=$(jq -c '{tool:"tandem-gen-xdp", rate, rc:.gen_rc, started, ok, ok_per_s:.achieved_per_s,
+                          failed_pct, unfinished_pct, retransmit_pct, p50_ms:.latency_ms.p50, p99_ms:.latency_ms.p99,
+                          gen_cpu_pct, reflector_cpu_pct:.server_cpu_pct, box_cpu_pct, command}' <<<"$res")
+            rows+=("$res")
+            log "  $(jq -r '"tandem-gen-xdp r=\(.rate): \(.ok) of \(.started) exchanges, \(.ok_per_s)/s, failed \(.failed_pct)%, p50 \(.p50_ms) p99 \(.p99_ms) ms, cpu tandem-gen \(.gen_cpu_pct)% reflector \(.reflector_cpu_pct)% box \(.box_cpu_pct)%"' <<<"$res")"
+            sleep 0.5
+        done
+        GEN_DP_ARGS=()
+    fi
     stop_target
     GENCMP_JSON=$(printf '%s\n' "${rows[@]}" | jq -sc --argjson limit "$LOSS_LIMIT" '
         map(. + {per_cpu_s: (if (.gen_cpu_pct // 0) > 0 then (.ok_per_s * 100 / .gen_cpu_pct | round) else null end)})
@@ -577,7 +598,10 @@ gen_compare() { # returns 2 if the namespaces vanished
          ratio_max: (if best("perfdhcp") > 0 then (best("tandem-gen") / best("perfdhcp") * 100 | round / 100) else null end),
          perfdhcp_per_cpu_s: eff("perfdhcp"), tandem_gen_per_cpu_s: eff("tandem-gen"),
          ratio_per_cpu_s: (if eff("perfdhcp") > 0 then (eff("tandem-gen") / eff("perfdhcp") * 100 | round / 100) else null end),
-         goal_ratio: 5}')
+         tandem_gen_xdp_max_per_s: best("tandem-gen-xdp"), tandem_gen_xdp_clean_rate: clean("tandem-gen-xdp"),
+         tandem_gen_xdp_per_cpu_s: eff("tandem-gen-xdp"),
+         ratio_xdp_max: (if best("perfdhcp") > 0 and best("tandem-gen-xdp") > 0 then (best("tandem-gen-xdp") / best("perfdhcp") * 100 | round / 100) else null end),
+         goal_ratio: 5, goal_ratio_xdp: 3}')
 }
 
 # ---------------------------------------------------------------- run
@@ -737,6 +761,7 @@ print_text() {
         jq -r '.generator_comparison.runs[] | [.tool, (if .rate == 0 then "max" else .rate end), .started, .ok, .ok_per_s, .failed_pct, ((.gen_cpu_pct // "-") | tostring) + "%", ((.reflector_cpu_pct // "-") | tostring) + "%", (.per_cpu_s // "-")] | @tsv' <<<"$RESULT_JSON" |
             awk -F'\t' '{printf "%-11s %8s %9s %9s %9s %9s %7s %8s %12s\n", $1, $2, $3, $4, $5, $6, $7, $8, $9}'
         jq -r '.generator_comparison | "most completed exchanges/s: tandem-gen \(.tandem_gen_max_per_s), perfdhcp \(.perfdhcp_max_per_s): ratio \(.ratio_max // "n/a") (goal >= \(.goal_ratio)); per generator CPU-second: ratio \(.ratio_per_cpu_s // "n/a"); highest offered rate with < 1 % failed: tandem-gen \(.tandem_gen_clean_rate), perfdhcp \(.perfdhcp_clean_rate)"' <<<"$RESULT_JSON"
+        jq -r '.generator_comparison | select(.tandem_gen_xdp_max_per_s > 0) | "tandem-gen on AF_XDP: \(.tandem_gen_xdp_max_per_s) exchanges/s at most, ratio to perfdhcp \(.ratio_xdp_max // "n/a") (goal >= \(.goal_ratio_xdp)); highest offered rate with < 1 % failed: \(.tandem_gen_xdp_clean_rate)"' <<<"$RESULT_JSON"
     fi
 }
 
@@ -778,6 +803,7 @@ fmt_md() {
         jq -r '.generator_comparison.runs[] | "| \(.tool) | \(if .rate == 0 then "max" else .rate end) | \(.started) | \(.ok) | \(.ok_per_s) | \(.failed_pct) | \(.gen_cpu_pct // "-") | \(.reflector_cpu_pct // "-") | \(.per_cpu_s // "-") |"' <<<"$RESULT_JSON"
         echo
         jq -r '.generator_comparison | "Most completed exchanges/s: tandem-gen \(.tandem_gen_max_per_s), perfdhcp \(.perfdhcp_max_per_s): **ratio \(.ratio_max // "n/a")** (goal: >= \(.goal_ratio)). Per generator CPU-second (best run of each): tandem-gen \(.tandem_gen_per_cpu_s), perfdhcp \(.perfdhcp_per_cpu_s): ratio \(.ratio_per_cpu_s // "n/a"). Highest offered rate with < 1 % failed: tandem-gen \(.tandem_gen_clean_rate), perfdhcp \(.perfdhcp_clean_rate)."' <<<"$RESULT_JSON"
+        jq -r '.generator_comparison | select(.tandem_gen_xdp_max_per_s > 0) | "\ntandem-gen-xdp = tandem-gen --datapath xdp (an AF_XDP socket per queue of the client veth, copy mode, native XDP; the server end'"'"'s tx checksum offload off for these rows, as the reflector answers through the kernel): most completed exchanges/s \(.tandem_gen_xdp_max_per_s), **ratio to perfdhcp \(.ratio_xdp_max // "n/a")** (goal: >= \(.goal_ratio_xdp)); per generator CPU-second \(.tandem_gen_xdp_per_cpu_s); highest offered rate with < 1 % failed \(.tandem_gen_xdp_clean_rate)."' <<<"$RESULT_JSON"
         echo
     fi
     echo "Limit labels: ceiling = within 10 % of the reflector's rate (the generator and the shared CPUs limit, not the server); server-socket / generator-socket = most lost messages were dropped at that side's full receive socket; server-late = messages answered after the 1 s retransmission timeout or dropped inside the server (no socket overflow); server-pace = nothing lost, the server answered too slowly and the window held the generator back; server-naks = refused; machine/... = the reflector's own search (everything shares the CPUs)."

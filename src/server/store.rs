@@ -366,6 +366,10 @@ pub trait AfterCommit<R>: Send {
     /// Called after a successful commit, before [`AfterCommit::durable`], with every lease it
     /// wrote (the failover partner thread hears of them here).
     fn written(&mut self, _leases: &mut dyn Iterator<Item = &Lease>) {}
+    /// Called after a successful commit, before [`AfterCommit::durable`], once per job with
+    /// what it wrote and its `then` (the server logs each lease change here: off the worker,
+    /// and only once it is durable).
+    fn job_written(&mut self, _writes: &[Lease], _then: Option<&R>) {}
 }
 
 impl<R, S: AfterCommit<R>> AfterCommit<R> for &mut S {
@@ -377,6 +381,9 @@ impl<R, S: AfterCommit<R>> AfterCommit<R> for &mut S {
     }
     fn written(&mut self, leases: &mut dyn Iterator<Item = &Lease>) {
         (**self).written(leases)
+    }
+    fn job_written(&mut self, writes: &[Lease], then: Option<&R>) {
+        (**self).job_written(writes, then)
     }
 }
 
@@ -448,8 +455,11 @@ pub fn run_group_commit<R, S: AfterCommit<R>>(
             let result = store.commit(jobs.iter().flat_map(|j| j.writes.iter()));
             let took_us = started.elapsed().as_micros() as u64;
             if result.is_ok() {
-                for l in jobs.iter().flat_map(|j| j.writes.iter()) {
-                    stats.leases_by_state[lease_state_index(l.state)] += 1;
+                for j in &jobs {
+                    for l in &j.writes {
+                        stats.leases_by_state[lease_state_index(l.state)] += 1;
+                    }
+                    sink.job_written(&j.writes, j.then.as_ref());
                 }
                 sink.written(
                     &mut jobs

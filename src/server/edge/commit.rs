@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 use tandem_core::lease::{Lease, LeaseState};
+use tandem_core::wire::MessageType;
 use tracing::{debug, error, info};
 
 /// Where a committed reply leaves, by the index of the worker path it came in on.
@@ -59,6 +60,13 @@ impl AfterCommit<PendingReply> for ReplySink {
         }
         if let Some(p) = &self.partner {
             p.committed(leases);
+        }
+    }
+    fn job_written(&mut self, writes: &[Lease], then: Option<&PendingReply>) {
+        if let Some(r) = then
+            && tracing::enabled!(tracing::Level::INFO)
+        {
+            writes.iter().for_each(|l| log_lease(l, r.answered));
         }
     }
     fn durable(&mut self, released: &mut Vec<PendingReply>) {
@@ -124,10 +132,12 @@ impl AfterCommit<PendingReply> for ReplySink {
     }
 }
 
-/// Logs one lease change at info (`via`: the message or event that made it).
-pub fn log_lease(l: &Lease, via: &str) {
+/// Logs one lease change at info (`via`: the client message it answered), once it is durable.
+pub fn log_lease(l: &Lease, via: MessageType) {
     let what = match l.state {
-        LeaseState::Active if via == "Renew" || via == "Rebind" => "lease renewed",
+        LeaseState::Active if matches!(via, MessageType::Renew | MessageType::Rebind) => {
+            "lease renewed"
+        }
         LeaseState::Active => "lease granted",
         LeaseState::Released => "lease released",
         LeaseState::Declined => "lease declined",
@@ -140,7 +150,7 @@ pub fn log_lease(l: &Lease, via: &str) {
         iaid = l.iaid,
         valid_secs = l.valid_secs,
         subnet = l.subnet_id,
-        via,
+        via = ?via,
         "{what}"
     );
 }

@@ -89,6 +89,8 @@ pub struct PendingReply {
     pub received_at: std::time::Instant,
     /// Audit log lines of the leases this reply changes (empty when the log is off).
     pub audit: String,
+    /// The client message it answers (the lease log lines name it).
+    pub answered: tandem_core::wire::MessageType,
 }
 
 /// Wall-clock time in unix seconds: the edge's clock, passed into the sans-IO core.

@@ -1,7 +1,6 @@
 //! A worker thread: receive a batch, run the engine on each datagram under the batch's policy
 //! snapshot, send what needs nothing stored, hand the rest to the committer.
 
-use super::commit::log_lease;
 use super::partner::PolicyCell;
 use super::stats::{LeaseEvent, WORKER_REPORT_INTERVAL, WorkerStats, msg_type_slot};
 use super::{DATAGRAM_LEN_MAX, Datapath, PendingReply, RxMeta, now_secs, udp};
@@ -124,6 +123,7 @@ impl<D: Datapath> Worker<D> {
                             reply_frame: meta.reply_frame,
                             received_at,
                             audit: String::new(),
+                            answered,
                         };
                         if self.audit && !writes.is_empty() {
                             let relay = super::audit::RelayInfo::of(
@@ -143,10 +143,7 @@ impl<D: Datapath> Worker<D> {
                             now_out.push(pending);
                             continue;
                         }
-                        if tracing::enabled!(tracing::Level::INFO) {
-                            let via = format!("{answered:?}");
-                            writes.iter().for_each(|l| log_lease(l, &via));
-                        }
+                        // The lease log lines are written by the committer, once durable.
                         stats.replied_after_commit += 1;
                         let job = CommitJob {
                             writes: std::mem::take(&mut writes),

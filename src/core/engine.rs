@@ -203,6 +203,8 @@ pub struct Engine {
     /// For each subnet (by index), the relationship whose policy it is served under (empty
     /// without failover: every subnet under the first policy).
     relationship_of: Box<[usize]>,
+    /// The subnets by what selects them (link selection without a scan).
+    links: crate::config::links::LinkIndex,
 }
 
 /// Buffers a worker reuses from packet to packet so the hot path does not allocate.
@@ -220,6 +222,7 @@ impl Engine {
     pub fn new(config: Arc<Config>, duid: Box<[u8]>, alloc: Arc<Allocator>) -> Self {
         Engine {
             relationship_of: config.relationship_of_subnets().into(),
+            links: crate::config::links::LinkIndex::new(&config.subnets),
             config,
             duid,
             alloc,
@@ -722,46 +725,30 @@ impl Engine {
         src: &Ipv6Addr,
         interface: Option<&str>,
     ) -> Option<usize> {
-        let subnets = &self.config.subnets;
+        let links = &self.links;
         if !hops.is_empty() {
             let link = hops
                 .iter()
                 .rev()
                 .find(|h| !h.link_address.is_unspecified())
                 .map(|h| h.link_address);
-            let by_link = link.and_then(|l| {
-                subnets
-                    .iter()
-                    .position(|s| s.on_link(l))
-                    .or_else(|| subnets.iter().position(|s| s.relay_addresses.contains(&l)))
-            });
-            let by_interface_id = || {
-                let id = hops.last()?.interface_id?;
-                subnets
-                    .iter()
-                    .position(|s| s.relay_interface_ids.iter().any(|i| **i == *id))
-            };
-            let by_source = || {
-                link.is_none()
-                    .then(|| subnets.iter().position(|s| s.relay_addresses.contains(src)))
-                    .flatten()
-            };
+            let by_link = link.and_then(|l| links.on_link(l).or_else(|| links.relay_address(&l)));
+            let by_interface_id = || links.interface_id(hops.last()?.interface_id?);
+            let by_source = || link.is_none().then(|| links.relay_address(src)).flatten();
             return by_link.or_else(by_interface_id).or_else(by_source);
         }
         if hops.is_empty()
             && !src.is_unicast_link_local()
-            && let Some(p) = subnets.iter().position(|s| s.on_link(*src))
+            && let Some(p) = links.on_link(*src)
         {
             return Some(p);
         }
         if let Some(i) = interface
-            && let Some(p) = subnets
-                .iter()
-                .position(|s| s.interface.as_deref() == Some(i))
+            && let Some(p) = links.interface(i)
         {
             return Some(p);
         }
-        subnets.iter().position(|s| s.interface.is_none())
+        links.untied()
     }
 }
 

@@ -10,6 +10,7 @@
 
 pub mod defaults;
 mod file;
+pub mod links;
 mod options;
 mod reservations;
 #[cfg(test)]

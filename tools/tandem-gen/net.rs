@@ -17,12 +17,15 @@ use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+use tandem_server::edge::xdp::EventFd;
 use tandem_server::edge::xdp::frame::{self, UdpFrameHeader};
 use tandem_server::edge::xdp::xsk::{NotSent, Xsk};
 
 /// Replies waiting to be passed from the thread whose queue they arrived on to the thread
 /// that owns their port; past it they are dropped and counted (the client retransmits).
 pub const FORWARD_QUEUE_MAX: usize = 4096;
+/// Receive buffer of the kernel's socket on each port (as the UDP datapath's sockets).
+pub const KERNEL_RECV_BUFFER: usize = 4 << 20;
 /// How long one receive call waits when nothing has arrived.
 pub const RECV_WAIT: Duration = Duration::from_millis(1);
 
@@ -44,6 +47,9 @@ pub struct XdpCounts {
     pub kernel_in: AtomicU64,
     /// Messages sent through the kernel's UDP socket (no free frame or TX slot, or too large).
     pub kernel_out: AtomicU64,
+    /// Messages or replies lost on our side for any other reason (a kernel send that failed,
+    /// a reply larger than a receive slot): the retransmission timers cover them.
+    pub dropped: AtomicU64,
     /// Frames the kernel dropped before our sockets saw them (RX ring full, no frame in the
     /// fill ring, ...: XDP_STATISTICS), read when a thread's path closes.
     pub socket_drops: AtomicU64,
@@ -65,6 +71,7 @@ impl XdpCounts {
             "forward_dropped": g(&self.forward_dropped),
             "kernel_in": g(&self.kernel_in),
             "kernel_out": g(&self.kernel_out),
+            "dropped": g(&self.dropped),
             "socket_drops": g(&self.socket_drops),
             "bad_frames": g(&self.bad_frames),
             "bad_checksums": g(&self.bad_checksums),
@@ -84,10 +91,20 @@ pub struct XdpNet {
     pub first_port: u16,
     /// The frame headers to each destination, from our port.
     pub headers: Vec<(SocketAddrV6, UdpFrameHeader)>,
-    /// To every thread's inbox, by thread (ours included, unused).
-    pub peers: Vec<crossbeam_channel::Sender<Forwarded>>,
-    /// Replies other threads received for us.
+    /// To every thread's inbox, by thread (ours included, unused), and the eventfd that wakes
+    /// that thread.
+    pub peers: Vec<(crossbeam_channel::Sender<Forwarded>, Arc<EventFd>)>,
+    /// Which peers were handed replies in the current batch (woken once at its end).
+    pub to_wake: Vec<bool>,
+    /// Replies other threads received for us, and the eventfd they signal.
     pub inbox: crossbeam_channel::Receiver<Forwarded>,
+    /// Signalled by the other threads when they put replies in our inbox.
+    pub wake: Arc<EventFd>,
+    /// Read the kernel's socket on every pass, not only when nothing else came: some receive
+    /// queues have no socket of ours, so their replies reach the kernel's socket under load.
+    pub read_kernel_always: bool,
+    /// Where the kernel's socket's datagrams are listed before they join the batch.
+    pub kernel_got: Vec<(usize, SocketAddrV6)>,
     /// The run's counters.
     pub counts: Arc<XdpCounts>,
 }
@@ -162,8 +179,7 @@ impl Drop for XdpNet {
 
 impl XdpNet {
     fn send<'a>(&mut self, msgs: impl Iterator<Item = (&'a [u8], SocketAddrV6)>) {
-        let mut framed = 0u64;
-        let mut kernel = 0u64;
+        let (mut framed, mut kernel, mut dropped) = (0u64, 0u64, 0u64);
         for (payload, dest) in msgs {
             let Some(h) = self
                 .headers
@@ -171,27 +187,30 @@ impl XdpNet {
                 .find(|(d, _)| *d == dest)
                 .map(|(_, h)| *h)
             else {
+                // Every destination gets a header at start: this is a bug if it ever counts.
+                dropped += 1;
                 continue;
             };
             let mut r = self.xsk.send(&h, payload);
             if matches!(r, Err(NotSent::NoFrame | NotSent::RingFull)) {
                 // The kernel sends what waits and hands its frames back; then once more.
-                self.xsk.flush();
                 self.xsk.recycle();
                 r = self.xsk.send(&h, payload);
             }
             match r {
                 Ok(()) => framed += 1,
-                Err(_) => {
-                    kernel += 1;
-                    let _ = self.udp.send_to(payload, dest);
-                }
+                Err(_) => match self.udp.send_to(payload, dest) {
+                    Ok(_) => kernel += 1,
+                    Err(_) => dropped += 1,
+                },
             }
         }
         self.xsk.flush();
-        self.counts.frames_out.fetch_add(framed, Ordering::Relaxed);
-        if kernel > 0 {
-            self.counts.kernel_out.fetch_add(kernel, Ordering::Relaxed);
+        let c = &self.counts;
+        c.frames_out.fetch_add(framed, Ordering::Relaxed);
+        if kernel + dropped > 0 {
+            c.kernel_out.fetch_add(kernel, Ordering::Relaxed);
+            c.dropped.fetch_add(dropped, Ordering::Relaxed);
         }
     }
 
@@ -204,14 +223,18 @@ impl XdpNet {
         got.clear();
         let slots = batch.len() / slot;
         self.xsk.recycle();
+        let mut kernel_ready = self.read_kernel_always;
         if self.xsk.take() == 0 && self.inbox.is_empty() {
-            let _ = self
-                .xsk
-                .wait(Some(self.udp.as_raw_fd()), RECV_WAIT.as_millis() as i32);
+            let fds = [self.udp.as_raw_fd(), self.wake.as_raw_fd()];
+            if let Ok(ready) = self.xsk.wait(&fds, RECV_WAIT.as_millis() as i32) {
+                kernel_ready |= ready[0];
+            }
             self.xsk.take();
         }
+        self.wake.clear();
         let n = self.xsk.received();
-        let (mut bad, mut bad_sum, mut forwarded, mut forward_dropped) = (0, 0, 0, 0);
+        let (mut bad, mut bad_sum, mut forwarded, mut forward_dropped, mut dropped) =
+            (0, 0, 0, 0, 0);
         for k in 0..n {
             let Some(f) = self.xsk.frame(k) else { continue };
             let p = match frame::parse(f) {
@@ -227,16 +250,27 @@ impl XdpNet {
             let owner = h.dst_port.wrapping_sub(self.first_port) as usize;
             let from = SocketAddrV6::new(h.src, h.src_port, 0, 0);
             if owner == self.thread {
+                // The batch has a slot per frame the RX ring hands over at most.
                 if got.len() < slots && payload.len() <= slot {
                     let at = got.len() * slot;
                     batch[at..at + payload.len()].copy_from_slice(payload);
                     got.push((payload.len(), from));
+                } else {
+                    dropped += 1;
                 }
-            } else if let Some(peer) = self.peers.get(owner) {
+            } else if let Some((peer, _)) = self.peers.get(owner) {
                 forwarded += 1;
                 if peer.try_send(payload.to_vec()).is_err() {
                     forward_dropped += 1;
                 }
+                self.to_wake[owner] = true;
+            } else {
+                dropped += 1;
+            }
+        }
+        for (t, w) in self.to_wake.iter_mut().enumerate() {
+            if std::mem::take(w) {
+                self.peers[t].1.signal();
             }
         }
         while got.len() < slots {
@@ -248,20 +282,32 @@ impl XdpNet {
                     d.len(),
                     SocketAddrV6::new(std::net::Ipv6Addr::UNSPECIFIED, 0, 0, 0),
                 ));
+            } else {
+                dropped += 1;
             }
         }
-        if got.is_empty() {
-            // What the program passed to the kernel (a queue without a socket of ours).
-            let k = tandem_server::edge::udp::recv_many(&self.udp, batch, slot, got).unwrap_or(0);
+        if (kernel_ready || got.is_empty()) && got.len() < slots {
+            // What the program passed to the kernel: a queue without a socket of ours, or a
+            // frame it does not take. Non-blocking; into the slots still free.
+            let at = got.len() * slot;
+            let k = tandem_server::edge::udp::recv_many(
+                &self.udp,
+                &mut batch[at..],
+                slot,
+                &mut self.kernel_got,
+            )
+            .unwrap_or(0);
             if k > 0 {
                 self.counts.kernel_in.fetch_add(k as u64, Ordering::Relaxed);
+                got.extend_from_slice(&self.kernel_got);
             }
         }
         let c = &self.counts;
         c.frames_in.fetch_add(n as u64, Ordering::Relaxed);
-        if bad > 0 {
+        if bad + dropped > 0 {
             c.bad_frames.fetch_add(bad, Ordering::Relaxed);
             c.bad_checksums.fetch_add(bad_sum, Ordering::Relaxed);
+            c.dropped.fetch_add(dropped, Ordering::Relaxed);
         }
         if forwarded > 0 {
             c.forwarded.fetch_add(forwarded, Ordering::Relaxed);
@@ -428,6 +474,11 @@ pub fn open(
     let (senders, inboxes): (Vec<_>, Vec<_>) = (0..threads)
         .map(|_| crossbeam_channel::bounded(FORWARD_QUEUE_MAX))
         .unzip();
+    let wakes = (0..threads)
+        .map(|_| EventFd::new().map(Arc::new))
+        .collect::<io::Result<Vec<_>>>()
+        .map_err(|e| format!("eventfd: {e}"))?;
+    let peers: Vec<_> = senders.into_iter().zip(wakes.iter().cloned()).collect();
     let mut nets = Vec::new();
     let mut zero_copy_sockets = 0;
     for ((t, sock), inbox) in udp.into_iter().enumerate().zip(inboxes) {
@@ -436,6 +487,7 @@ pub fn open(
             .map_err(|e| e.to_string())?;
         zero_copy_sockets += xsk.zero_copy() as usize;
         sock.set_nonblocking(true).map_err(|e| e.to_string())?;
+        let _ = socket2::SockRef::from(&sock).set_recv_buffer_size(KERNEL_RECV_BUFFER);
         let port = first_port + t as u16;
         nets.push(Net::Xdp(Box::new(XdpNet {
             xsk,
@@ -454,8 +506,12 @@ pub fn open(
                     )
                 })
                 .collect(),
-            peers: senders.clone(),
+            peers: peers.clone(),
+            to_wake: vec![false; threads],
             inbox,
+            wake: wakes[t].clone(),
+            read_kernel_always: (threads as u32) < iface.rx_queues,
+            kernel_got: Vec::with_capacity(crate::client::RECV_BURST_MAX),
             counts: counts.clone(),
         })));
     }

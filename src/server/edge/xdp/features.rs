@@ -37,6 +37,16 @@ pub struct VlanStripping {
     pub driver: String,
     /// Which of [`VLAN_STRIPPING`] are active.
     pub active: Vec<&'static str>,
+    /// Which of those the driver does not let be turned off.
+    pub fixed: Vec<&'static str>,
+}
+
+/// The `ethtool -K` words that turn feature `name` off.
+fn off_words(name: &str) -> &'static str {
+    match name {
+        "rx-vlan-hw-parse" => "rxvlan off",
+        _ => "rx-vlan-stag-hw-parse off",
+    }
 }
 
 /// `struct ifreq` with `ifr_data`, as SIOCETHTOOL takes it.
@@ -89,7 +99,18 @@ pub fn vlan_stripping(name: &str) -> io::Result<VlanStripping> {
     info[..4].copy_from_slice(&ETHTOOL_GSSET_INFO.to_ne_bytes());
     info[8..16].copy_from_slice(&(1u64 << ETH_SS_FEATURES).to_ne_bytes());
     ethtool(&sock, name, &mut info)?;
-    let count = (u32_at(&info, 16) as usize).min(FEATURES_MAX);
+    let mask = u64::from_ne_bytes(info[8..16].try_into().unwrap_or_default());
+    if mask & (1 << ETH_SS_FEATURES) == 0 {
+        return Err(io::Error::other("the driver lists no feature names"));
+    }
+    // GSTRINGS writes as many names as the kernel has, whatever it is asked for: a count past
+    // what the buffer below is sized for is refused, never clamped.
+    let count = u32_at(&info, 16) as usize;
+    if count > FEATURES_MAX {
+        return Err(io::Error::other(format!(
+            "the kernel lists {count} features, more than the {FEATURES_MAX} read"
+        )));
+    }
     // Their names: struct ethtool_gstrings, ETH_GSTRING_LEN bytes each.
     let mut names = vec![0u8; 12 + count * ETH_GSTRING_LEN];
     names[..4].copy_from_slice(&ETHTOOL_GSTRINGS.to_ne_bytes());
@@ -103,6 +124,7 @@ pub fn vlan_stripping(name: &str) -> io::Result<VlanStripping> {
     feats[4..8].copy_from_slice(&(blocks as u32).to_ne_bytes());
     ethtool(&sock, name, &mut feats)?;
     let mut active = Vec::new();
+    let mut fixed = Vec::new();
     for i in 0..count {
         let n = &names[12 + i * ETH_GSTRING_LEN..12 + (i + 1) * ETH_GSTRING_LEN];
         let n = String::from_utf8_lossy(n);
@@ -110,13 +132,21 @@ pub fn vlan_stripping(name: &str) -> io::Result<VlanStripping> {
         let Some(&known) = VLAN_STRIPPING.iter().find(|k| **k == n) else {
             continue;
         };
-        // The block's words: available, requested, active, never_changed.
-        let word = u32_at(&feats, 8 + (i / 32) * 16 + 8);
-        if word & (1 << (i % 32)) != 0 {
+        // The block's words: available (changeable), requested, active, never_changed.
+        let block = 8 + (i / 32) * 16;
+        let bit = 1 << (i % 32);
+        if u32_at(&feats, block + 8) & bit != 0 {
             active.push(known);
+            if u32_at(&feats, block) & bit == 0 || u32_at(&feats, block + 12) & bit != 0 {
+                fixed.push(known);
+            }
         }
     }
-    Ok(VlanStripping { driver, active })
+    Ok(VlanStripping {
+        driver,
+        active,
+        fixed,
+    })
 }
 
 /// Why the AF_XDP datapath must not run on interface `name` with `found`, if it must not:
@@ -126,13 +156,23 @@ pub fn vlan_refusal(name: &str, found: &VlanStripping) -> Option<String> {
     if found.active.is_empty() || found.driver == "veth" {
         return None;
     }
-    Some(format!(
+    let what = format!(
         "{name} ({}) strips VLAN tags in hardware ({} on): a tagged client's frames would reach \
-         the XDP program untagged and be answered as {name}'s own; turn it off with `ethtool -K \
-         {name} rxvlan off rx-vlan-stag-hw-parse off` (tagged frames then go to the kernel), or \
-         use --datapath udp",
+         the XDP program untagged and be answered as {name}'s own",
         found.driver,
         found.active.join(", ")
+    );
+    if !found.fixed.is_empty() {
+        return Some(format!(
+            "{what}; the driver does not let {} be turned off: use --datapath udp",
+            found.fixed.join(", ")
+        ));
+    }
+    let words: Vec<&str> = found.active.iter().map(|f| off_words(f)).collect();
+    Some(format!(
+        "{what}; turn it off with `ethtool -K {name} {}` (tagged frames then go to the \
+         kernel), or use --datapath udp",
+        words.join(" ")
     ))
 }
 
@@ -144,6 +184,7 @@ mod tests {
         VlanStripping {
             driver: driver.into(),
             active: active.to_vec(),
+            fixed: Vec::new(),
         }
     }
 
@@ -152,7 +193,21 @@ mod tests {
         let why = vlan_refusal("eth1", &found("ice", &["rx-vlan-hw-parse"])).expect("refused");
         assert!(why.contains("ethtool -K eth1 rxvlan off"), "{why}");
         assert!(why.contains("ice"), "{why}");
-        assert!(vlan_refusal("eth1", &found("ice", &["rx-vlan-stag-hw-parse"])).is_some());
+        assert!(!why.contains("stag"), "only what is on is named: {why}");
+        let both = vlan_refusal("eth1", &found("ice", &VLAN_STRIPPING)).expect("refused");
+        assert!(
+            both.contains("ethtool -K eth1 rxvlan off rx-vlan-stag-hw-parse off"),
+            "{both}"
+        );
+        let stuck = VlanStripping {
+            fixed: vec!["rx-vlan-hw-parse"],
+            ..found("odd", &["rx-vlan-hw-parse"])
+        };
+        let why = vlan_refusal("eth1", &stuck).expect("refused");
+        assert!(
+            why.contains("--datapath udp") && !why.contains("ethtool -K"),
+            "{why}"
+        );
         assert_eq!(vlan_refusal("eth1", &found("ice", &[])), None);
         assert_eq!(
             vlan_refusal("v0", &found("veth", &VLAN_STRIPPING)),

@@ -256,11 +256,13 @@ fn link_local(index: u32) -> Option<Ipv6Addr> {
         .map(|h| h.addr)
 }
 
-/// An eventfd: written by the committer, read by the worker it wakes.
-struct EventFd(OwnedFd);
+/// An eventfd: one thread signals it, the thread it wakes polls and clears it (the committer
+/// and an AF_XDP worker; tandem-gen's threads passing replies on).
+pub struct EventFd(OwnedFd);
 
 impl EventFd {
-    fn new() -> io::Result<EventFd> {
+    /// A new, non-blocking eventfd.
+    pub fn new() -> io::Result<EventFd> {
         // SAFETY: eventfd takes no pointers; a non-negative result is a new descriptor we own.
         let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
         if fd < 0 {
@@ -270,17 +272,25 @@ impl EventFd {
         Ok(EventFd(unsafe { OwnedFd::from_raw_fd(fd) }))
     }
 
-    fn signal(&self) {
+    /// Makes it readable (wakes the poller).
+    pub fn signal(&self) {
         let one: u64 = 1;
         // SAFETY: writes 8 bytes from a live u64 to our descriptor; a full counter (EAGAIN)
         // still leaves it readable, which is all a wake-up needs.
         unsafe { libc::write(self.0.as_raw_fd(), (&one as *const u64).cast(), 8) };
     }
 
-    fn clear(&self) {
+    /// Reads it back to not readable.
+    pub fn clear(&self) {
         let mut n: u64 = 0;
         // SAFETY: reads at most 8 bytes into a live u64 from our non-blocking descriptor.
         unsafe { libc::read(self.0.as_raw_fd(), (&mut n as *mut u64).cast(), 8) };
+    }
+}
+
+impl AsRawFd for EventFd {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.0.as_raw_fd()
     }
 }
 
@@ -419,7 +429,7 @@ impl XdpPath {
     /// Waits up to the receive timeout for a frame or a wake-up from the committer.
     fn wait(&mut self) -> io::Result<()> {
         let ms = super::udp::RECV_TIMEOUT.as_millis() as i32;
-        if self.xsk.wait(Some(self.wake.0.as_raw_fd()), ms)? {
+        if self.xsk.wait(&[self.wake.0.as_raw_fd()], ms)?[0] {
             self.send_returned();
         }
         Ok(())

@@ -29,6 +29,10 @@ const NUD_USABLE: u16 = 0x02 | 0x04 | 0x08 | 0x10 | 0x40 | 0x80;
 const RECV_BYTES: usize = 64 * 1024;
 /// Most reads of one dump (its end is NLMSG_DONE).
 const DUMP_READS_MAX: usize = 4096;
+/// Longest wait for one read of the dump.
+const DUMP_TIMEOUT_SECS: i64 = 2;
+/// The attribute type's bits (the others are flags).
+const NLA_TYPE_MASK: u16 = 0x3fff;
 /// How often the table is read again while [`resolve`] waits.
 const RESOLVE_POLL: Duration = Duration::from_millis(20);
 
@@ -44,6 +48,11 @@ pub fn lookup(ifindex: u32, addr: Ipv6Addr) -> io::Result<Option<[u8; 6]>> {
     bind(
         std::os::fd::AsRawFd::as_raw_fd(&fd),
         &NetlinkAddr::new(0, 0),
+    )?;
+    nix::sys::socket::setsockopt(
+        &fd,
+        nix::sys::socket::sockopt::ReceiveTimeout,
+        &nix::sys::time::TimeVal::new(DUMP_TIMEOUT_SECS, 0),
     )?;
     let mut req = [0u8; NLMSG_HEADER_LEN + NDMSG_LEN];
     req[0..4].copy_from_slice(&((NLMSG_HEADER_LEN + NDMSG_LEN) as u32).to_ne_bytes());
@@ -90,7 +99,7 @@ fn scan(buf: &[u8], ifindex: u32, addr: Ipv6Addr, found: &mut Option<[u8; 6]>) -
     while at + NLMSG_HEADER_LEN <= buf.len() {
         let len = u32::from_ne_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]]) as usize;
         if len < NLMSG_HEADER_LEN || at + len > buf.len() {
-            return Scan::Done;
+            return Scan::Error(libc::EBADMSG);
         }
         let kind = u16_at(buf, at + 4);
         let msg = &buf[at..at + len];
@@ -120,7 +129,7 @@ fn scan(buf: &[u8], ifindex: u32, addr: Ipv6Addr, found: &mut Option<[u8; 6]>) -
                             break;
                         }
                         let value = &msg[a + 4..a + alen];
-                        match u16_at(msg, a + 2) {
+                        match u16_at(msg, a + 2) & NLA_TYPE_MASK {
                             NDA_DST if value.len() == 16 => {
                                 let mut o = [0u8; 16];
                                 o.copy_from_slice(value);

@@ -342,33 +342,39 @@ impl Xsk {
         self.batch.q.get(n.checked_sub(1 + slot)?).map(|p| &p[..])
     }
 
-    /// Waits up to `ms` milliseconds for a frame, or for `also` to become readable; returns
-    /// whether `also` did.
-    pub fn wait(&self, also: Option<RawFd>, ms: i32) -> io::Result<bool> {
-        let mut fds = [
-            libc::pollfd {
-                fd: self.socket.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: also.unwrap_or(-1),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-        ];
-        let nfds = if also.is_some() { 2 } else { 1 };
+    /// Most other descriptors [`Xsk::wait`] watches beside the socket.
+    pub const WAIT_ALSO_MAX: usize = 3;
+
+    /// Waits up to `ms` milliseconds for a frame, or for one of `also` (at most
+    /// [`Xsk::WAIT_ALSO_MAX`]; more are not watched) to become readable; returns which of
+    /// `also` did.
+    pub fn wait(&self, also: &[RawFd], ms: i32) -> io::Result<[bool; Self::WAIT_ALSO_MAX]> {
+        let pollfd = |fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let mut fds = [pollfd(self.socket.as_raw_fd()); 1 + Self::WAIT_ALSO_MAX];
+        let extra = also.len().min(Self::WAIT_ALSO_MAX);
+        for (slot, fd) in fds[1..].iter_mut().zip(&also[..extra]) {
+            *slot = pollfd(*fd);
+        }
+        let nfds = 1 + extra;
+        let mut ready = [false; Self::WAIT_ALSO_MAX];
         // SAFETY: `fds` is a live array of at least `nfds` pollfd for the duration of the call.
         let n = unsafe { libc::poll(fds.as_mut_ptr(), nfds as libc::nfds_t, ms) };
         if n < 0 {
             let e = io::Error::last_os_error();
             return if e.kind() == io::ErrorKind::Interrupted {
-                Ok(false)
+                Ok(ready)
             } else {
                 Err(e)
             };
         }
-        Ok(also.is_some() && fds[1].revents != 0)
+        for (r, f) in ready.iter_mut().zip(&fds[1..nfds]) {
+            *r = f.revents != 0;
+        }
+        Ok(ready)
     }
 
     /// Frames the kernel dropped before this socket saw them, by [`KERNEL_DROPS`] reason,

@@ -163,6 +163,12 @@ fn parse_phases(v: &[String]) -> Result<Vec<Phase>, String> {
 /// Runs `tandem-gen` with the process's arguments.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if cli.reflector && cli.datapath == Datapath::Xdp {
+        eprintln!(
+            "error: the reflector answers through a UDP socket; --datapath xdp is for the clients"
+        );
+        return ExitCode::from(2);
+    }
     if cli.reflector {
         let stop = Arc::new(AtomicBool::new(false));
         let secs = cli.reflect_secs.min(REFLECT_SECS_MAX);

@@ -848,6 +848,31 @@ fn gen_in_client(
     )
 }
 
+/// tandem-gen on AF_XDP in the client namespace: two threads, `clients` clients at 2,000/s,
+/// leases checked against `cfg`'s pools, and `args` (the route, the mode, the phases).
+fn gen_xdp_run(
+    t: &Tools,
+    topo: &Topo,
+    cfg: &Path,
+    clients: &str,
+    args: &[&str],
+) -> (Option<i32>, serde_json::Value, String) {
+    let mut all = vec![
+        "--datapath",
+        "xdp",
+        "--threads",
+        "2",
+        "--clients",
+        clients,
+        "--rate",
+        "2000",
+        "--config",
+        cfg.to_str().unwrap_or_default(),
+    ];
+    all.extend_from_slice(args);
+    gen_in_client(t, topo, &all)
+}
+
 /// Checks a tandem-gen report of `clients` clients through `phases` phases of which each
 /// frame count must cover `messages` messages: every exchange done, no check violated, every
 /// message a frame of its own (none through the kernel's socket, none refused), and the
@@ -923,28 +948,20 @@ fn tandem_gen_on_af_xdp_against_both_server_datapaths() {
     let cfg = link1_config(dir.path(), &topo, "xdp");
     let log = dir.path().join("xdp.log");
     let server = start_server(&topo.s.exec(), &cfg, &["--datapath", "xdp"], &log);
-    let relayed = gen_in_client(
+    let relayed = gen_xdp_run(
         &t,
         &topo,
+        &cfg,
+        &clients,
         &[
-            "--datapath",
-            "xdp",
-            "--threads",
-            "2",
             "--server",
             "[2001:db8:1::1]:547",
             "--relay-link",
             "2001:db8:1::1",
-            "--clients",
-            &clients,
             "--mode",
             "both",
-            "--rate",
-            "2000",
             "--phases",
             "acquire,renew,release",
-            "--config",
-            cfg.to_str().unwrap_or_default(),
         ],
     );
     // Relayed: Solicit and Request, Renew, Release; each a frame out and a reply frame in.
@@ -972,27 +989,12 @@ fn tandem_gen_on_af_xdp_against_both_server_datapaths() {
     let cfg = link1_config(dir.path(), &topo, "udp");
     let log2 = dir.path().join("udp.log");
     let server = start_server(&topo.s.exec(), &cfg, &[], &log2);
-    let direct = gen_in_client(
+    let direct = gen_xdp_run(
         &t,
         &topo,
-        &[
-            "--datapath",
-            "xdp",
-            "--threads",
-            "2",
-            "--interface",
-            &topo.c.name,
-            "--clients",
-            &clients,
-            "--mode",
-            "na",
-            "--rate",
-            "2000",
-            "--seed",
-            "2",
-            "--config",
-            cfg.to_str().unwrap_or_default(),
-        ],
+        &cfg,
+        &clients,
+        &["--interface", &topo.c.name, "--mode", "na", "--seed", "2"],
     );
     check_gen_on_xdp(
         &mut ck,

@@ -930,8 +930,8 @@ fn client_link(t: &Tools, topo: &Topo) -> String {
 /// picks the queue a reply lands on (so a thread must pass on the other's replies; with the
 /// first cut of item 6, a thread done with its clients stopped reading its queue and the
 /// other's last exchanges hung). Every message must travel as an AF_XDP frame with nothing
-/// refused, the server's program must have seen them, and more threads than queues is refused
-/// with the reason.
+/// refused, the server's program must have seen them, and more threads than queues, or a
+/// server nobody on the link answers neighbour discovery for, is refused with the reason.
 #[test]
 fn tandem_gen_on_af_xdp_against_both_server_datapaths() {
     let test = "tandem_gen_on_af_xdp_against_both_server_datapaths";
@@ -1022,6 +1022,23 @@ fn tandem_gen_on_af_xdp_against_both_server_datapaths() {
     ck.check(
         code == Some(2) && err.contains("receive and 2 transmit queues"),
         || format!("--threads 3 on two queues: exit {code:?}, {err}"),
+    );
+    // A server address nobody on the link answers for: no MAC to send frames to.
+    let (code, _, err) = gen_in_client(
+        &t,
+        &topo,
+        &[
+            "--datapath",
+            "xdp",
+            "--server",
+            "[2001:db8:1::99]:547",
+            "--threads",
+            "1",
+        ],
+    );
+    ck.check(
+        code == Some(2) && err.contains("did not answer neighbour discovery"),
+        || format!("an address nobody answers for: exit {code:?}, {err}"),
     );
     ck.finish(
         test,

@@ -328,7 +328,6 @@ pub fn main() -> ExitCode {
                 &progress,
                 &finished,
             );
-            let settings_phase_max = settings.phase_time_max;
             let clients: Vec<Client> = (0..cli.clients)
                 .filter(|c| *c as usize % threads == t)
                 .map(|c| crate::client::new_client(c, &settings))
@@ -341,14 +340,11 @@ pub fn main() -> ExitCode {
                     barrier.wait();
                     mine.push(d.run(*p));
                     finished.fetch_add(1, Ordering::SeqCst);
-                    // On AF_XDP replies for the others may land on this thread's queue: keep
-                    // passing them on until every thread is done (bounded by their phase time).
-                    let end = Instant::now() + settings_phase_max + PASS_ON_GRACE;
-                    while finished.load(Ordering::SeqCst) < threads * (k + 1)
-                        && Instant::now() < end
-                    {
-                        d.pass_on_replies();
-                    }
+                    // On AF_XDP replies for the others may land on this thread's queue.
+                    d.pass_on_replies_until(
+                        || finished.load(Ordering::SeqCst) >= threads * (k + 1),
+                        PASS_ON_GRACE,
+                    );
                     barrier.wait();
                 }
                 let mut lines = Vec::new();

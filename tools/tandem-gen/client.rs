@@ -392,14 +392,17 @@ impl<'r> Driver<'r> {
         st
     }
 
-    /// Between phases, while other threads still run theirs: on AF_XDP, keeps receiving on
-    /// this thread's queue so replies that landed there reach their threads (this thread's own
-    /// are late by now and dropped). Returns at once on UDP, where each thread has its socket.
-    pub fn pass_on_replies(&mut self) {
-        if self.net.is_xdp() {
+    /// Between phases, until `all_done` (at most the phase time plus `grace`): on AF_XDP,
+    /// keeps receiving on this thread's queue so replies that landed there reach the threads
+    /// still running their phase (this thread's own are late by now and dropped). Returns at
+    /// once on UDP, where each thread has its socket.
+    pub fn pass_on_replies_until(&mut self, all_done: impl Fn() -> bool, grace: Duration) {
+        if !self.net.is_xdp() {
+            return;
+        }
+        let end = Instant::now() + self.settings.phase_time_max + grace;
+        while !all_done() && Instant::now() < end {
             let _ = self.net.recv(&mut self.batch, DATAGRAM_SLOT, &mut self.got);
-        } else {
-            std::thread::sleep(Duration::from_millis(1));
         }
     }
 

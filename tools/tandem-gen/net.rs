@@ -82,31 +82,31 @@ impl XdpCounts {
 /// One thread's AF_XDP path.
 pub struct XdpNet {
     /// The AF_XDP socket of receive queue `thread`.
-    pub xsk: Xsk,
+    xsk: Xsk,
     /// The kernel's socket on our port (see the module documentation).
-    pub udp: UdpSocket,
+    udp: UdpSocket,
     /// This thread's index; its port is `first_port + thread`.
-    pub thread: usize,
+    thread: usize,
     /// The first port of the run's range.
-    pub first_port: u16,
+    first_port: u16,
     /// The frame headers to each destination, from our port.
-    pub headers: Vec<(SocketAddrV6, UdpFrameHeader)>,
+    headers: Vec<(SocketAddrV6, UdpFrameHeader)>,
     /// To every thread's inbox, by thread (ours included, unused), and the eventfd that wakes
     /// that thread.
-    pub peers: Vec<(crossbeam_channel::Sender<Forwarded>, Arc<EventFd>)>,
+    peers: Vec<(crossbeam_channel::Sender<Forwarded>, Arc<EventFd>)>,
     /// Which peers were handed replies in the current batch (woken once at its end).
-    pub to_wake: Vec<bool>,
+    to_wake: Vec<bool>,
     /// Replies other threads received for us, and the eventfd they signal.
-    pub inbox: crossbeam_channel::Receiver<Forwarded>,
+    inbox: crossbeam_channel::Receiver<Forwarded>,
     /// Signalled by the other threads when they put replies in our inbox.
-    pub wake: Arc<EventFd>,
+    wake: Arc<EventFd>,
     /// Read the kernel's socket on every pass, not only when nothing else came: some receive
     /// queues have no socket of ours, so their replies reach the kernel's socket under load.
-    pub read_kernel_always: bool,
+    read_kernel_always: bool,
     /// Where the kernel's socket's datagrams are listed before they join the batch.
-    pub kernel_got: Vec<(usize, SocketAddrV6)>,
+    kernel_got: Vec<(usize, SocketAddrV6)>,
     /// The run's counters.
-    pub counts: Arc<XdpCounts>,
+    counts: Arc<XdpCounts>,
 }
 
 /// A thread's way to the servers.
@@ -463,13 +463,11 @@ pub fn open(
             },
         ));
     }
-    x::raise_memlock(x::umem_bytes(threads, iface.mtu));
-    let frame_max = (x::frame_bytes(iface.mtu) - x::FRAME_HEADROOM) as u32;
-    let mut prog = program::XdpProgram::attach(&name, first_port..=last_port, frame_max, mode)
+    let zero_copy_driver = x::driver_zero_copy(iface.index);
+    x::raise_memlock(x::umem_budget(&iface, threads, zero_copy_driver));
+    let mut prog = program::XdpProgram::attach_to(&iface, first_port..=last_port, mode)
         .map_err(|e| e.to_string())?;
-    prog.sync_addresses(&program::local_addresses(&x::host_addresses(), iface.index))
-        .map_err(|e| e.to_string())?;
-    let zero_copy = x::driver_zero_copy(iface.index) && prog.mode == "native";
+    let zero_copy = prog.zero_copy(zero_copy_driver);
     let counts = Arc::new(XdpCounts::default());
     let (senders, inboxes): (Vec<_>, Vec<_>) = (0..threads)
         .map(|_| crossbeam_channel::bounded(FORWARD_QUEUE_MAX))

@@ -180,12 +180,10 @@ fn open_xdp(
         .map(|i| super::xdp::driver_zero_copy(i.index))
         .collect();
     // The UMEMs are locked memory: without CAP_IPC_LOCK they count against RLIMIT_MEMLOCK.
-    // Where zero-copy is tried, one UMEM more: a failed zero-copy bind's UMEM is released by
-    // the kernel later, not at close, while the copy-mode retry registers its own.
     let needed: u64 = ifaces
         .iter()
         .zip(&zero_copy_drivers)
-        .map(|(i, &zc)| super::xdp::umem_bytes(i.rx_queues as usize + zc as usize, i.mtu))
+        .map(|(i, &zc)| super::xdp::umem_budget(i, i.rx_queues as usize, zc))
         .sum();
     let limit = super::xdp::raise_memlock(needed);
     tracing::debug!(needed, limit, "RLIMIT_MEMLOCK for the UMEMs");
@@ -232,17 +230,9 @@ fn open_xdp(
                 iface.rx_queues, iface.tx_queues
             )));
         }
-        let frame_max = (super::xdp::frame_bytes(iface.mtu) - super::xdp::FRAME_HEADROOM) as u32;
-        let mut prog = XdpProgram::attach(name, cfg.server.port..=cfg.server.port, frame_max, mode)
+        let mut prog = XdpProgram::attach_to(&iface, cfg.server.port..=cfg.server.port, mode)
             .map_err(|e| StartError::Xdp(e.to_string()))?;
-        // The address map before any socket: nothing is redirected until it is filled.
-        let local =
-            super::xdp::program::local_addresses(&super::xdp::host_addresses(), iface.index);
-        prog.sync_addresses(&local)
-            .map_err(|e| StartError::Xdp(e.to_string()))?;
-        // Zero-copy only under a native program: drivers may accept a zero-copy bind without
-        // one, then refuse to transmit (their wakeup needs the driver's own XDP path).
-        let zero_copy = zero_copy_driver && prog.mode == "native";
+        let zero_copy = prog.zero_copy(zero_copy_driver);
         let mut zero_copy_queues = 0;
         for q in 0..iface.rx_queues {
             let fb = fallback.try_clone().map_err(StartError::Socket)?;

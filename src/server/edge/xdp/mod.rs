@@ -63,6 +63,20 @@ pub fn frame_bytes(mtu: usize) -> usize {
     }
 }
 
+/// Bytes a frame may fill in a UMEM frame on an interface of MTU `mtu` (the frame less the
+/// kernel's headroom): the longest frame the program hands to a socket.
+pub fn frame_room(mtu: usize) -> usize {
+    frame_bytes(mtu) - FRAME_HEADROOM
+}
+
+/// Locked memory to ask for before opening `sockets` sockets on `iface`: where the driver
+/// advertises zero-copy (`zero_copy_driver`), one UMEM more, since a zero-copy bind that fails
+/// anyway has its UMEM released by the kernel later, not at close, while the copy-mode retry
+/// registers its own.
+pub fn umem_budget(iface: &Interface, sockets: usize, zero_copy_driver: bool) -> u64 {
+    umem_bytes(sockets + zero_copy_driver as usize, iface.mtu)
+}
+
 /// Bytes of locked memory the UMEMs of `sockets` sockets on an interface of MTU `mtu` take
 /// (counted against RLIMIT_MEMLOCK unless the process has CAP_IPC_LOCK).
 pub fn umem_bytes(sockets: usize, mtu: usize) -> u64 {

@@ -151,6 +151,28 @@ impl XdpProgram {
         })
     }
 
+    /// [`XdpProgram::attach`] to `iface`, for frames up to what its sockets' UMEM frames hold,
+    /// with the map of this host's addresses filled before any socket is registered (nothing
+    /// is redirected until it is).
+    pub fn attach_to(
+        iface: &super::Interface,
+        ports: std::ops::RangeInclusive<u16>,
+        mode: XdpAttachMode,
+    ) -> Result<Self, ProgramError> {
+        let frame_max = super::frame_room(iface.mtu) as u32;
+        let mut prog = XdpProgram::attach(&iface.name, ports, frame_max, mode)?;
+        prog.sync_addresses(&local_addresses(&super::host_addresses(), iface.index))?;
+        Ok(prog)
+    }
+
+    /// Whether its sockets should bind in zero-copy mode on a driver that advertises it
+    /// (`driver_zero_copy`): only under a native program, since drivers may accept a
+    /// zero-copy bind without one, then refuse to transmit (their wakeup needs the driver's
+    /// own XDP path).
+    pub fn zero_copy(&self, driver_zero_copy: bool) -> bool {
+        driver_zero_copy && self.mode == "native"
+    }
+
     /// Sends what arrives on receive queue `queue` to the AF_XDP socket `socket`.
     pub fn register(&mut self, queue: u32, socket: &impl AsRawFd) -> Result<(), ProgramError> {
         let err = |why: String| ProgramError::Register {

@@ -7,7 +7,7 @@
 //! the caller sends it some other way or counts it lost.
 
 use super::frame::{self, UdpFrameHeader};
-use super::{FILL_TARGET, FRAME_HEADROOM, Interface, KERNEL_DROPS, RING_ENTRIES, RX_BATCH_MAX};
+use super::{FILL_TARGET, Interface, KERNEL_DROPS, RING_ENTRIES, RX_BATCH_MAX};
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
@@ -203,7 +203,7 @@ impl Xsk {
             out: Frames::with_capacity(1),
             fill_held: filled,
             tx_held: 0,
-            frame_room: frame_size - FRAME_HEADROOM,
+            frame_room: super::frame_room(iface.mtu),
             zero_copy,
             kernel_drops: [0; KERNEL_DROPS.len()],
             umem,

@@ -286,12 +286,20 @@ impl Store {
         let mut n = 0;
         for l in writes {
             let k = l.key();
-            let stored_seq = self.leases.get(&wtxn, &k)?.and_then(lease::value_seq);
+            buf.clear();
+            l.encode_value(&mut buf);
+            // One B-tree search for a new record: it is written unless the key is there, in
+            // which case the stored version comes back and decides.
+            let stored_seq = match self.leases.get_or_put(&mut wtxn, &k, &buf)? {
+                None => {
+                    n += 1;
+                    continue;
+                }
+                Some(stored) => lease::value_seq(stored),
+            };
             if !lease::supersedes(stored_seq, l) {
                 continue;
             }
-            buf.clear();
-            l.encode_value(&mut buf);
             self.leases.put(&mut wtxn, &k, &buf)?;
             n += 1;
         }
@@ -541,11 +549,14 @@ mod tests {
                 "older change skipped"
             );
             // Within one batch too.
-            s.commit([
-                &lease(7, LeaseState::Active),
-                &lease(6, LeaseState::Expired),
-            ])
-            .unwrap();
+            assert_eq!(
+                s.commit([
+                    &lease(7, LeaseState::Active),
+                    &lease(6, LeaseState::Expired),
+                ])
+                .unwrap(),
+                1
+            );
         }
         let s = Store::open(dir.path(), 16, true).unwrap();
         assert_eq!(s.server_duid_or_create(|| vec![8]).unwrap(), vec![0, 4, 9]);
@@ -555,6 +566,23 @@ mod tests {
             .unwrap();
         assert_eq!(st.loaded, 1);
         assert_eq!(all[0], lease(7, LeaseState::Active));
+    }
+
+    /// A record that cannot be read is replaced by the next write of its lease, whatever its
+    /// sequence: the new record is then the one a restart loads.
+    #[test]
+    fn unreadable_record_is_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path(), 16, true).unwrap();
+        let l = lease(3, LeaseState::Active);
+        let mut w = s.env.write_txn().unwrap();
+        s.leases.put(&mut w, &l.key(), &[0xff, 1, 2]).unwrap();
+        w.commit().unwrap();
+        assert_eq!(s.commit([&l]).unwrap(), 1);
+        let mut all = Vec::new();
+        s.load_leases(|l| all.push(l), |_, e| panic!("corrupt: {e:?}"))
+            .unwrap();
+        assert_eq!(all, vec![l]);
     }
 
     /// Stores of layout 1 (lease values of version 1) and 2 (version 2) are opened, marked

@@ -1057,3 +1057,111 @@ fn tandem_gen_on_af_xdp_against_both_server_datapaths() {
     );
     drop(topo);
 }
+
+/// Everything one relay sends arrives on one receive queue (one flow, one RSS or veth queue),
+/// and the workers of the interface share it out (`xdp::spread`): tandem-gen as a single relay
+/// from one socket, against the server on AF_XDP over a veth with two queues, must see every
+/// client served, with each of the two AF_XDP workers answering a fair share and the handoffs
+/// counted. Without the handoff, one worker answers everything.
+#[test]
+fn xdp_spreads_one_relays_messages_over_the_interfaces_workers() {
+    let test = "xdp_spreads_one_relays_messages_over_the_interfaces_workers";
+    let Some(t) = prerequisites(test) else { return };
+    let _turn = common::one_at_a_time();
+    let topo = Topo::with_queues(&t, "is", &["2001:db8:1::1/64"], &["2001:db8:1::2/64"], 2);
+    topo.client_checksum_offload_off(&t);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut ck = Checks::default();
+    const CLIENTS: u64 = 2000;
+    let clients = CLIENTS.to_string();
+    let cfg = link1_config(dir.path(), &topo, "spread");
+    let log = dir.path().join("spread.log");
+    let server = start_server(
+        &topo.s.exec(),
+        &cfg,
+        &["--datapath", "xdp", "--metrics-listen", "[::1]:9481"],
+        &log,
+    );
+    let (code, json, err) = gen_in_client(
+        &t,
+        &topo,
+        &[
+            "--server",
+            "[2001:db8:1::1]:547",
+            "--relay-link",
+            "2001:db8:1::1",
+            "--mode",
+            "both",
+            "--threads",
+            "1",
+            "--clients",
+            &clients,
+            "--rate",
+            "2000",
+            "--phases",
+            "acquire",
+            "--config",
+            cfg.to_str().unwrap_or_default(),
+        ],
+    );
+    ck.check(code == Some(0), || {
+        format!("tandem-gen exit {code:?}: {err}")
+    });
+    ck.check(json["phases"][0]["ok"].as_u64() == Some(CLIENTS), || {
+        format!("{} of {CLIENTS} clients served", json["phases"][0]["ok"])
+    });
+    ck.check(json["violations"].as_u64() == Some(0), || {
+        format!("lease checks violated: {}", json["violation_examples"])
+    });
+    // Solicit and Request per client, each a Relay-forw. Workers report every second.
+    let messages = 2 * CLIENTS;
+    let mut scrape = None;
+    for _ in 0..20 {
+        std::thread::sleep(Duration::from_millis(500));
+        let s = common::prom::Scrape::get(&topo.s.exec(), "http://[::1]:9481/metrics");
+        if s.sum("tandem_worker_packets_received_total", &[]) >= messages as f64 {
+            scrape = Some(s);
+            break;
+        }
+    }
+    match scrape {
+        None => ck.check(false, || {
+            format!("the workers never reported {messages} messages received")
+        }),
+        Some(s) => {
+            let shares: Vec<f64> = s
+                .samples
+                .iter()
+                .filter(|x| x.0 == "tandem_worker_packets_received_total" && x.2 > 0.0)
+                .map(|x| x.2)
+                .collect();
+            // The spread key is the low byte of each client's address: a fair share is about
+            // half; a third leaves room for chance without letting one worker do it all.
+            let fair = shares
+                .iter()
+                .filter(|&&n| n >= messages as f64 / 3.0)
+                .count();
+            ck.check(fair == 2, || {
+                format!("want two workers with a third or more of {messages} messages each, got {shares:?}")
+            });
+            let handed = s.sum("tandem_xdp_handoffs_total", &[("result", "handed_off")]);
+            let kept = s.sum(
+                "tandem_xdp_handoffs_total",
+                &[("result", "kept_inbox_full")],
+            ) + s.sum("tandem_xdp_handoffs_total", &[("result", "kept_large")]);
+            ck.check(
+                handed >= messages as f64 / 3.0 && handed <= messages as f64 && kept == 0.0,
+                || format!("handoffs: {handed} handed off, {kept} kept (want about half of {messages}, none kept)"),
+            );
+        }
+    }
+    let text = stop(server);
+    ck.check(xdp_redirected(&text).is_some_and(|n| n >= messages), || {
+        format!(
+            "the program handed {:?} frames to the server, want >= {messages}",
+            xdp_redirected(&text)
+        )
+    });
+    ck.finish(test, &[("server log", tail(&log, 30))]);
+    drop(topo);
+}

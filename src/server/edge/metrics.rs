@@ -129,6 +129,8 @@ pub struct XdpCounts {
 pub struct MetricsHub {
     /// The workers' summed counters, as the reporter last merged them.
     worker_totals: Mutex<WorkerStats>,
+    /// (worker number, datagrams it received), as the reporter last heard from each.
+    received_by_worker: Mutex<Vec<(usize, u64)>>,
     commit: Mutex<CommitMetrics>,
     /// One per relationship, by name.
     failover: Mutex<Vec<FailoverGauges>>,
@@ -151,6 +153,7 @@ impl MetricsHub {
     pub fn new(alloc: Arc<Allocator>, workers: usize) -> MetricsHub {
         MetricsHub {
             worker_totals: Mutex::new(WorkerStats::default()),
+            received_by_worker: Mutex::new(Vec::new()),
             commit: Mutex::new(CommitMetrics::default()),
             failover: Mutex::new(Vec::new()),
             xdp: Mutex::new(Vec::new()),
@@ -161,9 +164,10 @@ impl MetricsHub {
         }
     }
 
-    /// The workers' summed counters (the reporter, every turn).
-    pub fn publish_workers(&self, w: &WorkerStats) {
+    /// The workers' summed counters and what each received (the reporter, every turn).
+    pub fn publish_workers(&self, w: &WorkerStats, received_by_worker: Vec<(usize, u64)>) {
         lock(&self.worker_totals).clone_from(w);
+        *lock(&self.received_by_worker) = received_by_worker;
     }
 
     /// Everything in the Prometheus text format, with the workers' counters last published.
@@ -208,6 +212,7 @@ impl MetricsHub {
             "received": by_type(&w.received_by_type),
             "answered": by_type(&w.answered_by_type),
             "dropped": w.dropped,
+            "xdp_handoffs": w.handoffs,
             "lease_events": LeaseEvent::ALL.iter().map(|e| (e.label().to_string(), json!(w.lease_events[*e as usize]))).collect::<Map<String, Value>>(),
             "replies_sent": {"now": w.replied_now, "after_commit": c.sent},
             "send_errors": w.send_errors + c.send_errors,
@@ -319,6 +324,32 @@ impl MetricsHub {
                 &[("reason", reason)],
                 *n as f64,
             );
+        }
+        t.family(
+            "tandem_worker_packets_received_total",
+            "counter",
+            "DHCPv6 datagrams each worker took, by worker number: how evenly the cores share the work. On the AF_XDP path a worker counts the messages it answers, those other workers handed to it included.",
+        );
+        for (id, n) in lock(&self.received_by_worker).iter() {
+            t.sample(
+                "tandem_worker_packets_received_total",
+                &[("worker", &id.to_string())],
+                *n as f64,
+            );
+        }
+        if !w.handoffs.is_empty() {
+            t.family(
+                "tandem_xdp_handoffs_total",
+                "counter",
+                "AF_XDP on an interface of several receive queues: messages the receiving worker handed to the worker they belong to (`handed_off`), or answered itself because that worker's inbox was full (`kept_inbox_full`) or the message was too large to hand over (`kept_large`).",
+            );
+            for (result, n) in &w.handoffs {
+                t.sample(
+                    "tandem_xdp_handoffs_total",
+                    &[("result", result)],
+                    *n as f64,
+                );
+            }
         }
         let c = *lock(&self.commit);
         t.family("tandem_replies_sent_total", "counter", "Replies sent, by path: `now` needed nothing stored, `after_commit` waited for its leases to be durable.");

@@ -73,6 +73,11 @@ pub trait Datapath: Send {
     /// the last call; called by the worker once per report interval. The socket path has
     /// nothing of its own to add.
     fn take_drops(&mut self, _add: &mut dyn FnMut(&'static str, u64)) {}
+    /// Adds to `add` (a [`xdp::spread::HANDOFF_RESULTS`] label and a count) what the datapath
+    /// handed to other workers, or kept, since the last call; called with
+    /// [`Datapath::take_drops`]. Only the AF_XDP path on an interface of several queues has any
+    /// (no default, so a datapath that wraps others cannot forget to pass it on).
+    fn take_handoffs(&mut self, add: &mut dyn FnMut(&'static str, u64));
 }
 
 /// A reply waiting for its leases to be durable.

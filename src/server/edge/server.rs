@@ -107,6 +107,12 @@ impl super::Datapath for AnyPath {
             AnyPath::Xdp(p) => p.take_drops(add),
         }
     }
+    fn take_handoffs(&mut self, add: &mut dyn FnMut(&'static str, u64)) {
+        match self {
+            AnyPath::Udp(p) => p.take_handoffs(add),
+            AnyPath::Xdp(p) => p.take_handoffs(add),
+        }
+    }
 }
 
 /// How often the XDP programs' maps of this host's addresses are brought up to date (and their
@@ -234,6 +240,7 @@ fn open_xdp(
             .map_err(|e| StartError::Xdp(e.to_string()))?;
         let zero_copy = prog.zero_copy(zero_copy_driver);
         let mut zero_copy_queues = 0;
+        let first = paths.len();
         for q in 0..iface.rx_queues {
             let fb = fallback.try_clone().map_err(StartError::Socket)?;
             let (path, back, zc) = XdpPath::open(iface.clone(), q, fb, zero_copy)
@@ -242,6 +249,14 @@ fn open_xdp(
             prog.register(q, path.socket_fd())
                 .map_err(|e| StartError::Xdp(e.to_string()))?;
             paths.push((path, back));
+        }
+        // What one relay sends arrives on one queue: the interface's workers share it out.
+        let mine = &mut paths[first..];
+        if mine.len() > 1 {
+            let wakes: Vec<_> = mine.iter().map(|(p, _)| p.wake_fd()).collect();
+            for ((p, _), s) in mine.iter_mut().zip(super::xdp::spread::group(&wakes)) {
+                p.join(s);
+            }
         }
         let bind = match zero_copy_queues {
             0 => "copy",

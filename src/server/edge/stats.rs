@@ -98,6 +98,9 @@ pub struct WorkerStats {
     pub lease_events: [u64; 4],
     /// Receive-to-send time of replies that needed nothing stored, in microseconds.
     pub reply_now_us: Histogram<LatencyUs>,
+    /// AF_XDP: messages handed to the worker they belong to, or kept, by
+    /// [`super::xdp::spread::HANDOFF_RESULTS`] label (empty on other datapaths).
+    pub handoffs: BTreeMap<&'static str, u64>,
 }
 
 impl WorkerStats {
@@ -109,6 +112,9 @@ impl WorkerStats {
         self.send_errors += o.send_errors;
         for (k, v) in &o.dropped {
             *self.dropped.entry(k).or_default() += v;
+        }
+        for (k, v) in &o.handoffs {
+            *self.handoffs.entry(k).or_default() += v;
         }
         for (a, b) in self.received_by_type.iter_mut().zip(o.received_by_type) {
             *a += b;
@@ -181,7 +187,10 @@ pub fn run_reporter(
             t
         };
         if fresh {
-            hub.publish_workers(&total());
+            let mut by_worker: Vec<(usize, u64)> =
+                latest.iter().map(|(id, s)| (*id, s.received)).collect();
+            by_worker.sort_unstable();
+            hub.publish_workers(&total(), by_worker);
         }
         if last_log.elapsed() >= STATS_INTERVAL || stopping {
             last_log = Instant::now();

@@ -63,7 +63,20 @@ fn ifindex(name: &str) -> io::Result<u32> {
         .map_err(|e| io::Error::other(format!("interface {name}: {e}")))
 }
 
-/// Classic BPF for SO_ATTACH_REUSEPORT_CBPF: returns (selected payload byte) % `n`.
+/// Which byte of a DHCPv6 message spreads it over workers: the low byte of the client's
+/// peer-address in a Relay-forw (one relay carries many clients), else the low byte of the
+/// transaction id. None when the message is too short to have it. The UDP path's
+/// [`spread_program`] makes the same choice in the kernel; the AF_XDP path's
+/// [`super::xdp::spread`] in the worker.
+pub fn spread_key(payload: &[u8]) -> Option<u8> {
+    match payload.first()? {
+        12 => payload.get(33).copied(),
+        _ => payload.get(3).copied(),
+    }
+}
+
+/// Classic BPF for SO_ATTACH_REUSEPORT_CBPF: returns (selected payload byte) % `n`, the byte
+/// [`spread_key`] names.
 fn spread_program(n: u32) -> Vec<libc::sock_filter> {
     let ins = |code: u32, jt: u8, jf: u8, k: u32| libc::sock_filter {
         code: code as u16,
@@ -169,6 +182,9 @@ impl UdpPath {
 }
 
 impl Datapath for UdpPath {
+    /// The kernel spreads the socket path's datagrams over workers ([`spread_program`]).
+    fn take_handoffs(&mut self, _add: &mut dyn FnMut(&'static str, u64)) {}
+
     fn recv_batch(&mut self, metas: &mut Vec<RxMeta>) -> io::Result<usize> {
         metas.clear();
         let lens = &mut self.lens;
@@ -253,4 +269,29 @@ pub fn recv_many(
             .unwrap_or(SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, 0, 0, 0));
         out.push((d.len.min(slot_len), from));
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spread_key_is_the_peer_address_of_a_relay_forw_else_the_transaction_id() {
+        assert_eq!(spread_key(&[1, 0xaa, 0xbb, 0xcc, 0, 1]), Some(0xcc));
+        let mut relay = vec![12u8, 0];
+        relay.extend((0..32).map(|i| i as u8));
+        assert_eq!(relay.len(), 34);
+        assert_eq!(spread_key(&relay), Some(31), "peer-address's last byte");
+        assert_eq!(spread_key(&relay[..33]), None);
+        assert_eq!(spread_key(&[1, 2, 3]), None);
+        assert_eq!(spread_key(&[]), None);
+        // The kernel program reads the same bytes: offsets 0, 3 and 33.
+        let prog = spread_program(4);
+        let loads: Vec<u32> = prog
+            .iter()
+            .filter(|i| i.code == (libc::BPF_LD | libc::BPF_B | libc::BPF_ABS) as u16)
+            .map(|i| i.k)
+            .collect();
+        assert_eq!(loads, vec![0, 3, 33]);
+    }
 }

@@ -49,6 +49,9 @@ impl<D: Datapath> Worker<D> {
                 self.path.take_drops(&mut |why, n| {
                     *stats.dropped.entry(why).or_default() += n;
                 });
+                self.path.take_handoffs(&mut |result, n| {
+                    *stats.handoffs.entry(result).or_default() += n;
+                });
                 let _ = self.stats_tx.try_send((self.id, stats.clone()));
             }
             match self.path.recv_batch(&mut metas) {

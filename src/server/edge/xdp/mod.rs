@@ -20,6 +20,7 @@ pub mod features;
 pub mod frame;
 pub mod neighbour;
 pub mod program;
+pub mod spread;
 pub mod xsk;
 
 use super::{PendingReply, RxMeta};
@@ -343,6 +344,12 @@ pub struct XdpPath {
     /// The interface's link-local address, and when it was last looked for while missing.
     link_local: Option<Ipv6Addr>,
     link_local_checked: std::time::Instant,
+    /// Its place among the interface's workers (None: the only one).
+    spread: Option<spread::Spread>,
+    /// Messages other workers handed over in the current batch; their slots follow the frames'.
+    handed: Vec<spread::Handoff>,
+    /// Frames of the current batch (the slots below it are frames, the rest `handed`).
+    frames_in_batch: usize,
 }
 
 impl XdpPath {
@@ -373,6 +380,9 @@ impl XdpPath {
                 link_local: iface.link_local,
                 iface,
                 link_local_checked: std::time::Instant::now(),
+                spread: None,
+                handed: Vec::new(),
+                frames_in_batch: 0,
             },
             ReturnPath { tx: ret_tx, wake },
             zc,
@@ -382,6 +392,18 @@ impl XdpPath {
     /// The AF_XDP socket, for the program's map.
     pub fn socket_fd(&self) -> &impl AsRawFd {
         self.xsk.fd()
+    }
+
+    /// The eventfd this path's worker waits on (for [`spread::group`]).
+    pub fn wake_fd(&self) -> Arc<EventFd> {
+        self.wake.clone()
+    }
+
+    /// Puts this path's worker into its interface's group ([`spread`]): from now on it hands
+    /// the messages that belong to other workers to them, and answers theirs.
+    pub fn join(&mut self, spread: spread::Spread) {
+        self.handed = Vec::with_capacity(spread::HANDOFF_TAKE_MAX);
+        self.spread = Some(spread);
     }
 
     /// Sends the committed replies the committer handed back.
@@ -469,18 +491,28 @@ impl super::Datapath for XdpPath {
         self.xsk.take_drops(add);
     }
 
+    fn take_handoffs(&mut self, add: &mut dyn FnMut(&'static str, u64)) {
+        if let Some(s) = &mut self.spread {
+            s.take_counts(add);
+        }
+    }
+
     fn recv_batch(&mut self, metas: &mut Vec<RxMeta>) -> io::Result<usize> {
         metas.clear();
         self.payloads.clear();
+        self.handed.clear();
+        self.frames_in_batch = 0;
         self.xsk.recycle();
         self.send_returned();
-        if self.xsk.take() == 0 {
+        let waiting = |s: &Option<spread::Spread>| s.as_ref().is_some_and(|s| s.waiting());
+        if self.xsk.take() == 0 && !waiting(&self.spread) {
             self.wait()?;
-            if self.xsk.take() == 0 {
+            if self.xsk.take() == 0 && !waiting(&self.spread) {
                 return Ok(0);
             }
         }
         let n = self.xsk.received();
+        self.frames_in_batch = n;
         let link_local = self.our_link_local();
         for slot in 0..n {
             let p = self.xsk.frame(slot).unwrap_or(&[]);
@@ -527,6 +559,14 @@ impl super::Datapath for XdpPath {
                             None => meta.drop = Some("no_link_local_address"),
                         }
                     }
+                    if meta.drop.is_none()
+                        && let Some(s) = &mut self.spread
+                        && s.hand_off(&meta, p.get(f.payload.clone()).unwrap_or(&[]))
+                    {
+                        // Another worker answers it; its frame is recycled with the batch.
+                        self.payloads.push(0..0);
+                        continue;
+                    }
                     self.payloads.push(f.payload);
                 }
                 Err(e) => {
@@ -536,10 +576,26 @@ impl super::Datapath for XdpPath {
             }
             metas.push(meta);
         }
-        Ok(n)
+        if let Some(s) = &mut self.spread {
+            s.wake_peers();
+            s.take(&mut self.handed);
+            for (i, h) in self.handed.iter().enumerate() {
+                metas.push(RxMeta {
+                    slot: n + i,
+                    ..*h.meta()
+                });
+            }
+        }
+        Ok(metas.len())
     }
 
     fn datagram(&self, meta: &RxMeta) -> &[u8] {
+        if meta.slot >= self.frames_in_batch {
+            return self
+                .handed
+                .get(meta.slot - self.frames_in_batch)
+                .map_or(&[], |h| h.payload());
+        }
         match (self.xsk.frame(meta.slot), self.payloads.get(meta.slot)) {
             (Some(p), Some(r)) => p.get(r.clone()).unwrap_or(&[]),
             _ => &[],

@@ -1,0 +1,247 @@
+//! One interface's DHCPv6 messages spread over all of its AF_XDP workers.
+//!
+//! A NIC picks the receive queue of a frame by hashing its addresses and ports, so everything
+//! one relay agent sends arrives on one queue, and an ISP edge hears from a few relays: without
+//! this, one worker would answer a whole access network while the others idle. Each message
+//! belongs to the worker its spread key names ([`super::super::udp::spread_key`], the choice
+//! the UDP path's SO_REUSEPORT program makes, so a client's messages meet one worker on either
+//! datapath). The worker that receives a message that belongs to another copies it into that
+//! worker's bounded inbox and wakes it through its eventfd. The worker that answers sends the
+//! reply from its own socket: any queue of the interface may transmit it, and the reply's
+//! headers were worked out by the receiving worker already.
+//!
+//! A message is kept by the worker that received it, never dropped, when the other worker's
+//! inbox is full or the message is larger than an inbox slot; both are counted.
+
+use super::super::RxMeta;
+use super::EventFd;
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use std::sync::Arc;
+
+/// Messages that may wait in one worker's inbox; past it the receiving worker answers them
+/// itself (counted as `kept_inbox_full`).
+pub const HANDOFF_QUEUE_MAX: usize = 1024;
+/// Largest message handed to another worker (the DHCPv6 payload of a 1,500-byte frame);
+/// larger ones are answered where they arrived (counted as `kept_large`).
+pub const HANDOFF_LEN_MAX: usize = 1452;
+/// Most handed-over messages a worker takes per batch.
+pub const HANDOFF_TAKE_MAX: usize = super::RX_BATCH_MAX;
+
+/// What the handoff counters are called (`tandem_xdp_handoffs_total{result}`), in the order of
+/// [`Spread::take_counts`].
+pub const HANDOFF_RESULTS: [&str; 3] = ["handed_off", "kept_inbox_full", "kept_large"];
+
+/// A message on its way to the worker it belongs to: what the receiving worker learnt of it,
+/// and a copy of its DHCPv6 payload.
+pub struct Handoff {
+    meta: RxMeta,
+    len: u16,
+    bytes: [u8; HANDOFF_LEN_MAX],
+}
+
+impl Handoff {
+    /// What the receiving worker learnt of the message (its `slot` means nothing here).
+    pub fn meta(&self) -> &RxMeta {
+        &self.meta
+    }
+
+    /// The DHCPv6 message.
+    pub fn payload(&self) -> &[u8] {
+        &self.bytes[..self.len as usize]
+    }
+}
+
+struct Peer {
+    inbox: Sender<Handoff>,
+    wake: Arc<EventFd>,
+    /// Handed something since the last [`Spread::wake_peers`].
+    to_wake: bool,
+}
+
+/// One worker's place among the AF_XDP workers of its interface.
+pub struct Spread {
+    me: usize,
+    peers: Vec<Peer>,
+    inbox: Receiver<Handoff>,
+    counts: [u64; HANDOFF_RESULTS.len()],
+}
+
+/// A [`Spread`] per worker of one interface; `wakes[i]` is the eventfd worker `i` waits on.
+pub fn group(wakes: &[Arc<EventFd>]) -> Vec<Spread> {
+    let (senders, receivers): (Vec<_>, Vec<_>) = wakes
+        .iter()
+        .map(|_| crossbeam_channel::bounded::<Handoff>(HANDOFF_QUEUE_MAX))
+        .unzip();
+    receivers
+        .into_iter()
+        .enumerate()
+        .map(|(me, inbox)| Spread {
+            me,
+            peers: senders
+                .iter()
+                .zip(wakes)
+                .map(|(s, w)| Peer {
+                    inbox: s.clone(),
+                    wake: w.clone(),
+                    to_wake: false,
+                })
+                .collect(),
+            inbox,
+            counts: [0; HANDOFF_RESULTS.len()],
+        })
+        .collect()
+}
+
+impl Spread {
+    /// Which worker of the group `payload` belongs to (this one when it has no spread key).
+    pub fn owner(&self, payload: &[u8]) -> usize {
+        super::super::udp::spread_key(payload).map_or(self.me, |k| k as usize % self.peers.len())
+    }
+
+    /// Hands the message to the worker it belongs to; false when this worker must answer it
+    /// (it is its own, the other's inbox is full, or it is too large to hand over).
+    pub fn hand_off(&mut self, meta: &RxMeta, payload: &[u8]) -> bool {
+        let to = self.owner(payload);
+        if to == self.me {
+            return false;
+        }
+        if payload.len() > HANDOFF_LEN_MAX {
+            self.counts[2] += 1;
+            return false;
+        }
+        let mut h = Handoff {
+            meta: *meta,
+            len: payload.len() as u16,
+            bytes: [0; HANDOFF_LEN_MAX],
+        };
+        h.bytes[..payload.len()].copy_from_slice(payload);
+        let peer = &mut self.peers[to];
+        match peer.inbox.try_send(h) {
+            Ok(()) => {
+                peer.to_wake = true;
+                self.counts[0] += 1;
+                true
+            }
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.counts[1] += 1;
+                false
+            }
+        }
+    }
+
+    /// Wakes every worker handed something since the last call (once per batch).
+    pub fn wake_peers(&mut self) {
+        for p in self.peers.iter_mut().filter(|p| p.to_wake) {
+            p.to_wake = false;
+            p.wake.signal();
+        }
+    }
+
+    /// Whether other workers handed this one messages it has not taken yet.
+    pub fn waiting(&self) -> bool {
+        !self.inbox.is_empty()
+    }
+
+    /// Moves up to [`HANDOFF_TAKE_MAX`] handed-over messages into `into` (cleared first).
+    pub fn take(&self, into: &mut Vec<Handoff>) {
+        into.clear();
+        while into.len() < HANDOFF_TAKE_MAX {
+            match self.inbox.try_recv() {
+                Ok(h) => into.push(h),
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// Adds to `add` the handoff counts since the last call, by [`HANDOFF_RESULTS`] label.
+    pub fn take_counts(&mut self, add: &mut dyn FnMut(&'static str, u64)) {
+        for (label, n) in HANDOFF_RESULTS.iter().zip(self.counts.iter_mut()) {
+            add(label, std::mem::take(n));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{Ipv6Addr, SocketAddrV6};
+
+    fn meta() -> RxMeta {
+        RxMeta {
+            src: SocketAddrV6::new(Ipv6Addr::LOCALHOST, 547, 0, 0),
+            len: 0,
+            truncated: false,
+            multicast: false,
+            ifindex: 1,
+            slot: 0,
+            reply_frame: None,
+            drop: None,
+        }
+    }
+
+    /// A Solicit whose transaction id ends in `xid_low`.
+    fn solicit(xid_low: u8) -> Vec<u8> {
+        vec![1, 0, 0, xid_low, 0, 8, 0, 2, 0, 0]
+    }
+
+    fn counts(s: &mut Spread) -> Vec<(&'static str, u64)> {
+        let mut v = Vec::new();
+        s.take_counts(&mut |l, n| v.push((l, n)));
+        v
+    }
+
+    #[test]
+    fn messages_reach_the_worker_their_key_names_and_are_woken_for() {
+        let wakes: Vec<_> = (0..3).map(|_| Arc::new(EventFd::new().unwrap())).collect();
+        let mut g = group(&wakes);
+        let m = meta();
+        // Worker 0 keeps its own (key 3 % 3 == 0) and hands key 4 to worker 1, 5 to worker 2.
+        assert!(!g[0].hand_off(&m, &solicit(3)));
+        assert!(g[0].hand_off(&m, &solicit(4)));
+        assert!(g[0].hand_off(&m, &solicit(5)));
+        assert!(!g[0].hand_off(&m, &[1, 2]), "no spread key: kept");
+        g[0].wake_peers();
+        let mut into = Vec::new();
+        for (w, xid) in [(1, 4), (2, 5)] {
+            assert!(g[w].waiting());
+            g[w].take(&mut into);
+            assert_eq!(into.len(), 1);
+            assert_eq!(into[0].payload(), &solicit(xid)[..]);
+            assert_eq!(into[0].meta().src, m.src);
+            assert!(!g[w].waiting());
+        }
+        assert!(!g[0].waiting());
+        assert_eq!(
+            counts(&mut g[0]),
+            vec![("handed_off", 2), ("kept_inbox_full", 0), ("kept_large", 0)]
+        );
+        assert_eq!(counts(&mut g[0])[0], ("handed_off", 0), "counts are taken");
+    }
+
+    #[test]
+    fn a_full_inbox_or_a_large_message_stays_with_the_receiving_worker() {
+        let wakes: Vec<_> = (0..2).map(|_| Arc::new(EventFd::new().unwrap())).collect();
+        let mut g = group(&wakes);
+        let m = meta();
+        for _ in 0..HANDOFF_QUEUE_MAX {
+            assert!(g[0].hand_off(&m, &solicit(1)));
+        }
+        assert!(!g[0].hand_off(&m, &solicit(1)), "inbox full: kept");
+        let mut large = solicit(1);
+        large.resize(HANDOFF_LEN_MAX + 1, 0);
+        assert!(!g[0].hand_off(&m, &large));
+        large.truncate(HANDOFF_LEN_MAX);
+        let mut into = Vec::new();
+        g[1].take(&mut into);
+        assert_eq!(into.len(), HANDOFF_TAKE_MAX, "one batch at a time");
+        assert!(g[0].hand_off(&m, &large), "the largest that fits goes");
+        assert_eq!(
+            counts(&mut g[0]),
+            vec![
+                ("handed_off", HANDOFF_QUEUE_MAX as u64 + 1),
+                ("kept_inbox_full", 1),
+                ("kept_large", 1)
+            ]
+        );
+    }
+}

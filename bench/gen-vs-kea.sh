@@ -75,9 +75,10 @@ usage: $0 [options]
   --bisect N           bisection steps (default $BISECT)
   --budget SECS        stop searching (and say so) once the run has taken SECS (default $BUDGET)
   --targets LIST       space/comma list of: ceiling tandem tandem-nosync tandem-scraped
-                       tandem-xdp kea-st kea-mt (default "$TARGETS"; ceiling = tandem-gen --reflector;
+                       tandem-xdp tandem-xdp-nosync kea-st kea-mt (default "$TARGETS"; ceiling = tandem-gen --reflector;
                        tandem-xdp = tandem --datapath xdp (native XDP on the veth, AF_XDP
-                       copy mode); with it, the client veth's tx checksum offload is off for
+                       copy mode; tandem-xdp-nosync adds --no-sync, the durability of
+                       Kea's memfile); with either, the client veth's tx checksum offload is off for
                        every target of the run, as the AF_XDP path verifies UDP checksums,
                        and the generator comparison adds tandem-gen --datapath xdp rows;
                        tandem-scraped = tandem with --metrics-listen and /metrics fetched
@@ -148,7 +149,7 @@ done
 for s in $TARGETS; do
     case "$s" in
         ceiling|tandem|tandem-nosync|tandem-scraped) ;;
-        tandem-xdp)
+        tandem-xdp|tandem-xdp-nosync)
             # The XDP program is built by cargo with clang and libbpf's headers; ethtool turns
             # the client veth's checksum offload off.
             ensure_tools clang:clang ethtool:ethtool
@@ -215,13 +216,13 @@ start_target() {
                 --threads "$REFLECTOR_THREADS" --reflect-secs 900 >"$dir/server.log" 2>&1 &
             SERVER_PID=$!
             ;;
-        tandem|tandem-nosync|tandem-scraped|tandem-xdp)
+        tandem|tandem-nosync|tandem-scraped|tandem-xdp|tandem-xdp-nosync)
             render_tandem_config "$dir" "$NS_S"
             provision_tandem_config "$dir" "$PROVISION"
             local extra=()
-            [ "$name" = tandem-nosync ] && extra+=(--no-sync)
+            case "$name" in *-nosync) extra+=(--no-sync) ;; esac
             [ "$name" = tandem-scraped ] && extra+=(--metrics-listen "[::1]:$METRICS_PORT")
-            [ "$name" = tandem-xdp ] && extra+=(--datapath xdp --xdp-mode native)
+            case "$name" in tandem-xdp*) extra+=(--datapath xdp --xdp-mode native) ;; esac
             [ "$ROUTE_MODE" = relay ] && extra+=(--listen "[$SERVER_IP]:547")
             ip netns exec "$NS_S" "${SRV_PIN[@]}" "$TANDEM_BIN" serve --config "$dir/tandem.toml" \
                 --log-level warn "${extra[@]}" >"$dir/server.log" 2>&1 &
@@ -705,7 +706,7 @@ RESULT_JSON=$(jq -s -c \
       date: $date, command: $cmd, elapsed_s: $elapsed,
       environment: {cpu: $cpu, cpus: $ncpu, kernel: $kernel, work_dir_fs: $fs, loadavg_at_start: $load,
                     kea: $kea, perfdhcp: $perfdhcp, tandem_git: $rev, tandem_tree_dirty: $dirty,
-                    tandem_workers: "default (one per core)", tandem_sync: "on (fdatasync per group commit) unless tandem-nosync",
+                    tandem_workers: "default (one per core)", tandem_sync: "on (fdatasync per group commit) except for the *-nosync targets",
                     kea_mt: "thread-pool-size 2, packet-queue-size \($kq)", kea_lease_db: "memfile (no fsync)",
                     reflector_threads: $rthreads,
                     client_veth_tx_checksum_offload: (if $xdp == "1" then "off (tandem-xdp in the run)" else "on" end),
@@ -727,6 +728,8 @@ RESULT_JSON=$(jq -s -c \
           kea_mt_over_ceiling: ratio(rate("kea-mt"; $c); rate("ceiling"; $c)),
           kea_st_over_ceiling: ratio(rate("kea-st"; $c); rate("ceiling"; $c)),
           tandem_nosync_over_kea_mt: ratio(rate("tandem-nosync"; $c); rate("kea-mt"; $c)),
+          tandem_xdp_over_ceiling: ratio(rate("tandem-xdp"; $c); rate("ceiling"; $c)),
+          tandem_xdp_nosync_over_ceiling: ratio(rate("tandem-xdp-nosync"; $c); rate("ceiling"; $c)),
           tandem_scraped_over_tandem: ratio(rate("tandem-scraped"; $c); rate("tandem"; $c))
         } | with_entries(select(.value != null)))),
       generator_comparison: $gencmp,

@@ -1059,10 +1059,11 @@ fn tandem_gen_on_af_xdp_against_both_server_datapaths() {
 }
 
 /// Everything one relay sends arrives on one receive queue (one flow, one RSS or veth queue),
-/// and the workers of the interface share it out (`xdp::spread`): tandem-gen as a single relay
-/// from one socket, against the server on AF_XDP over a veth with two queues, must see every
-/// client served, with each of the two AF_XDP workers answering a fair share and the handoffs
-/// counted. Without the handoff, one worker answers everything.
+/// and the workers of the interface share it out once the receiving one falls behind
+/// (`xdp::spread`): tandem-gen as a single relay from one socket, as fast as it goes (512
+/// exchanges in flight), against the server on AF_XDP over a veth with two queues, must see
+/// every client served, each of the two AF_XDP workers taking a fair share and the handoffs
+/// counted. Without the handoff, one worker takes everything.
 #[test]
 fn xdp_spreads_one_relays_messages_over_the_interfaces_workers() {
     let test = "xdp_spreads_one_relays_messages_over_the_interfaces_workers";
@@ -1097,7 +1098,9 @@ fn xdp_spreads_one_relays_messages_over_the_interfaces_workers() {
             "--clients",
             &clients,
             "--rate",
-            "2000",
+            "0",
+            "--window",
+            "512",
             "--phases",
             "acquire",
             "--config",
@@ -1135,14 +1138,14 @@ fn xdp_spreads_one_relays_messages_over_the_interfaces_workers() {
                 .filter(|x| x.0 == "tandem_worker_packets_received_total" && x.2 > 0.0)
                 .map(|x| x.2)
                 .collect();
-            // The spread key is the low byte of each client's address: a fair share is about
-            // half; a third leaves room for chance without letting one worker do it all.
+            // The receiving worker sheds the other's messages only while it falls behind; under
+            // this burst the other took 34-44 % in four runs, and without the handoff none.
             let fair = shares
                 .iter()
-                .filter(|&&n| n >= messages as f64 / 3.0)
+                .filter(|&&n| n >= messages as f64 / 5.0)
                 .count();
             ck.check(fair == 2, || {
-                format!("want two workers with a third or more of {messages} messages each, got {shares:?}")
+                format!("want two workers with a fifth or more of {messages} messages each, got {shares:?}")
             });
             let handed = s.sum("tandem_xdp_handoffs_total", &[("result", "handed_off")]);
             let kept = s.sum(
@@ -1150,8 +1153,8 @@ fn xdp_spreads_one_relays_messages_over_the_interfaces_workers() {
                 &[("result", "kept_inbox_full")],
             ) + s.sum("tandem_xdp_handoffs_total", &[("result", "kept_large")]);
             ck.check(
-                handed >= messages as f64 / 3.0 && handed <= messages as f64 && kept == 0.0,
-                || format!("handoffs: {handed} handed off, {kept} kept (want about half of {messages}, none kept)"),
+                handed >= messages as f64 / 5.0 && handed <= messages as f64 && kept == 0.0,
+                || format!("handoffs: {handed} handed off, {kept} kept (want a fifth of {messages} or more, none kept)"),
             );
         }
     }

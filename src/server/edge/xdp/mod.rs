@@ -513,6 +513,9 @@ impl super::Datapath for XdpPath {
         }
         let n = self.xsk.received();
         self.frames_in_batch = n;
+        // Messages of other workers are handed to them only while this worker falls behind
+        // (it took a whole batch): below that, answering here costs less than a handoff.
+        let shed = n == RX_BATCH_MAX;
         let link_local = self.our_link_local();
         for slot in 0..n {
             let p = self.xsk.frame(slot).unwrap_or(&[]);
@@ -559,7 +562,8 @@ impl super::Datapath for XdpPath {
                             None => meta.drop = Some("no_link_local_address"),
                         }
                     }
-                    if meta.drop.is_none()
+                    if shed
+                        && meta.drop.is_none()
                         && let Some(s) = &mut self.spread
                         && s.hand_off(&meta, p.get(f.payload.clone()).unwrap_or(&[]))
                     {

@@ -914,6 +914,14 @@ fn check_gen_on_xdp(
     });
 }
 
+/// A veth pair with two queues at each end (AF_XDP: a socket and a worker per queue), the
+/// server on 2001:db8:1::1, the client end's checksum offload off.
+fn two_queue_topo(t: &Tools, tag: &str) -> Topo {
+    let topo = Topo::with_queues(t, tag, &["2001:db8:1::1/64"], &["2001:db8:1::2/64"], 2);
+    topo.client_checksum_offload_off(t);
+    topo
+}
+
 /// `ip link show` of the client's end.
 fn client_link(t: &Tools, topo: &Topo) -> String {
     run(
@@ -937,8 +945,7 @@ fn tandem_gen_on_af_xdp_against_both_server_datapaths() {
     let test = "tandem_gen_on_af_xdp_against_both_server_datapaths";
     let Some(t) = prerequisites(test) else { return };
     let _turn = common::one_at_a_time();
-    let topo = Topo::with_queues(&t, "ig", &["2001:db8:1::1/64"], &["2001:db8:1::2/64"], 2);
-    topo.client_checksum_offload_off(&t);
+    let topo = two_queue_topo(&t, "ig");
     topo.server_checksum_offload_off(&t);
     let dir = tempfile::tempdir().expect("tempdir");
     let mut ck = Checks::default();
@@ -1069,8 +1076,7 @@ fn xdp_spreads_one_relays_messages_over_the_interfaces_workers() {
     let test = "xdp_spreads_one_relays_messages_over_the_interfaces_workers";
     let Some(t) = prerequisites(test) else { return };
     let _turn = common::one_at_a_time();
-    let topo = Topo::with_queues(&t, "is", &["2001:db8:1::1/64"], &["2001:db8:1::2/64"], 2);
-    topo.client_checksum_offload_off(&t);
+    let topo = two_queue_topo(&t, "is");
     let dir = tempfile::tempdir().expect("tempdir");
     let mut ck = Checks::default();
     const CLIENTS: u64 = 2000;

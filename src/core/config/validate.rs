@@ -430,9 +430,6 @@ impl SubnetsSeen {
     }
 }
 
-/// One `[[subnet]]` (index `si`): its prefix, lifetimes and pools, checked against `before`,
-/// what the subnets validated so far hold; every pool's span is added to `spans` for the
-/// overlap check.
 /// What a subnet inherits from the levels above it.
 struct Inherited<'a> {
     lease: FileLease,
@@ -440,6 +437,9 @@ struct Inherited<'a> {
     rapid_commit: bool,
 }
 
+/// One `[[subnet]]` (index `si`): its prefix, lifetimes and pools, checked against `before`,
+/// what the subnets validated so far hold; every pool's span is added to `spans` for the
+/// overlap check.
 fn subnet(
     ctx: &Ctx,
     si: usize,

@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tandem_server::edge::xdp::EventFd;
 use tandem_server::edge::xdp::frame::{self, UdpFrameHeader};
+use tandem_server::edge::xdp::spread::Peers;
 use tandem_server::edge::xdp::xsk::{NotSent, Xsk};
 
 /// Replies waiting to be passed from the thread whose queue they arrived on to the thread
@@ -91,13 +92,9 @@ pub struct XdpNet {
     first_port: u16,
     /// The frame headers to each destination, from our port.
     headers: Vec<(SocketAddrV6, UdpFrameHeader)>,
-    /// To every thread's inbox, by thread (ours included, unused), and the eventfd that wakes
-    /// that thread.
-    peers: Vec<(crossbeam_channel::Sender<Forwarded>, Arc<EventFd>)>,
-    /// Which peers were handed replies in the current batch (woken once at its end).
-    to_wake: Vec<bool>,
-    /// Replies other threads received for us, and the eventfd they signal.
-    inbox: crossbeam_channel::Receiver<Forwarded>,
+    /// The other threads: replies for them go to their inboxes (woken once per batch), and
+    /// theirs for us come in ours.
+    peers: Peers<Forwarded>,
     /// Signalled by the other threads when they put replies in our inbox.
     wake: Arc<EventFd>,
     /// Read the kernel's socket on every pass, not only when nothing else came: some receive
@@ -224,7 +221,7 @@ impl XdpNet {
         let slots = batch.len() / slot;
         self.xsk.recycle();
         let mut kernel_ready = self.read_kernel_always;
-        if self.xsk.take() == 0 && self.inbox.is_empty() {
+        if self.xsk.take() == 0 && !self.peers.waiting() {
             let fds = [self.udp.as_raw_fd(), self.wake.as_raw_fd()];
             if let Ok(ready) = self.xsk.wait(&fds, RECV_WAIT.as_millis() as i32) {
                 kernel_ready |= ready[0];
@@ -258,23 +255,18 @@ impl XdpNet {
                 } else {
                     dropped += 1;
                 }
-            } else if let Some((peer, _)) = self.peers.get(owner) {
+            } else if owner < self.peers.members() {
                 forwarded += 1;
-                if peer.try_send(payload.to_vec()).is_err() {
+                if self.peers.send(owner, payload.to_vec()).is_err() {
                     forward_dropped += 1;
                 }
-                self.to_wake[owner] = true;
             } else {
                 dropped += 1;
             }
         }
-        for (t, w) in self.to_wake.iter_mut().enumerate() {
-            if std::mem::take(w) {
-                self.peers[t].1.signal();
-            }
-        }
+        self.peers.wake_peers();
         while got.len() < slots {
-            let Ok(d) = self.inbox.try_recv() else { break };
+            let Some(d) = self.peers.recv() else { break };
             if d.len() <= slot {
                 let at = got.len() * slot;
                 batch[at..at + d.len()].copy_from_slice(&d);
@@ -469,17 +461,14 @@ pub fn open(
         .map_err(|e| e.to_string())?;
     let zero_copy = prog.zero_copy(zero_copy_driver);
     let counts = Arc::new(XdpCounts::default());
-    let (senders, inboxes): (Vec<_>, Vec<_>) = (0..threads)
-        .map(|_| crossbeam_channel::bounded(FORWARD_QUEUE_MAX))
-        .unzip();
     let wakes = (0..threads)
         .map(|_| EventFd::new().map(Arc::new))
         .collect::<io::Result<Vec<_>>>()
         .map_err(|e| format!("eventfd: {e}"))?;
-    let peers: Vec<_> = senders.into_iter().zip(wakes.iter().cloned()).collect();
+    let groups = Peers::group(&wakes, FORWARD_QUEUE_MAX);
     let mut nets = Vec::new();
     let mut zero_copy_sockets = 0;
-    for ((t, sock), inbox) in udp.into_iter().enumerate().zip(inboxes) {
+    for ((t, sock), peers) in udp.into_iter().enumerate().zip(groups) {
         let xsk = Xsk::open(&iface, t as u32, zero_copy).map_err(|e| e.to_string())?;
         prog.register(t as u32, xsk.fd())
             .map_err(|e| e.to_string())?;
@@ -504,9 +493,7 @@ pub fn open(
                     )
                 })
                 .collect(),
-            peers: peers.clone(),
-            to_wake: vec![false; threads],
-            inbox,
+            peers,
             wake: wakes[t].clone(),
             read_kernel_always: (threads as u32) < iface.rx_queues,
             kernel_got: Vec::with_capacity(crate::client::RECV_BURST_MAX),

@@ -55,42 +55,114 @@ impl Handoff {
     }
 }
 
-struct Peer {
-    inbox: Sender<Handoff>,
+/// One member of a group of threads that pass each other messages: a bounded inbox per
+/// member, and the eventfd each one polls, signalled once per batch by whoever put something
+/// in its inbox. The server's AF_XDP workers ([`Spread`]) and tandem-gen's AF_XDP threads
+/// (replies that landed on another thread's queue) are such groups.
+pub struct Peers<T> {
+    me: usize,
+    outs: Vec<PeerOut<T>>,
+    inbox: Receiver<T>,
+}
+
+struct PeerOut<T> {
+    inbox: Sender<T>,
     wake: Arc<EventFd>,
-    /// Handed something since the last [`Spread::wake_peers`].
+    /// Handed something since the last [`Peers::wake_peers`].
     to_wake: bool,
+}
+
+/// Why [`Peers::send`] could not deliver a message (it is handed back).
+pub enum NotDelivered<T> {
+    /// The member's inbox is full.
+    Full(T),
+    /// The member is gone (it stopped), or there is no such member.
+    Gone(T),
+}
+
+impl<T> Peers<T> {
+    /// A group of `wakes.len()` members, inboxes of `inbox_max` messages; member `i` polls
+    /// `wakes[i]`.
+    pub fn group(wakes: &[Arc<EventFd>], inbox_max: usize) -> Vec<Peers<T>> {
+        let (senders, receivers): (Vec<_>, Vec<_>) = wakes
+            .iter()
+            .map(|_| crossbeam_channel::bounded::<T>(inbox_max))
+            .unzip();
+        receivers
+            .into_iter()
+            .enumerate()
+            .map(|(me, inbox)| Peers {
+                me,
+                outs: senders
+                    .iter()
+                    .zip(wakes)
+                    .map(|(s, w)| PeerOut {
+                        inbox: s.clone(),
+                        wake: w.clone(),
+                        to_wake: false,
+                    })
+                    .collect(),
+                inbox,
+            })
+            .collect()
+    }
+
+    /// This member's number.
+    pub fn me(&self) -> usize {
+        self.me
+    }
+
+    /// How many members the group has.
+    pub fn members(&self) -> usize {
+        self.outs.len()
+    }
+
+    /// Puts `msg` in member `to`'s inbox; it is woken at the next [`Peers::wake_peers`].
+    pub fn send(&mut self, to: usize, msg: T) -> Result<(), NotDelivered<T>> {
+        let Some(out) = self.outs.get_mut(to) else {
+            return Err(NotDelivered::Gone(msg));
+        };
+        match out.inbox.try_send(msg) {
+            Ok(()) => {
+                out.to_wake = true;
+                Ok(())
+            }
+            Err(TrySendError::Full(m)) => Err(NotDelivered::Full(m)),
+            Err(TrySendError::Disconnected(m)) => Err(NotDelivered::Gone(m)),
+        }
+    }
+
+    /// Wakes every member sent something since the last call (once per batch).
+    pub fn wake_peers(&mut self) {
+        for p in self.outs.iter_mut().filter(|p| p.to_wake) {
+            p.to_wake = false;
+            p.wake.signal();
+        }
+    }
+
+    /// Whether messages wait in this member's inbox.
+    pub fn waiting(&self) -> bool {
+        !self.inbox.is_empty()
+    }
+
+    /// The next message in this member's inbox.
+    pub fn recv(&self) -> Option<T> {
+        self.inbox.try_recv().ok()
+    }
 }
 
 /// One worker's place among the AF_XDP workers of its interface.
 pub struct Spread {
-    me: usize,
-    peers: Vec<Peer>,
-    inbox: Receiver<Handoff>,
+    peers: Peers<Handoff>,
     counts: [u64; HANDOFF_RESULTS.len()],
 }
 
 /// A [`Spread`] per worker of one interface; `wakes[i]` is the eventfd worker `i` waits on.
 pub fn group(wakes: &[Arc<EventFd>]) -> Vec<Spread> {
-    let (senders, receivers): (Vec<_>, Vec<_>) = wakes
-        .iter()
-        .map(|_| crossbeam_channel::bounded::<Handoff>(HANDOFF_QUEUE_MAX))
-        .unzip();
-    receivers
+    Peers::group(wakes, HANDOFF_QUEUE_MAX)
         .into_iter()
-        .enumerate()
-        .map(|(me, inbox)| Spread {
-            me,
-            peers: senders
-                .iter()
-                .zip(wakes)
-                .map(|(s, w)| Peer {
-                    inbox: s.clone(),
-                    wake: w.clone(),
-                    to_wake: false,
-                })
-                .collect(),
-            inbox,
+        .map(|peers| Spread {
+            peers,
             counts: [0; HANDOFF_RESULTS.len()],
         })
         .collect()
@@ -99,14 +171,15 @@ pub fn group(wakes: &[Arc<EventFd>]) -> Vec<Spread> {
 impl Spread {
     /// Which worker of the group `payload` belongs to (this one when it has no spread key).
     pub fn owner(&self, payload: &[u8]) -> usize {
-        super::super::udp::spread_key(payload).map_or(self.me, |k| k as usize % self.peers.len())
+        super::super::udp::spread_key(payload)
+            .map_or(self.peers.me(), |k| k as usize % self.peers.members())
     }
 
     /// Hands the message to the worker it belongs to; false when this worker must answer it
     /// (it is its own, the other's inbox is full, or it is too large to hand over).
     pub fn hand_off(&mut self, meta: &RxMeta, payload: &[u8]) -> bool {
         let to = self.owner(payload);
-        if to == self.me {
+        if to == self.peers.me() {
             return false;
         }
         if payload.len() > HANDOFF_LEN_MAX {
@@ -119,41 +192,36 @@ impl Spread {
             bytes: [0; HANDOFF_LEN_MAX],
         };
         h.bytes[..payload.len()].copy_from_slice(payload);
-        let peer = &mut self.peers[to];
-        match peer.inbox.try_send(h) {
+        match self.peers.send(to, h) {
             Ok(()) => {
-                peer.to_wake = true;
                 self.counts[0] += 1;
                 true
             }
-            Err(TrySendError::Full(_)) => {
+            Err(NotDelivered::Full(_)) => {
                 self.counts[1] += 1;
                 false
             }
-            Err(TrySendError::Disconnected(_)) => false,
+            Err(NotDelivered::Gone(_)) => false,
         }
     }
 
     /// Wakes every worker handed something since the last call (once per batch).
     pub fn wake_peers(&mut self) {
-        for p in self.peers.iter_mut().filter(|p| p.to_wake) {
-            p.to_wake = false;
-            p.wake.signal();
-        }
+        self.peers.wake_peers();
     }
 
     /// Whether other workers handed this one messages it has not taken yet.
     pub fn waiting(&self) -> bool {
-        !self.inbox.is_empty()
+        self.peers.waiting()
     }
 
     /// Moves up to [`HANDOFF_TAKE_MAX`] handed-over messages into `into` (cleared first).
     pub fn take(&self, into: &mut Vec<Handoff>) {
         into.clear();
         while into.len() < HANDOFF_TAKE_MAX {
-            match self.inbox.try_recv() {
-                Ok(h) => into.push(h),
-                Err(_) => break,
+            match self.peers.recv() {
+                Some(h) => into.push(h),
+                None => break,
             }
         }
     }

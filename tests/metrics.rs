@@ -174,6 +174,15 @@ fn metrics_count_the_traffic_sent_and_parse_as_prometheus_text() {
         s.one("tandem_commits_total", &[])
     );
     assert!(s.one("tandem_leases_written_total", &[("state", "released")]) >= 400.0);
+    // Idle, the group committer folds the store's journal into the lease database.
+    let s = scrape_until(&url, "the journal folded while idle", |s| {
+        s.one("tandem_store_journal_folds_total", &[]) >= 1.0
+    });
+    assert_eq!(
+        s.one("tandem_store_journal_fold_duration_seconds_count", &[]),
+        s.one("tandem_store_journal_folds_total", &[])
+    );
+    assert_eq!(s.one("tandem_store_journal_fold_failures_total", &[]), 0.0);
     assert_eq!(s.sum("tandem_pool_active", &[]), 0.0, "all released");
 
     // A datagram that is not DHCPv6 is dropped and counted with its reason.

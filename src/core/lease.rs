@@ -258,7 +258,13 @@ pub fn value_seq(value: &[u8]) -> Option<u64> {
 /// sequence is `stored_seq` (`None`: nothing stored). The store's one ordering rule: an older
 /// change never replaces a newer one, whatever order workers handed them in.
 pub fn supersedes(stored_seq: Option<u64>, incoming: &Lease) -> bool {
-    stored_seq.is_none_or(|s| s <= incoming.seq)
+    supersedes_seq(stored_seq, incoming.seq)
+}
+
+/// [`supersedes`] for a write known by its change sequence `incoming_seq` alone (a stored
+/// record being folded in, say).
+pub fn supersedes_seq(stored_seq: Option<u64>, incoming_seq: u64) -> bool {
+    stored_seq.is_none_or(|s| s <= incoming_seq)
 }
 
 /// Where lease records become durable: the server's LMDB store, the simulator's disk. Every
@@ -266,8 +272,9 @@ pub fn supersedes(stored_seq: Option<u64>, incoming: &Lease) -> bool {
 pub trait LeaseStore {
     /// Why a commit failed.
     type Error;
-    /// Makes `writes` durable together, skipping those an already stored newer change
-    /// supersedes; returns how many were written.
+    /// Makes `writes` durable together; a write that an already stored newer change supersedes
+    /// never replaces it (skipped now, or when the store later orders what it holds). Returns
+    /// how many writes it took.
     fn commit_leases(
         &mut self,
         writes: &mut dyn Iterator<Item = &Lease>,

@@ -1,17 +1,34 @@
 //! Durable store: LMDB through `heed`, and the group committer that makes a Reply leave only
 //! after the leases it grants are on disk. Key layout: `docs/storage.md`.
+//!
+//! A commit appends its lease changes to the `journal` database, in order, at its right edge:
+//! a few pages per commit, however the leases are scattered over the address space. The group
+//! committer folds the journal into `leases` (keyed by resource) once it holds
+//! [`JOURNAL_FOLD_AT`] entries, or when idle, in one transaction that writes each leaf page it
+//! touches once for many leases. Readers see the journal's changes on top of `leases`.
 
 use crate::histogram::{Count, Histogram, LatencyUs};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
+use heed::PutFlags;
 use heed::types::Bytes;
 use heed::{CommitOrAbort, Database, Env, EnvFlags, EnvOpenOptions};
+use std::collections::BTreeMap;
 use std::fs::File;
+use std::ops::Bound;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tandem_core::lease::{self, Lease, LeaseStore};
 
 /// Most commit jobs folded into one LMDB transaction (one fsync).
 pub const COMMIT_BATCH_MAX: usize = 4096;
+/// Journal entries at which the group committer folds the journal into the lease database,
+/// after releasing the replies of the commit that reached it. A fold writes each leaf page it
+/// touches once: the more entries, the more of them share a page, and the longer the commits
+/// queued behind it wait.
+pub const JOURNAL_FOLD_AT: u64 = 8192;
+/// Journal entries read into memory at a time while folding.
+pub const JOURNAL_FOLD_CHUNK_MAX: usize = 4096;
 /// Meta key of the server DUID.
 pub const META_SERVER_DUID: &[u8] = b"server_duid";
 /// Meta key of the store layout version.
@@ -19,11 +36,12 @@ pub const META_LAYOUT_VERSION: &[u8] = b"layout_version";
 /// Layout version this code writes and reads. 2: lease values may be of version 2 (relay
 /// data after the DUID), which a build of layout 1 cannot read. 3: lease values of version 3
 /// (the partner version's sequence after the relay data), which a build of layout 2 cannot
-/// read. An older store is taken and marked 3 at the first open, so an older build then
-/// refuses it at start instead of skipping every lease written since as corrupt.
-pub const LAYOUT_VERSION: u32 = 3;
+/// read. 4: lease changes may wait in the `journal` database, which a build of layout 3 does
+/// not read. An older store is taken and marked 4 at the first open, so an older build then
+/// refuses it at start instead of missing or skipping leases written since.
+pub const LAYOUT_VERSION: u32 = 4;
 /// Older layout versions this code opens (and upgrades in place).
-pub const LAYOUT_VERSIONS_UPGRADED: &[u32] = &[1, 2];
+pub const LAYOUT_VERSIONS_UPGRADED: &[u32] = &[1, 2, 3];
 
 /// Store failures, each saying what the operator can do about it.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +60,9 @@ pub enum StoreError {
     /// LMDB reported an error.
     #[error("LMDB: {0}")]
     Lmdb(#[from] heed::Error),
+    /// A write through a store opened for reading only.
+    #[error("the store is open for reading only")]
+    ReadOnly,
     /// The store was written by an incompatible version.
     #[error("store layout version {found} is not supported (this build reads {LAYOUT_VERSION})")]
     Layout {
@@ -50,12 +71,78 @@ pub enum StoreError {
     },
 }
 
-/// The LMDB environment with its two databases.
+/// The LMDB environment with its three databases.
 pub struct Store {
     env: Env,
     meta: Database<'static, Bytes, Bytes>,
     leases: Database<'static, Bytes, Bytes>,
+    /// Lease changes not yet folded into `leases`, in the order they were committed (`None`:
+    /// a reader of a store of layout 3 or older, which has none).
+    journal: Option<Database<'static, Bytes, Bytes>>,
+    /// Entries in the journal as of the last write transaction (a hint for when to fold).
+    journal_len: AtomicU64,
     _lock: Option<File>,
+}
+
+/// Journal entry tag: a lease record written (the record follows the key).
+const JOURNAL_WRITE: u8 = 1;
+/// Journal entry tag: a lease record forgotten (the forgotten version's `seq` follows the key).
+const JOURNAL_FORGET: u8 = 2;
+
+/// One journal entry, as `Store::commit` and `Store::forget` append them: the tag, the lease
+/// key, then the record or the forgotten `seq` (8 bytes, little-endian).
+#[derive(Debug, Clone, Copy)]
+enum Change<'a> {
+    /// Store `value` unless a newer version is stored.
+    Write(&'a [u8]),
+    /// Delete the record if the stored version is no newer than `seq`.
+    Forget(u64),
+}
+
+/// Splits a journal entry into its lease key and change; `None` if it cannot be read.
+fn journal_entry(entry: &[u8]) -> Option<(&[u8], Change<'_>)> {
+    let key = entry.get(1..1 + lease::KEY_LEN)?;
+    let rest = &entry[1 + lease::KEY_LEN..];
+    match entry[0] {
+        JOURNAL_WRITE => Some((key, Change::Write(rest))),
+        JOURNAL_FORGET => Some((
+            key,
+            Change::Forget(u64::from_le_bytes(rest.try_into().ok()?)),
+        )),
+        _ => None,
+    }
+}
+
+/// What a change does to the stored record `stored`: the store's ordering rule
+/// ([`lease::supersedes_seq`]) applied when the journal is folded or read, exactly as it was
+/// applied when changes went straight to the lease database.
+#[derive(Debug, PartialEq, Eq)]
+enum Outcome {
+    /// The change's record replaces whatever is stored.
+    Put,
+    /// The stored record goes.
+    Delete,
+    /// The stored record stays as it is.
+    Keep,
+}
+
+fn outcome(stored: Option<&[u8]>, change: Change<'_>) -> Outcome {
+    match change {
+        // A record without a readable sequence is replaced by any write.
+        Change::Write(v) => match lease::value_seq(v) {
+            Some(seq) if stored.is_none_or(|s| lease::supersedes_seq(lease::value_seq(s), seq)) => {
+                Outcome::Put
+            }
+            _ => Outcome::Keep,
+        },
+        Change::Forget(seq) => {
+            if stored.and_then(lease::value_seq).is_some_and(|s| s <= seq) {
+                Outcome::Delete
+            } else {
+                Outcome::Keep
+            }
+        }
+    }
 }
 
 /// Counts from loading the lease database at start.
@@ -105,11 +192,12 @@ impl Store {
         #[allow(unsafe_code)]
         let env = unsafe { opts.open(dir)? };
         let wtxn = env.write_txn()?;
-        let (meta, leases) = env
+        let (meta, leases, journal) = env
             .create_databases_and_commit(wtxn, |dbo, wtxn| -> Result<_, StoreError> {
                 let meta: Database<Bytes, Bytes> = dbo.create_database(wtxn, Some("meta"))?;
                 let leases: Database<Bytes, Bytes> = dbo.create_database(wtxn, Some("leases"))?;
-                Ok(CommitOrAbort::<_, ()>::Commit((meta, leases)))
+                let journal: Database<Bytes, Bytes> = dbo.create_database(wtxn, Some("journal"))?;
+                Ok(CommitOrAbort::<_, ()>::Commit((meta, leases, journal)))
             })?
             .unwrap_commit();
         let mut wtxn = env.write_txn()?;
@@ -138,12 +226,24 @@ impl Store {
             }
         }
         wtxn.commit()?;
-        Ok(Store {
+        let store = Store {
             env,
             meta,
             leases,
+            journal: Some(journal),
+            journal_len: AtomicU64::new(0),
             _lock: Some(lock),
-        })
+        };
+        // What the last run committed and did not fold (it stopped or crashed): folded now,
+        // so the server starts from the lease database alone.
+        let left = store.fold_journal()?;
+        if left > 0 {
+            tracing::info!(
+                entries = left,
+                "store: lease changes the last run left in the journal folded in"
+            );
+        }
+        Ok(store)
     }
 
     /// Opens an existing store read-only, beside a running server (LMDB readers never block
@@ -168,12 +268,14 @@ impl Store {
             opts.open(dir)?
         };
         let rtxn = env.read_txn()?;
-        let (meta, leases) = env
+        let (meta, leases, journal) = env
             .open_databases_and_commit(rtxn, |dbo, rtxn| -> Result<_, StoreError> {
                 let meta: Option<Database<Bytes, Bytes>> = dbo.open_database(rtxn, Some("meta"))?;
                 let leases: Option<Database<Bytes, Bytes>> =
                     dbo.open_database(rtxn, Some("leases"))?;
-                Ok(CommitOrAbort::<_, ()>::Commit((meta, leases)))
+                let journal: Option<Database<Bytes, Bytes>> =
+                    dbo.open_database(rtxn, Some("journal"))?;
+                Ok(CommitOrAbort::<_, ()>::Commit((meta, leases, journal)))
             })?
             .unwrap_commit();
         match (meta, leases) {
@@ -181,6 +283,8 @@ impl Store {
                 env,
                 meta,
                 leases,
+                journal,
+                journal_len: AtomicU64::new(0),
                 _lock: None,
             }),
             _ => Err(StoreError::DataDir {
@@ -211,14 +315,15 @@ impl Store {
         Ok(d)
     }
 
-    /// How much of the map the data uses: (bytes in the pages of the lease and meta databases,
+    /// How much of the map the data uses: (bytes in the pages of the lease, journal and meta databases,
     /// map size in bytes). Freed pages (LMDB's free list) are not counted: they are reused.
     pub fn map_use(&self) -> (u64, u64) {
         let info = self.env.info();
         let page = self.env.unnamed_database_stat().page_size as u64;
         let pages = self.env.read_txn().ok().map_or(0, |rtxn| {
-            [&self.leases, &self.meta]
-                .iter()
+            [Some(&self.leases), Some(&self.meta), self.journal.as_ref()]
+                .into_iter()
+                .flatten()
                 .filter_map(|db| db.stat(&rtxn).ok())
                 .map(|st| (st.branch_pages + st.leaf_pages + st.overflow_pages) as u64)
                 .sum::<u64>()
@@ -250,7 +355,8 @@ impl Store {
         Ok(self.meta.get(&rtxn, key)?.map(|v| v.to_vec()))
     }
 
-    /// Calls `f` for every stored lease; corrupt records are counted and reported to `bad`.
+    /// Calls `f` for every stored lease, in key order, the journal's changes applied;
+    /// corrupt records are counted and reported to `bad`.
     pub fn load_leases(
         &self,
         mut f: impl FnMut(Lease),
@@ -258,76 +364,224 @@ impl Store {
     ) -> Result<LoadStats, StoreError> {
         let rtxn = self.env.read_txn()?;
         let mut st = LoadStats::default();
+        let mut emit = |k: &[u8], v: &[u8]| match Lease::decode(k, v) {
+            Ok(l) => {
+                st.loaded += 1;
+                f(l)
+            }
+            Err(e) => {
+                st.corrupt += 1;
+                bad(k, e)
+            }
+        };
+        // What the journal changes, by key (`None`: deleted), merged into the walk of the
+        // lease database in key order.
+        let overlay = self.journal_overlay(&rtxn)?;
+        let mut pending = overlay.iter().peekable();
         for item in self.leases.iter(&rtxn)? {
             let (k, v) = item?;
-            match Lease::decode(k, v) {
-                Ok(l) => {
-                    st.loaded += 1;
-                    f(l)
+            while let Some((ok, ov)) = pending.next_if(|(ok, _)| ok.as_slice() < k) {
+                if let Some(ov) = ov {
+                    emit(ok, ov);
                 }
-                Err(e) => {
-                    st.corrupt += 1;
-                    bad(k, e)
-                }
+            }
+            match pending.next_if(|(ok, _)| ok.as_slice() == k) {
+                Some((_, Some(ov))) => emit(k, ov),
+                Some((_, None)) => {}
+                None => emit(k, v),
+            }
+        }
+        for (ok, ov) in pending {
+            if let Some(ov) = ov {
+                emit(ok, ov);
             }
         }
         Ok(st)
     }
 
-    /// Writes every lease in one transaction and commits it (fsync unless opened without sync).
-    /// A write whose sequence is older than the stored one is skipped: the newer change wins
-    /// whatever order workers handed them in.
+    /// What the journal does to the records it names, as of `rtxn`: each key's resulting
+    /// record (`None`: none), for keys whose record it changes.
+    fn journal_overlay(
+        &self,
+        rtxn: &heed::RoTxn,
+    ) -> Result<BTreeMap<Vec<u8>, Option<Vec<u8>>>, StoreError> {
+        let mut overlay: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
+        let Some(journal) = &self.journal else {
+            return Ok(overlay);
+        };
+        for item in journal.iter(rtxn)? {
+            let (_, entry) = item?;
+            let Some((k, change)) = journal_entry(entry) else {
+                tracing::warn!(entry = ?entry, "store: unreadable journal entry skipped");
+                continue;
+            };
+            let result = match overlay.get(k) {
+                Some(v) => outcome(v.as_deref(), change),
+                None => outcome(self.leases.get(rtxn, k)?, change),
+            };
+            match (result, change) {
+                (Outcome::Put, Change::Write(v)) => {
+                    overlay.insert(k.to_vec(), Some(v.to_vec()));
+                }
+                (Outcome::Delete, _) => {
+                    overlay.insert(k.to_vec(), None);
+                }
+                _ => {}
+            }
+        }
+        Ok(overlay)
+    }
+
+    /// Appends `entries` (each from `fill`, given the buffer to write it into) to the journal
+    /// in one transaction and commits it (fsync unless opened without sync).
+    fn append<'a, T: 'a>(
+        &self,
+        entries: impl IntoIterator<Item = &'a T>,
+        mut fill: impl FnMut(&T, &mut Vec<u8>),
+    ) -> Result<usize, StoreError> {
+        let journal = self.journal.as_ref().ok_or_else(read_only)?;
+        let mut wtxn = self.env.write_txn()?;
+        // Keys are 8 bytes, big-endian. One of another shape (not written by this code) makes
+        // the next key u64::MAX: the append then fails until a fold empties the journal.
+        let mut next = match journal.last(&wtxn)? {
+            Some((k, _)) => k
+                .try_into()
+                .ok()
+                .and_then(|k| u64::from_be_bytes(k).checked_add(1))
+                .unwrap_or(u64::MAX),
+            None => 0,
+        };
+        let mut buf = Vec::with_capacity(256);
+        let mut n = 0;
+        for e in entries {
+            buf.clear();
+            fill(e, &mut buf);
+            // The journal's keys rise, so each entry goes at its right edge: LMDB fills pages
+            // in order instead of splitting them.
+            journal.put_with_flags(&mut wtxn, PutFlags::APPEND, &next.to_be_bytes(), &buf)?;
+            next = next.saturating_add(1);
+            n += 1;
+        }
+        self.journal_len
+            .store(journal.len(&wtxn)?, Ordering::Relaxed);
+        wtxn.commit()?;
+        Ok(n)
+    }
+
+    /// Makes every lease durable in one transaction (fsync unless opened without sync), as
+    /// journal entries; returns how many it took. A write whose sequence is older than the
+    /// stored one never replaces it: the newer change wins whatever order workers handed them
+    /// in (applied when the journal is read or folded).
     pub fn commit<'a>(
         &self,
         writes: impl IntoIterator<Item = &'a Lease>,
     ) -> Result<usize, StoreError> {
-        let mut wtxn = self.env.write_txn()?;
-        let mut buf = Vec::with_capacity(256);
-        let mut n = 0;
-        for l in writes {
-            let k = l.key();
-            buf.clear();
-            l.encode_value(&mut buf);
-            // One B-tree search for a new record: it is written unless the key is there, in
-            // which case the stored version comes back and decides.
-            let stored_seq = match self.leases.get_or_put(&mut wtxn, &k, &buf)? {
-                None => {
-                    n += 1;
-                    continue;
-                }
-                Some(stored) => lease::value_seq(stored),
-            };
-            if !lease::supersedes(stored_seq, l) {
-                continue;
-            }
-            self.leases.put(&mut wtxn, &k, &buf)?;
-            n += 1;
-        }
-        wtxn.commit()?;
-        Ok(n)
+        self.append(writes, |l, buf| {
+            buf.push(JOURNAL_WRITE);
+            buf.extend_from_slice(&l.key());
+            l.encode_value(buf);
+        })
     }
 
     /// Deletes the records of forgotten leases (`server.keep_ended_secs`) in one transaction,
     /// each only if the stored version is no newer than the one forgotten: a change made since
-    /// stays.
+    /// stays. Returns how many it took (the deletions happen when the journal is folded).
     pub fn forget<'a>(
         &self,
         forgotten: impl IntoIterator<Item = &'a Lease>,
     ) -> Result<usize, StoreError> {
-        let mut wtxn = self.env.write_txn()?;
-        let mut n = 0;
-        for l in forgotten {
-            let k = l.key();
-            let stored_seq = self.leases.get(&wtxn, &k)?.and_then(lease::value_seq);
-            if stored_seq.is_some_and(|s| s <= l.seq) && self.leases.delete(&mut wtxn, &k)? {
-                n += 1;
-            }
-        }
-        wtxn.commit()?;
-        Ok(n)
+        self.append(forgotten, |l, buf| {
+            buf.push(JOURNAL_FORGET);
+            buf.extend_from_slice(&l.key());
+            buf.extend_from_slice(&l.seq.to_le_bytes());
+        })
     }
 
-    /// Reads one lease (tests, operator tools).
+    /// Whether the journal holds [`JOURNAL_FOLD_AT`] entries or more (as of the last write).
+    pub fn fold_due(&self) -> bool {
+        self.journal_len.load(Ordering::Relaxed) >= JOURNAL_FOLD_AT
+    }
+
+    /// Whether the journal holds anything to fold (as of the last write).
+    pub fn journal_pending(&self) -> bool {
+        self.journal_len.load(Ordering::Relaxed) > 0
+    }
+
+    /// Applies the journal to the lease database in journal order and empties it, in one
+    /// transaction (fsync unless opened without sync); returns how many entries it folded.
+    pub fn fold_journal(&self) -> Result<u64, StoreError> {
+        let journal = self.journal.as_ref().ok_or_else(read_only)?;
+        let mut wtxn = self.env.write_txn()?;
+        let total = journal.len(&wtxn)?;
+        if total == 0 {
+            self.journal_len.store(0, Ordering::Relaxed);
+            return Ok(0);
+        }
+        // Entries are copied out a chunk at a time (the lease database cannot be written while
+        // the journal is being read in the same transaction).
+        let mut chunk: Vec<u8> = Vec::new();
+        let mut ends: Vec<usize> = Vec::with_capacity(JOURNAL_FOLD_CHUNK_MAX);
+        let mut after: Option<Vec<u8>> = None;
+        let mut corrupt = 0u64;
+        loop {
+            chunk.clear();
+            ends.clear();
+            {
+                let lower = match &after {
+                    Some(k) => Bound::Excluded(&k[..]),
+                    None => Bound::Unbounded,
+                };
+                for item in journal.range(&wtxn, &(lower, Bound::Unbounded))? {
+                    let (k, entry) = item?;
+                    chunk.extend_from_slice(entry);
+                    ends.push(chunk.len());
+                    if ends.len() == JOURNAL_FOLD_CHUNK_MAX {
+                        after = Some(k.to_vec());
+                        break;
+                    }
+                }
+            }
+            let mut start = 0;
+            for &end in &ends {
+                let entry = &chunk[start..end];
+                start = end;
+                let Some((k, change)) = journal_entry(entry) else {
+                    corrupt += 1;
+                    continue;
+                };
+                match change {
+                    Change::Write(v) => {
+                        // One B-tree search for a new record: it is written unless the key is
+                        // there, in which case the stored version comes back and decides.
+                        let stored = self.leases.get_or_put(&mut wtxn, k, v)?;
+                        if stored.is_some() && outcome(stored, change) == Outcome::Put {
+                            self.leases.put(&mut wtxn, k, v)?;
+                        }
+                    }
+                    Change::Forget(_) => {
+                        if outcome(self.leases.get(&wtxn, k)?, change) == Outcome::Delete {
+                            self.leases.delete(&mut wtxn, k)?;
+                        }
+                    }
+                }
+            }
+            if ends.len() < JOURNAL_FOLD_CHUNK_MAX {
+                break;
+            }
+        }
+        journal.clear(&mut wtxn)?;
+        self.journal_len.store(0, Ordering::Relaxed);
+        wtxn.commit()?;
+        if corrupt > 0 {
+            tracing::warn!(
+                entries = corrupt,
+                "store: unreadable journal entries skipped"
+            );
+        }
+        Ok(total)
+    }
+
+    /// Reads one lease, the journal's changes applied (tests, operator tools).
     pub fn get(
         &self,
         kind: tandem_core::config::ResourceKind,
@@ -335,11 +589,28 @@ impl Store {
     ) -> Result<Option<Lease>, StoreError> {
         let rtxn = self.env.read_txn()?;
         let k = lease::key(kind, addr);
-        Ok(self
-            .leases
-            .get(&rtxn, &k)?
-            .and_then(|v| Lease::decode(&k, v).ok()))
+        let mut record = self.leases.get(&rtxn, &k)?.map(<[u8]>::to_vec);
+        if let Some(journal) = &self.journal {
+            for item in journal.iter(&rtxn)? {
+                let (_, entry) = item?;
+                if let Some((ek, change)) = journal_entry(entry)
+                    && ek == k
+                {
+                    match (outcome(record.as_deref(), change), change) {
+                        (Outcome::Put, Change::Write(v)) => record = Some(v.to_vec()),
+                        (Outcome::Delete, _) => record = None,
+                        _ => {}
+                    }
+                }
+            }
+        }
+        Ok(record.and_then(|v| Lease::decode(&k, &v).ok()))
     }
+}
+
+/// The error of a write through a store opened with [`Store::open_reader`].
+fn read_only() -> StoreError {
+    StoreError::ReadOnly
 }
 
 /// The server's store is a [`LeaseStore`]: one LMDB transaction per batch.
@@ -412,6 +683,12 @@ pub struct CommitStats {
     pub commit_us: Histogram<LatencyUs>,
     /// Leases written, by the state they were written in ([`LeaseState`] order).
     pub leases_by_state: [u64; LEASE_STATES],
+    /// Journal folds into the lease database.
+    pub folds: u64,
+    /// Journal folds that failed (the journal stays and is folded later).
+    pub fold_failures: u64,
+    /// Time of each journal fold, its fsync included, in microseconds.
+    pub fold_us: Histogram<LatencyUs>,
 }
 
 /// How many lease states there are (the length of [`CommitStats::leases_by_state`]).
@@ -431,9 +708,11 @@ pub fn lease_state_index(s: lease::LeaseState) -> usize {
 
 /// Runs the group committer until every sender of `rx` is gone: takes the first waiting job,
 /// then everything else already queued (up to [`COMMIT_BATCH_MAX`]), commits all in one
-/// transaction, and hands their `then` values to `sink`. `committed` runs after every
-/// successful commit (before the replies are released); `tick` runs about every `tick_every`
-/// with the current stats, for periodic logging.
+/// transaction, and hands their `then` values to `sink`. Then, if the journal is due
+/// ([`Store::fold_due`]), or nothing came for `tick_every` and the journal holds anything, it
+/// folds the journal. `committed` runs after every successful commit (before the replies are
+/// released); `tick` runs about every `tick_every` with the current stats, for periodic
+/// logging.
 pub fn run_group_commit<R, S: AfterCommit<R>>(
     store: &Store,
     rx: Receiver<CommitJob<R>>,
@@ -446,10 +725,34 @@ pub fn run_group_commit<R, S: AfterCommit<R>>(
     let mut jobs: Vec<CommitJob<R>> = Vec::with_capacity(COMMIT_BATCH_MAX);
     let mut released: Vec<R> = Vec::with_capacity(COMMIT_BATCH_MAX);
     let mut last_tick = std::time::Instant::now();
+    // After a failed fold, the next waits a tick: a fold that fails (a full map) would fail
+    // again at once, and it holds the writer lock each time.
+    let mut fold_after = Instant::now();
+    let fold = |stats: &mut CommitStats, fold_after: &mut Instant| {
+        if Instant::now() < *fold_after {
+            return;
+        }
+        let started = Instant::now();
+        match store.fold_journal() {
+            Ok(_) => {
+                stats.folds += 1;
+                stats.fold_us.record(started.elapsed().as_micros() as u64);
+            }
+            Err(e) => {
+                stats.fold_failures += 1;
+                *fold_after = Instant::now() + tick_every;
+                tracing::error!(error = %e, "store: cannot fold the journal into the lease database; commits go on into the journal, and the fold is tried again");
+            }
+        }
+    };
     loop {
         match rx.recv_timeout(tick_every) {
             Ok(j) => jobs.push(j),
-            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Timeout) => {
+                if store.journal_pending() {
+                    fold(&mut stats, &mut fold_after);
+                }
+            }
             Err(RecvTimeoutError::Disconnected) => break,
         }
         while jobs.len() < COMMIT_BATCH_MAX {
@@ -493,11 +796,18 @@ pub fn run_group_commit<R, S: AfterCommit<R>>(
                 }
             }
             released.clear();
+            if store.fold_due() {
+                fold(&mut stats, &mut fold_after);
+            }
         }
         if last_tick.elapsed() >= tick_every {
             last_tick = std::time::Instant::now();
             tick(&stats);
         }
+    }
+    // The next start folds what is left too; folding now makes that start quicker.
+    if store.journal_pending() {
+        fold(&mut stats, &mut fold_after);
     }
     stats
 }
@@ -542,23 +852,31 @@ mod tests {
             ));
             let d1 = s.server_duid_or_create(|| vec![0, 4, 9]).unwrap();
             assert_eq!(s.server_duid_or_create(|| vec![7]).unwrap(), d1);
-            s.commit([&lease(5, LeaseState::Released)]).unwrap();
+            let l = lease(5, LeaseState::Released);
+            s.commit([&l]).unwrap();
+            s.commit([&lease(4, LeaseState::Active)]).unwrap();
             assert_eq!(
-                s.commit([&lease(4, LeaseState::Active)]).unwrap(),
-                0,
+                s.get(l.kind, l.addr).unwrap(),
+                Some(lease(5, LeaseState::Released)),
                 "older change skipped"
             );
-            // Within one batch too.
-            assert_eq!(
-                s.commit([
-                    &lease(7, LeaseState::Active),
-                    &lease(6, LeaseState::Expired),
-                ])
-                .unwrap(),
-                1
-            );
+            s.fold_journal().unwrap();
+            s.commit([&lease(4, LeaseState::Active)]).unwrap();
+            s.fold_journal().unwrap();
+            assert_eq!(s.get(l.kind, l.addr).unwrap(), Some(l), "also when folded");
+            // Within one batch too; this one is left in the journal for the reopen to fold.
+            s.commit([
+                &lease(7, LeaseState::Active),
+                &lease(6, LeaseState::Expired),
+            ])
+            .unwrap();
+            assert!(s.journal_pending());
         }
         let s = Store::open(dir.path(), 16, true).unwrap();
+        assert!(!s.journal_pending(), "folded at open");
+        let rtxn = s.env.read_txn().unwrap();
+        assert_eq!(s.journal.unwrap().len(&rtxn).unwrap(), 0);
+        drop(rtxn);
         assert_eq!(s.server_duid_or_create(|| vec![8]).unwrap(), vec![0, 4, 9]);
         let mut all = Vec::new();
         let st = s
@@ -579,17 +897,23 @@ mod tests {
         s.leases.put(&mut w, &l.key(), &[0xff, 1, 2]).unwrap();
         w.commit().unwrap();
         assert_eq!(s.commit([&l]).unwrap(), 1);
-        let mut all = Vec::new();
-        s.load_leases(|l| all.push(l), |_, e| panic!("corrupt: {e:?}"))
-            .unwrap();
-        assert_eq!(all, vec![l]);
+        for folded in [false, true] {
+            if folded {
+                s.fold_journal().unwrap();
+            }
+            let mut all = Vec::new();
+            s.load_leases(|l| all.push(l), |_, e| panic!("corrupt: {e:?}"))
+                .unwrap();
+            assert_eq!(all, vec![l.clone()], "folded: {folded}");
+        }
     }
 
-    /// Stores of layout 1 (lease values of version 1) and 2 (version 2) are opened, marked
-    /// layout 3 and their leases read; a layout this build does not know is refused.
+    /// Stores of layout 1 (lease values of version 1), 2 (version 2) and 3 (no journal) are
+    /// opened, marked layout 4 and their leases read; a layout this build does not know is
+    /// refused.
     #[test]
     fn older_layouts_are_upgraded_and_an_unknown_layout_refused() {
-        for (layout, value_version, cut) in [(1u32, 1u8, 2 + 8), (2, 2, 8)] {
+        for (layout, value_version, cut) in [(1u32, 1u8, 2 + 8), (2, 2, 8), (3, 3, 0)] {
             let dir = tempfile::tempdir().unwrap();
             {
                 let s = Store::open(dir.path(), 16, true).unwrap();
@@ -615,12 +939,12 @@ mod tests {
             s.load_leases(|l| all.push(l), |_, e| panic!("corrupt: {e}"))
                 .unwrap();
             assert_eq!(all, vec![lease(7, LeaseState::Active)], "layout {layout}");
-            s.put_meta(META_LAYOUT_VERSION, &4u32.to_le_bytes())
+            s.put_meta(META_LAYOUT_VERSION, &5u32.to_le_bytes())
                 .unwrap();
             drop(s);
             assert!(matches!(
                 Store::open(dir.path(), 16, true),
-                Err(StoreError::Layout { found: 4 })
+                Err(StoreError::Layout { found: 5 })
             ));
         }
     }
@@ -722,5 +1046,178 @@ mod tests {
         let s = Store::open(dir.path(), 16, true).unwrap();
         let b = s.get_meta(persist::META_FAILOVER_STATE).unwrap().unwrap();
         assert_eq!(persist::decode(&b), Some(p));
+    }
+
+    /// The key of resource `i` of a small test space, of either kind.
+    fn resource(i: u8) -> (ResourceKind, std::net::Ipv6Addr) {
+        let kind = if i.is_multiple_of(2) {
+            ResourceKind::Address
+        } else {
+            ResourceKind::Prefix
+        };
+        (
+            kind,
+            std::net::Ipv6Addr::from(0x2001_0db8_u128 << 96 | i as u128),
+        )
+    }
+
+    fn lease_of(i: u8, seq: u64) -> Lease {
+        let (kind, addr) = resource(i);
+        Lease {
+            kind,
+            addr,
+            prefix_len: if kind == ResourceKind::Address {
+                128
+            } else {
+                56
+            },
+            ..lease(seq, LeaseState::Active)
+        }
+    }
+
+    /// The leases of `model` (resource → seq) in key order.
+    fn sorted(model: &BTreeMap<u8, u64>) -> Vec<Lease> {
+        let mut v: Vec<Lease> = model.iter().map(|(&i, &q)| lease_of(i, q)).collect();
+        v.sort_by_key(|l| l.key());
+        v
+    }
+
+    /// One step of [`journal_keeps_the_rule_of_a_direct_store`].
+    #[derive(Debug, Clone)]
+    enum Step {
+        /// Commit writes of (resource, seq) in one transaction.
+        Commit(Vec<(u8, u64)>),
+        /// Forget (resource, seq) in one transaction.
+        Forget(Vec<(u8, u64)>),
+        Fold,
+        Reopen,
+    }
+
+    fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+        use proptest::prelude::*;
+        let changes = || proptest::collection::vec((0u8..6, 1u64..12), 1..5);
+        prop_oneof![
+            4 => changes().prop_map(Step::Commit),
+            2 => changes().prop_map(Step::Forget),
+            1 => Just(Step::Fold),
+            1 => Just(Step::Reopen),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        /// Whatever the order of commits, forgets, folds and restarts, the store holds what
+        /// a store that applied every change to its record at once would hold (the newest
+        /// write wins; a forget deletes a version no newer than the one forgotten), and
+        /// `load_leases`, `get` and a reader beside the writer all see it.
+        #[test]
+        fn journal_keeps_the_rule_of_a_direct_store(
+            steps in proptest::collection::vec(step(), 1..24)
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let mut s = Some(Store::open(dir.path(), 16, false).unwrap());
+            let mut model: BTreeMap<u8, u64> = BTreeMap::new();
+            for st in steps {
+                let store = s.as_ref().unwrap();
+                match st {
+                    Step::Commit(ws) => {
+                        let ls: Vec<Lease> = ws.iter().map(|&(i, q)| lease_of(i, q)).collect();
+                        store.commit(ls.iter()).unwrap();
+                        for (i, q) in ws {
+                            if model.get(&i).is_none_or(|&m| m <= q) {
+                                model.insert(i, q);
+                            }
+                        }
+                    }
+                    Step::Forget(fs) => {
+                        let ls: Vec<Lease> = fs.iter().map(|&(i, q)| lease_of(i, q)).collect();
+                        store.forget(ls.iter()).unwrap();
+                        for (i, q) in fs {
+                            if model.get(&i).is_some_and(|&m| m <= q) {
+                                model.remove(&i);
+                            }
+                        }
+                    }
+                    Step::Fold => {
+                        store.fold_journal().unwrap();
+                    }
+                    Step::Reopen => {
+                        // A reader first (heed opens one environment per path and process),
+                        // while the journal is as the writer left it.
+                        drop(s.take());
+                        let r = Store::open_reader(dir.path()).unwrap();
+                        let mut seen = Vec::new();
+                        r.load_leases(|l| seen.push(l), |_, e| panic!("corrupt: {e}")).unwrap();
+                        proptest::prop_assert_eq!(&seen, &sorted(&model));
+                        drop(r);
+                        s = Some(Store::open(dir.path(), 16, false).unwrap());
+                    }
+                }
+                let store = s.as_ref().unwrap();
+                let mut got = Vec::new();
+                store.load_leases(|l| got.push(l), |_, e| panic!("corrupt: {e}")).unwrap();
+                proptest::prop_assert_eq!(&got, &sorted(&model));
+                for i in 0..6 {
+                    let (kind, addr) = resource(i);
+                    let want = model.get(&i).map(|&q| lease_of(i, q));
+                    proptest::prop_assert_eq!(store.get(kind, addr).unwrap(), want);
+                }
+            }
+        }
+    }
+
+    /// The group committer folds the journal once it holds [`JOURNAL_FOLD_AT`] entries, and
+    /// what is left when it goes idle; the leases are then in the lease database itself.
+    #[test]
+    fn group_commit_folds_the_journal_when_due_and_when_idle() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path(), 64, false).unwrap();
+        let (tx, rx) = crossbeam_channel::bounded(64);
+        let n = JOURNAL_FOLD_AT as u128 + 100;
+        let sender = std::thread::spawn(move || {
+            for i in 0..n {
+                let mut l = lease(1, LeaseState::Active);
+                l.addr = std::net::Ipv6Addr::from((0x2001_0db8_u128 << 96) + i);
+                tx.send(CommitJob {
+                    writes: vec![l],
+                    then: Some(i as u32),
+                    announce: true,
+                })
+                .unwrap();
+            }
+            // Idle for longer than a tick, then gone.
+            std::thread::sleep(Duration::from_millis(100));
+        });
+        let mut sink = Sink(Vec::new());
+        let st = run_group_commit(&s, rx, &mut sink, Duration::from_millis(20), || {}, |_| {});
+        sender.join().unwrap();
+        assert_eq!(sink.0.len() as u128, n);
+        assert!(st.folds >= 2, "one when due, one when idle: {}", st.folds);
+        assert_eq!(st.fold_failures, 0);
+        let rtxn = s.env.read_txn().unwrap();
+        assert_eq!(s.journal.unwrap().len(&rtxn).unwrap(), 0);
+        assert_eq!(s.leases.len(&rtxn).unwrap() as u128, n);
+    }
+
+    /// A journal entry that cannot be read is skipped by readers and by the fold; the rest
+    /// of the journal is applied.
+    #[test]
+    fn unreadable_journal_entry_is_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path(), 16, true).unwrap();
+        let journal = s.journal.unwrap();
+        let mut w = s.env.write_txn().unwrap();
+        journal
+            .put(&mut w, &0u64.to_be_bytes(), &[9, 9, 9])
+            .unwrap();
+        w.commit().unwrap();
+        let l = lease_of(2, 4);
+        s.commit([&l]).unwrap();
+        let mut all = Vec::new();
+        s.load_leases(|l| all.push(l), |_, e| panic!("corrupt: {e}"))
+            .unwrap();
+        assert_eq!(all, vec![l.clone()]);
+        assert_eq!(s.fold_journal().unwrap(), 2);
+        assert_eq!(s.get(l.kind, l.addr).unwrap(), Some(l));
     }
 }

@@ -218,6 +218,8 @@ impl MetricsHub {
             "send_errors": w.send_errors + c.send_errors,
             "commits": c.stats.commits,
             "commit_failures": c.stats.failures,
+            "journal_folds": c.stats.folds,
+            "journal_fold_failures": c.stats.fold_failures,
             "leases_written": LEASE_STATE_NAMES.iter().zip(c.stats.leases_by_state.iter()).skip(1).map(|(k, n)| (k.to_string(), json!(n))).collect::<Map<String, Value>>(),
             "pools": pools,
         })
@@ -443,6 +445,36 @@ impl MetricsHub {
             "tandem_commit_duration_seconds",
             ("", ""),
             &c.stats.commit_us,
+        );
+        t.family(
+            "tandem_store_journal_folds_total",
+            "counter",
+            "Folds of the store's journal into its lease database.",
+        );
+        t.sample(
+            "tandem_store_journal_folds_total",
+            &[],
+            c.stats.folds as f64,
+        );
+        t.family(
+            "tandem_store_journal_fold_failures_total",
+            "counter",
+            "Folds of the store's journal that failed (the journal stays and is folded later).",
+        );
+        t.sample(
+            "tandem_store_journal_fold_failures_total",
+            &[],
+            c.stats.fold_failures as f64,
+        );
+        t.family(
+            "tandem_store_journal_fold_duration_seconds",
+            "histogram",
+            "Time of one journal fold, its fsync included.",
+        );
+        t.histogram(
+            "tandem_store_journal_fold_duration_seconds",
+            ("", ""),
+            &c.stats.fold_us,
         );
 
         let (used, size, refusing) = *lock(&self.store);

@@ -27,8 +27,10 @@ pub const COMMIT_BATCH_MAX: usize = 4096;
 /// touches once: the more entries, the more of them share a page, and the longer the commits
 /// queued behind it wait.
 pub const JOURNAL_FOLD_AT: u64 = 8192;
-/// Journal entries read into memory at a time while folding.
+/// Most journal entries one fold transaction applies (copied into memory first).
 pub const JOURNAL_FOLD_CHUNK_MAX: usize = 4096;
+/// Fewest journal entries a fold transaction is cut down to after a full map.
+pub const JOURNAL_FOLD_CHUNK_MIN: usize = 64;
 /// Meta key of the server DUID.
 pub const META_SERVER_DUID: &[u8] = b"server_duid";
 /// Meta key of the store layout version.
@@ -234,14 +236,19 @@ impl Store {
             journal_len: AtomicU64::new(0),
             _lock: Some(lock),
         };
-        // What the last run committed and did not fold (it stopped or crashed): folded now,
-        // so the server starts from the lease database alone.
-        let left = store.fold_journal()?;
-        if left > 0 {
-            tracing::info!(
-                entries = left,
+        // What the last run committed and did not fold (it stopped or crashed): folded now.
+        // A fold that fails (a full map) stops nothing: readers apply the journal, and the
+        // group committer tries again.
+        match store.fold_journal() {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                entries = n,
                 "store: lease changes the last run left in the journal folded in"
-            );
+            ),
+            Err(e) => tracing::warn!(
+                error = %e,
+                "store: cannot fold the journal the last run left; its changes are read from it until a fold succeeds (raise server.map_size_mib if the map is full)"
+            ),
         }
         Ok(store)
     }
@@ -279,14 +286,24 @@ impl Store {
             })?
             .unwrap_commit();
         match (meta, leases) {
-            (Some(meta), Some(leases)) => Ok(Store {
-                env,
-                meta,
-                leases,
-                journal,
-                journal_len: AtomicU64::new(0),
-                _lock: None,
-            }),
+            (Some(meta), Some(leases)) => {
+                let store = Store {
+                    env,
+                    meta,
+                    leases,
+                    journal,
+                    journal_len: AtomicU64::new(0),
+                    _lock: None,
+                };
+                // A newer layout may keep leases where this build does not look.
+                if let Some(v) = store.get_meta(META_LAYOUT_VERSION)? {
+                    let found = v.try_into().map(u32::from_le_bytes).unwrap_or(u32::MAX);
+                    if found > LAYOUT_VERSION {
+                        return Err(StoreError::Layout { found });
+                    }
+                }
+                Ok(store)
+            }
             _ => Err(StoreError::DataDir {
                 path: dir.to_path_buf(),
                 source: std::io::Error::new(std::io::ErrorKind::NotFound, "not a tandem store"),
@@ -441,8 +458,9 @@ impl Store {
     ) -> Result<usize, StoreError> {
         let journal = self.journal.as_ref().ok_or_else(read_only)?;
         let mut wtxn = self.env.write_txn()?;
-        // Keys are 8 bytes, big-endian. One of another shape (not written by this code) makes
-        // the next key u64::MAX: the append then fails until a fold empties the journal.
+        // Keys are 8 bytes, big-endian. After one of another shape (not written by this code)
+        // the next key is u64::MAX, and a second entry at the same key fails the append (at
+        // the right edge, keys must rise) until a fold empties the journal.
         let mut next = match journal.last(&wtxn)? {
             Some((k, _)) => k
                 .try_into()
@@ -507,78 +525,104 @@ impl Store {
         self.journal_len.load(Ordering::Relaxed) > 0
     }
 
-    /// Applies the journal to the lease database in journal order and empties it, in one
-    /// transaction (fsync unless opened without sync); returns how many entries it folded.
-    pub fn fold_journal(&self) -> Result<u64, StoreError> {
+    /// Applies the oldest entries of the journal, at most `max`, to the lease database in
+    /// journal order and deletes them from the journal, in one transaction (fsync unless opened
+    /// without sync); returns how many entries it folded. Folding a prefix keeps the order:
+    /// readers apply what is left on top, as before.
+    pub fn fold_journal_some(&self, max: usize) -> Result<u64, StoreError> {
         let journal = self.journal.as_ref().ok_or_else(read_only)?;
         let mut wtxn = self.env.write_txn()?;
-        let total = journal.len(&wtxn)?;
-        if total == 0 {
+        // The entries are copied out first: the lease database cannot be written while the
+        // journal is being read in the same transaction.
+        let mut chunk: Vec<u8> = Vec::new();
+        let mut ends: Vec<usize> = Vec::with_capacity(max.min(JOURNAL_FOLD_CHUNK_MAX));
+        let mut last: Option<Vec<u8>> = None;
+        for item in journal.iter(&wtxn)?.take(max) {
+            let (k, entry) = item?;
+            chunk.extend_from_slice(entry);
+            ends.push(chunk.len());
+            last = Some(k.to_vec());
+        }
+        let Some(last) = last else {
             self.journal_len.store(0, Ordering::Relaxed);
             return Ok(0);
-        }
-        // Entries are copied out a chunk at a time (the lease database cannot be written while
-        // the journal is being read in the same transaction).
-        let mut chunk: Vec<u8> = Vec::new();
-        let mut ends: Vec<usize> = Vec::with_capacity(JOURNAL_FOLD_CHUNK_MAX);
-        let mut after: Option<Vec<u8>> = None;
+        };
         let mut corrupt = 0u64;
-        loop {
-            chunk.clear();
-            ends.clear();
-            {
-                let lower = match &after {
-                    Some(k) => Bound::Excluded(&k[..]),
-                    None => Bound::Unbounded,
-                };
-                for item in journal.range(&wtxn, &(lower, Bound::Unbounded))? {
-                    let (k, entry) = item?;
-                    chunk.extend_from_slice(entry);
-                    ends.push(chunk.len());
-                    if ends.len() == JOURNAL_FOLD_CHUNK_MAX {
-                        after = Some(k.to_vec());
-                        break;
+        let mut start = 0;
+        for &end in &ends {
+            let entry = &chunk[start..end];
+            start = end;
+            let Some((k, change)) = journal_entry(entry) else {
+                corrupt += 1;
+                continue;
+            };
+            match change {
+                Change::Write(v) if lease::value_seq(v).is_some() => {
+                    // One B-tree search for a new record: it is written unless the key is
+                    // there, in which case the stored version comes back and decides.
+                    let stored = self.leases.get_or_put(&mut wtxn, k, v)?;
+                    if stored.is_some() && outcome(stored, change) == Outcome::Put {
+                        self.leases.put(&mut wtxn, k, v)?;
                     }
                 }
-            }
-            let mut start = 0;
-            for &end in &ends {
-                let entry = &chunk[start..end];
-                start = end;
-                let Some((k, change)) = journal_entry(entry) else {
-                    corrupt += 1;
-                    continue;
-                };
-                match change {
-                    Change::Write(v) => {
-                        // One B-tree search for a new record: it is written unless the key is
-                        // there, in which case the stored version comes back and decides.
-                        let stored = self.leases.get_or_put(&mut wtxn, k, v)?;
-                        if stored.is_some() && outcome(stored, change) == Outcome::Put {
-                            self.leases.put(&mut wtxn, k, v)?;
-                        }
-                    }
-                    Change::Forget(_) => {
-                        if outcome(self.leases.get(&wtxn, k)?, change) == Outcome::Delete {
-                            self.leases.delete(&mut wtxn, k)?;
-                        }
+                // Readers keep what is stored for a write without a sequence; so does this.
+                Change::Write(_) => corrupt += 1,
+                Change::Forget(_) => {
+                    if outcome(self.leases.get(&wtxn, k)?, change) == Outcome::Delete {
+                        self.leases.delete(&mut wtxn, k)?;
                     }
                 }
-            }
-            if ends.len() < JOURNAL_FOLD_CHUNK_MAX {
-                break;
             }
         }
-        journal.clear(&mut wtxn)?;
-        self.journal_len.store(0, Ordering::Relaxed);
+        if ends.len() as u64 == journal.len(&wtxn)? {
+            // All of it: emptying the database frees its pages without visiting each entry.
+            journal.clear(&mut wtxn)?;
+        } else {
+            journal.delete_range(&mut wtxn, &(Bound::Unbounded, Bound::Included(&last[..])))?;
+        }
+        let left = journal.len(&wtxn)?;
         wtxn.commit()?;
+        self.journal_len.store(left, Ordering::Relaxed);
         if corrupt > 0 {
             tracing::warn!(
                 entries = corrupt,
                 "store: unreadable journal entries skipped"
             );
         }
-        Ok(total)
+        Ok(ends.len() as u64)
+    }
+
+    /// Folds the whole journal (as it was when called: entries other threads append meanwhile
+    /// may stay), [`JOURNAL_FOLD_CHUNK_MAX`] entries per transaction; after a full map, in
+    /// smaller transactions down to [`JOURNAL_FOLD_CHUNK_MIN`] (a fold copies every leaf page
+    /// it changes, and the pages it frees are free only once it has committed). Returns how
+    /// many entries it folded.
+    pub fn fold_journal(&self) -> Result<u64, StoreError> {
+        let mut left = match &self.journal {
+            Some(journal) => {
+                let rtxn = self.env.read_txn()?;
+                journal.len(&rtxn)?
+            }
+            None => return Err(read_only()),
+        };
+        let mut chunk = JOURNAL_FOLD_CHUNK_MAX;
+        let mut folded = 0;
+        while left > 0 {
+            match self.fold_journal_some(chunk.min(left as usize)) {
+                Ok(0) => break,
+                Ok(n) => {
+                    folded += n;
+                    left = left.saturating_sub(n);
+                }
+                Err(StoreError::Lmdb(heed::Error::Mdb(heed::MdbError::MapFull)))
+                    if chunk > JOURNAL_FOLD_CHUNK_MIN =>
+                {
+                    chunk /= 2
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(folded)
     }
 
     /// Reads one lease, the journal's changes applied (tests, operator tools).
@@ -671,7 +715,8 @@ impl<R, S: AfterCommit<R>> AfterCommit<R> for &mut S {
 pub struct CommitStats {
     /// Transactions committed.
     pub commits: u64,
-    /// Leases written.
+    /// Lease changes committed (into the journal: one that a newer stored change supersedes
+    /// is counted here and skipped when the journal is folded).
     pub leases: u64,
     /// Jobs (typically replies) released.
     pub jobs: u64,
@@ -725,32 +770,17 @@ pub fn run_group_commit<R, S: AfterCommit<R>>(
     let mut jobs: Vec<CommitJob<R>> = Vec::with_capacity(COMMIT_BATCH_MAX);
     let mut released: Vec<R> = Vec::with_capacity(COMMIT_BATCH_MAX);
     let mut last_tick = std::time::Instant::now();
-    // After a failed fold, the next waits a tick: a fold that fails (a full map) would fail
-    // again at once, and it holds the writer lock each time.
-    let mut fold_after = Instant::now();
-    let fold = |stats: &mut CommitStats, fold_after: &mut Instant| {
-        if Instant::now() < *fold_after {
-            return;
-        }
-        let started = Instant::now();
-        match store.fold_journal() {
-            Ok(_) => {
-                stats.folds += 1;
-                stats.fold_us.record(started.elapsed().as_micros() as u64);
-            }
-            Err(e) => {
-                stats.fold_failures += 1;
-                *fold_after = Instant::now() + tick_every;
-                tracing::error!(error = %e, "store: cannot fold the journal into the lease database; commits go on into the journal, and the fold is tried again");
-            }
-        }
+    let mut folder = Folder {
+        after: Instant::now(),
+        chunk: JOURNAL_FOLD_CHUNK_MAX,
+        tick_every,
     };
     loop {
         match rx.recv_timeout(tick_every) {
             Ok(j) => jobs.push(j),
             Err(RecvTimeoutError::Timeout) => {
                 if store.journal_pending() {
-                    fold(&mut stats, &mut fold_after);
+                    folder.fold(store, true, &mut stats);
                 }
             }
             Err(RecvTimeoutError::Disconnected) => break,
@@ -797,7 +827,7 @@ pub fn run_group_commit<R, S: AfterCommit<R>>(
             }
             released.clear();
             if store.fold_due() {
-                fold(&mut stats, &mut fold_after);
+                folder.fold(store, false, &mut stats);
             }
         }
         if last_tick.elapsed() >= tick_every {
@@ -807,9 +837,58 @@ pub fn run_group_commit<R, S: AfterCommit<R>>(
     }
     // The next start folds what is left too; folding now makes that start quicker.
     if store.journal_pending() {
-        fold(&mut stats, &mut fold_after);
+        folder.fold(store, true, &mut stats);
     }
     stats
+}
+
+/// When and how much the group committer folds.
+struct Folder {
+    /// No fold before this: after a failure the next waits a tick (a fold that failed would
+    /// fail again at once, and it holds the writer lock each time).
+    after: Instant,
+    /// Entries per fold when due: halved after a full map (down to
+    /// [`JOURNAL_FOLD_CHUNK_MIN`]), doubled back after each fold that took a whole chunk.
+    chunk: usize,
+    tick_every: Duration,
+}
+
+impl Folder {
+    /// Folds the oldest chunk of the journal, or with `all` the whole journal (when idle, and
+    /// at exit), and counts it in `stats`.
+    fn fold(&mut self, store: &Store, all: bool, stats: &mut CommitStats) {
+        if Instant::now() < self.after {
+            return;
+        }
+        let started = Instant::now();
+        let result = if all {
+            store.fold_journal()
+        } else {
+            store.fold_journal_some(self.chunk)
+        };
+        match result {
+            Ok(n) => {
+                stats.folds += 1;
+                stats.fold_us.record(started.elapsed().as_micros() as u64);
+                if !all && n == self.chunk as u64 {
+                    self.chunk = (self.chunk * 2).min(JOURNAL_FOLD_CHUNK_MAX);
+                }
+            }
+            Err(e) => {
+                stats.fold_failures += 1;
+                let map_full = matches!(
+                    e,
+                    StoreError::Lmdb(heed::Error::Mdb(heed::MdbError::MapFull))
+                );
+                if map_full && !all && self.chunk > JOURNAL_FOLD_CHUNK_MIN {
+                    self.chunk /= 2;
+                } else {
+                    self.after = Instant::now() + self.tick_every;
+                }
+                tracing::error!(error = %e, chunk = self.chunk, "store: cannot fold the journal into the lease database; commits go on into the journal, and the fold is tried again (raise server.map_size_mib if the map is full)");
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -1109,7 +1188,8 @@ mod tests {
         /// Whatever the order of commits, forgets, folds and restarts, the store holds what
         /// a store that applied every change to its record at once would hold (the newest
         /// write wins; a forget deletes a version no newer than the one forgotten), and
-        /// `load_leases`, `get` and a reader beside the writer all see it.
+        /// `load_leases`, `get` and a reader opened before each restart (on the journal the
+        /// writer left) all see it.
         #[test]
         fn journal_keeps_the_rule_of_a_direct_store(
             steps in proptest::collection::vec(step(), 1..24)
@@ -1219,5 +1299,68 @@ mod tests {
         assert_eq!(all, vec![l.clone()]);
         assert_eq!(s.fold_journal().unwrap(), 2);
         assert_eq!(s.get(l.kind, l.addr).unwrap(), Some(l));
+    }
+
+    /// With the map nearly full, folding renewals scattered over the whole lease database in
+    /// one transaction does not fit (it copies every leaf page it changes before it frees
+    /// any); `fold_journal` then folds in smaller transactions, and every change lands.
+    #[test]
+    fn fold_fits_a_nearly_full_map_in_smaller_transactions() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path(), 16, false).unwrap();
+        let map_pages = (16u64 << 20) / 4096;
+        let addr = |i: u128| std::net::Ipv6Addr::from((0x2001_0db8_u128 << 96) + i);
+        let mut n = 0u128;
+        // Fill the lease database to over half the map, 4,096 records at a time.
+        let leaf_pages = |s: &Store| {
+            let rtxn = s.env.read_txn().unwrap();
+            s.leases.stat(&rtxn).unwrap().leaf_pages as u64
+        };
+        for _ in 0..64 {
+            if leaf_pages(&s) * 100 >= map_pages * 55 {
+                break;
+            }
+            let batch: Vec<Lease> = (n..n + 4096)
+                .map(|i| Lease {
+                    addr: addr(i),
+                    ..lease(1, LeaseState::Active)
+                })
+                .collect();
+            s.commit(batch.iter()).unwrap();
+            s.fold_journal().unwrap();
+            n += 4096;
+        }
+        let leaves = leaf_pages(&s);
+        assert!(leaves * 100 >= map_pages * 55, "filled {leaves} leaf pages");
+        // Renew one lease per leaf page, so a fold changes every leaf.
+        let step = (n / leaves as u128).max(1);
+        let renewed: Vec<Lease> = (0..n)
+            .step_by(step as usize)
+            .map(|i| Lease {
+                addr: addr(i),
+                ..lease(2, LeaseState::Active)
+            })
+            .collect();
+        s.commit(renewed.iter()).unwrap();
+        assert!(
+            matches!(
+                s.fold_journal_some(usize::MAX),
+                Err(StoreError::Lmdb(heed::Error::Mdb(heed::MdbError::MapFull)))
+            ),
+            "one transaction fits; fill more"
+        );
+        assert_eq!(s.fold_journal().unwrap(), renewed.len() as u64);
+        assert!(!s.journal_pending());
+        let (mut old, mut new) = (0, 0);
+        s.load_leases(
+            |l| match l.seq {
+                1 => old += 1,
+                _ => new += 1,
+            },
+            |_, e| panic!("corrupt: {e}"),
+        )
+        .unwrap();
+        assert_eq!(new, renewed.len());
+        assert_eq!(old + new, n as usize);
     }
 }

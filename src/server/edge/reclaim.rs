@@ -45,10 +45,9 @@ pub fn run_reclaimer(
         forgotten.clear();
         if alloc.forget_ended(now_secs(), keep_ended_secs, &mut forgotten) > 0 {
             match store.forget(forgotten.iter()) {
-                Ok(n) => debug!(
+                Ok(_) => debug!(
                     forgotten = forgotten.len(),
-                    deleted = n,
-                    "records of leases ended longer than keep_ended_secs deleted"
+                    "records of leases ended longer than keep_ended_secs deleted (in the store's journal; a record changed since stays)"
                 ),
                 Err(e) => {
                     warn!(error = %e, records = forgotten.len(), "cannot delete the records of long-ended leases; they stay in the store")

@@ -297,10 +297,9 @@ impl PartnerThread {
             return;
         }
         match self.store.forget(self.out.forget.iter()) {
-            Ok(n) => debug!(
+            Ok(_) => debug!(
                 forgotten = self.out.forget.len(),
-                deleted = n,
-                "failover: records of leases ended longer than keep_ended_secs deleted"
+                "failover: records of leases ended longer than keep_ended_secs deleted (in the store's journal; a record changed since stays)"
             ),
             Err(e) => {
                 warn!(error = %e, records = self.out.forget.len(), "cannot delete the records of long-ended leases; they stay in the store")

@@ -543,18 +543,37 @@ impl Allocator {
                 for m in pool.subpools.iter() {
                     let mut sp = lock(m);
                     for _ in 0..RECLAIM_PER_SUBPOOL_MAX {
-                        let Some(&(t, i)) = sp.expiry.first() else {
-                            break;
+                        // The earlier of the first binding and the first offer to end.
+                        let (t, i, offer) = match (sp.expiry.first(), sp.offers.front()) {
+                            (Some(&(te, _)), Some(&(to, io))) if to < te => (to, io, true),
+                            (Some(&(te, ie)), _) => (te, ie, false),
+                            (None, Some(&(to, io))) => (to, io, true),
+                            (None, None) => break,
                         };
                         if t > now {
                             break;
                         }
+                        // An offer's entry is done with once looked at: set() below does not
+                        // touch the queue. A binding's entry set() removes.
+                        if offer {
+                            sp.offers.pop_front();
+                        }
                         let Some(s) = sp.slots.get(&i) else {
-                            sp.expiry.pop_first();
+                            if !offer {
+                                sp.expiry.pop_first();
+                            }
                             continue;
                         };
-                        if !timed(s.lease.state) || end_of_state(&s.lease) != t {
-                            sp.expiry.pop_first(); // stale entry; set() keeps the live one
+                        let live = if offer {
+                            // Stale once the offer became a binding or was made again.
+                            s.lease.state == LeaseState::Offered && s.lease.expires_at == t
+                        } else {
+                            timed(s.lease.state) && end_of_state(&s.lease) == t
+                        };
+                        if !live {
+                            if !offer {
+                                sp.expiry.pop_first(); // stale entry; set() keeps the live one
+                            }
                             continue;
                         }
                         let mut l = s.lease.clone();

@@ -43,8 +43,15 @@ pub(super) struct SubPool {
     pub(super) failover: bool,
     /// Every resource that is or was in use, by index.
     pub(super) slots: super::TableMap<Slot>,
-    /// (expires_at, index) for every slot whose state ends by time: active, offered, declined.
+    /// (end of state, index) for every slot whose state ends by time and is not an offer:
+    /// active, declined.
     pub(super) expiry: BTreeSet<(u64, u128)>,
+    /// (expires_at, index) of every offer made, in the order made: offers are held for one
+    /// fixed time, so this is (nearly: workers' clocks are read per batch) in time order, and
+    /// an offer costs a push instead of a B-tree insert and remove. Entries go stale when the
+    /// offer becomes a binding or is made again; the reclaimer skips those. Bounded by the
+    /// offers made within one hold time.
+    pub(super) offers: VecDeque<(u64, u128)>,
     /// (expires_at, index) for every slot whose lease ended (expired or released): the record
     /// is forgotten `keep_ended_secs` later ([`SubPool::forget`]).
     pub(super) ended: BTreeSet<(u64, u128)>,
@@ -79,6 +86,7 @@ impl SubPool {
             failover,
             slots: super::TableMap::default(),
             expiry: BTreeSet::new(),
+            offers: VecDeque::new(),
             ended: BTreeSet::new(),
             usage: PoolUsage::default(),
             reserved: HashMap::default(),
@@ -323,7 +331,7 @@ impl SubPool {
         }
         if let Some(st) = old_state {
             self.count(st, -1);
-            if timed(st) {
+            if indexed(st) {
                 let was_indexed = self.expiry.remove(&(old_exp, index));
                 assert!(
                     was_indexed,
@@ -332,13 +340,15 @@ impl SubPool {
             }
         }
         self.count(lease.state, 1);
-        if timed(lease.state) {
+        if indexed(lease.state) {
             let fresh = self.expiry.insert((end_of_state(&lease), index));
             assert!(
                 fresh,
                 "expiry index already held ({index}) for a new {} lease",
                 lease.state
             );
+        } else if lease.state == LeaseState::Offered {
+            self.offers.push_back((lease.expires_at, index));
         }
         let reusable = self.failover_reusable(&lease);
         let push = reusable && !in_free;
@@ -389,6 +399,12 @@ pub(super) fn timed(s: LeaseState) -> bool {
         s,
         LeaseState::Active | LeaseState::Offered | LeaseState::Declined
     )
+}
+
+/// Whether a lease in state `s` is kept in [`SubPool::expiry`] (the timed states but offers,
+/// which [`SubPool::offers`] holds).
+fn indexed(s: LeaseState) -> bool {
+    timed(s) && s != LeaseState::Offered
 }
 
 pub(super) struct PoolState {

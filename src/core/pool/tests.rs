@@ -234,6 +234,56 @@ fn offers_are_memory_only_and_lapse() {
     );
 }
 
+/// Offers are queued in the order made, not indexed: one that became a binding, or was made
+/// again with a later end, leaves an entry the reclaimer skips; the offer that is still held
+/// lapses at its own end, and the queue is empty once every offer made has been looked at.
+#[test]
+fn stale_offer_entries_are_skipped_and_the_live_offer_lapses() {
+    let a = alloc("pools=[{range=\"2001:db8::100-2001:db8::101\"}]");
+    let mut w = Vec::new();
+    let offer = |a: &Allocator, now, duid: &[u8], w: &mut Vec<Lease>| {
+        a.acquire(
+            now,
+            &ia(duid, 1),
+            &[],
+            AcquireMode::Offer { hold_secs: 5 },
+            &Rules::STANDALONE,
+            w,
+        )
+    };
+    let first = offer(&a, 0, b"a", &mut w).unwrap();
+    // Made again: held until 7 now, not 5.
+    assert_eq!(offer(&a, 2, b"a", &mut w).unwrap().addr, first.addr);
+    let other = offer(&a, 3, b"b", &mut w).unwrap();
+    let bound = a
+        .acquire(
+            4,
+            &ia(b"b", 1),
+            &[],
+            AcquireMode::Grant,
+            &Rules::STANDALONE,
+            &mut w,
+        )
+        .unwrap();
+    assert_eq!(bound.addr, other.addr);
+    assert!(w.iter().all(|l| l.state == LeaseState::Active));
+    w.clear();
+    // At 5 the first offer's old end and at 8 the bound one's offer end: both stale.
+    assert_eq!(a.reclaim(5, &mut w), 0);
+    assert_eq!(offer(&a, 6, b"c", &mut w), None, "a's offer is still held");
+    assert_eq!(a.reclaim(7, &mut w), 1, "a's offer lapses at its own end");
+    assert_eq!(a.reclaim(8, &mut w), 0, "b's binding stays");
+    assert!(
+        w.is_empty(),
+        "nothing stored: an offer lapsed, a binding stayed"
+    );
+    assert_eq!(offer(&a, 9, b"c", &mut w).unwrap().addr, first.addr);
+    assert_eq!(a.reclaim(20, &mut w), 1, "c's offer lapses");
+    for sp in a.subnets[0].pools[0].subpools.iter() {
+        assert!(lock(sp).offers.is_empty());
+    }
+}
+
 #[test]
 fn release_decline_and_extend() {
     let a = alloc("pools=[{range=\"2001:db8::100-2001:db8::1ff\"}]");

@@ -9,12 +9,16 @@
 # binary.
 #
 # Usage: bench/cpu-per-exchange.sh [--rounds N] [--rate R] [--clients N] [--mode na|pd|both]
-#                                  [--log-level warn|info] [--relay] BIN [BIN...]
+#                                  [--log-level warn|info] [--relay] [--xdp] BIN [BIN...]
 #   --log-level info is the server's default: one log line per lease change.
 #   --relay: tandem-gen acts as a relay agent (Relay-forw with Interface-Id), as an ISP's
 #   clients reach the server; the server then keeps the relay data with every lease.
+#   --xdp: the server on the AF_XDP datapath (--datapath xdp --xdp-mode native) at one end of a
+#   veth pair with two queues between netns tdmcs and tdmcc, tandem-gen at the
+#   other, instead of loopback; implies --relay (as gen-vs-kea.sh's tandem-xdp target). Needs
+#   root; the XDP program's softirq work is charged to no process.
 #   e.g. bench/cpu-per-exchange.sh /tmp/tandem-old target/release/tandem
-# Needs no root. Everything it creates is removed on exit.
+# Needs no root without --xdp. Everything it creates is removed on exit.
 
 set -uo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -27,6 +31,7 @@ CLIENTS=120000
 MODE=both
 LOG_LEVEL=warn
 RELAY=()
+XDP=0
 BINS=()
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -36,6 +41,7 @@ while [ $# -gt 0 ]; do
         --mode) MODE="$2"; shift 2 ;;
         --log-level) LOG_LEVEL="$2"; shift 2 ;;
         --relay) RELAY=(--relay-link 2001:db8:1::); shift ;;
+        --xdp) XDP=1; RELAY=(--relay-link 2001:db8:1::); shift ;;
         -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
         -*) die "unknown option $1" ;;
         *) BINS+=("$1"); shift ;;
@@ -44,12 +50,28 @@ done
 [ ${#BINS[@]} -gt 0 ] || die "give at least one tandem binary"
 [ "$ROUNDS" -ge 1 ] && [ "$ROUNDS" -le 20 ] || die "--rounds must be 1..20"
 ensure_tools jq:jq awk:gawk
+[ "$XDP" = 1 ] && ensure_tools clang:clang ethtool:ethtool
 [ -x "$GEN_BIN" ] || (cd "$REPO" && cargo build --release --quiet --bin tandem-gen) || die "cannot build tandem-gen"
 
 WORK="$(mktemp -d /tmp/tdm-cpu.XXXXXX)"
 SERVER_PID=""
-cleanup() { stop_pid "$SERVER_PID"; rm -rf "$WORK"; }
+NS_S=tdmcs NS_C=tdmcc ADDR_S=2001:db8:1::1/64 ADDR_C=2001:db8:1::2/64 VETH_QUEUES=2
+cleanup() {
+    stop_pid "$SERVER_PID"
+    [ "$XDP" = 1 ] && delete_topology
+    rm -rf "$WORK"
+}
 trap cleanup EXIT
+# Command prefixes that run the server and the generator in their namespaces with --xdp
+# (`ip netns exec` execs the command, so $! is the server's own PID).
+IN_S=() IN_C=()
+if [ "$XDP" = 1 ]; then
+    IN_S=(ip netns exec "$NS_S") IN_C=(ip netns exec "$NS_C")
+    [ "$(id -u)" = 0 ] || die "--xdp needs root (network namespaces, XDP)"
+    setup_topology
+    # The server's frames carry the UDP checksum it computes; the generator's must too.
+    ip netns exec "$NS_C" ethtool -K "$NS_C" tx off >/dev/null || die "ethtool -K $NS_C tx off failed"
+fi
 
 TCK="$(getconf CLK_TCK)"
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
@@ -59,13 +81,30 @@ one_run() {
     local bin="$1" port data t0 t1 out ok
     port=$((20000 + RANDOM % 20000))
     data="$WORK/data.$RANDOM"
-    loopback_config "$WORK/t.toml" "$data" "$port" "$LOG_LEVEL"
-    "$bin" serve --config "$WORK/t.toml" 2>"$WORK/server.log" &
+    local server="[::1]:$port" dp=()
+    if [ "$XDP" = 1 ]; then
+        port=547 server="[2001:db8:1::1]:547" dp=(--datapath xdp --xdp-mode native)
+        cat >"$WORK/t.toml" <<T
+[server]
+data_dir = "$data"
+listen = ["$server"]
+interfaces = ["$NS_S"]
+log_level = "$LOG_LEVEL"
+[[subnet]]
+id = 1
+prefix = "2001:db8:1::/64"
+pools = [{ prefix = "2001:db8:1::/64" }]
+pd_pools = [{ prefix = "2001:db8:8000::/33", delegated_len = 56 }]
+T
+    else
+        loopback_config "$WORK/t.toml" "$data" "$port" "$LOG_LEVEL"
+    fi
+    "${IN_S[@]}" "$bin" serve --config "$WORK/t.toml" "${dp[@]}" 2>"$WORK/server.log" &
     SERVER_PID=$!
     sleep 1
     kill -0 "$SERVER_PID" 2>/dev/null || die "$bin did not start: $(tail -3 "$WORK/server.log")"
     t0="$(cpu_ticks "$SERVER_PID")"
-    out="$(timeout $((CLIENTS / RATE + 60)) "$GEN_BIN" --server "[::1]:$port" --clients "$CLIENTS" \
+    out="$("${IN_C[@]}" timeout $((CLIENTS / RATE + 60)) "$GEN_BIN" --server "$server" --clients "$CLIENTS" \
         --rate "$RATE" --mode "$MODE" --phases acquire "${RELAY[@]}" --json 2>/dev/null)"
     t1="$(cpu_ticks "$SERVER_PID")"
     stop_pid "$SERVER_PID"; SERVER_PID=""
@@ -79,7 +118,7 @@ declare -A SUM
 for r in $(seq "$ROUNDS"); do
     for b in "${BINS[@]}"; do
         read -r us ok < <(one_run "$b")
-        printf 'round %d  %-40s %s %s%s: %s us/exchange (%s exchanges at %s/s)\n' "$r" "$b" "$MODE" "log=$LOG_LEVEL" "${RELAY:+ relayed}" "$us" "$ok" "$RATE"
+        printf 'round %d  %-40s %s %s%s%s: %s us/exchange (%s exchanges at %s/s)\n' "$r" "$b" "$MODE" "log=$LOG_LEVEL" "${RELAY:+ relayed}" "$([ "$XDP" = 1 ] && echo ' AF_XDP')" "$us" "$ok" "$RATE"
         SUM[$b]="$(awk -v a="${SUM[$b]:-0}" -v b="$us" 'BEGIN { print a + b }')"
     done
 done

@@ -241,30 +241,16 @@ fn offers_are_memory_only_and_lapse() {
 fn stale_offer_entries_are_skipped_and_the_live_offer_lapses() {
     let a = alloc("pools=[{range=\"2001:db8::100-2001:db8::101\"}]");
     let mut w = Vec::new();
-    let offer = |a: &Allocator, now, duid: &[u8], w: &mut Vec<Lease>| {
-        a.acquire(
-            now,
-            &ia(duid, 1),
-            &[],
-            AcquireMode::Offer { hold_secs: 5 },
-            &Rules::STANDALONE,
-            w,
-        )
+    let take = |a: &Allocator, now, duid: &[u8], mode, w: &mut Vec<Lease>| {
+        a.acquire(now, &ia(duid, 1), &[], mode, &Rules::STANDALONE, w)
     };
+    let hold = AcquireMode::Offer { hold_secs: 5 };
+    let offer = |a: &Allocator, now, duid: &[u8], w: &mut Vec<Lease>| take(a, now, duid, hold, w);
     let first = offer(&a, 0, b"a", &mut w).unwrap();
     // Made again: held until 7 now, not 5.
     assert_eq!(offer(&a, 2, b"a", &mut w).unwrap().addr, first.addr);
     let other = offer(&a, 3, b"b", &mut w).unwrap();
-    let bound = a
-        .acquire(
-            4,
-            &ia(b"b", 1),
-            &[],
-            AcquireMode::Grant,
-            &Rules::STANDALONE,
-            &mut w,
-        )
-        .unwrap();
+    let bound = take(&a, 4, b"b", AcquireMode::Grant, &mut w).unwrap();
     assert_eq!(bound.addr, other.addr);
     assert!(w.iter().all(|l| l.state == LeaseState::Active));
     w.clear();

@@ -332,8 +332,9 @@ impl Store {
         Ok(d)
     }
 
-    /// How much of the map the data uses: (bytes in the pages of the lease, journal and meta databases,
-    /// map size in bytes). Freed pages (LMDB's free list) are not counted: they are reused.
+    /// How much of the map the data uses: (bytes in the pages of the lease, journal and meta
+    /// databases, map size in bytes). Freed pages (LMDB's free list) are not counted: they are
+    /// reused.
     pub fn map_use(&self) -> (u64, u64) {
         let info = self.env.info();
         let page = self.env.unnamed_database_stat().page_size as u64;

@@ -56,6 +56,9 @@ pub struct RxMeta {
     /// Why the datapath could not take this frame (a drop counter label); the worker counts it
     /// and goes on.
     pub drop: Option<&'static str>,
+    /// When another worker received the message and handed it over (AF_XDP, `xdp::spread`):
+    /// its reply latency counts from then. `None`: received with this batch.
+    pub received_at: Option<std::time::Instant>,
 }
 
 /// A way to receive DHCPv6 datagrams and send replies, in batches where the OS allows.

@@ -210,6 +210,7 @@ impl Datapath for UdpPath {
                     slot: i,
                     reply_frame: None,
                     drop: None,
+                    received_at: None,
                 });
             },
         )?;

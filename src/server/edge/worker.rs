@@ -64,8 +64,8 @@ impl<D: Datapath> Worker<D> {
                 }
             }
             let now = now_secs();
-            let received_at = Instant::now();
-            let now_ms = received_at.duration_since(started).as_millis() as u64;
+            let batch_received_at = Instant::now();
+            let now_ms = batch_received_at.duration_since(started).as_millis() as u64;
             // Read once per batch: a reload takes effect from the next batch.
             let engine = self.engines.get();
             self.policy.read_into(&mut policies);
@@ -98,6 +98,7 @@ impl<D: Datapath> Worker<D> {
                         })
                         .as_deref()
                 };
+                let received_at = meta.received_at.unwrap_or(batch_received_at);
                 let bytes = self.path.datagram(meta);
                 if let Some(&code) = bytes.first() {
                     stats.received_by_type[msg_type_slot(code)] += 1;
@@ -168,19 +169,27 @@ impl<D: Datapath> Worker<D> {
                 continue;
             }
             let sent = self.path.send_batch(&now_out);
+            // One clock read per batch: the replies of it left together, and each waited since
+            // its own receipt (the batch's, or earlier for a message another worker handed over).
+            let sent_at = Instant::now();
+            let waited_us =
+                |r: &PendingReply| sent_at.duration_since(r.received_at).as_micros() as u64;
             let mut sent_now = sent as u64;
+            for r in &now_out[..sent] {
+                stats.reply_now_us.record(waited_us(r));
+            }
             for r in &now_out[sent..] {
                 match self.path.send(r) {
-                    Ok(()) => sent_now += 1,
+                    Ok(()) => {
+                        sent_now += 1;
+                        stats.reply_now_us.record(waited_us(r));
+                    }
                     Err(e) => {
                         stats.send_errors += 1;
                         debug!(to = %r.to, error = %e, "reply send failed");
                     }
                 }
             }
-            // One clock read per batch: every reply of it waited the same time.
-            let took_us = received_at.elapsed().as_micros() as u64;
-            stats.reply_now_us.record_n(took_us, sent_now);
             stats.replied_now += sent_now;
             now_out.clear();
         }

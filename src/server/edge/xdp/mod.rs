@@ -528,6 +528,7 @@ impl super::Datapath for XdpPath {
                 slot,
                 reply_frame: None,
                 drop: None,
+                received_at: None,
             };
             match frame::parse(p) {
                 Ok(f) if f.header.dst_mac != self.iface.mac && f.header.dst_mac[0] & 1 == 0 => {

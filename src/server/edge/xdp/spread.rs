@@ -187,7 +187,11 @@ impl Spread {
             return false;
         }
         let mut h = Handoff {
-            meta: *meta,
+            meta: RxMeta {
+                // The time in the other worker's inbox counts in the reply's latency.
+                received_at: meta.received_at.or_else(|| Some(std::time::Instant::now())),
+                ..*meta
+            },
             len: payload.len() as u16,
             bytes: [0; HANDOFF_LEN_MAX],
         };
@@ -249,6 +253,7 @@ mod tests {
             slot: 0,
             reply_frame: None,
             drop: None,
+            received_at: None,
         }
     }
 
@@ -268,6 +273,7 @@ mod tests {
         let wakes: Vec<_> = (0..3).map(|_| Arc::new(EventFd::new().unwrap())).collect();
         let mut g = group(&wakes);
         let m = meta();
+        let before = std::time::Instant::now();
         // Worker 0 keeps its own (key 3 % 3 == 0) and hands key 4 to worker 1, 5 to worker 2.
         assert!(!g[0].hand_off(&m, &solicit(3)));
         assert!(g[0].hand_off(&m, &solicit(4)));
@@ -281,6 +287,13 @@ mod tests {
             assert_eq!(into.len(), 1);
             assert_eq!(into[0].payload(), &solicit(xid)[..]);
             assert_eq!(into[0].meta().src, m.src);
+            // Its reply latency will count from the handoff, not from the batch that takes it.
+            assert!(
+                into[0]
+                    .meta()
+                    .received_at
+                    .is_some_and(|t| t >= before && t <= std::time::Instant::now())
+            );
             assert!(!g[w].waiting());
         }
         assert!(!g[0].waiting());

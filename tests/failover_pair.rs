@@ -838,9 +838,12 @@ fn a_frozen_secondary_does_not_slow_clients() {
         p50 < base_p50 * 3.0 + 20.0,
         "median latency {p50} ms with a frozen secondary against {base_p50} ms without"
     );
-    // The backlog drains once it runs again, and the secondary has every lease.
+    // The backlog drains once it runs again, and the secondary has every lease. The clients
+    // granted while it caught up got lifetimes of MCLT (3 s: nothing acknowledged yet), so on
+    // a loaded box some run out before the drain is seen; the pair must then agree on their
+    // end (CI run of fd5bc80: 55 of 5,000 expired on both, at the lifetime granted).
     p.wait_drained("a", 30);
-    p.assert_store_has("b", &held, "after SIGCONT");
+    p.assert_caught_up("b", &held, "after SIGCONT");
 }
 
 #[test]

@@ -457,7 +457,7 @@ impl Store {
         entries: impl IntoIterator<Item = &'a T>,
         mut fill: impl FnMut(&T, &mut Vec<u8>),
     ) -> Result<usize, StoreError> {
-        let journal = self.journal.as_ref().ok_or_else(read_only)?;
+        let journal = self.journal.as_ref().ok_or(StoreError::ReadOnly)?;
         let mut wtxn = self.env.write_txn()?;
         // Keys are 8 bytes, big-endian. After one of another shape (not written by this code)
         // the next key is u64::MAX, and a second entry at the same key fails the append (at
@@ -531,7 +531,7 @@ impl Store {
     /// without sync); returns how many entries it folded. Folding a prefix keeps the order:
     /// readers apply what is left on top, as before.
     pub fn fold_journal_some(&self, max: usize) -> Result<u64, StoreError> {
-        let journal = self.journal.as_ref().ok_or_else(read_only)?;
+        let journal = self.journal.as_ref().ok_or(StoreError::ReadOnly)?;
         let mut wtxn = self.env.write_txn()?;
         // The entries are copied out first: the lease database cannot be written while the
         // journal is being read in the same transaction.
@@ -604,7 +604,7 @@ impl Store {
                 let rtxn = self.env.read_txn()?;
                 journal.len(&rtxn)?
             }
-            None => return Err(read_only()),
+            None => return Err(StoreError::ReadOnly),
         };
         let mut chunk = JOURNAL_FOLD_CHUNK_MAX;
         let mut folded = 0;
@@ -634,28 +634,13 @@ impl Store {
     ) -> Result<Option<Lease>, StoreError> {
         let rtxn = self.env.read_txn()?;
         let k = lease::key(kind, addr);
-        let mut record = self.leases.get(&rtxn, &k)?.map(<[u8]>::to_vec);
-        if let Some(journal) = &self.journal {
-            for item in journal.iter(&rtxn)? {
-                let (_, entry) = item?;
-                if let Some((ek, change)) = journal_entry(entry)
-                    && ek == k
-                {
-                    match (outcome(record.as_deref(), change), change) {
-                        (Outcome::Put, Change::Write(v)) => record = Some(v.to_vec()),
-                        (Outcome::Delete, _) => record = None,
-                        _ => {}
-                    }
-                }
-            }
-        }
+        // The journal's word on this key, if it has one; else the lease database's.
+        let record = match self.journal_overlay(&rtxn)?.remove(&k[..]) {
+            Some(r) => r,
+            None => self.leases.get(&rtxn, &k)?.map(<[u8]>::to_vec),
+        };
         Ok(record.and_then(|v| Lease::decode(&k, &v).ok()))
     }
-}
-
-/// The error of a write through a store opened with [`Store::open_reader`].
-fn read_only() -> StoreError {
-    StoreError::ReadOnly
 }
 
 /// The server's store is a [`LeaseStore`]: one LMDB transaction per batch.

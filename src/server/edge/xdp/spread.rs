@@ -189,7 +189,7 @@ impl Spread {
         let mut h = Handoff {
             meta: RxMeta {
                 // The time in the other worker's inbox counts in the reply's latency.
-                received_at: meta.received_at.or_else(|| Some(std::time::Instant::now())),
+                received_at: Some(std::time::Instant::now()),
                 ..*meta
             },
             len: payload.len() as u16,

@@ -738,8 +738,9 @@ pub fn lease_state_index(s: lease::LeaseState) -> usize {
 }
 
 /// Runs the group committer until every sender of `rx` is gone: takes the first waiting job,
-/// then everything else already queued (up to [`COMMIT_BATCH_MAX`]), commits all in one
-/// transaction, and hands their `then` values to `sink`. Then, if the journal is due
+/// under load waits until `min_interval` has passed since the last commit started ([`Pace`]),
+/// then takes everything else queued (up to [`COMMIT_BATCH_MAX`]), commits all in one transaction,
+/// and hands their `then` values to `sink`. Then, if the journal is due
 /// ([`Store::fold_due`]), or nothing came for `tick_every` and the journal holds anything, it
 /// folds the journal. `committed` runs after every successful commit (before the replies are
 /// released); `tick` runs about every `tick_every` with the current stats, for periodic
@@ -748,6 +749,7 @@ pub fn run_group_commit<R, S: AfterCommit<R>>(
     store: &Store,
     rx: Receiver<CommitJob<R>>,
     mut sink: S,
+    min_interval: Duration,
     tick_every: Duration,
     mut committed: impl FnMut(),
     mut tick: impl FnMut(&CommitStats),
@@ -756,6 +758,7 @@ pub fn run_group_commit<R, S: AfterCommit<R>>(
     let mut jobs: Vec<CommitJob<R>> = Vec::with_capacity(COMMIT_BATCH_MAX);
     let mut released: Vec<R> = Vec::with_capacity(COMMIT_BATCH_MAX);
     let mut last_tick = std::time::Instant::now();
+    let mut pace = Pace::new(min_interval);
     let mut folder = Folder {
         after: Instant::now(),
         chunk: JOURNAL_FOLD_CHUNK_MAX,
@@ -763,7 +766,17 @@ pub fn run_group_commit<R, S: AfterCommit<R>>(
     };
     loop {
         match rx.recv_timeout(tick_every) {
-            Ok(j) => jobs.push(j),
+            Ok(j) => {
+                jobs.push(j);
+                // Sleeping rather than waiting on the queue: a worker's send then wakes
+                // nobody.
+                if let Some(due) = pace.due() {
+                    let now = Instant::now();
+                    if due > now {
+                        std::thread::sleep(due - now);
+                    }
+                }
+            }
             Err(RecvTimeoutError::Timeout) => {
                 if store.journal_pending() {
                     folder.fold(store, true, &mut stats);
@@ -779,6 +792,7 @@ pub fn run_group_commit<R, S: AfterCommit<R>>(
         }
         if !jobs.is_empty() {
             let started = Instant::now();
+            pace.started(started, jobs.len());
             let result = store.commit(jobs.iter().flat_map(|j| j.writes.iter()));
             let took_us = started.elapsed().as_micros() as u64;
             if result.is_ok() {
@@ -826,6 +840,60 @@ pub fn run_group_commit<R, S: AfterCommit<R>>(
         folder.fold(store, true, &mut stats);
     }
     stats
+}
+
+/// Jobs a paced commit must expect to take, on average at the recent rate, for the group
+/// committer to wait for them: below that rate the wait would add latency and save little.
+pub const PACE_JOBS_MIN: f64 = 4.0;
+/// Shortest span over which the group committer measures the rate of changes.
+pub const PACE_WINDOW: Duration = Duration::from_millis(100);
+
+/// When the group committer starts its next commit. Under load a commit starts at most every
+/// `min_interval`, and what arrives meanwhile joins it: the fsync's cost is per commit, so
+/// fewer, larger commits cost less per change. A quiet server is not paced: while fewer than
+/// [`PACE_JOBS_MIN`] jobs come per `min_interval`, a job commits at once.
+struct Pace {
+    min_interval: Duration,
+    /// When the last commit started (`None`: none yet).
+    last: Option<Instant>,
+    /// Start of the current rate window, and the jobs committed since.
+    window_start: Instant,
+    window_jobs: u64,
+    /// Whether the rate of the last full window called for pacing.
+    busy: bool,
+}
+
+impl Pace {
+    fn new(min_interval: Duration) -> Pace {
+        Pace {
+            min_interval,
+            last: None,
+            window_start: Instant::now(),
+            window_jobs: 0,
+            busy: false,
+        }
+    }
+
+    /// The earliest the next commit may start, if it must wait.
+    fn due(&self) -> Option<Instant> {
+        self.last
+            .filter(|_| self.busy)
+            .map(|t| t + self.min_interval)
+    }
+
+    /// Notes a commit of `jobs` jobs starting `at`.
+    fn started(&mut self, at: Instant, jobs: usize) {
+        self.last = Some(at);
+        self.window_jobs += jobs as u64;
+        let span = at.saturating_duration_since(self.window_start);
+        if span >= PACE_WINDOW {
+            let per_interval =
+                self.window_jobs as f64 * self.min_interval.as_secs_f64() / span.as_secs_f64();
+            self.busy = per_interval >= PACE_JOBS_MIN;
+            self.window_start = at;
+            self.window_jobs = 0;
+        }
+    }
 }
 
 /// When and how much the group committer folds.
@@ -1073,13 +1141,127 @@ mod tests {
         }
         drop(tx);
         let mut sink = Sink(Vec::new());
-        let st = run_group_commit(&s, rx, &mut sink, Duration::from_millis(10), || {}, |_| {});
+        let st = run_group_commit(
+            &s,
+            rx,
+            &mut sink,
+            Duration::ZERO,
+            Duration::from_millis(10),
+            || {},
+            |_| {},
+        );
         assert_eq!(sink.0, (0..10).collect::<Vec<_>>());
         assert_eq!(st.leases, 10);
         assert!(st.commits <= 2, "one or two batches, got {}", st.commits);
         let mut n = 0;
         s.load_leases(|_| n += 1, |_, _| {}).unwrap();
         assert_eq!(n, 10);
+    }
+
+    /// Group commits are paced under load only: while changes come slower than
+    /// [`PACE_JOBS_MIN`] per `min_interval`, each commits at once; under a steady load faster
+    /// than that, a commit starts at most every `min_interval` and takes everything that
+    /// arrived meanwhile; after a quiet spell a change commits at once again.
+    #[test]
+    fn group_commits_are_paced_under_load_only() {
+        /// Sends each released job with the number of the commit that released it.
+        struct Timed(crossbeam_channel::Sender<(u32, u32)>, u32);
+        impl AfterCommit<u32> for Timed {
+            fn durable(&mut self, r: &mut Vec<u32>) {
+                self.1 += 1;
+                for &i in r.iter() {
+                    self.0.send((i, self.1)).unwrap();
+                }
+            }
+            fn failed(&mut self, _: &mut Vec<u32>, e: &StoreError) {
+                panic!("{e}")
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path(), 16, true).unwrap();
+        // Pacing starts at PACE_JOBS_MIN (4) changes a second.
+        let interval = Duration::from_secs(1);
+        let (tx, rx) = crossbeam_channel::bounded(64);
+        let (done_tx, done_rx) = crossbeam_channel::unbounded();
+        let job = |i: u32| {
+            let mut l = lease(1, LeaseState::Active);
+            l.addr =
+                std::net::Ipv6Addr::from(0x2001_0db8_0000_0000_0000_0000_0000_0100u128 + i as u128);
+            CommitJob {
+                writes: vec![l],
+                then: Some(i),
+                announce: false,
+            }
+        };
+        let released = |want: u32| {
+            let (i, commit) = done_rx.recv_timeout(Duration::from_secs(30)).unwrap();
+            assert_eq!(i, want);
+            commit
+        };
+        std::thread::scope(|sc| {
+            let committer = sc.spawn(|| {
+                let tick = Duration::from_millis(50);
+                run_group_commit(&s, rx, Timed(done_tx, 0), interval, tick, || {}, |_| {})
+            });
+            // A lone change is not kept waiting for the pace.
+            let at_once = |i: u32| {
+                let sent = Instant::now();
+                tx.send(job(i)).unwrap();
+                released(i);
+                let waited = sent.elapsed();
+                assert!(waited < interval / 2, "change {i} waited {waited:?}");
+            };
+            // Quiet: under 4 changes a second.
+            at_once(0);
+            std::thread::sleep(Duration::from_millis(600));
+            at_once(1);
+            std::thread::sleep(Duration::from_millis(600));
+            // A steady 20 changes a second for 2 s: unpaced, each would commit alone.
+            for i in 2..42 {
+                tx.send(job(i)).unwrap();
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let commits: std::collections::BTreeSet<u32> = (2..42).map(released).collect();
+            assert!(
+                commits.len() <= 10,
+                "40 changes in {} commits, not paced",
+                commits.len()
+            );
+            // Quiet again.
+            std::thread::sleep(interval + interval / 4);
+            at_once(42);
+            drop(tx);
+            let st = committer.join().unwrap();
+            assert_eq!(st.leases, 43);
+        });
+    }
+
+    /// The pace's gate, on a made-up clock: quiet (under [`PACE_JOBS_MIN`] changes per
+    /// interval) no wait; under load the next commit is due an interval after the last began;
+    /// quiet again, no wait.
+    #[test]
+    fn pace_waits_only_while_changes_come_faster_than_it_takes_them() {
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let mut p = Pace::new(Duration::from_millis(100));
+        p.window_start = t0;
+        assert_eq!(p.due(), None, "nothing committed yet");
+        // 3 changes in 100 ms: under 4 per interval.
+        p.started(ms(0), 1);
+        p.started(ms(60), 1);
+        p.started(ms(100), 1);
+        assert_eq!(p.due(), None);
+        // 5 in the next 100 ms: paced from the commit that measured it.
+        p.started(ms(150), 4);
+        assert_eq!(p.due(), None, "the window is still open");
+        p.started(ms(200), 1);
+        assert_eq!(p.due(), Some(ms(300)));
+        // A commit of the next interval's changes: the rate holds.
+        p.started(ms(300), 5);
+        assert_eq!(p.due(), Some(ms(400)));
+        // One change after a quiet second.
+        p.started(ms(1300), 1);
+        assert_eq!(p.due(), None);
     }
 
     fn persisted(state: ServerState) -> Persisted {
@@ -1255,7 +1437,15 @@ mod tests {
             std::thread::sleep(Duration::from_millis(100));
         });
         let mut sink = Sink(Vec::new());
-        let st = run_group_commit(&s, rx, &mut sink, Duration::from_millis(20), || {}, |_| {});
+        let st = run_group_commit(
+            &s,
+            rx,
+            &mut sink,
+            Duration::ZERO,
+            Duration::from_millis(20),
+            || {},
+            |_| {},
+        );
         sender.join().unwrap();
         assert_eq!(sink.0.len() as u128, n);
         assert!(st.folds >= 2, "one when due, one when idle: {}", st.folds);

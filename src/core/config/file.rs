@@ -161,6 +161,7 @@ pub(super) struct FileServer {
     pub(super) keep_ended_secs: Option<u64>,
     pub(super) reclaim_interval_ms: Option<u64>,
     pub(super) map_size_mib: Option<usize>,
+    pub(super) commit_interval_us: Option<u64>,
     pub(super) control_socket: Option<PathBuf>,
     pub(super) metrics_listen: Option<Spanned<String>>,
     pub(super) duid: Option<Spanned<String>>,

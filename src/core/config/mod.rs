@@ -302,6 +302,10 @@ pub struct ServerConfig {
     pub reclaim_interval_ms: u64,
     /// LMDB map size in MiB (the most the database may grow to).
     pub map_size_mib: usize,
+    /// Shortest time between the starts of two group commits (each one fsync), in
+    /// microseconds: a change that arrives sooner after the last commit started waits for
+    /// the next, with the others that arrive meanwhile (0: commit as soon as the last ends).
+    pub commit_interval_us: u64,
     /// Unix socket for `tandem ctl`; `None` means `<data_dir>/control.sock`.
     pub control_socket: Option<PathBuf>,
     /// Where to serve Prometheus metrics over HTTP (`GET /metrics`); `None`: no listener.

@@ -170,6 +170,17 @@ fn server_duid_is_hex_of_a_plausible_length() {
 }
 
 #[test]
+fn commit_interval_defaults_to_5_ms_and_is_bounded() {
+    let c = parse("t.toml", &format!("{HEAD}{SUBNET}")).unwrap();
+    assert_eq!(c.server.commit_interval_us, defaults::COMMIT_INTERVAL_US);
+    let c = parse("t.toml", &format!("{HEAD}commit_interval_us=0\n{SUBNET}")).unwrap();
+    assert_eq!(c.server.commit_interval_us, 0);
+    let e = err(&format!("{HEAD}commit_interval_us=100001\n{SUBNET}"));
+    assert_eq!(e.field, "server.commit_interval_us");
+    assert!(e.message.contains("at most 100000"), "{e}");
+}
+
+#[test]
 fn no_subnet_is_an_error() {
     let e = err(HEAD);
     assert_eq!(e.field, "subnet");

@@ -376,6 +376,7 @@ fn server(ctx: &Ctx, s: FileServer) -> Result<ServerConfig, ConfigError> {
             .unwrap_or(defaults::RECLAIM_INTERVAL_MS)
             .max(defaults::RECLAIM_INTERVAL_MS_MIN),
         map_size_mib: s.map_size_mib.unwrap_or(defaults::MAP_SIZE_MIB),
+        commit_interval_us: s.commit_interval_us.unwrap_or(defaults::COMMIT_INTERVAL_US),
         control_socket: s.control_socket,
         metrics_listen,
         duid,
@@ -386,6 +387,16 @@ fn server(ctx: &Ctx, s: FileServer) -> Result<ServerConfig, ConfigError> {
             None,
             "server.map_size_mib",
             format!("must be at least {}", defaults::MAP_SIZE_MIB_MIN),
+        ));
+    }
+    if server.commit_interval_us > defaults::COMMIT_INTERVAL_US_MAX {
+        return Err(ctx.err(
+            None,
+            "server.commit_interval_us",
+            format!(
+                "must be at most {} (100 ms): replies wait up to this long for their commit",
+                defaults::COMMIT_INTERVAL_US_MAX
+            ),
         ));
     }
     Ok(server)

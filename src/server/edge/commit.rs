@@ -10,7 +10,7 @@ use crossbeam_channel::Receiver;
 use std::net::UdpSocket;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tandem_core::lease::{Lease, LeaseState};
 use tandem_core::wire::MessageType;
 use tracing::{debug, error, info};
@@ -212,11 +212,13 @@ fn watch_map(store: &Store, refusing: &AtomicBool, hub: &MetricsHub, w: &mut Map
     hub.publish_store(used, size, now);
 }
 
-/// The committer thread's loop, until every sender is gone.
+/// The committer thread's loop, until every sender is gone; a commit starts at most every
+/// `interval` (`server.commit_interval_us`).
 pub fn run_committer(
     store: Arc<Store>,
     rx: Receiver<CommitJob<PendingReply>>,
     mut sink: ReplySink,
+    interval: Duration,
     refusing: Arc<AtomicBool>,
 ) -> CommitStats {
     let mut last = CommitStats::default();
@@ -232,6 +234,7 @@ pub fn run_committer(
         &store,
         rx,
         &mut sink,
+        interval,
         PUBLISH_INTERVAL,
         || watch_map(&store, &refusing, &hub, &mut w.borrow_mut()),
         |st| {

@@ -561,9 +561,10 @@ impl Server {
         let reclaim_store = store.clone();
         let committer = {
             let refusing = store_refusing.clone();
+            let interval = Duration::from_micros(cfg.server.commit_interval_us);
             std::thread::Builder::new()
                 .name("commit".into())
-                .spawn(move || run_committer(store, commit_rx, sink, refusing))
+                .spawn(move || run_committer(store, commit_rx, sink, interval, refusing))
         }
         .map_err(StartError::Thread)?;
 

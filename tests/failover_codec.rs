@@ -63,7 +63,7 @@ fn active_address() -> Lease {
         seq: 77,
         partner_ack_until: NOW + 100,
         partner_lifetime_received: NOW + 200,
-        relay: Box::default(),
+        relay: Default::default(),
         partner_seq: 0,
     }
 }
@@ -85,7 +85,7 @@ fn released_prefix() -> Lease {
         seq: 3,
         partner_ack_until: 0,
         partner_lifetime_received: 9,
-        relay: Box::default(),
+        relay: Default::default(),
         partner_seq: 0,
     }
 }
@@ -1127,7 +1127,7 @@ fn lease_strategy(now: u64) -> impl Strategy<Value = Lease> {
                     seq,
                     partner_ack_until: ack,
                     partner_lifetime_received: plr,
-                    relay: Box::default(),
+                    relay: Default::default(),
                     partner_seq: 0,
                 }
             },

@@ -4,6 +4,7 @@
 use crate::config::ResourceKind;
 use std::fmt;
 use std::net::Ipv6Addr;
+use std::sync::Arc;
 
 /// Longest DUID RFC 8415 §11.1 allows (128 octets plus the 2-octet type).
 pub const DUID_LEN_MAX: usize = 130;
@@ -74,6 +75,16 @@ impl fmt::Display for LeaseState {
     }
 }
 
+/// `bytes` as a lease's shared DUID or relay data. Empty ones (a client that came directly
+/// has no relay data) take no allocation.
+pub fn shared(bytes: &[u8]) -> Arc<[u8]> {
+    if bytes.is_empty() {
+        Arc::default()
+    } else {
+        bytes.into()
+    }
+}
+
 /// One address or delegated prefix and who holds (or last held) it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lease {
@@ -87,8 +98,9 @@ pub struct Lease {
     pub subnet_id: u32,
     /// Where it is in its lifecycle.
     pub state: LeaseState,
-    /// Client DUID (of the current or last holder).
-    pub duid: Box<[u8]>,
+    /// Client DUID (of the current or last holder). Shared, so that the copies of a lease the
+    /// allocator hands out (for the commit, the partner, the log) cost no allocation.
+    pub duid: Arc<[u8]>,
     /// IAID of the IA_NA / IA_PD holding it.
     pub iaid: u32,
     /// Preferred lifetime granted at `cltt`.
@@ -114,7 +126,7 @@ pub struct Lease {
     /// What the relays said when the client's last message that granted or renewed this
     /// binding reached us: OPTION_LQ_RELAY_DATA's payload (`wire::relay_data`); empty if it
     /// came directly, or by way of a longer chain than `RELAY_DATA_MAX_LEN`.
-    pub relay: Box<[u8]>,
+    pub relay: Arc<[u8]>,
     /// Failover: the `seq` this record got when it was stored as the partner sent it (0:
     /// never). While it equals `seq`, this version is the partner's own, so the partner knows
     /// it and a restart need not send it back; any change of ours takes a new `seq` and ends
@@ -225,7 +237,7 @@ impl Lease {
             prefix_len,
             subnet_id: u32_at(11),
             state,
-            duid: value[VALUE_FIXED_LEN..VALUE_FIXED_LEN + duid_len].into(),
+            duid: shared(&value[VALUE_FIXED_LEN..VALUE_FIXED_LEN + duid_len]),
             iaid: u32_at(15),
             preferred_secs: u32_at(19),
             valid_secs: u32_at(23),
@@ -234,7 +246,7 @@ impl Lease {
             seq,
             partner_ack_until: u64_at(43),
             partner_lifetime_received: u64_at(51),
-            relay: relay.into(),
+            relay: shared(relay),
             partner_seq,
         })
     }
@@ -318,7 +330,7 @@ mod tests {
     #[test]
     fn version_1_values_read_with_no_relay_data() {
         let mut l = sample();
-        l.relay = Box::default();
+        l.relay = Default::default();
         l.partner_seq = 0;
         let mut v = Vec::new();
         l.encode_value(&mut v);

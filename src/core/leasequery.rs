@@ -287,7 +287,7 @@ pub(crate) fn answer(cx: &Ctx, msg: &Message, out: &mut Vec<u8>) -> Result<(), D
 
 /// One client's bindings on one link: what one OPTION_CLIENT_DATA carries.
 struct ClientOnLink {
-    duid: Box<[u8]>,
+    duid: std::sync::Arc<[u8]>,
     leases: Vec<Lease>,
 }
 

@@ -189,7 +189,7 @@ fn lease_of(
         seq: 0,
         partner_ack_until: 0,
         partner_lifetime_received: 0,
-        relay: Box::default(),
+        relay: Default::default(),
         partner_seq: 0,
     })
 }

@@ -864,7 +864,7 @@ fn lease_of(
 
 /// The binding's OPTION_LQ_RELAY_DATA as a lease keeps it (its payload), or nothing if it has
 /// none or more than a lease keeps.
-fn relay_data_of(b: &Binding<'_>) -> Box<[u8]> {
+fn relay_data_of(b: &Binding<'_>) -> std::sync::Arc<[u8]> {
     match b.lq_relay_data() {
         Some(d) if 16 + d.relay_message.len() <= RELAY_DATA_MAX_LEN => {
             let mut v = Vec::with_capacity(16 + d.relay_message.len());
@@ -872,7 +872,7 @@ fn relay_data_of(b: &Binding<'_>) -> Box<[u8]> {
             v.extend_from_slice(d.relay_message);
             v.into()
         }
-        _ => Box::default(),
+        _ => Default::default(),
     }
 }
 
@@ -937,7 +937,7 @@ mod tests {
             seq: 0,
             partner_ack_until: 0,
             partner_lifetime_received: 0,
-            relay: Box::default(),
+            relay: Default::default(),
             partner_seq: 0,
         }
     }

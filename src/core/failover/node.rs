@@ -674,7 +674,7 @@ pools = [{ range = "2001:db8:1::100-2001:db8:1::1ff" }]
             seq: 1,
             partner_ack_until: 0,
             partner_lifetime_received: 0,
-            relay: Box::default(),
+            relay: Default::default(),
             partner_seq: 0,
         }
     }
@@ -918,7 +918,7 @@ pools = [{ range = "2001:db8:1::100-2001:db8:1::1ff" }]
             seq: 7,
             partner_ack_until: 0,
             partner_lifetime_received: 0,
-            relay: Box::default(),
+            relay: Default::default(),
             partner_seq: 0,
         };
         let mut nodes = [

@@ -394,7 +394,7 @@ mod tests {
             seq,
             partner_ack_until: 0,
             partner_lifetime_received: 0,
-            relay: Box::default(),
+            relay: Default::default(),
             partner_seq: 0,
         }
     }

@@ -70,23 +70,23 @@ impl Allocator {
         let sub = &self.subnets[c.subnet];
         let p = &sub.pools[r.pool as usize].cfg;
         // A renewal usually names the same client through the same relays: the record's own
-        // bytes are reused (the record is replaced below) instead of allocated again.
+        // bytes are shared instead of allocated again.
         let (duid, relay) = match sp.slots.get_mut(&r.index) {
             Some(s) => {
                 let l = &mut s.lease;
                 let duid = if *l.duid == *c.duid {
-                    std::mem::take(&mut l.duid)
+                    l.duid.clone()
                 } else {
-                    c.duid.into()
+                    crate::lease::shared(c.duid)
                 };
                 let relay = if *l.relay == *c.relay {
-                    std::mem::take(&mut l.relay)
+                    l.relay.clone()
                 } else {
-                    c.relay.into()
+                    crate::lease::shared(c.relay)
                 };
                 (duid, relay)
             }
-            None => (c.duid.into(), c.relay.into()),
+            None => (crate::lease::shared(c.duid), crate::lease::shared(c.relay)),
         };
         let lease = Lease {
             kind: c.kind,

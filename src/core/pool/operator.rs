@@ -156,7 +156,7 @@ impl Allocator {
             seq: self.next_seq(),
             partner_ack_until: 0,
             partner_lifetime_received: 0,
-            relay: Box::default(),
+            relay: Default::default(),
             partner_seq: 0,
         };
         sp.set(r.index, lease.clone());

@@ -955,7 +955,7 @@ fn a_new_device_on_a_reserved_line_takes_the_line_s_address_over() {
         seq: 1,
         partner_ack_until: 0,
         partner_lifetime_received: 0,
-        relay: Box::default(),
+        relay: Default::default(),
         partner_seq: 0,
     })
     .unwrap();
@@ -1046,7 +1046,7 @@ fn partner_down_waits_for_the_partner_lifetime_it_acknowledged() {
         seq: 1,
         partner_ack_until: 0,
         partner_lifetime_received: 500,
-        relay: Box::default(),
+        relay: Default::default(),
         partner_seq: 0,
     })
     .unwrap();
@@ -1239,7 +1239,7 @@ fn a_partner_half_binding_the_partner_never_heard_of_is_not_extended_when_its_ha
         seq: 1,
         partner_ack_until: ack,
         partner_lifetime_received: 0,
-        relay: Box::default(),
+        relay: Default::default(),
         partner_seq: 0,
     };
     a.restore(lease(theirs, b"c1", 0)).unwrap();
@@ -1784,7 +1784,7 @@ fn a_reloaded_table_shares_the_old_pools_and_adds_new_ones() {
         seq: 99,
         partner_ack_until: 0,
         partner_lifetime_received: 0,
-        relay: Box::default(),
+        relay: Default::default(),
         partner_seq: 0,
     };
     assert!(old.restore(kept.clone()).is_err(), "no pool for it yet");
@@ -1946,7 +1946,7 @@ mod reloaded_tables {
             seq: 1,
             partner_ack_until: 0,
             partner_lifetime_received: 0,
-            relay: Box::default(),
+            relay: Default::default(),
             partner_seq: 0,
         };
         let (new, added) = old.reconfigured(&conf(TWO).subnets).unwrap();

@@ -114,13 +114,24 @@ impl<'a> RelayMessage<'a> {
     }
 }
 
+/// Relay levels a [`Relayed`] holds inline. Each level is a relay agent on the client's path,
+/// and real networks have one or two; a deeper chain (up to [`MAX_RELAY_DEPTH`]) is kept on
+/// the heap. Inline, the value is small enough to move cheaply: with every possible level
+/// inline it was 2.6 KiB, copied several times per message.
+pub const INLINE_RELAY_HOPS: usize = 4;
+
 /// Result of unwrapping a relay chain: the hops, outermost first, and the innermost message.
 ///
-/// Stored inline (no heap): at most [`MAX_RELAY_DEPTH`] hops.
+/// Up to [`INLINE_RELAY_HOPS`] hops are stored inline (no heap); a deeper chain, up to
+/// [`MAX_RELAY_DEPTH`] hops, in two vectors.
 #[derive(Clone)]
 pub struct Relayed<'a> {
-    hops: [RelayHop<'a>; MAX_RELAY_DEPTH],
-    hop_options: [&'a [u8]; MAX_RELAY_DEPTH],
+    hops: [RelayHop<'a>; INLINE_RELAY_HOPS],
+    hop_options: [&'a [u8]; INLINE_RELAY_HOPS],
+    /// Every hop and its options when there are more than [`INLINE_RELAY_HOPS`] (then the
+    /// inline arrays are unused); empty, without an allocation, otherwise.
+    deep_hops: Vec<RelayHop<'a>>,
+    deep_options: Vec<&'a [u8]>,
     len: usize,
     inner: &'a [u8],
 }
@@ -128,16 +139,45 @@ pub struct Relayed<'a> {
 impl<'a> Relayed<'a> {
     fn direct(bytes: &'a [u8]) -> Self {
         Relayed {
-            hops: [EMPTY_HOP; MAX_RELAY_DEPTH],
-            hop_options: [&[]; MAX_RELAY_DEPTH],
+            hops: [EMPTY_HOP; INLINE_RELAY_HOPS],
+            hop_options: [&[]; INLINE_RELAY_HOPS],
+            deep_hops: Vec::new(),
+            deep_options: Vec::new(),
             len: 0,
             inner: bytes,
         }
     }
 
+    /// Appends a level, innermost last; false if there are [`MAX_RELAY_DEPTH`] already.
+    fn push(&mut self, hop: RelayHop<'a>, options: &'a [u8]) -> bool {
+        if self.len >= MAX_RELAY_DEPTH {
+            return false;
+        }
+        if let (Some(h), Some(o)) = (
+            self.hops.get_mut(self.len),
+            self.hop_options.get_mut(self.len),
+        ) {
+            *h = hop;
+            *o = options;
+        } else {
+            if self.deep_hops.is_empty() {
+                self.deep_hops.extend_from_slice(&self.hops);
+                self.deep_options.extend_from_slice(&self.hop_options);
+            }
+            self.deep_hops.push(hop);
+            self.deep_options.push(options);
+        }
+        self.len += 1;
+        true
+    }
+
     /// The relay hops, outermost (the relay that sent to us) first. Empty if not relayed.
     pub fn hops(&self) -> &[RelayHop<'a>] {
-        self.hops.get(..self.len).unwrap_or_default()
+        if self.len > INLINE_RELAY_HOPS {
+            &self.deep_hops
+        } else {
+            self.hops.get(..self.len).unwrap_or_default()
+        }
     }
 
     /// The innermost (client) message bytes; validate them with [`Relayed::message`] or
@@ -155,7 +195,12 @@ impl<'a> Relayed<'a> {
     ///
     /// Use it for relay-supplied options such as Remote-Id or Client Link-Layer Address.
     pub fn hop_options(&self, index: usize) -> OptionIter<'a> {
-        OptionIter::new(self.hop_options.get(index).copied().unwrap_or_default())
+        let all: &[&'a [u8]] = if self.len > INLINE_RELAY_HOPS {
+            &self.deep_options
+        } else {
+            self.hop_options.get(..self.len).unwrap_or_default()
+        };
+        OptionIter::new(all.get(index).copied().unwrap_or_default())
     }
 
     /// Parses the innermost message as a client/server [`Message`].
@@ -208,15 +253,11 @@ fn unwrap_chain(bytes: &[u8], want: MessageType) -> Result<Relayed<'_>, WireErro
         if t != want {
             return Err(WireError::UnexpectedRelay(t));
         }
-        let (Some(hop_slot), Some(opt_slot)) =
-            (out.hops.get_mut(out.len), out.hop_options.get_mut(out.len))
-        else {
+        if out.len >= MAX_RELAY_DEPTH {
             return Err(WireError::RelayTooDeep);
-        };
+        }
         let level = RelayMessage::parse(cur)?;
-        *hop_slot = level.hop;
-        *opt_slot = level.options;
-        out.len += 1;
+        out.push(level.hop, level.options);
         cur = level.relay_msg;
     }
     out.inner = cur;
@@ -335,5 +376,43 @@ mod tests {
             unwrap_relays(&nest(MAX_RELAY_DEPTH + 1)).unwrap_err(),
             WireError::RelayTooDeep
         );
+    }
+
+    /// Every depth reads back the same, inline or on the heap: each level's header, its
+    /// Interface-Id and its other options, outermost first.
+    #[test]
+    fn every_depth_keeps_each_level_in_order() {
+        for levels in 0..=MAX_RELAY_DEPTH {
+            let mut m = SOLICIT.to_vec();
+            for i in 0..levels {
+                let id = [i as u8; 3];
+                let remote = vec![0u8; i];
+                m = relay(
+                    12,
+                    i as u8,
+                    &[
+                        raw(opt::INTERFACE_ID, &id),
+                        raw(opt::REMOTE_ID, &remote),
+                        raw(9, &m),
+                    ],
+                );
+            }
+            let r = unwrap_relays(&m).unwrap();
+            assert_eq!(r.hops().len(), levels);
+            assert_eq!(r.is_relayed(), levels > 0);
+            for (at, h) in r.hops().iter().enumerate() {
+                // The outermost level was wrapped last.
+                let i = levels - 1 - at;
+                assert_eq!(h.hop_count, i as u8, "depth {levels}, level {at}");
+                assert_eq!(h.interface_id, Some(&[i as u8; 3][..]));
+                let remote = r
+                    .hop_options(at)
+                    .find(|o| o.code == opt::REMOTE_ID)
+                    .unwrap();
+                assert_eq!(remote.data.len(), i, "depth {levels}, level {at}");
+            }
+            assert_eq!(r.hop_options(levels).count(), 0);
+            assert_eq!(r.inner(), SOLICIT);
+        }
     }
 }

@@ -196,7 +196,7 @@ mod tests {
             seq: 5,
             partner_ack_until: 0,
             partner_lifetime_received: 0,
-            relay: Box::default(),
+            relay: Default::default(),
             partner_seq: 0,
         };
         let r = RelayInfo {

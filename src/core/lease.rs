@@ -75,13 +75,75 @@ impl fmt::Display for LeaseState {
     }
 }
 
-/// `bytes` as a lease's shared DUID or relay data. Empty ones (a client that came directly
-/// has no relay data) take no allocation.
-pub fn shared(bytes: &[u8]) -> Arc<[u8]> {
-    if bytes.is_empty() {
-        Arc::default()
-    } else {
-        bytes.into()
+/// Bytes a lease holds (its DUID, its relay data), shared by the lease's copies: the copy the
+/// allocator hands out for the commit costs no allocation. Empty (a client that came directly
+/// has no relay data) is no allocation and no shared counter: `Arc::<[u8]>::default()` is one
+/// process-wide value whose counter every thread's clones would contend for.
+#[derive(Clone, Default)]
+pub struct SharedBytes(Option<Arc<[u8]>>);
+
+/// Compared by content, as the bytes they hold.
+impl PartialEq for SharedBytes {
+    fn eq(&self, other: &SharedBytes) -> bool {
+        **self == **other
+    }
+}
+
+impl Eq for SharedBytes {}
+
+impl PartialOrd for SharedBytes {
+    fn partial_cmp(&self, other: &SharedBytes) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for SharedBytes {
+    fn cmp(&self, other: &SharedBytes) -> std::cmp::Ordering {
+        (**self).cmp(&**other)
+    }
+}
+
+impl SharedBytes {
+    /// A copy of `bytes`.
+    pub fn new(bytes: &[u8]) -> SharedBytes {
+        SharedBytes((!bytes.is_empty()).then(|| bytes.into()))
+    }
+}
+
+impl std::ops::Deref for SharedBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        self.0.as_deref().unwrap_or_default()
+    }
+}
+
+impl AsRef<[u8]> for SharedBytes {
+    fn as_ref(&self) -> &[u8] {
+        self
+    }
+}
+
+impl fmt::Debug for SharedBytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&**self, f)
+    }
+}
+
+impl From<&[u8]> for SharedBytes {
+    fn from(bytes: &[u8]) -> SharedBytes {
+        SharedBytes::new(bytes)
+    }
+}
+
+impl From<Vec<u8>> for SharedBytes {
+    fn from(bytes: Vec<u8>) -> SharedBytes {
+        SharedBytes((!bytes.is_empty()).then(|| bytes.into()))
+    }
+}
+
+impl From<Arc<[u8]>> for SharedBytes {
+    fn from(bytes: Arc<[u8]>) -> SharedBytes {
+        SharedBytes((!bytes.is_empty()).then_some(bytes))
     }
 }
 
@@ -100,7 +162,7 @@ pub struct Lease {
     pub state: LeaseState,
     /// Client DUID (of the current or last holder). Shared, so that the copies of a lease the
     /// allocator hands out (for the commit, the partner, the log) cost no allocation.
-    pub duid: Arc<[u8]>,
+    pub duid: SharedBytes,
     /// IAID of the IA_NA / IA_PD holding it.
     pub iaid: u32,
     /// Preferred lifetime granted at `cltt`.
@@ -126,7 +188,7 @@ pub struct Lease {
     /// What the relays said when the client's last message that granted or renewed this
     /// binding reached us: OPTION_LQ_RELAY_DATA's payload (`wire::relay_data`); empty if it
     /// came directly, or by way of a longer chain than `RELAY_DATA_MAX_LEN`.
-    pub relay: Arc<[u8]>,
+    pub relay: SharedBytes,
     /// Failover: the `seq` this record got when it was stored as the partner sent it (0:
     /// never). While it equals `seq`, this version is the partner's own, so the partner knows
     /// it and a restart need not send it back; any change of ours takes a new `seq` and ends
@@ -237,7 +299,7 @@ impl Lease {
             prefix_len,
             subnet_id: u32_at(11),
             state,
-            duid: shared(&value[VALUE_FIXED_LEN..VALUE_FIXED_LEN + duid_len]),
+            duid: SharedBytes::new(&value[VALUE_FIXED_LEN..VALUE_FIXED_LEN + duid_len]),
             iaid: u32_at(15),
             preferred_secs: u32_at(19),
             valid_secs: u32_at(23),
@@ -246,7 +308,7 @@ impl Lease {
             seq,
             partner_ack_until: u64_at(43),
             partner_lifetime_received: u64_at(51),
-            relay: shared(relay),
+            relay: SharedBytes::new(relay),
             partner_seq,
         })
     }
@@ -316,6 +378,32 @@ mod tests {
             relay: vec![9; 60].into(),
             partner_seq: 42,
         }
+    }
+
+    /// Shared bytes read, compare and order as the bytes they hold, whichever way they were
+    /// made; empty ones hold nothing shared.
+    #[test]
+    fn shared_bytes_are_their_content() {
+        let a = SharedBytes::new(&[1, 2, 3]);
+        let b: SharedBytes = vec![1, 2, 3].into();
+        let c: SharedBytes = Arc::<[u8]>::from(&[1, 2, 3][..]).into();
+        assert_eq!(&*a, &[1, 2, 3]);
+        assert!(a == b && b == c);
+        assert!(SharedBytes::new(&[1, 2]) < a && a < SharedBytes::new(&[1, 3]));
+        assert!(SharedBytes::default() < SharedBytes::new(&[0]));
+        for empty in [
+            SharedBytes::new(&[]),
+            Vec::new().into(),
+            Arc::<[u8]>::from(&[][..]).into(),
+            SharedBytes::default(),
+        ] {
+            assert!(empty.0.is_none());
+            assert!(empty.is_empty());
+            assert_eq!(empty, SharedBytes::default());
+        }
+        let copy = a.clone();
+        assert!(Arc::ptr_eq(copy.0.as_ref().unwrap(), a.0.as_ref().unwrap()));
+        assert_eq!(format!("{a:?}"), "[1, 2, 3]");
     }
 
     #[test]

@@ -287,7 +287,7 @@ pub(crate) fn answer(cx: &Ctx, msg: &Message, out: &mut Vec<u8>) -> Result<(), D
 
 /// One client's bindings on one link: what one OPTION_CLIENT_DATA carries.
 struct ClientOnLink {
-    duid: std::sync::Arc<[u8]>,
+    duid: crate::lease::SharedBytes,
     leases: Vec<Lease>,
 }
 

@@ -296,7 +296,7 @@ impl World {
                 return Some(format!("{addr} bound to different clients"));
             }
         }
-        let missing = |db: &BTreeMap<Ipv6Addr, std::sync::Arc<[u8]>>| {
+        let missing = |db: &BTreeMap<Ipv6Addr, tandem_core::lease::SharedBytes>| {
             self.clients
                 .iter()
                 .filter(|c| self.client_rel[c.id() as usize] == rel)

@@ -101,7 +101,7 @@ use std::fmt;
 use std::net::Ipv6Addr;
 
 use crate::config::ResourceKind;
-use crate::lease::{Lease, LeaseState};
+use crate::lease::{Lease, LeaseState, SharedBytes};
 use crate::pool::PdPoolId;
 use crate::wire::relay_data::RELAY_DATA_MAX_LEN;
 use crate::wire::{DUID_MAX_LEN, DUID_MIN_LEN, Status};
@@ -864,15 +864,20 @@ fn lease_of(
 
 /// The binding's OPTION_LQ_RELAY_DATA as a lease keeps it (its payload), or nothing if it has
 /// none or more than a lease keeps.
-fn relay_data_of(b: &Binding<'_>) -> std::sync::Arc<[u8]> {
+fn relay_data_of(b: &Binding<'_>) -> SharedBytes {
     match b.lq_relay_data() {
         Some(d) if 16 + d.relay_message.len() <= RELAY_DATA_MAX_LEN => {
-            let mut v = Vec::with_capacity(16 + d.relay_message.len());
-            v.extend_from_slice(&d.peer_address.octets());
-            v.extend_from_slice(d.relay_message);
-            v.into()
+            // Collected straight into the shared buffer: one allocation, one copy.
+            let bytes: std::sync::Arc<[u8]> = d
+                .peer_address
+                .octets()
+                .iter()
+                .chain(d.relay_message)
+                .copied()
+                .collect();
+            bytes.into()
         }
-        _ => Default::default(),
+        _ => SharedBytes::default(),
     }
 }
 

@@ -77,16 +77,19 @@ impl Allocator {
                 let duid = if *l.duid == *c.duid {
                     l.duid.clone()
                 } else {
-                    crate::lease::shared(c.duid)
+                    crate::lease::SharedBytes::new(c.duid)
                 };
                 let relay = if *l.relay == *c.relay {
                     l.relay.clone()
                 } else {
-                    crate::lease::shared(c.relay)
+                    crate::lease::SharedBytes::new(c.relay)
                 };
                 (duid, relay)
             }
-            None => (crate::lease::shared(c.duid), crate::lease::shared(c.relay)),
+            None => (
+                crate::lease::SharedBytes::new(c.duid),
+                crate::lease::SharedBytes::new(c.relay),
+            ),
         };
         let lease = Lease {
             kind: c.kind,

@@ -228,9 +228,10 @@ struct ServeArgs {
     no_sync: bool,
     /// Under load, start a group commit (one fsync) at most every this many microseconds,
     /// 0 to 100000: replies wait up to this much longer, and each fsync covers more of them
-    /// (less CPU per exchange). Without load (under 4 changes per interval) changes commit at
-    /// once. 0: commit as soon as the last commit ends. Overrides server.commit_interval_us
-    /// (default 5000).
+    /// (less CPU per exchange). Without load (under 4 replies waiting for a commit per
+    /// interval) each commits at once. 0: commit as soon as the last commit ends. Applies with
+    /// --no-sync too (a commit still writes). Overrides server.commit_interval_us (default
+    /// 5000).
     #[arg(long, value_name = "MICROSECONDS", value_parser = clap::value_parser!(u64).range(0..=tandem_core::config::defaults::COMMIT_INTERVAL_US_MAX))]
     commit_interval_us: Option<u64>,
     /// Serve Prometheus metrics at http://ADDR/metrics, e.g. [::1]:9469 (plain HTTP, no

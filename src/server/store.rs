@@ -772,8 +772,10 @@ pub fn run_group_commit<R, S: AfterCommit<R>>(
             Ok(j) => {
                 jobs.push(j);
                 // Sleeping rather than waiting on the queue: a worker's send then wakes
-                // nobody.
-                if let Some(due) = pace.due() {
+                // nobody. A full batch already waiting gains nothing from the wait.
+                if let Some(due) = pace.due()
+                    && rx.len() + 1 < COMMIT_BATCH_MAX
+                {
                     let now = Instant::now();
                     if due > now {
                         std::thread::sleep(due - now);
@@ -938,7 +940,10 @@ impl Folder {
                     StoreError::Lmdb(heed::Error::Mdb(heed::MdbError::MapFull))
                 );
                 if map_full && !all && self.chunk > JOURNAL_FOLD_CHUNK_MIN {
-                    self.chunk /= 2;
+                    // Half of what it tried: a chunk larger than the journal tried all of it.
+                    let tried =
+                        (store.journal_len.load(Ordering::Relaxed) as usize).min(self.chunk);
+                    self.chunk = (tried / 2).max(JOURNAL_FOLD_CHUNK_MIN);
                 } else {
                     self.after = Instant::now() + self.tick_every;
                 }
@@ -1424,9 +1429,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(dir.path(), 64, false).unwrap();
         let (tx, rx) = crossbeam_channel::bounded(64);
-        let n = JOURNAL_FOLD_AT as u128 + 100;
+        // Enough for a due fold; after a pause (an idle fold), 10 more for another.
+        let n = JOURNAL_FOLD_AT as u128 + 110;
         let sender = std::thread::spawn(move || {
             for i in 0..n {
+                if i == n - 10 {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
                 let mut l = lease(1, LeaseState::Active);
                 l.addr = std::net::Ipv6Addr::from((0x2001_0db8_u128 << 96) + i);
                 tx.send(CommitJob {

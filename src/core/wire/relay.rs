@@ -148,11 +148,8 @@ impl<'a> Relayed<'a> {
         }
     }
 
-    /// Appends a level, innermost last; false if there are [`MAX_RELAY_DEPTH`] already.
-    fn push(&mut self, hop: RelayHop<'a>, options: &'a [u8]) -> bool {
-        if self.len >= MAX_RELAY_DEPTH {
-            return false;
-        }
+    /// Appends a level, innermost last (the caller keeps to [`MAX_RELAY_DEPTH`]).
+    fn push(&mut self, hop: RelayHop<'a>, options: &'a [u8]) {
         if let (Some(h), Some(o)) = (
             self.hops.get_mut(self.len),
             self.hop_options.get_mut(self.len),
@@ -168,7 +165,6 @@ impl<'a> Relayed<'a> {
             self.deep_options.push(options);
         }
         self.len += 1;
-        true
     }
 
     /// The relay hops, outermost (the relay that sent to us) first. Empty if not relayed.

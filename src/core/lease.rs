@@ -108,6 +108,15 @@ impl SharedBytes {
     pub fn new(bytes: &[u8]) -> SharedBytes {
         SharedBytes((!bytes.is_empty()).then(|| bytes.into()))
     }
+
+    /// `bytes`, sharing `held`'s buffer when it holds the same bytes (a renewal through the
+    /// same relays), else a copy.
+    pub fn reusing(held: Option<&SharedBytes>, bytes: &[u8]) -> SharedBytes {
+        match held {
+            Some(h) if **h == *bytes => h.clone(),
+            _ => SharedBytes::new(bytes),
+        }
+    }
 }
 
 impl std::ops::Deref for SharedBytes {
@@ -129,9 +138,10 @@ impl From<&[u8]> for SharedBytes {
     }
 }
 
+/// A copy, as [`SharedBytes::new`] makes (an `Arc<[u8]>` copies a vector's bytes too).
 impl From<Vec<u8>> for SharedBytes {
     fn from(bytes: Vec<u8>) -> SharedBytes {
-        SharedBytes((!bytes.is_empty()).then(|| bytes.into()))
+        SharedBytes::new(&bytes)
     }
 }
 
@@ -397,6 +407,11 @@ mod tests {
         }
         let copy = a.clone();
         assert!(Arc::ptr_eq(copy.0.as_ref().unwrap(), a.0.as_ref().unwrap()));
+        let same = SharedBytes::reusing(Some(&a), &[1, 2, 3]);
+        assert!(Arc::ptr_eq(same.0.as_ref().unwrap(), a.0.as_ref().unwrap()));
+        let other = SharedBytes::reusing(Some(&a), &[1, 2]);
+        assert_eq!(&*other, &[1, 2]);
+        assert_eq!(&*SharedBytes::reusing(None, &[4]), &[4]);
         assert_eq!(format!("{a:?}"), "[1, 2, 3]");
     }
 

@@ -71,26 +71,9 @@ impl Allocator {
         let p = &sub.pools[r.pool as usize].cfg;
         // A renewal usually names the same client through the same relays: the record's own
         // bytes are shared instead of allocated again.
-        let (duid, relay) = match sp.slots.get_mut(&r.index) {
-            Some(s) => {
-                let l = &mut s.lease;
-                let duid = if *l.duid == *c.duid {
-                    l.duid.clone()
-                } else {
-                    crate::lease::SharedBytes::new(c.duid)
-                };
-                let relay = if *l.relay == *c.relay {
-                    l.relay.clone()
-                } else {
-                    crate::lease::SharedBytes::new(c.relay)
-                };
-                (duid, relay)
-            }
-            None => (
-                crate::lease::SharedBytes::new(c.duid),
-                crate::lease::SharedBytes::new(c.relay),
-            ),
-        };
+        let held = sp.slots.get(&r.index).map(|s| &s.lease);
+        let duid = crate::lease::SharedBytes::reusing(held.map(|l| &l.duid), c.duid);
+        let relay = crate::lease::SharedBytes::reusing(held.map(|l| &l.relay), c.relay);
         let lease = Lease {
             kind: c.kind,
             addr: p.resource(r.index),

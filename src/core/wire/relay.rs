@@ -169,10 +169,19 @@ impl<'a> Relayed<'a> {
 
     /// The relay hops, outermost (the relay that sent to us) first. Empty if not relayed.
     pub fn hops(&self) -> &[RelayHop<'a>] {
+        self.levels().0
+    }
+
+    /// Each level's header and options, outermost first: inline, or on the heap past
+    /// [`INLINE_RELAY_HOPS`].
+    fn levels(&self) -> (&[RelayHop<'a>], &[&'a [u8]]) {
         if self.len > INLINE_RELAY_HOPS {
-            &self.deep_hops
+            (&self.deep_hops, &self.deep_options)
         } else {
-            self.hops.get(..self.len).unwrap_or_default()
+            (
+                self.hops.get(..self.len).unwrap_or_default(),
+                self.hop_options.get(..self.len).unwrap_or_default(),
+            )
         }
     }
 
@@ -191,12 +200,7 @@ impl<'a> Relayed<'a> {
     ///
     /// Use it for relay-supplied options such as Remote-Id or Client Link-Layer Address.
     pub fn hop_options(&self, index: usize) -> OptionIter<'a> {
-        let all: &[&'a [u8]] = if self.len > INLINE_RELAY_HOPS {
-            &self.deep_options
-        } else {
-            self.hop_options.get(..self.len).unwrap_or_default()
-        };
-        OptionIter::new(all.get(index).copied().unwrap_or_default())
+        OptionIter::new(self.levels().1.get(index).copied().unwrap_or_default())
     }
 
     /// Parses the innermost message as a client/server [`Message`].

@@ -142,22 +142,15 @@ impl Allocator {
             let new_allowed =
                 rules.owned[bit] || (c.kind == ResourceKind::Prefix && rules.may_take(bit, now));
             // An active binding the partner never heard of, on its half, at a time we may not
-            // take from that half: made in PARTNER-DOWN and never made durable (seed 10837211:
-            // the commit failed, so it was neither stored nor announced, and the client's
-            // retransmitted Request found it in memory under COMMUNICATIONS-INTERRUPTED while
-            // the partner gave the prefix out from its own half). It ends here; the client
-            // gets a resource we may hand out.
-            if let Some(s) = sp.slots.get(&r.index)
-                && Self::owns(&s.lease, c, subnet_id)
-                && Self::unknown_to_partner_off_limits(&s.lease, bit, rules, now)
-            {
-                let l = self.ended(&s.lease, now);
-                writes.push(l.clone());
-                sp.set(r.index, l);
-            }
+            // take from that half (seed 10837211: made in PARTNER-DOWN, its commit failed, and
+            // the client's retransmitted Request found it in memory under
+            // COMMUNICATIONS-INTERRUPTED while the partner gave the prefix out from its own
+            // half): the client gets a resource we may hand out. The binding itself is left to
+            // run out, see [`Allocator::unknown_to_partner_off_limits`].
             let usable = sp.slots.get(&r.index).is_some_and(|s| {
                 Self::owns(&s.lease, c, subnet_id)
                     && !reserved_for_other
+                    && !Self::unknown_to_partner_off_limits(&s.lease, bit, rules, now)
                     && match s.lease.state {
                         LeaseState::Declined => false,
                         LeaseState::Offered => new_allowed,
@@ -386,14 +379,12 @@ impl Allocator {
             && rules.may_take(sp.owner(r.index), now)
             && !sp.reserved_for_other(r.index, c.reservation.map(|(id, _)| id));
         // As in acquire: an active binding on the partner's half that the partner never heard
-        // of, when we may not take from that half, is not ours to extend (seed 10837211).
+        // of, when we may not take from that half, is not ours to extend (seed 10837211); it
+        // stays active until it runs out.
         if let Some(s) = sp.slots.get(&r.index)
             && Self::owns(&s.lease, c, subnet_id)
             && Self::unknown_to_partner_off_limits(&s.lease, sp.owner(r.index), rules, now)
         {
-            let l = self.ended(&s.lease, now);
-            writes.push(l.clone());
-            sp.set(r.index, l);
             return Extended::NotOwned;
         }
         let ok = match sp.slots.get(&r.index) {
@@ -458,6 +449,15 @@ impl Allocator {
     /// acknowledged nor sent, at a time `rules` do not let us take from that half. Our own
     /// half never qualifies: bindings we made there while apart are ours to renew whatever
     /// the state (a secondary back in NORMAL, a store refusing new leases).
+    ///
+    /// Such a binding is neither extended nor ended: its client is told lifetime 0, but that
+    /// Reply may be lost and the client may use the resource until the valid lifetime it last
+    /// heard. Ending it would have freed the resource at once (seed 155006978: a recovery cut
+    /// off again and again left a PARTNER-DOWN binding unacknowledged, its Renew under
+    /// RESOLUTION-INTERRUPTED ended it, the Reply was lost, a new share made the prefix ours,
+    /// and it went to another client while the first still held it). Left active, it is held
+    /// until it expires, here and at the partner if our update of it got there, and it is
+    /// renewable again once the partner acknowledges it or the half opens.
     fn unknown_to_partner_off_limits(lease: &Lease, bit: usize, rules: &Rules, now: u64) -> bool {
         lease.state == LeaseState::Active
             && rules.partner_bit == Some(bit)

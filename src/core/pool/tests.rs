@@ -1217,6 +1217,9 @@ fn a_partner_half_binding_the_partner_never_heard_of_is_not_extended_when_its_ha
     // Seed 10837211: granted in PARTNER-DOWN from the partner's half, its commit failed (not
     // stored, not announced), and under COMMUNICATIONS-INTERRUPTED the client's retransmitted
     // Request found it in memory while the partner handed the prefix out from its own half.
+    // Seed 155006978: such a binding was ended at once, the Reply telling its client was lost,
+    // and the resource went to another client while the first still held it: it is now left
+    // active until it runs out.
     let t = "[server]\nlisten=[\"[::1]:5547\"]\n[[subnet]]\nid=1\nprefix=\"2001:db8::/64\"\n\
              pools=[{range=\"2001:db8::10-2001:db8::13\"}]\n";
     let c = config::parse("t", t).unwrap();
@@ -1253,18 +1256,42 @@ fn a_partner_half_binding_the_partner_never_heard_of_is_not_extended_when_its_ha
     assert_ne!(g.addr, theirs, "moved to a resource of our own half");
     let old = a.lookup(ResourceKind::Address, theirs).unwrap();
     assert_eq!(
-        (old.state, old.partner_ack_until),
-        (LeaseState::Released, 0)
+        (old.state, old.expires_at, &old.duid[..]),
+        (LeaseState::Active, 500, &b"c1"[..]),
+        "held for the client until the lifetime it last heard"
     );
     assert!(
-        w.iter()
-            .any(|l| l.addr == theirs && l.state == LeaseState::Released)
+        w.iter().all(|l| l.addr != theirs),
+        "nothing to store or send"
     );
-    // A Renew of it is refused the same way (lifetime 0 for the client).
+    // A Renew of it is refused the same way (lifetime 0 for the client), and it stays held.
     a.restore(lease(theirs, b"c3", 0)).ok();
     assert!(matches!(
         a.extend(401, &ia(b"c3", 1), theirs, 128, true, &ci, &mut w),
         Extended::NotOwned
+    ));
+    assert_eq!(
+        a.lookup(ResourceKind::Address, theirs).unwrap().state,
+        LeaseState::Active
+    );
+    assert!(w.iter().all(|l| l.addr != theirs));
+    // When the half opens (PARTNER-DOWN again, or a new share makes it ours), no other
+    // client gets it while its client may still use it; its own client renews it.
+    let open = rules(1 - PRIMARY_BIT, Some(0), Some(60));
+    for (k, hint) in [(5u8, theirs), (6, theirs)] {
+        let other = a.acquire(
+            402,
+            &ia(&[b'c', b'0' + k], 1),
+            &[hint],
+            AcquireMode::Grant,
+            &open,
+            &mut w,
+        );
+        assert!(other.is_none_or(|g| g.addr != theirs));
+    }
+    assert!(matches!(
+        a.extend(403, &ia(b"c3", 1), theirs, 128, false, &open, &mut w),
+        Extended::Extended(_)
     ));
     // A binding the partner acknowledged is the client's whatever the half.
     let g = a

@@ -1275,24 +1275,6 @@ fn a_partner_half_binding_the_partner_never_heard_of_is_not_extended_when_its_ha
         LeaseState::Active
     );
     assert!(w.iter().all(|l| l.addr != theirs));
-    // When the half opens (PARTNER-DOWN again, or a new share makes it ours), no other
-    // client gets it while its client may still use it; its own client renews it.
-    let open = rules(1 - PRIMARY_BIT, Some(0), Some(60));
-    for (k, hint) in [(5u8, theirs), (6, theirs)] {
-        let other = a.acquire(
-            402,
-            &ia(&[b'c', b'0' + k], 1),
-            &[hint],
-            AcquireMode::Grant,
-            &open,
-            &mut w,
-        );
-        assert!(other.is_none_or(|g| g.addr != theirs));
-    }
-    assert!(matches!(
-        a.extend(403, &ia(b"c3", 1), theirs, 128, false, &open, &mut w),
-        Extended::Extended(_)
-    ));
     // A binding the partner acknowledged is the client's whatever the half.
     let g = a
         .acquire(400, &ia(b"c2", 1), &[], AcquireMode::Grant, &ci, &mut w)
@@ -1310,6 +1292,86 @@ fn a_partner_half_binding_the_partner_never_heard_of_is_not_extended_when_its_ha
     assert_eq!(g.addr, ours);
     assert!(matches!(
         a.extend(401, &ia(b"c4", 1), ours, 128, false, &closed, &mut w),
+        Extended::Extended(_)
+    ));
+}
+
+#[test]
+fn a_refused_partner_part_prefix_stays_its_client_s_until_it_runs_out() {
+    // Seed 155006978: a prefix delegated in PARTNER-DOWN from the partner's part, never
+    // acknowledged; its client's Renew under RESOLUTION-INTERRUPTED is refused and the Reply
+    // lost; the partner acknowledges what it was sent and a new share makes the prefix ours.
+    // No other client may have it while its client can still use it.
+    // 16 prefixes, one per sub-pool; share 4 gives the secondary (our partner) indices 0..4.
+    let (c, a, id) = failover_pd("2001:db8:8000::/52");
+    a.set_pd_share(id, 4);
+    let pool = &c.subnets[0].pools[0];
+    let x = pool.resource(0);
+    let d1 = [1u8, 0, 0, 0, 0, 0, 1];
+    a.restore(crate::lease::Lease {
+        kind: ResourceKind::Prefix,
+        addr: x,
+        prefix_len: 56,
+        subnet_id: 1,
+        state: LeaseState::Active,
+        duid: d1[..].into(),
+        iaid: 1,
+        preferred_secs: 100,
+        valid_secs: 120,
+        cltt: 380,
+        expires_at: 500,
+        seq: 1,
+        partner_ack_until: 0,
+        partner_lifetime_received: 0,
+        relay: Default::default(),
+        partner_seq: 0,
+    })
+    .unwrap();
+    a.finish_restore();
+    let resolution_interrupted = Rules {
+        owned: [false, false],
+        partner_from: None,
+        mclt_secs: Some(60),
+        partner_bit: Some(1 - PRIMARY_BIT),
+    };
+    let mut w = Vec::new();
+    assert!(matches!(
+        a.extend(
+            400,
+            &pd_ia(&d1),
+            x,
+            56,
+            false,
+            &resolution_interrupted,
+            &mut w
+        ),
+        Extended::NotOwned
+    ));
+    let l = a.lookup(ResourceKind::Prefix, x).unwrap();
+    a.record_ack(&l, 401);
+    a.set_pd_share(id, 0);
+    let normal = rules(PRIMARY_BIT, None, Some(60));
+    let mut others = Vec::new();
+    for i in 0..16u32 {
+        let mut d = vec![2u8, 0, 0];
+        d.extend_from_slice(&i.to_be_bytes());
+        if let Some(g) = a.acquire(402, &pd_ia(&d), &[x], AcquireMode::Grant, &normal, &mut w) {
+            others.push(g.addr);
+        }
+    }
+    assert_eq!(others.len(), 15, "every other prefix went out");
+    assert!(
+        !others.contains(&x),
+        "the refused prefix went to another client"
+    );
+    assert_eq!(
+        a.lookup(ResourceKind::Prefix, x).unwrap().expires_at,
+        500,
+        "held until the lifetime its client last heard"
+    );
+    // Its own client renews it now that the partner knows of it.
+    assert!(matches!(
+        a.extend(403, &pd_ia(&d1), x, 56, false, &normal, &mut w),
         Extended::Extended(_)
     ));
 }

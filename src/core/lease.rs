@@ -201,6 +201,40 @@ pub struct Lease {
 }
 
 impl Lease {
+    /// A binding as the store holds it, for tests (subnet 1, IAID 1, no relay data, nothing
+    /// from the partner): `valid_secs` 200 and `preferred_secs` 100, given at `cltt`, ending at
+    /// `expires_at`.
+    #[cfg(test)]
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn stored_for_test(
+        kind: ResourceKind,
+        addr: Ipv6Addr,
+        prefix_len: u8,
+        state: LeaseState,
+        duid: &[u8],
+        cltt: u64,
+        expires_at: u64,
+    ) -> Lease {
+        Lease {
+            kind,
+            addr,
+            prefix_len,
+            subnet_id: 1,
+            state,
+            duid: duid.into(),
+            iaid: 1,
+            preferred_secs: 100,
+            valid_secs: 200,
+            cltt,
+            expires_at,
+            seq: 1,
+            partner_ack_until: 0,
+            partner_lifetime_received: 0,
+            relay: Default::default(),
+            partner_seq: 0,
+        }
+    }
+
     /// Whether this version is the one the partner sent (see [`Lease::partner_seq`]).
     pub fn is_partner_version(&self) -> bool {
         self.partner_seq != 0 && self.partner_seq == self.seq

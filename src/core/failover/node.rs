@@ -660,22 +660,16 @@ pools = [{ range = "2001:db8:1::100-2001:db8:1::1ff" }]
     /// An address lease of `subnet` (2001:db8:<subnet>::<last>), active until `expires_at`.
     fn active(subnet: u32, last: u16, expires_at: u64) -> Lease {
         Lease {
-            kind: ResourceKind::Address,
-            addr: format!("2001:db8:{subnet}::{last:x}").parse().unwrap(),
-            prefix_len: 128,
             subnet_id: subnet,
-            state: LeaseState::Active,
-            duid: vec![0, 3, 0, 1, 2, 2, 2, 2, 2, last as u8].into(),
-            iaid: 1,
-            preferred_secs: 100,
-            valid_secs: 200,
-            cltt: expires_at - 200,
-            expires_at,
-            seq: 1,
-            partner_ack_until: 0,
-            partner_lifetime_received: 0,
-            relay: Default::default(),
-            partner_seq: 0,
+            ..Lease::stored_for_test(
+                ResourceKind::Address,
+                format!("2001:db8:{subnet}::{last:x}").parse().unwrap(),
+                128,
+                LeaseState::Active,
+                &[0, 3, 0, 1, 2, 2, 2, 2, 2, last as u8],
+                expires_at - 200,
+                expires_at,
+            )
         }
     }
 

@@ -940,24 +940,15 @@ fn a_new_device_on_a_reserved_line_takes_the_line_s_address_over() {
     let by_duid = "2001:db8::12".parse::<Ipv6Addr>().unwrap();
     let squatter = ia(b"sq", 1);
     // (Reserved after the squatter got it: restore its lease as the store would.)
-    a.restore(crate::lease::Lease {
-        kind: ResourceKind::Address,
-        addr: by_duid,
-        prefix_len: 128,
-        subnet_id: 1,
-        state: LeaseState::Active,
-        duid: b"sq".as_slice().into(),
-        iaid: 1,
-        preferred_secs: 100,
-        valid_secs: 200,
-        cltt: 0,
-        expires_at: 200,
-        seq: 1,
-        partner_ack_until: 0,
-        partner_lifetime_received: 0,
-        relay: Default::default(),
-        partner_seq: 0,
-    })
+    a.restore(Lease::stored_for_test(
+        ResourceKind::Address,
+        by_duid,
+        128,
+        LeaseState::Active,
+        b"sq",
+        0,
+        200,
+    ))
     .unwrap();
     let owner = with_res(&c, b"r1r", 0);
     let g = a.acquire(10, &owner, &[], AcquireMode::Grant, &r, &mut w);
@@ -1031,23 +1022,17 @@ fn partner_down_waits_for_the_partner_lifetime_it_acknowledged() {
     let c = config::parse("t", t).unwrap();
     let a = Allocator::with_failover(&c.subnets);
     let addr: Ipv6Addr = "2001:db8::10".parse().unwrap();
-    a.restore(crate::lease::Lease {
-        kind: ResourceKind::Address,
-        addr,
-        prefix_len: 128,
-        subnet_id: 1,
-        state: LeaseState::Released,
-        duid: b"gone".as_slice().into(),
-        iaid: 1,
-        preferred_secs: 100,
-        valid_secs: 200,
-        cltt: 300,
-        expires_at: 300,
-        seq: 1,
-        partner_ack_until: 0,
+    a.restore(Lease {
         partner_lifetime_received: 500,
-        relay: Default::default(),
-        partner_seq: 0,
+        ..Lease::stored_for_test(
+            ResourceKind::Address,
+            addr,
+            128,
+            LeaseState::Released,
+            b"gone",
+            300,
+            300,
+        )
     })
     .unwrap();
     a.finish_restore();
@@ -1227,23 +1212,17 @@ fn a_partner_half_binding_the_partner_never_heard_of_is_not_extended_when_its_ha
     // Addresses: bit 127 set belongs to the primary; we are the secondary (bit 0 ours).
     let theirs: Ipv6Addr = "2001:db8::11".parse().unwrap();
     let known: Ipv6Addr = "2001:db8::13".parse().unwrap();
-    let lease = |addr, duid: &[u8], ack| crate::lease::Lease {
-        kind: ResourceKind::Address,
-        addr,
-        prefix_len: 128,
-        subnet_id: 1,
-        state: LeaseState::Active,
-        duid: duid.into(),
-        iaid: 1,
-        preferred_secs: 100,
-        valid_secs: 200,
-        cltt: 300,
-        expires_at: 500,
-        seq: 1,
+    let lease = |addr, duid: &[u8], ack| Lease {
         partner_ack_until: ack,
-        partner_lifetime_received: 0,
-        relay: Default::default(),
-        partner_seq: 0,
+        ..Lease::stored_for_test(
+            ResourceKind::Address,
+            addr,
+            128,
+            LeaseState::Active,
+            duid,
+            300,
+            500,
+        )
     };
     a.restore(lease(theirs, b"c1", 0)).unwrap();
     a.restore(lease(known, b"c2", 700)).unwrap();
@@ -1308,24 +1287,15 @@ fn a_refused_partner_part_prefix_stays_its_client_s_until_it_runs_out() {
     let pool = &c.subnets[0].pools[0];
     let x = pool.resource(0);
     let d1 = [1u8, 0, 0, 0, 0, 0, 1];
-    a.restore(crate::lease::Lease {
-        kind: ResourceKind::Prefix,
-        addr: x,
-        prefix_len: 56,
-        subnet_id: 1,
-        state: LeaseState::Active,
-        duid: d1[..].into(),
-        iaid: 1,
-        preferred_secs: 100,
-        valid_secs: 120,
-        cltt: 380,
-        expires_at: 500,
-        seq: 1,
-        partner_ack_until: 0,
-        partner_lifetime_received: 0,
-        relay: Default::default(),
-        partner_seq: 0,
-    })
+    a.restore(Lease::stored_for_test(
+        ResourceKind::Prefix,
+        x,
+        56,
+        LeaseState::Active,
+        &d1,
+        300,
+        500,
+    ))
     .unwrap();
     a.finish_restore();
     let resolution_interrupted = Rules {

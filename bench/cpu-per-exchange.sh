@@ -9,7 +9,8 @@
 # binary.
 #
 # Usage: bench/cpu-per-exchange.sh [--rounds N] [--rate R] [--clients N] [--mode na|pd|both]
-#                                  [--log-level warn|info] [--relay] [--xdp] BIN [BIN...]
+#                                  [--log-level warn|info] [--relay] [--xdp [--gen-xdp]]
+#                                  BIN [BIN...]
 #   --log-level info is the server's default: one log line per lease change.
 #   --relay: tandem-gen acts as a relay agent (Relay-forw with Interface-Id), as an ISP's
 #   clients reach the server; the server then keeps the relay data with every lease.
@@ -17,6 +18,10 @@
 #   veth pair with two queues between netns tdmcs and tdmcc, tandem-gen at the
 #   other, instead of loopback; implies --relay (as gen-vs-kea.sh's tandem-xdp target). Needs
 #   root; the XDP program's softirq work is charged to no process.
+#   --gen-xdp: with --xdp, tandem-gen on AF_XDP too (--datapath xdp --xdp-mode native) instead
+#   of a UDP socket: its receive is then the XDP program and a copy, not the kernel's IPv6 and
+#   UDP stack, which veth runs inside the server's send and this kernel's tick accounting
+#   charges to the server.
 #   e.g. bench/cpu-per-exchange.sh /tmp/tandem-old target/release/tandem
 # Needs no root without --xdp. Everything it creates is removed on exit.
 
@@ -32,6 +37,7 @@ MODE=both
 LOG_LEVEL=warn
 RELAY=()
 XDP=0
+GEN_DP=()
 BINS=()
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -42,13 +48,15 @@ while [ $# -gt 0 ]; do
         --log-level) LOG_LEVEL="$2"; shift 2 ;;
         --relay) RELAY=(--relay-link 2001:db8:1::); shift ;;
         --xdp) XDP=1; RELAY=(--relay-link 2001:db8:1::); shift ;;
-        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+        --gen-xdp) GEN_DP=(--datapath xdp --xdp-mode native); shift ;;
+        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
         -*) die "unknown option $1" ;;
         *) BINS+=("$1"); shift ;;
     esac
 done
 [ ${#BINS[@]} -gt 0 ] || die "give at least one tandem binary"
 [ "$ROUNDS" -ge 1 ] && [ "$ROUNDS" -le 20 ] || die "--rounds must be 1..20"
+[ ${#GEN_DP[@]} -eq 0 ] || [ "$XDP" = 1 ] || die "--gen-xdp needs --xdp (the veth pair)"
 ensure_tools jq:jq awk:gawk
 [ "$XDP" = 1 ] && ensure_tools clang:clang ethtool:ethtool
 [ -x "$GEN_BIN" ] || (cd "$REPO" && cargo build --release --quiet --bin tandem-gen) || die "cannot build tandem-gen"
@@ -104,7 +112,7 @@ T
     sleep 1
     kill -0 "$SERVER_PID" 2>/dev/null || die "$bin did not start: $(tail -3 "$WORK/server.log")"
     t0="$(cpu_ticks "$SERVER_PID")"
-    out="$("${IN_C[@]}" timeout $((CLIENTS / RATE + 60)) "$GEN_BIN" --server "$server" --clients "$CLIENTS" \
+    out="$("${IN_C[@]}" timeout $((CLIENTS / RATE + 60)) "$GEN_BIN" "${GEN_DP[@]}" --server "$server" --clients "$CLIENTS" \
         --rate "$RATE" --mode "$MODE" --phases acquire "${RELAY[@]}" --json 2>/dev/null)"
     t1="$(cpu_ticks "$SERVER_PID")"
     stop_pid "$SERVER_PID"; SERVER_PID=""
@@ -118,7 +126,7 @@ declare -A SUM
 for r in $(seq "$ROUNDS"); do
     for b in "${BINS[@]}"; do
         read -r us ok < <(one_run "$b")
-        printf 'round %d  %-40s %s %s%s%s: %s us/exchange (%s exchanges at %s/s)\n' "$r" "$b" "$MODE" "log=$LOG_LEVEL" "${RELAY:+ relayed}" "$([ "$XDP" = 1 ] && echo ' AF_XDP')" "$us" "$ok" "$RATE"
+        printf 'round %d  %-40s %s %s%s%s: %s us/exchange (%s exchanges at %s/s)\n' "$r" "$b" "$MODE" "log=$LOG_LEVEL" "${RELAY:+ relayed}" "$([ "$XDP" = 1 ] && echo ' AF_XDP')$([ ${#GEN_DP[@]} -gt 0 ] && echo ', generator on AF_XDP')" "$us" "$ok" "$RATE"
         SUM[$b]="$(awk -v a="${SUM[$b]:-0}" -v b="$us" 'BEGIN { print a + b }')"
     done
 done

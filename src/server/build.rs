@@ -7,6 +7,11 @@ use std::process::Command;
 
 /// Where clang is looked for when `TANDEM_CLANG` is not set.
 const CLANG_DEFAULT: &str = "clang";
+/// Folders whose change may let a failed build of the program succeed: where libbpf-dev puts the
+/// headers the program includes, and where clang's command appears. Folders, not files: a
+/// package's files keep the package's old mtimes, so cargo would take a newly installed file for
+/// an unchanged one, while a folder's mtime is the time an entry was added.
+const TOOL_DIRS: [&str; 2] = ["/usr/include/bpf", "/usr/bin"];
 
 fn main() {
     println!("cargo::rustc-check-cfg=cfg(tandem_xdp_built)");
@@ -35,15 +40,25 @@ fn main() {
             println!("cargo::rustc-env=TANDEM_XDP_OBJECT={}", out.display());
         }
         // clang's own messages went to the build output above.
-        Ok(s) => println!(
-            "cargo::warning=XDP program not built ({clang} {s}); is libbpf-dev installed? --datapath xdp will refuse to start"
-        ),
+        Ok(s) => {
+            rerun_when_tools_change();
+            println!(
+                "cargo::warning=XDP program not built ({clang} {s}); is libbpf-dev installed? --datapath xdp will refuse to start"
+            )
+        }
         Err(e) => {
-            // Rebuild once clang appears (a path that does not exist is always out of date).
-            println!("cargo::rerun-if-changed=/usr/bin/{CLANG_DEFAULT}");
+            rerun_when_tools_change();
             println!(
                 "cargo::warning=XDP program not built ({clang}: {e}); install clang and libbpf-dev for --datapath xdp"
             );
         }
+    }
+}
+
+/// Asks cargo to run this script again once clang or libbpf-dev may have been installed.
+fn rerun_when_tools_change() {
+    for dir in TOOL_DIRS {
+        // A path that does not exist is always out of date.
+        println!("cargo::rerun-if-changed={dir}");
     }
 }

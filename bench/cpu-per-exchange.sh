@@ -58,7 +58,9 @@ done
 [ "$ROUNDS" -ge 1 ] && [ "$ROUNDS" -le 20 ] || die "--rounds must be 1..20"
 [ ${#GEN_DP[@]} -eq 0 ] || [ "$XDP" = 1 ] || die "--gen-xdp needs --xdp (the veth pair)"
 ensure_tools jq:jq awk:gawk
-[ "$XDP" = 1 ] && ensure_tools clang:clang ethtool:ethtool
+# The XDP program is built into BIN by cargo with clang and libbpf's headers (src/server/build.rs):
+# a BIN built before they were installed refuses --datapath xdp and says so.
+[ "$XDP" = 1 ] && ensure_tools clang:clang ethtool:ethtool /usr/include/bpf/bpf_helpers.h:libbpf-dev
 [ -x "$GEN_BIN" ] || (cd "$REPO" && cargo build --release --quiet --bin tandem-gen) || die "cannot build tandem-gen"
 
 WORK="$(mktemp -d /tmp/tdm-cpu.XXXXXX)"
@@ -125,7 +127,9 @@ T
 declare -A SUM
 for r in $(seq "$ROUNDS"); do
     for b in "${BINS[@]}"; do
-        read -r us ok < <(one_run "$b")
+        # Not in a subshell: a die in one_run ends the script, and SERVER_PID stays visible to cleanup.
+        one_run "$b" >"$WORK/run.out"
+        read -r us ok <"$WORK/run.out"
         printf 'round %d  %-40s %s %s%s%s: %s us/exchange (%s exchanges at %s/s)\n' "$r" "$b" "$MODE" "log=$LOG_LEVEL" "${RELAY:+ relayed}" "$([ "$XDP" = 1 ] && echo ' AF_XDP')$([ ${#GEN_DP[@]} -gt 0 ] && echo ', generator on AF_XDP')" "$us" "$ok" "$RATE"
         SUM[$b]="$(awk -v a="${SUM[$b]:-0}" -v b="$us" 'BEGIN { print a + b }')"
     done

@@ -106,8 +106,11 @@ one_run() {
 
 for b in "${BINS[@]}"; do
     [ -x "$b" ] || die "$b is not an executable"
-    read -r ir1 ok1 < <(one_run "$b" "$SMALL" "$WORK/small.out")
-    read -r ir2 ok2 < <(one_run "$b" "$LARGE" "$WORK/large.out")
+    # Not in a subshell: a die in one_run ends the script, and SERVER_PID stays visible to cleanup.
+    one_run "$b" "$SMALL" "$WORK/small.out" >"$WORK/run.out"
+    read -r ir1 ok1 <"$WORK/run.out"
+    one_run "$b" "$LARGE" "$WORK/large.out" >"$WORK/run.out"
+    read -r ir2 ok2 <"$WORK/run.out"
     [ "$ok2" -gt "$ok1" ] || die "$b: the large run completed no more exchanges ($ok2) than the small ($ok1)"
     awk -v a="$ir1" -v b="$ir2" -v x="$ok1" -v y="$ok2" -v bin="$b" -v m="$MODE" -v l="$LOG_LEVEL" -v r="$RELAYED_LINKS" \
         'BEGIN { printf "%-40s %s log=%s relayed-links=%d: %.0f instructions/exchange (%d and %d exchanges; %.0f and %.0f in all)\n", bin, m, l, r, (b - a) / (y - x), x, y, a, b }'

@@ -680,14 +680,52 @@ impl Allocator {
         self.seq.fetch_max(lease.seq + 1, Ordering::Relaxed);
         let key = client_key(lease.subnet_id, lease.kind, &lease.duid, lease.iaid);
         let mut index = lock(self.shard(key));
+        // Records come back in address order, not in the order they were made: of a client's
+        // records the index keeps the one it should be given back, not the last read.
+        let keep = (only_if_unbound && index.contains_key(&key))
+            || self.index_keeps_entry(&index, key, sn, r, IndexRank::of(&lease));
         let mut sp = lock(pool.subpool_of(r.index));
         // The cursors stay where they are: [`Allocator::finish_restore`] moves them past the
         // used indices they stand on, never past one without a record.
         sp.set(r.index, lease);
-        if !(only_if_unbound && index.contains_key(&key)) {
+        if !keep {
             index.insert(key, r);
         }
         Ok(())
+    }
+
+    /// Whether the client index entry `key` (in `index`, its locked shard) should stay where
+    /// it points rather than move to `r` in subnet `sn`, a record of rank `rank` of the same
+    /// client. A client can hold several records: a binding it was moved off and that runs
+    /// out (a reservation, a resource refused under failover), an address it declined, an
+    /// old one that expired. The index keeps the one to give back to it ([`IndexRank`]): a
+    /// restart, or a partner's update about an older record, must not move a client off the
+    /// binding it uses. Locks the sub-pool the entry points into: call with no sub-pool lock
+    /// held.
+    pub(super) fn index_keeps_entry(
+        &self,
+        index: &TableMap<ResRef>,
+        key: u128,
+        sn: usize,
+        r: ResRef,
+        rank: IndexRank,
+    ) -> bool {
+        let Some(cur) = index.get(&key).copied() else {
+            return false;
+        };
+        if (cur.pool, cur.index) == (r.pool, r.index) {
+            return false;
+        }
+        // A pool only a reload's newer table has: nothing to compare with here.
+        let Some(pool) = self.indexed_pool(sn, cur) else {
+            return false;
+        };
+        let sp = lock(pool.subpool_of(cur.index));
+        let subnet_id = self.subnets[sn].id;
+        sp.slots
+            .get(&cur.index)
+            .filter(|s| client_key(subnet_id, s.lease.kind, &s.lease.duid, s.lease.iaid) == key)
+            .is_some_and(|s| IndexRank::of(&s.lease) > rank)
     }
 
     /// Sorts each sub-pool's free list by the time leases became free, oldest first. Call
@@ -711,5 +749,33 @@ pub(super) fn finish_restore_pool(pool: &PoolState) {
             sp.free[b] = v.into();
         }
         sp.settle_cursors();
+    }
+}
+
+/// How strongly one of a client's records claims the client's index entry: a binding in use
+/// before an offer, an offer before a free record (given back to its last client while it is
+/// free), and a declined one last (not usable until its hold ends); within a class the later
+/// transaction with the client, then the later change.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) struct IndexRank {
+    class: u8,
+    cltt: u64,
+    seq: u64,
+}
+
+impl IndexRank {
+    /// The rank of `l`.
+    pub(super) fn of(l: &Lease) -> Self {
+        let class = match l.state {
+            LeaseState::Active => 3,
+            LeaseState::Offered => 2,
+            LeaseState::Expired | LeaseState::Released => 1,
+            LeaseState::Declined => 0,
+        };
+        IndexRank {
+            class,
+            cltt: l.cltt,
+            seq: l.seq,
+        }
     }
 }

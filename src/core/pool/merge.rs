@@ -1,6 +1,7 @@
 //! RFC 8156 on the lease table: partner acknowledgements, PENDING-FREE release, and the
 //! acceptance rules for a partner's binding updates (§7.5).
 
+use super::alloc::IndexRank;
 use super::subpool::{SubPool, end_of_state};
 use super::*;
 
@@ -273,7 +274,12 @@ impl Allocator {
             && !(l.state.is_free() && l.partner_ack_until == 0);
         l.partner_seq = if as_sent { l.seq } else { 0 };
         sp.set(r.index, l.clone());
-        index.insert(key, r);
+        drop(sp);
+        // An update about an older record of the client (the expiry of a binding it was moved
+        // off) leaves it on the one it uses.
+        if !self.index_keeps_entry(&index, key, sn, r, IndexRank::of(&l)) {
+            index.insert(key, r);
+        }
         Ok(l)
     }
 }

@@ -656,6 +656,114 @@ fn one_grant() -> (Allocator, Lease) {
     (a, l)
 }
 
+/// Restores, in address order as the store reads them, records of one client `c` (IAID 1)
+/// at `::100` + each offset with the given state, cltt and expiry, and returns what the
+/// client is granted at time 150.
+fn restored_client_gets(records: &[(u16, LeaseState, u64, u64)]) -> Ipv6Addr {
+    let a = alloc("pools=[{range=\"2001:db8::100-2001:db8::1ff\"}]");
+    let mut sorted = records.to_vec();
+    sorted.sort_by_key(|r| r.0);
+    for (off, state, cltt, expires_at) in sorted {
+        let addr = Ipv6Addr::from(
+            u128::from(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x100)) + off as u128,
+        );
+        a.restore(Lease::stored_for_test(
+            ResourceKind::Address,
+            addr,
+            128,
+            state,
+            b"c",
+            cltt,
+            expires_at,
+        ))
+        .unwrap();
+    }
+    a.finish_restore();
+    let mut w = Vec::new();
+    a.acquire(
+        150,
+        &ia(b"c", 1),
+        &[],
+        AcquireMode::Grant,
+        &Rules::STANDALONE,
+        &mut w,
+    )
+    .unwrap()
+    .addr
+}
+
+#[test]
+fn after_a_restart_a_client_with_several_records_gets_the_one_it_uses() {
+    let at = |off: u16| Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x100 + off);
+    // Active at ::101; an older expired record at ::180 read after it.
+    assert_eq!(
+        restored_client_gets(&[
+            (1, LeaseState::Active, 100, 300),
+            (0x80, LeaseState::Expired, 10, 60)
+        ]),
+        at(1)
+    );
+    // Active at ::181; a declined record at ::102 read before it, and one read after it.
+    assert_eq!(
+        restored_client_gets(&[
+            (2, LeaseState::Declined, 120, 400),
+            (0x81, LeaseState::Active, 100, 300),
+            (0xf0, LeaseState::Declined, 130, 400),
+        ]),
+        at(0x81)
+    );
+    // Two free records: the later one (released at 90, not expired at 60).
+    assert_eq!(
+        restored_client_gets(&[
+            (3, LeaseState::Released, 90, 90),
+            (0x83, LeaseState::Expired, 10, 60)
+        ]),
+        at(3)
+    );
+    // Two bindings (the one it was moved off runs out): the later transaction.
+    assert_eq!(
+        restored_client_gets(&[
+            (4, LeaseState::Active, 110, 300),
+            (0x84, LeaseState::Active, 100, 290)
+        ]),
+        at(4)
+    );
+}
+
+#[test]
+fn a_partner_s_update_of_an_older_record_leaves_the_client_on_its_binding() {
+    let (a, g) = one_grant();
+    // The partner speaks of another, older record of the same client: it expired there.
+    let mut old = g.clone();
+    old.addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x1f0);
+    old.state = LeaseState::Expired;
+    old.cltt = 20;
+    old.expires_at = 80;
+    a.apply_partner_update(&old, true, false, 120, SKEW_EQUAL_SECS)
+        .unwrap();
+    assert_eq!(a.current(&ia(b"ours", 1)).unwrap().addr, g.addr);
+    let mut w = Vec::new();
+    let again = a
+        .acquire(
+            130,
+            &ia(b"ours", 1),
+            &[],
+            AcquireMode::Grant,
+            &Rules::STANDALONE,
+            &mut w,
+        )
+        .unwrap();
+    assert_eq!(again.addr, g.addr, "moved off the binding it uses");
+    // A later binding of the same client from the partner is where the index goes.
+    let mut newer = g.clone();
+    newer.addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x1f2);
+    newer.cltt = 140;
+    newer.expires_at = 400;
+    a.apply_partner_update(&newer, true, false, 140, SKEW_EQUAL_SECS)
+        .unwrap();
+    assert_eq!(a.current(&ia(b"ours", 1)).unwrap().addr, newer.addr);
+}
+
 #[test]
 fn same_client_release_is_taken_only_when_clearly_after_our_last_transaction() {
     // Seed 7017165: within the skew the two servers' times cannot be ordered, and a release

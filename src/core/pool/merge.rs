@@ -135,7 +135,9 @@ impl Allocator {
     /// - active here for another client: a free update is refused (it speaks of an older
     ///   binding); an active one wins if clearly later, the primary's view stands when the
     ///   times are within the skew (`receiver_is_secondary` accepts it), and a clearly older
-    ///   one is refused.
+    ///   one is refused;
+    /// - declined here and still held: a free update is refused unless clearly later than the
+    ///   decline.
     ///
     /// Returns the lease to store before acknowledging, or `Err` with ours (send it back),
     /// `Err(None)` if the binding fits none of our pools (nothing of ours to send).
@@ -198,6 +200,20 @@ impl Allocator {
                 && incoming.state == LeaseState::Active
                 && later(local.cltt, incoming.cltt)
             {
+                refuse = true;
+            } else if local.state == LeaseState::Declined
+                && incoming.state.is_free()
+                && !later(incoming.cltt, local.cltt)
+                && now <= end_of_state(local) + skew_secs
+            {
+                // Declined here (held out of use, RFC 8415 §18.3.8) no earlier than the free
+                // state the update speaks of, and still held: the update is stale, and taking
+                // it would free a resource a client found in use on the link (seed 190014676:
+                // a client's release at the partner, sent only after the link came back,
+                // undid the client's later decline here, and the address went to another
+                // client while the partner, which had heard of the binding the client then
+                // declined, renewed it for the client). Once the hold is over here too, the
+                // partner's end of it (or an older end) frees it as ours would.
                 refuse = true;
             } else if local.state == LeaseState::Active {
                 refuse = match (same_client, incoming.state) {

@@ -765,6 +765,80 @@ fn a_partner_s_update_of_an_older_record_leaves_the_client_on_its_binding() {
 }
 
 #[test]
+fn a_stale_free_update_does_not_undo_a_later_decline_while_it_is_held() {
+    let (a, g) = one_grant();
+    let mut w = Vec::new();
+    // The client declines at 120 (held for 600 s); the partner's word that the same client
+    // released it at 110 arrives afterwards.
+    assert!(a.end(120, &ia(b"ours", 1), g.addr, Some(600), &mut w));
+    let mut released = g.clone();
+    released.state = LeaseState::Released;
+    released.cltt = 110;
+    released.expires_at = 110;
+    let sent_back = a
+        .apply_partner_update(&released, true, false, 121, SKEW_EQUAL_SECS)
+        .expect_err("a stale release is refused")
+        .expect("our record goes back");
+    assert_eq!(sent_back.state, LeaseState::Declined);
+    assert_eq!(
+        a.lookup(ResourceKind::Address, g.addr).unwrap().state,
+        LeaseState::Declined
+    );
+    // Nobody gets the declined address while it is held.
+    for i in 0..255u32 {
+        if let Some(x) = a.acquire(
+            130,
+            &ia(&i.to_be_bytes(), 7),
+            &[],
+            AcquireMode::Grant,
+            &Rules::STANDALONE,
+            &mut w,
+        ) {
+            assert_ne!(x.addr, g.addr, "client {i} was given the declined address");
+        }
+    }
+    // Within the skew of the decline the two cannot be ordered: the hold stays.
+    released.cltt = 120 + SKEW_EQUAL_SECS;
+    assert!(
+        a.apply_partner_update(&released, true, false, 131, SKEW_EQUAL_SECS)
+            .is_err()
+    );
+    // A release clearly after the decline (the partner gave it out since) is taken.
+    released.cltt = 121 + SKEW_EQUAL_SECS;
+    released.expires_at = released.cltt;
+    let taken = a
+        .apply_partner_update(&released, true, false, 140, SKEW_EQUAL_SECS)
+        .unwrap();
+    assert_eq!(taken.state, LeaseState::Released);
+}
+
+#[test]
+fn once_the_decline_hold_is_over_an_older_free_update_is_taken() {
+    let (a, g) = one_grant();
+    let mut w = Vec::new();
+    assert!(a.end(120, &ia(b"ours", 1), g.addr, Some(60), &mut w));
+    let mut expired = g.clone();
+    expired.state = LeaseState::Expired;
+    expired.cltt = 100;
+    expired.expires_at = 110;
+    // Not yet reclaimed here, but the hold ended at 180 (and the skew after it).
+    assert!(
+        a.apply_partner_update(&expired, true, false, 180, SKEW_EQUAL_SECS)
+            .is_err()
+    );
+    let taken = a
+        .apply_partner_update(
+            &expired,
+            true,
+            false,
+            181 + SKEW_EQUAL_SECS,
+            SKEW_EQUAL_SECS,
+        )
+        .unwrap();
+    assert_eq!(taken.state, LeaseState::Expired);
+}
+
+#[test]
 fn same_client_release_is_taken_only_when_clearly_after_our_last_transaction() {
     // Seed 7017165: within the skew the two servers' times cannot be ordered, and a release
     // taken over a grant made a second later elsewhere handed the prefix to another client.

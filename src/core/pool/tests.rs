@@ -22,6 +22,18 @@ fn ia(duid: &[u8], iaid: u32) -> ClientIa<'_> {
     }
 }
 
+/// A grant at `now` for `c` by the rules of a server without a partner (its writes dropped).
+fn grant(a: &Allocator, now: u64, c: &ClientIa) -> Option<Granted> {
+    a.acquire(
+        now,
+        c,
+        &[],
+        AcquireMode::Grant,
+        &Rules::STANDALONE,
+        &mut Vec::new(),
+    )
+}
+
 #[test]
 fn same_client_same_lease_and_no_duplicates_until_exhausted() {
     let a = alloc("pools=[{range=\"2001:db8::100-2001:db8::1ff\"}]");
@@ -656,10 +668,13 @@ fn one_grant() -> (Allocator, Lease) {
     (a, l)
 }
 
+/// One stored record of a client: (offset from `::100`, state, cltt, expires_at).
+type Record = (u16, LeaseState, u64, u64);
+
 /// Restores, in address order as the store reads them, records of one client `c` (IAID 1)
 /// at `::100` + each offset with the given state, cltt and expiry, and returns what the
 /// client is granted at time 150.
-fn restored_client_gets(records: &[(u16, LeaseState, u64, u64)]) -> Ipv6Addr {
+fn restored_client_gets(records: &[Record]) -> Ipv6Addr {
     let a = alloc("pools=[{range=\"2001:db8::100-2001:db8::1ff\"}]");
     let mut sorted = records.to_vec();
     sorted.sort_by_key(|r| r.0);
@@ -679,55 +694,37 @@ fn restored_client_gets(records: &[(u16, LeaseState, u64, u64)]) -> Ipv6Addr {
         .unwrap();
     }
     a.finish_restore();
-    let mut w = Vec::new();
-    a.acquire(
-        150,
-        &ia(b"c", 1),
-        &[],
-        AcquireMode::Grant,
-        &Rules::STANDALONE,
-        &mut w,
-    )
-    .unwrap()
-    .addr
+    grant(&a, 150, &ia(b"c", 1)).unwrap().addr
 }
 
 #[test]
 fn after_a_restart_a_client_with_several_records_gets_the_one_it_uses() {
-    let at = |off: u16| Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x100 + off);
-    // Active at ::101; an older expired record at ::180 read after it.
-    assert_eq!(
-        restored_client_gets(&[
-            (1, LeaseState::Active, 100, 300),
-            (0x80, LeaseState::Expired, 10, 60)
-        ]),
-        at(1)
-    );
-    // Active at ::181; a declined record at ::102 read before it, and one read after it.
-    assert_eq!(
-        restored_client_gets(&[
-            (2, LeaseState::Declined, 120, 400),
-            (0x81, LeaseState::Active, 100, 300),
-            (0xf0, LeaseState::Declined, 130, 400),
-        ]),
-        at(0x81)
-    );
-    // Two free records: the later one (released at 90, not expired at 60).
-    assert_eq!(
-        restored_client_gets(&[
-            (3, LeaseState::Released, 90, 90),
-            (0x83, LeaseState::Expired, 10, 60)
-        ]),
-        at(3)
-    );
-    // Two bindings (the one it was moved off runs out): the later transaction.
-    assert_eq!(
-        restored_client_gets(&[
-            (4, LeaseState::Active, 110, 300),
-            (0x84, LeaseState::Active, 100, 290)
-        ]),
-        at(4)
-    );
+    use LeaseState::*;
+    // (the client's records, the offset it gets)
+    let cases: &[(&[Record], u16)] = &[
+        // Active at ::101; an older expired record at ::180 read after it.
+        (&[(1, Active, 100, 300), (0x80, Expired, 10, 60)], 1),
+        // Active at ::181; a declined record at ::102 read before it, and one read after it.
+        (
+            &[
+                (2, Declined, 120, 400),
+                (0x81, Active, 100, 300),
+                (0xf0, Declined, 130, 400),
+            ],
+            0x81,
+        ),
+        // Two free records: the later one (released at 90, not expired at 60).
+        (&[(3, Released, 90, 90), (0x83, Expired, 10, 60)], 3),
+        // Two bindings (the one it was moved off runs out): the later transaction.
+        (&[(4, Active, 110, 300), (0x84, Active, 100, 290)], 4),
+    ];
+    for (records, off) in cases {
+        assert_eq!(
+            restored_client_gets(records),
+            Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x100 + off),
+            "{records:?}"
+        );
+    }
 }
 
 #[test]
@@ -742,17 +739,7 @@ fn a_partner_s_update_of_an_older_record_leaves_the_client_on_its_binding() {
     a.apply_partner_update(&old, true, false, 120, SKEW_EQUAL_SECS)
         .unwrap();
     assert_eq!(a.current(&ia(b"ours", 1)).unwrap().addr, g.addr);
-    let mut w = Vec::new();
-    let again = a
-        .acquire(
-            130,
-            &ia(b"ours", 1),
-            &[],
-            AcquireMode::Grant,
-            &Rules::STANDALONE,
-            &mut w,
-        )
-        .unwrap();
+    let again = grant(&a, 130, &ia(b"ours", 1)).unwrap();
     assert_eq!(again.addr, g.addr, "moved off the binding it uses");
     // A later binding of the same client from the partner is where the index goes.
     let mut newer = g.clone();
@@ -764,17 +751,33 @@ fn a_partner_s_update_of_an_older_record_leaves_the_client_on_its_binding() {
     assert_eq!(a.current(&ia(b"ours", 1)).unwrap().addr, newer.addr);
 }
 
+/// [`one_grant`], declined by its client at 120 and held for `hold_secs`; and the partner's
+/// copy of the grant, ended as `state` at `cltt`.
+fn declined_and_the_partner_s_end(
+    hold_secs: u32,
+    state: LeaseState,
+    cltt: u64,
+) -> (Allocator, Lease, Lease) {
+    let (a, g) = one_grant();
+    assert!(a.end(
+        120,
+        &ia(b"ours", 1),
+        g.addr,
+        Some(hold_secs),
+        &mut Vec::new()
+    ));
+    let mut theirs = g.clone();
+    theirs.state = state;
+    theirs.cltt = cltt;
+    theirs.expires_at = cltt;
+    (a, g, theirs)
+}
+
 #[test]
 fn a_stale_free_update_does_not_undo_a_later_decline_while_it_is_held() {
-    let (a, g) = one_grant();
-    let mut w = Vec::new();
     // The client declines at 120 (held for 600 s); the partner's word that the same client
     // released it at 110 arrives afterwards.
-    assert!(a.end(120, &ia(b"ours", 1), g.addr, Some(600), &mut w));
-    let mut released = g.clone();
-    released.state = LeaseState::Released;
-    released.cltt = 110;
-    released.expires_at = 110;
+    let (a, g, mut released) = declined_and_the_partner_s_end(600, LeaseState::Released, 110);
     let sent_back = a
         .apply_partner_update(&released, true, false, 121, SKEW_EQUAL_SECS)
         .expect_err("a stale release is refused")
@@ -786,14 +789,7 @@ fn a_stale_free_update_does_not_undo_a_later_decline_while_it_is_held() {
     );
     // Nobody gets the declined address while it is held.
     for i in 0..255u32 {
-        if let Some(x) = a.acquire(
-            130,
-            &ia(&i.to_be_bytes(), 7),
-            &[],
-            AcquireMode::Grant,
-            &Rules::STANDALONE,
-            &mut w,
-        ) {
+        if let Some(x) = grant(&a, 130, &ia(&i.to_be_bytes(), 7)) {
             assert_ne!(x.addr, g.addr, "client {i} was given the declined address");
         }
     }
@@ -814,13 +810,7 @@ fn a_stale_free_update_does_not_undo_a_later_decline_while_it_is_held() {
 
 #[test]
 fn once_the_decline_hold_is_over_an_older_free_update_is_taken() {
-    let (a, g) = one_grant();
-    let mut w = Vec::new();
-    assert!(a.end(120, &ia(b"ours", 1), g.addr, Some(60), &mut w));
-    let mut expired = g.clone();
-    expired.state = LeaseState::Expired;
-    expired.cltt = 100;
-    expired.expires_at = 110;
+    let (a, _, expired) = declined_and_the_partner_s_end(60, LeaseState::Expired, 100);
     // Not yet reclaimed here, but the hold ended at 180 (and the skew after it).
     assert!(
         a.apply_partner_update(&expired, true, false, 180, SKEW_EQUAL_SECS)

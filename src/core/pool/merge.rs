@@ -187,8 +187,8 @@ impl Allocator {
             {
                 l.relay = local.relay.clone();
             }
-            // The same client released it here clearly after the transaction the incoming
-            // active update speaks of: the update is stale (e.g. resent after the partner's
+            // The same client released (or declined) it here clearly after the transaction
+            // the incoming active update speaks of: the update is stale (e.g. resent after the partner's
             // restart while our release was on its way to it). Within the skew, the active
             // binding wins: doubt keeps the resource held. Not for an expiry: an active binding
             // may outlive the client's lifetime by its partner lifetime, and refusing it
@@ -196,7 +196,7 @@ impl Allocator {
             // client's claim is taken whatever its time: refusing an active claim could hand
             // its resource out twice.
             if same_client
-                && local.state == LeaseState::Released
+                && matches!(local.state, LeaseState::Released | LeaseState::Declined)
                 && incoming.state == LeaseState::Active
                 && later(local.cltt, incoming.cltt)
             {
@@ -204,6 +204,7 @@ impl Allocator {
             } else if local.state == LeaseState::Declined
                 && incoming.state.is_free()
                 && !later(incoming.cltt, local.cltt)
+                && incoming.expires_at < end_of_state(local)
                 && now <= end_of_state(local) + skew_secs
             {
                 // Declined here (held out of use, RFC 8415 §18.3.8) no earlier than the free
@@ -213,7 +214,9 @@ impl Allocator {
                 // undid the client's later decline here, and the address went to another
                 // client while the partner, which had heard of the binding the client then
                 // declined, renewed it for the client). Once the hold is over here too, the
-                // partner's end of it (or an older end) frees it as ours would.
+                // partner's end of it (or an older end) frees it as ours would; and the end of
+                // the hold at the partner (an expiry no earlier than ours) is taken at once,
+                // so clocks a little apart do not bounce it.
                 refuse = true;
             } else if local.state == LeaseState::Active {
                 refuse = match (same_client, incoming.state) {
@@ -225,6 +228,15 @@ impl Allocator {
                             .partner_lifetime_received
                             .max(local.partner_lifetime_received);
                         l.valid_secs = l.valid_secs.max(local.valid_secs);
+                        false
+                    }
+                    // The client declined it at the partner (the address is in use on the
+                    // link, RFC 8415 §18.3.8), unless clearly before our last transaction with
+                    // it: held out of use, at least as long as the binding we knew would have
+                    // held it. Refused as a release, our active binding went back and undid
+                    // the decline on both sides.
+                    (true, LeaseState::Declined) if !later(local.cltt, incoming.cltt) => {
+                        l.expires_at = l.expires_at.max(end_of_state(local));
                         false
                     }
                     // Expired: once our own copy's time is up too (RFC 8156 time(1)).

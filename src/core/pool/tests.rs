@@ -829,6 +829,50 @@ fn once_the_decline_hold_is_over_an_older_free_update_is_taken() {
 }
 
 #[test]
+fn a_decline_at_the_partner_holds_here_and_is_not_undone_by_older_news() {
+    // Ours active since 100 (until 300); the client declines it at the partner at 102.
+    let (a, g) = one_grant();
+    let mut declined = g.clone();
+    declined.state = LeaseState::Declined;
+    declined.cltt = 102;
+    declined.expires_at = 160;
+    let taken = a
+        .apply_partner_update(&declined, true, false, 103, SKEW_EQUAL_SECS)
+        .expect("the client's decline is taken, not sent back as a stale release");
+    assert_eq!(taken.state, LeaseState::Declined);
+    assert_eq!(
+        taken.expires_at, g.expires_at,
+        "held as long as our binding was"
+    );
+    assert!(grant(&a, 104, &ia(b"other", 1)).is_some_and(|x| x.addr != g.addr));
+    // A decline clearly before our last transaction with the client is stale.
+    let (b, g) = one_grant();
+    declined.cltt = 100 - SKEW_EQUAL_SECS - 1;
+    assert!(
+        b.apply_partner_update(&declined, true, false, 103, SKEW_EQUAL_SECS)
+            .is_err()
+    );
+    assert_eq!(
+        b.lookup(ResourceKind::Address, g.addr).unwrap().state,
+        LeaseState::Active
+    );
+    // Declined here at 120: the partner's older active binding of the client is refused,
+    let (c, _, mut active) = declined_and_the_partner_s_end(60, LeaseState::Active, 100);
+    active.expires_at = 300;
+    assert!(
+        c.apply_partner_update(&active, true, false, 121, SKEW_EQUAL_SECS)
+            .is_err()
+    );
+    // and the partner's end of the same hold (expired at 180, its clock ahead) is taken.
+    let (d, _, mut expired) = declined_and_the_partner_s_end(60, LeaseState::Expired, 120);
+    expired.expires_at = 180;
+    let taken = d
+        .apply_partner_update(&expired, true, false, 178, SKEW_EQUAL_SECS)
+        .unwrap();
+    assert_eq!(taken.state, LeaseState::Expired);
+}
+
+#[test]
 fn same_client_release_is_taken_only_when_clearly_after_our_last_transaction() {
     // Seed 7017165: within the skew the two servers' times cannot be ordered, and a release
     // taken over a grant made a second later elsewhere handed the prefix to another client.

@@ -218,6 +218,14 @@ impl Allocator {
                 // the hold at the partner (an expiry no earlier than ours) is taken at once,
                 // so clocks a little apart do not bounce it.
                 refuse = true;
+            } else if local.state == LeaseState::Declined
+                && incoming.state == LeaseState::Declined
+                && incoming.expires_at < local.expires_at
+            {
+                // Declined on both sides: the longer hold stands, and goes back to the
+                // partner. Ours may cover a binding we had granted the client before its
+                // decline reached us (below); a resent decline must not cut it short.
+                refuse = true;
             } else if local.state == LeaseState::Active {
                 refuse = match (same_client, incoming.state) {
                     (true, LeaseState::Active) => {

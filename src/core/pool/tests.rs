@@ -845,6 +845,16 @@ fn a_decline_at_the_partner_holds_here_and_is_not_undone_by_older_news() {
         "held as long as our binding was"
     );
     assert!(grant(&a, 104, &ia(b"other", 1)).is_some_and(|x| x.addr != g.addr));
+    // The same decline again (resent after a reconnect) does not cut the hold short.
+    let ours = a
+        .apply_partner_update(&declined, true, false, 110, SKEW_EQUAL_SECS)
+        .expect_err("the shorter hold is refused")
+        .unwrap();
+    assert_eq!(ours.expires_at, g.expires_at);
+    assert_eq!(
+        a.lookup(ResourceKind::Address, g.addr).unwrap().expires_at,
+        g.expires_at
+    );
     // A decline clearly before our last transaction with the client is stale.
     let (b, g) = one_grant();
     declined.cltt = 100 - SKEW_EQUAL_SECS - 1;

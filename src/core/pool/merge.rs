@@ -170,6 +170,8 @@ impl Allocator {
         let mut ends_our_active = false;
         // Whether the update is refused: our record goes back to the partner.
         let mut refuse = false;
+        // Our declined record's hold, stretched before it goes back (see below).
+        let mut hold_until = None;
         let local_free = sp
             .slots
             .get(&r.index)
@@ -187,8 +189,8 @@ impl Allocator {
             {
                 l.relay = local.relay.clone();
             }
-            // The same client released (or declined) it here clearly after the transaction
-            // the incoming active update speaks of: the update is stale (e.g. resent after the partner's
+            // The same client released it here clearly after the transaction the incoming
+            // active update speaks of: the update is stale (e.g. resent after the partner's
             // restart while our release was on its way to it). Within the skew, the active
             // binding wins: doubt keeps the resource held. Not for an expiry: an active binding
             // may outlive the client's lifetime by its partner lifetime, and refusing it
@@ -196,10 +198,23 @@ impl Allocator {
             // client's claim is taken whatever its time: refusing an active claim could hand
             // its resource out twice.
             if same_client
-                && matches!(local.state, LeaseState::Released | LeaseState::Declined)
+                && local.state == LeaseState::Released
                 && incoming.state == LeaseState::Active
                 && later(local.cltt, incoming.cltt)
             {
+                refuse = true;
+            } else if same_client
+                && local.state == LeaseState::Declined
+                && incoming.state == LeaseState::Active
+                && !later(incoming.cltt, local.cltt)
+            {
+                // The same client declined it here, not clearly before the transaction the
+                // active update speaks of: the decline stands, its hold stretched to cover that
+                // binding, and goes back to the partner, which takes it (below, ACTIVE here).
+                // Taking the binding instead let a renewal at the partner crossing the decline
+                // swap the two records, and the side left active freed the address when the
+                // binding ended, within the hold.
+                hold_until = Some(end_of_state(local).max(end_of_state(incoming)));
                 refuse = true;
             } else if local.state == LeaseState::Declined
                 && incoming.state.is_free()
@@ -282,6 +297,16 @@ impl Allocator {
             }
         }
         if refuse {
+            if let Some(t) = hold_until
+                && let Some(s) = sp.slots.get(&r.index)
+                && s.lease.expires_at < t
+            {
+                let mut ours = s.lease.clone();
+                ours.expires_at = t;
+                ours.seq = self.next_seq();
+                ours.partner_seq = 0;
+                sp.set(r.index, ours);
+            }
             return Err(self.send_back(&mut sp, r.index));
         }
         // Also when our copy is no longer active (seed 12705241: our client released the

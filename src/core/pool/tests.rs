@@ -866,12 +866,34 @@ fn a_decline_at_the_partner_holds_here_and_is_not_undone_by_older_news() {
         b.lookup(ResourceKind::Address, g.addr).unwrap().state,
         LeaseState::Active
     );
-    // Declined here at 120: the partner's older active binding of the client is refused,
-    let (c, _, mut active) = declined_and_the_partner_s_end(60, LeaseState::Active, 100);
+    // Declined here at 120 (held until 180): the partner's older active binding of the
+    // client is refused,
+    let (c, g, mut active) = declined_and_the_partner_s_end(60, LeaseState::Active, 100);
     active.expires_at = 300;
     assert!(
         c.apply_partner_update(&active, true, false, 121, SKEW_EQUAL_SECS)
             .is_err()
+    );
+    // so is a renewal there that crossed the decline (within the skew), and the hold here
+    // and in what goes back now covers that binding;
+    active.cltt = 120 + SKEW_EQUAL_SECS;
+    let ours = c
+        .apply_partner_update(&active, true, false, 122, SKEW_EQUAL_SECS)
+        .expect_err("the decline stands")
+        .unwrap();
+    assert_eq!((ours.state, ours.expires_at), (LeaseState::Declined, 300));
+    assert_eq!(
+        c.lookup(ResourceKind::Address, g.addr).unwrap().expires_at,
+        300
+    );
+    // a binding clearly after the decline is taken (the client got it again since).
+    active.cltt = 121 + SKEW_EQUAL_SECS;
+    active.expires_at = 400;
+    assert_eq!(
+        c.apply_partner_update(&active, true, false, 130, SKEW_EQUAL_SECS)
+            .unwrap()
+            .state,
+        LeaseState::Active
     );
     // and the partner's end of the same hold (expired at 180, its clock ahead) is taken.
     let (d, _, mut expired) = declined_and_the_partner_s_end(60, LeaseState::Expired, 120);

@@ -34,8 +34,9 @@
 //!   (digest §10 item 6); ConfigurationConflict is used.
 //! - **Pools digest (an extension, not an RFC 8156 option).** Both partners MUST configure the
 //!   same prefixes and pools (digest §7), but RFC 8156 has no way to check it. Tandem carries a
-//!   digest of that configuration, and a human-readable summary so the refusing side can log
-//!   *which* pools differ, in an `OPTION_VENDOR_OPTS` (17, RFC 8415 §21.17) with the enterprise
+//!   digest of that configuration (and of `failover.skew_max_secs` when it is not the
+//!   default: the window within which both judge two times equal), and a human-readable summary
+//!   so the refusing side can log *which* pools differ, in an `OPTION_VENDOR_OPTS` (17, RFC 8415 §21.17) with the enterprise
 //!   number [`TANDEM_ENTERPRISE_NUMBER`] (32473, the documentation number of RFC 5612) and two
 //!   vendor sub-options: [`TANDEM_SUBOPT_POOLS_DIGEST`] (32 bytes) and
 //!   [`TANDEM_SUBOPT_POOLS_SUMMARY`] (UTF-8 lines joined by `'\n'`, at most

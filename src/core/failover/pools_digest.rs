@@ -130,6 +130,12 @@ pub fn pools_canonical_bytes(config: &Config) -> Vec<u8> {
             }
         }
     }
+    // The merge's skew window, which both partners must share (a configuration with the
+    // default keeps its digest).
+    if let Some(skew) = merge_skew_secs(config) {
+        b.extend_from_slice(MERGE_SKEW_TAG);
+        b.extend_from_slice(&skew.to_be_bytes());
+    }
     if client_data {
         b.extend_from_slice(CLIENT_DATA_TAG);
         for (s, pools) in &canon {
@@ -150,6 +156,21 @@ pub fn pools_canonical_bytes(config: &Config) -> Vec<u8> {
 
 /// Tag of the extra-prefixes section of the canonical encoding.
 const EXTRA_PREFIXES_TAG: &[u8] = b"tandem-extra-prefixes\0";
+
+/// Tag of the merge skew section of the canonical encoding.
+const MERGE_SKEW_TAG: &[u8] = b"tandem-merge-skew\0";
+
+/// The relationship's `failover.skew_max_secs` when it is not the default, for a configuration
+/// of one relationship (the partner thread's view of its own). Both partners judge a binding
+/// update with it: two times closer than this count as equal (docs/failover.md). Partners that
+/// disagree would each refuse the other's record where one thinks the times equal and the
+/// other does not, and send their own back, again and again.
+fn merge_skew_secs(config: &Config) -> Option<u64> {
+    match config.relationships.as_slice() {
+        [r] if r.skew_max_secs != crate::config::defaults::SKEW_MAX_SECS => Some(r.skew_max_secs),
+        _ => None,
+    }
+}
 
 /// Tag of the options-and-reservations section of the canonical encoding.
 const CLIENT_DATA_TAG: &[u8] = b"tandem-client-data\0";
@@ -274,9 +295,13 @@ fn pool_line(s: &SubnetConfig, p: &PoolConfig) -> String {
 ///
 /// Options (the subnet's merged set, each pool's own) and reservations add a line each where
 /// configured: `subnet 1 options: 23 #1f2e3d4c, 24 #...` (a short digest per value) and
-/// `subnet 1 reservations: 100000 #0a1b2c3d...`.
+/// `subnet 1 reservations: 100000 #0a1b2c3d...`. A `failover.skew_max_secs` other than the
+/// default comes first: `failover.skew_max_secs 30`.
 pub fn pools_summary(config: &Config) -> Vec<String> {
     let mut lines = Vec::new();
+    if let Some(skew) = merge_skew_secs(config) {
+        lines.push(format!("failover.skew_max_secs {skew}"));
+    }
     for (s, pools) in canonical(config) {
         for p in &pools {
             lines.push(pool_line(s, p));
@@ -483,6 +508,38 @@ mod tests {
 
     fn cfg() -> Config {
         config::parse("<d>", config::EMBEDDED_DEFAULT).unwrap()
+    }
+
+    #[test]
+    fn the_merge_skew_counts_only_when_not_the_default_and_is_named() {
+        let with_skew = |line: &str| {
+            let t = format!(
+                "{}\n[failover]\nca=\"ca.pem\"\ncert=\"a.pem\"\nkey=\"a.key\"\nrole=\"primary\"\npartner=\"2001:db8::b\"\npartner_name=\"b\"\n{line}",
+                config::EMBEDDED_DEFAULT
+            );
+            config::parse("<t>", &t).unwrap()
+        };
+        let plain = cfg();
+        let default = with_skew("");
+        let five = with_skew(&format!(
+            "skew_max_secs={}\n",
+            config::defaults::SKEW_MAX_SECS
+        ));
+        let thirty = with_skew("skew_max_secs=30\n");
+        // A pair on the default keeps the digest it had before the skew counted.
+        assert_eq!(pools_digest(&default), pools_digest(&plain));
+        assert_eq!(pools_digest(&five), pools_digest(&plain));
+        assert_eq!(pools_summary(&five), pools_summary(&plain));
+        // Partners set apart disagree, and the refusal names the line.
+        assert_ne!(pools_digest(&thirty), pools_digest(&five));
+        assert_eq!(pools_summary(&thirty)[0], "failover.skew_max_secs 30");
+        let why = describe_difference(
+            &pools_summary(&five),
+            &pools_summary(&thirty),
+            "here",
+            "there",
+        );
+        assert!(why.contains("[failover.skew_max_secs 30]"), "{why}");
     }
 
     #[test]

@@ -88,6 +88,11 @@ fn put_count(b: &mut Vec<u8>, n: usize) {
 ///                     | reservations: count (u32) | digest of their encoding (32)
 /// ```
 ///
+/// Two more sections come before that one, each only where it applies: extra prefixes on a
+/// subnet's link (`"tandem-extra-prefixes\0"`, per subnet by id: id (u32) | count (u32) | per
+/// prefix its address (16) and length (u8)), and a relationship's `failover.skew_max_secs` that
+/// is not the default (`"tandem-merge-skew\0"` | seconds (u64)).
+///
 /// Server-local settings (listen addresses, interfaces, data dir, workers, log level, sub-pool
 /// count, ...) are not part of it.
 pub fn pools_canonical_bytes(config: &Config) -> Vec<u8> {

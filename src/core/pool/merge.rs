@@ -136,8 +136,12 @@ impl Allocator {
     ///   binding); an active one wins if clearly later, the primary's view stands when the
     ///   times are within the skew (`receiver_is_secondary` accepts it), and a clearly older
     ///   one is refused;
-    /// - declined here and still held: a free update is refused unless clearly later than the
-    ///   decline.
+    /// - active here for the same client: its decline is taken unless clearly before our last
+    ///   transaction, held at least until our binding would have ended;
+    /// - declined here: the same client's active update is refused unless clearly later than
+    ///   the decline (our hold then stretches over it), a free update while the hold runs
+    ///   unless clearly later or ending no earlier than the hold, and a decline whose hold ends
+    ///   before ours.
     ///
     /// Returns the lease to store before acknowledging, or `Err` with ours (send it back),
     /// `Err(None)` if the binding fits none of our pools (nothing of ours to send).

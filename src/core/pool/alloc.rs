@@ -683,7 +683,7 @@ impl Allocator {
         // Records come back in address order, not in the order they were made: of a client's
         // records the index keeps the one it should be given back, not the last read.
         let keep = (only_if_unbound && index.contains_key(&key))
-            || self.index_keeps_entry(&index, key, sn, r, IndexRank::of(&lease));
+            || self.index_keeps_entry(&index, key, sn, r, &lease);
         let mut sp = lock(pool.subpool_of(r.index));
         // The cursors stay where they are: [`Allocator::finish_restore`] moves them past the
         // used indices they stand on, never past one without a record.
@@ -695,8 +695,8 @@ impl Allocator {
     }
 
     /// Whether the client index entry `key` (in `index`, its locked shard) should stay where
-    /// it points rather than move to `r` in subnet `sn`, a record of rank `rank` of the same
-    /// client. A client can hold several records: a binding it was moved off and that runs
+    /// it points rather than move to `r` in subnet `sn`, where `candidate`, a record of the same
+    /// client, is. A client can hold several records: a binding it was moved off and that runs
     /// out (a reservation, a resource refused under failover), an address it declined, an
     /// old one that expired. The index keeps the one to give back to it ([`IndexRank`]): a
     /// restart, or a partner's update about an older record, must not move a client off the
@@ -708,7 +708,7 @@ impl Allocator {
         key: u128,
         sn: usize,
         r: ResRef,
-        rank: IndexRank,
+        candidate: &Lease,
     ) -> bool {
         let Some(cur) = index.get(&key).copied() else {
             return false;
@@ -721,11 +721,11 @@ impl Allocator {
             return false;
         };
         let sp = lock(pool.subpool_of(cur.index));
-        let subnet_id = self.subnets[sn].id;
-        sp.slots
-            .get(&cur.index)
-            .filter(|s| client_key(subnet_id, s.lease.kind, &s.lease.duid, s.lease.iaid) == key)
-            .is_some_and(|s| IndexRank::of(&s.lease) > rank)
+        sp.slots.get(&cur.index).is_some_and(|s| {
+            let l = &s.lease;
+            (l.kind, l.iaid, &l.duid) == (candidate.kind, candidate.iaid, &candidate.duid)
+                && IndexRank::of(l) > IndexRank::of(candidate)
+        })
     }
 
     /// Sorts each sub-pool's free list by the time leases became free, oldest first. Call
@@ -757,7 +757,7 @@ pub(super) fn finish_restore_pool(pool: &PoolState) {
 /// free), and a declined one last (not usable until its hold ends); within a class the later
 /// transaction with the client, then the later change.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub(super) struct IndexRank {
+struct IndexRank {
     class: u8,
     cltt: u64,
     seq: u64,
@@ -765,7 +765,7 @@ pub(super) struct IndexRank {
 
 impl IndexRank {
     /// The rank of `l`.
-    pub(super) fn of(l: &Lease) -> Self {
+    fn of(l: &Lease) -> Self {
         let class = match l.state {
             LeaseState::Active => 3,
             LeaseState::Offered => 2,

@@ -1,7 +1,6 @@
 //! RFC 8156 on the lease table: partner acknowledgements, PENDING-FREE release, and the
 //! acceptance rules for a partner's binding updates (§7.5).
 
-use super::alloc::IndexRank;
 use super::subpool::{SubPool, end_of_state};
 use super::*;
 
@@ -207,44 +206,41 @@ impl Allocator {
                 && later(local.cltt, incoming.cltt)
             {
                 refuse = true;
-            } else if same_client
-                && local.state == LeaseState::Declined
-                && incoming.state == LeaseState::Active
-                && !later(incoming.cltt, local.cltt)
-            {
-                // The same client declined it here, not clearly before the transaction the
-                // active update speaks of: the decline stands, its hold stretched to cover that
-                // binding, and goes back to the partner, which takes it (below, ACTIVE here).
-                // Taking the binding instead let a renewal at the partner crossing the decline
-                // swap the two records, and the side left active freed the address when the
-                // binding ended, within the hold.
-                hold_until = Some(end_of_state(local).max(end_of_state(incoming)));
-                refuse = true;
-            } else if local.state == LeaseState::Declined
-                && incoming.state.is_free()
-                && !later(incoming.cltt, local.cltt)
-                && incoming.expires_at < end_of_state(local)
-                && now <= end_of_state(local) + skew_secs
-            {
-                // Declined here (held out of use, RFC 8415 §18.3.8) no earlier than the free
-                // state the update speaks of, and still held: the update is stale, and taking
-                // it would free a resource a client found in use on the link (seed 190014676:
-                // a client's release at the partner, sent only after the link came back,
-                // undid the client's later decline here, and the address went to another
-                // client while the partner, which had heard of the binding the client then
-                // declined, renewed it for the client). Once the hold is over here too, the
-                // partner's end of it (or an older end) frees it as ours would; and the end of
-                // the hold at the partner (an expiry no earlier than ours) is taken at once,
-                // so clocks a little apart do not bounce it.
-                refuse = true;
-            } else if local.state == LeaseState::Declined
-                && incoming.state == LeaseState::Declined
-                && incoming.expires_at < local.expires_at
-            {
-                // Declined on both sides: the longer hold stands, and goes back to the
-                // partner. Ours may cover a binding we had granted the client before its
-                // decline reached us (below); a resent decline must not cut it short.
-                refuse = true;
+            } else if local.state == LeaseState::Declined {
+                // Declined here: held out of use until its hold ends (RFC 8415 §18.3.8).
+                refuse = match (same_client, incoming.state) {
+                    // The same client's binding, not clearly after the decline: the decline
+                    // stands, its hold stretched to cover that binding, and goes back to the
+                    // partner, which takes it (below, ACTIVE here). Taking the binding instead
+                    // let a renewal at the partner crossing the decline swap the two records,
+                    // and the side left active freed the address when the binding ended,
+                    // within the hold.
+                    (true, LeaseState::Active) if !later(incoming.cltt, local.cltt) => {
+                        hold_until = Some(end_of_state(local).max(end_of_state(incoming)));
+                        true
+                    }
+                    // A free state no later than the decline, ending before our hold while it
+                    // runs: stale, and taking it would free a resource a client found in use on
+                    // the link (seed 190014676: a client's release at the partner, sent only
+                    // after the link came back, undid the client's later decline here, and the
+                    // address went to another client while the partner, which had heard of the
+                    // binding the client then declined, renewed it for the client). Once the
+                    // hold is over here too, an older end frees it as ours would; the end of
+                    // the hold at the partner (an expiry no earlier than ours) is taken at
+                    // once, so clocks a little apart do not bounce it.
+                    (_, st) if st.is_free() => {
+                        !later(incoming.cltt, local.cltt)
+                            && incoming.expires_at < end_of_state(local)
+                            && now <= end_of_state(local) + skew_secs
+                    }
+                    // Declined on both sides: the longer hold stands, and goes back to the
+                    // partner. Ours may cover a binding we had granted the client before its
+                    // decline reached us (below); a resent decline must not cut it short.
+                    (_, LeaseState::Declined) => incoming.expires_at < local.expires_at,
+                    // Another client's binding (a claim is taken whatever its time, as over
+                    // a free record), or the same client's clearly after the decline.
+                    _ => false,
+                };
             } else if local.state == LeaseState::Active {
                 refuse = match (same_client, incoming.state) {
                     (true, LeaseState::Active) => {
@@ -342,7 +338,7 @@ impl Allocator {
         drop(sp);
         // An update about an older record of the client (the expiry of a binding it was moved
         // off) leaves it on the one it uses.
-        if !self.index_keeps_entry(&index, key, sn, r, IndexRank::of(&l)) {
+        if !self.index_keeps_entry(&index, key, sn, r, &l) {
             index.insert(key, r);
         }
         Ok(l)

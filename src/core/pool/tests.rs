@@ -651,6 +651,12 @@ fn mclt_caps_lifetimes_until_the_partner_acknowledges() {
     assert_eq!(g3.valid_secs, 7200);
 }
 
+/// `l` from the partner at `now`, taken as the secondary with nothing of ours in flight and the
+/// default skew.
+fn from_partner(a: &Allocator, l: &Lease, now: u64) -> Result<Lease, Option<Lease>> {
+    a.apply_partner_update(l, true, false, now, SKEW_EQUAL_SECS)
+}
+
 /// A small pool with one lease granted at time 100 to client `ours`, IAID 1.
 fn one_grant() -> (Allocator, Lease) {
     let a = alloc("pools=[{range=\"2001:db8::100-2001:db8::1ff\"}]");
@@ -736,8 +742,7 @@ fn a_partner_s_update_of_an_older_record_leaves_the_client_on_its_binding() {
     old.state = LeaseState::Expired;
     old.cltt = 20;
     old.expires_at = 80;
-    a.apply_partner_update(&old, true, false, 120, SKEW_EQUAL_SECS)
-        .unwrap();
+    from_partner(&a, &old, 120).unwrap();
     assert_eq!(a.current(&ia(b"ours", 1)).unwrap().addr, g.addr);
     let again = grant(&a, 130, &ia(b"ours", 1)).unwrap();
     assert_eq!(again.addr, g.addr, "moved off the binding it uses");
@@ -746,8 +751,7 @@ fn a_partner_s_update_of_an_older_record_leaves_the_client_on_its_binding() {
     newer.addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x1f2);
     newer.cltt = 140;
     newer.expires_at = 400;
-    a.apply_partner_update(&newer, true, false, 140, SKEW_EQUAL_SECS)
-        .unwrap();
+    from_partner(&a, &newer, 140).unwrap();
     assert_eq!(a.current(&ia(b"ours", 1)).unwrap().addr, newer.addr);
 }
 
@@ -778,8 +782,7 @@ fn a_stale_free_update_does_not_undo_a_later_decline_while_it_is_held() {
     // The client declines at 120 (held for 600 s); the partner's word that the same client
     // released it at 110 arrives afterwards.
     let (a, g, mut released) = declined_and_the_partner_s_end(600, LeaseState::Released, 110);
-    let sent_back = a
-        .apply_partner_update(&released, true, false, 121, SKEW_EQUAL_SECS)
+    let sent_back = from_partner(&a, &released, 121)
         .expect_err("a stale release is refused")
         .expect("our record goes back");
     assert_eq!(sent_back.state, LeaseState::Declined);
@@ -795,16 +798,11 @@ fn a_stale_free_update_does_not_undo_a_later_decline_while_it_is_held() {
     }
     // Within the skew of the decline the two cannot be ordered: the hold stays.
     released.cltt = 120 + SKEW_EQUAL_SECS;
-    assert!(
-        a.apply_partner_update(&released, true, false, 131, SKEW_EQUAL_SECS)
-            .is_err()
-    );
+    assert!(from_partner(&a, &released, 131).is_err());
     // A release clearly after the decline (the partner gave it out since) is taken.
     released.cltt = 121 + SKEW_EQUAL_SECS;
     released.expires_at = released.cltt;
-    let taken = a
-        .apply_partner_update(&released, true, false, 140, SKEW_EQUAL_SECS)
-        .unwrap();
+    let taken = from_partner(&a, &released, 140).unwrap();
     assert_eq!(taken.state, LeaseState::Released);
 }
 
@@ -812,32 +810,20 @@ fn a_stale_free_update_does_not_undo_a_later_decline_while_it_is_held() {
 fn once_the_decline_hold_is_over_an_older_free_update_is_taken() {
     let (a, _, expired) = declined_and_the_partner_s_end(60, LeaseState::Expired, 100);
     // Not yet reclaimed here, but the hold ended at 180 (and the skew after it).
-    assert!(
-        a.apply_partner_update(&expired, true, false, 180, SKEW_EQUAL_SECS)
-            .is_err()
-    );
-    let taken = a
-        .apply_partner_update(
-            &expired,
-            true,
-            false,
-            181 + SKEW_EQUAL_SECS,
-            SKEW_EQUAL_SECS,
-        )
-        .unwrap();
+    assert!(from_partner(&a, &expired, 180).is_err());
+    let taken = from_partner(&a, &expired, 181 + SKEW_EQUAL_SECS).unwrap();
     assert_eq!(taken.state, LeaseState::Expired);
 }
 
 #[test]
 fn a_decline_at_the_partner_holds_here_and_is_not_undone_by_older_news() {
-    // Ours active since 100 (until 300); the client declines it at the partner at 102.
+    // Ours active since 100 (until 7300); the client declines it at the partner at 102.
     let (a, g) = one_grant();
     let mut declined = g.clone();
     declined.state = LeaseState::Declined;
     declined.cltt = 102;
     declined.expires_at = 160;
-    let taken = a
-        .apply_partner_update(&declined, true, false, 103, SKEW_EQUAL_SECS)
+    let taken = from_partner(&a, &declined, 103)
         .expect("the client's decline is taken, not sent back as a stale release");
     assert_eq!(taken.state, LeaseState::Declined);
     assert_eq!(
@@ -846,8 +832,7 @@ fn a_decline_at_the_partner_holds_here_and_is_not_undone_by_older_news() {
     );
     assert!(grant(&a, 104, &ia(b"other", 1)).is_some_and(|x| x.addr != g.addr));
     // The same decline again (resent after a reconnect) does not cut the hold short.
-    let ours = a
-        .apply_partner_update(&declined, true, false, 110, SKEW_EQUAL_SECS)
+    let ours = from_partner(&a, &declined, 110)
         .expect_err("the shorter hold is refused")
         .unwrap();
     assert_eq!(ours.expires_at, g.expires_at);
@@ -858,10 +843,7 @@ fn a_decline_at_the_partner_holds_here_and_is_not_undone_by_older_news() {
     // A decline clearly before our last transaction with the client is stale.
     let (b, g) = one_grant();
     declined.cltt = 100 - SKEW_EQUAL_SECS - 1;
-    assert!(
-        b.apply_partner_update(&declined, true, false, 103, SKEW_EQUAL_SECS)
-            .is_err()
-    );
+    assert!(from_partner(&b, &declined, 103).is_err());
     assert_eq!(
         b.lookup(ResourceKind::Address, g.addr).unwrap().state,
         LeaseState::Active
@@ -870,15 +852,11 @@ fn a_decline_at_the_partner_holds_here_and_is_not_undone_by_older_news() {
     // client is refused,
     let (c, g, mut active) = declined_and_the_partner_s_end(60, LeaseState::Active, 100);
     active.expires_at = 300;
-    assert!(
-        c.apply_partner_update(&active, true, false, 121, SKEW_EQUAL_SECS)
-            .is_err()
-    );
+    assert!(from_partner(&c, &active, 121).is_err());
     // so is a renewal there that crossed the decline (within the skew), and the hold here
     // and in what goes back now covers that binding;
     active.cltt = 120 + SKEW_EQUAL_SECS;
-    let ours = c
-        .apply_partner_update(&active, true, false, 122, SKEW_EQUAL_SECS)
+    let ours = from_partner(&c, &active, 122)
         .expect_err("the decline stands")
         .unwrap();
     assert_eq!((ours.state, ours.expires_at), (LeaseState::Declined, 300));
@@ -890,17 +868,13 @@ fn a_decline_at_the_partner_holds_here_and_is_not_undone_by_older_news() {
     active.cltt = 121 + SKEW_EQUAL_SECS;
     active.expires_at = 400;
     assert_eq!(
-        c.apply_partner_update(&active, true, false, 130, SKEW_EQUAL_SECS)
-            .unwrap()
-            .state,
+        from_partner(&c, &active, 130).unwrap().state,
         LeaseState::Active
     );
     // and the partner's end of the same hold (expired at 180, its clock ahead) is taken.
     let (d, _, mut expired) = declined_and_the_partner_s_end(60, LeaseState::Expired, 120);
     expired.expires_at = 180;
-    let taken = d
-        .apply_partner_update(&expired, true, false, 178, SKEW_EQUAL_SECS)
-        .unwrap();
+    let taken = from_partner(&d, &expired, 178).unwrap();
     assert_eq!(taken.state, LeaseState::Expired);
 }
 
@@ -919,15 +893,12 @@ fn same_client_release_is_taken_only_when_clearly_after_our_last_transaction() {
     ] {
         released.cltt = cltt;
         assert!(
-            a.apply_partner_update(&released, true, false, 101, SKEW_EQUAL_SECS)
-                .is_err(),
+            from_partner(&a, &released, 101).is_err(),
             "a release {why} is refused"
         );
     }
     released.cltt = active.cltt + SKEW_EQUAL_SECS + 1;
-    let taken = a
-        .apply_partner_update(&released, true, false, 110, SKEW_EQUAL_SECS)
-        .unwrap();
+    let taken = from_partner(&a, &released, 110).unwrap();
     assert_eq!(taken.state, LeaseState::Released, "clearly later: taken");
 }
 
@@ -947,9 +918,7 @@ fn the_skew_the_relationship_allows_is_the_skew_within_which_times_are_equal() {
         "within a 57 s skew the release cannot be ordered after our grant: refused"
     );
     assert_eq!(
-        a.apply_partner_update(&released, true, false, 150, SKEW_EQUAL_SECS)
-            .unwrap()
-            .state,
+        from_partner(&a, &released, 150).unwrap().state,
         LeaseState::Released,
         "with the default skew it is clearly later: taken"
     );
@@ -961,18 +930,15 @@ fn a_stale_active_update_for_a_client_that_released_is_refused() {
     let mut released = old_active.clone();
     released.state = LeaseState::Released;
     released.cltt = old_active.cltt + 50;
-    a.apply_partner_update(&released, true, false, 160, SKEW_EQUAL_SECS)
-        .unwrap();
+    from_partner(&a, &released, 160).unwrap();
     assert!(
-        a.apply_partner_update(&old_active, true, false, 161, SKEW_EQUAL_SECS)
-            .is_err(),
+        from_partner(&a, &old_active, 161).is_err(),
         "the client released it after that grant: the active update is stale"
     );
     let mut other = old_active.clone();
     other.duid = b"theirs".to_vec().into();
     assert!(
-        a.apply_partner_update(&other, true, false, 161, SKEW_EQUAL_SECS)
-            .is_ok(),
+        from_partner(&a, &other, 161).is_ok(),
         "another client's claim is taken: refusing it could hand the address out twice"
     );
 }

@@ -600,6 +600,7 @@ fn prepare(
         store_failed: false,
         policy_held: false,
         unsendable_logged: 0,
+        published: (ServerState::Startup, None, false),
         last_down_log: None,
         last_down_reason: String::new(),
         started: Instant::now(),

@@ -5,6 +5,9 @@ use super::conn::{Conn, Phase};
 use super::*;
 use tandem_core::engine::Answering;
 
+/// Our failover state, the partner's last announced one, and whether the link is up.
+pub(super) type GaugeStates = (ServerState, Option<ServerState>, bool);
+
 pub(super) struct PartnerThread {
     /// The relationship's index in the configuration (its slot in the [`PolicyCell`]).
     pub(super) index: usize,
@@ -60,6 +63,8 @@ pub(super) struct PartnerThread {
     /// The workers were told to answer nobody after a store failure; the node's policy
     /// reaches them again only once a later change is stored.
     pub(super) policy_held: bool,
+    /// The states the gauges last published (see [`PartnerThread::gauge_states`]).
+    pub(super) published: GaugeStates,
     /// The node's unsendable count when last logged.
     pub(super) unsendable_logged: u64,
     pub(super) last_down_log: Option<Instant>,
@@ -133,6 +138,10 @@ impl PartnerThread {
                 last_tick = Instant::now();
                 self.timers();
                 self.publish_gauges();
+            } else if self.published != self.gauge_states() {
+                // A scrape right after `tandem ctl status` showed a new state must not show
+                // the old one.
+                self.publish_gauges();
             }
         }
         if let Some(c) = self.conn.as_mut() {
@@ -147,8 +156,8 @@ impl PartnerThread {
         info!("failover: partner thread stopped");
     }
 
-    /// Copies the relationship's gauges into the metrics hub (every [`TICK`]), and says when
-    /// lease changes could not be sent to the partner.
+    /// Copies the relationship's gauges into the metrics hub (every [`TICK`], and at once when
+    /// a state or the link changed), and says when lease changes could not be sent to the partner.
     fn publish_gauges(&mut self) {
         if self.node.unsendable() > self.unsendable_logged {
             error!(
@@ -158,6 +167,7 @@ impl PartnerThread {
             );
             self.unsendable_logged = self.node.unsendable();
         }
+        self.published = self.gauge_states();
         let e = self.node.endpoint();
         self.hub
             .publish_failover(crate::edge::metrics::FailoverGauges {
@@ -176,6 +186,12 @@ impl PartnerThread {
                 store_failed: self.store_failed,
                 config_differs: self.config_differs().is_some(),
             });
+    }
+
+    /// Our state, the partner's and whether the link is up: what the gauges must show at once.
+    fn gauge_states(&self) -> GaugeStates {
+        let e = self.node.endpoint();
+        (e.state(), e.partner_state(), e.link_up())
     }
 
     /// Makes `out` durable, then sends its messages, then publishes the policy.

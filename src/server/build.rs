@@ -16,7 +16,11 @@ const TOOL_DIRS: [&str; 2] = ["/usr/include/bpf", "/usr/bin"];
 fn main() {
     println!("cargo::rustc-check-cfg=cfg(tandem_xdp_built)");
     println!("cargo::rerun-if-env-changed=TANDEM_CLANG");
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../xdp/tandem_xdp.c");
+    // Read when the script runs, not when it is compiled: cargo reuses a compiled build script
+    // for a checkout at another path (a worktree sharing the target folder), whose
+    // compile-time path may no longer exist.
+    let manifest_dir = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
+    let source = Path::new(&manifest_dir).join("../../xdp/tandem_xdp.c");
     println!("cargo::rerun-if-changed={}", source.display());
     let clang = std::env::var("TANDEM_CLANG").unwrap_or_else(|_| CLANG_DEFAULT.to_string());
     let out =

@@ -660,13 +660,19 @@ impl Allocator {
     /// configuration (subnet or pool removed) are returned as an error for the caller to log;
     /// they are left in the store untouched.
     pub fn restore(&self, lease: Lease) -> Result<(), Lease> {
-        self.restore_with(lease, false)
+        self.restore_with(lease, None)
     }
 
-    /// [`Allocator::restore`]; with `only_if_unbound`, the client index is left alone when it
-    /// already points the client somewhere (a lease read back for a pool a reload adds must
-    /// not move a client that got another resource meanwhile).
-    pub(super) fn restore_with(&self, lease: Lease, only_if_unbound: bool) -> Result<(), Lease> {
+    /// [`Allocator::restore`]; with `added` (the pools a reload adds, as (subnet, pool)), the
+    /// client index is left alone when it points the client into a pool outside them (a
+    /// lease read back for an added pool must not move a client that got another resource
+    /// meanwhile); of a client's records read back into the added pools it keeps the best, as
+    /// a restart does.
+    pub(super) fn restore_with(
+        &self,
+        lease: Lease,
+        added: Option<&[(usize, usize)]>,
+    ) -> Result<(), Lease> {
         let Some(sn) = self.subnets.iter().position(|s| s.id == lease.subnet_id) else {
             return Err(lease);
         };
@@ -682,8 +688,12 @@ impl Allocator {
         let mut index = lock(self.shard(key));
         // Records come back in address order, not in the order they were made: of a client's
         // records the index keeps the one it should be given back, not the last read.
-        let keep = (only_if_unbound && index.contains_key(&key))
-            || self.index_keeps_entry(&index, key, sn, r, &lease);
+        let bound_elsewhere = added.is_some_and(|added| {
+            index
+                .get(&key)
+                .is_some_and(|cur| !added.contains(&(sn, cur.pool as usize)))
+        });
+        let keep = bound_elsewhere || self.index_keeps_entry(&index, key, sn, r, &lease);
         let mut sp = lock(pool.subpool_of(r.index));
         // The cursors stay where they are: [`Allocator::finish_restore`] moves them past the
         // used indices they stand on, never past one without a record.

@@ -346,7 +346,7 @@ impl Allocator {
         };
         match self.locate(sn, lease.kind, lease.addr) {
             Some(r) if added.contains(&(sn, r.pool as usize)) => {
-                self.restore_with(lease, true).is_ok()
+                self.restore_with(lease, Some(added)).is_ok()
             }
             _ => false,
         }

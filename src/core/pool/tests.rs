@@ -2188,6 +2188,34 @@ mod reloaded_tables {
         );
     }
 
+    /// Two records the store kept for the re-added pool, of a client the table in force has
+    /// not seen: read back in address order, the client's binding, not the older record read
+    /// first, is where the index points (as after a restart).
+    #[test]
+    fn of_a_client_s_records_read_back_for_an_added_pool_the_binding_wins() {
+        let old = Allocator::new(&conf(ONE).subnets);
+        let record = |addr: &str, state, cltt, expires_at| {
+            Lease::stored_for_test(
+                ResourceKind::Address,
+                addr.parse().unwrap(),
+                128,
+                state,
+                b"b",
+                cltt,
+                expires_at,
+            )
+        };
+        let (new, added) = old.reconfigured(&conf(TWO).subnets).unwrap();
+        let expired = record("2001:db8::205", LeaseState::Expired, 0, 50);
+        let binding = record("2001:db8::206", LeaseState::Active, 2, 100);
+        assert!(new.restore_added(&added, expired));
+        assert!(new.restore_added(&added, binding.clone()));
+        new.finish_restore_added(&added);
+        assert_eq!(new.current(&ia(b"b", 1)).unwrap().addr, binding.addr);
+        let again = grant(&new, 5, &ia(b"b", 1)).unwrap();
+        assert_eq!(again.addr, binding.addr, "moved off the binding it uses");
+    }
+
     /// A record the store kept for the re-added pool, of a client that holds another lease
     /// now: read back, it stays held, but the client keeps its current lease.
     #[test]

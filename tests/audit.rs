@@ -109,7 +109,15 @@ fn every_lease_change_is_one_json_line_with_the_relay() {
     let rotated = d.path().join("audit.log.1");
     std::fs::rename(&audit, &rotated).unwrap();
     server.signal(nix::sys::signal::Signal::SIGHUP);
-    std::thread::sleep(Duration::from_millis(300));
+    // The reload reopens (creates) the file at its path.
+    let end = Instant::now() + Duration::from_secs(10);
+    while !audit.exists() {
+        assert!(
+            Instant::now() < end,
+            "the audit log was not reopened on SIGHUP"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     run_gen("2", "acquire");
     assert_eq!(count(&lines(&audit), "granted"), 10);
     assert_eq!(

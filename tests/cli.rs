@@ -29,9 +29,11 @@ pools = [{ range = "2001:db8:1::100-2001:db8:1::1ff" }]
 
 /// `tandem serve --config f`, returned once its store exists (it is then serving).
 fn serve_until_ready(f: &std::path::Path, data: &std::path::Path) -> std::process::Child {
+    // The log goes to a file beside the store, so a test can read it while the server runs.
+    let log = std::fs::File::create(log_of(data)).unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_tandem"))
         .args(["serve", "--config", f.to_str().unwrap()])
-        .stderr(Stdio::piped())
+        .stderr(Stdio::from(log))
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -43,8 +45,29 @@ fn serve_until_ready(f: &std::path::Path, data: &std::path::Path) -> std::proces
     child
 }
 
-/// Sends SIGTERM, checks the server exits 0 within 10 s, and returns its log.
-fn stop_with_sigterm(mut child: std::process::Child) -> String {
+/// Where [`serve_until_ready`] writes the log of a server whose store is `data`.
+fn log_of(data: &std::path::Path) -> std::path::PathBuf {
+    data.with_extension("log")
+}
+
+/// Waits (at most 10 s) until the log of the server on `data` holds `what` `n` times.
+fn wait_for_log(data: &std::path::Path, what: &str, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let log = std::fs::read_to_string(log_of(data)).unwrap_or_default();
+        if log.matches(what).count() >= n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never logged {what:?} {n} times:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Sends SIGTERM, checks the server on `data` exits 0 within 10 s, and returns its log.
+fn stop_with_sigterm(mut child: std::process::Child, data: &std::path::Path) -> String {
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGTERM,
@@ -59,8 +82,7 @@ fn stop_with_sigterm(mut child: std::process::Child) -> String {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(status.success(), "{status:?}");
-    let mut log = String::new();
-    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut log).unwrap();
+    let log = std::fs::read_to_string(log_of(data)).unwrap();
     assert!(log.contains("stopped"), "{log}");
     log
 }
@@ -181,7 +203,7 @@ fn second_server_on_the_same_store_is_refused_and_sigterm_stops_cleanly() {
     let o = tandem(&["serve", "--config", f2.to_str().unwrap()], d.path());
     assert_eq!(o.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&o.stderr).contains("in use by another tandem"));
-    stop_with_sigterm(child);
+    stop_with_sigterm(child, &data);
 }
 
 #[test]
@@ -225,16 +247,17 @@ fn sighup_keeps_serving_and_says_what_it_did() {
     let mut child = serve_until_ready(&f, &data);
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    // The file is read again before it is broken below.
+    wait_for_log(&data, "configuration reloaded", 1);
     // A broken file on the next SIGHUP is reported; the server still runs.
     std::fs::write(&f, "[server]\nlisten = 5\n").unwrap();
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    wait_for_log(&data, "reload refused", 1);
     assert!(
         child.try_wait().unwrap().is_none(),
         "the server exited on SIGHUP"
     );
-    let log = stop_with_sigterm(child);
+    let log = stop_with_sigterm(child, &data);
     assert!(
         log.contains("configuration reloaded") && log.contains("no change"),
         "{log}"

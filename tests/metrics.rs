@@ -104,10 +104,17 @@ fn metrics_count_the_traffic_sent_and_parse_as_prometheus_text() {
         .sum();
     // Acquire sends a Solicit and a Request per client, renew and release one message each.
     let sent = 4.0 * clients + retransmits;
-    let s = scrape_until(&url, "every message tandem-gen sent", |s| {
-        s.sum("tandem_packets_received_total", &[]) >= sent
-            && s.sum("tandem_pool_active", &[]) == 0.0
-    });
+    // The workers' counters, the group commit's (every 250 ms) and the pools (live) are
+    // published apart: wait for each to have seen the end of the run.
+    let s = scrape_until(
+        &url,
+        "every message tandem-gen sent, and its releases stored",
+        |s| {
+            s.sum("tandem_packets_received_total", &[]) >= sent
+                && s.sum("tandem_pool_active", &[]) == 0.0
+                && s.one("tandem_leases_written_total", &[("state", "released")]) >= 400.0
+        },
+    );
     assert_eq!(s.sum("tandem_packets_received_total", &[]), sent);
     for t in TYPES {
         let got = s.one("tandem_packets_received_total", &[("type", t)]);
@@ -173,7 +180,6 @@ fn metrics_count_the_traffic_sent_and_parse_as_prometheus_text() {
         s.one("tandem_commit_duration_seconds_count", &[]),
         s.one("tandem_commits_total", &[])
     );
-    assert!(s.one("tandem_leases_written_total", &[("state", "released")]) >= 400.0);
     // Idle, the group committer folds the store's journal into the lease database.
     let s = scrape_until(&url, "the journal folded while idle", |s| {
         s.one("tandem_store_journal_folds_total", &[]) >= 1.0

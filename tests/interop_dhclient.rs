@@ -408,6 +408,16 @@ fn dhclient_prefix_bind_renew_release() {
     dhclient_cycle("dhclient_prefix_bind_renew_release", "idp", true, false);
 }
 
+#[test]
+fn dhclient_prefix_bind_renew_release_over_af_xdp() {
+    dhclient_cycle(
+        "dhclient_prefix_bind_renew_release_over_af_xdp",
+        "ipx",
+        true,
+        true,
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // The parsers above, on recorded values (no root or tools needed)
 

@@ -240,6 +240,8 @@ fn perfdhcp_over_af_xdp_native_direct_and_generic_relayed() {
     check_four_way(&mut ck, "generic relayed", &relayed, 0);
     let relayed_leases =
         granted_by_client(&mut ck, "generic relayed", &relayed, "address-and-prefix");
+    // The generic (skb) hook passes the rest to the kernel as well as the native one does.
+    other_traffic_passes(&mut ck, &t, &topo, "2001:db8:2::1");
     for (client, l) in &relayed_leases {
         let in_link2 = |a: Option<std::net::Ipv6Addr>, p: (std::net::Ipv6Addr, u8)| {
             a.is_some_and(|a| u128::from(a) & common::leases::mask(p.1) == u128::from(p.0))

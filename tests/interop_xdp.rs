@@ -2,8 +2,9 @@
 //! between two network namespaces: direct (multicast) in native XDP mode and relayed (`-A 1`)
 //! in generic mode, for addresses and prefixes, with the same checks as the UDP interop tests;
 //! ping and a TCP connection across the interface while the program is attached; a clean stop
-//! and a `kill -9` that both leave no program on the interface; and the refusals (no
-//! interface, an interface that already carries an XDP program).
+//! and a `kill -9` that both leave no program on the interface; the refusals (no
+//! interface, an interface that already carries an XDP program); and a request behind a
+//! hop-by-hop header (through the program) and one in fragments (through the kernel).
 //!
 //! Every exchange must have gone through the XDP program: the server reports at a clean stop
 //! how many frames the program handed to its sockets, and that must cover what perfdhcp sent
@@ -1174,5 +1175,118 @@ fn xdp_spreads_one_relays_messages_over_the_interfaces_workers() {
         )
     });
     ck.finish(test, &[("server log", tail(&log, 30))]);
+    drop(topo);
+}
+
+/// A relay agent's Relay-forw(Solicit) to the server's address, sent by Python from the client
+/// namespace once with a hop-by-hop options header and once padded past the link MTU (the
+/// kernel fragments it). Prints one line per case: its name and the types of the Relay-reply
+/// and of the message it carries (`hbh 13 2`), or `<case> none` without an answer in 3 s.
+const EXTENSION_HEADER_CLIENT: &str = r#"
+import socket, struct, sys
+server, client = sys.argv[1], sys.argv[2]
+
+def opt(code, data):
+    return struct.pack('!HH', code, len(data)) + data
+
+def relay_forw(tail, pad):
+    duid = bytes([0, 3, 0, 1, 2, 0, 0, 0, 0x7d, tail])
+    body = opt(1, duid) + opt(3, struct.pack('!III', 1, 0, 0)) + opt(8, b'\0\0')
+    if pad:
+        # Vendor Class: enterprise number, then one (length, data) item.
+        body += opt(16, struct.pack('!IH', 9, pad) + b'x' * pad)
+    solicit = bytes([1, 0x12, 0x34, tail]) + body
+    link = socket.inet_pton(socket.AF_INET6, '2001:db8:2::5')
+    peer = socket.inet_pton(socket.AF_INET6, 'fe80::7d')
+    return (bytes([12, 0]) + link + peer + opt(18, b'tdm-ext')
+            + opt(135, struct.pack('!H', 0)) + opt(9, solicit))
+
+def ask(case, sock, msg):
+    sock.settimeout(3)
+    sock.sendto(msg, (server, 547))
+    try:
+        data, _ = sock.recvfrom(4096)
+    except socket.timeout:
+        print(case, 'none', flush=True)
+        return
+    inner = None
+    at = 34
+    while at + 4 <= len(data):
+        code, n = struct.unpack('!HH', data[at:at + 4])
+        if code == 9:
+            inner = data[at + 4:at + 4 + n]
+        at += 4 + n
+    print(case, data[0], inner[0] if inner else 'none', flush=True)
+
+hbh = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+hbh.bind((client, 0))
+# Next header and length are the kernel's to fill; a PadN option fills the 8 bytes.
+hbh.setsockopt(socket.IPPROTO_IPV6, getattr(socket, 'IPV6_HOPOPTS', 54), bytes([0, 0, 1, 4, 0, 0, 0, 0]))
+ask('hbh', hbh, relay_forw(1, 0))
+big = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+big.bind((client, 0))
+msg = relay_forw(2, 1700)
+assert len(msg) > 1500
+ask('frag', big, msg)
+"#;
+
+/// What the XDP program cannot hand over as one frame still gets an answer, by the way it
+/// should: a Relay-forw behind a hop-by-hop options header goes through the program (it skips
+/// extension headers) to an AF_XDP socket; one fragmented by the sender's kernel is passed to
+/// the kernel, which reassembles it for the server's UDP listener. Exactly one frame may reach
+/// the sockets: the hop-by-hop one.
+#[test]
+fn xdp_answers_behind_a_hop_by_hop_header_and_in_fragments() {
+    let test = "xdp_answers_behind_a_hop_by_hop_header_and_in_fragments";
+    let Some(t) = prerequisites(test) else { return };
+    let _turn = common::one_at_a_time();
+    let topo = Topo::new(&t, "ih", &["2001:db8:2::1/64"], &["2001:db8:2::2/64"]);
+    topo.client_checksum_offload_off(&t);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let cfg = dir.path().join("tandem.toml");
+    let subnets = [(LINK1, Some(topo.s.name.as_str())), (LINK2, None)];
+    std::fs::write(&cfg, netns_config(&data, &topo.s.name, &subnets)).expect("write config");
+    let log = dir.path().join("server.log");
+    let server = start_server(
+        &topo.s.exec(),
+        &cfg,
+        &["--datapath", "xdp", "--xdp-mode", "native"],
+        &log,
+    );
+    let mut args = topo.c.exec();
+    args.extend([
+        "/usr/bin/python3".into(),
+        "-c".into(),
+        EXTENSION_HEADER_CLIENT.into(),
+        "2001:db8:2::1".into(),
+        "2001:db8:2::2".into(),
+    ]);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let r = run(&t.timeout, 20, &refs);
+    let mut ck = Checks::default();
+    // Relay-reply (13) carrying an Advertise (2), for each.
+    for case in ["hbh", "frag"] {
+        ck.check(r.out.lines().any(|l| l == format!("{case} 13 2")), || {
+            format!(
+                "{case}: no Relay-reply with an Advertise; the client said {:?}",
+                r.out
+            )
+        });
+    }
+    let text = stop(server);
+    ck.check(xdp_redirected(&text) == Some(1), || {
+        format!(
+            "the program handed {:?} frames to the sockets, want 1 (the hop-by-hop one; the fragments go to the kernel)",
+            xdp_redirected(&text)
+        )
+    });
+    ck.finish(
+        test,
+        &[
+            ("client", r.out.clone()),
+            ("server log (tail)", tail(&log, 15)),
+        ],
+    );
     drop(topo);
 }

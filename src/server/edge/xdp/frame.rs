@@ -530,6 +530,80 @@ mod tests {
             let _ = parse(&f);
         }
 
+        /// Frames with zero to two VLAN tags (802.1Q or QinQ) and a generated chain of
+        /// extension headers (hop-by-hop, destination options, routing with or without
+        /// segments left, of random lengths and option bytes) before UDP, with a right or a
+        /// broken checksum: parse gives what the chain says (the payload, or the one refusal
+        /// that applies first), never a panic.
+        #[test]
+        fn extension_header_chains_and_tags_parse_as_their_chain_says(
+            payload in proptest::collection::vec(any::<u8>(), 0..300),
+            tags in proptest::collection::vec((any::<bool>(), any::<u16>()), 0..=2),
+            chain in proptest::collection::vec(
+                (0usize..3, 0u8..3, any::<bool>(), proptest::collection::vec(any::<u8>(), 32)),
+                0..=EXT_HEADERS_MAX + 2,
+            ),
+            broken in any::<bool>(),
+        ) {
+            let mut vlans = [None; VLAN_TAGS_MAX];
+            for (slot, (qinq, tci)) in vlans.iter_mut().zip(&tags) {
+                let tpid = if *qinq { ETHERTYPE_QINQ } else { ETHERTYPE_VLAN };
+                *slot = Some(VlanTag { tpid, tci: *tci });
+            }
+            let mut h = header(vlans);
+            h.src = "2001:db8::1".parse().unwrap();
+            h.dst = "2001:db8::2".parse().unwrap();
+            let plain = frame(&h, &payload);
+            let ip = ETH_HEADER_LEN + VLAN_TAG_LEN * tags.len();
+            // The chain, each header naming the next; the last names UDP.
+            let kinds = [NEXT_HOP_BY_HOP, NEXT_DEST_OPTS, NEXT_ROUTING];
+            let mut ext = Vec::new();
+            for (i, (kind, units, segments_left, fill)) in chain.iter().enumerate() {
+                let next = chain.get(i + 1).map_or(NEXT_UDP, |c| kinds[c.0]);
+                let len = (*units as usize + 1) * 8;
+                let mut e = fill[..len].to_vec();
+                e[0] = next;
+                e[1] = *units;
+                if kinds[*kind] == NEXT_ROUTING {
+                    e[3] = u8::from(*segments_left);
+                }
+                ext.extend_from_slice(&e);
+            }
+            let mut f = plain[..ip + IPV6_HEADER_LEN].to_vec();
+            if let Some(first) = chain.first() {
+                f[ip + 6] = kinds[first.0];
+            }
+            let plen = plain.len() - ip - IPV6_HEADER_LEN + ext.len();
+            f[ip + 4..ip + 6].copy_from_slice(&(plen as u16).to_be_bytes());
+            f.extend_from_slice(&ext);
+            f.extend_from_slice(&plain[ip + IPV6_HEADER_LEN..]);
+            if broken {
+                // A bit of the UDP checksum field.
+                let c = f.len() - payload.len() - 2;
+                f[c] ^= 0x10;
+            }
+            // What the chain says, in the order the parser meets it.
+            let mut want = Ok(payload.clone());
+            for (i, (kind, _, segments_left, _)) in chain.iter().enumerate() {
+                if i + 1 > EXT_HEADERS_MAX {
+                    want = Err(FrameError::ExtHeaders);
+                    break;
+                }
+                if kinds[*kind] == NEXT_ROUTING && *segments_left {
+                    want = Err(FrameError::Routed);
+                    break;
+                }
+            }
+            if want.is_ok() && broken {
+                want = Err(FrameError::BadChecksum);
+            }
+            let got = parse(&f).map(|p| {
+                assert_eq!(p.header.vlans, vlans);
+                f[p.payload].to_vec()
+            });
+            prop_assert_eq!(got, want);
+        }
+
         #[test]
         fn write_then_parse_is_identity(
             payload in proptest::collection::vec(any::<u8>(), 0..600),

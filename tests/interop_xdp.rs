@@ -21,7 +21,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -121,19 +121,27 @@ fn other_traffic_passes(ck: &mut Checks, t: &Tools, topo: &Topo, addr: &str) {
     let _ = server.wait();
 }
 
+/// The topology `tag` with 2001:db8:2::1 on the server end and ::2 on the client end (its tx
+/// checksum offload off), and a configuration in a new folder: direct clients get LINK1 (tied
+/// to the interface), relayed ones LINK2 (by link-address). Returns the topology, the folder,
+/// the store's path and the configuration's.
+fn two_links(t: &Tools, tag: &str) -> (Topo, tempfile::TempDir, PathBuf, PathBuf) {
+    let topo = Topo::new(t, tag, &["2001:db8:2::1/64"], &["2001:db8:2::2/64"]);
+    topo.client_checksum_offload_off(t);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let cfg = dir.path().join("tandem.toml");
+    let subnets = [(LINK1, Some(topo.s.name.as_str())), (LINK2, None)];
+    std::fs::write(&cfg, netns_config(&data, &topo.s.name, &subnets)).expect("write config");
+    (topo, dir, data, cfg)
+}
+
 #[test]
 fn perfdhcp_over_af_xdp_native_direct_and_generic_relayed() {
     let test = "perfdhcp_over_af_xdp_native_direct_and_generic_relayed";
     let Some(t) = prerequisites(test) else { return };
     let _turn = common::one_at_a_time();
-    let topo = Topo::new(&t, "ix", &["2001:db8:2::1/64"], &["2001:db8:2::2/64"]);
-    topo.client_checksum_offload_off(&t);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let data = dir.path().join("data");
-    let cfg = dir.path().join("tandem.toml");
-    // Direct clients get LINK1 (tied to the interface); relayed ones LINK2 (by link-address).
-    let subnets = [(LINK1, Some(topo.s.name.as_str())), (LINK2, None)];
-    std::fs::write(&cfg, netns_config(&data, &topo.s.name, &subnets)).expect("write config");
+    let (topo, dir, data, cfg) = two_links(&t, "ix");
     let mut ck = Checks::default();
     let mut ctx: Vec<(&str, String)> = Vec::new();
 
@@ -1240,13 +1248,7 @@ fn xdp_answers_behind_a_hop_by_hop_header_and_in_fragments() {
     let test = "xdp_answers_behind_a_hop_by_hop_header_and_in_fragments";
     let Some(t) = prerequisites(test) else { return };
     let _turn = common::one_at_a_time();
-    let topo = Topo::new(&t, "ih", &["2001:db8:2::1/64"], &["2001:db8:2::2/64"]);
-    topo.client_checksum_offload_off(&t);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let data = dir.path().join("data");
-    let cfg = dir.path().join("tandem.toml");
-    let subnets = [(LINK1, Some(topo.s.name.as_str())), (LINK2, None)];
-    std::fs::write(&cfg, netns_config(&data, &topo.s.name, &subnets)).expect("write config");
+    let (topo, dir, _data, cfg) = two_links(&t, "ih");
     let log = dir.path().join("server.log");
     let server = start_server(
         &topo.s.exec(),

@@ -268,8 +268,14 @@ impl PartnerThread {
                 }
             }
         }
+        let state_changed = !self.out.changes.is_empty();
         for (from, to) in self.out.changes.drain(..) {
             info!(from = %from, to = %to, partner = ?self.node.endpoint().partner_state().map(|s| s.to_string()), "failover state change");
+        }
+        if state_changed {
+            // Before anything is answered about it (`tandem ctl partner-down` answers after
+            // this): a scrape after the answer sees the new state.
+            self.publish_gauges();
         }
         if !durable {
             // The new state is not on disk, so the workers must not serve under it; nor under

@@ -7,7 +7,9 @@ mod common;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::proc::{HeldUdpPort, free_udp_port};
+use common::proc::{HeldUdpPort, Proc, free_udp_port, read_lossy, serve, wait_log_line};
+use nix::sys::signal::Signal;
+use std::path::Path;
 
 fn tandem(args: &[&str], dir: &std::path::Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_tandem"))
@@ -27,62 +29,15 @@ prefix = "2001:db8:1::/64"
 pools = [{ range = "2001:db8:1::100-2001:db8:1::1ff" }]
 "#;
 
-/// `tandem serve --config f`, returned once its store exists (it is then serving).
-fn serve_until_ready(f: &std::path::Path, data: &std::path::Path) -> std::process::Child {
-    // The log goes to a file beside the store, so a test can read it while the server runs.
-    let log = std::fs::File::create(log_of(data)).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_tandem"))
-        .args(["serve", "--config", f.to_str().unwrap()])
-        .stderr(Stdio::from(log))
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !data.join("data.mdb").exists() {
-        assert!(Instant::now() < deadline, "server did not create its store");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    std::thread::sleep(Duration::from_millis(200));
-    child
-}
-
-/// Where [`serve_until_ready`] writes the log of a server whose store is `data`.
-fn log_of(data: &std::path::Path) -> std::path::PathBuf {
-    data.with_extension("log")
-}
-
-/// Waits (at most 10 s) until the log of the server on `data` holds `what` `n` times.
-fn wait_for_log(data: &std::path::Path, what: &str, n: usize) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let log = std::fs::read_to_string(log_of(data)).unwrap_or_default();
-        if log.matches(what).count() >= n {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "never logged {what:?} {n} times:\n{log}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// Sends SIGTERM, checks the server on `data` exits 0 within 10 s, and returns its log.
-fn stop_with_sigterm(mut child: std::process::Child, data: &std::path::Path) -> String {
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "server did not stop on SIGTERM");
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    assert!(status.success(), "{status:?}");
-    let log = std::fs::read_to_string(log_of(data)).unwrap();
+/// Sends SIGTERM to `server`, checks it exits 0 within 10 s, and returns its log.
+fn stop_with_sigterm(mut server: Proc, log: &Path) -> String {
+    server.signal(Signal::SIGTERM);
+    let st = server.wait_exit(Duration::from_secs(10));
+    assert!(
+        st.is_some_and(|s| s.success()),
+        "server did not stop cleanly on SIGTERM: {st:?}"
+    );
+    let log = read_lossy(log);
     assert!(log.contains("stopped"), "{log}");
     log
 }
@@ -197,13 +152,14 @@ fn second_server_on_the_same_store_is_refused_and_sigterm_stops_cleanly() {
     let data = d.path().join("data");
     let f = d.path().join("c.toml");
     std::fs::write(&f, good(free_udp_port(), &data)).unwrap();
-    let child = serve_until_ready(&f, &data);
+    let log = d.path().join("server.log");
+    let server = serve(&["--config", f.to_str().unwrap()], &log);
     let f2 = d.path().join("c2.toml");
     std::fs::write(&f2, good(free_udp_port(), &data)).unwrap();
     let o = tandem(&["serve", "--config", f2.to_str().unwrap()], d.path());
     assert_eq!(o.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&o.stderr).contains("in use by another tandem"));
-    stop_with_sigterm(child, &data);
+    stop_with_sigterm(server, &log);
 }
 
 #[test]
@@ -244,20 +200,30 @@ fn sighup_keeps_serving_and_says_what_it_did() {
     let data = d.path().join("data");
     let f = d.path().join("c.toml");
     std::fs::write(&f, good(free_udp_port(), &data)).unwrap();
-    let mut child = serve_until_ready(&f, &data);
-    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
+    let log_path = d.path().join("server.log");
+    let mut server = serve(&["--config", f.to_str().unwrap()], &log_path);
+    let within = Duration::from_secs(10);
+    server.signal(Signal::SIGHUP);
     // The file is read again before it is broken below.
-    wait_for_log(&data, "configuration reloaded", 1);
+    wait_log_line(
+        &mut server,
+        &log_path,
+        "configuration reloaded",
+        within,
+        "the server",
+    );
     // A broken file on the next SIGHUP is reported; the server still runs.
     std::fs::write(&f, "[server]\nlisten = 5\n").unwrap();
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
-    wait_for_log(&data, "reload refused", 1);
-    assert!(
-        child.try_wait().unwrap().is_none(),
-        "the server exited on SIGHUP"
+    server.signal(Signal::SIGHUP);
+    wait_log_line(
+        &mut server,
+        &log_path,
+        "reload refused",
+        within,
+        "the server",
     );
-    let log = stop_with_sigterm(child, &data);
+    assert!(server.exited().is_none(), "the server exited on SIGHUP");
+    let log = stop_with_sigterm(server, &log_path);
     assert!(
         log.contains("configuration reloaded") && log.contains("no change"),
         "{log}"

@@ -138,10 +138,8 @@ impl PartnerThread {
                 last_tick = Instant::now();
                 self.timers();
                 self.publish_gauges();
-            } else if self.published != self.gauge_states() {
-                // A scrape right after `tandem ctl status` showed a new state must not show
-                // the old one.
-                self.publish_gauges();
+            } else {
+                self.publish_if_states_changed();
             }
         }
         if let Some(c) = self.conn.as_mut() {
@@ -186,6 +184,15 @@ impl PartnerThread {
                 store_failed: self.store_failed,
                 config_differs: self.config_differs().is_some(),
             });
+    }
+
+    /// Publishes the gauges now if our state, the partner's or the link changed since they were
+    /// last published: a scrape right after `tandem ctl status` showed a new state must not
+    /// show the old one.
+    fn publish_if_states_changed(&mut self) {
+        if self.published != self.gauge_states() {
+            self.publish_gauges();
+        }
     }
 
     /// Our state, the partner's and whether the link is up: what the gauges must show at once.
@@ -268,15 +275,11 @@ impl PartnerThread {
                 }
             }
         }
-        let state_changed = !self.out.changes.is_empty();
         for (from, to) in self.out.changes.drain(..) {
             info!(from = %from, to = %to, partner = ?self.node.endpoint().partner_state().map(|s| s.to_string()), "failover state change");
         }
-        if state_changed {
-            // Before anything is answered about it (`tandem ctl partner-down` answers after
-            // this): a scrape after the answer sees the new state.
-            self.publish_gauges();
-        }
+        // Before anything is answered about it (`tandem ctl partner-down` answers after this).
+        self.publish_if_states_changed();
         if !durable {
             // The new state is not on disk, so the workers must not serve under it; nor under
             // the old one, which the node has left. A server whose store fails answers nobody

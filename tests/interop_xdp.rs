@@ -1292,3 +1292,211 @@ fn xdp_answers_behind_a_hop_by_hop_header_and_in_fragments() {
     );
     drop(topo);
 }
+
+/// A relay behind router A sends `count` Relay-forw (Solicit) messages to the server, one at a
+/// time; prints "<i> <outer type> <inner type>" per answer, "<i> none" after 2 s without one.
+const ROUTED_RELAY: &str = r#"
+import socket, struct, sys, time
+server, relay, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
+
+def opt(code, data):
+    return struct.pack('!HH', code, len(data)) + data
+
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+s.bind((relay, 547))
+s.settimeout(2)
+for i in range(count):
+    duid = bytes([0, 3, 0, 1, 2, 0, 0, 0, 0x6e, i])
+    solicit = bytes([1, 0x12, 0x34, i]) + opt(1, duid) + opt(3, struct.pack('!III', 1, 0, 0)) + opt(8, b'\0\0')
+    link = socket.inet_pton(socket.AF_INET6, '2001:db8:2::5')
+    peer = socket.inet_pton(socket.AF_INET6, 'fe80::6e')
+    s.sendto(bytes([12, 0]) + link + peer + opt(18, b'tdm-nh') + opt(9, solicit), (server, 547))
+    try:
+        data, _ = s.recvfrom(4096)
+        at, inner = 34, None
+        while at + 4 <= len(data):
+            code, n = struct.unpack('!HH', data[at:at + 4])
+            if code == 9:
+                inner = data[at + 4:at + 4 + n]
+            at += 4 + n
+        print(i, data[0], inner[0] if inner else 'none', flush=True)
+    except socket.timeout:
+        print(i, 'none', flush=True)
+    time.sleep(0.3)
+"#;
+
+/// AF_XDP replies follow the kernel's route, not the frame they answer: a relay's messages
+/// reach the server through router A, while the server's route to the relay names router B on
+/// the same link, and A cannot reach the relay at all. Each reply must come back (through B:
+/// sent to A's MAC, the request's source, it would be lost), as a frame to B's MAC once the
+/// kernel has resolved B, which the `xdp-routes` thread logs.
+#[test]
+fn xdp_replies_to_a_routed_relay_follow_the_kernels_route() {
+    let test = "xdp_replies_to_a_routed_relay_follow_the_kernels_route";
+    let Some(t) = prerequisites(test) else { return };
+    let _turn = common::one_at_a_time();
+    // One link (a bridge in tdmnhr): the server, router A and router B.
+    let lan = common::netns::Lan::new(
+        "nh",
+        "2001:db8:5::ff/64",
+        &[
+            ("s", "2001:db8:5::1/64"),
+            ("a", "2001:db8:5::a/64"),
+            ("b", "2001:db8:5::b/64"),
+        ],
+    );
+    let (s, a, b) = (&lan.members[0], &lan.members[1], &lan.members[2]);
+    // The relay, with a link to each router; its own address on loopback.
+    let y = common::netns::Netns::new("tdmnhy");
+    for (r, net) in [(a, "a1"), (b, "b1")] {
+        let (here, there) = (
+            format!("tdmnhy{}", &net[..1]),
+            format!("tdmnh{}y", &net[..1]),
+        );
+        y.ip(&[
+            "link", "add", &here, "type", "veth", "peer", "name", &there, "netns", &r.name,
+        ]);
+        y.ip(&[
+            "addr",
+            "add",
+            &format!("2001:db8:{net}::1/64"),
+            "dev",
+            &here,
+            "nodad",
+        ]);
+        y.ip(&["link", "set", &here, "up"]);
+        r.ip(&[
+            "addr",
+            "add",
+            &format!("2001:db8:{net}::2/64"),
+            "dev",
+            &there,
+            "nodad",
+        ]);
+        r.ip(&["link", "set", &there, "up"]);
+        // The relay's kernel fills in its UDP checksums (veth would leave them to an offload
+        // the server's AF_XDP receiver does not accept).
+        let ethtool = find_tool("ethtool").expect("ethtool (Debian package ethtool)");
+        let mut args = y.exec();
+        args.extend([
+            ethtool,
+            "-K".into(),
+            here.clone(),
+            "tx".into(),
+            "off".into(),
+        ]);
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        assert!(run(&t.timeout, 10, &refs).ok, "ethtool -K {here} tx off");
+        let mut args = r.exec();
+        args.extend([
+            t.sysctl.clone(),
+            "-qw".into(),
+            "net.ipv6.conf.all.forwarding=1".into(),
+        ]);
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        assert!(run(&t.timeout, 10, &refs).ok, "forwarding on in {}", r.name);
+    }
+    y.ip(&["addr", "add", "2001:db8:9::1/128", "dev", "lo"]);
+    // Requests go out through A; only B knows the way back to the relay.
+    y.ip(&["route", "add", "2001:db8:5::/64", "via", "2001:db8:a1::2"]);
+    b.ip(&["route", "add", "2001:db8:9::/64", "via", "2001:db8:b1::1"]);
+    s.ip(&["route", "add", "2001:db8:9::/64", "via", "2001:db8:5::b"]);
+    // Neighbour discovery needs usable link-local addresses on every link.
+    for ns in [s, a, b] {
+        ns.wait_link_local(&ns.name);
+    }
+    for dev in ["tdmnhya", "tdmnhyb"] {
+        y.wait_link_local(dev);
+    }
+    a.wait_link_local("tdmnhay");
+    b.wait_link_local("tdmnhby");
+    let b_mac = b.ip(&["-br", "link", "show", &b.name]);
+    let b_mac = b_mac
+        .split_whitespace()
+        .nth(2)
+        .expect("router B's MAC")
+        .to_string();
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("tandem.toml");
+    std::fs::write(
+        &cfg,
+        netns_config(&dir.path().join("data"), &s.name, &[(LINK2, None)]),
+    )
+    .expect("write config");
+    let log = dir.path().join("server.log");
+    let server = start_server(
+        &s.exec(),
+        &cfg,
+        &[
+            "--datapath",
+            "xdp",
+            "--xdp-mode",
+            "native",
+            "--metrics-listen",
+            "[::1]:9482",
+        ],
+        &log,
+    );
+    const COUNT: usize = 6;
+    let mut args = y.exec();
+    args.extend([
+        "/usr/bin/python3".into(),
+        "-c".into(),
+        ROUTED_RELAY.into(),
+        "2001:db8:5::1".into(),
+        "2001:db8:9::1".into(),
+        COUNT.to_string(),
+    ]);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let r = run(&t.timeout, 30, &refs);
+    let mut ck = Checks::default();
+    let answered = r.out.lines().filter(|l| l.ends_with(" 13 2")).count();
+    ck.check(answered == COUNT, || {
+        format!(
+            "{answered} of {COUNT} Relay-forw answered with a Relay-reply carrying an Advertise; the relay said {:?}",
+            r.out
+        )
+    });
+    // Workers report every second.
+    let mut through_kernel = None;
+    for _ in 0..10 {
+        std::thread::sleep(Duration::from_millis(500));
+        let sc = common::prom::Scrape::get(&s.exec(), "http://[::1]:9482/metrics");
+        if sc.sum("tandem_worker_packets_received_total", &[]) >= COUNT as f64 {
+            through_kernel = Some(sc.sum("tandem_xdp_kernel_routed_total", &[]));
+            break;
+        }
+    }
+    // The first reply or two go through the kernel (not looked up yet, then B not resolved).
+    ck.check(through_kernel.is_some_and(|n| n <= 3.0), || {
+        format!("replies through the kernel: {through_kernel:?}, want at most 3 of {COUNT}")
+    });
+    let text = stop(server);
+    let to_b = text.lines().any(|l| {
+        l.contains("go to its next hop's MAC")
+            && l.contains("2001:db8:9::1")
+            && l.contains(&format!("mac={b_mac}"))
+    });
+    ck.check(to_b, || {
+        format!("no log line saying replies to 2001:db8:9::1 go to router B's MAC {b_mac}")
+    });
+    ck.check(
+        xdp_redirected(&text).is_some_and(|n| n >= COUNT as u64),
+        || {
+            format!(
+                "the program handed {:?} frames to the sockets, want {COUNT} or more",
+                xdp_redirected(&text)
+            )
+        },
+    );
+    ck.finish(
+        test,
+        &[
+            ("relay", r.out.clone()),
+            ("server log (tail)", tail(&log, 20)),
+        ],
+    );
+    drop(y);
+    drop(lan);
+}

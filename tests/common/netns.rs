@@ -68,6 +68,24 @@ impl Netns {
         must(&self.timeout, 10, &full)
     }
 
+    /// Waits (at most 10 s) until interface `dev` has a usable (non-tentative) link-local
+    /// address: until then the kernel cannot send neighbour solicitations from it.
+    pub fn wait_link_local(&self, dev: &str) {
+        let end = Instant::now() + Duration::from_secs(10);
+        loop {
+            let out = self.ip(&["-6", "addr", "show", "dev", dev, "scope", "link"]);
+            if out.contains("fe80") && !out.contains("tentative") {
+                return;
+            }
+            assert!(
+                Instant::now() < end,
+                "no usable link-local address on {dev} in {}:\n{out}",
+                self.name
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Deletes the namespace and a veth end of the same name left in the root namespace.
     pub fn remove(&self) {
         let (ip, to) = (self.ip.as_str(), self.timeout.as_str());
@@ -278,20 +296,8 @@ impl Topo {
             ns.ip(&["link", "set", &ns.name, "up"]);
         }
         // Wait for usable (non-tentative) link-local addresses on both ends.
-        let end = Instant::now() + Duration::from_secs(10);
         for ns in [&topo.s, &topo.c] {
-            loop {
-                let out = ns.ip(&["-6", "addr", "show", "dev", &ns.name, "scope", "link"]);
-                if out.contains("fe80") && !out.contains("tentative") {
-                    break;
-                }
-                assert!(
-                    Instant::now() < end,
-                    "no usable link-local address on {}:\n{out}",
-                    ns.name
-                );
-                std::thread::sleep(Duration::from_millis(50));
-            }
+            ns.wait_link_local(&ns.name);
         }
         topo
     }

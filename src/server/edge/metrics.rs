@@ -213,6 +213,7 @@ impl MetricsHub {
             "answered": by_type(&w.answered_by_type),
             "dropped": w.dropped,
             "xdp_handoffs": w.handoffs,
+            "xdp_kernel_routed": w.kernel_routed,
             "lease_events": LeaseEvent::ALL.iter().map(|e| (e.label().to_string(), json!(w.lease_events[*e as usize]))).collect::<Map<String, Value>>(),
             "replies_sent": {"now": w.replied_now, "after_commit": c.sent},
             "send_errors": w.send_errors + c.send_errors,
@@ -349,6 +350,20 @@ impl MetricsHub {
                 t.sample(
                     "tandem_xdp_handoffs_total",
                     &[("result", result)],
+                    *n as f64,
+                );
+            }
+        }
+        if !w.kernel_routed.is_empty() {
+            t.family(
+                "tandem_xdp_kernel_routed_total",
+                "counter",
+                "AF_XDP: messages whose replies leave through the kernel's UDP socket instead of as frames, by reason: the sender is routed and its next hop is not looked up yet (`next_hop_not_looked_up`), not resolved by the kernel yet (`next_hop_unresolved`), on another interface (`next_hop_on_other_interface`), or has no unicast route (`no_route`); or the request was sent to ff05::1:3 (`site_scope_multicast`).",
+            );
+            for (why, n) in &w.kernel_routed {
+                t.sample(
+                    "tandem_xdp_kernel_routed_total",
+                    &[("reason", why)],
                     *n as f64,
                 );
             }

@@ -81,6 +81,10 @@ pub trait Datapath: Send {
     /// [`Datapath::take_drops`]. Only the AF_XDP path on an interface of several queues has any
     /// (no default, so a datapath that wraps others cannot forget to pass it on).
     fn take_handoffs(&mut self, add: &mut dyn FnMut(&'static str, u64));
+    /// Adds to `add` (a [`xdp::next_hop::KERNEL_REASONS`] label and a count) the messages
+    /// whose replies left through the kernel instead of the datapath's own frames since the
+    /// last call; called with [`Datapath::take_drops`]. Only the AF_XDP path has any.
+    fn take_kernel_routed(&mut self, add: &mut dyn FnMut(&'static str, u64));
 }
 
 /// A reply waiting for its leases to be durable.

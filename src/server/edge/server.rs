@@ -113,6 +113,12 @@ impl super::Datapath for AnyPath {
             AnyPath::Xdp(p) => p.take_handoffs(add),
         }
     }
+    fn take_kernel_routed(&mut self, add: &mut dyn FnMut(&'static str, u64)) {
+        match self {
+            AnyPath::Udp(p) => p.take_kernel_routed(add),
+            AnyPath::Xdp(p) => p.take_kernel_routed(add),
+        }
+    }
 }
 
 /// How often the XDP programs' maps of this host's addresses are brought up to date (and their
@@ -288,6 +294,8 @@ pub struct Server {
     xdp_programs: Arc<std::sync::Mutex<Vec<XdpProgram>>>,
     /// Keeps the programs' maps of this host's addresses current.
     xdp_addresses: Option<JoinHandle<()>>,
+    /// Looks up the next hops of AF_XDP replies to routed senders.
+    xdp_routes: Option<JoinHandle<()>>,
 }
 
 fn make_duid() -> Vec<u8> {
@@ -401,6 +409,7 @@ impl Server {
             .map_err(StartError::Socket)?;
         let mut paths: Vec<AnyPath> = paths.into_iter().map(AnyPath::Udp).collect();
         let mut xdp_programs = Vec::new();
+        let mut next_hops = None;
         if let DatapathKind::Xdp(mode) = datapath {
             // The UDP listener on the server port (joined to ff02::1:2, so the NIC's multicast
             // filter lets the group in) answers what the program passes to the kernel, and
@@ -420,11 +429,14 @@ impl Server {
                 }
             };
             let (programs, xsks) = open_xdp(&cfg, mode, &fallback)?;
-            for (path, back) in xsks {
+            let (hops, asked) = super::xdp::next_hop::NextHops::new();
+            for (mut path, back) in xsks {
+                path.follow_routes(hops.clone());
                 outs.push(ReplyOut::Xdp(back));
                 paths.push(AnyPath::Xdp(path));
             }
             xdp_programs = programs;
+            next_hops = Some((hops, asked));
         }
         let xdp_programs = Arc::new(std::sync::Mutex::new(xdp_programs));
 
@@ -628,6 +640,18 @@ impl Server {
                     .map_err(StartError::Thread)?,
             )
         };
+        let xdp_routes = match next_hops {
+            Some((hops, asked)) => {
+                let stop = stop.clone();
+                Some(
+                    std::thread::Builder::new()
+                        .name("xdp-routes".into())
+                        .spawn(move || super::xdp::next_hop::run(hops, asked, &stop))
+                        .map_err(StartError::Thread)?,
+                )
+            }
+            None => None,
+        };
         let cores = core_affinity::get_core_ids().unwrap_or_default();
         let mut handles = Vec::new();
         for (i, path) in paths.into_iter().enumerate() {
@@ -671,6 +695,7 @@ impl Server {
             partner,
             xdp_programs,
             xdp_addresses,
+            xdp_routes,
         })
     }
 
@@ -722,6 +747,9 @@ impl Server {
             let _ = h.join();
         }
         if let Some(h) = self.xdp_addresses.take() {
+            let _ = h.join();
+        }
+        if let Some(h) = self.xdp_routes.take() {
             let _ = h.join();
         }
         for p in lock_programs(&self.xdp_programs).drain(..) {

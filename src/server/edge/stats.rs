@@ -101,6 +101,9 @@ pub struct WorkerStats {
     /// AF_XDP: messages handed to the worker they belong to, or kept, by
     /// [`super::xdp::spread::HANDOFF_RESULTS`] label (empty on other datapaths).
     pub handoffs: BTreeMap<&'static str, u64>,
+    /// AF_XDP: messages whose replies left through the kernel instead of as frames, by
+    /// [`super::xdp::next_hop::KERNEL_REASONS`] label (empty on other datapaths).
+    pub kernel_routed: BTreeMap<&'static str, u64>,
 }
 
 impl WorkerStats {
@@ -115,6 +118,9 @@ impl WorkerStats {
         }
         for (k, v) in &o.handoffs {
             *self.handoffs.entry(k).or_default() += v;
+        }
+        for (k, v) in &o.kernel_routed {
+            *self.kernel_routed.entry(k).or_default() += v;
         }
         for (a, b) in self.received_by_type.iter_mut().zip(o.received_by_type) {
             *a += b;

@@ -185,6 +185,8 @@ impl Datapath for UdpPath {
     /// The kernel spreads the socket path's datagrams over workers ([`spread_program`]).
     fn take_handoffs(&mut self, _add: &mut dyn FnMut(&'static str, u64)) {}
 
+    fn take_kernel_routed(&mut self, _add: &mut dyn FnMut(&'static str, u64)) {}
+
     fn recv_batch(&mut self, metas: &mut Vec<RxMeta>) -> io::Result<usize> {
         metas.clear();
         let lens = &mut self.lens;

@@ -52,6 +52,9 @@ impl<D: Datapath> Worker<D> {
                 self.path.take_handoffs(&mut |result, n| {
                     *stats.handoffs.entry(result).or_default() += n;
                 });
+                self.path.take_kernel_routed(&mut |why, n| {
+                    *stats.kernel_routed.entry(why).or_default() += n;
+                });
                 let _ = self.stats_tx.try_send((self.id, stats.clone()));
             }
             match self.path.recv_batch(&mut metas) {

@@ -19,6 +19,7 @@
 pub mod features;
 pub mod frame;
 pub mod neighbour;
+pub mod next_hop;
 pub mod program;
 pub mod spread;
 pub mod xsk;
@@ -350,6 +351,12 @@ pub struct XdpPath {
     handed: Vec<spread::Handoff>,
     /// Frames of the current batch (the slots below it are frames, the rest `handed`).
     frames_in_batch: usize,
+    /// The next hops of routed senders ([`next_hop`]); None: replies go to the request's
+    /// source MAC (tests that build a path alone).
+    next_hops: Option<next_hop::Reader>,
+    /// Messages whose replies leave through the kernel instead of as frames, by
+    /// [`next_hop::KERNEL_REASONS`] index, since the last report.
+    kernel_routed: [u64; next_hop::KERNEL_REASONS.len()],
 }
 
 impl XdpPath {
@@ -383,6 +390,8 @@ impl XdpPath {
                 spread: None,
                 handed: Vec::new(),
                 frames_in_batch: 0,
+                next_hops: None,
+                kernel_routed: [0; next_hop::KERNEL_REASONS.len()],
             },
             ReturnPath { tx: ret_tx, wake },
             zc,
@@ -404,6 +413,11 @@ impl XdpPath {
     pub fn join(&mut self, spread: spread::Spread) {
         self.handed = Vec::with_capacity(spread::HANDOFF_TAKE_MAX);
         self.spread = Some(spread);
+    }
+
+    /// Has replies to routed senders follow the kernel's routes in `next_hops` ([`next_hop`]).
+    pub fn follow_routes(&mut self, next_hops: Arc<next_hop::NextHops>) {
+        self.next_hops = Some(next_hop::Reader::new(next_hops));
     }
 
     /// Sends the committed replies the committer handed back.
@@ -497,6 +511,17 @@ impl super::Datapath for XdpPath {
         }
     }
 
+    fn take_kernel_routed(&mut self, add: &mut dyn FnMut(&'static str, u64)) {
+        for (why, n) in next_hop::KERNEL_REASONS
+            .iter()
+            .zip(std::mem::take(&mut self.kernel_routed))
+        {
+            if n > 0 {
+                add(why, n);
+            }
+        }
+    }
+
     fn recv_batch(&mut self, metas: &mut Vec<RxMeta>) -> io::Result<usize> {
         metas.clear();
         self.payloads.clear();
@@ -517,6 +542,9 @@ impl super::Datapath for XdpPath {
         // (it took a whole batch): below that, answering here costs less than a handoff.
         let shed = n == RX_BATCH_MAX;
         let link_local = self.our_link_local();
+        if let Some(r) = &mut self.next_hops {
+            r.refresh();
+        }
         for slot in 0..n {
             let p = self.xsk.frame(slot).unwrap_or(&[]);
             let mut meta = RxMeta {
@@ -550,6 +578,7 @@ impl super::Datapath for XdpPath {
                         // All_DHCP_Servers (site scope): the sender is a relay, maybe routers
                         // away, and a link-local source would not reach it: the reply leaves
                         // through the UDP socket, from an address the kernel picks.
+                        next_hop::count(&mut self.kernel_routed, "site_scope_multicast");
                     } else {
                         let ours = if meta.multicast {
                             link_local
@@ -558,7 +587,27 @@ impl super::Datapath for XdpPath {
                         };
                         match ours {
                             Some(a) => {
-                                meta.reply_frame = Some(frame::reply_header(&h, self.iface.mac, a))
+                                let mut reply = frame::reply_header(&h, self.iface.mac, a);
+                                // A link-local sender is on this link, at the frame's source
+                                // MAC; a routed one is reached where the kernel's route says.
+                                let hop = match &mut self.next_hops {
+                                    Some(r) if !h.src.is_unicast_link_local() => {
+                                        Some(r.get(h.src, a))
+                                    }
+                                    _ => None,
+                                };
+                                match hop.map(|hop| {
+                                    (hop, next_hop::kernel_reason(hop, self.iface.index))
+                                }) {
+                                    Some((_, Some(why))) => {
+                                        next_hop::count(&mut self.kernel_routed, why)
+                                    }
+                                    Some((Some(next_hop::NextHop::Frame { mac, .. }), None)) => {
+                                        reply.dst_mac = mac;
+                                        meta.reply_frame = Some(reply);
+                                    }
+                                    _ => meta.reply_frame = Some(reply),
+                                }
                             }
                             None => meta.drop = Some("no_link_local_address"),
                         }

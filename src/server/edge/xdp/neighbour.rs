@@ -7,6 +7,7 @@ use nix::sys::socket::{
     AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType, bind, recv, send,
     socket,
 };
+use std::collections::HashMap;
 use std::io;
 use std::net::{Ipv6Addr, SocketAddrV6};
 use std::time::{Duration, Instant};
@@ -39,6 +40,43 @@ const RESOLVE_POLL: Duration = Duration::from_millis(20);
 /// The MAC address of `addr` on interface `ifindex` if the kernel's neighbour table has a
 /// usable entry for it.
 pub fn lookup(ifindex: u32, addr: Ipv6Addr) -> io::Result<Option<[u8; 6]>> {
+    let mut found = None;
+    dump(&mut |i, a, mac| {
+        if i == ifindex && a == addr {
+            found = Some(mac);
+        }
+    })?;
+    Ok(found)
+}
+
+/// Every usable entry of the kernel's IPv6 neighbour table: (interface index, address) → MAC.
+pub fn table() -> io::Result<HashMap<(u32, Ipv6Addr), [u8; 6]>> {
+    let mut t = HashMap::new();
+    dump(&mut |i, a, mac| {
+        t.insert((i, a), mac);
+    })?;
+    Ok(t)
+}
+
+/// Dumps the IPv6 neighbour table, calling `visit` with each usable entry.
+fn dump(visit: &mut dyn FnMut(u32, Ipv6Addr, [u8; 6])) -> io::Result<()> {
+    let mut req = [0u8; NLMSG_HEADER_LEN + NDMSG_LEN];
+    req[NLMSG_HEADER_LEN] = AF_INET6;
+    request(RTM_GETNEIGH, NLM_F_DUMP, &mut req, &mut |msg| {
+        scan_entry(msg, visit)
+    })
+}
+
+/// Sends one rtnetlink request of `kind` (its body after the header already in `req`, whose
+/// header this fills in) and passes every message of the answer to `on_message` until the
+/// answer ends (NLMSG_DONE, an acknowledgement, or, without NLM_F_DUMP in `flags`, the first
+/// message). An error the kernel answers with is returned as that errno.
+pub(super) fn request(
+    kind: u16,
+    flags: u16,
+    req: &mut [u8],
+    on_message: &mut dyn FnMut(&[u8]),
+) -> io::Result<()> {
     let fd = socket(
         AddressFamily::Netlink,
         SockType::Raw,
@@ -54,19 +92,13 @@ pub fn lookup(ifindex: u32, addr: Ipv6Addr) -> io::Result<Option<[u8; 6]>> {
         nix::sys::socket::sockopt::ReceiveTimeout,
         &nix::sys::time::TimeVal::new(DUMP_TIMEOUT_SECS, 0),
     )?;
-    let mut req = [0u8; NLMSG_HEADER_LEN + NDMSG_LEN];
-    req[0..4].copy_from_slice(&((NLMSG_HEADER_LEN + NDMSG_LEN) as u32).to_ne_bytes());
-    req[4..6].copy_from_slice(&RTM_GETNEIGH.to_ne_bytes());
-    req[6..8].copy_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
+    let len = req.len() as u32;
+    req[0..4].copy_from_slice(&len.to_ne_bytes());
+    req[4..6].copy_from_slice(&kind.to_ne_bytes());
+    req[6..8].copy_from_slice(&(NLM_F_REQUEST | flags).to_ne_bytes());
     req[8..12].copy_from_slice(&1u32.to_ne_bytes());
-    req[NLMSG_HEADER_LEN] = AF_INET6;
-    send(
-        std::os::fd::AsRawFd::as_raw_fd(&fd),
-        &req,
-        MsgFlags::empty(),
-    )?;
+    send(std::os::fd::AsRawFd::as_raw_fd(&fd), req, MsgFlags::empty())?;
     let mut buf = vec![0u8; RECV_BYTES];
-    let mut found = None;
     for _ in 0..DUMP_READS_MAX {
         let n = recv(
             std::os::fd::AsRawFd::as_raw_fd(&fd),
@@ -76,13 +108,13 @@ pub fn lookup(ifindex: u32, addr: Ipv6Addr) -> io::Result<Option<[u8; 6]>> {
         if n == 0 {
             break;
         }
-        match scan(&buf[..n], ifindex, addr, &mut found) {
-            Scan::More => continue,
-            Scan::Done => return Ok(found),
+        match scan(&buf[..n], on_message) {
+            Scan::More if flags & NLM_F_DUMP != 0 => continue,
+            Scan::More | Scan::Done => return Ok(()),
             Scan::Error(code) => return Err(io::Error::from_raw_os_error(code)),
         }
     }
-    Ok(found)
+    Ok(())
 }
 
 enum Scan {
@@ -91,10 +123,13 @@ enum Scan {
     Error(i32),
 }
 
-/// Reads the netlink messages in `buf`, setting `found` for a usable entry of `addr` on
-/// `ifindex`.
-fn scan(buf: &[u8], ifindex: u32, addr: Ipv6Addr, found: &mut Option<[u8; 6]>) -> Scan {
-    let u16_at = |b: &[u8], at: usize| u16::from_ne_bytes([b[at], b[at + 1]]);
+fn u16_at(b: &[u8], at: usize) -> u16 {
+    u16::from_ne_bytes([b[at], b[at + 1]])
+}
+
+/// Reads the netlink messages in `buf`, passing each that is not an end or an error to
+/// `on_message` (whole, header included).
+fn scan(buf: &[u8], on_message: &mut dyn FnMut(&[u8])) -> Scan {
     let mut at = 0;
     while at + NLMSG_HEADER_LEN <= buf.len() {
         let len = u32::from_ne_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]]) as usize;
@@ -116,44 +151,59 @@ fn scan(buf: &[u8], ifindex: u32, addr: Ipv6Addr, found: &mut Option<[u8; 6]>) -
                     Scan::Error(-code)
                 };
             }
-            RTM_NEWNEIGH if len >= NLMSG_HEADER_LEN + NDMSG_LEN => {
-                let nd = &msg[NLMSG_HEADER_LEN..];
-                let index = u32::from_ne_bytes([nd[4], nd[5], nd[6], nd[7]]);
-                let state = u16_at(nd, 8);
-                if nd[0] == AF_INET6 && index == ifindex && state & NUD_USABLE != 0 {
-                    let (mut dst, mut mac) = (None, None);
-                    let mut a = NLMSG_HEADER_LEN + NDMSG_LEN;
-                    while a + 4 <= msg.len() {
-                        let alen = u16_at(msg, a) as usize;
-                        if alen < 4 || a + alen > msg.len() {
-                            break;
-                        }
-                        let value = &msg[a + 4..a + alen];
-                        match u16_at(msg, a + 2) & NLA_TYPE_MASK {
-                            NDA_DST if value.len() == 16 => {
-                                let mut o = [0u8; 16];
-                                o.copy_from_slice(value);
-                                dst = Some(Ipv6Addr::from(o));
-                            }
-                            NDA_LLADDR if value.len() == 6 => {
-                                let mut m = [0u8; 6];
-                                m.copy_from_slice(value);
-                                mac = Some(m);
-                            }
-                            _ => {}
-                        }
-                        a += (alen + 3) & !3;
-                    }
-                    if dst == Some(addr) && mac.is_some() {
-                        *found = mac;
-                    }
-                }
-            }
-            _ => {}
+            _ => on_message(msg),
         }
         at += (len + 3) & !3;
     }
     Scan::More
+}
+
+/// Calls `visit` with each attribute (type without its flag bits, value) of a netlink message
+/// whose attributes start at `from`; stops at the first one that does not fit.
+pub(super) fn attributes(msg: &[u8], from: usize, visit: &mut dyn FnMut(u16, &[u8])) {
+    let mut a = from;
+    while a + 4 <= msg.len() {
+        let alen = u16_at(msg, a) as usize;
+        if alen < 4 || a + alen > msg.len() {
+            break;
+        }
+        visit(u16_at(msg, a + 2) & NLA_TYPE_MASK, &msg[a + 4..a + alen]);
+        a += (alen + 3) & !3;
+    }
+}
+
+/// Passes a usable IPv6 entry of an RTM_NEWNEIGH message to `visit`.
+fn scan_entry(msg: &[u8], visit: &mut dyn FnMut(u32, Ipv6Addr, [u8; 6])) {
+    if u16_at(msg, 4) != RTM_NEWNEIGH || msg.len() < NLMSG_HEADER_LEN + NDMSG_LEN {
+        return;
+    }
+    let nd = &msg[NLMSG_HEADER_LEN..];
+    let index = u32::from_ne_bytes([nd[4], nd[5], nd[6], nd[7]]);
+    let state = u16_at(nd, 8);
+    if nd[0] != AF_INET6 || state & NUD_USABLE == 0 {
+        return;
+    }
+    let (mut dst, mut mac) = (None, None);
+    attributes(
+        msg,
+        NLMSG_HEADER_LEN + NDMSG_LEN,
+        &mut |kind, value| match kind {
+            NDA_DST if value.len() == 16 => {
+                let mut o = [0u8; 16];
+                o.copy_from_slice(value);
+                dst = Some(Ipv6Addr::from(o));
+            }
+            NDA_LLADDR if value.len() == 6 => {
+                let mut m = [0u8; 6];
+                m.copy_from_slice(value);
+                mac = Some(m);
+            }
+            _ => {}
+        },
+    );
+    if let (Some(d), Some(m)) = (dst, mac) {
+        visit(index, d, m);
+    }
 }
 
 /// The MAC address of on-link `addr` on interface `ifindex`: from the neighbour table, or,
@@ -208,6 +258,19 @@ fn poke(to: SocketAddrV6) -> io::Result<()> {
 mod tests {
     use super::*;
 
+    /// Scans `buf` for a usable entry of `addr` on `ifindex`, as [`lookup`] does.
+    fn find(buf: &[u8], ifindex: u32, addr: Ipv6Addr) -> (Scan, Option<[u8; 6]>) {
+        let mut found = None;
+        let end = scan(buf, &mut |msg| {
+            scan_entry(msg, &mut |i, a, m| {
+                if i == ifindex && a == addr {
+                    found = Some(m);
+                }
+            })
+        });
+        (end, found)
+    }
+
     /// A dump reply with one entry of `addr` on `ifindex` in `state`, then NLMSG_DONE.
     fn dump(ifindex: u32, addr: Ipv6Addr, state: u16, mac: [u8; 6]) -> Vec<u8> {
         let mut m = Vec::new();
@@ -237,21 +300,14 @@ mod tests {
     fn an_entry_is_found_only_on_its_interface_for_its_address_when_usable() {
         let a: Ipv6Addr = "2001:db8::1".parse().unwrap();
         let mac = [2, 0, 0, 0, 0, 7];
-        let mut found = None;
-        assert!(matches!(
-            scan(&dump(3, a, 0x02, mac), 3, a, &mut found),
-            Scan::Done
-        ));
-        assert_eq!(found, Some(mac));
+        assert!(matches!(find(&dump(3, a, 0x02, mac), 3, a), (Scan::Done, Some(m)) if m == mac));
         for (buf, idx, want) in [
             (dump(4, a, 0x02, mac), 3, a),
             (dump(3, a, 0x20, mac), 3, a),
             (dump(3, a, 0x01, mac), 3, a),
             (dump(3, a, 0x02, mac), 3, "2001:db8::2".parse().unwrap()),
         ] {
-            let mut found = None;
-            scan(&buf, idx, want, &mut found);
-            assert_eq!(found, None);
+            assert_eq!(find(&buf, idx, want).1, None);
         }
     }
 
@@ -260,13 +316,12 @@ mod tests {
         let a: Ipv6Addr = "2001:db8::1".parse().unwrap();
         let full = dump(3, a, 0x02, [1; 6]);
         for cut in 0..full.len() {
-            let mut found = None;
-            scan(&full[..cut], 3, a, &mut found);
+            find(&full[..cut], 3, a);
         }
         let mut junk = full.clone();
         for b in junk.iter_mut().skip(16).step_by(3) {
             *b = 0xff;
         }
-        scan(&junk, 3, a, &mut None);
+        find(&junk, 3, a);
     }
 }

@@ -326,6 +326,8 @@ pub fn run(shared: Arc<NextHops>, asked: Receiver<(Ipv6Addr, Ipv6Addr)>, stop: &
     let mut last_refresh = Instant::now();
     let mut last_retry = Instant::now();
     let mut neighbours = HashMap::new();
+    // Whether the last read of the neighbour table failed (logged once until it works again).
+    let mut neighbours_failed = false;
     while !stop.load(Ordering::Relaxed) {
         let mut new = Vec::new();
         if let Ok(d) = asked.recv_timeout(RETRY) {
@@ -351,11 +353,18 @@ pub fn run(shared: Arc<NextHops>, asked: Receiver<(Ipv6Addr, Ipv6Addr)>, stop: &
         }
         let neighbours_read = match neighbour::table() {
             Ok(t) => {
+                if neighbours_failed {
+                    tracing::info!("the neighbour table can be read again");
+                }
+                neighbours_failed = false;
                 neighbours = t;
                 true
             }
             Err(e) => {
-                tracing::warn!(error = %e, "reading the neighbour table failed; AF_XDP replies to relays go through the kernel until it works");
+                if !neighbours_failed {
+                    tracing::warn!(error = %e, "reading the neighbour table failed; AF_XDP replies to routed senders go through the kernel until it works");
+                }
+                neighbours_failed = true;
                 false
             }
         };

@@ -158,8 +158,19 @@ fn sync_xdp_addresses(programs: &std::sync::Mutex<Vec<XdpProgram>>, hub: &Metric
     hub.publish_xdp(counts);
 }
 
-/// The programs attached and the sockets opened by [`open_xdp`].
-type XdpOpened = (Vec<XdpProgram>, Vec<(XdpPath, super::xdp::ReturnPath)>);
+/// The programs attached, the sockets opened by [`open_xdp`], and the next-hop table their
+/// replies follow with the receiving end of its lookups ([`super::xdp::next_hop::run`]).
+type XdpOpened = (
+    Vec<XdpProgram>,
+    Vec<(XdpPath, super::xdp::ReturnPath)>,
+    NextHopTable,
+);
+
+/// The AF_XDP paths' next-hop table and the receiving end of their lookups.
+type NextHopTable = (
+    Arc<super::xdp::next_hop::NextHops>,
+    crossbeam_channel::Receiver<(std::net::Ipv6Addr, std::net::Ipv6Addr)>,
+);
 
 /// Attaches the XDP program to every interface of `cfg` and opens an AF_XDP socket per receive
 /// queue. `fallback` is the UDP socket on the server port (for what a frame cannot carry).
@@ -181,6 +192,7 @@ fn open_xdp(
     let mut programs = Vec::new();
     let mut paths = Vec::new();
     let mut ifaces = Vec::new();
+    let (hops, asked) = super::xdp::next_hop::NextHops::new();
     for name in &cfg.server.interfaces {
         ifaces.push(Arc::new(
             Interface::lookup(name).map_err(|e| StartError::Xdp(e.to_string()))?,
@@ -249,7 +261,7 @@ fn open_xdp(
         let first = paths.len();
         for q in 0..iface.rx_queues {
             let fb = fallback.try_clone().map_err(StartError::Socket)?;
-            let (path, back, zc) = XdpPath::open(iface.clone(), q, fb, zero_copy)
+            let (path, back, zc) = XdpPath::open(iface.clone(), q, fb, zero_copy, hops.clone())
                 .map_err(|e| StartError::Xdp(e.to_string()))?;
             zero_copy_queues += zc as u32;
             prog.register(q, path.socket_fd())
@@ -272,7 +284,7 @@ fn open_xdp(
         info!(interface = %name, queues = iface.rx_queues, mode = prog.mode, bind, driver = %vlan, port = cfg.server.port, "AF_XDP datapath attached");
         programs.push(prog);
     }
-    Ok((programs, paths))
+    Ok((programs, paths, (hops, asked)))
 }
 
 /// A running server; [`Server::shutdown`] stops it cleanly.
@@ -428,15 +440,13 @@ impl Server {
                     ));
                 }
             };
-            let (programs, xsks) = open_xdp(&cfg, mode, &fallback)?;
-            let (hops, asked) = super::xdp::next_hop::NextHops::new();
-            for (mut path, back) in xsks {
-                path.follow_routes(hops.clone());
+            let (programs, xsks, hops) = open_xdp(&cfg, mode, &fallback)?;
+            for (path, back) in xsks {
                 outs.push(ReplyOut::Xdp(back));
                 paths.push(AnyPath::Xdp(path));
             }
             xdp_programs = programs;
-            next_hops = Some((hops, asked));
+            next_hops = Some(hops);
         }
         let xdp_programs = Arc::new(std::sync::Mutex::new(xdp_programs));
 

@@ -351,9 +351,8 @@ pub struct XdpPath {
     handed: Vec<spread::Handoff>,
     /// Frames of the current batch (the slots below it are frames, the rest `handed`).
     frames_in_batch: usize,
-    /// The next hops of routed senders ([`next_hop`]); None: replies go to the request's
-    /// source MAC (tests that build a path alone).
-    next_hops: Option<next_hop::Reader>,
+    /// The next hops of routed senders ([`next_hop`]).
+    next_hops: next_hop::Reader,
     /// Messages whose replies leave through the kernel instead of as frames, by
     /// [`next_hop::KERNEL_REASONS`] index, since the last report.
     kernel_routed: [u64; next_hop::KERNEL_REASONS.len()],
@@ -363,12 +362,14 @@ impl XdpPath {
     /// Opens the socket for receive queue `queue` of `iface` ([`xsk::Xsk::open`]) and returns
     /// it with the [`ReturnPath`] the committer uses to reach it, and whether it is bound in
     /// zero-copy mode (asked for with `zero_copy`). `fallback` is a UDP socket bound to the
-    /// server port. The caller registers [`XdpPath::socket_fd`] with the program.
+    /// server port; replies to routed senders follow the routes in `next_hops`. The caller
+    /// registers [`XdpPath::socket_fd`] with the program.
     pub fn open(
         iface: Arc<Interface>,
         queue: u32,
         fallback: UdpSocket,
         zero_copy: bool,
+        next_hops: Arc<next_hop::NextHops>,
     ) -> io::Result<(XdpPath, ReturnPath, bool)> {
         let xsk = xsk::Xsk::open(&iface, queue, zero_copy)?;
         let (ret_tx, returned) = crossbeam_channel::bounded(RETURN_QUEUE_MAX);
@@ -390,7 +391,7 @@ impl XdpPath {
                 spread: None,
                 handed: Vec::new(),
                 frames_in_batch: 0,
-                next_hops: None,
+                next_hops: next_hop::Reader::new(next_hops),
                 kernel_routed: [0; next_hop::KERNEL_REASONS.len()],
             },
             ReturnPath { tx: ret_tx, wake },
@@ -413,11 +414,6 @@ impl XdpPath {
     pub fn join(&mut self, spread: spread::Spread) {
         self.handed = Vec::with_capacity(spread::HANDOFF_TAKE_MAX);
         self.spread = Some(spread);
-    }
-
-    /// Has replies to routed senders follow the kernel's routes in `next_hops` ([`next_hop`]).
-    pub fn follow_routes(&mut self, next_hops: Arc<next_hop::NextHops>) {
-        self.next_hops = Some(next_hop::Reader::new(next_hops));
     }
 
     /// Sends the committed replies the committer handed back.
@@ -542,9 +538,7 @@ impl super::Datapath for XdpPath {
         // (it took a whole batch): below that, answering here costs less than a handoff.
         let shed = n == RX_BATCH_MAX;
         let link_local = self.our_link_local();
-        if let Some(r) = &mut self.next_hops {
-            r.refresh();
-        }
+        self.next_hops.refresh();
         for slot in 0..n {
             let p = self.xsk.frame(slot).unwrap_or(&[]);
             let mut meta = RxMeta {
@@ -590,12 +584,8 @@ impl super::Datapath for XdpPath {
                                 let mut reply = frame::reply_header(&h, self.iface.mac, a);
                                 // A link-local sender is on this link, at the frame's source
                                 // MAC; a routed one is reached where the kernel's route says.
-                                let hop = match &mut self.next_hops {
-                                    Some(r) if !h.src.is_unicast_link_local() => {
-                                        Some(r.get(h.src, a))
-                                    }
-                                    _ => None,
-                                };
+                                let hop = (!h.src.is_unicast_link_local())
+                                    .then(|| self.next_hops.get(h.src, a));
                                 match hop.map(|hop| {
                                     (hop, next_hop::kernel_reason(hop, self.iface.index))
                                 }) {

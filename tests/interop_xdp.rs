@@ -3,8 +3,9 @@
 //! in generic mode, for addresses and prefixes, with the same checks as the UDP interop tests;
 //! ping and a TCP connection across the interface while the program is attached; a clean stop
 //! and a `kill -9` that both leave no program on the interface; the refusals (no
-//! interface, an interface that already carries an XDP program); and a request behind a
-//! hop-by-hop header (through the program) and one in fragments (through the kernel).
+//! interface, an interface that already carries an XDP program); a request behind a
+//! hop-by-hop header (through the program) and one in fragments (through the kernel); and
+//! replies to a relay whose route back goes through another router than its requests came by.
 //!
 //! Every exchange must have gone through the XDP program: the server reports at a clean stop
 //! how many frames the program handed to its sockets, and that must cover what perfdhcp sent

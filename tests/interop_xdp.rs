@@ -5,7 +5,8 @@
 //! and a `kill -9` that both leave no program on the interface; the refusals (no
 //! interface, an interface that already carries an XDP program); a request behind a
 //! hop-by-hop header (through the program) and one in fragments (through the kernel); and
-//! replies to a relay whose route back goes through another router than its requests came by.
+//! replies to a relay whose route back goes through another router than its requests came by,
+//! or out of another interface.
 //!
 //! Every exchange must have gone through the XDP program: the server reports at a clean stop
 //! how many frames the program handed to its sockets, and that must cover what perfdhcp sent
@@ -1500,4 +1501,152 @@ fn xdp_replies_to_a_routed_relay_follow_the_kernels_route() {
     );
     drop(y);
     drop(lan);
+}
+
+/// A relay on two of the server's links sends from one and is routed to by the other: its
+/// replies must leave by the route's interface, which only the kernel can send on (an AF_XDP
+/// socket sends on its own interface), and the relay drops anything from the server that
+/// arrives on the link its requests went out by. Each reply comes back, and the server counts
+/// them as routed through the kernel because the next hop is on another interface.
+#[test]
+fn xdp_replies_routed_out_of_another_interface_go_through_the_kernel() {
+    let test = "xdp_replies_routed_out_of_another_interface_go_through_the_kernel";
+    let Some(t) = prerequisites(test) else { return };
+    let Some(nft) = find_tool("nft") else {
+        panic!("{test}: nft (Debian package nftables) is needed");
+    };
+    let _turn = common::one_at_a_time();
+    let s = common::netns::Netns::new("tdmnis");
+    let y = common::netns::Netns::new("tdmniy");
+    for (i, net) in [(1, 6), (2, 7)] {
+        let (here, there) = (format!("tdmnis{i}"), format!("tdmniy{i}"));
+        s.ip(&[
+            "link", "add", &here, "type", "veth", "peer", "name", &there, "netns", &y.name,
+        ]);
+        s.ip(&[
+            "addr",
+            "add",
+            &format!("2001:db8:{net}::1/64"),
+            "dev",
+            &here,
+            "nodad",
+        ]);
+        s.ip(&["link", "set", &here, "up"]);
+        y.ip(&[
+            "addr",
+            "add",
+            &format!("2001:db8:{net}::2/64"),
+            "dev",
+            &there,
+            "nodad",
+        ]);
+        y.ip(&["link", "set", &there, "up"]);
+        let ethtool = find_tool("ethtool").expect("ethtool (Debian package ethtool)");
+        let mut args = y.exec();
+        args.extend([
+            ethtool,
+            "-K".into(),
+            there.clone(),
+            "tx".into(),
+            "off".into(),
+        ]);
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        assert!(run(&t.timeout, 10, &refs).ok, "ethtool -K {there} tx off");
+        s.wait_link_local(&here);
+        y.wait_link_local(&there);
+    }
+    y.ip(&["addr", "add", "2001:db8:9::1/128", "dev", "lo"]);
+    // Requests leave the relay by link 1 (on-link to 2001:db8:6::1); the server's route to the
+    // relay is by link 2.
+    s.ip(&["route", "add", "2001:db8:9::/64", "via", "2001:db8:7::2"]);
+    let rules = "table ip6 tdmni {\n  chain in {\n    type filter hook input priority 0;\n    \
+                 iifname \"tdmniy1\" udp sport 547 drop\n  }\n}\n";
+    let mut args = y.exec();
+    args.extend([nft, "-f".into(), "-".into()]);
+    let mut nft_proc = std::process::Command::new(&args[0])
+        .args(&args[1..])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("nft");
+    std::io::Write::write_all(
+        nft_proc.stdin.as_mut().expect("nft stdin"),
+        rules.as_bytes(),
+    )
+    .expect("write nft rules");
+    drop(nft_proc.stdin.take());
+    assert!(
+        nft_proc.wait().is_ok_and(|st| st.success()),
+        "nft rules in {}",
+        y.name
+    );
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("tandem.toml");
+    let text = netns_config(&dir.path().join("data"), "tdmnis1", &[(LINK2, None)]).replace(
+        "interfaces = [\"tdmnis1\"]",
+        "interfaces = [\"tdmnis1\", \"tdmnis2\"]",
+    );
+    std::fs::write(&cfg, text).expect("write config");
+    let log = dir.path().join("server.log");
+    let server = start_server(
+        &s.exec(),
+        &cfg,
+        &["--datapath", "xdp", "--metrics-listen", "[::1]:9483"],
+        &log,
+    );
+    const COUNT: usize = 4;
+    let mut args = y.exec();
+    args.extend([
+        "/usr/bin/python3".into(),
+        "-c".into(),
+        ROUTED_RELAY.into(),
+        "2001:db8:6::1".into(),
+        "2001:db8:9::1".into(),
+        COUNT.to_string(),
+    ]);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let r = run(&t.timeout, 30, &refs);
+    let mut ck = Checks::default();
+    let answered = r.out.lines().filter(|l| l.ends_with(" 13 2")).count();
+    ck.check(answered == COUNT, || {
+        format!("{answered} of {COUNT} answered; the relay said {:?}", r.out)
+    });
+    let mut other = None;
+    for _ in 0..10 {
+        std::thread::sleep(Duration::from_millis(500));
+        let sc = common::prom::Scrape::get(&s.exec(), "http://[::1]:9483/metrics");
+        if sc.sum("tandem_worker_packets_received_total", &[]) >= COUNT as f64 {
+            other = Some(sc.sum(
+                "tandem_xdp_kernel_routed_total",
+                &[("reason", "next_hop_on_other_interface")],
+            ));
+            break;
+        }
+    }
+    // The first may go before the lookup (`next_hop_not_looked_up`).
+    ck.check(other.is_some_and(|n| n >= (COUNT - 1) as f64), || {
+        format!(
+            "replies counted as routed out of another interface: {other:?}, want {} or more",
+            COUNT - 1
+        )
+    });
+    let text = stop(server);
+    ck.check(
+        xdp_redirected(&text).is_some_and(|n| n >= COUNT as u64),
+        || {
+            format!(
+                "the programs handed {:?} frames to the sockets, want {COUNT} or more",
+                xdp_redirected(&text)
+            )
+        },
+    );
+    ck.finish(
+        test,
+        &[
+            ("relay", r.out.clone()),
+            ("server log (tail)", tail(&log, 20)),
+        ],
+    );
+    drop(y);
+    drop(s);
 }

@@ -1355,40 +1355,11 @@ fn xdp_replies_to_a_routed_relay_follow_the_kernels_route() {
             format!("tdmnhy{}", &net[..1]),
             format!("tdmnh{}y", &net[..1]),
         );
-        y.ip(&[
-            "link", "add", &here, "type", "veth", "peer", "name", &there, "netns", &r.name,
-        ]);
-        y.ip(&[
-            "addr",
-            "add",
-            &format!("2001:db8:{net}::1/64"),
-            "dev",
-            &here,
-            "nodad",
-        ]);
-        y.ip(&["link", "set", &here, "up"]);
-        r.ip(&[
-            "addr",
-            "add",
-            &format!("2001:db8:{net}::2/64"),
-            "dev",
-            &there,
-            "nodad",
-        ]);
-        r.ip(&["link", "set", &there, "up"]);
-        // The relay's kernel fills in its UDP checksums (veth would leave them to an offload
-        // the server's AF_XDP receiver does not accept).
-        let ethtool = find_tool("ethtool").expect("ethtool (Debian package ethtool)");
-        let mut args = y.exec();
-        args.extend([
-            ethtool,
-            "-K".into(),
-            here.clone(),
-            "tx".into(),
-            "off".into(),
-        ]);
-        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        assert!(run(&t.timeout, 10, &refs).ok, "ethtool -K {here} tx off");
+        common::netns::veth(
+            &t,
+            (r, &there, &format!("2001:db8:{net}::2/64")),
+            (&y, &here, &format!("2001:db8:{net}::1/64")),
+        );
         let mut args = r.exec();
         args.extend([
             t.sysctl.clone(),
@@ -1403,15 +1374,10 @@ fn xdp_replies_to_a_routed_relay_follow_the_kernels_route() {
     y.ip(&["route", "add", "2001:db8:5::/64", "via", "2001:db8:a1::2"]);
     b.ip(&["route", "add", "2001:db8:9::/64", "via", "2001:db8:b1::1"]);
     s.ip(&["route", "add", "2001:db8:9::/64", "via", "2001:db8:5::b"]);
-    // Neighbour discovery needs usable link-local addresses on every link.
+    // Neighbour discovery needs usable link-local addresses on the link.
     for ns in [s, a, b] {
         ns.wait_link_local(&ns.name);
     }
-    for dev in ["tdmnhya", "tdmnhyb"] {
-        y.wait_link_local(dev);
-    }
-    a.wait_link_local("tdmnhay");
-    b.wait_link_local("tdmnhby");
     let b_mac = b.ip(&["-br", "link", "show", &b.name]);
     let b_mac = b_mac
         .split_whitespace()
@@ -1519,41 +1485,11 @@ fn xdp_replies_routed_out_of_another_interface_go_through_the_kernel() {
     let s = common::netns::Netns::new("tdmnis");
     let y = common::netns::Netns::new("tdmniy");
     for (i, net) in [(1, 6), (2, 7)] {
-        let (here, there) = (format!("tdmnis{i}"), format!("tdmniy{i}"));
-        s.ip(&[
-            "link", "add", &here, "type", "veth", "peer", "name", &there, "netns", &y.name,
-        ]);
-        s.ip(&[
-            "addr",
-            "add",
-            &format!("2001:db8:{net}::1/64"),
-            "dev",
-            &here,
-            "nodad",
-        ]);
-        s.ip(&["link", "set", &here, "up"]);
-        y.ip(&[
-            "addr",
-            "add",
-            &format!("2001:db8:{net}::2/64"),
-            "dev",
-            &there,
-            "nodad",
-        ]);
-        y.ip(&["link", "set", &there, "up"]);
-        let ethtool = find_tool("ethtool").expect("ethtool (Debian package ethtool)");
-        let mut args = y.exec();
-        args.extend([
-            ethtool,
-            "-K".into(),
-            there.clone(),
-            "tx".into(),
-            "off".into(),
-        ]);
-        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        assert!(run(&t.timeout, 10, &refs).ok, "ethtool -K {there} tx off");
-        s.wait_link_local(&here);
-        y.wait_link_local(&there);
+        common::netns::veth(
+            &t,
+            (&s, &format!("tdmnis{i}"), &format!("2001:db8:{net}::1/64")),
+            (&y, &format!("tdmniy{i}"), &format!("2001:db8:{net}::2/64")),
+        );
     }
     y.ip(&["addr", "add", "2001:db8:9::1/128", "dev", "lo"]);
     // Requests leave the relay by link 1 (on-link to 2001:db8:6::1); the server's route to the

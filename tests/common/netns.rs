@@ -185,18 +185,42 @@ impl Drop for Lan {
 
 /// `ethtool -K <veth end> tx off` in `ns` (its veth end has the namespace's name).
 fn checksum_offload_off(ns: &Netns, t: &Tools) {
-    let ethtool = super::tools::find_tool("ethtool").expect("ethtool (Debian package ethtool)");
-    let mut args = ns.exec();
-    args.extend([
-        ethtool,
-        "-K".into(),
-        ns.name.clone(),
-        "tx".into(),
-        "off".into(),
+    ns.checksum_offload_off(t, &ns.name);
+}
+
+impl Netns {
+    /// `ethtool -K <dev> tx off` in this namespace: a local sender's UDP checksums are then
+    /// filled in before the frame leaves (an AF_XDP receiver refuses them otherwise).
+    pub fn checksum_offload_off(&self, t: &Tools, dev: &str) {
+        let ethtool = super::tools::find_tool("ethtool").expect("ethtool (Debian package ethtool)");
+        let mut args = self.exec();
+        args.extend([ethtool, "-K".into(), dev.into(), "tx".into(), "off".into()]);
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let r = run(&t.timeout, 10, &refs);
+        assert!(
+            r.ok,
+            "ethtool -K {dev} tx off in {} failed: {}",
+            self.name, r.out
+        );
+    }
+}
+
+/// A veth pair from `a` (end `a_end`, address `a_addr`, `addr/len`) to `b` (`b_end`,
+/// `b_addr`), both up with their addresses added without DAD; `b`'s end has its tx checksum
+/// offload off (`b` sends to an AF_XDP receiver); returns once both ends have usable
+/// link-local addresses (neighbour discovery needs them). Deleted with the namespaces.
+pub fn veth(t: &Tools, a: (&Netns, &str, &str), b: (&Netns, &str, &str)) {
+    let ((a, a_end, a_addr), (b, b_end, b_addr)) = (a, b);
+    a.ip(&[
+        "link", "add", a_end, "type", "veth", "peer", "name", b_end, "netns", &b.name,
     ]);
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let r = run(&t.timeout, 10, &refs);
-    assert!(r.ok, "ethtool -K {} tx off failed: {}", ns.name, r.out);
+    for (ns, end, addr) in [(a, a_end, a_addr), (b, b_end, b_addr)] {
+        ns.ip(&["addr", "add", addr, "dev", end, "nodad"]);
+        ns.ip(&["link", "set", end, "up"]);
+    }
+    b.checksum_offload_off(t, b_end);
+    a.wait_link_local(a_end);
+    b.wait_link_local(b_end);
 }
 
 /// Two namespaces joined by a veth pair: `tdm<tag>s` runs the server on its end of the pair

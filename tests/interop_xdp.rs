@@ -1327,6 +1327,46 @@ for i in range(count):
     time.sleep(0.3)
 "#;
 
+/// Runs [`ROUTED_RELAY`] in `y` from 2001:db8:9::1 to `server`, `count` messages; returns
+/// what it printed and how many were answered with a Relay-reply carrying an Advertise.
+fn routed_relay(
+    t: &Tools,
+    y: &common::netns::Netns,
+    server: &str,
+    count: usize,
+) -> (String, usize) {
+    let mut args = y.exec();
+    args.extend([
+        "/usr/bin/python3".into(),
+        "-c".into(),
+        ROUTED_RELAY.into(),
+        server.into(),
+        "2001:db8:9::1".into(),
+        count.to_string(),
+    ]);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let r = run(&t.timeout, 30, &refs);
+    let answered = r.out.lines().filter(|l| l.ends_with(" 13 2")).count();
+    (r.out, answered)
+}
+
+/// The server's metrics at `url` (scraped in `ns`) once its workers have reported `messages`
+/// received (they report every second); None if they never do within 5 s.
+fn scrape_after(
+    ns: &common::netns::Netns,
+    url: &str,
+    messages: usize,
+) -> Option<common::prom::Scrape> {
+    for _ in 0..10 {
+        std::thread::sleep(Duration::from_millis(500));
+        let sc = common::prom::Scrape::get(&ns.exec(), url);
+        if sc.sum("tandem_worker_packets_received_total", &[]) >= messages as f64 {
+            return Some(sc);
+        }
+    }
+    None
+}
+
 /// AF_XDP replies follow the kernel's route, not the frame they answer: a relay's messages
 /// reach the server through router A, while the server's route to the relay names router B on
 /// the same link, and A cannot reach the relay at all. Each reply must come back (through B:
@@ -1407,35 +1447,15 @@ fn xdp_replies_to_a_routed_relay_follow_the_kernels_route() {
         &log,
     );
     const COUNT: usize = 6;
-    let mut args = y.exec();
-    args.extend([
-        "/usr/bin/python3".into(),
-        "-c".into(),
-        ROUTED_RELAY.into(),
-        "2001:db8:5::1".into(),
-        "2001:db8:9::1".into(),
-        COUNT.to_string(),
-    ]);
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let r = run(&t.timeout, 30, &refs);
+    let (out, answered) = routed_relay(&t, &y, "2001:db8:5::1", COUNT);
     let mut ck = Checks::default();
-    let answered = r.out.lines().filter(|l| l.ends_with(" 13 2")).count();
     ck.check(answered == COUNT, || {
         format!(
-            "{answered} of {COUNT} Relay-forw answered with a Relay-reply carrying an Advertise; the relay said {:?}",
-            r.out
+            "{answered} of {COUNT} Relay-forw answered with a Relay-reply carrying an Advertise; the relay said {out:?}"
         )
     });
-    // Workers report every second.
-    let mut through_kernel = None;
-    for _ in 0..10 {
-        std::thread::sleep(Duration::from_millis(500));
-        let sc = common::prom::Scrape::get(&s.exec(), "http://[::1]:9482/metrics");
-        if sc.sum("tandem_worker_packets_received_total", &[]) >= COUNT as f64 {
-            through_kernel = Some(sc.sum("tandem_xdp_kernel_routed_total", &[]));
-            break;
-        }
-    }
+    let through_kernel = scrape_after(s, "http://[::1]:9482/metrics", COUNT)
+        .map(|sc| sc.sum("tandem_xdp_kernel_routed_total", &[]));
     // The first reply or two go through the kernel (not looked up yet, then B not resolved).
     ck.check(through_kernel.is_some_and(|n| n <= 3.0), || {
         format!("replies through the kernel: {through_kernel:?}, want at most 3 of {COUNT}")
@@ -1461,7 +1481,7 @@ fn xdp_replies_to_a_routed_relay_follow_the_kernels_route() {
     ck.finish(
         test,
         &[
-            ("relay", r.out.clone()),
+            ("relay", out.clone()),
             ("server log (tail)", tail(&log, 20)),
         ],
     );
@@ -1531,34 +1551,17 @@ fn xdp_replies_routed_out_of_another_interface_go_through_the_kernel() {
         &log,
     );
     const COUNT: usize = 4;
-    let mut args = y.exec();
-    args.extend([
-        "/usr/bin/python3".into(),
-        "-c".into(),
-        ROUTED_RELAY.into(),
-        "2001:db8:6::1".into(),
-        "2001:db8:9::1".into(),
-        COUNT.to_string(),
-    ]);
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let r = run(&t.timeout, 30, &refs);
+    let (out, answered) = routed_relay(&t, &y, "2001:db8:6::1", COUNT);
     let mut ck = Checks::default();
-    let answered = r.out.lines().filter(|l| l.ends_with(" 13 2")).count();
     ck.check(answered == COUNT, || {
-        format!("{answered} of {COUNT} answered; the relay said {:?}", r.out)
+        format!("{answered} of {COUNT} answered; the relay said {out:?}")
     });
-    let mut other = None;
-    for _ in 0..10 {
-        std::thread::sleep(Duration::from_millis(500));
-        let sc = common::prom::Scrape::get(&s.exec(), "http://[::1]:9483/metrics");
-        if sc.sum("tandem_worker_packets_received_total", &[]) >= COUNT as f64 {
-            other = Some(sc.sum(
-                "tandem_xdp_kernel_routed_total",
-                &[("reason", "next_hop_on_other_interface")],
-            ));
-            break;
-        }
-    }
+    let other = scrape_after(&s, "http://[::1]:9483/metrics", COUNT).map(|sc| {
+        sc.sum(
+            "tandem_xdp_kernel_routed_total",
+            &[("reason", "next_hop_on_other_interface")],
+        )
+    });
     // The first may go before the lookup (`next_hop_not_looked_up`).
     ck.check(other.is_some_and(|n| n >= (COUNT - 1) as f64), || {
         format!(
@@ -1579,7 +1582,7 @@ fn xdp_replies_routed_out_of_another_interface_go_through_the_kernel() {
     ck.finish(
         test,
         &[
-            ("relay", r.out.clone()),
+            ("relay", out.clone()),
             ("server log (tail)", tail(&log, 20)),
         ],
     );

@@ -340,32 +340,27 @@ impl MetricsHub {
                 *n as f64,
             );
         }
-        if !w.handoffs.is_empty() {
-            t.family(
+        // The AF_XDP path's counters by label (absent on other datapaths).
+        for (name, help, label, counts) in [
+            (
                 "tandem_xdp_handoffs_total",
-                "counter",
                 "AF_XDP on an interface of several receive queues: messages the receiving worker handed to the worker they belong to (`handed_off`), or answered itself because that worker's inbox was full (`kept_inbox_full`) or the message was too large to hand over (`kept_large`).",
-            );
-            for (result, n) in &w.handoffs {
-                t.sample(
-                    "tandem_xdp_handoffs_total",
-                    &[("result", result)],
-                    *n as f64,
-                );
-            }
-        }
-        if !w.kernel_routed.is_empty() {
-            t.family(
+                "result",
+                &w.handoffs,
+            ),
+            (
                 "tandem_xdp_kernel_routed_total",
-                "counter",
                 "AF_XDP: messages whose replies leave through the kernel's UDP socket instead of as frames, by reason: the sender is routed and its next hop is not looked up yet (`next_hop_not_looked_up`), not resolved by the kernel yet (`next_hop_unresolved`), on another interface (`next_hop_on_other_interface`), or has no unicast route (`no_route`); or the request was sent to ff05::1:3 (`site_scope_multicast`).",
-            );
-            for (why, n) in &w.kernel_routed {
-                t.sample(
-                    "tandem_xdp_kernel_routed_total",
-                    &[("reason", why)],
-                    *n as f64,
-                );
+                "reason",
+                &w.kernel_routed,
+            ),
+        ] {
+            if counts.is_empty() {
+                continue;
+            }
+            t.family(name, "counter", help);
+            for (value, n) in counts {
+                t.sample(name, &[(label, value)], *n as f64);
             }
         }
         let c = *lock(&self.commit);

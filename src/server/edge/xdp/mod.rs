@@ -354,7 +354,7 @@ pub struct XdpPath {
     /// The next hops of routed senders ([`next_hop`]).
     next_hops: next_hop::Reader,
     /// Messages whose replies leave through the kernel instead of as frames, by
-    /// [`next_hop::KERNEL_REASONS`] index, since the last report.
+    /// [`next_hop::ThroughKernel`], since the last report.
     kernel_routed: [u64; next_hop::KERNEL_REASONS.len()],
 }
 
@@ -572,7 +572,8 @@ impl super::Datapath for XdpPath {
                         // All_DHCP_Servers (site scope): the sender is a relay, maybe routers
                         // away, and a link-local source would not reach it: the reply leaves
                         // through the UDP socket, from an address the kernel picks.
-                        next_hop::count(&mut self.kernel_routed, "site_scope_multicast");
+                        self.kernel_routed[next_hop::ThroughKernel::SiteScopeMulticast as usize] +=
+                            1;
                     } else {
                         let ours = if meta.multicast {
                             link_local
@@ -586,17 +587,13 @@ impl super::Datapath for XdpPath {
                                 // MAC; a routed one is reached where the kernel's route says.
                                 let hop = (!h.src.is_unicast_link_local())
                                     .then(|| self.next_hops.get(h.src, a));
-                                match hop.map(|hop| {
-                                    (hop, next_hop::kernel_reason(hop, self.iface.index))
-                                }) {
-                                    Some((_, Some(why))) => {
-                                        next_hop::count(&mut self.kernel_routed, why)
-                                    }
-                                    Some((Some(next_hop::NextHop::Frame { mac, .. }), None)) => {
+                                match hop.map(|hop| next_hop::frame_mac(hop, self.iface.index)) {
+                                    Some(Err(why)) => self.kernel_routed[why as usize] += 1,
+                                    Some(Ok(mac)) => {
                                         reply.dst_mac = mac;
                                         meta.reply_frame = Some(reply);
                                     }
-                                    _ => meta.reply_frame = Some(reply),
+                                    None => meta.reply_frame = Some(reply),
                                 }
                             }
                             None => meta.drop = Some("no_link_local_address"),

@@ -88,6 +88,19 @@ pub enum NextHop {
     },
 }
 
+impl NextHop {
+    /// Whether the kernel had not resolved the next hop's MAC (looked up again every [`RETRY`]).
+    pub fn unresolved(&self) -> bool {
+        matches!(
+            self,
+            NextHop::Kernel {
+                unresolved: true,
+                ..
+            }
+        )
+    }
+}
+
 /// Decides a destination's [`NextHop`] from its route (None: unreachable, not unicast, or the
 /// lookup failed) and the neighbour table.
 pub fn decide(
@@ -113,9 +126,8 @@ pub fn decide(
     }
 }
 
-/// The reasons [`kernel_reason`] gives, and the one for a request to All_DHCP_Servers
-/// (ff05::1:3, from a relay that may be routers away: its reply always goes through the
-/// kernel), as `tandem_xdp_kernel_routed_total` labels them.
+/// The labels of [`ThroughKernel`], in its order, as `tandem_xdp_kernel_routed_total` names
+/// them.
 pub const KERNEL_REASONS: [&str; 5] = [
     "next_hop_not_looked_up",
     "next_hop_unresolved",
@@ -124,26 +136,41 @@ pub const KERNEL_REASONS: [&str; 5] = [
     "site_scope_multicast",
 ];
 
-/// Adds one to `why`'s count in `counts` (indexed as [`KERNEL_REASONS`]).
-pub fn count(counts: &mut [u64; KERNEL_REASONS.len()], why: &str) {
-    if let Some(i) = KERNEL_REASONS.iter().position(|&w| w == why) {
-        counts[i] += 1;
+/// Why a reply leaves through the kernel's UDP socket instead of as a frame (`as usize`
+/// indexes [`KERNEL_REASONS`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ThroughKernel {
+    /// The sender is routed and its next hop not looked up yet.
+    NotLookedUp,
+    /// The kernel has not resolved the next hop's MAC yet.
+    Unresolved,
+    /// The route leaves by another interface than the one the request came in on.
+    OtherInterface,
+    /// No unicast route.
+    NoRoute,
+    /// The request went to All_DHCP_Servers (ff05::1:3), from a relay that may be routers away.
+    SiteScopeMulticast,
+}
+
+impl ThroughKernel {
+    /// Its metric label.
+    pub fn label(self) -> &'static str {
+        KERNEL_REASONS[self as usize]
     }
 }
 
-/// Why a reply to a routed sender left through the kernel instead of as a frame, as
-/// `tandem_xdp_replies_through_kernel_total` labels it.
-pub fn kernel_reason(hop: Option<NextHop>, ifindex: u32) -> Option<&'static str> {
+/// Where a reply to a routed sender whose next hop is `hop` (None: not looked up yet) goes
+/// from interface `ifindex`: as a frame to the MAC returned, or through the kernel, and why.
+pub fn frame_mac(hop: Option<NextHop>, ifindex: u32) -> Result<[u8; 6], ThroughKernel> {
     match hop {
-        None => Some("next_hop_not_looked_up"),
-        Some(NextHop::Frame { ifindex: i, .. }) if i == ifindex => None,
-        Some(NextHop::Frame { .. }) => Some("next_hop_on_other_interface"),
+        None => Err(ThroughKernel::NotLookedUp),
+        Some(NextHop::Frame { ifindex: i, mac }) if i == ifindex => Ok(mac),
         Some(NextHop::Kernel {
             unresolved: true,
             oif,
-        }) if oif == ifindex => Some("next_hop_unresolved"),
-        Some(NextHop::Kernel { oif: 0, .. }) => Some("no_route"),
-        Some(NextHop::Kernel { .. }) => Some("next_hop_on_other_interface"),
+        }) if oif == ifindex => Err(ThroughKernel::Unresolved),
+        Some(NextHop::Kernel { oif: 0, .. }) => Err(ThroughKernel::NoRoute),
+        Some(NextHop::Frame { .. } | NextHop::Kernel { .. }) => Err(ThroughKernel::OtherInterface),
     }
 }
 
@@ -338,16 +365,7 @@ pub fn run(shared: Arc<NextHops>, asked: Receiver<(Ipv6Addr, Ipv6Addr)>, stop: &
         new.sort();
         new.dedup_by_key(|(d, _)| *d);
         let refresh = last_refresh.elapsed() >= REFRESH;
-        let retry = last_retry.elapsed() >= RETRY
-            && known.values().any(|k| {
-                matches!(
-                    k.hop,
-                    NextHop::Kernel {
-                        unresolved: true,
-                        ..
-                    }
-                )
-            });
+        let retry = last_retry.elapsed() >= RETRY && known.values().any(|k| k.hop.unresolved());
         if new.is_empty() && !refresh && !retry {
             continue;
         }
@@ -394,16 +412,7 @@ pub fn run(shared: Arc<NextHops>, asked: Receiver<(Ipv6Addr, Ipv6Addr)>, stop: &
         }
         let look_again: Vec<(Ipv6Addr, Ipv6Addr)> = known
             .iter()
-            .filter(|(_, k)| {
-                refresh
-                    || matches!(
-                        k.hop,
-                        NextHop::Kernel {
-                            unresolved: true,
-                            ..
-                        }
-                    )
-            })
+            .filter(|(_, k)| refresh || k.hop.unresolved())
             .map(|(d, k)| (*d, k.src))
             .collect();
         for (dst, src) in new.into_iter().chain(look_again) {
@@ -491,8 +500,14 @@ mod tests {
 
     #[test]
     fn a_reply_goes_as_a_frame_only_to_a_resolved_hop_on_its_own_interface() {
-        for why in KERNEL_REASONS {
-            assert!(KERNEL_REASONS.iter().filter(|&&w| w == why).count() == 1);
+        for (why, label) in [
+            (ThroughKernel::NotLookedUp, "next_hop_not_looked_up"),
+            (ThroughKernel::Unresolved, "next_hop_unresolved"),
+            (ThroughKernel::OtherInterface, "next_hop_on_other_interface"),
+            (ThroughKernel::NoRoute, "no_route"),
+            (ThroughKernel::SiteScopeMulticast, "site_scope_multicast"),
+        ] {
+            assert_eq!(why.label(), label);
         }
         let relay = a("2001:db8:9::1");
         let (gw, mac) = (a("2001:db8:5::b"), [2, 0, 0, 0, 0, 0xb]);
@@ -506,12 +521,9 @@ mod tests {
         // Through the gateway the route names, not the destination's own entry.
         let hop = decide(relay, via(3, gw), &neighbours);
         assert_eq!(hop, NextHop::Frame { ifindex: 3, mac });
-        assert_eq!(kernel_reason(Some(hop), 3), None);
+        assert_eq!(frame_mac(Some(hop), 3), Ok(mac));
         // The same hop seen from a worker on another interface.
-        assert_eq!(
-            kernel_reason(Some(hop), 4),
-            Some("next_hop_on_other_interface")
-        );
+        assert_eq!(frame_mac(Some(hop), 4), Err(ThroughKernel::OtherInterface));
         // On-link destination: its own entry.
         let on_link = Some(Route {
             oif: 3,
@@ -533,17 +545,14 @@ mod tests {
                 unresolved: true
             }
         );
-        assert_eq!(kernel_reason(Some(hop), 3), Some("next_hop_unresolved"));
+        assert_eq!(frame_mac(Some(hop), 3), Err(ThroughKernel::Unresolved));
         // Resolved, but on another interface than the gateway's entry.
         let hop = decide(relay, via(4, gw), &neighbours);
-        assert_eq!(
-            kernel_reason(Some(hop), 3),
-            Some("next_hop_on_other_interface")
-        );
+        assert_eq!(frame_mac(Some(hop), 3), Err(ThroughKernel::OtherInterface));
         // No unicast route.
         let hop = decide(relay, None, &neighbours);
-        assert_eq!(kernel_reason(Some(hop), 3), Some("no_route"));
-        assert_eq!(kernel_reason(None, 3), Some("next_hop_not_looked_up"));
+        assert_eq!(frame_mac(Some(hop), 3), Err(ThroughKernel::NoRoute));
+        assert_eq!(frame_mac(None, 3), Err(ThroughKernel::NotLookedUp));
     }
 
     /// An RTM_NEWROUTE answer of type `kind` with the given attributes.

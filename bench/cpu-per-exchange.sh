@@ -22,6 +22,12 @@
 #   of a UDP socket: its receive is then the XDP program and a copy, not the kernel's IPv6 and
 #   UDP stack, which veth runs inside the server's send and this kernel's tick accounting
 #   charges to the server.
+#   --one-queue: with --xdp, the generator's veth sends every frame on queue 0 (XPS), so the
+#   server receives everything on one queue, as it does from one relay agent on a NIC; without
+#   it tandem-gen's two flows hash to one queue or to both by chance (their ports), and the
+#   server's CPU per exchange differs by several µs between the two cases.
+#   --perf DIR: record each run's server with `perf record -g` into DIR/BIN-name.ROUND.data
+#   (perf's own cost then counts in the figures: compare profiles, not numbers, of such runs).
 #   e.g. bench/cpu-per-exchange.sh /tmp/tandem-old target/release/tandem
 # Needs no root without --xdp. Everything it creates is removed on exit.
 
@@ -38,6 +44,8 @@ LOG_LEVEL=warn
 RELAY=()
 XDP=0
 GEN_DP=()
+PERF_DIR=""
+ONE_QUEUE=0
 BINS=()
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -49,7 +57,9 @@ while [ $# -gt 0 ]; do
         --relay) RELAY=(--relay-link 2001:db8:1::); shift ;;
         --xdp) XDP=1; RELAY=(--relay-link 2001:db8:1::); shift ;;
         --gen-xdp) GEN_DP=(--datapath xdp --xdp-mode native); shift ;;
-        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+        --perf) PERF_DIR="$2"; shift 2 ;;
+        --one-queue) ONE_QUEUE=1; shift ;;
+        -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
         -*) die "unknown option $1" ;;
         *) BINS+=("$1"); shift ;;
     esac
@@ -57,6 +67,11 @@ done
 [ ${#BINS[@]} -gt 0 ] || die "give at least one tandem binary"
 [ "$ROUNDS" -ge 1 ] && [ "$ROUNDS" -le 20 ] || die "--rounds must be 1..20"
 [ ${#GEN_DP[@]} -eq 0 ] || [ "$XDP" = 1 ] || die "--gen-xdp needs --xdp (the veth pair)"
+[ "$ONE_QUEUE" = 0 ] || [ "$XDP" = 1 ] || die "--one-queue needs --xdp (the veth pair)"
+if [ -n "$PERF_DIR" ]; then
+    ensure_tools perf:linux-perf
+    mkdir -p "$PERF_DIR" || die "cannot create $PERF_DIR"
+fi
 ensure_tools jq:jq awk:gawk
 # The XDP program is built into BIN by cargo with clang and libbpf's headers (src/server/build.rs):
 # a BIN built before they were installed refuses --datapath xdp and says so.
@@ -65,8 +80,10 @@ ensure_tools jq:jq awk:gawk
 
 WORK="$(mktemp -d /tmp/tdm-cpu.XXXXXX)"
 SERVER_PID=""
+PERF_PID=""
 NS_S=tdmcs NS_C=tdmcc ADDR_S=2001:db8:1::1/64 ADDR_C=2001:db8:1::2/64 VETH_QUEUES=2
 cleanup() {
+    stop_pid "$PERF_PID"
     stop_pid "$SERVER_PID"
     [ "$XDP" = 1 ] && delete_topology
     rm -rf "$WORK"
@@ -81,10 +98,24 @@ if [ "$XDP" = 1 ]; then
     setup_topology
     # The server's frames carry the UDP checksum it computes; the generator's must too.
     ip netns exec "$NS_C" ethtool -K "$NS_C" tx off >/dev/null || die "ethtool -K $NS_C tx off failed"
+    if [ "$ONE_QUEUE" = 1 ]; then
+        # Every CPU sends on tx-0 (the server's rx-0), none on the others.
+        all_cpus="$(printf '%x' $(( (1 << $(nproc)) - 1 )))"
+        ip netns exec "$NS_C" sh -c "echo $all_cpus >/sys/class/net/$NS_C/queues/tx-0/xps_cpus &&
+            for q in /sys/class/net/$NS_C/queues/tx-*; do [ \$q = /sys/class/net/$NS_C/queues/tx-0 ] || echo 0 >\$q/xps_cpus; done" \
+            || die "cannot set XPS on $NS_C"
+    fi
 fi
 
 TCK="$(getconf CLK_TCK)"
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# thread_ticks PID: one line per thread of PID, "name ticks", threads of one name summed.
+thread_ticks() {
+    local t
+    for t in /proc/"$1"/task/*; do
+        printf '%s %s\n' "$(tr ' ' _ <"$t/comm")" "$(awk '{print $14 + $15}' "$t/stat")"
+    done 2>/dev/null | awk '{ s[$1] += $2 } END { for (n in s) print n, s[n] }' | sort
+}
 
 # one_run BIN: prints microseconds of server CPU per completed exchange.
 one_run() {
@@ -114,23 +145,38 @@ T
     sleep 1
     kill -0 "$SERVER_PID" 2>/dev/null || die "$bin did not start: $(tail -3 "$WORK/server.log")"
     t0="$(cpu_ticks "$SERVER_PID")"
+    thread_ticks "$SERVER_PID" >"$WORK/threads.0"
+    if [ -n "$PERF_DIR" ]; then
+        perf record -q -g -p "$SERVER_PID" -o "$PERF_DIR/$(basename "$bin").$ROUND.data" 2>/dev/null &
+        PERF_PID=$!
+    fi
     out="$("${IN_C[@]}" timeout $((CLIENTS / RATE + 60)) "$GEN_BIN" "${GEN_DP[@]}" --server "$server" --clients "$CLIENTS" \
         --rate "$RATE" --mode "$MODE" --phases acquire "${RELAY[@]}" --json 2>/dev/null)"
     t1="$(cpu_ticks "$SERVER_PID")"
+    thread_ticks "$SERVER_PID" >"$WORK/threads.1"
+    if [ -n "$PERF_PID" ]; then
+        kill -INT "$PERF_PID" 2>/dev/null; wait "$PERF_PID" 2>/dev/null; PERF_PID=""
+    fi
     stop_pid "$SERVER_PID"; SERVER_PID=""
     rm -rf "$data"
     ok="$(jq '.phases[0].ok' <<<"$out" 2>/dev/null)"
     [ -n "$ok" ] && [ "$ok" -gt 0 ] || die "no exchange completed against $bin"
-    awk -v t="$((t1 - t0))" -v hz="$TCK" -v ok="$ok" 'BEGIN { printf "%.1f %d\n", t * 1e6 / hz / ok, ok }'
+    local per_thread
+    per_thread="$(awk -v hz="$TCK" -v ok="$ok" 'NR == FNR { t0[$1] = $2; next }
+        { d = ($2 - t0[$1]) * 1e6 / hz / ok; if (d >= 0.05) printf "%s%s %.1f", sep, $1, d; sep = ", " }' \
+        "$WORK/threads.0" "$WORK/threads.1")"
+    awk -v t="$((t1 - t0))" -v hz="$TCK" -v ok="$ok" -v th="$per_thread" \
+        'BEGIN { printf "%.1f %d %s\n", t * 1e6 / hz / ok, ok, th }'
 }
 
 declare -A SUM
 for r in $(seq "$ROUNDS"); do
+    ROUND=$r
     for b in "${BINS[@]}"; do
         # Not in a subshell: a die in one_run ends the script, and SERVER_PID stays visible to cleanup.
         one_run "$b" >"$WORK/run.out"
-        read -r us ok <"$WORK/run.out"
-        printf 'round %d  %-40s %s %s%s%s: %s us/exchange (%s exchanges at %s/s)\n' "$r" "$b" "$MODE" "log=$LOG_LEVEL" "${RELAY:+ relayed}" "$([ "$XDP" = 1 ] && echo ' AF_XDP')$([ ${#GEN_DP[@]} -gt 0 ] && echo ', generator on AF_XDP')" "$us" "$ok" "$RATE"
+        read -r us ok threads <"$WORK/run.out"
+        printf 'round %d  %-40s %s %s%s%s: %s us/exchange (%s exchanges at %s/s; by thread: %s)\n' "$r" "$b" "$MODE" "log=$LOG_LEVEL" "${RELAY:+ relayed}" "$([ "$XDP" = 1 ] && echo ' AF_XDP')$([ "$ONE_QUEUE" = 1 ] && echo ', one queue')$([ ${#GEN_DP[@]} -gt 0 ] && echo ', generator on AF_XDP')" "$us" "$ok" "$RATE" "$threads"
         SUM[$b]="$(awk -v a="${SUM[$b]:-0}" -v b="$us" 'BEGIN { print a + b }')"
     done
 done

@@ -5,8 +5,11 @@
 //!
 //! Tables are bounded ([`RATE_TABLE_MAX`] entries per kind per worker): when one is full, the
 //! entries whose bucket has refilled completely (they limit nothing) are dropped; if that frees
-//! nothing, the whole table is (a flood of fresh DUIDs cannot grow memory, and gains nothing:
-//! a fresh DUID starts with a full bucket anyway; the source limit is what stops it).
+//! less than a quarter of it ([`RATE_TABLE_FREED_MIN`]), the whole table is (a flood of fresh
+//! DUIDs cannot grow memory, and gains nothing: a fresh DUID starts with a full bucket anyway;
+//! the source limit is what stops it). The quarter keeps the scan's cost per message bounded:
+//! a scan that freed a few entries would be due again a few messages later, so DUIDs that keep
+//! a full table's buckets below full could make every new client's message cost a scan.
 
 use crate::config::LimitsConfig;
 use std::collections::HashMap;
@@ -15,6 +18,9 @@ use std::net::Ipv6Addr;
 
 /// Entries per table (clients, sources) per worker at most.
 pub const RATE_TABLE_MAX: usize = 65_536;
+/// Entries a scan of a full table must free for the table to be kept; below it the table is
+/// cleared, so at least this many new keys come between two scans.
+pub const RATE_TABLE_FREED_MIN: usize = RATE_TABLE_MAX / 4;
 
 #[derive(Debug, Clone, Copy)]
 struct Bucket {
@@ -53,7 +59,7 @@ fn take<K: std::hash::Hash + Eq + Copy>(
     let per_ms = rate as u64; // thousandths of a token per millisecond = tokens per second
     if table.len() >= RATE_TABLE_MAX && !table.contains_key(&key) {
         table.retain(|_, b| b.milli + now_ms.saturating_sub(b.at_ms) * per_ms < full);
-        if table.len() >= RATE_TABLE_MAX {
+        if table.len() > RATE_TABLE_MAX - RATE_TABLE_FREED_MIN {
             table.clear();
         }
     }
@@ -170,5 +176,42 @@ mod tests {
             );
         }
         assert!(r.len().0 <= RATE_TABLE_MAX);
+    }
+
+    /// A full table whose scan frees only a few refilled buckets is cleared: otherwise the
+    /// next few new keys would each scan it again.
+    #[test]
+    fn a_scan_that_frees_little_clears_the_table() {
+        let l = limits(10, 20);
+        let mut r = RateLimiter::default();
+        // 100 clients at t = 0, whose buckets have refilled by t = 10 s; the rest at t = 10 s,
+        // each a token short of full.
+        for i in 0..100u64 {
+            assert!(r.allow_client(&l, &i.to_be_bytes(), 0));
+        }
+        for i in 100..RATE_TABLE_MAX as u64 {
+            assert!(r.allow_client(&l, &i.to_be_bytes(), 10_000));
+        }
+        assert_eq!(r.len().0, RATE_TABLE_MAX);
+        // A new client: the scan frees the 100, fewer than a quarter, so the table starts over.
+        assert!(r.allow_client(&l, b"new", 10_001));
+        assert_eq!(r.len().0, 1, "cleared, then the new client");
+        // A scan that frees a quarter or more keeps the rest.
+        let mut r = RateLimiter::default();
+        let quarter = RATE_TABLE_FREED_MIN as u64;
+        for i in 0..quarter {
+            assert!(r.allow_client(&l, &i.to_be_bytes(), 0));
+        }
+        for i in quarter..RATE_TABLE_MAX as u64 {
+            assert!(r.allow_client(&l, &i.to_be_bytes(), 10_000));
+        }
+        assert!(r.allow_client(&l, b"new", 10_001));
+        assert_eq!(r.len().0, RATE_TABLE_MAX - RATE_TABLE_FREED_MIN + 1);
+        // Those kept still limit: a kept client's bucket is a token short of full.
+        let kept = (RATE_TABLE_MAX as u64 - 1).to_be_bytes();
+        let ok = (0..30)
+            .filter(|_| r.allow_client(&l, &kept, 10_001))
+            .count();
+        assert_eq!(ok, 19, "the rest of its burst");
     }
 }

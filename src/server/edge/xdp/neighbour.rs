@@ -41,7 +41,7 @@ const RESOLVE_POLL: Duration = Duration::from_millis(20);
 /// usable entry for it.
 pub fn lookup(ifindex: u32, addr: Ipv6Addr) -> io::Result<Option<[u8; 6]>> {
     let mut found = None;
-    dump(&mut |i, a, mac| {
+    Netlink::open()?.dump(&mut |i, a, mac| {
         if i == ifindex && a == addr {
             found = Some(mac);
         }
@@ -51,86 +51,122 @@ pub fn lookup(ifindex: u32, addr: Ipv6Addr) -> io::Result<Option<[u8; 6]>> {
 
 /// Every usable entry of the kernel's IPv6 neighbour table: (interface index, address) → MAC.
 pub fn table() -> io::Result<HashMap<(u32, Ipv6Addr), [u8; 6]>> {
-    let mut t = HashMap::new();
-    dump(&mut |i, a, mac| {
-        t.insert((i, a), mac);
-    })?;
-    Ok(t)
+    Netlink::open()?.table()
 }
 
-/// Dumps the IPv6 neighbour table, calling `visit` with each usable entry.
-fn dump(visit: &mut dyn FnMut(u32, Ipv6Addr, [u8; 6])) -> io::Result<()> {
-    let mut req = [0u8; NLMSG_HEADER_LEN + NDMSG_LEN];
-    req[NLMSG_HEADER_LEN] = AF_INET6;
-    request(RTM_GETNEIGH, NLM_F_DUMP, &mut req, &mut |msg| {
-        scan_entry(msg, visit)
-    })
+/// An rtnetlink socket for requests made one after another (a round of route lookups and a
+/// neighbour dump costs one socket, not one each). Each request carries its own sequence
+/// number, and messages of another (what an earlier request that failed left unread) are
+/// skipped.
+pub(super) struct Netlink {
+    fd: std::os::fd::OwnedFd,
+    /// Sequence number of the last request sent.
+    seq: u32,
+    /// Where answers are read into.
+    buf: Vec<u8>,
 }
 
-/// Sends one rtnetlink request of `kind` (its body after the header already in `req`, whose
-/// header this fills in) and passes every message of the answer to `on_message` until the
-/// answer ends (NLMSG_DONE, an acknowledgement, or, without NLM_F_DUMP in `flags`, the first
-/// message). An error the kernel answers with is returned as that errno.
-pub(super) fn request(
-    kind: u16,
-    flags: u16,
-    req: &mut [u8],
-    on_message: &mut dyn FnMut(&[u8]),
-) -> io::Result<()> {
-    let fd = socket(
-        AddressFamily::Netlink,
-        SockType::Raw,
-        SockFlag::SOCK_CLOEXEC,
-        SockProtocol::NetlinkRoute,
-    )?;
-    bind(
-        std::os::fd::AsRawFd::as_raw_fd(&fd),
-        &NetlinkAddr::new(0, 0),
-    )?;
-    nix::sys::socket::setsockopt(
-        &fd,
-        nix::sys::socket::sockopt::ReceiveTimeout,
-        &nix::sys::time::TimeVal::new(DUMP_TIMEOUT_SECS, 0),
-    )?;
-    let len = req.len() as u32;
-    req[0..4].copy_from_slice(&len.to_ne_bytes());
-    req[4..6].copy_from_slice(&kind.to_ne_bytes());
-    req[6..8].copy_from_slice(&(NLM_F_REQUEST | flags).to_ne_bytes());
-    req[8..12].copy_from_slice(&1u32.to_ne_bytes());
-    send(std::os::fd::AsRawFd::as_raw_fd(&fd), req, MsgFlags::empty())?;
-    let mut buf = vec![0u8; RECV_BYTES];
-    for _ in 0..DUMP_READS_MAX {
-        let n = recv(
-            std::os::fd::AsRawFd::as_raw_fd(&fd),
-            &mut buf,
-            MsgFlags::empty(),
+impl Netlink {
+    /// Opens and binds the socket, with a [`DUMP_TIMEOUT_SECS`] limit on each read.
+    pub(super) fn open() -> io::Result<Netlink> {
+        let fd = socket(
+            AddressFamily::Netlink,
+            SockType::Raw,
+            SockFlag::SOCK_CLOEXEC,
+            SockProtocol::NetlinkRoute,
         )?;
-        if n == 0 {
-            break;
-        }
-        match scan(&buf[..n], on_message) {
-            Scan::More if flags & NLM_F_DUMP != 0 => continue,
-            Scan::More | Scan::Done => return Ok(()),
-            Scan::Error(code) => return Err(io::Error::from_raw_os_error(code)),
-        }
+        bind(
+            std::os::fd::AsRawFd::as_raw_fd(&fd),
+            &NetlinkAddr::new(0, 0),
+        )?;
+        nix::sys::socket::setsockopt(
+            &fd,
+            nix::sys::socket::sockopt::ReceiveTimeout,
+            &nix::sys::time::TimeVal::new(DUMP_TIMEOUT_SECS, 0),
+        )?;
+        Ok(Netlink {
+            fd,
+            seq: 0,
+            buf: vec![0u8; RECV_BYTES],
+        })
     }
-    Ok(())
+
+    /// Every usable entry of the kernel's IPv6 neighbour table: (interface index, address) →
+    /// MAC.
+    pub(super) fn table(&mut self) -> io::Result<HashMap<(u32, Ipv6Addr), [u8; 6]>> {
+        let mut t = HashMap::new();
+        self.dump(&mut |i, a, mac| {
+            t.insert((i, a), mac);
+        })?;
+        Ok(t)
+    }
+
+    /// Dumps the IPv6 neighbour table, calling `visit` with each usable entry.
+    fn dump(&mut self, visit: &mut dyn FnMut(u32, Ipv6Addr, [u8; 6])) -> io::Result<()> {
+        let mut req = [0u8; NLMSG_HEADER_LEN + NDMSG_LEN];
+        req[NLMSG_HEADER_LEN] = AF_INET6;
+        self.request(RTM_GETNEIGH, NLM_F_DUMP, &mut req, &mut |msg| {
+            scan_entry(msg, visit)
+        })
+    }
+
+    /// Sends one rtnetlink request of `kind` (its body after the header already in `req`,
+    /// whose header this fills in) and passes every message of the answer to `on_message`
+    /// until the answer ends (NLMSG_DONE, an acknowledgement, or, without NLM_F_DUMP in
+    /// `flags`, the first message). An error the kernel answers with is returned as that
+    /// errno.
+    pub(super) fn request(
+        &mut self,
+        kind: u16,
+        flags: u16,
+        req: &mut [u8],
+        on_message: &mut dyn FnMut(&[u8]),
+    ) -> io::Result<()> {
+        self.seq = self.seq.wrapping_add(1);
+        let len = req.len() as u32;
+        req[0..4].copy_from_slice(&len.to_ne_bytes());
+        req[4..6].copy_from_slice(&kind.to_ne_bytes());
+        req[6..8].copy_from_slice(&(NLM_F_REQUEST | flags).to_ne_bytes());
+        req[8..12].copy_from_slice(&self.seq.to_ne_bytes());
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&self.fd);
+        send(fd, req, MsgFlags::empty())?;
+        for _ in 0..DUMP_READS_MAX {
+            let n = recv(fd, &mut self.buf, MsgFlags::empty())?;
+            if n == 0 {
+                break;
+            }
+            match scan(&self.buf[..n], self.seq, on_message) {
+                Scan::More | Scan::Other if flags & NLM_F_DUMP != 0 => continue,
+                // A single answer still to come after another request's leftovers.
+                Scan::Other => continue,
+                Scan::More | Scan::Done => return Ok(()),
+                Scan::Error(code) => return Err(io::Error::from_raw_os_error(code)),
+            }
+        }
+        Ok(())
+    }
 }
 
 enum Scan {
+    /// The answer goes on in the next read.
     More,
+    /// The answer ended.
     Done,
+    /// The kernel answered with this errno.
     Error(i32),
+    /// The read held only messages of another request.
+    Other,
 }
 
 fn u16_at(b: &[u8], at: usize) -> u16 {
     u16::from_ne_bytes([b[at], b[at + 1]])
 }
 
-/// Reads the netlink messages in `buf`, passing each that is not an end or an error to
-/// `on_message` (whole, header included).
-fn scan(buf: &[u8], on_message: &mut dyn FnMut(&[u8])) -> Scan {
+/// Reads the netlink messages in `buf` of request `seq`, passing each that is not an end or an
+/// error to `on_message` (whole, header included); messages of other requests are skipped.
+fn scan(buf: &[u8], seq: u32, on_message: &mut dyn FnMut(&[u8])) -> Scan {
     let mut at = 0;
+    let mut ours = false;
     while at + NLMSG_HEADER_LEN <= buf.len() {
         let len = u32::from_ne_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]]) as usize;
         if len < NLMSG_HEADER_LEN || at + len > buf.len() {
@@ -138,6 +174,11 @@ fn scan(buf: &[u8], on_message: &mut dyn FnMut(&[u8])) -> Scan {
         }
         let kind = u16_at(buf, at + 4);
         let msg = &buf[at..at + len];
+        if u32::from_ne_bytes([msg[8], msg[9], msg[10], msg[11]]) != seq {
+            at += (len + 3) & !3;
+            continue;
+        }
+        ours = true;
         match kind {
             NLMSG_DONE => return Scan::Done,
             NLMSG_ERROR => {
@@ -155,7 +196,7 @@ fn scan(buf: &[u8], on_message: &mut dyn FnMut(&[u8])) -> Scan {
         }
         at += (len + 3) & !3;
     }
-    Scan::More
+    if ours { Scan::More } else { Scan::Other }
 }
 
 /// Calls `visit` with each attribute (type without its flag bits, value) of a netlink message
@@ -261,7 +302,7 @@ mod tests {
     /// Scans `buf` for a usable entry of `addr` on `ifindex`, as [`lookup`] does.
     fn find(buf: &[u8], ifindex: u32, addr: Ipv6Addr) -> (Scan, Option<[u8; 6]>) {
         let mut found = None;
-        let end = scan(buf, &mut |msg| {
+        let end = scan(buf, 0, &mut |msg| {
             scan_entry(msg, &mut |i, a, m| {
                 if i == ifindex && a == addr {
                     found = Some(m);
@@ -309,6 +350,23 @@ mod tests {
         ] {
             assert_eq!(find(&buf, idx, want).1, None);
         }
+    }
+
+    /// What an earlier request left unread (another sequence number) is skipped, whole reads
+    /// of it included: a socket serves one request after another.
+    #[test]
+    fn messages_of_another_request_are_skipped() {
+        let a: Ipv6Addr = "2001:db8::1".parse().unwrap();
+        let mut stale = dump(3, a, 0x02, [1; 6]);
+        for at in [0, stale.len() - NLMSG_HEADER_LEN] {
+            stale[at + 8..at + 12].copy_from_slice(&7u32.to_ne_bytes());
+        }
+        assert!(matches!(find(&stale, 3, a), (Scan::Other, None)));
+        // Another request's entry, then ours, in one read.
+        let mut both = stale.clone();
+        both.truncate(stale.len() - NLMSG_HEADER_LEN);
+        both.extend_from_slice(&dump(3, a, 0x02, [2; 6]));
+        assert!(matches!(find(&both, 3, a), (Scan::Done, Some(m)) if m == [2; 6]));
     }
 
     #[test]

@@ -273,7 +273,11 @@ impl Reader {
 /// Asks the kernel for its route to `dst` for a packet from `src`: the output interface and
 /// the gateway, or None when the route is not a unicast one (unreachable, prohibited,
 /// blackhole, local) or the kernel has none.
-pub fn route(dst: Ipv6Addr, src: Option<Ipv6Addr>) -> io::Result<Option<Route>> {
+pub(super) fn route(
+    nl: &mut neighbour::Netlink,
+    dst: Ipv6Addr,
+    src: Option<Ipv6Addr>,
+) -> io::Result<Option<Route>> {
     let attrs = 4 + 16 + src.map_or(0, |_| 4 + 16);
     let mut req = vec![0u8; NLMSG_HEADER_LEN + RTMSG_LEN + attrs];
     let rt = NLMSG_HEADER_LEN;
@@ -290,7 +294,7 @@ pub fn route(dst: Ipv6Addr, src: Option<Ipv6Addr>) -> io::Result<Option<Route>> 
         }
     }
     let mut found = None;
-    let r = neighbour::request(RTM_GETROUTE, 0, &mut req, &mut |msg| {
+    let r = nl.request(RTM_GETROUTE, 0, &mut req, &mut |msg| {
         found = parse_route(msg);
     });
     match r {
@@ -369,7 +373,13 @@ pub fn run(shared: Arc<NextHops>, asked: Receiver<(Ipv6Addr, Ipv6Addr)>, stop: &
         if new.is_empty() && !refresh && !retry {
             continue;
         }
-        let neighbours_read = match neighbour::table() {
+        // One socket for this round's neighbour dump and route lookups.
+        let mut netlink = neighbour::Netlink::open();
+        let table = match &mut netlink {
+            Ok(nl) => nl.table(),
+            Err(e) => Err(io::Error::new(e.kind(), format!("no netlink socket: {e}"))),
+        };
+        let neighbours_read = match table {
             Ok(t) => {
                 if neighbours_failed {
                     tracing::info!("the neighbour table can be read again");
@@ -420,7 +430,11 @@ pub fn run(shared: Arc<NextHops>, asked: Receiver<(Ipv6Addr, Ipv6Addr)>, stop: &
             if fresh && known.len() >= DESTINATIONS_MAX {
                 continue;
             }
-            let hop = match route(dst, Some(src)) {
+            let looked_up = match &mut netlink {
+                Ok(nl) => route(nl, dst, Some(src)),
+                Err(e) => Err(io::Error::from(e.kind())),
+            };
+            let hop = match looked_up {
                 Ok(r) if neighbours_read => decide(dst, r, &neighbours),
                 Ok(_) => NextHop::Kernel {
                     oif: 0,

@@ -531,8 +531,8 @@ impl Allocator {
                     for _ in 0..RECLAIM_PER_SUBPOOL_MAX {
                         // The earlier of the first binding and the first offer to end.
                         let (t, i, offer) = match (sp.expiry.first(), sp.offers.front()) {
-                            (Some(&(te, _)), Some(&(to, io))) if to < te => (to, io, true),
-                            (Some(&(te, ie)), _) => (te, ie, false),
+                            (Some((te, _)), Some(&(to, io))) if to < te => (to, io, true),
+                            (Some((te, ie)), _) => (te, ie, false),
                             (None, Some(&(to, io))) => (to, io, true),
                             (None, None) => break,
                         };

@@ -15,7 +15,7 @@
 //! way round, and no code holds two sub-pools at once.
 //!
 //! Files: `key` (the fixed client hash), `rules` (what the failover state allows),
-//! `subpool` (one sub-pool's table, cursor, free list and expiry index), `alloc` (acquire,
+//! `subpool` (one sub-pool's table, cursor, free list), `expiry` (its expiry index), `alloc` (acquire,
 //! extend, end, reclaim, restore), `merge` (RFC 8156: partner acknowledgements, PENDING-FREE,
 //! partner updates); this file holds the table and its read-only queries.
 
@@ -30,6 +30,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use subpool::{PoolState, ResRef, SubnetPools};
 
 mod alloc;
+mod expiry;
 mod key;
 mod merge;
 mod operator;

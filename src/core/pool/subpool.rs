@@ -2,6 +2,7 @@
 //! index; and the pools and subnets built from them.
 
 use super::PoolUsage;
+use super::expiry::ExpiryIndex;
 use crate::config::{Lifetimes, PoolConfig, ResourceKind};
 use crate::lease::{Lease, LeaseState};
 use std::collections::{BTreeSet, HashMap, VecDeque};
@@ -45,7 +46,7 @@ pub(super) struct SubPool {
     pub(super) slots: super::TableMap<Slot>,
     /// (end of state, index) for every slot whose state ends by time and is not an offer:
     /// active, declined.
-    pub(super) expiry: BTreeSet<(u64, u128)>,
+    pub(super) expiry: ExpiryIndex,
     /// (expires_at, index) of every offer made, in the order made: offers are held for one
     /// fixed time, so this is (nearly: workers' clocks are read per batch) in time order, and
     /// an offer costs a push instead of a B-tree insert and remove. Entries go stale when the
@@ -85,7 +86,7 @@ impl SubPool {
             pending: VecDeque::new(),
             failover,
             slots: super::TableMap::default(),
-            expiry: BTreeSet::new(),
+            expiry: ExpiryIndex::default(),
             offers: VecDeque::new(),
             ended: BTreeSet::new(),
             usage: PoolUsage::default(),
@@ -332,7 +333,7 @@ impl SubPool {
         if let Some(st) = old_state {
             self.count(st, -1);
             if indexed(st) {
-                let was_indexed = self.expiry.remove(&(old_exp, index));
+                let was_indexed = self.expiry.remove((old_exp, index));
                 assert!(
                     was_indexed,
                     "expiry index lost ({old_exp}, {index}) of a {st} lease"

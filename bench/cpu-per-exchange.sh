@@ -9,8 +9,8 @@
 # binary.
 #
 # Usage: bench/cpu-per-exchange.sh [--rounds N] [--rate R] [--clients N] [--mode na|pd|both]
-#                                  [--log-level warn|info] [--relay] [--xdp [--gen-xdp]]
-#                                  BIN [BIN...]
+#                                  [--log-level warn|info] [--relay]
+#                                  [--xdp [--gen-xdp] [--one-queue]] [--perf DIR] BIN [BIN...]
 #   --log-level info is the server's default: one log line per lease change.
 #   --relay: tandem-gen acts as a relay agent (Relay-forw with Interface-Id), as an ISP's
 #   clients reach the server; the server then keeps the relay data with every lease.

@@ -59,7 +59,7 @@ while [ $# -gt 0 ]; do
         --gen-xdp) GEN_DP=(--datapath xdp --xdp-mode native); shift ;;
         --perf) PERF_DIR="$2"; shift 2 ;;
         --one-queue) ONE_QUEUE=1; shift ;;
-        -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,32p' "$0"; exit 0 ;;
         -*) die "unknown option $1" ;;
         *) BINS+=("$1"); shift ;;
     esac

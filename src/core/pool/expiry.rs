@@ -7,8 +7,8 @@
 //! Entries that come earlier than the queue's last one (a decline's hold, the partner's times, a
 //! lifetime the client asked to be shorter) go to a B-tree (`other`). A removed entry of the
 //! queue is found by binary search and marked dead in place; dead entries at the front are
-//! dropped as the front is read, and the queue is compacted when they outnumber the live ones,
-//! so it holds at most about twice the live entries.
+//! dropped as the front is read, and the queue is compacted when they outnumber the live ones
+//! (checked after each removal and pop), so it holds at most about twice the live entries.
 
 use std::collections::{BTreeSet, VecDeque};
 
@@ -95,6 +95,8 @@ impl ExpiryIndex {
         let first = self.first()?;
         if self.ordered.front().is_some_and(|e| e.key() == first) {
             self.ordered.pop_front();
+            // Fewer live entries: the dead ones may outnumber them now.
+            self.compact_if_due();
         } else {
             self.other.pop_first();
         }
@@ -212,6 +214,28 @@ mod tests {
         assert_eq!((idx.ordered.len(), idx.dead), (9, 0));
         assert!(idx.insert((100, 0)), "back, out of order now");
         assert_eq!(idx.first(), Some((100, 0)));
+    }
+
+    /// Pops that leave the dead entries outnumbering the live ones compact the queue too.
+    #[test]
+    fn pops_compact_as_removals_do() {
+        let mut idx = ExpiryIndex::default();
+        for i in 0..400u128 {
+            idx.insert((1000 + i as u64, i));
+        }
+        // The last 150 removed: dead, and fewer than the 250 live.
+        for i in 250..400u128 {
+            assert!(idx.remove((1000 + i as u64, i)));
+        }
+        assert_eq!((idx.dead, idx.ordered.len()), (150, 400));
+        // Popping 101 leaves 149 live: the dead outnumber them, and the queue is compacted.
+        for _ in 0..100 {
+            idx.pop_first();
+        }
+        assert_eq!(idx.dead, 150, "150 dead against 150 live: kept");
+        idx.pop_first();
+        assert_eq!((idx.dead, idx.ordered.len()), (0, 149));
+        assert_eq!(idx.first(), Some((1101, 101)));
     }
 
     /// A lease renewed over and over leaves no trail: dead entries are compacted away.

@@ -15,9 +15,9 @@
 //! way round, and no code holds two sub-pools at once.
 //!
 //! Files: `key` (the fixed client hash), `rules` (what the failover state allows),
-//! `subpool` (one sub-pool's table, cursor, free list), `expiry` (its expiry index), `alloc` (acquire,
-//! extend, end, reclaim, restore), `merge` (RFC 8156: partner acknowledgements, PENDING-FREE,
-//! partner updates); this file holds the table and its read-only queries.
+//! `subpool` (one sub-pool's table, cursor, free list), `expiry` (its expiry index), `alloc`
+//! (acquire, extend, end, reclaim, restore), `merge` (RFC 8156: partner acknowledgements,
+//! PENDING-FREE, partner updates); this file holds the table and its read-only queries.
 
 use crate::config::{PoolConfig, Reservation, ResourceKind, SubnetConfig};
 use crate::lease::{Lease, LeaseState};

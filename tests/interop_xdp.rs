@@ -31,7 +31,7 @@ use common::checks::{Checks, check_store_invariants};
 use common::leases::{LINK1, LINK2, netns_config, store_rows};
 use common::netns::Topo;
 use common::perfdhcp::*;
-use common::proc::{Server, read_lossy, run, start_server, tail, xdp_redirected};
+use common::proc::{Server, check_redirected, read_lossy, run, start_server, tail, xdp_redirected};
 use common::tools::{Tools, find_tool, prerequisites};
 
 /// Whether `ip link show` lists an XDP program on the server's interface.
@@ -222,12 +222,7 @@ fn perfdhcp_over_af_xdp_native_direct_and_generic_relayed() {
         || "no frame passed to the kernel (ping, TCP and neighbour discovery crossed it)".into(),
     );
     let text = stop(server);
-    ck.check(xdp_redirected(&text).is_some_and(|n| n >= sent), || {
-        format!(
-            "native: the program handed {:?} frames to the sockets, perfdhcp sent {sent}",
-            xdp_redirected(&text)
-        )
-    });
+    check_redirected(&mut ck, &text, "native: the program", sent);
     ck.check(!xdp_attached(&t, &topo), || {
         "XDP program still attached after a clean stop".into()
     });
@@ -659,12 +654,7 @@ fn failover_pair_with_the_primary_on_af_xdp() {
     b.check_alive(&mut ck);
     let text = stop(a);
     let sent = p.x("SOLICIT-ADVERTISE").sent + p.x("REQUEST-REPLY").sent;
-    ck.check(xdp_redirected(&text).is_some_and(|n| n >= sent), || {
-        format!(
-            "the primary's program handed {:?} frames to it, perfdhcp sent {sent}",
-            xdp_redirected(&text)
-        )
-    });
+    check_redirected(&mut ck, &text, "the primary's program", sent);
     ck.finish(
         test,
         &[
@@ -819,16 +809,7 @@ fn xdp_answers_a_burst_without_stalling() {
         Some(0),
     );
     let text = stop(server);
-    ck.check(
-        xdp_redirected(&text).is_some_and(|n| n >= 2 * CLIENTS),
-        || {
-            format!(
-                "the program handed {:?} frames to the server, want >= {}",
-                xdp_redirected(&text),
-                2 * CLIENTS
-            )
-        },
-    );
+    check_redirected(&mut ck, &text, "the program", 2 * CLIENTS);
     ck.finish(
         test,
         &[
@@ -995,16 +976,7 @@ fn tandem_gen_on_af_xdp_against_both_server_datapaths() {
         4 * CLIENTS,
     );
     let text = stop(server);
-    ck.check(
-        xdp_redirected(&text).is_some_and(|n| n >= 4 * CLIENTS),
-        || {
-            format!(
-                "the server's program handed {:?} frames to it, want >= {}",
-                xdp_redirected(&text),
-                4 * CLIENTS
-            )
-        },
-    );
+    check_redirected(&mut ck, &text, "the server's program", 4 * CLIENTS);
 
     let cfg = link1_config(dir.path(), &topo, "udp");
     let log2 = dir.path().join("udp.log");
@@ -1178,12 +1150,7 @@ fn xdp_spreads_one_relays_messages_over_the_interfaces_workers() {
         }
     }
     let text = stop(server);
-    ck.check(xdp_redirected(&text).is_some_and(|n| n >= messages), || {
-        format!(
-            "the program handed {:?} frames to the server, want >= {messages}",
-            xdp_redirected(&text)
-        )
-    });
+    check_redirected(&mut ck, &text, "the program", messages);
     ck.finish(test, &[("server log", tail(&log, 30))]);
     drop(topo);
 }
@@ -1469,15 +1436,7 @@ fn xdp_replies_to_a_routed_relay_follow_the_kernels_route() {
     ck.check(to_b, || {
         format!("no log line saying replies to 2001:db8:9::1 go to router B's MAC {b_mac}")
     });
-    ck.check(
-        xdp_redirected(&text).is_some_and(|n| n >= COUNT as u64),
-        || {
-            format!(
-                "the program handed {:?} frames to the sockets, want {COUNT} or more",
-                xdp_redirected(&text)
-            )
-        },
-    );
+    check_redirected(&mut ck, &text, "the program", COUNT as u64);
     ck.finish(
         test,
         &[
@@ -1570,15 +1529,7 @@ fn xdp_replies_routed_out_of_another_interface_go_through_the_kernel() {
         )
     });
     let text = stop(server);
-    ck.check(
-        xdp_redirected(&text).is_some_and(|n| n >= COUNT as u64),
-        || {
-            format!(
-                "the programs handed {:?} frames to the sockets, want {COUNT} or more",
-                xdp_redirected(&text)
-            )
-        },
-    );
+    check_redirected(&mut ck, &text, "the programs", COUNT as u64);
     ck.finish(
         test,
         &[

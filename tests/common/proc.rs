@@ -237,6 +237,15 @@ pub fn xdp_redirected(log: &str) -> Option<u64> {
         .ok()
 }
 
+/// Checks that the XDP program(s) of the server whose log is `log` handed at least `want`
+/// frames to its sockets; `whose` names them in the failure ("the primary's program").
+pub fn check_redirected(ck: &mut Checks, log: &str, whose: &str, want: u64) {
+    let n = xdp_redirected(log);
+    ck.check(n.is_some_and(|n| n >= want), || {
+        format!("{whose} handed {n:?} frames to the sockets, want {want} or more")
+    });
+}
+
 /// The server DUID the log reports at `store open`.
 pub fn server_duid(log: &Path) -> Vec<u8> {
     let text = read_lossy(log);

@@ -176,8 +176,14 @@ pub fn perfdhcp(t: &Tools, topo: &Topo, args: &[&str]) -> Perf {
     p
 }
 
-/// Exchanges each perfdhcp run starts (one per distinct client: `-R` = `-n`).
+/// Exchanges each perfdhcp run starts (`-n`), each from a distinct client.
 pub const PERF_CLIENTS: u64 = 300;
+/// Exchanges perfdhcp may start beyond `-n`: it sends every exchange its rate has made due at
+/// once and checks `-n` only between such batches, so a run that lags near its end (a busy
+/// box) starts one or two more (seen: 302 of 300). `-R` leaves room for them, so they come
+/// from clients of their own; with `-R` = `-n` they reused the first clients, whose second
+/// lease perfdhcp then counted as handed out twice.
+pub const PERF_OVERSHOOT_MAX: u64 = 16;
 
 /// perfdhcp arguments for a bounded run of `PERF_CLIENTS` distinct clients at 100 exchanges/s.
 /// `-d 3`: a reply later than 3 s counts as a drop; `-W 3000000`: after the last exchange is
@@ -186,13 +192,14 @@ pub const PERF_CLIENTS: u64 = 300;
 /// or prefix handed to two clients. `-x l`: list the leases received.
 pub fn perf_args(mode: &str, mac_base: &str) -> Vec<String> {
     let n = PERF_CLIENTS.to_string();
+    let clients = (PERF_CLIENTS + PERF_OVERSHOOT_MAX).to_string();
     [
         "-e",
         mode,
         "-r",
         "100",
         "-R",
-        &n,
+        &clients,
         "-n",
         &n,
         "-p",
@@ -219,10 +226,15 @@ pub fn check_four_way(ck: &mut Checks, run: &str, p: &Perf, rr_orphans: u64) {
     let sa = p.x("SOLICIT-ADVERTISE");
     let rr = p.x("REQUEST-REPLY");
     ck.eq(&format!("{run}: perfdhcp exit code"), p.code, Some(0));
-    ck.eq(
-        &format!("{run}: SOLICIT-ADVERTISE sent"),
-        sa.sent,
-        PERF_CLIENTS,
+    ck.check(
+        (PERF_CLIENTS..=PERF_CLIENTS + PERF_OVERSHOOT_MAX).contains(&sa.sent),
+        || {
+            format!(
+                "{run}: SOLICIT-ADVERTISE sent: {}, want {PERF_CLIENTS} (perfdhcp's -n) to {}",
+                sa.sent,
+                PERF_CLIENTS + PERF_OVERSHOOT_MAX
+            )
+        },
     );
     ck.eq(
         &format!("{run}: SOLICIT-ADVERTISE received (== sent)"),
@@ -291,9 +303,9 @@ pub fn granted_by_client(
         }
     }
     ck.eq(
-        &format!("{run}: distinct clients with a lease (perfdhcp -x l)"),
+        &format!("{run}: distinct clients with a lease (perfdhcp -x l, one per exchange)"),
         by.len() as u64,
-        PERF_CLIENTS,
+        p.x("SOLICIT-ADVERTISE").sent,
     );
     by
 }

@@ -449,11 +449,14 @@ fn two_servers_get_every_message_and_the_run_passes() {
             ignored <= CLIENTS && ignored + 2 >= CLIENTS,
             "relay {relay}: {ignored} ignored replies: {v}"
         );
-        // Paced, the copies of all but the last Advertises arrive while their client is still
-        // in the acquire phase, which has just been answered: duplicates, not late answers.
+        // Paced, the copies of all but the last few Advertises arrive while their client is
+        // still in the acquire phase, which has just been answered: duplicates, not late
+        // answers. How many arrive after the phase ended depends on the box: a clean-clone CI
+        // run on a busy box saw 4 of 60 (the total above still counted every copy).
+        const COPIES_AFTER_ACQUIRE_MAX: u64 = 8;
         let acq = &v["phases"][0];
         assert!(
-            acq["duplicate_replies"].as_u64().unwrap() + 2 >= CLIENTS,
+            acq["duplicate_replies"].as_u64().unwrap() + COPIES_AFTER_ACQUIRE_MAX >= CLIENTS,
             "relay {relay}: {acq}"
         );
         assert_eq!(acq["late_replies"], 0, "relay {relay}: {acq}");

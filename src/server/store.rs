@@ -1,11 +1,17 @@
 //! Durable store: LMDB through `heed`, and the group committer that makes a Reply leave only
 //! after the leases it grants are on disk. Key layout: `docs/storage.md`.
 //!
-//! A commit appends its lease changes to the `journal` database, in order, at its right edge:
-//! a few pages per commit, however the leases are scattered over the address space. The group
-//! committer folds the journal into `leases` (keyed by resource) once it holds
-//! [`JOURNAL_FOLD_AT`] entries, or when idle, in one transaction that writes each leaf page it
-//! touches once for many leases. Readers see the journal's changes on top of `leases`.
+//! A commit appends its lease changes to a journal database, in order, at its right edge: a
+//! few pages per commit, however the leases are scattered over the address space. There are
+//! two journals, `journal` and `journal2`, with one sequence of keys across both: commits
+//! append to the active one. Once it holds [`JOURNAL_FOLD_AT`] entries, the group committer
+//! makes the other active and folds the full one into `leases` (keyed by resource) a slice at a
+//! time ([`JOURNAL_FOLD_SLICE_MAX`] entries in key order, riding in the transactions of the
+//! next commits), so the fold writes each leaf page it touches once for many leases without
+//! holding any commit for long; the last slice empties that journal. When idle it folds all of
+//! both at once. Readers see the journals' changes, the older journal's first, on top of
+//! `leases`; a change applied twice (folded, and still in its journal) gives what applying it
+//! once gives.
 
 use crate::histogram::{Count, Histogram, LatencyUs};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
@@ -16,27 +22,32 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tandem_core::lease::{self, Lease, LeaseStore};
 
 /// Most commit jobs folded into one LMDB transaction (one fsync).
 pub const COMMIT_BATCH_MAX: usize = 4096;
-/// Journal entries at which the group committer folds the journal into the lease database,
-/// after releasing the replies of the commit that reached it. A fold writes each leaf page it
-/// touches once: the more entries, the more of them share a page, and the longer the commits
-/// queued behind it wait. At 32,768 (4,096 before) the folds of 576,000 lease changes into a
-/// fresh store took 0.87 s in 18 folds (48 ms each) against 1.52 s in 137 (11 ms), and the
-/// server's CPU per exchange fell by 12 % (`docs/performance.md`); the slowest replies waited
-/// 78 ms against 31.
+/// Entries of the active journal at which the group committer switches journals and folds the
+/// full one into the lease database ([`JOURNAL_FOLD_SLICE_MAX`] at a time), after releasing the
+/// replies of the commit that reached it. A fold writes each leaf page it touches once: the
+/// more entries, the more of them share a page. At 32,768 (4,096 before) the folds of 576,000
+/// lease changes into a fresh store took 0.87 s in 18 folds (48 ms each) against 1.52 s in 137
+/// (11 ms), and the server's CPU per exchange fell by 12 % (`docs/performance.md`).
 pub const JOURNAL_FOLD_AT: u64 = 32768;
-/// Most journal entries one fold transaction applies (copied into memory first). Twice
-/// [`JOURNAL_FOLD_AT`], so that a due fold takes the whole journal and empties it at once,
-/// which frees its pages without visiting each entry: a fold that leaves entries behind
-/// deletes the folded ones one by one, about 2,000 instructions each (a third of the fold).
+/// Most journal entries one transaction of a whole fold (idle, at exit, at start) applies
+/// (copied into memory first). Twice [`JOURNAL_FOLD_AT`], so that it usually takes a whole
+/// journal and empties it at once, which frees its pages without visiting each entry: a fold
+/// that leaves entries behind deletes the folded ones one by one, about 2,000 instructions
+/// each (a third of the fold).
 pub const JOURNAL_FOLD_CHUNK_MAX: usize = 65536;
 /// Fewest journal entries a fold transaction is cut down to after a full map.
 pub const JOURNAL_FOLD_CHUNK_MIN: usize = 64;
+/// Most journal entries one slice of a fold under load applies, in the transaction of a
+/// commit (a key's entries are never split between slices). Applying a journal entry costs
+/// about 1.5 µs (a fold of 32,768 took 48 ms), so a slice adds a few milliseconds to the
+/// commit it rides in, where a whole fold held every commit queued behind it for 50–100 ms.
+pub const JOURNAL_FOLD_SLICE_MAX: usize = 2048;
 /// Meta key of the server DUID.
 pub const META_SERVER_DUID: &[u8] = b"server_duid";
 /// Meta key of the store layout version.
@@ -45,11 +56,12 @@ pub const META_LAYOUT_VERSION: &[u8] = b"layout_version";
 /// data after the DUID), which a build of layout 1 cannot read. 3: lease values of version 3
 /// (the partner version's sequence after the relay data), which a build of layout 2 cannot
 /// read. 4: lease changes may wait in the `journal` database, which a build of layout 3 does
-/// not read. An older store is taken and marked 4 at the first open, so an older build then
+/// not read. 5: they may wait in a second journal, `journal2`, which a build of layout 4 does
+/// not read. An older store is taken and marked 5 at the first open, so an older build then
 /// refuses it at start instead of missing or skipping leases written since.
-pub const LAYOUT_VERSION: u32 = 4;
+pub const LAYOUT_VERSION: u32 = 5;
 /// Older layout versions this code opens (and upgrades in place).
-pub const LAYOUT_VERSIONS_UPGRADED: &[u32] = &[1, 2, 3];
+pub const LAYOUT_VERSIONS_UPGRADED: &[u32] = &[1, 2, 3, 4];
 
 /// Store failures, each saying what the operator can do about it.
 #[derive(Debug, thiserror::Error)]
@@ -79,17 +91,103 @@ pub enum StoreError {
     },
 }
 
-/// The LMDB environment with its three databases.
+/// The LMDB environment with its four databases.
 pub struct Store {
     env: Env,
     meta: Database<'static, Bytes, Bytes>,
     leases: Database<'static, Bytes, Bytes>,
-    /// Lease changes not yet folded into `leases`, in the order they were committed (`None`:
-    /// a reader of a store of layout 3 or older, which has none).
-    journal: Option<Database<'static, Bytes, Bytes>>,
-    /// Entries in the journal as of the last write transaction (a hint for when to fold).
+    /// Lease changes not yet folded into `leases`, in the order they were committed, in two
+    /// journals (`journal`, `journal2`) whose keys never interleave (`None`: a reader of a
+    /// store of a layout that has not this one).
+    journals: [Option<Database<'static, Bytes, Bytes>>; 2],
+    /// Which journal commits append to (changed only under LMDB's writer lock).
+    active: AtomicUsize,
+    /// Entries in the active journal as of the last write transaction (a hint for when to
+    /// fold).
     journal_len: AtomicU64,
     _lock: Option<File>,
+}
+
+/// How much of the LMDB map the store uses ([`Store::map_use`]).
+#[derive(Debug, Clone, Copy)]
+pub struct MapUse {
+    /// In the pages of the lease and meta databases (and LMDB's own).
+    pub data_bytes: u64,
+    /// In the pages of the two journals: they grow to about twice [`JOURNAL_FOLD_AT`] entries
+    /// and a fold empties them, so this swings between folds.
+    pub journal_bytes: u64,
+    /// The map's size.
+    pub map_bytes: u64,
+}
+
+/// A fold under way: the entries of the journal that is not active, copied out and put in key
+/// order, and how many of them are in `leases` already. Held by the group committer, which
+/// applies a slice with each commit ([`Store::commit_folding`]).
+pub struct FoldPlan {
+    /// Which journal is folded.
+    journal: usize,
+    /// The entries, back to back.
+    bytes: Vec<u8>,
+    /// (start, end) of each entry in `bytes`, in key order, a key's entries in journal order.
+    order: Vec<(u32, u32)>,
+    /// Entries applied so far (a slice boundary: never inside one key's entries).
+    done: usize,
+    /// Entries that could not be read, skipped.
+    corrupt: u64,
+    /// Time spent applying slices so far.
+    pub spent: Duration,
+}
+
+impl FoldPlan {
+    /// Entries in the plan.
+    pub fn len(&self) -> usize {
+        self.order.len()
+    }
+    /// Whether the plan holds no entries.
+    pub fn is_empty(&self) -> bool {
+        self.order.is_empty()
+    }
+    /// The entry at `i` of the key order.
+    fn entry(&self, i: usize) -> &[u8] {
+        let (a, b) = self.order[i];
+        &self.bytes[a as usize..b as usize]
+    }
+    /// The end of the slice after `done`: at most `max` entries further, moved back to the
+    /// start of a key's entries (or on past them, if one key has more than `max`).
+    fn slice_end(&self, max: usize) -> usize {
+        let len = self.order.len();
+        let mut end = (self.done + max.max(1)).min(len);
+        if end == len {
+            return end;
+        }
+        let key_at = |i: usize| self.entry(i).get(1..1 + lease::KEY_LEN);
+        let boundary = key_at(end);
+        let mut back = end;
+        while back > self.done && key_at(back - 1) == boundary {
+            back -= 1;
+        }
+        if back > self.done {
+            return back;
+        }
+        while end < len && key_at(end) == boundary {
+            end += 1;
+        }
+        end
+    }
+}
+
+/// What a commit did to the fold under way.
+#[derive(Debug)]
+pub enum FoldProgress {
+    /// No fold rode in it.
+    None,
+    /// A slice of the fold was applied; the fold goes on.
+    Slice,
+    /// The last slice was applied and the folded journal emptied.
+    Done,
+    /// The slice could not be applied (a full map, most likely): the commit went through
+    /// without it, and the fold should be given up (its journal stays and is folded later).
+    Failed(StoreError),
 }
 
 /// Journal entry tag: a lease record written (the record follows the key).
@@ -200,12 +298,16 @@ impl Store {
         #[allow(unsafe_code)]
         let env = unsafe { opts.open(dir)? };
         let wtxn = env.write_txn()?;
-        let (meta, leases, journal) = env
+        let (meta, leases, journal, journal2) = env
             .create_databases_and_commit(wtxn, |dbo, wtxn| -> Result<_, StoreError> {
                 let meta: Database<Bytes, Bytes> = dbo.create_database(wtxn, Some("meta"))?;
                 let leases: Database<Bytes, Bytes> = dbo.create_database(wtxn, Some("leases"))?;
                 let journal: Database<Bytes, Bytes> = dbo.create_database(wtxn, Some("journal"))?;
-                Ok(CommitOrAbort::<_, ()>::Commit((meta, leases, journal)))
+                let journal2: Database<Bytes, Bytes> =
+                    dbo.create_database(wtxn, Some("journal2"))?;
+                Ok(CommitOrAbort::<_, ()>::Commit((
+                    meta, leases, journal, journal2,
+                )))
             })?
             .unwrap_commit();
         let mut wtxn = env.write_txn()?;
@@ -238,7 +340,8 @@ impl Store {
             env,
             meta,
             leases,
-            journal: Some(journal),
+            journals: [Some(journal), Some(journal2)],
+            active: AtomicUsize::new(0),
             journal_len: AtomicU64::new(0),
             _lock: Some(lock),
         };
@@ -281,14 +384,18 @@ impl Store {
             opts.open(dir)?
         };
         let rtxn = env.read_txn()?;
-        let (meta, leases, journal) = env
+        let (meta, leases, journal, journal2) = env
             .open_databases_and_commit(rtxn, |dbo, rtxn| -> Result<_, StoreError> {
                 let meta: Option<Database<Bytes, Bytes>> = dbo.open_database(rtxn, Some("meta"))?;
                 let leases: Option<Database<Bytes, Bytes>> =
                     dbo.open_database(rtxn, Some("leases"))?;
                 let journal: Option<Database<Bytes, Bytes>> =
                     dbo.open_database(rtxn, Some("journal"))?;
-                Ok(CommitOrAbort::<_, ()>::Commit((meta, leases, journal)))
+                let journal2: Option<Database<Bytes, Bytes>> =
+                    dbo.open_database(rtxn, Some("journal2"))?;
+                Ok(CommitOrAbort::<_, ()>::Commit((
+                    meta, leases, journal, journal2,
+                )))
             })?
             .unwrap_commit();
         match (meta, leases) {
@@ -297,7 +404,8 @@ impl Store {
                     env,
                     meta,
                     leases,
-                    journal,
+                    journals: [journal, journal2],
+                    active: AtomicUsize::new(0),
                     journal_len: AtomicU64::new(0),
                     _lock: None,
                 };
@@ -338,22 +446,27 @@ impl Store {
         Ok(d)
     }
 
-    /// How much of the map the data uses: (bytes in the pages of the lease, journal and meta
-    /// databases, map size in bytes). Freed pages (LMDB's free list) are not counted: they are
-    /// reused.
-    pub fn map_use(&self) -> (u64, u64) {
+    /// How much of the map the data uses: bytes in the pages of the lease and meta databases,
+    /// bytes in the pages of the two journals, and the map size in bytes. Freed pages (LMDB's
+    /// free list) are not counted: they are reused.
+    pub fn map_use(&self) -> MapUse {
         let info = self.env.info();
         let page = self.env.unnamed_database_stat().page_size as u64;
-        let pages = self.env.read_txn().ok().map_or(0, |rtxn| {
-            [Some(&self.leases), Some(&self.meta), self.journal.as_ref()]
-                .into_iter()
-                .flatten()
-                .filter_map(|db| db.stat(&rtxn).ok())
-                .map(|st| (st.branch_pages + st.leaf_pages + st.overflow_pages) as u64)
-                .sum::<u64>()
-        });
-        // The two meta pages and the main database's page.
-        ((pages + 3) * page, info.map_size as u64)
+        let pages = |dbs: &[Option<&Database<'static, Bytes, Bytes>>]| {
+            self.env.read_txn().ok().map_or(0, |rtxn| {
+                dbs.iter()
+                    .flatten()
+                    .filter_map(|db| db.stat(&rtxn).ok())
+                    .map(|st| (st.branch_pages + st.leaf_pages + st.overflow_pages) as u64)
+                    .sum::<u64>()
+            })
+        };
+        MapUse {
+            // The two meta pages and the main database's page count with the data.
+            data_bytes: (pages(&[Some(&self.leases), Some(&self.meta)]) + 3) * page,
+            journal_bytes: pages(&[self.journals[0].as_ref(), self.journals[1].as_ref()]) * page,
+            map_bytes: info.map_size as u64,
+        }
     }
 
     /// Stores `value` under `key` in the meta database, replacing any previous value, in one
@@ -430,52 +543,85 @@ impl Store {
         rtxn: &heed::RoTxn,
     ) -> Result<BTreeMap<Vec<u8>, Option<Vec<u8>>>, StoreError> {
         let mut overlay: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
-        let Some(journal) = &self.journal else {
-            return Ok(overlay);
-        };
-        for item in journal.iter(rtxn)? {
-            let (_, entry) = item?;
-            let Some((k, change)) = journal_entry(entry) else {
-                tracing::warn!(entry = ?entry, "store: unreadable journal entry skipped");
+        for i in self.journals_in_order(rtxn)? {
+            let Some(journal) = &self.journals[i] else {
                 continue;
             };
-            let result = match overlay.get(k) {
-                Some(v) => outcome(v.as_deref(), change),
-                None => outcome(self.leases.get(rtxn, k)?, change),
-            };
-            match (result, change) {
-                (Outcome::Put, Change::Write(v)) => {
-                    overlay.insert(k.to_vec(), Some(v.to_vec()));
+            for item in journal.iter(rtxn)? {
+                let (_, entry) = item?;
+                let Some((k, change)) = journal_entry(entry) else {
+                    tracing::warn!(entry = ?entry, "store: unreadable journal entry skipped");
+                    continue;
+                };
+                let result = match overlay.get(k) {
+                    Some(v) => outcome(v.as_deref(), change),
+                    None => outcome(self.leases.get(rtxn, k)?, change),
+                };
+                match (result, change) {
+                    (Outcome::Put, Change::Write(v)) => {
+                        overlay.insert(k.to_vec(), Some(v.to_vec()));
+                    }
+                    (Outcome::Delete, _) => {
+                        overlay.insert(k.to_vec(), None);
+                    }
+                    _ => {}
                 }
-                (Outcome::Delete, _) => {
-                    overlay.insert(k.to_vec(), None);
-                }
-                _ => {}
             }
         }
         Ok(overlay)
     }
 
-    /// Appends `entries` (each from `fill`, given the buffer to write it into) to the journal
-    /// in one transaction and commits it (fsync unless opened without sync).
+    /// Which journals this store has, the one with the older entries first (their keys never
+    /// interleave: one of them is empty whenever the other becomes active).
+    fn journals_in_order(&self, txn: &heed::RoTxn) -> Result<Vec<usize>, StoreError> {
+        let mut v: Vec<(Option<Vec<u8>>, usize)> = Vec::new();
+        for (i, db) in self.journals.iter().enumerate() {
+            if let Some(db) = db {
+                v.push((db.first(txn)?.map(|(k, _)| k.to_vec()), i));
+            }
+        }
+        // Empty journals first (nothing to apply), then by first key.
+        v.sort();
+        Ok(v.into_iter().map(|(_, i)| i).collect())
+    }
+
+    /// Appends `entries` (each from `fill`, given the buffer to write it into) to the active
+    /// journal in one transaction and commits it (fsync unless opened without sync).
     fn append<'a, T: 'a>(
         &self,
         entries: impl IntoIterator<Item = &'a T>,
+        fill: impl FnMut(&T, &mut Vec<u8>),
+    ) -> Result<usize, StoreError> {
+        let mut wtxn = self.env.write_txn()?;
+        let n = self.append_in(&mut wtxn, entries, fill)?;
+        wtxn.commit()?;
+        Ok(n)
+    }
+
+    /// The appending of [`Store::append`], in `wtxn`.
+    fn append_in<'a, T: 'a>(
+        &self,
+        wtxn: &mut heed::RwTxn,
+        entries: impl IntoIterator<Item = &'a T>,
         mut fill: impl FnMut(&T, &mut Vec<u8>),
     ) -> Result<usize, StoreError> {
-        let journal = self.journal.as_ref().ok_or(StoreError::ReadOnly)?;
-        let mut wtxn = self.env.write_txn()?;
-        // Keys are 8 bytes, big-endian. After one of another shape (not written by this code)
-        // the next key is u64::MAX, and a second entry at the same key fails the append (at
-        // the right edge, keys must rise) until a fold empties the journal.
-        let mut next = match journal.last(&wtxn)? {
-            Some((k, _)) => k
-                .try_into()
-                .ok()
-                .and_then(|k| u64::from_be_bytes(k).checked_add(1))
-                .unwrap_or(u64::MAX),
-            None => 0,
-        };
+        let active = self.active.load(Ordering::Relaxed);
+        let journal = self.journals[active].as_ref().ok_or(StoreError::ReadOnly)?;
+        // Keys are 8 bytes, big-endian, one sequence across both journals. After one of
+        // another shape (not written by this code) the next key is u64::MAX, and a second
+        // entry at the same key fails the append (at the right edge, keys must rise) until a
+        // fold empties the journal.
+        let mut next = 0u64;
+        for db in self.journals.iter().flatten() {
+            if let Some((k, _)) = db.last(wtxn)? {
+                let after = k
+                    .try_into()
+                    .ok()
+                    .and_then(|k| u64::from_be_bytes(k).checked_add(1))
+                    .unwrap_or(u64::MAX);
+                next = next.max(after);
+            }
+        }
         let mut buf = Vec::with_capacity(256);
         let mut n = 0;
         for e in entries {
@@ -483,13 +629,12 @@ impl Store {
             fill(e, &mut buf);
             // The journal's keys rise, so each entry goes at its right edge: LMDB fills pages
             // in order instead of splitting them.
-            journal.put_with_flags(&mut wtxn, PutFlags::APPEND, &next.to_be_bytes(), &buf)?;
+            journal.put_with_flags(wtxn, PutFlags::APPEND, &next.to_be_bytes(), &buf)?;
             next = next.saturating_add(1);
             n += 1;
         }
         self.journal_len
-            .store(journal.len(&wtxn)?, Ordering::Relaxed);
-        wtxn.commit()?;
+            .store(journal.len(wtxn)?, Ordering::Relaxed);
         Ok(n)
     }
 
@@ -522,22 +667,169 @@ impl Store {
         })
     }
 
-    /// Whether the journal holds [`JOURNAL_FOLD_AT`] entries or more (as of the last write).
+    /// [`Store::commit`], with the next slice of `plan` (at most `slice_max` entries) applied
+    /// in the same transaction, and the folded journal emptied with the last slice. If the
+    /// transaction fails with the slice, the writes are committed again without it
+    /// ([`FoldProgress::Failed`]): a fold never costs a client its commit.
+    pub fn commit_folding<'a, W>(
+        &self,
+        writes: W,
+        plan: Option<&mut FoldPlan>,
+        slice_max: usize,
+    ) -> Result<(usize, FoldProgress), StoreError>
+    where
+        W: IntoIterator<Item = &'a Lease> + Clone,
+    {
+        let fill = |l: &Lease, buf: &mut Vec<u8>| {
+            buf.push(JOURNAL_WRITE);
+            buf.extend_from_slice(&l.key());
+            l.encode_value(buf);
+        };
+        let Some(plan) = plan else {
+            return Ok((self.append(writes, fill)?, FoldProgress::None));
+        };
+        let started = Instant::now();
+        let attempt = (|| -> Result<(usize, usize, u64), StoreError> {
+            let mut wtxn = self.env.write_txn()?;
+            let n = self.append_in(&mut wtxn, writes.clone(), fill)?;
+            let end = plan.slice_end(slice_max);
+            let mut corrupt = 0;
+            for i in plan.done..end {
+                if !self.apply_entry(&mut wtxn, plan.entry(i))? {
+                    corrupt += 1;
+                }
+            }
+            if end == plan.len() {
+                let journal = self.journals[plan.journal]
+                    .as_ref()
+                    .ok_or(StoreError::ReadOnly)?;
+                journal.clear(&mut wtxn)?;
+            }
+            wtxn.commit()?;
+            Ok((n, end, corrupt))
+        })();
+        plan.spent += started.elapsed();
+        match attempt {
+            Ok((n, end, corrupt)) => {
+                plan.done = end;
+                plan.corrupt += corrupt;
+                if end < plan.len() {
+                    return Ok((n, FoldProgress::Slice));
+                }
+                if plan.corrupt > 0 {
+                    tracing::warn!(
+                        entries = plan.corrupt,
+                        "store: unreadable journal entries skipped"
+                    );
+                }
+                Ok((n, FoldProgress::Done))
+            }
+            Err(e) => {
+                let n = self.append(writes, fill)?;
+                Ok((n, FoldProgress::Failed(e)))
+            }
+        }
+    }
+
+    /// Starts a fold under load: the journal that is not active if it holds anything (a fold
+    /// given up left it), else the active one, which stops being active (commits go on into
+    /// the other, which is empty). Its entries are copied out, in key order, under the writer
+    /// lock, so that no commit is in the journal half. `None` if there is nothing to fold.
+    pub fn fold_start(&self) -> Result<Option<FoldPlan>, StoreError> {
+        let wtxn = self.env.write_txn()?;
+        let active = self.active.load(Ordering::Relaxed);
+        let idle = 1 - active;
+        let (Some(a), Some(b)) = (&self.journals[active], &self.journals[idle]) else {
+            return Err(StoreError::ReadOnly);
+        };
+        let (journal, db) = if b.len(&wtxn)? > 0 {
+            (idle, b)
+        } else {
+            // Changed under the writer lock: every commit before this one went to the old
+            // journal, every one after goes to the other.
+            self.active.store(idle, Ordering::Relaxed);
+            self.journal_len.store(0, Ordering::Relaxed);
+            (active, a)
+        };
+        let mut bytes = Vec::new();
+        let mut order = Vec::new();
+        for item in db.iter(&wtxn)? {
+            let (_, entry) = item?;
+            let start = bytes.len() as u32;
+            bytes.extend_from_slice(entry);
+            order.push((start, bytes.len() as u32));
+        }
+        // The writer lock is held while the entries are copied, and nothing is written.
+        wtxn.abort();
+        if order.is_empty() {
+            return Ok(None);
+        }
+        // Key order, each key's entries in journal order (a stable sort); unreadable entries
+        // (no key) first.
+        order.sort_by(|&(a1, b1), &(a2, b2)| {
+            let key = |a: u32, b: u32| bytes[a as usize..b as usize].get(1..1 + lease::KEY_LEN);
+            key(a1, b1).cmp(&key(a2, b2))
+        });
+        Ok(Some(FoldPlan {
+            journal,
+            bytes,
+            order,
+            done: 0,
+            corrupt: 0,
+            spent: Duration::ZERO,
+        }))
+    }
+
+    /// Applies one journal entry to the lease database in `wtxn`; false if it cannot be read
+    /// (skipped).
+    fn apply_entry(&self, wtxn: &mut heed::RwTxn, entry: &[u8]) -> Result<bool, StoreError> {
+        let Some((k, change)) = journal_entry(entry) else {
+            return Ok(false);
+        };
+        match change {
+            Change::Write(v) if lease::value_seq(v).is_some() => {
+                // One B-tree search for a new record: it is written unless the key is there,
+                // in which case the stored version comes back and decides.
+                let stored = self.leases.get_or_put(wtxn, k, v)?;
+                if stored.is_some() && outcome(stored, change) == Outcome::Put {
+                    self.leases.put(wtxn, k, v)?;
+                }
+                Ok(true)
+            }
+            // Readers keep what is stored for a write without a sequence; so does this.
+            Change::Write(_) => Ok(false),
+            Change::Forget(_) => {
+                if outcome(self.leases.get(wtxn, k)?, change) == Outcome::Delete {
+                    self.leases.delete(wtxn, k)?;
+                }
+                Ok(true)
+            }
+        }
+    }
+
+    /// Whether the active journal holds [`JOURNAL_FOLD_AT`] entries or more (as of the last
+    /// write).
     pub fn fold_due(&self) -> bool {
         self.journal_len.load(Ordering::Relaxed) >= JOURNAL_FOLD_AT
     }
 
-    /// Whether the journal holds anything to fold (as of the last write).
+    /// Whether either journal holds anything to fold.
     pub fn journal_pending(&self) -> bool {
-        self.journal_len.load(Ordering::Relaxed) > 0
+        let Ok(rtxn) = self.env.read_txn() else {
+            return true;
+        };
+        self.journals
+            .iter()
+            .flatten()
+            .any(|db| db.len(&rtxn).map_or(true, |n| n > 0))
     }
 
-    /// Applies the oldest entries of the journal, at most `max`, to the lease database in
+    /// Applies the oldest entries of journal `which`, at most `max`, to the lease database in
     /// journal order and deletes them from the journal, in one transaction (fsync unless opened
     /// without sync); returns how many entries it folded. Folding a prefix keeps the order:
     /// readers apply what is left on top, as before.
-    pub fn fold_journal_some(&self, max: usize) -> Result<u64, StoreError> {
-        let journal = self.journal.as_ref().ok_or(StoreError::ReadOnly)?;
+    fn fold_journal_some(&self, which: usize, max: usize) -> Result<u64, StoreError> {
+        let journal = self.journals[which].as_ref().ok_or(StoreError::ReadOnly)?;
         let mut wtxn = self.env.write_txn()?;
         // The entries are copied out first: the lease database cannot be written while the
         // journal is being read in the same transaction.
@@ -551,35 +843,15 @@ impl Store {
             last = Some(k.to_vec());
         }
         let Some(last) = last else {
-            self.journal_len.store(0, Ordering::Relaxed);
             return Ok(0);
         };
         let mut corrupt = 0u64;
         let mut start = 0;
         for &end in &ends {
-            let entry = &chunk[start..end];
-            start = end;
-            let Some((k, change)) = journal_entry(entry) else {
+            if !self.apply_entry(&mut wtxn, &chunk[start..end])? {
                 corrupt += 1;
-                continue;
-            };
-            match change {
-                Change::Write(v) if lease::value_seq(v).is_some() => {
-                    // One B-tree search for a new record: it is written unless the key is
-                    // there, in which case the stored version comes back and decides.
-                    let stored = self.leases.get_or_put(&mut wtxn, k, v)?;
-                    if stored.is_some() && outcome(stored, change) == Outcome::Put {
-                        self.leases.put(&mut wtxn, k, v)?;
-                    }
-                }
-                // Readers keep what is stored for a write without a sequence; so does this.
-                Change::Write(_) => corrupt += 1,
-                Change::Forget(_) => {
-                    if outcome(self.leases.get(&wtxn, k)?, change) == Outcome::Delete {
-                        self.leases.delete(&mut wtxn, k)?;
-                    }
-                }
             }
+            start = end;
         }
         if ends.len() as u64 == journal.len(&wtxn)? {
             // All of it: emptying the database frees its pages without visiting each entry.
@@ -589,7 +861,9 @@ impl Store {
         }
         let left = journal.len(&wtxn)?;
         wtxn.commit()?;
-        self.journal_len.store(left, Ordering::Relaxed);
+        if which == self.active.load(Ordering::Relaxed) {
+            self.journal_len.store(left, Ordering::Relaxed);
+        }
         if corrupt > 0 {
             tracing::warn!(
                 entries = corrupt,
@@ -599,13 +873,29 @@ impl Store {
         Ok(ends.len() as u64)
     }
 
-    /// Folds the whole journal (as it was when called: entries other threads append meanwhile
-    /// may stay), [`JOURNAL_FOLD_CHUNK_MAX`] entries per transaction; after a full map, in
-    /// smaller transactions down to [`JOURNAL_FOLD_CHUNK_MIN`] (a fold copies every leaf page
-    /// it changes, and the pages it frees are free only once it has committed). Returns how
-    /// many entries it folded.
+    /// Folds both journals whole, the older first (as they were when called: entries other
+    /// threads append meanwhile may stay), [`JOURNAL_FOLD_CHUNK_MAX`] entries per transaction;
+    /// after a full map, in smaller transactions down to [`JOURNAL_FOLD_CHUNK_MIN`] (a fold
+    /// copies every leaf page it changes, and the pages it frees are free only once it has
+    /// committed). Returns how many entries it folded.
     pub fn fold_journal(&self) -> Result<u64, StoreError> {
-        let mut left = match &self.journal {
+        if self.journals.iter().any(Option::is_none) {
+            return Err(StoreError::ReadOnly);
+        }
+        let order = {
+            let rtxn = self.env.read_txn()?;
+            self.journals_in_order(&rtxn)?
+        };
+        let mut folded = 0;
+        for which in order {
+            folded += self.fold_journal_whole(which)?;
+        }
+        Ok(folded)
+    }
+
+    /// Folds journal `which` whole (see [`Store::fold_journal`]).
+    fn fold_journal_whole(&self, which: usize) -> Result<u64, StoreError> {
+        let mut left = match &self.journals[which] {
             Some(journal) => {
                 let rtxn = self.env.read_txn()?;
                 journal.len(&rtxn)?
@@ -615,7 +905,7 @@ impl Store {
         let mut chunk = JOURNAL_FOLD_CHUNK_MAX;
         let mut folded = 0;
         while left > 0 {
-            match self.fold_journal_some(chunk.min(left as usize)) {
+            match self.fold_journal_some(which, chunk.min(left as usize)) {
                 Ok(0) => break,
                 Ok(n) => {
                     folded += n;
@@ -724,7 +1014,8 @@ pub struct CommitStats {
     pub folds: u64,
     /// Journal folds that failed (the journal stays and is folded later).
     pub fold_failures: u64,
-    /// Time of each journal fold, its fsync included, in microseconds.
+    /// Time of each journal fold in microseconds: under load, what its slices added to the
+    /// commits they rode in; when idle, the whole fold with its fsync.
     pub fold_us: Histogram<LatencyUs>,
 }
 
@@ -767,8 +1058,8 @@ pub fn run_group_commit<R, S: AfterCommit<R>>(
     let mut pace = Pace::new(min_interval);
     let mut folder = Folder {
         after: Instant::now(),
-        chunk: JOURNAL_FOLD_CHUNK_MAX,
         tick_every,
+        plan: None,
     };
     loop {
         match rx.recv_timeout(tick_every) {
@@ -786,8 +1077,8 @@ pub fn run_group_commit<R, S: AfterCommit<R>>(
                 }
             }
             Err(RecvTimeoutError::Timeout) => {
-                if store.journal_pending() {
-                    folder.fold(store, true, &mut stats);
+                if folder.plan.is_some() || store.journal_pending() {
+                    folder.fold_all(store, &mut stats);
                 }
             }
             Err(RecvTimeoutError::Disconnected) => break,
@@ -801,7 +1092,16 @@ pub fn run_group_commit<R, S: AfterCommit<R>>(
         if !jobs.is_empty() {
             let started = Instant::now();
             pace.started(started, jobs.len());
-            let result = store.commit(jobs.iter().flat_map(|j| j.writes.iter()));
+            let result = store
+                .commit_folding(
+                    jobs.iter().flat_map(|j| j.writes.iter()),
+                    folder.plan.as_mut(),
+                    JOURNAL_FOLD_SLICE_MAX,
+                )
+                .map(|(n, progress)| {
+                    folder.progress(progress, &mut stats);
+                    n
+                });
             let took_us = started.elapsed().as_micros() as u64;
             if result.is_ok() {
                 for j in &jobs {
@@ -834,8 +1134,8 @@ pub fn run_group_commit<R, S: AfterCommit<R>>(
                 }
             }
             released.clear();
-            if store.fold_due() {
-                folder.fold(store, false, &mut stats);
+            if folder.plan.is_none() && store.fold_due() {
+                folder.start(store, &mut stats);
             }
         }
         if last_tick.elapsed() >= tick_every {
@@ -844,8 +1144,8 @@ pub fn run_group_commit<R, S: AfterCommit<R>>(
         }
     }
     // The next start folds what is left too; folding now makes that start quicker.
-    if store.journal_pending() {
-        folder.fold(store, true, &mut stats);
+    if folder.plan.is_some() || store.journal_pending() {
+        folder.fold_all(store, &mut stats);
     }
     stats
 }
@@ -904,55 +1204,66 @@ impl Pace {
     }
 }
 
-/// When and how much the group committer folds.
+/// When the group committer folds, and the fold under way.
 struct Folder {
     /// No fold before this: after a failure the next waits a tick (a fold that failed would
-    /// fail again at once, and it holds the writer lock each time).
+    /// fail again at once).
     after: Instant,
-    /// Entries per fold when due: halved after a full map (down to
-    /// [`JOURNAL_FOLD_CHUNK_MIN`]), doubled back after each fold that took a whole chunk.
-    chunk: usize,
     tick_every: Duration,
+    /// The fold under way, a slice of which rides in each commit.
+    plan: Option<FoldPlan>,
 }
 
 impl Folder {
-    /// Folds the oldest chunk of the journal, or with `all` the whole journal (when idle, and
-    /// at exit), and counts it in `stats`.
-    fn fold(&mut self, store: &Store, all: bool, stats: &mut CommitStats) {
+    /// Starts a fold of the journal that is due ([`Store::fold_start`]).
+    fn start(&mut self, store: &Store, stats: &mut CommitStats) {
         if Instant::now() < self.after {
             return;
         }
-        let started = Instant::now();
-        let result = if all {
-            store.fold_journal()
-        } else {
-            store.fold_journal_some(self.chunk)
-        };
-        match result {
-            Ok(n) => {
-                stats.folds += 1;
-                stats.fold_us.record(started.elapsed().as_micros() as u64);
-                if !all && n == self.chunk as u64 {
-                    self.chunk = (self.chunk * 2).min(JOURNAL_FOLD_CHUNK_MAX);
+        match store.fold_start() {
+            Ok(plan) => self.plan = plan,
+            Err(e) => self.failed(e, stats),
+        }
+    }
+
+    /// Counts what a commit did to the fold under way.
+    fn progress(&mut self, progress: FoldProgress, stats: &mut CommitStats) {
+        match progress {
+            FoldProgress::None | FoldProgress::Slice => {}
+            FoldProgress::Done => {
+                if let Some(plan) = self.plan.take() {
+                    stats.folds += 1;
+                    stats.fold_us.record(plan.spent.as_micros() as u64);
                 }
             }
-            Err(e) => {
-                stats.fold_failures += 1;
-                let map_full = matches!(
-                    e,
-                    StoreError::Lmdb(heed::Error::Mdb(heed::MdbError::MapFull))
-                );
-                if map_full && !all && self.chunk > JOURNAL_FOLD_CHUNK_MIN {
-                    // Half of what it tried: a chunk larger than the journal tried all of it.
-                    let tried =
-                        (store.journal_len.load(Ordering::Relaxed) as usize).min(self.chunk);
-                    self.chunk = (tried / 2).max(JOURNAL_FOLD_CHUNK_MIN);
-                } else {
-                    self.after = Instant::now() + self.tick_every;
-                }
-                tracing::error!(error = %e, chunk = self.chunk, "store: cannot fold the journal into the lease database; commits go on into the journal, and the fold is tried again (raise server.map_size_mib if the map is full)");
+            FoldProgress::Failed(e) => {
+                self.plan = None;
+                self.failed(e, stats);
             }
         }
+    }
+
+    /// Folds both journals whole (when idle, and at exit), giving up any fold under way (its
+    /// slices applied so far are applied again: the same result), and counts it in `stats`.
+    fn fold_all(&mut self, store: &Store, stats: &mut CommitStats) {
+        if Instant::now() < self.after {
+            return;
+        }
+        self.plan = None;
+        let started = Instant::now();
+        match store.fold_journal() {
+            Ok(_) => {
+                stats.folds += 1;
+                stats.fold_us.record(started.elapsed().as_micros() as u64);
+            }
+            Err(e) => self.failed(e, stats),
+        }
+    }
+
+    fn failed(&mut self, e: StoreError, stats: &mut CommitStats) {
+        stats.fold_failures += 1;
+        self.after = Instant::now() + self.tick_every;
+        tracing::error!(error = %e, "store: cannot fold the journal into the lease database; commits go on into the journal, and the fold is tried again (raise server.map_size_mib if the map is full)");
     }
 }
 
@@ -1018,9 +1329,6 @@ mod tests {
         }
         let s = Store::open(dir.path(), 16, true).unwrap();
         assert!(!s.journal_pending(), "folded at open");
-        let rtxn = s.env.read_txn().unwrap();
-        assert_eq!(s.journal.unwrap().len(&rtxn).unwrap(), 0);
-        drop(rtxn);
         assert_eq!(s.server_duid_or_create(|| vec![8]).unwrap(), vec![0, 4, 9]);
         let mut all = Vec::new();
         let st = s
@@ -1052,12 +1360,12 @@ mod tests {
         }
     }
 
-    /// Stores of layout 1 (lease values of version 1), 2 (version 2) and 3 (no journal) are
-    /// opened, marked layout 4 and their leases read; a layout this build does not know is
-    /// refused.
+    /// Stores of layout 1 (lease values of version 1), 2 (version 2), 3 (no journal) and 4
+    /// (one journal) are opened, marked layout 5 and their leases read; a layout this build
+    /// does not know is refused.
     #[test]
     fn older_layouts_are_upgraded_and_an_unknown_layout_refused() {
-        for (layout, value_version, cut) in [(1u32, 1u8, 2 + 8), (2, 2, 8), (3, 3, 0)] {
+        for (layout, value_version, cut) in [(1u32, 1u8, 2 + 8), (2, 2, 8), (3, 3, 0), (4, 3, 0)] {
             let dir = tempfile::tempdir().unwrap();
             {
                 let s = Store::open(dir.path(), 16, true).unwrap();
@@ -1083,12 +1391,12 @@ mod tests {
             s.load_leases(|l| all.push(l), |_, e| panic!("corrupt: {e}"))
                 .unwrap();
             assert_eq!(all, vec![lease(7, LeaseState::Active)], "layout {layout}");
-            s.put_meta(META_LAYOUT_VERSION, &5u32.to_le_bytes())
+            s.put_meta(META_LAYOUT_VERSION, &6u32.to_le_bytes())
                 .unwrap();
             drop(s);
             assert!(matches!(
                 Store::open(dir.path(), 16, true),
-                Err(StoreError::Layout { found: 5 })
+                Err(StoreError::Layout { found: 6 })
             ));
         }
     }
@@ -1348,6 +1656,10 @@ mod tests {
         /// Forget (resource, seq) in one transaction.
         Forget(Vec<(u8, u64)>),
         Fold,
+        /// Start a fold under load (a no-op while one is under way).
+        FoldStart,
+        /// Commit writes with a slice of at most this many entries of the fold under way.
+        CommitFolding(Vec<(u8, u64)>, usize),
         Reopen,
     }
 
@@ -1358,16 +1670,19 @@ mod tests {
             4 => changes().prop_map(Step::Commit),
             2 => changes().prop_map(Step::Forget),
             1 => Just(Step::Fold),
+            2 => Just(Step::FoldStart),
+            4 => (changes(), 1usize..4).prop_map(|(c, n)| Step::CommitFolding(c, n)),
             1 => Just(Step::Reopen),
         ]
     }
 
     proptest::proptest! {
-        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
-        /// Whatever the order of commits, forgets, folds and restarts, the store holds what
-        /// a store that applied every change to its record at once would hold (the newest
-        /// write wins; a forget deletes a version no newer than the one forgotten), and
-        /// `load_leases`, `get` and a reader opened before each restart (on the journal the
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+        /// Whatever the order of commits, forgets, folds (whole, or in slices riding in
+        /// commits, given up half done by a fold of all or a restart) and restarts, the store
+        /// holds what a store that applied every change to its record at once would hold (the
+        /// newest write wins; a forget deletes a version no newer than the one forgotten), and
+        /// `load_leases`, `get` and a reader opened before each restart (on the journals the
         /// writer left) all see it.
         #[test]
         fn journal_keeps_the_rule_of_a_direct_store(
@@ -1376,9 +1691,30 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let mut s = Some(Store::open(dir.path(), 16, false).unwrap());
             let mut model: BTreeMap<u8, u64> = BTreeMap::new();
+            let mut plan: Option<FoldPlan> = None;
             for st in steps {
                 let store = s.as_ref().unwrap();
                 match st {
+                    Step::FoldStart => {
+                        if plan.is_none() {
+                            plan = store.fold_start().unwrap();
+                        }
+                    }
+                    Step::CommitFolding(ws, slice) => {
+                        let ls: Vec<Lease> = ws.iter().map(|&(i, q)| lease_of(i, q)).collect();
+                        let (n, progress) = store.commit_folding(ls.iter(), plan.as_mut(), slice).unwrap();
+                        proptest::prop_assert_eq!(n, ls.len());
+                        match progress {
+                            FoldProgress::Done => plan = None,
+                            FoldProgress::Failed(e) => panic!("fold slice failed: {e}"),
+                            FoldProgress::None | FoldProgress::Slice => {}
+                        }
+                        for (i, q) in ws {
+                            if model.get(&i).is_none_or(|&m| m <= q) {
+                                model.insert(i, q);
+                            }
+                        }
+                    }
                     Step::Commit(ws) => {
                         let ls: Vec<Lease> = ws.iter().map(|&(i, q)| lease_of(i, q)).collect();
                         store.commit(ls.iter()).unwrap();
@@ -1398,9 +1734,11 @@ mod tests {
                         }
                     }
                     Step::Fold => {
+                        plan = None;
                         store.fold_journal().unwrap();
                     }
                     Step::Reopen => {
+                        plan = None;
                         // A reader first (heed opens one environment per path and process),
                         // while the journal is as the writer left it.
                         drop(s.take());
@@ -1465,9 +1803,84 @@ mod tests {
         assert_eq!(sink.0.len() as u128, n);
         assert!(st.folds >= 2, "one when due, one when idle: {}", st.folds);
         assert_eq!(st.fold_failures, 0);
+        assert!(!s.journal_pending());
         let rtxn = s.env.read_txn().unwrap();
-        assert_eq!(s.journal.unwrap().len(&rtxn).unwrap(), 0);
         assert_eq!(s.leases.len(&rtxn).unwrap() as u128, n);
+    }
+
+    /// A fold under load: the full journal stops being active, its entries go into `leases`
+    /// a slice per commit while commits go on into the other journal, and the last slice
+    /// empties it; a key's entries are never split between slices.
+    #[test]
+    fn a_fold_rides_in_commits_a_slice_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path(), 16, false).unwrap();
+        let lens = |s: &Store| {
+            let rtxn = s.env.read_txn().unwrap();
+            let n = |i: usize| s.journals[i].unwrap().len(&rtxn).unwrap();
+            (n(0), n(1), s.leases.len(&rtxn).unwrap())
+        };
+        // Ten entries over five resources, resource 0 written four times.
+        for (i, q) in [
+            (0, 1),
+            (1, 1),
+            (0, 2),
+            (2, 1),
+            (0, 3),
+            (3, 1),
+            (0, 4),
+            (4, 1),
+        ] {
+            s.commit([&lease_of(i, q)]).unwrap();
+        }
+        s.commit([&lease_of(1, 2), &lease_of(2, 2)]).unwrap();
+        assert_eq!(lens(&s), (10, 0, 0));
+        let mut plan = s.fold_start().unwrap().expect("something to fold");
+        assert_eq!(plan.len(), 10);
+        assert_eq!(
+            s.active.load(Ordering::Relaxed),
+            1,
+            "commits go on into journal2"
+        );
+        let mut slices = Vec::new();
+        for q in 10.. {
+            let (n, progress) = s
+                .commit_folding([&lease_of(5, q)], Some(&mut plan), 3)
+                .unwrap();
+            assert_eq!(n, 1);
+            slices.push(plan.done);
+            // Readers see every change throughout.
+            assert_eq!(
+                s.get(resource(0).0, resource(0).1).unwrap(),
+                Some(lease_of(0, 4))
+            );
+            assert_eq!(
+                s.get(resource(5).0, resource(5).1).unwrap(),
+                Some(lease_of(5, q))
+            );
+            match progress {
+                FoldProgress::Slice => continue,
+                FoldProgress::Done => break,
+                p => panic!("{p:?}"),
+            }
+        }
+        // Key order (addresses before prefixes): resource 0's four entries first, in one
+        // slice over the bound of 3; then 2 (two) and 4; then 1 (two) and 3.
+        assert_eq!(slices, vec![4, 7, 10]);
+        let (j0, j1, leases) = lens(&s);
+        assert_eq!((j0, j1, leases), (0, 3, 5), "folded journal emptied");
+        // The next fold swaps back.
+        let plan = s.fold_start().unwrap().expect("journal2 to fold");
+        assert_eq!((plan.len(), s.active.load(Ordering::Relaxed)), (3, 0));
+        let mut all = Vec::new();
+        s.load_leases(|l| all.push(l), |_, e| panic!("corrupt: {e}"))
+            .unwrap();
+        let mut want: Vec<Lease> = [(0, 4), (1, 2), (2, 2), (3, 1), (4, 1), (5, 12)]
+            .iter()
+            .map(|&(i, q)| lease_of(i, q))
+            .collect();
+        want.sort_by_key(|l| l.key());
+        assert_eq!(all, want);
     }
 
     /// A journal entry that cannot be read is skipped by readers and by the fold; the rest
@@ -1476,7 +1889,7 @@ mod tests {
     fn unreadable_journal_entry_is_skipped() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(dir.path(), 16, true).unwrap();
-        let journal = s.journal.unwrap();
+        let journal = s.journals[0].unwrap();
         let mut w = s.env.write_txn().unwrap();
         journal
             .put(&mut w, &0u64.to_be_bytes(), &[9, 9, 9])
@@ -1535,7 +1948,7 @@ mod tests {
         s.commit(renewed.iter()).unwrap();
         assert!(
             matches!(
-                s.fold_journal_some(usize::MAX),
+                s.fold_journal_some(0, usize::MAX),
                 Err(StoreError::Lmdb(heed::Error::Mdb(heed::MdbError::MapFull)))
             ),
             "one transaction fits; fill more"

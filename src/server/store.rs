@@ -359,7 +359,26 @@ impl Store {
                 "store: cannot fold the journal the last run left; its changes are read from it until a fold succeeds (raise server.map_size_mib if the map is full)"
             ),
         }
+        store.continue_after_newest()?;
         Ok(store)
+    }
+
+    /// Makes the journal that holds the newest entry, if any is left (a fold that failed at
+    /// start), the active one: commits go on after that entry, so the two journals' keys never
+    /// interleave.
+    fn continue_after_newest(&self) -> Result<(), StoreError> {
+        let rtxn = self.env.read_txn()?;
+        let order = self.journals_in_order(&rtxn)?;
+        if let Some(&newest) = order.last()
+            && let Some(db) = &self.journals[newest]
+        {
+            let len = db.len(&rtxn)?;
+            if len > 0 {
+                self.active.store(newest, Ordering::Relaxed);
+                self.journal_len.store(len, Ordering::Relaxed);
+            }
+        }
+        Ok(())
     }
 
     /// Opens an existing store read-only, beside a running server (LMDB readers never block
@@ -452,11 +471,12 @@ impl Store {
     pub fn map_use(&self) -> MapUse {
         let info = self.env.info();
         let page = self.env.unnamed_database_stat().page_size as u64;
+        let rtxn = self.env.read_txn().ok();
         let pages = |dbs: &[Option<&Database<'static, Bytes, Bytes>>]| {
-            self.env.read_txn().ok().map_or(0, |rtxn| {
+            rtxn.as_ref().map_or(0, |rtxn| {
                 dbs.iter()
                     .flatten()
-                    .filter_map(|db| db.stat(&rtxn).ok())
+                    .filter_map(|db| db.stat(rtxn).ok())
                     .map(|st| (st.branch_pages + st.leaf_pages + st.overflow_pages) as u64)
                     .sum::<u64>()
             })
@@ -1881,6 +1901,34 @@ mod tests {
             .collect();
         want.sort_by_key(|l| l.key());
         assert_eq!(all, want);
+    }
+
+    /// After a start whose fold failed, commits go into the journal with the newest entry,
+    /// after it: the journals' keys must not interleave.
+    #[test]
+    fn commits_continue_after_the_newest_entry_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path(), 16, false).unwrap();
+        // As a run that crashed mid-fold and a start that could not fold leave them: older
+        // entries in `journal`, newer ones in `journal2`.
+        s.commit([&lease_of(1, 1)]).unwrap();
+        let plan = s.fold_start().unwrap().expect("journal to fold");
+        s.commit([&lease_of(2, 1)]).unwrap();
+        drop(plan);
+        s.active.store(0, Ordering::Relaxed);
+        s.continue_after_newest().unwrap();
+        assert_eq!(s.active.load(Ordering::Relaxed), 1);
+        s.commit([&lease_of(3, 1)]).unwrap();
+        let rtxn = s.env.read_txn().unwrap();
+        let keys = |i: usize| -> Vec<u64> {
+            s.journals[i]
+                .unwrap()
+                .iter(&rtxn)
+                .unwrap()
+                .map(|e| u64::from_be_bytes(e.unwrap().0.try_into().unwrap()))
+                .collect()
+        };
+        assert_eq!((keys(0), keys(1)), (vec![0], vec![1, 2]));
     }
 
     /// A journal entry that cannot be read is skipped by readers and by the fold; the rest

@@ -479,7 +479,7 @@ impl MetricsHub {
         t.family(
             "tandem_store_journal_fold_duration_seconds",
             "histogram",
-            "Time of one journal fold: under load, what its slices added to the commits they rode in; when idle, the whole fold with its fsync.",
+            "Time of one journal fold: under load, what copying its entries out and its slices added to the commits they rode in; when idle, the whole fold with its fsync.",
         );
         t.histogram(
             "tandem_store_journal_fold_duration_seconds",

@@ -90,6 +90,16 @@ impl Proc {
         if self.exited().is_none() {
             self.signal(Signal::SIGCONT);
             let _ = self.child.kill();
+            // A process under libfaketime (the clock-skew tests) keeps its clock in
+            // /dev/shm files named by its PID, and removes them at exit, not when killed.
+            // Still unreaped, the PID is ours: nobody else's files can have that name.
+            let pid = self.pid();
+            for f in [
+                format!("/dev/shm/faketime_shm_{pid}"),
+                format!("/dev/shm/sem.faketime_sem_{pid}"),
+            ] {
+                let _ = std::fs::remove_file(f);
+            }
         }
         let _ = self.child.wait();
     }

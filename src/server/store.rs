@@ -205,6 +205,13 @@ enum Change<'a> {
     Forget(u64),
 }
 
+/// Writes the journal entry of a lease record written ([`Store::commit`]) into `buf`.
+fn write_entry(l: &Lease, buf: &mut Vec<u8>) {
+    buf.push(JOURNAL_WRITE);
+    buf.extend_from_slice(&l.key());
+    l.encode_value(buf);
+}
+
 /// Splits a journal entry into its lease key and change; `None` if it cannot be read.
 fn journal_entry(entry: &[u8]) -> Option<(&[u8], Change<'_>)> {
     let key = entry.get(1..1 + lease::KEY_LEN)?;
@@ -666,11 +673,7 @@ impl Store {
         &self,
         writes: impl IntoIterator<Item = &'a Lease>,
     ) -> Result<usize, StoreError> {
-        self.append(writes, |l, buf| {
-            buf.push(JOURNAL_WRITE);
-            buf.extend_from_slice(&l.key());
-            l.encode_value(buf);
-        })
+        self.append(writes, write_entry)
     }
 
     /// Deletes the records of forgotten leases (`server.keep_ended_secs`) in one transaction,
@@ -700,18 +703,13 @@ impl Store {
     where
         W: IntoIterator<Item = &'a Lease> + Clone,
     {
-        let fill = |l: &Lease, buf: &mut Vec<u8>| {
-            buf.push(JOURNAL_WRITE);
-            buf.extend_from_slice(&l.key());
-            l.encode_value(buf);
-        };
         let Some(plan) = plan else {
-            return Ok((self.append(writes, fill)?, FoldProgress::None));
+            return Ok((self.append(writes, write_entry)?, FoldProgress::None));
         };
         let mut spent = Duration::ZERO;
         let attempt = (|| -> Result<(usize, usize, u64), StoreError> {
             let mut wtxn = self.env.write_txn()?;
-            let n = self.append_in(&mut wtxn, writes.clone(), fill)?;
+            let n = self.append_in(&mut wtxn, writes.clone(), write_entry)?;
             // What the slice adds to the commit (the fsync is the commit's anyway).
             let started = Instant::now();
             let end = plan.slice_end(slice_max);
@@ -748,7 +746,7 @@ impl Store {
                 Ok((n, FoldProgress::Done))
             }
             Err(e) => {
-                let n = self.append(writes, fill)?;
+                let n = self.append(writes, write_entry)?;
                 Ok((n, FoldProgress::Failed(e)))
             }
         }

@@ -212,6 +212,13 @@ fn write_entry(l: &Lease, buf: &mut Vec<u8>) {
     l.encode_value(buf);
 }
 
+/// A lease key (kind, then address) as integers that order exactly as its bytes do.
+fn sort_key(k: &[u8]) -> (u8, u128) {
+    let mut addr = [0u8; 16];
+    addr.copy_from_slice(&k[1..]);
+    (k[0], u128::from_be_bytes(addr))
+}
+
 /// Splits a journal entry into its lease key and change; `None` if it cannot be read.
 fn journal_entry(entry: &[u8]) -> Option<(&[u8], Change<'_>)> {
     let key = entry.get(1..1 + lease::KEY_LEN)?;
@@ -786,10 +793,13 @@ impl Store {
             return Ok(None);
         }
         // Key order, each key's entries in journal order (a stable sort); unreadable entries
-        // (no key) first.
-        order.sort_by(|&(a1, b1), &(a2, b2)| {
-            let key = |a: u32, b: u32| bytes[a as usize..b as usize].get(1..1 + lease::KEY_LEN);
-            key(a1, b1).cmp(&key(a2, b2))
+        // (no key) first. The keys are taken out once as integers that order as their bytes
+        // do: comparing them in place (a memcmp through `bytes` each time) was most of the
+        // time of this copy.
+        order.sort_by_cached_key(|&(a, b)| {
+            bytes[a as usize..b as usize]
+                .get(1..1 + lease::KEY_LEN)
+                .map(sort_key)
         });
         Ok(Some(FoldPlan {
             journal,
@@ -1702,6 +1712,22 @@ mod tests {
             4 => (changes(), 1usize..4).prop_map(|(c, n)| Step::CommitFolding(c, n)),
             1 => Just(Step::Reopen),
         ]
+    }
+
+    proptest::proptest! {
+        /// The fold's sort key orders lease keys exactly as their bytes do (LMDB's order),
+        /// including keys that share a long prefix.
+        #[test]
+        fn sort_key_orders_as_the_bytes(
+            a in proptest::array::uniform17(0u8..4),
+            b in proptest::array::uniform17(proptest::prelude::any::<u8>()),
+            shared in 0usize..18,
+        ) {
+            let mut b = b;
+            b[..shared].copy_from_slice(&a[..shared]);
+            proptest::prop_assert_eq!(sort_key(&a).cmp(&sort_key(&b)), a.cmp(&b));
+            proptest::prop_assert_eq!(sort_key(&a).cmp(&sort_key(&a)), std::cmp::Ordering::Equal);
+        }
     }
 
     proptest::proptest! {

@@ -10,7 +10,8 @@
 #
 # Usage: bench/cpu-per-exchange.sh [--rounds N] [--rate R] [--clients N] [--mode na|pd|both]
 #                                  [--log-level warn|info] [--relay]
-#                                  [--xdp [--gen-xdp] [--one-queue]] [--perf DIR] BIN [BIN...]
+#                                  [--xdp [--gen-xdp] [--one-queue]] [--perf DIR] [--store]
+#                                  BIN [BIN...]
 #   --log-level info is the server's default: one log line per lease change.
 #   --relay: tandem-gen acts as a relay agent (Relay-forw with Interface-Id), as an ISP's
 #   clients reach the server; the server then keeps the relay data with every lease.
@@ -28,6 +29,9 @@
 #   server's CPU per exchange differs by several µs between the two cases.
 #   --perf DIR: record each run's server with `perf record -g` into DIR/BIN-name.ROUND.data
 #   (perf's own cost then counts in the figures: compare profiles, not numbers, of such runs).
+#   --store: the server also serves /metrics (on its namespace's loopback), read once when the
+#   generator is done, and each run's line adds the store's side: journal folds, their time
+#   (per fold, and per exchange), group commits and their mean duration.
 #   e.g. bench/cpu-per-exchange.sh /tmp/tandem-old target/release/tandem
 # Needs no root without --xdp. Everything it creates is removed on exit.
 
@@ -46,6 +50,7 @@ XDP=0
 GEN_DP=()
 PERF_DIR=""
 ONE_QUEUE=0
+STORE=0
 BINS=()
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -59,7 +64,8 @@ while [ $# -gt 0 ]; do
         --gen-xdp) GEN_DP=(--datapath xdp --xdp-mode native); shift ;;
         --perf) PERF_DIR="$2"; shift 2 ;;
         --one-queue) ONE_QUEUE=1; shift ;;
-        -h|--help) sed -n '2,32p' "$0"; exit 0 ;;
+        --store) STORE=1; shift ;;
+        -h|--help) sed -n '2,36p' "$0"; exit 0 ;;
         -*) die "unknown option $1" ;;
         *) BINS+=("$1"); shift ;;
     esac
@@ -73,6 +79,7 @@ if [ -n "$PERF_DIR" ]; then
     mkdir -p "$PERF_DIR" || die "cannot create $PERF_DIR"
 fi
 ensure_tools jq:jq awk:gawk
+[ "$STORE" = 0 ] || ensure_tools curl:curl
 # The XDP program is built into BIN by cargo with clang and libbpf's headers (src/server/build.rs):
 # a BIN built before they were installed refuses --datapath xdp and says so.
 [ "$XDP" = 1 ] && ensure_tools clang:clang ethtool:ethtool /usr/include/bpf/bpf_helpers.h:libbpf-dev
@@ -140,6 +147,8 @@ T
     else
         loopback_config "$WORK/t.toml" "$data" "$port" "$LOG_LEVEL"
     fi
+    local mport=$((40000 + RANDOM % 20000))
+    [ "$STORE" = 1 ] && dp+=(--metrics-listen "[::1]:$mport")
     "${IN_S[@]}" "$bin" serve --config "$WORK/t.toml" "${dp[@]}" 2>"$WORK/server.log" &
     SERVER_PID=$!
     sleep 1
@@ -154,6 +163,19 @@ T
         --rate "$RATE" --mode "$MODE" --phases acquire "${RELAY[@]}" --json 2>/dev/null)"
     t1="$(cpu_ticks "$SERVER_PID")"
     thread_ticks "$SERVER_PID" >"$WORK/threads.1"
+    local store=""
+    if [ "$STORE" = 1 ]; then
+        "${IN_S[@]}" curl -sf --max-time 5 "http://[::1]:$mport/metrics" >"$WORK/metrics" ||
+            die "cannot read $bin's /metrics"
+        store="$(awk -v ok="$(jq '.phases[0].ok' <<<"$out" 2>/dev/null)" '
+            $1 == "tandem_store_journal_fold_duration_seconds_sum" { fs = $2 }
+            $1 == "tandem_store_journal_fold_duration_seconds_count" { fc = $2 }
+            $1 == "tandem_commit_duration_seconds_sum" { cs = $2 }
+            $1 == "tandem_commit_duration_seconds_count" { cc = $2 }
+            END { printf "; store: %d folds, %.1f ms a fold (%.2f us/exchange), %d commits of %.2f ms",
+                  fc, fc ? fs * 1000 / fc : 0, ok ? fs * 1e6 / ok : 0, cc, cc ? cs * 1000 / cc : 0 }' \
+            "$WORK/metrics")"
+    fi
     if [ -n "$PERF_PID" ]; then
         kill -INT "$PERF_PID" 2>/dev/null; wait "$PERF_PID" 2>/dev/null; PERF_PID=""
     fi
@@ -165,7 +187,7 @@ T
     per_thread="$(awk -v hz="$TCK" -v ok="$ok" 'NR == FNR { t0[$1] = $2; next }
         { d = ($2 - t0[$1]) * 1e6 / hz / ok; if (d >= 0.05) printf "%s%s %.1f", sep, $1, d; sep = ", " }' \
         "$WORK/threads.0" "$WORK/threads.1")"
-    awk -v t="$((t1 - t0))" -v hz="$TCK" -v ok="$ok" -v th="$per_thread" \
+    awk -v t="$((t1 - t0))" -v hz="$TCK" -v ok="$ok" -v th="$per_thread$store" \
         'BEGIN { printf "%.1f %d %s\n", t * 1e6 / hz / ok, ok, th }'
 }
 

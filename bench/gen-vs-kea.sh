@@ -62,7 +62,7 @@ PIN=""                # --pin S,C: server on CPU list S, generator on CPU list C
 KEA_MT_QUEUE=64       # Kea MT packet-queue-size (64: as in perfdhcp-vs-kea.sh, Kea's default)
 REPEAT_MARGINAL=1     # repeat a marginal failure (all shares < 2x the limit) once per search
 PROVISION=0           # --provisioning N: DNS options and N reservations by DUID on both servers
-METRICS_PORT=9469     # tandem-scraped: where /metrics is served (loopback of the server netns)
+METRICS_PORT=9469     # every tandem target: where /metrics is served (loopback of the server netns)
 SCRAPES_MAX=3600      # tandem-scraped: the scraper loop's bound (one a second)
 
 usage() {
@@ -81,8 +81,11 @@ usage: $0 [options]
                        Kea's memfile); with either, the client veth's tx checksum offload is off for
                        every target of the run, as the AF_XDP path verifies UDP checksums,
                        and the generator comparison adds tandem-gen --datapath xdp rows;
-                       tandem-scraped = tandem with --metrics-listen and /metrics fetched
-                       every second; a run with it writes bench/results/gen-metrics-latest.*)
+                       tandem-scraped = tandem with /metrics fetched every second; a run
+                       with it writes bench/results/gen-metrics-latest.*. Every tandem
+                       target serves /metrics, read before and after each trial: commits,
+                       folds, drops and reply latency after commit go into the trial's record
+                       and progress line)
   --cases LIST         na, pd, both (default "$CASES")
   --route MODE         auto (default: multicast if Kea answers tandem-gen's multicast, else
                        relay), multicast, relay
@@ -221,7 +224,9 @@ start_target() {
             provision_tandem_config "$dir" "$PROVISION"
             local extra=()
             case "$name" in *-nosync) extra+=(--no-sync) ;; esac
-            [ "$name" = tandem-scraped ] && extra+=(--metrics-listen "[::1]:$METRICS_PORT")
+            # Every tandem target serves /metrics, read before and after each trial
+            # (server_counters); tandem-scraped is also scraped once a second.
+            extra+=(--metrics-listen "[::1]:$METRICS_PORT")
             case "$name" in tandem-xdp*) extra+=(--datapath xdp --xdp-mode native) ;; esac
             [ "$ROUTE_MODE" = relay ] && extra+=(--listen "[$SERVER_IP]:547")
             ip netns exec "$NS_S" "${SRV_PIN[@]}" "$TANDEM_BIN" serve --config "$dir/tandem.toml" \
@@ -291,6 +296,29 @@ GEN_DP_ARGS=()        # extra tandem-gen arguments: (--datapath xdp) for the AF_
 # JSON object. KIND: search (paced at RATE, clients = RATE x PERIOD), open (--rate 0, phase of
 # PERIOD s), gencmp (paced at RATE or open when 0, GEN_PERIOD s, direct unicast, no lease check).
 # Uses SEED and TRIAL_SEQ, which the caller sets.
+# server_counters TARGET: the running Tandem's counters that explain a trial (group commits and
+# their time, journal folds and their time, messages dropped for any reason, the AF_XDP
+# sockets' kernel drops among them, reply send errors, replies sent after a commit and their
+# latency), read from its /metrics as one JSON object; {} for other targets or when unreadable.
+# The server publishes them every quarter second, so a trial's last quarter may be missing.
+server_counters() {
+    case "$1" in tandem*) ;; *) echo '{}'; return ;; esac
+    ip netns exec "$NS_S" curl -sf --max-time 2 "http://[::1]:$METRICS_PORT/metrics" 2>/dev/null | awk '
+        $1 == "tandem_commits_total" { c = $2 }
+        $1 == "tandem_commit_duration_seconds_sum" { cs = $2 }
+        $1 == "tandem_store_journal_folds_total" { f = $2 }
+        $1 == "tandem_store_journal_fold_duration_seconds_sum" { fs = $2 }
+        $1 ~ /^tandem_packets_dropped_total/ { d += $2 }
+        $1 ~ /^tandem_reply_send_errors_total/ { e += $2 }
+        $1 == "tandem_reply_latency_seconds_sum{path=\"after_commit\"}" { ls = $2 }
+        $1 == "tandem_reply_latency_seconds_count{path=\"after_commit\"}" { lc = $2 }
+        END {
+            if (c == "") { print "{}"; exit }
+            printf "{\"commits\":%d,\"commit_s\":%f,\"folds\":%d,\"fold_s\":%f,\"dropped\":%d,", c, cs, f, fs, d
+            printf "\"send_errors\":%d,\"after_commit\":%d,\"after_commit_s\":%f}\n", e, lc, ls
+        }'
+}
+
 run_gen() {
     local target="$1" case="$2" kind="$3" rate="$4" dir="$5"
     local clients phase window cfg=()
@@ -317,11 +345,14 @@ run_gen() {
     [ "$PROVISION" -gt 0 ] && cmd+=(--ask-dns)
     local rc us0 uc0 us1 uc1 t0 t1 w0 w1 b0 b1 TIMEFORMAT='%R %U %S'
     us0=$(udp_drops "$NS_S"); uc0=$(udp_drops "$NS_C")
+    local m0 m1
+    m0=$(server_counters "$target")
     t0=$(pid_ticks "$SERVER_PID"); w0=$(date +%s.%N); b0=$(cpu_sample)
     { time ip netns exec "$NS_C" "${CLI_PIN[@]}" timeout -k 2 $((phase + 20)) "${cmd[@]}" >"$out" 2>"$err" ; } 2>"$tfile"
     rc=$?
     t1=$(pid_ticks "$SERVER_PID"); w1=$(date +%s.%N); b1=$(cpu_sample)
     us1=$(udp_drops "$NS_S"); uc1=$(udp_drops "$NS_C")
+    m1=$(server_counters "$target")
     local srv_cpu gen_cpu
     srv_cpu=$(awk -v a="$t0" -v b="$t1" -v hz="$CLK_TCK" -v w0="$w0" -v w1="$w1" 'BEGIN{printf "%.0f", (b-a)/hz/(w1-w0)*100}')
     gen_cpu=$(awk 'NF==3 && $1 > 0 {v = ($2+$3)/$1*100} END {if (v != "") printf "%.0f", v; else print "null"}' "$tfile")
@@ -332,7 +363,8 @@ run_gen() {
         --argjson window "$window" --argjson rc "$rc" --argjson srv_cpu "$srv_cpu" --argjson gen_cpu "$gen_cpu" \
         --argjson box_cpu "$(box_cpu_pct "$b0" "$b1")" \
         --argjson sd "$(( ${us1%% *} - ${us0%% *} ))" --argjson gd "$(( ${uc1%% *} - ${uc0%% *} ))" \
-        --argjson limit "$LOSS_LIMIT" --arg cmd "${cmd[*]}" --argjson seq "$TRIAL_SEQ" '
+        --argjson limit "$LOSS_LIMIT" --arg cmd "${cmd[*]}" --argjson seq "$TRIAL_SEQ" \
+        --argjson m0 "${m0:-"{}"}" --argjson m1 "${m1:-"{}"}" '
         ($g.phases[0] // null) as $p
         | ($p != null) as $parsed
         | (if $parsed then (($clients - $p.ok) * 100 / $clients) else 100 end) as $unfinished
@@ -352,6 +384,15 @@ run_gen() {
            server_cpu_pct: $srv_cpu, gen_cpu_pct: $gen_cpu, box_cpu_pct: $box_cpu,
            other_cpu_pct: ($box_cpu - $srv_cpu - ($gen_cpu // 0)),
            server_socket_drops: $sd, gen_socket_drops: $gd,
+           server_counters: (if ($m0 | has("commits")) and ($m1 | has("commits")) then
+               ($m1.commits - $m0.commits) as $c | ($m1.folds - $m0.folds) as $f
+               | ($m1.after_commit - $m0.after_commit) as $a
+               | {commits: $c,
+                  commit_ms_mean: (if $c > 0 then (($m1.commit_s - $m0.commit_s) * 1000 / $c * 100 | round / 100) else null end),
+                  folds: $f, fold_ms: (($m1.fold_s - $m0.fold_s) * 1000 | round),
+                  dropped: ($m1.dropped - $m0.dropped), send_errors: ($m1.send_errors - $m0.send_errors),
+                  after_commit_ms_mean: (if $a > 0 then (($m1.after_commit_s - $m0.after_commit_s) * 1000 / $a * 100 | round / 100) else null end)}
+             else null end),
            pass: ($kind != "open" and $parsed and ($rc == 0 or $rc == 1) and $unfinished < $limit
                   and $retrans < $limit and ($p.failed_pct < $limit) and ($viol == 0 or $target == "ceiling")),
            command: $cmd}'
@@ -403,7 +444,7 @@ SUMMARY_FILE=""
 SEARCH_REPEAT_MARGINAL=$REPEAT_MARGINAL   # rate_search (lib.sh): repeat a marginal failure once
 
 trial_line() { # one progress line for a trial
-    jq -r '"  \(.target) \(.case) \(.kind) r=\(.rate): ok \(.ok)/\(.clients) (started \(.started)), \(.achieved_per_s)/s, unfinished \(.unfinished_pct)%, retrans \(.retransmit_pct)%, p50 \(.latency_ms.p50 // "-") p99 \(.latency_ms.p99 // "-") ms, naks \(.naks), viol \(.violations), cpu srv \(.server_cpu_pct)% gen \(.gen_cpu_pct)% box \(.box_cpu_pct)%, drops srv \(.server_socket_drops) gen \(.gen_socket_drops)\(if .kind == "open" then "" elif .pass then " -> pass" else " -> FAIL" end)"' <<<"$1"
+    jq -r '"  \(.target) \(.case) \(.kind) r=\(.rate): ok \(.ok)/\(.clients) (started \(.started)), \(.achieved_per_s)/s, unfinished \(.unfinished_pct)%, retrans \(.retransmit_pct)%, p50 \(.latency_ms.p50 // "-") p99 \(.latency_ms.p99 // "-") ms, naks \(.naks), viol \(.violations), cpu srv \(.server_cpu_pct)% gen \(.gen_cpu_pct)% box \(.box_cpu_pct)%, drops srv \(.server_socket_drops) gen \(.gen_socket_drops)\(if .server_counters then ", server: \(.server_counters.commits) commits of \(.server_counters.commit_ms_mean) ms, reply after commit \(.server_counters.after_commit_ms_mean) ms, \(.server_counters.folds) folds (\(.server_counters.fold_ms) ms), dropped \(.server_counters.dropped), send errors \(.server_counters.send_errors)" else "" end)\(if .kind == "open" then "" elif .pass then " -> pass" else " -> FAIL" end)"' <<<"$1"
 }
 
 # ceiling_rate CASE: the ceiling's sustained rate for CASE measured so far (0 if none).
@@ -677,7 +718,7 @@ T_END=$(date +%s)
 ELAPSED=$((T_END - T_START))
 SCRAPE_NOTE=""
 if [ -f "$WORK/scrapes-tandem-scraped.log" ]; then
-    SCRAPE_NOTE="tandem-scraped ran with --metrics-listen and curl fetched /metrics once a second throughout its searches: $(awk '$1 > 0 {n++; b += $1} END {printf "%d scrapes answered, %.0f bytes each on average", n, (n ? b / n : 0)}' "$WORK/scrapes-tandem-scraped.log"); tandem runs without a metrics listener."
+    SCRAPE_NOTE="tandem-scraped ran with --metrics-listen and curl fetched /metrics once a second throughout its searches: $(awk '$1 > 0 {n++; b += $1} END {printf "%d scrapes answered, %.0f bytes each on average", n, (n ? b / n : 0)}' "$WORK/scrapes-tandem-scraped.log"); the other tandem targets serve /metrics too, read only before and after each trial."
 fi
 
 # ---------------------------------------------------------------- report

@@ -634,7 +634,7 @@ impl Store {
 
     /// The appending of [`Store::append`], in `wtxn`.
     // heed marks a cursor's puts unsafe (a value read through the cursor must not be held
-    // across one); this is the store's only unsafe block, see its SAFETY note.
+    // across one); see the SAFETY note in the loop.
     #[allow(unsafe_code)]
     fn append_in<'a, T: 'a>(
         &self,

@@ -167,14 +167,11 @@ T
     if [ "$STORE" = 1 ]; then
         "${IN_S[@]}" curl -sf --max-time 5 "http://[::1]:$mport/metrics" >"$WORK/metrics" ||
             die "cannot read $bin's /metrics"
-        store="$(awk -v ok="$(jq '.phases[0].ok' <<<"$out" 2>/dev/null)" '
-            $1 == "tandem_store_journal_fold_duration_seconds_sum" { fs = $2 }
-            $1 == "tandem_store_journal_fold_duration_seconds_count" { fc = $2 }
-            $1 == "tandem_commit_duration_seconds_sum" { cs = $2 }
-            $1 == "tandem_commit_duration_seconds_count" { cc = $2 }
-            END { printf "; store: %d folds, %.1f ms a fold (%.2f us/exchange), %d commits of %.2f ms",
-                  fc, fc ? fs * 1000 / fc : 0, ok ? fs * 1e6 / ok : 0, cc, cc ? cs * 1000 / cc : 0 }' \
-            "$WORK/metrics")"
+        local ok_now
+        ok_now="$(jq '.phases[0].ok // 0' <<<"$out" 2>/dev/null)"
+        store="$(tandem_counters <"$WORK/metrics" | jq -r --argjson ok "${ok_now:-0}" '
+            {folds: 0, fold_s: 0, commits: 0, commit_s: 0} + .
+            | "; store: \(.folds) folds, \(if .folds > 0 then (.fold_s * 1000 / .folds * 10 | round / 10) else 0 end) ms a fold (\(if $ok > 0 then (.fold_s * 1e6 / $ok * 100 | round / 100) else 0 end) us/exchange), \(.commits) commits of \(if .commits > 0 then (.commit_s * 1000 / .commits * 100 | round / 100) else 0 end) ms"')"
     fi
     if [ -n "$PERF_PID" ]; then
         kill -INT "$PERF_PID" 2>/dev/null; wait "$PERF_PID" 2>/dev/null; PERF_PID=""

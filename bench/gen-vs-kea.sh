@@ -296,27 +296,12 @@ GEN_DP_ARGS=()        # extra tandem-gen arguments: (--datapath xdp) for the AF_
 # JSON object. KIND: search (paced at RATE, clients = RATE x PERIOD), open (--rate 0, phase of
 # PERIOD s), gencmp (paced at RATE or open when 0, GEN_PERIOD s, direct unicast, no lease check).
 # Uses SEED and TRIAL_SEQ, which the caller sets.
-# server_counters TARGET: the running Tandem's counters that explain a trial (group commits and
-# their time, journal folds and their time, messages dropped for any reason, the AF_XDP
-# sockets' kernel drops among them, reply send errors, replies sent after a commit and their
-# latency), read from its /metrics as one JSON object; {} for other targets or when unreadable.
-# The server publishes them every quarter second, so a trial's last quarter may be missing.
+# server_counters TARGET: the running Tandem's counters (tandem_counters) from its /metrics;
+# {} for other targets or when unreadable. The server publishes them every quarter second, so a
+# trial's last quarter may be missing.
 server_counters() {
     case "$1" in tandem*) ;; *) echo '{}'; return ;; esac
-    ip netns exec "$NS_S" curl -sf --max-time 2 "http://[::1]:$METRICS_PORT/metrics" 2>/dev/null | awk '
-        $1 == "tandem_commits_total" { c = $2 }
-        $1 == "tandem_commit_duration_seconds_sum" { cs = $2 }
-        $1 == "tandem_store_journal_folds_total" { f = $2 }
-        $1 == "tandem_store_journal_fold_duration_seconds_sum" { fs = $2 }
-        $1 ~ /^tandem_packets_dropped_total/ { d += $2 }
-        $1 ~ /^tandem_reply_send_errors_total/ { e += $2 }
-        $1 == "tandem_reply_latency_seconds_sum{path=\"after_commit\"}" { ls = $2 }
-        $1 == "tandem_reply_latency_seconds_count{path=\"after_commit\"}" { lc = $2 }
-        END {
-            if (c == "") { print "{}"; exit }
-            printf "{\"commits\":%d,\"commit_s\":%f,\"folds\":%d,\"fold_s\":%f,\"dropped\":%d,", c, cs, f, fs, d
-            printf "\"send_errors\":%d,\"after_commit\":%d,\"after_commit_s\":%f}\n", e, lc, ls
-        }'
+    ip netns exec "$NS_S" curl -sf --max-time 2 "http://[::1]:$METRICS_PORT/metrics" 2>/dev/null | tandem_counters
 }
 
 run_gen() {

@@ -455,3 +455,24 @@ pools = [{ prefix = "2001:db8:1::/64" }]
 pd_pools = [{ prefix = "2001:db8:8000::/33", delegated_len = 56 }]
 T
 }
+
+# tandem_counters: reads a Tandem's /metrics text on stdin and prints the counters that tell
+# what its store and datapath did as one JSON object (group commits and their seconds, journal
+# folds and their seconds, messages dropped for any reason, reply send errors, replies sent
+# after a commit and their latency in seconds); {} when the text has none.
+tandem_counters() {
+    awk '
+        $1 == "tandem_commits_total" { c = $2 }
+        $1 == "tandem_commit_duration_seconds_sum" { cs = $2 }
+        $1 == "tandem_store_journal_folds_total" { f = $2 }
+        $1 == "tandem_store_journal_fold_duration_seconds_sum" { fs = $2 }
+        $1 ~ /^tandem_packets_dropped_total/ { d += $2 }
+        $1 ~ /^tandem_reply_send_errors_total/ { e += $2 }
+        $1 == "tandem_reply_latency_seconds_sum{path=\"after_commit\"}" { ls = $2 }
+        $1 == "tandem_reply_latency_seconds_count{path=\"after_commit\"}" { lc = $2 }
+        END {
+            if (c == "") { print "{}"; exit }
+            printf "{\"commits\":%d,\"commit_s\":%f,\"folds\":%d,\"fold_s\":%f,\"dropped\":%d,", c, cs, f, fs, d
+            printf "\"send_errors\":%d,\"after_commit\":%d,\"after_commit_s\":%f}\n", e, lc, ls
+        }'
+}

@@ -6,7 +6,8 @@
 //! interface, an interface that already carries an XDP program); a request behind a
 //! hop-by-hop header (through the program) and one in fragments (through the kernel); and
 //! replies to a relay whose route back goes through another router than its requests came by,
-//! or out of another interface.
+//! or out of another interface; and replies that leave from the address the relay sent to, on
+//! both datapaths, when the kernel would pick another.
 //!
 //! Every exchange must have gone through the XDP program: the server reports at a clean stop
 //! how many frames the program handed to its sockets, and that must cover what perfdhcp sent
@@ -1281,25 +1282,27 @@ for i in range(count):
     peer = socket.inet_pton(socket.AF_INET6, 'fe80::6e')
     s.sendto(bytes([12, 0]) + link + peer + opt(18, b'tdm-nh') + opt(9, solicit), (server, 547))
     try:
-        data, _ = s.recvfrom(4096)
+        data, src = s.recvfrom(4096)
         at, inner = 34, None
         while at + 4 <= len(data):
             code, n = struct.unpack('!HH', data[at:at + 4])
             if code == 9:
                 inner = data[at + 4:at + 4 + n]
             at += 4 + n
-        print(i, data[0], inner[0] if inner else 'none', flush=True)
+        print(i, src[0], data[0], inner[0] if inner else 'none', flush=True)
     except socket.timeout:
         print(i, 'none', flush=True)
     time.sleep(0.3)
 "#;
 
-/// Runs [`ROUTED_RELAY`] in `y` from 2001:db8:9::1 to `server`, `count` messages; returns
-/// what it printed and how many were answered with a Relay-reply carrying an Advertise.
+/// Runs [`ROUTED_RELAY`] in `y` from `relay` to `server`, `count` messages; returns what it
+/// printed (per message: its number, the reply's source address, the reply's and the inner
+/// message's types) and how many were answered with a Relay-reply carrying an Advertise.
 fn routed_relay(
     t: &Tools,
     y: &common::netns::Netns,
     server: &str,
+    relay: &str,
     count: usize,
 ) -> (String, usize) {
     let mut args = y.exec();
@@ -1308,7 +1311,7 @@ fn routed_relay(
         "-c".into(),
         ROUTED_RELAY.into(),
         server.into(),
-        "2001:db8:9::1".into(),
+        relay.into(),
         count.to_string(),
     ]);
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -1334,11 +1337,25 @@ fn scrape_after(
     None
 }
 
+/// Every reply [`routed_relay`] printed came from `server`, the address it sent to.
+fn check_reply_sources(ck: &mut Checks, out: &str, server: &str) {
+    let from: Vec<&str> = out
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .filter(|src| *src != "none")
+        .collect();
+    ck.check(!from.is_empty() && from.iter().all(|a| *a == server), || {
+        format!("replies came from {from:?}, want every one from {server}, the address the relay sent to")
+    });
+}
+
 /// AF_XDP replies follow the kernel's route, not the frame they answer: a relay's messages
 /// reach the server through router A, while the server's route to the relay names router B on
 /// the same link, and A cannot reach the relay at all. Each reply must come back (through B:
 /// sent to A's MAC, the request's source, it would be lost), as a frame to B's MAC once the
-/// kernel has resolved B, which the `xdp-routes` thread logs.
+/// kernel has resolved B, which the `xdp-routes` thread logs. The relay sends to the server's
+/// second address, one the kernel would not pick as a source: every reply, routed by the
+/// kernel or sent as a frame, must come from it.
 #[test]
 fn xdp_replies_to_a_routed_relay_follow_the_kernels_route() {
     let test = "xdp_replies_to_a_routed_relay_follow_the_kernels_route";
@@ -1381,6 +1398,19 @@ fn xdp_replies_to_a_routed_relay_follow_the_kernels_route() {
     y.ip(&["route", "add", "2001:db8:5::/64", "via", "2001:db8:a1::2"]);
     b.ip(&["route", "add", "2001:db8:9::/64", "via", "2001:db8:b1::1"]);
     s.ip(&["route", "add", "2001:db8:9::/64", "via", "2001:db8:5::b"]);
+    // The relay sends to the server's second address, deprecated so that the kernel never
+    // picks it as a source: the replies it routes (the first ones) must come from it all the
+    // same, as the frames do.
+    s.ip(&[
+        "addr",
+        "add",
+        "2001:db8:5::53/64",
+        "dev",
+        &s.name,
+        "nodad",
+        "preferred_lft",
+        "0",
+    ]);
     // Neighbour discovery needs usable link-local addresses on the link.
     for ns in [s, a, b] {
         ns.wait_link_local(&ns.name);
@@ -1414,13 +1444,14 @@ fn xdp_replies_to_a_routed_relay_follow_the_kernels_route() {
         &log,
     );
     const COUNT: usize = 6;
-    let (out, answered) = routed_relay(&t, &y, "2001:db8:5::1", COUNT);
+    let (out, answered) = routed_relay(&t, &y, "2001:db8:5::53", "2001:db8:9::1", COUNT);
     let mut ck = Checks::default();
     ck.check(answered == COUNT, || {
         format!(
             "{answered} of {COUNT} Relay-forw answered with a Relay-reply carrying an Advertise; the relay said {out:?}"
         )
     });
+    check_reply_sources(&mut ck, &out, "2001:db8:5::53");
     let through_kernel = scrape_after(s, "http://[::1]:9482/metrics", COUNT)
         .map(|sc| sc.sum("tandem_xdp_kernel_routed_total", &[]));
     // The first reply or two go through the kernel (not looked up yet, then B not resolved).
@@ -1446,6 +1477,63 @@ fn xdp_replies_to_a_routed_relay_follow_the_kernels_route() {
     );
     drop(y);
     drop(lan);
+}
+
+/// A relay hears back from the address it sent to, on either datapath, although the kernel
+/// would pick another: the server's second address on the link is deprecated (never the
+/// kernel's choice of source), and the relay, on the link, sends there. The UDP datapath's
+/// listener is bound to [::], so the source comes from the request's IPV6_PKTINFO. On AF_XDP a
+/// reply frame swaps the request's addresses, and the first reply, sent before the relay's
+/// next hop is looked up, leaves through the kernel's socket, from that address as well.
+#[test]
+fn replies_leave_from_the_address_the_relay_sent_to() {
+    let test = "replies_leave_from_the_address_the_relay_sent_to";
+    let Some(t) = prerequisites(test) else { return };
+    let _turn = common::one_at_a_time();
+    let topo = Topo::new(&t, "src", &["2001:db8:1::1/64"], &["2001:db8:1::2/64"]);
+    topo.client_checksum_offload_off(&t);
+    topo.s.ip(&[
+        "addr",
+        "add",
+        "2001:db8:1::53/64",
+        "dev",
+        &topo.s.name,
+        "nodad",
+        "preferred_lft",
+        "0",
+    ]);
+    topo.s.wait_link_local(&topo.s.name);
+    const COUNT: usize = 3;
+    let mut ck = Checks::default();
+    let mut shown = Vec::new();
+    for datapath in ["udp", "xdp"] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = dir.path().join("tandem.toml");
+        std::fs::write(
+            &cfg,
+            netns_config(&dir.path().join("data"), &topo.s.name, &[(LINK2, None)]),
+        )
+        .expect("write config");
+        let log = dir.path().join("server.log");
+        let mut args = vec!["--datapath", datapath];
+        if datapath == "xdp" {
+            args.extend(["--xdp-mode", "native"]);
+        }
+        let server = start_server(&topo.s.exec(), &cfg, &args, &log);
+        let (out, answered) = routed_relay(&t, &topo.c, "2001:db8:1::53", "2001:db8:1::2", COUNT);
+        ck.check(answered == COUNT, || {
+            format!("{datapath}: {answered} of {COUNT} Relay-forw answered with an Advertise inside: {out:?}")
+        });
+        check_reply_sources(&mut ck, &out, "2001:db8:1::53");
+        let text = stop(server);
+        if datapath == "xdp" {
+            check_redirected(&mut ck, &text, "the program", COUNT as u64);
+        }
+        shown.push((format!("{datapath}: relay"), out));
+        shown.push((format!("{datapath}: server log (tail)"), tail(&log, 20)));
+    }
+    let shown: Vec<(&str, String)> = shown.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+    ck.finish(test, &shown);
 }
 
 /// A relay on two of the server's links sends from one and is routed to by the other: its
@@ -1510,7 +1598,7 @@ fn xdp_replies_routed_out_of_another_interface_go_through_the_kernel() {
         &log,
     );
     const COUNT: usize = 4;
-    let (out, answered) = routed_relay(&t, &y, "2001:db8:6::1", COUNT);
+    let (out, answered) = routed_relay(&t, &y, "2001:db8:6::1", "2001:db8:9::1", COUNT);
     let mut ck = Checks::default();
     ck.check(answered == COUNT, || {
         format!("{answered} of {COUNT} answered; the relay said {out:?}")

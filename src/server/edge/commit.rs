@@ -99,7 +99,7 @@ impl AfterCommit<PendingReply> for ReplySink {
                     let sent = udp::send_batch(s, &released[start..end]);
                     self.sent += sent as u64;
                     for r in &released[start + sent..end] {
-                        match udp::send_to(s, r.to, &r.bytes) {
+                        match udp::send_to(s, r.to, r.from, &r.bytes) {
                             Ok(()) => self.sent += 1,
                             Err(e) => {
                                 self.send_errors += 1;

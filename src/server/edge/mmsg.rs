@@ -189,41 +189,51 @@ fn read_pktinfo(m: &libc::msghdr) -> Option<(Ipv6Addr, u32)> {
     None
 }
 
-/// Sends datagrams on `fd` with sendmmsg, [`SEND_BATCH_MAX`] per call. Returns how many
-/// leading ones went out (the caller sends or drops the rest).
-pub fn send<'a>(fd: RawFd, msgs: impl Iterator<Item = (&'a [u8], SocketAddrV6)>) -> usize {
+/// Sends datagrams on `fd` with sendmmsg, [`SEND_BATCH_MAX`] per call, each from the local
+/// address given with it (`Some`: an IPV6_PKTINFO control message names it; `None`: the
+/// kernel picks one by the route). Returns how many leading ones went out (the caller sends or
+/// drops the rest; a source the kernel refuses stops a call at that datagram).
+pub fn send<'a>(
+    fd: RawFd,
+    msgs: impl Iterator<Item = (&'a [u8], SocketAddrV6, Option<Ipv6Addr>)>,
+) -> usize {
     let mut done = 0;
     let mut msgs = msgs.peekable();
     while msgs.peek().is_some() {
         let mut iovs = [const { MaybeUninit::<libc::iovec>::uninit() }; SEND_BATCH_MAX];
         let mut names = [const { MaybeUninit::<libc::sockaddr_in6>::uninit() }; SEND_BATCH_MAX];
+        let mut cmsgs = [const { MaybeUninit::<CmsgBuf>::uninit() }; SEND_BATCH_MAX];
+        let mut froms = [const { MaybeUninit::<Option<Ipv6Addr>>::uninit() }; SEND_BATCH_MAX];
         let mut hdrs = [const { MaybeUninit::<libc::mmsghdr>::uninit() }; SEND_BATCH_MAX];
         let mut count = 0;
-        for (bytes, to) in msgs.by_ref().take(SEND_BATCH_MAX) {
+        for (bytes, to, from) in msgs.by_ref().take(SEND_BATCH_MAX) {
             iovs[count].write(libc::iovec {
                 iov_base: bytes.as_ptr().cast_mut().cast(),
                 iov_len: bytes.len(),
             });
-            // SAFETY: all zeroes is a valid sockaddr_in6; the fields that matter are set.
-            let mut a: libc::sockaddr_in6 = unsafe { mem::zeroed() };
-            a.sin6_family = libc::AF_INET6 as libc::sa_family_t;
-            a.sin6_port = to.port().to_be();
-            a.sin6_flowinfo = to.flowinfo();
-            a.sin6_addr.s6_addr = to.ip().octets();
-            a.sin6_scope_id = to.scope_id();
-            names[count].write(a);
+            names[count].write(sockaddr(to));
+            froms[count].write(from);
             count += 1;
         }
-        let (iov_at, name_at) = (iovs.as_mut_ptr(), names.as_mut_ptr());
+        let (iov_at, name_at, cmsg_at) =
+            (iovs.as_mut_ptr(), names.as_mut_ptr(), cmsgs.as_mut_ptr());
         for (i, h) in hdrs.iter_mut().take(count).enumerate() {
-            // SAFETY: i < count <= SEND_BATCH_MAX; entries 0..count of both arrays are
-            // initialised just above and not written again before the call returns.
-            let (iov, name) = unsafe { (iov_at.add(i), name_at.add(i)) };
-            h.write(header(iov.cast(), name.cast()));
+            // SAFETY: i < count <= SEND_BATCH_MAX; entries 0..count of the iovec and address
+            // arrays are initialised just above and not written again before the call
+            // returns; control buffer i is written only by `put_source` below.
+            let (iov, name, cmsg) = unsafe { (iov_at.add(i), name_at.add(i), cmsg_at.add(i)) };
+            let mut mm = header(iov.cast(), name.cast());
+            // SAFETY: i < count: written in the loop above.
+            if let Some(from) = unsafe { froms[i].assume_init() } {
+                // SAFETY: `cmsg` is a whole CmsgBuf of this stack frame, alive for the call.
+                unsafe { put_source(cmsg.cast(), &mut mm.msg_hdr, from) };
+            }
+            h.write(mm);
         }
-        // SAFETY: the first `count` headers are initialised and point at initialised iovecs
-        // and addresses on this stack frame and at the callers' byte slices, all alive for
-        // the call; the kernel only reads them (and writes each header's msg_len).
+        // SAFETY: the first `count` headers are initialised and point at initialised iovecs,
+        // addresses and control messages on this stack frame and at the callers' byte slices,
+        // all alive for the call; the kernel only reads them (and writes each header's
+        // msg_len).
         let sent = unsafe {
             libc::sendmmsg(
                 fd,
@@ -241,6 +251,77 @@ pub fn send<'a>(fd: RawFd, msgs: impl Iterator<Item = (&'a [u8], SocketAddrV6)>)
         }
     }
     done
+}
+
+/// Sends one datagram on `fd` to `to`, from the local address `from` if given (as [`send`]),
+/// and says why not when the kernel refuses it.
+pub fn send_one(
+    fd: RawFd,
+    bytes: &[u8],
+    to: SocketAddrV6,
+    from: Option<Ipv6Addr>,
+) -> io::Result<()> {
+    let mut iov = libc::iovec {
+        iov_base: bytes.as_ptr().cast_mut().cast(),
+        iov_len: bytes.len(),
+    };
+    let mut name = sockaddr(to);
+    let mut cmsg = MaybeUninit::<CmsgBuf>::uninit();
+    let mut mm = header(&mut iov, &mut name);
+    if let Some(from) = from {
+        // SAFETY: `cmsg` is a whole CmsgBuf on this stack frame, alive for the call below.
+        unsafe { put_source(cmsg.as_mut_ptr(), &mut mm.msg_hdr, from) };
+    }
+    // SAFETY: the header points at `iov` (reaching `bytes`), `name` and `cmsg`, all alive and
+    // initialised for the call; the kernel only reads them.
+    let n = unsafe { libc::sendmsg(fd, &mm.msg_hdr, 0) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// `to` as the kernel takes it.
+fn sockaddr(to: SocketAddrV6) -> libc::sockaddr_in6 {
+    // SAFETY: all zeroes is a valid sockaddr_in6; the fields that matter are set.
+    let mut a: libc::sockaddr_in6 = unsafe { mem::zeroed() };
+    a.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+    a.sin6_port = to.port().to_be();
+    a.sin6_flowinfo = to.flowinfo();
+    a.sin6_addr.s6_addr = to.ip().octets();
+    a.sin6_scope_id = to.scope_id();
+    a
+}
+
+/// Points `m`'s control data at `buf` and writes there one IPV6_PKTINFO naming `from` as the
+/// source address (interface index 0: the route decides where it leaves).
+///
+/// # Safety
+/// `buf` must be valid for writing a whole [`CmsgBuf`] and stay alive while `m` is used.
+unsafe fn put_source(buf: *mut CmsgBuf, m: &mut libc::msghdr, from: Ipv6Addr) {
+    let info_len = mem::size_of::<libc::in6_pktinfo>() as libc::c_uint;
+    // SAFETY: the caller hands a writable CmsgBuf; zeroing it first keeps the padding CMSG_*
+    // skips defined. CMSG_SPACE of an in6_pktinfo (40 bytes) fits its 64, so CMSG_FIRSTHDR
+    // returns the buffer's start and CMSG_DATA a place with room for the in6_pktinfo, which
+    // is written unaligned.
+    unsafe {
+        buf.write(CmsgBuf([0; 64]));
+        m.msg_control = buf.cast();
+        m.msg_controllen = libc::CMSG_SPACE(info_len) as usize;
+        let c = libc::CMSG_FIRSTHDR(m);
+        debug_assert!(!c.is_null());
+        (*c).cmsg_level = libc::IPPROTO_IPV6;
+        (*c).cmsg_type = libc::IPV6_PKTINFO;
+        (*c).cmsg_len = libc::CMSG_LEN(info_len) as usize;
+        let info = libc::in6_pktinfo {
+            ipi6_addr: libc::in6_addr {
+                s6_addr: from.octets(),
+            },
+            ipi6_ifindex: 0,
+        };
+        ptr::write_unaligned(libc::CMSG_DATA(c).cast::<libc::in6_pktinfo>(), info);
+    }
 }
 
 #[cfg(test)]
@@ -272,7 +353,7 @@ mod tests {
         let (a, b) = pair();
         let to = v6(&b);
         let payloads: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i; 10 + i as usize]).collect();
-        let sent = send(a.as_raw_fd(), payloads.iter().map(|p| (&p[..], to)));
+        let sent = send(a.as_raw_fd(), payloads.iter().map(|p| (&p[..], to, None)));
         assert_eq!(sent, 5);
         let mut bufs = vec![0u8; 8 * 64];
         let mut got = Vec::new();
@@ -299,7 +380,10 @@ mod tests {
     fn a_datagram_longer_than_its_slot_is_reported_truncated() {
         let (a, b) = pair();
         let big = [7u8; 300];
-        assert_eq!(send(a.as_raw_fd(), std::iter::once((&big[..], v6(&b)))), 1);
+        assert_eq!(
+            send(a.as_raw_fd(), std::iter::once((&big[..], v6(&b), None))),
+            1
+        );
         let mut bufs = vec![0u8; 2 * 100];
         let mut seen = None;
         let n = recv(b.as_raw_fd(), &mut bufs, 100, false, |_, d| seen = Some(d)).unwrap();
@@ -319,7 +403,7 @@ mod tests {
         let one = [1u8; 8];
         let to = |k: usize| if k < SEND_BATCH_MAX { v6(&b) } else { v6(&c) };
         let n = SEND_BATCH_MAX + 3;
-        let sent = send(a.as_raw_fd(), (0..n).map(|k| (&one[..], to(k))));
+        let sent = send(a.as_raw_fd(), (0..n).map(|k| (&one[..], to(k), None)));
         assert_eq!(sent, n);
         let mut bufs = vec![0u8; RECV_BATCH_MAX * 16];
         let mut got = 0;
@@ -331,6 +415,44 @@ mod tests {
         }
         assert_eq!(got, 3);
         assert!(recv(b.as_raw_fd(), &mut bufs, 16, false, |_, _| {}).unwrap() > 0);
+    }
+
+    /// A source the socket may send from is used (checked on the receiving side); one that is
+    /// not the host's is refused, by `send_one` with the kernel's reason and by `send` at that
+    /// datagram, after the ones before it went out.
+    #[test]
+    fn datagrams_leave_from_the_source_given_and_a_foreign_source_is_refused() {
+        let a = UdpSocket::bind("[::]:0").unwrap();
+        let (_, b) = pair();
+        let to = v6(&b);
+        let from = Some(Ipv6Addr::LOCALHOST);
+        send_one(a.as_raw_fd(), b"one", to, from).unwrap();
+        assert_eq!(
+            send(a.as_raw_fd(), std::iter::once((&b"two"[..], to, from))),
+            1
+        );
+        let mut bufs = vec![0u8; 4 * 64];
+        let mut got = Vec::new();
+        for _ in 0..10 {
+            recv(b.as_raw_fd(), &mut bufs, 64, false, |_, d| got.push(d)).unwrap();
+            if got.len() >= 2 {
+                break;
+            }
+        }
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert!(
+            got.iter().all(|d| d.src.map(|s| *s.ip()) == from),
+            "{got:?}"
+        );
+        let foreign = Some("2001:db8::dead".parse().unwrap());
+        let e = send_one(a.as_raw_fd(), b"x", to, foreign).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EINVAL), "{e}");
+        let three = [
+            (&b"ok"[..], to, from),
+            (&b"no"[..], to, foreign),
+            (&b"ok"[..], to, None),
+        ];
+        assert_eq!(send(a.as_raw_fd(), three.into_iter()), 1);
     }
 
     #[test]

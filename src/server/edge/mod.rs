@@ -27,7 +27,7 @@ pub mod worker;
 pub mod xdp;
 
 use std::io;
-use std::net::SocketAddrV6;
+use std::net::{Ipv6Addr, SocketAddrV6};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Largest DHCPv6 datagram accepted; larger ones are dropped as oversized.
@@ -46,6 +46,10 @@ pub struct RxMeta {
     pub truncated: bool,
     /// Sent to a multicast address.
     pub multicast: bool,
+    /// The unicast address it was sent to, when the datapath knows it: its reply leaves from
+    /// there, so a relay or client hears back from the address it asked. `None` for a
+    /// multicast message (the kernel, or the frame builder, picks the interface's address).
+    pub dst: Option<Ipv6Addr>,
     /// Receiving interface index (0 when unknown).
     pub ifindex: u32,
     /// Where the datapath keeps the bytes (see [`Datapath::datagram`]).
@@ -93,6 +97,8 @@ pub struct PendingReply {
     pub socket: usize,
     /// Destination.
     pub to: SocketAddrV6,
+    /// Source address when sent through a socket ([`RxMeta::dst`]; `None`: the kernel's pick).
+    pub from: Option<Ipv6Addr>,
     /// The reply bytes.
     pub bytes: Vec<u8>,
     /// The reply frame's headers on the AF_XDP path ([`RxMeta::reply_frame`]).

@@ -208,6 +208,7 @@ impl Datapath for UdpPath {
                     len: d.len,
                     truncated: d.truncated,
                     multicast,
+                    dst: d.pktinfo.map(|(dst, _)| dst).filter(|a| !a.is_multicast()),
                     ifindex,
                     slot: i,
                     reply_frame: None,
@@ -229,13 +230,25 @@ impl Datapath for UdpPath {
     }
 
     fn send(&mut self, reply: &PendingReply) -> io::Result<()> {
-        send_to(&self.sock, reply.to, &reply.bytes)
+        send_to(&self.sock, reply.to, reply.from, &reply.bytes)
     }
 }
 
-/// Sends a datagram; used by workers and the group committer alike.
-pub fn send_to(sock: &UdpSocket, to: SocketAddrV6, bytes: &[u8]) -> io::Result<()> {
-    sock.send_to(bytes, to).map(|_| ())
+/// Sends a datagram from `from` (the address the request was sent to, see [`RxMeta::dst`]) or,
+/// when that is `None` or no longer the host's, from the address the kernel picks; used by
+/// workers and the group committer alike.
+pub fn send_to(
+    sock: &UdpSocket,
+    to: SocketAddrV6,
+    from: Option<Ipv6Addr>,
+    bytes: &[u8],
+) -> io::Result<()> {
+    match mmsg::send_one(sock.as_raw_fd(), bytes, to, from) {
+        Err(e) if from.is_some() && e.raw_os_error() == Some(libc::EINVAL) => {
+            mmsg::send_one(sock.as_raw_fd(), bytes, to, None)
+        }
+        r => r,
+    }
 }
 
 /// Most datagrams handed to one sendmmsg call.
@@ -244,7 +257,10 @@ pub const SEND_BATCH_MAX: usize = mmsg::SEND_BATCH_MAX;
 /// Sends replies with sendmmsg, [`SEND_BATCH_MAX`] at a time. Returns how many leading
 /// replies were sent; the caller sends the rest one by one (and sees their errors).
 pub fn send_batch(sock: &UdpSocket, replies: &[PendingReply]) -> usize {
-    send_many(sock, replies.iter().map(|r| (&r.bytes[..], r.to)))
+    mmsg::send(
+        sock.as_raw_fd(),
+        replies.iter().map(|r| (&r.bytes[..], r.to, r.from)),
+    )
 }
 
 /// Sends datagrams with sendmmsg, [`SEND_BATCH_MAX`] per call. Returns how many leading ones
@@ -253,7 +269,7 @@ pub fn send_many<'a>(
     sock: &UdpSocket,
     msgs: impl Iterator<Item = (&'a [u8], SocketAddrV6)>,
 ) -> usize {
-    mmsg::send(sock.as_raw_fd(), msgs)
+    mmsg::send(sock.as_raw_fd(), msgs.map(|(b, to)| (b, to, None)))
 }
 
 /// Receives up to `bufs.len() / slot_len` datagrams (at most [`mmsg::RECV_BATCH_MAX`]) with

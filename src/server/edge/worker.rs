@@ -126,6 +126,7 @@ impl<D: Datapath> Worker<D> {
                         let mut pending = PendingReply {
                             socket: self.socket_index,
                             to: meta.src,
+                            from: meta.dst,
                             bytes: reply.clone(),
                             reply_frame: meta.reply_frame,
                             received_at,

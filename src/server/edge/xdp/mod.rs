@@ -469,7 +469,7 @@ impl XdpPath {
     }
 
     fn send_one_fallback(&self, r: &PendingReply) -> io::Result<()> {
-        super::udp::send_to(&self.fallback, r.to, &r.bytes)
+        super::udp::send_to(&self.fallback, r.to, r.from, &r.bytes)
     }
 
     /// Waits up to the receive timeout for a frame or a wake-up from the committer.
@@ -546,6 +546,7 @@ impl super::Datapath for XdpPath {
                 len: 0,
                 truncated: false,
                 multicast: false,
+                dst: None,
                 ifindex: self.iface.index,
                 slot,
                 reply_frame: None,
@@ -568,6 +569,7 @@ impl super::Datapath for XdpPath {
                     meta.src = SocketAddrV6::new(h.src, h.src_port, 0, scope);
                     meta.len = f.payload.len();
                     meta.multicast = h.dst.is_multicast();
+                    meta.dst = (!meta.multicast).then_some(h.dst);
                     if h.dst.segments()[0] == 0xff05 {
                         // All_DHCP_Servers (site scope): the sender is a relay, maybe routers
                         // away, and a link-local source would not reach it: the reply leaves

@@ -249,6 +249,7 @@ mod tests {
             len: 0,
             truncated: false,
             multicast: false,
+            dst: None,
             ifindex: 1,
             slot: 0,
             reply_frame: None,

@@ -46,9 +46,11 @@ pub struct RxMeta {
     pub truncated: bool,
     /// Sent to a multicast address.
     pub multicast: bool,
-    /// The unicast address it was sent to, when the datapath knows it: its reply leaves from
-    /// there, so a relay or client hears back from the address it asked. `None` for a
-    /// multicast message (the kernel, or the frame builder, picks the interface's address).
+    /// The unicast address it was sent to, when the reply must name it as its source: so a
+    /// relay or client hears back from the address it asked, where the kernel would pick one
+    /// by the route (a socket bound to `[::]`; the AF_XDP path's kernel fallback). `None` for
+    /// a multicast message (the kernel, or the frame builder, picks the interface's address)
+    /// and on a socket bound to one address (its replies leave from it anyway).
     pub dst: Option<Ipv6Addr>,
     /// Receiving interface index (0 when unknown).
     pub ifindex: u32,

@@ -56,6 +56,9 @@ pub struct UdpPath {
     bufs: Vec<u8>,
     /// Length of each datagram of the last batch.
     lens: [usize; RECV_BATCH_MAX],
+    /// Bound to `[::]`: a reply names its source ([`RxMeta::dst`]), which the kernel would
+    /// otherwise pick by the route. A socket bound to one address sends from it anyway.
+    wildcard: bool,
 }
 
 fn ifindex(name: &str) -> io::Result<u32> {
@@ -128,6 +131,7 @@ impl UdpPath {
                     sock,
                     bufs: vec![0u8; RECV_BATCH_MAX * DATAGRAM_LEN_MAX],
                     lens: [0; RECV_BATCH_MAX],
+                    wildcard: true,
                 });
             }
             for name in interfaces {
@@ -151,6 +155,7 @@ impl UdpPath {
             sock,
             bufs: vec![0u8; RECV_BATCH_MAX * DATAGRAM_LEN_MAX],
             lens: [0; RECV_BATCH_MAX],
+            wildcard: bind.ip().is_unspecified(),
         })
     }
 
@@ -190,6 +195,7 @@ impl Datapath for UdpPath {
     fn recv_batch(&mut self, metas: &mut Vec<RxMeta>) -> io::Result<usize> {
         metas.clear();
         let lens = &mut self.lens;
+        let wildcard = self.wildcard;
         // MSG_WAITFORONE: block (up to RECV_TIMEOUT) for the first datagram, then take
         // whatever else is already queued.
         mmsg::recv(
@@ -208,7 +214,10 @@ impl Datapath for UdpPath {
                     len: d.len,
                     truncated: d.truncated,
                     multicast,
-                    dst: d.pktinfo.map(|(dst, _)| dst).filter(|a| !a.is_multicast()),
+                    dst: d
+                        .pktinfo
+                        .map(|(dst, _)| dst)
+                        .filter(|a| wildcard && !a.is_multicast()),
                     ifindex,
                     slot: i,
                     reply_frame: None,

@@ -96,6 +96,9 @@ usage: $0 [options]
   --no-build           do not run cargo build --release
   --keep-logs DIR      copy configs, server logs and every generator output to DIR before cleanup
   --no-results         do not write bench/results/gen-latest.{json,md}
+  --tandem-bin PATH    run PATH as every tandem target instead of this checkout's build, for
+                       an A/B of builds or settings (a wrapper script may add serve flags:
+                       it gets "serve --config FILE ..." as its arguments); implies --no-results
   --pin S,C            pin the server to CPU S and the generator to CPU C with taskset (e.g. 0,1)
   --kea-mt-queue N     Kea MT packet-queue-size (default $KEA_MT_QUEUE, as in perfdhcp-vs-kea.sh)
   --no-repeat          do not repeat a marginal failure (by default: once per search)
@@ -123,6 +126,7 @@ while [ $# -gt 0 ]; do
         --gen-rates) GEN_RATES="${2//,/ }"; shift 2 ;;
         --no-gen-compare) DO_GENCMP=0; shift ;;
         --no-build) DO_BUILD=0; shift ;;
+        --tandem-bin) TANDEM_BIN="$2"; WRITE_RESULTS=0; shift 2 ;;
         --keep-logs) KEEP_LOGS="$2"; shift 2 ;;
         --no-results) WRITE_RESULTS=0; shift ;;
         --pin) PIN="$2"; shift 2 ;;
@@ -711,6 +715,7 @@ fi
 KEA_VERSION="$(kea-dhcp6 -v 2>/dev/null | head -1)"
 PERFDHCP_VERSION="$(perfdhcp -v 2>&1 | awk '/VERSION/{print $2; exit}')"
 GIT_REV="$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+[ "$TANDEM_BIN" = "$REPO/target/release/tandem" ] || GIT_REV="$TANDEM_BIN (--tandem-bin; checkout $GIT_REV)"
 GIT_DIRTY="$(git -C "$REPO" status --porcelain --untracked-files=no 2>/dev/null | grep -q . && echo true || echo false)"
 CPU_MODEL="$(awk -F': ' '/model name/{print $2; exit}' /proc/cpuinfo)"
 
@@ -841,7 +846,7 @@ fmt_md() {
 }
 
 echo
-echo "Tandem vs Kea vs ceiling, tandem-gen 4-way exchanges, ${PERIOD}s trials, $(nproc) CPUs, route $ROUTE_MODE, run took ${ELAPSED}s"
+echo "Tandem vs Kea vs ceiling, tandem-gen 4-way exchanges, ${PERIOD}s trials, $(nproc) CPUs, route $ROUTE_MODE, run took ${ELAPSED}s; Tandem $GIT_REV"
 [ "$RECOVERIES" -gt 0 ] && echo "(namespaces deleted by something else $RECOVERIES time(s); redone: $(jq -r 'map(.redone) | join(", ")' <<<"$RECOVERED_JSON"))"
 [ -n "$SCRAPE_NOTE" ] && echo "$SCRAPE_NOTE"
 echo

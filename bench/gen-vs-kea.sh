@@ -763,9 +763,25 @@ RESULT_JSON=$(jq -s -c \
           tandem_xdp_nosync_over_ceiling: ratio(rate("tandem-xdp-nosync"; $c); rate("ceiling"; $c)),
           tandem_scraped_over_tandem: ratio(rate("tandem-scraped"; $c); rate("tandem"; $c))
         } | with_entries(select(.value != null)))),
+      cpu_per_exchange_us: ([$rows[].case] | unique | map(. as $c
+        | ([$rows[] | select(.case == $c and (.achieved_per_s // 0) > 0 and .server_cpu_pct != null)
+            | {key: .target, value: (.server_cpu_pct * 10000 / .achieved_per_s * 10 | round / 10)}] | from_entries) as $us
+        | {case: $c, by_target: $us,
+           kea_st_over_tandem_xdp: ratio($us["kea-st"]; $us["tandem-xdp"]),
+           kea_mt_over_tandem_xdp: ratio($us["kea-mt"]; $us["tandem-xdp"]),
+           kea_st_over_tandem: ratio($us["kea-st"]; $us["tandem"]),
+           kea_mt_over_tandem: ratio($us["kea-mt"]; $us["tandem"])}
+        | with_entries(select(.value != null)))),
       generator_comparison: $gencmp,
       trials: $trials
     }' "$SUMMARY_FILE") || die "cannot assemble results"
+
+# One line per case: each server's CPU per exchange at its sustained rate, and Kea's over
+# Tandem's (issue 12's aim: Kea-ST / Tandem AF_XDP >= 10).
+CPU_LINE_JQ='.cpu_per_exchange_us[] | select(.case == $c)
+    | "Server CPU per exchange at the sustained rate, us: " + ([.by_target | to_entries[] | "\(.key) \(.value)"] | join(", "))
+      + ([to_entries[] | select(.key | test("_over_")) | "; \(.key | gsub("_over_"; "/") | gsub("_"; "-")) = \(.value)"] | join(""))
+      + (if .kea_st_over_tandem_xdp then " (aim: kea-st/tandem-xdp >= 10)" else "" end)'
 
 CASE_TITLE_JQ='{"na": "IA_NA (--mode na)", "pd": "IA_PD (--mode pd)", "both": "IA_NA + IA_PD (--mode both)"}'
 
@@ -787,6 +803,7 @@ print_text() {
                .note] | @tsv' <<<"$RESULT_JSON" |
             awk -F'\t' '{printf "%-13s %9s %6s %9s %7s %7s %6s %6s %6s %13s %22s  %s\n", $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12}'
         jq -r --arg c "$c" '.ratios[] | select(.case == $c) | "ratios: " + ([to_entries[] | select(.key != "case") | "\(.key | gsub("_over_"; "/") | gsub("_"; "-")) = \(.value)"] | join(", "))' <<<"$RESULT_JSON"
+        jq -r --arg c "$c" "$CPU_LINE_JQ" <<<"$RESULT_JSON"
         echo
     done
     if [ "$GENCMP_JSON" != null ]; then
@@ -825,6 +842,8 @@ fmt_md() {
             | "| \(.target) | \(.sustained_rate) | \(if $ceil > 0 then (.sustained_rate * 100 / $ceil | round | tostring) else "-" end) | \(.achieved_per_s // "-") | \(.p50_ms // "-") | \(.p99_ms // "-") | \(.server_cpu_pct // "-") | \(.gen_cpu_pct // "-") | \(.box_cpu_pct // "-") | \(.server_socket_drops // "-")/\(.gen_socket_drops // "-") | \(.open_loop.achieved_per_s) (\(.open_loop.p50_ms // "-")/\(.open_loop.p99_ms // "-")) | \(.note) |"' <<<"$RESULT_JSON"
         echo
         jq -r --arg c "$c" '.ratios[] | select(.case == $c) | "Ratios of sustained rates: " + ([to_entries[] | select(.key != "case") | "\(.key | gsub("_over_"; "/") | gsub("_"; "-")) = \(.value)"] | join(", "))' <<<"$RESULT_JSON"
+        echo
+        jq -r --arg c "$c" "$CPU_LINE_JQ" <<<"$RESULT_JSON"
         echo
     done
     if [ "$GENCMP_JSON" != null ]; then

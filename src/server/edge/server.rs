@@ -174,10 +174,26 @@ type NextHopTable = (
 
 /// Attaches the XDP program to every interface of `cfg` and opens an AF_XDP socket per receive
 /// queue. `fallback` is the UDP socket on the server port (for what a frame cannot carry).
+/// The core each worker thread is pinned to: worker `i` (its path's index) on
+/// `cores[(i % workers) % cores.len()]`, the cores this process may run on (its affinity mask:
+/// `taskset` or a cgroup's cpuset narrows them); none when they cannot be read.
+struct WorkerCores {
+    cores: Vec<core_affinity::CoreId>,
+    workers: usize,
+}
+
+impl WorkerCores {
+    fn core_of(&self, path_index: usize) -> Option<core_affinity::CoreId> {
+        (!self.cores.is_empty()).then(|| self.cores[(path_index % self.workers) % self.cores.len()])
+    }
+}
+
 fn open_xdp(
     cfg: &Config,
     mode: XdpAttachMode,
     fallback: &std::net::UdpSocket,
+    cores: &WorkerCores,
+    first_path_index: usize,
 ) -> Result<XdpOpened, StartError> {
     if !super::xdp::program::built() {
         return Err(StartError::Xdp(
@@ -268,13 +284,26 @@ fn open_xdp(
                 .map_err(|e| StartError::Xdp(e.to_string()))?;
             paths.push((path, back));
         }
-        // What one relay sends arrives on one queue: the interface's workers share it out.
+        // What one relay sends arrives on one queue: the interface's workers share it out,
+        // among those that can run at the same time (on different cores).
         let mine = &mut paths[first..];
-        if mine.len() > 1 {
+        let member_cores: Vec<Option<usize>> = (0..mine.len())
+            .map(|i| cores.core_of(first_path_index + first + i).map(|c| c.id))
+            .collect();
+        let distinct = {
+            let mut c = member_cores.clone();
+            c.sort_unstable();
+            c.dedup();
+            c.len()
+        };
+        if mine.len() > 1 && (distinct > 1 || member_cores.contains(&None)) {
             let wakes: Vec<_> = mine.iter().map(|(p, _)| p.wake_fd()).collect();
-            for ((p, _), s) in mine.iter_mut().zip(super::xdp::spread::group(&wakes)) {
+            let group = super::xdp::spread::group(&wakes, &member_cores);
+            for ((p, _), s) in mine.iter_mut().zip(group) {
                 p.join(s);
             }
+        } else if mine.len() > 1 {
+            info!(interface = %name, queues = mine.len(), "the interface's workers share one CPU: each answers what its queue receives (no handoffs)");
         }
         let bind = match zero_copy_queues {
             0 => "copy",
@@ -403,6 +432,10 @@ impl Server {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         };
+        let cores = WorkerCores {
+            cores: core_affinity::get_core_ids().unwrap_or_default(),
+            workers,
+        };
         let specs = listeners(&cfg);
         for spec in &specs {
             UdpPath::check_free(spec).map_err(StartError::Socket)?;
@@ -440,7 +473,7 @@ impl Server {
                     ));
                 }
             };
-            let (programs, xsks, hops) = open_xdp(&cfg, mode, &fallback)?;
+            let (programs, xsks, hops) = open_xdp(&cfg, mode, &fallback, &cores, paths.len())?;
             for (path, back) in xsks {
                 outs.push(ReplyOut::Xdp(back));
                 paths.push(AnyPath::Xdp(path));
@@ -662,10 +695,9 @@ impl Server {
             }
             None => None,
         };
-        let cores = core_affinity::get_core_ids().unwrap_or_default();
         let mut handles = Vec::new();
         for (i, path) in paths.into_iter().enumerate() {
-            let core = (!cores.is_empty()).then(|| cores[(i % workers) % cores.len()]);
+            let core = cores.core_of(i);
             let w = Worker {
                 path,
                 socket_index: i,

@@ -155,15 +155,27 @@ impl<T> Peers<T> {
 pub struct Spread {
     peers: Peers<Handoff>,
     counts: [u64; HANDOFF_RESULTS.len()],
+    /// Per member: pinned to this worker's core. Handing it a message would only add a copy
+    /// and a wakeup to the work of the one core both run on (workers share cores when the
+    /// process may use fewer cores than the interface has queues: `taskset`, a cpuset).
+    same_core: Vec<bool>,
 }
 
-/// A [`Spread`] per worker of one interface; `wakes[i]` is the eventfd worker `i` waits on.
-pub fn group(wakes: &[Arc<EventFd>]) -> Vec<Spread> {
+/// A [`Spread`] per worker of one interface; `wakes[i]` is the eventfd worker `i` waits on,
+/// `cores[i]` the core it is pinned to (`None`: not pinned).
+pub fn group(wakes: &[Arc<EventFd>], cores: &[Option<usize>]) -> Vec<Spread> {
     Peers::group(wakes, HANDOFF_QUEUE_MAX)
         .into_iter()
-        .map(|peers| Spread {
+        .enumerate()
+        .map(|(me, peers)| Spread {
             peers,
             counts: [0; HANDOFF_RESULTS.len()],
+            same_core: (0..wakes.len())
+                .map(|i| {
+                    let core = |i: usize| cores.get(i).copied().flatten();
+                    core(me).is_some() && core(i) == core(me)
+                })
+                .collect(),
         })
         .collect()
 }
@@ -176,10 +188,11 @@ impl Spread {
     }
 
     /// Hands the message to the worker it belongs to; false when this worker must answer it
-    /// (it is its own, the other's inbox is full, or it is too large to hand over).
+    /// (it is its own or a worker's on the same core, the other's inbox is full, or it is too
+    /// large to hand over).
     pub fn hand_off(&mut self, meta: &RxMeta, payload: &[u8]) -> bool {
         let to = self.owner(payload);
-        if to == self.peers.me() {
+        if to == self.peers.me() || self.same_core.get(to).copied().unwrap_or(false) {
             return false;
         }
         if payload.len() > HANDOFF_LEN_MAX {
@@ -272,7 +285,7 @@ mod tests {
     #[test]
     fn messages_reach_the_worker_their_key_names_and_are_woken_for() {
         let wakes: Vec<_> = (0..3).map(|_| Arc::new(EventFd::new().unwrap())).collect();
-        let mut g = group(&wakes);
+        let mut g = group(&wakes, &[Some(0), Some(1), None]);
         let m = meta();
         let before = std::time::Instant::now();
         // Worker 0 keeps its own (key 3 % 3 == 0) and hands key 4 to worker 1, 5 to worker 2.
@@ -306,9 +319,42 @@ mod tests {
     }
 
     #[test]
+    fn a_message_of_a_worker_on_the_same_core_stays_with_the_receiving_worker() {
+        let wakes: Vec<_> = (0..4).map(|_| Arc::new(EventFd::new().unwrap())).collect();
+        // Four queues on two cores, as the server pins them: workers 0 and 2 on core 0.
+        let mut g = group(&wakes, &[Some(0), Some(1), Some(0), Some(1)]);
+        let m = meta();
+        assert!(
+            !g[0].hand_off(&m, &solicit(2)),
+            "worker 2 shares core 0: kept"
+        );
+        assert!(g[0].hand_off(&m, &solicit(1)), "worker 1 runs on core 1");
+        assert!(g[0].hand_off(&m, &solicit(3)), "worker 3 runs on core 1");
+        assert!(
+            !g[1].hand_off(&m, &solicit(7)),
+            "worker 3 shares core 1: kept"
+        );
+        assert!(g[1].hand_off(&m, &solicit(6)), "worker 2 runs on core 0");
+        g[0].wake_peers();
+        g[1].wake_peers();
+        let mut into = Vec::new();
+        for (w, xids) in [(0, vec![]), (1, vec![1]), (2, vec![6]), (3, vec![3])] {
+            g[w].take(&mut into);
+            let got: Vec<_> = into.iter().map(|h| h.payload()[3]).collect();
+            assert_eq!(got, xids, "worker {w}");
+        }
+        assert_eq!(counts(&mut g[0])[0], ("handed_off", 2));
+        // One core for all: nothing moves.
+        let mut g = group(&wakes[..2], &[Some(0), Some(0)]);
+        assert!(!g[0].hand_off(&m, &solicit(1)));
+        assert!(!g[1].hand_off(&m, &solicit(0)));
+        assert!(!g[1].waiting() && !g[0].waiting());
+    }
+
+    #[test]
     fn a_full_inbox_or_a_large_message_stays_with_the_receiving_worker() {
         let wakes: Vec<_> = (0..2).map(|_| Arc::new(EventFd::new().unwrap())).collect();
-        let mut g = group(&wakes);
+        let mut g = group(&wakes, &[None, None]);
         let m = meta();
         for _ in 0..HANDOFF_QUEUE_MAX {
             assert!(g[0].hand_off(&m, &solicit(1)));

@@ -154,6 +154,8 @@ T
     sleep 1
     kill -0 "$SERVER_PID" 2>/dev/null || die "$bin did not start: $(tail -3 "$WORK/server.log")"
     t0="$(cpu_ticks "$SERVER_PID")"
+    local steal0 wall0 steal1 wall1
+    steal0="$(steal_ticks)" wall0="$(date +%s.%N)"
     thread_ticks "$SERVER_PID" >"$WORK/threads.0"
     if [ -n "$PERF_DIR" ]; then
         perf record -q -g -p "$SERVER_PID" -o "$PERF_DIR/$(basename "$bin").$ROUND.data" 2>/dev/null &
@@ -162,6 +164,7 @@ T
     out="$("${IN_C[@]}" timeout $((CLIENTS / RATE + 60)) "$GEN_BIN" "${GEN_DP[@]}" --server "$server" --clients "$CLIENTS" \
         --rate "$RATE" --mode "$MODE" --phases acquire "${RELAY[@]}" --json 2>/dev/null)"
     t1="$(cpu_ticks "$SERVER_PID")"
+    steal1="$(steal_ticks)" wall1="$(date +%s.%N)"
     thread_ticks "$SERVER_PID" >"$WORK/threads.1"
     local store=""
     if [ "$STORE" = 1 ]; then
@@ -184,6 +187,7 @@ T
     per_thread="$(awk -v hz="$TCK" -v ok="$ok" 'NR == FNR { t0[$1] = $2; next }
         { d = ($2 - t0[$1]) * 1e6 / hz / ok; if (d >= 0.05) printf "%s%s %.1f", sep, $1, d; sep = ", " }' \
         "$WORK/threads.0" "$WORK/threads.1")"
+    store+="; host steal $(steal_pct "$steal0" "$steal1" "$wall0" "$wall1") % of a core"
     awk -v t="$((t1 - t0))" -v hz="$TCK" -v ok="$ok" -v th="$per_thread$store" \
         'BEGIN { printf "%.1f %d %s\n", t * 1e6 / hz / ok, ok, th }'
 }

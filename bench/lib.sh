@@ -146,6 +146,20 @@ box_cpu_pct() {
         printf "%.0f", (w > 0 ? (y[1] - x[1]) / hz / w * 100 : 0) }'
 }
 
+# steal_ticks: clock ticks the hypervisor gave this (virtual) box's CPUs to others, all CPUs
+# summed (/proc/stat's steal column; 0 on bare metal). The difference of two readings over the
+# wall clock between them, in % of one core as box_cpu_pct, says how much of the run the host
+# took away: the likeliest cause of two runs of one build differing on a shared VM.
+steal_ticks() {
+    awk '$1 == "cpu" { print $9 + 0; exit }' /proc/stat
+}
+
+# steal_pct TICKS0 TICKS1 WALL0 WALL1: steal between two readings, in % of one core.
+steal_pct() {
+    awk -v a="$1" -v b="$2" -v w0="$3" -v w1="$4" -v hz="$(getconf CLK_TCK)" 'BEGIN {
+        w = w1 - w0; printf "%.1f", (w > 0 ? (b - a) / hz / w * 100 : 0) }'
+}
+
 # pid_ticks PID: utime+stime of a process (all its threads), in clock ticks (0 if gone).
 pid_ticks() {
     awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0

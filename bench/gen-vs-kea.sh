@@ -378,6 +378,13 @@ run_gen() {
                | ($m1.after_commit - $m0.after_commit) as $a
                | {commits: $c,
                   commit_ms_mean: (if $c > 0 then (($m1.commit_s - $m0.commit_s) * 1000 / $c * 100 | round / 100) else null end),
+                  # The smallest bucket bound that holds every commit of the trial (null:
+                  # above the largest, 1 s).
+                  commit_ms_longest_le: (if $c > 0 and ($m0.commit_buckets // null) != null then
+                      [range(0; ($m1.commit_buckets | length))
+                       | select($m1.commit_buckets[.][1] - ($m0.commit_buckets[.][1] // 0) >= $c)
+                       | $m1.commit_buckets[.][0] * 1000][0]
+                    else null end),
                   folds: $f, fold_ms: (($m1.fold_s - $m0.fold_s) * 1000 | round),
                   dropped: ($m1.dropped - $m0.dropped), send_errors: ($m1.send_errors - $m0.send_errors),
                   after_commit_ms_mean: (if $a > 0 then (($m1.after_commit_s - $m0.after_commit_s) * 1000 / $a * 100 | round / 100) else null end)}
@@ -433,7 +440,7 @@ SUMMARY_FILE=""
 SEARCH_REPEAT_MARGINAL=$REPEAT_MARGINAL   # rate_search (lib.sh): repeat a marginal failure once
 
 trial_line() { # one progress line for a trial
-    jq -r '"  \(.target) \(.case) \(.kind) r=\(.rate): ok \(.ok)/\(.clients) (started \(.started)), \(.achieved_per_s)/s, unfinished \(.unfinished_pct)%, retrans \(.retransmit_pct)%, p50 \(.latency_ms.p50 // "-") p99 \(.latency_ms.p99 // "-") ms, naks \(.naks), viol \(.violations), cpu srv \(.server_cpu_pct)% gen \(.gen_cpu_pct)% box \(.box_cpu_pct)% steal \(.steal_pct // "-")%, drops srv \(.server_socket_drops) gen \(.gen_socket_drops)\(if .server_counters then ", server: \(.server_counters.commits) commits of \(.server_counters.commit_ms_mean) ms, reply after commit \(.server_counters.after_commit_ms_mean) ms, \(.server_counters.folds) folds (\(.server_counters.fold_ms) ms), dropped \(.server_counters.dropped), send errors \(.server_counters.send_errors)" else "" end)\(if .kind == "open" then "" elif .pass then " -> pass" else " -> FAIL" end)"' <<<"$1"
+    jq -r '"  \(.target) \(.case) \(.kind) r=\(.rate): ok \(.ok)/\(.clients) (started \(.started)), \(.achieved_per_s)/s, unfinished \(.unfinished_pct)%, retrans \(.retransmit_pct)%, p50 \(.latency_ms.p50 // "-") p99 \(.latency_ms.p99 // "-") ms, naks \(.naks), viol \(.violations), cpu srv \(.server_cpu_pct)% gen \(.gen_cpu_pct)% box \(.box_cpu_pct)% steal \(.steal_pct // "-")%, drops srv \(.server_socket_drops) gen \(.gen_socket_drops)\(if .server_counters then ", server: \(.server_counters.commits) commits of \(.server_counters.commit_ms_mean) ms (longest <= \(.server_counters.commit_ms_longest_le // "> 1000") ms), reply after commit \(.server_counters.after_commit_ms_mean) ms, \(.server_counters.folds) folds (\(.server_counters.fold_ms) ms), dropped \(.server_counters.dropped), send errors \(.server_counters.send_errors)" else "" end)\(if .kind == "open" then "" elif .pass then " -> pass" else " -> FAIL" end)"' <<<"$1"
 }
 
 # ceiling_rate CASE: the ceiling's sustained rate for CASE measured so far (0 if none).

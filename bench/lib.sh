@@ -473,7 +473,8 @@ T
 # tandem_counters: reads a Tandem's /metrics text on stdin and prints the counters that tell
 # what its store and datapath did as one JSON object (group commits and their seconds, journal
 # folds and their seconds, messages dropped for any reason, reply send errors, replies sent
-# after a commit and their latency in seconds); {} when the text has none.
+# after a commit and their latency in seconds, and the commit duration histogram's cumulative
+# buckets as [[upper bound in seconds, commits], ...]); {} when the text has none.
 tandem_counters() {
     awk '
         $1 == "tandem_commits_total" { c = $2 }
@@ -484,9 +485,16 @@ tandem_counters() {
         $1 ~ /^tandem_reply_send_errors_total/ { e += $2 }
         $1 == "tandem_reply_latency_seconds_sum{path=\"after_commit\"}" { ls = $2 }
         $1 == "tandem_reply_latency_seconds_count{path=\"after_commit\"}" { lc = $2 }
+        $1 ~ /^tandem_commit_duration_seconds_bucket\{le="/ {
+            le = $1; sub(/^[^"]*"/, "", le); sub(/".*$/, "", le)
+            if (le != "+Inf") { nb++; ble[nb] = le; bn[nb] = $2 }
+        }
         END {
             if (c == "") { print "{}"; exit }
             printf "{\"commits\":%d,\"commit_s\":%f,\"folds\":%d,\"fold_s\":%f,\"dropped\":%d,", c, cs, f, fs, d
-            printf "\"send_errors\":%d,\"after_commit\":%d,\"after_commit_s\":%f}\n", e, lc, ls
+            printf "\"send_errors\":%d,\"after_commit\":%d,\"after_commit_s\":%f,", e, lc, ls
+            printf "\"commit_buckets\":["
+            for (i = 1; i <= nb; i++) printf "%s[%s,%d]", (i > 1 ? "," : ""), ble[i], bn[i]
+            printf "]}\n"
         }'
 }

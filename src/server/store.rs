@@ -1107,6 +1107,7 @@ pub fn run_group_commit<R, S: AfterCommit<R>>(
     let mut released: Vec<R> = Vec::with_capacity(COMMIT_BATCH_MAX);
     let mut last_tick = std::time::Instant::now();
     let mut pace = Pace::new(min_interval);
+    let mut slow = SlowCommits::default();
     let mut folder = Folder {
         after: Instant::now(),
         tick_every,
@@ -1154,6 +1155,7 @@ pub fn run_group_commit<R, S: AfterCommit<R>>(
                     n
                 });
             let took_us = started.elapsed().as_micros() as u64;
+            report_slow(slow.note(Some(took_us), Instant::now()));
             if result.is_ok() {
                 for j in &jobs {
                     for l in &j.writes {
@@ -1191,6 +1193,7 @@ pub fn run_group_commit<R, S: AfterCommit<R>>(
         }
         if last_tick.elapsed() >= tick_every {
             last_tick = std::time::Instant::now();
+            report_slow(slow.note(None, last_tick));
             tick(&stats);
         }
     }
@@ -1199,6 +1202,58 @@ pub fn run_group_commit<R, S: AfterCommit<R>>(
         folder.fold_all(store, &mut stats);
     }
     stats
+}
+
+fn report_slow(report: Option<(u64, u64)>) {
+    if let Some((commits, worst_us)) = report {
+        tracing::warn!(
+            commits,
+            longest_ms = worst_us / 1000,
+            "store: group commits took {} ms or more (the disk's fsync, most likely): the replies they carried waited as long",
+            SLOW_COMMIT_WARN.as_millis()
+        );
+    }
+}
+
+/// A group commit that takes at least this long (its fsync included) is reported at warn: the
+/// replies of its batch waited that long, and a client retransmits after 1 s (RFC 8415
+/// REQ_TIMEOUT). On a healthy disk a commit takes a few milliseconds.
+pub const SLOW_COMMIT_WARN: Duration = Duration::from_millis(200);
+/// Slow commits are reported at most once per this interval; the report counts those since the
+/// last one and gives the longest.
+pub const SLOW_COMMIT_REPORT_EVERY: Duration = Duration::from_secs(10);
+
+/// Slow group commits not reported yet ([`SLOW_COMMIT_WARN`]).
+#[derive(Debug, Default)]
+struct SlowCommits {
+    /// Slow commits since the last report, and the longest of them in microseconds.
+    pending: u64,
+    worst_us: u64,
+    last_report: Option<Instant>,
+}
+
+impl SlowCommits {
+    /// Notes a commit of `took_us` ending at `now` (`None`: no commit, only time passing);
+    /// returns (slow commits, longest in µs) when a report is due.
+    fn note(&mut self, took_us: Option<u64>, now: Instant) -> Option<(u64, u64)> {
+        if let Some(us) = took_us
+            && us >= SLOW_COMMIT_WARN.as_micros() as u64
+        {
+            self.pending += 1;
+            self.worst_us = self.worst_us.max(us);
+        }
+        let due = self
+            .last_report
+            .is_none_or(|t| now.saturating_duration_since(t) >= SLOW_COMMIT_REPORT_EVERY);
+        if self.pending == 0 || !due {
+            return None;
+        }
+        self.last_report = Some(now);
+        let report = (self.pending, self.worst_us);
+        self.pending = 0;
+        self.worst_us = 0;
+        Some(report)
+    }
 }
 
 /// Jobs a paced commit must expect to take, on average at the recent rate, for the group
@@ -1611,6 +1666,48 @@ mod tests {
             let st = committer.join().unwrap();
             assert_eq!(st.leases, 43);
         });
+    }
+
+    /// Slow commits on a made-up clock: fast ones are never reported; the first slow one is at
+    /// once; those within the next [`SLOW_COMMIT_REPORT_EVERY`] are counted and reported
+    /// together (by a later commit or by time passing), with the longest.
+    #[test]
+    fn slow_commits_are_reported_at_once_then_at_most_once_an_interval() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let slow_us = SLOW_COMMIT_WARN.as_micros() as u64;
+        let every_ms = SLOW_COMMIT_REPORT_EVERY.as_millis() as u64;
+        let mut s = SlowCommits::default();
+        assert_eq!(s.note(Some(slow_us - 1), at(0)), None, "fast");
+        assert_eq!(s.note(None, at(1)), None, "nothing pending");
+        assert_eq!(
+            s.note(Some(slow_us), at(2)),
+            Some((1, slow_us)),
+            "first: at once"
+        );
+        assert_eq!(
+            s.note(Some(900_000), at(3)),
+            None,
+            "within the interval: counted"
+        );
+        assert_eq!(s.note(Some(300_000), at(4)), None);
+        assert_eq!(
+            s.note(Some(1_000), at(5)),
+            None,
+            "fast ones are not counted"
+        );
+        assert_eq!(s.note(None, at(2 + every_ms - 1)), None, "not yet");
+        assert_eq!(
+            s.note(None, at(2 + every_ms)),
+            Some((2, 900_000)),
+            "the interval passed: the two since, and the longest"
+        );
+        assert_eq!(s.note(None, at(3 * every_ms)), None, "reported once");
+        assert_eq!(
+            s.note(Some(slow_us), at(3 * every_ms + 1)),
+            Some((1, slow_us)),
+            "a quiet interval later: at once again"
+        );
     }
 
     /// The pace's gate, on a made-up clock: quiet (under [`PACE_JOBS_MIN`] changes per

@@ -187,7 +187,9 @@ T
     per_thread="$(awk -v hz="$TCK" -v ok="$ok" 'NR == FNR { t0[$1] = $2; next }
         { d = ($2 - t0[$1]) * 1e6 / hz / ok; if (d >= 0.05) printf "%s%s %.1f", sep, $1, d; sep = ", " }' \
         "$WORK/threads.0" "$WORK/threads.1")"
-    store+="; host steal $(steal_pct "$steal0" "$steal1" "$wall0" "$wall1") % of a core"
+    local steal
+    steal="$(steal_pct "$steal0" "$steal1" "$wall0" "$wall1")"
+    store+="; host steal ${steal%% *} % of a core (by CPU: $(tr ' ' / <<<"${steal#* }"))"
     awk -v t="$((t1 - t0))" -v hz="$TCK" -v ok="$ok" -v th="$per_thread$store" \
         'BEGIN { printf "%.1f %d %s\n", t * 1e6 / hz / ok, ok, th }'
 }

@@ -350,7 +350,7 @@ run_gen() {
     jq -c -n --argjson g "$json" --arg target "$target" --arg case "$case" --arg kind "$kind" \
         --argjson rate "$rate" --argjson clients "$clients" --argjson seed "$SEED" --argjson phase "$phase" \
         --argjson window "$window" --argjson rc "$rc" --argjson srv_cpu "$srv_cpu" --argjson gen_cpu "$gen_cpu" \
-        --argjson box_cpu "$(box_cpu_pct "$b0" "$b1")" --argjson steal "$(steal_pct "$s0" "$s1" "$w0" "$w1")" \
+        --argjson box_cpu "$(box_cpu_pct "$b0" "$b1")" --argjson steal "[$(steal_pct "$s0" "$s1" "$w0" "$w1" | tr ' ' ,)]" \
         --argjson sd "$(( ${us1%% *} - ${us0%% *} ))" --argjson gd "$(( ${uc1%% *} - ${uc0%% *} ))" \
         --argjson limit "$LOSS_LIMIT" --arg cmd "${cmd[*]}" --argjson seq "$TRIAL_SEQ" \
         --argjson m0 "${m0:-"{}"}" --argjson m1 "${m1:-"{}"}" '
@@ -371,7 +371,8 @@ run_gen() {
            latency_ms: ($p.latency_ms // null),
            violations: $viol, violation_examples: (($g.violation_examples // [])[:3]),
            server_cpu_pct: $srv_cpu, gen_cpu_pct: $gen_cpu, box_cpu_pct: $box_cpu,
-           other_cpu_pct: ($box_cpu - $srv_cpu - ($gen_cpu // 0)), steal_pct: $steal,
+           other_cpu_pct: ($box_cpu - $srv_cpu - ($gen_cpu // 0)),
+           steal_pct: $steal[0], steal_pct_by_cpu: $steal[1:],
            server_socket_drops: $sd, gen_socket_drops: $gd,
            server_counters: (if ($m0 | has("commits")) and ($m1 | has("commits")) then
                ($m1.commits - $m0.commits) as $c | ($m1.folds - $m0.folds) as $f
@@ -440,7 +441,7 @@ SUMMARY_FILE=""
 SEARCH_REPEAT_MARGINAL=$REPEAT_MARGINAL   # rate_search (lib.sh): repeat a marginal failure once
 
 trial_line() { # one progress line for a trial
-    jq -r '"  \(.target) \(.case) \(.kind) r=\(.rate): ok \(.ok)/\(.clients) (started \(.started)), \(.achieved_per_s)/s, unfinished \(.unfinished_pct)%, retrans \(.retransmit_pct)%, p50 \(.latency_ms.p50 // "-") p99 \(.latency_ms.p99 // "-") ms, naks \(.naks), viol \(.violations), cpu srv \(.server_cpu_pct)% gen \(.gen_cpu_pct)% box \(.box_cpu_pct)% steal \(.steal_pct // "-")%, drops srv \(.server_socket_drops) gen \(.gen_socket_drops)\(if .server_counters then ", server: \(.server_counters.commits) commits of \(.server_counters.commit_ms_mean) ms (longest <= \(.server_counters.commit_ms_longest_le // "> 1000") ms), reply after commit \(.server_counters.after_commit_ms_mean) ms, \(.server_counters.folds) folds (\(.server_counters.fold_ms) ms), dropped \(.server_counters.dropped), send errors \(.server_counters.send_errors)" else "" end)\(if .kind == "open" then "" elif .pass then " -> pass" else " -> FAIL" end)"' <<<"$1"
+    jq -r '"  \(.target) \(.case) \(.kind) r=\(.rate): ok \(.ok)/\(.clients) (started \(.started)), \(.achieved_per_s)/s, unfinished \(.unfinished_pct)%, retrans \(.retransmit_pct)%, p50 \(.latency_ms.p50 // "-") p99 \(.latency_ms.p99 // "-") ms, naks \(.naks), viol \(.violations), cpu srv \(.server_cpu_pct)% gen \(.gen_cpu_pct)% box \(.box_cpu_pct)% steal \(.steal_pct // "-")% (\((.steal_pct_by_cpu // []) | map(tostring) | join("/"))), drops srv \(.server_socket_drops) gen \(.gen_socket_drops)\(if .server_counters then ", server: \(.server_counters.commits) commits of \(.server_counters.commit_ms_mean) ms (longest <= \(.server_counters.commit_ms_longest_le // "> 1000") ms), reply after commit \(.server_counters.after_commit_ms_mean) ms, \(.server_counters.folds) folds (\(.server_counters.fold_ms) ms), dropped \(.server_counters.dropped), send errors \(.server_counters.send_errors)" else "" end)\(if .kind == "open" then "" elif .pass then " -> pass" else " -> FAIL" end)"' <<<"$1"
 }
 
 # ceiling_rate CASE: the ceiling's sustained rate for CASE measured so far (0 if none).
@@ -537,6 +538,7 @@ search_once() {
           max_ms:($best.latency_ms.max // null),
           server_cpu_pct:($best.server_cpu_pct // null), gen_cpu_pct:($best.gen_cpu_pct // null),
           box_cpu_pct:($best.box_cpu_pct // null), steal_pct:($best.steal_pct // null),
+          steal_pct_by_cpu:($best.steal_pct_by_cpu // null),
           server_socket_drops:($best.server_socket_drops // null), gen_socket_drops:($best.gen_socket_drops // null),
           open_loop:{achieved_per_s:$open.achieved_per_s, failed_pct:$open.failed_pct,
                      p50_ms:($open.latency_ms.p50 // null), p99_ms:($open.latency_ms.p99 // null),

@@ -146,18 +146,22 @@ box_cpu_pct() {
         printf "%.0f", (w > 0 ? (y[1] - x[1]) / hz / w * 100 : 0) }'
 }
 
-# steal_ticks: clock ticks the hypervisor gave this (virtual) box's CPUs to others, all CPUs
-# summed (/proc/stat's steal column; 0 on bare metal). The difference of two readings over the
-# wall clock between them, in % of one core as box_cpu_pct, says how much of the run the host
-# took away: the likeliest cause of two runs of one build differing on a shared VM.
+# steal_ticks: clock ticks the hypervisor gave this (virtual) box's CPUs to other guests, as
+# "ALL CPU0 CPU1 ..." (/proc/stat's steal column; 0 on bare metal). Two readings and the wall
+# clock between them say how much of a run the host took away (steal_pct): the likeliest cause
+# of two runs of one build differing on a shared VM. Per CPU, because a pinned server loses
+# only what its own CPU loses.
 steal_ticks() {
-    awk '$1 == "cpu" { print $9 + 0; exit }' /proc/stat
+    awk '$1 ~ /^cpu[0-9]*$/ { printf "%s%d", (n++ ? " " : ""), $9 } END { print "" }' /proc/stat
 }
 
-# steal_pct TICKS0 TICKS1 WALL0 WALL1: steal between two readings, in % of one core.
+# steal_pct "READING0" "READING1" WALL0 WALL1: steal between two steal_ticks readings, in % of
+# one core: the whole box's first, then each CPU's, as "ALL CPU0 CPU1 ...".
 steal_pct() {
     awk -v a="$1" -v b="$2" -v w0="$3" -v w1="$4" -v hz="$(getconf CLK_TCK)" 'BEGIN {
-        w = w1 - w0; printf "%.1f", (w > 0 ? (b - a) / hz / w * 100 : 0) }'
+        n = split(a, x, " "); split(b, y, " "); w = w1 - w0
+        for (i = 1; i <= n; i++) printf "%s%.1f", (i > 1 ? " " : ""), (w > 0 ? (y[i] - x[i]) / hz / w * 100 : 0)
+        print "" }'
 }
 
 # pid_ticks PID: utime+stime of a process (all its threads), in clock ticks (0 if gone).

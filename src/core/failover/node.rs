@@ -15,7 +15,7 @@ use super::state::{Action, Endpoint, EndpointConfig, Event, Persisted, ServerSta
 use crate::config::Config;
 use crate::config::Role;
 use crate::engine::Policy;
-use crate::lease::Lease;
+use crate::lease::{Lease, LeaseState};
 use crate::pool::{Allocator, PdPoolId, Scope};
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -71,6 +71,9 @@ pub fn acknowledged(l: &Lease, desired_valid_secs: u64) -> bool {
         true
     } else if l.state.is_free() {
         l.partner_ack_until > 0
+    } else if l.state == LeaseState::Declined {
+        // Acknowledged with its hold as the partner lifetime (`Peer::poll_send`).
+        l.partner_ack_until >= l.expires_at
     } else {
         l.partner_ack_until >= l.expires_at + desired_valid_secs
     }

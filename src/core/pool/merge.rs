@@ -25,6 +25,22 @@ impl Allocator {
             sp.set(r.index, l.clone());
             return Some(l);
         }
+        // The partner acknowledged our decline, as long as the hold it holds now: known there,
+        // so a restart need not send it again ([`crate::failover::node::acknowledged`]). An
+        // acknowledgement of another hold (one since stretched) speaks of a record that is gone.
+        if lease.state == LeaseState::Declined
+            && cur.state == LeaseState::Declined
+            && cur.duid == lease.duid
+            && cur.iaid == lease.iaid
+            && cur.expires_at == lease.expires_at
+            && ack_until > cur.partner_ack_until
+        {
+            let mut l = cur.clone();
+            l.partner_ack_until = ack_until;
+            l.seq = self.next_seq();
+            sp.set(r.index, l.clone());
+            return Some(l);
+        }
         // Only an acknowledged *active* binding bounds renewals; an acknowledgement that comes
         // back after the lease was released or expired speaks of a state that is gone.
         if cur.duid != lease.duid
@@ -237,8 +253,19 @@ impl Allocator {
                     // partner. Ours may cover a binding we had granted the client before its
                     // decline reached us (below); a resent decline must not cut it short.
                     (_, LeaseState::Declined) => incoming.expires_at < local.expires_at,
-                    // Another client's binding (a claim is taken whatever its time, as over
-                    // a free record), or the same client's clearly after the decline.
+                    // Another client's binding: a claim is taken whatever its time, as over a
+                    // free record, but held at least until our hold ends. A stale one (a
+                    // restarted partner resending a binding it had made before we gave the
+                    // address out in PARTNER-DOWN and the new client declined it) would
+                    // otherwise run out long before the hold, and the address went to a third
+                    // client while whatever the decline found on the link may still be there.
+                    // The stretched record differs from the partner's, so it goes back and the
+                    // partner holds it as long (ACTIVE, same client, below).
+                    (false, LeaseState::Active) => {
+                        l.expires_at = l.expires_at.max(end_of_state(local));
+                        false
+                    }
+                    // The same client's binding clearly after the decline (it got it again).
                     _ => false,
                 };
             } else if local.state == LeaseState::Active {

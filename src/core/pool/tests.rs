@@ -806,6 +806,79 @@ fn a_stale_free_update_does_not_undo_a_later_decline_while_it_is_held() {
     assert_eq!(taken.state, LeaseState::Released);
 }
 
+/// The partner's acknowledgement of our decline (its hold sent as the partner lifetime) is
+/// recorded, so the decline counts as known to the partner and a restart does not send it
+/// again; an acknowledgement of another hold is not.
+#[test]
+fn a_decline_the_partner_acknowledged_is_known_to_it() {
+    use crate::failover::node::acknowledged;
+    let (a, g) = one_grant();
+    let mut w = Vec::new();
+    assert!(a.end(120, &ia(b"ours", 1), g.addr, Some(600), &mut w));
+    let declined = w.last().unwrap().clone();
+    assert_eq!(declined.state, LeaseState::Declined);
+    assert!(
+        !acknowledged(&declined, 7200),
+        "not before the partner says so"
+    );
+    // An acknowledgement of a hold that is not ours (an older one) is not taken.
+    let mut other = declined.clone();
+    other.expires_at = 650;
+    assert!(a.record_ack(&other, 650).is_none());
+    let acked = a.record_ack(&declined, 720).expect("recorded");
+    assert_eq!(acked.partner_ack_until, 720);
+    assert!(acknowledged(&acked, 7200));
+    assert_eq!(
+        a.lookup(ResourceKind::Address, g.addr)
+            .unwrap()
+            .partner_ack_until,
+        720
+    );
+    assert!(a.record_ack(&declined, 720).is_none(), "once");
+    // When the hold ends the record expires PENDING-FREE: the acknowledgement was of the
+    // decline, not of the end.
+    a.reclaim(721, &mut Vec::new());
+    let ended = a.lookup(ResourceKind::Address, g.addr).unwrap();
+    assert_eq!(
+        (ended.state, ended.partner_ack_until),
+        (LeaseState::Expired, 0)
+    );
+    assert!(!acknowledged(&ended, 7200));
+}
+
+/// Declined here at 120 (held until 720); the partner resends another client's binding made
+/// before the decline and long over (a restart's resend of what it never heard acknowledged).
+/// The claim is taken, but the address stays held until our hold ends, and what is stored
+/// differs from what the partner sent, so it goes back to the partner.
+#[test]
+fn another_client_s_stale_claim_over_a_decline_keeps_the_hold() {
+    let (a, g, mut theirs) = declined_and_the_partner_s_end(600, LeaseState::Active, 100);
+    theirs.duid = b"theirs".to_vec().into();
+    assert_eq!(theirs.expires_at, 100, "over before the decline");
+    let taken = from_partner(&a, &theirs, 121).expect("another client's claim is taken");
+    assert_eq!(taken.state, LeaseState::Active);
+    assert_eq!(&taken.duid[..], b"theirs");
+    assert_eq!(taken.expires_at, 720, "held as long as the decline was");
+    assert_ne!(taken, theirs, "not as sent: it goes back to the partner");
+    // Past the claim's own end, within the hold: not freed, not handed out.
+    a.reclaim(130, &mut Vec::new());
+    let held = a.lookup(ResourceKind::Address, g.addr).unwrap();
+    assert!(!held.state.is_free(), "freed within the hold: {held:?}");
+    for i in 0..255u32 {
+        if let Some(x) = grant(&a, 130, &ia(&i.to_be_bytes(), 7)) {
+            assert_ne!(x.addr, g.addr, "client {i} was given the declined address");
+        }
+    }
+    // Once the hold is over it runs out as any binding does.
+    a.reclaim(721, &mut Vec::new());
+    assert!(
+        a.lookup(ResourceKind::Address, g.addr)
+            .unwrap()
+            .state
+            .is_free()
+    );
+}
+
 #[test]
 fn once_the_decline_hold_is_over_an_older_free_update_is_taken() {
     let (a, _, expired) = declined_and_the_partner_s_end(60, LeaseState::Expired, 100);

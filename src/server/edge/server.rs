@@ -172,8 +172,6 @@ type NextHopTable = (
     crossbeam_channel::Receiver<(std::net::Ipv6Addr, std::net::Ipv6Addr)>,
 );
 
-/// Attaches the XDP program to every interface of `cfg` and opens an AF_XDP socket per receive
-/// queue. `fallback` is the UDP socket on the server port (for what a frame cannot carry).
 /// The core each worker thread is pinned to: worker `i` (its path's index) on
 /// `cores[(i % workers) % cores.len()]`, the cores this process may run on (its affinity mask:
 /// `taskset` or a cgroup's cpuset narrows them); none when they cannot be read.
@@ -188,6 +186,10 @@ impl WorkerCores {
     }
 }
 
+/// Attaches the XDP program to every interface of `cfg` and opens an AF_XDP socket per receive
+/// queue. `fallback` is the UDP socket on the server port (for what a frame cannot carry);
+/// `first_path_index` is the index the first AF_XDP path will have among all paths (the UDP
+/// ones come first), for `cores`.
 fn open_xdp(
     cfg: &Config,
     mode: XdpAttachMode,

@@ -61,6 +61,10 @@ WRITE_RESULTS=1
 PIN=""                # --pin S,C: server on CPU list S, generator on CPU list C (taskset)
 KEA_MT_QUEUE=64       # Kea MT packet-queue-size (64: as in perfdhcp-vs-kea.sh, Kea's default)
 REPEAT_MARGINAL=1     # repeat a marginal failure (all shares < 2x the limit) once per search
+STEAL_LIMIT=10        # --steal-limit: a search trial that fails while the hypervisor took at
+                      # least this % of a core (box-wide steal) is discarded and redone; 0: never
+STEAL_REDO_MAX=2      # redos per trial; the last one counts whatever the steal
+STEAL_PAUSE=3         # seconds before a redo
 PROVISION=0           # --provisioning N: DNS options and N reservations by DUID on both servers
 METRICS_PORT=9469     # every tandem target: where /metrics is served (loopback of the server netns)
 SCRAPES_MAX=3600      # tandem-scraped: the scraper loop's bound (one a second)
@@ -102,6 +106,9 @@ usage: $0 [options]
   --pin S,C            pin the server to CPU S and the generator to CPU C with taskset (e.g. 0,1)
   --kea-mt-queue N     Kea MT packet-queue-size (default $KEA_MT_QUEUE, as in perfdhcp-vs-kea.sh)
   --no-repeat          do not repeat a marginal failure (by default: once per search)
+  --steal-limit PCT    a search trial that fails while the host's hypervisor took PCT % of a core
+                       or more (steal, all CPUs) is discarded and redone after ${STEAL_PAUSE}s, at most
+                       $STEAL_REDO_MAX times; for every target alike (default $STEAL_LIMIT, 0: never)
   --provisioning N     configure both servers with DNS servers, a domain search list and N
                        reservations by DUID, and have tandem-gen ask for the two options in
                        every message (results go to bench/results/gen-provisioned-latest.*)
@@ -132,6 +139,7 @@ while [ $# -gt 0 ]; do
         --pin) PIN="$2"; shift 2 ;;
         --kea-mt-queue) KEA_MT_QUEUE="$2"; shift 2 ;;
         --no-repeat) REPEAT_MARGINAL=0; shift ;;
+        --steal-limit) STEAL_LIMIT="$2"; shift 2 ;;
         --provisioning) PROVISION="$2"; shift 2 ;;
         -h|--help) usage; exit 0 ;;
         *) echo "unknown option: $1" >&2; usage >&2; exit 2 ;;
@@ -463,12 +471,25 @@ topo_lost() { # true when a namespace is gone
 # search_trial RATE [repeat]: the rate_search callback of search_once (uses its target, case
 # and dir): one search trial, appended to ATTEMPT_TRIALS and logged; prints its JSON. Returns 2
 # when the namespaces vanished.
+# A failing trial while the host stole STEAL_LIMIT % of a core or more says more about the other
+# guests than about the target: it goes to STEAL_FILE and is redone (a pass under steal stands).
 search_trial() {
-    local res
-    next_seed; TRIAL_SEQ=$((TRIAL_SEQ + 1))
-    res=$(run_gen "$target" "$case" search "$1" "$dir")
-    topo_lost && return 2
-    [ "${2:-}" = repeat ] && res=$(jq -c '. + {repeat: true}' <<<"$res")
+    local res redo=0
+    while :; do
+        next_seed; TRIAL_SEQ=$((TRIAL_SEQ + 1))
+        res=$(run_gen "$target" "$case" search "$1" "$dir")
+        topo_lost && return 2
+        [ "${2:-}" = repeat ] && res=$(jq -c '. + {repeat: true}' <<<"$res")
+        if [ "$STEAL_LIMIT" != 0 ] && [ "$redo" -lt "$STEAL_REDO_MAX" ] &&
+            jq -e --argjson lim "$STEAL_LIMIT" '(.pass | not) and (.steal_pct // 0) >= $lim' <<<"$res" >/dev/null; then
+            redo=$((redo + 1))
+            jq -c '. + {discarded: "steal"}' <<<"$res" >>"$STEAL_FILE"
+            log "$(trial_line "$res") [host steal >= $STEAL_LIMIT %: discarded, redone in ${STEAL_PAUSE}s, $redo of at most $STEAL_REDO_MAX]"
+            sleep "$STEAL_PAUSE"
+            continue
+        fi
+        break
+    done
     echo "$res" >>"$ATTEMPT_TRIALS"
     log "$(trial_line "$res")"
     echo "$res"
@@ -673,6 +694,7 @@ for s in $TARGETS; do [ "$s" = ceiling ] && ORDERED_TARGETS="ceiling"; done
 for s in $TARGETS; do [ "$s" != ceiling ] && ORDERED_TARGETS="$ORDERED_TARGETS $s"; done
 ATTEMPT_TRIALS="$WORK/attempt-trials.jsonl"
 DISCARDED_FILE="$WORK/discarded-trials.jsonl"; : >"$DISCARDED_FILE"
+STEAL_FILE="$WORK/steal-redone-trials.jsonl"; : >"$STEAL_FILE"
 ATTEMPT_SUMMARY="$WORK/attempt-summary.json"
 
 # recover WHAT: the namespaces vanished during WHAT; rebuild them (at most MAX_RECOVERIES times).
@@ -738,6 +760,7 @@ RESULT_JSON=$(jq -s -c \
     --argjson bisect "$BISECT" --argjson threads "$THREADS" --argjson window "$WINDOW" --argjson owin "$OPEN_WINDOW" \
     --argjson tmo "$TIMEOUT_MS" --argjson retries "$MAX_RETRIES" --argjson rthreads "$REFLECTOR_THREADS" \
     --argjson recovered "$RECOVERED_JSON" --argjson ndiscarded "$(wc -l <"$DISCARDED_FILE")" \
+    --argjson steal_limit "$STEAL_LIMIT" --argjson steal_redo_max "$STEAL_REDO_MAX" --slurpfile steal_redone "$STEAL_FILE" \
     --argjson gencmp "$GENCMP_JSON" --argjson repeat "$REPEAT_MARGINAL" --arg kq "$KEA_MT_QUEUE" --slurpfile trials "$TRIALS_FILE" '
     . as $rows
     | def rate(s; c): ([$rows[] | select(.target == s and .case == c) | .sustained_rate][0]);
@@ -755,7 +778,11 @@ RESULT_JSON=$(jq -s -c \
       topology_recoveries: {redone: $recovered, discarded_trials: $ndiscarded,
                             why: "the namespaces were deleted by something else during the run; the interrupted (target, case) was redone on a new topology"},
       method: {trial_send_s: $period, phase_limit_s: ($period + $slack), grid_start: $start, max_rate: $max,
-               bisect_steps: $bisect, repeat_marginal_failure_once: ($repeat == 1), threads: $threads, window: $window, open_loop_window: $owin,
+               bisect_steps: $bisect, repeat_marginal_failure_once: ($repeat == 1),
+               steal_redo: {limit_pct_of_a_core: $steal_limit, redos_per_trial_max: $steal_redo_max,
+                            rule: "a failing search trial while the hypervisor took limit_pct_of_a_core or more (all CPUs) is discarded and redone, for every target alike; a pass stands",
+                            redone: ($steal_redone | length), discarded_trials: $steal_redone},
+               threads: $threads, window: $window, open_loop_window: $owin,
                timeout_ms: $tmo, max_retries: $retries, clients: "rate x trial_send_s, fresh --seed per trial",
                pass: "fewer than 1% of the clients lack their lease when the phase ends (never started, in flight, timed out or NAKed), retransmitted messages < 1% of the clients, tandem-gen failed_pct < 1, and no lease-check violation (the reflector is exempt: its leases are hashes of the DUID and may collide)",
                exchange: "4-way SOLICIT/ADVERTISE/REQUEST/REPLY (no rapid commit), latency = first Solicit to Reply"},
@@ -837,7 +864,7 @@ fmt_md() {
     [ "$XDP_RUN" = 1 ] && echo "- AF_XDP: tandem-xdp = tandem --datapath xdp --xdp-mode native (an AF_XDP socket in copy mode and a worker per receive queue; the veth had $(nproc) queues for every target of this run); the client veth's tx checksum offload was off for every target of this run. The XDP program runs in the receiving veth's softirq, which no process is charged for: compare box CPU, not server CPU, across datapaths."
     [ "$PROVISION" -gt 0 ] && echo "- provisioning: both servers carry DNS servers and a domain search list, which tandem-gen asks for in every message, and $PROVISION reservations by DUID (addresses inside the pool, DUIDs the generator never uses)."
     [ "$RECOVERIES" -gt 0 ] && echo "- topology: the namespaces were deleted by something else during the run $RECOVERIES time(s); the interrupted $(jq -r 'map(.redone) | join(", ")' <<<"$RECOVERED_JSON") was redone on a new topology ($(wc -l <"$DISCARDED_FILE") trials discarded)."
-    echo "- method: tandem-gen --threads $THREADS --window $WINDOW --timeout-ms $TIMEOUT_MS --max-retries $MAX_RETRIES, 4-way exchanges, --clients = rate x ${PERIOD}s with a fresh --seed per trial, --phase-secs $((PERIOD + SLACK)); a rate passes when fewer than $LOSS_LIMIT % of the clients lack their lease when the phase ends (never started because the server fell behind, still in flight, timed out or refused), retransmitted messages are fewer than $LOSS_LIMIT % of the clients (a lost or > 1 s late message counts, as a drop does in perfdhcp), tandem-gen's failed_pct < $LOSS_LIMIT and no lease check fails (--config: leases in the pools). Search: from $START_RATE x 2^k (the highest point <= the open-loop rate) doubling to at most $MAX_RATE/s or halving, then $BISECT bisection steps$([ "$REPEAT_MARGINAL" = 1 ] && echo '; a marginal failure (every share < 2 %) is repeated once per search and the repeat decides'). ceiling = tandem-gen --reflector (stateless, $REFLECTOR_THREADS threads) in the server namespace."
+    echo "- method: tandem-gen --threads $THREADS --window $WINDOW --timeout-ms $TIMEOUT_MS --max-retries $MAX_RETRIES, 4-way exchanges, --clients = rate x ${PERIOD}s with a fresh --seed per trial, --phase-secs $((PERIOD + SLACK)); a rate passes when fewer than $LOSS_LIMIT % of the clients lack their lease when the phase ends (never started because the server fell behind, still in flight, timed out or refused), retransmitted messages are fewer than $LOSS_LIMIT % of the clients (a lost or > 1 s late message counts, as a drop does in perfdhcp), tandem-gen's failed_pct < $LOSS_LIMIT and no lease check fails (--config: leases in the pools). Search: from $START_RATE x 2^k (the highest point <= the open-loop rate) doubling to at most $MAX_RATE/s or halving, then $BISECT bisection steps$([ "$REPEAT_MARGINAL" = 1 ] && echo '; a marginal failure (every share < 2 %) is repeated once per search and the repeat decides')$([ "$STEAL_LIMIT" != 0 ] && echo "; a failing trial while the host's hypervisor took $STEAL_LIMIT % of a core or more (steal, all CPUs) is discarded and redone after ${STEAL_PAUSE}s, at most $STEAL_REDO_MAX times, for every target alike ($(wc -l <"$STEAL_FILE") redone in this run)"). ceiling = tandem-gen --reflector (stateless, $REFLECTOR_THREADS threads) in the server namespace."
     echo "- columns: sustained = highest passing --rate; ceil% = sustained / the ceiling's; achieved = completed exchanges/s at the sustained rate; p50/p99 = exchange latency (first Solicit to Reply) there; CPU = CPU time / wall time at the sustained rate (100 % = one core; box = every process on the box, so box - server - gen is what else ran, softirq included); drops = datagrams dropped at full receive sockets (server / generator namespace); open-loop = --rate 0 --window $OPEN_WINDOW for ${PERIOD}s, completed exchanges/s (p50/p99 ms)."
     echo
     for c in $CASES; do

@@ -1064,6 +1064,18 @@ fn tandem_gen_on_af_xdp_against_both_server_datapaths() {
 fn xdp_spreads_one_relays_messages_over_the_interfaces_workers() {
     let test = "xdp_spreads_one_relays_messages_over_the_interfaces_workers";
     let Some(t) = prerequisites(test) else { return };
+    // Two workers on two cores is what the first half is about, and the second confines the
+    // server to the first CPU this test may use (CPU 0 may be outside a cpuset).
+    let cpus = allowed_cpus();
+    if cpus.len() < 2 {
+        common::tools::say_skipped(
+            test,
+            &format!("needs two CPUs, this process may use {cpus:?}"),
+        );
+        return;
+    }
+    let taskset = find_tool("taskset")
+        .expect("taskset (Debian package util-linux) is needed to confine the server to one CPU");
     let _turn = common::one_at_a_time();
     let topo = two_queue_topo(&t, "is");
     let mut ck = Checks::default();
@@ -1077,7 +1089,7 @@ fn xdp_spreads_one_relays_messages_over_the_interfaces_workers() {
         let log = dir.path().join("spread.log");
         let mut prefix = topo.s.exec();
         if one_cpu {
-            prefix.extend(["taskset", "-c", "0"].map(String::from));
+            prefix.extend([taskset.clone(), "-c".into(), cpus[0].to_string()]);
         }
         let server = start_server(
             &prefix,
@@ -1159,7 +1171,8 @@ fn xdp_spreads_one_relays_messages_over_the_interfaces_workers() {
                     &[("result", "kept_inbox_full")],
                 ) + s.sum("tandem_xdp_handoffs_total", &[("result", "kept_large")]);
                 if one_cpu {
-                    ck.check(shares == [messages as f64], || {
+                    // At least: a retransmission (a client waits 1 s) adds messages.
+                    ck.check(shares.len() == 1 && shares[0] >= messages as f64, || {
                         format!(
                             "{case}: want one worker with all {messages} messages, got {shares:?}"
                         )
@@ -1190,6 +1203,24 @@ fn xdp_spreads_one_relays_messages_over_the_interfaces_workers() {
     }
     ck.finish(test, &logs);
     drop(topo);
+}
+
+/// The CPUs this process may run on (`Cpus_allowed_list` of /proc/self/status, e.g. `0-1,4`).
+fn allowed_cpus() -> Vec<usize> {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let list = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .unwrap_or("")
+        .trim();
+    let mut cpus = Vec::new();
+    for part in list.split(',').filter(|p| !p.is_empty()) {
+        let (lo, hi) = part.split_once('-').unwrap_or((part, part));
+        if let (Ok(lo), Ok(hi)) = (lo.parse::<usize>(), hi.parse::<usize>()) {
+            cpus.extend(lo..=hi);
+        }
+    }
+    cpus
 }
 
 /// A relay agent's Relay-forw(Solicit) to the server's address, sent by Python from the client

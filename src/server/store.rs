@@ -1197,6 +1197,8 @@ pub fn run_group_commit<R, S: AfterCommit<R>>(
             tick(&stats);
         }
     }
+    // Slow commits of the last interval, which no later commit or tick reported.
+    report_slow(slow.take_pending());
     // The next start folds what is left too; folding now makes that start quicker.
     if folder.plan.is_some() || store.journal_pending() {
         folder.fold_all(store, &mut stats);
@@ -1215,8 +1217,8 @@ fn report_slow(report: Option<(u64, u64)>) {
     }
 }
 
-/// A group commit that takes at least this long (its fsync included) is reported at warn: the
-/// replies of its batch waited that long, and a client retransmits after 1 s (RFC 8415
+/// A group commit that takes at least this long (its fsync included; a failed one too) is
+/// reported at warn: the replies of its batch waited that long, and a client retransmits after 1 s (RFC 8415
 /// REQ_TIMEOUT). On a healthy disk a commit takes a few milliseconds.
 pub const SLOW_COMMIT_WARN: Duration = Duration::from_millis(200);
 /// Slow commits are reported at most once per this interval; the report counts those since the
@@ -1249,6 +1251,14 @@ impl SlowCommits {
             return None;
         }
         self.last_report = Some(now);
+        self.take_pending()
+    }
+
+    /// The slow commits not reported yet, if any (they count as reported now).
+    fn take_pending(&mut self) -> Option<(u64, u64)> {
+        if self.pending == 0 {
+            return None;
+        }
         let report = (self.pending, self.worst_us);
         self.pending = 0;
         self.worst_us = 0;
@@ -1708,6 +1718,10 @@ mod tests {
             Some((1, slow_us)),
             "a quiet interval later: at once again"
         );
+        // At the end (the committer stops), what waits is reported whatever the interval.
+        assert_eq!(s.note(Some(slow_us + 5), at(3 * every_ms + 2)), None);
+        assert_eq!(s.take_pending(), Some((1, slow_us + 5)));
+        assert_eq!(s.take_pending(), None);
     }
 
     /// The pace's gate, on a made-up clock: quiet (under [`PACE_JOBS_MIN`] changes per

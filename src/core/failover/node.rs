@@ -61,7 +61,8 @@ impl NodeOut {
 
 /// Whether the partner acknowledged this version of the lease: a free lease once it has an
 /// acknowledgement at all (else it is PENDING-FREE), an active one once the acknowledged partner
-/// lifetime reaches the one we send for its current expiry (`Peer::poll_send`).
+/// lifetime reaches the one we send for its current expiry (`Peer::poll_send`), a declined one
+/// once it reaches the end of its hold (what we send for it).
 ///
 /// A binding the partner sent us, stored as it was sent, is known to it
 /// ([`Lease::is_partner_version`]): a restart does not send it back. Any change of ours since

@@ -156,7 +156,8 @@ impl Allocator {
     /// - declined here: the same client's active update is refused unless clearly later than
     ///   the decline (our hold then stretches over it), a free update while the hold runs
     ///   unless clearly later or ending no earlier than the hold, and a decline whose hold ends
-    ///   before ours.
+    ///   before ours; another client's active update is taken, held at least until our hold
+    ///   ends.
     ///
     /// Returns the lease to store before acknowledging, or `Err` with ours (send it back),
     /// `Err(None)` if the binding fits none of our pools (nothing of ours to send).
@@ -254,13 +255,14 @@ impl Allocator {
                     // decline reached us (below); a resent decline must not cut it short.
                     (_, LeaseState::Declined) => incoming.expires_at < local.expires_at,
                     // Another client's binding: a claim is taken whatever its time, as over a
-                    // free record, but held at least until our hold ends. A stale one (a
+                    // free record, but held here at least until our hold ends. A stale one (a
                     // restarted partner resending a binding it had made before we gave the
                     // address out in PARTNER-DOWN and the new client declined it) would
                     // otherwise run out long before the hold, and the address went to a third
                     // client while whatever the decline found on the link may still be there.
-                    // The stretched record differs from the partner's, so it goes back and the
-                    // partner holds it as long (ACTIVE, same client, below).
+                    // The stretched record is not the partner's version: the partner learns of
+                    // it when its own copy ends (its expiry is refused here and ours goes
+                    // back) or after our restart, not at once.
                     (false, LeaseState::Active) => {
                         l.expires_at = l.expires_at.max(end_of_state(local));
                         false
@@ -330,6 +332,8 @@ impl Allocator {
             {
                 let mut ours = s.lease.clone();
                 ours.expires_at = t;
+                // An acknowledgement of the shorter hold does not cover this one.
+                ours.partner_ack_until = 0;
                 ours.seq = self.next_seq();
                 ours.partner_seq = 0;
                 sp.set(r.index, ours);

@@ -716,8 +716,10 @@ impl Server {
                 std::thread::Builder::new()
                     .name(format!("worker-{i}"))
                     .spawn(move || {
-                        if let Some(c) = core {
-                            core_affinity::set_for_current(c);
+                        if let Some(c) = core
+                            && !core_affinity::set_for_current(c)
+                        {
+                            warn!(worker = i, core = c.id, "could not pin the worker to its core; it runs wherever the scheduler puts it");
                         }
                         w.run()
                     })

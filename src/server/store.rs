@@ -1206,6 +1206,7 @@ pub fn run_group_commit<R, S: AfterCommit<R>>(
     stats
 }
 
+/// Logs a [`SlowCommits`] report (slow commits, longest in µs), if there is one.
 fn report_slow(report: Option<(u64, u64)>) {
     if let Some((commits, worst_us)) = report {
         tracing::warn!(
@@ -1218,8 +1219,8 @@ fn report_slow(report: Option<(u64, u64)>) {
 }
 
 /// A group commit that takes at least this long (its fsync included; a failed one too) is
-/// reported at warn: the replies of its batch waited that long, and a client retransmits after 1 s (RFC 8415
-/// REQ_TIMEOUT). On a healthy disk a commit takes a few milliseconds.
+/// reported at warn: the replies of its batch waited that long, and a client retransmits after
+/// 1 s (RFC 8415 REQ_TIMEOUT). On a healthy disk a commit takes a few milliseconds.
 pub const SLOW_COMMIT_WARN: Duration = Duration::from_millis(200);
 /// Slow commits are reported at most once per this interval; the report counts those since the
 /// last one and gives the longest.

@@ -13,46 +13,34 @@ impl Allocator {
         let r = self.locate(sn, lease.kind, lease.addr)?;
         let mut sp = lock(self.subnets[sn].pools[r.pool as usize].subpool_of(r.index));
         let cur = &sp.slots.get(&r.index)?.lease;
-        // The partner acknowledged that the lease became free: another client may have it now.
-        if lease.state.is_free()
-            && cur.state == lease.state
-            && cur.duid == lease.duid
-            && cur.partner_ack_until == 0
-        {
-            let mut l = cur.clone();
-            l.partner_ack_until = ack_until.max(1);
-            l.seq = self.next_seq();
-            sp.set(r.index, l.clone());
-            return Some(l);
-        }
-        // The partner acknowledged our decline, as long as the hold it holds now: known there,
-        // so a restart need not send it again ([`crate::failover::node::acknowledged`]). An
-        // acknowledgement of another hold (one since stretched) speaks of a record that is gone.
-        if lease.state == LeaseState::Declined
-            && cur.state == LeaseState::Declined
-            && cur.duid == lease.duid
-            && cur.iaid == lease.iaid
-            && cur.expires_at == lease.expires_at
-            && ack_until > cur.partner_ack_until
-        {
-            let mut l = cur.clone();
-            l.partner_ack_until = ack_until;
-            l.seq = self.next_seq();
-            sp.set(r.index, l.clone());
-            return Some(l);
-        }
-        // Only an acknowledged *active* binding bounds renewals; an acknowledgement that comes
-        // back after the lease was released or expired speaks of a state that is gone.
-        if cur.duid != lease.duid
-            || cur.iaid != lease.iaid
-            || lease.state != LeaseState::Active
-            || cur.state != LeaseState::Active
-            || ack_until <= cur.partner_ack_until
-        {
-            return None;
-        }
+        let same_client = cur.duid == lease.duid && cur.iaid == lease.iaid;
+        let acked = if lease.state.is_free() {
+            // The partner acknowledged that the lease became free: another client may have it
+            // now.
+            (cur.state == lease.state && cur.duid == lease.duid && cur.partner_ack_until == 0)
+                .then(|| ack_until.max(1))
+        } else if lease.state == LeaseState::Declined {
+            // The partner acknowledged our decline, as long as the hold it holds now: known
+            // there, so a restart need not send it again
+            // ([`crate::failover::node::acknowledged`]). An acknowledgement of another hold
+            // (one since stretched) speaks of a record that is gone.
+            (cur.state == LeaseState::Declined
+                && same_client
+                && cur.expires_at == lease.expires_at
+                && ack_until > cur.partner_ack_until)
+                .then_some(ack_until)
+        } else {
+            // Only an acknowledged *active* binding bounds renewals; an acknowledgement that
+            // comes back after the lease was released or expired speaks of a state that is
+            // gone.
+            (lease.state == LeaseState::Active
+                && cur.state == LeaseState::Active
+                && same_client
+                && ack_until > cur.partner_ack_until)
+                .then_some(ack_until)
+        }?;
         let mut l = cur.clone();
-        l.partner_ack_until = ack_until;
+        l.partner_ack_until = acked;
         l.seq = self.next_seq();
         sp.set(r.index, l.clone()); // keeps the expiry index in step
         Some(l)

@@ -292,20 +292,15 @@ fn open_xdp(
         let member_cores: Vec<Option<usize>> = (0..mine.len())
             .map(|i| cores.core_of(first_path_index + first + i).map(|c| c.id))
             .collect();
-        let distinct = {
-            let mut c = member_cores.clone();
-            c.sort_unstable();
-            c.dedup();
-            c.len()
-        };
-        if mine.len() > 1 && (distinct > 1 || member_cores.contains(&None)) {
+        if mine.len() > 1 {
             let wakes: Vec<_> = mine.iter().map(|(p, _)| p.wake_fd()).collect();
             let group = super::xdp::spread::group(&wakes, &member_cores);
             for ((p, _), s) in mine.iter_mut().zip(group) {
                 p.join(s);
             }
-        } else if mine.len() > 1 {
-            info!(interface = %name, queues = mine.len(), "the interface's workers share one CPU: each answers what its queue receives (no handoffs)");
+            if member_cores[0].is_some() && member_cores.iter().all(|c| *c == member_cores[0]) {
+                info!(interface = %name, queues = mine.len(), "the interface's workers share one CPU: each answers what its queue receives (no handoffs)");
+            }
         }
         let bind = match zero_copy_queues {
             0 => "copy",

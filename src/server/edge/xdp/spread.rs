@@ -164,6 +164,7 @@ pub struct Spread {
 /// A [`Spread`] per worker of one interface; `wakes[i]` is the eventfd worker `i` waits on,
 /// `cores[i]` the core it is pinned to (`None`: not pinned).
 pub fn group(wakes: &[Arc<EventFd>], cores: &[Option<usize>]) -> Vec<Spread> {
+    let core = |i: usize| cores.get(i).copied().flatten();
     Peers::group(wakes, HANDOFF_QUEUE_MAX)
         .into_iter()
         .enumerate()
@@ -171,10 +172,7 @@ pub fn group(wakes: &[Arc<EventFd>], cores: &[Option<usize>]) -> Vec<Spread> {
             peers,
             counts: [0; HANDOFF_RESULTS.len()],
             same_core: (0..wakes.len())
-                .map(|i| {
-                    let core = |i: usize| cores.get(i).copied().flatten();
-                    core(me).is_some() && core(i) == core(me)
-                })
+                .map(|i| core(me).is_some() && core(i) == core(me))
                 .collect(),
         })
         .collect()

@@ -206,6 +206,7 @@ T_START=$(date +%s)   # the budget counts from here: a rebuild does not eat into
 
 WORK="$(mktemp -d /tmp/tdm-genbench.XXXXXX)" || die "mktemp failed"
 CLK_TCK=$(getconf CLK_TCK)
+PAGE_BYTES=$(getconf PAGESIZE)
 WORK_FS="$(df -T "$WORK" 2>/dev/null | awk 'NR==2{print $2}')"
 
 # The pools every lease must lie in (tandem-gen --config): the Tandem config, whose subnet and
@@ -345,9 +346,11 @@ run_gen() {
     local m0 m1
     m0=$(server_counters "$target")
     t0=$(pid_ticks "$SERVER_PID"); w0=$(date +%s.%N); b0=$(cpu_sample); s0=$(steal_ticks)
+    local f0 f1; f0=$(pid_minflt "$SERVER_PID")
     { time ip netns exec "$NS_C" "${CLI_PIN[@]}" timeout -k 2 $((phase + 20)) "${cmd[@]}" >"$out" 2>"$err" ; } 2>"$tfile"
     rc=$?
     t1=$(pid_ticks "$SERVER_PID"); w1=$(date +%s.%N); b1=$(cpu_sample); s1=$(steal_ticks)
+    f1=$(pid_minflt "$SERVER_PID")
     us1=$(udp_drops "$NS_S"); uc1=$(udp_drops "$NS_C")
     m1=$(server_counters "$target")
     local srv_cpu gen_cpu
@@ -361,7 +364,8 @@ run_gen() {
         --argjson box_cpu "$(box_cpu_pct "$b0" "$b1")" --argjson steal "[$(steal_pct "$s0" "$s1" "$w0" "$w1" | tr ' ' ,)]" \
         --argjson sd "$(( ${us1%% *} - ${us0%% *} ))" --argjson gd "$(( ${uc1%% *} - ${uc0%% *} ))" \
         --argjson limit "$LOSS_LIMIT" --arg cmd "${cmd[*]}" --argjson seq "$TRIAL_SEQ" \
-        --argjson m0 "${m0:-"{}"}" --argjson m1 "${m1:-"{}"}" '
+        --argjson m0 "${m0:-"{}"}" --argjson m1 "${m1:-"{}"}" \
+        --argjson fault_mib "$(( (f1 - f0) * PAGE_BYTES / 1048576 ))" --argjson rss_mib "$(pid_rss_anon_mib "$SERVER_PID")" '
         ($g.phases[0] // null) as $p
         | ($p != null) as $parsed
         | (if $parsed then (($clients - $p.ok) * 100 / $clients) else 100 end) as $unfinished
@@ -382,6 +386,7 @@ run_gen() {
            other_cpu_pct: ($box_cpu - $srv_cpu - ($gen_cpu // 0)),
            steal_pct: $steal[0], steal_pct_by_cpu: $steal[1:],
            server_socket_drops: $sd, gen_socket_drops: $gd,
+           server_fault_mib: $fault_mib, server_rss_anon_mib: $rss_mib,
            server_counters: (if ($m0 | has("commits")) and ($m1 | has("commits")) then
                ($m1.commits - $m0.commits) as $c | ($m1.folds - $m0.folds) as $f
                | ($m1.after_commit - $m0.after_commit) as $a
@@ -449,7 +454,7 @@ SUMMARY_FILE=""
 SEARCH_REPEAT_MARGINAL=$REPEAT_MARGINAL   # rate_search (lib.sh): repeat a marginal failure once
 
 trial_line() { # one progress line for a trial
-    jq -r '"  \(.target) \(.case) \(.kind) r=\(.rate): ok \(.ok)/\(.clients) (started \(.started)), \(.achieved_per_s)/s, unfinished \(.unfinished_pct)%, retrans \(.retransmit_pct)%, p50 \(.latency_ms.p50 // "-") p99 \(.latency_ms.p99 // "-") ms, naks \(.naks), viol \(.violations), cpu srv \(.server_cpu_pct)% gen \(.gen_cpu_pct)% box \(.box_cpu_pct)% steal \(.steal_pct // "-")% (\((.steal_pct_by_cpu // []) | map(tostring) | join("/"))), drops srv \(.server_socket_drops) gen \(.gen_socket_drops)\(if .server_counters then ", server: \(.server_counters.commits) commits of \(.server_counters.commit_ms_mean) ms (longest <= \(.server_counters.commit_ms_longest_le // "> 1000") ms), reply after commit \(.server_counters.after_commit_ms_mean) ms, \(.server_counters.folds) folds (\(.server_counters.fold_ms) ms), dropped \(.server_counters.dropped), send errors \(.server_counters.send_errors)" else "" end)\(if .kind == "open" then "" elif .pass then " -> pass" else " -> FAIL" end)"' <<<"$1"
+    jq -r '"  \(.target) \(.case) \(.kind) r=\(.rate): ok \(.ok)/\(.clients) (started \(.started)), \(.achieved_per_s)/s, unfinished \(.unfinished_pct)%, retrans \(.retransmit_pct)%, p50 \(.latency_ms.p50 // "-") p99 \(.latency_ms.p99 // "-") ms, naks \(.naks), viol \(.violations), cpu srv \(.server_cpu_pct)% gen \(.gen_cpu_pct)% box \(.box_cpu_pct)% steal \(.steal_pct // "-")% (\((.steal_pct_by_cpu // []) | map(tostring) | join("/"))), drops srv \(.server_socket_drops) gen \(.gen_socket_drops), srv pages new \(.server_fault_mib // "-") MiB (anon \(.server_rss_anon_mib // "-") MiB)\(if .server_counters then ", server: \(.server_counters.commits) commits of \(.server_counters.commit_ms_mean) ms (longest <= \(.server_counters.commit_ms_longest_le // "> 1000") ms), reply after commit \(.server_counters.after_commit_ms_mean) ms, \(.server_counters.folds) folds (\(.server_counters.fold_ms) ms), dropped \(.server_counters.dropped), send errors \(.server_counters.send_errors)" else "" end)\(if .kind == "open" then "" elif .pass then " -> pass" else " -> FAIL" end)"' <<<"$1"
 }
 
 # ceiling_rate CASE: the ceiling's sustained rate for CASE measured so far (0 if none).

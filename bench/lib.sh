@@ -169,6 +169,21 @@ pid_ticks() {
     awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0
 }
 
+# pid_minflt PID: minor page faults of a process (all its threads) so far (0 if gone): pages
+# it touched for the first time (its heap growing) or pages of a mapped file (LMDB's map) it
+# had not mapped yet. On a virtual machine that hands freed guest pages back to the host
+# (virtio-balloon free page reporting, as this project's test box does), a page new to the
+# process costs far more than on bare metal: when a server's tables double, zeroing the new
+# pages can take a quarter of its CPU for a second (docs/performance.md).
+pid_minflt() {
+    sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | awk '{print $8} END {if (NR == 0) print 0}'
+}
+
+# pid_rss_anon_mib PID: the process's anonymous resident memory (heap, tables), MiB (0 if gone).
+pid_rss_anon_mib() {
+    awk '/^RssAnon:/ {printf "%d", $2 / 1024; f = 1} END {if (!f) print 0}' "/proc/$1/status" 2>/dev/null || echo 0
+}
+
 # wait_udp_bound NS PORT PID LOG: waits up to 10 s until something in NS listens on UDP PORT;
 # dies (printing LOG) if PID exits first or the port never appears.
 wait_udp_bound() {

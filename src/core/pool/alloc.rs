@@ -124,7 +124,7 @@ impl Allocator {
         let key = self.key(c);
         let subnet_id = self.subnets[c.subnet].id;
         let mine = c.reservation.map(|(id, _)| id);
-        let mut index = lock(self.shard(key));
+        let mut index = self.lock_shard(key);
         let mut old = None;
         if let Some(r) = index.get(&key).copied() {
             // The client holds a resource of a pool a reload added, which only the newer
@@ -360,7 +360,7 @@ impl Allocator {
         }
         let key = self.key(c);
         let subnet_id = self.subnets[c.subnet].id;
-        let mut index = lock(self.shard(key));
+        let mut index = self.lock_shard(key);
         let mut sp = lock(pool.subpool_of(r.index));
         if sp.reserved_for_other(r.index, c.reservation.map(|(id, _)| id)) {
             // Reserved for another client since this one got it: it is told lifetime 0, and
@@ -430,7 +430,7 @@ impl Allocator {
     pub fn current(&self, c: &ClientIa) -> Option<Granted> {
         let key = self.key(c);
         let subnet_id = self.subnets[c.subnet].id;
-        let index = lock(self.shard(key));
+        let index = self.lock_shard(key);
         let r = index.get(&key).copied()?;
         let pool = self.indexed_pool(c.subnet, r)?;
         let sp = lock(pool.subpool_of(r.index));
@@ -639,7 +639,7 @@ impl Allocator {
         // before sub-pool, the lock order everywhere).
         for (l, &(pool, index)) in out[first..].iter().zip(&gone) {
             let key = client_key(l.subnet_id, l.kind, &l.duid, l.iaid);
-            let mut idx = lock(self.shard(key));
+            let mut idx = self.lock_shard(key);
             if idx
                 .get(&key)
                 .is_some_and(|r| r.pool == pool && r.index == index)
@@ -685,7 +685,7 @@ impl Allocator {
         }
         self.seq.fetch_max(lease.seq + 1, Ordering::Relaxed);
         let key = client_key(lease.subnet_id, lease.kind, &lease.duid, lease.iaid);
-        let mut index = lock(self.shard(key));
+        let mut index = self.lock_shard(key);
         // Records come back in address order, not in the order they were made: of a client's
         // records the index keeps the one it should be given back, not the last read.
         let bound_elsewhere = added.is_some_and(|added| {

@@ -14,6 +14,7 @@
 //! dropped as the front is read, and the queue is compacted when they outnumber the live ones
 //! (checked after each removal and pop), so it holds at most about twice the live entries.
 
+use super::grow::GrowAt;
 use std::collections::{BTreeSet, VecDeque};
 
 /// Dead entries the queue may hold before it is compacted, whatever the live count.
@@ -50,21 +51,26 @@ pub(super) struct ExpiryIndex {
     other: BTreeSet<(u64, u128)>,
     /// [`TAIL_INSERT_MAX`] (smaller in tests, so that both paths are taken).
     tail_max: usize,
-}
-
-impl Default for ExpiryIndex {
-    fn default() -> Self {
-        ExpiryIndex::with_tail(TAIL_INSERT_MAX)
-    }
+    /// When `ordered` grows (its sub-pool's).
+    grow: GrowAt,
 }
 
 impl ExpiryIndex {
+    /// An empty index that grows at `grow` (its sub-pool's).
+    pub(super) fn growing_at(grow: GrowAt) -> Self {
+        ExpiryIndex {
+            grow,
+            ..ExpiryIndex::with_tail(TAIL_INSERT_MAX)
+        }
+    }
+
     fn with_tail(tail_max: usize) -> Self {
         ExpiryIndex {
             ordered: VecDeque::new(),
             dead: 0,
             other: BTreeSet::new(),
             tail_max,
+            grow: GrowAt::nth(0),
         }
     }
 
@@ -78,6 +84,7 @@ impl ExpiryIndex {
             dead: false,
             index: key.1,
         };
+        self.grow.before_push(&mut self.ordered);
         let last = match self.ordered.back() {
             None => {
                 self.ordered.push_back(entry);
@@ -286,7 +293,7 @@ mod tests {
     /// Pops that leave the dead entries outnumbering the live ones compact the queue too.
     #[test]
     fn pops_compact_as_removals_do() {
-        let mut idx = ExpiryIndex::default();
+        let mut idx = ExpiryIndex::growing_at(GrowAt::nth(0));
         for i in 0..400u128 {
             idx.insert((1000 + i as u64, i));
         }
@@ -308,7 +315,7 @@ mod tests {
     /// A lease renewed over and over leaves no trail: dead entries are compacted away.
     #[test]
     fn renewals_do_not_grow_the_queue() {
-        let mut idx = ExpiryIndex::default();
+        let mut idx = ExpiryIndex::growing_at(GrowAt::nth(0));
         for i in 0..100u128 {
             idx.insert((1000, i));
         }

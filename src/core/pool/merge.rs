@@ -169,7 +169,7 @@ impl Allocator {
             &incoming.duid,
             incoming.iaid,
         );
-        let mut index = lock(self.shard(key));
+        let mut index = self.lock_shard(key);
         let mut sp = lock(self.subnets[sn].pools[r.pool as usize].subpool_of(r.index));
         let later = |a: u64, b: u64| a > b + skew_secs;
         let mut l = incoming.clone();

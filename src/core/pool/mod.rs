@@ -31,6 +31,7 @@ use subpool::{PoolState, ResRef, SubnetPools};
 
 mod alloc;
 mod expiry;
+mod grow;
 mod key;
 mod merge;
 mod operator;
@@ -375,8 +376,13 @@ impl Allocator {
         self.subnets[sn].pools.get(r.pool as usize).map(|p| &**p)
     }
 
-    fn shard(&self, key: u128) -> &Mutex<TableMap<ResRef>> {
-        &self.clients[(spread(key) as usize) % CLIENT_SHARDS]
+    /// Locks the client index shard of `key`, grown first if it is past its growth point
+    /// ([`grow`]: the shards fill alike, so they would otherwise all double at once).
+    fn lock_shard(&self, key: u128) -> MutexGuard<'_, TableMap<ResRef>> {
+        let k = (spread(key) as usize) % CLIENT_SHARDS;
+        let mut shard = lock(&self.clients[k]);
+        grow::GrowAt::nth(grow::CLIENT_SHARDS_FROM + k).before_insert(&mut shard);
+        shard
     }
 
     /// Finds which pool of subnet `sn` holds `addr` as one of its `kind` resources.

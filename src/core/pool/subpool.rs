@@ -3,6 +3,7 @@
 
 use super::PoolUsage;
 use super::expiry::ExpiryIndex;
+use super::grow::GrowAt;
 use crate::config::{Lifetimes, PoolConfig, ResourceKind};
 use crate::lease::{Lease, LeaseState};
 use std::collections::{BTreeSet, HashMap, VecDeque};
@@ -66,10 +67,15 @@ pub(super) struct SubPool {
     /// which free prefixes each may delegate ([`SubPool::set_backup_share`]). `None`: owner by
     /// parity (addresses, and prefixes of a server without a partner).
     pub(super) backup_share: Option<u128>,
+    /// When `slots` and `offers` grow ([`GrowAt`]: the sub-pools of a pool fill alike, so
+    /// they would otherwise all double at once).
+    grow: GrowAt,
 }
 
 impl SubPool {
-    pub(super) fn new(start: u128, end: u128, flip: u128, failover: bool) -> Self {
+    /// The sub-pool `[start, end)`, number `k` of its pool (which sets its [`GrowAt`]).
+    pub(super) fn new(start: u128, end: u128, flip: u128, failover: bool, k: usize) -> Self {
+        let grow = GrowAt::nth(k);
         let first = |b: u128| {
             if (start + flip) & 1 == b {
                 start
@@ -86,12 +92,13 @@ impl SubPool {
             pending: VecDeque::new(),
             failover,
             slots: super::TableMap::default(),
-            expiry: ExpiryIndex::default(),
+            expiry: ExpiryIndex::growing_at(grow),
             offers: VecDeque::new(),
             ended: BTreeSet::new(),
             usage: PoolUsage::default(),
             reserved: HashMap::default(),
             backup_share: None,
+            grow,
         }
     }
 
@@ -349,6 +356,7 @@ impl SubPool {
                 lease.state
             );
         } else if lease.state == LeaseState::Offered {
+            self.grow.before_push(&mut self.offers);
             self.offers.push_back((lease.expires_at, index));
         }
         let reusable = self.failover_reusable(&lease);
@@ -360,6 +368,9 @@ impl SubPool {
         let pend = lease.state.is_free() && !reusable && !in_pending;
         if pend {
             self.pending.push_back(index);
+        }
+        if old_state.is_none() {
+            self.grow.before_insert(&mut self.slots);
         }
         self.slots.insert(
             index,
@@ -408,6 +419,14 @@ fn indexed(s: LeaseState) -> bool {
     timed(s) && s != LeaseState::Offered
 }
 
+/// Where a pool's sub-pools start in the sequence of [`GrowAt::nth`].
+fn grow_offset(kind: ResourceKind) -> usize {
+    match kind {
+        ResourceKind::Address => 0,
+        ResourceKind::Prefix => super::grow::PREFIX_POOLS_FROM,
+    }
+}
+
 pub(super) struct PoolState {
     pub(super) cfg: PoolConfig,
     pub(super) subpool_size: u128,
@@ -429,7 +448,10 @@ impl PoolState {
                     ResourceKind::Address => cfg.first & 1,
                     ResourceKind::Prefix => 0,
                 };
-                Mutex::new(SubPool::new(start, end, flip, failover))
+                // A subnet's address and prefix pools fill alike too: their sub-pools take
+                // different growth points.
+                let nth = k as usize + grow_offset(cfg.kind);
+                Mutex::new(SubPool::new(start, end, flip, failover, nth))
             })
             .collect();
         PoolState {

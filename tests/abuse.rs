@@ -530,3 +530,121 @@ client_rate_per_sec = 0
     assert_eq!(j["phases"][0]["ok"], 1024, "{j}");
     assert_eq!(records(Some("active")), 2048);
 }
+
+/// Unmounts a tmpfs when dropped (also when the test fails).
+struct Tmpfs(std::path::PathBuf);
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// A store that can no longer be written (its file system full): the committer tries the
+/// failed commit again, holding its replies, and after 10 s gives up and stops the server with
+/// exit code 3, instead of serving on with leases in memory that the disk does not have.
+#[test]
+fn a_store_that_cannot_be_written_stops_the_server() {
+    if !common::tools::is_root() {
+        common::tools::say_skipped(
+            "a_store_that_cannot_be_written_stops_the_server",
+            "mounting a small tmpfs needs root",
+        );
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args([
+            "-t",
+            "tmpfs",
+            "-o",
+            "size=1m",
+            "tandem-test",
+            data.to_str().unwrap(),
+        ])
+        .status()
+        .unwrap();
+    assert!(mounted.success(), "mount tmpfs");
+    let _unmount = Tmpfs(data.clone());
+    let listen = format!("[::1]:{}", common::proc::free_udp_port());
+    let cfg = d.path().join("tandem.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"[server]
+listen = ["{listen}"]
+data_dir = "{}"
+rapid_commit = true
+unicast_address = "::1"
+sync = false
+map_size_mib = 16
+[[subnet]]
+id = 1
+prefix = "2001:db8:1::/64"
+pools = [{{ range = "2001:db8:1::1:0-2001:db8:1::ffff:ffff" }}]
+[limits]
+client_rate_per_sec = 0
+"#,
+            data.display()
+        ),
+    )
+    .unwrap();
+    let log = d.path().join("server.log");
+    let mut server = serve(
+        &[
+            "--log-level",
+            "warn,tandem_server=info",
+            "--config",
+            cfg.to_str().unwrap(),
+        ],
+        &log,
+    );
+    // Fresh clients until the file system is full (1 MiB holds a few thousand leases;
+    // bounded: 10 rounds of 2,000).
+    let mut seed = 1;
+    while server.exited().is_none() && seed <= 10 {
+        run_gen(
+            &listen,
+            &[
+                "--clients",
+                "2000",
+                "--seed",
+                &seed.to_string(),
+                "--rapid-commit",
+                "--mode",
+                "na",
+                "--phase-secs",
+                "5",
+                "--timeout-ms",
+                "300",
+                "--max-retries",
+                "0",
+            ],
+            20,
+        );
+        seed += 1;
+        if common::proc::read_lossy(&log).contains("group commit failed") {
+            break;
+        }
+    }
+    let text = common::proc::read_lossy(&log);
+    assert!(
+        text.contains("group commit failed; the same changes are tried again"),
+        "the store never failed:\n{}",
+        tail(&log, 20)
+    );
+    // 10 s of tries, then the stop (bounded at 60 s).
+    let st = server
+        .wait_exit(Duration::from_secs(60))
+        .unwrap_or_else(|| panic!("still serving on a failed store:\n{}", tail(&log, 20)));
+    assert_eq!(st.code(), Some(3), "{st}:\n{}", tail(&log, 20));
+    let text = common::proc::read_lossy(&log);
+    assert!(text.contains("giving up"), "{}", tail(&log, 20));
+    assert!(
+        text.contains("stopping: the store cannot be written"),
+        "{}",
+        tail(&log, 20)
+    );
+}

@@ -25,7 +25,7 @@ const EXIT_OTHER: u8 = 1;
     name = "tandem",
     version,
     about = "Tandem: a DHCPv6 server (RFC 8415) for addresses and delegated prefixes, built for failover pairs.",
-    after_help = "Exit codes: 0 clean stop, 1 other failure, 2 bad configuration, 3 data dir or store unusable, 4 socket error."
+    after_help = "Exit codes: 0 clean stop, 1 other failure, 2 bad configuration, 3 data dir or store unusable (also when commits fail for 10 s while serving), 4 socket error."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -572,6 +572,14 @@ fn serve(args: ServeArgs) -> ExitCode {
             other => break other,
         }
     };
+    if server.store_failed() {
+        error!("stopping: the store cannot be written (see the errors above)");
+        if let Some(n) = &notifier {
+            let _ = n.send("STOPPING=1\nSTATUS=stopping: the store cannot be written");
+        }
+        server.shutdown();
+        return ExitCode::from(EXIT_STORE);
+    }
     info!(signal = ?sig.ok(), "stopping: finishing queued commits");
     if let Some(n) = &notifier {
         let _ = n.send("STOPPING=1\nSTATUS=stopping: finishing queued commits");

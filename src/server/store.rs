@@ -106,6 +106,9 @@ pub struct Store {
     /// fold).
     journal_len: AtomicU64,
     _lock: Option<File>,
+    /// Tests: this many of the next group commits fail (as a disk error would).
+    #[cfg(test)]
+    fail_commits: AtomicU64,
 }
 
 /// How much of the LMDB map the store uses ([`Store::map_use`]).
@@ -358,6 +361,8 @@ impl Store {
             active: AtomicUsize::new(0),
             journal_len: AtomicU64::new(0),
             _lock: Some(lock),
+            #[cfg(test)]
+            fail_commits: AtomicU64::new(0),
         };
         // What the last run committed and did not fold (it stopped or crashed): folded now.
         // A fold that fails (a full map) stops nothing: readers apply the journal, and the
@@ -441,6 +446,8 @@ impl Store {
                     active: AtomicUsize::new(0),
                     journal_len: AtomicU64::new(0),
                     _lock: None,
+                    #[cfg(test)]
+                    fail_commits: AtomicU64::new(0),
                 };
                 // A newer layout may keep leases where this build does not look.
                 if let Some(v) = store.get_meta(META_LAYOUT_VERSION)? {
@@ -725,6 +732,16 @@ impl Store {
     where
         W: IntoIterator<Item = &'a Lease> + Clone,
     {
+        #[cfg(test)]
+        if self
+            .fail_commits
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(StoreError::Lmdb(heed::Error::Io(std::io::Error::other(
+                "injected by a test",
+            ))));
+        }
         let Some(plan) = plan else {
             return Ok((self.append(writes, write_entry)?, FoldProgress::None));
         };
@@ -1068,6 +1085,10 @@ pub struct CommitStats {
     /// Time of each journal fold in microseconds: under load, what copying its entries out and
     /// its slices added to the commits they rode in; when idle, the whole fold with its fsync.
     pub fold_us: Histogram<LatencyUs>,
+    /// The committer gave up: its commits failed for [`CommitRetry::give_up_after`] (or the
+    /// store can no longer be written at all), so the lease table in memory may be ahead of
+    /// the disk and the server must stop.
+    pub gave_up: bool,
 }
 
 /// How many lease states there are (the length of [`CommitStats::leases_by_state`]).
@@ -1093,16 +1114,19 @@ pub fn lease_state_index(s: lease::LeaseState) -> usize {
 /// folds the journal. `committed` runs after every successful commit (before the replies are
 /// released); `tick` runs about every `tick_every` with the current stats, for periodic
 /// logging.
+#[allow(clippy::too_many_arguments)]
 pub fn run_group_commit<R, S: AfterCommit<R>>(
     store: &Store,
     rx: Receiver<CommitJob<R>>,
     mut sink: S,
     min_interval: Duration,
     tick_every: Duration,
+    retry: CommitRetry,
     mut committed: impl FnMut(),
     mut tick: impl FnMut(&CommitStats),
 ) -> CommitStats {
     let mut stats = CommitStats::default();
+    let mut failing: Option<Failing> = None;
     let mut jobs: Vec<CommitJob<R>> = Vec::with_capacity(COMMIT_BATCH_MAX);
     let mut released: Vec<R> = Vec::with_capacity(COMMIT_BATCH_MAX);
     let mut last_tick = std::time::Instant::now();
@@ -1133,7 +1157,9 @@ pub fn run_group_commit<R, S: AfterCommit<R>>(
                     folder.fold_all(store, &mut stats);
                 }
             }
-            Err(RecvTimeoutError::Disconnected) => break,
+            // A failed batch still waiting is tried again before the committer ends.
+            Err(RecvTimeoutError::Disconnected) if jobs.is_empty() => break,
+            Err(RecvTimeoutError::Disconnected) => {}
         }
         while jobs.len() < COMMIT_BATCH_MAX {
             match rx.try_recv() {
@@ -1156,23 +1182,29 @@ pub fn run_group_commit<R, S: AfterCommit<R>>(
                 });
             let took_us = started.elapsed().as_micros() as u64;
             report_slow(slow.note(Some(took_us), Instant::now()));
-            if result.is_ok() {
-                for j in &jobs {
-                    for l in &j.writes {
-                        stats.leases_by_state[lease_state_index(l.state)] += 1;
-                    }
-                    sink.job_written(&j.writes, j.then.as_ref());
-                }
-                sink.written(
-                    &mut jobs
-                        .iter()
-                        .filter(|j| j.announce)
-                        .flat_map(|j| j.writes.iter()),
-                );
-            }
-            released.extend(jobs.drain(..).filter_map(|j| j.then));
             match result {
                 Ok(n) => {
+                    for j in &jobs {
+                        for l in &j.writes {
+                            stats.leases_by_state[lease_state_index(l.state)] += 1;
+                        }
+                        sink.job_written(&j.writes, j.then.as_ref());
+                    }
+                    sink.written(
+                        &mut jobs
+                            .iter()
+                            .filter(|j| j.announce)
+                            .flat_map(|j| j.writes.iter()),
+                    );
+                    released.extend(jobs.drain(..).filter_map(|j| j.then));
+                    if let Some(f) = failing.take() {
+                        tracing::warn!(
+                            tries = f.tries + 1,
+                            failed_for_ms = f.since.elapsed().as_millis() as u64,
+                            replies = released.len(),
+                            "store: the group commit went through after failing; the replies it held go out now"
+                        );
+                    }
                     committed();
                     stats.commits += 1;
                     stats.leases += n as u64;
@@ -1183,7 +1215,37 @@ pub fn run_group_commit<R, S: AfterCommit<R>>(
                 }
                 Err(e) => {
                     stats.failures += 1;
-                    sink.failed(&mut released, &e);
+                    let f = failing.get_or_insert(Failing {
+                        since: started,
+                        tries: 0,
+                        wait: retry.wait_first,
+                    });
+                    f.tries += 1;
+                    if f.since.elapsed() >= retry.give_up_after {
+                        tracing::error!(
+                            error = %e,
+                            tries = f.tries,
+                            failed_for_ms = f.since.elapsed().as_millis() as u64,
+                            "store: group commits keep failing; giving up: the server stops, as the leases in memory may be ahead of the disk (its partner, if any, takes over)"
+                        );
+                        released.extend(jobs.drain(..).filter_map(|j| j.then));
+                        sink.failed(&mut released, &e);
+                        released.clear();
+                        stats.gave_up = true;
+                        break;
+                    }
+                    if f.tries == 1 {
+                        tracing::error!(
+                            error = %e,
+                            jobs = jobs.len(),
+                            "store: group commit failed; the same changes are tried again, first (their replies wait), for up to {} s",
+                            retry.give_up_after.as_secs()
+                        );
+                    }
+                    // The batch stays in `jobs`: the next try commits it, with what came since.
+                    std::thread::sleep(f.wait);
+                    f.wait = (f.wait * 2).min(retry.wait_max);
+                    continue;
                 }
             }
             released.clear();
@@ -1200,10 +1262,52 @@ pub fn run_group_commit<R, S: AfterCommit<R>>(
     // Slow commits of the last interval, which no later commit or tick reported.
     report_slow(slow.take_pending());
     // The next start folds what is left too; folding now makes that start quicker.
-    if folder.plan.is_some() || store.journal_pending() {
+    if !stats.gave_up && (folder.plan.is_some() || store.journal_pending()) {
         folder.fold_all(store, &mut stats);
     }
     stats
+}
+
+/// How the group committer treats a commit that fails (a disk error, a full map).
+///
+/// It does not drop the batch: the lease table in memory already holds its changes, and
+/// leaving them out of the store would let memory run ahead of the disk (a resource freed in
+/// memory while the store still gives it to a client whose reply never left). It tries the
+/// same changes again, first, with the replies held, waiting longer each time. A fault that
+/// passes (a disk that was full, a transient I/O error) costs only the wait. One that does not
+/// stops the server after [`CommitRetry::give_up_after`]: a failover partner then sees the
+/// link drop and takes over, and the next start reads what is durable.
+#[derive(Debug, Clone, Copy)]
+pub struct CommitRetry {
+    /// Wait before the first new try; it doubles with each try, up to `wait_max`.
+    pub wait_first: Duration,
+    /// Longest wait between two tries.
+    pub wait_max: Duration,
+    /// How long commits may go on failing before the committer gives up.
+    pub give_up_after: Duration,
+}
+
+impl Default for CommitRetry {
+    /// 50 ms doubling to 1 s, for 10 s: a client retransmits its Request after 1 s, then
+    /// after about 2, 4, 8 s and so on, ten times (RFC 8415 REQ_TIMEOUT, REQ_MAX_RC), so a
+    /// fault that passes within seconds loses none of them.
+    fn default() -> Self {
+        CommitRetry {
+            wait_first: Duration::from_millis(50),
+            wait_max: Duration::from_secs(1),
+            give_up_after: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A run of failed commits of one batch ([`CommitRetry`]).
+struct Failing {
+    /// When the first of them started.
+    since: Instant,
+    /// Tries so far.
+    tries: u32,
+    /// Wait before the next try.
+    wait: Duration,
 }
 
 /// Logs a [`SlowCommits`] report (slow commits, longest in µs), if there is one.
@@ -1590,6 +1694,7 @@ mod tests {
             &mut sink,
             Duration::ZERO,
             Duration::from_millis(10),
+            CommitRetry::default(),
             || {},
             |_| {},
         );
@@ -1599,6 +1704,112 @@ mod tests {
         let mut n = 0;
         s.load_leases(|_| n += 1, |_, _| {}).unwrap();
         assert_eq!(n, 10);
+    }
+
+    /// Records what a group commit released and what it dropped.
+    #[derive(Default)]
+    struct Outcomes {
+        durable: Vec<u32>,
+        failed: Vec<u32>,
+    }
+    impl AfterCommit<u32> for Outcomes {
+        fn durable(&mut self, r: &mut Vec<u32>) {
+            self.durable.extend(r.iter());
+        }
+        fn failed(&mut self, r: &mut Vec<u32>, _: &StoreError) {
+            self.failed.extend(r.iter());
+        }
+    }
+
+    fn job_at(i: u32) -> CommitJob<u32> {
+        let mut l = lease(i as u64 + 1, LeaseState::Active);
+        l.addr =
+            std::net::Ipv6Addr::from(0x2001_0db8_0000_0000_0000_0000_0000_0100u128 + i as u128);
+        CommitJob {
+            writes: vec![l],
+            then: Some(i),
+            announce: true,
+        }
+    }
+
+    /// A commit that fails is not dropped: the same jobs are committed again, first, and
+    /// their replies leave once they are stored, in order, none lost.
+    #[test]
+    fn a_failed_commit_is_tried_again_and_its_replies_leave_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path(), 16, true).unwrap();
+        s.fail_commits.store(3, Ordering::Relaxed);
+        let (tx, rx) = crossbeam_channel::bounded(16);
+        for i in 0..10u32 {
+            tx.send(job_at(i)).unwrap();
+        }
+        drop(tx);
+        let mut out = Outcomes::default();
+        let retry = CommitRetry {
+            wait_first: Duration::from_millis(1),
+            wait_max: Duration::from_millis(4),
+            give_up_after: Duration::from_secs(60),
+        };
+        let st = run_group_commit(
+            &s,
+            rx,
+            &mut out,
+            Duration::ZERO,
+            Duration::from_millis(10),
+            retry,
+            || {},
+            |_| {},
+        );
+        assert_eq!(out.durable, (0..10).collect::<Vec<_>>());
+        assert!(out.failed.is_empty(), "dropped {:?}", out.failed);
+        assert_eq!(st.failures, 3);
+        assert!(!st.gave_up);
+        assert_eq!(st.leases, 10);
+        let mut n = 0;
+        s.load_leases(|_| n += 1, |_, _| {}).unwrap();
+        assert_eq!(n, 10);
+    }
+
+    /// A store whose commits keep failing: after `give_up_after` the committer drops the
+    /// replies it held and returns, saying so, while the senders are still there (the server
+    /// then stops).
+    #[test]
+    fn a_store_that_keeps_failing_stops_the_committer() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path(), 16, true).unwrap();
+        s.fail_commits.store(u64::MAX, Ordering::Relaxed);
+        let (tx, rx) = crossbeam_channel::bounded(16);
+        for i in 0..3u32 {
+            tx.send(job_at(i)).unwrap();
+        }
+        let mut out = Outcomes::default();
+        let retry = CommitRetry {
+            wait_first: Duration::from_millis(5),
+            wait_max: Duration::from_millis(20),
+            give_up_after: Duration::from_millis(200),
+        };
+        let started = Instant::now();
+        let st = run_group_commit(
+            &s,
+            rx,
+            &mut out,
+            Duration::ZERO,
+            Duration::from_millis(10),
+            retry,
+            || {},
+            |_| {},
+        );
+        assert!(st.gave_up);
+        assert!(started.elapsed() >= retry.give_up_after);
+        assert!(started.elapsed() < Duration::from_secs(30));
+        assert!(out.durable.is_empty());
+        assert_eq!(out.failed, vec![0, 1, 2]);
+        assert!(st.failures >= 2, "tried again: {}", st.failures);
+        assert_eq!(st.commits, 0);
+        drop(tx);
+        let mut n = 0;
+        s.load_leases(|_| n += 1, |_, _| {}).unwrap();
+        assert_eq!(n, 0);
     }
 
     /// Group commits are paced under load only: while changes come slower than
@@ -1644,7 +1855,16 @@ mod tests {
         std::thread::scope(|sc| {
             let committer = sc.spawn(|| {
                 let tick = Duration::from_millis(50);
-                run_group_commit(&s, rx, Timed(done_tx, 0), interval, tick, || {}, |_| {})
+                run_group_commit(
+                    &s,
+                    rx,
+                    Timed(done_tx, 0),
+                    interval,
+                    tick,
+                    CommitRetry::default(),
+                    || {},
+                    |_| {},
+                )
             });
             // A lone change is not kept waiting for the pace.
             let at_once = |i: u32| {
@@ -1982,6 +2202,7 @@ mod tests {
             &mut sink,
             Duration::ZERO,
             Duration::from_millis(20),
+            CommitRetry::default(),
             || {},
             |_| {},
         );

@@ -3,7 +3,7 @@
 //! | stage | production (tandem-server) | here |
 //! |---|---|---|
 //! | engine | worker: `Engine::handle_with` under the policy read once per receive batch | [`World::deliver_to_server`], under each relationship's [`End::policy`](crate::world::End), which lags the published one by up to `buggify.policy_lag_ms_max` |
-//! | group commit | committer: one LMDB transaction + fsync for every queued job, replies released after | [`World::group_commit`], after `buggify.fsync_ms_max`; may fail (`commit_fail_permille`) |
+//! | group commit | committer: one LMDB transaction + fsync for every queued job, replies released after | [`World::group_commit`], after `buggify.fsync_ms_max`; may fail (`commit_fail_permille`), its jobs then dropped: harsher than the server, whose committer tries them again until stored or stops (`store::CommitRetry`) |
 //! | durable notification | `PartnerNotifier` → partner thread → `Node::committed` | [`Ev::Committed`] after `buggify.notify_ms_max` |
 //! | the node's output | a partner thread per relationship: store bindings and state, publish the policy, send; acknowledgements to the committer | [`World::apply`], per endpoint |
 //!

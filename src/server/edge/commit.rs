@@ -244,6 +244,7 @@ pub fn run_committer(
         &mut sink,
         interval,
         PUBLISH_INTERVAL,
+        store::CommitRetry::default(),
         || watch_map(&store, &refusing, &hub, &mut w.borrow_mut()),
         |st| {
             hub.publish_commit(*st);

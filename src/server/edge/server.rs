@@ -318,6 +318,9 @@ pub struct Server {
     stop: Arc<AtomicBool>,
     workers: Vec<JoinHandle<()>>,
     committer: Option<JoinHandle<CommitStats>>,
+    /// Set when the committer gave up on a store whose commits kept failing
+    /// ([`crate::store::CommitRetry`]); it then raised SIGTERM to stop the server.
+    store_failed: Arc<AtomicBool>,
     reclaimer: Option<JoinHandle<()>>,
     reporter: Option<JoinHandle<()>>,
     metrics: Option<JoinHandle<()>>,
@@ -611,12 +614,26 @@ impl Server {
         };
         let store_refusing = Arc::new(AtomicBool::new(false));
         let reclaim_store = store.clone();
+        let store_failed = Arc::new(AtomicBool::new(false));
         let committer = {
             let refusing = store_refusing.clone();
+            let failed = store_failed.clone();
             let interval = Duration::from_micros(cfg.server.commit_interval_us);
             std::thread::Builder::new()
                 .name("commit".into())
-                .spawn(move || run_committer(store, commit_rx, sink, interval, refusing))
+                .spawn(move || {
+                    let st = run_committer(store, commit_rx, sink, interval, refusing);
+                    if st.gave_up {
+                        // The main thread waits for signals: this one stops the server the
+                        // way an operator's would, and it exits with the store's code.
+                        failed.store(true, Ordering::SeqCst);
+                        let _ = nix::sys::signal::kill(
+                            nix::unistd::Pid::this(),
+                            nix::sys::signal::Signal::SIGTERM,
+                        );
+                    }
+                    st
+                })
         }
         .map_err(StartError::Thread)?;
 
@@ -725,6 +742,7 @@ impl Server {
             stop,
             workers: handles,
             committer: Some(committer),
+            store_failed,
             reclaimer,
             reporter: Some(reporter),
             metrics,
@@ -743,6 +761,12 @@ impl Server {
     /// The engine in force (tests read the lease table through it).
     pub fn engine(&self) -> Arc<Engine> {
         self.engines.get()
+    }
+
+    /// Whether the committer gave up on the store (its commits kept failing): the server is
+    /// stopping, and should exit with the store's exit code.
+    pub fn store_failed(&self) -> bool {
+        self.store_failed.load(Ordering::SeqCst)
     }
 
     /// What SIGHUP and `tandem ctl reload` call.

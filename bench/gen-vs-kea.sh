@@ -365,7 +365,7 @@ run_gen() {
         --argjson sd "$(( ${us1%% *} - ${us0%% *} ))" --argjson gd "$(( ${uc1%% *} - ${uc0%% *} ))" \
         --argjson limit "$LOSS_LIMIT" --arg cmd "${cmd[*]}" --argjson seq "$TRIAL_SEQ" \
         --argjson m0 "${m0:-"{}"}" --argjson m1 "${m1:-"{}"}" \
-        --argjson fault_mib "$(( (f1 - f0) * PAGE_BYTES / 1048576 ))" --argjson rss_mib "$(pid_rss_anon_mib "$SERVER_PID")" '
+        --argjson fault_mib "$(( f1 >= f0 ? (f1 - f0) * PAGE_BYTES / 1048576 : 0 ))" --argjson rss_mib "$(pid_rss_anon_mib "$SERVER_PID")" '
         ($g.phases[0] // null) as $p
         | ($p != null) as $parsed
         | (if $parsed then (($clients - $p.ok) * 100 / $clients) else 100 end) as $unfinished

@@ -181,7 +181,8 @@ pid_minflt() {
 
 # pid_rss_anon_mib PID: the process's anonymous resident memory (heap, tables), MiB (0 if gone).
 pid_rss_anon_mib() {
-    awk '/^RssAnon:/ {printf "%d", $2 / 1024; f = 1} END {if (!f) print 0}' "/proc/$1/status" 2>/dev/null || echo 0
+    [ -r "/proc/$1/status" ] || { echo 0; return; }
+    awk '/^RssAnon:/ {printf "%d", $2 / 1024; f = 1} END {if (!f) print 0}' "/proc/$1/status" 2>/dev/null
 }
 
 # wait_udp_bound NS PORT PID LOG: waits up to 10 s until something in NS listens on UDP PORT;

@@ -536,7 +536,11 @@ struct Tmpfs(std::path::PathBuf);
 
 impl Drop for Tmpfs {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg(&self.0).status();
+        // Lazily: a process still holding it open does not keep it mounted.
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
     }
 }
 
@@ -566,45 +570,32 @@ fn a_store_that_cannot_be_written_stops_the_server() {
         ])
         .status()
         .unwrap();
-    assert!(mounted.success(), "mount tmpfs");
+    if !mounted.success() {
+        // Root without the right to mount (a container).
+        common::tools::say_skipped(
+            "a_store_that_cannot_be_written_stops_the_server",
+            "cannot mount a tmpfs here",
+        );
+        return;
+    }
     let _unmount = Tmpfs(data.clone());
-    let listen = format!("[::1]:{}", common::proc::free_udp_port());
-    let cfg = d.path().join("tandem.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            r#"[server]
-listen = ["{listen}"]
-data_dir = "{}"
-rapid_commit = true
-unicast_address = "::1"
-sync = false
+    let (mut server, log, listen) = common::proc::serve_config(
+        d.path(),
+        r#"unicast_address = "::1"
 map_size_mib = 16
 [[subnet]]
 id = 1
 prefix = "2001:db8:1::/64"
-pools = [{{ range = "2001:db8:1::1:0-2001:db8:1::ffff:ffff" }}]
+pools = [{ range = "2001:db8:1::1:0-2001:db8:1::ffff:ffff" }]
 [limits]
 client_rate_per_sec = 0
 "#,
-            data.display()
-        ),
-    )
-    .unwrap();
-    let log = d.path().join("server.log");
-    let mut server = serve(
-        &[
-            "--log-level",
-            "warn,tandem_server=info",
-            "--config",
-            cfg.to_str().unwrap(),
-        ],
-        &log,
     );
-    // Fresh clients until the file system is full (1 MiB holds a few thousand leases;
-    // bounded: 10 rounds of 2,000).
+    // Fresh clients until the server stops: 1 MiB holds a few thousand leases, and a commit
+    // that fails holds every later one behind it (bounded: 20 rounds of 2,000, at most 5 s
+    // each).
     let mut seed = 1;
-    while server.exited().is_none() && seed <= 10 {
+    while server.exited().is_none() && seed <= 20 {
         run_gen(
             &listen,
             &[
@@ -625,9 +616,6 @@ client_rate_per_sec = 0
             20,
         );
         seed += 1;
-        if common::proc::read_lossy(&log).contains("group commit failed") {
-            break;
-        }
     }
     let text = common::proc::read_lossy(&log);
     assert!(

@@ -584,7 +584,11 @@ fn serve(args: ServeArgs) -> ExitCode {
     if let Some(n) = &notifier {
         let _ = n.send("STOPPING=1\nSTATUS=stopping: finishing queued commits");
     }
-    server.shutdown();
+    // Commits being tried again when the signal came may still fail for good.
+    if server.shutdown() {
+        error!("stopped: the store could not be written (see the errors above)");
+        return ExitCode::from(EXIT_STORE);
+    }
     info!("stopped");
     ExitCode::SUCCESS
 }

@@ -1070,7 +1070,8 @@ pub struct CommitStats {
     pub leases: u64,
     /// Jobs (typically replies) released.
     pub jobs: u64,
-    /// Commits that failed.
+    /// Tries of a group commit that failed ([`CommitRetry`]: each failed batch is tried
+    /// again until it is stored or the committer gives up).
     pub failures: u64,
     /// Leases written per commit.
     pub batch_leases: Histogram<Count>,
@@ -1085,9 +1086,8 @@ pub struct CommitStats {
     /// Time of each journal fold in microseconds: under load, what copying its entries out and
     /// its slices added to the commits they rode in; when idle, the whole fold with its fsync.
     pub fold_us: Histogram<LatencyUs>,
-    /// The committer gave up: its commits failed for [`CommitRetry::give_up_after`] (or the
-    /// store can no longer be written at all), so the lease table in memory may be ahead of
-    /// the disk and the server must stop.
+    /// The committer gave up: its commits failed for [`CommitRetry::give_up_after`], so the
+    /// lease table in memory may be ahead of the disk and the server must stop.
     pub gave_up: bool,
 }
 
@@ -1138,28 +1138,30 @@ pub fn run_group_commit<R, S: AfterCommit<R>>(
         plan: None,
     };
     loop {
-        match rx.recv_timeout(tick_every) {
-            Ok(j) => {
-                jobs.push(j);
-                // Sleeping rather than waiting on the queue: a worker's send then wakes
-                // nobody. A full batch already waiting gains nothing from the wait.
-                if let Some(due) = pace.due()
-                    && rx.len() + 1 < COMMIT_BATCH_MAX
-                {
-                    let now = Instant::now();
-                    if due > now {
-                        std::thread::sleep(due - now);
+        // A failed batch waiting to be tried again: straight to it, with what is queued
+        // (no wait for more, no idle fold on a store that is failing).
+        if failing.is_none() {
+            match rx.recv_timeout(tick_every) {
+                Ok(j) => {
+                    jobs.push(j);
+                    // Sleeping rather than waiting on the queue: a worker's send then wakes
+                    // nobody. A full batch already waiting gains nothing from the wait.
+                    if let Some(due) = pace.due()
+                        && rx.len() + 1 < COMMIT_BATCH_MAX
+                    {
+                        let now = Instant::now();
+                        if due > now {
+                            std::thread::sleep(due - now);
+                        }
                     }
                 }
-            }
-            Err(RecvTimeoutError::Timeout) => {
-                if folder.plan.is_some() || store.journal_pending() {
-                    folder.fold_all(store, &mut stats);
+                Err(RecvTimeoutError::Timeout) => {
+                    if folder.plan.is_some() || store.journal_pending() {
+                        folder.fold_all(store, &mut stats);
+                    }
                 }
+                Err(RecvTimeoutError::Disconnected) => break,
             }
-            // A failed batch still waiting is tried again before the committer ends.
-            Err(RecvTimeoutError::Disconnected) if jobs.is_empty() => break,
-            Err(RecvTimeoutError::Disconnected) => {}
         }
         while jobs.len() < COMMIT_BATCH_MAX {
             match rx.try_recv() {
@@ -1221,12 +1223,14 @@ pub fn run_group_commit<R, S: AfterCommit<R>>(
                         wait: retry.wait_first,
                     });
                     f.tries += 1;
+                    // The failures reach the metrics now, not after the batch went through.
+                    tick(&stats);
                     if f.since.elapsed() >= retry.give_up_after {
                         tracing::error!(
                             error = %e,
                             tries = f.tries,
                             failed_for_ms = f.since.elapsed().as_millis() as u64,
-                            "store: group commits keep failing; giving up: the server stops, as the leases in memory may be ahead of the disk (its partner, if any, takes over)"
+                            "store: group commits keep failing; giving up: the server stops, as the leases in memory may be ahead of the disk (a failover partner sees the link drop)"
                         );
                         released.extend(jobs.drain(..).filter_map(|j| j.then));
                         sink.failed(&mut released, &e);
@@ -1242,7 +1246,8 @@ pub fn run_group_commit<R, S: AfterCommit<R>>(
                             retry.give_up_after.as_secs()
                         );
                     }
-                    // The batch stays in `jobs`: the next try commits it, with what came since.
+                    // The batch stays in `jobs`: the next try commits it, with what came
+                    // since (the channel is bounded, so the batch is too).
                     std::thread::sleep(f.wait);
                     f.wait = (f.wait * 2).min(retry.wait_max);
                     continue;
@@ -1276,7 +1281,11 @@ pub fn run_group_commit<R, S: AfterCommit<R>>(
 /// same changes again, first, with the replies held, waiting longer each time. A fault that
 /// passes (a disk that was full, a transient I/O error) costs only the wait. One that does not
 /// stops the server after [`CommitRetry::give_up_after`]: a failover partner then sees the
-/// link drop and takes over, and the next start reads what is durable.
+/// link drop (COMMUNICATIONS-INTERRUPTED, then PARTNER-DOWN by its operator or its
+/// `auto_partner_down_secs`), and the next start reads what is durable. A full map does not
+/// clear by trying again (each try carries the batch and what came since), so it stops the
+/// server too: refusing new leases past 90 % of the map (`server.map_size_mib`) is what
+/// keeps it from filling.
 #[derive(Debug, Clone, Copy)]
 pub struct CommitRetry {
     /// Wait before the first new try; it doubles with each try, up to `wait_max`.
@@ -1688,16 +1697,7 @@ mod tests {
         }
         drop(tx);
         let mut sink = Sink(Vec::new());
-        let st = run_group_commit(
-            &s,
-            rx,
-            &mut sink,
-            Duration::ZERO,
-            Duration::from_millis(10),
-            CommitRetry::default(),
-            || {},
-            |_| {},
-        );
+        let (st, _) = commit_all(&s, rx, &mut sink, CommitRetry::default());
         assert_eq!(sink.0, (0..10).collect::<Vec<_>>());
         assert_eq!(st.leases, 10);
         assert!(st.commits <= 2, "one or two batches, got {}", st.commits);
@@ -1719,6 +1719,28 @@ mod tests {
         fn failed(&mut self, r: &mut Vec<u32>, _: &StoreError) {
             self.failed.extend(r.iter());
         }
+    }
+
+    /// Runs the group committer over `rx` (no pacing, ticks of 10 ms) until it ends; also
+    /// returns the most failures a tick (what the metrics publish) saw.
+    fn commit_all<S: AfterCommit<u32>>(
+        s: &Store,
+        rx: Receiver<CommitJob<u32>>,
+        sink: S,
+        retry: CommitRetry,
+    ) -> (CommitStats, u64) {
+        let mut ticked_failures = 0;
+        let st = run_group_commit(
+            s,
+            rx,
+            sink,
+            Duration::ZERO,
+            Duration::from_millis(10),
+            retry,
+            || {},
+            |st| ticked_failures = ticked_failures.max(st.failures),
+        );
+        (st, ticked_failures)
     }
 
     fn job_at(i: u32) -> CommitJob<u32> {
@@ -1750,17 +1772,9 @@ mod tests {
             wait_max: Duration::from_millis(4),
             give_up_after: Duration::from_secs(60),
         };
-        let st = run_group_commit(
-            &s,
-            rx,
-            &mut out,
-            Duration::ZERO,
-            Duration::from_millis(10),
-            retry,
-            || {},
-            |_| {},
-        );
+        let (st, ticked_failures) = commit_all(&s, rx, &mut out, retry);
         assert_eq!(out.durable, (0..10).collect::<Vec<_>>());
+        assert_eq!(ticked_failures, 3, "each failed try reaches the metrics");
         assert!(out.failed.is_empty(), "dropped {:?}", out.failed);
         assert_eq!(st.failures, 3);
         assert!(!st.gave_up);
@@ -1789,17 +1803,12 @@ mod tests {
             give_up_after: Duration::from_millis(200),
         };
         let started = Instant::now();
-        let st = run_group_commit(
-            &s,
-            rx,
-            &mut out,
-            Duration::ZERO,
-            Duration::from_millis(10),
-            retry,
-            || {},
-            |_| {},
-        );
+        let (st, ticked_failures) = commit_all(&s, rx, &mut out, retry);
         assert!(st.gave_up);
+        assert_eq!(
+            ticked_failures, st.failures,
+            "the metrics saw every failed try"
+        );
         assert!(started.elapsed() >= retry.give_up_after);
         assert!(started.elapsed() < Duration::from_secs(30));
         assert!(out.durable.is_empty());

@@ -433,7 +433,7 @@ impl MetricsHub {
         t.family(
             "tandem_commit_failures_total",
             "counter",
-            "Group commits that failed (their replies were withheld).",
+            "Tries of a group commit that failed: the batch is tried again, its replies held, and after 10 s of failures the server stops (exit code 3).",
         );
         t.sample("tandem_commit_failures_total", &[], c.stats.failures as f64);
         t.family(

@@ -380,7 +380,9 @@ impl Server {
     /// Opens the store, restores every lease, opens every socket and starts the threads. Any
     /// failure happens before a single packet is answered. `read_config` reads the
     /// configuration again for a reload (None: reload refused); `set_log_level` changes the
-    /// log filter then.
+    /// log filter then. If the store's commits keep failing, the committer raises SIGTERM on
+    /// the process ([`Server::store_failed`]): the caller blocks SIGTERM and waits for it (as
+    /// `tandem serve` does), or the default action ends the process.
     pub fn start(
         cfg: Config,
         read_config: Option<Box<dyn Fn() -> Result<Config, String> + Send + Sync>>,
@@ -774,8 +776,10 @@ impl Server {
         self.reloader.clone()
     }
 
-    /// Stops receiving, lets the committer write and answer everything queued, and returns.
-    pub fn shutdown(mut self) {
+    /// Stops receiving, lets the committer write and answer everything queued, and returns
+    /// whether the committer gave up on the store ([`Server::store_failed`]), before or
+    /// during the stop.
+    pub fn shutdown(mut self) -> bool {
         self.stop.store(true, Ordering::Relaxed);
         for h in self.workers.drain(..) {
             let _ = h.join();
@@ -821,5 +825,6 @@ impl Server {
             let (redirected, passed) = p.counts();
             info!(mode = p.mode, redirected, passed, "XDP program detached");
         }
+        self.store_failed()
     }
 }

@@ -253,6 +253,38 @@ fn run_gen(server: &str, args: &[&str], secs: u32) -> serde_json::Value {
     common::gen_json(&all, secs)
 }
 
+/// A flood of `clients` Rapid Commit IA_NA clients under fresh DUIDs (`seed`), each given
+/// 300 ms and `max_retries` retransmissions, for at most `phase_secs` (tandem-gen killed after
+/// `secs`).
+fn fresh_clients(
+    server: &str,
+    clients: u32,
+    seed: u32,
+    phase_secs: u32,
+    max_retries: u32,
+    secs: u32,
+) -> serde_json::Value {
+    run_gen(
+        server,
+        &[
+            "--clients",
+            &clients.to_string(),
+            "--seed",
+            &seed.to_string(),
+            "--rapid-commit",
+            "--mode",
+            "na",
+            "--phase-secs",
+            &phase_secs.to_string(),
+            "--timeout-ms",
+            "300",
+            "--max-retries",
+            &max_retries.to_string(),
+        ],
+        secs,
+    )
+}
+
 /// The warning and error lines of a server log.
 fn warnings(log: &std::path::Path) -> String {
     common::proc::read_lossy(log)
@@ -329,25 +361,7 @@ client_rate_per_sec = 0
     let end = Instant::now() + Duration::from_secs(120);
     let mut seed = 10;
     loop {
-        run_gen(
-            &listen,
-            &[
-                "--clients",
-                "40000",
-                "--seed",
-                &seed.to_string(),
-                "--rapid-commit",
-                "--mode",
-                "na",
-                "--phase-secs",
-                "20",
-                "--timeout-ms",
-                "300",
-                "--max-retries",
-                "1",
-            ],
-            40,
-        );
+        fresh_clients(&listen, 40000, seed, 20, 1, 40);
         seed += 1;
         let m = Scrape::get(&[], &url);
         if m.one("tandem_store_refusing_new_leases", &[]) == 1.0 {
@@ -596,25 +610,7 @@ client_rate_per_sec = 0
     // each).
     let mut seed = 1;
     while server.exited().is_none() && seed <= 20 {
-        run_gen(
-            &listen,
-            &[
-                "--clients",
-                "2000",
-                "--seed",
-                &seed.to_string(),
-                "--rapid-commit",
-                "--mode",
-                "na",
-                "--phase-secs",
-                "5",
-                "--timeout-ms",
-                "300",
-                "--max-retries",
-                "0",
-            ],
-            20,
-        );
+        fresh_clients(&listen, 2000, seed, 5, 0, 20);
         seed += 1;
     }
     let text = common::proc::read_lossy(&log);

@@ -1106,7 +1106,8 @@ pub fn lease_state_index(s: lease::LeaseState) -> usize {
     }
 }
 
-/// Runs the group committer until every sender of `rx` is gone: takes the first waiting job,
+/// Runs the group committer until every sender of `rx` is gone, or until it gives up on a store
+/// whose commits keep failing ([`CommitRetry`], [`CommitStats::gave_up`]): takes the first waiting job,
 /// under load waits until `min_interval` has passed since the last commit started ([`Pace`]),
 /// then takes everything else queued (up to [`COMMIT_BATCH_MAX`]), commits all in one transaction,
 /// and hands their `then` values to `sink`. Then, if the journal is due

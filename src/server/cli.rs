@@ -572,19 +572,18 @@ fn serve(args: ServeArgs) -> ExitCode {
             other => break other,
         }
     };
-    if server.store_failed() {
+    // The committer raises SIGTERM itself when it gives up on the store.
+    let why = if server.store_failed() {
         error!("stopping: the store cannot be written (see the errors above)");
-        if let Some(n) = &notifier {
-            let _ = n.send("STOPPING=1\nSTATUS=stopping: the store cannot be written");
-        }
-        server.shutdown();
-        return ExitCode::from(EXIT_STORE);
-    }
-    info!(signal = ?sig.ok(), "stopping: finishing queued commits");
+        "the store cannot be written"
+    } else {
+        info!(signal = ?sig.ok(), "stopping: finishing queued commits");
+        "finishing queued commits"
+    };
     if let Some(n) = &notifier {
-        let _ = n.send("STOPPING=1\nSTATUS=stopping: finishing queued commits");
+        let _ = n.send(&format!("STOPPING=1\nSTATUS=stopping: {why}"));
     }
-    // Commits being tried again when the signal came may still fail for good.
+    // Also when commits being tried again as the signal came fail for good.
     if server.shutdown() {
         error!("stopped: the store could not be written (see the errors above)");
         return ExitCode::from(EXIT_STORE);

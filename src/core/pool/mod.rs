@@ -147,6 +147,8 @@ pub struct Allocator {
     subnets: Vec<SubnetPools>,
     /// Shared, like the pools, with the allocator a reload builds.
     clients: Arc<[Mutex<TableMap<ResRef>>]>,
+    /// Each client-index shard's growth point ([`grow`]), worked out once.
+    shard_grow: [grow::GrowAt; CLIENT_SHARDS],
     seq: Arc<AtomicU64>,
     /// Built for a failover endpoint (pools added by a reload are built the same way).
     failover: bool,
@@ -198,6 +200,7 @@ impl Allocator {
                         .collect(),
                 })
                 .collect(),
+            shard_grow: std::array::from_fn(|k| grow::GrowAt::nth(grow::CLIENT_SHARDS_FROM + k)),
             clients: (0..CLIENT_SHARDS)
                 .map(|_| Mutex::new(TableMap::default()))
                 .collect(),
@@ -295,6 +298,7 @@ impl Allocator {
         let a = Allocator {
             subnets: out,
             clients: self.clients.clone(),
+            shard_grow: self.shard_grow,
             seq: self.seq.clone(),
             failover: self.failover,
         };
@@ -381,7 +385,7 @@ impl Allocator {
     fn lock_shard(&self, key: u128) -> MutexGuard<'_, TableMap<ResRef>> {
         let k = (spread(key) as usize) % CLIENT_SHARDS;
         let mut shard = lock(&self.clients[k]);
-        grow::GrowAt::nth(grow::CLIENT_SHARDS_FROM + k).before_insert(&mut shard);
+        self.shard_grow[k].before_insert(&mut shard);
         shard
     }
 

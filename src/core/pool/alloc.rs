@@ -758,6 +758,8 @@ pub(super) fn finish_restore_pool(pool: &PoolState) {
             v.sort_by_key(|i| sp.slots.get(i).map_or(0, |s| s.lease.expires_at));
             sp.free[b] = v.into();
         }
+        // The store gives leases back in key order, which need not be the lanes' order.
+        sp.slots.compact();
         sp.settle_cursors();
     }
 }

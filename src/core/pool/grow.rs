@@ -60,6 +60,14 @@ impl GrowAt {
         }
     }
 
+    /// Before `vec` is lengthened: doubles it now if it is past its point.
+    pub(super) fn before_extend<T>(self, vec: &mut Vec<T>) {
+        let (len, capacity) = (vec.len(), vec.capacity());
+        if self.due(len, capacity) {
+            vec.reserve(capacity - len + 1);
+        }
+    }
+
     /// Before a push onto `queue`: doubles it now if it is past its point.
     pub(super) fn before_push<T>(self, queue: &mut VecDeque<T>) {
         let (len, capacity) = (queue.len(), queue.capacity());

@@ -37,6 +37,7 @@ mod merge;
 mod operator;
 mod rules;
 mod share;
+mod slots;
 mod subpool;
 #[cfg(test)]
 mod tests;
@@ -444,7 +445,7 @@ impl Allocator {
                         sp.slots
                             .iter()
                             .filter(|(_, s)| s.lease.state != LeaseState::Offered)
-                            .map(|(&i, _)| i),
+                            .map(|(i, _)| i),
                     );
                     order.sort_unstable();
                     for i in &order {

@@ -4,6 +4,7 @@
 use super::PoolUsage;
 use super::expiry::ExpiryIndex;
 use super::grow::GrowAt;
+use super::slots::SlotTable;
 use crate::config::{Lifetimes, PoolConfig, ResourceKind};
 use crate::lease::{Lease, LeaseState};
 use std::collections::{BTreeSet, HashMap, VecDeque};
@@ -44,7 +45,7 @@ pub(super) struct SubPool {
     /// Whether this table serves a failover endpoint (PENDING-FREE applies).
     pub(super) failover: bool,
     /// Every resource that is or was in use, by index.
-    pub(super) slots: super::TableMap<Slot>,
+    pub(super) slots: SlotTable,
     /// (end of state, index) for every slot whose state ends by time and is not an offer:
     /// active, declined.
     pub(super) expiry: ExpiryIndex,
@@ -67,7 +68,7 @@ pub(super) struct SubPool {
     /// which free prefixes each may delegate ([`SubPool::set_backup_share`]). `None`: owner by
     /// parity (addresses, and prefixes of a server without a partner).
     pub(super) backup_share: Option<u128>,
-    /// When `slots` and `offers` grow ([`GrowAt`]: the sub-pools of a pool fill alike, so
+    /// When `offers` grows ([`GrowAt`]: the sub-pools of a pool fill alike, so
     /// they would otherwise all double at once).
     grow: GrowAt,
 }
@@ -91,7 +92,7 @@ impl SubPool {
             flip,
             pending: VecDeque::new(),
             failover,
-            slots: super::TableMap::default(),
+            slots: SlotTable::by_parity(start, end, flip, grow),
             expiry: ExpiryIndex::growing_at(grow),
             offers: VecDeque::new(),
             ended: BTreeSet::new(),
@@ -117,6 +118,7 @@ impl SubPool {
         self.backup_share = Some(share);
         if first {
             self.cursor = [self.end, self.start];
+            self.slots.split_at_ends();
             self.settle_cursors();
         }
         let mut moved: [Vec<u128>; 2] = [Vec::new(), Vec::new()];
@@ -368,9 +370,6 @@ impl SubPool {
         let pend = lease.state.is_free() && !reusable && !in_pending;
         if pend {
             self.pending.push_back(index);
-        }
-        if old_state.is_none() {
-            self.grow.before_insert(&mut self.slots);
         }
         self.slots.insert(
             index,

@@ -4,7 +4,7 @@
 
 use crate::config::{Config, KeyKind, OptionSet, Reservation, ResourceKind, SubnetConfig};
 use crate::lease::Lease;
-use crate::pool::{AcquireMode, Allocator, ClientIa, Extended, Granted, Rules};
+use crate::pool::{AcquireMode, Allocator, ClientIa, Extended, Granted, MessageBytes, Rules};
 use crate::wire::{
     self, Message, MessageType, MessageWriter, OptionIter, OptionWriter, RelayHop, StatusCode,
     WireError, opt,
@@ -447,6 +447,8 @@ impl Engine {
             return Err(Dropped::NoClientId);
         }
         let duid = client_id.unwrap_or(&[]);
+        // Made once for all of the message's IAs, when a new record first needs them.
+        let bytes = MessageBytes::default();
         if ty == T::InformationRequest {
             if msg.ia_nas().next().is_some() || msg.ia_pds().next().is_some() {
                 return Err(Dropped::NothingToAnswer);
@@ -526,7 +528,7 @@ impl Engine {
                 let mut any = false;
                 let mut used = UsedPools::default();
                 for ia in ia_requests(msg, self.ias_max()) {
-                    let c = ia.client(subnet, duid, relay, reservation);
+                    let c = ia.client(subnet, duid, relay, reservation, &bytes);
                     let mut hints = [Ipv6Addr::UNSPECIFIED; RESOURCES_PER_IA_MAX];
                     for (h, (a, _)) in hints.iter_mut().zip(ia.named()) {
                         *h = *a;
@@ -578,7 +580,7 @@ impl Engine {
                 // and keeps its lease (issue 10 item 4). Checked before anything changes.
                 if policy.catching_up {
                     for ia in ia_requests(msg, self.ias_max()) {
-                        let c = ia.client(subnet, duid, relay, reservation);
+                        let c = ia.client(subnet, duid, relay, reservation, &bytes);
                         if ia
                             .named()
                             .iter()
@@ -591,7 +593,7 @@ impl Engine {
                 let mut w = self.start(out, T::Reply, msg, hops);
                 let mut used = UsedPools::default();
                 for ia in ia_requests(msg, self.ias_max()) {
-                    let c = ia.client(subnet, duid, relay, reservation);
+                    let c = ia.client(subnet, duid, relay, reservation, &bytes);
                     let mut results =
                         [(Ipv6Addr::UNSPECIFIED, 0u8, Extended::NotInPool); RESOURCES_PER_IA_MAX];
                     for (r, (addr, len)) in results.iter_mut().zip(ia.named()) {
@@ -631,7 +633,7 @@ impl Engine {
                     },
                 );
                 for ia in ia_requests(msg, self.ias_max()) {
-                    let c = ia.client(subnet, duid, relay, reservation);
+                    let c = ia.client(subnet, duid, relay, reservation, &bytes);
                     let mut all = true;
                     for (addr, _) in ia.named() {
                         all &= self.alloc.end(now, &c, *addr, hold, writes);
@@ -770,6 +772,7 @@ impl IaRequest {
         duid: &'d [u8],
         relay: &'d [u8],
         reservation: Option<(u64, &'d Reservation)>,
+        bytes: &'d MessageBytes,
     ) -> ClientIa<'d> {
         ClientIa {
             subnet,
@@ -778,6 +781,7 @@ impl IaRequest {
             iaid: self.iaid,
             reservation,
             relay,
+            bytes: Some(bytes),
         }
     }
 

@@ -1134,6 +1134,7 @@ pools = [{ range = "2001:db8:1::100-2001:db8:1::1ff" }]
                 iaid: 1,
                 reservation: None,
                 relay: &[],
+                bytes: None,
             };
             let mode = crate::pool::AcquireMode::Grant;
             if node
@@ -1251,6 +1252,7 @@ pools = [{ range = "2001:db8:1::100-2001:db8:1::1ff" }]
             iaid: 1,
             reservation: None,
             relay: &[],
+            bytes: None,
         };
         let mut w = Vec::new();
         let x = nodes[1]

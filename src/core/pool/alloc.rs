@@ -70,10 +70,11 @@ impl Allocator {
         let sub = &self.subnets[c.subnet];
         let p = &sub.pools[r.pool as usize].cfg;
         // A renewal usually names the same client through the same relays: the record's own
-        // bytes are shared instead of allocated again.
+        // bytes are shared instead of allocated again; else the message's, which its other
+        // IAs share.
         let held = sp.slots.get(&r.index).map(|s| &s.lease);
-        let duid = crate::lease::SharedBytes::reusing(held.map(|l| &l.duid), c.duid);
-        let relay = crate::lease::SharedBytes::reusing(held.map(|l| &l.relay), c.relay);
+        let duid = c.duid_bytes(held.map(|l| &l.duid));
+        let relay = c.relay_bytes(held.map(|l| &l.relay));
         let lease = Lease {
             kind: c.kind,
             addr: p.resource(r.index),

@@ -20,7 +20,7 @@
 //! PENDING-FREE, partner updates); this file holds the table and its read-only queries.
 
 use crate::config::{PoolConfig, Reservation, ResourceKind, SubnetConfig};
-use crate::lease::{Lease, LeaseState};
+use crate::lease::{Lease, LeaseState, SharedBytes};
 use alloc::finish_restore_pool;
 pub use operator::OperatorRefusal;
 use std::collections::HashMap;
@@ -172,6 +172,50 @@ pub struct ClientIa<'a> {
     /// The relay data of the client's message (`wire::relay_data`; empty if it came
     /// directly), kept with what it is granted or renewed.
     pub relay: &'a [u8],
+    /// The message's `duid` and `relay` as shared bytes, made once for all of its IAs (`None`:
+    /// each new record copies them).
+    pub bytes: Option<&'a MessageBytes>,
+}
+
+/// A client message's DUID and relay data as the shared bytes leases keep, made at most once
+/// for all of the message's IAs: a client that asks for an address and a prefix in one message
+/// (the usual CPE) has one copy of each for both leases, where each lease had its own (about
+/// 130 bytes a client in the bench's relayed case). Per message, on one thread.
+#[derive(Debug, Default)]
+pub struct MessageBytes {
+    duid: std::cell::OnceCell<SharedBytes>,
+    relay: std::cell::OnceCell<SharedBytes>,
+}
+
+impl ClientIa<'_> {
+    /// The client's DUID as a new record keeps it: `held`'s (the record it replaces) when the
+    /// same, else the message's shared copy.
+    fn duid_bytes(&self, held: Option<&SharedBytes>) -> SharedBytes {
+        shared_bytes(held, self.duid, self.bytes.map(|b| &b.duid))
+    }
+
+    /// The relay data as a new record keeps it, as [`ClientIa::duid_bytes`].
+    fn relay_bytes(&self, held: Option<&SharedBytes>) -> SharedBytes {
+        shared_bytes(held, self.relay, self.bytes.map(|b| &b.relay))
+    }
+}
+
+/// `bytes` as shared bytes: `held` when it holds them, else what `cell` made for the message
+/// (made now if no IA did yet), else a copy.
+fn shared_bytes(
+    held: Option<&SharedBytes>,
+    bytes: &[u8],
+    cell: Option<&std::cell::OnceCell<SharedBytes>>,
+) -> SharedBytes {
+    if let Some(h) = held
+        && **h == *bytes
+    {
+        return h.clone();
+    }
+    match cell.map(|c| c.get_or_init(|| SharedBytes::new(bytes))) {
+        Some(made) if **made == *bytes => made.clone(),
+        _ => SharedBytes::new(bytes),
+    }
 }
 
 impl Allocator {

@@ -188,6 +188,7 @@ impl Allocator {
             iaid: held.iaid,
             reservation: None,
             relay: &[],
+            bytes: None,
         };
         let mut writes = Vec::with_capacity(1);
         // `end` checks again under the sub-pool's lock: a client may have released it meanwhile.

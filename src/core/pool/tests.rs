@@ -19,6 +19,7 @@ fn ia(duid: &[u8], iaid: u32) -> ClientIa<'_> {
         iaid,
         reservation: None,
         relay: &[],
+        bytes: None,
     }
 }
 
@@ -395,6 +396,7 @@ fn prefix_pool_of_millions_allocates_without_scanning() {
         iaid: 1,
         reservation: None,
         relay: &[],
+        bytes: None,
     };
     let g = a
         .acquire(0, &c1, &[], AcquireMode::Grant, &Rules::STANDALONE, &mut w)
@@ -407,6 +409,80 @@ fn prefix_pool_of_millions_allocates_without_scanning() {
         idx / (p.count / 64),
         home as u128,
         "allocated in the client's home sub-pool"
+    );
+}
+
+/// A message's IA_NA and IA_PD keep one copy of its DUID and relay data between them, and the
+/// grant that follows an offer keeps the offer's; without the message's bytes each record makes
+/// its own.
+#[test]
+fn one_message_s_leases_share_its_duid_and_relay_data() {
+    let t = "[server]\nlisten=[\"[::1]:5547\"]\n[[subnet]]\nid=1\nprefix=\"2001:db8::/64\"\npools=[{range=\"2001:db8::100-2001:db8::1ff\"}]\npd_pools=[{prefix=\"2001:db8:8000::/48\", delegated_len=56}]\n";
+    let c = config::parse("t", t).unwrap();
+    let a = Allocator::new(&c.subnets);
+    let (duid, relay) = (b"client-duid".as_slice(), b"relay data".as_slice());
+    let client = |kind, bytes| ClientIa {
+        subnet: 0,
+        kind,
+        duid,
+        iaid: 7,
+        reservation: None,
+        relay,
+        bytes,
+    };
+    let same = |x: &crate::lease::SharedBytes, y: &crate::lease::SharedBytes| {
+        assert_eq!(**x, **y);
+        x.as_ptr() == y.as_ptr()
+    };
+    let mut w = Vec::new();
+    let offer = AcquireMode::Offer { hold_secs: 60 };
+    let solicit = MessageBytes::default();
+    let mut offered = Vec::new();
+    for kind in [ResourceKind::Address, ResourceKind::Prefix] {
+        let g = a
+            .acquire(
+                10,
+                &client(kind, Some(&solicit)),
+                &[],
+                offer,
+                &Rules::STANDALONE,
+                &mut w,
+            )
+            .unwrap();
+        offered.push(a.lookup(kind, g.addr).unwrap());
+    }
+    assert!(same(&offered[0].duid, &offered[1].duid));
+    assert!(same(&offered[0].relay, &offered[1].relay));
+    let request = MessageBytes::default();
+    for (kind, o) in [ResourceKind::Address, ResourceKind::Prefix]
+        .into_iter()
+        .zip(&offered)
+    {
+        let c = client(kind, Some(&request));
+        let g = a
+            .acquire(11, &c, &[], AcquireMode::Grant, &Rules::STANDALONE, &mut w)
+            .unwrap();
+        let l = a.lookup(kind, g.addr).unwrap();
+        assert_eq!(l.state, LeaseState::Active);
+        assert!(same(&l.duid, &o.duid), "the grant keeps the offer's bytes");
+        assert!(same(&l.relay, &o.relay));
+    }
+    let (x, y) = (b"another".as_slice(), b"one".as_slice());
+    let mut own = Vec::new();
+    for (kind, d) in [(ResourceKind::Address, x), (ResourceKind::Address, y)] {
+        let c = ClientIa {
+            duid: d,
+            bytes: None,
+            ..client(kind, None)
+        };
+        let g = a
+            .acquire(12, &c, &[], offer, &Rules::STANDALONE, &mut w)
+            .unwrap();
+        own.push(a.lookup(kind, g.addr).unwrap());
+    }
+    assert!(
+        !same(&own[0].relay, &own[1].relay),
+        "no message bytes: a copy each"
     );
 }
 
@@ -544,6 +620,7 @@ fn partner_half_opens_only_at_its_time_for_prefixes_never_for_addresses() {
         iaid: 1,
         reservation: None,
         relay: &[],
+        bytes: None,
     };
     // Prefixes: our half (2 of 4) first, then nothing until the partner's half opens.
     let p1 = a
@@ -1890,6 +1967,7 @@ fn pd_ia(duid: &[u8]) -> ClientIa<'_> {
         iaid: 1,
         reservation: None,
         relay: &[],
+        bytes: None,
     }
 }
 

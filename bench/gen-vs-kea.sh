@@ -36,7 +36,7 @@ PERIOD=4              # seconds of sending per trial (--clients = rate x PERIOD)
 SLACK=0               # --phase-secs = PERIOD + SLACK. 0: whatever is not done when the sending
                       # period ends counts as failed, so a server slower than the rate fails
 START_RATE=4000       # search grid: START_RATE x 2^k
-MAX_RATE=128000       # doubling stops here
+MAX_RATE=256000       # doubling stops here
 MIN_RATE=500          # halving stops here
 BISECT=3              # bisection steps once a pass and a failure bracket the rate
 BUDGET=400            # seconds after the build: past this, searches stop early (noted)

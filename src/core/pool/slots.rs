@@ -22,12 +22,12 @@ use super::subpool::Slot;
 /// are held empty, 128 bytes each); a farther one goes to the sparse map.
 pub(super) const LANE_GAP_MAX: usize = 64;
 
-/// A walk over the sub-pool's range: position `p` is index `origin + p * stride` (upward) or
-/// `origin - p * stride` (downward).
+/// A walk over the sub-pool's range: position `p` is index `origin + (p << shift)` (upward)
+/// or `origin - (p << shift)` (downward); `shift` 1 walks every other index.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Walk {
     origin: u128,
-    stride: u128,
+    shift: u32,
     down: bool,
 }
 
@@ -53,15 +53,15 @@ impl Lane {
         } else {
             index.checked_sub(w.origin)?
         };
-        if d % w.stride != 0 {
+        if d & ((1 << w.shift) - 1) != 0 {
             return None;
         }
-        usize::try_from(d / w.stride).ok()
+        usize::try_from(d >> w.shift).ok()
     }
 
     /// Index at position `p`.
     fn index(&self, p: usize) -> u128 {
-        let d = p as u128 * self.walk.stride;
+        let d = (p as u128) << self.walk.shift;
         if self.walk.down {
             self.walk.origin - d
         } else {
@@ -102,7 +102,7 @@ impl SlotTable {
         let lane = |b| {
             Lane::new(Walk {
                 origin: first(b),
-                stride: 2,
+                shift: 1,
                 down: false,
             })
         };
@@ -122,12 +122,12 @@ impl SlotTable {
     pub(super) fn split_at_ends(&mut self) {
         let up = Walk {
             origin: self.start,
-            stride: 1,
+            shift: 0,
             down: false,
         };
         let down = Walk {
             origin: self.end.saturating_sub(1).max(self.start),
-            stride: 1,
+            shift: 0,
             down: true,
         };
         if self.lanes[0].walk == up && self.lanes[1].walk == down {

@@ -6,20 +6,23 @@
 //! known origins, and most slots are kept in *lanes*: vectors by position along a cursor's walk,
 //! with no key and no hashing. A lookup there is one memory access (a hash map's is two:
 //! control bytes, then the entry), a new lease on the cursor lands next to the last one, and a
-//! growing lane touches only the memory it fills, where a hash map's doubling writes all of a
-//! table twice its size at once (`docs/performance.md`, "What degrades a long search").
+//! growing lane copies what it holds at most (a large block is often remapped instead) and
+//! touches new memory as it fills, where a hash map's doubling writes all of a table twice its
+//! size at once (`docs/performance.md`, "What degrades a long search").
 //!
 //! An index far past a lane's end (a restored lease beyond a long run of forgotten records, a
-//! partner's update, a reservation) goes to a small hash map instead, and moves into the lane
-//! when the lane reaches it. Each index is in one place: the first lane that covers it, or else
-//! the map.
+//! partner's update, a reservation, a client's hint) goes to a hash map instead, and moves into
+//! the lane when the lane reaches it. A lane grows over empty positions only while they number
+//! at most its slots plus [`LANE_GAP_MAX`], so hints cannot spread it thin. Each index is in one place: the first
+//! lane that covers it, or else the map.
 
 use super::TableMap;
 use super::grow::GrowAt;
 use super::subpool::Slot;
 
 /// How far past a lane's end an index may lie and still extend the lane (the positions between
-/// are held empty, 128 bytes each); a farther one goes to the sparse map.
+/// are held empty, 128 bytes each); a farther one goes to the sparse map. A lane extends over
+/// empty positions only while they stay at most its slots plus this ([`Lane::may_skip`]).
 pub(super) const LANE_GAP_MAX: usize = 64;
 
 /// A walk over the sub-pool's range: position `p` is index `origin + (p << shift)` (upward)
@@ -35,6 +38,8 @@ struct Walk {
 struct Lane {
     walk: Walk,
     slots: Vec<Option<Slot>>,
+    /// Positions that hold a slot.
+    filled: usize,
 }
 
 impl Lane {
@@ -42,7 +47,16 @@ impl Lane {
         Lane {
             walk,
             slots: Vec::new(),
+            filled: 0,
         }
+    }
+
+    /// Whether the lane may grow over `gap` empty positions: at once next to its end, else
+    /// while its empty positions, those included, stay at most its slots plus [`LANE_GAP_MAX`]
+    /// (the slack lets a lane start behind reserved resources or forgotten records).
+    fn may_skip(&self, gap: usize) -> bool {
+        let empty = self.slots.len() - self.filled;
+        gap == 0 || (gap <= LANE_GAP_MAX && empty + gap <= self.filled + LANE_GAP_MAX)
     }
 
     /// Position of `index` along this lane's walk, if the walk passes it.
@@ -59,13 +73,19 @@ impl Lane {
         usize::try_from(d >> w.shift).ok()
     }
 
-    /// Index at position `p`.
+    /// Index at position `p` (a position the lane holds).
     fn index(&self, p: usize) -> u128 {
-        let d = (p as u128) << self.walk.shift;
+        self.index_checked(p)
+            .expect("a lane position lies inside u128")
+    }
+
+    /// Index at position `p`, if the walk reaches one there.
+    fn index_checked(&self, p: usize) -> Option<u128> {
+        let d = (p as u128).checked_shl(self.walk.shift)?;
         if self.walk.down {
-            self.walk.origin - d
+            self.walk.origin.checked_sub(d)
         } else {
-            self.walk.origin + d
+            self.walk.origin.checked_add(d)
         }
     }
 
@@ -82,9 +102,8 @@ pub(super) struct SlotTable {
     end: u128,
     lanes: [Lane; 2],
     sparse: TableMap<Slot>,
-    /// Slots held in lanes.
-    in_lanes: usize,
-    /// When a lane's vector grows ([`GrowAt`]: the sub-pools of a pool fill alike).
+    /// When a lane's vector or the sparse map grows ([`GrowAt`]: the sub-pools of a pool fill
+    /// alike).
     grow: GrowAt,
 }
 
@@ -111,7 +130,6 @@ impl SlotTable {
             end,
             lanes: [lane(0), lane(1)],
             sparse: TableMap::default(),
-            in_lanes: 0,
             grow,
         }
     }
@@ -154,9 +172,9 @@ impl SlotTable {
                 }
             }
         }
-        all.extend(self.sparse.drain());
+        // Taken, not drained: the map does not keep the capacity of what it held.
+        all.extend(std::mem::take(&mut self.sparse));
         self.lanes = [Lane::new(a), Lane::new(b)];
-        self.in_lanes = 0;
         let nearest = |i: u128| {
             self.lanes
                 .iter()
@@ -206,8 +224,9 @@ impl SlotTable {
     pub(super) fn insert(&mut self, index: u128, slot: Slot) -> Option<Slot> {
         debug_assert!((self.start..self.end).contains(&index));
         if let Some((l, p)) = self.place(index) {
-            let old = self.lanes[l].slots[p].replace(slot);
-            self.in_lanes += usize::from(old.is_none());
+            let lane = &mut self.lanes[l];
+            let old = lane.slots[p].replace(slot);
+            lane.filled += usize::from(old.is_none());
             return old;
         }
         if let Some(s) = self.sparse.get_mut(&index) {
@@ -221,16 +240,19 @@ impl SlotTable {
             .filter_map(|(l, lane)| {
                 let p = lane.position(index)?;
                 let gap = p.checked_sub(lane.slots.len())?;
-                (gap <= LANE_GAP_MAX).then_some((gap, l, p))
+                lane.may_skip(gap).then_some((gap, l, p))
             })
             .min();
         match extend {
             Some((_, l, p)) => {
-                self.extend_lane(l, p + 1);
-                self.lanes[l].slots[p] = Some(slot);
-                self.in_lanes += 1;
+                self.extend_lane(l, p);
+                let lane = &mut self.lanes[l];
+                lane.slots.push(Some(slot));
+                lane.filled += 1;
+                self.absorb(l);
             }
             None => {
+                self.grow.before_insert(&mut self.sparse);
                 self.sparse.insert(index, slot);
             }
         }
@@ -248,8 +270,30 @@ impl SlotTable {
             } else {
                 self.sparse.remove(&lane.index(p))
             };
-            self.in_lanes += usize::from(moved.is_some());
+            lane.filled += usize::from(moved.is_some());
             lane.slots.push(moved);
+        }
+    }
+
+    /// Moves into lane `l` the run of slots the sparse map holds right past its end (a run
+    /// restored beyond a gap, which the lane has now reached).
+    fn absorb(&mut self, l: usize) {
+        let lane = &mut self.lanes[l];
+        while !self.sparse.is_empty() {
+            // Past the sub-pool's range the run ends; and an index the other lane holds (the
+            // two meet under a split) is not in the map, so it ends there too.
+            let Some(i) = lane.index_checked(lane.slots.len()) else {
+                break;
+            };
+            if !(self.start..self.end).contains(&i) {
+                break;
+            }
+            let Some(s) = self.sparse.remove(&i) else {
+                break;
+            };
+            self.grow.before_extend(&mut lane.slots);
+            lane.slots.push(Some(s));
+            lane.filled += 1;
         }
     }
 
@@ -257,8 +301,9 @@ impl SlotTable {
     pub(super) fn remove(&mut self, index: &u128) -> Option<Slot> {
         match self.place(*index) {
             Some((l, p)) => {
-                let old = self.lanes[l].slots[p].take();
-                self.in_lanes -= usize::from(old.is_some());
+                let lane = &mut self.lanes[l];
+                let old = lane.slots[p].take();
+                lane.filled -= usize::from(old.is_some());
                 old
             }
             None => self.sparse.remove(index),
@@ -267,7 +312,7 @@ impl SlotTable {
 
     /// Number of slots.
     pub(super) fn len(&self) -> usize {
-        self.in_lanes + self.sparse.len()
+        self.lanes.iter().map(|l| l.filled).sum::<usize>() + self.sparse.len()
     }
 
     /// Every (index, slot), in no particular order.
@@ -382,20 +427,77 @@ mod tests {
         for i in (0..5000).step_by(2) {
             t.insert(i, slot(i as u64));
         }
-        assert_eq!(t.sparse_len(), 1, "the lane ends just before it");
-        t.insert(5002, slot(5002));
-        assert_eq!(t.sparse_len(), 0, "the lane took it in on the way");
+        assert_eq!(t.sparse_len(), 0, "the lane took it in when it reached it");
         assert_eq!(t[&5000].lease.seq, 5000);
         let mut t = SlotTable::by_parity(0, 10_000, 0, GrowAt::nth(0));
         for i in (0..2000).rev() {
             t.insert(i, slot(i as u64));
         }
-        assert!(t.sparse_len() > 1000);
+        assert_eq!(
+            (t.len(), t.sparse_len()),
+            (2000, 0),
+            "each lane took in the whole run when it reached it"
+        );
         t.compact();
         assert_eq!((t.len(), t.sparse_len()), (2000, 0));
         t.split_at_ends();
         assert_eq!((t.len(), t.sparse_len()), (2000, 0));
         assert_eq!(t[&1999].lease.seq, 1999);
+    }
+
+    /// Indices far apart (a client's hints walking up the range) do not spread a lane thin:
+    /// it grows over empty positions only while they are at most its slots plus the slack.
+    #[test]
+    fn scattered_indices_do_not_spread_a_lane() {
+        let mut t = SlotTable::by_parity(0, 1 << 40, 0, GrowAt::nth(0));
+        for k in 0..10u128 {
+            t.insert(2 * k, slot(1));
+        }
+        for k in 0..1000u128 {
+            t.insert(20 + k * 2 * LANE_GAP_MAX as u128, slot(2));
+        }
+        let lane = &t.lanes[0];
+        assert!(
+            lane.slots.len() - lane.filled <= lane.filled + LANE_GAP_MAX,
+            "{} positions for {} slots",
+            lane.slots.len(),
+            lane.filled
+        );
+        assert_eq!(t.len(), 1010);
+    }
+
+    /// A cursor that starts behind a few reserved (skipped) resources still fills a lane.
+    #[test]
+    fn a_lane_starts_behind_skipped_positions() {
+        let mut t = SlotTable::by_parity(0, 10_000, 0, GrowAt::nth(0));
+        for i in (20..2000).step_by(2) {
+            t.insert(i, slot(i as u64));
+        }
+        assert_eq!((t.len(), t.sparse_len()), (990, 0));
+    }
+
+    /// After a restart whose leases lie beyond a gap longer than a lane may skip, the run past
+    /// the gap waits in the map until the cursor's new leases fill the gap, then moves in.
+    #[test]
+    fn a_run_restored_beyond_a_gap_joins_the_lane_once_the_gap_fills() {
+        let mut t = SlotTable::by_parity(0, 10_000, 0, GrowAt::nth(0));
+        let run = |from: u128, n: u128| (0..n).map(move |k| from + 2 * k);
+        for i in run(0, 100).chain(run(400, 100)) {
+            t.insert(i, slot(i as u64));
+        }
+        t.compact();
+        assert_eq!(t.sparse_len(), 100, "past a gap of 100 positions");
+        for i in run(200, 100) {
+            t.insert(i, slot(i as u64));
+        }
+        assert_eq!((t.len(), t.sparse_len()), (300, 0));
+        assert_eq!(t.lanes[0].slots.len(), 300);
+        t.insert(600, slot(600));
+        assert_eq!(
+            t.lanes[0].slots.len(),
+            301,
+            "new leases land in the lane again"
+        );
     }
 
     #[derive(Debug, Clone)]

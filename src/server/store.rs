@@ -1233,6 +1233,11 @@ pub fn run_group_commit<R, S: AfterCommit<R>>(
                             failed_for_ms = f.since.elapsed().as_millis() as u64,
                             "store: group commits keep failing; giving up: the server stops, as the leases in memory may be ahead of the disk (a failover partner sees the link drop)"
                         );
+                        // What the workers queued behind the batch is withheld too: the
+                        // log's count is every reply that will not go out.
+                        while let Ok(j) = rx.try_recv() {
+                            jobs.push(j);
+                        }
                         released.extend(jobs.drain(..).filter_map(|j| j.then));
                         sink.failed(&mut released, &e);
                         released.clear();
@@ -1786,15 +1791,16 @@ mod tests {
     }
 
     /// A store whose commits keep failing: after `give_up_after` the committer drops the
-    /// replies it held and returns, saying so, while the senders are still there (the server
-    /// then stops).
+    /// replies it held, and those queued behind its batch, and returns, saying so, while the
+    /// senders are still there (the server then stops).
     #[test]
     fn a_store_that_keeps_failing_stops_the_committer() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(dir.path(), 16, true).unwrap();
         s.fail_commits.store(u64::MAX, Ordering::Relaxed);
-        let (tx, rx) = crossbeam_channel::bounded(16);
-        for i in 0..3u32 {
+        let queued = COMMIT_BATCH_MAX as u32 + 3;
+        let (tx, rx) = crossbeam_channel::bounded(queued as usize);
+        for i in 0..queued {
             tx.send(job_at(i)).unwrap();
         }
         let mut out = Outcomes::default();
@@ -1813,7 +1819,11 @@ mod tests {
         assert!(started.elapsed() >= retry.give_up_after);
         assert!(started.elapsed() < Duration::from_secs(30));
         assert!(out.durable.is_empty());
-        assert_eq!(out.failed, vec![0, 1, 2]);
+        assert_eq!(
+            out.failed,
+            (0..queued).collect::<Vec<_>>(),
+            "the batch's replies, then those still queued"
+        );
         assert!(st.failures >= 2, "tried again: {}", st.failures);
         assert_eq!(st.commits, 0);
         drop(tx);

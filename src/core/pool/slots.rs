@@ -12,9 +12,9 @@
 //!
 //! An index far past a lane's end (a restored lease beyond a long run of forgotten records, a
 //! partner's update, a reservation, a client's hint) goes to a hash map instead, and moves into
-//! the lane when the lane reaches it. A lane grows over empty positions only while they number
-//! at most its slots plus [`LANE_GAP_MAX`], so hints cannot spread it thin. Each index is in one place: the first
-//! lane that covers it, or else the map.
+//! the lane, with the run that follows it, when the lane reaches it. A lane grows over empty
+//! positions only while they number at most its slots plus [`LANE_GAP_MAX`], so hints cannot
+//! spread it thin. Each index is in one place: the first lane that covers it, or else the map.
 
 use super::TableMap;
 use super::grow::GrowAt;

@@ -109,13 +109,17 @@ impl SharedBytes {
         SharedBytes((!bytes.is_empty()).then(|| bytes.into()))
     }
 
-    /// `bytes`, sharing `held`'s buffer when it holds the same bytes (a renewal through the
-    /// same relays), else a copy.
-    pub fn reusing(held: Option<&SharedBytes>, bytes: &[u8]) -> SharedBytes {
-        match held {
-            Some(h) if **h == *bytes => h.clone(),
-            _ => SharedBytes::new(bytes),
-        }
+    /// `bytes`, sharing the buffer of the first of `held` that holds the same bytes (the
+    /// record a renewal replaces, another IA of the same message), else a copy. `held` is
+    /// read only as far as the first match.
+    pub fn reusing<'a>(
+        held: impl IntoIterator<Item = &'a SharedBytes>,
+        bytes: &[u8],
+    ) -> SharedBytes {
+        held.into_iter()
+            .find(|h| ***h == *bytes)
+            .cloned()
+            .unwrap_or_else(|| SharedBytes::new(bytes))
     }
 }
 

@@ -50,29 +50,32 @@ impl GrowAt {
         len >= GROW_FROM_LEN && len < capacity && (len + 1) as f64 > capacity as f64 * self.0
     }
 
+    /// For a table of `len` entries and `capacity`: how many more to reserve now, if it is past
+    /// its point (one more than it holds, which makes the table double).
+    fn early(self, len: usize, capacity: usize) -> Option<usize> {
+        self.due(len, capacity).then(|| capacity - len + 1)
+    }
+
     /// Before an insert that may add a key to `map`: doubles it now if it is past its point
     /// (asking for one more than it holds makes hashbrown double it, or rehash it in place
     /// if deleted entries take much of it).
     pub(super) fn before_insert<K: Eq + Hash, V, S: BuildHasher>(self, map: &mut HashMap<K, V, S>) {
-        let (len, capacity) = (map.len(), map.capacity());
-        if self.due(len, capacity) {
-            map.reserve(capacity - len + 1);
+        if let Some(more) = self.early(map.len(), map.capacity()) {
+            map.reserve(more);
         }
     }
 
     /// Before `vec` is lengthened: doubles it now if it is past its point.
     pub(super) fn before_extend<T>(self, vec: &mut Vec<T>) {
-        let (len, capacity) = (vec.len(), vec.capacity());
-        if self.due(len, capacity) {
-            vec.reserve(capacity - len + 1);
+        if let Some(more) = self.early(vec.len(), vec.capacity()) {
+            vec.reserve(more);
         }
     }
 
     /// Before a push onto `queue`: doubles it now if it is past its point.
     pub(super) fn before_push<T>(self, queue: &mut VecDeque<T>) {
-        let (len, capacity) = (queue.len(), queue.capacity());
-        if self.due(len, capacity) {
-            queue.reserve(capacity - len + 1);
+        if let Some(more) = self.early(queue.len(), queue.capacity()) {
+            queue.reserve(more);
         }
     }
 }

@@ -201,21 +201,16 @@ impl ClientIa<'_> {
 }
 
 /// `bytes` as shared bytes: `held` when it holds them, else what `cell` made for the message
-/// (made now if no IA did yet), else a copy.
+/// (made now if no IA did yet, and only then), else a copy.
 fn shared_bytes(
     held: Option<&SharedBytes>,
     bytes: &[u8],
     cell: Option<&std::cell::OnceCell<SharedBytes>>,
 ) -> SharedBytes {
-    if let Some(h) = held
-        && **h == *bytes
-    {
-        return h.clone();
-    }
-    match cell.map(|c| c.get_or_init(|| SharedBytes::new(bytes))) {
-        Some(made) if **made == *bytes => made.clone(),
-        _ => SharedBytes::new(bytes),
-    }
+    let made = cell
+        .into_iter()
+        .map(|c| c.get_or_init(|| SharedBytes::new(bytes)));
+    SharedBytes::reusing(held.into_iter().chain(made), bytes)
 }
 
 impl Allocator {

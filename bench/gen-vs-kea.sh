@@ -59,6 +59,8 @@ DO_BUILD=1
 KEEP_LOGS=""
 WRITE_RESULTS=1
 PIN=""                # --pin S,C: server on CPU list S, generator on CPU list C (taskset)
+NAPI_THREADS=0        # --napi-threads: each veth end receives in NAPI threads on its side's CPU
+RPS=0                 # --rps: each veth end's receive stack runs on its side's CPU (RPS)
 KEA_MT_QUEUE=64       # Kea MT packet-queue-size (64: as in perfdhcp-vs-kea.sh, Kea's default)
 REPEAT_MARGINAL=1     # repeat a marginal failure (all shares < 2x the limit) once per search
 STEAL_LIMIT=10        # --steal-limit: a search trial that fails while the hypervisor took at
@@ -104,6 +106,16 @@ usage: $0 [options]
                        an A/B of builds or settings (a wrapper script may add serve flags:
                        it gets "serve --config FILE ..." as its arguments); implies --no-results
   --pin S,C            pin the server to CPU S and the generator to CPU C with taskset (e.g. 0,1)
+  --napi-threads       (needs --pin) each veth end receives in threaded NAPI (GRO on), its
+                       kernel threads pinned to that side's CPU and counted in that side's CPU
+                       time, as on two machines. Without it, veth runs a frame's whole receive
+                       (the XDP program, IPv6, UDP, the receiver's wakeup) inside the sender's
+                       transmit: each side is charged the other's receive and not its own
+  --rps                (needs --pin with one CPU per side) each veth end's receive stack
+                       (IPv6, UDP, the receiver's wakeup; after any XDP program, which
+                       still runs in the sender's transmit) runs in softirq on its side's
+                       CPU through RPS, so a side's transmit no longer runs the other's
+                       receive
   --kea-mt-queue N     Kea MT packet-queue-size (default $KEA_MT_QUEUE, as in perfdhcp-vs-kea.sh)
   --no-repeat          do not repeat a marginal failure (by default: once per search)
   --steal-limit PCT    a search trial that fails while the host's hypervisor took PCT % of a core
@@ -137,6 +149,8 @@ while [ $# -gt 0 ]; do
         --keep-logs) KEEP_LOGS="$2"; shift 2 ;;
         --no-results) WRITE_RESULTS=0; shift ;;
         --pin) PIN="$2"; shift 2 ;;
+        --napi-threads) NAPI_THREADS=1; shift ;;
+        --rps) RPS=1; shift ;;
         --kea-mt-queue) KEA_MT_QUEUE="$2"; shift 2 ;;
         --no-repeat) REPEAT_MARGINAL=0; shift ;;
         --steal-limit) STEAL_LIMIT="$2"; shift 2 ;;
@@ -188,6 +202,11 @@ SRV_PIN=(); CLI_PIN=()
 if [ -n "$PIN" ]; then
     command -v taskset >/dev/null || die "--pin needs taskset"
     SRV_PIN=(taskset -c "${PIN%%,*}"); CLI_PIN=(taskset -c "${PIN#*,}")
+fi
+[ "$NAPI_THREADS" = 1 ] && [ -z "$PIN" ] && die "--napi-threads needs --pin (the NAPI threads go to the CPUs of their side)"
+if [ "$RPS" = 1 ]; then
+    [[ "$PIN" =~ ^[0-9]+,[0-9]+$ ]] || die "--rps needs --pin S,C with one CPU on each side (e.g. 0,1)"
+    [ "$NAPI_THREADS" = 1 ] && die "--rps and --napi-threads are two ways of placing the receive: choose one"
 fi
 [ -f "$KEA_TEMPLATE" ] || die "missing $KEA_TEMPLATE"
 [ -f "$TANDEM_TEMPLATE" ] || die "missing $TANDEM_TEMPLATE"
@@ -301,6 +320,28 @@ next_seed() { # tandem-gen uses the low 8 bits of --seed in the DUID: cycle thro
     SEED=$(( (SEED_SEQ - 1) % 255 + 1 ))
 }
 
+# srv_ticks / gen_rx_ticks: the server's CPU ticks (its process, and with --napi-threads its
+# veth end's NAPI threads) and the generator side's NAPI threads' ticks (0 without).
+srv_ticks() {
+    local t; t=$(pid_ticks "$SERVER_PID")
+    [ "$NAPI_THREADS" = 1 ] && t=$((t + $(napi_ticks "$NS_S")))
+    echo "$t"
+}
+gen_rx_ticks() {
+    if [ "$NAPI_THREADS" = 1 ]; then napi_ticks "$NS_C"; else echo 0; fi
+}
+# napi_repin: with --napi-threads, pins each end's NAPI threads to its side's CPU again (an
+# XDP attach may have made new ones).
+napi_repin() {
+    [ "$NAPI_THREADS" = 1 ] || return 0
+    napi_pin "$NS_S" "${PIN%%,*}"; napi_pin "$NS_C" "${PIN#*,}"
+}
+# gen_cpu_pct TIMEFILE RX0 RX1: the generator's CPU in % of a core from its `time` output,
+# plus its side's NAPI threads' ticks RX1 - RX0 over the same wall time.
+gen_cpu_pct() {
+    awk -v r="$(($3 - $2))" -v hz="$CLK_TCK" 'NF==3 && $1 > 0 {v = ($2+$3+r/hz)/$1*100} END {if (v != "") printf "%.0f", v; else print "null"}' "$1"
+}
+
 # ---------------------------------------------------------------- one tandem-gen run
 
 TRIAL_SEQ=0
@@ -345,17 +386,19 @@ run_gen() {
     us0=$(udp_drops "$NS_S"); uc0=$(udp_drops "$NS_C")
     local m0 m1
     m0=$(server_counters "$target")
-    t0=$(pid_ticks "$SERVER_PID"); w0=$(date +%s.%N); b0=$(cpu_sample); s0=$(steal_ticks)
+    napi_repin
+    local g0 g1
+    t0=$(srv_ticks); g0=$(gen_rx_ticks); w0=$(date +%s.%N); b0=$(cpu_sample); s0=$(steal_ticks)
     local f0 f1; f0=$(pid_minflt "$SERVER_PID")
     { time ip netns exec "$NS_C" "${CLI_PIN[@]}" timeout -k 2 $((phase + 20)) "${cmd[@]}" >"$out" 2>"$err" ; } 2>"$tfile"
     rc=$?
-    t1=$(pid_ticks "$SERVER_PID"); w1=$(date +%s.%N); b1=$(cpu_sample); s1=$(steal_ticks)
+    t1=$(srv_ticks); g1=$(gen_rx_ticks); w1=$(date +%s.%N); b1=$(cpu_sample); s1=$(steal_ticks)
     f1=$(pid_minflt "$SERVER_PID")
     us1=$(udp_drops "$NS_S"); uc1=$(udp_drops "$NS_C")
     m1=$(server_counters "$target")
     local srv_cpu gen_cpu
     srv_cpu=$(awk -v a="$t0" -v b="$t1" -v hz="$CLK_TCK" -v w0="$w0" -v w1="$w1" 'BEGIN{printf "%.0f", (b-a)/hz/(w1-w0)*100}')
-    gen_cpu=$(awk 'NF==3 && $1 > 0 {v = ($2+$3)/$1*100} END {if (v != "") printf "%.0f", v; else print "null"}' "$tfile")
+    gen_cpu=$(gen_cpu_pct "$tfile" "$g0" "$g1")
     local json; json=$(jq -c . "$out" 2>/dev/null | tail -1)
     [ -n "$json" ] || json='{}'
     jq -c -n --argjson g "$json" --arg target "$target" --arg case "$case" --arg kind "$kind" \
@@ -583,12 +626,13 @@ perfdhcp_run() {
     local cmd=(perfdhcp -6 -l "$NS_C" -e address-only -R 100000000 -p "$GEN_PERIOD" -b "mac=02:$tag:00:00:00:00")
     [ "$rate" -gt 0 ] && cmd+=(-r "$rate")
     cmd+=("$SERVER_IP")
-    local rc t0 t1 b0 b1 TIMEFORMAT='%R %U %S'
-    t0=$(pid_ticks "$SERVER_PID"); b0=$(cpu_sample)
+    local rc t0 t1 b0 b1 g0 g1 TIMEFORMAT='%R %U %S'
+    napi_repin
+    t0=$(srv_ticks); g0=$(gen_rx_ticks); b0=$(cpu_sample)
     { time ip netns exec "$NS_C" "${CLI_PIN[@]}" timeout -k 2 $((GEN_PERIOD + 15)) "${cmd[@]}" >"$out" 2>&1 ; } 2>"$tfile"
     rc=$?
-    t1=$(pid_ticks "$SERVER_PID"); b1=$(cpu_sample)
-    local gen_cpu; gen_cpu=$(awk 'NF==3 && $1 > 0 {v = ($2+$3)/$1*100} END {if (v != "") printf "%.0f", v; else print "null"}' "$tfile")
+    t1=$(srv_ticks); g1=$(gen_rx_ticks); b1=$(cpu_sample)
+    local gen_cpu; gen_cpu=$(gen_cpu_pct "$tfile" "$g0" "$g1")
     local wall; wall=$(awk 'NF==3 {print $1}' "$tfile")
     awk -v rate="$rate" -v period="$GEN_PERIOD" -v rc="$rc" -v cpu="$gen_cpu" -v cmd="${cmd[*]}" -v box="$(box_cpu_pct "$b0" "$b1")" \
         -v sticks="$((t1 - t0))" -v hz="$CLK_TCK" -v wall="${wall:-0}" '
@@ -681,6 +725,14 @@ setup_bench_topology() {
     # the UDP path does (the same topology for every target of the run).
     [ "$XDP_RUN" = 1 ] && VETH_QUEUES=$(nproc)
     setup_topology
+    if [ "$NAPI_THREADS" = 1 ]; then
+        napi_threads_on "$NS_S" "$NS_S" "${PIN%%,*}"
+        napi_threads_on "$NS_C" "$NS_C" "${PIN#*,}"
+    fi
+    if [ "$RPS" = 1 ]; then
+        rps_on "$NS_S" "$NS_S" "${PIN%%,*}"
+        rps_on "$NS_C" "$NS_C" "${PIN#*,}"
+    fi
     if [ "$XDP_RUN" = 1 ]; then
         ip netns exec "$NS_C" ethtool -K "$NS_C" tx off >/dev/null || die "ethtool -K $NS_C tx off failed"
     fi
@@ -759,7 +811,7 @@ RESULT_JSON=$(jq -s -c \
     --arg date "$RUN_DATE" --arg cmd "$CMDLINE" --argjson elapsed "$ELAPSED" \
     --arg kea "$KEA_VERSION" --arg perfdhcp "$PERFDHCP_VERSION" --arg rev "$GIT_REV" --argjson dirty "$GIT_DIRTY" \
     --arg cpu "$CPU_MODEL" --argjson ncpu "$(nproc)" --arg kernel "$(uname -r)" --arg fs "$WORK_FS" \
-    --arg load "$LOADAVG_START" --arg pin "$PIN" --arg xdp "$XDP_RUN" \
+    --arg load "$LOADAVG_START" --arg pin "$PIN" --arg xdp "$XDP_RUN" --arg napi "$NAPI_THREADS" --arg rps "$RPS" \
     --arg route "$ROUTE_MODE" --arg reason "$ROUTE_REASON" --argjson probe "$PROBE_JSON" \
     --argjson period "$PERIOD" --argjson slack "$SLACK" --argjson start "$START_RATE" --argjson max "$MAX_RATE" \
     --argjson bisect "$BISECT" --argjson threads "$THREADS" --argjson window "$WINDOW" --argjson owin "$OPEN_WINDOW" \
@@ -778,7 +830,8 @@ RESULT_JSON=$(jq -s -c \
                     kea_mt: "thread-pool-size 2, packet-queue-size \($kq)", kea_lease_db: "memfile (no fsync)",
                     reflector_threads: $rthreads,
                     client_veth_tx_checksum_offload: (if $xdp == "1" then "off (tandem-xdp in the run)" else "on" end),
-                    pinning: (if $pin == "" then "none" else "server CPU \($pin | split(",")[0]), generator CPU \($pin | split(",")[1])" end)},
+                    pinning: (if $pin == "" then "none" else "server CPU \($pin | split(",")[0]), generator CPU \($pin | split(",")[1])" end),
+                    receive_accounting: (if $rps == "1" then "rps: each veth end'"'"'s receive stack runs in softirq on its side'"'"'s CPU (--rps); an XDP program still runs in the sender'"'"'s transmit" elif $napi == "1" then "own: each veth end receives in threaded NAPI pinned to its side'"'"'s CPU and counted to that side (--napi-threads)" else "peer: veth runs each frame'"'"'s receive in the sender'"'"'s transmit, charged to the sender" end)},
       route: {mode: $route, reason: $reason, probe: $probe},
       topology_recoveries: {redone: $recovered, discarded_trials: $ndiscarded,
                             why: "the namespaces were deleted by something else during the run; the interrupted (target, case) was redone on a new topology"},
@@ -866,7 +919,14 @@ fmt_md() {
     echo "- box: $(nproc) x $CPU_MODEL, kernel $(uname -r), load average at start $LOADAVG_START, data on $WORK_FS; Tandem $GIT_REV$([ "$GIT_DIRTY" = true ] && echo ' (dirty tree)'), default workers, fsync on; kea-dhcp6 $KEA_VERSION (memfile; MT: thread-pool-size 2, packet-queue-size $KEA_MT_QUEUE); perfdhcp $PERFDHCP_VERSION; $([ -n "$PIN" ] && echo "pinned server/generator CPUs $PIN" || echo "unpinned (server and generator share all CPUs)")"
     echo "- route: **$ROUTE_MODE**. $ROUTE_REASON."
     [ -n "$SCRAPE_NOTE" ] && echo "- metrics: $SCRAPE_NOTE"
-    [ "$XDP_RUN" = 1 ] && echo "- AF_XDP: tandem-xdp = tandem --datapath xdp --xdp-mode native (an AF_XDP socket in copy mode and a worker per receive queue; the veth had $(nproc) queues for every target of this run); the client veth's tx checksum offload was off for every target of this run. The XDP program runs in the receiving veth's softirq, which no process is charged for: compare box CPU, not server CPU, across datapaths."
+    [ "$XDP_RUN" = 1 ] && echo "- AF_XDP: tandem-xdp = tandem --datapath xdp --xdp-mode native (an AF_XDP socket in copy mode and a worker per receive queue; the veth had $(nproc) queues for every target of this run); the client veth's tx checksum offload was off for every target of this run.$([ "$NAPI_THREADS" = 1 ] || echo " The XDP program runs in the receiving veth's softirq, which no process is charged for: compare box CPU, not server CPU, across datapaths.")"
+    if [ "$RPS" = 1 ]; then
+        echo "- receive accounting: **rps** (--rps). Each veth end's receive stack (IPv6, UDP, the receiver's wakeup) ran in softirq on its side's CPU through RPS, so neither side's transmit ran the other's receive; an XDP program (tandem-xdp's) still ran in the sender's transmit, on the generator's CPU."
+    elif [ "$NAPI_THREADS" = 1 ]; then
+        echo "- receive accounting: **own** (--napi-threads). Each veth end received in threaded NAPI (GRO on), its kernel threads pinned to its side's CPU; server and generator CPU include their side's NAPI threads, so each side pays its own receive (XDP program, IPv6, UDP, wakeup) and not the other's, as on two machines."
+    else
+        echo "- receive accounting: **peer** (the default). veth runs a frame's whole receive inside the sender's transmit, so each side's CPU holds the other side's receive (IPv6, UDP, the wakeup of the receiver) and not its own."
+    fi
     [ "$PROVISION" -gt 0 ] && echo "- provisioning: both servers carry DNS servers and a domain search list, which tandem-gen asks for in every message, and $PROVISION reservations by DUID (addresses inside the pool, DUIDs the generator never uses)."
     [ "$RECOVERIES" -gt 0 ] && echo "- topology: the namespaces were deleted by something else during the run $RECOVERIES time(s); the interrupted $(jq -r 'map(.redone) | join(", ")' <<<"$RECOVERED_JSON") was redone on a new topology ($(wc -l <"$DISCARDED_FILE") trials discarded)."
     echo "- method: tandem-gen --threads $THREADS --window $WINDOW --timeout-ms $TIMEOUT_MS --max-retries $MAX_RETRIES, 4-way exchanges, --clients = rate x ${PERIOD}s with a fresh --seed per trial, --phase-secs $((PERIOD + SLACK)); a rate passes when fewer than $LOSS_LIMIT % of the clients lack their lease when the phase ends (never started because the server fell behind, still in flight, timed out or refused), retransmitted messages are fewer than $LOSS_LIMIT % of the clients (a lost or > 1 s late message counts, as a drop does in perfdhcp), tandem-gen's failed_pct < $LOSS_LIMIT and no lease check fails (--config: leases in the pools). Search: from $START_RATE x 2^k (the highest point <= the open-loop rate) doubling to at most $MAX_RATE/s or halving, then $BISECT bisection steps$([ "$REPEAT_MARGINAL" = 1 ] && echo '; a marginal failure (every share < 2 %) is repeated once per search and the repeat decides')$([ "$STEAL_LIMIT" != 0 ] && echo "; a failing trial while the host's hypervisor took $STEAL_LIMIT % of a core or more (steal, all CPUs) is discarded and redone after ${STEAL_PAUSE}s, at most $STEAL_REDO_MAX times, for every target alike ($(wc -l <"$STEAL_FILE") redone in this run)"). ceiling = tandem-gen --reflector (stateless, $REFLECTOR_THREADS threads) in the server namespace."

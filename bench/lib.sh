@@ -164,6 +164,49 @@ steal_pct() {
         print "" }'
 }
 
+# napi_threads_on NS DEV CPUS: DEV (in NS) receives in NAPI kernel threads pinned to CPUS. veth
+# hands a frame to its peer inside the sender's transmit, and by default the peer's whole
+# receive (its XDP program, IPv6, UDP, the socket's wakeup) runs in the sender's softirq and
+# is charged to the sender. With GRO on, veth receives through NAPI instead, and a threaded
+# NAPI runs in a kernel thread ("napi/DEV-N", one per queue) that can be pinned to the
+# receiving side's CPU and counted to it (napi_ticks), as two machines would.
+napi_threads_on() {
+    local ns="$1" dev="$2" cpus="$3"
+    ip netns exec "$ns" ethtool -K "$dev" gro on >/dev/null || die "ethtool -K $dev gro on failed"
+    ip netns exec "$ns" sh -c "echo 1 >/sys/class/net/$dev/threaded" || die "threaded NAPI on $dev failed"
+    napi_pin "$dev" "$cpus"
+    [ -n "$(napi_pids "$dev")" ] || die "no NAPI thread appeared for $dev"
+}
+
+# napi_pids DEV: the PIDs of DEV's NAPI kernel threads (none without napi_threads_on).
+napi_pids() {
+    grep -l "^napi/$1-" /proc/[0-9]*/comm 2>/dev/null | awk -F/ '{print $3}'
+}
+
+# napi_pin DEV CPUS: pins DEV's NAPI threads to CPUS (a new one appears when a queue's NAPI is
+# made again, as an XDP program's attach may do: called before every trial).
+napi_pin() {
+    local p
+    for p in $(napi_pids "$1"); do
+        taskset -pc "$2" "$p" >/dev/null 2>&1 || log "warning: cannot pin NAPI thread $p of $1 to CPU $2"
+    done
+}
+
+# napi_ticks DEV: utime+stime of DEV's NAPI threads, in clock ticks.
+napi_ticks() {
+    local p t=0
+    for p in $(napi_pids "$1"); do t=$((t + $(pid_ticks "$p"))); done
+    echo "$t"
+}
+
+# rps_on NS DEV CPU: every receive queue of DEV (in NS) hands its frames to CPU's backlog (RPS),
+# so the receive stack runs on the receiving side's CPU, not in the sender's transmit.
+rps_on() {
+    local ns="$1" dev="$2" cpu="$3"
+    ip netns exec "$ns" sh -c "for q in /sys/class/net/$dev/queues/rx-*; do printf '%x' $((1 << cpu)) >\$q/rps_cpus || exit 1; done" \
+        || die "RPS on $dev failed"
+}
+
 # pid_ticks PID: utime+stime of a process (all its threads), in clock ticks (0 if gone).
 pid_ticks() {
     awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0

@@ -3,78 +3,111 @@
 //! messages it handles. Nothing is shared between workers, so with W workers one client may
 //! get up to W times its rate when its messages are spread over them.
 //!
-//! Tables are bounded ([`RATE_TABLE_MAX`] entries per kind per worker): when one is full, the
-//! entries whose bucket has refilled completely (they limit nothing) are dropped; if that frees
-//! less than a quarter of it ([`RATE_TABLE_FREED_MIN`]), the whole table is (a flood of fresh
-//! DUIDs cannot grow memory, and gains nothing: a fresh DUID starts with a full bucket anyway;
-//! the source limit is what stops it). The quarter keeps the scan's cost per message bounded:
-//! a scan that freed a few entries would be due again a few messages later, so DUIDs that keep
-//! a full table's buckets below full could make every new client's message cost a scan.
+//! Each kind's buckets sit in a fixed table of [`RATE_TABLE_MAX`] per worker, in sets of
+//! [`RATE_TABLE_WAYS`] (one cache line) chosen by a seeded hash of the key: a message costs one
+//! line, whatever the table holds, and the table never grows, rehashes or scans. A key new to
+//! its set takes an empty place, or else the bucket with the most tokens: the one that limits
+//! least (a full bucket limits nothing, and a fresh key starts full anyway). A client being
+//! limited has few tokens, so a flood of fresh DUIDs evicts its own buckets, each a token or
+//! so short of full, long before it evicts the flooder's or any other limited client's. The
+//! source limit is what stops the flood itself.
 
 use crate::config::LimitsConfig;
-use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
 use std::net::Ipv6Addr;
 
-/// Entries per table (clients, sources) per worker at most.
+/// Buckets per table (clients, sources) per worker.
 pub const RATE_TABLE_MAX: usize = 65_536;
-/// Entries a scan of a full table must free for the table to be kept; below it the table is
-/// cleared, so at least this many new keys come between two scans.
-pub const RATE_TABLE_FREED_MIN: usize = RATE_TABLE_MAX / 4;
+/// Buckets per set: four of 16 bytes, one 64-byte cache line.
+pub const RATE_TABLE_WAYS: usize = 4;
+/// Sets per table.
+const RATE_TABLE_SETS: usize = RATE_TABLE_MAX / RATE_TABLE_WAYS;
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 struct Bucket {
+    /// The key's hash's upper half, never 0 (0: an empty place).
+    tag: u32,
     /// Tokens left, in thousandths (so that rates below the burst refill smoothly).
-    milli: u64,
+    milli: u32,
     /// When it was last topped up, in milliseconds.
     at_ms: u64,
 }
 
-/// A table of buckets. Its keys are a seeded hash of the DUID or an address, which foldhash
-/// spreads at a fraction of SipHash's cost (two SipHash passes per message were about 2 % of
-/// the server's instructions per exchange).
-type Buckets<K> = HashMap<K, Bucket, foldhash::fast::RandomState>;
+/// One set: the buckets whose keys hash to it.
+#[derive(Debug, Clone, Copy, Default)]
+#[repr(C, align(64))]
+struct Set([Bucket; RATE_TABLE_WAYS]);
+
+/// One kind's buckets, by hash. Empty (no memory) until its first use.
+#[derive(Debug, Default)]
+struct Table {
+    sets: Vec<Set>,
+}
+
+impl Table {
+    /// Takes a token from the bucket of the key hashed to `hash`, at `rate` per second with
+    /// room for `burst`; whether there was one.
+    fn take(&mut self, hash: u64, rate: u32, burst: u32, now_ms: u64) -> bool {
+        if rate == 0 {
+            return true;
+        }
+        if self.sets.is_empty() {
+            self.sets = vec![Set::default(); RATE_TABLE_SETS];
+        }
+        // Thousandths of a token: the burst, and what one millisecond adds (the rate).
+        let full = (u64::from(burst.max(1)) * 1000).min(u64::from(u32::MAX));
+        let per_ms = u64::from(rate);
+        let level = |b: &Bucket| {
+            (u64::from(b.milli) + now_ms.saturating_sub(b.at_ms).saturating_mul(per_ms)).min(full)
+        };
+        let set = &mut self.sets[hash as usize % RATE_TABLE_SETS].0;
+        let tag = ((hash >> 32) as u32).max(1);
+        let way = match set.iter().position(|b| b.tag == tag) {
+            Some(w) => w,
+            None => {
+                // An empty place, else the bucket that limits least.
+                let (w, _) = set
+                    .iter()
+                    .enumerate()
+                    .max_by_key(|(_, b)| if b.tag == 0 { u64::MAX } else { level(b) })
+                    .unwrap_or((0, &set[0]));
+                set[w] = Bucket {
+                    tag,
+                    milli: full as u32,
+                    at_ms: now_ms,
+                };
+                w
+            }
+        };
+        let b = &mut set[way];
+        let mut milli = level(b);
+        b.at_ms = b.at_ms.max(now_ms);
+        let allowed = milli >= 1000;
+        if allowed {
+            milli -= 1000;
+        }
+        b.milli = milli as u32;
+        allowed
+    }
+
+    /// Buckets held.
+    fn len(&self) -> usize {
+        self.sets
+            .iter()
+            .flat_map(|s| s.0.iter())
+            .filter(|b| b.tag != 0)
+            .count()
+    }
+}
 
 /// One worker's token buckets.
 #[derive(Debug, Default)]
 pub struct RateLimiter {
-    clients: Buckets<u64>,
-    sources: Buckets<u128>,
-    /// Hashes a DUID to its table key: seeded per limiter, so a crafted set of DUIDs cannot
-    /// be made to share one client's bucket.
+    clients: Table,
+    sources: Table,
+    /// Hashes a key to its set and tag: seeded per limiter, so a crafted set of DUIDs cannot
+    /// be made to share one client's bucket or crowd one set.
     hasher: foldhash::quality::RandomState,
-}
-
-fn take<K: std::hash::Hash + Eq + Copy>(
-    table: &mut Buckets<K>,
-    key: K,
-    rate: u32,
-    burst: u32,
-    now_ms: u64,
-) -> bool {
-    if rate == 0 {
-        return true;
-    }
-    let full = burst.max(1) as u64 * 1000;
-    let per_ms = rate as u64; // thousandths of a token per millisecond = tokens per second
-    if table.len() >= RATE_TABLE_MAX && !table.contains_key(&key) {
-        table.retain(|_, b| b.milli + now_ms.saturating_sub(b.at_ms) * per_ms < full);
-        if table.len() > RATE_TABLE_MAX - RATE_TABLE_FREED_MIN {
-            table.clear();
-        }
-    }
-    let b = table.entry(key).or_insert(Bucket {
-        milli: full,
-        at_ms: now_ms,
-    });
-    b.milli = (b.milli + now_ms.saturating_sub(b.at_ms) * per_ms).min(full);
-    b.at_ms = b.at_ms.max(now_ms);
-    if b.milli >= 1000 {
-        b.milli -= 1000;
-        true
-    } else {
-        false
-    }
 }
 
 impl RateLimiter {
@@ -85,35 +118,29 @@ impl RateLimiter {
         }
         let mut h = self.hasher.build_hasher();
         h.write(duid);
-        let key = h.finish();
-        take(
-            &mut self.clients,
-            key,
-            l.client_rate_per_sec,
-            l.client_burst,
-            now_ms,
-        )
+        self.clients
+            .take(h.finish(), l.client_rate_per_sec, l.client_burst, now_ms)
     }
 
     /// Whether source `addr` may send one more message at `now_ms`; takes a token if so.
     pub fn allow_source(&mut self, l: &LimitsConfig, addr: Ipv6Addr, now_ms: u64) -> bool {
-        take(
-            &mut self.sources,
-            u128::from(addr),
-            l.source_rate_per_sec,
-            l.source_burst,
-            now_ms,
-        )
+        if l.source_rate_per_sec == 0 {
+            return true;
+        }
+        let mut h = self.hasher.build_hasher();
+        h.write(&addr.octets());
+        self.sources
+            .take(h.finish(), l.source_rate_per_sec, l.source_burst, now_ms)
     }
 
-    /// Entries held (clients, sources).
+    /// Buckets held (clients, sources); counts the tables, for tests and diagnostics.
     pub fn len(&self) -> (usize, usize) {
         (self.clients.len(), self.sources.len())
     }
 
-    /// Whether no entry is held.
+    /// Whether no bucket is held.
     pub fn is_empty(&self) -> bool {
-        self.clients.is_empty() && self.sources.is_empty()
+        self.len() == (0, 0)
     }
 }
 
@@ -178,40 +205,63 @@ mod tests {
         assert!(r.len().0 <= RATE_TABLE_MAX);
     }
 
-    /// A full table whose scan frees only a few refilled buckets is cleared: otherwise the
-    /// next few new keys would each scan it again.
+    /// The flood of fresh DUIDs evicts its own buckets, not those of the clients it limits.
+    /// (Before the sets, a full table whose scan freed too little was cleared, and every
+    /// limited client started again with a full burst.)
     #[test]
-    fn a_scan_that_frees_little_clears_the_table() {
+    fn limited_clients_stay_limited_through_a_flood_of_fresh_duids() {
         let l = limits(10, 20);
         let mut r = RateLimiter::default();
-        // 100 clients at t = 0, whose buckets have refilled by t = 10 s; the rest at t = 10 s,
-        // each a token short of full.
-        for i in 0..100u64 {
-            assert!(r.allow_client(&l, &i.to_be_bytes(), 0));
+        // 100 clients spend their burst: 100 in 16,384 sets leaves no set with four of them
+        // (a one in a million chance), where the fifth would have to evict one.
+        let limited: Vec<Vec<u8>> = (0..100u32)
+            .map(|i| format!("limited-{i}").into_bytes())
+            .collect();
+        for duid in &limited {
+            let ok = (0..30).filter(|_| r.allow_client(&l, duid, 0)).count();
+            assert_eq!(ok, 20);
         }
-        for i in 100..RATE_TABLE_MAX as u64 {
-            assert!(r.allow_client(&l, &i.to_be_bytes(), 10_000));
+        for i in 0..(4 * RATE_TABLE_MAX as u64) {
+            assert!(
+                r.allow_client(&l, &i.to_be_bytes(), 0),
+                "a fresh DUID has a full bucket"
+            );
         }
-        assert_eq!(r.len().0, RATE_TABLE_MAX);
-        // A new client: the scan frees the 100, fewer than a quarter, so the table starts over.
-        assert!(r.allow_client(&l, b"new", 10_001));
-        assert_eq!(r.len().0, 1, "cleared, then the new client");
-        // A scan that frees a quarter or more keeps the rest.
-        let mut r = RateLimiter::default();
-        let quarter = RATE_TABLE_FREED_MIN as u64;
-        for i in 0..quarter {
-            assert!(r.allow_client(&l, &i.to_be_bytes(), 0));
+        for duid in &limited {
+            assert!(!r.allow_client(&l, duid, 0), "still limited");
         }
-        for i in quarter..RATE_TABLE_MAX as u64 {
-            assert!(r.allow_client(&l, &i.to_be_bytes(), 10_000));
+        // 262,144 keys in 16,384 sets leave a few places empty (16 keys a set on average).
+        let held = r.len().0;
+        assert!(
+            held <= RATE_TABLE_MAX && held > RATE_TABLE_MAX * 99 / 100,
+            "{held}"
+        );
+    }
+
+    /// A key new to a full set takes the place of the bucket with the most tokens.
+    #[test]
+    fn a_full_set_gives_up_the_bucket_that_limits_least() {
+        let mut t = Table::default();
+        // One set (the low bits), four keys (the high bits).
+        let key = |tag: u64| (tag << 32) | 7;
+        let take_all = |t: &mut Table, k: u64| (0..30).filter(|_| t.take(k, 10, 20, 0)).count();
+        assert_eq!(take_all(&mut t, key(1)), 20); // 0 tokens left
+        assert!(t.take(key(2), 10, 20, 0)); // 19
+        for _ in 0..10 {
+            assert!(t.take(key(3), 10, 20, 0)); // 10
         }
-        assert!(r.allow_client(&l, b"new", 10_001));
-        assert_eq!(r.len().0, RATE_TABLE_MAX - RATE_TABLE_FREED_MIN + 1);
-        // Those kept still limit: a kept client's bucket is a token short of full.
-        let kept = (RATE_TABLE_MAX as u64 - 1).to_be_bytes();
-        let ok = (0..30)
-            .filter(|_| r.allow_client(&l, &kept, 10_001))
-            .count();
-        assert_eq!(ok, 19, "the rest of its burst");
+        for _ in 0..15 {
+            assert!(t.take(key(4), 10, 20, 0)); // 5
+        }
+        assert_eq!(t.len(), 4);
+        // A fifth key: key 2's bucket goes.
+        assert!(t.take(key(5), 10, 20, 0));
+        assert_eq!(t.len(), 4);
+        assert!(!t.take(key(1), 10, 20, 0), "the empty bucket stays");
+        assert_eq!(take_all(&mut t, key(3)), 10, "kept");
+        assert_eq!(take_all(&mut t, key(4)), 5, "kept");
+        // Key 2 comes back with a full bucket, in the place of the fullest: key 5's (19).
+        assert_eq!(take_all(&mut t, key(2)), 20, "evicted, so new");
+        assert_eq!(take_all(&mut t, key(5)), 20, "evicted in turn");
     }
 }

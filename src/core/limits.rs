@@ -50,12 +50,11 @@ struct Table {
 }
 
 impl Table {
-    /// Takes a token from the bucket of the key hashed to `hash`, at `rate` per second with
-    /// room for `burst`; whether there was one.
+    /// Takes a token from the bucket of the key hashed to `hash`, at `rate` (not 0: the
+    /// callers let everything through then, before hashing) per second with room for `burst`;
+    /// whether there was one.
     fn take(&mut self, hash: u64, rate: u32, burst: u32, now_ms: u64) -> bool {
-        if rate == 0 {
-            return true;
-        }
+        debug_assert!(rate > 0);
         if self.sets.is_empty() {
             self.sets = vec![Set::default(); RATE_TABLE_SETS];
         }
@@ -73,11 +72,12 @@ impl Table {
             Some(w) => w,
             None => {
                 // An empty place, else the bucket that limits least.
-                let (w, _) = set
-                    .iter()
-                    .enumerate()
-                    .max_by_key(|(_, b)| if b.tag == 0 { u64::MAX } else { level(b) })
-                    .unwrap_or((0, &set[0]));
+                let w = (0..RATE_TABLE_WAYS)
+                    .max_by_key(|&w| {
+                        let b = &set[w];
+                        if b.tag == 0 { u64::MAX } else { level(b) }
+                    })
+                    .unwrap_or(0);
                 set[w] = Bucket {
                     tag,
                     milli: full as u32,

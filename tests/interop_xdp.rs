@@ -760,7 +760,9 @@ fn xdp_answers_multicast_once_the_link_local_address_appears() {
 /// arrive together and then hundreds of committed Replies leave in one go, handed back to the
 /// worker. Every request must be received (the fill ring holds frames for a full RX ring; with
 /// half as many, 1,024 clients had to retransmit) and every reply must leave at once (in copy
-/// mode the kernel sends at most 32 frames per kick), with no client retransmitting.
+/// mode the kernel sends at most 32 frames per kick): a message the server received once is
+/// not sent to it again. The client knows the server's link-layer address beforehand, as a
+/// relay would, so the burst does not wait on neighbour discovery.
 #[test]
 fn xdp_answers_a_burst_without_stalling() {
     let test = "xdp_answers_a_burst_without_stalling";
@@ -768,6 +770,7 @@ fn xdp_answers_a_burst_without_stalling() {
     let _turn = common::one_at_a_time();
     let topo = Topo::new(&t, "iu", &["2001:db8:1::1/64"], &["2001:db8:1::2/64"]);
     topo.client_checksum_offload_off(&t);
+    topo.client_knows_server_address("2001:db8:1::1");
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = link1_config(dir.path(), &topo, "tandem");
     let log = dir.path().join("server.log");
@@ -800,17 +803,27 @@ fn xdp_answers_a_burst_without_stalling() {
     let mut ck = Checks::default();
     ck.eq("clients served", ph["ok"].as_u64(), Some(CLIENTS));
     ck.eq("timeouts", ph["timeouts"].as_u64(), Some(0));
-    let retransmits = ph["retransmits"].as_u64().unwrap_or(u64::MAX);
-    ck.check(retransmits <= CLIENTS / 100, || {
-        format!("{retransmits} retransmissions for {CLIENTS} clients (want at most 1 %): replies stalled")
-    });
     ck.eq(
         "lease check violations",
         json["violations"].as_u64(),
         Some(0),
     );
+    let sender_losses = topo.c.send_losses(&topo.c.name);
     let text = stop(server);
     check_redirected(&mut ck, &text, "the program", 2 * CLIENTS);
+    // A stalled reply shows as a retransmission that reaches the server: the program then
+    // counts more frames than the two messages per client. A retransmission whose first copy
+    // never reached the program (lost in the client's own kernel, as veth does when a burst
+    // overruns its peer's ring of 256) says nothing of the server, and is only reported.
+    let retransmits = ph["retransmits"].as_u64().unwrap_or(u64::MAX);
+    let reached = xdp_redirected(&text).unwrap_or(0);
+    let again = reached.saturating_sub(2 * CLIENTS);
+    ck.check(again <= CLIENTS / 100, || {
+        format!(
+            "{again} retransmissions reached the server for {CLIENTS} clients (want at most 1 %): \
+             replies stalled ({retransmits} retransmitted in all; {sender_losses})"
+        )
+    });
     ck.finish(
         test,
         &[

@@ -61,6 +61,32 @@ impl Netns {
         c
     }
 
+    /// Reads `path` (a /proc or /sys file) as this namespace sees it; empty if it cannot.
+    pub fn read(&self, path: &str) -> String {
+        let mut args = self.exec();
+        args.extend(["cat".to_string(), path.to_string()]);
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        run(&self.timeout, 10, &refs).out
+    }
+
+    /// Where this namespace's kernel lost datagrams it was asked to send: `dev`'s transmit
+    /// drops (veth drops a frame when its peer's XDP ring of 256 is full) and UDP's send
+    /// buffer errors (which is how such a drop reaches a UDP sender, who is not told), for a
+    /// test's failure message.
+    pub fn send_losses(&self, dev: &str) -> String {
+        let tx_dropped = self.read(&format!("/sys/class/net/{dev}/statistics/tx_dropped"));
+        let snmp = self.read("/proc/net/snmp6");
+        let sndbuf = snmp
+            .lines()
+            .find_map(|l| l.strip_prefix("Udp6SndbufErrors"))
+            .map(str::trim)
+            .unwrap_or("?");
+        format!(
+            "{dev} tx_dropped {}, Udp6SndbufErrors {sndbuf}",
+            tx_dropped.trim()
+        )
+    }
+
     /// Runs `ip -n <ns> args...`, which must succeed.
     pub fn ip(&self, args: &[&str]) -> String {
         let mut full = vec![self.ip.as_str(), "-n", self.name.as_str()];
@@ -252,6 +278,33 @@ impl Topo {
     /// receiver at the client end (tandem-gen --datapath xdp) refuses them.
     pub fn server_checksum_offload_off(&self, t: &Tools) {
         checksum_offload_off(&self.s, t);
+    }
+
+    /// Gives the client namespace a permanent neighbour entry for `server_addr` (no prefix
+    /// length) on the server end's link-layer address. A burst sent before neighbour discovery
+    /// has answered waits in the kernel's queue for an unresolved neighbour, which holds about
+    /// 200 datagrams and drops the oldest beyond that; a relay that has been forwarding knows
+    /// its server's address already.
+    pub fn client_knows_server_address(&self, server_addr: &str) {
+        let brief = self.s.ip(&["-br", "link", "show", "dev", &self.s.name]);
+        let mac = brief
+            .split_whitespace()
+            .nth(2)
+            .filter(|m| m.len() == 17 && m.matches(':').count() == 5)
+            .unwrap_or_else(|| panic!("no link-layer address in `ip -br link`: {brief}"))
+            .to_string();
+        self.c.ip(&[
+            "-6",
+            "neigh",
+            "replace",
+            server_addr,
+            "lladdr",
+            &mac,
+            "dev",
+            &self.c.name,
+            "nud",
+            "permanent",
+        ]);
     }
 
     /// [`Topo::new`] with `queues` receive and transmit queues on each veth end.

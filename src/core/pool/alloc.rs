@@ -227,7 +227,7 @@ impl Allocator {
         // never-used resources anywhere before freed ones, so a freed lease stays free for its
         // last holder as long as possible. Normally the home sub-pool answers at once; the
         // walk over the others (at most 2 x 64 sub-pools per half) happens as pools fill up.
-        let home = spread(key) as usize;
+        let home = self.home(c);
         // RFC 8156 §4.2.1: even in PARTNER-DOWN the partner's *addresses* SHOULD NOT be handed
         // to new clients (addresses are plentiful, and it keeps a mistaken PARTNER-DOWN from
         // duplicating them); its prefixes may be, MCLT after PARTNER-DOWN, once ours are used.
@@ -280,7 +280,7 @@ impl Allocator {
         mode: AcquireMode,
         rules: &Rules,
         writes: &mut Vec<Lease>,
-        index: &mut super::TableMap<ResRef>,
+        index: &mut super::ClientIndex,
     ) -> Option<Granted> {
         if !(rules.owned[0] || rules.owned[1]) {
             return None;
@@ -639,7 +639,7 @@ impl Allocator {
         // The client index may still point at a forgotten resource: drop those entries (index
         // before sub-pool, the lock order everywhere).
         for (l, &(pool, index)) in out[first..].iter().zip(&gone) {
-            let key = client_key(l.subnet_id, l.kind, &l.duid, l.iaid);
+            let key = self.key_of(l);
             let mut idx = self.lock_shard(key);
             if idx
                 .get(&key)
@@ -685,7 +685,7 @@ impl Allocator {
             return Err(lease);
         }
         self.seq.fetch_max(lease.seq + 1, Ordering::Relaxed);
-        let key = client_key(lease.subnet_id, lease.kind, &lease.duid, lease.iaid);
+        let key = self.key_of(&lease);
         let mut index = self.lock_shard(key);
         // Records come back in address order, not in the order they were made: of a client's
         // records the index keeps the one it should be given back, not the last read.
@@ -715,7 +715,7 @@ impl Allocator {
     /// held.
     pub(super) fn index_keeps_entry(
         &self,
-        index: &TableMap<ResRef>,
+        index: &ClientIndex,
         key: u128,
         sn: usize,
         r: ResRef,

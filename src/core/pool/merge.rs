@@ -163,12 +163,7 @@ impl Allocator {
         let Some(r) = self.locate(sn, incoming.kind, incoming.addr) else {
             return Err(None);
         };
-        let key = client_key(
-            incoming.subnet_id,
-            incoming.kind,
-            &incoming.duid,
-            incoming.iaid,
-        );
+        let key = self.key_of(incoming);
         let mut index = self.lock_shard(key);
         let mut sp = lock(self.subnets[sn].pools[r.pool as usize].subpool_of(r.index));
         let later = |a: u64, b: u64| a > b + skew_secs;

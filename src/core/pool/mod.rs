@@ -42,6 +42,7 @@ mod subpool;
 #[cfg(test)]
 mod tests;
 
+use key::IndexKeys;
 pub use key::{client_key, spread};
 pub use rules::{PRIMARY_BIT, Rules};
 pub use share::{PdBalance, PdPoolId, subpool_shares};
@@ -143,11 +144,20 @@ impl Scope {
 /// relied on: walks over the table sort what they visit ([`Allocator::for_each_lease_in`]).
 pub(crate) type TableMap<V> = HashMap<u128, V, foldhash::fast::RandomState>;
 
+/// One shard of the client index: a client IA's index key ([`IndexKeys`]) → its resource.
+/// The key is a secret-keyed hash already, so the table takes its low bits as they are.
+type ClientIndex = HashMap<u128, ResRef, key::IndexKeyHash>;
+
 /// The in-memory lease table of every subnet, shared by all workers.
 pub struct Allocator {
     subnets: Vec<SubnetPools>,
     /// Shared, like the pools, with the allocator a reload builds.
-    clients: Arc<[Mutex<TableMap<ResRef>>]>,
+    clients: Arc<[Mutex<ClientIndex>]>,
+    /// How the client index names clients; shared with the index.
+    index_keys: IndexKeys,
+    /// The hash that picks a client's home sub-pool: [`client_key`] (tests put a colliding
+    /// one in its place).
+    placement_key: fn(u32, ResourceKind, &[u8], u32) -> u128,
     /// Each client-index shard's growth point ([`grow`]), worked out once.
     shard_grow: [grow::GrowAt; CLIENT_SHARDS],
     seq: Arc<AtomicU64>,
@@ -242,8 +252,10 @@ impl Allocator {
                 .collect(),
             shard_grow: std::array::from_fn(|k| grow::GrowAt::nth(grow::CLIENT_SHARDS_FROM + k)),
             clients: (0..CLIENT_SHARDS)
-                .map(|_| Mutex::new(TableMap::default()))
+                .map(|_| Mutex::new(ClientIndex::default()))
                 .collect(),
+            index_keys: IndexKeys::new(),
+            placement_key: client_key,
             seq: Arc::new(AtomicU64::new(1)),
             failover,
         };
@@ -338,6 +350,8 @@ impl Allocator {
         let a = Allocator {
             subnets: out,
             clients: self.clients.clone(),
+            index_keys: self.index_keys,
+            placement_key: self.placement_key,
             shard_grow: self.shard_grow,
             seq: self.seq.clone(),
             failover: self.failover,
@@ -409,8 +423,33 @@ impl Allocator {
         self.seq.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// The client IA's key in the client index.
     fn key(&self, c: &ClientIa) -> u128 {
-        client_key(self.subnets[c.subnet].id, c.kind, c.duid, c.iaid)
+        self.index_keys
+            .key(self.subnets[c.subnet].id, c.kind, c.duid, c.iaid)
+    }
+
+    /// The client index key of the IA `l` is a record of.
+    fn key_of(&self, l: &Lease) -> u128 {
+        self.index_keys.key(l.subnet_id, l.kind, &l.duid, l.iaid)
+    }
+
+    /// Where the client IA's walk over a pool's sub-pools starts (modulo their number) when
+    /// it needs a new resource: its home sub-pool.
+    fn home(&self, c: &ClientIa) -> usize {
+        let k = (self.placement_key)(self.subnets[c.subnet].id, c.kind, c.duid, c.iaid);
+        spread(k) as usize
+    }
+
+    /// This allocator with `f` picking home sub-pools instead of [`client_key`]: a test's way
+    /// to give clients colliding placement hashes.
+    #[cfg(test)]
+    pub(crate) fn with_placement_key(
+        mut self,
+        f: fn(u32, ResourceKind, &[u8], u32) -> u128,
+    ) -> Self {
+        self.placement_key = f;
+        self
     }
 
     /// The pool a client index entry points into, if this table has it: the index is shared
@@ -422,8 +461,9 @@ impl Allocator {
 
     /// Locks the client index shard of `key`, grown first if it is past its growth point
     /// ([`grow`]: the shards fill alike, so they would otherwise all double at once).
-    fn lock_shard(&self, key: u128) -> MutexGuard<'_, TableMap<ResRef>> {
-        let k = (spread(key) as usize) % CLIENT_SHARDS;
+    fn lock_shard(&self, key: u128) -> MutexGuard<'_, ClientIndex> {
+        // The high bits: the shard's table hashes by the low ones.
+        let k = ((key >> 64) as usize) % CLIENT_SHARDS;
         let mut shard = lock(&self.clients[k]);
         self.shard_grow[k].before_insert(&mut shard);
         shard

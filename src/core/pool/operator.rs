@@ -95,7 +95,7 @@ impl Allocator {
             .find(kind, addr, prefix_len)
             .ok_or_else(|| OperatorRefusal::NotInPool(what.clone()))?;
         let subnet_id = self.subnets[sn].id;
-        let key = client_key(subnet_id, kind, duid, iaid);
+        let key = self.index_keys.key(subnet_id, kind, duid, iaid);
         let mut index = self.lock_shard(key);
         if let Some(held) = index.get(&key).copied() {
             let Some(p) = self.indexed_pool(sn, held) else {

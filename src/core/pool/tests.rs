@@ -498,6 +498,77 @@ fn sequential_duids_spread_over_subpools() {
     assert!(used.len() >= 60, "only {} of 64 sub-pools used", used.len());
 }
 
+/// A client whose placement hash is the same as another's (anyone can craft one: the hash is
+/// fixed) shares its home sub-pool and nothing else: each keeps its lease through the other's
+/// requests, also after a restart (the index is rebuilt) and a reload (shared). With the index
+/// keyed on the placement hash, the second client's Request moved the first off its entry, and
+/// the first got a new address at its next Renew.
+#[test]
+fn clients_with_colliding_placement_hashes_keep_their_own_leases() {
+    fn colliding(_: u32, _: ResourceKind, _: &[u8], _: u32) -> u128 {
+        42
+    }
+    let pools = "pools=[{range=\"2001:db8::100-2001:db8::1ff\"}]";
+    let a = alloc(pools).with_placement_key(colliding);
+    let (victim, crafted) = (ia(b"victim", 1), ia(b"crafted", 7));
+    let mut w = Vec::new();
+    let v = grant(&a, 10, &victim).unwrap();
+    for now in 11..14 {
+        let c = grant(&a, now, &crafted).unwrap();
+        assert_ne!(c.addr, v.addr);
+        assert_eq!(
+            grant(&a, now, &victim).unwrap().addr,
+            v.addr,
+            "victim moved at {now}"
+        );
+        assert_eq!(a.current(&crafted).unwrap().addr, c.addr);
+    }
+    a.acquire(
+        14,
+        &victim,
+        &[],
+        AcquireMode::Grant,
+        &Rules::STANDALONE,
+        &mut w,
+    )
+    .unwrap();
+    a.acquire(
+        14,
+        &crafted,
+        &[],
+        AcquireMode::Grant,
+        &Rules::STANDALONE,
+        &mut w,
+    )
+    .unwrap();
+    let b = alloc(pools).with_placement_key(colliding);
+    for l in w {
+        b.restore(l).unwrap();
+    }
+    b.finish_restore();
+    assert_eq!(
+        grant(&b, 15, &crafted).unwrap().addr,
+        a.current(&crafted).unwrap().addr
+    );
+    assert_eq!(
+        grant(&b, 15, &victim).unwrap().addr,
+        v.addr,
+        "victim moved after a restart"
+    );
+    let (r, _) = b
+        .reconfigured(&config::parse("t", &format!(
+            "[server]\nlisten=[\"[::1]:5547\"]\n[[subnet]]\nid=1\nprefix=\"2001:db8::/64\"\n{pools}\n"
+        ))
+        .unwrap()
+        .subnets)
+        .unwrap();
+    assert_eq!(
+        r.current(&victim).unwrap().addr,
+        v.addr,
+        "victim lost after a reload"
+    );
+}
+
 #[test]
 fn restore_rebuilds_cursor_index_and_free_list() {
     let a = alloc("pools=[{range=\"2001:db8::100-2001:db8::1ff\"}]");

@@ -137,11 +137,12 @@ impl Scope {
     }
 }
 
-/// The hash maps of the lease table (resource index or client key → entry). Their keys are
-/// fixed hashes or indices, which foldhash spreads at a fraction of SipHash's cost (std's
-/// default was a tenth of the server's instructions per exchange); seeded per process, as
-/// std's is, so a crafted set of DUIDs cannot aim at one bucket chain. Iteration order is not
-/// relied on: walks over the table sort what they visit ([`Allocator::for_each_lease_in`]).
+/// The hash maps of the lease table (resource index → entry; the client index is a
+/// [`ClientIndex`]). Their keys are indices, which foldhash spreads at a fraction of SipHash's
+/// cost (std's default was a tenth of the server's instructions per exchange); seeded per
+/// process, as std's is, so no crafted set of keys can aim at one bucket chain. Iteration
+/// order is not relied on: walks over the table sort what they visit
+/// ([`Allocator::for_each_lease_in`]).
 pub(crate) type TableMap<V> = HashMap<u128, V, foldhash::fast::RandomState>;
 
 /// One shard of the client index: a client IA's index key ([`IndexKeys`]) → its resource.
